@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""End-to-end classification throughput: Strix vs the Python pipeline people write.
+
+Both sides do the whole job per image: read and decode the file, resize the shorter side to 256,
+centre-crop 224, normalise, run EfficientNet-Lite0, softmax, top-5. The model is loaded once
+before timing on both sides.
+
+- Python: Pillow (decode + bilinear resize) + numpy + onnxruntime, one image after another,
+  onnxruntime with its default threads (all cores).
+- Strix: `strix predict` (release build) with --backend tract and --backend ort, all cores; its
+  own summary line gives images/s measured after the model is loaded.
+
+Usage: bench/classify.py [--repeat N] [--images DIR]   (after ./scripts/setup)
+Prints images/s for each and the ratio Strix / Python per backend.
+"""
+import argparse
+import glob
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def python_pipeline(files, model_path):
+    import numpy as np
+    import onnxruntime as ort
+    from PIL import Image
+
+    session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+
+    def classify(path):
+        im = Image.open(path).convert("RGB")
+        w, h = im.size
+        s = 256 / min(w, h)
+        rw, rh = round(w * s), round(h * s)
+        im = im.resize((rw, rh), Image.BILINEAR)
+        left, top = (rw - 224) // 2, (rh - 224) // 2
+        x = np.asarray(im.crop((left, top, left + 224, top + 224)), dtype=np.float32)
+        x = ((x - 127.0) / 128.0).transpose(2, 0, 1)[None]
+        logits = session.run(None, {"input": x})[0][0]
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        return np.argsort(-p)[:5]
+
+    classify(files[0])  # warm-up, as Strix's model load includes its first allocation
+    start = time.perf_counter()
+    for f in files:
+        classify(f)
+    return len(files) / (time.perf_counter() - start)
+
+
+def strix(files, backend, env):
+    cmd = ["cargo", "run", "--release", "--locked", "-q", "-p", "strix", "--", "predict", "--json", "--backend", backend, *files]
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"strix --backend {backend} failed:\n{out.stderr}")
+    m = re.search(r"([0-9.]+) images/s", out.stderr)
+    if not m:
+        sys.exit(f"no throughput in strix output:\n{out.stderr}")
+    return float(m.group(1))
+
+
+def main():
+    fixtures = os.environ.get("STRIX_FIXTURES", os.path.join(ROOT, "..", "shared", "fixtures"))
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=20, help="passes over the image set (default 20)")
+    ap.add_argument("--rounds", type=int, default=3, help="runs of each side, interleaved; the median is reported (default 3)")
+    ap.add_argument("--images", default=os.path.join(fixtures, "images"))
+    args = ap.parse_args()
+    photos = sorted(glob.glob(os.path.join(args.images, "*.jpg")) + glob.glob(os.path.join(args.images, "*.png")))
+    files = photos * args.repeat
+    model = os.path.join(fixtures, "models", "classify", "efficientnet_lite0.onnx")
+    env = dict(os.environ, STRIX_MODEL_PATH=os.path.join(fixtures, "models"))
+    if not env.get("ORT_DYLIB_PATH"):
+        sys.exit("ORT_DYLIB_PATH is unset: run ./scripts/setup and `source scripts/env.sh` first")
+    subprocess.run(["cargo", "build", "--release", "--locked", "-q", "-p", "strix"], cwd=ROOT, check=True)
+
+    print(f"{len(photos)} photos x {args.repeat} = {len(files)} images, {os.cpu_count()} cores, median of {args.rounds} rounds")
+    runs = {"python": [], "ort": [], "tract": []}
+    for _ in range(args.rounds):
+        runs["python"].append(python_pipeline(files, model))
+        for backend in ("ort", "tract"):
+            runs[backend].append(strix(files, backend, env))
+    py = statistics.median(runs["python"])
+    print(f"  python (Pillow + numpy + onnxruntime): {py:7.1f} images/s")
+    for backend in ("ort", "tract"):
+        ours = statistics.median(runs[backend])
+        print(f"  strix --backend {backend:<5}:                 {ours:7.1f} images/s   ratio {ours / py:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

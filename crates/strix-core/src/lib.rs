@@ -1,0 +1,17 @@
+//! Domain types shared by every Strix crate: dense tensors and their descriptions, and the
+//! progress-reporting trait that libraries use instead of drawing bars themselves.
+//!
+//! ```
+//! use strix_core::{Tensor, DType};
+//! let t = Tensor::from_f32(vec![1, 3], vec![0.1, 0.7, 0.2]).unwrap();
+//! assert_eq!(t.shape(), &[1, 3]);
+//! assert_eq!(t.dtype(), DType::F32);
+//! ```
+
+mod error;
+mod progress;
+mod tensor;
+
+pub use error::CoreError;
+pub use progress::{NoProgress, Progress, ProgressUnit};
+pub use tensor::{DType, Dim, Tensor, TensorData, TensorInfo};

@@ -1,0 +1,59 @@
+use std::path::PathBuf;
+
+use strix_core::DType;
+use thiserror::Error;
+
+use crate::Backend;
+
+#[derive(Debug, Error)]
+pub enum RuntimeError {
+    #[error("unknown backend `{0}` (choose tract or ort)")]
+    UnknownBackend(String),
+
+    #[error(
+        "the {0} backend is not in this build of strix; rebuild with `cargo build --features ort`"
+    )]
+    NotCompiled(Backend),
+
+    #[error(
+        "ONNX Runtime library not found: set ORT_DYLIB_PATH to a libonnxruntime.so \
+         (PyPI's `onnxruntime` wheel ships one in onnxruntime/capi/; ./scripts/setup installs it)"
+    )]
+    OrtLibraryUnset,
+
+    #[error("cannot load ONNX Runtime from {path}: {reason}")]
+    OrtLibrary { path: PathBuf, reason: String },
+
+    #[error("{path}: model file not found")]
+    ModelMissing { path: PathBuf },
+
+    #[error("{path}: cannot load model with {backend}: {reason}")]
+    Load {
+        path: PathBuf,
+        backend: Backend,
+        reason: String,
+    },
+
+    #[error("model takes {expected} input(s), {actual} given")]
+    InputCount { expected: usize, actual: usize },
+
+    #[error("input `{name}` must be {expected}, got {actual}")]
+    InputDType {
+        name: String,
+        expected: DType,
+        actual: DType,
+    },
+
+    #[error("input `{name}` must have shape [{expected}], got {actual:?}")]
+    InputShape {
+        name: String,
+        expected: String,
+        actual: Vec<usize>,
+    },
+
+    #[error("output `{name}` has type {dtype}, which strix does not read")]
+    OutputDType { name: String, dtype: String },
+
+    #[error("inference failed in {backend}: {reason}")]
+    Run { backend: Backend, reason: String },
+}

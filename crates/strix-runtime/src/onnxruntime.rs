@@ -1,0 +1,344 @@
+//! The ONNX Runtime backend (cargo feature `ort`): the fast path, loaded at run time.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use ort::environment::Environment;
+use ort::session::{Session as OrtSession, SessionInputValue, builder::GraphOptimizationLevel};
+use ort::value::{DynValue, TensorElementType, TensorRef, ValueType};
+use strix_core::{DType, Dim, Tensor, TensorData, TensorInfo};
+
+use crate::{Backend, Runtime, RuntimeError, RuntimeOptions, Session, check_inputs};
+
+/// ONNX Runtime allows one environment per process and the library, once loaded, stays: keep
+/// both here and hand clones to every runtime opened later.
+static GLOBAL: Mutex<Option<(PathBuf, Environment, String)>> = Mutex::new(None);
+
+fn global_environment(path: &Path) -> Result<(Environment, String), RuntimeError> {
+    let mut global = GLOBAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((loaded, env, version)) = global.as_ref() {
+        if loaded != path {
+            return Err(RuntimeError::OrtLibrary {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "this process already loaded ONNX Runtime from {}",
+                    loaded.display()
+                ),
+            });
+        }
+        return Ok((env.clone(), version.clone()));
+    }
+    let lib_err = |reason: String| RuntimeError::OrtLibrary {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let builder = ort::init_from(path).map_err(|e| lib_err(e.to_string()))?;
+    let environment = builder
+        .with_name("strix")
+        .build()
+        .map_err(|e| lib_err(e.to_string()))?;
+    let version = ort::info()
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .find_map(|part| part.strip_prefix("git-branch=rel-"))
+        .map_or_else(|| "onnxruntime".to_string(), |v| format!("onnxruntime {v}"));
+    *global = Some((path.to_path_buf(), environment.clone(), version.clone()));
+    Ok((environment, version))
+}
+
+pub(crate) struct OrtRuntime {
+    environment: Environment,
+    threads: usize,
+    version: String,
+}
+
+impl OrtRuntime {
+    pub(crate) fn new(options: &RuntimeOptions) -> Result<Self, RuntimeError> {
+        let path: PathBuf = match &options.ort_library {
+            Some(p) => p.clone(),
+            None => match std::env::var_os("ORT_DYLIB_PATH") {
+                Some(p) if !p.is_empty() => PathBuf::from(p),
+                _ => return Err(RuntimeError::OrtLibraryUnset),
+            },
+        };
+        if !path.is_file() {
+            return Err(RuntimeError::OrtLibrary {
+                path,
+                reason: "no such file".to_string(),
+            });
+        }
+        let (environment, version) = global_environment(&path)?;
+        Ok(OrtRuntime {
+            environment,
+            threads: options.thread_count(),
+            version,
+        })
+    }
+}
+
+impl Runtime for OrtRuntime {
+    fn backend(&self) -> Backend {
+        Backend::Ort
+    }
+
+    fn version(&self) -> String {
+        self.version.clone()
+    }
+
+    fn load(&self, model: &Path) -> Result<Box<dyn Session>, RuntimeError> {
+        if !model.is_file() {
+            return Err(RuntimeError::ModelMissing {
+                path: model.to_path_buf(),
+            });
+        }
+        let session = build_session(&self.environment, model, self.threads)?;
+        let inputs = session
+            .inputs()
+            .iter()
+            .map(|o| describe(o.name(), o.dtype()))
+            .collect();
+        let outputs = session
+            .outputs()
+            .iter()
+            .map(|o| describe(o.name(), o.dtype()))
+            .collect();
+        Ok(Box::new(OrtModel {
+            environment: self.environment.clone(),
+            path: model.to_path_buf(),
+            threads: self.threads,
+            idle: Mutex::new(vec![(self.threads, session)]),
+            inputs,
+            outputs,
+        }))
+    }
+}
+
+fn build_session(
+    environment: &Environment,
+    model: &Path,
+    threads: usize,
+) -> Result<OrtSession, RuntimeError> {
+    let load_err = |reason: String| RuntimeError::Load {
+        path: model.to_path_buf(),
+        backend: Backend::Ort,
+        reason: reason.replace('\n', " "),
+    };
+    OrtSession::builder(environment)
+        .map_err(|e| load_err(e.to_string()))?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(|e| load_err(e.to_string()))?
+        .with_intra_threads(threads)
+        .map_err(|e| load_err(e.to_string()))?
+        .commit_from_file(model)
+        .map_err(|e| load_err(e.to_string()))
+}
+
+fn describe(name: &str, ty: &ValueType) -> TensorInfo {
+    match ty {
+        ValueType::Tensor {
+            ty,
+            shape,
+            dimension_symbols,
+        } => TensorInfo {
+            name: name.to_string(),
+            dtype: dtype_of(*ty),
+            shape: shape
+                .iter()
+                .enumerate()
+                .map(|(axis, &d)| {
+                    if d >= 0 {
+                        Dim::Fixed(d as usize)
+                    } else {
+                        match dimension_symbols.get(axis) {
+                            Some(s) if !s.is_empty() => Dim::Symbolic(s.clone()),
+                            _ => Dim::Symbolic("?".to_string()),
+                        }
+                    }
+                })
+                .collect(),
+        },
+        _ => TensorInfo {
+            name: name.to_string(),
+            dtype: DType::Other,
+            shape: vec![],
+        },
+    }
+}
+
+fn dtype_of(t: TensorElementType) -> DType {
+    match t {
+        TensorElementType::Float32 => DType::F32,
+        TensorElementType::Float16 => DType::F16,
+        TensorElementType::Float64 => DType::F64,
+        TensorElementType::Int64 => DType::I64,
+        TensorElementType::Int32 => DType::I32,
+        TensorElementType::Int8 => DType::I8,
+        TensorElementType::Uint8 => DType::U8,
+        TensorElementType::Bool => DType::Bool,
+        _ => DType::Other,
+    }
+}
+
+struct OrtModel {
+    environment: Environment,
+    path: PathBuf,
+    threads: usize,
+    /// Sessions not running now, with their intra-op thread counts. `ort` runs take `&mut`
+    /// (ONNX Runtime's run is not safe to share), so concurrent callers each take one; more
+    /// are built on demand, once per level of concurrency and thread count.
+    idle: Mutex<Vec<(usize, OrtSession)>>,
+    inputs: Vec<TensorInfo>,
+    outputs: Vec<TensorInfo>,
+}
+
+/// Idle sessions kept at most; beyond this, sessions finishing a run are dropped.
+const IDLE_SESSIONS: usize = 16;
+
+fn run_err(e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Run {
+        backend: Backend::Ort,
+        reason: e.to_string().replace('\n', " "),
+    }
+}
+
+impl Session for OrtModel {
+    fn inputs(&self) -> &[TensorInfo] {
+        &self.inputs
+    }
+
+    fn outputs(&self) -> &[TensorInfo] {
+        &self.outputs
+    }
+
+    fn default_threads(&self) -> usize {
+        self.threads
+    }
+
+    fn warm_up(&self, threads: usize, concurrency: usize) -> Result<(), RuntimeError> {
+        let threads = threads.max(1);
+        let have = self
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(n, _)| *n == threads)
+            .count();
+        for _ in have..concurrency.min(IDLE_SESSIONS) {
+            let session = build_session(&self.environment, &self.path, threads)?;
+            self.idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((threads, session));
+        }
+        Ok(())
+    }
+
+    fn run_with_threads(
+        &self,
+        inputs: &[Tensor],
+        threads: usize,
+    ) -> Result<Vec<Tensor>, RuntimeError> {
+        check_inputs(&self.inputs, inputs)?;
+        let threads = threads.max(1);
+        let taken = {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            idle.iter()
+                .position(|(n, _)| *n == threads)
+                .map(|i| idle.swap_remove(i).1)
+        };
+        let mut session = match taken {
+            Some(s) => s,
+            None => build_session(&self.environment, &self.path, threads)?,
+        };
+        let result = self.run_on(&mut session, inputs);
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < IDLE_SESSIONS {
+            idle.push((threads, session));
+        }
+        result
+    }
+}
+
+impl OrtModel {
+    fn run_on(
+        &self,
+        session: &mut OrtSession,
+        inputs: &[Tensor],
+    ) -> Result<Vec<Tensor>, RuntimeError> {
+        // Borrow the caller's buffers: no copy on the way in.
+        let values: Vec<SessionInputValue<'_>> = inputs
+            .iter()
+            .map(|t| {
+                let shape = t.shape().to_vec();
+                Ok(match t.data() {
+                    TensorData::F32(v) => TensorRef::from_array_view((shape, v.as_slice()))?.into(),
+                    TensorData::I32(v) => TensorRef::from_array_view((shape, v.as_slice()))?.into(),
+                    TensorData::I64(v) => TensorRef::from_array_view((shape, v.as_slice()))?.into(),
+                    TensorData::U8(v) => TensorRef::from_array_view((shape, v.as_slice()))?.into(),
+                })
+            })
+            .collect::<Result<_, ort::Error>>()
+            .map_err(run_err)?;
+        let outputs = session.run(values.as_slice()).map_err(run_err)?;
+        self.outputs
+            .iter()
+            .map(|info| {
+                let value = outputs.get(&info.name).ok_or_else(|| {
+                    run_err(format!("output `{}` missing from the result", info.name))
+                })?;
+                from_ort(value, &info.name)
+            })
+            .collect()
+    }
+}
+
+fn from_ort(value: &DynValue, name: &str) -> Result<Tensor, RuntimeError> {
+    let ValueType::Tensor { ty, .. } = value.dtype() else {
+        return Err(RuntimeError::OutputDType {
+            name: name.to_string(),
+            dtype: "non-tensor".into(),
+        });
+    };
+    fn take<T: ort::value::PrimitiveTensorElementType + Copy + std::fmt::Debug>(
+        value: &DynValue,
+    ) -> Result<(Vec<usize>, Vec<T>), RuntimeError> {
+        let (shape, data) = value.try_extract_tensor::<T>().map_err(run_err)?;
+        Ok((
+            shape.iter().map(|&d| d.max(0) as usize).collect(),
+            data.to_vec(),
+        ))
+    }
+    let (shape, data) = match ty {
+        TensorElementType::Float32 => {
+            let (s, d) = take::<f32>(value)?;
+            (s, TensorData::F32(d))
+        }
+        TensorElementType::Int32 => {
+            let (s, d) = take::<i32>(value)?;
+            (s, TensorData::I32(d))
+        }
+        TensorElementType::Int64 => {
+            let (s, d) = take::<i64>(value)?;
+            (s, TensorData::I64(d))
+        }
+        TensorElementType::Uint8 => {
+            let (s, d) = take::<u8>(value)?;
+            (s, TensorData::U8(d))
+        }
+        TensorElementType::Float64 => {
+            let (s, d) = take::<f64>(value)?;
+            (
+                s,
+                TensorData::F32(d.into_iter().map(|x| x as f32).collect()),
+            )
+        }
+        other => {
+            return Err(RuntimeError::OutputDType {
+                name: name.to_string(),
+                dtype: format!("{other:?}"),
+            });
+        }
+    };
+    Tensor::new(shape, data).map_err(run_err)
+}

@@ -1,0 +1,139 @@
+//! Image classification: scores per class to the top-k labels.
+
+use serde::Serialize;
+use strix_core::Tensor;
+
+use crate::VisionError;
+
+/// One class of a classification answer.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Class {
+    pub class_id: usize,
+    pub label: String,
+    /// Probability in 0..=1.
+    pub score: f32,
+}
+
+/// Turns a classifier's output into ranked classes.
+#[derive(Clone, Debug)]
+pub struct Classifier {
+    /// Apply softmax (the model outputs logits); `false` when it outputs probabilities.
+    pub softmax: bool,
+    pub labels: Vec<String>,
+}
+
+impl Classifier {
+    /// Split a `[N, C]` output (trailing 1-sized dims allowed, as in `[N, C, 1, 1]`) into the
+    /// top `k` classes of each of the `N` images.
+    ///
+    /// # Shapes
+    /// `output`: `[N, C, 1...]` with `C` equal to the number of labels when labels are known.
+    pub fn decode(
+        &self,
+        output: &Tensor,
+        name: &str,
+        k: usize,
+    ) -> Result<Vec<Vec<Class>>, VisionError> {
+        let shape = output.shape();
+        let bad = |expected: String| VisionError::OutputShape {
+            name: name.to_string(),
+            shape: shape.to_vec(),
+            expected,
+        };
+        if shape.len() < 2 || shape[2..].iter().any(|&d| d != 1) {
+            return Err(bad("a classifier output must be [N, classes]".into()));
+        }
+        let classes = shape[1];
+        if !self.labels.is_empty() && classes != self.labels.len() {
+            return Err(bad(format!("the spec lists {} labels", self.labels.len())));
+        }
+        let values = output.to_f32_vec();
+        Ok(values
+            .chunks_exact(classes.max(1))
+            .map(|row| self.top_k(row, k))
+            .collect())
+    }
+
+    /// The `k` best classes of one image, best first; ties keep the lower class id first.
+    pub fn top_k(&self, scores: &[f32], k: usize) -> Vec<Class> {
+        let probs = if self.softmax {
+            softmax(scores)
+        } else {
+            scores.to_vec()
+        };
+        let mut ids: Vec<usize> = (0..probs.len()).collect();
+        // NaN sorts last: a broken model must not hide the real answers.
+        let key = |i: usize| {
+            if probs[i].is_nan() {
+                f32::NEG_INFINITY
+            } else {
+                probs[i]
+            }
+        };
+        ids.sort_by(|&a, &b| key(b).total_cmp(&key(a)).then(a.cmp(&b)));
+        ids.truncate(k);
+        ids.into_iter()
+            .map(|i| Class {
+                class_id: i,
+                label: self
+                    .labels
+                    .get(i)
+                    .cloned()
+                    .unwrap_or_else(|| format!("class {i}")),
+                score: probs[i],
+            })
+            .collect()
+    }
+}
+
+/// Numerically stable softmax.
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = logits.iter().map(|&x| (x - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    exps.into_iter().map(|e| e / sum).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_is_stable_and_sums_to_one() {
+        let p = softmax(&[1000.0, 1000.0, 999.0]);
+        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!((p[0] - p[1]).abs() < 1e-7 && p[2] < p[0]);
+    }
+
+    #[test]
+    fn top_k_ranks_and_names() {
+        let c = Classifier {
+            softmax: false,
+            labels: vec!["compost".into(), "recycling".into(), "landfill".into()],
+        };
+        let top = c.top_k(&[0.2, 0.5, 0.3], 2);
+        assert_eq!(
+            top.iter().map(|c| c.label.as_str()).collect::<Vec<_>>(),
+            vec!["recycling", "landfill"]
+        );
+        let nan = c.top_k(&[f32::NAN, 0.1, 0.2], 3);
+        assert_eq!(
+            nan.iter().map(|c| c.class_id).collect::<Vec<_>>(),
+            vec![2, 1, 0]
+        );
+    }
+
+    #[test]
+    fn decode_checks_label_count() {
+        let c = Classifier {
+            softmax: true,
+            labels: vec!["a".into(), "b".into()],
+        };
+        let t = Tensor::from_f32(vec![2, 3], vec![0.0; 6]).unwrap();
+        let err = c.decode(&t, "logits", 1).unwrap_err().to_string();
+        assert!(err.contains("logits") && err.contains("2 labels"), "{err}");
+        let t = Tensor::from_f32(vec![2, 2, 1, 1], vec![0.0, 1.0, 3.0, 2.0]).unwrap();
+        let out = c.decode(&t, "logits", 1).unwrap();
+        assert_eq!((out[0][0].class_id, out[1][0].class_id), (1, 0));
+    }
+}

@@ -1,0 +1,459 @@
+//! Image decoding with limits checked before any pixel is decoded.
+//!
+//! Every decoded image is 8-bit RGB with EXIF orientation applied. Palette, grey and
+//! alpha images become RGB the way Pillow's `convert('RGB')` does it: the palette is expanded,
+//! grey is replicated, alpha is dropped (not composited).
+
+use std::io::Cursor;
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+
+use image::metadata::Orientation;
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
+
+use crate::VisionError;
+
+/// Bounds on what a decode may cost, checked from the header before decoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Largest width x height accepted.
+    pub max_pixels: u64,
+    /// Largest encoded size in bytes accepted.
+    pub max_bytes: u64,
+}
+
+impl DecodeLimits {
+    /// 100 megapixels: above a 12000x8000 photo, below anything that would exhaust memory
+    /// (an RGB image of the limit takes 300 MB).
+    pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;
+    pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        DecodeLimits {
+            max_pixels: Self::DEFAULT_MAX_PIXELS,
+            max_bytes: Self::DEFAULT_MAX_BYTES,
+        }
+    }
+}
+
+/// Read and decode an image file. Errors name the problem; callers add the path.
+pub fn decode_file(path: &Path, limits: &DecodeLimits) -> Result<RgbImage, VisionError> {
+    let meta = std::fs::metadata(path).map_err(VisionError::from_io)?;
+    if meta.is_dir() {
+        return Err(VisionError::NotAFile);
+    }
+    if meta.len() > limits.max_bytes {
+        return Err(VisionError::FileTooLarge {
+            bytes: meta.len(),
+            limit: limits.max_bytes,
+        });
+    }
+    let bytes = std::fs::read(path).map_err(VisionError::from_io)?;
+    decode_bytes(&bytes, limits)
+}
+
+/// Decode an encoded image (JPEG, PNG, WebP, GIF, BMP, TIFF) held in memory.
+pub fn decode_bytes(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, VisionError> {
+    if bytes.is_empty() {
+        return Err(VisionError::Empty);
+    }
+    if bytes.len() as u64 > limits.max_bytes {
+        return Err(VisionError::FileTooLarge {
+            bytes: bytes.len() as u64,
+            limit: limits.max_bytes,
+        });
+    }
+    let format = image::guess_format(bytes).map_err(|_| VisionError::UnknownFormat {
+        head: printable_head(bytes),
+    })?;
+    if format == ImageFormat::Jpeg {
+        return decode_jpeg(bytes, limits);
+    }
+    // Two passes over the header: the first only learns the size, so an image declaring
+    // 30000x30000 is refused before the decoder is even asked to allocate.
+    let (width, height) = ImageReader::with_format(Cursor::new(bytes), format)
+        .into_dimensions()
+        .map_err(|e| VisionError::Corrupt {
+            format: format_name(format),
+            detail: e.to_string(),
+        })?;
+    check_pixels(width as u64, height as u64, limits)?;
+
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    let mut decode_limits = Limits::default();
+    // The pixel check above is the real bound; this only keeps the decoder's own guard from
+    // refusing an image we accepted (RGBA16 is the widest buffer it may allocate).
+    decode_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8).max(64 << 20));
+    reader.limits(decode_limits);
+    let corrupt = |e: image::ImageError| VisionError::Corrupt {
+        format: format_name(format),
+        detail: e.to_string(),
+    };
+    let mut decoder = reader.into_decoder().map_err(corrupt)?;
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
+    img.apply_orientation(orientation);
+    Ok(img.into_rgb8())
+}
+
+/// JPEG goes through libjpeg-turbo (as packaged by `mozjpeg`): the decoder Pillow, OpenCV and
+/// TensorFlow use, so pixels equal what a model was trained and checked on in Python, bit for
+/// bit. (zune-jpeg, inside `image`, differs by up to 5 levels per channel, enough to move class
+/// probabilities by 0.02.)
+fn decode_jpeg(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, VisionError> {
+    let corrupt = |detail: String| VisionError::Corrupt {
+        format: "JPEG",
+        detail,
+    };
+    // libjpeg only warns about a file cut short and fills the rest with grey; Pillow refuses it.
+    if !ends_after_scan(bytes) {
+        return Err(corrupt(
+            "file ends before the end-of-image marker (truncated)".into(),
+        ));
+    }
+    // libjpeg reports fatal errors by unwinding (the mozjpeg crate's documented contract).
+    let decoded =
+        std::panic::catch_unwind(AssertUnwindSafe(|| -> Result<JpegOutcome, VisionError> {
+            let decoder = mozjpeg::Decompress::with_markers(&[mozjpeg::Marker::APP(1)])
+                .from_mem(bytes)
+                .map_err(|e| corrupt(e.to_string()))?;
+            let (width, height) = decoder.size();
+            check_pixels(width as u64, height as u64, limits)?;
+            let orientation = decoder
+                .markers()
+                .filter_map(|m| m.data.strip_prefix(b"Exif\0\0"))
+                .find_map(Orientation::from_exif_chunk)
+                .unwrap_or(Orientation::NoTransforms);
+            if matches!(
+                decoder.color_space(),
+                mozjpeg::ColorSpace::JCS_CMYK | mozjpeg::ColorSpace::JCS_YCCK
+            ) {
+                // libjpeg does not convert CMYK to RGB; the `image` crate does.
+                return Ok(JpegOutcome::Cmyk(orientation));
+            }
+            let mut started = decoder.rgb().map_err(|e| corrupt(e.to_string()))?;
+            let pixels: Vec<u8> = started
+                .read_scanlines()
+                .map_err(|e| corrupt(e.to_string()))?;
+            started.finish().map_err(|e| corrupt(e.to_string()))?;
+            let rgb = RgbImage::from_raw(width as u32, height as u32, pixels).ok_or_else(|| {
+                corrupt("decoder returned fewer pixels than the header declares".into())
+            })?;
+            Ok(JpegOutcome::Rgb(rgb, orientation))
+        }));
+    let (rgb, orientation) = match decoded {
+        Ok(Ok(JpegOutcome::Rgb(rgb, orientation))) => (rgb, orientation),
+        Ok(Ok(JpegOutcome::Cmyk(orientation))) => {
+            let img = image::load_from_memory_with_format(bytes, ImageFormat::Jpeg)
+                .map_err(|e| corrupt(e.to_string()))?;
+            (img.into_rgb8(), orientation)
+        }
+        Ok(Err(e)) => return Err(e),
+        Err(panic) => {
+            let detail = panic
+                .downcast_ref::<String>()
+                .map(|s| s.trim_start_matches("libjpeg fatal error: ").to_string())
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "decoder failed".into());
+            return Err(corrupt(detail));
+        }
+    };
+    if orientation == Orientation::NoTransforms {
+        return Ok(rgb);
+    }
+    let mut img = DynamicImage::ImageRgb8(rgb);
+    img.apply_orientation(orientation);
+    Ok(img.into_rgb8())
+}
+
+enum JpegOutcome {
+    Rgb(RgbImage, Orientation),
+    Cmyk(Orientation),
+}
+
+/// Whether an end-of-image marker follows the first scan. Walks the marker segments up to the
+/// first start-of-scan (so bytes inside EXIF thumbnails do not count), then looks for `FF D9`,
+/// which cannot occur inside entropy-coded data (there `FF` is always followed by `00` or a
+/// restart marker).
+fn ends_after_scan(bytes: &[u8]) -> bool {
+    let mut i = 2; // after SOI
+    loop {
+        while bytes.get(i) == Some(&0xFF) && bytes.get(i + 1) == Some(&0xFF) {
+            i += 1; // fill bytes
+        }
+        let (Some(&0xFF), Some(&marker)) = (bytes.get(i), bytes.get(i + 1)) else {
+            return false;
+        };
+        match marker {
+            0xDA => break,
+            0xD0..=0xD7 | 0x01 => i += 2,
+            0xD9 => return false, // end of image before any scan
+            _ => {
+                let Some(len) = bytes
+                    .get(i + 2..i + 4)
+                    .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+                else {
+                    return false;
+                };
+                i += 2 + len;
+            }
+        }
+    }
+    bytes[i..].windows(2).any(|w| w == [0xFF, 0xD9])
+}
+
+fn check_pixels(width: u64, height: u64, limits: &DecodeLimits) -> Result<(), VisionError> {
+    if width == 0 || height == 0 {
+        return Err(VisionError::Corrupt {
+            format: "image",
+            detail: format!("{width}x{height} has no pixels"),
+        });
+    }
+    if width.saturating_mul(height) > limits.max_pixels {
+        return Err(VisionError::TooManyPixels {
+            width,
+            height,
+            limit: limits.max_pixels,
+        });
+    }
+    Ok(())
+}
+
+fn format_name(format: ImageFormat) -> &'static str {
+    match format {
+        ImageFormat::Png => "PNG",
+        ImageFormat::Jpeg => "JPEG",
+        ImageFormat::WebP => "WebP",
+        ImageFormat::Gif => "GIF",
+        ImageFormat::Bmp => "BMP",
+        ImageFormat::Tiff => "TIFF",
+        _ => "image",
+    }
+}
+
+/// The first bytes of a file that is not an image, shown so the user recognises it
+/// ("<html>", "PK..." for a zip, text).
+fn printable_head(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .take(12)
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                b as char
+            } else {
+                '.'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{ImageEncoder, Rgba, RgbaImage};
+
+    fn png(img: &DynamicImage) -> Vec<u8> {
+        let mut out = Vec::new();
+        img.write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
+            .unwrap();
+        out
+    }
+
+    fn jpeg(img: &RgbImage) -> Vec<u8> {
+        let mut out = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+            .write_image(
+                img.as_raw(),
+                img.width(),
+                img.height(),
+                image::ExtendedColorType::Rgb8,
+            )
+            .unwrap();
+        out
+    }
+
+    /// A small PNG file whose header declares `w` x `h` (its pixel data is a stub).
+    pub(crate) fn png_declaring(w: u32, h: u32) -> Vec<u8> {
+        let chunk = |kind: &[u8], body: &[u8]| {
+            let mut typed = kind.to_vec();
+            typed.extend_from_slice(body);
+            let mut out = (body.len() as u32).to_be_bytes().to_vec();
+            out.extend_from_slice(&typed);
+            out.extend_from_slice(&crc32(&typed).to_be_bytes());
+            out
+        };
+        let mut ihdr = w.to_be_bytes().to_vec();
+        ihdr.extend_from_slice(&h.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+        let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+        out.extend(chunk(b"IHDR", &ihdr));
+        out.extend(chunk(
+            b"IDAT",
+            &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+        ));
+        out.extend(chunk(b"IEND", &[]));
+        out
+    }
+
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in data {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    #[test]
+    fn rgba_drops_alpha_like_pillow() {
+        let mut img = RgbaImage::new(2, 1);
+        img.put_pixel(0, 0, Rgba([10, 20, 30, 0]));
+        img.put_pixel(1, 0, Rgba([200, 100, 50, 128]));
+        let rgb = decode_bytes(
+            &png(&DynamicImage::ImageRgba8(img)),
+            &DecodeLimits::default(),
+        )
+        .unwrap();
+        assert_eq!(rgb.as_raw(), &[10, 20, 30, 200, 100, 50]);
+    }
+
+    #[test]
+    fn grey_is_replicated() {
+        let img = DynamicImage::ImageLuma8(image::GrayImage::from_raw(2, 1, vec![7, 250]).unwrap());
+        let rgb = decode_bytes(&png(&img), &DecodeLimits::default()).unwrap();
+        assert_eq!(rgb.as_raw(), &[7, 7, 7, 250, 250, 250]);
+    }
+
+    #[test]
+    fn huge_header_is_refused_before_decoding() {
+        let bytes = png_declaring(30000, 30000);
+        match decode_bytes(&bytes, &DecodeLimits::default()) {
+            Err(VisionError::TooManyPixels {
+                width: 30000,
+                height: 30000,
+                ..
+            }) => {}
+            other => panic!("expected a pixel-limit error, got {other:?}"),
+        }
+        let limits = DecodeLimits {
+            max_pixels: 100,
+            ..Default::default()
+        };
+        let small = png(&DynamicImage::ImageRgb8(RgbImage::new(20, 20)));
+        assert!(matches!(
+            decode_bytes(&small, &limits),
+            Err(VisionError::TooManyPixels { .. })
+        ));
+    }
+
+    #[test]
+    fn truncated_jpeg_is_an_error_not_a_grey_picture() {
+        let img = RgbImage::from_fn(64, 64, |x, y| image::Rgb([x as u8 * 4, y as u8 * 4, 100]));
+        let full = jpeg(&img);
+        assert_eq!(
+            decode_bytes(&full, &DecodeLimits::default())
+                .unwrap()
+                .dimensions(),
+            (64, 64)
+        );
+        let cut = &full[..full.len() * 2 / 3];
+        let err = decode_bytes(cut, &DecodeLimits::default()).unwrap_err();
+        assert!(
+            matches!(err, VisionError::Corrupt { format: "JPEG", .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn libjpeg_fatal_errors_become_errors() {
+        let img = RgbImage::from_pixel(16, 16, image::Rgb([1, 2, 3]));
+        let mut bytes = jpeg(&img);
+        // Sample precision 8 -> 3 in the frame header: libjpeg aborts ("Unsupported JPEG data precision").
+        let sof = bytes.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        bytes[sof + 4] = 3;
+        let err = decode_bytes(&bytes, &DecodeLimits::default()).unwrap_err();
+        assert!(
+            matches!(err, VisionError::Corrupt { format: "JPEG", .. }),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().to_lowercase().contains("precision"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn jpeg_pixel_limit_is_checked_from_the_header() {
+        let img = RgbImage::from_pixel(40, 30, image::Rgb([1, 2, 3]));
+        let limits = DecodeLimits {
+            max_pixels: 1000,
+            ..Default::default()
+        };
+        let err = decode_bytes(&jpeg(&img), &limits).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                VisionError::TooManyPixels {
+                    width: 40,
+                    height: 30,
+                    limit: 1000
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn text_and_empty_files_are_named_as_such() {
+        let err = decode_bytes(b"hello world\n", &DecodeLimits::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "not an image: unrecognised format (starts with \"hello world.\")"
+        );
+        assert!(matches!(
+            decode_bytes(b"", &DecodeLimits::default()),
+            Err(VisionError::Empty)
+        ));
+    }
+
+    #[test]
+    fn exif_orientation_is_applied() {
+        // A 2x1 JPEG (red, blue) tagged "rotate 90 clockwise" (orientation 6) must come out 1x2.
+        let img = RgbImage::from_fn(16, 8, |x, _| {
+            if x < 8 {
+                image::Rgb([255, 0, 0])
+            } else {
+                image::Rgb([0, 0, 255])
+            }
+        });
+        let plain = jpeg(&img);
+        let tiff: Vec<u8> = [
+            &b"MM\x00\x2a\x00\x00\x00\x08"[..], // big-endian TIFF header, IFD at 8
+            &[0x00, 0x01],                      // one entry
+            &[
+                0x01, 0x12, 0x00, 0x03, 0x00, 0x00, 0x00, 0x01, 0x00, 0x06, 0x00, 0x00,
+            ], // orientation = 6
+            &[0, 0, 0, 0],
+        ]
+        .concat();
+        let mut app1 = b"Exif\x00\x00".to_vec();
+        app1.extend_from_slice(&tiff);
+        let mut tagged = plain[..2].to_vec(); // SOI
+        tagged.extend_from_slice(&[0xFF, 0xE1]);
+        tagged.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+        tagged.extend_from_slice(&app1);
+        tagged.extend_from_slice(&plain[2..]);
+        let out = decode_bytes(&tagged, &DecodeLimits::default()).unwrap();
+        assert_eq!(out.dimensions(), (8, 16));
+        // After a clockwise turn the left (red) half is on top.
+        assert!(out.get_pixel(4, 2)[0] > 200 && out.get_pixel(4, 13)[2] > 200);
+    }
+}

@@ -1,0 +1,34 @@
+//! Pixels in, answers out: image decoding with limits, preprocessing exactly as a model spec
+//! says, and the task decoders that turn raw model outputs into labels. Independent of the
+//! runtime: everything here works on [`strix_core::Tensor`]s.
+//!
+//! ```
+//! use strix_vision::{InputSpec, Layout, InputType, Preprocess, Preprocessor, Resize, ChannelOrder};
+//! let input = InputSpec { name: None, layout: Layout::Nchw, dtype: InputType::F32, width: 224, height: 224 };
+//! let pre = Preprocess {
+//!     resize: Resize::ShorterSideCrop { shorter_side: 256 },
+//!     channels: ChannelOrder::Rgb,
+//!     mean: [127.0; 3],
+//!     std: [128.0; 3],
+//! };
+//! let p = Preprocessor::new(&input, &pre).unwrap();
+//! let img = image::RgbImage::new(640, 480);
+//! let mut buf = vec![0.0; p.sample_len()];
+//! p.run(&img, &mut buf);
+//! let tensor = p.into_tensor(buf, 1);
+//! assert_eq!(tensor.shape(), &[1, 3, 224, 224]);
+//! ```
+
+pub mod classify;
+mod decode;
+mod error;
+mod preprocess;
+mod resize;
+
+pub use classify::{Class, Classifier};
+pub use decode::{DecodeLimits, decode_bytes, decode_file};
+pub use error::VisionError;
+pub use image::RgbImage;
+pub use preprocess::{
+    ChannelOrder, Geometry, InputSpec, InputType, Layout, Preprocess, Preprocessor, Resize,
+};

@@ -1,0 +1,64 @@
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ZooError {
+    #[error("{path}: cannot read model spec: {reason}")]
+    SpecRead { path: PathBuf, reason: String },
+
+    #[error("{origin}: {message}")]
+    SpecParse { origin: String, message: String },
+
+    #[error("{origin}: invalid model spec: {message}")]
+    SpecInvalid { origin: String, message: String },
+
+    #[error("unknown model `{name}`; the zoo has: {available} (or give a spec .toml / .onnx path)")]
+    UnknownModel { name: String, available: String },
+
+    #[error(
+        "{onnx}: no model spec beside it; write {expected} (task, input, preprocessing, decoder; see `strix models show efficientnet_lite0 --toml`)"
+    )]
+    NoSpecBeside { onnx: PathBuf, expected: PathBuf },
+
+    #[error("{file}: not found in {searched}{hint}")]
+    ArtifactMissing {
+        file: String,
+        searched: String,
+        hint: String,
+    },
+
+    #[error(
+        "{path}: sha256 is {actual}, the spec says {expected}; the file is corrupt or not the one the spec describes"
+    )]
+    ChecksumMismatch {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+
+    #[error("{url}: download refused: the spec gives no sha256 to check it against")]
+    NoChecksum { url: String },
+
+    #[error("{url}: download failed: {reason}")]
+    Download { url: String, reason: String },
+
+    #[error("{url}: downloaded file has sha256 {actual}, expected {expected}; it was discarded")]
+    DownloadCorrupt {
+        url: String,
+        expected: String,
+        actual: String,
+    },
+
+    #[error("{path}: {reason}")]
+    Io { path: PathBuf, reason: String },
+}
+
+impl ZooError {
+    pub(crate) fn io(path: impl Into<PathBuf>, e: std::io::Error) -> Self {
+        ZooError::Io {
+            path: path.into(),
+            reason: e.to_string(),
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! Model specs and where their files come from.
+//!
+//! A model is a typed [`ModelSpec`] (TOML beside the weights, or built into the zoo): task,
+//! weights file + SHA-256, input, preprocessing, labels, decoder. [`Resolver::fetch`] finds each
+//! file in the spec's folder, the cache, the model search path (`STRIX_MODEL_PATH`), or downloads
+//! it from the hub (`STRIX_HUB_URL`) with a checked, resumable, atomic write into the cache.
+//!
+//! ```no_run
+//! use strix_zoo::{locate, Resolver};
+//! let located = locate("efficientnet_lite0")?;
+//! let resolved = Resolver::from_env().resolve(&located, &strix_core::NoProgress)?;
+//! println!("{} -> {}", resolved.spec.name, resolved.weights.display());
+//! # Ok::<(), strix_zoo::ZooError>(())
+//! ```
+
+pub mod builtin;
+mod download;
+mod error;
+mod resolve;
+mod spec;
+
+use std::path::PathBuf;
+
+use strix_core::Progress;
+
+pub use builtin::DEFAULT_CLASSIFIER;
+pub use error::ZooError;
+pub use resolve::{LocatedSpec, Resolver, locate, read_labels, sha256_file};
+pub use spec::{Artifact, DecoderSpec, LabelsSpec, ModelSpec, Task, check_name};
+
+/// A spec whose files are on disk and checked.
+#[derive(Clone, Debug)]
+pub struct ResolvedModel {
+    pub spec: ModelSpec,
+    pub weights: PathBuf,
+    pub labels: Vec<String>,
+    pub origin: String,
+}
+
+impl Resolver {
+    /// Fetch the weights and labels of a located spec.
+    pub fn resolve(
+        &self,
+        located: &LocatedSpec,
+        progress: &dyn Progress,
+    ) -> Result<ResolvedModel, ZooError> {
+        let spec = &located.spec;
+        let base = located.base.as_deref();
+        let weights = self.fetch(&spec.weights, base, progress)?;
+        let labels = match &spec.labels {
+            None => Vec::new(),
+            Some(labels) => match labels.artifact() {
+                Some(file) => read_labels(&self.fetch(&file, base, progress)?)?,
+                None => labels.names.clone(),
+            },
+        };
+        Ok(ResolvedModel {
+            spec: spec.clone(),
+            weights,
+            labels,
+            origin: located.origin.clone(),
+        })
+    }
+}

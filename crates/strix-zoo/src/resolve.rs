@@ -1,0 +1,275 @@
+//! Finding a spec from what the user typed, and the files it names on disk.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use strix_core::Progress;
+
+use crate::spec::{Artifact, ModelSpec};
+use crate::{ZooError, builtin};
+
+/// A spec and where its relative file paths start.
+#[derive(Clone, Debug)]
+pub struct LocatedSpec {
+    pub spec: ModelSpec,
+    /// Folder of a spec file; `None` for zoo entries (their files come from the search path,
+    /// the cache or the hub).
+    pub base: Option<PathBuf>,
+    /// How to name the spec in messages: a path or `zoo:NAME`.
+    pub origin: String,
+}
+
+/// Find the spec for a `--model` argument: a zoo name, a spec `.toml`, or an `.onnx` with its
+/// spec beside it (`model.onnx` -> `model.toml`).
+pub fn locate(reference: &str) -> Result<LocatedSpec, ZooError> {
+    let path = Path::new(reference);
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match ext.as_deref() {
+        Some("toml") => load_spec_file(path),
+        Some("onnx") => {
+            let beside = path.with_extension("toml");
+            if !path.is_file() {
+                return Err(ZooError::Io {
+                    path: path.to_path_buf(),
+                    reason: "model file not found".into(),
+                });
+            }
+            if !beside.is_file() {
+                return Err(ZooError::NoSpecBeside {
+                    onnx: path.to_path_buf(),
+                    expected: beside,
+                });
+            }
+            let mut located = load_spec_file(&beside)?;
+            let onnx_name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if located.spec.weights.file != onnx_name {
+                return Err(ZooError::SpecInvalid {
+                    origin: located.origin,
+                    message: format!(
+                        "weights.file is {:?} but the spec was found beside {onnx_name:?}",
+                        located.spec.weights.file
+                    ),
+                });
+            }
+            located.base = path.parent().map(Path::to_path_buf);
+            Ok(located)
+        }
+        _ => match builtin::get(reference)? {
+            Some(spec) => Ok(LocatedSpec {
+                spec,
+                base: None,
+                origin: format!("zoo:{reference}"),
+            }),
+            None => Err(ZooError::UnknownModel {
+                name: reference.to_string(),
+                available: builtin::names().join(", "),
+            }),
+        },
+    }
+}
+
+fn load_spec_file(path: &Path) -> Result<LocatedSpec, ZooError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ZooError::SpecRead {
+        path: path.to_path_buf(),
+        reason: if e.kind() == std::io::ErrorKind::NotFound {
+            "file not found".into()
+        } else {
+            e.to_string()
+        },
+    })?;
+    let origin = path.display().to_string();
+    let spec = ModelSpec::from_toml(&text, &origin)?;
+    let base = path.parent().map(|p| {
+        if p.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            p.to_path_buf()
+        }
+    });
+    Ok(LocatedSpec { spec, base, origin })
+}
+
+/// Where model files are looked for, and whether the network may be used.
+#[derive(Clone, Debug)]
+pub struct Resolver {
+    /// Downloads land here, one folder per SHA-256.
+    pub cache_dir: PathBuf,
+    /// Folders holding model files by their spec-relative path (`STRIX_MODEL_PATH`).
+    pub search_path: Vec<PathBuf>,
+    /// Base URL of a model hub that serves files by their spec-relative path (`STRIX_HUB_URL`).
+    pub hub: Option<String>,
+    /// Never download (`STRIX_OFFLINE=1`, `--offline`).
+    pub offline: bool,
+}
+
+impl Resolver {
+    /// Settings from the environment: `STRIX_CACHE_DIR` (default: the user cache folder +
+    /// `strix`), `STRIX_MODEL_PATH` (folders separated like `PATH`), `STRIX_HUB_URL`,
+    /// `STRIX_OFFLINE`.
+    pub fn from_env() -> Self {
+        let cache_dir = std::env::var_os("STRIX_CACHE_DIR")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| dirs::cache_dir().map(|d| d.join("strix")))
+            .unwrap_or_else(|| PathBuf::from(".strix-cache"));
+        let search_path = std::env::var_os("STRIX_MODEL_PATH")
+            .map(|v| {
+                std::env::split_paths(&v)
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let hub = std::env::var("STRIX_HUB_URL")
+            .ok()
+            .filter(|v| !v.is_empty());
+        let offline =
+            std::env::var("STRIX_OFFLINE").is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false"));
+        Resolver {
+            cache_dir,
+            search_path,
+            hub,
+            offline,
+        }
+    }
+
+    /// Where a verified download of `artifact` lives in the cache.
+    pub fn cache_path(&self, artifact: &Artifact, sha256: &str) -> PathBuf {
+        let name = Path::new(&artifact.file)
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_else(|| "model".into());
+        self.cache_dir.join("files").join(sha256).join(name)
+    }
+
+    /// A local path holding `artifact`, checked against its SHA-256: from the spec's folder,
+    /// the cache, the search path, or downloaded into the cache, in that order.
+    pub fn fetch(
+        &self,
+        artifact: &Artifact,
+        base: Option<&Path>,
+        progress: &dyn Progress,
+    ) -> Result<PathBuf, ZooError> {
+        let mut searched: Vec<String> = Vec::new();
+        if let Some(base) = base {
+            let path = base.join(&artifact.file);
+            if path.is_file() {
+                verify(&path, artifact)?;
+                return Ok(path);
+            }
+            searched.push(base.display().to_string());
+        }
+        if let Some(sha) = &artifact.sha256 {
+            let cached = self.cache_path(artifact, sha);
+            if cached.is_file() {
+                if sha256_file(&cached)? == *sha {
+                    return Ok(cached);
+                }
+                tracing::warn!(path = %cached.display(), "cached file is corrupt; fetching it again");
+                std::fs::remove_file(&cached).map_err(|e| ZooError::io(&cached, e))?;
+            }
+            searched.push(format!("the cache ({})", self.cache_dir.display()));
+        }
+        if base.is_none() {
+            for dir in &self.search_path {
+                let path = dir.join(&artifact.file);
+                if path.is_file() {
+                    verify(&path, artifact)?;
+                    return Ok(path);
+                }
+            }
+            if self.search_path.is_empty() {
+                searched.push("STRIX_MODEL_PATH (unset)".into());
+            } else {
+                searched.push(format!(
+                    "STRIX_MODEL_PATH ({})",
+                    self.search_path
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(":")
+                ));
+            }
+        }
+        let url = artifact.url.clone().or_else(|| {
+            base.is_none()
+                .then(|| {
+                    self.hub
+                        .as_ref()
+                        .map(|hub| format!("{}/{}", hub.trim_end_matches('/'), artifact.file))
+                })
+                .flatten()
+        });
+        let missing = |hint: String| ZooError::ArtifactMissing {
+            file: artifact.file.clone(),
+            searched: searched.join(", "),
+            hint,
+        };
+        let Some(url) = url else {
+            return Err(missing(if base.is_none() {
+                "; set STRIX_HUB_URL to download it, or STRIX_MODEL_PATH to a folder that holds it"
+                    .into()
+            } else {
+                String::new()
+            }));
+        };
+        if self.offline {
+            return Err(missing(format!(
+                "; offline mode forbids downloading it from {url}"
+            )));
+        }
+        let Some(sha) = &artifact.sha256 else {
+            return Err(ZooError::NoChecksum { url });
+        };
+        let dest = self.cache_path(artifact, sha);
+        tracing::info!(%url, dest = %dest.display(), "downloading");
+        crate::download::download(&url, &dest, sha, artifact.size, progress)?;
+        Ok(dest)
+    }
+}
+
+/// Check a local file against the artifact's digest, when it has one.
+fn verify(path: &Path, artifact: &Artifact) -> Result<(), ZooError> {
+    if let Some(expected) = &artifact.sha256 {
+        let actual = sha256_file(path)?;
+        if actual != *expected {
+            return Err(ZooError::ChecksumMismatch {
+                path: path.to_path_buf(),
+                expected: expected.clone(),
+                actual,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Lower-case hex SHA-256 of a file, read in chunks.
+pub fn sha256_file(path: &Path) -> Result<String, ZooError> {
+    let mut file = File::open(path).map_err(|e| ZooError::io(path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| ZooError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Read a labels file: one class per line, line i = class i.
+pub fn read_labels(path: &Path) -> Result<Vec<String>, ZooError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ZooError::io(path, e))?;
+    Ok(text
+        .lines()
+        .map(|l| l.trim_end_matches('\r').to_string())
+        .collect())
+}

@@ -1,0 +1,295 @@
+//! The typed model spec: everything needed to turn an image into an answer with one ONNX file.
+
+use std::fmt;
+use std::path::{Component, Path};
+
+use serde::{Deserialize, Serialize};
+use strix_vision::{InputSpec, Preprocess, Preprocessor};
+
+use crate::ZooError;
+
+/// What a model answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    Classify,
+    Detect,
+    Pose,
+    Segment,
+    Faces,
+    Text,
+}
+
+impl fmt::Display for Task {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            Task::Classify => "classify",
+            Task::Detect => "detect",
+            Task::Pose => "pose",
+            Task::Segment => "segment",
+            Task::Faces => "faces",
+            Task::Text => "text",
+        };
+        f.write_str(s)
+    }
+}
+
+/// A file a model needs, found by relative path and checked by digest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Artifact {
+    /// Path relative to the spec's folder (a spec file), or to the model search path and hub
+    /// (a zoo entry), e.g. `classify/efficientnet_lite0.onnx`.
+    pub file: String,
+    /// Lower-case hex SHA-256 of the file; required to download it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Where to download it from, when not from the hub (`STRIX_HUB_URL` + `file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Size in bytes, when known: shown before a download and enforced during it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+}
+
+/// Class names: a file (one per line, line i = class i) or a list in the spec.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelsSpec {
+    /// Path of the labels file, resolved like the weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The class names themselves, for a spec that carries them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+}
+
+impl LabelsSpec {
+    /// The labels file as an artifact to resolve, when the labels live in a file.
+    pub fn artifact(&self) -> Option<Artifact> {
+        self.file.as_ref().map(|file| Artifact {
+            file: file.clone(),
+            sha256: self.sha256.clone(),
+            url: self.url.clone(),
+            size: None,
+        })
+    }
+}
+
+/// How the raw outputs become an answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum DecoderSpec {
+    /// Top-k classes from a `[N, classes]` output.
+    Classify {
+        /// Apply softmax: the model outputs logits (false when it outputs probabilities).
+        #[serde(default = "yes")]
+        softmax: bool,
+        /// Output to read; the first when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<String>,
+    },
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl DecoderSpec {
+    pub fn task(&self) -> Task {
+        match self {
+            DecoderSpec::Classify { .. } => Task::Classify,
+        }
+    }
+}
+
+/// A model: weights, labels, input, preprocessing and decoder. Written as TOML beside the
+/// weights (`model.toml` next to `model.onnx`) or built into the zoo.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    pub name: String,
+    pub task: Task,
+    #[serde(default)]
+    pub summary: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub license: Option<String>,
+    /// Where the weights come from (provenance), for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    pub weights: Artifact,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<LabelsSpec>,
+    pub input: InputSpec,
+    pub preprocess: Preprocess,
+    pub decoder: DecoderSpec,
+}
+
+impl ModelSpec {
+    /// Parse and validate a spec; `origin` names it in errors (a path, or `zoo:NAME`).
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, ZooError> {
+        let spec: ModelSpec = toml::from_str(text).map_err(|e| ZooError::SpecParse {
+            origin: origin.to_string(),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
+        spec.validate().map_err(|message| ZooError::SpecInvalid {
+            origin: origin.to_string(),
+            message,
+        })?;
+        Ok(spec)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render spec: {e}\n"))
+    }
+
+    /// Checks serde cannot express: names and paths that are safe to use, agreeing fields.
+    fn validate(&self) -> Result<(), String> {
+        check_name(&self.name)?;
+        if self.decoder.task() != self.task {
+            return Err(format!(
+                "task is {} but the decoder is a {} decoder",
+                self.task,
+                self.decoder.task()
+            ));
+        }
+        check_artifact("weights", &self.weights)?;
+        if let Some(labels) = &self.labels {
+            match (labels.artifact(), labels.names.is_empty()) {
+                (Some(file), true) => check_artifact("labels", &file)?,
+                (None, false) => {}
+                (Some(_), false) => {
+                    return Err("labels: give either `file` or `names`, not both".into());
+                }
+                (None, true) => {
+                    return Err("labels: give `file` or a non-empty `names` list".into());
+                }
+            }
+            if labels.file.is_none() && (labels.sha256.is_some() || labels.url.is_some()) {
+                return Err(
+                    "labels: `sha256` and `url` describe a labels `file`, which is missing".into(),
+                );
+            }
+        }
+        Preprocessor::new(&self.input, &self.preprocess).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+/// Model names end up in paths and URLs: letters, digits, `.`, `_`, `-`, not starting with `.`.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid model name {name:?}: use letters, digits, '.', '_' and '-'"
+        ))
+    }
+}
+
+fn check_artifact(what: &str, a: &Artifact) -> Result<(), String> {
+    let path = Path::new(&a.file);
+    let inside = !a.file.is_empty()
+        && !a.file.contains('\\')
+        && path.components().all(|c| matches!(c, Component::Normal(_)));
+    if !inside {
+        return Err(format!(
+            "{what}.file {:?} must be a relative path inside the model folder (no '..', no leading '/')",
+            a.file
+        ));
+    }
+    if let Some(sha) = &a.sha256
+        && !(sha.len() == 64
+            && sha
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)))
+    {
+        return Err(format!(
+            "{what}.sha256 must be 64 lower-case hex digits, got {sha:?}"
+        ));
+    }
+    if let Some(url) = &a.url
+        && !(url.starts_with("https://") || url.starts_with("http://"))
+    {
+        return Err(format!("{what}.url must be an http(s) URL, got {url:?}"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: &str = include_str!("../zoo/efficientnet_lite0.toml");
+
+    #[test]
+    fn zoo_spec_round_trips() {
+        let spec = ModelSpec::from_toml(SPEC, "test").unwrap();
+        let again = ModelSpec::from_toml(&spec.to_toml(), "again").unwrap();
+        assert_eq!(spec, again);
+    }
+
+    #[test]
+    fn unknown_field_is_named_with_its_line() {
+        let text = SPEC.replace("channels = \"rgb\"", "channels = \"rgb\"\nnormalise = true");
+        let err = ModelSpec::from_toml(&text, "my.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("my.toml: "), "{err}");
+        assert!(err.contains("unknown field `normalise`"), "{err}");
+        assert!(err.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn path_tricks_and_bad_digests_are_refused() {
+        for file in ["../../etc/passwd", "/etc/passwd", "a/../../b.onnx", ""] {
+            let text = SPEC.replace("classify/efficientnet_lite0.onnx", file);
+            let err = ModelSpec::from_toml(&text, "x").unwrap_err().to_string();
+            assert!(err.contains("relative path inside"), "{file}: {err}");
+        }
+        let text = SPEC.replace("feec595e", "FEEC595E");
+        assert!(
+            ModelSpec::from_toml(&text, "x")
+                .unwrap_err()
+                .to_string()
+                .contains("sha256")
+        );
+        let text = SPEC.replace("name = \"efficientnet_lite0\"", "name = \"../evil\"");
+        assert!(
+            ModelSpec::from_toml(&text, "x")
+                .unwrap_err()
+                .to_string()
+                .contains("invalid model name")
+        );
+    }
+
+    #[test]
+    fn task_and_decoder_must_agree() {
+        let text = SPEC.replace("task = \"classify\"", "task = \"detect\"");
+        let err = ModelSpec::from_toml(&text, "x").unwrap_err().to_string();
+        assert!(err.contains("task is detect"), "{err}");
+    }
+
+    #[test]
+    fn inline_labels() {
+        let start = SPEC.find("[labels]").unwrap();
+        let end = SPEC.find("[input]").unwrap();
+        let text = format!(
+            "{}[labels]\nnames = [\"compost\", \"recycling\", \"landfill\"]\n\n{}",
+            &SPEC[..start],
+            &SPEC[end..]
+        );
+        let spec = ModelSpec::from_toml(&text, "x").unwrap();
+        assert_eq!(spec.labels.unwrap().names.len(), 3);
+    }
+}

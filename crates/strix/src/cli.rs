@@ -1,0 +1,157 @@
+//! Command-line flags. Logic lives in the library crates; this file only describes the CLI.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use strix_runtime::Backend;
+
+const ABOUT: &str = "Computer vision in one binary: pretrained models by name, your own ONNX models, \
+                     predictions on images from the command line.";
+
+const AFTER_HELP: &str = "\
+Examples:
+  strix predict photo.jpg                       classify with the default model (efficientnet_lite0)
+  strix predict photos/ --json > labels.jsonl   every image under a folder, one JSON line each
+  strix predict a.jpg --backend ort --top-k 3   ONNX Runtime backend (needs ORT_DYLIB_PATH)
+  strix predict a.jpg --model my_model.toml     your own ONNX model, described by a spec file
+  strix models list                             what the zoo has
+  strix models show efficientnet_lite0 --toml   a full spec, to start your own from
+
+Where model files come from, in order: the spec's own folder, the cache (STRIX_CACHE_DIR),
+the model search path (STRIX_MODEL_PATH), then a download from the hub (STRIX_HUB_URL),
+checked against the spec's sha256. --offline never downloads.";
+
+#[derive(Debug, Parser)]
+#[command(name = "strix", version = version(), about = ABOUT, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+fn version() -> &'static str {
+    if cfg!(feature = "ort") {
+        concat!(env!("CARGO_PKG_VERSION"), " (backends: tract, ort)")
+    } else {
+        concat!(env!("CARGO_PKG_VERSION"), " (backends: tract)")
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// No progress bars and no summary, only results and errors
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Never download model files; use the cache and the search path only
+    #[arg(long, global = true, env = "STRIX_OFFLINE", value_parser = clap::builder::FalseyValueParser::new())]
+    pub offline: bool,
+    /// Base URL of the model hub that serves zoo files by their relative path
+    #[arg(long, global = true, env = "STRIX_HUB_URL", value_name = "URL")]
+    pub hub: Option<String>,
+    /// Folder for downloaded model files [default: the user cache folder + /strix]
+    #[arg(long, global = true, env = "STRIX_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Folders holding model files by relative path, separated by ':'
+    #[arg(long, global = true, env = "STRIX_MODEL_PATH", value_name = "DIRS")]
+    pub model_path: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a model on images and print what it sees
+    Predict(PredictArgs),
+    /// List, show and download the models of the zoo
+    #[command(subcommand)]
+    Models(ModelsCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct RuntimeArgs {
+    /// Inference engine: tract (pure Rust, always there) or ort (ONNX Runtime, faster)
+    #[arg(short, long, env = "STRIX_BACKEND", default_value = "tract", value_parser = parse_backend)]
+    pub backend: Backend,
+    /// Cores to use [default: all]
+    #[arg(long, env = "STRIX_THREADS", value_name = "N")]
+    pub threads: Option<usize>,
+    /// Path of libonnxruntime.so for --backend ort
+    #[arg(long, env = "ORT_DYLIB_PATH", value_name = "FILE")]
+    pub ort_lib: Option<PathBuf>,
+}
+
+fn parse_backend(s: &str) -> Result<Backend, String> {
+    s.parse::<Backend>().map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// Image files or folders (searched recursively for .jpg .jpeg .png .webp .gif .bmp .tif .tiff)
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+    /// A zoo name, a spec .toml, or an .onnx with its spec .toml beside it
+    #[arg(short, long, default_value = strix_zoo::DEFAULT_CLASSIFIER, value_name = "MODEL")]
+    pub model: String,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    /// Classes to show per image
+    #[arg(short = 'k', long, default_value_t = 5, value_name = "K")]
+    pub top_k: usize,
+    /// Images per inference (models that fix their batch size use theirs)
+    #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub batch: u64,
+    /// Batches in flight at once, sharing the cores [default: one per core while there are
+    /// enough images; a single image gets every core]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub workers: Option<u64>,
+    /// One JSON object per image and line, in Rekognition DetectLabels shape
+    #[arg(long)]
+    pub json: bool,
+    /// Refuse images with more pixels than this (checked from the header, before decoding)
+    #[arg(long, default_value_t = strix_vision::DecodeLimits::DEFAULT_MAX_PIXELS, value_name = "PIXELS")]
+    pub max_pixels: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// List the models of the zoo and whether their files are here
+    List {
+        /// JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a model's spec, where its files are, and (with --io) its ONNX inputs and outputs
+    Show {
+        /// A zoo name, a spec .toml, or an .onnx with its spec beside it
+        model: String,
+        /// Output format
+        #[arg(long, value_enum, default_value_t = ShowFormat::Text)]
+        format: ShowFormat,
+        /// Shorthand for --format toml
+        #[arg(long, conflicts_with = "format")]
+        toml: bool,
+        /// Shorthand for --format json
+        #[arg(long, conflicts_with_all = ["format", "toml"])]
+        json: bool,
+        /// Load the model and list its ONNX inputs and outputs
+        #[arg(long)]
+        io: bool,
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+    },
+    /// Download models into the cache (checked against their sha256)
+    Fetch {
+        /// Zoo names or spec files
+        #[arg(required = true)]
+        models: Vec<String>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ShowFormat {
+    Text,
+    Toml,
+    Json,
+}

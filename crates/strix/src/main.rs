@@ -1,0 +1,81 @@
+//! The `strix` binary: parses flags, sets up logging, dispatches to the library crates.
+
+mod cli;
+mod inputs;
+mod models;
+mod predict;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Parser;
+use strix_runtime::{Runtime, RuntimeOptions};
+use strix_zoo::Resolver;
+use tracing_subscriber::EnvFilter;
+
+use cli::{Cli, Command, Global, RuntimeArgs};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.global);
+    let result = match &cli.command {
+        Command::Predict(args) => predict::run(&cli.global, args),
+        Command::Models(cmd) => models::run(&cli.global, cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // One line: the chain of contexts and causes, outermost first.
+            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(global: &Global) {
+    let default = match (global.quiet, global.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "warn,strix=info,strix_zoo=info,strix_runtime=info,strix_pipeline=info",
+        (false, _) => {
+            "info,strix=debug,strix_zoo=debug,strix_runtime=debug,strix_pipeline=debug,strix_vision=debug"
+        }
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// Model-file lookup from the global flags (which clap also fills from the STRIX_* variables).
+fn resolver(global: &Global) -> Resolver {
+    let mut r = Resolver::from_env();
+    if let Some(dir) = &global.cache_dir {
+        r.cache_dir = dir.clone();
+    }
+    if let Some(path) = &global.model_path {
+        r.search_path = std::env::split_paths(path)
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect();
+    }
+    if let Some(hub) = &global.hub {
+        r.hub = Some(hub.clone()).filter(|h| !h.is_empty());
+    }
+    r.offline |= global.offline;
+    r
+}
+
+fn open_runtime(args: &RuntimeArgs) -> Result<Box<dyn Runtime>> {
+    let options = RuntimeOptions {
+        threads: args.threads,
+        ort_library: args
+            .ort_lib
+            .clone()
+            .filter(|p: &PathBuf| !p.as_os_str().is_empty()),
+    };
+    Ok(strix_runtime::open(args.backend, &options)?)
+}

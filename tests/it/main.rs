@@ -1,0 +1,16 @@
+//! The one integration-test binary: runtimes, classification against the onnxruntime
+//! references, the CLI, and downloads from a local HTTP server.
+//!
+//! Fixtures come from `../shared/fixtures` beside the project (or `STRIX_FIXTURES`). Under
+//! `CI=true` a missing fixture folder or ONNX Runtime library fails the tests instead of
+//! skipping them.
+
+// Test helpers panic on purpose: a failed set-up step is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod classify;
+mod cli;
+mod download;
+mod http;
+mod runtime;
+mod support;

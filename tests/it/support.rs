@@ -1,0 +1,142 @@
+//! Fixture lookup and small helpers shared by the tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use strix_runtime::Backend;
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// The fixture folder, or `None` (test skipped) outside CI when it is absent.
+pub fn fixtures() -> Option<PathBuf> {
+    let dir = std::env::var_os("STRIX_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"));
+    if dir.join("MANIFEST.md").is_file() {
+        return Some(dir.canonicalize().unwrap_or(dir));
+    }
+    assert!(
+        !in_ci(),
+        "fixtures not found at {} (set STRIX_FIXTURES); CI must not skip these tests",
+        dir.display()
+    );
+    eprintln!("skipped: fixtures not found at {}", dir.display());
+    None
+}
+
+/// `let fx = fixtures_or_skip!();` returns from the test when fixtures are absent outside CI.
+#[macro_export]
+macro_rules! fixtures_or_skip {
+    () => {
+        match $crate::support::fixtures() {
+            Some(dir) => dir,
+            None => return,
+        }
+    };
+}
+
+/// The backends to check: tract always; ort when built in and its library is available
+/// (required under CI).
+pub fn backends() -> Vec<Backend> {
+    let mut out = vec![Backend::Tract];
+    if cfg!(feature = "ort") {
+        match std::env::var_os("ORT_DYLIB_PATH").filter(|p| Path::new(p).is_file()) {
+            Some(_) => out.push(Backend::Ort),
+            None => {
+                assert!(
+                    !in_ci(),
+                    "ORT_DYLIB_PATH does not name libonnxruntime; CI must test the ort backend"
+                );
+                eprintln!("note: ORT_DYLIB_PATH unset, ort backend not tested");
+            }
+        }
+    }
+    out
+}
+
+/// Read a little-endian f32 or i32 `.npy` file as f32.
+pub fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let npy = npyz::NpyFile::new(&bytes[..]).expect("npy header");
+    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+    let data = match npy.dtype().descr().trim_matches('\'') {
+        "<f4" => npy.into_vec::<f32>().expect("f32 data"),
+        "<i4" => npy
+            .into_vec::<i32>()
+            .expect("i32 data")
+            .into_iter()
+            .map(|v| v as f32)
+            .collect(),
+        other => panic!("{}: unsupported dtype {other}", path.display()),
+    };
+    (shape, data)
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// The `strix` binary with a clean environment: fixtures as the model search path, a private
+/// cache, no hub, nothing inherited that would change lookups.
+pub fn strix(fixtures: &Path, cache: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_strix"));
+    cmd.env("STRIX_MODEL_PATH", fixtures.join("models"))
+        .env("STRIX_CACHE_DIR", cache)
+        .env_remove("STRIX_HUB_URL")
+        .env_remove("STRIX_OFFLINE")
+        .env_remove("STRIX_BACKEND")
+        .env_remove("RUST_LOG");
+    cmd
+}
+
+pub fn run(cmd: &mut Command) -> (Output, String, String) {
+    let out = cmd.output().expect("run strix");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out, stdout, stderr)
+}
+
+/// CRC-32 (PNG's), to build test PNGs by hand.
+pub fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A small PNG whose header declares `w` x `h` pixels (the pixel data is a stub).
+pub fn png_declaring(w: u32, h: u32) -> Vec<u8> {
+    let chunk = |kind: &[u8], body: &[u8]| {
+        let mut typed = kind.to_vec();
+        typed.extend_from_slice(body);
+        let mut out = (body.len() as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(&typed);
+        out.extend_from_slice(&crc32(&typed).to_be_bytes());
+        out
+    };
+    let mut ihdr = w.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    out.extend(chunk(b"IHDR", &ihdr));
+    out.extend(chunk(
+        b"IDAT",
+        &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+    ));
+    out.extend(chunk(b"IEND", &[]));
+    out
+}
