@@ -74,8 +74,8 @@ impl Runtime for TractRuntime {
         // No executor in the plan: runs pick theirs (see `Executors`).
         let options = RunOptions::default();
         let symbolic = inference.clone().into_typed().and_then(|typed| {
-            let inputs = describe(&typed, true)?;
-            let outputs = describe(&typed, false)?;
+            let inputs = describe(&typed, true, typed_fact)?;
+            let outputs = describe(&typed, false, typed_fact)?;
             Ok((optimise(typed, &options)?, inputs, outputs))
         });
         match symbolic {
@@ -90,8 +90,8 @@ impl Runtime for TractRuntime {
                 // Some exporters (PaddleOCR's, for one) write graphs that tract can only type once
                 // every dimension is known: plan per concrete input shape instead.
                 tracing::debug!(model = %model.display(), "tract cannot type the graph symbolically ({e}); planning per input shape");
-                let inputs = describe_inference(&inference, true).map_err(load_err)?;
-                let outputs = describe_inference(&inference, false).map_err(load_err)?;
+                let inputs = describe(&inference, true, inference_fact).map_err(load_err)?;
+                let outputs = describe(&inference, false, inference_fact).map_err(load_err)?;
                 Ok(Box::new(TractSession {
                     plans: Plans::PerShape {
                         model: Box::new(inference),
@@ -139,7 +139,21 @@ fn name_unknown_input_dims(model: &mut tp::InferenceModel) -> tp::TractResult<()
     Ok(())
 }
 
-fn describe(model: &TypedModel, inputs: bool) -> tp::TractResult<Vec<TensorInfo>> {
+/// Name, type and shape of a graph's inputs (or outputs); `fact` reads one outlet's fact.
+fn describe<F, O>(
+    model: &tp::Graph<F, O>,
+    inputs: bool,
+    fact: impl Fn(&F) -> (DType, Vec<Dim>),
+) -> tp::TractResult<Vec<TensorInfo>>
+where
+    F: tp::Fact + Clone + 'static,
+    O: std::fmt::Debug
+        + std::fmt::Display
+        + AsRef<dyn tp::Op>
+        + AsMut<dyn tp::Op>
+        + Clone
+        + 'static,
+{
     let outlets = if inputs {
         model.input_outlets()?
     } else {
@@ -148,60 +162,43 @@ fn describe(model: &TypedModel, inputs: bool) -> tp::TractResult<Vec<TensorInfo>
     outlets
         .iter()
         .map(|&outlet| {
-            let fact: &TypedFact = model.outlet_fact(outlet)?;
+            let (dtype, shape) = fact(model.outlet_fact(outlet)?);
             let name = model
                 .outlet_label(outlet)
                 .map(str::to_string)
                 .unwrap_or_else(|| model.node(outlet.node).name.clone());
-            let shape = fact
-                .shape
-                .iter()
-                .map(|d| match d.to_usize() {
-                    Ok(n) => Dim::Fixed(n),
-                    Err(_) => Dim::Symbolic(d.to_string()),
-                })
-                .collect();
-            Ok(TensorInfo {
-                name,
-                dtype: dtype_of(fact.datum_type),
-                shape,
-            })
+            Ok(TensorInfo { name, dtype, shape })
         })
         .collect()
 }
 
-fn describe_inference(
-    model: &tp::InferenceModel,
-    inputs: bool,
-) -> tp::TractResult<Vec<TensorInfo>> {
-    let outlets = if inputs {
-        model.input_outlets()?
-    } else {
-        model.output_outlets()?
-    };
-    outlets
-        .iter()
-        .map(|&outlet| {
-            let fact = model.outlet_fact(outlet)?;
-            let name = model
-                .outlet_label(outlet)
-                .map(str::to_string)
-                .unwrap_or_else(|| model.node(outlet.node).name.clone());
-            let shape = fact
-                .shape
-                .dims()
-                .map(|d| match d.concretize() {
-                    Some(d) => match d.to_usize() {
-                        Ok(n) => Dim::Fixed(n),
-                        Err(_) => Dim::Symbolic(d.to_string()),
-                    },
-                    None => Dim::Symbolic("?".to_string()),
-                })
-                .collect();
-            let dtype = fact.datum_type.concretize().map_or(DType::Other, dtype_of);
-            Ok(TensorInfo { name, dtype, shape })
+fn dim(d: &TDim) -> Dim {
+    match d.to_usize() {
+        Ok(n) => Dim::Fixed(n),
+        Err(_) => Dim::Symbolic(d.to_string()),
+    }
+}
+
+fn typed_fact(fact: &TypedFact) -> (DType, Vec<Dim>) {
+    (
+        dtype_of(fact.datum_type),
+        fact.shape.iter().map(dim).collect(),
+    )
+}
+
+fn inference_fact(fact: &InferenceFact) -> (DType, Vec<Dim>) {
+    let shape = fact
+        .shape
+        .dims()
+        .map(|d| {
+            d.concretize()
+                .map_or_else(|| Dim::Symbolic("?".to_string()), |d| dim(&d))
         })
-        .collect()
+        .collect();
+    (
+        fact.datum_type.concretize().map_or(DType::Other, dtype_of),
+        shape,
+    )
 }
 
 fn dtype_of(dt: DatumType) -> DType {
