@@ -9,30 +9,14 @@ use crate::support::{backends, png_declaring, run, strix};
 
 #[test]
 fn help_teaches() {
-    let (out, stdout, _) =
-        run(std::process::Command::new(env!("CARGO_BIN_EXE_strix")).arg("--help"));
+    let (out, stdout, _) = run(std::process::Command::new(env!("CARGO_BIN_EXE_strix")).arg("--help"));
     assert!(out.status.success());
-    for needle in [
-        "predict",
-        "models",
-        "Examples:",
-        "STRIX_MODEL_PATH",
-        "STRIX_HUB_URL",
-        "--offline",
-    ] {
+    for needle in ["predict", "models", "Examples:", "STRIX_MODEL_PATH", "STRIX_HUB_URL", "--offline"] {
         assert!(stdout.contains(needle), "--help lacks {needle}:\n{stdout}");
     }
-    let (out, stdout, _) =
-        run(std::process::Command::new(env!("CARGO_BIN_EXE_strix")).args(["predict", "--help"]));
+    let (out, stdout, _) = run(std::process::Command::new(env!("CARGO_BIN_EXE_strix")).args(["predict", "--help"]));
     assert!(out.status.success());
-    for needle in [
-        "--backend",
-        "--top-k",
-        "--json",
-        "--max-pixels",
-        "--batch",
-        "--threads",
-    ] {
+    for needle in ["--backend", "--top-k", "--json", "--max-pixels", "--batch", "--threads"] {
         assert!(stdout.contains(needle), "predict --help lacks {needle}");
     }
 }
@@ -47,31 +31,18 @@ fn predict_prints_labels_and_json_on_every_backend() {
             .arg(fx.join("images/coffee.png")));
         assert!(out.status.success(), "{backend}: {stderr}");
         assert!(stdout.contains("espresso"), "{backend}: {stdout}");
-        assert_eq!(
-            stdout.lines().count(),
-            4,
-            "{backend}: image line + 3 classes:\n{stdout}"
-        );
+        assert_eq!(stdout.lines().count(), 4, "{backend}: image line + 3 classes:\n{stdout}");
 
         let (out, stdout, stderr) = run(strix(&fx, cache.path())
             .args(["predict", "--json", "--backend", backend.as_str()])
             .arg(fx.join("images")));
         assert!(out.status.success(), "{backend}: {stderr}");
-        let lines: Vec<Value> = stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines.len(), 11, "one JSON line per image in the folder");
-        let baboon = lines
-            .iter()
-            .find(|l| l["Image"].as_str().unwrap().ends_with("baboon.jpg"))
-            .unwrap();
+        let baboon = lines.iter().find(|l| l["Image"].as_str().unwrap().ends_with("baboon.jpg")).unwrap();
         assert_eq!(baboon["Labels"][0]["Name"], "baboon");
         let confidence = baboon["Labels"][0]["Confidence"].as_f64().unwrap();
-        assert!(
-            (confidence - 92.04).abs() < 1.0,
-            "Rekognition confidence is a percentage: {confidence}"
-        );
+        assert!((confidence - 92.04).abs() < 1.0, "Rekognition confidence is a percentage: {confidence}");
         assert_eq!(baboon["Labels"].as_array().unwrap().len(), 5);
         assert_eq!(baboon["LabelModelVersion"], "efficientnet_lite0");
     }
@@ -97,17 +68,9 @@ fn bad_images_get_one_line_errors_and_the_rest_still_get_results() {
         d.join("missing.jpg"),
         fx.join("images/baboon.jpg"),
     ];
-    let (out, stdout, stderr) = run(strix(&fx, cache.path())
-        .args(["predict", "--json"])
-        .args(&args));
-    assert!(
-        !out.status.success(),
-        "a failed image must make the exit code non-zero"
-    );
-    let errors: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("error: "))
-        .collect();
+    let (out, stdout, stderr) = run(strix(&fx, cache.path()).args(["predict", "--json"]).args(&args));
+    assert!(!out.status.success(), "a failed image must make the exit code non-zero");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
     assert_eq!(errors.len(), 5, "one error line per bad file:\n{stderr}");
     let expect = [
         ("truncated.jpg", "truncated"),
@@ -117,19 +80,11 @@ fn bad_images_get_one_line_errors_and_the_rest_still_get_results() {
         ("missing.jpg", "not found"),
     ];
     for (file, problem) in expect {
-        let line = errors
-            .iter()
-            .find(|l| l.contains(file))
-            .unwrap_or_else(|| panic!("no error names {file}:\n{stderr}"));
-        assert!(
-            line.contains(problem),
-            "{file}: expected {problem:?} in {line:?}"
-        );
+        let line =
+            errors.iter().find(|l| l.contains(file)).unwrap_or_else(|| panic!("no error names {file}:\n{stderr}"));
+        assert!(line.contains(problem), "{file}: expected {problem:?} in {line:?}");
     }
-    let lines: Vec<Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 7);
     assert_eq!(lines[0]["Labels"][0]["Name"], "espresso");
     assert_eq!(lines[6]["Labels"][0]["Name"], "baboon");
@@ -137,14 +92,10 @@ fn bad_images_get_one_line_errors_and_the_rest_still_get_results() {
     assert_eq!(lines[4]["Error"]["Code"], "ImageTooLargeException");
 
     // The pixel limit is configurable: a 451x300 image is refused under 100000 pixels.
-    let (out, _, stderr) = run(strix(&fx, cache.path())
-        .args(["predict", "--max-pixels", "100000"])
-        .arg(fx.join("images/chelsea.png")));
+    let (out, _, stderr) =
+        run(strix(&fx, cache.path()).args(["predict", "--max-pixels", "100000"]).arg(fx.join("images/chelsea.png")));
     assert!(!out.status.success());
-    assert!(
-        stderr.contains("chelsea.png") && stderr.contains("451x300"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("chelsea.png") && stderr.contains("451x300"), "{stderr}");
 }
 
 fn link(from: &Path, to: &Path) {
@@ -152,14 +103,8 @@ fn link(from: &Path, to: &Path) {
 }
 
 fn own_spec(fx: &Path, dir: &Path, edit: impl Fn(String) -> String) -> std::path::PathBuf {
-    link(
-        &fx.join("models/classify/efficientnet_lite0.onnx"),
-        &dir.join("mine.onnx"),
-    );
-    link(
-        &fx.join("models/classify/imagenet_labels.txt"),
-        &dir.join("labels.txt"),
-    );
+    link(&fx.join("models/classify/efficientnet_lite0.onnx"), &dir.join("mine.onnx"));
+    link(&fx.join("models/classify/imagenet_labels.txt"), &dir.join("labels.txt"));
     let zoo = include_str!("../../crates/strix-zoo/zoo/efficientnet_lite0.toml")
         .replace("classify/efficientnet_lite0.onnx", "mine.onnx")
         .replace("classify/imagenet_labels.txt", "labels.txt")
@@ -192,27 +137,14 @@ fn spec_with_unknown_field_is_refused_before_any_work() {
     let fx = fixtures_or_skip!();
     let cache = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let spec = own_spec(&fx, dir.path(), |s| {
-        s.replace("channels = \"rgb\"", "channels = \"rgb\"\nnormalize = true")
-    });
-    let (out, stdout, stderr) = run(strix(&fx, cache.path())
-        .args(["predict", "--model"])
-        .arg(&spec)
-        .arg(fx.join("images/coffee.png")));
+    let spec = own_spec(&fx, dir.path(), |s| s.replace("channels = \"rgb\"", "channels = \"rgb\"\nnormalize = true"));
+    let (out, stdout, stderr) =
+        run(strix(&fx, cache.path()).args(["predict", "--model"]).arg(&spec).arg(fx.join("images/coffee.png")));
     assert!(!out.status.success());
     assert!(stdout.is_empty());
-    let line = stderr
-        .lines()
-        .find(|l| l.starts_with("error:"))
-        .unwrap_or_default();
-    assert!(
-        line.contains("mine.toml") && line.contains("unknown field `normalize`"),
-        "{stderr}"
-    );
-    assert_eq!(
-        stderr.lines().filter(|l| l.starts_with("error:")).count(),
-        1
-    );
+    let line = stderr.lines().find(|l| l.starts_with("error:")).unwrap_or_default();
+    assert!(line.contains("mine.toml") && line.contains("unknown field `normalize`"), "{stderr}");
+    assert_eq!(stderr.lines().filter(|l| l.starts_with("error:")).count(), 1);
 }
 
 #[test]
@@ -225,55 +157,35 @@ fn weights_with_wrong_sha256_are_refused() {
     let mut bytes = std::fs::read(fx.join("models/classify/efficientnet_lite0.onnx")).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xFF;
-    std::fs::write(
-        models.path().join("classify/efficientnet_lite0.onnx"),
-        &bytes,
-    )
-    .unwrap();
+    std::fs::write(models.path().join("classify/efficientnet_lite0.onnx"), &bytes).unwrap();
     let (out, _, stderr) = run(strix(&fx, cache.path())
         .env("STRIX_MODEL_PATH", models.path())
         .arg("predict")
         .arg(fx.join("images/coffee.png")));
     assert!(!out.status.success());
-    let line = stderr
-        .lines()
-        .find(|l| l.starts_with("error:"))
-        .unwrap_or_default();
+    let line = stderr.lines().find(|l| l.starts_with("error:")).unwrap_or_default();
     assert!(
-        line.contains("efficientnet_lite0.onnx")
-            && line.contains("sha256")
-            && line.contains("feec595e"),
+        line.contains("efficientnet_lite0.onnx") && line.contains("sha256") && line.contains("feec595e"),
         "{stderr}"
     );
 
     // The same through a spec file with a wrong digest.
     let dir = tempfile::tempdir().unwrap();
-    let spec = own_spec(&fx, dir.path(), |s| {
-        s.replace("feec595eeaab", "0000000eeaab")
-    });
-    let (out, _, stderr) = run(strix(&fx, cache.path())
-        .args(["predict", "--model"])
-        .arg(&spec)
-        .arg(fx.join("images/coffee.png")));
+    let spec = own_spec(&fx, dir.path(), |s| s.replace("feec595eeaab", "0000000eeaab"));
+    let (out, _, stderr) =
+        run(strix(&fx, cache.path()).args(["predict", "--model"]).arg(&spec).arg(fx.join("images/coffee.png")));
     assert!(!out.status.success());
-    assert!(
-        stderr.contains("mine.onnx") && stderr.contains("0000000eeaab"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("mine.onnx") && stderr.contains("0000000eeaab"), "{stderr}");
 }
 
 #[test]
 fn unknown_model_and_missing_weights_say_what_to_do() {
     let fx = fixtures_or_skip!();
     let cache = tempfile::tempdir().unwrap();
-    let (out, _, stderr) = run(strix(&fx, cache.path())
-        .args(["predict", "--model", "resnet9000"])
-        .arg(fx.join("images/coffee.png")));
+    let (out, _, stderr) =
+        run(strix(&fx, cache.path()).args(["predict", "--model", "resnet9000"]).arg(fx.join("images/coffee.png")));
     assert!(!out.status.success());
-    assert!(
-        stderr.contains("unknown model `resnet9000`") && stderr.contains("efficientnet_lite0"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("unknown model `resnet9000`") && stderr.contains("efficientnet_lite0"), "{stderr}");
 
     let empty = tempfile::tempdir().unwrap();
     let (out, _, stderr) = run(strix(&fx, cache.path())
@@ -281,10 +193,7 @@ fn unknown_model_and_missing_weights_say_what_to_do() {
         .arg("predict")
         .arg(fx.join("images/coffee.png")));
     assert!(!out.status.success());
-    assert!(
-        stderr.contains("classify/efficientnet_lite0.onnx") && stderr.contains("STRIX_HUB_URL"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("classify/efficientnet_lite0.onnx") && stderr.contains("STRIX_HUB_URL"), "{stderr}");
 }
 
 #[cfg(feature = "ort")]
@@ -297,10 +206,7 @@ fn ort_backend_without_library_explains_where_to_get_it() {
         .args(["predict", "--backend", "ort"])
         .arg(fx.join("images/coffee.png")));
     assert!(!out.status.success());
-    assert!(
-        stderr.contains("ORT_DYLIB_PATH") && stderr.contains("onnxruntime"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("ORT_DYLIB_PATH") && stderr.contains("onnxruntime"), "{stderr}");
 }
 
 #[test]
@@ -309,10 +215,7 @@ fn models_list_and_show() {
     let cache = tempfile::tempdir().unwrap();
     let (out, stdout, stderr) = run(strix(&fx, cache.path()).args(["models", "list"]));
     assert!(out.status.success(), "{stderr}");
-    let row = stdout
-        .lines()
-        .find(|l| l.starts_with("efficientnet_lite0"))
-        .unwrap_or_else(|| panic!("{stdout}"));
+    let row = stdout.lines().find(|l| l.starts_with("efficientnet_lite0")).unwrap_or_else(|| panic!("{stdout}"));
     assert!(row.contains("classify") && row.contains("here"), "{row}");
 
     let (out, stdout, _) = run(strix(&fx, cache.path()).args(["models", "list", "--json"]));
@@ -320,21 +223,16 @@ fn models_list_and_show() {
     let rows: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(rows[0]["weights"]["status"], "local");
 
-    let (out, stdout, stderr) =
-        run(strix(&fx, cache.path()).args(["models", "show", "efficientnet_lite0", "--io"]));
+    let (out, stdout, stderr) = run(strix(&fx, cache.path()).args(["models", "show", "efficientnet_lite0", "--io"]));
     assert!(out.status.success(), "{stderr}");
-    for needle in [
-        "shorter side to 256",
-        "onnx in     input: f32[1,3,224,224]",
-        "onnx out    logits: f32[1,1000]",
-        "feec595e",
-    ] {
+    for needle in
+        ["shorter side to 256", "onnx in     input: f32[1,3,224,224]", "onnx out    logits: f32[1,1000]", "feec595e"]
+    {
         assert!(stdout.contains(needle), "show lacks {needle:?}:\n{stdout}");
     }
 
     // --toml prints a spec that parses back, so users can start their own from it.
-    let (out, stdout, _) =
-        run(strix(&fx, cache.path()).args(["models", "show", "efficientnet_lite0", "--toml"]));
+    let (out, stdout, _) = run(strix(&fx, cache.path()).args(["models", "show", "efficientnet_lite0", "--toml"]));
     assert!(out.status.success());
     let again = strix_zoo::ModelSpec::from_toml(&stdout, "shown").unwrap();
     assert_eq!(again.name, "efficientnet_lite0");

@@ -11,19 +11,12 @@ use crate::http::{Route, Server};
 use crate::support::{run, strix};
 
 fn resolver(cache: &Path, hub: &str) -> Resolver {
-    Resolver {
-        cache_dir: cache.to_path_buf(),
-        search_path: vec![],
-        hub: Some(hub.to_string()),
-        offline: false,
-    }
+    Resolver { cache_dir: cache.to_path_buf(), search_path: vec![], hub: Some(hub.to_string()), offline: false }
 }
 
 /// 700 kB of varied bytes and their digest.
 fn payload() -> (Vec<u8>, String) {
-    let body: Vec<u8> = (0..700_000u32)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
+    let body: Vec<u8> = (0..700_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("x");
     std::fs::write(&p, &body).unwrap();
@@ -32,12 +25,7 @@ fn payload() -> (Vec<u8>, String) {
 }
 
 fn artifact(sha: &str, size: Option<u64>) -> Artifact {
-    Artifact {
-        file: "classify/tiny.onnx".into(),
-        sha256: Some(sha.into()),
-        url: None,
-        size,
-    }
+    Artifact { file: "classify/tiny.onnx".into(), sha256: Some(sha.into()), url: None, size }
 }
 
 fn leftovers(cache: &Path) -> Vec<String> {
@@ -62,23 +50,14 @@ fn download_is_verified_cached_and_reused() {
     let (body, sha) = payload();
     let server = Server::start(HashMap::from([(
         "/classify/tiny.onnx".to_string(),
-        Route {
-            body: body.clone(),
-            ..Default::default()
-        },
+        Route { body: body.clone(), ..Default::default() },
     )]));
     let cache = tempfile::tempdir().unwrap();
     let r = resolver(cache.path(), &format!("{}/", server.url));
-    let path = r
-        .fetch(&artifact(&sha, Some(body.len() as u64)), None, &NoProgress)
-        .unwrap();
+    let path = r.fetch(&artifact(&sha, Some(body.len() as u64)), None, &NoProgress).unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), body);
     assert!(path.starts_with(cache.path()));
-    assert_eq!(
-        leftovers(cache.path()),
-        vec!["tiny.onnx", "tiny.onnx.lock"],
-        "no .part left behind"
-    );
+    assert_eq!(leftovers(cache.path()), vec!["tiny.onnx", "tiny.onnx.lock"], "no .part left behind");
     drop(server);
     // The server is gone: the cache answers.
     let again = r.fetch(&artifact(&sha, None), None, &NoProgress).unwrap();
@@ -89,42 +68,23 @@ fn download_is_verified_cached_and_reused() {
 fn corrupted_download_is_rejected_and_discarded() {
     let (mut body, sha) = payload();
     body[123_456] ^= 1;
-    let server = Server::start(HashMap::from([(
-        "/classify/tiny.onnx".to_string(),
-        Route {
-            body,
-            ..Default::default()
-        },
-    )]));
+    let server =
+        Server::start(HashMap::from([("/classify/tiny.onnx".to_string(), Route { body, ..Default::default() })]));
     let cache = tempfile::tempdir().unwrap();
-    let err = resolver(cache.path(), &server.url)
-        .fetch(&artifact(&sha, None), None, &NoProgress)
-        .unwrap_err();
+    let err = resolver(cache.path(), &server.url).fetch(&artifact(&sha, None), None, &NoProgress).unwrap_err();
     assert!(matches!(err, ZooError::DownloadCorrupt { .. }), "{err}");
-    assert!(
-        err.to_string().contains(&sha) && err.to_string().contains("discarded"),
-        "{err}"
-    );
-    assert_eq!(
-        leftovers(cache.path()),
-        vec!["tiny.onnx.lock"],
-        "nothing usable may remain"
-    );
+    assert!(err.to_string().contains(&sha) && err.to_string().contains("discarded"), "{err}");
+    assert_eq!(leftovers(cache.path()), vec!["tiny.onnx.lock"], "nothing usable may remain");
 }
 
 #[test]
 fn interrupted_download_resumes_with_a_range_request() {
     let (body, sha) = payload();
-    let route = Route {
-        body: body.clone(),
-        cut_first_after: Some(300_000),
-    };
+    let route = Route { body: body.clone(), cut_first_after: Some(300_000) };
     let server = Server::start(HashMap::from([("/classify/tiny.onnx".to_string(), route)]));
     let cache = tempfile::tempdir().unwrap();
     let r = resolver(cache.path(), &server.url);
-    let err = r
-        .fetch(&artifact(&sha, None), None, &NoProgress)
-        .unwrap_err();
+    let err = r.fetch(&artifact(&sha, None), None, &NoProgress).unwrap_err();
     assert!(err.to_string().contains("resume"), "{err}");
     assert!(leftovers(cache.path()).contains(&"tiny.onnx.part".to_string()));
     let path = r.fetch(&artifact(&sha, None), None, &NoProgress).unwrap();
@@ -139,55 +99,26 @@ fn interrupted_download_resumes_with_a_range_request() {
 #[test]
 fn offline_missing_checksum_and_http_errors() {
     let (body, sha) = payload();
-    let server = Server::start(HashMap::from([(
-        "/classify/tiny.onnx".to_string(),
-        Route {
-            body,
-            ..Default::default()
-        },
-    )]));
+    let server =
+        Server::start(HashMap::from([("/classify/tiny.onnx".to_string(), Route { body, ..Default::default() })]));
     let cache = tempfile::tempdir().unwrap();
     let mut r = resolver(cache.path(), &server.url);
     r.offline = true;
-    let err = r
-        .fetch(&artifact(&sha, None), None, &NoProgress)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("offline") && err.contains(&server.url),
-        "{err}"
-    );
-    assert!(
-        server.requests().is_empty(),
-        "offline mode must not touch the network"
-    );
+    let err = r.fetch(&artifact(&sha, None), None, &NoProgress).unwrap_err().to_string();
+    assert!(err.contains("offline") && err.contains(&server.url), "{err}");
+    assert!(server.requests().is_empty(), "offline mode must not touch the network");
 
     r.offline = false;
-    let unchecked = Artifact {
-        sha256: None,
-        ..artifact(&sha, None)
-    };
+    let unchecked = Artifact { sha256: None, ..artifact(&sha, None) };
     let err = r.fetch(&unchecked, None, &NoProgress).unwrap_err();
     assert!(matches!(err, ZooError::NoChecksum { .. }), "{err}");
 
-    let elsewhere = Artifact {
-        file: "classify/other.onnx".into(),
-        ..artifact(&sha, None)
-    };
-    let err = r
-        .fetch(&elsewhere, None, &NoProgress)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("HTTP 404") && err.contains("other.onnx"),
-        "{err}"
-    );
+    let elsewhere = Artifact { file: "classify/other.onnx".into(), ..artifact(&sha, None) };
+    let err = r.fetch(&elsewhere, None, &NoProgress).unwrap_err().to_string();
+    assert!(err.contains("HTTP 404") && err.contains("other.onnx"), "{err}");
 
     let wrong_size = artifact(&sha, Some(10));
-    let err = r
-        .fetch(&wrong_size, None, &NoProgress)
-        .unwrap_err()
-        .to_string();
+    let err = r.fetch(&wrong_size, None, &NoProgress).unwrap_err().to_string();
     assert!(err.contains("spec says 10"), "{err}");
 }
 
@@ -195,36 +126,22 @@ fn offline_missing_checksum_and_http_errors() {
 fn cli_fetches_zoo_weights_from_the_hub_then_predicts_offline() {
     let fx = fixtures_or_skip!();
     let models = fx.join("models");
-    let route = |p: &str| Route {
-        body: std::fs::read(models.join(p)).unwrap(),
-        ..Default::default()
-    };
+    let route = |p: &str| Route { body: std::fs::read(models.join(p)).unwrap(), ..Default::default() };
     let server = Server::start(HashMap::from([
-        (
-            "/classify/efficientnet_lite0.onnx".to_string(),
-            route("classify/efficientnet_lite0.onnx"),
-        ),
-        (
-            "/classify/imagenet_labels.txt".to_string(),
-            route("classify/imagenet_labels.txt"),
-        ),
+        ("/classify/efficientnet_lite0.onnx".to_string(), route("classify/efficientnet_lite0.onnx")),
+        ("/classify/imagenet_labels.txt".to_string(), route("classify/imagenet_labels.txt")),
     ]));
     let cache = tempfile::tempdir().unwrap();
     let empty = tempfile::tempdir().unwrap();
-    let (out, stdout, stderr) = run(strix(&fx, cache.path())
-        .env("STRIX_MODEL_PATH", empty.path())
-        .args([
-            "models",
-            "fetch",
-            "efficientnet_lite0",
-            "--hub",
-            &server.url,
-        ]));
+    let (out, stdout, stderr) = run(strix(&fx, cache.path()).env("STRIX_MODEL_PATH", empty.path()).args([
+        "models",
+        "fetch",
+        "efficientnet_lite0",
+        "--hub",
+        &server.url,
+    ]));
     assert!(out.status.success(), "{stderr}");
-    assert!(
-        stdout.contains(&cache.path().display().to_string()),
-        "{stdout}"
-    );
+    assert!(stdout.contains(&cache.path().display().to_string()), "{stdout}");
     drop(server);
     let (out, stdout, stderr) = run(strix(&fx, cache.path())
         .env("STRIX_MODEL_PATH", empty.path())

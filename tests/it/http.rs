@@ -46,13 +46,7 @@ impl Server {
                 let _ = handle(stream, &routes, &seen2, &mut served);
             }
         });
-        Server {
-            url: format!("http://{addr}"),
-            seen,
-            stop,
-            addr,
-            thread: Some(thread),
-        }
+        Server { url: format!("http://{addr}"), seen, stop, addr, thread: Some(thread) }
     }
 
     pub fn requests(&self) -> Vec<Seen> {
@@ -92,10 +86,7 @@ fn handle(
             range = Some(v.trim().to_string());
         }
     }
-    seen.lock().unwrap().push(Seen {
-        path: path.clone(),
-        range: range.clone(),
-    });
+    seen.lock().unwrap().push(Seen { path: path.clone(), range: range.clone() });
     let mut out = stream;
     let Some(route) = routes.get(&path) else {
         out.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
@@ -119,10 +110,7 @@ fn handle(
             ),
             &route.body[n..],
         ),
-        None => (
-            format!("HTTP/1.1 200 OK\r\nContent-Length: {total}\r\nConnection: close\r\n\r\n"),
-            &route.body[..],
-        ),
+        None => (format!("HTTP/1.1 200 OK\r\nContent-Length: {total}\r\nConnection: close\r\n\r\n"), &route.body[..]),
     };
     out.write_all(head.as_bytes())?;
     match route.cut_first_after {

@@ -8,9 +8,12 @@
 // Test helpers panic on purpose: a failed set-up step is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod byo;
 mod classify;
 mod cli;
+mod docs;
 mod download;
 mod http;
 mod runtime;
 mod support;
+mod tasks;

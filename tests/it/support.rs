@@ -17,11 +17,7 @@ pub fn fixtures() -> Option<PathBuf> {
     if dir.join("MANIFEST.md").is_file() {
         return Some(dir.canonicalize().unwrap_or(dir));
     }
-    assert!(
-        !in_ci(),
-        "fixtures not found at {} (set STRIX_FIXTURES); CI must not skip these tests",
-        dir.display()
-    );
+    assert!(!in_ci(), "fixtures not found at {} (set STRIX_FIXTURES); CI must not skip these tests", dir.display());
     eprintln!("skipped: fixtures not found at {}", dir.display());
     None
 }
@@ -45,15 +41,27 @@ pub fn backends() -> Vec<Backend> {
         match std::env::var_os("ORT_DYLIB_PATH").filter(|p| Path::new(p).is_file()) {
             Some(_) => out.push(Backend::Ort),
             None => {
-                assert!(
-                    !in_ci(),
-                    "ORT_DYLIB_PATH does not name libonnxruntime; CI must test the ort backend"
-                );
+                assert!(!in_ci(), "ORT_DYLIB_PATH does not name libonnxruntime; CI must test the ort backend");
                 eprintln!("note: ORT_DYLIB_PATH unset, ort backend not tested");
             }
         }
     }
     out
+}
+
+/// The Python of the project's virtualenv (`./scripts/setup` makes it, with onnx and
+/// pycocotools), or `None` (test skipped) outside CI when there is none.
+pub fn python() -> Option<PathBuf> {
+    let venv = std::env::var_os("STRIX_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv"));
+    let python = venv.join("bin/python");
+    if python.is_file() {
+        return Some(python);
+    }
+    assert!(!in_ci(), "no Python at {} (run ./scripts/setup); CI must not skip these tests", python.display());
+    eprintln!("skipped: no Python at {}", python.display());
+    None
 }
 
 /// Read a little-endian f32 or i32 `.npy` file as f32.
@@ -63,12 +71,7 @@ pub fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     let data = match npy.dtype().descr().trim_matches('\'') {
         "<f4" => npy.into_vec::<f32>().expect("f32 data"),
-        "<i4" => npy
-            .into_vec::<i32>()
-            .expect("i32 data")
-            .into_iter()
-            .map(|v| v as f32)
-            .collect(),
+        "<i4" => npy.into_vec::<i32>().expect("i32 data").into_iter().map(|v| v as f32).collect(),
         other => panic!("{}: unsupported dtype {other}", path.display()),
     };
     (shape, data)
@@ -76,10 +79,7 @@ pub fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 /// The `strix` binary with a clean environment: fixtures as the model search path, a private
@@ -109,12 +109,7 @@ pub fn png_declaring(w: u32, h: u32) -> Vec<u8> {
     encoder.set_color(png::ColorType::Rgb);
     let mut writer = encoder.write_header().unwrap();
     // An empty zlib stream: enough for a reader to find the first IDAT after the header.
-    writer
-        .write_chunk(
-            png::chunk::IDAT,
-            &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
-        )
-        .unwrap();
+    writer.write_chunk(png::chunk::IDAT, &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]).unwrap();
     drop(writer);
     out
 }

@@ -4,14 +4,7 @@ use thiserror::Error;
 #[derive(Debug, Error, PartialEq)]
 pub enum CoreError {
     #[error("tensor shape {shape:?} holds {expected} elements but {actual} values were given")]
-    ShapeMismatch {
-        shape: Vec<usize>,
-        expected: usize,
-        actual: usize,
-    },
+    ShapeMismatch { shape: Vec<usize>, expected: usize, actual: usize },
     #[error("expected a {expected} tensor, got {actual}")]
-    DTypeMismatch {
-        expected: crate::DType,
-        actual: crate::DType,
-    },
+    DTypeMismatch { expected: crate::DType, actual: crate::DType },
 }

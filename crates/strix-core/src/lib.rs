@@ -8,10 +8,12 @@
 //! assert_eq!(t.dtype(), DType::F32);
 //! ```
 
+mod answer;
 mod error;
 mod progress;
 mod tensor;
 
+pub use answer::{BBox, Detection, Face, Keypoint, Pose, SegMask, TextLine};
 pub use error::CoreError;
 pub use progress::{NoProgress, Progress, ProgressUnit};
 pub use tensor::{DType, Dim, Tensor, TensorData, TensorInfo};

@@ -81,12 +81,7 @@ impl TensorInfo {
 
     /// Whether a concrete shape fits this description (same rank, equal fixed dims).
     pub fn accepts(&self, shape: &[usize]) -> bool {
-        self.shape.len() == shape.len()
-            && self
-                .shape
-                .iter()
-                .zip(shape)
-                .all(|(d, &n)| d.fixed().is_none_or(|f| f == n))
+        self.shape.len() == shape.len() && self.shape.iter().zip(shape).all(|(d, &n)| d.fixed().is_none_or(|f| f == n))
     }
 }
 
@@ -137,11 +132,7 @@ impl Tensor {
     pub fn new(shape: Vec<usize>, data: TensorData) -> Result<Self, CoreError> {
         let expected: usize = shape.iter().product();
         if expected != data.len() {
-            return Err(CoreError::ShapeMismatch {
-                shape,
-                expected,
-                actual: data.len(),
-            });
+            return Err(CoreError::ShapeMismatch { shape, expected, actual: data.len() });
         }
         Ok(Tensor { shape, data })
     }
@@ -178,10 +169,7 @@ impl Tensor {
     pub fn as_f32(&self) -> Result<&[f32], CoreError> {
         match &self.data {
             TensorData::F32(v) => Ok(v),
-            other => Err(CoreError::DTypeMismatch {
-                expected: DType::F32,
-                actual: other.dtype(),
-            }),
+            other => Err(CoreError::DTypeMismatch { expected: DType::F32, actual: other.dtype() }),
         }
     }
 
@@ -203,23 +191,13 @@ mod tests {
     #[test]
     fn shape_must_match_data() {
         let err = Tensor::from_f32(vec![2, 3], vec![0.0; 5]).unwrap_err();
-        assert_eq!(
-            err,
-            CoreError::ShapeMismatch {
-                shape: vec![2, 3],
-                expected: 6,
-                actual: 5
-            }
-        );
+        assert_eq!(err, CoreError::ShapeMismatch { shape: vec![2, 3], expected: 6, actual: 5 });
     }
 
     #[test]
     fn info_accepts_symbolic_batch() {
-        let info = TensorInfo {
-            name: "x".into(),
-            dtype: DType::F32,
-            shape: vec![Dim::Symbolic("N".into()), Dim::Fixed(3)],
-        };
+        let info =
+            TensorInfo { name: "x".into(), dtype: DType::F32, shape: vec![Dim::Symbolic("N".into()), Dim::Fixed(3)] };
         assert!(info.accepts(&[8, 3]));
         assert!(!info.accepts(&[8, 4]));
         assert!(!info.accepts(&[8, 3, 1]));

@@ -16,6 +16,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod engine;
 mod error;
 pub mod rekognition;
 
@@ -24,22 +25,68 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
-use serde::Serialize;
-use strix_core::{Dim, Progress, ProgressUnit, Tensor};
+use strix_core::{Detection, Face, Pose, Progress, ProgressUnit, SegMask, Tensor, TextLine};
 use strix_runtime::{Backend, Runtime, Session};
-use strix_vision::{
-    Class, Classifier, DecodeLimits, Geometry, Layout, Preprocessor, RgbImage, decode_file,
-};
-use strix_zoo::{DecoderSpec, ResolvedModel};
+use strix_vision::{Class, DecodeLimits, Geometry, Outputs, RgbImage, decode_file};
+use strix_zoo::{MAIN, ResolvedModel, Task};
 
+use engine::{Engine, SessionNets};
 pub use error::PipelineError;
 
-/// One image's answer.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum Prediction {
+/// What a model says about one image, in pixels of that image.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Answer {
     /// Ranked classes, best first.
-    Labels { classes: Vec<Class> },
+    Labels {
+        classes: Vec<Class>,
+    },
+    /// Detected objects, best first.
+    Objects {
+        objects: Vec<Detection>,
+    },
+    /// People's body keypoints.
+    People {
+        people: Vec<Pose>,
+    },
+    /// A class per pixel.
+    Mask {
+        mask: SegMask,
+    },
+    Faces {
+        faces: Vec<Face>,
+    },
+    /// Lines of text in reading order.
+    Text {
+        lines: Vec<TextLine>,
+    },
+}
+
+/// One image's answer and the size of the image it refers to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prediction {
+    pub width: u32,
+    pub height: u32,
+    pub answer: Answer,
+}
+
+/// Draw an answer onto the image it is about.
+pub fn annotate(img: &mut RgbImage, prediction: &Prediction) {
+    use strix_vision::{draw, pose};
+    match &prediction.answer {
+        Answer::Labels { classes } => draw::labels(img, classes),
+        Answer::Objects { objects } => draw::detections(img, objects),
+        Answer::People { people } => {
+            let coco = people.first().is_some_and(|p| {
+                p.keypoints.len() == pose::COCO_KEYPOINTS.len()
+                    && p.keypoints.iter().zip(pose::COCO_KEYPOINTS).all(|(k, n)| k.name == n)
+            });
+            let skeleton: &[(usize, usize)] = if coco { &pose::COCO_SKELETON } else { &[] };
+            draw::poses(img, people, skeleton, 0.2);
+        }
+        Answer::Mask { mask } => draw::mask(img, mask),
+        Answer::Faces { faces } => draw::faces(img, faces),
+        Answer::Text { lines } => draw::text_lines(img, lines),
+    }
 }
 
 /// How many images go through the model at once, and what each answer keeps.
@@ -57,12 +104,7 @@ pub struct BatchOptions {
 
 impl Default for BatchOptions {
     fn default() -> Self {
-        BatchOptions {
-            batch: 8,
-            top_k: 5,
-            limits: DecodeLimits::default(),
-            workers: None,
-        }
+        BatchOptions { batch: 8, top_k: 5, limits: DecodeLimits::default(), workers: None }
     }
 }
 
@@ -88,122 +130,27 @@ pub struct ImageOutcome {
     pub result: Result<Prediction, PipelineError>,
 }
 
-enum Decoder {
-    Classify(Classifier),
-}
-
 pub struct Pipeline {
     model: ResolvedModel,
     backend: Backend,
-    session: Box<dyn Session>,
-    preprocessor: Preprocessor,
-    /// The session's batch dimension when the model fixes it (many exports fix it at 1).
-    fixed_batch: Option<usize>,
-    output_index: usize,
-    decoder: Decoder,
+    /// `main` and the cascade's other networks.
+    sessions: BTreeMap<String, Box<dyn Session>>,
+    /// Names of the main network's outputs, in order.
+    output_names: Vec<String>,
+    engine: Engine,
 }
 
 impl Pipeline {
-    /// Load the model's weights in `runtime` and check that the ONNX graph matches its spec.
+    /// Load the model's networks in `runtime` and check the graphs against the spec.
     pub fn load(model: ResolvedModel, runtime: &dyn Runtime) -> Result<Self, PipelineError> {
-        let spec = &model.spec;
-        let mismatch = |message: String| PipelineError::SpecMismatch {
-            model: model.origin.clone(),
-            message,
-        };
-        let preprocessor = Preprocessor::new(&spec.input, &spec.preprocess)?;
-        let session = runtime.load(&model.weights)?;
-        let inputs = session.inputs();
-        if inputs.len() != 1 {
-            return Err(mismatch(format!(
-                "the ONNX graph has {} inputs ({}); image models take one",
-                inputs.len(),
-                inputs
-                    .iter()
-                    .map(|i| i.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
+        let mut sessions = BTreeMap::new();
+        sessions.insert(MAIN.to_string(), runtime.load(&model.weights)?);
+        for (name, path) in &model.networks {
+            sessions.insert(name.clone(), runtime.load(path)?);
         }
-        let input = &inputs[0];
-        if let Some(name) = &spec.input.name
-            && *name != input.name
-        {
-            return Err(mismatch(format!(
-                "input.name is {name:?} but the graph's input is {:?}",
-                input.name
-            )));
-        }
-        if input.dtype != spec.input.dtype.dtype() {
-            return Err(mismatch(format!(
-                "input.dtype is {} but the graph takes {}",
-                spec.input.dtype.dtype(),
-                input.describe()
-            )));
-        }
-        let wanted = preprocessor.shape(1);
-        let fits = input.shape.len() == 4
-            && input.shape[1..]
-                .iter()
-                .zip(&wanted[1..])
-                .all(|(d, &n)| d.fixed().is_none_or(|f| f == n));
-        if !fits {
-            let layout = match spec.input.layout {
-                Layout::Nchw => "NCHW",
-                Layout::Nhwc => "NHWC",
-            };
-            return Err(mismatch(format!(
-                "the spec describes {}x{} {layout} input {:?} but the graph takes {}",
-                spec.input.width,
-                spec.input.height,
-                wanted,
-                input.describe()
-            )));
-        }
-        let fixed_batch = match &input.shape[0] {
-            Dim::Fixed(n) => Some((*n).max(1)),
-            Dim::Symbolic(_) => None,
-        };
-        let decoder;
-        let output_name;
-        match &spec.decoder {
-            DecoderSpec::Classify { softmax, output } => {
-                decoder = Decoder::Classify(Classifier {
-                    softmax: *softmax,
-                    labels: model.labels.clone(),
-                });
-                output_name = output.clone();
-            }
-        }
-        let outputs = session.outputs();
-        let output_index = match &output_name {
-            None => 0,
-            Some(name) => outputs
-                .iter()
-                .position(|o| o.name == *name)
-                .ok_or_else(|| {
-                    mismatch(format!(
-                        "decoder output {name:?} is not in the graph (outputs: {})",
-                        outputs
-                            .iter()
-                            .map(|o| o.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ))
-                })?,
-        };
-        if outputs.is_empty() {
-            return Err(mismatch("the graph has no outputs".into()));
-        }
-        Ok(Pipeline {
-            backend: runtime.backend(),
-            model,
-            session,
-            preprocessor,
-            fixed_batch,
-            output_index,
-            decoder,
-        })
+        let engine = Engine::new(&model, &sessions)?;
+        let output_names = sessions[MAIN].outputs().iter().map(|o| o.name.clone()).collect();
+        Ok(Pipeline { backend: runtime.backend(), model, sessions, output_names, engine })
     }
 
     pub fn model(&self) -> &ResolvedModel {
@@ -214,84 +161,87 @@ impl Pipeline {
         self.backend
     }
 
+    pub fn task(&self) -> Task {
+        self.model.spec.task
+    }
+
+    /// The `main` network's session.
     pub fn session(&self) -> &dyn Session {
-        self.session.as_ref()
+        self.sessions[MAIN].as_ref()
     }
 
-    /// Images per inference for a requested batch size: the model's own if it fixes one.
+    /// Images per inference for a requested batch size: the model's own if it fixes one, one
+    /// for cascades.
     pub fn batch_size(&self, requested: usize) -> usize {
-        self.fixed_batch.unwrap_or(requested.max(1))
+        match &self.engine {
+            Engine::Single { fixed_batch, .. } => fixed_batch.unwrap_or(requested.max(1)),
+            Engine::Cascade(_) => 1,
+        }
     }
 
-    /// Preprocess images in parallel into one input tensor.
-    ///
-    /// # Shapes
-    /// Returns the model input for `images.len()` images (`[N, 3, H, W]` or `[N, H, W, 3]`).
-    pub fn prepare(&self, images: &[&RgbImage]) -> (Tensor, Vec<Geometry>) {
-        let n = self.preprocessor.sample_len();
-        let mut data = vec![0f32; n * images.len()];
-        let geometries = data
-            .par_chunks_mut(n)
-            .zip(images.par_iter())
-            .map(|(slot, img)| self.preprocessor.run(img, slot))
-            .collect();
-        (
-            self.preprocessor.into_tensor(data, images.len()),
-            geometries,
-        )
+    /// Answers for decoded images, batching as the model allows.
+    pub fn predict_images(&self, images: &[RgbImage], opts: &BatchOptions) -> Result<Vec<Prediction>, PipelineError> {
+        let threads = self.session().default_threads();
+        let mut out = Vec::with_capacity(images.len());
+        for chunk in images.chunks(self.batch_size(opts.batch)) {
+            let refs: Vec<&RgbImage> = chunk.iter().collect();
+            out.extend(self.predict_batch(&refs, opts.top_k, threads)?);
+        }
+        Ok(out)
     }
 
-    /// Run the model on a prepared batch and decode one prediction per image.
-    pub fn infer(
+    /// One batch of decoded images through the engine (preprocessed in parallel).
+    fn predict_batch(
         &self,
-        input: Tensor,
-        geometries: &[Geometry],
-        top_k: usize,
-    ) -> Result<Vec<Prediction>, PipelineError> {
-        self.infer_with_threads(input, geometries, top_k, self.session.default_threads())
-    }
-
-    fn infer_with_threads(
-        &self,
-        input: Tensor,
-        _geometries: &[Geometry],
+        images: &[&RgbImage],
         top_k: usize,
         threads: usize,
     ) -> Result<Vec<Prediction>, PipelineError> {
-        let outputs = self
-            .session
-            .run_with_threads(std::slice::from_ref(&input), threads)?;
-        let info = &self.session.outputs()[self.output_index];
-        let output = outputs
-            .get(self.output_index)
-            .ok_or_else(|| PipelineError::SpecMismatch {
-                model: self.model.origin.clone(),
-                message: format!("the run returned no output `{}`", info.name),
-            })?;
-        match &self.decoder {
-            Decoder::Classify(c) => {
-                let classes = c.decode(output, &info.name, top_k)?;
-                Ok(classes
-                    .into_iter()
-                    .map(|classes| Prediction::Labels { classes })
-                    .collect())
+        match &self.engine {
+            Engine::Cascade(cascade) => images
+                .iter()
+                .map(|img| {
+                    let nets = SessionNets { sessions: &self.sessions, threads };
+                    let answer = cascade.run(img, &nets, &self.model.labels)?;
+                    Ok(Prediction { width: img.width(), height: img.height(), answer })
+                })
+                .collect(),
+            Engine::Single { preprocessor, .. } => {
+                let n = preprocessor.sample_len();
+                let mut data = vec![0f32; n * images.len()];
+                let geometries: Vec<Geometry> = data
+                    .par_chunks_mut(n)
+                    .zip(images.par_iter())
+                    .map(|(slot, img)| preprocessor.run(img, slot))
+                    .collect();
+                self.infer(preprocessor.into_tensor(data, images.len()), &geometries, top_k, threads)
             }
         }
     }
 
-    /// Predict decoded images, batching as the model allows.
-    pub fn predict_images(
+    /// Run the main network on a prepared batch and decode one prediction per image.
+    fn infer(
         &self,
-        images: &[RgbImage],
-        opts: &BatchOptions,
+        input: Tensor,
+        geometries: &[Geometry],
+        top_k: usize,
+        threads: usize,
     ) -> Result<Vec<Prediction>, PipelineError> {
-        let mut out = Vec::with_capacity(images.len());
-        for chunk in images.chunks(self.batch_size(opts.batch)) {
-            let refs: Vec<&RgbImage> = chunk.iter().collect();
-            let (input, geometries) = self.prepare(&refs);
-            out.extend(self.infer(input, &geometries, opts.top_k)?);
+        let Engine::Single { preprocessor, decoder, .. } = &self.engine else {
+            return Err(PipelineError::Internal("a cascade has no single inference".into()));
+        };
+        let tensors = self.session().run_with_threads(std::slice::from_ref(&input), threads)?;
+        let outputs = Outputs::new(&self.output_names, &tensors);
+        let size = (preprocessor.input().width, preprocessor.input().height);
+        let answers = decoder.decode(&outputs, geometries, size, &self.model.labels, top_k)?;
+        if answers.len() != geometries.len() {
+            return Err(PipelineError::Internal(format!("{} answers for {} images", answers.len(), geometries.len())));
         }
-        Ok(out)
+        Ok(answers
+            .into_iter()
+            .zip(geometries)
+            .map(|(answer, g)| Prediction { width: g.source_width, height: g.source_height, answer })
+            .collect())
     }
 
     /// Predict image files, handing each outcome to `sink` in input order. Batches go to
@@ -308,21 +258,25 @@ impl Pipeline {
         let started = std::time::Instant::now();
         let batch = self.batch_size(opts.batch);
         let chunks: Vec<&[PathBuf]> = files.chunks(batch).collect();
-        let budget = self.session.default_threads().max(1);
+        let budget = self.session().default_threads().max(1);
         let workers = opts.workers.unwrap_or(budget).clamp(1, chunks.len().max(1));
         let threads = (budget / workers).max(1);
         tracing::debug!(batch, workers, threads, "predicting {} files", files.len());
-        if let Err(e) = self.session.warm_up(threads, workers) {
-            // Not fatal: the runs build what they need, and report their own errors.
-            tracing::warn!("cannot prepare {workers} sessions: {e}");
+        for session in self.sessions.values() {
+            if let Err(e) = session.warm_up(threads, workers) {
+                // Not fatal: the runs build what they need, and report their own errors.
+                tracing::warn!("cannot prepare {workers} sessions: {e}");
+            }
         }
         let setup = started.elapsed();
-        progress.start("classifying", Some(files.len() as u64), ProgressUnit::Items);
+        progress.start(
+            &format!("{} {}", self.model.spec.name, self.task()),
+            Some(files.len() as u64),
+            ProgressUnit::Items,
+        );
         let next = AtomicUsize::new(0);
         // Bounded: workers wait rather than pile up answers when the sink is slow.
-        let (tx, rx) = crossbeam_channel::bounded::<(usize, Vec<Result<Prediction, PipelineError>>)>(
-            workers * 2,
-        );
+        let (tx, rx) = crossbeam_channel::bounded::<(usize, Vec<Result<Prediction, PipelineError>>)>(workers * 2);
         std::thread::scope(|scope| {
             for _ in 0..workers {
                 let (tx, next, chunks) = (tx.clone(), &next, &chunks);
@@ -345,11 +299,7 @@ impl Pipeline {
                 while let Some(results) = pending.remove(&due) {
                     for (offset, result) in results.into_iter().enumerate() {
                         let index = due * batch + offset;
-                        sink(ImageOutcome {
-                            index,
-                            path: files[index].clone(),
-                            result,
-                        });
+                        sink(ImageOutcome { index, path: files[index].clone(), result });
                         progress.advance(1);
                     }
                     due += 1;
@@ -357,13 +307,7 @@ impl Pipeline {
             }
         });
         progress.finish();
-        RunStats {
-            batch,
-            workers,
-            threads,
-            setup,
-            run: started.elapsed() - setup,
-        }
+        RunStats { batch, workers, threads, setup, run: started.elapsed() - setup }
     }
 
     /// Decode, preprocess and infer one batch of files; one result per file.
@@ -373,27 +317,32 @@ impl Pipeline {
         opts: &BatchOptions,
         threads: usize,
     ) -> Vec<Result<Prediction, PipelineError>> {
-        let n = self.preprocessor.sample_len();
+        let preprocessor = match &self.engine {
+            Engine::Single { preprocessor, .. } => preprocessor,
+            Engine::Cascade(_) => {
+                return chunk
+                    .iter()
+                    .map(|path| {
+                        let img = decode_file(path, &opts.limits)?;
+                        let mut answers = self.predict_batch(&[&img], opts.top_k, threads)?;
+                        answers.pop().ok_or_else(|| PipelineError::Internal("no answer".into()))
+                    })
+                    .collect();
+            }
+        };
+        let n = preprocessor.sample_len();
         let mut data = vec![0f32; n * chunk.len()];
         let prepared: Vec<Result<Geometry, PipelineError>> = data
             .chunks_mut(n)
             .zip(chunk)
-            .map(|(slot, path)| {
-                Ok(self
-                    .preprocessor
-                    .run(&decode_file(path, &opts.limits)?, slot))
-            })
+            .map(|(slot, path)| Ok(preprocessor.run(&decode_file(path, &opts.limits)?, slot)))
             .collect();
-        let mut answers = self
-            .infer_prepared(data, &prepared, opts.top_k, threads)
-            .map(Vec::into_iter);
+        let mut answers = self.infer_prepared(data, &prepared, opts.top_k, threads).map(Vec::into_iter);
         prepared
             .into_iter()
             .map(|p| match (p, &mut answers) {
                 (Err(e), _) => Err(e),
-                (Ok(_), Ok(it)) => it
-                    .next()
-                    .ok_or_else(|| PipelineError::Internal("fewer answers than images".into())),
+                (Ok(_), Ok(it)) => it.next().ok_or_else(|| PipelineError::Internal("fewer answers than images".into())),
                 (Ok(_), Err(e)) => Err(PipelineError::Batch(e.to_string())),
             })
             .collect()
@@ -407,12 +356,12 @@ impl Pipeline {
         top_k: usize,
         threads: usize,
     ) -> Result<Vec<Prediction>, PipelineError> {
-        let n = self.preprocessor.sample_len();
-        let ok: Vec<(usize, Geometry)> = results
-            .iter()
-            .enumerate()
-            .filter_map(|(i, r)| r.as_ref().ok().map(|g| (i, *g)))
-            .collect();
+        let Engine::Single { preprocessor, .. } = &self.engine else {
+            return Err(PipelineError::Internal("a cascade has no batch to infer".into()));
+        };
+        let n = preprocessor.sample_len();
+        let ok: Vec<(usize, Geometry)> =
+            results.iter().enumerate().filter_map(|(i, r)| r.as_ref().ok().map(|g| (i, *g))).collect();
         if ok.is_empty() {
             return Ok(Vec::new());
         }
@@ -423,8 +372,8 @@ impl Pipeline {
             data.truncate(ok.len() * n);
         }
         let geometries: Vec<Geometry> = ok.iter().map(|(_, g)| *g).collect();
-        let input = self.preprocessor.into_tensor(data, ok.len());
-        self.infer_with_threads(input, &geometries, top_k, threads)
+        let input = preprocessor.into_tensor(data, ok.len());
+        self.infer(input, &geometries, top_k, threads)
     }
 }
 
@@ -434,7 +383,7 @@ mod tests {
     //! the integration tests; none of the fixture classifiers accepts a batch above 1).
     use std::path::Path;
 
-    use strix_core::{DType, NoProgress, TensorInfo};
+    use strix_core::{DType, Dim, NoProgress, TensorInfo};
     use strix_runtime::RuntimeError;
     use strix_zoo::ModelSpec;
 
@@ -449,6 +398,13 @@ mod tests {
 
     type Batches = std::sync::Arc<std::sync::Mutex<Vec<usize>>>;
 
+    fn top(p: &Prediction) -> &Class {
+        match &p.answer {
+            Answer::Labels { classes } => &classes[0],
+            other => panic!("not labels: {other:?}"),
+        }
+    }
+
     impl Session for ChannelMeans {
         fn inputs(&self) -> &[TensorInfo] {
             &self.inputs
@@ -459,18 +415,11 @@ mod tests {
         fn default_threads(&self) -> usize {
             2
         }
-        fn run_with_threads(
-            &self,
-            inputs: &[Tensor],
-            _: usize,
-        ) -> Result<Vec<Tensor>, RuntimeError> {
+        fn run_with_threads(&self, inputs: &[Tensor], _: usize) -> Result<Vec<Tensor>, RuntimeError> {
             let x = inputs[0].as_f32().unwrap();
             let n = inputs[0].shape()[0];
             self.batches.lock().unwrap().push(n);
-            let logits: Vec<f32> = x
-                .chunks(4)
-                .map(|plane| plane.iter().sum::<f32>() / 4.0)
-                .collect();
+            let logits: Vec<f32> = x.chunks(4).map(|plane| plane.iter().sum::<f32>() / 4.0).collect();
             Ok(vec![Tensor::from_f32(vec![n, 3], logits).unwrap()])
         }
     }
@@ -525,16 +474,14 @@ softmax = false
         )
         .unwrap();
         let model = ResolvedModel {
+            networks: Default::default(),
             spec,
             weights: "rgb.onnx".into(),
             labels: vec!["red".into(), "green".into(), "blue".into()],
             origin: "test".into(),
         };
         let batches = Batches::default();
-        (
-            Pipeline::load(model, &TestRuntime(batches.clone())).unwrap(),
-            batches,
-        )
+        (Pipeline::load(model, &TestRuntime(batches.clone())).unwrap(), batches)
     }
 
     #[test]
@@ -542,9 +489,7 @@ softmax = false
         let dir = tempfile::tempdir().unwrap();
         let write = |name: &str, rgb: [u8; 3]| {
             let p = dir.path().join(name);
-            RgbImage::from_pixel(5, 3, image::Rgb(rgb))
-                .save(&p)
-                .unwrap();
+            RgbImage::from_pixel(5, 3, image::Rgb(rgb)).save(&p).unwrap();
             p
         };
         let files = vec![
@@ -558,35 +503,16 @@ softmax = false
         let mut got = Vec::new();
         p.predict_files(
             &files,
-            &BatchOptions {
-                batch: 4,
-                top_k: 1,
-                workers: Some(1),
-                ..Default::default()
-            },
+            &BatchOptions { batch: 4, top_k: 1, workers: Some(1), ..Default::default() },
             &NoProgress,
             |o| {
-                got.push((
-                    o.index,
-                    o.result
-                        .ok()
-                        .map(|Prediction::Labels { classes }| classes[0].label.clone()),
-                ));
+                got.push((o.index, o.result.ok().map(|p| top(&p).label.clone())));
             },
         );
-        let want: Vec<(usize, Option<String>)> = vec![
-            (0, Some("red".into())),
-            (1, None),
-            (2, Some("green".into())),
-            (3, None),
-            (4, Some("blue".into())),
-        ];
+        let want: Vec<(usize, Option<String>)> =
+            vec![(0, Some("red".into())), (1, None), (2, Some("green".into())), (3, None), (4, Some("blue".into()))];
         assert_eq!(got, want);
-        assert_eq!(
-            *batches.lock().unwrap(),
-            vec![2, 1],
-            "the two failures are left out of the first batch"
-        );
+        assert_eq!(*batches.lock().unwrap(), vec![2, 1], "the two failures are left out of the first batch");
     }
 
     #[test]
@@ -597,9 +523,7 @@ softmax = false
             .map(|i| {
                 let p = dir.path().join(format!("{i}.png"));
                 if i % 5 != 4 {
-                    RgbImage::from_pixel(3, 3, image::Rgb(colours[i % 3]))
-                        .save(&p)
-                        .unwrap();
+                    RgbImage::from_pixel(3, 3, image::Rgb(colours[i % 3])).save(&p).unwrap();
                 }
                 p
             })
@@ -608,44 +532,21 @@ softmax = false
         let mut got = Vec::new();
         p.predict_files(
             &files,
-            &BatchOptions {
-                batch: 3,
-                top_k: 1,
-                workers: Some(3),
-                ..Default::default()
-            },
+            &BatchOptions { batch: 3, top_k: 1, workers: Some(3), ..Default::default() },
             &NoProgress,
             |o| {
-                got.push((
-                    o.index,
-                    o.result
-                        .ok()
-                        .map(|Prediction::Labels { classes }| classes[0].class_id),
-                ));
+                got.push((o.index, o.result.ok().map(|p| top(&p).class_id)));
             },
         );
-        let want: Vec<(usize, Option<usize>)> = (0..23)
-            .map(|i| (i, (i % 5 != 4).then_some(i % 3)))
-            .collect();
+        let want: Vec<(usize, Option<usize>)> = (0..23).map(|i| (i, (i % 5 != 4).then_some(i % 3))).collect();
         assert_eq!(got, want);
     }
 
     #[test]
     fn batches_follow_the_requested_size() {
         let (p, batches) = pipeline();
-        let images: Vec<RgbImage> = (0..5)
-            .map(|i| RgbImage::from_pixel(2, 2, image::Rgb([i * 40, 0, 0])))
-            .collect();
-        let out = p
-            .predict_images(
-                &images,
-                &BatchOptions {
-                    batch: 2,
-                    top_k: 3,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+        let images: Vec<RgbImage> = (0..5).map(|i| RgbImage::from_pixel(2, 2, image::Rgb([i * 40, 0, 0]))).collect();
+        let out = p.predict_images(&images, &BatchOptions { batch: 2, top_k: 3, ..Default::default() }).unwrap();
         assert_eq!(out.len(), 5);
         assert_eq!(*batches.lock().unwrap(), vec![2, 2, 1]);
     }

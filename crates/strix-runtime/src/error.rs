@@ -10,9 +10,7 @@ pub enum RuntimeError {
     #[error("unknown backend `{0}` (choose tract or ort)")]
     UnknownBackend(String),
 
-    #[error(
-        "the {0} backend is not in this build of strix; rebuild with `cargo build --features ort`"
-    )]
+    #[error("the {0} backend is not in this build of strix; rebuild with `cargo build --features ort`")]
     NotCompiled(Backend),
 
     #[error(
@@ -28,28 +26,16 @@ pub enum RuntimeError {
     ModelMissing { path: PathBuf },
 
     #[error("{path}: cannot load model with {backend}: {reason}")]
-    Load {
-        path: PathBuf,
-        backend: Backend,
-        reason: String,
-    },
+    Load { path: PathBuf, backend: Backend, reason: String },
 
     #[error("model takes {expected} input(s), {actual} given")]
     InputCount { expected: usize, actual: usize },
 
     #[error("input `{name}` must be {expected}, got {actual}")]
-    InputDType {
-        name: String,
-        expected: DType,
-        actual: DType,
-    },
+    InputDType { name: String, expected: DType, actual: DType },
 
     #[error("input `{name}` must have shape [{expected}], got {actual:?}")]
-    InputShape {
-        name: String,
-        expected: String,
-        actual: Vec<usize>,
-    },
+    InputShape { name: String, expected: String, actual: Vec<usize> },
 
     #[error("output `{name}` has type {dtype}, which strix does not read")]
     OutputDType { name: String, dtype: String },

@@ -16,6 +16,7 @@
 //! ```
 
 mod error;
+mod inspect;
 #[cfg(feature = "ort")]
 mod onnxruntime;
 mod tract;
@@ -28,6 +29,7 @@ use serde::{Deserialize, Serialize};
 pub use strix_core::{DType, Dim, Tensor, TensorInfo};
 
 pub use error::RuntimeError;
+pub use inspect::{OnnxInfo, inspect};
 
 /// Which ONNX engine runs a model.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -88,9 +90,7 @@ pub struct RuntimeOptions {
 impl RuntimeOptions {
     /// Threads per inference these options give: the setting, else every core.
     pub fn thread_count(&self) -> usize {
-        self.threads
-            .filter(|&n| n > 0)
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        self.threads.filter(|&n| n > 0).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 }
 
@@ -117,11 +117,7 @@ pub trait Session: Send + Sync {
     /// # Shapes
     /// Each input must have the declared rank and equal every fixed dimension; symbolic
     /// dimensions (a batch `N`, an image size) take any value the model accepts.
-    fn run_with_threads(
-        &self,
-        inputs: &[Tensor],
-        threads: usize,
-    ) -> Result<Vec<Tensor>, RuntimeError>;
+    fn run_with_threads(&self, inputs: &[Tensor], threads: usize) -> Result<Vec<Tensor>, RuntimeError>;
     /// Get ready for `concurrency` runs at once on `threads` threads each, so the first
     /// runs do not pay for it (ONNX Runtime builds a session per concurrent run).
     fn warm_up(&self, threads: usize, concurrency: usize) -> Result<(), RuntimeError> {
@@ -149,10 +145,7 @@ pub fn open(backend: Backend, options: &RuntimeOptions) -> Result<Box<dyn Runtim
 /// wrong shape is a clear error rather than an engine-specific message (or a crash).
 pub(crate) fn check_inputs(declared: &[TensorInfo], inputs: &[Tensor]) -> Result<(), RuntimeError> {
     if declared.len() != inputs.len() {
-        return Err(RuntimeError::InputCount {
-            expected: declared.len(),
-            actual: inputs.len(),
-        });
+        return Err(RuntimeError::InputCount { expected: declared.len(), actual: inputs.len() });
     }
     for (info, tensor) in declared.iter().zip(inputs) {
         if info.dtype != tensor.dtype() {
@@ -165,12 +158,7 @@ pub(crate) fn check_inputs(declared: &[TensorInfo], inputs: &[Tensor]) -> Result
         if !info.accepts(tensor.shape()) {
             return Err(RuntimeError::InputShape {
                 name: info.name.clone(),
-                expected: info
-                    .shape
-                    .iter()
-                    .map(Dim::to_string)
-                    .collect::<Vec<_>>()
-                    .join(","),
+                expected: info.shape.iter().map(Dim::to_string).collect::<Vec<_>>().join(","),
                 actual: tensor.shape().to_vec(),
             });
         }
@@ -193,29 +181,17 @@ mod tests {
 
     #[test]
     fn inputs_are_checked_by_name_dtype_and_shape() {
-        let declared = vec![TensorInfo {
-            name: "input".into(),
-            dtype: DType::F32,
-            shape: vec![Dim::Fixed(1), Dim::Fixed(3)],
-        }];
+        let declared =
+            vec![TensorInfo { name: "input".into(), dtype: DType::F32, shape: vec![Dim::Fixed(1), Dim::Fixed(3)] }];
         let ok = Tensor::from_f32(vec![1, 3], vec![0.0; 3]).unwrap();
         check_inputs(&declared, std::slice::from_ref(&ok)).unwrap();
 
         let wrong = Tensor::from_f32(vec![2, 3], vec![0.0; 6]).unwrap();
         let msg = check_inputs(&declared, &[wrong]).unwrap_err().to_string();
-        assert!(
-            msg.contains("input") && msg.contains("[2, 3]") && msg.contains("1,3"),
-            "{msg}"
-        );
+        assert!(msg.contains("input") && msg.contains("[2, 3]") && msg.contains("1,3"), "{msg}");
 
         let ints = Tensor::new(vec![1, 3], strix_core::TensorData::I32(vec![0; 3])).unwrap();
-        assert!(matches!(
-            check_inputs(&declared, &[ints]),
-            Err(RuntimeError::InputDType { .. })
-        ));
-        assert!(matches!(
-            check_inputs(&declared, &[]),
-            Err(RuntimeError::InputCount { .. })
-        ));
+        assert!(matches!(check_inputs(&declared, &[ints]), Err(RuntimeError::InputDType { .. })));
+        assert!(matches!(check_inputs(&declared, &[]), Err(RuntimeError::InputCount { .. })));
     }
 }

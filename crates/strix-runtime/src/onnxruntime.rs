@@ -15,30 +15,19 @@ use crate::{Backend, Runtime, RuntimeError, RuntimeOptions, Session, check_input
 static GLOBAL: Mutex<Option<(PathBuf, Environment, String)>> = Mutex::new(None);
 
 fn global_environment(path: &Path) -> Result<(Environment, String), RuntimeError> {
-    let mut global = GLOBAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut global = GLOBAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some((loaded, env, version)) = global.as_ref() {
         if loaded != path {
             return Err(RuntimeError::OrtLibrary {
                 path: path.to_path_buf(),
-                reason: format!(
-                    "this process already loaded ONNX Runtime from {}",
-                    loaded.display()
-                ),
+                reason: format!("this process already loaded ONNX Runtime from {}", loaded.display()),
             });
         }
         return Ok((env.clone(), version.clone()));
     }
-    let lib_err = |reason: String| RuntimeError::OrtLibrary {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let lib_err = |reason: String| RuntimeError::OrtLibrary { path: path.to_path_buf(), reason };
     let builder = ort::init_from(path).map_err(|e| lib_err(e.to_string()))?;
-    let environment = builder
-        .with_name("strix")
-        .build()
-        .map_err(|e| lib_err(e.to_string()))?;
+    let environment = builder.with_name("strix").build().map_err(|e| lib_err(e.to_string()))?;
     let version = ort::info()
         .split(|c: char| c == ',' || c.is_whitespace())
         .find_map(|part| part.strip_prefix("git-branch=rel-"))
@@ -63,17 +52,10 @@ impl OrtRuntime {
             },
         };
         if !path.is_file() {
-            return Err(RuntimeError::OrtLibrary {
-                path,
-                reason: "no such file".to_string(),
-            });
+            return Err(RuntimeError::OrtLibrary { path, reason: "no such file".to_string() });
         }
         let (environment, version) = global_environment(&path)?;
-        Ok(OrtRuntime {
-            environment,
-            threads: options.thread_count(),
-            version,
-        })
+        Ok(OrtRuntime { environment, threads: options.thread_count(), version })
     }
 }
 
@@ -88,21 +70,11 @@ impl Runtime for OrtRuntime {
 
     fn load(&self, model: &Path) -> Result<Box<dyn Session>, RuntimeError> {
         if !model.is_file() {
-            return Err(RuntimeError::ModelMissing {
-                path: model.to_path_buf(),
-            });
+            return Err(RuntimeError::ModelMissing { path: model.to_path_buf() });
         }
         let session = build_session(&self.environment, model, self.threads)?;
-        let inputs = session
-            .inputs()
-            .iter()
-            .map(|o| describe(o.name(), o.dtype()))
-            .collect();
-        let outputs = session
-            .outputs()
-            .iter()
-            .map(|o| describe(o.name(), o.dtype()))
-            .collect();
+        let inputs = session.inputs().iter().map(|o| describe(o.name(), o.dtype())).collect();
+        let outputs = session.outputs().iter().map(|o| describe(o.name(), o.dtype())).collect();
         Ok(Box::new(OrtModel {
             environment: self.environment.clone(),
             path: model.to_path_buf(),
@@ -114,11 +86,7 @@ impl Runtime for OrtRuntime {
     }
 }
 
-fn build_session(
-    environment: &Environment,
-    model: &Path,
-    threads: usize,
-) -> Result<OrtSession, RuntimeError> {
+fn build_session(environment: &Environment, model: &Path, threads: usize) -> Result<OrtSession, RuntimeError> {
     let load_err = |reason: String| RuntimeError::Load {
         path: model.to_path_buf(),
         backend: Backend::Ort,
@@ -136,11 +104,7 @@ fn build_session(
 
 fn describe(name: &str, ty: &ValueType) -> TensorInfo {
     match ty {
-        ValueType::Tensor {
-            ty,
-            shape,
-            dimension_symbols,
-        } => TensorInfo {
+        ValueType::Tensor { ty, shape, dimension_symbols } => TensorInfo {
             name: name.to_string(),
             dtype: dtype_of(*ty),
             shape: shape
@@ -158,11 +122,7 @@ fn describe(name: &str, ty: &ValueType) -> TensorInfo {
                 })
                 .collect(),
         },
-        _ => TensorInfo {
-            name: name.to_string(),
-            dtype: DType::Other,
-            shape: vec![],
-        },
+        _ => TensorInfo { name: name.to_string(), dtype: DType::Other, shape: vec![] },
     }
 }
 
@@ -196,10 +156,7 @@ struct OrtModel {
 const IDLE_SESSIONS: usize = 16;
 
 fn run_err(e: impl std::fmt::Display) -> RuntimeError {
-    RuntimeError::Run {
-        backend: Backend::Ort,
-        reason: e.to_string().replace('\n', " "),
-    }
+    RuntimeError::Run { backend: Backend::Ort, reason: e.to_string().replace('\n', " ") }
 }
 
 impl Session for OrtModel {
@@ -217,35 +174,20 @@ impl Session for OrtModel {
 
     fn warm_up(&self, threads: usize, concurrency: usize) -> Result<(), RuntimeError> {
         let threads = threads.max(1);
-        let have = self
-            .idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter(|(n, _)| *n == threads)
-            .count();
+        let have = self.idle.lock().unwrap_or_else(|p| p.into_inner()).iter().filter(|(n, _)| *n == threads).count();
         for _ in have..concurrency.min(IDLE_SESSIONS) {
             let session = build_session(&self.environment, &self.path, threads)?;
-            self.idle
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push((threads, session));
+            self.idle.lock().unwrap_or_else(|p| p.into_inner()).push((threads, session));
         }
         Ok(())
     }
 
-    fn run_with_threads(
-        &self,
-        inputs: &[Tensor],
-        threads: usize,
-    ) -> Result<Vec<Tensor>, RuntimeError> {
+    fn run_with_threads(&self, inputs: &[Tensor], threads: usize) -> Result<Vec<Tensor>, RuntimeError> {
         check_inputs(&self.inputs, inputs)?;
         let threads = threads.max(1);
         let taken = {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            idle.iter()
-                .position(|(n, _)| *n == threads)
-                .map(|i| idle.swap_remove(i).1)
+            idle.iter().position(|(n, _)| *n == threads).map(|i| idle.swap_remove(i).1)
         };
         let mut session = match taken {
             Some(s) => s,
@@ -261,11 +203,7 @@ impl Session for OrtModel {
 }
 
 impl OrtModel {
-    fn run_on(
-        &self,
-        session: &mut OrtSession,
-        inputs: &[Tensor],
-    ) -> Result<Vec<Tensor>, RuntimeError> {
+    fn run_on(&self, session: &mut OrtSession, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
         // Borrow the caller's buffers: no copy on the way in.
         let values: Vec<SessionInputValue<'_>> = inputs
             .iter()
@@ -284,9 +222,9 @@ impl OrtModel {
         self.outputs
             .iter()
             .map(|info| {
-                let value = outputs.get(&info.name).ok_or_else(|| {
-                    run_err(format!("output `{}` missing from the result", info.name))
-                })?;
+                let value = outputs
+                    .get(&info.name)
+                    .ok_or_else(|| run_err(format!("output `{}` missing from the result", info.name)))?;
                 from_ort(value, &info.name)
             })
             .collect()
@@ -295,19 +233,13 @@ impl OrtModel {
 
 fn from_ort(value: &DynValue, name: &str) -> Result<Tensor, RuntimeError> {
     let ValueType::Tensor { ty, .. } = value.dtype() else {
-        return Err(RuntimeError::OutputDType {
-            name: name.to_string(),
-            dtype: "non-tensor".into(),
-        });
+        return Err(RuntimeError::OutputDType { name: name.to_string(), dtype: "non-tensor".into() });
     };
     fn take<T: ort::value::PrimitiveTensorElementType + Copy + std::fmt::Debug>(
         value: &DynValue,
     ) -> Result<(Vec<usize>, Vec<T>), RuntimeError> {
         let (shape, data) = value.try_extract_tensor::<T>().map_err(run_err)?;
-        Ok((
-            shape.iter().map(|&d| d.max(0) as usize).collect(),
-            data.to_vec(),
-        ))
+        Ok((shape.iter().map(|&d| d.max(0) as usize).collect(), data.to_vec()))
     }
     let (shape, data) = match ty {
         TensorElementType::Float32 => {
@@ -328,16 +260,10 @@ fn from_ort(value: &DynValue, name: &str) -> Result<Tensor, RuntimeError> {
         }
         TensorElementType::Float64 => {
             let (s, d) = take::<f64>(value)?;
-            (
-                s,
-                TensorData::F32(d.into_iter().map(|x| x as f32).collect()),
-            )
+            (s, TensorData::F32(d.into_iter().map(|x| x as f32).collect()))
         }
         other => {
-            return Err(RuntimeError::OutputDType {
-                name: name.to_string(),
-                dtype: format!("{other:?}"),
-            });
+            return Err(RuntimeError::OutputDType { name: name.to_string(), dtype: format!("{other:?}") });
         }
     };
     Tensor::new(shape, data).map_err(run_err)

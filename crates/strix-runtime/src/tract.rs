@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use strix_core::{DType, Dim, Tensor, TensorData, TensorInfo};
 use tract_linalg::multithread::{Executor, multithread_tract_scope};
 use tract_onnx::prelude::{
-    self as tp, DatumType, Framework, InferenceFact, InferenceModelExt, IntoTValue, TDim, TVec,
-    TypedFact, TypedModel, TypedRunnableModel,
+    self as tp, DatumType, Framework, InferenceFact, InferenceModelExt, IntoTValue, TDim, TVec, TypedFact, TypedModel,
+    TypedRunnableModel,
 };
 use tract_onnx::tract_core::internal::DimLike;
 use tract_onnx::tract_core::runtime::RunOptions;
@@ -42,10 +42,7 @@ impl Executors {
 
 impl TractRuntime {
     pub(crate) fn new(options: &RuntimeOptions) -> Self {
-        TractRuntime {
-            threads: options.thread_count(),
-            executors: Arc::default(),
-        }
+        TractRuntime { threads: options.thread_count(), executors: Arc::default() }
     }
 }
 
@@ -60,9 +57,7 @@ impl Runtime for TractRuntime {
 
     fn load(&self, model: &Path) -> Result<Box<dyn Session>, RuntimeError> {
         if !model.is_file() {
-            return Err(RuntimeError::ModelMissing {
-                path: model.to_path_buf(),
-            });
+            return Err(RuntimeError::ModelMissing { path: model.to_path_buf() });
         }
         let load_err = |e: tp::TractError| RuntimeError::Load {
             path: model.to_path_buf(),
@@ -93,11 +88,7 @@ impl Runtime for TractRuntime {
                 let inputs = describe(&inference, true, inference_fact).map_err(load_err)?;
                 let outputs = describe(&inference, false, inference_fact).map_err(load_err)?;
                 Ok(Box::new(TractSession {
-                    plans: Plans::PerShape {
-                        model: Box::new(inference),
-                        options,
-                        cache: Mutex::new(Vec::new()),
-                    },
+                    plans: Plans::PerShape { model: Box::new(inference), options, cache: Mutex::new(Vec::new()) },
                     inputs,
                     outputs,
                     threads: self.threads,
@@ -127,10 +118,7 @@ fn name_unknown_input_dims(model: &mut tp::InferenceModel) -> tp::TractResult<()
         let shape: TVec<TDim> = dims
             .into_iter()
             .enumerate()
-            .map(|(axis, d)| {
-                d.concretize()
-                    .unwrap_or_else(|| model.symbols.sym(&format!("in{ix}_d{axis}")).into())
-            })
+            .map(|(axis, d)| d.concretize().unwrap_or_else(|| model.symbols.sym(&format!("in{ix}_d{axis}")).into()))
             .collect();
         debug_assert_eq!(shape.len() as i64, rank);
         let dt = fact.datum_type.concretize().unwrap_or(DatumType::F32);
@@ -147,26 +135,15 @@ fn describe<F, O>(
 ) -> tp::TractResult<Vec<TensorInfo>>
 where
     F: tp::Fact + Clone + 'static,
-    O: std::fmt::Debug
-        + std::fmt::Display
-        + AsRef<dyn tp::Op>
-        + AsMut<dyn tp::Op>
-        + Clone
-        + 'static,
+    O: std::fmt::Debug + std::fmt::Display + AsRef<dyn tp::Op> + AsMut<dyn tp::Op> + Clone + 'static,
 {
-    let outlets = if inputs {
-        model.input_outlets()?
-    } else {
-        model.output_outlets()?
-    };
+    let outlets = if inputs { model.input_outlets()? } else { model.output_outlets()? };
     outlets
         .iter()
         .map(|&outlet| {
             let (dtype, shape) = fact(model.outlet_fact(outlet)?);
-            let name = model
-                .outlet_label(outlet)
-                .map(str::to_string)
-                .unwrap_or_else(|| model.node(outlet.node).name.clone());
+            let name =
+                model.outlet_label(outlet).map(str::to_string).unwrap_or_else(|| model.node(outlet.node).name.clone());
             Ok(TensorInfo { name, dtype, shape })
         })
         .collect()
@@ -180,25 +157,13 @@ fn dim(d: &TDim) -> Dim {
 }
 
 fn typed_fact(fact: &TypedFact) -> (DType, Vec<Dim>) {
-    (
-        dtype_of(fact.datum_type),
-        fact.shape.iter().map(dim).collect(),
-    )
+    (dtype_of(fact.datum_type), fact.shape.iter().map(dim).collect())
 }
 
 fn inference_fact(fact: &InferenceFact) -> (DType, Vec<Dim>) {
-    let shape = fact
-        .shape
-        .dims()
-        .map(|d| {
-            d.concretize()
-                .map_or_else(|| Dim::Symbolic("?".to_string()), |d| dim(&d))
-        })
-        .collect();
-    (
-        fact.datum_type.concretize().map_or(DType::Other, dtype_of),
-        shape,
-    )
+    let shape =
+        fact.shape.dims().map(|d| d.concretize().map_or_else(|| Dim::Symbolic("?".to_string()), |d| dim(&d))).collect();
+    (fact.datum_type.concretize().map_or(DType::Other, dtype_of), shape)
 }
 
 fn dtype_of(dt: DatumType) -> DType {
@@ -221,11 +186,7 @@ type ShapePlan = (Vec<Vec<usize>>, Arc<TypedRunnableModel>);
 /// Plans kept for one model: one symbolic plan, or one per input shape seen (bounded).
 enum Plans {
     Symbolic(Arc<TypedRunnableModel>),
-    PerShape {
-        model: Box<tp::InferenceModel>,
-        options: RunOptions,
-        cache: Mutex<Vec<ShapePlan>>,
-    },
+    PerShape { model: Box<tp::InferenceModel>, options: RunOptions, cache: Mutex<Vec<ShapePlan>> },
 }
 
 /// Plans per shape kept at most; OCR crops come in many widths and each plan holds its weights.
@@ -235,11 +196,7 @@ impl Plans {
     fn for_inputs(&self, inputs: &[Tensor]) -> tp::TractResult<Arc<TypedRunnableModel>> {
         let (model, options, cache) = match self {
             Plans::Symbolic(plan) => return Ok(plan.clone()),
-            Plans::PerShape {
-                model,
-                options,
-                cache,
-            } => (model, options, cache),
+            Plans::PerShape { model, options, cache } => (model, options, cache),
         };
         let key: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
         {
@@ -253,11 +210,7 @@ impl Plans {
         }
         let mut fixed = (**model).clone();
         for (ix, t) in inputs.iter().enumerate() {
-            let dt = fixed
-                .input_fact(ix)?
-                .datum_type
-                .concretize()
-                .unwrap_or(DatumType::F32);
+            let dt = fixed.input_fact(ix)?.datum_type.concretize().unwrap_or(DatumType::F32);
             fixed.set_input_fact(ix, InferenceFact::dt_shape(dt, t.shape()))?;
         }
         let plan = optimise(fixed.into_typed()?, options)?;
@@ -280,10 +233,7 @@ struct TractSession {
 
 impl TractSession {
     fn run_err(e: tp::TractError) -> RuntimeError {
-        RuntimeError::Run {
-            backend: Backend::Tract,
-            reason: format!("{e:#}").replace('\n', " "),
-        }
+        RuntimeError::Run { backend: Backend::Tract, reason: format!("{e:#}").replace('\n', " ") }
     }
 }
 
@@ -300,11 +250,7 @@ impl Session for TractSession {
         self.threads
     }
 
-    fn run_with_threads(
-        &self,
-        inputs: &[Tensor],
-        threads: usize,
-    ) -> Result<Vec<Tensor>, RuntimeError> {
+    fn run_with_threads(&self, inputs: &[Tensor], threads: usize) -> Result<Vec<Tensor>, RuntimeError> {
         check_inputs(&self.inputs, inputs)?;
         let values: TVec<tp::TValue> = inputs
             .iter()
@@ -313,13 +259,8 @@ impl Session for TractSession {
             .map_err(Self::run_err)?;
         let plan = self.plans.for_inputs(inputs).map_err(Self::run_err)?;
         let executor = self.executors.get(threads);
-        let outputs =
-            multithread_tract_scope(executor, || plan.run(values)).map_err(Self::run_err)?;
-        outputs
-            .iter()
-            .zip(&self.outputs)
-            .map(|(value, info)| from_tract(value, &info.name))
-            .collect()
+        let outputs = multithread_tract_scope(executor, || plan.run(values)).map_err(Self::run_err)?;
+        outputs.iter().zip(&self.outputs).map(|(value, info)| from_tract(value, &info.name)).collect()
     }
 }
 
@@ -345,16 +286,10 @@ fn from_tract(t: &tp::Tensor, name: &str) -> Result<Tensor, RuntimeError> {
             TensorData::F32(plain::<f32>(&cast).map_err(err)?)
         }
         other => {
-            return Err(RuntimeError::OutputDType {
-                name: name.to_string(),
-                dtype: format!("{other:?}"),
-            });
+            return Err(RuntimeError::OutputDType { name: name.to_string(), dtype: format!("{other:?}") });
         }
     };
-    Tensor::new(shape, data).map_err(|e| RuntimeError::Run {
-        backend: Backend::Tract,
-        reason: e.to_string(),
-    })
+    Tensor::new(shape, data).map_err(|e| RuntimeError::Run { backend: Backend::Tract, reason: e.to_string() })
 }
 
 fn plain<T: tp::Datum + Copy>(t: &tp::Tensor) -> tp::TractResult<Vec<T>> {

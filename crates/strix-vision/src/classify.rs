@@ -28,18 +28,10 @@ impl Classifier {
     ///
     /// # Shapes
     /// `output`: `[N, C, 1...]` with `C` equal to the number of labels when labels are known.
-    pub fn decode(
-        &self,
-        output: &Tensor,
-        name: &str,
-        k: usize,
-    ) -> Result<Vec<Vec<Class>>, VisionError> {
+    pub fn decode(&self, output: &Tensor, name: &str, k: usize) -> Result<Vec<Vec<Class>>, VisionError> {
         let shape = output.shape();
-        let bad = |expected: String| VisionError::OutputShape {
-            name: name.to_string(),
-            shape: shape.to_vec(),
-            expected,
-        };
+        let bad =
+            |expected: String| VisionError::OutputShape { name: name.to_string(), shape: shape.to_vec(), expected };
         if shape.len() < 2 || shape[2..].iter().any(|&d| d != 1) {
             return Err(bad("a classifier output must be [N, classes]".into()));
         }
@@ -48,38 +40,23 @@ impl Classifier {
             return Err(bad(format!("the spec lists {} labels", self.labels.len())));
         }
         let values = output.to_f32_vec();
-        Ok(values
-            .chunks_exact(classes.max(1))
-            .map(|row| self.top_k(row, k))
-            .collect())
+        Ok(values.chunks_exact(classes.max(1)).map(|row| self.top_k(row, k)).collect())
     }
 
     /// The `k` best classes of one image, best first; ties keep the lower class id first.
     pub fn top_k(&self, scores: &[f32], k: usize) -> Vec<Class> {
-        let probs = if self.softmax {
-            softmax(scores)
-        } else {
-            scores.to_vec()
-        };
+        let probs = if self.softmax { softmax(scores) } else { scores.to_vec() };
         let mut ids: Vec<usize> = (0..probs.len()).collect();
         // NaN sorts last: a broken model must not hide the real answers.
         let key = |i: usize| {
-            if probs[i].is_nan() {
-                f32::NEG_INFINITY
-            } else {
-                probs[i]
-            }
+            if probs[i].is_nan() { f32::NEG_INFINITY } else { probs[i] }
         };
         ids.sort_by(|&a, &b| key(b).total_cmp(&key(a)).then(a.cmp(&b)));
         ids.truncate(k);
         ids.into_iter()
             .map(|i| Class {
                 class_id: i,
-                label: self
-                    .labels
-                    .get(i)
-                    .cloned()
-                    .unwrap_or_else(|| format!("class {i}")),
+                label: self.labels.get(i).cloned().unwrap_or_else(|| format!("class {i}")),
                 score: probs[i],
             })
             .collect()
@@ -107,28 +84,16 @@ mod tests {
 
     #[test]
     fn top_k_ranks_and_names() {
-        let c = Classifier {
-            softmax: false,
-            labels: vec!["compost".into(), "recycling".into(), "landfill".into()],
-        };
+        let c = Classifier { softmax: false, labels: vec!["compost".into(), "recycling".into(), "landfill".into()] };
         let top = c.top_k(&[0.2, 0.5, 0.3], 2);
-        assert_eq!(
-            top.iter().map(|c| c.label.as_str()).collect::<Vec<_>>(),
-            vec!["recycling", "landfill"]
-        );
+        assert_eq!(top.iter().map(|c| c.label.as_str()).collect::<Vec<_>>(), vec!["recycling", "landfill"]);
         let nan = c.top_k(&[f32::NAN, 0.1, 0.2], 3);
-        assert_eq!(
-            nan.iter().map(|c| c.class_id).collect::<Vec<_>>(),
-            vec![2, 1, 0]
-        );
+        assert_eq!(nan.iter().map(|c| c.class_id).collect::<Vec<_>>(), vec![2, 1, 0]);
     }
 
     #[test]
     fn decode_checks_label_count() {
-        let c = Classifier {
-            softmax: true,
-            labels: vec!["a".into(), "b".into()],
-        };
+        let c = Classifier { softmax: true, labels: vec!["a".into(), "b".into()] };
         let t = Tensor::from_f32(vec![2, 3], vec![0.0; 6]).unwrap();
         let err = c.decode(&t, "logits", 1).unwrap_err().to_string();
         assert!(err.contains("logits") && err.contains("2 labels"), "{err}");

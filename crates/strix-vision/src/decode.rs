@@ -31,10 +31,7 @@ impl DecodeLimits {
 
 impl Default for DecodeLimits {
     fn default() -> Self {
-        DecodeLimits {
-            max_pixels: Self::DEFAULT_MAX_PIXELS,
-            max_bytes: Self::DEFAULT_MAX_BYTES,
-        }
+        DecodeLimits { max_pixels: Self::DEFAULT_MAX_PIXELS, max_bytes: Self::DEFAULT_MAX_BYTES }
     }
 }
 
@@ -45,10 +42,7 @@ pub fn decode_file(path: &Path, limits: &DecodeLimits) -> Result<RgbImage, Visio
         return Err(VisionError::NotAFile);
     }
     if meta.len() > limits.max_bytes {
-        return Err(VisionError::FileTooLarge {
-            bytes: meta.len(),
-            limit: limits.max_bytes,
-        });
+        return Err(VisionError::FileTooLarge { bytes: meta.len(), limit: limits.max_bytes });
     }
     let bytes = std::fs::read(path).map_err(VisionError::from_io)?;
     decode_bytes(&bytes, limits)
@@ -60,14 +54,9 @@ pub fn decode_bytes(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, Vis
         return Err(VisionError::Empty);
     }
     if bytes.len() as u64 > limits.max_bytes {
-        return Err(VisionError::FileTooLarge {
-            bytes: bytes.len() as u64,
-            limit: limits.max_bytes,
-        });
+        return Err(VisionError::FileTooLarge { bytes: bytes.len() as u64, limit: limits.max_bytes });
     }
-    let format = image::guess_format(bytes).map_err(|_| VisionError::UnknownFormat {
-        head: printable_head(bytes),
-    })?;
+    let format = image::guess_format(bytes).map_err(|_| VisionError::UnknownFormat { head: printable_head(bytes) })?;
     if format == ImageFormat::Jpeg {
         return decode_jpeg(bytes, limits);
     }
@@ -75,10 +64,7 @@ pub fn decode_bytes(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, Vis
     // 30000x30000 is refused before the decoder is even asked to allocate.
     let (width, height) = ImageReader::with_format(Cursor::new(bytes), format)
         .into_dimensions()
-        .map_err(|e| VisionError::Corrupt {
-            format: format_name(format),
-            detail: e.to_string(),
-        })?;
+        .map_err(|e| VisionError::Corrupt { format: format_name(format), detail: e.to_string() })?;
     check_pixels(width as u64, height as u64, limits)?;
 
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
@@ -87,10 +73,7 @@ pub fn decode_bytes(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, Vis
     // refusing an image we accepted (RGBA16 is the widest buffer it may allocate).
     decode_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8).max(64 << 20));
     reader.limits(decode_limits);
-    let corrupt = |e: image::ImageError| VisionError::Corrupt {
-        format: format_name(format),
-        detail: e.to_string(),
-    };
+    let corrupt = |e: image::ImageError| VisionError::Corrupt { format: format_name(format), detail: e.to_string() };
     let mut decoder = reader.into_decoder().map_err(corrupt)?;
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
@@ -103,51 +86,39 @@ pub fn decode_bytes(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, Vis
 /// bit. (zune-jpeg, inside `image`, differs by up to 5 levels per channel, enough to move class
 /// probabilities by 0.02.)
 fn decode_jpeg(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, VisionError> {
-    let corrupt = |detail: String| VisionError::Corrupt {
-        format: "JPEG",
-        detail,
-    };
+    let corrupt = |detail: String| VisionError::Corrupt { format: "JPEG", detail };
     // libjpeg only warns about a file cut short and fills the rest with grey; Pillow refuses it.
     if !ends_after_scan(bytes) {
-        return Err(corrupt(
-            "file ends before the end-of-image marker (truncated)".into(),
-        ));
+        return Err(corrupt("file ends before the end-of-image marker (truncated)".into()));
     }
     // libjpeg reports fatal errors by unwinding (the mozjpeg crate's documented contract).
-    let decoded =
-        std::panic::catch_unwind(AssertUnwindSafe(|| -> Result<JpegOutcome, VisionError> {
-            let decoder = mozjpeg::Decompress::with_markers(&[mozjpeg::Marker::APP(1)])
-                .from_mem(bytes)
-                .map_err(|e| corrupt(e.to_string()))?;
-            let (width, height) = decoder.size();
-            check_pixels(width as u64, height as u64, limits)?;
-            let orientation = decoder
-                .markers()
-                .filter_map(|m| m.data.strip_prefix(b"Exif\0\0"))
-                .find_map(Orientation::from_exif_chunk)
-                .unwrap_or(Orientation::NoTransforms);
-            if matches!(
-                decoder.color_space(),
-                mozjpeg::ColorSpace::JCS_CMYK | mozjpeg::ColorSpace::JCS_YCCK
-            ) {
-                // libjpeg does not convert CMYK to RGB; the `image` crate does.
-                return Ok(JpegOutcome::Cmyk(orientation));
-            }
-            let mut started = decoder.rgb().map_err(|e| corrupt(e.to_string()))?;
-            let pixels: Vec<u8> = started
-                .read_scanlines()
-                .map_err(|e| corrupt(e.to_string()))?;
-            started.finish().map_err(|e| corrupt(e.to_string()))?;
-            let rgb = RgbImage::from_raw(width as u32, height as u32, pixels).ok_or_else(|| {
-                corrupt("decoder returned fewer pixels than the header declares".into())
-            })?;
-            Ok(JpegOutcome::Rgb(rgb, orientation))
-        }));
+    let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| -> Result<JpegOutcome, VisionError> {
+        let decoder = mozjpeg::Decompress::with_markers(&[mozjpeg::Marker::APP(1)])
+            .from_mem(bytes)
+            .map_err(|e| corrupt(e.to_string()))?;
+        let (width, height) = decoder.size();
+        check_pixels(width as u64, height as u64, limits)?;
+        let orientation = decoder
+            .markers()
+            .filter_map(|m| m.data.strip_prefix(b"Exif\0\0"))
+            .find_map(Orientation::from_exif_chunk)
+            .unwrap_or(Orientation::NoTransforms);
+        if matches!(decoder.color_space(), mozjpeg::ColorSpace::JCS_CMYK | mozjpeg::ColorSpace::JCS_YCCK) {
+            // libjpeg does not convert CMYK to RGB; the `image` crate does.
+            return Ok(JpegOutcome::Cmyk(orientation));
+        }
+        let mut started = decoder.rgb().map_err(|e| corrupt(e.to_string()))?;
+        let pixels: Vec<u8> = started.read_scanlines().map_err(|e| corrupt(e.to_string()))?;
+        started.finish().map_err(|e| corrupt(e.to_string()))?;
+        let rgb = RgbImage::from_raw(width as u32, height as u32, pixels)
+            .ok_or_else(|| corrupt("decoder returned fewer pixels than the header declares".into()))?;
+        Ok(JpegOutcome::Rgb(rgb, orientation))
+    }));
     let (rgb, orientation) = match decoded {
         Ok(Ok(JpegOutcome::Rgb(rgb, orientation))) => (rgb, orientation),
         Ok(Ok(JpegOutcome::Cmyk(orientation))) => {
-            let img = image::load_from_memory_with_format(bytes, ImageFormat::Jpeg)
-                .map_err(|e| corrupt(e.to_string()))?;
+            let img =
+                image::load_from_memory_with_format(bytes, ImageFormat::Jpeg).map_err(|e| corrupt(e.to_string()))?;
             (img.into_rgb8(), orientation)
         }
         Ok(Err(e)) => return Err(e),
@@ -191,10 +162,7 @@ fn ends_after_scan(bytes: &[u8]) -> bool {
             0xD0..=0xD7 | 0x01 => i += 2,
             0xD9 => return false, // end of image before any scan
             _ => {
-                let Some(len) = bytes
-                    .get(i + 2..i + 4)
-                    .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
-                else {
+                let Some(len) = bytes.get(i + 2..i + 4).map(|b| u16::from_be_bytes([b[0], b[1]]) as usize) else {
                     return false;
                 };
                 i += 2 + len;
@@ -206,17 +174,10 @@ fn ends_after_scan(bytes: &[u8]) -> bool {
 
 fn check_pixels(width: u64, height: u64, limits: &DecodeLimits) -> Result<(), VisionError> {
     if width == 0 || height == 0 {
-        return Err(VisionError::Corrupt {
-            format: "image",
-            detail: format!("{width}x{height} has no pixels"),
-        });
+        return Err(VisionError::Corrupt { format: "image", detail: format!("{width}x{height} has no pixels") });
     }
     if width.saturating_mul(height) > limits.max_pixels {
-        return Err(VisionError::TooManyPixels {
-            width,
-            height,
-            limit: limits.max_pixels,
-        });
+        return Err(VisionError::TooManyPixels { width, height, limit: limits.max_pixels });
     }
     Ok(())
 }
@@ -236,17 +197,7 @@ fn format_name(format: ImageFormat) -> &'static str {
 /// The first bytes of a file that is not an image, shown so the user recognises it
 /// ("<html>", "PK..." for a zip, text).
 fn printable_head(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .take(12)
-        .map(|&b| {
-            if b.is_ascii_graphic() || b == b' ' {
-                b as char
-            } else {
-                '.'
-            }
-        })
-        .collect()
+    bytes.iter().take(12).map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '.' }).collect()
 }
 
 #[cfg(test)]
@@ -256,20 +207,14 @@ mod tests {
 
     fn png(img: &DynamicImage) -> Vec<u8> {
         let mut out = Vec::new();
-        img.write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
-            .unwrap();
+        img.write_to(&mut Cursor::new(&mut out), ImageFormat::Png).unwrap();
         out
     }
 
     fn jpeg(img: &RgbImage) -> Vec<u8> {
         let mut out = Vec::new();
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
-            .write_image(
-                img.as_raw(),
-                img.width(),
-                img.height(),
-                image::ExtendedColorType::Rgb8,
-            )
+            .write_image(img.as_raw(), img.width(), img.height(), image::ExtendedColorType::Rgb8)
             .unwrap();
         out
     }
@@ -281,12 +226,7 @@ mod tests {
         encoder.set_color(png::ColorType::Rgb);
         let mut writer = encoder.write_header().unwrap();
         // An empty zlib stream: enough for a reader to find the first IDAT after the header.
-        writer
-            .write_chunk(
-                png::chunk::IDAT,
-                &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
-            )
-            .unwrap();
+        writer.write_chunk(png::chunk::IDAT, &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]).unwrap();
         drop(writer);
         out
     }
@@ -296,11 +236,7 @@ mod tests {
         let mut img = RgbaImage::new(2, 1);
         img.put_pixel(0, 0, Rgba([10, 20, 30, 0]));
         img.put_pixel(1, 0, Rgba([200, 100, 50, 128]));
-        let rgb = decode_bytes(
-            &png(&DynamicImage::ImageRgba8(img)),
-            &DecodeLimits::default(),
-        )
-        .unwrap();
+        let rgb = decode_bytes(&png(&DynamicImage::ImageRgba8(img)), &DecodeLimits::default()).unwrap();
         assert_eq!(rgb.as_raw(), &[10, 20, 30, 200, 100, 50]);
     }
 
@@ -315,40 +251,22 @@ mod tests {
     fn huge_header_is_refused_before_decoding() {
         let bytes = png_declaring(30000, 30000);
         match decode_bytes(&bytes, &DecodeLimits::default()) {
-            Err(VisionError::TooManyPixels {
-                width: 30000,
-                height: 30000,
-                ..
-            }) => {}
+            Err(VisionError::TooManyPixels { width: 30000, height: 30000, .. }) => {}
             other => panic!("expected a pixel-limit error, got {other:?}"),
         }
-        let limits = DecodeLimits {
-            max_pixels: 100,
-            ..Default::default()
-        };
+        let limits = DecodeLimits { max_pixels: 100, ..Default::default() };
         let small = png(&DynamicImage::ImageRgb8(RgbImage::new(20, 20)));
-        assert!(matches!(
-            decode_bytes(&small, &limits),
-            Err(VisionError::TooManyPixels { .. })
-        ));
+        assert!(matches!(decode_bytes(&small, &limits), Err(VisionError::TooManyPixels { .. })));
     }
 
     #[test]
     fn truncated_jpeg_is_an_error_not_a_grey_picture() {
         let img = RgbImage::from_fn(64, 64, |x, y| image::Rgb([x as u8 * 4, y as u8 * 4, 100]));
         let full = jpeg(&img);
-        assert_eq!(
-            decode_bytes(&full, &DecodeLimits::default())
-                .unwrap()
-                .dimensions(),
-            (64, 64)
-        );
+        assert_eq!(decode_bytes(&full, &DecodeLimits::default()).unwrap().dimensions(), (64, 64));
         let cut = &full[..full.len() * 2 / 3];
         let err = decode_bytes(cut, &DecodeLimits::default()).unwrap_err();
-        assert!(
-            matches!(err, VisionError::Corrupt { format: "JPEG", .. }),
-            "{err:?}"
-        );
+        assert!(matches!(err, VisionError::Corrupt { format: "JPEG", .. }), "{err:?}");
     }
 
     #[test]
@@ -359,67 +277,35 @@ mod tests {
         let sof = bytes.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
         bytes[sof + 4] = 3;
         let err = decode_bytes(&bytes, &DecodeLimits::default()).unwrap_err();
-        assert!(
-            matches!(err, VisionError::Corrupt { format: "JPEG", .. }),
-            "{err:?}"
-        );
-        assert!(
-            err.to_string().to_lowercase().contains("precision"),
-            "{err}"
-        );
+        assert!(matches!(err, VisionError::Corrupt { format: "JPEG", .. }), "{err:?}");
+        assert!(err.to_string().to_lowercase().contains("precision"), "{err}");
     }
 
     #[test]
     fn jpeg_pixel_limit_is_checked_from_the_header() {
         let img = RgbImage::from_pixel(40, 30, image::Rgb([1, 2, 3]));
-        let limits = DecodeLimits {
-            max_pixels: 1000,
-            ..Default::default()
-        };
+        let limits = DecodeLimits { max_pixels: 1000, ..Default::default() };
         let err = decode_bytes(&jpeg(&img), &limits).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                VisionError::TooManyPixels {
-                    width: 40,
-                    height: 30,
-                    limit: 1000
-                }
-            ),
-            "{err:?}"
-        );
+        assert!(matches!(err, VisionError::TooManyPixels { width: 40, height: 30, limit: 1000 }), "{err:?}");
     }
 
     #[test]
     fn text_and_empty_files_are_named_as_such() {
         let err = decode_bytes(b"hello world\n", &DecodeLimits::default()).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "not an image: unrecognised format (starts with \"hello world.\")"
-        );
-        assert!(matches!(
-            decode_bytes(b"", &DecodeLimits::default()),
-            Err(VisionError::Empty)
-        ));
+        assert_eq!(err.to_string(), "not an image: unrecognised format (starts with \"hello world.\")");
+        assert!(matches!(decode_bytes(b"", &DecodeLimits::default()), Err(VisionError::Empty)));
     }
 
     #[test]
     fn exif_orientation_is_applied() {
         // A 2x1 JPEG (red, blue) tagged "rotate 90 clockwise" (orientation 6) must come out 1x2.
-        let img = RgbImage::from_fn(16, 8, |x, _| {
-            if x < 8 {
-                image::Rgb([255, 0, 0])
-            } else {
-                image::Rgb([0, 0, 255])
-            }
-        });
+        let img =
+            RgbImage::from_fn(16, 8, |x, _| if x < 8 { image::Rgb([255, 0, 0]) } else { image::Rgb([0, 0, 255]) });
         let plain = jpeg(&img);
         let tiff: Vec<u8> = [
             &b"MM\x00\x2a\x00\x00\x00\x08"[..], // big-endian TIFF header, IFD at 8
             &[0x00, 0x01],                      // one entry
-            &[
-                0x01, 0x12, 0x00, 0x03, 0x00, 0x00, 0x00, 0x01, 0x00, 0x06, 0x00, 0x00,
-            ], // orientation = 6
+            &[0x01, 0x12, 0x00, 0x03, 0x00, 0x00, 0x00, 0x01, 0x00, 0x06, 0x00, 0x00], // orientation = 6
             &[0, 0, 0, 0],
         ]
         .concat();

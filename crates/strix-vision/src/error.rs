@@ -17,10 +17,7 @@ pub enum VisionError {
     #[error("not an image: unrecognised format (starts with {head:?})")]
     UnknownFormat { head: String },
     #[error("corrupt or truncated {format}: {detail}")]
-    Corrupt {
-        format: &'static str,
-        detail: String,
-    },
+    Corrupt { format: &'static str, detail: String },
     #[error(
         "image is {width}x{height} ({:.1} Mpx), over the {:.1} Mpx limit",
         *width as f64 * *height as f64 / 1e6,
@@ -29,12 +26,12 @@ pub enum VisionError {
     TooManyPixels { width: u64, height: u64, limit: u64 },
     #[error("invalid preprocessing: {0}")]
     Config(String),
+    #[error("model has no output `{name}` (outputs: {available})")]
+    MissingOutput { name: String, available: String },
+    #[error("inference failed: {0}")]
+    Inference(String),
     #[error("model output `{name}` has shape {shape:?}; {expected}")]
-    OutputShape {
-        name: String,
-        shape: Vec<usize>,
-        expected: String,
-    },
+    OutputShape { name: String, shape: Vec<usize>, expected: String },
 }
 
 impl VisionError {

@@ -21,14 +21,22 @@
 
 pub mod classify;
 mod decode;
+pub mod detect;
+pub mod draw;
 mod error;
+pub mod face;
+mod networks;
+pub mod ocr;
+mod outputs;
+pub mod pose;
 mod preprocess;
 mod resize;
+pub mod segment;
 
 pub use classify::{Class, Classifier};
 pub use decode::{DecodeLimits, decode_bytes, decode_file};
 pub use error::VisionError;
 pub use image::RgbImage;
-pub use preprocess::{
-    ChannelOrder, Geometry, InputSpec, InputType, Layout, Preprocess, Preprocessor, Resize,
-};
+pub use networks::Networks;
+pub use outputs::Outputs;
+pub use preprocess::{ChannelOrder, Geometry, InputSpec, InputType, Layout, Preprocess, Preprocessor, Resize};

@@ -117,10 +117,7 @@ pub struct Geometry {
 
 impl Geometry {
     pub fn to_source(&self, x: f32, y: f32) -> (f32, f32) {
-        (
-            x * self.scale[0] + self.offset[0],
-            y * self.scale[1] + self.offset[1],
-        )
+        (x * self.scale[0] + self.offset[0], y * self.scale[1] + self.offset[1])
     }
 }
 
@@ -138,16 +135,10 @@ pub struct Preprocessor {
 impl Preprocessor {
     pub fn new(input: &InputSpec, pre: &Preprocess) -> Result<Self, VisionError> {
         if input.width == 0 || input.height == 0 {
-            return Err(VisionError::Config(format!(
-                "input size {}x{} is empty",
-                input.width, input.height
-            )));
+            return Err(VisionError::Config(format!("input size {}x{} is empty", input.width, input.height)));
         }
         if let Some(c) = pre.std.iter().position(|s| *s == 0.0 || !s.is_finite()) {
-            return Err(VisionError::Config(format!(
-                "std[{c}] must be a non-zero number, got {}",
-                pre.std[c]
-            )));
+            return Err(VisionError::Config(format!("std[{c}] must be a non-zero number, got {}", pre.std[c])));
         }
         if let Resize::ShorterSideCrop { shorter_side } = pre.resize
             && shorter_side < input.width.max(input.height)
@@ -168,18 +159,8 @@ impl Preprocessor {
             ChannelOrder::Bgr => [2, 1, 0],
         };
         let scale = [1.0 / pre.std[0], 1.0 / pre.std[1], 1.0 / pre.std[2]];
-        let bias = [
-            -pre.mean[0] * scale[0],
-            -pre.mean[1] * scale[1],
-            -pre.mean[2] * scale[2],
-        ];
-        Ok(Preprocessor {
-            input: input.clone(),
-            resize: pre.resize,
-            order,
-            scale,
-            bias,
-        })
+        let bias = [-pre.mean[0] * scale[0], -pre.mean[1] * scale[1], -pre.mean[2] * scale[2]];
+        Ok(Preprocessor { input: input.clone(), resize: pre.resize, order, scale, bias })
     }
 
     pub fn input(&self) -> &InputSpec {
@@ -203,18 +184,10 @@ impl Preprocessor {
     /// Write one image's input values into `out` (length [`Self::sample_len`]) as f32, in the
     /// model's layout; integer inputs are converted by [`Self::into_tensor`].
     pub fn run(&self, img: &RgbImage, out: &mut [f32]) -> Geometry {
-        assert_eq!(
-            out.len(),
-            self.sample_len(),
-            "output slice must hold one sample"
-        );
+        assert_eq!(out.len(), self.sample_len(), "output slice must hold one sample");
         let (iw, ih) = (self.input.width as usize, self.input.height as usize);
         let (sw, sh) = (img.width() as usize, img.height() as usize);
-        let view = RgbView {
-            data: img.as_raw(),
-            width: sw,
-            height: sh,
-        };
+        let view = RgbView { data: img.as_raw(), width: sw, height: sh };
         let plane = iw * ih;
         let (order, scale, bias) = (self.order, self.scale, self.bias);
         let nchw = self.input.layout == Layout::Nchw;
@@ -232,10 +205,7 @@ impl Preprocessor {
                 }
             } else {
                 let start = (y * iw + x) * 3;
-                for (d, px) in out[start..start + n * 3]
-                    .chunks_exact_mut(3)
-                    .zip(row.chunks_exact(3))
-                {
+                for (d, px) in out[start..start + n * 3].chunks_exact_mut(3).zip(row.chunks_exact(3)) {
                     for c in 0..3 {
                         d[c] = px[order[c]] * scale[c] + bias[c];
                     }
@@ -271,11 +241,7 @@ impl Preprocessor {
                     let start = ((y + top) * side + left) * 3;
                     canvas[start..start + sw * 3].copy_from_slice(row);
                 }
-                let padded = RgbView {
-                    data: &canvas,
-                    width: side,
-                    height: side,
-                };
+                let padded = RgbView { data: &canvas, width: side, height: side };
                 resize_rows(padded, iw, ih, 0, 0, iw, ih, |y, row| put(0, y, row));
                 let k = side as f64 / iw as f64;
                 geometry([k, k], [-(left as f64), -(top as f64)])
@@ -307,14 +273,8 @@ impl Preprocessor {
         let shape = self.shape(batch);
         let data = match self.input.dtype {
             InputType::F32 => TensorData::F32(data),
-            InputType::I32 => {
-                TensorData::I32(data.iter().map(|v| v.round_ties_even() as i32).collect())
-            }
-            InputType::U8 => TensorData::U8(
-                data.iter()
-                    .map(|v| v.round_ties_even().clamp(0.0, 255.0) as u8)
-                    .collect(),
-            ),
+            InputType::I32 => TensorData::I32(data.iter().map(|v| v.round_ties_even() as i32).collect()),
+            InputType::U8 => TensorData::U8(data.iter().map(|v| v.round_ties_even().clamp(0.0, 255.0) as u8).collect()),
         };
         // `shape` comes from the same spec that sized `data`; a mismatch is a caller bug.
         Tensor::new(shape, data).expect("batch buffer sized by sample_len")
@@ -326,22 +286,11 @@ mod tests {
     use super::*;
 
     fn spec(layout: Layout, w: u32, h: u32) -> InputSpec {
-        InputSpec {
-            name: None,
-            layout,
-            dtype: InputType::F32,
-            width: w,
-            height: h,
-        }
+        InputSpec { name: None, layout, dtype: InputType::F32, width: w, height: h }
     }
 
     fn pre(resize: Resize) -> Preprocess {
-        Preprocess {
-            resize,
-            channels: ChannelOrder::Rgb,
-            mean: [0.0; 3],
-            std: [1.0; 3],
-        }
+        Preprocess { resize, channels: ChannelOrder::Rgb, mean: [0.0; 3], std: [1.0; 3] }
     }
 
     #[test]
@@ -352,13 +301,9 @@ mod tests {
         .unwrap();
         assert_eq!(p.resize, Resize::ShorterSideCrop { shorter_side: 256 });
         assert_eq!(p.channels, ChannelOrder::Rgb);
-        let err = toml::from_str::<Preprocess>(
-            "resize = { mode = \"stretch\" }\nmeans = [0.0, 0.0, 0.0]",
-        )
-        .unwrap_err();
+        let err = toml::from_str::<Preprocess>("resize = { mode = \"stretch\" }\nmeans = [0.0, 0.0, 0.0]").unwrap_err();
         assert!(err.to_string().contains("unknown field `means`"), "{err}");
-        let err =
-            toml::from_str::<Preprocess>("resize = { mode = \"stretch\", size = 3 }").unwrap_err();
+        let err = toml::from_str::<Preprocess>("resize = { mode = \"stretch\", size = 3 }").unwrap_err();
         assert!(err.to_string().contains("size"), "{err}");
     }
 
@@ -385,11 +330,8 @@ mod tests {
     fn shorter_side_crop_takes_the_centre() {
         // 8x4 image whose columns encode x; shorter side 4 -> no scaling, centre crop 4x4 = x 2..6.
         let img = RgbImage::from_fn(8, 4, |x, _| image::Rgb([x as u8 * 10, 0, 0]));
-        let p = Preprocessor::new(
-            &spec(Layout::Nhwc, 4, 4),
-            &pre(Resize::ShorterSideCrop { shorter_side: 4 }),
-        )
-        .unwrap();
+        let p =
+            Preprocessor::new(&spec(Layout::Nhwc, 4, 4), &pre(Resize::ShorterSideCrop { shorter_side: 4 })).unwrap();
         let mut out = vec![0.0; p.sample_len()];
         let g = p.run(&img, &mut out);
         let first_row: Vec<f32> = out[..12].chunks(3).map(|px| px[0]).collect();
@@ -411,11 +353,7 @@ mod tests {
     #[test]
     fn letterbox_pads_with_fill() {
         let img = RgbImage::from_pixel(4, 2, image::Rgb([0, 0, 0]));
-        let p = Preprocessor::new(
-            &spec(Layout::Nhwc, 4, 4),
-            &pre(Resize::Letterbox { fill: 114 }),
-        )
-        .unwrap();
+        let p = Preprocessor::new(&spec(Layout::Nhwc, 4, 4), &pre(Resize::Letterbox { fill: 114 })).unwrap();
         let mut out = vec![0.0; p.sample_len()];
         let g = p.run(&img, &mut out);
         let col0: Vec<f32> = (0..4).map(|y| out[y * 12]).collect();

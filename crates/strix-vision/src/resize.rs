@@ -18,11 +18,8 @@ impl Axis {
     fn new(n_in: usize, n_out: usize, start: usize, count: usize) -> Axis {
         let ratio = n_in as f64 / n_out as f64;
         let last = (n_in - 1) as f64;
-        let mut axis = Axis {
-            i0: Vec::with_capacity(count),
-            i1: Vec::with_capacity(count),
-            w: Vec::with_capacity(count),
-        };
+        let mut axis =
+            Axis { i0: Vec::with_capacity(count), i1: Vec::with_capacity(count), w: Vec::with_capacity(count) };
         for dst in start..start + count {
             let src = ((dst as f64 + 0.5) * ratio - 0.5).clamp(0.0, last);
             let i0 = src.floor() as usize;
@@ -61,12 +58,7 @@ pub(crate) fn resize_rows(
     let xs = Axis::new(src.width, out_w, x0, win_w);
     let ys = Axis::new(src.height, out_h, y0, win_h);
     // Byte offsets of the two source pixels of every output column.
-    let offsets: Vec<(usize, usize)> = xs
-        .i0
-        .iter()
-        .zip(&xs.i1)
-        .map(|(&a, &b)| (a * 3, b * 3))
-        .collect();
+    let offsets: Vec<(usize, usize)> = xs.i0.iter().zip(&xs.i1).map(|(&a, &b)| (a * 3, b * 3)).collect();
     let stride = src.width * 3;
     let horizontal = |row: usize, out: &mut [f32]| {
         let line = &src.data[row * stride..(row + 1) * stride];
@@ -105,6 +97,63 @@ pub(crate) fn resize_rows(
     }
 }
 
+/// Per-output taps `(source index, weight)` along one axis for an area-averaging resize
+/// (OpenCV's INTER_AREA when shrinking); when enlarging, bilinear with half-pixel centres.
+fn area_taps(n_in: usize, n_out: usize) -> Vec<Vec<(usize, f32)>> {
+    let scale = n_in as f64 / n_out as f64;
+    (0..n_out)
+        .map(|d| {
+            if scale <= 1.0 {
+                let s = ((d as f64 + 0.5) * scale - 0.5).clamp(0.0, (n_in - 1) as f64);
+                let i0 = s.floor() as usize;
+                let w = (s - i0 as f64) as f32;
+                let i1 = (i0 + 1).min(n_in - 1);
+                return vec![(i0, 1.0 - w), (i1, w)];
+            }
+            let (start, end) = (d as f64 * scale, (d as f64 + 1.0) * scale);
+            let mut taps = Vec::new();
+            let mut i = start.floor() as usize;
+            while (i as f64) < end && i < n_in {
+                let cover = (end.min(i as f64 + 1.0) - start.max(i as f64)) / scale;
+                if cover > 0.0 {
+                    taps.push((i, cover as f32));
+                }
+                i += 1;
+            }
+            taps
+        })
+        .collect()
+}
+
+/// Area-average resize of an interleaved 3-channel f32 image (`w` x `h`) to `ow` x `oh`.
+pub(crate) fn resize_area(src: &[f32], w: usize, h: usize, ow: usize, oh: usize) -> Vec<f32> {
+    let xs = area_taps(w, ow);
+    let ys = area_taps(h, oh);
+    let mut rows = vec![0f32; h * ow * 3];
+    for y in 0..h {
+        let line = &src[y * w * 3..(y + 1) * w * 3];
+        for (x, taps) in xs.iter().enumerate() {
+            let mut acc = [0f32; 3];
+            for &(i, wt) in taps {
+                for c in 0..3 {
+                    acc[c] += line[i * 3 + c] * wt;
+                }
+            }
+            rows[(y * ow + x) * 3..(y * ow + x) * 3 + 3].copy_from_slice(&acc);
+        }
+    }
+    let mut out = vec![0f32; oh * ow * 3];
+    for (y, taps) in ys.iter().enumerate() {
+        let dst = &mut out[y * ow * 3..(y + 1) * ow * 3];
+        for &(i, wt) in taps {
+            for (d, s) in dst.iter_mut().zip(&rows[i * ow * 3..(i + 1) * ow * 3]) {
+                *d += s * wt;
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,8 +162,7 @@ mod tests {
     /// The reference definition, straight from the fixture tools (float64, whole image).
     fn naive(src: &[u8], w: usize, h: usize, ow: usize, oh: usize) -> Vec<f64> {
         let axis = |n_in: usize, n_out: usize, d: usize| {
-            let s = ((d as f64 + 0.5) * (n_in as f64 / n_out as f64) - 0.5)
-                .clamp(0.0, (n_in - 1) as f64);
+            let s = ((d as f64 + 0.5) * (n_in as f64 / n_out as f64) - 0.5).clamp(0.0, (n_in - 1) as f64);
             let i0 = s.floor() as usize;
             (i0, (i0 + 1).min(n_in - 1), s - i0 as f64)
         };
@@ -147,23 +195,22 @@ mod tests {
         wh: usize,
     ) -> Vec<f32> {
         let mut out = vec![f32::NAN; ww * wh * 3];
-        resize_rows(
-            RgbView {
-                data: src,
-                width: w,
-                height: h,
-            },
-            ow,
-            oh,
-            x0,
-            y0,
-            ww,
-            wh,
-            |y, row| {
-                out[y * ww * 3..(y + 1) * ww * 3].copy_from_slice(row);
-            },
-        );
+        resize_rows(RgbView { data: src, width: w, height: h }, ow, oh, x0, y0, ww, wh, |y, row| {
+            out[y * ww * 3..(y + 1) * ww * 3].copy_from_slice(row);
+        });
         out
+    }
+
+    #[test]
+    fn area_resize_averages_blocks() {
+        // 4x2 -> 2x1: each output is the mean of a 2x2 block.
+        let src: Vec<f32> = [0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0].iter().flat_map(|&v| [v, v, v]).collect();
+        let out = resize_area(&src, 4, 2, 2, 1);
+        assert_eq!(out, vec![25.0, 25.0, 25.0, 45.0, 45.0, 45.0]);
+        // 3 -> 2 along x: weights 2/3 + 1/3.
+        let src: Vec<f32> = [0.0, 3.0, 6.0].iter().flat_map(|&v| [v, v, v]).collect();
+        let out = resize_area(&src, 3, 1, 2, 1);
+        assert!((out[0] - 1.0).abs() < 1e-5 && (out[3] - 5.0).abs() < 1e-5, "{out:?}");
     }
 
     #[test]

@@ -4,10 +4,29 @@ use crate::ZooError;
 use crate::spec::ModelSpec;
 
 /// (name, spec TOML). Each entry is parsed, resolved and run by the test suite.
-const ENTRIES: &[(&str, &str)] = &[(
-    "efficientnet_lite0",
-    include_str!("../zoo/efficientnet_lite0.toml"),
-)];
+const ENTRIES: &[(&str, &str)] = &[
+    ("efficientnet_lite0", include_str!("../zoo/efficientnet_lite0.toml")),
+    ("nanodet_m_416", include_str!("../zoo/nanodet_m_416.toml")),
+    ("movenet_lightning_192", include_str!("../zoo/movenet_lightning_192.toml")),
+    ("selfie_256", include_str!("../zoo/selfie_256.toml")),
+    ("blazeface_front_128", include_str!("../zoo/blazeface_front_128.toml")),
+    ("blazeface_back_256", include_str!("../zoo/blazeface_back_256.toml")),
+    ("mtcnn", include_str!("../zoo/mtcnn.toml")),
+    ("ppocrv4", include_str!("../zoo/ppocrv4.toml")),
+];
+
+/// The model `strix predict --task T` uses when none is named.
+pub fn default_for(task: crate::Task) -> &'static str {
+    use crate::Task;
+    match task {
+        Task::Classify => DEFAULT_CLASSIFIER,
+        Task::Detect => "nanodet_m_416",
+        Task::Pose => "movenet_lightning_192",
+        Task::Segment => "selfie_256",
+        Task::Faces => "blazeface_back_256",
+        Task::Text => "ppocrv4",
+    }
+}
 
 /// The model `strix predict` uses when none is named.
 pub const DEFAULT_CLASSIFIER: &str = "efficientnet_lite0";
@@ -27,10 +46,7 @@ pub fn get(name: &str) -> Result<Option<ModelSpec>, ZooError> {
 
 /// Every zoo entry, in listing order.
 pub fn all() -> Result<Vec<ModelSpec>, ZooError> {
-    ENTRIES
-        .iter()
-        .map(|(n, text)| ModelSpec::from_toml(text, &format!("zoo:{n}")))
-        .collect()
+    ENTRIES.iter().map(|(n, text)| ModelSpec::from_toml(text, &format!("zoo:{n}"))).collect()
 }
 
 #[cfg(test)]
@@ -41,18 +57,23 @@ mod tests {
     fn every_entry_parses_under_its_own_name() {
         for spec in all().unwrap() {
             assert_eq!(get(&spec.name).unwrap().as_ref(), Some(&spec));
-            assert!(
-                spec.weights.sha256.is_some(),
-                "{}: zoo weights need a sha256",
-                spec.name
-            );
-            assert!(
-                spec.weights.file.starts_with(&format!("{}/", spec.task)),
-                "{}: file under its task folder",
-                spec.name
-            );
+            assert!(spec.weights.sha256.is_some(), "{}: zoo weights need a sha256", spec.name);
+            for artifact in spec.networks.values() {
+                assert!(artifact.sha256.is_some(), "{}: zoo networks need a sha256", spec.name);
+            }
         }
         assert!(get(DEFAULT_CLASSIFIER).unwrap().is_some());
+        for task in [
+            crate::Task::Classify,
+            crate::Task::Detect,
+            crate::Task::Pose,
+            crate::Task::Segment,
+            crate::Task::Faces,
+            crate::Task::Text,
+        ] {
+            let spec = get(default_for(task)).unwrap().unwrap();
+            assert_eq!(spec.task, task, "default model for {task}");
+        }
         assert!(get("nope").unwrap().is_none());
     }
 }

@@ -38,11 +38,7 @@ pub(crate) fn download(
         if actual != sha256 {
             // A wrong file must not be resumed from either: start clean next time.
             let _ = fs::remove_file(&part);
-            return Err(ZooError::DownloadCorrupt {
-                url: url.to_string(),
-                expected: sha256.to_string(),
-                actual,
-            });
+            return Err(ZooError::DownloadCorrupt { url: url.to_string(), expected: sha256.to_string(), actual });
         }
         fs::rename(&part, dest).map_err(|e| ZooError::io(dest, e))
     });
@@ -60,16 +56,8 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 
 /// Append the rest of `url` to `part`, asking for a byte range when `part` already holds a
 /// prefix; start over when the server does not honour the range.
-fn fetch_into(
-    url: &str,
-    part: &Path,
-    size: Option<u64>,
-    progress: &dyn Progress,
-) -> Result<(), ZooError> {
-    let failed = |reason: String| ZooError::Download {
-        url: url.to_string(),
-        reason,
-    };
+fn fetch_into(url: &str, part: &Path, size: Option<u64>, progress: &dyn Progress) -> Result<(), ZooError> {
+    let failed = |reason: String| ZooError::Download { url: url.to_string(), reason };
     let agent = ureq::Agent::new_with_config(
         ureq::Agent::config_builder()
             .timeout_connect(Some(Duration::from_secs(20)))
@@ -98,37 +86,24 @@ fn fetch_into(
         }
         _ => return Err(failed(format!("HTTP {status}"))),
     };
-    let length: Option<u64> = response
-        .headers()
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
+    let length: Option<u64> =
+        response.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
     let start = if resumed { have } else { 0 };
     let total = length.map(|l| l + start).or(size);
     if let (Some(expected), Some(total)) = (size, total)
         && total != expected
     {
-        return Err(failed(format!(
-            "server offers {total} bytes, the spec says {expected}"
-        )));
+        return Err(failed(format!("server offers {total} bytes, the spec says {expected}")));
     }
-    let mut file = OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(false)
-        .open(part)
-        .map_err(|e| ZooError::io(part, e))?;
+    let mut file =
+        OpenOptions::new().create(true).write(true).truncate(false).open(part).map_err(|e| ZooError::io(part, e))?;
     if resumed {
-        file.seek(SeekFrom::Start(start))
-            .map_err(|e| ZooError::io(part, e))?;
+        file.seek(SeekFrom::Start(start)).map_err(|e| ZooError::io(part, e))?;
         tracing::info!(url, from = start, "resuming download");
     } else {
         file.set_len(0).map_err(|e| ZooError::io(part, e))?;
     }
-    let name = part
-        .file_name()
-        .map(|n| n.to_string_lossy().trim_end_matches(".part").to_string())
-        .unwrap_or_default();
+    let name = part.file_name().map(|n| n.to_string_lossy().trim_end_matches(".part").to_string()).unwrap_or_default();
     progress.start(&format!("downloading {name}"), total, ProgressUnit::Bytes);
     progress.advance(start);
     let mut body = response.into_body().into_reader();
@@ -140,9 +115,7 @@ fn fetch_into(
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                return Err(failed(format!(
-                    "connection lost after {written} bytes ({e}); run again to resume"
-                )));
+                return Err(failed(format!("connection lost after {written} bytes ({e}); run again to resume")));
             }
         };
         written += n as u64;
@@ -150,21 +123,16 @@ fn fetch_into(
             && written > limit
         {
             let _ = fs::remove_file(part);
-            return Err(failed(format!(
-                "server sent more than the expected {limit} bytes"
-            )));
+            return Err(failed(format!("server sent more than the expected {limit} bytes")));
         }
-        file.write_all(&buf[..n])
-            .map_err(|e| ZooError::io(part, e))?;
+        file.write_all(&buf[..n]).map_err(|e| ZooError::io(part, e))?;
         progress.advance(n as u64);
     }
     file.sync_all().map_err(|e| ZooError::io(part, e))?;
     if let Some(total) = total
         && written < total
     {
-        return Err(failed(format!(
-            "connection closed after {written} of {total} bytes; run again to resume"
-        )));
+        return Err(failed(format!("connection closed after {written} of {total} bytes; run again to resume")));
     }
     Ok(())
 }
@@ -175,9 +143,6 @@ mod tests {
 
     #[test]
     fn suffix_is_appended_not_replacing_the_extension() {
-        assert_eq!(
-            with_suffix(Path::new("/c/model.onnx"), ".part"),
-            PathBuf::from("/c/model.onnx.part")
-        );
+        assert_eq!(with_suffix(Path::new("/c/model.onnx"), ".part"), PathBuf::from("/c/model.onnx.part"));
     }
 }

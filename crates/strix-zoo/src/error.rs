@@ -13,7 +13,7 @@ pub enum ZooError {
     #[error("{origin}: invalid model spec: {message}")]
     SpecInvalid { origin: String, message: String },
 
-    #[error("unknown model `{name}`; the zoo has: {available} (or give a spec .toml / .onnx path)")]
+    #[error("unknown model `{name}`; known models: {available} (or give a spec .toml / .onnx path)")]
     UnknownModel { name: String, available: String },
 
     #[error(
@@ -22,20 +22,12 @@ pub enum ZooError {
     NoSpecBeside { onnx: PathBuf, expected: PathBuf },
 
     #[error("{file}: not found in {searched}{hint}")]
-    ArtifactMissing {
-        file: String,
-        searched: String,
-        hint: String,
-    },
+    ArtifactMissing { file: String, searched: String, hint: String },
 
     #[error(
         "{path}: sha256 is {actual}, the spec says {expected}; the file is corrupt or not the one the spec describes"
     )]
-    ChecksumMismatch {
-        path: PathBuf,
-        expected: String,
-        actual: String,
-    },
+    ChecksumMismatch { path: PathBuf, expected: String, actual: String },
 
     #[error("{url}: download refused: the spec gives no sha256 to check it against")]
     NoChecksum { url: String },
@@ -44,11 +36,7 @@ pub enum ZooError {
     Download { url: String, reason: String },
 
     #[error("{url}: downloaded file has sha256 {actual}, expected {expected}; it was discarded")]
-    DownloadCorrupt {
-        url: String,
-        expected: String,
-        actual: String,
-    },
+    DownloadCorrupt { url: String, expected: String, actual: String },
 
     #[error("{path}: {reason}")]
     Io { path: PathBuf, reason: String },
@@ -56,9 +44,6 @@ pub enum ZooError {
 
 impl ZooError {
     pub(crate) fn io(path: impl Into<PathBuf>, e: std::io::Error) -> Self {
-        ZooError::Io {
-            path: path.into(),
-            reason: e.to_string(),
-        }
+        ZooError::Io { path: path.into(), reason: e.to_string() }
     }
 }

@@ -18,7 +18,9 @@ mod download;
 mod error;
 mod resolve;
 mod spec;
+pub mod store;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use strix_core::Progress;
@@ -26,27 +28,31 @@ use strix_core::Progress;
 pub use builtin::DEFAULT_CLASSIFIER;
 pub use error::ZooError;
 pub use resolve::{LocatedSpec, Resolver, locate, read_labels, sha256_file};
-pub use spec::{Artifact, DecoderSpec, LabelsSpec, ModelSpec, Task, check_name};
+pub use spec::{Artifact, DecoderSpec, LabelsSpec, MAIN, ModelSpec, Task, check_name};
 
 /// A spec whose files are on disk and checked.
 #[derive(Clone, Debug)]
 pub struct ResolvedModel {
     pub spec: ModelSpec,
+    /// The `main` network.
     pub weights: PathBuf,
+    /// The other networks of a cascade, by name.
+    pub networks: BTreeMap<String, PathBuf>,
     pub labels: Vec<String>,
     pub origin: String,
 }
 
 impl Resolver {
     /// Fetch the weights and labels of a located spec.
-    pub fn resolve(
-        &self,
-        located: &LocatedSpec,
-        progress: &dyn Progress,
-    ) -> Result<ResolvedModel, ZooError> {
+    pub fn resolve(&self, located: &LocatedSpec, progress: &dyn Progress) -> Result<ResolvedModel, ZooError> {
         let spec = &located.spec;
         let base = located.base.as_deref();
         let weights = self.fetch(&spec.weights, base, progress)?;
+        let networks = spec
+            .networks
+            .iter()
+            .map(|(name, artifact)| Ok((name.clone(), self.fetch(artifact, base, progress)?)))
+            .collect::<Result<_, ZooError>>()?;
         let labels = match &spec.labels {
             None => Vec::new(),
             Some(labels) => match labels.artifact() {
@@ -54,11 +60,6 @@ impl Resolver {
                 None => labels.names.clone(),
             },
         };
-        Ok(ResolvedModel {
-            spec: spec.clone(),
-            weights,
-            labels,
-            origin: located.origin.clone(),
-        })
+        Ok(ResolvedModel { spec: spec.clone(), weights, networks, labels, origin: located.origin.clone() })
     }
 }

@@ -21,35 +21,23 @@ pub struct LocatedSpec {
     pub origin: String,
 }
 
-/// Find the spec for a `--model` argument: a zoo name, a spec `.toml`, or an `.onnx` with its
-/// spec beside it (`model.onnx` -> `model.toml`).
+/// Find the spec for a `--model` argument: a zoo name, the name of an imported model, a spec
+/// `.toml`, or an `.onnx` with its spec beside it (`model.onnx` -> `model.toml`).
 pub fn locate(reference: &str) -> Result<LocatedSpec, ZooError> {
     let path = Path::new(reference);
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase);
+    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
     match ext.as_deref() {
         Some("toml") => load_spec_file(path),
         Some("onnx") => {
             let beside = path.with_extension("toml");
             if !path.is_file() {
-                return Err(ZooError::Io {
-                    path: path.to_path_buf(),
-                    reason: "model file not found".into(),
-                });
+                return Err(ZooError::Io { path: path.to_path_buf(), reason: "model file not found".into() });
             }
             if !beside.is_file() {
-                return Err(ZooError::NoSpecBeside {
-                    onnx: path.to_path_buf(),
-                    expected: beside,
-                });
+                return Err(ZooError::NoSpecBeside { onnx: path.to_path_buf(), expected: beside });
             }
             let mut located = load_spec_file(&beside)?;
-            let onnx_name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let onnx_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             if located.spec.weights.file != onnx_name {
                 return Err(ZooError::SpecInvalid {
                     origin: located.origin,
@@ -63,15 +51,15 @@ pub fn locate(reference: &str) -> Result<LocatedSpec, ZooError> {
             Ok(located)
         }
         _ => match builtin::get(reference)? {
-            Some(spec) => Ok(LocatedSpec {
-                spec,
-                base: None,
-                origin: format!("zoo:{reference}"),
-            }),
-            None => Err(ZooError::UnknownModel {
-                name: reference.to_string(),
-                available: builtin::names().join(", "),
-            }),
+            Some(spec) => Ok(LocatedSpec { spec, base: None, origin: format!("zoo:{reference}") }),
+            None => match crate::store::find(reference) {
+                Some(path) => load_spec_file(&path),
+                None => {
+                    let mut available: Vec<String> = builtin::names().into_iter().map(String::from).collect();
+                    available.extend(crate::store::names());
+                    Err(ZooError::UnknownModel { name: reference.to_string(), available: available.join(", ") })
+                }
+            },
         },
     }
 }
@@ -79,21 +67,11 @@ pub fn locate(reference: &str) -> Result<LocatedSpec, ZooError> {
 fn load_spec_file(path: &Path) -> Result<LocatedSpec, ZooError> {
     let text = std::fs::read_to_string(path).map_err(|e| ZooError::SpecRead {
         path: path.to_path_buf(),
-        reason: if e.kind() == std::io::ErrorKind::NotFound {
-            "file not found".into()
-        } else {
-            e.to_string()
-        },
+        reason: if e.kind() == std::io::ErrorKind::NotFound { "file not found".into() } else { e.to_string() },
     })?;
     let origin = path.display().to_string();
     let spec = ModelSpec::from_toml(&text, &origin)?;
-    let base = path.parent().map(|p| {
-        if p.as_os_str().is_empty() {
-            PathBuf::from(".")
-        } else {
-            p.to_path_buf()
-        }
-    });
+    let base = path.parent().map(|p| if p.as_os_str().is_empty() { PathBuf::from(".") } else { p.to_path_buf() });
     Ok(LocatedSpec { spec, base, origin })
 }
 
@@ -121,31 +99,16 @@ impl Resolver {
             .or_else(|| dirs::cache_dir().map(|d| d.join("strix")))
             .unwrap_or_else(|| PathBuf::from(".strix-cache"));
         let search_path = std::env::var_os("STRIX_MODEL_PATH")
-            .map(|v| {
-                std::env::split_paths(&v)
-                    .filter(|p| !p.as_os_str().is_empty())
-                    .collect()
-            })
+            .map(|v| std::env::split_paths(&v).filter(|p| !p.as_os_str().is_empty()).collect())
             .unwrap_or_default();
-        let hub = std::env::var("STRIX_HUB_URL")
-            .ok()
-            .filter(|v| !v.is_empty());
-        let offline =
-            std::env::var("STRIX_OFFLINE").is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false"));
-        Resolver {
-            cache_dir,
-            search_path,
-            hub,
-            offline,
-        }
+        let hub = std::env::var("STRIX_HUB_URL").ok().filter(|v| !v.is_empty());
+        let offline = std::env::var("STRIX_OFFLINE").is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false"));
+        Resolver { cache_dir, search_path, hub, offline }
     }
 
     /// Where a verified download of `artifact` lives in the cache.
     pub fn cache_path(&self, artifact: &Artifact, sha256: &str) -> PathBuf {
-        let name = Path::new(&artifact.file)
-            .file_name()
-            .map(|n| n.to_os_string())
-            .unwrap_or_else(|| "model".into());
+        let name = Path::new(&artifact.file).file_name().map(|n| n.to_os_string()).unwrap_or_else(|| "model".into());
         self.cache_dir.join("files").join(sha256).join(name)
     }
 
@@ -190,21 +153,13 @@ impl Resolver {
             } else {
                 searched.push(format!(
                     "STRIX_MODEL_PATH ({})",
-                    self.search_path
-                        .iter()
-                        .map(|p| p.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(":")
+                    self.search_path.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":")
                 ));
             }
         }
         let url = artifact.url.clone().or_else(|| {
             base.is_none()
-                .then(|| {
-                    self.hub
-                        .as_ref()
-                        .map(|hub| format!("{}/{}", hub.trim_end_matches('/'), artifact.file))
-                })
+                .then(|| self.hub.as_ref().map(|hub| format!("{}/{}", hub.trim_end_matches('/'), artifact.file)))
                 .flatten()
         });
         let missing = |hint: String| ZooError::ArtifactMissing {
@@ -214,16 +169,13 @@ impl Resolver {
         };
         let Some(url) = url else {
             return Err(missing(if base.is_none() {
-                "; set STRIX_HUB_URL to download it, or STRIX_MODEL_PATH to a folder that holds it"
-                    .into()
+                "; set STRIX_HUB_URL to download it, or STRIX_MODEL_PATH to a folder that holds it".into()
             } else {
                 String::new()
             }));
         };
         if self.offline {
-            return Err(missing(format!(
-                "; offline mode forbids downloading it from {url}"
-            )));
+            return Err(missing(format!("; offline mode forbids downloading it from {url}")));
         }
         let Some(sha) = &artifact.sha256 else {
             return Err(ZooError::NoChecksum { url });
@@ -240,11 +192,7 @@ fn verify(path: &Path, artifact: &Artifact) -> Result<(), ZooError> {
     if let Some(expected) = &artifact.sha256 {
         let actual = sha256_file(path)?;
         if actual != *expected {
-            return Err(ZooError::ChecksumMismatch {
-                path: path.to_path_buf(),
-                expected: expected.clone(),
-                actual,
-            });
+            return Err(ZooError::ChecksumMismatch { path: path.to_path_buf(), expected: expected.clone(), actual });
         }
     }
     Ok(())
@@ -268,8 +216,5 @@ pub fn sha256_file(path: &Path) -> Result<String, ZooError> {
 /// Read a labels file: one class per line, line i = class i.
 pub fn read_labels(path: &Path) -> Result<Vec<String>, ZooError> {
     let text = std::fs::read_to_string(path).map_err(|e| ZooError::io(path, e))?;
-    Ok(text
-        .lines()
-        .map(|l| l.trim_end_matches('\r').to_string())
-        .collect())
+    Ok(text.lines().map(|l| l.trim_end_matches('\r').to_string()).collect())
 }

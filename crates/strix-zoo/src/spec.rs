@@ -4,6 +4,13 @@ use std::fmt;
 use std::path::{Component, Path};
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use strix_vision::detect;
+use strix_vision::face::{BlazeFace, Mtcnn};
+use strix_vision::ocr::PpOcr;
+use strix_vision::pose::MoveNet;
+use strix_vision::segment::MaskDecoder;
 use strix_vision::{InputSpec, Preprocess, Preprocessor};
 
 use crate::ZooError;
@@ -80,8 +87,9 @@ impl LabelsSpec {
     }
 }
 
-/// How the raw outputs become an answer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// How the raw outputs become an answer; `kind` picks the decoder, the other keys are its
+/// parameters (see docs/model-spec.md for an example of each).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum DecoderSpec {
     /// Top-k classes from a `[N, classes]` output.
@@ -93,6 +101,25 @@ pub enum DecoderSpec {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         output: Option<String>,
     },
+    /// NanoDet / GFL heads: per-stride class scores and distance distributions.
+    Nanodet(detect::NanoDet),
+    /// YOLO-family rows or columns: box, optional objectness, class scores.
+    Yolo(detect::Yolo),
+    /// SSD-style decoded boxes beside per-class scores.
+    Ssd(detect::Ssd),
+    /// CenterNet-style class heat map with size (and offset) maps.
+    Centernet(detect::CenterNet),
+    /// MoveNet single-person keypoints.
+    Movenet(MoveNet),
+    /// Semantic segmentation: foreground probability or class scores per pixel.
+    Mask(MaskDecoder),
+    /// BlazeFace anchors, landmarks, weighted NMS.
+    Blazeface(BlazeFace),
+    /// MTCNN three-stage face cascade (networks `main` = P-Net, `rnet`, `onet`).
+    Mtcnn(Mtcnn),
+    /// PP-OCR text reading (networks `main` = detector, `rec`, optional `cls`); the labels are
+    /// the recogniser's characters.
+    Ppocr(PpOcr),
 }
 
 fn yes() -> bool {
@@ -103,9 +130,47 @@ impl DecoderSpec {
     pub fn task(&self) -> Task {
         match self {
             DecoderSpec::Classify { .. } => Task::Classify,
+            DecoderSpec::Nanodet(_) | DecoderSpec::Yolo(_) | DecoderSpec::Ssd(_) | DecoderSpec::Centernet(_) => {
+                Task::Detect
+            }
+            DecoderSpec::Movenet(_) => Task::Pose,
+            DecoderSpec::Mask(_) => Task::Segment,
+            DecoderSpec::Blazeface(_) | DecoderSpec::Mtcnn(_) => Task::Faces,
+            DecoderSpec::Ppocr(_) => Task::Text,
+        }
+    }
+
+    /// Whether the model takes one preprocessed image (`[input]` and `[preprocess]` needed);
+    /// cascades size and normalise their own inputs.
+    pub fn uses_preprocessing(&self) -> bool {
+        !matches!(self, DecoderSpec::Mtcnn(_) | DecoderSpec::Ppocr(_))
+    }
+
+    /// The networks besides `main` that the decoder runs.
+    pub fn networks(&self) -> Vec<&str> {
+        match self {
+            DecoderSpec::Mtcnn(m) => [m.pnet.as_str(), m.rnet.as_str(), m.onet.as_str()].to_vec(),
+            DecoderSpec::Ppocr(p) => {
+                [Some(p.det.as_str()), Some(p.rec.as_str()), p.cls.as_deref()].into_iter().flatten().collect()
+            }
+            _ => vec![MAIN],
+        }
+    }
+
+    /// Parameter checks of the decoder itself.
+    fn check(&self) -> Result<(), String> {
+        match self {
+            DecoderSpec::Nanodet(d) => d.check(),
+            DecoderSpec::Blazeface(d) => d.check(),
+            DecoderSpec::Mtcnn(d) => d.check(),
+            DecoderSpec::Ppocr(d) => d.check(),
+            _ => Ok(()),
         }
     }
 }
+
+/// The name of the network a spec's `weights` holds.
+pub const MAIN: &str = "main";
 
 /// A model: weights, labels, input, preprocessing and decoder. Written as TOML beside the
 /// weights (`model.toml` next to `model.onnx`) or built into the zoo.
@@ -121,11 +186,18 @@ pub struct ModelSpec {
     /// Where the weights come from (provenance), for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// The model's (first) network, called `main`.
     pub weights: Artifact,
+    /// Further networks of a cascade, by name (`rnet`, `rec`...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub networks: BTreeMap<String, Artifact>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<LabelsSpec>,
-    pub input: InputSpec,
-    pub preprocess: Preprocess,
+    /// The model input; needed unless the decoder is a cascade (mtcnn, ppocr).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<InputSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocess: Option<Preprocess>,
     pub decoder: DecoderSpec,
 }
 
@@ -136,10 +208,7 @@ impl ModelSpec {
             origin: origin.to_string(),
             message: e.to_string().trim().replace('\n', " "),
         })?;
-        spec.validate().map_err(|message| ZooError::SpecInvalid {
-            origin: origin.to_string(),
-            message,
-        })?;
+        spec.validate().map_err(|message| ZooError::SpecInvalid { origin: origin.to_string(), message })?;
         Ok(spec)
     }
 
@@ -151,13 +220,22 @@ impl ModelSpec {
     fn validate(&self) -> Result<(), String> {
         check_name(&self.name)?;
         if self.decoder.task() != self.task {
-            return Err(format!(
-                "task is {} but the decoder is a {} decoder",
-                self.task,
-                self.decoder.task()
-            ));
+            return Err(format!("task is {} but the decoder is a {} decoder", self.task, self.decoder.task()));
         }
         check_artifact("weights", &self.weights)?;
+        for (name, artifact) in &self.networks {
+            check_name(name).map_err(|e| format!("networks: {e}"))?;
+            if name == MAIN {
+                return Err(format!("networks.{MAIN} is the spec's `weights`; give other networks other names"));
+            }
+            check_artifact(&format!("networks.{name}"), artifact)?;
+        }
+        for needed in self.decoder.networks() {
+            if needed != MAIN && !self.networks.contains_key(needed) {
+                return Err(format!("the {} decoder runs network `{needed}`: add [networks.{needed}]", self.task));
+            }
+        }
+        self.decoder.check()?;
         if let Some(labels) = &self.labels {
             match (labels.artifact(), labels.names.is_empty()) {
                 (Some(file), true) => check_artifact("labels", &file)?,
@@ -170,12 +248,21 @@ impl ModelSpec {
                 }
             }
             if labels.file.is_none() && (labels.sha256.is_some() || labels.url.is_some()) {
-                return Err(
-                    "labels: `sha256` and `url` describe a labels `file`, which is missing".into(),
-                );
+                return Err("labels: `sha256` and `url` describe a labels `file`, which is missing".into());
             }
         }
-        Preprocessor::new(&self.input, &self.preprocess).map_err(|e| e.to_string())?;
+        match (&self.input, &self.preprocess) {
+            (Some(input), Some(pre)) => {
+                Preprocessor::new(input, pre).map_err(|e| e.to_string())?;
+            }
+            (None, None) if !self.decoder.uses_preprocessing() => {}
+            _ if !self.decoder.uses_preprocessing() => {
+                return Err(
+                    "this decoder sizes and normalises its own inputs: leave out [input] and [preprocess]".into()
+                );
+            }
+            _ => return Err("[input] and [preprocess] are both needed for this decoder".into()),
+        }
         Ok(())
     }
 }
@@ -185,23 +272,14 @@ pub fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 128
         && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid model name {name:?}: use letters, digits, '.', '_' and '-'"
-        ))
-    }
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok { Ok(()) } else { Err(format!("invalid model name {name:?}: use letters, digits, '.', '_' and '-'")) }
 }
 
 fn check_artifact(what: &str, a: &Artifact) -> Result<(), String> {
     let path = Path::new(&a.file);
-    let inside = !a.file.is_empty()
-        && !a.file.contains('\\')
-        && path.components().all(|c| matches!(c, Component::Normal(_)));
+    let inside =
+        !a.file.is_empty() && !a.file.contains('\\') && path.components().all(|c| matches!(c, Component::Normal(_)));
     if !inside {
         return Err(format!(
             "{what}.file {:?} must be a relative path inside the model folder (no '..', no leading '/')",
@@ -209,14 +287,9 @@ fn check_artifact(what: &str, a: &Artifact) -> Result<(), String> {
         ));
     }
     if let Some(sha) = &a.sha256
-        && !(sha.len() == 64
-            && sha
-                .chars()
-                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)))
+        && !(sha.len() == 64 && sha.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)))
     {
-        return Err(format!(
-            "{what}.sha256 must be 64 lower-case hex digits, got {sha:?}"
-        ));
+        return Err(format!("{what}.sha256 must be 64 lower-case hex digits, got {sha:?}"));
     }
     if let Some(url) = &a.url
         && !(url.starts_with("https://") || url.starts_with("http://"))
@@ -242,9 +315,7 @@ mod tests {
     #[test]
     fn unknown_field_is_named_with_its_line() {
         let text = SPEC.replace("channels = \"rgb\"", "channels = \"rgb\"\nnormalise = true");
-        let err = ModelSpec::from_toml(&text, "my.toml")
-            .unwrap_err()
-            .to_string();
+        let err = ModelSpec::from_toml(&text, "my.toml").unwrap_err().to_string();
         assert!(err.starts_with("my.toml: "), "{err}");
         assert!(err.contains("unknown field `normalise`"), "{err}");
         assert!(err.contains("line"), "{err}");
@@ -258,19 +329,39 @@ mod tests {
             assert!(err.contains("relative path inside"), "{file}: {err}");
         }
         let text = SPEC.replace("feec595e", "FEEC595E");
-        assert!(
-            ModelSpec::from_toml(&text, "x")
-                .unwrap_err()
-                .to_string()
-                .contains("sha256")
-        );
+        assert!(ModelSpec::from_toml(&text, "x").unwrap_err().to_string().contains("sha256"));
         let text = SPEC.replace("name = \"efficientnet_lite0\"", "name = \"../evil\"");
-        assert!(
-            ModelSpec::from_toml(&text, "x")
-                .unwrap_err()
-                .to_string()
-                .contains("invalid model name")
-        );
+        assert!(ModelSpec::from_toml(&text, "x").unwrap_err().to_string().contains("invalid model name"));
+    }
+
+    #[test]
+    fn decoder_parameters_reject_typos_too() {
+        let nanodet = include_str!("../zoo/nanodet_m_416.toml");
+        let text = nanodet.replace("reg_max = 10", "reg_max = 10\nscore_treshold = 0.2");
+        let err = ModelSpec::from_toml(&text, "x").unwrap_err().to_string();
+        assert!(err.contains("unknown field `score_treshold`"), "{err}");
+        let text = nanodet.replace("iou_threshold = 0.5", "iou = 0.5");
+        assert!(ModelSpec::from_toml(&text, "x").unwrap_err().to_string().contains("unknown field `iou`"));
+        let text = nanodet.replace("kind = \"nanodet\"", "kind = \"retinanet\"");
+        let err = ModelSpec::from_toml(&text, "x").unwrap_err().to_string();
+        assert!(err.contains("retinanet") && err.contains("yolo"), "{err}");
+    }
+
+    #[test]
+    fn cascades_need_their_networks_and_no_preprocessing() {
+        let mtcnn = include_str!("../zoo/mtcnn.toml");
+        let start = mtcnn.find("[networks.onet]").unwrap();
+        let end = mtcnn.find("[decoder]").unwrap();
+        let text = format!("{}{}", &mtcnn[..start], &mtcnn[end..]);
+        let err = ModelSpec::from_toml(&text, "x").unwrap_err().to_string();
+        assert!(err.contains("[networks.onet]"), "{err}");
+        let text = format!("{mtcnn}\n[input]\nlayout = \"nhwc\"\nwidth = 1\nheight = 1\n");
+        assert!(ModelSpec::from_toml(&text, "x").unwrap_err().to_string().contains("leave out [input]"));
+        let nanodet = include_str!("../zoo/nanodet_m_416.toml");
+        let start = nanodet.find("[preprocess]").unwrap();
+        let end = nanodet.find("[decoder]").unwrap();
+        let text = format!("{}{}", &nanodet[..start], &nanodet[end..]);
+        assert!(ModelSpec::from_toml(&text, "x").unwrap_err().to_string().contains("both needed"));
     }
 
     #[test]

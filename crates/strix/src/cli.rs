@@ -12,6 +12,9 @@ const AFTER_HELP: &str = "\
 Examples:
   strix predict photo.jpg                       classify with the default model (efficientnet_lite0)
   strix predict photos/ --json > labels.jsonl   every image under a folder, one JSON line each
+  strix predict --task detect street.jpg --save-annotated out/
+                                                objects with boxes, drawn into out/street.jpg
+  strix predict --task text scan.png            read the text lines of a page
   strix predict a.jpg --backend ort --top-k 3   ONNX Runtime backend (needs ORT_DYLIB_PATH)
   strix predict a.jpg --model my_model.toml     your own ONNX model, described by a spec file
   strix models list                             what the zoo has
@@ -92,8 +95,14 @@ pub struct PredictArgs {
     #[arg(required = true, value_name = "IMAGE")]
     pub images: Vec<PathBuf>,
     /// A zoo name, a spec .toml, or an .onnx with its spec .toml beside it
-    #[arg(short, long, default_value = strix_zoo::DEFAULT_CLASSIFIER, value_name = "MODEL")]
-    pub model: String,
+    /// [default: the --task's default model, else efficientnet_lite0]
+    #[arg(short, long, value_name = "MODEL")]
+    pub model: Option<String>,
+    /// What to look for; picks the zoo's default model for it when --model is not given
+    /// (detect: nanodet_m_416, pose: movenet_lightning_192, segment: selfie_256,
+    /// faces: blazeface_back_256, text: ppocrv4)
+    #[arg(short, long, value_enum)]
+    pub task: Option<TaskArg>,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     /// Classes to show per image
@@ -106,9 +115,17 @@ pub struct PredictArgs {
     /// enough images; a single image gets every core]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=256))]
     pub workers: Option<u64>,
-    /// One JSON object per image and line, in Rekognition DetectLabels shape
+    /// One JSON object per image and line, in Rekognition's shapes (DetectLabels,
+    /// DetectFaces, DetectText; Persons and Segmentation alike)
     #[arg(long)]
     pub json: bool,
+    /// Write each image with its answer drawn on it (boxes, keypoints, masks, text boxes)
+    /// as DIR/NAME.jpg
+    #[arg(long, value_name = "DIR")]
+    pub save_annotated: Option<PathBuf>,
+    /// Write segmentation masks as DIR/NAME.mask.png (grey: foreground probability, or class)
+    #[arg(long, value_name = "DIR")]
+    pub save_masks: Option<PathBuf>,
     /// Refuse images with more pixels than this (checked from the header, before decoding)
     #[arg(long, default_value_t = strix_vision::DecodeLimits::DEFAULT_MAX_PIXELS, value_name = "PIXELS")]
     pub max_pixels: u64,
@@ -147,6 +164,60 @@ pub enum ModelsCommand {
         #[arg(required = true)]
         models: Vec<String>,
     },
+    /// Check an ONNX file against a spec (load it, run one image) and add it to your models,
+    /// so that `--model NAME` finds it
+    #[command(after_help = "The spec describes task, input, preprocessing, labels and decoder; \
+see docs/model-spec.md for one example per decoder, or start from \
+`strix models show nanodet_m_416 --toml`. Use `strix models inspect FILE.onnx` to see the \
+input and output names and shapes the spec must match. Models are stored under \
+$STRIX_HOME/models (default: the user data folder + /strix).")]
+    Import {
+        /// The ONNX file (it becomes the spec's weights)
+        onnx: PathBuf,
+        /// The model spec (TOML)
+        #[arg(long, value_name = "SPEC.toml")]
+        spec: PathBuf,
+        /// Import under this name instead of the spec's
+        #[arg(long)]
+        name: Option<String>,
+        /// Replace an imported model of the same name
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+    },
+    /// Print an ONNX file's inputs, outputs, opset and operators, to help write its spec
+    Inspect {
+        onnx: PathBuf,
+        /// JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The tasks a model can do, as `--task` spells them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TaskArg {
+    Classify,
+    Detect,
+    Pose,
+    Segment,
+    Faces,
+    Text,
+}
+
+impl From<TaskArg> for strix_zoo::Task {
+    fn from(t: TaskArg) -> Self {
+        use strix_zoo::Task;
+        match t {
+            TaskArg::Classify => Task::Classify,
+            TaskArg::Detect => Task::Detect,
+            TaskArg::Pose => Task::Pose,
+            TaskArg::Segment => Task::Segment,
+            TaskArg::Faces => Task::Faces,
+            TaskArg::Text => Task::Text,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -42,8 +42,7 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>, problems: &mut Vec<(PathBuf, Strin
         };
         if kind.is_dir() {
             walk(&path, files, problems);
-        } else if (kind.is_file() || (kind.is_symlink() && path.is_file())) && is_image_name(&path)
-        {
+        } else if (kind.is_file() || (kind.is_symlink() && path.is_file())) && is_image_name(&path) {
             files.push(path);
         }
     }
@@ -69,10 +68,8 @@ mod tests {
         }
         std::fs::create_dir(d.join("empty")).unwrap();
         let (files, problems) = expand(&[d.to_path_buf(), d.join("notes.txt"), d.join("empty")]);
-        let names: Vec<String> = files
-            .iter()
-            .map(|p| p.strip_prefix(d).unwrap().to_string_lossy().into_owned())
-            .collect();
+        let names: Vec<String> =
+            files.iter().map(|p| p.strip_prefix(d).unwrap().to_string_lossy().into_owned()).collect();
         assert_eq!(names, vec!["a.png", "b.JPG", "sub/c.webp", "notes.txt"]);
         assert_eq!(problems.len(), 1);
         assert!(problems[0].1.contains("no image files"));

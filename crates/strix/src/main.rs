@@ -39,16 +39,10 @@ fn init_logging(global: &Global) {
         (true, _) => "error",
         (false, 0) => "warn",
         (false, 1) => "warn,strix=info,strix_zoo=info,strix_runtime=info,strix_pipeline=info",
-        (false, _) => {
-            "info,strix=debug,strix_zoo=debug,strix_runtime=debug,strix_pipeline=debug,strix_vision=debug"
-        }
+        (false, _) => "info,strix=debug,strix_zoo=debug,strix_runtime=debug,strix_pipeline=debug,strix_vision=debug",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 }
 
 /// Model-file lookup from the global flags (which clap also fills from the STRIX_* variables).
@@ -58,9 +52,7 @@ fn resolver(global: &Global) -> Resolver {
         r.cache_dir = dir.clone();
     }
     if let Some(path) = &global.model_path {
-        r.search_path = std::env::split_paths(path)
-            .filter(|p| !p.as_os_str().is_empty())
-            .collect();
+        r.search_path = std::env::split_paths(path).filter(|p| !p.as_os_str().is_empty()).collect();
     }
     if let Some(hub) = &global.hub {
         r.hub = Some(hub.clone()).filter(|h| !h.is_empty());
@@ -72,10 +64,7 @@ fn resolver(global: &Global) -> Resolver {
 fn open_runtime(args: &RuntimeArgs) -> Result<Box<dyn Runtime>> {
     let options = RuntimeOptions {
         threads: args.threads,
-        ort_library: args
-            .ort_lib
-            .clone()
-            .filter(|p: &PathBuf| !p.as_os_str().is_empty()),
+        ort_library: args.ort_lib.clone().filter(|p: &PathBuf| !p.as_os_str().is_empty()),
     };
     Ok(strix_runtime::open(args.backend, &options)?)
 }

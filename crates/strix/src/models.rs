@@ -1,29 +1,23 @@
-//! `strix models list | show | fetch`.
+//! `strix models list | show | fetch | import | inspect`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use strix_core::{NoProgress, TensorInfo};
-use strix_vision::{ChannelOrder, Layout, Resize};
-use strix_zoo::{Artifact, DecoderSpec, LocatedSpec, ModelSpec, Resolver, builtin, locate};
+use strix_pipeline::{BatchOptions, Pipeline};
+use strix_vision::{ChannelOrder, Layout, Resize, RgbImage};
+use strix_zoo::{Artifact, LocatedSpec, ModelSpec, Resolver, builtin, locate, store};
 
-use crate::cli::{Global, ModelsCommand, ShowFormat};
+use crate::cli::{Global, ModelsCommand, RuntimeArgs, ShowFormat};
 use crate::progress::Bars;
 use crate::{open_runtime, resolver};
 
 pub fn run(global: &Global, cmd: &ModelsCommand) -> Result<ExitCode> {
     match cmd {
         ModelsCommand::List { json } => list(global, *json),
-        ModelsCommand::Show {
-            model,
-            format,
-            toml,
-            json,
-            io,
-            runtime,
-        } => {
+        ModelsCommand::Show { model, format, toml, json, io, runtime } => {
             let format = if *toml {
                 ShowFormat::Toml
             } else if *json {
@@ -34,6 +28,10 @@ pub fn run(global: &Global, cmd: &ModelsCommand) -> Result<ExitCode> {
             show(global, model, format, io.then_some(runtime))
         }
         ModelsCommand::Fetch { models } => fetch(global, models),
+        ModelsCommand::Import { onnx, spec, name, force, runtime } => {
+            import(global, onnx, spec, name.as_deref(), *force, runtime)
+        }
+        ModelsCommand::Inspect { onnx, json } => inspect(onnx, *json),
     }
 }
 
@@ -49,41 +47,43 @@ enum Availability {
     Missing(String),
 }
 
-fn availability(
-    resolver: &Resolver,
-    artifact: &Artifact,
-    base: Option<&std::path::Path>,
-) -> Availability {
-    let offline = Resolver {
-        offline: true,
-        ..resolver.clone()
-    };
+fn availability(resolver: &Resolver, artifact: &Artifact, base: Option<&Path>) -> Availability {
+    let offline = Resolver { offline: true, ..resolver.clone() };
     match offline.fetch(artifact, base, &NoProgress) {
         Ok(path) => Availability::Local(path),
         Err(e) => {
             let url = artifact.url.clone().or_else(|| {
                 base.is_none()
-                    .then(|| {
-                        resolver
-                            .hub
-                            .as_ref()
-                            .map(|h| format!("{}/{}", h.trim_end_matches('/'), artifact.file))
-                    })
+                    .then(|| resolver.hub.as_ref().map(|h| format!("{}/{}", h.trim_end_matches('/'), artifact.file)))
                     .flatten()
             });
             match url {
-                Some(url) if !resolver.offline && artifact.sha256.is_some() => {
-                    Availability::Download(url)
-                }
+                Some(url) if !resolver.offline && artifact.sha256.is_some() => Availability::Download(url),
                 _ => Availability::Missing(e.to_string()),
             }
         }
     }
 }
 
+/// A model's files together: the worst availability of its weights and networks.
+fn model_availability(resolver: &Resolver, located: &LocatedSpec) -> Availability {
+    let base = located.base.as_deref();
+    let mut all = std::iter::once(&located.spec.weights).chain(located.spec.networks.values());
+    let mut worst = availability(resolver, all.next().expect("weights"), base);
+    for a in all {
+        match (availability(resolver, a, base), &worst) {
+            (m @ Availability::Missing(_), _) => worst = m,
+            (d @ Availability::Download(_), Availability::Local(_)) => worst = d,
+            _ => {}
+        }
+    }
+    worst
+}
+
 #[derive(Serialize)]
 struct ListRow {
     name: String,
+    origin: String,
     task: String,
     input: String,
     size: Option<u64>,
@@ -93,25 +93,31 @@ struct ListRow {
 
 fn list(global: &Global, json: bool) -> Result<ExitCode> {
     let resolver = resolver(global);
-    let rows: Vec<ListRow> = builtin::all()?
+    let mut located: Vec<LocatedSpec> = builtin::all()?
         .into_iter()
-        .map(|spec| ListRow {
-            input: format!("{}x{}", spec.input.width, spec.input.height),
-            size: spec.weights.size,
-            weights: availability(&resolver, &spec.weights, None),
-            task: spec.task.to_string(),
-            summary: spec.summary.clone(),
-            name: spec.name,
+        .map(|spec| LocatedSpec { origin: format!("zoo:{}", spec.name), spec, base: None })
+        .collect();
+    for name in store::names() {
+        located.push(locate(&name)?);
+    }
+    let rows: Vec<ListRow> = located
+        .iter()
+        .map(|l| ListRow {
+            input: l.spec.input.as_ref().map_or_else(|| "any".to_string(), |i| format!("{}x{}", i.width, i.height)),
+            size: Some(l.spec.weights.size.unwrap_or(0) + l.spec.networks.values().filter_map(|a| a.size).sum::<u64>())
+                .filter(|&s| s > 0),
+            weights: model_availability(&resolver, l),
+            task: l.spec.task.to_string(),
+            summary: l.spec.summary.clone(),
+            origin: if l.origin.starts_with("zoo:") { "zoo".into() } else { "imported".into() },
+            name: l.spec.name.clone(),
         })
         .collect();
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
-        "{:<22} {:<9} {:<9} {:>9}  {:<9} SUMMARY",
-        "NAME", "TASK", "INPUT", "SIZE", "WEIGHTS"
-    );
+    println!("{:<22} {:<9} {:<9} {:>9}  {:<9} SUMMARY", "NAME", "TASK", "INPUT", "SIZE", "WEIGHTS");
     for r in rows {
         let here = match r.weights {
             Availability::Local(_) => "here",
@@ -119,10 +125,8 @@ fn list(global: &Global, json: bool) -> Result<ExitCode> {
             Availability::Missing(_) => "missing",
         };
         let size = r.size.map(mib).unwrap_or_else(|| "?".into());
-        println!(
-            "{:<22} {:<9} {:<9} {:>9}  {:<9} {}",
-            r.name, r.task, r.input, size, here, r.summary
-        );
+        let summary = if r.origin == "imported" { format!("(imported) {}", r.summary) } else { r.summary };
+        println!("{:<22} {:<9} {:<9} {:>9}  {:<9} {}", r.name, r.task, r.input, size, here, summary);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -142,32 +146,21 @@ struct ShowJson<'a> {
     outputs: Option<Vec<TensorInfo>>,
 }
 
-fn show(
-    global: &Global,
-    model: &str,
-    format: ShowFormat,
-    io: Option<&crate::cli::RuntimeArgs>,
-) -> Result<ExitCode> {
+fn show(global: &Global, model: &str, format: ShowFormat, io: Option<&RuntimeArgs>) -> Result<ExitCode> {
     let located = locate(model)?;
     let resolver = resolver(global);
     if format == ShowFormat::Toml {
         print!("{}", located.spec.to_toml());
         return Ok(ExitCode::SUCCESS);
     }
-    let weights = availability(&resolver, &located.spec.weights, located.base.as_deref());
+    let weights = model_availability(&resolver, &located);
     let io_info = match io {
         Some(args) => Some(load_io(global, &located, args)?),
         None => None,
     };
     if format == ShowFormat::Json {
         let (inputs, outputs) = io_info.unzip();
-        let doc = ShowJson {
-            origin: &located.origin,
-            spec: &located.spec,
-            weights,
-            inputs,
-            outputs,
-        };
+        let doc = ShowJson { origin: &located.origin, spec: &located.spec, weights, inputs, outputs };
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -184,85 +177,62 @@ fn show(
     if let Some(s) = &spec.source {
         field("source", s);
     }
-    let w = &spec.weights;
-    let mut weights_line = w.file.clone();
-    if let Some(size) = w.size {
-        weights_line.push_str(&format!("  {}", mib(size)));
+    let artifact = |a: &Artifact| {
+        let mut line = a.file.clone();
+        if let Some(size) = a.size {
+            line.push_str(&format!("  {}", mib(size)));
+        }
+        if let Some(sha) = &a.sha256 {
+            line.push_str(&format!("  sha256 {sha}"));
+        }
+        line
+    };
+    field("weights", &artifact(&spec.weights));
+    for (name, a) in &spec.networks {
+        field(&format!("net {name}"), &artifact(a));
     }
-    if let Some(sha) = &w.sha256 {
-        weights_line.push_str(&format!("  sha256 {sha}"));
-    }
-    field("weights", &weights_line);
     field(
         "",
         &match weights {
             Availability::Local(p) => format!("-> {}", p.display()),
-            Availability::Download(url) => {
-                format!("not here yet; `strix models fetch` downloads it from {url}")
-            }
+            Availability::Download(url) => format!("not here yet; `strix models fetch` downloads it from {url}"),
             Availability::Missing(why) => format!("not available: {why}"),
         },
     );
     match &spec.labels {
-        Some(l) if !l.names.is_empty() => field(
-            "labels",
-            &format!("{} names: {}", l.names.len(), l.names.join(", ")),
-        ),
-        Some(l) => field("labels", l.file.as_deref().unwrap_or("")),
-        None => field("labels", "none (classes are shown by number)"),
-    }
-    let i = &spec.input;
-    let layout = match i.layout {
-        Layout::Nchw => "NCHW",
-        Layout::Nhwc => "NHWC",
-    };
-    field(
-        "input",
-        &format!(
-            "{} {:?} {layout} {}x{}",
-            i.name.as_deref().unwrap_or("(first)"),
-            i.dtype,
-            i.width,
-            i.height
-        )
-        .to_lowercase()
-        .replace("nchw", "NCHW")
-        .replace("nhwc", "NHWC"),
-    );
-    let p = &spec.preprocess;
-    let resize = match p.resize {
-        Resize::Stretch {} => "resize to the input size (aspect ratio not kept)".to_string(),
-        Resize::ShorterSideCrop { shorter_side } => {
-            format!("resize shorter side to {shorter_side}, centre crop")
+        Some(l) if !l.names.is_empty() => {
+            let shown: Vec<&str> = l.names.iter().take(12).map(String::as_str).collect();
+            let more = if l.names.len() > 12 { ", ..." } else { "" };
+            field("labels", &format!("{} names: {}{more}", l.names.len(), shown.join(", ")));
         }
-        Resize::PadSquare {} => "pad to a centred square (black), resize".to_string(),
-        Resize::Letterbox { fill } => format!("letterbox (aspect kept, padded with {fill})"),
-    };
-    let channels = match p.channels {
-        ChannelOrder::Rgb => "RGB",
-        ChannelOrder::Bgr => "BGR",
-    };
-    field(
-        "preprocess",
-        &format!("{resize}; {channels}; (x - {:?}) / {:?}", p.mean, p.std),
-    );
-    match &spec.decoder {
-        DecoderSpec::Classify { softmax, output } => field(
-            "decoder",
-            &format!(
-                "classify{}{}",
-                if *softmax {
-                    ", softmax over logits"
-                } else {
-                    ", outputs are probabilities"
-                },
-                output
-                    .as_ref()
-                    .map(|o| format!(", output {o}"))
-                    .unwrap_or_default()
-            ),
-        ),
+        Some(l) => field("labels", l.file.as_deref().unwrap_or("")),
+        None => field("labels", "none"),
     }
+    if let (Some(i), Some(p)) = (&spec.input, &spec.preprocess) {
+        let layout = match i.layout {
+            Layout::Nchw => "NCHW",
+            Layout::Nhwc => "NHWC",
+        };
+        let dtype = i.dtype.dtype();
+        field(
+            "input",
+            &format!("{} {dtype} {layout} {}x{}", i.name.as_deref().unwrap_or("(first)"), i.width, i.height),
+        );
+        let resize = match p.resize {
+            Resize::Stretch {} => "resize to the input size (aspect ratio not kept)".to_string(),
+            Resize::ShorterSideCrop { shorter_side } => format!("resize shorter side to {shorter_side}, centre crop"),
+            Resize::PadSquare {} => "pad to a centred square (black), resize".to_string(),
+            Resize::Letterbox { fill } => format!("letterbox (aspect kept, padded with {fill})"),
+        };
+        let channels = match p.channels {
+            ChannelOrder::Rgb => "RGB",
+            ChannelOrder::Bgr => "BGR",
+        };
+        field("preprocess", &format!("{resize}; {channels}; (x - {:?}) / {:?}", p.mean, p.std));
+    } else {
+        field("input", "any size (the decoder prepares each network's input)");
+    }
+    field("decoder", &decoder_summary(spec));
     if let Some((inputs, outputs)) = io_info {
         for t in inputs {
             field("onnx in", &t.describe());
@@ -274,17 +244,27 @@ fn show(
     Ok(ExitCode::SUCCESS)
 }
 
-fn load_io(
-    global: &Global,
-    located: &LocatedSpec,
-    args: &crate::cli::RuntimeArgs,
-) -> Result<(Vec<TensorInfo>, Vec<TensorInfo>)> {
+/// `kind (key = value, ...)` from the decoder's TOML, nested tables inlined.
+fn decoder_summary(spec: &ModelSpec) -> String {
+    let Ok(toml::Value::Table(table)) = toml::Value::try_from(&spec.decoder) else {
+        return format!("{:?}", spec.decoder);
+    };
+    let kind = table.get("kind").and_then(|v| v.as_str()).unwrap_or("?").to_string();
+    let mut parts = Vec::new();
+    for (k, v) in table.iter().filter(|(k, _)| *k != "kind") {
+        match v {
+            toml::Value::Table(inner) => parts.extend(inner.iter().map(|(ik, iv)| format!("{k}.{ik} = {iv}"))),
+            other => parts.push(format!("{k} = {other}")),
+        }
+    }
+    if parts.is_empty() { kind } else { format!("{kind} ({})", parts.join(", ")) }
+}
+
+fn load_io(global: &Global, located: &LocatedSpec, args: &RuntimeArgs) -> Result<(Vec<TensorInfo>, Vec<TensorInfo>)> {
     let bars = Bars::new(global.quiet);
     let weights = resolver(global).fetch(&located.spec.weights, located.base.as_deref(), &bars)?;
     let runtime = open_runtime(args)?;
-    let session = runtime
-        .load(&weights)
-        .with_context(|| format!("cannot load {}", located.spec.name))?;
+    let session = runtime.load(&weights).with_context(|| format!("cannot load {}", located.spec.name))?;
     Ok((session.inputs().to_vec(), session.outputs().to_vec()))
 }
 
@@ -293,9 +273,8 @@ fn fetch(global: &Global, models: &[String]) -> Result<ExitCode> {
     let bars = Bars::new(global.quiet);
     let mut failed = false;
     for name in models {
-        let result = locate(name)
-            .map_err(anyhow::Error::from)
-            .and_then(|located| Ok(resolver.resolve(&located, &bars)?));
+        let result =
+            locate(name).map_err(anyhow::Error::from).and_then(|located| Ok(resolver.resolve(&located, &bars)?));
         match result {
             Ok(model) => println!("{}: {}", model.spec.name, model.weights.display()),
             Err(e) => {
@@ -304,9 +283,112 @@ fn fetch(global: &Global, models: &[String]) -> Result<ExitCode> {
             }
         }
     }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// Check an ONNX file against a spec by loading it and running one image through it, then
+/// copy both into the local store so `--model NAME` finds them.
+fn import(
+    global: &Global,
+    onnx: &Path,
+    spec_path: &Path,
+    name: Option<&str>,
+    force: bool,
+    runtime_args: &RuntimeArgs,
+) -> Result<ExitCode> {
+    if !onnx.is_file() {
+        bail!("{}: model file not found", onnx.display());
+    }
+    let mut located = locate(&spec_path.display().to_string())?;
+    if spec_path.extension().and_then(|e| e.to_str()) != Some("toml") {
+        bail!("{}: the spec must be a .toml file", spec_path.display());
+    }
+    if let Some(name) = name {
+        strix_zoo::check_name(name).map_err(anyhow::Error::msg)?;
+        located.spec.name = name.to_string();
+    }
+    // The file given on the command line is the weights, whatever the spec's `file` says;
+    // other networks and a labels file are found beside the spec.
+    let file_name = onnx.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    located.spec.weights = Artifact { file: file_name, sha256: None, url: None, size: None };
+    let bars = Bars::new(global.quiet);
+    let model = resolve_parts(&resolver(global), &located, onnx, &bars)?;
+    let runtime = open_runtime(runtime_args)?;
+    let pipeline = Pipeline::load(model.clone(), runtime.as_ref())
+        .with_context(|| format!("{} does not fit {}", onnx.display(), spec_path.display()))?;
+    // One inference on a plain grey picture: the decoder checks every output's shape.
+    let probe = RgbImage::from_pixel(320, 240, image::Rgb([128, 128, 128]));
+    pipeline
+        .predict_images(&[probe], &BatchOptions::default())
+        .with_context(|| format!("{} does not fit {}: a test inference failed", onnx.display(), spec_path.display()))?;
+    let installed = store::install(&model, force)?;
+    println!(
+        "imported {} ({} model) into {}\n  try: strix predict --model {} IMAGE",
+        model.spec.name,
+        model.spec.task,
+        installed.display(),
+        model.spec.name
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolve a spec whose weights are elsewhere than its other files.
+fn resolve_parts(
+    resolver: &Resolver,
+    located: &LocatedSpec,
+    weights: &Path,
+    bars: &Bars,
+) -> Result<strix_zoo::ResolvedModel> {
+    let base = located.base.as_deref();
+    let spec = &located.spec;
+    let mut networks = std::collections::BTreeMap::new();
+    for (name, artifact) in &spec.networks {
+        networks.insert(name.clone(), resolver.fetch(artifact, base, bars)?);
+    }
+    let labels = match &spec.labels {
+        None => Vec::new(),
+        Some(l) => match l.artifact() {
+            Some(file) => strix_zoo::read_labels(&resolver.fetch(&file, base, bars)?)?,
+            None => l.names.clone(),
+        },
+    };
+    Ok(strix_zoo::ResolvedModel {
+        spec: spec.clone(),
+        weights: weights.to_path_buf(),
+        networks,
+        labels,
+        origin: located.origin.clone(),
     })
+}
+
+fn inspect(onnx: &Path, json: bool) -> Result<ExitCode> {
+    let info = strix_runtime::inspect(onnx)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{}", onnx.display());
+    println!("  producer    {}", if info.producer.is_empty() { "(not recorded)" } else { &info.producer });
+    let opsets: Vec<String> = info.opsets.iter().map(|(d, v)| format!("{d} {v}")).collect();
+    println!("  ir / opset  {} / {}", info.ir_version, opsets.join(", "));
+    println!("  weights     {} tensors, {} parameters", info.initializers, info.parameters);
+    for t in &info.inputs {
+        println!("  input       {}", t.describe());
+    }
+    for t in &info.outputs {
+        println!("  output      {}", t.describe());
+    }
+    let mut ops: Vec<(&String, &usize)> = info.ops.iter().collect();
+    ops.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let total: usize = info.ops.values().sum();
+    println!("  ops         {total} nodes");
+    for (op, n) in ops {
+        println!("    {n:>5}  {op}");
+    }
+    for (k, v) in &info.metadata {
+        let v =
+            if v.chars().count() > 80 { format!("{}...", v.chars().take(80).collect::<String>()) } else { v.clone() };
+        println!("  metadata    {k} = {v}");
+    }
+    Ok(ExitCode::SUCCESS)
 }

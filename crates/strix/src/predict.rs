@@ -1,14 +1,18 @@
-//! `strix predict`: images in, labels out.
+//! `strix predict`: images in, answers out.
 
+use std::collections::HashSet;
+use std::fmt::Write as _;
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
-use strix_pipeline::rekognition::{DetectLabels, ErrorBody};
-use strix_pipeline::{BatchOptions, ImageOutcome, Pipeline, Prediction};
-use strix_vision::DecodeLimits;
+use strix_pipeline::rekognition::{ErrorBody, Response};
+use strix_pipeline::{Answer, BatchOptions, ImageOutcome, Pipeline, Prediction, annotate};
+use strix_vision::{DecodeLimits, decode_file, segment};
+use strix_zoo::builtin;
 
 use crate::cli::{Global, PredictArgs};
 use crate::progress::Bars;
@@ -20,7 +24,7 @@ use crate::{inputs, open_runtime, resolver};
 struct JsonLine {
     image: String,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    labels: Option<DetectLabels>,
+    response: Option<Response>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<ErrorBody>,
 }
@@ -32,11 +36,24 @@ pub fn run(global: &Global, args: &PredictArgs) -> Result<ExitCode> {
         eprintln!("error: {}: {problem}", path.display());
     }
     if files.is_empty() {
-        bail!("no images to classify");
+        bail!("no images to read");
+    }
+    for dir in [&args.save_annotated, &args.save_masks].into_iter().flatten() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
 
     let started = Instant::now();
-    let located = strix_zoo::locate(&args.model)?;
+    let model_name = match (&args.model, args.task) {
+        (Some(m), _) => m.clone(),
+        (None, Some(task)) => builtin::default_for(task.into()).to_string(),
+        (None, None) => builtin::DEFAULT_CLASSIFIER.to_string(),
+    };
+    let located = strix_zoo::locate(&model_name)?;
+    if let Some(task) = args.task
+        && located.spec.task != task.into()
+    {
+        bail!("{} is a {} model, not {}", located.spec.name, located.spec.task, strix_zoo::Task::from(task));
+    }
     let model = resolver(global).resolve(&located, &bars)?;
     let runtime = open_runtime(&args.runtime)?;
     let name = model.spec.name.clone();
@@ -48,10 +65,7 @@ pub fn run(global: &Global, args: &PredictArgs) -> Result<ExitCode> {
     let options = BatchOptions {
         batch: args.batch as usize,
         top_k: args.top_k.max(1),
-        limits: DecodeLimits {
-            max_pixels: args.max_pixels,
-            ..DecodeLimits::default()
-        },
+        limits: DecodeLimits { max_pixels: args.max_pixels, ..DecodeLimits::default() },
         workers: args.workers.map(|w| w as usize),
     };
     let mut failed = problems.len();
@@ -59,19 +73,28 @@ pub fn run(global: &Global, args: &PredictArgs) -> Result<ExitCode> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut write_error: Option<std::io::Error> = None;
+    let mut names = OutputNames::default();
     let stats = pipeline.predict_files(&files, &options, &bars, |outcome: ImageOutcome| {
         let line = match &outcome.result {
             Ok(p) => {
                 done += 1;
-                render(&outcome, p, &name, args.json)
+                let saved = save_outputs(args, &outcome.path, p, &options.limits, &mut names);
+                let mask_file = match saved {
+                    Ok(mask_file) => mask_file,
+                    Err(e) => {
+                        bars.suspend(|| eprintln!("error: {}: {e:#}", outcome.path.display()));
+                        None
+                    }
+                };
+                Some(render(&outcome.path, p, &name, args.json, mask_file.as_deref()))
             }
             Err(e) => {
                 failed += 1;
                 bars.suspend(|| eprintln!("error: {}: {e}", outcome.path.display()));
                 args.json.then(|| {
-                    json_line(JsonLine {
+                    json_line(&JsonLine {
                         image: outcome.path.display().to_string(),
-                        labels: None,
+                        response: None,
                         error: Some(ErrorBody::from_error(e)),
                     })
                 })
@@ -79,8 +102,7 @@ pub fn run(global: &Global, args: &PredictArgs) -> Result<ExitCode> {
         };
         if let Some(line) = line
             && write_error.is_none()
-            && let Err(e) =
-                bars.suspend(|| out.write_all(line.as_bytes()).and_then(|()| out.flush()))
+            && let Err(e) = bars.suspend(|| out.write_all(line.as_bytes()).and_then(|()| out.flush()))
         {
             write_error = Some(e);
         }
@@ -95,58 +117,135 @@ pub fn run(global: &Global, args: &PredictArgs) -> Result<ExitCode> {
         // Throughput counts from the first image: loading the model is reported apart.
         let secs = stats.run.as_secs_f64();
         eprintln!(
-            "{done} of {} images classified with {name} on {} in {secs:.2} s ({:.1} images/s; \
+            "{done} of {} images read by {name} ({}) on {} in {secs:.2} s ({:.1} images/s; \
              {} worker(s) x {} thread(s), batch {}; model ready in {:.2} s){}",
             files.len() + problems.len(),
+            pipeline.task(),
             runtime.version(),
             done as f64 / secs.max(1e-9),
             stats.workers,
             stats.threads,
             stats.batch,
             (ready - started + stats.setup).as_secs_f64(),
-            if failed > 0 {
-                format!(", {failed} failed")
-            } else {
-                String::new()
-            }
+            if failed > 0 { format!(", {failed} failed") } else { String::new() }
         );
     }
-    Ok(if failed > 0 {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
-fn render(
-    outcome: &ImageOutcome,
-    prediction: &Prediction,
-    model: &str,
-    json: bool,
-) -> Option<String> {
-    let image = outcome.path.display().to_string();
+/// File names for saved outputs, unique within the run (two `a.jpg` from different folders
+/// become `a` and `a-2`).
+#[derive(Default)]
+struct OutputNames(HashSet<String>);
+
+impl OutputNames {
+    fn stem(&mut self, path: &Path) -> String {
+        let base = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
+        let mut stem = base.clone();
+        let mut n = 1;
+        while !self.0.insert(stem.clone()) {
+            n += 1;
+            stem = format!("{base}-{n}");
+        }
+        stem
+    }
+}
+
+/// Write the annotated image and the mask PNG when asked; returns the mask's path.
+fn save_outputs(
+    args: &PredictArgs,
+    path: &Path,
+    p: &Prediction,
+    limits: &DecodeLimits,
+    names: &mut OutputNames,
+) -> Result<Option<String>> {
+    if args.save_annotated.is_none() && args.save_masks.is_none() {
+        return Ok(None);
+    }
+    let stem = names.stem(path);
+    let mut mask_file = None;
+    if let (Some(dir), Answer::Mask { mask }) = (&args.save_masks, &p.answer) {
+        let file: PathBuf = dir.join(format!("{stem}.mask.png"));
+        segment::mask_image(mask).save(&file).with_context(|| format!("cannot write {}", file.display()))?;
+        mask_file = Some(file.display().to_string());
+    }
+    if let Some(dir) = &args.save_annotated {
+        // Decoded again rather than kept from the run, so memory stays flat over many images.
+        let mut img = decode_file(path, limits)?;
+        annotate(&mut img, p);
+        let file = dir.join(format!("{stem}.jpg"));
+        img.save(&file).with_context(|| format!("cannot write {}", file.display()))?;
+    }
+    Ok(mask_file)
+}
+
+fn render(path: &Path, p: &Prediction, model: &str, json: bool, mask_file: Option<&str>) -> String {
+    let image = path.display().to_string();
     if json {
-        return Some(json_line(JsonLine {
-            image,
-            labels: Some(DetectLabels::from_prediction(prediction, model)),
-            error: None,
-        }));
+        let mut response = Response::from_prediction(p, model);
+        if let Response::Segmentation { segmentation, .. } = &mut response {
+            segmentation.mask_file = mask_file.map(str::to_string);
+        }
+        return json_line(&JsonLine { image, response: Some(response), error: None });
     }
-    let Prediction::Labels { classes } = prediction;
     let mut text = format!("{image}\n");
-    for c in classes {
-        text.push_str(&format!(
-            "  {:>6.2}%  {} ({})\n",
-            c.score * 100.0,
-            c.label,
-            c.class_id
-        ));
+    let b = |b: &strix_core::BBox| format!("[{:.1}, {:.1}, {:.1}, {:.1}]", b.x1, b.y1, b.x2, b.y2);
+    match &p.answer {
+        Answer::Labels { classes } => {
+            for c in classes {
+                let _ = writeln!(text, "  {:>6.2}%  {} ({})", c.score * 100.0, c.label, c.class_id);
+            }
+        }
+        Answer::Objects { objects } => {
+            if objects.is_empty() {
+                text.push_str("  no objects\n");
+            }
+            for d in objects {
+                let _ = writeln!(text, "  {:>6.2}%  {:<14} {}", d.score * 100.0, d.label, b(&d.bbox));
+            }
+        }
+        Answer::People { people } => {
+            for person in people {
+                let _ = writeln!(text, "  person {:.1}%  {}", person.score * 100.0, b(&person.bbox));
+                for k in &person.keypoints {
+                    let _ = writeln!(text, "    {:<15} {:>5.1}%  ({:.1}, {:.1})", k.name, k.score * 100.0, k.x, k.y);
+                }
+            }
+        }
+        Answer::Mask { mask } => {
+            for (class, coverage) in
+                mask.classes.iter().zip(mask.coverage()).skip(usize::from(mask.probability.is_some()))
+            {
+                let _ = writeln!(text, "  {:>6.2}%  of the image is {class}", coverage * 100.0);
+            }
+            if let Some(f) = mask_file {
+                let _ = writeln!(text, "  mask: {f}");
+            }
+        }
+        Answer::Faces { faces } => {
+            if faces.is_empty() {
+                text.push_str("  no faces\n");
+            }
+            for f in faces {
+                let marks: Vec<String> =
+                    f.landmarks.iter().map(|k| format!("{} ({:.0}, {:.0})", k.name, k.x, k.y)).collect();
+                let _ = writeln!(text, "  face {:.1}%  {}  {}", f.score * 100.0, b(&f.bbox), marks.join(" "));
+            }
+        }
+        Answer::Text { lines } => {
+            if lines.is_empty() {
+                text.push_str("  no text\n");
+            }
+            for l in lines {
+                let _ = writeln!(text, "  {:>6.2}%  {:?}  {}", l.score * 100.0, l.text, b(&l.bbox()));
+            }
+        }
     }
-    Some(text)
+    text
 }
 
-fn json_line(line: JsonLine) -> String {
-    let mut s = serde_json::to_string(&line).unwrap_or_else(|e| format!("{{\"Error\":\"{e}\"}}"));
+fn json_line(line: &JsonLine) -> String {
+    let mut s = serde_json::to_string(line).unwrap_or_else(|e| format!("{{\"Error\":\"{e}\"}}"));
     s.push('\n');
     s
 }

@@ -16,10 +16,7 @@ pub struct Bars {
 
 impl Bars {
     pub fn new(quiet: bool) -> Self {
-        Bars {
-            enabled: !quiet && std::io::stderr().is_terminal(),
-            bar: Mutex::new(None),
-        }
+        Bars { enabled: !quiet && std::io::stderr().is_terminal(), bar: Mutex::new(None) }
     }
 
     /// Run `f` (which prints) with the bar hidden, so lines and bar do not interleave.
@@ -38,9 +35,7 @@ impl Progress for Bars {
             return;
         }
         let template = match (unit, total.is_some()) {
-            (ProgressUnit::Bytes, true) => {
-                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
-            }
+            (ProgressUnit::Bytes, true) => "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
             (ProgressUnit::Bytes, false) => "{spinner} {msg} {bytes} {bytes_per_sec}",
             (ProgressUnit::Items, true) => "{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
             (ProgressUnit::Items, false) => "{spinner} {msg} {pos} {per_sec}",

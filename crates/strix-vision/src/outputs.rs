@@ -1,0 +1,48 @@
+//! A model's outputs by name, as decoders read them.
+
+use strix_core::Tensor;
+
+use crate::VisionError;
+
+/// The tensors one run produced, with the names the model gives them.
+#[derive(Clone, Copy, Debug)]
+pub struct Outputs<'a> {
+    names: &'a [String],
+    tensors: &'a [Tensor],
+}
+
+impl<'a> Outputs<'a> {
+    pub fn new(names: &'a [String], tensors: &'a [Tensor]) -> Self {
+        Outputs { names, tensors }
+    }
+
+    /// The output called `name`, or the first output when `name` is `None`.
+    pub fn get(&self, name: Option<&str>) -> Result<&'a Tensor, VisionError> {
+        match name {
+            None => self.tensors.first().ok_or_else(|| self.missing("(any)")),
+            Some(name) => self.named(name),
+        }
+    }
+
+    pub fn named(&self, name: &str) -> Result<&'a Tensor, VisionError> {
+        self.names.iter().position(|n| n == name).and_then(|i| self.tensors.get(i)).ok_or_else(|| self.missing(name))
+    }
+
+    fn missing(&self, name: &str) -> VisionError {
+        VisionError::MissingOutput { name: name.to_string(), available: self.names.join(", ") }
+    }
+}
+
+/// Values of a float output, with a clear error for other types.
+pub(crate) fn floats<'a>(t: &'a Tensor, name: &str) -> Result<&'a [f32], VisionError> {
+    t.as_f32().map_err(|_| VisionError::OutputShape {
+        name: name.to_string(),
+        shape: t.shape().to_vec(),
+        expected: format!("a float output, not {}", t.dtype()),
+    })
+}
+
+/// Label of a class id, or `class N` when the spec gives no name for it.
+pub(crate) fn label(labels: &[String], id: usize) -> String {
+    labels.get(id).cloned().unwrap_or_else(|| format!("class {id}"))
+}

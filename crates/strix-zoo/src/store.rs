@@ -1,0 +1,100 @@
+//! Models the user imported: one folder per model under `STRIX_HOME/models` holding the spec
+//! (`NAME.toml`) and every file it names, found by name like zoo entries.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::spec::{Artifact, ModelSpec, check_name};
+use crate::{ResolvedModel, ZooError, builtin, sha256_file};
+
+/// Strix's data folder: `STRIX_HOME`, else the user data folder + `strix`.
+pub fn home() -> PathBuf {
+    std::env::var_os("STRIX_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| dirs::data_dir().map(|d| d.join("strix")))
+        .unwrap_or_else(|| PathBuf::from(".strix"))
+}
+
+fn models_dir() -> PathBuf {
+    home().join("models")
+}
+
+/// The spec file of an imported model called `name`, if there is one.
+pub fn find(name: &str) -> Option<PathBuf> {
+    check_name(name).ok()?;
+    let path = models_dir().join(name).join(format!("{name}.toml"));
+    path.is_file().then_some(path)
+}
+
+/// Names of the imported models.
+pub fn names() -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(models_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| find(n).is_some())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Copy a resolved model's files into the store under `spec.name`, with a spec naming them
+/// by file name and digest. The folder appears whole or not at all (built aside, then renamed).
+pub fn install(model: &ResolvedModel, force: bool) -> Result<PathBuf, ZooError> {
+    let name = &model.spec.name;
+    let invalid = |message: String| ZooError::SpecInvalid { origin: model.origin.clone(), message };
+    if builtin::names().contains(&name.as_str()) {
+        return Err(invalid(format!("`{name}` is a zoo model; import under another name (--name)")));
+    }
+    let dir = models_dir();
+    let target = dir.join(name);
+    if target.exists() && !force {
+        return Err(invalid(format!(
+            "a model called `{name}` is already imported ({}); use --force to replace it",
+            target.display()
+        )));
+    }
+    fs::create_dir_all(&dir).map_err(|e| ZooError::io(&dir, e))?;
+    let staging = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let _ = fs::remove_dir_all(&staging);
+    fs::create_dir_all(&staging).map_err(|e| ZooError::io(&staging, e))?;
+    let result = (|| {
+        let mut spec = model.spec.clone();
+        spec.weights = copy_in(&model.weights, &staging, "weights")?;
+        for (net, path) in &model.networks {
+            spec.networks.insert(net.clone(), copy_in(path, &staging, net)?);
+        }
+        // Labels travel inside the spec: one file less to keep in step.
+        if let Some(labels) = &mut spec.labels {
+            labels.names = model.labels.clone();
+            labels.file = None;
+            labels.sha256 = None;
+            labels.url = None;
+        }
+        let spec_path = staging.join(format!("{name}.toml"));
+        let text = format!("# Imported by strix from {}\n{}", model.origin, spec.to_toml());
+        ModelSpec::from_toml(&text, &spec_path.display().to_string())?;
+        fs::write(&spec_path, text).map_err(|e| ZooError::io(&spec_path, e))?;
+        if target.exists() {
+            fs::remove_dir_all(&target).map_err(|e| ZooError::io(&target, e))?;
+        }
+        fs::rename(&staging, &target).map_err(|e| ZooError::io(&target, e))?;
+        Ok(target.join(format!("{name}.toml")))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&staging);
+    }
+    result
+}
+
+/// Copy a file into the staging folder as `ROLE-FILENAME`, described by its digest and size.
+fn copy_in(path: &Path, staging: &Path, role: &str) -> Result<Artifact, ZooError> {
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model.onnx".into());
+    let file = if role == "weights" { file_name } else { format!("{role}-{file_name}") };
+    let dest = staging.join(&file);
+    fs::copy(path, &dest).map_err(|e| ZooError::io(path, e))?;
+    let size = fs::metadata(&dest).map_err(|e| ZooError::io(&dest, e))?.len();
+    Ok(Artifact { file, sha256: Some(sha256_file(&dest)?), url: None, size: Some(size) })
+}

@@ -1,0 +1,227 @@
+//! Every zoo model of every task, on every backend, against the onnxruntime references in
+//! expected.json and reference/*.npy.
+
+use std::path::Path;
+
+use serde_json::Value;
+use strix_core::{BBox, Detection, Face};
+use strix_pipeline::{Answer, BatchOptions, Pipeline, Prediction};
+use strix_runtime::{Backend, RuntimeOptions, open};
+use strix_vision::{DecodeLimits, decode_file};
+use strix_zoo::Resolver;
+
+use crate::fixtures_or_skip;
+use crate::support::{backends, read_npy};
+
+pub fn expected(fx: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fx.join("expected.json")).unwrap()).unwrap()
+}
+
+/// A zoo (or spec-file) model loaded from the fixtures on `backend`.
+pub fn pipeline(fx: &Path, model: &str, backend: Backend) -> Pipeline {
+    let cache = std::env::temp_dir().join("strix-it-cache");
+    let resolver = Resolver { cache_dir: cache, search_path: vec![fx.join("models")], hub: None, offline: true };
+    let located = strix_zoo::locate(model).unwrap();
+    let resolved = resolver.resolve(&located, &strix_core::NoProgress).unwrap();
+    let runtime = open(backend, &RuntimeOptions::default()).unwrap();
+    Pipeline::load(resolved, runtime.as_ref()).unwrap_or_else(|e| panic!("{model} on {backend}: {e}"))
+}
+
+pub fn predict(p: &Pipeline, fx: &Path, image: &str) -> Prediction {
+    let img = decode_file(&fx.join(image), &DecodeLimits::default()).unwrap();
+    p.predict_images(&[img], &BatchOptions::default()).unwrap().remove(0)
+}
+
+fn bbox(v: &Value) -> BBox {
+    let f = |i: usize| v[i].as_f64().unwrap() as f32;
+    BBox::new(f(0), f(1), f(2), f(3))
+}
+
+pub fn objects(p: &Prediction) -> &[Detection] {
+    match &p.answer {
+        Answer::Objects { objects } => objects,
+        other => panic!("expected objects, got {other:?}"),
+    }
+}
+
+fn faces(p: &Prediction) -> &[Face] {
+    match &p.answer {
+        Answer::Faces { faces } => faces,
+        other => panic!("expected faces, got {other:?}"),
+    }
+}
+
+/// Every reference detection matched by class with IoU >= 0.9 and score within 0.02, and no
+/// detection of ours above `extra_above` that the reference lacks.
+pub fn check_detections(ours: &[Detection], reference: &[Value], what: &str, extra_above: f32) {
+    let matches = |d: &Detection, r: &Value| {
+        d.class_id as u64 == r["class_id"].as_u64().unwrap() && d.bbox.iou(&bbox(&r["box_xyxy_image"])) >= 0.9
+    };
+    for r in reference {
+        let found = ours.iter().find(|d| matches(d, r));
+        let Some(d) = found else {
+            panic!("{what}: reference {} {} not found in {ours:?}", r["label"], r["box_xyxy_image"])
+        };
+        let score = r["score"].as_f64().unwrap() as f32;
+        assert!((d.score - score).abs() <= 0.02, "{what}: {} score {} vs reference {score}", d.label, d.score);
+    }
+    for d in ours.iter().filter(|d| d.score > extra_above) {
+        assert!(reference.iter().any(|r| matches(d, r)), "{what}: extra detection {d:?}");
+    }
+}
+
+#[test]
+fn nanodet_finds_the_reference_detections() {
+    let fx = fixtures_or_skip!();
+    let exp = expected(&fx);
+    let results = exp["models"]["models/detect/nanodet_m_416.onnx"]["results"].as_object().unwrap();
+    for backend in backends() {
+        let p = pipeline(&fx, "nanodet_m_416", backend);
+        for (image, r) in results {
+            let ours = predict(&p, &fx, image);
+            check_detections(objects(&ours), r["detections"].as_array().unwrap(), &format!("{backend} {image}"), 0.35);
+        }
+    }
+}
+
+#[test]
+fn movenet_keypoints_within_3_px() {
+    let fx = fixtures_or_skip!();
+    let exp = expected(&fx);
+    let results = exp["models"]["models/pose/movenet_lightning_192.onnx"]["results"].as_object().unwrap();
+    for backend in backends() {
+        let p = pipeline(&fx, "movenet_lightning_192", backend);
+        for (image, r) in results {
+            let ours = predict(&p, &fx, image);
+            let Answer::People { people } = &ours.answer else { panic!("not a pose answer") };
+            let reference = r["keypoints"].as_array().unwrap();
+            assert_eq!(people[0].keypoints.len(), 17);
+            for (k, rk) in people[0].keypoints.iter().zip(reference) {
+                assert_eq!(k.name, rk["name"].as_str().unwrap());
+                let (x, y) = (rk["x_px"].as_f64().unwrap() as f32, rk["y_px"].as_f64().unwrap() as f32);
+                let d = ((k.x - x).powi(2) + (k.y - y).powi(2)).sqrt();
+                assert!(d <= 3.0, "{backend} {image} {}: ({}, {}) vs ({x}, {y})", k.name, k.x, k.y);
+            }
+        }
+    }
+}
+
+#[test]
+fn selfie_mask_matches_the_reference_mask() {
+    let fx = fixtures_or_skip!();
+    let exp = expected(&fx);
+    let results = exp["models"]["models/segment/selfie_256.onnx"]["results"].as_object().unwrap();
+    let (shape, reference) = read_npy(&fx.join("reference/selfie_256__astronaut__mask.npy"));
+    assert_eq!(shape, vec![1, 256, 256, 1]);
+    for backend in backends() {
+        let p = pipeline(&fx, "selfie_256", backend);
+        // Astronaut (512x512): each of our pixels against the reference cell it falls in.
+        let ours = predict(&p, &fx, "images/astronaut.png");
+        let Answer::Mask { mask } = &ours.answer else { panic!("not a mask") };
+        assert_eq!((mask.width, mask.height), (512, 512));
+        let (mut inter, mut union) = (0usize, 0usize);
+        for y in 0..512 {
+            for x in 0..512 {
+                let a = mask.labels[y * 512 + x] == 1;
+                let b = reference[(y / 2) * 256 + x / 2] > 0.5;
+                inter += usize::from(a && b);
+                union += usize::from(a || b);
+            }
+        }
+        let iou = inter as f64 / union as f64;
+        assert!(iou >= 0.98, "{backend}: mask IoU {iou}");
+        for (image, r) in results {
+            let ours = predict(&p, &fx, image);
+            let Answer::Mask { mask } = &ours.answer else { panic!("not a mask") };
+            let coverage = mask.coverage()[1] as f64;
+            let want = r["fraction_gt_0.5"].as_f64().unwrap();
+            assert!((coverage - want).abs() <= 0.01, "{backend} {image}: person coverage {coverage} vs {want}");
+        }
+    }
+}
+
+fn check_faces(ours: &[Face], reference: &[BBox], what: &str) {
+    assert_eq!(ours.len(), reference.len(), "{what}: {ours:?}");
+    for r in reference {
+        let best = ours.iter().map(|f| f.bbox.iou(r)).fold(0.0, f32::max);
+        assert!(best >= 0.85, "{what}: reference face {r:?} best IoU {best} in {ours:?}");
+    }
+}
+
+#[test]
+fn blazeface_finds_the_reference_faces() {
+    let fx = fixtures_or_skip!();
+    let exp = expected(&fx);
+    for model in ["blazeface_front_128", "blazeface_back_256"] {
+        let results = exp["models"][format!("models/face/{model}.onnx")]["results"].as_object().unwrap();
+        for backend in backends() {
+            let p = pipeline(&fx, model, backend);
+            for (image, r) in results {
+                let reference: Vec<BBox> =
+                    r["faces"].as_array().unwrap().iter().map(|f| bbox(&f["box_xyxy_image"])).collect();
+                let ours = predict(&p, &fx, image);
+                check_faces(faces(&ours), &reference, &format!("{model} {backend} {image}"));
+                if let Some(face) = faces(&ours).first() {
+                    assert_eq!(face.landmarks.len(), 6);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn mtcnn_cascade_finds_the_reference_faces() {
+    let fx = fixtures_or_skip!();
+    let exp = expected(&fx);
+    let results = exp["models"]["models/face/mtcnn_{pnet,rnet,onet}.onnx"]["results"].as_object().unwrap();
+    for backend in backends() {
+        let p = pipeline(&fx, "mtcnn", backend);
+        for (image, r) in results {
+            let reference: Vec<BBox> = r["faces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| {
+                    let b = &f["box_xywh"];
+                    let v = |i: usize| b[i].as_f64().unwrap() as f32;
+                    BBox::new(v(0), v(1), v(0) + v(2), v(1) + v(3))
+                })
+                .collect();
+            let ours = predict(&p, &fx, image);
+            check_faces(faces(&ours), &reference, &format!("mtcnn {backend} {image}"));
+            for (f, rf) in faces(&ours).iter().zip(r["faces"].as_array().unwrap()) {
+                // The package's left_eye is on the viewer's left: the subject's right eye.
+                let eye = f.landmarks.iter().find(|k| k.name == "eyeRight").unwrap();
+                let (x, y) = (
+                    rf["keypoints"]["left_eye"][0].as_f64().unwrap() as f32,
+                    rf["keypoints"]["left_eye"][1].as_f64().unwrap() as f32,
+                );
+                assert!(
+                    (eye.x - x).abs() <= 3.0 && (eye.y - y).abs() <= 3.0,
+                    "{backend} {image}: eye ({}, {}) vs ({x}, {y})",
+                    eye.x,
+                    eye.y
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn ppocr_reads_the_reference_lines_exactly() {
+    let fx = fixtures_or_skip!();
+    let exp = expected(&fx);
+    let results =
+        &exp["models"]["models/ocr/ch_PP-OCRv4_{det,rec}_infer.onnx + ch_ppocr_mobile_v2.0_cls_infer.onnx"]["results"];
+    for backend in backends() {
+        let p = pipeline(&fx, "ppocrv4", backend);
+        for image in ["images/imageTextN.png", "images/page.png"] {
+            let ours = predict(&p, &fx, image);
+            let Answer::Text { lines } = &ours.answer else { panic!("not text") };
+            let reference: Vec<&str> =
+                results[image]["lines"].as_array().unwrap().iter().map(|l| l["text"].as_str().unwrap()).collect();
+            let read: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+            assert_eq!(read, reference, "{backend} {image}");
+        }
+    }
+}
