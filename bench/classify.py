@@ -16,13 +16,10 @@ Prints images/s for each and the ratio Strix / Python per backend.
 import argparse
 import glob
 import os
-import re
 import statistics
-import subprocess
-import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from strix_run import FIXTURES, environment, images_per_second
 
 
 def python_pipeline(files, model_path):
@@ -53,19 +50,8 @@ def python_pipeline(files, model_path):
     return len(files) / (time.perf_counter() - start)
 
 
-def strix(files, backend, env):
-    cmd = ["cargo", "run", "--release", "--locked", "-q", "-p", "strix", "--", "predict", "--json", "--backend", backend, *files]
-    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    if out.returncode != 0:
-        sys.exit(f"strix --backend {backend} failed:\n{out.stderr}")
-    m = re.search(r"([0-9.]+) images/s", out.stderr)
-    if not m:
-        sys.exit(f"no throughput in strix output:\n{out.stderr}")
-    return float(m.group(1))
-
-
 def main():
-    fixtures = os.environ.get("STRIX_FIXTURES", os.path.join(ROOT, "..", "shared", "fixtures"))
+    fixtures = FIXTURES
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=20, help="passes over the image set (default 20)")
     ap.add_argument("--rounds", type=int, default=3, help="runs of each side, interleaved; the median is reported (default 3)")
@@ -74,17 +60,14 @@ def main():
     photos = sorted(glob.glob(os.path.join(args.images, "*.jpg")) + glob.glob(os.path.join(args.images, "*.png")))
     files = photos * args.repeat
     model = os.path.join(fixtures, "models", "classify", "efficientnet_lite0.onnx")
-    env = dict(os.environ, STRIX_MODEL_PATH=os.path.join(fixtures, "models"))
-    if not env.get("ORT_DYLIB_PATH"):
-        sys.exit("ORT_DYLIB_PATH is unset: run ./scripts/setup and `source scripts/env.sh` first")
-    subprocess.run(["cargo", "build", "--release", "--locked", "-q", "-p", "strix"], cwd=ROOT, check=True)
+    env = environment()
 
     print(f"{len(photos)} photos x {args.repeat} = {len(files)} images, {os.cpu_count()} cores, median of {args.rounds} rounds")
     runs = {"python": [], "ort": [], "tract": []}
     for _ in range(args.rounds):
         runs["python"].append(python_pipeline(files, model))
         for backend in ("ort", "tract"):
-            runs[backend].append(strix(files, backend, env))
+            runs[backend].append(images_per_second(["--backend", backend], files, env))
     py = statistics.median(runs["python"])
     print(f"  python (Pillow + numpy + onnxruntime): {py:7.1f} images/s")
     for backend in ("ort", "tract"):

@@ -237,3 +237,55 @@ fn models_list_and_show() {
     let again = strix_zoo::ModelSpec::from_toml(&stdout, "shown").unwrap();
     assert_eq!(again.name, "efficientnet_lite0");
 }
+
+#[test]
+fn every_task_answers_in_its_rekognition_shape_and_draws() {
+    let fx = fixtures_or_skip!();
+    let cache = tempfile::tempdir().unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("detect", "images/messi5.jpg", "Labels"),
+        ("pose", "images/astronaut.png", "Persons"),
+        ("segment", "images/astronaut.png", "Segmentation"),
+        ("faces", "images/astronaut.png", "FaceDetails"),
+        ("text", "images/page.png", "TextDetections"),
+    ];
+    for (task, image, key) in cases {
+        let annotated = out_dir.path().join(task);
+        let (out, stdout, stderr) = run(strix(&fx, cache.path())
+            .args(["predict", "--json", "--task", task, "--save-annotated"])
+            .arg(&annotated)
+            .arg(fx.join(image)));
+        assert!(out.status.success(), "{task}: {stderr}");
+        let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+        let items = &v[key];
+        assert!(!items.is_null(), "{task}: no {key} in {v}");
+        match task {
+            "detect" => {
+                let person = &items[0];
+                assert_eq!(person["Name"], "person");
+                let b = &person["Instances"][0]["BoundingBox"];
+                for k in ["Width", "Height", "Left", "Top"] {
+                    let r = b[k].as_f64().unwrap();
+                    assert!((0.0..=1.0).contains(&r), "{k} must be a ratio: {r}");
+                }
+            }
+            "pose" => assert_eq!(items[0]["Keypoints"].as_array().unwrap().len(), 17),
+            "segment" => assert_eq!(items["Classes"][1]["Name"], "person"),
+            "faces" => assert_eq!(items[0]["Landmarks"].as_array().unwrap().len(), 6),
+            "text" => assert_eq!(items[0]["Geometry"]["Polygon"].as_array().unwrap().len(), 4),
+            _ => unreachable!(),
+        }
+        let stem = std::path::Path::new(image).file_stem().unwrap().to_str().unwrap();
+        let drawn = image::open(annotated.join(format!("{stem}.jpg"))).unwrap();
+        let original = image::open(fx.join(image)).unwrap();
+        assert_eq!((drawn.width(), drawn.height()), (original.width(), original.height()));
+        assert_ne!(drawn.to_rgb8().as_raw(), original.to_rgb8().as_raw(), "{task}: nothing drawn");
+    }
+    // A model of another task than asked for is a clear error.
+    let (out, _, stderr) = run(strix(&fx, cache.path())
+        .args(["predict", "--task", "detect", "--model", "selfie_256"])
+        .arg(fx.join("images/coffee.png")));
+    assert!(!out.status.success());
+    assert!(stderr.contains("selfie_256 is a segment model, not detect"), "{stderr}");
+}

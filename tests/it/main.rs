@@ -13,6 +13,7 @@ mod classify;
 mod cli;
 mod docs;
 mod download;
+mod eval;
 mod http;
 mod runtime;
 mod support;

@@ -133,6 +133,8 @@ pub struct ImageOutcome {
 pub struct Pipeline {
     model: ResolvedModel,
     backend: Backend,
+    /// Engine name and version, e.g. `onnxruntime 1.31.1`.
+    backend_version: String,
     /// `main` and the cascade's other networks.
     sessions: BTreeMap<String, Box<dyn Session>>,
     /// Names of the main network's outputs, in order.
@@ -150,7 +152,14 @@ impl Pipeline {
         }
         let engine = Engine::new(&model, &sessions)?;
         let output_names = sessions[MAIN].outputs().iter().map(|o| o.name.clone()).collect();
-        Ok(Pipeline { backend: runtime.backend(), model, sessions, output_names, engine })
+        Ok(Pipeline {
+            backend: runtime.backend(),
+            backend_version: runtime.version(),
+            model,
+            sessions,
+            output_names,
+            engine,
+        })
     }
 
     pub fn model(&self) -> &ResolvedModel {
@@ -159,6 +168,11 @@ impl Pipeline {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Engine name and version, e.g. `onnxruntime 1.31.1`.
+    pub fn backend_version(&self) -> &str {
+        &self.backend_version
     }
 
     pub fn task(&self) -> Task {

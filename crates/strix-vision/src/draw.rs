@@ -10,7 +10,7 @@ use strix_core::{BBox, Detection, Face, Pose, SegMask, TextLine};
 use crate::Class;
 
 /// Distinct, readable colours, picked by class id.
-const PALETTE: [[u8; 3]; 12] = [
+pub(crate) const PALETTE: [[u8; 3]; 12] = [
     [230, 25, 75],
     [60, 180, 75],
     [0, 130, 200],

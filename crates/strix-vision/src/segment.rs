@@ -186,18 +186,42 @@ impl Sampler {
     }
 }
 
-/// A mask as an 8-bit grey PNG-ready buffer: the foreground probability for one-class models,
-/// else the class index scaled to spread over 0..=255.
-pub fn mask_image(mask: &SegMask) -> image::GrayImage {
-    let pixels = match &mask.probability {
-        Some(p) => p.clone(),
-        None => {
-            let step = (255 / (mask.classes.len().max(2) - 1)) as u8;
-            mask.labels.iter().map(|&l| l.saturating_mul(step)).collect()
-        }
-    };
-    image::GrayImage::from_raw(mask.width, mask.height, pixels)
-        .unwrap_or_else(|| image::GrayImage::new(mask.width, mask.height))
+/// A mask as an indexed-colour PNG: pixel values are class indices (what evaluation tools
+/// read) and the palette shows them in colour (background black).
+pub fn mask_png(mask: &SegMask) -> Result<Vec<u8>, VisionError> {
+    let mut palette = vec![0u8; 3];
+    for c in 1..mask.classes.len().max(2) {
+        palette.extend_from_slice(&crate::draw::PALETTE[c % crate::draw::PALETTE.len()]);
+    }
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, mask.width, mask.height);
+    encoder.set_color(png::ColorType::Indexed);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder.set_palette(palette);
+    let err = |e: png::EncodingError| VisionError::Io(e.to_string());
+    let mut writer = encoder.write_header().map_err(err)?;
+    writer.write_image_data(&mask.labels).map_err(err)?;
+    writer.finish().map_err(err)?;
+    Ok(out)
+}
+
+/// A label mask PNG as `(width, height, labels)`: palette indices of an indexed PNG, or the
+/// values of an 8-bit grey one (as VOC, ADE20K and Cityscapes label maps are stored).
+pub fn read_label_png(bytes: &[u8]) -> Result<(u32, u32, Vec<u8>), VisionError> {
+    let corrupt = |detail: String| VisionError::Corrupt { format: "PNG", detail };
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    decoder.set_transformations(png::Transformations::IDENTITY);
+    let mut reader = decoder.read_info().map_err(|e| corrupt(e.to_string()))?;
+    let info = reader.info();
+    let (w, h, color, depth) = (info.width, info.height, info.color_type, info.bit_depth);
+    if depth != png::BitDepth::Eight || !matches!(color, png::ColorType::Indexed | png::ColorType::Grayscale) {
+        return Err(corrupt(format!("a label mask must be an 8-bit indexed or grey PNG, not {color:?} {depth:?}")));
+    }
+    let mut buf = vec![0u8; reader.output_buffer_size().ok_or_else(|| corrupt("image too large".into()))?];
+    let frame = reader.next_frame(&mut buf).map_err(|e| corrupt(e.to_string()))?;
+    let line = frame.line_size;
+    let labels = buf.chunks(line).take(h as usize).flat_map(|row| row[..w as usize].to_vec()).collect();
+    Ok((w, h, labels))
 }
 
 #[cfg(test)]
@@ -228,6 +252,23 @@ mod tests {
         assert_eq!(m.labels, vec![1, 1, 0, 0, 1, 1, 0, 0]);
         assert_eq!(m.classes, vec!["background", "person"]);
         assert_eq!(m.coverage(), vec![0.5, 0.5]);
+    }
+
+    #[test]
+    fn mask_pngs_keep_class_indices() {
+        let m = SegMask {
+            width: 3,
+            height: 2,
+            classes: vec!["bg".into(), "a".into(), "b".into()],
+            labels: vec![0, 1, 2, 2, 1, 0],
+            probability: None,
+        };
+        let png = mask_png(&m).unwrap();
+        assert_eq!(read_label_png(&png).unwrap(), (3, 2, vec![0, 1, 2, 2, 1, 0]));
+        // The same file opens as a colour picture.
+        let rgb = image::load_from_memory(&png).unwrap().to_rgb8();
+        assert_eq!(rgb.get_pixel(0, 0).0, [0, 0, 0]);
+        assert_ne!(rgb.get_pixel(1, 0).0, [0, 0, 0]);
     }
 
     #[test]

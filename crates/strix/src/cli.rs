@@ -19,6 +19,8 @@ Examples:
   strix predict a.jpg --model my_model.toml     your own ONNX model, described by a spec file
   strix models list                             what the zoo has
   strix models show efficientnet_lite0 --toml   a full spec, to start your own from
+  strix eval detect --gt instances.json --model nanodet_m_416 --images val2017/
+                                                COCO AP/AR, the same numbers as pycocotools
 
 Where model files come from, in order: the spec's own folder, the cache (STRIX_CACHE_DIR),
 the model search path (STRIX_MODEL_PATH), then a download from the hub (STRIX_HUB_URL),
@@ -70,6 +72,85 @@ pub enum Command {
     /// List, show and download the models of the zoo
     #[command(subcommand)]
     Models(ModelsCommand),
+    /// Measure a model against ground truth: COCO AP/AR (as pycocotools), accuracy, IoU
+    #[command(subcommand)]
+    Eval(EvalCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// COCO box AP/AR of detections, the same numbers as pycocotools
+    Detect(CocoEvalArgs),
+    /// COCO keypoint AP/AR (object keypoint similarity), the same numbers as pycocotools
+    Pose(CocoEvalArgs),
+    /// Top-1/top-5 accuracy, per-class precision/recall/F1, confusion matrix
+    Classify(ClassifyEvalArgs),
+    /// Per-class IoU, mean IoU and pixel accuracy of label masks
+    Segment(SegmentEvalArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CocoEvalArgs {
+    /// COCO ground truth (instances or person_keypoints JSON)
+    #[arg(long, value_name = "GT.json")]
+    pub gt: PathBuf,
+    /// A COCO results file (`[{"image_id", "category_id", "bbox" | "keypoints", "score"}]`)
+    #[arg(long, value_name = "RESULTS.json", conflicts_with = "model")]
+    pub predictions: Option<PathBuf>,
+    /// Or: run this model over the ground truth's images (classes matched by name)
+    #[arg(long, requires = "images")]
+    pub model: Option<String>,
+    /// Folder holding the ground truth's images (by their file_name)
+    #[arg(long, value_name = "DIR")]
+    pub images: Option<PathBuf>,
+    /// With --model: also write its answers as a COCO results file
+    #[arg(long, value_name = "RESULTS.json", requires = "model")]
+    pub save_predictions: Option<PathBuf>,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    /// JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ClassifyEvalArgs {
+    /// Labelled images: one sub-folder per class, named as the model's labels (with --model)
+    #[arg(long, value_name = "DIR", requires = "model")]
+    pub data: Option<PathBuf>,
+    /// The model to evaluate on --data
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Or: a CSV of `image,label` lines...
+    #[arg(long, value_name = "LABELS.csv", requires = "predictions", conflicts_with_all = ["data", "model"])]
+    pub gt: Option<PathBuf>,
+    /// ...and the JSON lines of `strix predict --json` for the same images
+    #[arg(long, value_name = "PREDICTIONS.jsonl")]
+    pub predictions: Option<PathBuf>,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    /// JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SegmentEvalArgs {
+    /// Folder of ground-truth label PNGs (pixel value = class index)
+    #[arg(long, value_name = "DIR")]
+    pub gt: PathBuf,
+    /// Folder of predicted masks with the same names (`strix predict --save-masks` writes them)
+    #[arg(long, value_name = "DIR")]
+    pub predictions: PathBuf,
+    /// Number of classes (labels 0..N-1)
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub classes: u16,
+    /// A ground-truth label to leave out (e.g. 255 for "void" borders)
+    #[arg(long)]
+    pub ignore: Option<u8>,
+    /// JSON instead of text
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -123,7 +204,8 @@ pub struct PredictArgs {
     /// as DIR/NAME.jpg
     #[arg(long, value_name = "DIR")]
     pub save_annotated: Option<PathBuf>,
-    /// Write segmentation masks as DIR/NAME.mask.png (grey: foreground probability, or class)
+    /// Write segmentation masks as DIR/NAME.mask.png: indexed colour, pixel value = class index
+    /// (what `strix eval segment` and VOC-style tools read)
     #[arg(long, value_name = "DIR")]
     pub save_masks: Option<PathBuf>,
     /// Refuse images with more pixels than this (checked from the header, before decoding)

@@ -1,6 +1,7 @@
 //! The `strix` binary: parses flags, sets up logging, dispatches to the library crates.
 
 mod cli;
+mod eval;
 mod inputs;
 mod models;
 mod predict;
@@ -9,8 +10,9 @@ mod progress;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Parser;
+use strix_pipeline::Pipeline;
 use strix_runtime::{Runtime, RuntimeOptions};
 use strix_zoo::Resolver;
 use tracing_subscriber::EnvFilter;
@@ -23,6 +25,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Predict(args) => predict::run(&cli.global, args),
         Command::Models(cmd) => models::run(&cli.global, cmd),
+        Command::Eval(cmd) => eval::run(&cli.global, cmd),
     };
     match result {
         Ok(code) => code,
@@ -59,6 +62,19 @@ fn resolver(global: &Global) -> Resolver {
     }
     r.offline |= global.offline;
     r
+}
+
+/// Resolve a located model's files and load it on the backend the flags name.
+fn load_pipeline(
+    global: &Global,
+    located: &strix_zoo::LocatedSpec,
+    args: &RuntimeArgs,
+    bars: &progress::Bars,
+) -> Result<Pipeline> {
+    let model = resolver(global).resolve(located, bars)?;
+    let runtime = open_runtime(args)?;
+    let name = model.spec.name.clone();
+    Pipeline::load(model, runtime.as_ref()).with_context(|| format!("cannot load {name} with {}", args.backend))
 }
 
 fn open_runtime(args: &RuntimeArgs) -> Result<Box<dyn Runtime>> {

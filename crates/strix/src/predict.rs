@@ -10,13 +10,13 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use strix_pipeline::rekognition::{ErrorBody, Response};
-use strix_pipeline::{Answer, BatchOptions, ImageOutcome, Pipeline, Prediction, annotate};
+use strix_pipeline::{Answer, BatchOptions, ImageOutcome, Prediction, annotate};
 use strix_vision::{DecodeLimits, decode_file, segment};
 use strix_zoo::builtin;
 
 use crate::cli::{Global, PredictArgs};
 use crate::progress::Bars;
-use crate::{inputs, open_runtime, resolver};
+use crate::{inputs, load_pipeline};
 
 /// One JSON line of `--json` output.
 #[derive(Serialize)]
@@ -54,13 +54,10 @@ pub fn run(global: &Global, args: &PredictArgs) -> Result<ExitCode> {
     {
         bail!("{} is a {} model, not {}", located.spec.name, located.spec.task, strix_zoo::Task::from(task));
     }
-    let model = resolver(global).resolve(&located, &bars)?;
-    let runtime = open_runtime(&args.runtime)?;
-    let name = model.spec.name.clone();
-    let pipeline = Pipeline::load(model, runtime.as_ref())
-        .with_context(|| format!("cannot load {name} with {}", args.runtime.backend))?;
+    let pipeline = load_pipeline(global, &located, &args.runtime, &bars)?;
+    let name = pipeline.model().spec.name.clone();
     let ready = Instant::now();
-    tracing::info!(model = %name, backend = %runtime.version(), load_ms = (ready - started).as_millis() as u64, "model loaded");
+    tracing::info!(model = %name, backend = %pipeline.backend(), load_ms = (ready - started).as_millis() as u64, "model loaded");
 
     let options = BatchOptions {
         batch: args.batch as usize,
@@ -121,7 +118,7 @@ pub fn run(global: &Global, args: &PredictArgs) -> Result<ExitCode> {
              {} worker(s) x {} thread(s), batch {}; model ready in {:.2} s){}",
             files.len() + problems.len(),
             pipeline.task(),
-            runtime.version(),
+            pipeline.backend_version(),
             done as f64 / secs.max(1e-9),
             stats.workers,
             stats.threads,
@@ -166,7 +163,7 @@ fn save_outputs(
     let mut mask_file = None;
     if let (Some(dir), Answer::Mask { mask }) = (&args.save_masks, &p.answer) {
         let file: PathBuf = dir.join(format!("{stem}.mask.png"));
-        segment::mask_image(mask).save(&file).with_context(|| format!("cannot write {}", file.display()))?;
+        std::fs::write(&file, segment::mask_png(mask)?).with_context(|| format!("cannot write {}", file.display()))?;
         mask_file = Some(file.display().to_string());
     }
     if let Some(dir) = &args.save_annotated {

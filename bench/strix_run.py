@@ -1,0 +1,28 @@
+"""Shared by the benchmarks: build and run the release `strix` binary, read its throughput."""
+import os
+import re
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.environ.get("STRIX_FIXTURES", os.path.join(ROOT, "..", "shared", "fixtures"))
+
+
+def environment():
+    if not os.environ.get("ORT_DYLIB_PATH"):
+        sys.exit("ORT_DYLIB_PATH is unset: run ./scripts/setup and `source scripts/env.sh` first")
+    subprocess.run(["cargo", "build", "--release", "--locked", "-q", "-p", "strix"], cwd=ROOT, check=True)
+    return dict(os.environ, STRIX_MODEL_PATH=os.path.join(FIXTURES, "models"))
+
+
+def images_per_second(args, files, env):
+    """Run `strix predict ARGS FILES --json` and return the images/s it reports (timed from the
+    first image, after the model is loaded)."""
+    cmd = ["cargo", "run", "--release", "--locked", "-q", "-p", "strix", "--", "predict", "--json", *args, *files]
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"strix {' '.join(args)} failed:\n{out.stderr}")
+    m = re.search(r"([0-9.]+) images/s", out.stderr)
+    if not m:
+        sys.exit(f"no throughput in strix output:\n{out.stderr}")
+    return float(m.group(1))
