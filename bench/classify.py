@@ -16,10 +16,9 @@ Prints images/s for each and the ratio Strix / Python per backend.
 import argparse
 import glob
 import os
-import statistics
 import time
 
-from strix_run import FIXTURES, environment, images_per_second
+from strix_run import FIXTURES, compare, environment
 
 
 def python_pipeline(files, model_path):
@@ -63,16 +62,7 @@ def main():
     env = environment()
 
     print(f"{len(photos)} photos x {args.repeat} = {len(files)} images, {os.cpu_count()} cores, median of {args.rounds} rounds")
-    runs = {"python": [], "ort": [], "tract": []}
-    for _ in range(args.rounds):
-        runs["python"].append(python_pipeline(files, model))
-        for backend in ("ort", "tract"):
-            runs[backend].append(images_per_second(["--backend", backend], files, env))
-    py = statistics.median(runs["python"])
-    print(f"  python (Pillow + numpy + onnxruntime): {py:7.1f} images/s")
-    for backend in ("ort", "tract"):
-        ours = statistics.median(runs[backend])
-        print(f"  strix --backend {backend:<5}:                 {ours:7.1f} images/s   ratio {ours / py:.2f}x")
+    compare("Pillow + numpy + onnxruntime", lambda f: python_pipeline(f, model), [], files, args.rounds, env)
 
 
 if __name__ == "__main__":

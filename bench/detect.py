@@ -15,11 +15,10 @@ Prints images/s for each and the ratio Strix / Python per backend.
 import argparse
 import glob
 import os
-import statistics
 import tempfile
 import time
 
-from strix_run import FIXTURES, environment, images_per_second
+from strix_run import FIXTURES, compare, environment
 
 MEAN = (103.53, 116.28, 123.675)
 STD = (57.375, 57.12, 58.395)
@@ -105,16 +104,7 @@ def main():
         files = (photos + frames) * args.repeat
         print(f"{len(photos)} photos + {len(frames)} video frames, x {args.repeat} = {len(files)} images, "
               f"{os.cpu_count()} cores, median of {args.rounds} rounds")
-        runs = {"python": [], "ort": [], "tract": []}
-        for _ in range(args.rounds):
-            runs["python"].append(python_pipeline(files, model))
-            for backend in ("ort", "tract"):
-                runs[backend].append(images_per_second(["--task", "detect", "--backend", backend], files, env))
-    py = statistics.median(runs["python"])
-    print(f"  python (OpenCV + onnxruntime):   {py:7.1f} images/s")
-    for backend in ("ort", "tract"):
-        ours = statistics.median(runs[backend])
-        print(f"  strix --backend {backend:<5}:          {ours:7.1f} images/s   ratio {ours / py:.2f}x")
+        compare("OpenCV + onnxruntime", lambda f: python_pipeline(f, model), ["--task", "detect"], files, args.rounds, env)
 
 
 if __name__ == "__main__":

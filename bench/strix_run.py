@@ -1,6 +1,7 @@
 """Shared by the benchmarks: build and run the release `strix` binary, read its throughput."""
 import os
 import re
+import statistics
 import subprocess
 import sys
 
@@ -26,3 +27,19 @@ def images_per_second(args, files, env):
     if not m:
         sys.exit(f"no throughput in strix output:\n{out.stderr}")
     return float(m.group(1))
+
+
+def compare(peer_name, peer, strix_args, files, rounds, env):
+    """Run the Python peer and Strix on both backends `rounds` times, interleaved, and print
+    the medians and the ratios Strix / peer."""
+    runs = {"python": [], "ort": [], "tract": []}
+    for _ in range(rounds):
+        runs["python"].append(peer(files))
+        for backend in ("ort", "tract"):
+            runs[backend].append(images_per_second([*strix_args, "--backend", backend], files, env))
+    py = statistics.median(runs["python"])
+    width = len(peer_name) + 9
+    print(f"  {'python (' + peer_name + ')':<{width}}: {py:7.1f} images/s")
+    for backend in ("ort", "tract"):
+        ours = statistics.median(runs[backend])
+        print(f"  {'strix --backend ' + backend:<{width}}: {ours:7.1f} images/s   ratio {ours / py:.2f}x")
