@@ -167,8 +167,7 @@ impl Decoder {
         }
         Ok(match self {
             Decoder::Classify { classifier, output } => {
-                let name = output.as_deref().unwrap_or("(first output)");
-                let t = outputs.get(output.as_deref())?;
+                let (name, t) = outputs.get(output.as_deref())?;
                 each(classifier.decode(t, name, top_k)?, |classes| Answer::Labels { classes })
             }
             Decoder::NanoDet(d) => {

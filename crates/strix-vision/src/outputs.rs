@@ -16,11 +16,15 @@ impl<'a> Outputs<'a> {
         Outputs { names, tensors }
     }
 
-    /// The output called `name`, or the first output when `name` is `None`.
-    pub fn get(&self, name: Option<&str>) -> Result<&'a Tensor, VisionError> {
+    /// The output called `name`, or the first output when `name` is `None`, with the name to
+    /// use for it in messages.
+    pub fn get(&self, name: Option<&'a str>) -> Result<(&'a str, &'a Tensor), VisionError> {
         match name {
-            None => self.tensors.first().ok_or_else(|| self.missing("(any)")),
-            Some(name) => self.named(name),
+            None => {
+                let t = self.tensors.first().ok_or_else(|| self.missing("(any)"))?;
+                Ok((self.names.first().map_or("(first output)", String::as_str), t))
+            }
+            Some(name) => Ok((name, self.named(name)?)),
         }
     }
 

@@ -77,8 +77,7 @@ impl MoveNet {
         input: (u32, u32),
         labels: &[String],
     ) -> Result<Vec<Vec<Pose>>, VisionError> {
-        let name = self.output.as_deref().unwrap_or("(first output)");
-        let t = outputs.get(self.output.as_deref())?;
+        let (name, t) = outputs.get(self.output.as_deref())?;
         let s = t.shape();
         if s.len() != 4 || s[0] != geometries.len() || s[1] != 1 || s[3] != 3 {
             return Err(VisionError::OutputShape {

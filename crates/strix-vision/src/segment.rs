@@ -53,8 +53,7 @@ impl MaskDecoder {
         input: (u32, u32),
         labels: &[String],
     ) -> Result<Vec<SegMask>, VisionError> {
-        let name = self.output.as_deref().unwrap_or("(first output)");
-        let t = outputs.get(self.output.as_deref())?;
+        let (name, t) = outputs.get(self.output.as_deref())?;
         let s = t.shape();
         if s.len() != 4 || s[0] != geometries.len() {
             return Err(VisionError::OutputShape {

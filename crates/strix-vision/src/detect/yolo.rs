@@ -66,8 +66,7 @@ impl Yolo {
         input: (u32, u32),
         labels: &[String],
     ) -> Result<Vec<Vec<Detection>>, VisionError> {
-        let name = self.output.as_deref().unwrap_or("(first output)");
-        let t = outputs.get(self.output.as_deref())?;
+        let (name, t) = outputs.get(self.output.as_deref())?;
         let shape = t.shape();
         let obj = usize::from(self.objectness);
         let expected_values = match self.scores {
