@@ -112,6 +112,15 @@ impl Resolver {
         self.cache_dir.join("files").join(sha256).join(name)
     }
 
+    /// Where `artifact` would be downloaded from: its own `url`, else (for zoo specs, which
+    /// have no `base` folder) the hub plus its relative path.
+    pub fn download_url(&self, artifact: &Artifact, base: Option<&Path>) -> Option<String> {
+        artifact.url.clone().or_else(|| {
+            let hub = self.hub.as_ref().filter(|_| base.is_none())?;
+            Some(format!("{}/{}", hub.trim_end_matches('/'), artifact.file))
+        })
+    }
+
     /// A local path holding `artifact`, checked against its SHA-256: from the spec's folder,
     /// the cache, the search path, or downloaded into the cache, in that order.
     pub fn fetch(
@@ -157,11 +166,7 @@ impl Resolver {
                 ));
             }
         }
-        let url = artifact.url.clone().or_else(|| {
-            base.is_none()
-                .then(|| self.hub.as_ref().map(|hub| format!("{}/{}", hub.trim_end_matches('/'), artifact.file)))
-                .flatten()
-        });
+        let url = self.download_url(artifact, base);
         let missing = |hint: String| ZooError::ArtifactMissing {
             file: artifact.file.clone(),
             searched: searched.join(", "),

@@ -52,11 +52,7 @@ fn availability(resolver: &Resolver, artifact: &Artifact, base: Option<&Path>) -
     match offline.fetch(artifact, base, &NoProgress) {
         Ok(path) => Availability::Local(path),
         Err(e) => {
-            let url = artifact.url.clone().or_else(|| {
-                base.is_none()
-                    .then(|| resolver.hub.as_ref().map(|h| format!("{}/{}", h.trim_end_matches('/'), artifact.file)))
-                    .flatten()
-            });
+            let url = resolver.download_url(artifact, base);
             match url {
                 Some(url) if !resolver.offline && artifact.sha256.is_some() => Availability::Download(url),
                 _ => Availability::Missing(e.to_string()),
