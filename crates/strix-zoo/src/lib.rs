@@ -43,11 +43,22 @@ pub struct ResolvedModel {
 }
 
 impl Resolver {
-    /// Fetch the weights and labels of a located spec.
+    /// Fetch the weights, networks and labels of a located spec.
     pub fn resolve(&self, located: &LocatedSpec, progress: &dyn Progress) -> Result<ResolvedModel, ZooError> {
+        let weights = self.fetch(&located.spec.weights, located.base.as_deref(), progress)?;
+        self.resolve_with_weights(located, weights, progress)
+    }
+
+    /// Like [`Self::resolve`], with the main network's file given (`models import` takes it
+    /// from the command line; the other files are still found beside the spec).
+    pub fn resolve_with_weights(
+        &self,
+        located: &LocatedSpec,
+        weights: PathBuf,
+        progress: &dyn Progress,
+    ) -> Result<ResolvedModel, ZooError> {
         let spec = &located.spec;
         let base = located.base.as_deref();
-        let weights = self.fetch(&spec.weights, base, progress)?;
         let networks = spec
             .networks
             .iter()

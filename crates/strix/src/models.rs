@@ -308,7 +308,7 @@ fn import(
     let file_name = onnx.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     located.spec.weights = Artifact { file: file_name, sha256: None, url: None, size: None };
     let bars = Bars::new(global.quiet);
-    let model = resolve_parts(&resolver(global), &located, onnx, &bars)?;
+    let model = resolver(global).resolve_with_weights(&located, onnx.to_path_buf(), &bars)?;
     let runtime = open_runtime(runtime_args)?;
     let pipeline = Pipeline::load(model.clone(), runtime.as_ref())
         .with_context(|| format!("{} does not fit {}", onnx.display(), spec_path.display()))?;
@@ -326,35 +326,6 @@ fn import(
         model.spec.name
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// Resolve a spec whose weights are elsewhere than its other files.
-fn resolve_parts(
-    resolver: &Resolver,
-    located: &LocatedSpec,
-    weights: &Path,
-    bars: &Bars,
-) -> Result<strix_zoo::ResolvedModel> {
-    let base = located.base.as_deref();
-    let spec = &located.spec;
-    let mut networks = std::collections::BTreeMap::new();
-    for (name, artifact) in &spec.networks {
-        networks.insert(name.clone(), resolver.fetch(artifact, base, bars)?);
-    }
-    let labels = match &spec.labels {
-        None => Vec::new(),
-        Some(l) => match l.artifact() {
-            Some(file) => strix_zoo::read_labels(&resolver.fetch(&file, base, bars)?)?,
-            None => l.names.clone(),
-        },
-    };
-    Ok(strix_zoo::ResolvedModel {
-        spec: spec.clone(),
-        weights: weights.to_path_buf(),
-        networks,
-        labels,
-        origin: located.origin.clone(),
-    })
 }
 
 fn inspect(onnx: &Path, json: bool) -> Result<ExitCode> {
