@@ -66,12 +66,10 @@ impl Runtime for TractRuntime {
         };
         let mut inference = tract_onnx::onnx().model_for_path(model).map_err(load_err)?;
         name_unknown_input_dims(&mut inference).map_err(load_err)?;
-        // No executor in the plan: runs pick theirs (see `Executors`).
-        let options = RunOptions::default();
         let symbolic = inference.clone().into_typed().and_then(|typed| {
             let inputs = describe(&typed, true, typed_fact)?;
             let outputs = describe(&typed, false, typed_fact)?;
-            Ok((optimise(typed, &options)?, inputs, outputs))
+            Ok((optimise(typed)?, inputs, outputs))
         });
         match symbolic {
             Ok((plan, inputs, outputs)) => Ok(Box::new(TractSession {
@@ -88,7 +86,7 @@ impl Runtime for TractRuntime {
                 let inputs = describe(&inference, true, inference_fact).map_err(load_err)?;
                 let outputs = describe(&inference, false, inference_fact).map_err(load_err)?;
                 Ok(Box::new(TractSession {
-                    plans: Plans::PerShape { model: Box::new(inference), options, cache: Mutex::new(Vec::new()) },
+                    plans: Plans::PerShape { model: Box::new(inference), cache: Mutex::new(Vec::new()) },
                     inputs,
                     outputs,
                     threads: self.threads,
@@ -99,8 +97,10 @@ impl Runtime for TractRuntime {
     }
 }
 
-fn optimise(typed: TypedModel, options: &RunOptions) -> tp::TractResult<Arc<TypedRunnableModel>> {
-    typed.into_optimized()?.into_runnable_with_options(options)
+/// Optimise and plan a graph. The plan gets no executor of its own: each run picks one for
+/// its thread count (see `Executors`).
+fn optimise(typed: TypedModel) -> tp::TractResult<Arc<TypedRunnableModel>> {
+    typed.into_optimized()?.into_runnable_with_options(&RunOptions::default())
 }
 
 /// ONNX files may leave input dimensions unnamed (`?`, `-1`); tract needs a symbol for each so it
@@ -186,7 +186,7 @@ type ShapePlan = (Vec<Vec<usize>>, Arc<TypedRunnableModel>);
 /// Plans kept for one model: one symbolic plan, or one per input shape seen (bounded).
 enum Plans {
     Symbolic(Arc<TypedRunnableModel>),
-    PerShape { model: Box<tp::InferenceModel>, options: RunOptions, cache: Mutex<Vec<ShapePlan>> },
+    PerShape { model: Box<tp::InferenceModel>, cache: Mutex<Vec<ShapePlan>> },
 }
 
 /// Plans per shape kept at most; OCR crops come in many widths and each plan holds its weights.
@@ -194,9 +194,9 @@ const SHAPE_PLANS: usize = 8;
 
 impl Plans {
     fn for_inputs(&self, inputs: &[Tensor]) -> tp::TractResult<Arc<TypedRunnableModel>> {
-        let (model, options, cache) = match self {
+        let (model, cache) = match self {
             Plans::Symbolic(plan) => return Ok(plan.clone()),
-            Plans::PerShape { model, options, cache } => (model, options, cache),
+            Plans::PerShape { model, cache } => (model, cache),
         };
         let key: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
         {
@@ -213,7 +213,7 @@ impl Plans {
             let dt = fixed.input_fact(ix)?.datum_type.concretize().unwrap_or(DatumType::F32);
             fixed.set_input_fact(ix, InferenceFact::dt_shape(dt, t.shape()))?;
         }
-        let plan = optimise(fixed.into_typed()?, options)?;
+        let plan = optimise(fixed.into_typed()?)?;
         let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= SHAPE_PLANS {
             cache.remove(0);
