@@ -18,3 +18,4 @@ mod http;
 mod runtime;
 mod support;
 mod tasks;
+mod train;

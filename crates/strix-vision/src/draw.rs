@@ -57,22 +57,28 @@ fn line(img: &mut RgbImage, a: (f32, f32), b: (f32, f32), c: Rgb<u8>, thickness:
 }
 
 /// White text on a coloured tag whose bottom-left is at (x, y) (kept inside the image).
-pub fn tag(img: &mut RgbImage, x: f32, y: f32, text: &str, c: Rgb<u8>) {
+pub fn tag(img: &mut RgbImage, x: f32, y: f32, label: &str, c: Rgb<u8>) {
     let (_, s) = scale(img);
     let glyph = 8 * s as i32;
-    let w = glyph * text.chars().count() as i32 + 4;
+    let w = glyph * label.chars().count() as i32 + 4;
     let h = glyph + 4;
     let x0 = (x.round() as i32).clamp(0, (img.width() as i32 - w).max(0));
     let y0 = (y.round() as i32 - h).clamp(0, (img.height() as i32 - h).max(0));
     draw_filled_rect_mut(img, Rect::at(x0, y0).of_size(w as u32, h as u32), c);
-    for (i, ch) in text.chars().enumerate() {
+    text(img, x0 + 2, y0 + 2, label, Rgb([255, 255, 255]), s);
+}
+
+/// `label` in the 8x8 bitmap font scaled by `s`, top-left at (x, y); clipped at the edges.
+pub fn text(img: &mut RgbImage, x: i32, y: i32, label: &str, c: Rgb<u8>, s: u32) {
+    let glyph = 8 * s as i32;
+    for (i, ch) in label.chars().enumerate() {
         let Some(bitmap) = font8x8::BASIC_FONTS.get(ch).or_else(|| font8x8::BASIC_FONTS.get('?')) else { continue };
         for (row, bits) in bitmap.iter().enumerate() {
             for col in 0..8 {
                 if bits & (1 << col) != 0 {
-                    let px = x0 + 2 + i as i32 * glyph + col * s as i32;
-                    let py = y0 + 2 + row as i32 * s as i32;
-                    draw_filled_rect_mut(img, Rect::at(px, py).of_size(s, s), Rgb([255, 255, 255]));
+                    let px = x + i as i32 * glyph + col * s as i32;
+                    let py = y + row as i32 * s as i32;
+                    draw_filled_rect_mut(img, Rect::at(px, py).of_size(s, s), c);
                 }
             }
         }

@@ -21,6 +21,10 @@ Examples:
   strix models show efficientnet_lite0 --toml   a full spec, to start your own from
   strix eval detect --gt instances.json --model nanodet_m_416 --images val2017/
                                                 COCO AP/AR, the same numbers as pycocotools
+  strix data inspect photos/                    class counts, broken files, duplicates, samples
+  strix train --data photos/ --epochs 5         train a classifier (see strix train --help)
+  strix eval runs/small-cnn-1763700000 --data test/
+                                                a trained run on held-out images
 
 Where model files come from, in order: the spec's own folder, the cache (STRIX_CACHE_DIR),
 the model search path (STRIX_MODEL_PATH), then a download from the hub (STRIX_HUB_URL),
@@ -72,9 +76,239 @@ pub enum Command {
     /// List, show and download the models of the zoo
     #[command(subcommand)]
     Models(ModelsCommand),
-    /// Measure a model against ground truth: COCO AP/AR (as pycocotools), accuracy, IoU
+    /// Measure a model against ground truth: COCO AP/AR (as pycocotools), accuracy, IoU;
+    /// or a trained run on a test set (`strix eval RUN_DIR --data DIR`)
+    Eval(EvalArgs),
+    /// Train a classifier on your labelled images (transfer learning or from scratch)
+    Train(Box<TrainArgs>),
+    /// Look at a dataset before training on it
     #[command(subcommand)]
-    Eval(EvalCommand),
+    Data(DataCommand),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct EvalArgs {
+    #[command(subcommand)]
+    pub command: Option<EvalCommand>,
+    #[command(flatten)]
+    pub run: RunEvalArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunEvalArgs {
+    /// A run folder made by `strix train` (its best model is evaluated)
+    #[arg(value_name = "RUN_DIR", required = true)]
+    pub run_dir: Option<PathBuf>,
+    /// Labelled images: class folders, a `path,label` CSV, or IDX files
+    #[arg(long, value_name = "DIR", required = true)]
+    pub data: Option<PathBuf>,
+    /// For datasets that ship a train/test split (IDX, train/ + test/ folders): which part
+    #[arg(long, value_enum, default_value_t = DataPart::Test)]
+    pub part: DataPart,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Print the results as one JSON object
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DataPart {
+    Train,
+    Test,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Class counts, image sizes, unreadable files, duplicates, near-empty classes, and a
+    /// contact sheet of samples per class
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Class folders, a `path,label` CSV, or a folder of IDX files
+    pub data: PathBuf,
+    #[arg(long, value_enum, default_value_t = DataPart::Train)]
+    pub part: DataPart,
+    /// Where to write the contact sheet
+    #[arg(long, value_name = "PNG", default_value = "contact_sheet.png")]
+    pub sheet: PathBuf,
+    /// Samples per class on the contact sheet
+    #[arg(long, default_value_t = 8)]
+    pub per_class: usize,
+    /// Print the findings as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+const TRAIN_HELP: &str = "\
+Every setting can come from CONFIG.toml (same names, snake_case) and from a flag; flags win.
+The run folder (--run-dir, default runs/<model>-<time>) receives config.toml (resolved),
+train.log, metrics.jsonl, last.ckpt (checkpoint, atomically replaced), best.bpk + model.json
+(the best model), final.json and report.html with its plots.
+
+Examples:
+  strix train --data datasets/fashion-mnist --model small-cnn --epochs 3
+  strix train trash.toml                       settings from a file
+  strix train --data photos/ --model efficientnet-lite0 --pretrained efficientnet_lite0.safetensors \\
+              --mode linear-probe --epochs 5 --lr 0.01
+  strix train --resume runs/small-cnn-1763700000   continue a stopped run where it left off
+  strix eval runs/small-cnn-1763700000 --data datasets/fashion-mnist";
+
+/// `strix train` flags; each mirrors a field of the training config.
+#[derive(Debug, Args, serde::Serialize)]
+#[command(after_help = TRAIN_HELP)]
+pub struct TrainArgs {
+    /// A TOML file with the settings (flags override it)
+    #[serde(skip)]
+    #[arg(value_name = "CONFIG.toml", conflicts_with = "resume")]
+    pub config: Option<PathBuf>,
+    /// Continue the run in this folder from its last checkpoint (other settings come from its config.toml)
+    #[serde(skip)]
+    #[arg(long, value_name = "RUN_DIR")]
+    pub resume: Option<PathBuf>,
+    /// Training images: class folders, a `path,label` CSV, or a folder of IDX files
+    #[arg(long, value_name = "PATH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<PathBuf>,
+    /// Validation images [default: hold out --val-fraction of --data, stratified]
+    #[arg(long, value_name = "PATH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_data: Option<PathBuf>,
+    /// Test images, evaluated once at the end [default: the data's own test part, if any]
+    #[arg(long, value_name = "PATH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_data: Option<PathBuf>,
+    /// The class list in order, comma-separated [default: from the data]
+    #[arg(long, value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Vec<String>>,
+    /// Share of --data held out for validation [default: 0.1]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_fraction: Option<f64>,
+    /// Train on a stratified sample of at most this many images
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_images: Option<usize>,
+    /// small-cnn, resnet18, resnet34, resnet50, efficientnet-lite0 [default: small-cnn]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Pretrained weights (safetensors with PyTorch parameter names)
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pretrained: Option<PathBuf>,
+    /// linear-probe, fine-tune or scratch [default: fine-tune with --pretrained, else scratch]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Input side in pixels [default: 28 for small-cnn, 224 otherwise]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<usize>,
+    /// 1 (greyscale) or 3 [default: 1 for small-cnn on IDX data, else 3]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channels: Option<usize>,
+    /// sgd (momentum) or adamw [default: adamw]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub optimizer: Option<String>,
+    /// Peak learning rate [default: 0.001]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+    /// SGD momentum [default: 0.9]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub momentum: Option<f64>,
+    /// Weight decay (decoupled for AdamW, L2 for SGD) [default: 0.0001]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight_decay: Option<f64>,
+    /// constant, cosine (after warmup) or step [default: cosine]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// Linear warmup length in epochs (fractions allowed) [default: 0]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warmup_epochs: Option<f64>,
+    /// Step schedule: epochs between decays [default: 10]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step_epochs: Option<usize>,
+    /// Step schedule: factor per decay [default: 0.1]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step_gamma: Option<f64>,
+    /// Label smoothing of the cross-entropy loss [default: 0]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label_smoothing: Option<f32>,
+    /// [default: 10]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<usize>,
+    /// [default: 64]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
+    /// Stop after this many epochs without improvement of --monitor
+    #[arg(long, value_name = "EPOCHS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub early_stopping: Option<usize>,
+    /// val-accuracy or val-loss: what "best" and early stopping look at [default: val-accuracy]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<String>,
+    /// Seed of the initialisation, shuffling and augmentation [default: 42]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// CPU threads [default: all cores]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
+    /// cpu, cuda or wgpu (GPU backends need a build with that feature) [default: cpu]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// Random resized crop down to this share of the image area; 1 turns it off [default: 0.35]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crop_scale_min: Option<f32>,
+    /// Random left-right flips (false for digits and text) [default: true]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hflip: Option<bool>,
+    /// Brightness/contrast/saturation jitter [default: 0.2]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub color_jitter: Option<f32>,
+    /// Evaluation centre crop, share of the shorter side [default: 0.875]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_crop: Option<f32>,
+    /// Batches decoded ahead [default: 4]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefetch: Option<usize>,
+    /// Evaluate the test images at the end [default: true]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test: Option<bool>,
+    /// Also checkpoint inside an epoch every this many minutes [default: 5]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint_minutes: Option<f64>,
+    /// The run folder [default: runs/<model>-<unix time>]
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,11 +1,13 @@
 //! The `strix` binary: parses flags, sets up logging, dispatches to the library crates.
 
 mod cli;
+mod data;
 mod eval;
 mod inputs;
 mod models;
 mod predict;
 mod progress;
+mod train;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,7 +27,12 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Predict(args) => predict::run(&cli.global, args),
         Command::Models(cmd) => models::run(&cli.global, cmd),
-        Command::Eval(cmd) => eval::run(&cli.global, cmd),
+        Command::Eval(args) => match &args.command {
+            Some(cmd) => eval::run(&cli.global, cmd),
+            None => train::eval_run(&cli.global, &args.run),
+        },
+        Command::Train(args) => train::run(&cli.global, args),
+        Command::Data(cmd) => data::run(&cli.global, cmd),
     };
     match result {
         Ok(code) => code,
@@ -41,7 +48,7 @@ fn init_logging(global: &Global) {
     let default = match (global.quiet, global.verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
-        (false, 1) => "warn,strix=info,strix_zoo=info,strix_runtime=info,strix_pipeline=info",
+        (false, 1) => "warn,strix=info,strix_train=info,strix_zoo=info,strix_runtime=info,strix_pipeline=info",
         (false, _) => "info,strix=debug,strix_zoo=debug,strix_runtime=debug,strix_pipeline=debug,strix_vision=debug",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));

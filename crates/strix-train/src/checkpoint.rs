@@ -1,0 +1,96 @@
+//! Files of a run folder written so that a kill at any moment leaves the last good copy: each
+//! goes to a temporary name in the same folder, is synced, then renamed over the old one.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::TrainError;
+use crate::metrics::EpochMetrics;
+
+/// Write `bytes` to `path` atomically.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
+    let mut f = std::fs::File::create(&tmp).map_err(TrainError::io(&tmp))?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(TrainError::io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(TrainError::io(path))
+}
+
+/// Where training stands: enough, with the model and optimizer, to continue exactly.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct TrainState {
+    /// The epoch in progress (0-based) and how many of its batches are done.
+    pub epoch: usize,
+    pub batch_in_epoch: usize,
+    pub global_step: u64,
+    /// Running sums of the epoch in progress.
+    pub loss_sum: f64,
+    pub correct: u64,
+    pub seen: u64,
+    pub seconds_in_epoch: f64,
+    pub history: Vec<EpochMetrics>,
+    pub best: Option<f64>,
+    pub best_epoch: Option<usize>,
+    pub stale_epochs: usize,
+    pub stopped_early: bool,
+    /// `(image, reason)` of training images that could not be read.
+    pub skipped: Vec<(String, String)>,
+}
+
+const MAGIC: &[u8; 8] = b"STRIXCK1";
+
+/// One file: state (JSON), model record, optimizer record. One file, so one rename makes the
+/// three consistent.
+pub fn save(path: &Path, state: &TrainState, model: &[u8], optim: &[u8]) -> Result<(), TrainError> {
+    let json = serde_json::to_vec(state).map_err(|e| TrainError::Invalid(e.to_string()))?;
+    let mut out = Vec::with_capacity(8 + 24 + json.len() + model.len() + optim.len());
+    out.extend_from_slice(MAGIC);
+    for part in [&json[..], model, optim] {
+        out.extend_from_slice(&(part.len() as u64).to_le_bytes());
+        out.extend_from_slice(part);
+    }
+    write_atomic(path, &out)
+}
+
+pub fn load(path: &Path) -> Result<(TrainState, Vec<u8>, Vec<u8>), TrainError> {
+    let bytes = std::fs::read(path).map_err(TrainError::io(path))?;
+    let bad = |reason: &str| TrainError::Checkpoint { path: path.into(), reason: reason.into() };
+    if bytes.len() < 8 || &bytes[..8] != MAGIC {
+        return Err(bad("not a Strix checkpoint"));
+    }
+    let mut at = 8;
+    let mut parts = Vec::new();
+    for _ in 0..3 {
+        let len_bytes: [u8; 8] =
+            bytes.get(at..at + 8).and_then(|s| s.try_into().ok()).ok_or_else(|| bad("truncated"))?;
+        let len = u64::from_le_bytes(len_bytes) as usize;
+        at += 8;
+        parts.push(bytes.get(at..at + len).ok_or_else(|| bad("truncated"))?.to_vec());
+        at += len;
+    }
+    let optim = parts.pop().unwrap_or_default();
+    let model = parts.pop().unwrap_or_default();
+    let state = serde_json::from_slice(&parts[0]).map_err(|e| bad(&format!("bad state: {e}")))?;
+    Ok((state, model, optim))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_truncation_detected() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("last.ckpt");
+        let st = TrainState { epoch: 2, batch_in_epoch: 5, ..Default::default() };
+        save(&p, &st, b"model", b"opt").unwrap();
+        let (s, m, o) = load(&p).unwrap();
+        assert_eq!((s.epoch, s.batch_in_epoch, &m[..], &o[..]), (2, 5, &b"model"[..], &b"opt"[..]));
+        let bytes = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &bytes[..bytes.len() - 2]).unwrap();
+        assert!(load(&p).unwrap_err().to_string().contains("truncated"));
+        assert!(!d.path().join(".last.ckpt.tmp").exists());
+    }
+}

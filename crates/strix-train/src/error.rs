@@ -1,0 +1,25 @@
+use std::path::PathBuf;
+
+/// What stopped a training job or a model load, with what a user needs to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {reason}")]
+    Weights { path: PathBuf, reason: String },
+    #[error("config: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Data(#[from] strix_data::DataError),
+    #[error("{path}: {reason}")]
+    Checkpoint { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl TrainError {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> TrainError {
+        let path = path.into();
+        move |source| TrainError::Io { path, source }
+    }
+}

@@ -1,0 +1,61 @@
+//! A small CNN for small images (MNIST-sized): two conv-BN-ReLU-pool stages and a hidden layer.
+
+use burn::nn::{BatchNorm, Linear};
+use burn::prelude::*;
+use burn::tensor::activation::relu;
+use burn::tensor::module::max_pool2d;
+use burn::tensor::ops::MaxPoolOptions;
+
+use crate::TrainError;
+use crate::layers::{Conv, ConvSpec};
+use crate::weights::Init;
+
+pub const WIDTHS: [usize; 2] = [32, 64];
+pub const HIDDEN: usize = 128;
+
+#[derive(Module, Debug)]
+pub struct SmallCnn {
+    pub conv1: Conv,
+    pub bn1: BatchNorm,
+    pub conv2: Conv,
+    pub bn2: BatchNorm,
+    pub fc: Linear,
+}
+
+pub fn pool2(x: Tensor<4>) -> Tensor<4> {
+    max_pool2d(
+        x,
+        MaxPoolOptions {
+            kernel_size: [2, 2],
+            stride: [2, 2],
+            padding: [(0, 0); 2],
+            dilation: [1, 1],
+            ceil_mode: false,
+        },
+    )
+}
+
+impl SmallCnn {
+    /// For `channels` x `size` x `size` inputs (`size` divisible by 4).
+    pub fn new(init: &Init<'_>, channels: usize, size: usize) -> Result<SmallCnn, TrainError> {
+        if size % 4 != 0 || size == 0 {
+            return Err(TrainError::Config(format!("small-cnn needs an image_size divisible by 4, got {size}")));
+        }
+        let [a, b] = WIDTHS;
+        Ok(SmallCnn {
+            conv1: ConvSpec::torch(channels, a, 3, 1).build(init, "conv1")?,
+            bn1: init.batch_norm("bn1", a, 1e-5)?,
+            conv2: ConvSpec::torch(a, b, 3, 1).build(init, "conv2")?,
+            bn2: init.batch_norm("bn2", b, 1e-5)?,
+            fc: init.linear("fc", b * (size / 4) * (size / 4), HIDDEN)?,
+        })
+    }
+
+    /// # Shapes
+    /// `[n, c, s, s]` -> `[n, 128]`
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let x = pool2(relu(self.bn1.forward(self.conv1.forward(x))));
+        let x = pool2(relu(self.bn2.forward(self.conv2.forward(x))));
+        relu(self.fc.forward(x.flatten::<2>(1, 3)))
+    }
+}

@@ -1,0 +1,177 @@
+//! `report.html` of a run: curves, confusion matrix, per-class table, the worst-classified
+//! validation images and the images that could not be read. PNGs beside it.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+
+use image::{Rgb, RgbImage, imageops};
+use strix_data::inspect::thumbnail;
+use strix_data::{ImageSet, Transform};
+use strix_vision::DecodeLimits;
+use strix_vision::draw::text;
+
+use crate::TrainError;
+use crate::config::TrainConfig;
+use crate::plot::{self, BLUE, ORANGE};
+use crate::train::Outcome;
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn save_png(img: &RgbImage, path: &Path) -> Result<(), TrainError> {
+    let mut bytes = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+        .map_err(|e| TrainError::Invalid(format!("{}: {e}", path.display())))?;
+    crate::checkpoint::write_atomic(path, &bytes)
+}
+
+/// A grid of the worst-classified images with "true -> predicted (p)" under each.
+fn worst_grid(set: &Arc<ImageSet>, outcome: &Outcome) -> Option<RgbImage> {
+    let worst = &outcome.val.worst;
+    if worst.is_empty() {
+        return None;
+    }
+    let (cell, cols) = (128u32, 4u32);
+    let rows = (worst.len() as u32).div_ceil(cols);
+    let mut grid = RgbImage::from_pixel(cols * (cell + 8), rows * (cell + 36), Rgb([255, 255, 255]));
+    let classes = &outcome.val.classes;
+    for (k, &(item, truth, pred, p)) in worst.iter().enumerate() {
+        let (x, y) = ((k as u32 % cols) * (cell + 8) + 4, (k as u32 / cols) * (cell + 36) + 4);
+        if let Ok(img) = set.load(item, &DecodeLimits::default()) {
+            let t = thumbnail(&img, cell);
+            imageops::overlay(
+                &mut grid,
+                &t,
+                i64::from(x + (cell - t.width()) / 2),
+                i64::from(y + (cell - t.height()) / 2),
+            );
+        }
+        let short = |c: usize| classes[c].chars().take(15).collect::<String>();
+        text(&mut grid, x as i32, (y + cell + 4) as i32, &short(truth), Rgb([0, 120, 0]), 1);
+        text(&mut grid, x as i32, (y + cell + 16) as i32, &format!("{} {:.2}", short(pred), p), Rgb([200, 0, 0]), 1);
+    }
+    Some(grid)
+}
+
+pub fn write(
+    dir: &Path,
+    cfg: &TrainConfig,
+    outcome: &Outcome,
+    val: &Arc<ImageSet>,
+    _: &Transform,
+) -> Result<(), TrainError> {
+    let h = &outcome.history;
+    let col = |f: fn(&crate::metrics::EpochMetrics) -> f64| h.iter().map(f).collect::<Vec<f64>>();
+    save_png(
+        &plot::lines(
+            "loss",
+            "epoch",
+            &[("train", BLUE, col(|m| m.train_loss)), ("validation", ORANGE, col(|m| m.val_loss))],
+        ),
+        &dir.join("loss.png"),
+    )?;
+    save_png(
+        &plot::lines(
+            "accuracy",
+            "epoch",
+            &[("train", BLUE, col(|m| m.train_accuracy)), ("validation", ORANGE, col(|m| m.val_accuracy))],
+        ),
+        &dir.join("accuracy.png"),
+    )?;
+    save_png(&plot::confusion(&outcome.val.classes, &outcome.val.confusion), &dir.join("confusion.png"))?;
+    let grid = worst_grid(val, outcome);
+    if let Some(g) = &grid {
+        save_png(g, &dir.join("worst.png"))?;
+    }
+
+    let mut html = String::new();
+    let title = format!("Strix training run: {}", dir.file_name().and_then(|n| n.to_str()).unwrap_or("run"));
+    let _ = write!(
+        html,
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title><style>\
+         body{{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}}\
+         table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}\
+         th{{background:#f3f3f3}}td:first-child{{text-align:left}}img{{max-width:100%}}</style></head><body>\
+         <h1>{t}</h1>",
+        t = esc(&title)
+    );
+    let v = &outcome.val;
+    let _ = write!(
+        html,
+        "<p>Model <b>{}</b> ({:?}), {} epochs run, best epoch {}{}.</p><ul>\
+         <li>validation accuracy <b>{:.2}%</b>, top-5 {:.2}%, loss {:.4} ({} images)</li>",
+        esc(cfg.model.name()),
+        cfg.mode(),
+        h.len(),
+        outcome.best_epoch.map_or("-".into(), |e| e.to_string()),
+        if outcome.stopped_early { " (stopped early)" } else { "" },
+        100.0 * v.accuracy,
+        100.0 * v.top5,
+        v.loss,
+        v.images
+    );
+    if let Some(t) = &outcome.test {
+        let _ = write!(
+            html,
+            "<li>test accuracy <b>{:.2}%</b>, top-5 {:.2}% ({} images)</li>",
+            100.0 * t.accuracy,
+            100.0 * t.top5,
+            t.images
+        );
+    }
+    if let Some(last) = h.last() {
+        let _ = write!(html, "<li>last epoch: {:.1} s, {:.0} images/s</li>", last.seconds, last.images_per_second);
+    }
+    html.push_str("</ul><h2>Curves</h2><img src=\"loss.png\"><img src=\"accuracy.png\">");
+    html.push_str("<h2>Epochs</h2><table><tr><th>epoch</th><th>train loss</th><th>train acc</th><th>val loss</th><th>val acc</th><th>val top-5</th><th>lr</th><th>s</th><th>img/s</th></tr>");
+    for m in h {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{:.4}</td><td>{:.2}%</td><td>{:.4}</td><td>{:.2}%</td><td>{:.2}%</td><td>{:.2e}</td><td>{:.1}</td><td>{:.0}</td></tr>",
+            m.epoch,
+            m.train_loss,
+            100.0 * m.train_accuracy,
+            m.val_loss,
+            100.0 * m.val_accuracy,
+            100.0 * m.val_top5,
+            m.lr,
+            m.seconds,
+            m.images_per_second
+        );
+    }
+    html.push_str("</table><h2>Confusion matrix (validation)</h2><img src=\"confusion.png\"><p>");
+    for (i, c) in v.classes.iter().enumerate() {
+        let _ = write!(html, "{i} = {} &nbsp; ", esc(c));
+    }
+    html.push_str("</p><h2>Per class (validation)</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>");
+    for c in &v.per_class {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{}</td></tr>",
+            esc(&c.name),
+            c.precision,
+            c.recall,
+            c.f1,
+            c.support
+        );
+    }
+    html.push_str("</table>");
+    if grid.is_some() {
+        html.push_str("<h2>Worst-classified validation images</h2><p>Green: true class; red: prediction and the probability given to the true class.</p><img src=\"worst.png\">");
+    }
+    let unreadable: Vec<&(String, String)> = outcome.skipped.iter().chain(&v.unreadable).collect();
+    let _ = write!(html, "<h2>Unreadable images ({})</h2>", unreadable.len());
+    if unreadable.is_empty() {
+        html.push_str("<p>None: every image was read.</p>");
+    } else {
+        html.push_str("<p>Skipped; training went on without them.</p><table><tr><th>image</th><th>problem</th></tr>");
+        for (n, r) in unreadable {
+            let _ = write!(html, "<tr><td>{}</td><td style=\"text-align:left\">{}</td></tr>", esc(n), esc(r));
+        }
+        html.push_str("</table>");
+    }
+    let _ = write!(html, "<h2>Configuration</h2><pre>{}</pre></body></html>", esc(&cfg.to_toml()));
+    crate::checkpoint::write_atomic(&dir.join("report.html"), html.as_bytes())
+}

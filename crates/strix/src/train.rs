@@ -1,0 +1,203 @@
+//! `strix train` and `strix eval RUN_DIR`: flags merged over the config file, bars drawn from
+//! the trainer's observer.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::sync::Mutex;
+use strix_data::{ImageSet, Part, Transform, View};
+use strix_train::metrics::{EpochMetrics, Evaluation};
+use strix_train::train::{self, Observer};
+use strix_train::{Device, TrainConfig};
+
+use crate::cli::{DataPart, Global, RunEvalArgs, TrainArgs};
+
+/// Per-epoch bar with loss, accuracy, throughput and ETA; plain lines when not on a terminal.
+struct EpochBars {
+    quiet: bool,
+    tty: bool,
+    bar: Mutex<Option<ProgressBar>>,
+    started: Mutex<Instant>,
+    images: AtomicU64,
+}
+
+impl Observer for EpochBars {
+    fn epoch_start(&self, epoch: usize, epochs: usize, batches: usize, done: usize) {
+        *self.started.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        self.images.store(0, Ordering::Relaxed);
+        if self.quiet || !self.tty {
+            return;
+        }
+        let bar = ProgressBar::new(batches as u64);
+        bar.set_draw_target(ProgressDrawTarget::stderr());
+        if let Ok(style) =
+            ProgressStyle::with_template("epoch {prefix} [{bar:28}] {pos}/{len} {msg} eta {eta} ({elapsed})")
+        {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_prefix(format!("{}/{}", epoch + 1, epochs));
+        bar.set_position(done as u64);
+        bar.enable_steady_tick(Duration::from_millis(250));
+        *self.bar.lock().unwrap_or_else(|p| p.into_inner()) = Some(bar);
+    }
+
+    fn batch(&self, images: usize, loss: f64, accuracy: f64) {
+        let n = self.images.fetch_add(images as u64, Ordering::Relaxed) + images as u64;
+        if let Some(bar) = self.bar.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            let secs = self.started.lock().unwrap_or_else(|p| p.into_inner()).elapsed().as_secs_f64();
+            bar.set_message(format!(
+                "loss {loss:.4} acc {:.1}% {:.0} img/s",
+                100.0 * accuracy,
+                n as f64 / secs.max(1e-9)
+            ));
+            bar.inc(1);
+        }
+    }
+
+    fn epoch_end(&self, m: &EpochMetrics) {
+        if let Some(bar) = self.bar.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            bar.finish_and_clear();
+        }
+        if !self.quiet {
+            eprintln!(
+                "epoch {:>3}: train loss {:.4} acc {:.2}% | val loss {:.4} acc {:.2}% top-5 {:.2}% | {:.1} s, {:.0} img/s",
+                m.epoch,
+                m.train_loss,
+                100.0 * m.train_accuracy,
+                m.val_loss,
+                100.0 * m.val_accuracy,
+                100.0 * m.val_top5,
+                m.seconds,
+                m.images_per_second
+            );
+        }
+    }
+
+    fn phase(&self, what: &str) {
+        if !self.quiet {
+            eprintln!("{what}...");
+        }
+    }
+}
+
+fn set_threads(threads: Option<usize>) {
+    if let Some(n) = threads.filter(|&n| n > 0) {
+        // Only fails when the pool already exists; then it keeps its size.
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    }
+}
+
+/// The config file's table with every given flag written over it.
+fn merged_config(args: &TrainArgs) -> Result<TrainConfig> {
+    let (mut table, origin) = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+                anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim().replace('\n', " "))
+            })?;
+            (table, path.clone())
+        }
+        None => (toml::Table::new(), "flags".into()),
+    };
+    let flags = toml::Table::try_from(args).context("flags")?;
+    table.extend(flags);
+    if !table.contains_key("data") {
+        bail!("no training data: give --data PATH or `data = ...` in the config file");
+    }
+    let text = toml::to_string(&table).context("config")?;
+    Ok(TrainConfig::from_toml(&text, &origin)?)
+}
+
+pub fn run(global: &Global, args: &TrainArgs) -> Result<ExitCode> {
+    let observer = EpochBars {
+        quiet: global.quiet,
+        tty: std::io::stderr().is_terminal(),
+        bar: Mutex::new(None),
+        started: Mutex::new(Instant::now()),
+        images: AtomicU64::new(0),
+    };
+    let outcome = match &args.resume {
+        Some(dir) => {
+            let text = std::fs::read_to_string(dir.join(train::CONFIG_FILE))
+                .with_context(|| format!("{} is not a run folder", dir.display()))?;
+            let cfg = TrainConfig::from_toml(&text, &dir.join(train::CONFIG_FILE))?;
+            set_threads(args.threads.or(cfg.threads));
+            if !global.quiet {
+                eprintln!("resuming {}", dir.display());
+            }
+            train::resume(dir, &observer)?
+        }
+        None => {
+            let cfg = merged_config(args)?;
+            set_threads(cfg.threads);
+            train::train(cfg, &observer)?
+        }
+    };
+    let mut summary = format!(
+        "best epoch {} of {}: val accuracy {:.2}%",
+        outcome.best_epoch.unwrap_or(0),
+        outcome.history.len(),
+        100.0 * outcome.val.accuracy
+    );
+    if let Some(t) = &outcome.test {
+        summary.push_str(&format!(", test accuracy {:.2}% ({} images)", 100.0 * t.accuracy, t.images));
+    }
+    if !outcome.skipped.is_empty() {
+        summary.push_str(&format!(", {} unreadable images skipped", outcome.skipped.len()));
+    }
+    println!("{summary}");
+    println!("report: {}", outcome.run_dir.join("report.html").display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_evaluation(e: &Evaluation) {
+    println!("images      {}", e.images);
+    println!("accuracy    {:.2}%", 100.0 * e.accuracy);
+    println!("top-5       {:.2}%", 100.0 * e.top5);
+    println!("loss        {:.4}", e.loss);
+    println!("\n{:<20} {:>9} {:>9} {:>9} {:>8}", "class", "precision", "recall", "f1", "support");
+    for c in &e.per_class {
+        println!("{:<20} {:>9.3} {:>9.3} {:>9.3} {:>8}", c.name, c.precision, c.recall, c.f1, c.support);
+    }
+    if !e.unreadable.is_empty() {
+        println!("\n{} unreadable images skipped:", e.unreadable.len());
+        for (n, r) in &e.unreadable {
+            println!("  {n}: {r}");
+        }
+    }
+}
+
+/// `strix eval RUN_DIR --data DIR`.
+pub fn eval_run(global: &Global, args: &RunEvalArgs) -> Result<ExitCode> {
+    let (Some(dir), Some(data)) = (&args.run_dir, &args.data) else {
+        bail!("give a run folder and --data (or a subcommand: detect, pose, classify, segment)");
+    };
+    let device = Device::flex();
+    let (model, saved) = train::load_trained(dir, &device)?;
+    let part = match args.part {
+        DataPart::Train => Part::Train,
+        DataPart::Test => Part::Test,
+    };
+    let set = Arc::new(ImageSet::open(data, part, Some(&saved.classes))?);
+    let transform = Arc::new(Transform {
+        size: saved.shape.image_size,
+        channels: saved.shape.channels,
+        normalize: saved.normalize.clone(),
+        view: View::Eval { crop: saved.val_crop },
+    });
+    if !global.quiet {
+        eprintln!("evaluating {} on {} images of {}", dir.display(), set.len(), data.display());
+    }
+    let e = train::evaluate(&model, &set, &transform, args.batch_size.max(1), &device, 0);
+    if args.json {
+        println!("{}", serde_json::to_string(&e)?);
+    } else {
+        print_evaluation(&e);
+    }
+    Ok(ExitCode::SUCCESS)
+}
