@@ -113,7 +113,7 @@ impl Transform {
         let rgb = if flip { imageops::flip_horizontal(&rgb) } else { rgb };
         let px = rgb.as_raw();
         let (b, c, sat) = jitter.map_or((1.0, 1.0, 1.0), |j| (j[0], j[1], j[2]));
-        let mean = if c != 1.0 { px.chunks_exact(3).map(|p| luma(p)).sum::<f32>() / plane as f32 } else { 0.0 };
+        let mean = if c != 1.0 { px.chunks_exact(3).map(luma).sum::<f32>() / plane as f32 } else { 0.0 };
         for (i, p) in px.chunks_exact(3).enumerate() {
             let l = luma(p);
             for k in 0..3 {

@@ -43,7 +43,9 @@ fn spread(mut v: Vec<u32>) -> Option<Spread> {
 /// Decode every image (in parallel), hash it, and summarise.
 pub fn inspect(set: &ImageSet, limits: &DecodeLimits, progress: &dyn Progress) -> Inspection {
     progress.start("inspecting", Some(set.len() as u64), ProgressUnit::Items);
-    let facts: Vec<(Result<(u32, u32), String>, Option<[u8; 32]>)> = (0..set.len())
+    // Per image: its size (or why it failed to decode) and the hash of its bytes.
+    type Facts = (Result<(u32, u32), String>, Option<[u8; 32]>);
+    let facts: Vec<Facts> = (0..set.len())
         .into_par_iter()
         .map(|i| {
             let dims = set.load(i, limits).map(|im| (im.width(), im.height()));

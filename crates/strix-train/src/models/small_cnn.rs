@@ -38,7 +38,7 @@ pub fn pool2(x: Tensor<4>) -> Tensor<4> {
 impl SmallCnn {
     /// For `channels` x `size` x `size` inputs (`size` divisible by 4).
     pub fn new(init: &Init<'_>, channels: usize, size: usize) -> Result<SmallCnn, TrainError> {
-        if size % 4 != 0 || size == 0 {
+        if !size.is_multiple_of(4) || size == 0 {
             return Err(TrainError::Config(format!("small-cnn needs an image_size divisible by 4, got {size}")));
         }
         let [a, b] = WIDTHS;

@@ -1,0 +1,101 @@
+"""Training speed: the small CNN on Fashion-MNIST, Strix (burn, CPU) against PyTorch (CPU) with
+the same architecture, batch size, optimizer and threads, in one run. Prints seconds per epoch
+of 60,000 images for both and the ratio Strix / PyTorch (goal: at most 1.5).
+
+    python bench/train_small_cnn.py [--images N] [--threads T]
+
+Needs `torch` in the Python that runs it (not installed by scripts/setup: the PyPI wheel pulls
+in several GB of CUDA libraries). Strix trains from the IDX files through its loader; PyTorch
+from tensors already in memory, so the ratio charges Strix for its data pipeline too.
+"""
+import argparse
+import gzip
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.environ.get("STRIX_FIXTURES", os.path.join(ROOT, "..", "shared", "fixtures"))
+DATA = os.path.join(FIXTURES, "datasets", "fashion-mnist")
+EPOCH = 60_000
+
+
+def load(n):
+    with gzip.open(os.path.join(DATA, "train-images-idx3-ubyte.gz")) as f:
+        x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)[:n]
+    with gzip.open(os.path.join(DATA, "train-labels-idx1-ubyte.gz")) as f:
+        y = np.frombuffer(f.read(), np.uint8, offset=8)[:n]
+    return x, y
+
+
+def torch_images_per_second(n, threads, batch):
+    import torch
+    import torch.nn as nn
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    # The architecture of strix-train's `small-cnn` (models/small_cnn.rs).
+    model = nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Dropout(0.25), nn.Linear(128, 10),
+    )
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4, eps=1e-8)
+    loss_fn = nn.CrossEntropyLoss()
+    x, y = load(n)
+    x = (torch.from_numpy(x.astype(np.float32)) - 127.5) / 127.5
+    y = torch.from_numpy(y.astype(np.int64))
+    perm = torch.randperm(len(x))
+    model.train()
+    start = time.perf_counter()
+    for i in range(0, len(x), batch):
+        idx = perm[i:i + batch]
+        opt.zero_grad()
+        loss = loss_fn(model(x[idx]), y[idx])
+        loss.backward()
+        opt.step()
+    return len(x) / (time.perf_counter() - start)
+
+
+def strix_images_per_second(n, threads, batch):
+    subprocess.run(["cargo", "build", "--release", "--locked", "-q", "-p", "strix"], cwd=ROOT, check=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = os.path.join(tmp, "run")
+        cmd = [os.path.join(ROOT, "target", "release", "strix"), "-q", "train", "--data", DATA, "--model", "small-cnn",
+               "--epochs", "1", "--batch-size", str(batch), "--optimizer", "adamw", "--lr", "0.001",
+               "--threads", str(threads), "--crop-scale-min", "1", "--color-jitter", "0", "--hflip", "false",
+               "--test", "false", "--run-dir", run_dir]
+        # Validation takes 10% of the images; ask for enough that N are trained on.
+        cmd += ["--max-images", str(int(n / 0.9) + 1)]
+        out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, CARGO_TARGET_DIR=os.path.join(ROOT, "target")))
+        if out.returncode != 0:
+            sys.exit(f"strix train failed:\n{out.stderr}")
+        with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+            return json.loads(f.readline())["images_per_second"]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=EPOCH, help="images per timed epoch (default: all 60,000)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--batch", type=int, default=64)
+    a = ap.parse_args()
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        sys.exit("this benchmark needs PyTorch (pip install torch) in the Python that runs it")
+    ours = strix_images_per_second(a.images, a.threads, a.batch)
+    theirs = torch_images_per_second(a.images, a.threads, a.batch)
+    print(f"small CNN, Fashion-MNIST, batch {a.batch}, AdamW, {a.threads} threads, {a.images} images")
+    print(f"  strix (burn flex)  {ours:8.0f} images/s  {EPOCH / ours:7.1f} s/epoch")
+    print(f"  pytorch (cpu)      {theirs:8.0f} images/s  {EPOCH / theirs:7.1f} s/epoch")
+    print(f"  ratio strix/pytorch (seconds per epoch): {theirs / ours:.2f}x  (goal <= 1.5x)")
+
+
+if __name__ == "__main__":
+    main()
