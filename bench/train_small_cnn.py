@@ -62,17 +62,26 @@ def torch_images_per_second(n, threads, batch):
     return len(x) / (time.perf_counter() - start)
 
 
-def strix_images_per_second(n, threads, batch):
+def strix_binary():
+    """STRIX_BIN when set (e.g. target/debug/strix, whose dependencies, burn included, are
+    optimised too), else a fresh release build."""
+    if os.environ.get("STRIX_BIN"):
+        return os.environ["STRIX_BIN"]
     subprocess.run(["cargo", "build", "--release", "--locked", "-q", "-p", "strix"], cwd=ROOT, check=True)
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    return os.path.join(target, "release", "strix")
+
+
+def strix_images_per_second(n, threads, batch):
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = os.path.join(tmp, "run")
-        cmd = [os.path.join(ROOT, "target", "release", "strix"), "-q", "train", "--data", DATA, "--model", "small-cnn",
+        cmd = [strix_binary(), "-q", "train", "--data", DATA, "--model", "small-cnn",
                "--epochs", "1", "--batch-size", str(batch), "--optimizer", "adamw", "--lr", "0.001",
                "--threads", str(threads), "--crop-scale-min", "1", "--color-jitter", "0", "--hflip", "false",
                "--test", "false", "--run-dir", run_dir]
         # Validation takes 10% of the images; ask for enough that N are trained on.
         cmd += ["--max-images", str(int(n / 0.9) + 1)]
-        out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, CARGO_TARGET_DIR=os.path.join(ROOT, "target")))
+        out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
             sys.exit(f"strix train failed:\n{out.stderr}")
         with open(os.path.join(run_dir, "metrics.jsonl")) as f:

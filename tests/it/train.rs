@@ -25,6 +25,7 @@ fn burn_efficientnet_lite0_gives_the_reference_logits_and_top1() {
     let (_, want) = read_npy(&fx.join("reference/efficientnet_lite0__chelsea__logits.npy"));
     let got = model.logits(input, 1, 3, 224, &Device::flex());
     let diff = max_abs_diff(&got, &want);
+    eprintln!("burn EfficientNet-Lite0 vs onnxruntime logits: max |diff| {diff:e}");
     assert!(diff <= 1e-3, "burn logits differ from onnxruntime by {diff}");
 
     // Every reference photo: the zoo's preprocessing, then burn; top-1 as onnxruntime's.
