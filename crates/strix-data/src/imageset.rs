@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use image::DynamicImage;
-use strix_vision::{DecodeLimits, decode_file};
+use strix_vision::{DecodeLimits, decode_file, is_image_path};
 
 use crate::DataError;
 use crate::idx::{self, FASHION_MNIST, IdxImages};
@@ -42,12 +42,6 @@ pub struct ImageSet {
     /// What was opened, for messages and reports.
     pub origin: PathBuf,
     pixels: Option<Arc<IdxImages>>,
-}
-
-const IMAGE_EXTENSIONS: [&str; 9] = ["jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff", "ppm"];
-
-fn is_image(p: &Path) -> bool {
-    p.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
 fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
@@ -121,7 +115,7 @@ impl ImageSet {
         for (label, class) in classes.iter().enumerate() {
             let cdir = dir.join(class);
             let files: Vec<PathBuf> = if cdir.is_dir() {
-                sorted_entries(&cdir)?.into_iter().filter(|p| is_image(p)).collect()
+                sorted_entries(&cdir)?.into_iter().filter(|p| is_image_path(p)).collect()
             } else {
                 vec![]
             };

@@ -35,6 +35,16 @@ impl Default for DecodeLimits {
     }
 }
 
+/// Extensions of the formats [`decode_file`] reads, lower case.
+pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"];
+
+/// Whether `path` is named like an image this crate decodes (extension, any case).
+pub fn is_image_path(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+}
+
 /// Read and decode an image file. Errors name the problem; callers add the path.
 pub fn decode_file(path: &Path, limits: &DecodeLimits) -> Result<RgbImage, VisionError> {
     let meta = std::fs::metadata(path).map_err(VisionError::from_io)?;

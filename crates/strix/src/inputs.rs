@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"];
+use strix_vision::is_image_path;
 
 /// Files named on the command line are taken as they are (a wrong one gets its own error
 /// later); folders are searched recursively, in name order, for image extensions. Problems
@@ -42,16 +42,10 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>, problems: &mut Vec<(PathBuf, Strin
         };
         if kind.is_dir() {
             walk(&path, files, problems);
-        } else if (kind.is_file() || (kind.is_symlink() && path.is_file())) && is_image_name(&path) {
+        } else if (kind.is_file() || (kind.is_symlink() && path.is_file())) && is_image_path(&path) {
             files.push(path);
         }
     }
-}
-
-fn is_image_name(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
 }
 
 #[cfg(test)]
