@@ -44,6 +44,11 @@ pub struct ImageSet {
     pixels: Option<Arc<IdxImages>>,
 }
 
+/// `train/` and `test/` folders side by side.
+fn split_folders(path: &Path) -> bool {
+    path.join("train").is_dir() && path.join("test").is_dir()
+}
+
 fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(DataError::io(dir))?
@@ -79,17 +84,28 @@ impl ImageSet {
         if let Some((images, labels)) = idx::find_pair(path, prefix) {
             return Self::idx(path, &images, &labels, classes);
         }
-        let sub = path.join(match part {
-            Part::Train => "train",
-            Part::Test => "test",
-        });
-        if sub.is_dir() && path.join("train").is_dir() && path.join("test").is_dir() {
-            return Self::folder(&sub, classes);
+        if split_folders(path) {
+            let sub = match part {
+                Part::Train => "train",
+                Part::Test => "test",
+            };
+            return Self::folder(&path.join(sub), classes);
         }
         if part == Part::Test && idx::find_pair(path, "train").is_some() {
             return Err(DataError::format(path, "has IDX training files but no t10k-* test files"));
         }
         Self::folder(path, classes)
+    }
+
+    /// Whether `path` ships its own test part (IDX `t10k-*` files, or `train/` and `test/`
+    /// folders), which [`ImageSet::open`] with [`Part::Test`] reads.
+    pub fn has_test_part(path: &Path) -> bool {
+        idx::find_pair(path, "t10k").is_some() || split_folders(path)
+    }
+
+    /// Whether the images are greyscale by nature (IDX files) rather than photos.
+    pub fn is_greyscale(&self) -> bool {
+        self.pixels.is_some()
     }
 
     /// One sub-folder per class, named after it; files with image extensions inside.

@@ -112,10 +112,6 @@ impl Job {
     }
 }
 
-fn has_test_part(data: &Path) -> bool {
-    strix_data::idx::find_pair(data, "t10k").is_some() || (data.join("train").is_dir() && data.join("test").is_dir())
-}
-
 /// Open the data and fix every derived setting; all errors come here, before any training.
 fn prepare(cfg: TrainConfig, dir: PathBuf) -> Result<Job, TrainError> {
     cfg.validate()?;
@@ -125,6 +121,7 @@ fn prepare(cfg: TrainConfig, dir: PathBuf) -> Result<Job, TrainError> {
         None => full,
     };
     let classes = full.classes.clone();
+    let greyscale = full.is_greyscale();
     let (train, val) = match &cfg.val_data {
         Some(v) => {
             let val = ImageSet::open(v, Part::Train, Some(&classes))?;
@@ -145,13 +142,12 @@ fn prepare(cfg: TrainConfig, dir: PathBuf) -> Result<Job, TrainError> {
     let test = match (&cfg.test_data, cfg.test) {
         (_, false) => None,
         (Some(t), true) => Some(Arc::new(ImageSet::open(t, Part::Test, Some(&classes))?)),
-        (None, true) if has_test_part(&cfg.data) => {
+        (None, true) if ImageSet::has_test_part(&cfg.data) => {
             Some(Arc::new(ImageSet::open(&cfg.data, Part::Test, Some(&classes))?))
         }
         (None, true) => None,
     };
-    let grey_source = strix_data::idx::find_pair(&cfg.data, "train").is_some();
-    let channels = cfg.channels.unwrap_or(if cfg.model == Arch::SmallCnn && grey_source { 1 } else { 3 });
+    let channels = cfg.channels.unwrap_or(if cfg.model == Arch::SmallCnn && greyscale { 1 } else { 3 });
     let size = cfg.image_size.unwrap_or(cfg.model.default_size());
     let shape = ModelShape { arch: cfg.model, classes: classes.len(), channels, image_size: size };
     let normalize = cfg.model.normalize();
