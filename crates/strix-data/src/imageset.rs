@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use image::DynamicImage;
-use strix_vision::{DecodeLimits, decode_file, is_image_path};
+use strix_vision::{DecodeLimits, decode_bytes, is_image_path, read_file};
 
 use crate::DataError;
 use crate::idx::{self, FASHION_MNIST, IdxImages};
@@ -262,22 +262,28 @@ impl ImageSet {
 
     /// Decode item `i`. IDX images come back greyscale, files as RGB.
     pub fn load(&self, i: usize, limits: &DecodeLimits) -> Result<DynamicImage, String> {
+        self.decode(i, self.bytes(i, limits)?, limits)
+    }
+
+    /// The raw bytes of item `i` (file contents, size-checked; or IDX pixels): what
+    /// [`ImageSet::decode`] takes, and what identifies it for duplicate search.
+    pub fn bytes(&self, i: usize, limits: &DecodeLimits) -> Result<Vec<u8>, String> {
         match &self.items[i].source {
-            Source::File(p) => decode_file(p, limits).map(DynamicImage::ImageRgb8).map_err(|e| e.to_string()),
-            Source::Idx(k) => {
-                let px = self.pixels.as_ref().ok_or("IDX pixels missing")?;
-                image::GrayImage::from_raw(px.cols as u32, px.rows as u32, px.image(*k).to_vec())
-                    .map(DynamicImage::ImageLuma8)
-                    .ok_or_else(|| "bad IDX image size".to_string())
-            }
+            Source::File(p) => read_file(p, limits).map_err(|e| e.to_string()),
+            Source::Idx(k) => Ok(self.pixels.as_ref().ok_or("IDX pixels missing")?.image(*k).to_vec()),
         }
     }
 
-    /// The raw bytes that identify item `i` (file contents or IDX pixels), for duplicate search.
-    pub fn bytes(&self, i: usize) -> Result<Vec<u8>, String> {
+    /// Decode the bytes [`ImageSet::bytes`] gave for item `i`.
+    pub fn decode(&self, i: usize, bytes: Vec<u8>, limits: &DecodeLimits) -> Result<DynamicImage, String> {
         match &self.items[i].source {
-            Source::File(p) => std::fs::read(p).map_err(|e| e.to_string()),
-            Source::Idx(k) => Ok(self.pixels.as_ref().map(|px| px.image(*k).to_vec()).unwrap_or_default()),
+            Source::File(_) => decode_bytes(&bytes, limits).map(DynamicImage::ImageRgb8).map_err(|e| e.to_string()),
+            Source::Idx(_) => {
+                let px = self.pixels.as_ref().ok_or("IDX pixels missing")?;
+                image::GrayImage::from_raw(px.cols as u32, px.rows as u32, bytes)
+                    .map(DynamicImage::ImageLuma8)
+                    .ok_or_else(|| "bad IDX image size".to_string())
+            }
         }
     }
 

@@ -48,10 +48,16 @@ pub fn inspect(set: &ImageSet, limits: &DecodeLimits, progress: &dyn Progress) -
     let facts: Vec<Facts> = (0..set.len())
         .into_par_iter()
         .map(|i| {
-            let dims = set.load(i, limits).map(|im| (im.width(), im.height()));
-            let hash = set.bytes(i).ok().map(|b| Sha256::digest(&b).into());
+            // One read per file: hashed, then decoded.
+            let facts = match set.bytes(i, limits) {
+                Ok(bytes) => {
+                    let hash = Some(Sha256::digest(&bytes).into());
+                    (set.decode(i, bytes, limits).map(|im| (im.width(), im.height())), hash)
+                }
+                Err(e) => (Err(e), None),
+            };
             progress.advance(1);
-            (dims, hash)
+            facts
         })
         .collect();
     progress.finish();

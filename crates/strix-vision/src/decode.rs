@@ -47,6 +47,11 @@ pub fn is_image_path(path: &Path) -> bool {
 
 /// Read and decode an image file. Errors name the problem; callers add the path.
 pub fn decode_file(path: &Path, limits: &DecodeLimits) -> Result<RgbImage, VisionError> {
+    decode_bytes(&read_file(path, limits)?, limits)
+}
+
+/// Read an image file's bytes, refusing folders and files over the size limit before reading.
+pub fn read_file(path: &Path, limits: &DecodeLimits) -> Result<Vec<u8>, VisionError> {
     let meta = std::fs::metadata(path).map_err(VisionError::from_io)?;
     if meta.is_dir() {
         return Err(VisionError::NotAFile);
@@ -54,8 +59,7 @@ pub fn decode_file(path: &Path, limits: &DecodeLimits) -> Result<RgbImage, Visio
     if meta.len() > limits.max_bytes {
         return Err(VisionError::FileTooLarge { bytes: meta.len(), limit: limits.max_bytes });
     }
-    let bytes = std::fs::read(path).map_err(VisionError::from_io)?;
-    decode_bytes(&bytes, limits)
+    std::fs::read(path).map_err(VisionError::from_io)
 }
 
 /// Decode an encoded image (JPEG, PNG, WebP, GIF, BMP, TIFF) held in memory.

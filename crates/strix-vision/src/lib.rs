@@ -34,7 +34,7 @@ mod resize;
 pub mod segment;
 
 pub use classify::{Class, Classifier};
-pub use decode::{DecodeLimits, IMAGE_EXTENSIONS, decode_bytes, decode_file, is_image_path};
+pub use decode::{DecodeLimits, IMAGE_EXTENSIONS, decode_bytes, decode_file, is_image_path, read_file};
 pub use error::VisionError;
 pub use image::RgbImage;
 pub use networks::Networks;
