@@ -18,6 +18,24 @@ pub struct EpochMetrics {
     pub images_per_second: f64,
 }
 
+/// The one-line summary the CLI prints and `train.log` keeps.
+impl std::fmt::Display for EpochMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "epoch {:>3}: train loss {:.4} acc {:.2}% | val loss {:.4} acc {:.2}% top-5 {:.2}% | {:.1} s, {:.0} img/s",
+            self.epoch,
+            self.train_loss,
+            100.0 * self.train_accuracy,
+            self.val_loss,
+            100.0 * self.val_accuracy,
+            100.0 * self.val_top5,
+            self.seconds,
+            self.images_per_second
+        )
+    }
+}
+
 /// A model's answers over a dataset.
 #[derive(Clone, Debug, Serialize)]
 pub struct Evaluation {

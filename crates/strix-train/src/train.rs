@@ -249,7 +249,6 @@ pub fn evaluate(
     keep_worst: usize,
 ) -> Evaluation {
     let model = model.valid();
-    let inner = device.clone().inner();
     let plan = LoadPlan {
         set: set.clone(),
         order: (0..set.len()).collect(),
@@ -270,8 +269,7 @@ pub fn evaluate(
             continue;
         }
         let n = batch.labels.len();
-        let x = Tensor::<4>::from_data(TensorData::new(batch.images, [n, c, s, s]), &inner);
-        let logits = model.forward(x).into_data().try_to_vec::<f32>().unwrap_or_default();
+        let logits = model.logits(batch.images, n, c, s, device);
         let k = logits.len() / n;
         for (j, row) in logits.chunks(k).enumerate() {
             tally.add(batch.items[j], batch.labels[j], row);
@@ -434,7 +432,6 @@ fn run(
             }
         }
         let seconds = before + started.elapsed().as_secs_f64();
-        let train_seconds = seconds;
         let val = evaluate(&model, &job.val, &job.eval_tf, cfg.batch_size, &job.device, 0);
         let metrics = EpochMetrics {
             epoch: epoch + 1,
@@ -444,8 +441,8 @@ fn run(
             val_accuracy: val.accuracy,
             val_top5: val.top5,
             lr,
-            seconds: train_seconds,
-            images_per_second: state.seen as f64 / train_seconds.max(1e-9),
+            seconds,
+            images_per_second: state.seen as f64 / seconds.max(1e-9),
         };
         observer.epoch_end(&metrics);
         let line = serde_json::to_string(&metrics).unwrap_or_default();
@@ -456,16 +453,7 @@ fn run(
         all.push_str(&line);
         all.push('\n');
         write_atomic(&mpath, all.as_bytes())?;
-        job.log(&format!(
-            "epoch {}: train loss {:.4} acc {:.4}, val loss {:.4} acc {:.4}, {:.1} s, {:.0} img/s",
-            metrics.epoch,
-            metrics.train_loss,
-            metrics.train_accuracy,
-            metrics.val_loss,
-            metrics.val_accuracy,
-            metrics.seconds,
-            metrics.images_per_second
-        ));
+        job.log(&metrics.to_string());
         let score = match cfg.monitor {
             Monitor::ValAccuracy => metrics.val_accuracy,
             Monitor::ValLoss => -metrics.val_loss,

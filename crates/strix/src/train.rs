@@ -64,17 +64,7 @@ impl Observer for EpochBars {
             bar.finish_and_clear();
         }
         if !self.quiet {
-            eprintln!(
-                "epoch {:>3}: train loss {:.4} acc {:.2}% | val loss {:.4} acc {:.2}% top-5 {:.2}% | {:.1} s, {:.0} img/s",
-                m.epoch,
-                m.train_loss,
-                100.0 * m.train_accuracy,
-                m.val_loss,
-                100.0 * m.val_accuracy,
-                100.0 * m.val_top5,
-                m.seconds,
-                m.images_per_second
-            );
+            eprintln!("{m}");
         }
     }
 
