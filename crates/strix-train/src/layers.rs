@@ -4,8 +4,8 @@
 
 use burn::module::Param;
 use burn::prelude::*;
-use burn::tensor::module::conv2d;
-use burn::tensor::ops::ConvOptions;
+use burn::tensor::module::{conv2d, max_pool2d};
+use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 
 use crate::TrainError;
 use crate::weights::Init;
@@ -80,6 +80,21 @@ impl Conv {
         let options = ConvOptions { stride: [self.stride; 2], padding, dilation: [1, 1], groups: self.groups };
         conv2d(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()), options)
     }
+}
+
+/// Square max pooling with symmetric padding.
+///
+/// # Shapes
+/// `[n, c, h, w]` -> `[n, c, (h + 2 pad - kernel) / stride + 1, ...]`
+pub fn max_pool(x: Tensor<4>, kernel: usize, stride: usize, pad: usize) -> Tensor<4> {
+    let options = MaxPoolOptions {
+        kernel_size: [kernel; 2],
+        stride: [stride; 2],
+        padding: [(pad, pad); 2],
+        dilation: [1, 1],
+        ceil_mode: false,
+    };
+    max_pool2d(x, options)
 }
 
 #[cfg(test)]

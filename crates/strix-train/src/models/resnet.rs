@@ -4,11 +4,9 @@
 use burn::nn::BatchNorm;
 use burn::prelude::*;
 use burn::tensor::activation::relu;
-use burn::tensor::module::max_pool2d;
-use burn::tensor::ops::MaxPoolOptions;
 
 use crate::TrainError;
-use crate::layers::{Conv, ConvSpec};
+use crate::layers::{Conv, ConvSpec, max_pool};
 use crate::weights::Init;
 
 #[derive(Module, Debug)]
@@ -135,16 +133,7 @@ impl ResNet {
     /// `[n, c, h, w]` -> `[n, 512]` (2048 for ResNet-50)
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let x = relu(self.bn1.forward(self.conv1.forward(x)));
-        let mut x = max_pool2d(
-            x,
-            MaxPoolOptions {
-                kernel_size: [3, 3],
-                stride: [2, 2],
-                padding: [(1, 1); 2],
-                dilation: [1, 1],
-                ceil_mode: false,
-            },
-        );
+        let mut x = max_pool(x, 3, 2, 1);
         for block in self.layers.iter().flatten() {
             x = block.forward(x);
         }

@@ -3,11 +3,9 @@
 use burn::nn::{BatchNorm, Linear};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
-use burn::tensor::module::max_pool2d;
-use burn::tensor::ops::MaxPoolOptions;
 
 use crate::TrainError;
-use crate::layers::{Conv, ConvSpec};
+use crate::layers::{Conv, ConvSpec, max_pool};
 use crate::weights::Init;
 
 pub const WIDTHS: [usize; 2] = [32, 64];
@@ -20,19 +18,6 @@ pub struct SmallCnn {
     pub conv2: Conv,
     pub bn2: BatchNorm,
     pub fc: Linear,
-}
-
-pub fn pool2(x: Tensor<4>) -> Tensor<4> {
-    max_pool2d(
-        x,
-        MaxPoolOptions {
-            kernel_size: [2, 2],
-            stride: [2, 2],
-            padding: [(0, 0); 2],
-            dilation: [1, 1],
-            ceil_mode: false,
-        },
-    )
 }
 
 impl SmallCnn {
@@ -54,8 +39,8 @@ impl SmallCnn {
     /// # Shapes
     /// `[n, c, s, s]` -> `[n, 128]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = pool2(relu(self.bn1.forward(self.conv1.forward(x))));
-        let x = pool2(relu(self.bn2.forward(self.conv2.forward(x))));
+        let x = max_pool(relu(self.bn1.forward(self.conv1.forward(x))), 2, 2, 0);
+        let x = max_pool(relu(self.bn2.forward(self.conv2.forward(x))), 2, 2, 0);
         relu(self.fc.forward(x.flatten::<2>(1, 3)))
     }
 }
