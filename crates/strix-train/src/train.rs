@@ -107,9 +107,12 @@ struct Job {
 impl Job {
     fn log(&mut self, line: &str) {
         tracing::info!("{line}");
-        let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let _ = writeln!(self.log, "[{secs}] {line}");
+        let _ = writeln!(self.log, "[{}] {line}", unix_secs());
     }
+}
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Open the data and fix every derived setting; all errors come here, before any training.
@@ -280,10 +283,8 @@ pub fn evaluate(
 
 /// Start a new run.
 pub fn train(cfg: TrainConfig, observer: &dyn Observer) -> Result<Outcome, TrainError> {
-    let dir = cfg.run_dir.clone().unwrap_or_else(|| {
-        let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        PathBuf::from("runs").join(format!("{}-{secs}", cfg.model))
-    });
+    let dir =
+        cfg.run_dir.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{}", cfg.model, unix_secs())));
     if dir.join(CHECKPOINT_FILE).exists() {
         return Err(TrainError::Config(format!(
             "{} already holds a run; continue it with `strix train --resume {0}` or pick another run_dir",
@@ -316,11 +317,16 @@ pub fn train(cfg: TrainConfig, observer: &dyn Observer) -> Result<Outcome, Train
     run(job, TrainState::default(), model, optim, observer)
 }
 
-/// Continue the run in `run_dir` from its last checkpoint.
-pub fn resume(run_dir: &Path, observer: &dyn Observer) -> Result<Outcome, TrainError> {
+/// The resolved config a run folder was started with.
+pub fn saved_config(run_dir: &Path) -> Result<TrainConfig, TrainError> {
     let cfg_path = run_dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&cfg_path).map_err(TrainError::io(&cfg_path))?;
-    let mut cfg = TrainConfig::from_toml(&text, &cfg_path)?;
+    TrainConfig::from_toml(&text, &cfg_path)
+}
+
+/// Continue the run in `run_dir` from its last checkpoint.
+pub fn resume(run_dir: &Path, observer: &dyn Observer) -> Result<Outcome, TrainError> {
+    let mut cfg = saved_config(run_dir)?;
     cfg.run_dir = Some(run_dir.to_path_buf());
     let mut job = prepare(cfg, run_dir.to_path_buf())?;
     let ckpt = run_dir.join(CHECKPOINT_FILE);

@@ -113,9 +113,7 @@ pub fn run(global: &Global, args: &TrainArgs) -> Result<ExitCode> {
     };
     let outcome = match &args.resume {
         Some(dir) => {
-            let text = std::fs::read_to_string(dir.join(train::CONFIG_FILE))
-                .with_context(|| format!("{} is not a run folder", dir.display()))?;
-            let cfg = TrainConfig::from_toml(&text, &dir.join(train::CONFIG_FILE))?;
+            let cfg = train::saved_config(dir).with_context(|| format!("{} is not a run folder", dir.display()))?;
             set_threads(args.threads.or(cfg.threads));
             if !global.quiet {
                 eprintln!("resuming {}", dir.display());
