@@ -78,7 +78,7 @@ def strix_images_per_second(n, threads, batch):
         cmd = [strix_binary(), "-q", "train", "--data", DATA, "--model", "small-cnn",
                "--epochs", "1", "--batch-size", str(batch), "--optimizer", "adamw", "--lr", "0.001",
                "--threads", str(threads), "--crop-scale-min", "1", "--color-jitter", "0", "--hflip", "false",
-               "--test", "false", "--run-dir", run_dir]
+               "--test", "false", "--no-export", "--run-dir", run_dir]
         # Validation takes 10% of the images; ask for enough that N are trained on.
         cmd += ["--max-images", str(int(n / 0.9) + 1)]
         out = subprocess.run(cmd, capture_output=True, text=True)

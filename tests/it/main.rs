@@ -14,6 +14,7 @@ mod cli;
 mod docs;
 mod download;
 mod eval;
+mod export;
 mod http;
 mod runtime;
 mod support;

@@ -115,8 +115,18 @@ fn unix_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// Open the data and fix every derived setting; all errors come here, before any training.
-fn prepare(cfg: TrainConfig, dir: PathBuf) -> Result<Job, TrainError> {
+/// A run's data and everything derived from it, opened from its config; nothing is written.
+struct Data {
+    shape: ModelShape,
+    classes: Vec<String>,
+    train: ImageSet,
+    val: ImageSet,
+    test: Option<Arc<ImageSet>>,
+    train_tf: Transform,
+    eval_tf: Transform,
+}
+
+fn open_data(cfg: &TrainConfig) -> Result<Data, TrainError> {
     cfg.validate()?;
     let full = ImageSet::open(&cfg.data, Part::Train, cfg.classes.as_deref())?;
     let full = match cfg.max_images {
@@ -156,6 +166,41 @@ fn prepare(cfg: TrainConfig, dir: PathBuf) -> Result<Job, TrainError> {
     let normalize = cfg.model.normalize();
     let train_tf = Transform { size, channels, normalize: normalize.clone(), view: View::Train(cfg.augment()) };
     let eval_tf = Transform { size, channels, normalize, view: View::Eval { crop: cfg.val_crop } };
+    Ok(Data { shape, classes, train, val, test, train_tf, eval_tf })
+}
+
+/// Up to `n` validation images of a run, spread over the validation set and preprocessed as
+/// for evaluation: `[count, channels, size, size]` floats and `count`. The export gate feeds
+/// these to the exported model.
+pub fn validation_images(run_dir: &Path, n: usize) -> Result<(Vec<f32>, usize), TrainError> {
+    let data = open_data(&saved_config(run_dir)?)?;
+    let len = data.val.len();
+    let count = n.min(len).max(1);
+    let plan = LoadPlan {
+        set: Arc::new(data.val),
+        order: (0..count).map(|i| i * len / count).collect(),
+        batch_size: count,
+        transform: Arc::new(data.eval_tf),
+        seed: 0,
+        epoch: 0,
+        prefetch: 1,
+        limits: DecodeLimits::default(),
+    };
+    let mut images = Vec::new();
+    let mut got = 0;
+    for batch in plan.start(0) {
+        got += batch.labels.len();
+        images.extend(batch.images);
+    }
+    if got == 0 {
+        return Err(TrainError::Config(format!("{}: no readable validation images", run_dir.display())));
+    }
+    Ok((images, got))
+}
+
+/// Open the data and fix every derived setting; all errors come here, before any training.
+fn prepare(cfg: TrainConfig, dir: PathBuf) -> Result<Job, TrainError> {
+    let Data { shape, classes, train, val, test, train_tf, eval_tf } = open_data(&cfg)?;
     let device = device(cfg.device)?;
     std::fs::create_dir_all(&dir).map_err(TrainError::io(&dir))?;
     let log_path = dir.join(LOG_FILE);

@@ -80,7 +80,13 @@ pub enum ChannelOrder {
     #[default]
     Rgb,
     Bgr,
+    /// One channel: the luma of the RGB pixel (Rec. 709 weights, as `image`'s greyscale
+    /// conversion, which training uses); `mean[0]` and `std[0]` normalise it.
+    Gray,
 }
+
+/// Rec. 709 luma weights (what `image::DynamicImage::to_luma8` uses).
+const LUMA: [f32; 3] = [0.2126, 0.7152, 0.0722];
 
 /// Preprocessing of a model spec. Values are `(pixel - mean) / std` with pixels in 0..=255 and
 /// `mean`/`std` given in the model's channel order (so BGR models list B first).
@@ -128,6 +134,8 @@ pub struct Preprocessor {
     resize: Resize,
     /// Source channel (0 = R) for each model channel.
     order: [usize; 3],
+    /// Model channels: 3, or 1 for greyscale.
+    channels: usize,
     scale: [f32; 3],
     bias: [f32; 3],
 }
@@ -157,27 +165,29 @@ impl Preprocessor {
         let order = match pre.channels {
             ChannelOrder::Rgb => [0, 1, 2],
             ChannelOrder::Bgr => [2, 1, 0],
+            ChannelOrder::Gray => [0, 0, 0],
         };
+        let channels = if pre.channels == ChannelOrder::Gray { 1 } else { 3 };
         let scale = [1.0 / pre.std[0], 1.0 / pre.std[1], 1.0 / pre.std[2]];
         let bias = [-pre.mean[0] * scale[0], -pre.mean[1] * scale[1], -pre.mean[2] * scale[2]];
-        Ok(Preprocessor { input: input.clone(), resize: pre.resize, order, scale, bias })
+        Ok(Preprocessor { input: input.clone(), resize: pre.resize, order, channels, scale, bias })
     }
 
     pub fn input(&self) -> &InputSpec {
         &self.input
     }
 
-    /// Values per image: width x height x 3.
+    /// Values per image: width x height x channels (3, or 1 for greyscale).
     pub fn sample_len(&self) -> usize {
-        self.input.width as usize * self.input.height as usize * 3
+        self.input.width as usize * self.input.height as usize * self.channels
     }
 
     /// Tensor shape for `batch` images.
     pub fn shape(&self, batch: usize) -> Vec<usize> {
         let (w, h) = (self.input.width as usize, self.input.height as usize);
         match self.input.layout {
-            Layout::Nchw => vec![batch, 3, h, w],
-            Layout::Nhwc => vec![batch, h, w, 3],
+            Layout::Nchw => vec![batch, self.channels, h, w],
+            Layout::Nhwc => vec![batch, h, w, self.channels],
         }
     }
 
@@ -193,9 +203,16 @@ impl Preprocessor {
         let nchw = self.input.layout == Layout::Nchw;
         // Store `row` (interleaved RGB, `row.len() / 3` pixels) at pixel (x, y) of the input,
         // normalised, in the model's channel order and layout.
+        let grey = self.channels == 1;
         let mut put = |x: usize, y: usize, row: &[f32]| {
             let n = row.len() / 3;
-            if nchw {
+            if grey {
+                // One plane: NCHW and NHWC are the same layout.
+                let start = y * iw + x;
+                for (d, px) in out[start..start + n].iter_mut().zip(row.chunks_exact(3)) {
+                    *d = (px[0] * LUMA[0] + px[1] * LUMA[1] + px[2] * LUMA[2]) * scale[0] + bias[0];
+                }
+            } else if nchw {
                 for c in 0..3 {
                     let start = c * plane + y * iw + x;
                     let (k, o, s, b) = (order[c], &mut out[start..start + n], scale[c], bias[c]);
@@ -359,6 +376,26 @@ mod tests {
         let col0: Vec<f32> = (0..4).map(|y| out[y * 12]).collect();
         assert_eq!(col0, vec![114.0, 0.0, 0.0, 114.0]);
         assert_eq!(g.to_source(2.0, 1.0), (2.0, 0.0));
+    }
+
+    #[test]
+    fn grey_models_get_one_luma_plane() {
+        let mut img = RgbImage::from_pixel(2, 1, image::Rgb([100, 100, 100]));
+        img.put_pixel(1, 0, image::Rgb([255, 0, 0]));
+        let mut p = pre(Resize::Stretch {});
+        p.channels = ChannelOrder::Gray;
+        p.mean = [127.5, 0.0, 0.0];
+        p.std = [127.5, 1.0, 1.0];
+        for layout in [Layout::Nchw, Layout::Nhwc] {
+            let pp = Preprocessor::new(&spec(layout, 2, 1), &p).unwrap();
+            assert_eq!(pp.sample_len(), 2);
+            let mut out = vec![0.0; pp.sample_len()];
+            pp.run(&img, &mut out);
+            assert!((out[0] - (100.0 - 127.5) / 127.5).abs() < 1e-5, "{out:?}");
+            assert!((out[1] - (255.0 * 0.2126 - 127.5) / 127.5).abs() < 1e-5, "{out:?}");
+        }
+        let pp = Preprocessor::new(&spec(Layout::Nchw, 2, 1), &p).unwrap();
+        assert_eq!(pp.shape(4), vec![4, 1, 1, 2]);
     }
 
     #[test]

@@ -84,7 +84,43 @@ pub enum Command {
     /// Look at a dataset before training on it
     #[command(subcommand)]
     Data(DataCommand),
+    /// Export a trained run's best model to ONNX, checked against burn by every ONNX engine
+    Export(ExportArgs),
 }
+
+#[derive(Debug, Args)]
+#[command(after_help = EXPORT_HELP)]
+pub struct ExportArgs {
+    /// A run folder made by `strix train`
+    #[arg(value_name = "RUN_DIR")]
+    pub run_dir: PathBuf,
+    /// Where to write model.onnx, model.toml and gate.json [default: RUN_DIR/export]
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Model name written into the spec [default: the run folder's name]
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Validation images the gate runs through burn and each engine
+    #[arg(long, default_value_t = 16)]
+    pub gate_images: usize,
+    /// Largest |logit difference| the gate accepts. Raise it only for models whose logits are
+    /// huge (an undertrained net can reach thousands, where f32 rounding alone exceeds 1e-4)
+    #[arg(long, default_value_t = strix_export::gate::TOLERANCE)]
+    pub tolerance: f32,
+    /// Engines the gate checks, comma-separated [default: every engine in this build]
+    #[arg(long, value_delimiter = ',', value_parser = parse_backend)]
+    pub backends: Option<Vec<strix_runtime::Backend>>,
+}
+
+const EXPORT_HELP: &str = "\
+The export gate: real validation images of the run go through the burn model and through the
+exported file on tract and ONNX Runtime; the export is kept only if every engine's logits are
+within 1e-4 (max abs) of burn's. `strix train` runs this at the end of every run.
+
+Examples:
+  strix export runs/trash
+  strix export runs/trash --out models/trash --name trash-sorter
+  strix predict --model runs/trash/export/model.onnx photo.jpg";
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -169,6 +205,10 @@ pub struct TrainArgs {
     #[serde(skip)]
     #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
+    /// Skip the ONNX export (and its gate) at the end of the run; `strix export RUN_DIR` does it later
+    #[serde(skip)]
+    #[arg(long)]
+    pub no_export: bool,
     /// Training images: class folders, a `path,label` CSV, or a folder of IDX files
     #[arg(long, value_name = "PATH")]
     #[serde(skip_serializing_if = "Option::is_none")]

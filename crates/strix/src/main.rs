@@ -3,6 +3,7 @@
 mod cli;
 mod data;
 mod eval;
+mod export;
 mod inputs;
 mod models;
 mod predict;
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
         },
         Command::Train(args) => train::run(&cli.global, args),
         Command::Data(cmd) => data::run(&cli.global, cmd),
+        Command::Export(args) => export::run(&cli.global, args),
     };
     match result {
         Ok(code) => code,

@@ -223,6 +223,7 @@ fn show(global: &Global, model: &str, format: ShowFormat, io: Option<&RuntimeArg
         let channels = match p.channels {
             ChannelOrder::Rgb => "RGB",
             ChannelOrder::Bgr => "BGR",
+            ChannelOrder::Gray => "grey (luma)",
         };
         field("preprocess", &format!("{resize}; {channels}; (x - {:?}) / {:?}", p.mean, p.std));
     } else {

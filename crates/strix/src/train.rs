@@ -140,6 +140,10 @@ pub fn run(global: &Global, args: &TrainArgs) -> Result<ExitCode> {
     }
     println!("{summary}");
     println!("report: {}", outcome.run_dir.join("report.html").display());
+    if !args.no_export {
+        crate::export::export(global, &outcome.run_dir, &strix_export::ExportOptions::default())
+            .context("training finished, but its ONNX export did not (retry with `strix export RUN_DIR`)")?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

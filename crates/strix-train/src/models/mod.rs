@@ -58,7 +58,7 @@ impl Arch {
     }
 
     /// Name of the classifier layer in pretrained weights.
-    fn head_name(self) -> &'static str {
+    pub fn head_name(self) -> &'static str {
         match self {
             Arch::SmallCnn => "head",
             Arch::EfficientnetLite0 => "_fc",

@@ -1,0 +1,179 @@
+//! ONNX export of the classifiers Strix trains with burn, and the gate every export passes.
+//!
+//! Burn has no ONNX exporter, so each architecture's forward pass is written out as ONNX nodes
+//! here ([`arch`]), with the protobuf types of `tract-onnx`. Batch norms are kept as
+//! `BatchNormalization` nodes (inference mode), the batch dimension is symbolic (`N`).
+//!
+//! An export is only kept when it passes the gate ([`gate::check`]): real validation images of
+//! the run go through burn, tract and ONNX Runtime, and the logits must agree within
+//! [`gate::TOLERANCE`].
+//!
+//! ```no_run
+//! let exported = strix_export::export_run("runs/trash".as_ref(), &strix_export::ExportOptions::default())?;
+//! println!("{} ({})", exported.onnx.display(), exported.gate);
+//! # Ok::<(), strix_export::ExportError>(())
+//! ```
+
+pub mod arch;
+pub mod gate;
+pub mod graph;
+mod spec;
+
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+use strix_runtime::Backend;
+use strix_train::Device;
+use thiserror::Error;
+
+pub use gate::{GateCheck, GateReport};
+pub use spec::model_spec;
+
+#[derive(Debug, Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Train(#[from] strix_train::TrainError),
+    #[error(transparent)]
+    Runtime(#[from] strix_runtime::RuntimeError),
+    #[error(transparent)]
+    Core(#[from] strix_core::CoreError),
+    #[error("{path}: {reason}")]
+    Io { path: PathBuf, reason: String },
+    #[error("export gate: {0}")]
+    Gate(String),
+    #[error(
+        "export gate failed: {backend} logits differ from burn's by {max_abs_diff:.3e} (image {image}, logit {class}), \
+         over the {tolerance:.0e} tolerance (burn's logits reach {scale:.3e}); the export was not kept"
+    )]
+    GateFailed {
+        backend: Backend,
+        max_abs_diff: f32,
+        image: usize,
+        class: usize,
+        tolerance: f32,
+        scale: f32,
+        report: GateReport,
+    },
+    #[error("model spec: {0}")]
+    Spec(String),
+}
+
+impl ExportError {
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ExportError + '_ {
+        move |e| ExportError::Io { path: path.to_path_buf(), reason: e.to_string() }
+    }
+}
+
+/// Files of an export inside its folder.
+pub const ONNX_FILE: &str = "model.onnx";
+pub const SPEC_FILE: &str = "model.toml";
+pub const GATE_FILE: &str = "gate.json";
+/// Where `strix export RUN_DIR` writes by default: `RUN_DIR/export`.
+pub const EXPORT_DIR: &str = "export";
+
+#[derive(Clone, Debug)]
+pub struct ExportOptions {
+    /// Output folder; `RUN_DIR/export` when `None`.
+    pub out_dir: Option<PathBuf>,
+    /// Validation images the gate runs.
+    pub gate_images: usize,
+    pub tolerance: f32,
+    /// Engines the gate runs besides burn.
+    pub backends: Vec<Backend>,
+    /// Name written into the spec; the run folder's name when `None`.
+    pub name: Option<String>,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        ExportOptions {
+            out_dir: None,
+            gate_images: 16,
+            tolerance: gate::TOLERANCE,
+            backends: Backend::ALL.into_iter().filter(|b| b.is_compiled()).collect(),
+            name: None,
+        }
+    }
+}
+
+/// A gated export on disk.
+#[derive(Clone, Debug)]
+pub struct Exported {
+    pub dir: PathBuf,
+    pub onnx: PathBuf,
+    pub spec: PathBuf,
+    pub gate: GateReport,
+}
+
+/// Export the best model of a finished run to ONNX, with its spec, after the gate passed.
+/// On a gate failure nothing is left in the output folder.
+pub fn export_run(run_dir: &Path, options: &ExportOptions) -> Result<Exported, ExportError> {
+    let device = Device::flex();
+    let (model, saved) = strix_train::train::load_trained(run_dir, &device)?;
+    let name = match &options.name {
+        Some(n) => n.clone(),
+        None => spec::name_from_dir(run_dir),
+    };
+    let metadata = vec![
+        ("strix.arch".to_string(), saved.shape.arch.to_string()),
+        ("strix.classes".to_string(), saved.classes.join("\n")),
+    ];
+    let proto = arch::classifier(&model, &saved.shape, &metadata);
+    let bytes = proto.encode_to_vec();
+
+    let dir = options.out_dir.clone().unwrap_or_else(|| run_dir.join(EXPORT_DIR));
+    std::fs::create_dir_all(&dir).map_err(ExportError::io(&dir))?;
+    let onnx = dir.join(ONNX_FILE);
+    // Gate the file as written, under a temporary name; it takes its real name only if it passes.
+    let staging = dir.join(format!(".{ONNX_FILE}.{}.tmp", std::process::id()));
+    std::fs::write(&staging, &bytes).map_err(ExportError::io(&staging))?;
+    let result = gate_file(&staging, run_dir, &model, &saved.shape, &device, options);
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_file(&staging);
+            return Err(e);
+        }
+    };
+    std::fs::rename(&staging, &onnx).map_err(ExportError::io(&onnx))?;
+    let spec = model_spec(&name, &saved, &onnx)?;
+    let spec_path = dir.join(SPEC_FILE);
+    let text =
+        format!("# Exported by strix {} from {}\n{}", env!("CARGO_PKG_VERSION"), run_dir.display(), spec.to_toml());
+    write_atomic(&spec_path, text.as_bytes())?;
+    let gate_path = dir.join(GATE_FILE);
+    write_atomic(&gate_path, serde_json::to_string_pretty(&report).unwrap_or_default().as_bytes())?;
+    Ok(Exported { dir, onnx, spec: spec_path, gate: report })
+}
+
+/// Run the gate on an ONNX file that claims to be `model`.
+pub fn gate_file(
+    onnx: &Path,
+    run_dir: &Path,
+    model: &strix_train::Classifier,
+    shape: &strix_train::ModelShape,
+    device: &Device,
+    options: &ExportOptions,
+) -> Result<GateReport, ExportError> {
+    let (images, n) = strix_train::train::validation_images(run_dir, options.gate_images)?;
+    let (c, s) = (shape.channels, shape.image_size);
+    let reference = model.logits(images.clone(), n, c, s, device);
+    let report = gate::check(onnx, &images, [n, c, s, s], &reference, &options.backends, options.tolerance)?;
+    match report.failure() {
+        None => Ok(report),
+        Some(f) => Err(ExportError::GateFailed {
+            backend: f.backend,
+            max_abs_diff: f.max_abs_diff,
+            image: f.worst_image,
+            class: f.worst_class,
+            tolerance: report.tolerance,
+            scale: report.logit_scale,
+            report: report.clone(),
+        }),
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
+    strix_train::checkpoint::write_atomic(path, bytes)?;
+    Ok(())
+}

@@ -1,0 +1,37 @@
+//! `strix export RUN_DIR`: ONNX export of a trained run, kept only when the gate passes.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use strix_export::{ExportOptions, Exported};
+
+use crate::cli::{ExportArgs, Global};
+
+pub fn run(global: &Global, args: &ExportArgs) -> Result<ExitCode> {
+    let mut options = ExportOptions { out_dir: args.out.clone(), name: args.name.clone(), ..Default::default() };
+    options.gate_images = args.gate_images.max(1);
+    options.tolerance = args.tolerance;
+    if let Some(b) = &args.backends {
+        options.backends = b.clone();
+    }
+    export(global, &args.run_dir, &options)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Export and gate `run_dir`, telling the user what was checked.
+pub fn export(global: &Global, run_dir: &Path, options: &ExportOptions) -> Result<Exported> {
+    if !global.quiet {
+        let engines: Vec<String> = options.backends.iter().map(|b| b.to_string()).collect();
+        eprintln!(
+            "exporting {} to ONNX; gate: {} validation images through burn and {}",
+            run_dir.display(),
+            options.gate_images,
+            engines.join(", ")
+        );
+    }
+    let exported = strix_export::export_run(run_dir, options)?;
+    println!("export: {} (spec {})", exported.onnx.display(), exported.spec.display());
+    println!("gate passed: {}", exported.gate);
+    Ok(exported)
+}
