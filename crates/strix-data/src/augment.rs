@@ -51,6 +51,11 @@ pub enum View {
     },
 }
 
+/// The fraction of the shorter side an evaluation view keeps, for a configured `crop`.
+pub fn eval_crop_fraction(crop: f32) -> f32 {
+    crop.clamp(0.05, 1.0)
+}
+
 /// The whole path from a decoded image to the model's input tensor.
 #[derive(Clone, Debug)]
 pub struct Transform {
@@ -76,7 +81,7 @@ impl Transform {
         let (w, h) = (img.width() as f32, img.height() as f32);
         let (x, y, cw, ch, flip, jitter) = match &self.view {
             View::Eval { crop } => {
-                let side = w.min(h) * crop.clamp(0.05, 1.0);
+                let side = w.min(h) * eval_crop_fraction(*crop);
                 ((w - side) / 2.0, (h - side) / 2.0, side, side, false, None)
             }
             View::Train(a) => {

@@ -27,7 +27,7 @@ mod loader;
 mod rng;
 pub mod split;
 
-pub use augment::{Augment, Normalize, Transform, View};
+pub use augment::{Augment, Normalize, Transform, View, eval_crop_fraction};
 pub use error::DataError;
 pub use imageset::{ImageSet, Item, Part, Source};
 pub use loader::{Batch, LoadPlan, Loader};

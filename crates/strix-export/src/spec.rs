@@ -3,9 +3,10 @@
 
 use std::path::Path;
 
+use strix_data::eval_crop_fraction;
 use strix_train::train::SavedModel;
 use strix_vision::{ChannelOrder, InputSpec, InputType, Layout, Preprocess, Resize};
-use strix_zoo::{Artifact, DecoderSpec, LabelsSpec, ModelSpec, Task, check_name, sha256_file};
+use strix_zoo::{Artifact, DecoderSpec, LabelsSpec, ModelSpec, Task, check_name, is_name_char, sha256_file};
 
 use crate::{ExportError, arch};
 
@@ -16,8 +17,7 @@ pub fn name_from_dir(run_dir: &Path) -> String {
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "model".into());
-    let name: String =
-        raw.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' }).collect();
+    let name: String = raw.chars().map(|c| if is_name_char(c) { c } else { '-' }).collect();
     let name = name.trim_start_matches('.').to_string();
     if check_name(&name).is_ok() { name } else { "model".into() }
 }
@@ -30,7 +30,7 @@ pub fn model_spec(name: &str, saved: &SavedModel, onnx: &Path) -> Result<ModelSp
     let size = saved.shape.image_size as u32;
     // Training's eval view crops `val_crop` of the shorter side and resizes it to `size`: the
     // same as resizing the shorter side to `size / val_crop` and cutting the centre.
-    let shorter_side = ((size as f32 / saved.val_crop.clamp(0.05, 1.0)).round() as u32).max(size);
+    let shorter_side = ((size as f32 / eval_crop_fraction(saved.val_crop)).round() as u32).max(size);
     let channels = if saved.shape.channels == 1 { ChannelOrder::Gray } else { ChannelOrder::Rgb };
     let size_bytes = std::fs::metadata(onnx).map_err(ExportError::io(onnx))?.len();
     let spec = ModelSpec {

@@ -28,7 +28,7 @@ use strix_core::Progress;
 pub use builtin::DEFAULT_CLASSIFIER;
 pub use error::ZooError;
 pub use resolve::{LocatedSpec, Resolver, locate, read_labels, sha256_file};
-pub use spec::{Artifact, DecoderSpec, LabelsSpec, MAIN, ModelSpec, Task, check_name};
+pub use spec::{Artifact, DecoderSpec, LabelsSpec, MAIN, ModelSpec, Task, check_name, is_name_char};
 
 /// A spec whose files are on disk and checked.
 #[derive(Clone, Debug)]

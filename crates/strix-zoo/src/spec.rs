@@ -267,12 +267,14 @@ impl ModelSpec {
     }
 }
 
+/// The characters a model name may hold: ASCII letters and digits, `.`, `_`, `-`.
+pub fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
 /// Model names end up in paths and URLs: letters, digits, `.`, `_`, `-`, not starting with `.`.
 pub fn check_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    let ok = !name.is_empty() && name.len() <= 128 && !name.starts_with('.') && name.chars().all(is_name_char);
     if ok { Ok(()) } else { Err(format!("invalid model name {name:?}: use letters, digits, '.', '_' and '-'")) }
 }
 
