@@ -11,18 +11,13 @@ use tract_onnx::pb::ModelProto;
 
 use crate::fixtures_or_skip;
 use crate::support::{run, strix};
+use crate::train::{fashion, train_cmd};
 
 /// A short real training run (so the run folder is what users get), exported at its end.
 fn trained(fx: &Path, tmp: &Path, name: &str, args: &[&str]) -> PathBuf {
     let run_dir = tmp.join(name);
-    let (out, stdout, stderr) = run(strix(fx, tmp)
-        .arg("train")
-        .arg("--run-dir")
-        .arg(&run_dir)
-        .arg("--data")
-        .arg(fx.join("datasets/fashion-mnist"))
-        .args(["--threads", "2", "--test", "false"])
-        .args(args));
+    let (out, stdout, stderr) =
+        run(train_cmd(fx, tmp, &run_dir).arg("--data").arg(fashion(fx)).args(["--test", "false"]).args(args));
     assert!(out.status.success(), "{name}: {stderr}");
     assert!(stdout.contains("gate passed"), "{name}: {stdout}");
     run_dir
@@ -103,11 +98,10 @@ fn every_architecture_exports_through_the_gate() {
     pre.run(&decode_file(&img, &DecodeLimits::default()).unwrap(), &mut x);
     let (model, _) = strix_train::train::load_trained(&run_dir, &Device::flex()).unwrap();
     let logits = model.logits(x, 1, 1, 28, &Device::flex());
-    let max = logits.iter().cloned().fold(f32::MIN, f32::max);
-    let sum: f32 = logits.iter().map(|l| (l - max).exp()).sum();
+    let probs = strix_vision::classify::softmax(&logits);
     for label in answer["Labels"].as_array().unwrap() {
         let class = label["ClassId"].as_u64().unwrap() as usize;
-        let want = 100.0 * (logits[class] - max).exp() / sum;
+        let want = 100.0 * probs[class];
         let got = label["Confidence"].as_f64().unwrap() as f32;
         assert!((got - want).abs() < 1e-3, "class {class}: predict {got}%, burn {want}%");
     }

@@ -52,13 +52,13 @@ fn final_json(run: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(run.join("final.json")).unwrap()).unwrap()
 }
 
-fn train_cmd(fx: &Path, cache: &Path, run: &Path) -> std::process::Command {
+pub(crate) fn train_cmd(fx: &Path, cache: &Path, run: &Path) -> std::process::Command {
     let mut cmd = strix(fx, cache);
     cmd.arg("train").arg("--run-dir").arg(run).arg("--threads").arg("2");
     cmd
 }
 
-fn fashion(fx: &Path) -> PathBuf {
+pub(crate) fn fashion(fx: &Path) -> PathBuf {
     fx.join("datasets/fashion-mnist")
 }
 
