@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use image::{Rgb, RgbImage, imageops};
+use strix_data::ImageSet;
 use strix_data::inspect::thumbnail;
-use strix_data::{ImageSet, Transform};
 use strix_vision::DecodeLimits;
 use strix_vision::draw::text;
 
@@ -55,13 +55,7 @@ fn worst_grid(set: &Arc<ImageSet>, outcome: &Outcome) -> Option<RgbImage> {
     Some(grid)
 }
 
-pub fn write(
-    dir: &Path,
-    cfg: &TrainConfig,
-    outcome: &Outcome,
-    val: &Arc<ImageSet>,
-    _: &Transform,
-) -> Result<(), TrainError> {
+pub fn write(dir: &Path, cfg: &TrainConfig, outcome: &Outcome, val: &Arc<ImageSet>) -> Result<(), TrainError> {
     let h = &outcome.history;
     let col = |f: fn(&crate::metrics::EpochMetrics) -> f64| h.iter().map(f).collect::<Vec<f64>>();
     save_png(

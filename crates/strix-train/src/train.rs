@@ -569,7 +569,7 @@ fn finish(mut job: Job, state: TrainState, observer: &dyn Observer) -> Result<Ou
     };
     write_atomic(&job.dir.join(FINAL_FILE), serde_json::to_string_pretty(&outcome).unwrap_or_default().as_bytes())?;
     observer.phase("writing report.html");
-    report::write(&job.dir, &job.cfg, &outcome, &job.val, &job.eval_tf)?;
+    report::write(&job.dir, &job.cfg, &outcome, &job.val)?;
     let line = format!(
         "done: best epoch {:?}, val accuracy {:.4}{}",
         outcome.best_epoch,
