@@ -10,3 +10,6 @@ if [ -z "${ORT_DYLIB_PATH:-}" ]; then
     if [ -f "$lib" ]; then export ORT_DYLIB_PATH="$lib"; fi
   done
 fi
+# A real S3 server for the registry tests (s3s-fs, from crates.io; scripts/setup installs it).
+export STRIX_TOOLS="${STRIX_TOOLS:-$HOME/.cache/strix-tools}"
+export STRIX_S3_SERVER="${STRIX_S3_SERVER:-$STRIX_TOOLS/bin/s3s-fs}"

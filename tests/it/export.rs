@@ -105,6 +105,19 @@ fn every_architecture_exports_through_the_gate() {
         let got = label["Confidence"].as_f64().unwrap() as f32;
         assert!((got - want).abs() < 1e-3, "class {class}: predict {got}%, burn {want}%");
     }
+
+    // A fine-tuned run registers with its parent weights in the lineage.
+    let (out, stdout, stderr) = run(strix(&fx, tmp.path())
+        .env("STRIX_HOME", tmp.path().join("home"))
+        .args(["models", "register"])
+        .arg(tmp.path().join("effnet"))
+        .args(["--name", "effnet", "--json"]));
+    assert!(out.status.success(), "{stderr}");
+    let record: Value = serde_json::from_str(&stdout).unwrap();
+    let parent = &record["lineage"]["parent"];
+    assert_eq!(parent["path"], effnet.display().to_string(), "{parent}");
+    assert_eq!(parent["sha256"], strix_zoo::sha256_file(&effnet).unwrap(), "{parent}");
+    assert_eq!(record["lineage"]["config"]["mode"], "fine-tune", "{record}");
 }
 
 fn corrupt(onnx: &Path, out: &Path, tensor: &str) {

@@ -16,6 +16,7 @@ mod download;
 mod eval;
 mod export;
 mod http;
+mod registry;
 mod runtime;
 mod support;
 mod tasks;

@@ -5,7 +5,7 @@ use std::process::{Command, Output};
 
 use strix_runtime::Backend;
 
-fn in_ci() -> bool {
+pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
@@ -91,6 +91,8 @@ pub fn strix(fixtures: &Path, cache: &Path) -> Command {
         .env_remove("STRIX_HUB_URL")
         .env_remove("STRIX_OFFLINE")
         .env_remove("STRIX_BACKEND")
+        .env_remove("STRIX_REGISTRY_STORE")
+        .env_remove("STRIX_REGISTRY_DB")
         .env_remove("RUST_LOG");
     cmd
 }

@@ -103,6 +103,32 @@ impl ImageSet {
         idx::find_pair(path, "t10k").is_some() || split_folders(path)
     }
 
+    /// The files this set reads: every image file, the CSV that lists them, or the IDX files
+    /// (both parts), sorted and without repeats. What a dataset manifest hashes.
+    pub fn source_files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = self
+            .items
+            .iter()
+            .filter_map(|item| match &item.source {
+                Source::File(p) => Some(p.clone()),
+                Source::Idx(_) => None,
+            })
+            .collect();
+        if self.origin.is_file() {
+            files.push(self.origin.clone());
+        }
+        if self.pixels.is_some() {
+            for prefix in ["train", "t10k"] {
+                if let Some((images, labels)) = idx::find_pair(&self.origin, prefix) {
+                    files.extend([images, labels]);
+                }
+            }
+        }
+        files.sort();
+        files.dedup();
+        files
+    }
+
     /// Whether the images are greyscale by nature (IDX files) rather than photos.
     pub fn is_greyscale(&self) -> bool {
         self.pixels.is_some()

@@ -7,6 +7,7 @@
 //!   deterministic under a seed.
 //! - [`LoadPlan`] / [`Loader`]: parallel decoding with a bounded prefetch queue.
 //! - [`detection`]: COCO and YOLO-txt readers.
+//! - [`manifest`]: a dataset's fingerprint (sorted file list + content hashes) for lineage.
 //! - [`inspect`]: class counts, sizes, unreadable files, duplicates, a contact sheet.
 //!
 //! ```no_run
@@ -24,6 +25,7 @@ pub mod idx;
 mod imageset;
 pub mod inspect;
 mod loader;
+pub mod manifest;
 mod rng;
 pub mod split;
 

@@ -73,6 +73,10 @@ pub const MODEL_FILE: &str = "model.json";
 pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const LOG_FILE: &str = "train.log";
 pub const FINAL_FILE: &str = "final.json";
+/// The training data's fingerprint ([`strix_data::manifest`]): digest and counts, and the
+/// manifest lines (`<sha256>  <part>/<path>`, sorted) beside it.
+pub const DATASET_FILE: &str = "dataset.json";
+pub const DATASET_MANIFEST_FILE: &str = "dataset.sha256";
 
 /// The device to compute on; GPU backends only in builds with their feature.
 pub fn device(choice: DeviceChoice) -> Result<Device, TrainError> {
@@ -340,6 +344,14 @@ pub fn train(cfg: TrainConfig, observer: &dyn Observer) -> Result<Outcome, Train
     cfg.run_dir = Some(dir.clone());
     let mut job = prepare(cfg, dir)?;
     write_atomic(&job.dir.join(CONFIG_FILE), job.cfg.to_toml().as_bytes())?;
+    observer.phase("hashing the dataset (for the run's lineage)");
+    let mut parts = vec![("train", &*job.train), ("val", &*job.val)];
+    if let Some(t) = &job.test {
+        parts.push(("test", t));
+    }
+    let manifest = strix_data::manifest::dataset_manifest(&parts)?;
+    write_atomic(&job.dir.join(DATASET_MANIFEST_FILE), manifest.manifest.as_bytes())?;
+    write_atomic(&job.dir.join(DATASET_FILE), serde_json::to_string_pretty(&manifest).unwrap_or_default().as_bytes())?;
     let pretrained = match &job.cfg.pretrained {
         Some(p) if job.cfg.mode() != Mode::Scratch => Some(Weights::open(p)?),
         _ => None,

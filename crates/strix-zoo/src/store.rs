@@ -61,17 +61,9 @@ pub fn install(model: &ResolvedModel, force: bool) -> Result<PathBuf, ZooError> 
     let _ = fs::remove_dir_all(&staging);
     fs::create_dir_all(&staging).map_err(|e| ZooError::io(&staging, e))?;
     let result = (|| {
-        let mut spec = model.spec.clone();
-        spec.weights = copy_in(&model.weights, &staging, "weights")?;
-        for (net, path) in &model.networks {
-            spec.networks.insert(net.clone(), copy_in(path, &staging, net)?);
-        }
-        // Labels travel inside the spec: one file less to keep in step.
-        if let Some(labels) = &mut spec.labels {
-            labels.names = model.labels.clone();
-            labels.file = None;
-            labels.sha256 = None;
-            labels.url = None;
+        let (spec, files) = package(model)?;
+        for (file, path) in &files {
+            fs::copy(path, staging.join(file)).map_err(|e| ZooError::io(path, e))?;
         }
         let spec_path = staging.join(format!("{name}.toml"));
         let text = format!("# Imported by strix from {}\n{}", model.origin, spec.to_toml());
@@ -89,12 +81,32 @@ pub fn install(model: &ResolvedModel, force: bool) -> Result<PathBuf, ZooError> 
     result
 }
 
-/// Copy a file into the staging folder as `ROLE-FILENAME`, described by its digest and size.
-fn copy_in(path: &Path, staging: &Path, role: &str) -> Result<Artifact, ZooError> {
+/// A model as a self-contained folder would hold it: the spec naming each file by its file
+/// name (`weights` keeps its name, other networks become `ROLE-FILENAME`) with sha256 and size,
+/// labels written into the spec; and `(file name, where the file is now)` for each file.
+/// `models import` copies these into the store; the registry uploads them.
+pub fn package(model: &ResolvedModel) -> Result<(ModelSpec, Vec<(String, PathBuf)>), ZooError> {
+    let mut spec = model.spec.clone();
+    let mut files = Vec::new();
+    spec.weights = describe(&model.weights, "weights", &mut files)?;
+    for (net, path) in &model.networks {
+        spec.networks.insert(net.clone(), describe(path, net, &mut files)?);
+    }
+    // Labels travel inside the spec: one file less to keep in step.
+    if let Some(labels) = &mut spec.labels {
+        labels.names = model.labels.clone();
+        labels.file = None;
+        labels.sha256 = None;
+        labels.url = None;
+    }
+    Ok((spec, files))
+}
+
+fn describe(path: &Path, role: &str, files: &mut Vec<(String, PathBuf)>) -> Result<Artifact, ZooError> {
     let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model.onnx".into());
     let file = if role == "weights" { file_name } else { format!("{role}-{file_name}") };
-    let dest = staging.join(&file);
-    fs::copy(path, &dest).map_err(|e| ZooError::io(path, e))?;
-    let size = fs::metadata(&dest).map_err(|e| ZooError::io(&dest, e))?.len();
-    Ok(Artifact { file, sha256: Some(sha256_file(&dest)?), url: None, size: Some(size) })
+    let size = fs::metadata(path).map_err(|e| ZooError::io(path, e))?.len();
+    let artifact = Artifact { file: file.clone(), sha256: Some(sha256_file(path)?), url: None, size: Some(size) };
+    files.push((file, path.to_path_buf()));
+    Ok(artifact)
 }

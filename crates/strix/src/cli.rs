@@ -17,7 +17,9 @@ Examples:
   strix predict --task text scan.png            read the text lines of a page
   strix predict a.jpg --backend ort --top-k 3   ONNX Runtime backend (needs ORT_DYLIB_PATH)
   strix predict a.jpg --model my_model.toml     your own ONNX model, described by a spec file
-  strix models list                             what the zoo has
+  strix models list                             what the zoo and the registry have
+  strix models register runs/trash --name trash a trained run as version 1, 2, ... of `trash`
+  strix predict --model trash@production a.jpg  a registered version, by alias or as trash:3
   strix models show efficientnet_lite0 --toml   a full spec, to start your own from
   strix eval detect --gt instances.json --model nanodet_m_416 --images val2017/
                                                 COCO AP/AR, the same numbers as pycocotools
@@ -67,13 +69,21 @@ pub struct Global {
     /// Folders holding model files by relative path, separated by ':'
     #[arg(long, global = true, env = "STRIX_MODEL_PATH", value_name = "DIRS")]
     pub model_path: Option<String>,
+    /// Where the model registry keeps files: a folder, file:///PATH or s3://BUCKET/PREFIX (S3
+    /// credentials, region and endpoint from AWS_*) [default: STRIX_HOME/registry]
+    #[arg(long, global = true, env = "STRIX_REGISTRY_STORE", value_name = "URL")]
+    pub registry_store: Option<String>,
+    /// The registry's metadata database: sqlite://PATH or postgres://USER@HOST/DB
+    /// [default: registry.db in a local store folder, else STRIX_HOME/registry/registry.db]
+    #[arg(long, global = true, env = "STRIX_REGISTRY_DB", value_name = "URL")]
+    pub registry_db: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a model on images and print what it sees
     Predict(PredictArgs),
-    /// List, show and download the models of the zoo
+    /// The model zoo, your imported models and the model registry (versions, aliases, lineage)
     #[command(subcommand)]
     Models(ModelsCommand),
     /// Measure a model against ground truth: COCO AP/AR (as pycocotools), accuracy, IoU;
@@ -449,7 +459,8 @@ pub struct PredictArgs {
     /// Image files or folders (searched recursively for .jpg .jpeg .png .webp .gif .bmp .tif .tiff)
     #[arg(required = true, value_name = "IMAGE")]
     pub images: Vec<PathBuf>,
-    /// A zoo name, a spec .toml, or an .onnx with its spec .toml beside it
+    /// A zoo or imported name, a registered model (NAME, NAME:VERSION, NAME@ALIAS), a spec
+    /// .toml, or an .onnx with its spec .toml beside it
     /// [default: the --task's default model, else efficientnet_lite0]
     #[arg(short, long, value_name = "MODEL")]
     pub model: Option<String>,
@@ -549,7 +560,77 @@ $STRIX_HOME/models (default: the user data folder + /strix).")]
         #[arg(long)]
         json: bool,
     },
+    /// Register a trained run (its checked ONNX export) or an ONNX file with its spec as the
+    /// next version of NAME in the model registry, with its lineage
+    #[command(after_help = REGISTER_HELP)]
+    Register {
+        /// A run folder made by `strix train` (after `strix export`), or an .onnx file
+        #[arg(value_name = "RUN_DIR|FILE.onnx")]
+        source: PathBuf,
+        /// The registered model's name; versions are numbered 1, 2, 3... per name
+        #[arg(long)]
+        name: String,
+        /// Spec of an .onnx file [default: FILE.toml beside it]
+        #[arg(long, value_name = "SPEC.toml")]
+        spec: Option<PathBuf>,
+        /// Point this alias at the new version too (repeatable), e.g. --alias staging
+        #[arg(long = "alias", value_name = "ALIAS")]
+        aliases: Vec<String>,
+        /// Print the new version's record as JSON
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+    },
+    /// Point an alias of a registered model at a version: `strix models alias trash 3 production`
+    Alias { name: String, version: u64, alias: String },
+    /// Remove an alias of a registered model
+    Unalias { name: String, alias: String },
+    /// Delete a registered version (NAME:VERSION or NAME@ALIAS), or every version with --all;
+    /// version numbers are never reused, files are freed by `gc`
+    Delete {
+        #[arg(value_name = "NAME:VERSION|NAME@ALIAS|NAME")]
+        model: String,
+        /// Delete every version of NAME
+        #[arg(long)]
+        all: bool,
+    },
+    /// Download a registered version's files (checked by sha256) into a folder
+    Download {
+        #[arg(value_name = "NAME[:VERSION|@ALIAS]")]
+        model: String,
+        /// Target folder [default: ./NAME-vVERSION]
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// Remove registry files no version refers to (left by deletes or interrupted registrations)
+    Gc {
+        /// Keep unreferenced files younger than this: a registration may still be uploading
+        #[arg(long, default_value_t = 60.0, value_name = "MINUTES")]
+        grace_minutes: f64,
+        #[arg(long)]
+        json: bool,
+    },
 }
+
+const REGISTER_HELP: &str = "\
+Each version records its files by sha256 (ONNX, spec, and for runs the config, metrics, dataset
+manifest, export-gate report and HTML report) and its lineage: metrics, dataset digest, training
+config, parent weights, strix version, who and when. Files are uploaded first, then one database
+transaction makes the version visible: an interrupted registration leaves no half version.
+
+Where: a folder and an SQLite file under STRIX_HOME by default; a team shares one with
+  --registry-store s3://BUCKET/PREFIX --registry-db postgres://USER@HOST/DB
+(or STRIX_REGISTRY_STORE / STRIX_REGISTRY_DB; S3 credentials from AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL).
+
+Examples:
+  strix models register runs/trash --name trash --alias staging
+  strix models register detector.onnx --spec detector.toml --name detector
+  strix models alias trash 3 production
+  strix predict --model trash@production photo.jpg
+  strix models show trash            every version with its metrics and lineage
+  strix models download trash:3 --out deploy/";
 
 /// The tasks a model can do, as `--task` spells them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -8,6 +8,7 @@ mod inputs;
 mod models;
 mod predict;
 mod progress;
+mod registry;
 mod train;
 
 use std::path::PathBuf;

@@ -1,4 +1,5 @@
-//! `strix models list | show | fetch | import | inspect`.
+//! `strix models list | show | fetch | import | inspect`; the registry's commands are in
+//! `registry.rs`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,11 +9,11 @@ use serde::Serialize;
 use strix_core::{NoProgress, TensorInfo};
 use strix_pipeline::{BatchOptions, Pipeline};
 use strix_vision::{ChannelOrder, Layout, Resize, RgbImage};
-use strix_zoo::{Artifact, LocatedSpec, ModelSpec, Resolver, builtin, locate, store};
+use strix_zoo::{Artifact, LocatedSpec, ModelSpec, ResolvedModel, Resolver, builtin, locate, store};
 
 use crate::cli::{Global, ModelsCommand, RuntimeArgs, ShowFormat};
 use crate::progress::Bars;
-use crate::{open_runtime, resolver};
+use crate::{open_runtime, registry, resolver};
 
 pub fn run(global: &Global, cmd: &ModelsCommand) -> Result<ExitCode> {
     match cmd {
@@ -32,6 +33,14 @@ pub fn run(global: &Global, cmd: &ModelsCommand) -> Result<ExitCode> {
             import(global, onnx, spec, name.as_deref(), *force, runtime)
         }
         ModelsCommand::Inspect { onnx, json } => inspect(onnx, *json),
+        ModelsCommand::Register { source, name, spec, aliases, json, runtime } => {
+            registry::register(global, source, name, spec.as_deref(), aliases, *json, runtime)
+        }
+        ModelsCommand::Alias { name, version, alias } => registry::alias(global, name, *version, alias),
+        ModelsCommand::Unalias { name, alias } => registry::unalias(global, name, alias),
+        ModelsCommand::Delete { model, all } => registry::delete(global, model, *all),
+        ModelsCommand::Download { model, out } => registry::download(global, model, out.as_deref()),
+        ModelsCommand::Gc { grace_minutes, json } => registry::gc(global, *grace_minutes, *json),
     }
 }
 
@@ -45,6 +54,8 @@ enum Availability {
     Download(String),
     /// Not here and no way to get it.
     Missing(String),
+    /// In the model registry (this store); fetched on first use.
+    Registry(String),
 }
 
 fn availability(resolver: &Resolver, artifact: &Artifact, base: Option<&Path>) -> Availability {
@@ -96,7 +107,7 @@ fn list(global: &Global, json: bool) -> Result<ExitCode> {
     for name in store::names() {
         located.push(locate(&name)?);
     }
-    let rows: Vec<ListRow> = located
+    let mut rows: Vec<ListRow> = located
         .iter()
         .map(|l| ListRow {
             input: l.spec.input.as_ref().map_or_else(|| "any".to_string(), |i| format!("{}x{}", i.width, i.height)),
@@ -109,6 +120,18 @@ fn list(global: &Global, json: bool) -> Result<ExitCode> {
             name: l.spec.name.clone(),
         })
         .collect();
+    for (name, task, size, summary) in registry::list_rows(global)? {
+        let store = registry::config(global).store;
+        rows.push(ListRow {
+            name,
+            origin: "registry".into(),
+            task,
+            input: "-".into(),
+            size: Some(size),
+            weights: Availability::Registry(strix_registry::redact(&store)),
+            summary,
+        });
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
@@ -119,6 +142,7 @@ fn list(global: &Global, json: bool) -> Result<ExitCode> {
             Availability::Local(_) => "here",
             Availability::Download(_) => "download",
             Availability::Missing(_) => "missing",
+            Availability::Registry(_) => "registry",
         };
         let size = r.size.map(mib).unwrap_or_else(|| "?".into());
         let summary = if r.origin == "imported" { format!("(imported) {}", r.summary) } else { r.summary };
@@ -127,7 +151,7 @@ fn list(global: &Global, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn mib(bytes: u64) -> String {
+pub fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
@@ -143,7 +167,13 @@ struct ShowJson<'a> {
 }
 
 fn show(global: &Global, model: &str, format: ShowFormat, io: Option<&RuntimeArgs>) -> Result<ExitCode> {
-    let located = locate(model)?;
+    if format != ShowFormat::Toml
+        && io.is_none()
+        && let Some(code) = registry::show(global, model, format == ShowFormat::Json)?
+    {
+        return Ok(code);
+    }
+    let located = registry::locate_model(global, model, &Bars::new(global.quiet))?;
     let resolver = resolver(global);
     if format == ShowFormat::Toml {
         print!("{}", located.spec.to_toml());
@@ -193,6 +223,7 @@ fn show(global: &Global, model: &str, format: ShowFormat, io: Option<&RuntimeArg
             Availability::Local(p) => format!("-> {}", p.display()),
             Availability::Download(url) => format!("not here yet; `strix models fetch` downloads it from {url}"),
             Availability::Missing(why) => format!("not available: {why}"),
+            Availability::Registry(store) => format!("in the registry ({store})"),
         },
     );
     match &spec.labels {
@@ -293,31 +324,8 @@ fn import(
     force: bool,
     runtime_args: &RuntimeArgs,
 ) -> Result<ExitCode> {
-    if !onnx.is_file() {
-        bail!("{}: model file not found", onnx.display());
-    }
-    let mut located = locate(&spec_path.display().to_string())?;
-    if spec_path.extension().and_then(|e| e.to_str()) != Some("toml") {
-        bail!("{}: the spec must be a .toml file", spec_path.display());
-    }
-    if let Some(name) = name {
-        strix_zoo::check_name(name).map_err(anyhow::Error::msg)?;
-        located.spec.name = name.to_string();
-    }
-    // The file given on the command line is the weights, whatever the spec's `file` says;
-    // other networks and a labels file are found beside the spec.
-    let file_name = onnx.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    located.spec.weights = Artifact { file: file_name, sha256: None, url: None, size: None };
     let bars = Bars::new(global.quiet);
-    let model = resolver(global).resolve_with_weights(&located, onnx.to_path_buf(), &bars)?;
-    let runtime = open_runtime(runtime_args)?;
-    let pipeline = Pipeline::load(model.clone(), runtime.as_ref())
-        .with_context(|| format!("{} does not fit {}", onnx.display(), spec_path.display()))?;
-    // One inference on a plain grey picture: the decoder checks every output's shape.
-    let probe = RgbImage::from_pixel(320, 240, image::Rgb([128, 128, 128]));
-    pipeline
-        .predict_images(&[probe], &BatchOptions::default())
-        .with_context(|| format!("{} does not fit {}: a test inference failed", onnx.display(), spec_path.display()))?;
+    let model = checked_model(global, onnx, spec_path, name, runtime_args, &bars)?;
     let installed = store::install(&model, force)?;
     println!(
         "imported {} ({} model) into {}\n  try: strix predict --model {} IMAGE",
@@ -327,6 +335,43 @@ fn import(
         model.spec.name
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// An ONNX file with its spec (renamed to `name` if given), resolved and proven to fit: it
+/// loads, and one inference on a plain picture decodes (the decoder checks every output's
+/// shape). `models import` and `models register` take nothing less.
+pub fn checked_model(
+    global: &Global,
+    onnx: &Path,
+    spec_path: &Path,
+    name: Option<&str>,
+    runtime_args: &RuntimeArgs,
+    bars: &Bars,
+) -> Result<ResolvedModel> {
+    if !onnx.is_file() {
+        bail!("{}: model file not found", onnx.display());
+    }
+    if spec_path.extension().and_then(|e| e.to_str()) != Some("toml") {
+        bail!("{}: the spec must be a .toml file", spec_path.display());
+    }
+    let mut located = locate(&spec_path.display().to_string())?;
+    if let Some(name) = name {
+        strix_zoo::check_name(name).map_err(anyhow::Error::msg)?;
+        located.spec.name = name.to_string();
+    }
+    // The file given on the command line is the weights, whatever the spec's `file` says;
+    // other networks and a labels file are found beside the spec.
+    let file_name = onnx.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    located.spec.weights = Artifact { file: file_name, sha256: None, url: None, size: None };
+    let model = resolver(global).resolve_with_weights(&located, onnx.to_path_buf(), bars)?;
+    let runtime = open_runtime(runtime_args)?;
+    let pipeline = Pipeline::load(model.clone(), runtime.as_ref())
+        .with_context(|| format!("{} does not fit {}", onnx.display(), spec_path.display()))?;
+    let probe = RgbImage::from_pixel(320, 240, image::Rgb([128, 128, 128]));
+    pipeline
+        .predict_images(&[probe], &BatchOptions::default())
+        .with_context(|| format!("{} does not fit {}: a test inference failed", onnx.display(), spec_path.display()))?;
+    Ok(model)
 }
 
 fn inspect(onnx: &Path, json: bool) -> Result<ExitCode> {

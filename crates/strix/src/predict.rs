@@ -48,7 +48,7 @@ pub fn run(global: &Global, args: &PredictArgs) -> Result<ExitCode> {
         (None, Some(task)) => builtin::default_for(task.into()).to_string(),
         (None, None) => builtin::DEFAULT_CLASSIFIER.to_string(),
     };
-    let located = strix_zoo::locate(&model_name)?;
+    let located = crate::registry::locate_model(global, &model_name, &crate::progress::Bars::new(global.quiet))?;
     if let Some(task) = args.task
         && located.spec.task != task.into()
     {

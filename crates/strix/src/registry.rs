@@ -1,0 +1,425 @@
+//! `strix models register | alias | unalias | delete | download | gc`, registry rows in
+//! `models list` / `show`, and `NAME:3` / `NAME@production` wherever a model is named.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use strix_registry::{Lineage, ModelRef, NewFile, NewVersion, Registry, RegistryConfig, VersionRecord};
+use strix_zoo::{LocatedSpec, ZooError, locate};
+
+use crate::cli::{Global, RuntimeArgs};
+use crate::progress::Bars;
+
+/// Where the registry is: the flags (or STRIX_REGISTRY_*), else a folder and an SQLite file
+/// under STRIX_HOME. A local store folder keeps its SQLite file inside it by default.
+pub fn config(global: &Global) -> RegistryConfig {
+    let default = RegistryConfig::local(&strix_zoo::store::home());
+    let store = global.registry_store.clone().filter(|s| !s.is_empty()).unwrap_or(default.store);
+    let db = match global.registry_db.clone().filter(|s| !s.is_empty()) {
+        Some(db) => db,
+        None if !store.contains("://") || store.starts_with("file://") => {
+            strix_registry::sqlite_url(&Path::new(store.strip_prefix("file://").unwrap_or(&store)).join("registry.db"))
+        }
+        None => default.db,
+    };
+    RegistryConfig { store, db }
+}
+
+/// A registry and the runtime its async API runs on.
+pub struct Session {
+    rt: tokio::runtime::Runtime,
+    pub registry: Registry,
+}
+
+impl Session {
+    pub fn open(global: &Global) -> Result<Session> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
+        let registry = rt.block_on(Registry::open(&config(global)))?;
+        Ok(Session { rt, registry })
+    }
+
+    pub fn run<T>(&self, f: impl Future<Output = Result<T, strix_registry::RegistryError>>) -> Result<T> {
+        Ok(self.rt.block_on(f)?)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.rt.block_on(self.registry.close());
+    }
+}
+
+/// Whether a registry has been set up here (so plain names may be looked up in it): one is
+/// configured explicitly, or the default SQLite file exists. Keeps `predict` from creating an
+/// empty registry as a side effect.
+pub fn exists(global: &Global) -> bool {
+    let cfg = config(global);
+    global.registry_db.as_deref().is_some_and(|d| !d.is_empty()) || cfg.sqlite_path().is_some_and(|p| p.is_file())
+}
+
+/// A `--model` argument to a spec on disk. `NAME:3` and `NAME@alias` come from the registry;
+/// spec files, zoo names and imported names from the zoo; a bare name the zoo does not know
+/// is the registry's newest version of that name.
+pub fn locate_model(global: &Global, text: &str, bars: &Bars) -> Result<LocatedSpec> {
+    let is_path = text.ends_with(".toml") || text.ends_with(".onnx") || Path::new(text).is_file();
+    if !is_path && ModelRef::is_explicit(text) {
+        let reference = ModelRef::parse(text)?;
+        return fetch(global, &reference, bars);
+    }
+    match locate(text) {
+        Err(ZooError::UnknownModel { .. }) if !is_path && exists(global) => {
+            let reference = ModelRef::parse(text)?;
+            let session = Session::open(global)?;
+            match session.run(session.registry.get(&reference)) {
+                Ok(record) => fetch_record(global, &session, &record, bars),
+                // Neither knows it: the zoo's message lists what there is.
+                Err(_) => Ok(locate(text)?),
+            }
+        }
+        other => Ok(other?),
+    }
+}
+
+fn fetch(global: &Global, reference: &ModelRef, bars: &Bars) -> Result<LocatedSpec> {
+    let session = Session::open(global)?;
+    let record = session.run(session.registry.get(reference))?;
+    fetch_record(global, &session, &record, bars)
+}
+
+/// Download a version into the cache (`CACHE/registry/NAME/VERSION`, checked by digest) and
+/// locate its spec there.
+fn fetch_record(global: &Global, session: &Session, record: &VersionRecord, bars: &Bars) -> Result<LocatedSpec> {
+    let dir = crate::resolver(global).cache_dir.join("registry").join(&record.name).join(record.version.to_string());
+    session.run(session.registry.download(record, &dir, bars))?;
+    let spec = dir.join(SPEC_FILE);
+    if !spec.is_file() {
+        bail!("{}:{} has no {SPEC_FILE}; it cannot be run by name", record.name, record.version);
+    }
+    let mut located = locate(&spec.display().to_string())?;
+    located.origin = format!("registry:{}:{}", record.name, record.version);
+    Ok(located)
+}
+
+const SPEC_FILE: &str = "model.toml";
+
+/// Files of a run folder that travel with its versions (when present).
+const RUN_FILES: &[&str] = &[
+    strix_train::train::CONFIG_FILE,
+    strix_train::train::FINAL_FILE,
+    strix_train::train::METRICS_FILE,
+    strix_train::train::DATASET_FILE,
+    strix_train::train::DATASET_MANIFEST_FILE,
+    "report.html",
+];
+
+/// `strix models register SOURCE --name NAME`.
+pub fn register(
+    global: &Global,
+    source: &Path,
+    name: &str,
+    spec: Option<&Path>,
+    aliases: &[String],
+    json: bool,
+    runtime: &RuntimeArgs,
+) -> Result<ExitCode> {
+    strix_registry::check_name(name)?;
+    for alias in aliases {
+        strix_registry::check_alias(alias)?;
+    }
+    if strix_zoo::builtin::names().contains(&name) {
+        bail!("`{name}` is a zoo model's name; register under another name");
+    }
+    let (onnx, spec_path, lineage, extra) = if source.is_dir() {
+        run_source(source)?
+    } else if source.is_file() {
+        let spec_path = spec.map(Path::to_path_buf).unwrap_or_else(|| source.with_extension("toml"));
+        if !spec_path.is_file() {
+            bail!(
+                "{}: no spec beside it ({}); pass --spec SPEC.toml (see docs/model-spec.md)",
+                source.display(),
+                spec_path.display()
+            );
+        }
+        let lineage = Lineage { source: absolute(source).display().to_string(), ..Default::default() };
+        (source.to_path_buf(), spec_path, lineage, Vec::new())
+    } else {
+        bail!("{}: no such run folder or ONNX file", source.display());
+    };
+    // An ONNX file that does not parse is refused before anything is uploaded.
+    strix_runtime::inspect(&onnx).with_context(|| format!("{}: not a readable ONNX model", onnx.display()))?;
+    let bars = Bars::new(global.quiet);
+    let model = crate::models::checked_model(global, &onnx, &spec_path, Some(name), runtime, &bars)?;
+    let (mut spec, files) = strix_zoo::store::package(&model)?;
+    spec.name = name.to_string();
+    let staging = tempfile::tempdir().context("temporary folder")?;
+    let spec_file = staging.path().join(SPEC_FILE);
+    std::fs::write(&spec_file, format!("# Registered by strix from {}\n{}", lineage.source, spec.to_toml()))
+        .with_context(|| spec_file.display().to_string())?;
+    let mut new_files: Vec<NewFile> = files.into_iter().map(|(file, path)| NewFile { file, path }).collect();
+    new_files.push(NewFile { file: SPEC_FILE.into(), path: spec_file });
+    new_files.extend(extra);
+    let new = NewVersion {
+        name: name.to_string(),
+        task: spec.task.to_string(),
+        files: new_files,
+        lineage,
+        created_by: who(),
+        strix_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let session = Session::open(global)?;
+    let record = session.run(session.registry.register(new, &bars))?;
+    for alias in aliases {
+        session.run(session.registry.set_alias(name, record.version, alias))?;
+    }
+    let record = session.run(session.registry.get(&ModelRef::parse(&format!("{name}:{}", record.version))?))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&record)?);
+    } else {
+        let bytes: u64 = record.artifacts.iter().map(|a| a.size).sum();
+        let (store, _) = session.registry.describe();
+        println!(
+            "registered {}:{} ({} files, {}) in {store}{}\n  try: strix predict --model {}:{} IMAGE",
+            record.name,
+            record.version,
+            record.artifacts.len(),
+            crate::models::mib(bytes),
+            if record.aliases.is_empty() { String::new() } else { format!("; aliases: {}", record.aliases.join(", ")) },
+            record.name,
+            record.version
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A run folder's export, spec, lineage and the run files that go with them.
+fn run_source(run: &Path) -> Result<(PathBuf, PathBuf, Lineage, Vec<NewFile>)> {
+    use strix_export::{EXPORT_DIR, GATE_FILE, ONNX_FILE, SPEC_FILE as EXPORT_SPEC};
+    let export = run.join(EXPORT_DIR);
+    let onnx = export.join(ONNX_FILE);
+    if !onnx.is_file() {
+        bail!(
+            "{}: no {EXPORT_DIR}/{ONNX_FILE}; export the run first (`strix export {}`), or register an ONNX file",
+            run.display(),
+            run.display()
+        );
+    }
+    let read_json = |path: &Path| -> Result<Option<Value>> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Ok(Some(serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| path.display().to_string()),
+        }
+    };
+    let config = strix_train::train::saved_config(run)?;
+    let metrics = read_json(&run.join(strix_train::train::FINAL_FILE))?.map(|f| {
+        let pick = |part: &str| {
+            f.get(part).filter(|v| !v.is_null()).map(|e| {
+                json!({"accuracy": e.get("accuracy"), "top5": e.get("top5"), "loss": e.get("loss"), "images": e.get("images")})
+            })
+        };
+        json!({"best_epoch": f.get("best_epoch"), "stopped_early": f.get("stopped_early"), "val": pick("val"), "test": pick("test")})
+    });
+    let parent = match &config.pretrained {
+        Some(p) if config.mode() != strix_train::config::Mode::Scratch => {
+            let sha = strix_zoo::sha256_file(p).ok();
+            Some(json!({"path": absolute(p).display().to_string(), "sha256": sha}))
+        }
+        _ => None,
+    };
+    let lineage = Lineage {
+        source: absolute(run).display().to_string(),
+        metrics,
+        dataset: read_json(&run.join(strix_train::train::DATASET_FILE))?,
+        config: Some(serde_json::to_value(&config)?),
+        parent,
+        gate: read_json(&export.join(GATE_FILE))?,
+    };
+    let mut extra: Vec<NewFile> = RUN_FILES
+        .iter()
+        .map(|f| NewFile { file: f.to_string(), path: run.join(f) })
+        .filter(|f| f.path.is_file())
+        .collect();
+    extra.push(NewFile { file: GATE_FILE.into(), path: export.join(GATE_FILE) });
+    extra.retain(|f| f.path.is_file());
+    Ok((onnx, export.join(EXPORT_SPEC), lineage, extra))
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// `user@host`: the login name from the environment, else the passwd entry of our uid.
+fn who() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(passwd_name)
+        .unwrap_or_else(|| "unknown".into());
+    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    if host.is_empty() { user } else { format!("{user}@{host}") }
+}
+
+fn passwd_name() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uid = status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.to_string();
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 2 && f[2] == uid)
+        .map(|f| f[0].to_string())
+}
+
+pub fn alias(global: &Global, name: &str, version: u64, alias: &str) -> Result<ExitCode> {
+    let session = Session::open(global)?;
+    session.run(session.registry.set_alias(name, version, alias))?;
+    println!("{name}@{alias} -> {name}:{version}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn unalias(global: &Global, name: &str, alias: &str) -> Result<ExitCode> {
+    let session = Session::open(global)?;
+    session.run(session.registry.remove_alias(name, alias))?;
+    println!("removed {name}@{alias}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn delete(global: &Global, model: &str, all: bool) -> Result<ExitCode> {
+    let reference = ModelRef::parse(model)?;
+    let session = Session::open(global)?;
+    let deleted = session.run(session.registry.delete(&reference, all))?;
+    let list: Vec<String> = deleted.iter().map(|v| format!("{}:{v}", reference.name)).collect();
+    println!("deleted {} (files stay until `strix models gc`)", list.join(", "));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn download(global: &Global, model: &str, out: Option<&Path>) -> Result<ExitCode> {
+    let reference = ModelRef::parse(model)?;
+    let session = Session::open(global)?;
+    let record = session.run(session.registry.get(&reference))?;
+    let dir =
+        out.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(format!("{}-v{}", record.name, record.version)));
+    let bars = Bars::new(global.quiet);
+    let paths = session.run(session.registry.download(&record, &dir, &bars))?;
+    println!("{}:{} -> {} ({} files, checked)", record.name, record.version, dir.display(), paths.len());
+    if dir.join(SPEC_FILE).is_file() {
+        println!("  try: strix predict --model {} IMAGE", dir.join(SPEC_FILE).display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn gc(global: &Global, grace_minutes: f64, json: bool) -> Result<ExitCode> {
+    if !(grace_minutes >= 0.0 && grace_minutes.is_finite()) {
+        bail!("--grace-minutes must be a number >= 0");
+    }
+    let session = Session::open(global)?;
+    let report = session.run(session.registry.gc(Duration::from_secs_f64(grace_minutes * 60.0)))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "removed {} unreferenced blobs ({}) and {} unfinished uploads; kept {} younger than {grace_minutes} min",
+            report.blobs_removed,
+            crate::models::mib(report.bytes_removed),
+            report.uploads_removed,
+            report.blobs_kept_young
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Registry models as `models list` rows: `(name, task, size of newest, summary)`.
+pub fn list_rows(global: &Global) -> Result<Vec<(String, String, u64, String)>> {
+    if !exists(global) && global.registry_store.as_deref().is_none_or(str::is_empty) {
+        return Ok(Vec::new());
+    }
+    let session = Session::open(global)?;
+    let mut rows = Vec::new();
+    for m in session.run(session.registry.list())? {
+        let latest = session.run(session.registry.get(&ModelRef::parse(&format!("{}:{}", m.name, m.latest))?))?;
+        let aliases: Vec<String> = m.aliases.iter().map(|(a, v)| format!("@{a}={v}")).collect();
+        let summary = format!(
+            "(registry) {} version{}{}",
+            m.versions,
+            if m.versions == 1 { "" } else { "s" },
+            if aliases.is_empty() { String::new() } else { format!(", {}", aliases.join(" ")) }
+        );
+        rows.push((format!("{}:{}", m.name, m.latest), m.task, latest.artifacts.iter().map(|a| a.size).sum(), summary));
+    }
+    Ok(rows)
+}
+
+/// `models show` for a registry model: every version (bare name) or one version's record.
+pub fn show(global: &Global, text: &str, json: bool) -> Result<Option<ExitCode>> {
+    let explicit = ModelRef::is_explicit(text);
+    if !explicit && (locate(text).is_ok() || !exists(global)) {
+        return Ok(None);
+    }
+    let reference = ModelRef::parse(text)?;
+    let session = Session::open(global)?;
+    let records = if explicit {
+        vec![session.run(session.registry.get(&reference))?]
+    } else {
+        match session.run(session.registry.versions(&reference.name)) {
+            Ok(r) => r,
+            Err(_) => return Ok(None),
+        }
+    };
+    if json {
+        let doc = if explicit { serde_json::to_value(&records[0])? } else { serde_json::to_value(&records)? };
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(Some(ExitCode::SUCCESS));
+    }
+    for r in &records {
+        print_record(r);
+    }
+    Ok(Some(ExitCode::SUCCESS))
+}
+
+fn print_record(r: &VersionRecord) {
+    let field = |k: &str, v: &str| println!("  {k:<11} {v}");
+    println!("{}:{} (registry)", r.name, r.version);
+    field("task", &r.task);
+    if !r.aliases.is_empty() {
+        field("aliases", &r.aliases.join(", "));
+    }
+    let when = std::time::UNIX_EPOCH + Duration::from_secs(r.created_at.max(0) as u64);
+    field(
+        "created",
+        &format!("{} by {} (strix {})", humantime::format_rfc3339_seconds(when), r.created_by, r.strix_version),
+    );
+    field("source", &r.lineage.source);
+    if let Some(m) = &r.lineage.metrics {
+        let acc = |part: &str| m.get(part).and_then(|p| p.get("accuracy")).and_then(Value::as_f64);
+        let mut parts = Vec::new();
+        if let Some(a) = acc("val") {
+            parts.push(format!("val accuracy {a:.4}"));
+        }
+        if let Some(a) = acc("test") {
+            parts.push(format!("test accuracy {a:.4}"));
+        }
+        field("metrics", &parts.join(", "));
+    }
+    if let Some(d) = &r.lineage.dataset {
+        let get = |k: &str| d.get(k).map(|v| v.to_string().trim_matches('"').to_string()).unwrap_or_default();
+        field("dataset", &format!("sha256 {} ({} files)", get("sha256"), get("files")));
+    }
+    if let Some(p) = &r.lineage.parent {
+        let get = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
+        field("parent", &format!("{} (sha256 {})", get("path"), get("sha256")));
+    }
+    if let Some(g) = &r.lineage.gate {
+        match serde_json::from_value::<strix_export::gate::GateReport>(g.clone()) {
+            Ok(report) => field("gate", &format!("passed: {report}")),
+            Err(_) => field("gate", &g.to_string()),
+        }
+    }
+    for a in &r.artifacts {
+        field("file", &format!("{:<16} {:>10}  sha256 {}", a.file, crate::models::mib(a.size), a.sha256));
+    }
+}
