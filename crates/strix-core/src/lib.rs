@@ -1,5 +1,6 @@
 //! Domain types shared by every Strix crate: dense tensors and their descriptions, and the
-//! progress-reporting trait that libraries use instead of drawing bars themselves.
+//! progress-reporting trait that libraries use instead of drawing bars themselves, and content
+//! digests.
 //!
 //! ```
 //! use strix_core::{Tensor, DType};
@@ -9,6 +10,7 @@
 //! ```
 
 mod answer;
+pub mod digest;
 mod error;
 mod progress;
 mod tensor;

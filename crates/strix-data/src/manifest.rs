@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use strix_core::digest::sha256_hex;
 
 use crate::{DataError, ImageSet};
 
@@ -42,35 +42,21 @@ pub fn dataset_manifest(parts: &[(&str, &ImageSet)]) -> Result<DatasetManifest, 
         }
     }
     entries.sort();
-    let hashed: Vec<(String, u64)> = entries.par_iter().map(|(_, path)| hash(path)).collect::<Result<_, _>>()?;
+    let hashed: Vec<(String, u64)> = entries
+        .par_iter()
+        .map(|(_, path)| strix_core::digest::sha256_file(path).map_err(DataError::io(path)))
+        .collect::<Result<_, _>>()?;
     let mut manifest = String::new();
     for ((name, _), (sha, _)) in entries.iter().zip(&hashed) {
         manifest.push_str(&format!("{sha}  {name}\n"));
     }
     Ok(DatasetManifest {
-        sha256: hex::encode(Sha256::digest(manifest.as_bytes())),
+        sha256: sha256_hex(manifest.as_bytes()),
         files: entries.len() as u64,
         bytes: hashed.iter().map(|(_, n)| n).sum(),
         roots,
         manifest,
     })
-}
-
-fn hash(path: &Path) -> Result<(String, u64), DataError> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path).map_err(DataError::io(path))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buf).map_err(DataError::io(path))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok((hex::encode(hasher.finalize()), size))
 }
 
 #[cfg(test)]
@@ -109,7 +95,7 @@ mod tests {
         assert_eq!(m1.files, 2);
         assert!(m1.manifest.ends_with("  data/dog/2.png\n"), "{}", m1.manifest);
         // The manifest is sha256sum's format: its digest is checkable with standard tools.
-        assert_eq!(m1.sha256, hex::encode(Sha256::digest(m1.manifest.as_bytes())));
+        assert_eq!(m1.sha256, sha256_hex(m1.manifest.as_bytes()));
         // A relabelled image (moved to another class folder) changes the digest.
         std::fs::create_dir_all(two.path().join("cat")).unwrap();
         std::fs::rename(two.path().join("dog/2.png"), two.path().join("cat/2.png")).unwrap();

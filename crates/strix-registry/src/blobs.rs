@@ -108,7 +108,7 @@ impl Blobs {
             if size as usize <= 2 * PART_SIZE {
                 let mut bytes = Vec::with_capacity(size as usize);
                 file.read_to_end(&mut bytes).await.map_err(RegistryError::io(path))?;
-                if hex::encode(Sha256::digest(&bytes)) != expected {
+                if strix_core::digest::sha256_hex(&bytes) != expected {
                     return Err(RegistryError::Changed { path: path.to_path_buf() });
                 }
                 self.store.put(&key, PutPayload::from(bytes)).await.map_err(|e| self.err(e))?;
@@ -261,21 +261,13 @@ impl Blobs {
     }
 }
 
-/// sha256 and size of a file, read in chunks.
+/// sha256 and size of a file, hashed off the async threads.
 pub async fn hash_file(path: &Path) -> Result<(String, u64), RegistryError> {
-    let mut file = tokio::fs::File::open(path).await.map_err(RegistryError::io(path))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; READ_CHUNK];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buf).await.map_err(RegistryError::io(path))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok((hex::encode(hasher.finalize()), size))
+    let owned = path.to_path_buf();
+    tokio::task::spawn_blocking(move || strix_core::digest::sha256_file(&owned))
+        .await
+        .map_err(|e| RegistryError::Io { path: path.to_path_buf(), reason: e.to_string() })?
+        .map_err(RegistryError::io(path))
 }
 
 fn one_line(e: &dyn std::fmt::Display) -> String {

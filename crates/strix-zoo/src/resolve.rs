@@ -1,10 +1,7 @@
 //! Finding a spec from what the user typed, and the files it names on disk.
 
-use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
 use strix_core::Progress;
 
 use crate::spec::{Artifact, ModelSpec};
@@ -205,17 +202,7 @@ fn verify(path: &Path, artifact: &Artifact) -> Result<(), ZooError> {
 
 /// Lower-case hex SHA-256 of a file, read in chunks.
 pub fn sha256_file(path: &Path) -> Result<String, ZooError> {
-    let mut file = File::open(path).map_err(|e| ZooError::io(path, e))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(|e| ZooError::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
+    strix_core::digest::sha256_file(path).map(|(sha, _)| sha).map_err(|e| ZooError::io(path, e))
 }
 
 /// Read a labels file: one class per line, line i = class i.
