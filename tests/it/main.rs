@@ -18,6 +18,7 @@ mod export;
 mod http;
 mod registry;
 mod runtime;
+mod serve;
 mod support;
 mod tasks;
 mod train;

@@ -96,7 +96,66 @@ pub enum Command {
     Data(DataCommand),
     /// Export a trained run's best model to ONNX, checked against burn by every ONNX engine
     Export(ExportArgs),
+    /// Serve models over HTTP: SageMaker / Rekognition-style routes, dynamic batching
+    Serve(Box<ServeArgs>),
 }
+
+#[derive(Debug, Args)]
+#[command(after_help = SERVE_HELP)]
+pub struct ServeArgs {
+    /// A model to serve (repeatable): a zoo name, a registered NAME:VERSION / NAME@ALIAS, a
+    /// spec file; ROUTE=MODEL names its route (/v1/models/ROUTE/predict)
+    #[arg(long = "model", value_name = "MODEL")]
+    pub models: Vec<String>,
+    /// Settings file (TOML): host, port, [[models]], [batching], [limits]; flags override it
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1]
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Port to listen on [default: 8080]
+    #[arg(short, long)]
+    pub port: Option<u16>,
+    /// Most images per inference [default: 8]
+    #[arg(long)]
+    pub max_batch: Option<usize>,
+    /// How long the first request of a batch waits for others, in ms [default: 5]
+    #[arg(long)]
+    pub max_delay_ms: Option<u64>,
+    /// Requests waiting per model before the server answers 503 [default: 64]
+    #[arg(long)]
+    pub queue: Option<usize>,
+    /// Answer 504 when a request waits longer than this, in ms [default: 30000]
+    #[arg(long)]
+    pub timeout_ms: Option<u64>,
+    /// Largest request body in bytes [default: 20971520]
+    #[arg(long)]
+    pub max_body_bytes: Option<usize>,
+    /// Largest image in pixels, checked from its header [default: 100000000]
+    #[arg(long)]
+    pub max_pixels: Option<u64>,
+    /// Classes per classification answer
+    #[arg(long, default_value_t = 5)]
+    pub top_k: usize,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+const SERVE_HELP: &str = "\
+Routes:
+  GET  /ping, /health/live, /health/ready      liveness and readiness (SageMaker's /ping)
+  GET  /v1/models                               models, backends, batching, queue depth, batch sizes
+  POST /v1/models/NAME/predict                  an image -> the JSON `strix predict --json` prints
+  POST /invocations                             SageMaker: the model in X-Amzn-SageMaker-Target-Model,
+                                                else the first
+Bodies: raw bytes with Content-Type image/jpeg, image/png, image/webp..., or application/json
+{\"Image\": {\"Bytes\": \"<base64>\"}}. Errors: {\"error\": {\"code\", \"message\"}} with a 4xx status
+for bad input; 503 with Retry-After when a model's queue is full.
+
+Examples:
+  strix serve --model efficientnet_lite0 --model trash=trash@production --port 8080
+  curl --data-binary @photo.jpg -H 'Content-Type: image/jpeg' localhost:8080/v1/models/trash/predict
+  strix serve --config serve.toml --backend ort";
 
 #[derive(Debug, Args)]
 #[command(after_help = EXPORT_HELP)]

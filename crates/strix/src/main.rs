@@ -9,6 +9,7 @@ mod models;
 mod predict;
 mod progress;
 mod registry;
+mod serve;
 mod train;
 
 use std::path::PathBuf;
@@ -36,6 +37,7 @@ fn main() -> ExitCode {
         Command::Train(args) => train::run(&cli.global, args),
         Command::Data(cmd) => data::run(&cli.global, cmd),
         Command::Export(args) => export::run(&cli.global, args),
+        Command::Serve(args) => serve::run(&cli.global, args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,279 @@
+//! Routes: SageMaker's container contract (`/ping`, `/invocations`), health, the model list
+//! and `/v1/models/{name}/predict`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::json;
+use strix_pipeline::Pipeline;
+use strix_pipeline::rekognition::{self, Response as Answer};
+use strix_vision::{DecodeLimits, VisionError};
+use tokio::sync::oneshot;
+
+use crate::batcher::{Batcher, Job, Refused};
+use crate::{ApiError, Batching, Limits};
+
+/// The header SageMaker multi-model endpoints use to pick a model.
+const TARGET_MODEL: &str = "x-amzn-sagemaker-target-model";
+
+/// A loaded model behind its batcher.
+pub struct ServedModel {
+    pub name: String,
+    /// What was asked for (`trash@production`), for `/v1/models`.
+    pub reference: String,
+    pub pipeline: Arc<Pipeline>,
+    pub batching: Batching,
+    batcher: Batcher,
+}
+
+impl std::fmt::Debug for ServedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServedModel").field("name", &self.name).field("reference", &self.reference).finish()
+    }
+}
+
+impl ServedModel {
+    /// Start the model's batcher. `top_k`: classes kept per answer.
+    pub fn new(name: &str, reference: &str, pipeline: Pipeline, batching: Batching, top_k: usize) -> ServedModel {
+        let pipeline = Arc::new(pipeline);
+        let batcher = Batcher::start(name, pipeline.clone(), batching, top_k);
+        ServedModel { name: name.to_string(), reference: reference.to_string(), pipeline, batching, batcher }
+    }
+}
+
+/// Everything the routes share.
+#[derive(Debug)]
+pub struct ServeState {
+    models: Vec<ServedModel>,
+    limits: Limits,
+    ready: AtomicBool,
+    next_request: AtomicU64,
+}
+
+impl ServeState {
+    pub fn new(models: Vec<ServedModel>, limits: Limits) -> ServeState {
+        ServeState { models, limits, ready: AtomicBool::new(true), next_request: AtomicU64::new(1) }
+    }
+
+    /// Stop answering ready (while draining at shutdown).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    fn model(&self, name: &str) -> Result<&ServedModel, ApiError> {
+        self.models.iter().find(|m| m.name == name).ok_or_else(|| {
+            let known: Vec<&str> = self.models.iter().map(|m| m.name.as_str()).collect();
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "ResourceNotFoundException",
+                format!("no model called {name:?} is served (models: {})", known.join(", ")),
+            )
+        })
+    }
+}
+
+/// The HTTP application; tests drive it in-process.
+pub fn app(state: Arc<ServeState>) -> Router {
+    let limit = state.limits.max_body_bytes;
+    Router::new()
+        .route("/ping", get(ping))
+        .route("/health/live", get(|| async { axum::Json(json!({"status": "live"})) }))
+        .route("/health/ready", get(ready))
+        .route("/v1/models", get(list_models))
+        .route("/v1/models/{name}/predict", post(predict))
+        .route("/invocations", post(invocations))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NotFound", "no such route") })
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn ping(State(state): State<Arc<ServeState>>) -> StatusCode {
+    if state.ready.load(Ordering::Relaxed) { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }
+}
+
+async fn ready(State(state): State<Arc<ServeState>>) -> Response {
+    if state.ready.load(Ordering::Relaxed) {
+        axum::Json(json!({"status": "ready", "models": state.models.len()})).into_response()
+    } else {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "shutting down").into_response()
+    }
+}
+
+async fn list_models(State(state): State<Arc<ServeState>>) -> axum::Json<serde_json::Value> {
+    let models: Vec<serde_json::Value> = state
+        .models
+        .iter()
+        .map(|m| {
+            let spec = &m.pipeline.model().spec;
+            json!({
+                "name": m.name,
+                "model": m.reference,
+                "spec": spec.name,
+                "task": spec.task.to_string(),
+                "backend": m.pipeline.backend_version(),
+                "input": spec.input.as_ref().map(|i| json!({"width": i.width, "height": i.height})),
+                "labels": m.pipeline.model().labels.len(),
+                "batching": m.batching,
+                "max_batch": m.batcher.max_batch,
+                "queue_depth": m.batcher.depth(),
+                "batches": m.batcher.stats.histogram().into_iter().map(|(n, c)| json!({"size": n, "count": c})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    axum::Json(json!({ "models": models }))
+}
+
+async fn predict(
+    State(state): State<Arc<ServeState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    answer(&state, &name, &headers, body).await
+}
+
+/// SageMaker's inference route: the target-model header picks the model, else the first.
+async fn invocations(
+    State(state): State<Arc<ServeState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let name = match headers.get(TARGET_MODEL) {
+        Some(v) => {
+            v.to_str().map_err(|_| ApiError::bad_request("X-Amzn-SageMaker-Target-Model is not text"))?.to_string()
+        }
+        None => state.models.first().map(|m| m.name.clone()).unwrap_or_default(),
+    };
+    answer(&state, &name, &headers, body).await
+}
+
+/// `{"Image": {"Bytes": "<base64>"}}`, as Rekognition takes it.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct JsonRequest {
+    image: JsonImage,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct JsonImage {
+    bytes: String,
+}
+
+/// The image bytes of a request, by its content type.
+fn image_bytes(headers: &HeaderMap, body: Bytes) -> Result<Bytes, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    match content_type.as_str() {
+        "image/jpeg"
+        | "image/png"
+        | "image/webp"
+        | "image/gif"
+        | "image/bmp"
+        | "image/tiff"
+        | "application/octet-stream"
+        | "application/x-image" => Ok(body),
+        "application/json" => {
+            let request: JsonRequest = serde_json::from_slice(&body).map_err(|e| {
+                ApiError::bad_request(format!("malformed JSON: {e}; expected {{\"Image\": {{\"Bytes\": BASE64}}}}"))
+            })?;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(request.image.bytes.trim())
+                .map_err(|e| ApiError::bad_request(format!("Image.Bytes is not valid base64: {e}")))?;
+            Ok(Bytes::from(bytes))
+        }
+        "" => Err(unsupported("no Content-Type")),
+        other => Err(unsupported(&format!("Content-Type {other}"))),
+    }
+}
+
+fn unsupported(what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "UnsupportedMediaTypeException",
+        format!(
+            "{what}: send image/jpeg, image/png, image/webp (raw bytes) or application/json {{\"Image\": {{\"Bytes\": BASE64}}}}"
+        ),
+    )
+}
+
+fn vision_error(e: VisionError) -> ApiError {
+    let status = match e {
+        VisionError::TooManyPixels { .. } | VisionError::FileTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    let e = strix_pipeline::PipelineError::Vision(e);
+    ApiError::new(status, rekognition::error_code(&e), e.to_string())
+}
+
+async fn answer(
+    state: &ServeState,
+    name: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let model = state.model(name)?;
+    let body = body.map_err(|r| {
+        let status = r.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "ImageTooLargeException"
+        } else {
+            "InvalidParameterException"
+        };
+        ApiError::new(status, code, format!("{} (limit {} bytes)", r.body_text(), state.limits.max_body_bytes))
+    })?;
+    let bytes = image_bytes(headers, body)?;
+    let limits = DecodeLimits { max_pixels: state.limits.max_pixels, max_bytes: state.limits.max_body_bytes as u64 };
+    // Decoding is CPU work: off the async threads, and outside the model's batch.
+    let image = tokio::task::spawn_blocking(move || strix_vision::decode_bytes(&bytes, &limits))
+        .await
+        .map_err(|e| internal(state, "decode task", &e.to_string()))?
+        .map_err(vision_error)?;
+    let (reply, answer) = oneshot::channel();
+    model.batcher.submit(Job { image, reply }).map_err(|refused| match refused {
+        Refused::Full => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ThrottlingException",
+            format!("{name}: queue full ({} waiting); retry shortly", model.batching.queue),
+        ),
+        Refused::Closed => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "shutting down"),
+    })?;
+    let timeout = Duration::from_millis(model.batching.timeout_ms);
+    let prediction = match tokio::time::timeout(timeout, answer).await {
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "TimeoutException",
+                format!("{name}: no answer within {} ms", model.batching.timeout_ms),
+            ));
+        }
+        Ok(Err(_)) => return Err(internal(state, name, "the batcher dropped the request")),
+        Ok(Ok(Err(e))) => return Err(internal(state, name, &e.to_string())),
+        Ok(Ok(Ok(p))) => p,
+    };
+    Ok(axum::Json(Answer::from_prediction(&prediction, name)).into_response())
+}
+
+/// A 500 whose details go to the log under a request id, not to the client.
+fn internal(state: &ServeState, what: &str, detail: &str) -> ApiError {
+    let id = state.next_request.fetch_add(1, Ordering::Relaxed);
+    tracing::error!(request_id = id, "{what}: {detail}");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "InternalServerError",
+        format!("internal error (request id {id}; details in the server log)"),
+    )
+}

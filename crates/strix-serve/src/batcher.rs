@@ -1,0 +1,122 @@
+//! Dynamic batching: requests for one model wait in a bounded queue; a worker thread takes the
+//! first, waits up to `max_delay` for more (up to `max_batch`), runs them as one batch and hands
+//! each caller its answer.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use strix_pipeline::{BatchOptions, Pipeline, PipelineError, Prediction};
+use strix_vision::RgbImage;
+use tokio::sync::oneshot;
+
+use crate::Batching;
+
+/// One request waiting for its answer.
+pub struct Job {
+    pub image: RgbImage,
+    pub reply: oneshot::Sender<Result<Prediction, PipelineError>>,
+}
+
+/// Counts for `/v1/models` (and metrics): batches run, by size.
+#[derive(Debug)]
+pub struct BatchStats {
+    /// `sizes[n]`: batches of `n` images.
+    sizes: Vec<AtomicU64>,
+}
+
+impl BatchStats {
+    fn new(max_batch: usize) -> BatchStats {
+        BatchStats { sizes: (0..=max_batch).map(|_| AtomicU64::new(0)).collect() }
+    }
+
+    /// `(batch size, batches)` for every size seen.
+    pub fn histogram(&self) -> Vec<(usize, u64)> {
+        self.sizes.iter().enumerate().map(|(n, c)| (n, c.load(Ordering::Relaxed))).filter(|(_, c)| *c > 0).collect()
+    }
+}
+
+/// The queue in front of one model's worker.
+#[derive(Debug)]
+pub struct Batcher {
+    tx: Sender<Job>,
+    pub stats: Arc<BatchStats>,
+    pub max_batch: usize,
+}
+
+/// Why a job was not queued.
+pub enum Refused {
+    /// The queue is full: shed load now rather than pile up memory.
+    Full,
+    /// The worker has stopped (shutting down).
+    Closed,
+}
+
+impl Batcher {
+    /// Start the worker thread for `pipeline`; it ends when the batcher is dropped and the
+    /// queue has drained.
+    pub fn start(name: &str, pipeline: Arc<Pipeline>, batching: Batching, top_k: usize) -> Batcher {
+        let max_batch = pipeline.batch_size(batching.max_batch).min(batching.max_batch).max(1);
+        let (tx, rx) = crossbeam_channel::bounded(batching.queue);
+        let stats = Arc::new(BatchStats::new(max_batch));
+        let worker_stats = stats.clone();
+        let delay = Duration::from_millis(batching.max_delay_ms);
+        let thread_name = format!("batcher-{name}");
+        let spawned = std::thread::Builder::new()
+            .name(thread_name)
+            .spawn(move || work(&pipeline, &rx, max_batch, delay, top_k, &worker_stats));
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the batcher thread of {name}: {e}");
+        }
+        Batcher { tx, stats, max_batch }
+    }
+
+    pub fn submit(&self, job: Job) -> Result<(), Refused> {
+        self.tx.try_send(job).map_err(|e| match e {
+            TrySendError::Full(_) => Refused::Full,
+            TrySendError::Disconnected(_) => Refused::Closed,
+        })
+    }
+
+    /// Requests waiting now.
+    pub fn depth(&self) -> usize {
+        self.tx.len()
+    }
+}
+
+fn work(pipeline: &Pipeline, rx: &Receiver<Job>, max_batch: usize, delay: Duration, top_k: usize, stats: &BatchStats) {
+    let opts = BatchOptions { batch: max_batch, top_k, ..Default::default() };
+    while let Ok(first) = rx.recv() {
+        let deadline = Instant::now() + delay;
+        let mut jobs = vec![first];
+        while jobs.len() < max_batch {
+            match rx.recv_deadline(deadline) {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        // Callers that gave up (timed out) need no answer.
+        jobs.retain(|j| !j.reply.is_closed());
+        if jobs.is_empty() {
+            continue;
+        }
+        let (images, replies): (Vec<RgbImage>, Vec<_>) = jobs.into_iter().map(|j| (j.image, j.reply)).unzip();
+        if let Some(c) = stats.sizes.get(images.len()) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        match pipeline.predict_images(&images, &opts) {
+            Ok(predictions) => {
+                for (reply, p) in replies.into_iter().zip(predictions) {
+                    let _ = reply.send(Ok(p));
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                for reply in replies {
+                    let _ = reply.send(Err(PipelineError::Batch(message.clone())));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! `strix serve`: models from the zoo or the registry behind an HTTP API.
+//!
+//! - Routes: SageMaker's container contract (`GET /ping`, `POST /invocations` with
+//!   `X-Amzn-SageMaker-Target-Model`), `GET /health/live|ready`, `GET /v1/models`, and
+//!   `POST /v1/models/{name}/predict` for every task, answering the JSON `strix predict --json`
+//!   prints (Rekognition-like shapes).
+//! - Bodies: raw image bytes (`image/jpeg|png|webp|...`) or `{"Image": {"Bytes": BASE64}}`.
+//! - Dynamic batching per model with a bounded queue: a full queue answers 503 with
+//!   `Retry-After` at once; a request not answered in time gets 504.
+//! - Errors are `{"error": {"code", "message"}}` with a 4xx status for bad input; internal
+//!   errors are logged with a request id and not leaked.
+//!
+//! [`app`] builds the router, so tests drive it in-process; [`serve`] runs it until a shutdown
+//! signal, then drains what is in flight.
+
+mod app;
+mod batcher;
+mod config;
+mod error;
+
+use std::future::Future;
+use std::sync::Arc;
+
+pub use app::{ServeState, ServedModel, app};
+pub use config::{Batching, Limits, ModelConfig, ServeConfig};
+pub use error::{ApiError, ServeError};
+
+/// Serve `state` on `listener` until `shutdown` resolves; requests in flight finish first.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<ServeState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let drain_state = state.clone();
+    let shutdown = async move {
+        shutdown.await;
+        drain_state.set_ready(false);
+        tracing::info!("shutting down: draining requests in flight");
+    };
+    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await.map_err(|e| ServeError::Io(e.to_string()))
+}

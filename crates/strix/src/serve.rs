@@ -1,0 +1,94 @@
+//! `strix serve`: load the models, then hand them to strix-serve until Ctrl-C / SIGTERM.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use strix_serve::{ModelConfig, ServeConfig, ServeState, ServedModel};
+
+use crate::cli::{Global, ServeArgs};
+use crate::progress::Bars;
+
+/// The config file (if any) with the flags applied over it.
+fn config(args: &ServeArgs) -> Result<ServeConfig> {
+    let mut cfg = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+            ServeConfig::from_toml(&text, path)?
+        }
+        None => ServeConfig::default(),
+    };
+    for m in &args.models {
+        let (name, model) = match m.split_once('=') {
+            Some((n, m)) => (Some(n.to_string()), m.to_string()),
+            None => (None, m.clone()),
+        };
+        cfg.models.push(ModelConfig { model, name, batching: None });
+    }
+    cfg.host = args.host.clone().unwrap_or(cfg.host);
+    cfg.port = args.port.unwrap_or(cfg.port);
+    let b = &mut cfg.batching;
+    b.max_batch = args.max_batch.unwrap_or(b.max_batch);
+    b.max_delay_ms = args.max_delay_ms.unwrap_or(b.max_delay_ms);
+    b.queue = args.queue.unwrap_or(b.queue);
+    b.timeout_ms = args.timeout_ms.unwrap_or(b.timeout_ms);
+    cfg.limits.max_body_bytes = args.max_body_bytes.unwrap_or(cfg.limits.max_body_bytes);
+    cfg.limits.max_pixels = args.max_pixels.unwrap_or(cfg.limits.max_pixels);
+    cfg.validate()?;
+    if cfg.models.is_empty() {
+        bail!("no models to serve: give --model NAME (repeatable) or [[models]] in --config");
+    }
+    Ok(cfg)
+}
+
+pub fn run(global: &Global, args: &ServeArgs) -> Result<ExitCode> {
+    let started = Instant::now();
+    let cfg = config(args)?;
+    let bars = Bars::new(global.quiet);
+    let mut models: Vec<ServedModel> = Vec::new();
+    for m in &cfg.models {
+        let located = crate::registry::locate_model(global, &m.model, &bars)?;
+        let pipeline = crate::load_pipeline(global, &located, &args.runtime, &bars)?;
+        let name = m.name.clone().unwrap_or_else(|| pipeline.model().spec.name.clone());
+        strix_zoo::check_name(&name).map_err(anyhow::Error::msg)?;
+        if models.iter().any(|s| s.name == name) {
+            bail!("two models are served as {name:?}; name one with ROUTE=MODEL");
+        }
+        let batching = m.batching.unwrap_or(cfg.batching);
+        models.push(ServedModel::new(&name, &m.model, pipeline, batching, args.top_k));
+    }
+    let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
+    let state = Arc::new(ServeState::new(models, cfg.limits));
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
+    rt.block_on(async {
+        let addr = format!("{}:{}", cfg.host, cfg.port);
+        let listener =
+            tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        let local = listener.local_addr().context("listening address")?;
+        eprintln!(
+            "strix serve: http://{local} ({}), ready {:.2} s after start",
+            names.join(", "),
+            started.elapsed().as_secs_f64()
+        );
+        strix_serve::serve(listener, state, shutdown_signal()).await?;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Ctrl-C or SIGTERM (what `docker stop` and Kubernetes send).
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,350 @@
+//! `strix serve`, driven in-process: every route and task against the fixture models (answers
+//! equal `strix predict --json`), bad input as 4xx JSON while the server keeps serving, load
+//! shedding with 503, dynamic batching, and draining at shutdown.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::Value;
+use strix_core::NoProgress;
+use strix_pipeline::Pipeline;
+use strix_runtime::{Backend, RuntimeOptions};
+use strix_serve::{Batching, Limits, ServeState, ServedModel};
+use strix_zoo::{Resolver, locate};
+
+use crate::fixtures_or_skip;
+use crate::support::{png_declaring, run, strix};
+use crate::train::{fashion, train_cmd};
+
+/// A server on a free loopback port, stopped (and drained) on drop.
+struct Server {
+    port: u16,
+    rt: tokio::runtime::Runtime,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<Result<(), strix_serve::ServeError>>>,
+}
+
+impl Server {
+    /// Serve `(route, model reference)` pairs loaded from the fixtures on tract.
+    fn start(fx: &Path, models: &[(&str, &str)], batching: Batching, limits: Limits) -> Server {
+        let mut resolver = Resolver::from_env();
+        resolver.search_path = vec![fx.join("models")];
+        resolver.offline = true;
+        let runtime = strix_runtime::open(Backend::Tract, &RuntimeOptions::default()).unwrap();
+        let served = models
+            .iter()
+            .map(|(route, reference)| {
+                let located = locate(reference).unwrap();
+                let model = resolver.resolve(&located, &NoProgress).unwrap();
+                let pipeline = Pipeline::load(model, runtime.as_ref()).unwrap();
+                ServedModel::new(route, reference, pipeline, batching, 5)
+            })
+            .collect();
+        let state = Arc::new(ServeState::new(served, limits));
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let done = rt.spawn(strix_serve::serve(listener, state, async {
+            let _ = stopped.await;
+        }));
+        Server { port, rt, stop: Some(stop), done: Some(done) }
+    }
+
+    fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+        request(self.port, method, path, headers, body)
+    }
+
+    fn post_image(&self, path: &str, content_type: &str, body: &[u8]) -> Reply {
+        self.request("POST", path, &[("Content-Type", content_type)], body)
+    }
+
+    /// Stop accepting, let requests in flight finish, and wait for the server to end.
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(done) = self.done.take() {
+            self.rt.block_on(done).unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+struct Reply {
+    status: u16,
+    headers: String,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+
+    fn error_code(&self) -> String {
+        self.json()["error"]["code"].as_str().unwrap_or_else(|| panic!("no error code: {}", self.body)).to_string()
+    }
+}
+
+/// A plain HTTP/1.1 exchange over one connection.
+fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    stream.write_all(head.as_bytes()).unwrap();
+    // The server may answer (413) and close before a huge body is all sent.
+    let _ = stream.write_all(body);
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap();
+    Reply { status, headers: head.to_ascii_lowercase(), body: body.to_string() }
+}
+
+/// Numbers equal to 1e-3 (relative), everything else exactly: the same model through the same
+/// code, though batch and thread counts may differ from `strix predict`'s.
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            (x - y).abs() <= 1e-3 * x.abs().max(y.abs()).max(1.0)
+        }
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+fn predict_json(fx: &Path, cache: &Path, model: &str, image: &Path) -> Value {
+    let (out, stdout, stderr) = run(strix(fx, cache).args(["predict", "--json", "--model", model]).arg(image));
+    assert!(out.status.success(), "{stderr}");
+    let mut v: Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    v.as_object_mut().unwrap().remove("Image");
+    v
+}
+
+const TASKS: &[(&str, &str)] = &[
+    ("efficientnet_lite0", "apple.jpg"),
+    ("nanodet_m_416", "messi5.jpg"),
+    ("movenet_lightning_192", "messi5.jpg"),
+    ("selfie_256", "messi5.jpg"),
+    ("blazeface_front_128", "messi5.jpg"),
+    ("ppocrv4", "imageTextN.png"),
+];
+
+/// Acceptance: every route, every task; answers equal `strix predict --json`.
+#[test]
+fn every_route_and_task_answers_as_predict_does() {
+    let fx = fixtures_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let models: Vec<(&str, &str)> = TASKS.iter().map(|(m, _)| (*m, *m)).collect();
+    let server = Server::start(&fx, &models, Batching::default(), Limits::default());
+
+    assert_eq!(server.request("GET", "/ping", &[], b"").status, 200);
+    assert_eq!(server.request("GET", "/health/live", &[], b"").json()["status"], "live");
+    assert_eq!(server.request("GET", "/health/ready", &[], b"").json()["status"], "ready");
+    let listed = server.request("GET", "/v1/models", &[], b"").json();
+    let tasks: Vec<&str> = listed["models"].as_array().unwrap().iter().map(|m| m["task"].as_str().unwrap()).collect();
+    assert_eq!(tasks, ["classify", "detect", "pose", "segment", "faces", "text"]);
+
+    for (model, image) in TASKS {
+        let path = fx.join("images").join(image);
+        let bytes = std::fs::read(&path).unwrap();
+        let content_type = if image.ends_with(".png") { "image/png" } else { "image/jpeg" };
+        let want = predict_json(&fx, tmp.path(), model, &path);
+        let got = server.post_image(&format!("/v1/models/{model}/predict"), content_type, &bytes);
+        assert_eq!(got.status, 200, "{model}: {}", got.body);
+        assert!(same(&got.json(), &want), "{model}:\n serve   {}\n predict {want}", got.body);
+
+        // SageMaker's route with the target-model header, and a Rekognition-style JSON body.
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
+        let body = serde_json::json!({"Image": {"Bytes": b64}}).to_string();
+        let headers = [("Content-Type", "application/json"), ("X-Amzn-SageMaker-Target-Model", model)];
+        let got = server.request("POST", "/invocations", &headers, body.as_bytes());
+        assert_eq!(got.status, 200, "{model}: {}", got.body);
+        assert!(same(&got.json(), &want), "{model} via /invocations: {}", got.body);
+    }
+    // Without a target model, /invocations answers with the first.
+    let apple = std::fs::read(fx.join("images/apple.jpg")).unwrap();
+    let got = server.post_image("/invocations", "image/jpeg", &apple);
+    assert_eq!(got.json()["LabelModelVersion"], "efficientnet_lite0", "{}", got.body);
+}
+
+/// Acceptance: each kind of bad input is a 4xx JSON error, and the next good request works.
+#[test]
+fn bad_input_is_a_4xx_json_error_and_the_server_keeps_serving() {
+    let fx = fixtures_or_skip!();
+    let limits = Limits { max_body_bytes: 20 << 20, max_pixels: 100_000_000 };
+    let server = Server::start(&fx, &[("classify", "efficientnet_lite0")], Batching::default(), limits);
+    let apple = std::fs::read(fx.join("images/apple.jpg")).unwrap();
+    let route = "/v1/models/classify/predict";
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let huge_header = png_declaring(30_000, 30_000);
+    let cases: Vec<(&str, Reply, u16, &str)> = vec![
+        (
+            "truncated JPEG",
+            server.post_image(route, "image/jpeg", &apple[..apple.len() / 2]),
+            400,
+            "InvalidImageFormatException",
+        ),
+        ("not an image", server.post_image(route, "image/jpeg", b"hello, world"), 400, "InvalidImageFormatException"),
+        ("empty body", server.post_image(route, "image/jpeg", b""), 400, "InvalidImageFormatException"),
+        ("wrong content type", server.post_image(route, "text/plain", &apple), 415, "UnsupportedMediaTypeException"),
+        ("no content type", server.request("POST", route, &[], &apple), 415, "UnsupportedMediaTypeException"),
+        ("50 MB body", server.post_image(route, "image/jpeg", &vec![0u8; 50 << 20]), 413, "ImageTooLargeException"),
+        ("30000x30000 header", server.post_image(route, "image/png", &huge_header), 413, "ImageTooLargeException"),
+        (
+            "malformed JSON",
+            server.post_image(route, "application/json", b"{\"Image\": "),
+            400,
+            "InvalidParameterException",
+        ),
+        (
+            "JSON of another shape",
+            server.post_image(route, "application/json", b"{\"image\": \"abc\"}"),
+            400,
+            "InvalidParameterException",
+        ),
+        (
+            "invalid base64",
+            server.post_image(route, "application/json", br#"{"Image": {"Bytes": "not*base64!"}}"#),
+            400,
+            "InvalidParameterException",
+        ),
+        (
+            "base64 of a non-image",
+            server.post_image(
+                route,
+                "application/json",
+                format!(r#"{{"Image": {{"Bytes": "{}"}}}}"#, b64(b"text")).as_bytes(),
+            ),
+            400,
+            "InvalidImageFormatException",
+        ),
+        (
+            "unknown model",
+            server.post_image("/v1/models/nope/predict", "image/jpeg", &apple),
+            404,
+            "ResourceNotFoundException",
+        ),
+        ("unknown route", server.request("GET", "/v2/whatever", &[], b""), 404, "NotFound"),
+    ];
+    for (what, reply, status, code) in cases {
+        assert_eq!(reply.status, status, "{what}: {}", reply.body);
+        assert_eq!(reply.error_code(), code, "{what}: {}", reply.body);
+        assert!(!reply.json()["error"]["message"].as_str().unwrap().is_empty(), "{what}");
+        // The server is still there and right.
+        let ok = server.post_image(route, "image/jpeg", &apple);
+        assert_eq!(ok.status, 200, "after {what}: {}", ok.body);
+    }
+}
+
+/// Far more clients than the queue holds: the excess gets 503 with Retry-After at once, nobody
+/// gets anything else, and the server answers normally when the burst is over.
+#[test]
+fn overload_sheds_with_503_and_recovers() {
+    let fx = fixtures_or_skip!();
+    let batching = Batching { max_batch: 1, max_delay_ms: 0, queue: 2, timeout_ms: 60_000 };
+    let server = Server::start(&fx, &[("detect", "nanodet_m_416")], batching, Limits::default());
+    let image = std::fs::read(fx.join("images/messi5.jpg")).unwrap();
+    let port = server.port;
+    let clients: Vec<_> = (0..24)
+        .map(|_| {
+            let image = image.clone();
+            std::thread::spawn(move || {
+                request(port, "POST", "/v1/models/detect/predict", &[("Content-Type", "image/jpeg")], &image)
+            })
+        })
+        .collect();
+    let replies: Vec<Reply> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let ok = replies.iter().filter(|r| r.status == 200).count();
+    let shed: Vec<&Reply> = replies.iter().filter(|r| r.status == 503).collect();
+    eprintln!("24 clients, queue 2: {ok} answered, {} shed", shed.len());
+    assert_eq!(ok + shed.len(), replies.len(), "only 200 or 503 expected");
+    assert!(ok >= 1 && !shed.is_empty(), "{ok} answered, {} shed", shed.len());
+    for r in &shed {
+        assert!(r.headers.contains("retry-after: 1"), "{}", r.headers);
+        assert_eq!(r.error_code(), "ThrottlingException");
+    }
+    let after = server.post_image("/v1/models/detect/predict", "image/jpeg", &image);
+    assert_eq!(after.status, 200, "{}", after.body);
+}
+
+/// A model with a free batch dimension (a trained export) gets real batches from concurrent
+/// requests, each caller gets its own answer, and shutdown waits for requests in flight.
+#[test]
+fn concurrent_requests_are_batched_and_shutdown_drains() {
+    let fx = fixtures_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let run_dir = tmp.path().join("fm");
+    let (out, _, stderr) = run(train_cmd(&fx, tmp.path(), &run_dir).arg("--data").arg(fashion(&fx)).args([
+        "--model",
+        "small-cnn",
+        "--epochs",
+        "1",
+        "--max-images",
+        "1200",
+        "--test",
+        "false",
+    ]));
+    assert!(out.status.success(), "{stderr}");
+    let spec = run_dir.join("export/model.toml");
+    let batching = Batching { max_batch: 8, max_delay_ms: 300, queue: 64, timeout_ms: 60_000 };
+    let mut server = Server::start(&fx, &[("fm", spec.to_str().unwrap())], batching, Limits::default());
+    let images: Vec<std::path::PathBuf> =
+        ["apple.jpg", "orange.jpg", "messi5.jpg", "butterfly.jpg", "baboon.jpg", "squirrel_cls.jpg"]
+            .iter()
+            .map(|i| fx.join("images").join(i))
+            .collect();
+    let port = server.port;
+    let clients: Vec<_> = images
+        .iter()
+        .map(|path| {
+            let bytes = std::fs::read(path).unwrap();
+            std::thread::spawn(move || {
+                request(port, "POST", "/v1/models/fm/predict", &[("Content-Type", "image/jpeg")], &bytes)
+            })
+        })
+        .collect();
+    let replies: Vec<Reply> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    for (path, reply) in images.iter().zip(&replies) {
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let want = predict_json(&fx, tmp.path(), spec.to_str().unwrap(), path);
+        let mut got = reply.json();
+        got["LabelModelVersion"] = want["LabelModelVersion"].clone();
+        assert!(same(&got, &want), "{}: serve {got} predict {want}", path.display());
+    }
+    let listed = server.request("GET", "/v1/models", &[], b"").json();
+    let batches = &listed["models"][0]["batches"];
+    let largest = batches.as_array().unwrap().iter().map(|b| b["size"].as_u64().unwrap()).max().unwrap();
+    eprintln!("batch sizes seen: {batches}");
+    assert!(largest >= 2, "no batching happened: {batches}");
+
+    // A request in flight when shutdown starts still gets its answer.
+    let bytes = std::fs::read(&images[0]).unwrap();
+    let in_flight = std::thread::spawn(move || {
+        request(port, "POST", "/v1/models/fm/predict", &[("Content-Type", "image/jpeg")], &bytes)
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    server.shutdown();
+    let reply = in_flight.join().unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "still listening after shutdown");
+}
