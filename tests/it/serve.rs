@@ -31,6 +31,16 @@ struct Server {
 impl Server {
     /// Serve `(route, model reference)` pairs loaded from the fixtures on tract.
     fn start(fx: &Path, models: &[(&str, &str)], batching: Batching, limits: Limits) -> Server {
+        Self::start_with_keys(fx, models, batching, limits, &[])
+    }
+
+    fn start_with_keys(
+        fx: &Path,
+        models: &[(&str, &str)],
+        batching: Batching,
+        limits: Limits,
+        keys: &[String],
+    ) -> Server {
         let mut resolver = Resolver::from_env();
         resolver.search_path = vec![fx.join("models")];
         resolver.offline = true;
@@ -44,7 +54,7 @@ impl Server {
                 ServedModel::new(route, reference, pipeline, batching, 5)
             })
             .collect();
-        let state = Arc::new(ServeState::new(served, limits));
+        let state = Arc::new(ServeState::new(served, limits).with_api_keys(keys));
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -185,6 +195,73 @@ fn every_route_and_task_answers_as_predict_does() {
     let apple = std::fs::read(fx.join("images/apple.jpg")).unwrap();
     let got = server.post_image("/invocations", "image/jpeg", &apple);
     assert_eq!(got.json()["LabelModelVersion"], "efficientnet_lite0", "{}", got.body);
+
+    // Rekognition's wire protocol: the action in X-Amz-Target, its request and answer shapes.
+    let rekognition = |action: &str, image: &str, extra: &str| {
+        let b64 =
+            base64::engine::general_purpose::STANDARD.encode(std::fs::read(fx.join("images").join(image)).unwrap());
+        let body = format!(r#"{{"Image": {{"Bytes": "{b64}"}}{extra}}}"#);
+        let target = format!("RekognitionService.{action}");
+        let headers = [("Content-Type", "application/x-amz-json-1.1"), ("X-Amz-Target", target.as_str())];
+        server.request("POST", "/", &headers, body.as_bytes())
+    };
+    // DetectLabels goes to the detector (Rekognition's labels carry instances), MinConfidence
+    // and MaxLabels apply.
+    let detect = predict_json(&fx, tmp.path(), "nanodet_m_416", &fx.join("images/messi5.jpg"));
+    let got = rekognition("DetectLabels", "messi5.jpg", r#", "MaxLabels": 1, "MinConfidence": 40"#);
+    assert_eq!(got.status, 200, "{}", got.body);
+    let labels = got.json()["Labels"].as_array().unwrap().clone();
+    assert_eq!(labels.len(), 1, "{}", got.body);
+    assert!(same(&labels[0], &detect["Labels"][0]), "{} vs {}", labels[0], detect["Labels"][0]);
+    let text = predict_json(&fx, tmp.path(), "ppocrv4", &fx.join("images/imageTextN.png"));
+    let got = rekognition("DetectText", "imageTextN.png", "");
+    assert!(same(&got.json(), &text), "{}", got.body);
+    let faces = predict_json(&fx, tmp.path(), "blazeface_front_128", &fx.join("images/messi5.jpg"));
+    let got = rekognition("DetectFaces", "messi5.jpg", r#", "Attributes": ["DEFAULT"]"#);
+    assert!(same(&got.json(), &faces), "{}", got.body);
+    let got = rekognition("DetectModerationLabels", "messi5.jpg", "");
+    assert_eq!((got.status, got.error_code().as_str()), (400, "InvalidParameterException"), "{}", got.body);
+
+    // Prometheus: what was just served shows up.
+    let metrics = server.request("GET", "/metrics", &[], b"");
+    assert_eq!(metrics.status, 200);
+    for want in [
+        "strix_requests_total{model=\"efficientnet_lite0\",status=\"200\"} 3",
+        "strix_requests_total{model=\"nanodet_m_416\",status=\"200\"} 3",
+        "strix_request_duration_seconds_bucket{",
+        "strix_batch_size_count{model=\"ppocrv4\"} 3",
+        "strix_queue_depth{model=\"selfie_256\"} 0",
+    ] {
+        assert!(metrics.body.contains(want), "{want} missing from /metrics:\n{}", metrics.body);
+    }
+}
+
+/// With API keys, every route but /ping and /health needs one; a wrong key and no key get the
+/// same 401.
+#[test]
+fn api_keys_guard_everything_but_health() {
+    let fx = fixtures_or_skip!();
+    let keys = vec!["k-one".to_string(), "a-much-longer-second-key".to_string()];
+    let server = Server::start_with_keys(&fx, &[("seg", "selfie_256")], Batching::default(), Limits::default(), &keys);
+    let image = std::fs::read(fx.join("images/messi5.jpg")).unwrap();
+    let post = |auth: &[(&str, &str)]| {
+        let mut headers = vec![("Content-Type", "image/jpeg")];
+        headers.extend_from_slice(auth);
+        server.request("POST", "/v1/models/seg/predict", &headers, &image)
+    };
+    assert_eq!(server.request("GET", "/ping", &[], b"").status, 200);
+    assert_eq!(server.request("GET", "/health/ready", &[], b"").status, 200);
+    let none = post(&[]);
+    let wrong = post(&[("Authorization", "Bearer k-two")]);
+    let prefix = post(&[("X-Api-Key", "k-on")]);
+    for r in [&none, &wrong, &prefix] {
+        assert_eq!(r.status, 401, "{}", r.body);
+        assert_eq!(r.body, none.body, "401 answers must not differ");
+    }
+    assert_eq!(server.request("GET", "/v1/models", &[], b"").status, 401);
+    assert_eq!(server.request("GET", "/metrics", &[], b"").status, 401);
+    assert_eq!(post(&[("Authorization", "Bearer k-one")]).status, 200);
+    assert_eq!(post(&[("X-Api-Key", "a-much-longer-second-key")]).status, 200);
 }
 
 /// Acceptance: each kind of bad input is a 4xx JSON error, and the next good request works.

@@ -3,24 +3,29 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::json;
-use strix_pipeline::Pipeline;
+use sha2::{Digest, Sha256};
 use strix_pipeline::rekognition::{self, Response as Answer};
+use strix_pipeline::{Pipeline, Prediction};
 use strix_vision::{DecodeLimits, VisionError};
+use strix_zoo::Task;
+use subtle::ConstantTimeEq;
 use tokio::sync::oneshot;
 
 use crate::batcher::{Batcher, Job, Refused};
+use crate::metrics::Metrics;
 use crate::{ApiError, Batching, Limits};
 
 /// The header SageMaker multi-model endpoints use to pick a model.
@@ -58,11 +63,29 @@ pub struct ServeState {
     limits: Limits,
     ready: AtomicBool,
     next_request: AtomicU64,
+    metrics: Metrics,
+    /// SHA-256 of each accepted API key; empty: no key needed.
+    api_keys: Vec<[u8; 32]>,
 }
 
 impl ServeState {
     pub fn new(models: Vec<ServedModel>, limits: Limits) -> ServeState {
-        ServeState { models, limits, ready: AtomicBool::new(true), next_request: AtomicU64::new(1) }
+        let histograms: Vec<_> = models.iter().map(|m| (m.name.clone(), m.batcher.stats.histogram.clone())).collect();
+        ServeState {
+            metrics: Metrics::new(&histograms),
+            models,
+            limits,
+            ready: AtomicBool::new(true),
+            next_request: AtomicU64::new(1),
+            api_keys: Vec::new(),
+        }
+    }
+
+    /// Require one of these keys (`Authorization: Bearer KEY` or `X-Api-Key: KEY`) on every
+    /// route but `/ping` and `/health/*`.
+    pub fn with_api_keys(mut self, keys: &[String]) -> ServeState {
+        self.api_keys = keys.iter().map(|k| Sha256::digest(k.as_bytes()).into()).collect();
+        self
     }
 
     /// Stop answering ready (while draining at shutdown).
@@ -85,16 +108,53 @@ impl ServeState {
 /// The HTTP application; tests drive it in-process.
 pub fn app(state: Arc<ServeState>) -> Router {
     let limit = state.limits.max_body_bytes;
-    Router::new()
-        .route("/ping", get(ping))
-        .route("/health/live", get(|| async { axum::Json(json!({"status": "live"})) }))
-        .route("/health/ready", get(ready))
+    let guarded = Router::new()
+        .route("/", post(rekognition))
+        .route("/metrics", get(metrics))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{name}/predict", post(predict))
         .route("/invocations", post(invocations))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NotFound", "no such route") })
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
+    Router::new()
+        .route("/ping", get(ping))
+        .route("/health/live", get(|| async { axum::Json(json!({"status": "live"})) }))
+        .route("/health/ready", get(ready))
+        .merge(guarded)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
+}
+
+/// API keys, compared in constant time on their digests (so neither content nor length
+/// leaks); the answer never says whether the key was missing or wrong.
+async fn require_key(State(state): State<Arc<ServeState>>, request: Request, next: Next) -> Response {
+    if state.api_keys.is_empty() {
+        return next.run(request).await;
+    }
+    let headers = request.headers();
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .unwrap_or("");
+    let digest: [u8; 32] = Sha256::digest(given.trim().as_bytes()).into();
+    let mut ok = subtle::Choice::from(0);
+    for key in &state.api_keys {
+        ok |= key.ct_eq(&digest);
+    }
+    if bool::from(ok) && !given.is_empty() {
+        next.run(request).await
+    } else {
+        ApiError::new(StatusCode::UNAUTHORIZED, "UnrecognizedClientException", "missing or invalid API key")
+            .into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<ServeState>>) -> Response {
+    let depths = state.models.iter().map(|m| (m.name.clone(), m.batcher.depth()));
+    let text = state.metrics.render(depths);
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
 }
 
 async fn ping(State(state): State<Arc<ServeState>>) -> StatusCode {
@@ -138,8 +198,16 @@ async fn predict(
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    answer(&state, &name, &headers, body).await
+) -> Response {
+    let started = Instant::now();
+    let result = async {
+        let model = state.model(&name)?;
+        let bytes = image_bytes(&headers, checked_body(&state, body)?)?;
+        let prediction = infer(&state, model, bytes).await?;
+        Ok(axum::Json(Answer::from_prediction(&prediction, &model.name)).into_response())
+    }
+    .await;
+    state.finish(&name, started, result)
 }
 
 /// SageMaker's inference route: the target-model header picks the model, else the first.
@@ -147,14 +215,101 @@ async fn invocations(
     State(state): State<Arc<ServeState>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let name = match headers.get(TARGET_MODEL) {
-        Some(v) => {
-            v.to_str().map_err(|_| ApiError::bad_request("X-Amzn-SageMaker-Target-Model is not text"))?.to_string()
+) -> Response {
+    let started = Instant::now();
+    let name = match headers.get(TARGET_MODEL).map(|v| v.to_str()) {
+        Some(Ok(v)) => v.to_string(),
+        Some(Err(_)) => {
+            let e = ApiError::bad_request("X-Amzn-SageMaker-Target-Model is not text");
+            return state.finish("", started, Err(e));
         }
         None => state.models.first().map(|m| m.name.clone()).unwrap_or_default(),
     };
-    answer(&state, &name, &headers, body).await
+    let result = async {
+        let model = state.model(&name)?;
+        let bytes = image_bytes(&headers, checked_body(&state, body)?)?;
+        let prediction = infer(&state, model, bytes).await?;
+        Ok(axum::Json(Answer::from_prediction(&prediction, &model.name)).into_response())
+    }
+    .await;
+    state.finish(&name, started, result)
+}
+
+/// The Rekognition actions `POST /` answers, by `X-Amz-Target`, and the tasks that can serve
+/// each.
+const ACTIONS: &[(&str, &[Task])] = &[
+    ("RekognitionService.DetectLabels", &[Task::Detect, Task::Classify]),
+    ("RekognitionService.DetectText", &[Task::Text]),
+    ("RekognitionService.DetectFaces", &[Task::Faces]),
+];
+
+/// A Rekognition request: `{"Image": {"Bytes": ...}, "MaxLabels", "MinConfidence"}`; other
+/// fields Rekognition knows (`Features`, `Attributes`, `Filters`) are accepted and ignored.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RekognitionRequest {
+    image: JsonImage,
+    #[serde(default)]
+    max_labels: Option<usize>,
+    #[serde(default)]
+    min_confidence: Option<f64>,
+}
+
+/// `POST /` with `X-Amz-Target: RekognitionService.DetectLabels | DetectText | DetectFaces`, so
+/// Rekognition clients can point at this server; the first served model of a fitting task
+/// answers.
+async fn rekognition(
+    State(state): State<Arc<ServeState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mut served = None;
+    let result = async {
+        let Some((_, tasks)) = ACTIONS.iter().find(|(a, _)| *a == target) else {
+            let known: Vec<&str> = ACTIONS.iter().map(|(a, _)| *a).collect();
+            return Err(ApiError::bad_request(format!(
+                "X-Amz-Target {target:?} is not an action this server answers ({})",
+                known.join(", ")
+            )));
+        };
+        let model =
+            tasks.iter().find_map(|t| state.models.iter().find(|m| m.pipeline.task() == *t)).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "{target}: no model of a fitting task ({}) is served",
+                    tasks.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" or ")
+                ))
+            })?;
+        served = Some(model.name.clone());
+        let body = checked_body(&state, body)?;
+        let request: RekognitionRequest = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(format!("malformed request: {e}; expected {{\"Image\": {{\"Bytes\": BASE64}}}}"))
+        })?;
+        let bytes = base64_image(&request.image.bytes)?;
+        let prediction = infer(&state, model, bytes).await?;
+        let mut answer = serde_json::to_value(Answer::from_prediction(&prediction, &model.name))
+            .map_err(|e| internal(&state, &model.name, &e.to_string()))?;
+        if let Some(labels) = answer.get_mut("Labels").and_then(|l| l.as_array_mut()) {
+            let min = request.min_confidence.unwrap_or(55.0);
+            labels.retain(|l| l["Confidence"].as_f64().is_some_and(|c| c >= min));
+            labels.truncate(request.max_labels.unwrap_or(usize::MAX));
+        }
+        Ok(([(header::CONTENT_TYPE, "application/x-amz-json-1.1")], answer.to_string()).into_response())
+    }
+    .await;
+    let name = served.unwrap_or_default();
+    state.finish(&name, started, result)
+}
+
+impl ServeState {
+    /// The response, counted in the metrics.
+    fn finish(&self, name: &str, started: Instant, result: Result<Response, ApiError>) -> Response {
+        let response = result.unwrap_or_else(IntoResponse::into_response);
+        let known = self.models.iter().any(|m| m.name == name).then_some(name);
+        self.metrics.request(known, response.status().as_u16(), started.elapsed());
+        response
+    }
 }
 
 /// `{"Image": {"Bytes": "<base64>"}}`, as Rekognition takes it.
@@ -190,14 +345,18 @@ fn image_bytes(headers: &HeaderMap, body: Bytes) -> Result<Bytes, ApiError> {
             let request: JsonRequest = serde_json::from_slice(&body).map_err(|e| {
                 ApiError::bad_request(format!("malformed JSON: {e}; expected {{\"Image\": {{\"Bytes\": BASE64}}}}"))
             })?;
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(request.image.bytes.trim())
-                .map_err(|e| ApiError::bad_request(format!("Image.Bytes is not valid base64: {e}")))?;
-            Ok(Bytes::from(bytes))
+            base64_image(&request.image.bytes)
         }
         "" => Err(unsupported("no Content-Type")),
         other => Err(unsupported(&format!("Content-Type {other}"))),
     }
+}
+
+fn base64_image(text: &str) -> Result<Bytes, ApiError> {
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map(Bytes::from)
+        .map_err(|e| ApiError::bad_request(format!("Image.Bytes is not valid base64: {e}")))
 }
 
 fn unsupported(what: &str) -> ApiError {
@@ -219,14 +378,9 @@ fn vision_error(e: VisionError) -> ApiError {
     ApiError::new(status, rekognition::error_code(&e), e.to_string())
 }
 
-async fn answer(
-    state: &ServeState,
-    name: &str,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let model = state.model(name)?;
-    let body = body.map_err(|r| {
+/// The body, or the JSON error for one over the limit.
+fn checked_body(state: &ServeState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|r| {
         let status = r.status();
         let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
             "ImageTooLargeException"
@@ -234,8 +388,12 @@ async fn answer(
             "InvalidParameterException"
         };
         ApiError::new(status, code, format!("{} (limit {} bytes)", r.body_text(), state.limits.max_body_bytes))
-    })?;
-    let bytes = image_bytes(headers, body)?;
+    })
+}
+
+/// Decode an image and get its prediction through the model's batcher.
+async fn infer(state: &ServeState, model: &ServedModel, bytes: Bytes) -> Result<Prediction, ApiError> {
+    let name = &model.name;
     let limits = DecodeLimits { max_pixels: state.limits.max_pixels, max_bytes: state.limits.max_body_bytes as u64 };
     // Decoding is CPU work: off the async threads, and outside the model's batch.
     let image = tokio::task::spawn_blocking(move || strix_vision::decode_bytes(&bytes, &limits))
@@ -252,19 +410,16 @@ async fn answer(
         Refused::Closed => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "shutting down"),
     })?;
     let timeout = Duration::from_millis(model.batching.timeout_ms);
-    let prediction = match tokio::time::timeout(timeout, answer).await {
-        Err(_) => {
-            return Err(ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "TimeoutException",
-                format!("{name}: no answer within {} ms", model.batching.timeout_ms),
-            ));
-        }
-        Ok(Err(_)) => return Err(internal(state, name, "the batcher dropped the request")),
-        Ok(Ok(Err(e))) => return Err(internal(state, name, &e.to_string())),
-        Ok(Ok(Ok(p))) => p,
-    };
-    Ok(axum::Json(Answer::from_prediction(&prediction, name)).into_response())
+    match tokio::time::timeout(timeout, answer).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "TimeoutException",
+            format!("{name}: no answer within {} ms", model.batching.timeout_ms),
+        )),
+        Ok(Err(_)) => Err(internal(state, name, "the batcher dropped the request")),
+        Ok(Ok(Err(e))) => Err(internal(state, name, &e.to_string())),
+        Ok(Ok(Ok(p))) => Ok(p),
+    }
 }
 
 /// A 500 whose details go to the log under a request id, not to the client.

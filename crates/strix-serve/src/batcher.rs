@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
+use prometheus_client::metrics::histogram::Histogram;
 use strix_pipeline::{BatchOptions, Pipeline, PipelineError, Prediction};
 use strix_vision::RgbImage;
 use tokio::sync::oneshot;
@@ -19,16 +20,20 @@ pub struct Job {
     pub reply: oneshot::Sender<Result<Prediction, PipelineError>>,
 }
 
-/// Counts for `/v1/models` (and metrics): batches run, by size.
+/// Batches run, by size: exact counts for `/v1/models`, a histogram for `/metrics`.
 #[derive(Debug)]
 pub struct BatchStats {
     /// `sizes[n]`: batches of `n` images.
     sizes: Vec<AtomicU64>,
+    pub histogram: Histogram,
 }
 
 impl BatchStats {
     fn new(max_batch: usize) -> BatchStats {
-        BatchStats { sizes: (0..=max_batch).map(|_| AtomicU64::new(0)).collect() }
+        BatchStats {
+            sizes: (0..=max_batch).map(|_| AtomicU64::new(0)).collect(),
+            histogram: crate::metrics::batch_histogram(),
+        }
     }
 
     /// `(batch size, batches)` for every size seen.
@@ -105,6 +110,7 @@ fn work(pipeline: &Pipeline, rx: &Receiver<Job>, max_batch: usize, delay: Durati
         if let Some(c) = stats.sizes.get(images.len()) {
             c.fetch_add(1, Ordering::Relaxed);
         }
+        stats.histogram.observe(images.len() as f64);
         match pipeline.predict_images(&images, &opts) {
             Ok(predictions) => {
                 for (reply, p) in replies.into_iter().zip(predictions) {

@@ -17,6 +17,9 @@ pub struct ServeConfig {
     /// Batching settings every model starts from.
     pub batching: Batching,
     pub limits: Limits,
+    /// A file of API keys, one per line (`#` comments); when set, every route but `/ping` and
+    /// `/health/*` needs one (`Authorization: Bearer KEY` or `X-Api-Key: KEY`).
+    pub api_key_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ServeConfig {
@@ -27,6 +30,7 @@ impl Default for ServeConfig {
             models: Vec::new(),
             batching: Batching::default(),
             limits: Limits::default(),
+            api_key_file: None,
         }
     }
 }
@@ -87,6 +91,18 @@ impl ServeConfig {
             .map_err(|e| ServeError::Config(format!("{}: {}", origin.display(), e.to_string().trim())))?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// The keys of `api_key_file` (none when it is not set); a set file with no key is an error.
+    pub fn api_keys(&self) -> Result<Vec<String>, ServeError> {
+        let Some(path) = &self.api_key_file else { return Ok(Vec::new()) };
+        let text = std::fs::read_to_string(path).map_err(|e| ServeError::Config(format!("{}: {e}", path.display())))?;
+        let keys: Vec<String> =
+            text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect();
+        if keys.is_empty() {
+            return Err(ServeError::Config(format!("{}: no API keys in the file", path.display())));
+        }
+        Ok(keys)
     }
 
     pub fn validate(&self) -> Result<(), ServeError> {

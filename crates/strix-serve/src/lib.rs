@@ -7,6 +7,10 @@
 //! - Bodies: raw image bytes (`image/jpeg|png|webp|...`) or `{"Image": {"Bytes": BASE64}}`.
 //! - Dynamic batching per model with a bounded queue: a full queue answers 503 with
 //!   `Retry-After` at once; a request not answered in time gets 504.
+//! - `POST /` with `X-Amz-Target: RekognitionService.DetectLabels | DetectText | DetectFaces`
+//!   takes Rekognition's request and answers in its shape.
+//! - `GET /metrics`: Prometheus text (requests by model and status, latency and batch-size
+//!   histograms, queue depth). Optional API keys guard everything but `/ping` and `/health`.
 //! - Errors are `{"error": {"code", "message"}}` with a 4xx status for bad input; internal
 //!   errors are logged with a request id and not leaked.
 //!
@@ -17,6 +21,7 @@ mod app;
 mod batcher;
 mod config;
 mod error;
+mod metrics;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -137,6 +137,9 @@ pub struct ServeArgs {
     /// Classes per classification answer
     #[arg(long, default_value_t = 5)]
     pub top_k: usize,
+    /// Require an API key from this file (one per line) on every route but /ping and /health
+    #[arg(long, value_name = "FILE")]
+    pub api_key_file: Option<PathBuf>,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
@@ -148,6 +151,9 @@ Routes:
   POST /v1/models/NAME/predict                  an image -> the JSON `strix predict --json` prints
   POST /invocations                             SageMaker: the model in X-Amzn-SageMaker-Target-Model,
                                                 else the first
+  POST /  (X-Amz-Target: RekognitionService.DetectLabels | DetectText | DetectFaces)
+                                                Rekognition's request and answer shapes
+  GET  /metrics                                 Prometheus: requests, latency, batch sizes, queue depth
 Bodies: raw bytes with Content-Type image/jpeg, image/png, image/webp..., or application/json
 {\"Image\": {\"Bytes\": \"<base64>\"}}. Errors: {\"error\": {\"code\", \"message\"}} with a 4xx status
 for bad input; 503 with Retry-After when a model's queue is full.
@@ -155,7 +161,7 @@ for bad input; 503 with Retry-After when a model's queue is full.
 Examples:
   strix serve --model efficientnet_lite0 --model trash=trash@production --port 8080
   curl --data-binary @photo.jpg -H 'Content-Type: image/jpeg' localhost:8080/v1/models/trash/predict
-  strix serve --config serve.toml --backend ort";
+  strix serve --config serve.toml --backend ort --api-key-file keys.txt";
 
 #[derive(Debug, Args)]
 #[command(after_help = EXPORT_HELP)]

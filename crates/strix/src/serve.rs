@@ -35,6 +35,9 @@ fn config(args: &ServeArgs) -> Result<ServeConfig> {
     b.timeout_ms = args.timeout_ms.unwrap_or(b.timeout_ms);
     cfg.limits.max_body_bytes = args.max_body_bytes.unwrap_or(cfg.limits.max_body_bytes);
     cfg.limits.max_pixels = args.max_pixels.unwrap_or(cfg.limits.max_pixels);
+    if args.api_key_file.is_some() {
+        cfg.api_key_file = args.api_key_file.clone();
+    }
     cfg.validate()?;
     if cfg.models.is_empty() {
         bail!("no models to serve: give --model NAME (repeatable) or [[models]] in --config");
@@ -45,6 +48,7 @@ fn config(args: &ServeArgs) -> Result<ServeConfig> {
 pub fn run(global: &Global, args: &ServeArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let cfg = config(args)?;
+    let keys = cfg.api_keys()?;
     let bars = Bars::new(global.quiet);
     let mut models: Vec<ServedModel> = Vec::new();
     for m in &cfg.models {
@@ -59,7 +63,7 @@ pub fn run(global: &Global, args: &ServeArgs) -> Result<ExitCode> {
         models.push(ServedModel::new(&name, &m.model, pipeline, batching, args.top_k));
     }
     let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
-    let state = Arc::new(ServeState::new(models, cfg.limits));
+    let state = Arc::new(ServeState::new(models, cfg.limits).with_api_keys(&keys));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
     rt.block_on(async {
         let addr = format!("{}:{}", cfg.host, cfg.port);
