@@ -280,6 +280,8 @@ fn contract(reg: &Registry, fx: &Path, tmp: &Path) {
     assert!(out.status.success(), "{what}: {stderr}");
     let gc = ok_json(strix().args(["models", "gc", "--grace-minutes", "0", "--json"]));
     assert_eq!(gc["blobs_removed"], 2, "{what}: {gc}");
+    let (out, stdout, _) = run(strix().args(["models", "verify"]));
+    assert!(out.status.success() && stdout.contains("consistent: 0 versions"), "{what}: {stdout}");
     fails(strix().args(["models", "show", "seg:3"]), "no model called \"seg\"");
 }
 
@@ -395,6 +397,8 @@ fn kill_mid_upload(reg: &Registry, fx: &Path, tmp: &Path) {
     assert_eq!(names, ["other:1"], "{}", reg.what);
     let (out, _, stderr) = run(strix().args(["models", "download", "other:1", "--out"]).arg(tmp.join("other")));
     assert!(out.status.success(), "{}: {stderr}", reg.what);
+    let (out, stdout, stderr) = run(strix().args(["models", "verify"]));
+    assert!(out.status.success() && stdout.contains("consistent: 1 versions"), "{}: {stdout}{stderr}", reg.what);
 
     // gc removes what the killed upload left (the S3 server keeps unfinished multipart
     // parts of its own; only completed objects are ours to delete).

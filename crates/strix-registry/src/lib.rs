@@ -279,8 +279,9 @@ impl Registry {
         Ok(report)
     }
 
-    /// Blobs in the store, for checks and tests: `(sha256, size)`.
-    pub async fn blobs(&self) -> Result<Vec<(String, u64)>, RegistryError> {
+    /// Blobs in the store: `(sha256, size)`.
+    #[cfg(test)]
+    async fn blobs(&self) -> Result<Vec<(String, u64)>, RegistryError> {
         Ok(self.blobs.list().await?.into_iter().map(|b| (b.sha256, b.size)).collect())
     }
 
@@ -382,6 +383,11 @@ mod tests {
         let err = reg.download(&v3, &bad, &strix_core::NoProgress).await.unwrap_err();
         assert!(matches!(err, RegistryError::Corrupt { .. }), "{err}");
         assert!(!bad.join("model.onnx").exists());
+        // A lost blob is what `check` reports.
+        std::fs::remove_file(&blob).unwrap();
+        let problems = reg.check().await.unwrap();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("trash:3 model.onnx") && problems[0].contains("missing"), "{problems:?}");
     }
 
     #[test]

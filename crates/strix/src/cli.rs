@@ -668,6 +668,8 @@ $STRIX_HOME/models (default: the user data folder + /strix).")]
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// Check that every registered version's files are in the store with their recorded sizes
+    Verify,
     /// Remove registry files no version refers to (left by deletes or interrupted registrations)
     Gc {
         /// Keep unreferenced files younger than this: a registration may still be uploading

@@ -41,6 +41,7 @@ pub fn run(global: &Global, cmd: &ModelsCommand) -> Result<ExitCode> {
         ModelsCommand::Delete { model, all } => registry::delete(global, model, *all),
         ModelsCommand::Download { model, out } => registry::download(global, model, out.as_deref()),
         ModelsCommand::Gc { grace_minutes, json } => registry::gc(global, *grace_minutes, *json),
+        ModelsCommand::Verify => registry::verify(global),
     }
 }
 

@@ -333,6 +333,20 @@ pub fn gc(global: &Global, grace_minutes: f64, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+pub fn verify(global: &Global) -> Result<ExitCode> {
+    let session = Session::open(global)?;
+    let problems = session.run(session.registry.check())?;
+    let versions: u64 = session.run(session.registry.list())?.iter().map(|m| m.versions).sum();
+    if problems.is_empty() {
+        println!("consistent: {versions} versions, every file present with its recorded size");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for p in &problems {
+        eprintln!("problem: {p}");
+    }
+    bail!("{} problem(s) in {versions} versions", problems.len());
+}
+
 /// Registry models as `models list` rows: `(name, task, size of newest, summary)`.
 pub fn list_rows(global: &Global) -> Result<Vec<(String, String, u64, String)>> {
     if !exists(global) && global.registry_store.as_deref().is_none_or(str::is_empty) {
