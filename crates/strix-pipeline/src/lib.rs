@@ -89,6 +89,13 @@ pub fn annotate(img: &mut RgbImage, prediction: &Prediction) {
     }
 }
 
+/// An image preprocessed for a single-network model ([`Pipeline::prepare`]).
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    sample: Vec<f32>,
+    geometry: Geometry,
+}
+
 /// How many images go through the model at once, and what each answer keeps.
 #[derive(Clone, Copy, Debug)]
 pub struct BatchOptions {
@@ -202,6 +209,33 @@ impl Pipeline {
             out.extend(self.predict_batch(&refs, opts.top_k, threads)?);
         }
         Ok(out)
+    }
+
+    /// Preprocess one image for [`Self::predict_prepared`], so a server can do this work per
+    /// request, in parallel, outside the model's batch. `None` for cascades (they work on
+    /// whole images: use [`Self::predict_images`]).
+    pub fn prepare(&self, img: &RgbImage) -> Option<Prepared> {
+        let Engine::Single { preprocessor, .. } = &self.engine else { return None };
+        let mut sample = vec![0f32; preprocessor.sample_len()];
+        let geometry = preprocessor.run(img, &mut sample);
+        Some(Prepared { sample, geometry })
+    }
+
+    /// Answers for prepared images, as one inference (callers keep batches within
+    /// [`Self::batch_size`]).
+    pub fn predict_prepared(&self, batch: Vec<Prepared>, top_k: usize) -> Result<Vec<Prediction>, PipelineError> {
+        let Engine::Single { preprocessor, .. } = &self.engine else {
+            return Err(PipelineError::Internal("a cascade takes images, not prepared samples".into()));
+        };
+        let n = batch.len();
+        let mut data = Vec::with_capacity(n * preprocessor.sample_len());
+        let mut geometries = Vec::with_capacity(n);
+        for p in batch {
+            data.extend_from_slice(&p.sample);
+            geometries.push(p.geometry);
+        }
+        let threads = self.session().default_threads();
+        self.infer(preprocessor.into_tensor(data, n), &geometries, top_k, threads)
     }
 
     /// One batch of decoded images through the engine (preprocessed in parallel).

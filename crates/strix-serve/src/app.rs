@@ -24,7 +24,7 @@ use strix_zoo::Task;
 use subtle::ConstantTimeEq;
 use tokio::sync::oneshot;
 
-use crate::batcher::{Batcher, Job, Refused};
+use crate::batcher::{Batcher, Input, Job, Refused};
 use crate::metrics::Metrics;
 use crate::{ApiError, Batching, Limits};
 
@@ -395,13 +395,21 @@ fn checked_body(state: &ServeState, body: Result<Bytes, BytesRejection>) -> Resu
 async fn infer(state: &ServeState, model: &ServedModel, bytes: Bytes) -> Result<Prediction, ApiError> {
     let name = &model.name;
     let limits = DecodeLimits { max_pixels: state.limits.max_pixels, max_bytes: state.limits.max_body_bytes as u64 };
-    // Decoding is CPU work: off the async threads, and outside the model's batch.
-    let image = tokio::task::spawn_blocking(move || strix_vision::decode_bytes(&bytes, &limits))
-        .await
-        .map_err(|e| internal(state, "decode task", &e.to_string()))?
-        .map_err(vision_error)?;
+    // Decoding and preprocessing are CPU work: off the async threads, in parallel across
+    // requests, outside the model's batch (which then only infers).
+    let pipeline = model.pipeline.clone();
+    let input = tokio::task::spawn_blocking(move || {
+        let image = strix_vision::decode_bytes(&bytes, &limits)?;
+        Ok::<_, VisionError>(match pipeline.prepare(&image) {
+            Some(prepared) => Input::Prepared(prepared),
+            None => Input::Image(image),
+        })
+    })
+    .await
+    .map_err(|e| internal(state, "decode task", &e.to_string()))?
+    .map_err(vision_error)?;
     let (reply, answer) = oneshot::channel();
-    model.batcher.submit(Job { image, reply }).map_err(|refused| match refused {
+    model.batcher.submit(Job { input, reply }).map_err(|refused| match refused {
         Refused::Full => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "ThrottlingException",

@@ -8,15 +8,23 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use prometheus_client::metrics::histogram::Histogram;
-use strix_pipeline::{BatchOptions, Pipeline, PipelineError, Prediction};
+use strix_pipeline::{BatchOptions, Pipeline, PipelineError, Prediction, Prepared};
 use strix_vision::RgbImage;
 use tokio::sync::oneshot;
 
 use crate::Batching;
 
+/// What a request brings to the batch.
+pub enum Input {
+    /// Preprocessed in the request's own task (single-network models).
+    Prepared(Prepared),
+    /// A decoded image, for cascades (which work on whole images).
+    Image(RgbImage),
+}
+
 /// One request waiting for its answer.
 pub struct Job {
-    pub image: RgbImage,
+    pub input: Input,
     pub reply: oneshot::Sender<Result<Prediction, PipelineError>>,
 }
 
@@ -106,12 +114,27 @@ fn work(pipeline: &Pipeline, rx: &Receiver<Job>, max_batch: usize, delay: Durati
         if jobs.is_empty() {
             continue;
         }
-        let (images, replies): (Vec<RgbImage>, Vec<_>) = jobs.into_iter().map(|j| (j.image, j.reply)).unzip();
-        if let Some(c) = stats.sizes.get(images.len()) {
+        let (inputs, replies): (Vec<Input>, Vec<_>) = jobs.into_iter().map(|j| (j.input, j.reply)).unzip();
+        let n = inputs.len();
+        if let Some(c) = stats.sizes.get(n) {
             c.fetch_add(1, Ordering::Relaxed);
         }
-        stats.histogram.observe(images.len() as f64);
-        match pipeline.predict_images(&images, &opts) {
+        stats.histogram.observe(n as f64);
+        let mut prepared = Vec::with_capacity(n);
+        let mut images = Vec::new();
+        for input in inputs {
+            match input {
+                Input::Prepared(p) => prepared.push(p),
+                Input::Image(img) => images.push(img),
+            }
+        }
+        // One model is either kind: its requests are all prepared or all images.
+        let result = if images.is_empty() {
+            pipeline.predict_prepared(prepared, top_k)
+        } else {
+            pipeline.predict_images(&images, &opts)
+        };
+        match result {
             Ok(predictions) => {
                 for (reply, p) in replies.into_iter().zip(predictions) {
                     let _ = reply.send(Ok(p));
