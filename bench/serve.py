@@ -203,9 +203,12 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path, spec_path, labels = dynamic_batch_model(tmp)
 
+        def strix_server(port, *extra):
+            cmd = [strix, "serve", "--quiet", "--backend", "ort", "--model", f"effnet={spec_path}", "--port", str(port)]
+            return subprocess.Popen(cmd + ["--max-batch", "8", "--max-delay-ms", "2", *extra], env=env)
+
         port = free_port()
-        cmd = [strix, "serve", "--quiet", "--backend", "ort", "--model", f"effnet={spec_path}", "--port", str(port)]
-        server = subprocess.Popen(cmd + ["--max-batch", "8", "--max-delay-ms", "2"], env=env)
+        server = strix_server(port)
         cold = wait_ready(port, "/v1/models/effnet/predict", bodies[0], server)
         load(port, "/v1/models/effnet/predict", bodies, 2, args.concurrency)
         ours = load(port, "/v1/models/effnet/predict", bodies, args.seconds, args.concurrency, server.pid)
@@ -235,7 +238,7 @@ def main():
         print(f"  RSS under load: strix {ours['rss']:.0f} MiB, python {theirs['rss']:.0f} MiB")
 
         port = free_port()
-        server = subprocess.Popen(cmd + ["--max-batch", "8", "--max-delay-ms", "2", "--queue", "8"], env=env)
+        server = strix_server(port, "--queue", "8")
         wait_ready(port, "/v1/models/effnet/predict", bodies[0], server)
         over = load(port, "/v1/models/effnet/predict", bodies, 10, args.overload, server.pid)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)

@@ -338,7 +338,7 @@ fn bad_input_is_a_4xx_json_error_and_the_server_keeps_serving() {
 #[test]
 fn overload_sheds_with_503_and_recovers() {
     let fx = fixtures_or_skip!();
-    let batching = Batching { max_batch: 1, max_delay_ms: 0, queue: 2, timeout_ms: 60_000 };
+    let batching = Batching { max_batch: 1, max_delay_ms: 0, queue: 2, timeout_ms: 60_000, workers: 1 };
     let server = Server::start(&fx, &[("detect", "nanodet_m_416")], batching, Limits::default());
     let image = std::fs::read(fx.join("images/messi5.jpg")).unwrap();
     let port = server.port;
@@ -383,7 +383,7 @@ fn concurrent_requests_are_batched_and_shutdown_drains() {
     ]));
     assert!(out.status.success(), "{stderr}");
     let spec = run_dir.join("export/model.toml");
-    let batching = Batching { max_batch: 8, max_delay_ms: 300, queue: 64, timeout_ms: 60_000 };
+    let batching = Batching { max_batch: 8, max_delay_ms: 300, queue: 64, timeout_ms: 60_000, workers: 0 };
     let mut server = Server::start(&fx, &[("fm", spec.to_str().unwrap())], batching, Limits::default());
     let images: Vec<std::path::PathBuf> =
         ["apple.jpg", "orange.jpg", "messi5.jpg", "butterfly.jpg", "baboon.jpg", "squirrel_cls.jpg"]

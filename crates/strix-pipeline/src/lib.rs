@@ -211,6 +211,11 @@ impl Pipeline {
         Ok(out)
     }
 
+    /// Whether this is a cascade (several networks run per image), which works on whole images.
+    pub fn is_cascade(&self) -> bool {
+        matches!(self.engine, Engine::Cascade(_))
+    }
+
     /// Preprocess one image for [`Self::predict_prepared`], so a server can do this work per
     /// request, in parallel, outside the model's batch. `None` for cascades (they work on
     /// whole images: use [`Self::predict_images`]).
@@ -221,9 +226,14 @@ impl Pipeline {
         Some(Prepared { sample, geometry })
     }
 
-    /// Answers for prepared images, as one inference (callers keep batches within
-    /// [`Self::batch_size`]).
-    pub fn predict_prepared(&self, batch: Vec<Prepared>, top_k: usize) -> Result<Vec<Prediction>, PipelineError> {
+    /// Answers for prepared images, as one inference on `threads` threads (`None`: the
+    /// session's default); callers keep batches within [`Self::batch_size`].
+    pub fn predict_prepared(
+        &self,
+        batch: Vec<Prepared>,
+        top_k: usize,
+        threads: Option<usize>,
+    ) -> Result<Vec<Prediction>, PipelineError> {
         let Engine::Single { preprocessor, .. } = &self.engine else {
             return Err(PipelineError::Internal("a cascade takes images, not prepared samples".into()));
         };
@@ -234,7 +244,7 @@ impl Pipeline {
             data.extend_from_slice(&p.sample);
             geometries.push(p.geometry);
         }
-        let threads = self.session().default_threads();
+        let threads = threads.unwrap_or_else(|| self.session().default_threads()).max(1);
         self.infer(preprocessor.into_tensor(data, n), &geometries, top_k, threads)
     }
 

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
@@ -20,8 +20,6 @@ use sha2::{Digest, Sha256};
 use strix_pipeline::rekognition::{self, Response as Answer};
 use strix_pipeline::{Pipeline, Prediction};
 use strix_vision::{DecodeLimits, VisionError};
-use strix_zoo::Task;
-use subtle::ConstantTimeEq;
 use tokio::sync::oneshot;
 
 use crate::batcher::{Batcher, Input, Job, Refused};
@@ -38,7 +36,7 @@ pub struct ServedModel {
     pub reference: String,
     pub pipeline: Arc<Pipeline>,
     pub batching: Batching,
-    batcher: Batcher,
+    pub(crate) batcher: Batcher,
 }
 
 impl std::fmt::Debug for ServedModel {
@@ -59,13 +57,13 @@ impl ServedModel {
 /// Everything the routes share.
 #[derive(Debug)]
 pub struct ServeState {
-    models: Vec<ServedModel>,
+    pub(crate) models: Vec<ServedModel>,
     limits: Limits,
     ready: AtomicBool,
     next_request: AtomicU64,
     metrics: Metrics,
     /// SHA-256 of each accepted API key; empty: no key needed.
-    api_keys: Vec<[u8; 32]>,
+    pub(crate) api_keys: Vec<[u8; 32]>,
 }
 
 impl ServeState {
@@ -109,13 +107,13 @@ impl ServeState {
 pub fn app(state: Arc<ServeState>) -> Router {
     let limit = state.limits.max_body_bytes;
     let guarded = Router::new()
-        .route("/", post(rekognition))
+        .route("/", post(crate::rekognition::answer))
         .route("/metrics", get(metrics))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{name}/predict", post(predict))
         .route("/invocations", post(invocations))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NotFound", "no such route") })
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
+        .route_layer(middleware::from_fn_with_state(state.clone(), crate::auth::require_key));
     Router::new()
         .route("/ping", get(ping))
         .route("/health/live", get(|| async { axum::Json(json!({"status": "live"})) }))
@@ -123,32 +121,6 @@ pub fn app(state: Arc<ServeState>) -> Router {
         .merge(guarded)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
-}
-
-/// API keys, compared in constant time on their digests (so neither content nor length
-/// leaks); the answer never says whether the key was missing or wrong.
-async fn require_key(State(state): State<Arc<ServeState>>, request: Request, next: Next) -> Response {
-    if state.api_keys.is_empty() {
-        return next.run(request).await;
-    }
-    let headers = request.headers();
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
-        .unwrap_or("");
-    let digest: [u8; 32] = Sha256::digest(given.trim().as_bytes()).into();
-    let mut ok = subtle::Choice::from(0);
-    for key in &state.api_keys {
-        ok |= key.ct_eq(&digest);
-    }
-    if bool::from(ok) && !given.is_empty() {
-        next.run(request).await
-    } else {
-        ApiError::new(StatusCode::UNAUTHORIZED, "UnrecognizedClientException", "missing or invalid API key")
-            .into_response()
-    }
 }
 
 async fn metrics(State(state): State<Arc<ServeState>>) -> Response {
@@ -185,6 +157,7 @@ async fn list_models(State(state): State<Arc<ServeState>>) -> axum::Json<serde_j
                 "labels": m.pipeline.model().labels.len(),
                 "batching": m.batching,
                 "max_batch": m.batcher.max_batch,
+                "workers": m.batcher.workers,
                 "queue_depth": m.batcher.depth(),
                 "batches": m.batcher.stats.histogram().into_iter().map(|(n, c)| json!({"size": n, "count": c})).collect::<Vec<_>>(),
             })
@@ -235,76 +208,9 @@ async fn invocations(
     state.finish(&name, started, result)
 }
 
-/// The Rekognition actions `POST /` answers, by `X-Amz-Target`, and the tasks that can serve
-/// each.
-const ACTIONS: &[(&str, &[Task])] = &[
-    ("RekognitionService.DetectLabels", &[Task::Detect, Task::Classify]),
-    ("RekognitionService.DetectText", &[Task::Text]),
-    ("RekognitionService.DetectFaces", &[Task::Faces]),
-];
-
-/// A Rekognition request: `{"Image": {"Bytes": ...}, "MaxLabels", "MinConfidence"}`; other
-/// fields Rekognition knows (`Features`, `Attributes`, `Filters`) are accepted and ignored.
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct RekognitionRequest {
-    image: JsonImage,
-    #[serde(default)]
-    max_labels: Option<usize>,
-    #[serde(default)]
-    min_confidence: Option<f64>,
-}
-
-/// `POST /` with `X-Amz-Target: RekognitionService.DetectLabels | DetectText | DetectFaces`, so
-/// Rekognition clients can point at this server; the first served model of a fitting task
-/// answers.
-async fn rekognition(
-    State(state): State<Arc<ServeState>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let started = Instant::now();
-    let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
-    let mut served = None;
-    let result = async {
-        let Some((_, tasks)) = ACTIONS.iter().find(|(a, _)| *a == target) else {
-            let known: Vec<&str> = ACTIONS.iter().map(|(a, _)| *a).collect();
-            return Err(ApiError::bad_request(format!(
-                "X-Amz-Target {target:?} is not an action this server answers ({})",
-                known.join(", ")
-            )));
-        };
-        let model =
-            tasks.iter().find_map(|t| state.models.iter().find(|m| m.pipeline.task() == *t)).ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "{target}: no model of a fitting task ({}) is served",
-                    tasks.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" or ")
-                ))
-            })?;
-        served = Some(model.name.clone());
-        let body = checked_body(&state, body)?;
-        let request: RekognitionRequest = serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request(format!("malformed request: {e}; expected {{\"Image\": {{\"Bytes\": BASE64}}}}"))
-        })?;
-        let bytes = base64_image(&request.image.bytes)?;
-        let prediction = infer(&state, model, bytes).await?;
-        let mut answer = serde_json::to_value(Answer::from_prediction(&prediction, &model.name))
-            .map_err(|e| internal(&state, &model.name, &e.to_string()))?;
-        if let Some(labels) = answer.get_mut("Labels").and_then(|l| l.as_array_mut()) {
-            let min = request.min_confidence.unwrap_or(55.0);
-            labels.retain(|l| l["Confidence"].as_f64().is_some_and(|c| c >= min));
-            labels.truncate(request.max_labels.unwrap_or(usize::MAX));
-        }
-        Ok(([(header::CONTENT_TYPE, "application/x-amz-json-1.1")], answer.to_string()).into_response())
-    }
-    .await;
-    let name = served.unwrap_or_default();
-    state.finish(&name, started, result)
-}
-
 impl ServeState {
     /// The response, counted in the metrics.
-    fn finish(&self, name: &str, started: Instant, result: Result<Response, ApiError>) -> Response {
+    pub(crate) fn finish(&self, name: &str, started: Instant, result: Result<Response, ApiError>) -> Response {
         let response = result.unwrap_or_else(IntoResponse::into_response);
         let known = self.models.iter().any(|m| m.name == name).then_some(name);
         self.metrics.request(known, response.status().as_u16(), started.elapsed());
@@ -321,8 +227,8 @@ struct JsonRequest {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct JsonImage {
-    bytes: String,
+pub(crate) struct JsonImage {
+    pub(crate) bytes: String,
 }
 
 /// The image bytes of a request, by its content type.
@@ -352,7 +258,7 @@ fn image_bytes(headers: &HeaderMap, body: Bytes) -> Result<Bytes, ApiError> {
     }
 }
 
-fn base64_image(text: &str) -> Result<Bytes, ApiError> {
+pub(crate) fn base64_image(text: &str) -> Result<Bytes, ApiError> {
     base64::engine::general_purpose::STANDARD
         .decode(text.trim())
         .map(Bytes::from)
@@ -379,7 +285,7 @@ fn vision_error(e: VisionError) -> ApiError {
 }
 
 /// The body, or the JSON error for one over the limit.
-fn checked_body(state: &ServeState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+pub(crate) fn checked_body(state: &ServeState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|r| {
         let status = r.status();
         let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -392,8 +298,19 @@ fn checked_body(state: &ServeState, body: Result<Bytes, BytesRejection>) -> Resu
 }
 
 /// Decode an image and get its prediction through the model's batcher.
-async fn infer(state: &ServeState, model: &ServedModel, bytes: Bytes) -> Result<Prediction, ApiError> {
+pub(crate) async fn infer(state: &ServeState, model: &ServedModel, bytes: Bytes) -> Result<Prediction, ApiError> {
     let name = &model.name;
+    let full = || {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ThrottlingException",
+            format!("{name}: queue full ({} waiting); retry shortly", model.batching.queue),
+        )
+    };
+    // Shed before decoding: under overload the rejected requests must cost next to nothing.
+    if model.batcher.depth() >= model.batching.queue {
+        return Err(full());
+    }
     let limits = DecodeLimits { max_pixels: state.limits.max_pixels, max_bytes: state.limits.max_body_bytes as u64 };
     // Decoding and preprocessing are CPU work: off the async threads, in parallel across
     // requests, outside the model's batch (which then only infers).
@@ -410,11 +327,7 @@ async fn infer(state: &ServeState, model: &ServedModel, bytes: Bytes) -> Result<
     .map_err(vision_error)?;
     let (reply, answer) = oneshot::channel();
     model.batcher.submit(Job { input, reply }).map_err(|refused| match refused {
-        Refused::Full => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ThrottlingException",
-            format!("{name}: queue full ({} waiting); retry shortly", model.batching.queue),
-        ),
+        Refused::Full => full(),
         Refused::Closed => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "shutting down"),
     })?;
     let timeout = Duration::from_millis(model.batching.timeout_ms);
@@ -431,7 +344,7 @@ async fn infer(state: &ServeState, model: &ServedModel, bytes: Bytes) -> Result<
 }
 
 /// A 500 whose details go to the log under a request id, not to the client.
-fn internal(state: &ServeState, what: &str, detail: &str) -> ApiError {
+pub(crate) fn internal(state: &ServeState, what: &str, detail: &str) -> ApiError {
     let id = state.next_request.fetch_add(1, Ordering::Relaxed);
     tracing::error!(request_id = id, "{what}: {detail}");
     ApiError::new(

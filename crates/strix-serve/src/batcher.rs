@@ -56,6 +56,7 @@ pub struct Batcher {
     tx: Sender<Job>,
     pub stats: Arc<BatchStats>,
     pub max_batch: usize,
+    pub workers: usize,
 }
 
 /// Why a job was not queued.
@@ -67,22 +68,32 @@ pub enum Refused {
 }
 
 impl Batcher {
-    /// Start the worker thread for `pipeline`; it ends when the batcher is dropped and the
+    /// Start the worker threads for `pipeline`; they end when the batcher is dropped and the
     /// queue has drained.
     pub fn start(name: &str, pipeline: Arc<Pipeline>, batching: Batching, top_k: usize) -> Batcher {
         let max_batch = pipeline.batch_size(batching.max_batch).min(batching.max_batch).max(1);
         let (tx, rx) = crossbeam_channel::bounded(batching.queue);
         let stats = Arc::new(BatchStats::new(max_batch));
-        let worker_stats = stats.clone();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cascade = pipeline.is_cascade();
+        let workers = match (cascade, batching.workers) {
+            (true, _) => 1,
+            (false, 0) => cores,
+            (false, n) => n,
+        };
+        // Cascades keep their own threading; single networks split the cores between workers.
+        let threads = (!cascade).then(|| (cores / workers).max(1));
         let delay = Duration::from_millis(batching.max_delay_ms);
-        let thread_name = format!("batcher-{name}");
-        let spawned = std::thread::Builder::new()
-            .name(thread_name)
-            .spawn(move || work(&pipeline, &rx, max_batch, delay, top_k, &worker_stats));
-        if let Err(e) = spawned {
-            tracing::error!("cannot start the batcher thread of {name}: {e}");
+        for i in 0..workers {
+            let (pipeline, rx, stats) = (pipeline.clone(), rx.clone(), stats.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("batcher-{name}-{i}"))
+                .spawn(move || work(&pipeline, &rx, max_batch, delay, top_k, threads, &stats));
+            if let Err(e) = spawned {
+                tracing::error!("cannot start batcher thread {i} of {name}: {e}");
+            }
         }
-        Batcher { tx, stats, max_batch }
+        Batcher { tx, stats, max_batch, workers }
     }
 
     pub fn submit(&self, job: Job) -> Result<(), Refused> {
@@ -98,7 +109,15 @@ impl Batcher {
     }
 }
 
-fn work(pipeline: &Pipeline, rx: &Receiver<Job>, max_batch: usize, delay: Duration, top_k: usize, stats: &BatchStats) {
+fn work(
+    pipeline: &Pipeline,
+    rx: &Receiver<Job>,
+    max_batch: usize,
+    delay: Duration,
+    top_k: usize,
+    threads: Option<usize>,
+    stats: &BatchStats,
+) {
     let opts = BatchOptions { batch: max_batch, top_k, ..Default::default() };
     while let Ok(first) = rx.recv() {
         let deadline = Instant::now() + delay;
@@ -130,7 +149,7 @@ fn work(pipeline: &Pipeline, rx: &Receiver<Job>, max_batch: usize, delay: Durati
         }
         // One model is either kind: its requests are all prepared or all images.
         let result = if images.is_empty() {
-            pipeline.predict_prepared(prepared, top_k)
+            pipeline.predict_prepared(prepared, top_k, threads)
         } else {
             pipeline.predict_images(&images, &opts)
         };

@@ -61,11 +61,15 @@ pub struct Batching {
     pub queue: usize,
     /// A request not answered within this gets 504.
     pub timeout_ms: u64,
+    /// Batches in flight at once, each inference on cores / workers threads; 0: one worker per
+    /// core with one thread each (on a CPU, parallel single-thread inferences beat one
+    /// inference spread over every core). Cascades always use one worker.
+    pub workers: usize,
 }
 
 impl Default for Batching {
     fn default() -> Self {
-        Batching { max_batch: 8, max_delay_ms: 5, queue: 64, timeout_ms: 30_000 }
+        Batching { max_batch: 8, max_delay_ms: 5, queue: 64, timeout_ms: 30_000, workers: 0 }
     }
 }
 
@@ -137,7 +141,7 @@ model = "efficientnet_lite0"
 [[models]]
 model = "trash@production"
 name = "trash"
-batching = { max_batch = 4, max_delay_ms = 2, queue = 8, timeout_ms = 1000 }
+batching = { max_batch = 4, max_delay_ms = 2, queue = 8, timeout_ms = 1000, workers = 1 }
 "#;
         let cfg = ServeConfig::from_toml(text, Path::new("serve.toml")).unwrap();
         assert_eq!((cfg.port, cfg.batching.max_batch, cfg.batching.queue), (9000, 16, 64));

@@ -18,10 +18,12 @@
 //! signal, then drains what is in flight.
 
 mod app;
+mod auth;
 mod batcher;
 mod config;
 mod error;
 mod metrics;
+mod rekognition;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -128,6 +128,9 @@ pub struct ServeArgs {
     /// Answer 504 when a request waits longer than this, in ms [default: 30000]
     #[arg(long)]
     pub timeout_ms: Option<u64>,
+    /// Batches in flight per model [default: one per core, each inference on one thread]
+    #[arg(long)]
+    pub workers: Option<usize>,
     /// Largest request body in bytes [default: 20971520]
     #[arg(long)]
     pub max_body_bytes: Option<usize>,

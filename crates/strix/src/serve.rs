@@ -33,6 +33,7 @@ fn config(args: &ServeArgs) -> Result<ServeConfig> {
     b.max_delay_ms = args.max_delay_ms.unwrap_or(b.max_delay_ms);
     b.queue = args.queue.unwrap_or(b.queue);
     b.timeout_ms = args.timeout_ms.unwrap_or(b.timeout_ms);
+    b.workers = args.workers.unwrap_or(b.workers);
     cfg.limits.max_body_bytes = args.max_body_bytes.unwrap_or(cfg.limits.max_body_bytes);
     cfg.limits.max_pixels = args.max_pixels.unwrap_or(cfg.limits.max_pixels);
     if args.api_key_file.is_some() {
