@@ -140,13 +140,16 @@ impl Registry {
             }
         }
         let mut artifacts = Vec::new();
+        let mut reused = Vec::new();
         for f in &new.files {
             let (sha256, size) = hash_file(&f.path).await?;
             // A blob that a version refers to is safe from gc; anything else is sent again,
             // which also refreshes its age so a concurrent gc leaves it alone.
             let present = self.meta.is_referenced(&sha256).await?
                 && self.blobs.head(&sha256).await?.is_some_and(|b| b.size == size);
-            if !present {
+            if present {
+                reused.push((f, sha256.clone(), size));
+            } else {
                 self.blobs.put_file(&f.path, &sha256, size, &f.file, progress).await?;
             }
             artifacts.push(ArtifactRecord { file: f.file.clone(), sha256, size });
@@ -163,6 +166,13 @@ impl Registry {
                 artifacts: &artifacts,
             })
             .await?;
+        // A reused blob could have lost its last other reference, and been collected, between
+        // the check above and the commit; put it back so the new version is whole.
+        for (f, sha256, size) in reused {
+            if self.blobs.head(&sha256).await?.is_none() {
+                self.blobs.put_file(&f.path, &sha256, size, &f.file, progress).await?;
+            }
+        }
         self.meta.get(&new.name, version).await
     }
 
