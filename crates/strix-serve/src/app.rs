@@ -172,15 +172,26 @@ async fn predict(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let started = Instant::now();
+    answer_image(&state, &name, &headers, body, Instant::now()).await
+}
+
+/// The image routes' work: `name`'s answer for the body, as `strix predict --json` gives it,
+/// counted in the metrics.
+async fn answer_image(
+    state: &ServeState,
+    name: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    started: Instant,
+) -> Response {
     let result = async {
-        let model = state.model(&name)?;
-        let bytes = image_bytes(&headers, checked_body(&state, body)?)?;
-        let prediction = infer(&state, model, bytes).await?;
+        let model = state.model(name)?;
+        let bytes = image_bytes(headers, checked_body(state, body)?)?;
+        let prediction = infer(state, model, bytes).await?;
         Ok(axum::Json(Answer::from_prediction(&prediction, &model.name)).into_response())
     }
     .await;
-    state.finish(&name, started, result)
+    state.finish(name, started, result)
 }
 
 /// SageMaker's inference route: the target-model header picks the model, else the first.
@@ -198,14 +209,7 @@ async fn invocations(
         }
         None => state.models.first().map(|m| m.name.clone()).unwrap_or_default(),
     };
-    let result = async {
-        let model = state.model(&name)?;
-        let bytes = image_bytes(&headers, checked_body(&state, body)?)?;
-        let prediction = infer(&state, model, bytes).await?;
-        Ok(axum::Json(Answer::from_prediction(&prediction, &model.name)).into_response())
-    }
-    .await;
-    state.finish(&name, started, result)
+    answer_image(&state, &name, &headers, body, started).await
 }
 
 impl ServeState {
