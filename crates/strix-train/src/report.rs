@@ -167,5 +167,5 @@ pub fn write(dir: &Path, cfg: &TrainConfig, outcome: &Outcome, val: &Arc<ImageSe
         html.push_str("</table>");
     }
     let _ = write!(html, "<h2>Configuration</h2><pre>{}</pre></body></html>", esc(&cfg.to_toml()));
-    crate::checkpoint::write_atomic(&dir.join("report.html"), html.as_bytes())
+    crate::checkpoint::write_atomic(&dir.join(crate::train::REPORT_FILE), html.as_bytes())
 }

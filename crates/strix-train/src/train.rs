@@ -73,6 +73,7 @@ pub const MODEL_FILE: &str = "model.json";
 pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const LOG_FILE: &str = "train.log";
 pub const FINAL_FILE: &str = "final.json";
+pub const REPORT_FILE: &str = "report.html";
 /// The training data's fingerprint ([`strix_data::manifest`]): digest and counts, and the
 /// manifest lines (`<sha256>  <part>/<path>`, sorted) beside it.
 pub const DATASET_FILE: &str = "dataset.json";

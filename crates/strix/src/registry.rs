@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
+use strix_export::SPEC_FILE;
 use strix_registry::{Lineage, ModelRef, NewFile, NewVersion, Registry, RegistryConfig, VersionRecord};
 use strix_zoo::{LocatedSpec, ZooError, locate};
 
@@ -104,8 +105,6 @@ fn fetch_record(global: &Global, session: &Session, record: &VersionRecord, bars
     Ok(located)
 }
 
-const SPEC_FILE: &str = "model.toml";
-
 /// Files of a run folder that travel with its versions (when present).
 const RUN_FILES: &[&str] = &[
     strix_train::train::CONFIG_FILE,
@@ -113,7 +112,7 @@ const RUN_FILES: &[&str] = &[
     strix_train::train::METRICS_FILE,
     strix_train::train::DATASET_FILE,
     strix_train::train::DATASET_MANIFEST_FILE,
-    "report.html",
+    strix_train::train::REPORT_FILE,
 ];
 
 /// `strix models register SOURCE --name NAME`.
@@ -197,7 +196,7 @@ pub fn register(
 
 /// A run folder's export, spec, lineage and the run files that go with them.
 fn run_source(run: &Path) -> Result<(PathBuf, PathBuf, Lineage, Vec<NewFile>)> {
-    use strix_export::{EXPORT_DIR, GATE_FILE, ONNX_FILE, SPEC_FILE as EXPORT_SPEC};
+    use strix_export::{EXPORT_DIR, GATE_FILE, ONNX_FILE};
     let export = run.join(EXPORT_DIR);
     let onnx = export.join(ONNX_FILE);
     if !onnx.is_file() {
@@ -245,7 +244,7 @@ fn run_source(run: &Path) -> Result<(PathBuf, PathBuf, Lineage, Vec<NewFile>)> {
         .collect();
     extra.push(NewFile { file: GATE_FILE.into(), path: export.join(GATE_FILE) });
     extra.retain(|f| f.path.is_file());
-    Ok((onnx, export.join(EXPORT_SPEC), lineage, extra))
+    Ok((onnx, export.join(SPEC_FILE), lineage, extra))
 }
 
 fn absolute(p: &Path) -> PathBuf {

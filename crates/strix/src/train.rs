@@ -139,7 +139,7 @@ pub fn run(global: &Global, args: &TrainArgs) -> Result<ExitCode> {
         summary.push_str(&format!(", {} unreadable images skipped", outcome.skipped.len()));
     }
     println!("{summary}");
-    println!("report: {}", outcome.run_dir.join("report.html").display());
+    println!("report: {}", outcome.run_dir.join(strix_train::train::REPORT_FILE).display());
     if !args.no_export {
         crate::export::export(global, &outcome.run_dir, &strix_export::ExportOptions::default())
             .context("training finished, but its ONNX export did not (retry with `strix export RUN_DIR`)")?;
