@@ -6,7 +6,7 @@ use std::path::Path;
 use strix_data::eval_crop_fraction;
 use strix_train::train::SavedModel;
 use strix_vision::{ChannelOrder, InputSpec, InputType, Layout, Preprocess, Resize};
-use strix_zoo::{Artifact, DecoderSpec, LabelsSpec, ModelSpec, Task, check_name, is_name_char, sha256_file};
+use strix_zoo::{Artifact, DecoderSpec, LabelsSpec, ModelSpec, Task, check_name, is_name_char};
 
 use crate::{ExportError, arch};
 
@@ -32,19 +32,14 @@ pub fn model_spec(name: &str, saved: &SavedModel, onnx: &Path) -> Result<ModelSp
     // same as resizing the shorter side to `size / val_crop` and cutting the centre.
     let shorter_side = ((size as f32 / eval_crop_fraction(saved.val_crop)).round() as u32).max(size);
     let channels = if saved.shape.channels == 1 { ChannelOrder::Gray } else { ChannelOrder::Rgb };
-    let size_bytes = std::fs::metadata(onnx).map_err(ExportError::io(onnx))?.len();
+    let (sha256, size_bytes) = strix_core::digest::sha256_file(onnx).map_err(ExportError::io(onnx))?;
     let spec = ModelSpec {
         name: name.to_string(),
         task: Task::Classify,
         summary: format!("{} trained by strix on {} classes", saved.shape.arch, saved.classes.len()),
         license: None,
         source: Some(format!("strix {} export", env!("CARGO_PKG_VERSION"))),
-        weights: Artifact {
-            file: crate::ONNX_FILE.into(),
-            sha256: Some(sha256_file(onnx).map_err(|e| ExportError::Spec(e.to_string()))?),
-            url: None,
-            size: Some(size_bytes),
-        },
+        weights: Artifact { file: crate::ONNX_FILE.into(), sha256: Some(sha256), url: None, size: Some(size_bytes) },
         networks: Default::default(),
         labels: Some(LabelsSpec { file: None, sha256: None, url: None, names: saved.classes.clone() }),
         input: Some(InputSpec {

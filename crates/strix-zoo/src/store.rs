@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::spec::{Artifact, ModelSpec, check_name};
-use crate::{ResolvedModel, ZooError, builtin, sha256_file};
+use crate::{ResolvedModel, ZooError, builtin};
 
 /// Strix's data folder: `STRIX_HOME`, else the user data folder + `strix`.
 pub fn home() -> PathBuf {
@@ -105,8 +105,8 @@ pub fn package(model: &ResolvedModel) -> Result<(ModelSpec, Vec<(String, PathBuf
 fn describe(path: &Path, role: &str, files: &mut Vec<(String, PathBuf)>) -> Result<Artifact, ZooError> {
     let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model.onnx".into());
     let file = if role == "weights" { file_name } else { format!("{role}-{file_name}") };
-    let size = fs::metadata(path).map_err(|e| ZooError::io(path, e))?.len();
-    let artifact = Artifact { file: file.clone(), sha256: Some(sha256_file(path)?), url: None, size: Some(size) };
+    let (sha256, size) = strix_core::digest::sha256_file(path).map_err(|e| ZooError::io(path, e))?;
+    let artifact = Artifact { file: file.clone(), sha256: Some(sha256), url: None, size: Some(size) };
     files.push((file, path.to_path_buf()));
     Ok(artifact)
 }
