@@ -8,7 +8,7 @@ use strix_zoo::{Artifact, Resolver, ZooError, sha256_file};
 
 use crate::fixtures_or_skip;
 use crate::http::{Route, Server};
-use crate::support::{run, strix};
+use crate::support::{files_under, run, strix};
 
 fn resolver(cache: &Path, hub: &str) -> Resolver {
     Resolver { cache_dir: cache.to_path_buf(), search_path: vec![], hub: Some(hub.to_string()), offline: false }
@@ -29,18 +29,8 @@ fn artifact(sha: &str, size: Option<u64>) -> Artifact {
 }
 
 fn leftovers(cache: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![cache.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p.file_name().unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
+    let mut out: Vec<String> =
+        files_under(cache).iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
     out.sort();
     out
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::fixtures_or_skip;
-use crate::support::{in_ci, run, strix};
+use crate::support::{files_under, in_ci, run, strix};
 use crate::train::{fashion, train_cmd};
 
 /// One backend pair: the environment that points `strix` at it, and the folder where its
@@ -341,20 +341,11 @@ fn concurrent_registrations_get_distinct_versions_s3_postgres() {
     concurrent(&reg, &fx, tmp.path());
 }
 
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if !p.extension().is_some_and(|x| x == "db" || x == "db-journal") {
-                out.push(p);
-            }
-        }
-    }
-    out
+/// Files in a store, the SQLite database aside.
+fn store_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = files_under(dir);
+    files.retain(|p| !p.extension().is_some_and(|x| x == "db" || x == "db-journal"));
+    files
 }
 
 /// kill -9 as soon as the first byte of an 18 MB upload lands in the store: no version may
@@ -367,12 +358,12 @@ fn kill_mid_upload(reg: &Registry, fx: &Path, tmp: &Path) {
     // Make sure the store exists (and holds a version of another model) before the kill.
     let seg = model_files(fx, &cache, &tmp.join("user"), "selfie_256", "segment/selfie_256.onnx", "seg");
     ok_json(strix().args(["models", "register"]).arg(&seg).args(["--name", "other", "--json"]));
-    let before: BTreeSet<PathBuf> = files_under(&reg.watch).into_iter().collect();
+    let before: BTreeSet<PathBuf> = store_files(&reg.watch).into_iter().collect();
 
     let mut child = strix().args(["models", "register"]).arg(&onnx).args(["--name", "big"]).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if files_under(&reg.watch).iter().any(|p| !before.contains(p)) {
+        if store_files(&reg.watch).iter().any(|p| !before.contains(p)) {
             break;
         }
         assert!(child.try_wait().unwrap().is_none(), "{}: register finished before the upload was seen", reg.what);
@@ -381,7 +372,7 @@ fn kill_mid_upload(reg: &Registry, fx: &Path, tmp: &Path) {
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let leftovers = files_under(&reg.watch).into_iter().filter(|p| !before.contains(p)).count();
+    let leftovers = store_files(&reg.watch).into_iter().filter(|p| !before.contains(p)).count();
     eprintln!("{}: killed mid-upload, {leftovers} new file(s) left in the store", reg.what);
 
     // No half version: the name does not exist, the other model is whole.
@@ -405,7 +396,7 @@ fn kill_mid_upload(reg: &Registry, fx: &Path, tmp: &Path) {
     let gc = ok_json(strix().args(["models", "gc", "--grace-minutes", "0", "--json"]));
     eprintln!("{}: gc after the kill: {gc}", reg.what);
     if reg._s3.is_none() {
-        assert_eq!(files_under(&reg.watch).into_iter().filter(|p| !before.contains(p)).count(), 0, "{}", reg.what);
+        assert_eq!(store_files(&reg.watch).into_iter().filter(|p| !before.contains(p)).count(), 0, "{}", reg.what);
     }
 
     // And the registration goes through when tried again.
@@ -458,7 +449,7 @@ fn bad_registrations_are_one_line_errors_and_write_nothing() {
     std::fs::copy(tmp.path().join("user/seg.toml"), tmp.path().join("user/garbage.toml")).unwrap();
     fails(strix().args(["models", "register"]).arg(&garbage).args(["--name", "x"]), "not a readable ONNX model");
     fails(strix().args(["predict", "--model", "x:0"]).arg(fx.join("images/apple.jpg")), "not a positive whole number");
-    assert!(files_under(&reg.watch).is_empty(), "something was written: {:?}", files_under(&reg.watch));
+    assert!(store_files(&reg.watch).is_empty(), "something was written: {:?}", store_files(&reg.watch));
 
     // Unreachable store and database: a quick, one-line error naming which.
     let started = Instant::now();
@@ -483,7 +474,7 @@ fn bad_registrations_are_one_line_errors_and_write_nothing() {
     );
     fails(strix().args(["models", "list", "--registry-db", "mysql://h/db"]), "unsupported URL");
     assert!(started.elapsed() < Duration::from_secs(60), "unreachable services took {:?}", started.elapsed());
-    assert!(files_under(&reg.watch).is_empty(), "something was written: {:?}", files_under(&reg.watch));
+    assert!(store_files(&reg.watch).is_empty(), "something was written: {:?}", store_files(&reg.watch));
 }
 
 /// A trained run registers with its lineage (dataset digest, config, metrics, gate) and serves

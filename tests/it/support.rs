@@ -97,6 +97,23 @@ pub fn strix(fixtures: &Path, cache: &Path) -> Command {
     cmd
 }
 
+/// Every file under `dir`, recursively (none when it does not exist).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
 pub fn run(cmd: &mut Command) -> (Output, String, String) {
     let out = cmd.output().expect("run strix");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
