@@ -18,28 +18,17 @@ import glob
 import os
 import time
 
-from strix_run import FIXTURES, compare, environment
+from strix_run import FIXTURES, compare, efficientnet_input, environment, softmax
 
 
 def python_pipeline(files, model_path):
     import numpy as np
     import onnxruntime as ort
-    from PIL import Image
 
     session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
 
     def classify(path):
-        im = Image.open(path).convert("RGB")
-        w, h = im.size
-        s = 256 / min(w, h)
-        rw, rh = round(w * s), round(h * s)
-        im = im.resize((rw, rh), Image.BILINEAR)
-        left, top = (rw - 224) // 2, (rh - 224) // 2
-        x = np.asarray(im.crop((left, top, left + 224, top + 224)), dtype=np.float32)
-        x = ((x - 127.0) / 128.0).transpose(2, 0, 1)[None]
-        logits = session.run(None, {"input": x})[0][0]
-        p = np.exp(logits - logits.max())
-        p /= p.sum()
+        p = softmax(session.run(None, {"input": efficientnet_input(path)})[0][0])
         return np.argsort(-p)[:5]
 
     classify(files[0])  # warm-up, as Strix's model load includes its first allocation

@@ -39,25 +39,16 @@ import io, sys
 import numpy as np, onnxruntime as ort
 from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
-from PIL import Image
 import uvicorn
+sys.path.insert(0, sys.argv[4])
+from strix_run import efficientnet_input, softmax
 
 session = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
 labels = open(sys.argv[2]).read().splitlines()
 app = FastAPI()
 
 def classify(body):
-    im = Image.open(io.BytesIO(body)).convert("RGB")
-    w, h = im.size
-    s = 256 / min(w, h)
-    rw, rh = round(w * s), round(h * s)
-    im = im.resize((rw, rh), Image.BILINEAR)
-    left, top = (rw - 224) // 2, (rh - 224) // 2
-    x = np.asarray(im.crop((left, top, left + 224, top + 224)), dtype=np.float32)
-    x = ((x - 127.0) / 128.0).transpose(2, 0, 1)[None]
-    logits = session.run(None, {"input": x})[0][0]
-    p = np.exp(logits - logits.max())
-    p /= p.sum()
+    p = softmax(session.run(None, {"input": efficientnet_input(io.BytesIO(body))})[0][0])
     top = np.argsort(-p)[:5]
     return {"Labels": [{"Name": labels[i], "Confidence": float(100 * p[i]), "ClassId": int(i)} for i in top]}
 
@@ -221,7 +212,7 @@ def main():
         port = free_port()
         script = os.path.join(tmp, "pyserver.py")
         open(script, "w").write(PY_SERVER)
-        pyserver = subprocess.Popen([py, script, onnx_path, labels, str(port)])
+        pyserver = subprocess.Popen([py, script, onnx_path, labels, str(port), os.path.dirname(os.path.abspath(__file__))])
         wait_ready(port, "/predict", bodies[0], pyserver)
         load(port, "/predict", bodies, 2, args.concurrency)
         theirs = load(port, "/predict", bodies, args.seconds, args.concurrency, pyserver.pid)

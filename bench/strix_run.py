@@ -9,6 +9,29 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.environ.get("STRIX_FIXTURES", os.path.join(ROOT, "..", "shared", "fixtures"))
 
 
+def efficientnet_input(source):
+    """The Python pipeline people write for EfficientNet-Lite0: Pillow decode (`source` is a path
+    or a file object), shorter side to 256 (bilinear), centre crop 224, (x - 127) / 128, NCHW."""
+    import numpy as np
+    from PIL import Image
+
+    im = Image.open(source).convert("RGB")
+    w, h = im.size
+    s = 256 / min(w, h)
+    rw, rh = round(w * s), round(h * s)
+    im = im.resize((rw, rh), Image.BILINEAR)
+    left, top = (rw - 224) // 2, (rh - 224) // 2
+    x = np.asarray(im.crop((left, top, left + 224, top + 224)), dtype=np.float32)
+    return ((x - 127.0) / 128.0).transpose(2, 0, 1)[None]
+
+
+def softmax(logits):
+    import numpy as np
+
+    p = np.exp(logits - logits.max())
+    return p / p.sum()
+
+
 def environment():
     if not os.environ.get("ORT_DYLIB_PATH"):
         sys.exit("ORT_DYLIB_PATH is unset: run ./scripts/setup and `source scripts/env.sh` first")
