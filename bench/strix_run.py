@@ -32,6 +32,57 @@ def softmax(logits):
     return p / p.sum()
 
 
+def nanodet_detector(model_path):
+    """The Python pipeline people write for NanoDet-m 416 on a decoded BGR image (OpenCV):
+    resize to 416x416 (bilinear), normalise in BGR, run, decode the GFL heads (softmax over
+    distance bins), threshold 0.3, per-class NMS at IoU 0.5, boxes back to image pixels.
+    Returns `detect(img) -> [(class, score, x1, y1, x2, y2)]`."""
+    import cv2
+    import numpy as np
+    import onnxruntime as ort
+
+    mean, std = (103.53, 116.28, 123.675), (57.375, 57.12, 58.395)
+    session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    heads = [(8, "Identity:0", "Identity_3:0"), (16, "Identity_1:0", "Identity_4:0"), (32, "Identity_2:0", "Identity_5:0")]
+    grids = {}
+    for s, _, _ in heads:
+        n = 416 // s
+        idx = np.arange(n * n)
+        grids[s] = ((idx % n + 0.5) * s, (idx // n + 0.5) * s)
+    bins = np.arange(11, dtype=np.float32)
+
+    def detect(img):
+        h, w = img.shape[:2]
+        x = cv2.resize(img, (416, 416), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+        x = ((x - mean) / std).astype(np.float32).transpose(2, 0, 1)[None]
+        outs = dict(zip(names, session.run(None, {"input_1:0": x})))
+        boxes, scores, classes = [], [], []
+        for s, cn, rn in heads:
+            cls = outs[cn][0]
+            cell, c = np.nonzero(cls > 0.3)
+            if len(cell) == 0:
+                continue
+            reg = outs[rn][0][cell].reshape(-1, 4, 11)
+            e = np.exp(reg - reg.max(-1, keepdims=True))
+            d = (e / e.sum(-1, keepdims=True) * bins).sum(-1) * s
+            cx, cy = grids[s][0][cell], grids[s][1][cell]
+            boxes.append(np.stack([cx - d[:, 0], cy - d[:, 1], d[:, 0] + d[:, 2], d[:, 1] + d[:, 3]], 1))
+            scores.append(cls[cell, c])
+            classes.append(c)
+        if not boxes:
+            return []
+        boxes, scores, classes = np.concatenate(boxes), np.concatenate(scores), np.concatenate(classes)
+        keep = cv2.dnn.NMSBoxesBatched(boxes.tolist(), scores.tolist(), classes.tolist(), 0.3, 0.5)
+        out = []
+        for i in np.array(keep).reshape(-1):
+            x1, y1, bw, bh = boxes[i]
+            out.append((classes[i], scores[i], x1 * w / 416, y1 * h / 416, (x1 + bw) * w / 416, (y1 + bh) * h / 416))
+        return out
+
+    return detect
+
+
 def environment():
     if not os.environ.get("ORT_DYLIB_PATH"):
         sys.exit("ORT_DYLIB_PATH is unset: run ./scripts/setup and `source scripts/env.sh` first")
@@ -39,13 +90,19 @@ def environment():
     return dict(os.environ, STRIX_MODEL_PATH=os.path.join(FIXTURES, "models"))
 
 
-def images_per_second(args, files, env):
-    """Run `strix predict ARGS FILES --json` and return the images/s it reports (timed from the
-    first image, after the model is loaded)."""
-    cmd = ["cargo", "run", "--release", "--locked", "-q", "-p", "strix", "--", "predict", "--json", *args, *files]
+def strix(args, env):
+    """Run the release `strix ARGS` and return its stdout; exit with its stderr on failure."""
+    cmd = ["cargo", "run", "--release", "--locked", "-q", "-p", "strix", "--", *args]
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if out.returncode != 0:
         sys.exit(f"strix {' '.join(args)} failed:\n{out.stderr}")
+    return out
+
+
+def images_per_second(args, files, env):
+    """Run `strix predict ARGS FILES --json` and return the images/s it reports (timed from the
+    first image, after the model is loaded)."""
+    out = strix(["predict", "--json", *args, *files], env)
     m = re.search(r"([0-9.]+) images/s", out.stderr)
     if not m:
         sys.exit(f"no throughput in strix output:\n{out.stderr}")

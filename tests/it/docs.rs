@@ -21,3 +21,12 @@ fn every_spec_example_in_the_docs_is_valid_and_every_decoder_has_one() {
             .into();
     assert_eq!(kinds, all, "docs/model-spec.md needs one example per decoder");
 }
+
+#[test]
+fn the_stream_config_example_in_the_readme_is_valid() {
+    let readme = include_str!("../../README.md");
+    let section = readme.split("### Video").nth(1).unwrap();
+    let block = section.split("```toml\n").nth(1).unwrap().split("```").next().unwrap();
+    let cfg = strix_stream::StreamConfig::from_toml(block, std::path::Path::new("README.md")).unwrap();
+    assert_eq!((cfg.lines.len(), cfg.zones.len(), cfg.classes.len()), (1, 1, 1));
+}

@@ -19,6 +19,7 @@ mod http;
 mod registry;
 mod runtime;
 mod serve;
+mod stream;
 mod support;
 mod tasks;
 mod train;

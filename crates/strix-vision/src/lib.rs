@@ -23,6 +23,7 @@ pub mod classify;
 mod decode;
 pub mod detect;
 pub mod draw;
+mod encode;
 mod error;
 pub mod face;
 mod networks;
@@ -35,6 +36,7 @@ pub mod segment;
 
 pub use classify::{Class, Classifier};
 pub use decode::{DecodeLimits, IMAGE_EXTENSIONS, decode_bytes, decode_file, is_image_path, read_file};
+pub use encode::encode_jpeg;
 pub use error::VisionError;
 pub use image::RgbImage;
 pub use networks::Networks;

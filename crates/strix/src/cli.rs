@@ -98,6 +98,9 @@ pub enum Command {
     Export(ExportArgs),
     /// Serve models over HTTP: SageMaker / Rekognition-style routes, dynamic batching
     Serve(Box<ServeArgs>),
+    /// Run a video file, RTSP/HTTP stream, camera or image folder through a model: tracking,
+    /// events (JSON lines, webhook, MQTT), live MJPEG views in the browser, recording
+    Stream(Box<StreamArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -146,6 +149,118 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
+
+#[derive(Debug, Args)]
+#[command(after_help = STREAM_HELP)]
+pub struct StreamArgs {
+    /// Video files (anything FFmpeg reads), rtsp:// http(s):// rtmp:// udp:// URLs, V4L2
+    /// cameras (/dev/video0) or folders of images; several share the model
+    #[arg(required = true, value_name = "SOURCE")]
+    pub sources: Vec<String>,
+    /// A zoo name, registered model (NAME:VERSION, NAME@ALIAS), spec .toml or .onnx
+    /// [default: the --task's default model, else nanodet_m_416]
+    #[arg(short, long, value_name = "MODEL")]
+    pub model: Option<String>,
+    /// Task, to pick its default model
+    #[arg(short, long, value_enum)]
+    pub task: Option<TaskArg>,
+    /// Settings file (TOML): policy, queue, max_batch, classes, jpeg_quality, [tracker],
+    /// [[lines]], [[zones]]; flags override it and add lines and zones
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// latest: drop stale frames, lowest lag (default for live sources and --realtime);
+    /// all: every frame, however late (default for files and folders)
+    #[arg(long, value_name = "POLICY")]
+    pub policy: Option<strix_stream::FramePolicy>,
+    /// Frames waiting per source under policy `all` [default: 4]
+    #[arg(long, value_name = "N")]
+    pub queue: Option<usize>,
+    /// Most frames per inference when sources share the model [default: 8]
+    #[arg(long, value_name = "N")]
+    pub max_batch: Option<usize>,
+    /// Inferences in flight at once [default: one per core, each on one thread]
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// Track and count only these classes (comma-separated labels, e.g. person,car)
+    #[arg(long, value_delimiter = ',', value_name = "LABELS")]
+    pub classes: Vec<String>,
+    /// A counting line NAME=X1,Y1,X2,Y2 in frame pixels (repeatable); crossing it from the
+    /// left of X1,Y1->X2,Y2 to its right is `forward`
+    #[arg(long = "line", value_name = "NAME=X1,Y1,X2,Y2")]
+    pub lines: Vec<String>,
+    /// A zone NAME=X1,Y1,X2,Y2,X3,Y3[,...] (a polygon in frame pixels; repeatable)
+    #[arg(long = "zone", value_name = "NAME=X1,Y1,...")]
+    pub zones: Vec<String>,
+    /// Write events as JSON lines to FILE (`-`: stdout)
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<String>,
+    /// Also emit a `frame` event per frame with its detections and tracks
+    #[arg(long)]
+    pub frame_events: bool,
+    /// POST each event as JSON to this URL
+    #[arg(long, value_name = "URL")]
+    pub webhook: Option<String>,
+    /// Publish each event to an MQTT topic with QoS 1: mqtt://[user:pass@]host[:port]/topic
+    #[arg(long, value_name = "URL")]
+    pub mqtt: Option<String>,
+    /// Serve the live page and MJPEG streams on this address (e.g. 127.0.0.1:8090; port 0
+    /// picks a free one)
+    #[arg(long, value_name = "HOST:PORT")]
+    pub http: Option<String>,
+    /// Record the project stream (annotated frames) to a .mp4/.mkv/.mov/.avi file
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+    /// Stop each source after this many answered frames
+    #[arg(long, value_name = "N")]
+    pub max_frames: Option<u64>,
+    /// Stop after this long (e.g. 30s, 10m)
+    #[arg(long, value_name = "TIME", value_parser = humantime::parse_duration)]
+    pub duration: Option<std::time::Duration>,
+    /// Play files at their own frame rate, as a camera delivers frames
+    #[arg(long)]
+    pub realtime: bool,
+    /// Start files again at their end (demos, soak tests); stop with --duration or Ctrl-C
+    #[arg(long = "loop")]
+    pub loop_file: bool,
+    /// Reconnect attempts when a network source drops (backoff 0.5 s doubling to 10 s)
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub reconnect: u32,
+    /// Frame rate given to folders of images (their timestamps)
+    #[arg(long, default_value_t = 10.0, value_name = "FPS")]
+    pub folder_fps: f64,
+    /// The ffmpeg program (ffprobe is looked for beside it)
+    #[arg(long, env = "STRIX_FFMPEG", default_value = "ffmpeg", value_name = "PATH")]
+    pub ffmpeg: PathBuf,
+    /// Classes per classification answer
+    #[arg(long, default_value_t = 5)]
+    pub top_k: usize,
+    /// Print the final summary as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+const STREAM_HELP: &str = "\
+Pipeline: decode (FFmpeg) -> bounded queue -> preprocess -> inference -> tracking -> outputs.
+Lag (arrival from the decoder to the answer) and dropped frames are counted and shown.
+
+Events (one JSON object each; `source`, `frame`, `time_s` and `type`):
+  appeared, left (with dwell_s), crossed (line, direction), entered / exited (zone),
+  activity (moving / still), label (a classifier's top label changed), source_lost /
+  source_reconnected, frame (with --frame-events: detections and tracks)
+
+Live views with --http ADDR:
+  /                  a page with every source's project stream, numbers and recent events
+  /stream/project    MJPEG of the annotated frames (/stream/N/project for source N)
+  /stream/device     MJPEG of the frames as they came (/stream/N/device)
+  /stats             the numbers as JSON
+
+Examples:
+  strix stream street.mp4 --model nanodet_m_416 --classes person --events events.jsonl
+  strix stream rtsp://cam.local/live --http 0.0.0.0:8090 --line door=0,400,1280,400
+  strix stream /dev/video0 --task classify --model trash@production --mqtt mqtt://broker/bins
+  strix stream walk.mp4 --record annotated.mp4 --backend ort --json";
 
 const SERVE_HELP: &str = "\
 Routes:

@@ -10,6 +10,7 @@ mod predict;
 mod progress;
 mod registry;
 mod serve;
+mod stream;
 mod train;
 
 use std::path::PathBuf;
@@ -38,6 +39,7 @@ fn main() -> ExitCode {
         Command::Data(cmd) => data::run(&cli.global, cmd),
         Command::Export(args) => export::run(&cli.global, args),
         Command::Serve(args) => serve::run(&cli.global, args),
+        Command::Stream(args) => stream::run(&cli.global, args),
     };
     match result {
         Ok(code) => code,

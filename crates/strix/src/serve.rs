@@ -83,7 +83,7 @@ pub fn run(global: &Global, args: &ServeArgs) -> Result<ExitCode> {
 }
 
 /// Ctrl-C or SIGTERM (what `docker stop` and Kubernetes send).
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {

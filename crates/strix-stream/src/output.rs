@@ -1,0 +1,249 @@
+//! What happens to each answered frame of one source: tracking, events, numbers, the live
+//! views and the recording. Runs on the source's own thread, in frame order.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use image::{Rgb, RgbImage};
+use imageproc::drawing::draw_line_segment_mut;
+use strix_core::{BBox, Detection, Progress};
+use strix_pipeline::{Answer, Prediction, annotate};
+use strix_vision::{draw, encode_jpeg};
+
+use crate::analytics::{Analytics, Detected, Happening, Scored, TrackBrief, bbox_array};
+use crate::error::StreamError;
+use crate::record::Recorder;
+use crate::sinks::Event;
+use crate::source::SourceStopper;
+use crate::track::{Activity, Observation, Track, Tracker};
+use crate::web::Board;
+
+/// A frame with the model's answer.
+pub(crate) struct Answered {
+    /// Order in which the frame left its queue (answers may arrive out of it).
+    pub seq: u64,
+    pub index: u64,
+    pub time_s: f64,
+    pub arrived: Instant,
+    pub image: Arc<RgbImage>,
+    pub prediction: Prediction,
+}
+
+pub(crate) struct SourceOutput {
+    pub lane: usize,
+    pub name: String,
+    /// Box answers are tracked; other tasks are not.
+    pub tracker: Option<Tracker>,
+    pub analytics: Analytics,
+    pub classes: Vec<String>,
+    pub frame_events: bool,
+    pub recorder: Option<(PathBuf, Recorder)>,
+    pub jpeg_quality: f32,
+    pub board: Arc<Board>,
+    pub events: crossbeam_channel::Sender<Vec<Event>>,
+    pub max_frames: Option<u64>,
+    pub stopper: SourceStopper,
+    pub progress: Arc<dyn Progress>,
+    pub processed: u64,
+}
+
+impl SourceOutput {
+    /// Whether the source has given all the frames asked for.
+    pub fn done(&self) -> bool {
+        self.max_frames.is_some_and(|m| self.processed >= m)
+    }
+
+    pub fn handle(&mut self, a: Answered) -> Result<(), StreamError> {
+        if self.done() {
+            return Ok(());
+        }
+        self.processed += 1;
+        let mut happened = Vec::new();
+        let observations = self.observations(&a.prediction);
+        let tracks = match (&mut self.tracker, &observations) {
+            (Some(tracker), Some(obs)) => {
+                let update = tracker.update(a.time_s, obs);
+                let tracks = tracker.tracks();
+                happened.extend(self.analytics.on_tracks(&update, &tracks));
+                tracks
+            }
+            _ => Vec::new(),
+        };
+        if let Answer::Labels { classes } = &a.prediction.answer {
+            happened.extend(self.analytics.on_label(classes.first().map(|c| (c.label.as_str(), c.score))));
+        }
+        if self.frame_events {
+            happened.insert(0, frame_happening(&a.prediction, observations.as_deref(), &tracks));
+        }
+        let events: Vec<Event> = happened
+            .into_iter()
+            .map(|what| Event { source: self.name.clone(), frame: a.index, time_s: round3(a.time_s), what })
+            .collect();
+        let now = Instant::now();
+        {
+            let mut m = self.board.meter(self.lane);
+            m.processed(now, now.duration_since(a.arrived).as_secs_f64() * 1000.0);
+            m.stats.tracks_now = tracks.len();
+            m.stats.counts = self.analytics.counts().clone();
+        }
+        self.progress.advance(1);
+        if !events.is_empty() {
+            self.board.remember(&events);
+            // The events thread outlives every output thread; a send fails only if it panicked.
+            let _ = self.events.send(events);
+        }
+        self.views(&a, &tracks)?;
+        if self.done() {
+            self.stopper.stop();
+        }
+        Ok(())
+    }
+
+    /// Encode the frames someone watches, and record.
+    fn views(&mut self, a: &Answered, tracks: &[Track]) -> Result<(), StreamError> {
+        let views = &self.board.views[self.lane];
+        let (project, device) = views.watched();
+        if device {
+            let jpeg = encode_jpeg(&a.image, self.jpeg_quality)?;
+            views.device.send_replace(Some(Bytes::from(jpeg)));
+        }
+        if !project && self.recorder.is_none() {
+            return Ok(());
+        }
+        let mut img = (*a.image).clone();
+        if self.tracker.is_some() {
+            draw_tracks(&mut img, tracks);
+        } else {
+            annotate(&mut img, &a.prediction);
+        }
+        self.draw_geometry(&mut img);
+        let hud = {
+            let m = self.board.meter(self.lane);
+            format!(
+                "frame {}  {:.1} fps  lag {:.0} ms  dropped {}",
+                a.index, m.stats.fps, m.stats.lag_ms.p50, m.stats.dropped
+            )
+        };
+        let bottom = img.height() as f32;
+        draw::tag(&mut img, 0.0, bottom, &hud, Rgb([40, 40, 40]));
+        if project {
+            views.project.send_replace(Some(Bytes::from(encode_jpeg(&img, self.jpeg_quality)?)));
+        }
+        if let Some((_, rec)) = &mut self.recorder {
+            rec.write(&img)?;
+        }
+        Ok(())
+    }
+
+    fn draw_geometry(&self, img: &mut RgbImage) {
+        let yellow = Rgb([255, 225, 25]);
+        for l in self.analytics.lines() {
+            thick_line(img, (l.from[0], l.from[1]), (l.to[0], l.to[1]), yellow);
+            let c = self.analytics.counts().crossings.get(&l.name).copied().unwrap_or_default();
+            draw::tag(img, l.from[0], l.from[1], &format!("{} fwd {} back {}", l.name, c[0], c[1]), Rgb([120, 100, 0]));
+        }
+        let cyan = Rgb([70, 240, 240]);
+        for z in self.analytics.zones() {
+            for (i, p) in z.points.iter().enumerate() {
+                let q = z.points[(i + 1) % z.points.len()];
+                thick_line(img, (p[0], p[1]), (q[0], q[1]), cyan);
+            }
+            draw::tag(img, z.points[0][0], z.points[0][1], &z.name, Rgb([0, 110, 110]));
+        }
+    }
+
+    /// Detections offered to the tracker, for tasks with boxes; `None` for the others.
+    fn observations(&self, p: &Prediction) -> Option<Vec<Observation>> {
+        let keep = |label: &str| self.classes.is_empty() || self.classes.iter().any(|c| c == label);
+        let obs = |bbox: BBox, score: f32, class_id: usize, label: &str| Observation {
+            bbox,
+            score,
+            class_id,
+            label: label.to_string(),
+        };
+        let all: Vec<Observation> = match &p.answer {
+            Answer::Objects { objects } => objects.iter().map(|d| obs(d.bbox, d.score, d.class_id, &d.label)).collect(),
+            Answer::Faces { faces } => faces.iter().map(|f| obs(f.bbox, f.score, 0, "face")).collect(),
+            Answer::People { people } => people.iter().map(|q| obs(q.bbox, q.score, 0, "person")).collect(),
+            _ => return None,
+        };
+        Some(all.into_iter().filter(|o| keep(&o.label)).collect())
+    }
+
+    /// End of the source: remaining tracks leave, the recording closes.
+    pub fn finish(&mut self) -> Result<Option<(PathBuf, u64)>, StreamError> {
+        if let Some(tracker) = &mut self.tracker {
+            let left = tracker.finish();
+            let happened = self.analytics.departures(&left);
+            if !happened.is_empty() {
+                let frame = self.processed.saturating_sub(1);
+                let time_s = left.iter().map(|t| t.last_seen_s).fold(0.0, f64::max);
+                let events: Vec<Event> = happened
+                    .into_iter()
+                    .map(|what| Event { source: self.name.clone(), frame, time_s: round3(time_s), what })
+                    .collect();
+                self.board.remember(&events);
+                let _ = self.events.send(events);
+            }
+            let mut m = self.board.meter(self.lane);
+            m.stats.counts = self.analytics.counts().clone();
+            m.stats.tracks_now = 0;
+        }
+        match self.recorder.take() {
+            Some((path, rec)) => Ok(Some((path, rec.finish()?))),
+            None => Ok(None),
+        }
+    }
+}
+
+fn frame_happening(p: &Prediction, observations: Option<&[Observation]>, tracks: &[Track]) -> Happening {
+    let detections = observations
+        .unwrap_or_default()
+        .iter()
+        .map(|o| Detected { class: o.label.clone(), score: round4(o.score), bbox: bbox_array(&o.bbox) })
+        .collect();
+    let tracks = tracks
+        .iter()
+        .filter(|t| t.seen)
+        .map(|t| TrackBrief { track_id: t.id, class: t.label.clone(), bbox: bbox_array(&t.bbox), state: t.activity })
+        .collect();
+    let labels = match &p.answer {
+        Answer::Labels { classes } => {
+            classes.iter().map(|c| Scored { label: c.label.clone(), score: round4(c.score) }).collect()
+        }
+        _ => Vec::new(),
+    };
+    Happening::Frame { detections, tracks, labels }
+}
+
+/// Tracks as boxes labelled `#id class`, coloured by id so each keeps its colour.
+fn draw_tracks(img: &mut RgbImage, tracks: &[Track]) {
+    let boxes: Vec<Detection> = tracks
+        .iter()
+        .filter(|t| t.seen)
+        .map(|t| Detection {
+            bbox: t.bbox,
+            score: t.score,
+            class_id: t.id as usize,
+            label: format!("#{} {}{}", t.id, t.label, if t.activity == Activity::Still { " (still)" } else { "" }),
+        })
+        .collect();
+    draw::detections(img, &boxes);
+}
+
+fn thick_line(img: &mut RgbImage, a: (f32, f32), b: (f32, f32), c: Rgb<u8>) {
+    for o in [-1.0, 0.0, 1.0] {
+        draw_line_segment_mut(img, (a.0 + o, a.1), (b.0 + o, b.1), c);
+        draw_line_segment_mut(img, (a.0, a.1 + o), (b.0, b.1 + o), c);
+    }
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+fn round4(v: f32) -> f32 {
+    (v * 1e4).round() / 1e4
+}

@@ -1,0 +1,469 @@
+//! One stream run: decoder threads (one per source) -> bounded queues -> one inference loop
+//! (batching across sources when the model allows) -> an output thread per source (tracking,
+//! events, views, recording) -> one events thread (the sinks).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use strix_core::{Progress, ProgressUnit};
+use strix_pipeline::{Pipeline, Prepared};
+use strix_vision::RgbImage;
+use strix_zoo::Task;
+
+use crate::analytics::{Analytics, Happening};
+use crate::config::StreamConfig;
+use crate::error::StreamError;
+use crate::output::{Answered, SourceOutput};
+use crate::queue::{FramePolicy, Queues};
+use crate::record::Recorder;
+use crate::sinks::{Event, EventSink, SinkReport};
+use crate::source::{Source, SourceKind, SourceNotice, SourceOptions, SourceStopper};
+use crate::stats::{Meter, SourceStats};
+use crate::track::Tracker;
+use crate::web::{Board, WebServer};
+
+/// Everything a run needs besides the model.
+pub struct StreamJob {
+    pub sources: Vec<SourceKind>,
+    pub source_options: SourceOptions,
+    pub config: StreamConfig,
+    /// Where events go.
+    pub sinks: Vec<Box<dyn EventSink>>,
+    /// Serve the page and the MJPEG streams here (`127.0.0.1:8090`; port 0 picks one).
+    pub http: Option<String>,
+    /// Record the project stream (one file per source: `NAME-2.mp4` for the second).
+    pub record: Option<PathBuf>,
+    /// Stop each source after this many answered frames.
+    pub max_frames: Option<u64>,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// An event per frame with its detections and tracks.
+    pub frame_events: bool,
+    /// Classes kept per classification answer.
+    pub top_k: usize,
+    /// Inferences in flight at once [default: one per core, each on one thread].
+    pub workers: Option<usize>,
+}
+
+/// How a run went.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub model: String,
+    pub backend: String,
+    pub wall_s: f64,
+    pub sources: Vec<SourceStats>,
+    pub sinks: Vec<SinkReport>,
+    pub recordings: Vec<Recording>,
+    /// Problems that ended a source early (also in its stats).
+    pub errors: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Recording {
+    pub path: PathBuf,
+    pub frames: u64,
+}
+
+/// What the caller hears while a run goes.
+pub trait RunHooks: Sync {
+    /// The page is up at this address.
+    fn serving(&self, _addr: SocketAddr) {}
+    /// Frames answered, for a bar.
+    fn progress(&self) -> Arc<dyn Progress> {
+        Arc::new(strix_core::NoProgress)
+    }
+}
+
+/// A frame on its way to the model.
+struct Item {
+    index: u64,
+    time_s: f64,
+    arrived: Instant,
+    image: Arc<RgbImage>,
+    /// Preprocessed on the decoder's thread (policy `all`), so it overlaps inference.
+    prepared: Option<Prepared>,
+}
+
+/// Run sources through the model until they end, `stop` is set, or the limits are reached.
+pub fn run(
+    pipeline: Arc<Pipeline>,
+    job: StreamJob,
+    stop: Arc<AtomicBool>,
+    hooks: &dyn RunHooks,
+) -> Result<Summary, StreamError> {
+    job.config.validate()?;
+    if job.sources.is_empty() {
+        return Err(StreamError::Config("no sources".into()));
+    }
+    let started = Instant::now();
+    let mut sources = Vec::new();
+    for kind in &job.sources {
+        sources.push(Source::open(kind.clone(), job.source_options.clone())?);
+    }
+    // A file played at its own rate stands in for a camera, so it defaults like one.
+    let live = |s: &Source| s.kind().is_live() || job.source_options.realtime;
+    let policies: Vec<FramePolicy> = sources
+        .iter()
+        .map(|s| job.config.policy.unwrap_or(if live(s) { FramePolicy::Latest } else { FramePolicy::All }))
+        .collect();
+    // Recordings play at the source's rate; live sources that do not say get 25 fps.
+    let rates: Vec<f64> = sources.iter().map(|s| s.info().fps.unwrap_or(25.0)).collect();
+    let names = unique_names(&sources);
+    let meters = sources
+        .iter()
+        .zip(&names)
+        .zip(&policies)
+        .map(|((s, n), p)| Meter::new(n.clone(), s.kind().is_live(), *p))
+        .collect();
+    let model_name = pipeline.model().spec.name.clone();
+    let board = Arc::new(Board::new(model_name.clone(), meters));
+    // A latest-policy queue holds one frame: anything older is stale by definition.
+    let queues: Arc<Queues<Item>> = Arc::new(Queues::new(
+        policies.iter().map(|p| (if *p == FramePolicy::Latest { 1 } else { job.config.queue }, *p)),
+    ));
+    let web = match &job.http {
+        Some(addr) => {
+            let server = WebServer::start(addr, board.clone())?;
+            hooks.serving(server.addr);
+            Some(server)
+        }
+        None => None,
+    };
+    let progress = hooks.progress();
+    let total = if job.source_options.loop_file || policies.contains(&FramePolicy::Latest) {
+        None
+    } else {
+        let frames: Option<u64> =
+            sources.iter().map(|s| s.info().frames.map(|f| job.max_frames.map_or(f, |m| f.min(m)))).sum();
+        frames
+    };
+    progress.start(&format!("{model_name} on {}", names.join(", ")), total, ProgressUnit::Items);
+
+    let stoppers: Vec<SourceStopper> = sources.iter().map(Source::stopper).collect();
+    let errors = Arc::new(Mutex::new(Vec::<String>::new()));
+    let (events_tx, events_rx) = crossbeam_channel::bounded::<Vec<Event>>(256);
+    let sinks = job.sinks;
+    let tracked = matches!(pipeline.task(), Task::Detect | Task::Faces | Task::Pose);
+    let done = AtomicBool::new(false);
+    let (outcome, reports) = std::thread::scope(|scope| {
+        let events_thread = scope.spawn(move || {
+            let mut sinks = sinks;
+            for batch in events_rx {
+                for s in sinks.iter_mut() {
+                    s.send(&batch);
+                }
+            }
+            sinks.into_iter().map(|s| s.close()).collect::<Vec<SinkReport>>()
+        });
+        // Watchdog: an outside stop or the time limit stops every source.
+        scope.spawn(|| {
+            while !done.load(Ordering::SeqCst) {
+                let timed_out = job.duration.is_some_and(|d| started.elapsed() >= d);
+                if stop.load(Ordering::SeqCst) || timed_out {
+                    stoppers.iter().for_each(SourceStopper::stop);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        for (lane, source) in sources.into_iter().enumerate() {
+            let decoder = Decoder {
+                lane,
+                name: names[lane].clone(),
+                queues: queues.clone(),
+                board: board.clone(),
+                events: events_tx.clone(),
+                errors: errors.clone(),
+                pipeline: pipeline.clone(),
+                prepare: !pipeline.is_cascade() && policies[lane] == FramePolicy::All,
+                started,
+            };
+            scope.spawn(move || decoder.run(source));
+        }
+        let mut output_txs = Vec::new();
+        let mut output_threads = Vec::new();
+        for lane in 0..names.len() {
+            let (tx, rx) = crossbeam_channel::bounded::<Answered>(4);
+            output_txs.push(tx);
+            let out = SourceOutput {
+                lane,
+                name: names[lane].clone(),
+                tracker: tracked.then(|| Tracker::new(job.config.tracker.clone())),
+                analytics: Analytics::new(job.config.lines.clone(), job.config.zones.clone()),
+                classes: job.config.classes.clone(),
+                frame_events: job.frame_events,
+                recorder: None,
+                jpeg_quality: job.config.jpeg_quality,
+                board: board.clone(),
+                events: events_tx.clone(),
+                max_frames: job.max_frames,
+                stopper: stoppers[lane].clone(),
+                progress: progress.clone(),
+                processed: 0,
+            };
+            let record = job.record.as_ref().map(|p| (recording_path(p, lane, names.len()), rates[lane]));
+            let ffmpeg = job.source_options.ffmpeg.clone();
+            let errors = errors.clone();
+            output_threads.push(scope.spawn(move || output_loop(out, rx, record, &ffmpeg, &errors)));
+        }
+        drop(events_tx);
+
+        // Several inferences at once, each on its share of the cores, when the model takes one
+        // frame at a time (what won on 2 cores); outputs put answers back in frame order.
+        let workers = if pipeline.is_cascade() { 1 } else { job.workers.unwrap_or_else(default_workers).max(1) };
+        let threads = (pipeline.session().default_threads() / workers).max(1);
+        let failed = AtomicBool::new(false);
+        let inferred: Vec<Result<(), StreamError>> = std::thread::scope(|inner| {
+            let handles: Vec<_> = (0..workers)
+                .map(|w| {
+                    let (pipeline, queues, output_txs, failed, stoppers) =
+                        (&pipeline, &queues, &output_txs, &failed, &stoppers);
+                    inner.spawn(move || {
+                        let r = infer_loop(pipeline, queues, output_txs, job.config.max_batch, job.top_k, threads, w);
+                        if r.is_err() && !failed.swap(true, Ordering::SeqCst) {
+                            stoppers.iter().for_each(SourceStopper::stop);
+                            queues.close_all();
+                        }
+                        r
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(StreamError::output("inference", "a worker panicked"))))
+                .collect()
+        });
+        let inferred = inferred.into_iter().find(Result::is_err).unwrap_or(Ok(()));
+        drop(output_txs);
+        let mut recordings = Vec::new();
+        let mut first_error = inferred.err();
+        for t in output_threads {
+            match t.join() {
+                Ok(Ok(Some(r))) => recordings.push(r),
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => first_error = first_error.or(Some(e)),
+                Err(_) => first_error = first_error.or(Some(StreamError::output("output", "a thread panicked"))),
+            }
+        }
+        done.store(true, Ordering::SeqCst);
+        let reports = events_thread.join().unwrap_or_default();
+        let outcome = match first_error {
+            Some(e) => Err(e),
+            None => Ok(recordings),
+        };
+        (outcome, reports)
+    });
+    progress.finish();
+    if let Some(w) = web {
+        w.stop();
+    }
+    let recordings = outcome?;
+    let sources: Vec<SourceStats> = (0..names.len()).map(|i| board.meter(i).finish()).collect();
+    Ok(Summary {
+        model: model_name,
+        backend: pipeline.backend_version().to_string(),
+        wall_s: (started.elapsed().as_secs_f64() * 100.0).round() / 100.0,
+        sources,
+        sinks: reports,
+        recordings,
+        errors: std::mem::take(&mut *errors.lock().unwrap_or_else(|e| e.into_inner())),
+    })
+}
+
+/// Reads one source into its queue.
+struct Decoder {
+    lane: usize,
+    name: String,
+    queues: Arc<Queues<Item>>,
+    board: Arc<Board>,
+    events: crossbeam_channel::Sender<Vec<Event>>,
+    errors: Arc<Mutex<Vec<String>>>,
+    pipeline: Arc<Pipeline>,
+    prepare: bool,
+    started: Instant,
+}
+
+impl Decoder {
+    fn run(self, mut source: Source) {
+        let mut index = 0u64;
+        loop {
+            let mut notice = |n: SourceNotice| self.notice(n, index);
+            match source.next_frame(&mut notice) {
+                Ok(Some(raw)) => {
+                    {
+                        let mut m = self.board.meter(self.lane);
+                        m.stats.frames_read += 1;
+                        (m.stats.width, m.stats.height) = raw.image.dimensions();
+                    }
+                    let prepared = if self.prepare { self.pipeline.prepare(&raw.image) } else { None };
+                    let item =
+                        Item { index, time_s: raw.time_s, arrived: raw.arrived, image: Arc::new(raw.image), prepared };
+                    index += 1;
+                    let pushed = self.queues.push(self.lane, item);
+                    self.board.meter(self.lane).stats.dropped = self.queues.dropped(self.lane);
+                    if pushed.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let msg = e.to_string();
+                    tracing::error!("{msg}");
+                    self.board.meter(self.lane).stats.error = Some(msg.clone());
+                    self.errors.lock().unwrap_or_else(|e| e.into_inner()).push(msg);
+                    break;
+                }
+            }
+        }
+        self.queues.close(self.lane);
+    }
+
+    /// A lost / regained connection becomes an event.
+    fn notice(&self, n: SourceNotice, frame: u64) {
+        let what = match n {
+            SourceNotice::Lost { reason, attempt, wait } => {
+                tracing::warn!(source = %self.name, %reason, attempt, "source lost; reconnecting");
+                self.board.meter(self.lane).stats.reconnects += 1;
+                Happening::SourceLost { reason, attempt, retry_in_s: wait.as_secs_f64() }
+            }
+            SourceNotice::Reconnected => Happening::SourceReconnected,
+        };
+        // Seconds since the run started: a lost source has no position of its own.
+        let time_s = (self.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
+        let e = Event { source: self.name.clone(), frame, time_s, what };
+        self.board.remember(std::slice::from_ref(&e));
+        let _ = self.events.send(vec![e]);
+    }
+}
+
+/// The output thread of one source: answered frames in order until the inference loop ends.
+fn output_loop(
+    mut out: SourceOutput,
+    rx: crossbeam_channel::Receiver<Answered>,
+    record: Option<(PathBuf, f64)>,
+    ffmpeg: &std::path::Path,
+    errors: &Mutex<Vec<String>>,
+) -> Result<Option<Recording>, StreamError> {
+    let mut failure = None;
+    // Answers from parallel workers, held until the ones before them are in.
+    let mut pending: BTreeMap<u64, Answered> = BTreeMap::new();
+    let mut next = 0u64;
+    for arrived in rx {
+        pending.insert(arrived.seq, arrived);
+        while let Some(a) = pending.remove(&next) {
+            next += 1;
+            if failure.is_some() {
+                continue;
+            }
+            if let Some((path, fps)) = &record
+                && out.recorder.is_none()
+            {
+                match Recorder::start(ffmpeg, path, a.image.width(), a.image.height(), *fps) {
+                    Ok(r) => out.recorder = Some((path.clone(), r)),
+                    Err(e) => {
+                        failure = Some(e);
+                        out.stopper.stop();
+                        continue;
+                    }
+                }
+            }
+            if let Err(e) = out.handle(a) {
+                failure = Some(e);
+                out.stopper.stop();
+            }
+        }
+    }
+    let finished = out.finish();
+    if let Some(e) = failure {
+        errors.lock().unwrap_or_else(|e| e.into_inner()).push(e.to_string());
+        return Err(e);
+    }
+    Ok(finished?.map(|(path, frames)| Recording { path, frames }))
+}
+
+/// One per core: a model that takes one frame at a time runs best as one inference per core.
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Take frames (one per source at a time), infer on `threads` threads, hand answers to the
+/// output threads.
+fn infer_loop(
+    pipeline: &Pipeline,
+    queues: &Queues<Item>,
+    outputs: &[crossbeam_channel::Sender<Answered>],
+    max_batch: usize,
+    top_k: usize,
+    threads: usize,
+    worker: usize,
+) -> Result<(), StreamError> {
+    let batch = pipeline.batch_size(max_batch);
+    // Workers start at different sources so each gets served.
+    let mut last = (outputs.len() + worker).saturating_sub(1) % outputs.len().max(1);
+    while let Some(items) = queues.take(batch, last) {
+        last = items.last().map_or(last, |(lane, _, _)| *lane);
+        let predictions = if pipeline.is_cascade() {
+            let mut out = Vec::with_capacity(items.len());
+            for (_, _, item) in &items {
+                let opts = strix_pipeline::BatchOptions { batch: 1, top_k, ..Default::default() };
+                out.extend(pipeline.predict_images(std::slice::from_ref(&*item.image), &opts)?);
+            }
+            out
+        } else {
+            let prepared: Vec<Prepared> = items
+                .iter()
+                .map(|(_, _, item)| match &item.prepared {
+                    Some(p) => Ok(p.clone()),
+                    None => pipeline
+                        .prepare(&item.image)
+                        .ok_or_else(|| StreamError::output("inference", "the model cannot prepare frames")),
+                })
+                .collect::<Result<_, _>>()?;
+            pipeline.predict_prepared(prepared, top_k, Some(threads))?
+        };
+        for ((lane, seq, item), prediction) in items.into_iter().zip(predictions) {
+            let answered = Answered {
+                seq,
+                index: item.index,
+                time_s: item.time_s,
+                arrived: item.arrived,
+                image: item.image,
+                prediction,
+            };
+            // An output thread that stopped (its limit reached) no longer listens.
+            let _ = outputs[lane].send(answered);
+        }
+    }
+    Ok(())
+}
+
+/// Source names for events and the page, made unique (`cam.mp4`, `cam.mp4#2`).
+fn unique_names(sources: &[Source]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for s in sources {
+        let base = s.kind().name();
+        let mut name = base.clone();
+        let mut k = 2;
+        while names.contains(&name) {
+            name = format!("{base}#{k}");
+            k += 1;
+        }
+        names.push(name);
+    }
+    names
+}
+
+/// `out.mp4` for one source; `out.mp4`, `out-2.mp4`... for several.
+fn recording_path(path: &std::path::Path, lane: usize, sources: usize) -> PathBuf {
+    if sources <= 1 || lane == 0 {
+        return path.to_path_buf();
+    }
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let ext = path.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
+    path.with_file_name(format!("{stem}-{}{ext}", lane + 1))
+}

@@ -1,0 +1,304 @@
+//! Where events go: JSON lines (a file or stdout), webhooks, MQTT topics (QoS 1, like DeepLens
+//! publishing inference results to AWS IoT topics).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rumqttc::{Client, Event as MqttEvent, MqttOptions, Packet, QoS};
+use serde::Serialize;
+
+use crate::analytics::Happening;
+use crate::error::StreamError;
+
+/// One event: which source, which frame, when (seconds into the source), what.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Event {
+    pub source: String,
+    pub frame: u64,
+    pub time_s: f64,
+    #[serde(flatten)]
+    pub what: Happening,
+}
+
+/// How a sink did, for the summary.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SinkReport {
+    pub sink: String,
+    pub sent: u64,
+    /// Events that did not get through (errors, a full queue, no acknowledgement).
+    pub failed: u64,
+}
+
+/// A destination for events; called from one thread.
+pub trait EventSink: Send {
+    fn send(&mut self, events: &[Event]);
+    /// Deliver what is pending (waits a bounded time) and report.
+    fn close(self: Box<Self>) -> SinkReport;
+}
+
+/// JSON lines to a file or stdout.
+pub struct JsonLines {
+    name: String,
+    out: Box<dyn Write + Send>,
+    sent: u64,
+    failed: u64,
+}
+
+impl JsonLines {
+    /// `-` is stdout; anything else a file, created (or truncated).
+    pub fn open(path: &str) -> Result<Self, StreamError> {
+        let out: Box<dyn Write + Send> = if path == "-" {
+            Box::new(std::io::stdout())
+        } else {
+            let p = PathBuf::from(path);
+            let f = std::fs::File::create(&p).map_err(|e| StreamError::output(path, format!("cannot create: {e}")))?;
+            Box::new(std::io::BufWriter::new(f))
+        };
+        Ok(JsonLines { name: if path == "-" { "stdout".into() } else { path.to_string() }, out, sent: 0, failed: 0 })
+    }
+}
+
+impl EventSink for JsonLines {
+    fn send(&mut self, events: &[Event]) {
+        for e in events {
+            let line = serde_json::to_string(e).unwrap_or_default();
+            match writeln!(self.out, "{line}") {
+                Ok(()) => self.sent += 1,
+                Err(_) => self.failed += 1,
+            }
+        }
+        // Readers (tail -f, a pipe) see each frame's events as they happen.
+        if self.out.flush().is_err() {
+            self.failed += 1;
+        }
+    }
+
+    fn close(mut self: Box<Self>) -> SinkReport {
+        let _ = self.out.flush();
+        SinkReport { sink: format!("jsonl {}", self.name), sent: self.sent, failed: self.failed }
+    }
+}
+
+/// POSTs each event as JSON to a URL from a background thread, so a slow receiver does not
+/// slow the video; when its queue is full, events are counted as failed, not queued.
+pub struct Webhook {
+    url: String,
+    tx: Option<crossbeam_channel::Sender<String>>,
+    worker: Option<JoinHandle<(u64, u64)>>,
+    dropped: u64,
+}
+
+impl Webhook {
+    pub fn open(url: &str) -> Result<Self, StreamError> {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(StreamError::output(url, "a webhook must be an http:// or https:// URL"));
+        }
+        let (tx, rx) = crossbeam_channel::bounded::<String>(1024);
+        let target = url.to_string();
+        let worker = std::thread::Builder::new().name("strix-webhook".into()).spawn(move || {
+            let agent: ureq::Agent =
+                ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(5))).build().into();
+            let (mut sent, mut failed) = (0u64, 0u64);
+            for body in rx {
+                // One retry: a receiver restarting should not lose an event.
+                let ok = (0..2).any(|attempt| {
+                    if attempt > 0 {
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                    agent.post(&target).header("Content-Type", "application/json").send(body.as_bytes()).is_ok()
+                });
+                if ok {
+                    sent += 1;
+                } else {
+                    if failed == 0 {
+                        tracing::warn!(url = %target, "webhook: an event could not be delivered");
+                    }
+                    failed += 1;
+                }
+            }
+            (sent, failed)
+        })?;
+        Ok(Webhook { url: url.to_string(), tx: Some(tx), worker: Some(worker), dropped: 0 })
+    }
+}
+
+impl EventSink for Webhook {
+    fn send(&mut self, events: &[Event]) {
+        let Some(tx) = &self.tx else { return };
+        for e in events {
+            if tx.try_send(serde_json::to_string(e).unwrap_or_default()).is_err() {
+                self.dropped += 1;
+            }
+        }
+    }
+
+    fn close(mut self: Box<Self>) -> SinkReport {
+        drop(self.tx.take());
+        let (sent, failed) = self.worker.take().and_then(|w| w.join().ok()).unwrap_or((0, 0));
+        SinkReport { sink: format!("webhook {}", self.url), sent, failed: failed + self.dropped }
+    }
+}
+
+/// Publishes each event to an MQTT topic with QoS 1 (at least once: the broker acknowledges
+/// each message; rumqttc resends unacknowledged ones after a reconnect).
+pub struct Mqtt {
+    display: String,
+    topic: String,
+    client: Client,
+    published: u64,
+    dropped: u64,
+    acked: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    worker: Option<JoinHandle<()>>,
+}
+
+/// `mqtt://[user[:password]@]host[:port]/topic/levels`.
+fn parse_mqtt_url(url: &str) -> Result<(String, u16, Option<(String, String)>, String), String> {
+    let rest = url.strip_prefix("mqtt://").ok_or("expected mqtt://host[:port]/topic (mqtts is not supported yet)")?;
+    let (authority, topic) = rest.split_once('/').ok_or("no topic: expected mqtt://host[:port]/topic")?;
+    if topic.is_empty() || topic.contains(['+', '#']) {
+        return Err("the topic must be a plain topic name (no wildcards)".into());
+    }
+    let (creds, hostport) = match authority.rsplit_once('@') {
+        Some((c, h)) => {
+            let (u, p) = c.split_once(':').unwrap_or((c, ""));
+            (Some((u.to_string(), p.to_string())), h)
+        }
+        None => (None, authority),
+    };
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| format!("bad port {p:?}"))?),
+        None => (hostport, 1883),
+    };
+    if host.is_empty() {
+        return Err("no host".into());
+    }
+    Ok((host.to_string(), port, creds, topic.to_string()))
+}
+
+impl Mqtt {
+    /// Connect (waiting up to `connect_timeout` for the broker's answer) so a wrong address is
+    /// an error at start, not silence.
+    pub fn open(url: &str, connect_timeout: Duration) -> Result<Self, StreamError> {
+        let (host, port, creds, topic) = parse_mqtt_url(url).map_err(|e| StreamError::output(url, e))?;
+        let display = match &creds {
+            Some((u, _)) => format!("mqtt://{u}:***@{host}:{port}/{topic}"),
+            None => format!("mqtt://{host}:{port}/{topic}"),
+        };
+        let mut options = MqttOptions::new(format!("strix-{}-{}", std::process::id(), now_nanos()), host, port);
+        options.set_keep_alive(Duration::from_secs(30));
+        options.set_max_packet_size(1 << 20, 1 << 20);
+        if let Some((u, p)) = creds {
+            options.set_credentials(u, p);
+        }
+        let (client, mut connection) = Client::new(options, 1024);
+        let deadline = Instant::now() + connect_timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match connection.recv_timeout(left.max(Duration::from_millis(1))) {
+                Ok(Ok(MqttEvent::Incoming(Packet::ConnAck(_)))) => break,
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    return Err(StreamError::output(&display, format!("cannot connect to the MQTT broker: {e}")));
+                }
+                Err(_) => return Err(StreamError::output(&display, "no answer from the MQTT broker")),
+            }
+            if Instant::now() >= deadline {
+                return Err(StreamError::output(&display, "no answer from the MQTT broker"));
+            }
+        }
+        let acked = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let worker = {
+            let (acked, stop, broker) = (acked.clone(), stop.clone(), display.clone());
+            std::thread::Builder::new().name("strix-mqtt".into()).spawn(move || {
+                let mut warned = false;
+                while !stop.load(Ordering::SeqCst) {
+                    match connection.recv_timeout(Duration::from_millis(100)) {
+                        Ok(Ok(MqttEvent::Incoming(Packet::PubAck(_)))) => {
+                            acked.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => {
+                            if !warned {
+                                tracing::warn!(%broker, error = %e, "MQTT connection lost; reconnecting");
+                                warned = true;
+                            }
+                            std::thread::sleep(Duration::from_millis(500));
+                        }
+                        Err(rumqttc::RecvTimeoutError::Timeout) => {}
+                        Err(rumqttc::RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+            })?
+        };
+        Ok(Mqtt { display, topic, client, published: 0, dropped: 0, acked, stop, worker: Some(worker) })
+    }
+}
+
+fn now_nanos() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+}
+
+impl EventSink for Mqtt {
+    fn send(&mut self, events: &[Event]) {
+        for e in events {
+            let body = serde_json::to_vec(e).unwrap_or_default();
+            match self.client.try_publish(self.topic.as_str(), QoS::AtLeastOnce, false, body) {
+                Ok(()) => self.published += 1,
+                Err(_) => self.dropped += 1,
+            }
+        }
+    }
+
+    fn close(mut self: Box<Self>) -> SinkReport {
+        // Wait (bounded) for the broker to acknowledge everything published.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.acked.load(Ordering::SeqCst) < self.published && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.client.disconnect();
+        std::thread::sleep(Duration::from_millis(50));
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+        let acked = self.acked.load(Ordering::SeqCst).min(self.published);
+        SinkReport { sink: self.display.clone(), sent: acked, failed: self.published - acked + self.dropped }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mqtt_urls() {
+        let (h, p, c, t) = parse_mqtt_url("mqtt://127.0.0.1/strix/events").unwrap();
+        assert_eq!((h.as_str(), p, c, t.as_str()), ("127.0.0.1", 1883, None, "strix/events"));
+        let (h, p, c, _) = parse_mqtt_url("mqtt://bob:pw@broker:8883/t").unwrap();
+        assert_eq!((h.as_str(), p, c), ("broker", 8883, Some(("bob".into(), "pw".into()))));
+        assert!(parse_mqtt_url("mqtt://host").is_err());
+        assert!(parse_mqtt_url("mqtt://host/a/#").is_err());
+        assert!(parse_mqtt_url("mqtts://host/t").is_err());
+        assert!(parse_mqtt_url("mqtt://host:x/t").is_err());
+    }
+
+    #[test]
+    fn events_serialise_flat_with_their_type() {
+        let e = Event {
+            source: "cam".into(),
+            frame: 3,
+            time_s: 0.3,
+            what: Happening::Crossed { track_id: 1, class: "person".into(), line: "door".into(), direction: "forward" },
+        };
+        let v: serde_json::Value = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["type"], "crossed");
+        assert_eq!(v["frame"], 3);
+        assert_eq!(v["line"], "door");
+    }
+}

@@ -1,0 +1,187 @@
+//! `strix stream`: sources through a model until they end, the limits are reached or Ctrl-C.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use strix_core::Progress;
+use strix_stream::{
+    EventSink, JsonLines, LineConfig, Mqtt, RunHooks, SourceKind, SourceOptions, StreamConfig, StreamJob, Summary,
+    Webhook, ZoneConfig,
+};
+use strix_zoo::builtin;
+
+use crate::cli::{Global, StreamArgs};
+use crate::progress::Bars;
+
+/// The config file (if any) with the flags applied over it.
+fn config(args: &StreamArgs) -> Result<StreamConfig> {
+    let mut cfg = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+            StreamConfig::from_toml(&text, path)?
+        }
+        None => StreamConfig::default(),
+    };
+    cfg.policy = args.policy.or(cfg.policy);
+    cfg.queue = args.queue.unwrap_or(cfg.queue);
+    cfg.max_batch = args.max_batch.unwrap_or(cfg.max_batch);
+    if !args.classes.is_empty() {
+        cfg.classes = args.classes.iter().map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect();
+    }
+    for l in &args.lines {
+        cfg.lines.push(LineConfig::parse(l).map_err(anyhow::Error::msg)?);
+    }
+    for z in &args.zones {
+        cfg.zones.push(ZoneConfig::parse(z).map_err(anyhow::Error::msg)?);
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+struct Hooks {
+    bars: Arc<Bars>,
+    quiet: bool,
+}
+
+impl RunHooks for Hooks {
+    fn serving(&self, addr: SocketAddr) {
+        if !self.quiet {
+            // Tests and scripts read the address from this line (port 0 picks one).
+            eprintln!("strix stream: live view at http://{addr}/");
+        }
+    }
+
+    fn progress(&self) -> Arc<dyn Progress> {
+        self.bars.clone()
+    }
+}
+
+pub fn run(global: &Global, args: &StreamArgs) -> Result<ExitCode> {
+    let cfg = config(args)?;
+    let mut sources = Vec::new();
+    for s in &args.sources {
+        sources.push(SourceKind::parse(s)?);
+    }
+    if args.record.is_some() && args.loop_file && args.duration.is_none() && args.max_frames.is_none() {
+        bail!("--record with --loop needs --duration or --max-frames, or the file grows until Ctrl-C");
+    }
+    // Outputs are checked before the model loads: a typo in a URL should not cost a load.
+    let mut sinks: Vec<Box<dyn EventSink>> = Vec::new();
+    if let Some(path) = &args.events {
+        sinks.push(Box::new(JsonLines::open(path)?));
+    }
+    if let Some(url) = &args.webhook {
+        sinks.push(Box::new(Webhook::open(url)?));
+    }
+    if let Some(url) = &args.mqtt {
+        sinks.push(Box::new(Mqtt::open(url, Duration::from_secs(5))?));
+    }
+
+    let bars = Arc::new(Bars::new(global.quiet));
+    let model_name = match (&args.model, args.task) {
+        (Some(m), _) => m.clone(),
+        (None, Some(task)) => builtin::default_for(task.into()).to_string(),
+        (None, None) => builtin::default_for(strix_zoo::Task::Detect).to_string(),
+    };
+    let located = crate::registry::locate_model(global, &model_name, &bars)?;
+    if let Some(task) = args.task
+        && located.spec.task != task.into()
+    {
+        bail!("{} is a {} model, not {}", located.spec.name, located.spec.task, strix_zoo::Task::from(task));
+    }
+    let pipeline = Arc::new(crate::load_pipeline(global, &located, &args.runtime, &bars)?);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    watch_signals(stop.clone());
+    let job = StreamJob {
+        sources,
+        source_options: SourceOptions {
+            realtime: args.realtime,
+            loop_file: args.loop_file,
+            reconnect: args.reconnect,
+            folder_fps: args.folder_fps,
+            ffmpeg: args.ffmpeg.clone(),
+            ..SourceOptions::default()
+        },
+        config: cfg,
+        sinks,
+        http: args.http.clone(),
+        record: args.record.clone(),
+        max_frames: args.max_frames,
+        duration: args.duration,
+        frame_events: args.frame_events,
+        top_k: args.top_k.max(1),
+        workers: args.workers,
+    };
+    let hooks = Hooks { bars: bars.clone(), quiet: global.quiet };
+    let summary = strix_stream::run(pipeline, job, stop, &hooks)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else if !global.quiet {
+        eprint!("{}", render(&summary));
+    }
+    let failed = !summary.errors.is_empty() || summary.sinks.iter().any(|s| s.failed > 0);
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// The summary for people.
+fn render(s: &Summary) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{} on {}, {:.1} s", s.model, s.backend, s.wall_s);
+    for src in &s.sources {
+        let _ = writeln!(
+            out,
+            "  {}: {} of {} frames answered ({} dropped, policy {}), {:.1} fps, lag p50 {} ms p95 {} ms max {} ms{}",
+            src.source,
+            src.frames_processed,
+            src.frames_read,
+            src.dropped,
+            src.policy,
+            src.fps,
+            src.lag_ms.p50,
+            src.lag_ms.p95,
+            src.lag_ms.max,
+            if src.reconnects > 0 { format!(", {} reconnects", src.reconnects) } else { String::new() }
+        );
+        let c = &src.counts;
+        if !c.tracks.is_empty() {
+            let tracks: Vec<String> = c.tracks.iter().map(|(k, v)| format!("{v} {k}")).collect();
+            let _ = writeln!(out, "    tracks: {} (longest stay {:.1} s)", tracks.join(", "), c.longest_dwell_s);
+        }
+        for (line, [fwd, back]) in &c.crossings {
+            let _ = writeln!(out, "    line {line}: {fwd} forward, {back} backward");
+        }
+        for (zone, n) in &c.zone_entries {
+            let _ = writeln!(out, "    zone {zone}: {n} entries");
+        }
+        if !c.labels.is_empty() {
+            let labels: Vec<String> = c.labels.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let _ = writeln!(out, "    frames per label: {}", labels.join(", "));
+        }
+        if let Some(e) = &src.error {
+            let _ = writeln!(out, "    error: {e}");
+        }
+    }
+    for sink in &s.sinks {
+        let failed = if sink.failed > 0 { format!(", {} FAILED", sink.failed) } else { String::new() };
+        let _ = writeln!(out, "  events to {}: {} delivered{failed}", sink.sink, sink.sent);
+    }
+    for r in &s.recordings {
+        let _ = writeln!(out, "  recorded {} frames to {}", r.frames, r.path.display());
+    }
+    out
+}
+
+/// Ctrl-C / SIGTERM end the run cleanly (sinks flushed, recording closed, summary printed).
+fn watch_signals(stop: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        rt.block_on(crate::serve::shutdown_signal());
+        stop.store(true, Ordering::SeqCst);
+    });
+}
