@@ -18,7 +18,7 @@ use strix_zoo::{Resolver, locate};
 
 use crate::fixtures_or_skip;
 use crate::support::{png_declaring, run, strix};
-use crate::train::{fashion, train_cmd};
+use crate::train::quick_export;
 
 /// A server on a free loopback port, stopped (and drained) on drop.
 struct Server {
@@ -370,19 +370,7 @@ fn overload_sheds_with_503_and_recovers() {
 fn concurrent_requests_are_batched_and_shutdown_drains() {
     let fx = fixtures_or_skip!();
     let tmp = tempfile::tempdir().unwrap();
-    let run_dir = tmp.path().join("fm");
-    let (out, _, stderr) = run(train_cmd(&fx, tmp.path(), &run_dir).arg("--data").arg(fashion(&fx)).args([
-        "--model",
-        "small-cnn",
-        "--epochs",
-        "1",
-        "--max-images",
-        "1200",
-        "--test",
-        "false",
-    ]));
-    assert!(out.status.success(), "{stderr}");
-    let spec = run_dir.join("export/model.toml");
+    let spec = quick_export(&fx, tmp.path(), 1200);
     let batching = Batching { max_batch: 8, max_delay_ms: 300, queue: 64, timeout_ms: 60_000, workers: 0 };
     let mut server = Server::start(&fx, &[("fm", spec.to_str().unwrap())], batching, Limits::default());
     let images: Vec<std::path::PathBuf> =

@@ -16,6 +16,7 @@ use strix_core::{BBox, Detection};
 use crate::fixtures_or_skip;
 use crate::support::{backends, in_ci, run, strix};
 use crate::tasks::{check_detections, expected};
+use crate::train::quick_export;
 
 const VIDEO: &str = "video/vtest_10s_h264.mp4";
 
@@ -37,6 +38,36 @@ fn read_jsonl(path: &Path) -> Vec<Value> {
 fn bbox(v: &Value) -> BBox {
     let f = |i: usize| v[i].as_f64().unwrap() as f32;
     BBox::new(f(0), f(1), f(2), f(3))
+}
+
+/// The people (score >= 0.5) onnxruntime finds in the video's first frame.
+fn frame0_people(fx: &Path) -> Vec<Value> {
+    let exp = expected(fx);
+    let all = &exp["models"]["models/detect/nanodet_m_416.onnx"]["results"]["video/vtest_frame000.png"]["detections"];
+    let people: Vec<Value> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["label"] == "person" && d["score"].as_f64().unwrap() >= 0.5)
+        .cloned()
+        .collect();
+    assert!(people.len() >= 3);
+    people
+}
+
+/// The people of a `frame` event, as detections (class 0, as the reference numbers them).
+fn people_in(frame: &Value) -> Vec<Detection> {
+    let detections = frame["detections"].as_array().cloned().unwrap_or_default();
+    detections
+        .iter()
+        .filter(|d| d["class"] == "person")
+        .map(|d| Detection {
+            bbox: bbox(&d["bbox"]),
+            score: d["score"].as_f64().unwrap() as f32,
+            class_id: 0,
+            label: "person".into(),
+        })
+        .collect()
 }
 
 /// Collects what an MQTT topic receives, subscribed with QoS 1 before anything is published.
@@ -165,24 +196,7 @@ fn video_through_nanodet_every_frame_tracked_and_events_agree_on_mqtt() {
     let lines = read_jsonl(&events);
     let frame_events: Vec<&Value> = lines.iter().filter(|e| e["type"] == "frame").collect();
     assert_eq!(frame_events.len(), 100);
-    let to_detection = |d: &Value| Detection {
-        bbox: bbox(&d["bbox"]),
-        score: d["score"].as_f64().unwrap() as f32,
-        class_id: 0,
-        label: d["class"].as_str().unwrap().to_string(),
-    };
-    let exp = expected(&fx);
-    let reference: Vec<Value> =
-        exp["models"]["models/detect/nanodet_m_416.onnx"]["results"]["video/vtest_frame000.png"]["detections"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|d| d["label"] == "person" && d["score"].as_f64().unwrap() >= 0.5)
-            .cloned()
-            .collect();
-    assert!(reference.len() >= 3);
-    let frame0: Vec<Detection> = frame_events[0]["detections"].as_array().unwrap().iter().map(to_detection).collect();
-    check_detections(&frame0, &reference, "stream frame 0", 0.5);
+    check_detections(&people_in(frame_events[0]), &frame0_people(&fx), "stream frame 0", 0.5);
 
     // People who stay in view keep one track id for 20 frames and more.
     let mut raw: BTreeMap<u64, Vec<BBox>> = BTreeMap::new();
@@ -265,28 +279,7 @@ fn frame_zero_matches_the_reference_on_every_backend() {
         assert!(out.status.success(), "{backend}: {stderr}");
         let frame: Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
         assert_eq!((frame["type"].as_str(), frame["frame"].as_u64()), (Some("frame"), Some(0)));
-        let ours: Vec<Detection> = frame["detections"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| Detection {
-                bbox: bbox(&d["bbox"]),
-                score: d["score"].as_f64().unwrap() as f32,
-                class_id: 0,
-                label: d["class"].as_str().unwrap().to_string(),
-            })
-            .filter(|d| d.label == "person")
-            .collect();
-        let exp = expected(&fx);
-        let reference: Vec<Value> =
-            exp["models"]["models/detect/nanodet_m_416.onnx"]["results"]["video/vtest_frame000.png"]["detections"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|d| d["label"] == "person" && d["score"].as_f64().unwrap() >= 0.5)
-                .cloned()
-                .collect();
-        check_detections(&ours, &reference, &format!("{backend} frame 0"), 0.5);
+        check_detections(&people_in(&frame), &frame0_people(&fx), &format!("{backend} frame 0"), 0.5);
     }
 }
 
@@ -622,4 +615,33 @@ fn a_folder_of_photos_through_a_classifier_gives_label_events() {
     assert_eq!(first["label"], frames[0]["labels"][0]["label"]);
     assert_eq!(frames[3]["time_s"], 0.3);
     assert!(stderr.contains("4 of 4 frames answered"), "{stderr}");
+}
+
+/// Several sources share one model: with a model that takes a batch, frames of different
+/// sources go through it together; every source is answered in full, under its own name.
+#[test]
+fn sources_sharing_a_model_are_batched_together() {
+    let fx = fixtures_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = quick_export(&fx, tmp.path(), 600);
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    for name in ["apple.jpg", "baboon.jpg", "butterfly.jpg", "chelsea.png", "orange.jpg", "messi5.jpg"] {
+        std::fs::copy(fx.join("images").join(name), photos.join(name)).unwrap();
+    }
+    let (out, stdout, stderr) = run(stream_cmd(&fx, tmp.path())
+        .args([&photos, &photos, &photos])
+        .arg("--model")
+        .arg(&spec)
+        .args(["--workers", "1", "--json"]));
+    assert!(out.status.success(), "{stderr}");
+    let s = summary(&stdout);
+    let names: Vec<&str> = s["sources"].as_array().unwrap().iter().map(|x| x["source"].as_str().unwrap()).collect();
+    let base = photos.display().to_string();
+    assert_eq!(names, [base.clone(), format!("{base}#2"), format!("{base}#3")]);
+    assert!(s["sources"].as_array().unwrap().iter().all(|x| x["frames_processed"] == 6), "{s}");
+    let sizes = s["batch_sizes"].as_object().unwrap();
+    let frames: u64 = sizes.iter().map(|(b, n)| b.parse::<u64>().unwrap() * n.as_u64().unwrap()).sum();
+    assert_eq!(frames, 18);
+    assert!(sizes.keys().any(|b| b != "1"), "no batch held frames of several sources: {sizes:?}");
 }

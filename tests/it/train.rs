@@ -62,6 +62,24 @@ pub(crate) fn fashion(fx: &Path) -> PathBuf {
     fx.join("datasets/fashion-mnist")
 }
 
+/// A small CNN trained for one short epoch on `images` Fashion-MNIST images and exported (a
+/// model with a free batch dimension); the path of its spec.
+pub(crate) fn quick_export(fx: &Path, tmp: &Path, images: usize) -> PathBuf {
+    let run_dir = tmp.join("fm");
+    let (out, _, stderr) = run(train_cmd(fx, tmp, &run_dir).arg("--data").arg(fashion(fx)).args([
+        "--model",
+        "small-cnn",
+        "--epochs",
+        "1",
+        "--max-images",
+        &images.to_string(),
+        "--test",
+        "false",
+    ]));
+    assert!(out.status.success(), "{stderr}");
+    run_dir.join("export/model.toml")
+}
+
 /// Acceptance: the small CNN from scratch, 3 epochs of the full Fashion-MNIST training set,
 /// at least 90% on the 10,000 test images; then `strix eval` agrees with the run's numbers.
 #[test]

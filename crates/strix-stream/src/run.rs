@@ -61,6 +61,9 @@ pub struct Summary {
     pub recordings: Vec<Recording>,
     /// Problems that ended a source early (also in its stats).
     pub errors: Vec<String>,
+    /// Inferences per batch size: frames of several sources share a batch when the model
+    /// takes one.
+    pub batch_sizes: BTreeMap<usize, u64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -218,13 +221,15 @@ pub fn run(
         let workers = if pipeline.is_cascade() { 1 } else { job.workers.unwrap_or_else(default_workers).max(1) };
         let threads = (pipeline.session().default_threads() / workers).max(1);
         let failed = AtomicBool::new(false);
+        let batch_sizes = Mutex::new(BTreeMap::new());
         let inferred: Vec<Result<(), StreamError>> = std::thread::scope(|inner| {
             let handles: Vec<_> = (0..workers)
                 .map(|w| {
-                    let (pipeline, queues, output_txs, failed, stoppers) =
-                        (&pipeline, &queues, &output_txs, &failed, &stoppers);
+                    let (pipeline, queues, output_txs, failed, stoppers, sizes) =
+                        (&pipeline, &queues, &output_txs, &failed, &stoppers, &batch_sizes);
+                    let limits = (job.config.max_batch, job.top_k, threads);
                     inner.spawn(move || {
-                        let r = infer_loop(pipeline, queues, output_txs, job.config.max_batch, job.top_k, threads, w);
+                        let r = infer_loop(pipeline, queues, output_txs, limits, w, sizes);
                         if r.is_err() && !failed.swap(true, Ordering::SeqCst) {
                             stoppers.iter().for_each(SourceStopper::stop);
                             queues.close_all();
@@ -254,7 +259,7 @@ pub fn run(
         let reports = events_thread.join().unwrap_or_default();
         let outcome = match first_error {
             Some(e) => Err(e),
-            None => Ok(recordings),
+            None => Ok((recordings, batch_sizes.into_inner().unwrap_or_else(|e| e.into_inner()))),
         };
         (outcome, reports)
     });
@@ -262,7 +267,7 @@ pub fn run(
     if let Some(w) = web {
         w.stop();
     }
-    let recordings = outcome?;
+    let (recordings, batch_sizes) = outcome?;
     let sources: Vec<SourceStats> = (0..names.len()).map(|i| board.meter(i).finish()).collect();
     Ok(Summary {
         model: model_name,
@@ -272,6 +277,7 @@ pub fn run(
         sinks: reports,
         recordings,
         errors: std::mem::take(&mut *errors.lock().unwrap_or_else(|e| e.into_inner())),
+        batch_sizes,
     })
 }
 
@@ -397,16 +403,16 @@ fn infer_loop(
     pipeline: &Pipeline,
     queues: &Queues<Item>,
     outputs: &[crossbeam_channel::Sender<Answered>],
-    max_batch: usize,
-    top_k: usize,
-    threads: usize,
+    (max_batch, top_k, threads): (usize, usize, usize),
     worker: usize,
+    batch_sizes: &Mutex<BTreeMap<usize, u64>>,
 ) -> Result<(), StreamError> {
     let batch = pipeline.batch_size(max_batch);
     // Workers start at different sources so each gets served.
     let mut last = (outputs.len() + worker).saturating_sub(1) % outputs.len().max(1);
     while let Some(items) = queues.take(batch, last) {
         last = items.last().map_or(last, |(lane, _, _)| *lane);
+        *batch_sizes.lock().unwrap_or_else(|e| e.into_inner()).entry(items.len()).or_default() += 1;
         let predictions = if pipeline.is_cascade() {
             let mut out = Vec::with_capacity(items.len());
             for (_, _, item) in &items {

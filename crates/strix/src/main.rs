@@ -91,6 +91,16 @@ fn load_pipeline(
     Pipeline::load(model, runtime.as_ref()).with_context(|| format!("cannot load {name} with {}", args.backend))
 }
 
+/// A settings file parsed by `parse`, or the defaults when none was given.
+fn settings<T: Default, E: Into<anyhow::Error>>(
+    path: Option<&std::path::Path>,
+    parse: impl FnOnce(&str, &std::path::Path) -> Result<T, E>,
+) -> Result<T> {
+    let Some(path) = path else { return Ok(T::default()) };
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    parse(&text, path).map_err(Into::into)
+}
+
 fn open_runtime(args: &RuntimeArgs) -> Result<Box<dyn Runtime>> {
     let options = RuntimeOptions {
         threads: args.threads,

@@ -12,13 +12,7 @@ use crate::progress::Bars;
 
 /// The config file (if any) with the flags applied over it.
 fn config(args: &ServeArgs) -> Result<ServeConfig> {
-    let mut cfg = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
-            ServeConfig::from_toml(&text, path)?
-        }
-        None => ServeConfig::default(),
-    };
+    let mut cfg = crate::settings(args.config.as_deref(), ServeConfig::from_toml)?;
     for m in &args.models {
         let (name, model) = match m.split_once('=') {
             Some((n, m)) => (Some(n.to_string()), m.to_string()),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use strix_core::Progress;
 use strix_stream::{
     EventSink, JsonLines, LineConfig, Mqtt, RunHooks, SourceKind, SourceOptions, StreamConfig, StreamJob, Summary,
@@ -20,13 +20,7 @@ use crate::progress::Bars;
 
 /// The config file (if any) with the flags applied over it.
 fn config(args: &StreamArgs) -> Result<StreamConfig> {
-    let mut cfg = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
-            StreamConfig::from_toml(&text, path)?
-        }
-        None => StreamConfig::default(),
-    };
+    let mut cfg = crate::settings(args.config.as_deref(), StreamConfig::from_toml)?;
     cfg.policy = args.policy.or(cfg.policy);
     cfg.queue = args.queue.unwrap_or(cfg.queue);
     cfg.max_batch = args.max_batch.unwrap_or(cfg.max_batch);
@@ -166,6 +160,10 @@ fn render(s: &Summary) -> String {
         if let Some(e) = &src.error {
             let _ = writeln!(out, "    error: {e}");
         }
+    }
+    if s.batch_sizes.keys().any(|&b| b > 1) {
+        let sizes: Vec<String> = s.batch_sizes.iter().map(|(b, n)| format!("{n} x {b}")).collect();
+        let _ = writeln!(out, "  batches (count x frames): {}", sizes.join(", "));
     }
     for sink in &s.sinks {
         let failed = if sink.failed > 0 { format!(", {} FAILED", sink.failed) } else { String::new() };
