@@ -156,8 +156,18 @@ pub struct Mqtt {
     worker: Option<JoinHandle<()>>,
 }
 
+/// Where MQTT events go.
+#[derive(Debug, PartialEq)]
+struct MqttTarget {
+    host: String,
+    port: u16,
+    /// User and password.
+    credentials: Option<(String, String)>,
+    topic: String,
+}
+
 /// `mqtt://[user[:password]@]host[:port]/topic/levels`.
-fn parse_mqtt_url(url: &str) -> Result<(String, u16, Option<(String, String)>, String), String> {
+fn parse_mqtt_url(url: &str) -> Result<MqttTarget, String> {
     let rest = url.strip_prefix("mqtt://").ok_or("expected mqtt://host[:port]/topic (mqtts is not supported yet)")?;
     let (authority, topic) = rest.split_once('/').ok_or("no topic: expected mqtt://host[:port]/topic")?;
     if topic.is_empty() || topic.contains(['+', '#']) {
@@ -177,14 +187,15 @@ fn parse_mqtt_url(url: &str) -> Result<(String, u16, Option<(String, String)>, S
     if host.is_empty() {
         return Err("no host".into());
     }
-    Ok((host.to_string(), port, creds, topic.to_string()))
+    Ok(MqttTarget { host: host.to_string(), port, credentials: creds, topic: topic.to_string() })
 }
 
 impl Mqtt {
     /// Connect (waiting up to `connect_timeout` for the broker's answer) so a wrong address is
     /// an error at start, not silence.
     pub fn open(url: &str, connect_timeout: Duration) -> Result<Self, StreamError> {
-        let (host, port, creds, topic) = parse_mqtt_url(url).map_err(|e| StreamError::output(url, e))?;
+        let MqttTarget { host, port, credentials: creds, topic } =
+            parse_mqtt_url(url).map_err(|e| StreamError::output(url, e))?;
         let display = match &creds {
             Some((u, _)) => format!("mqtt://{u}:***@{host}:{port}/{topic}"),
             None => format!("mqtt://{host}:{port}/{topic}"),
@@ -278,10 +289,12 @@ mod tests {
 
     #[test]
     fn mqtt_urls() {
-        let (h, p, c, t) = parse_mqtt_url("mqtt://127.0.0.1/strix/events").unwrap();
-        assert_eq!((h.as_str(), p, c, t.as_str()), ("127.0.0.1", 1883, None, "strix/events"));
-        let (h, p, c, _) = parse_mqtt_url("mqtt://bob:pw@broker:8883/t").unwrap();
-        assert_eq!((h.as_str(), p, c), ("broker", 8883, Some(("bob".into(), "pw".into()))));
+        let t = parse_mqtt_url("mqtt://127.0.0.1/strix/events").unwrap();
+        let want = MqttTarget { host: "127.0.0.1".into(), port: 1883, credentials: None, topic: "strix/events".into() };
+        assert_eq!(t, want);
+        let t = parse_mqtt_url("mqtt://bob:pw@broker:8883/t").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("broker", 8883));
+        assert_eq!(t.credentials, Some(("bob".into(), "pw".into())));
         assert!(parse_mqtt_url("mqtt://host").is_err());
         assert!(parse_mqtt_url("mqtt://host/a/#").is_err());
         assert!(parse_mqtt_url("mqtts://host/t").is_err());

@@ -59,7 +59,9 @@ impl TrackerConfig {
         if self.low_score > self.high_score {
             return Err("tracker.low_score is above tracker.high_score".into());
         }
-        if !(self.lost_after_s > 0.0) || !(self.state_hold_s >= 0.0) || !(self.still_speed >= 0.0) {
+        // Written so that NaN fails too.
+        let times_ok = self.lost_after_s > 0.0 && self.state_hold_s >= 0.0 && self.still_speed >= 0.0;
+        if !times_ok {
             return Err("tracker.lost_after_s must be positive, state_hold_s and still_speed not negative".into());
         }
         Ok(())
