@@ -645,3 +645,78 @@ fn sources_sharing_a_model_are_batched_together() {
     assert_eq!(frames, 18);
     assert!(sizes.keys().any(|b| b != "1"), "no batch held frames of several sources: {sizes:?}");
 }
+
+/// A webhook receiver: answers 200 to every POST and keeps the bodies.
+fn webhook_receiver() -> (u16, Arc<Mutex<Vec<Value>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let sink = got.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let sink = sink.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut conn = conn;
+                // Keep-alive: one request after another on the same connection.
+                loop {
+                    let mut len = 0usize;
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    assert!(line.starts_with("POST /hook "), "{line}");
+                    loop {
+                        line.clear();
+                        reader.read_line(&mut line).unwrap();
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap();
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    reader.read_exact(&mut body).unwrap();
+                    sink.lock().unwrap().push(serde_json::from_slice(&body).unwrap());
+                    conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").unwrap();
+                }
+            });
+        }
+    });
+    (port, got)
+}
+
+#[test]
+fn webhook_receives_the_same_events_as_the_jsonl_file() {
+    let fx = fixtures_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let (port, got) = webhook_receiver();
+    let events = tmp.path().join("events.jsonl");
+    let (out, stdout, stderr) = run(stream_cmd(&fx, tmp.path())
+        .arg(fx.join(VIDEO))
+        .args(["--max-frames", "25", "--json"])
+        .args(["--webhook", &format!("http://127.0.0.1:{port}/hook")])
+        .arg("--events")
+        .arg(&events));
+    assert!(out.status.success(), "{stderr}");
+    let lines = read_jsonl(&events);
+    assert!(lines.iter().any(|e| e["type"] == "appeared"), "{lines:?}");
+    let s = summary(&stdout);
+    let hook =
+        s["sinks"].as_array().unwrap().iter().find(|k| k["sink"].as_str().unwrap().starts_with("webhook")).unwrap();
+    assert_eq!((hook["sent"].as_u64(), hook["failed"].as_u64()), (Some(lines.len() as u64), Some(0)));
+    assert_eq!(*got.lock().unwrap(), lines);
+
+    // A receiver that is not there: the run goes on, the summary counts the failures.
+    let dead = free_port();
+    let (out, stdout, _) = run(stream_cmd(&fx, tmp.path())
+        .arg(fx.join(VIDEO))
+        .args(["--max-frames", "25", "--json"])
+        .args(["--webhook", &format!("http://127.0.0.1:{dead}/hook")]));
+    assert!(!out.status.success(), "undelivered events make the exit status a failure");
+    let s = summary(&stdout);
+    assert_eq!(s["sources"][0]["frames_processed"], 25);
+    assert!(s["sinks"][0]["failed"].as_u64().unwrap() > 0, "{s}");
+}
