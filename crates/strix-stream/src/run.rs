@@ -103,6 +103,14 @@ pub fn run(
     if job.sources.is_empty() {
         return Err(StreamError::Config("no sources".into()));
     }
+    // Several inferences at once, each on its share of the cores, when the model takes one
+    // frame at a time (what won on 2 cores); outputs put answers back in frame order.
+    let workers = if pipeline.is_cascade() { 1 } else { job.workers.unwrap_or_else(default_workers).max(1) };
+    let threads = (pipeline.session().default_threads() / workers).max(1);
+    // Sessions for the workers are part of loading the model, not of the first frames.
+    if let Err(e) = pipeline.session().warm_up(threads, workers) {
+        tracing::warn!("cannot prepare {workers} sessions: {e}");
+    }
     let started = Instant::now();
     let mut sources = Vec::new();
     for kind in &job.sources {
@@ -216,10 +224,6 @@ pub fn run(
         }
         drop(events_tx);
 
-        // Several inferences at once, each on its share of the cores, when the model takes one
-        // frame at a time (what won on 2 cores); outputs put answers back in frame order.
-        let workers = if pipeline.is_cascade() { 1 } else { job.workers.unwrap_or_else(default_workers).max(1) };
-        let threads = (pipeline.session().default_threads() / workers).max(1);
         let failed = AtomicBool::new(false);
         let batch_sizes = Mutex::new(BTreeMap::new());
         let inferred: Vec<Result<(), StreamError>> = std::thread::scope(|inner| {
