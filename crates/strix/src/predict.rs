@@ -12,7 +12,6 @@ use serde::Serialize;
 use strix_pipeline::rekognition::{ErrorBody, Response};
 use strix_pipeline::{Answer, BatchOptions, ImageOutcome, Prediction, annotate};
 use strix_vision::{DecodeLimits, decode_file, segment};
-use strix_zoo::builtin;
 
 use crate::cli::{Global, PredictArgs};
 use crate::progress::Bars;
@@ -43,17 +42,9 @@ pub fn run(global: &Global, args: &PredictArgs) -> Result<ExitCode> {
     }
 
     let started = Instant::now();
-    let model_name = match (&args.model, args.task) {
-        (Some(m), _) => m.clone(),
-        (None, Some(task)) => builtin::default_for(task.into()).to_string(),
-        (None, None) => builtin::DEFAULT_CLASSIFIER.to_string(),
-    };
-    let located = crate::registry::locate_model(global, &model_name, &crate::progress::Bars::new(global.quiet))?;
-    if let Some(task) = args.task
-        && located.spec.task != task.into()
-    {
-        bail!("{} is a {} model, not {}", located.spec.name, located.spec.task, strix_zoo::Task::from(task));
-    }
+    // Classification unless told otherwise (builtin::DEFAULT_CLASSIFIER).
+    let located =
+        crate::registry::locate_for_task(global, args.model.as_deref(), args.task, strix_zoo::Task::Classify, &bars)?;
     let pipeline = load_pipeline(global, &located, &args.runtime, &bars)?;
     let name = pipeline.model().spec.name.clone();
     let ready = Instant::now();

@@ -12,7 +12,7 @@ use strix_export::SPEC_FILE;
 use strix_registry::{Lineage, ModelRef, NewFile, NewVersion, Registry, RegistryConfig, VersionRecord};
 use strix_zoo::{LocatedSpec, ZooError, locate};
 
-use crate::cli::{Global, RuntimeArgs};
+use crate::cli::{Global, RuntimeArgs, TaskArg};
 use crate::progress::Bars;
 
 /// Where the registry is: the flags (or STRIX_REGISTRY_*), else a folder and an SQLite file
@@ -60,6 +60,25 @@ impl Drop for Session {
 pub fn exists(global: &Global) -> bool {
     let cfg = config(global);
     global.registry_db.as_deref().is_some_and(|d| !d.is_empty()) || cfg.sqlite_path().is_some_and(|p| p.is_file())
+}
+
+/// The model of `--model` / `--task`: the named model (which must do the task, when both are
+/// given), else the task's default model, else `fallback`'s.
+pub fn locate_for_task(
+    global: &Global,
+    model: Option<&str>,
+    task: Option<TaskArg>,
+    fallback: strix_zoo::Task,
+    bars: &Bars,
+) -> Result<LocatedSpec> {
+    let name = model.unwrap_or_else(|| strix_zoo::builtin::default_for(task.map_or(fallback, Into::into)));
+    let located = locate_model(global, name, bars)?;
+    if let Some(task) = task
+        && located.spec.task != task.into()
+    {
+        bail!("{} is a {} model, not {}", located.spec.name, located.spec.task, strix_zoo::Task::from(task));
+    }
+    Ok(located)
 }
 
 /// A `--model` argument to a spec on disk. `NAME:3` and `NAME@alias` come from the registry;

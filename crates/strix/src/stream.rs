@@ -13,7 +13,6 @@ use strix_stream::{
     EventSink, JsonLines, LineConfig, Mqtt, RunHooks, SourceKind, SourceOptions, StreamConfig, StreamJob, Summary,
     Webhook, ZoneConfig,
 };
-use strix_zoo::builtin;
 
 use crate::cli::{Global, StreamArgs};
 use crate::progress::Bars;
@@ -77,17 +76,8 @@ pub fn run(global: &Global, args: &StreamArgs) -> Result<ExitCode> {
     }
 
     let bars = Arc::new(Bars::new(global.quiet));
-    let model_name = match (&args.model, args.task) {
-        (Some(m), _) => m.clone(),
-        (None, Some(task)) => builtin::default_for(task.into()).to_string(),
-        (None, None) => builtin::default_for(strix_zoo::Task::Detect).to_string(),
-    };
-    let located = crate::registry::locate_model(global, &model_name, &bars)?;
-    if let Some(task) = args.task
-        && located.spec.task != task.into()
-    {
-        bail!("{} is a {} model, not {}", located.spec.name, located.spec.task, strix_zoo::Task::from(task));
-    }
+    let located =
+        crate::registry::locate_for_task(global, args.model.as_deref(), args.task, strix_zoo::Task::Detect, &bars)?;
     let pipeline = Arc::new(crate::load_pipeline(global, &located, &args.runtime, &bars)?);
 
     let stop = Arc::new(AtomicBool::new(false));
