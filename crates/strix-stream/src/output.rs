@@ -123,7 +123,10 @@ impl SourceOutput {
             let m = self.board.meter(self.lane);
             format!(
                 "frame {}  {:.1} fps  lag {:.0} ms  dropped {}",
-                a.index, m.stats.fps, m.stats.lag_ms.p50, m.stats.dropped
+                a.index,
+                m.stats.fps,
+                m.lag.summary().p50,
+                m.stats.dropped
             )
         };
         let bottom = img.height() as f32;

@@ -42,7 +42,6 @@ struct Lane<T> {
     capacity: usize,
     policy: FramePolicy,
     closed: bool,
-    dropped: u64,
     /// Items taken so far: the next one's sequence number.
     taken: u64,
 }
@@ -63,7 +62,6 @@ impl<T> Queues<T> {
                 capacity: capacity.max(1),
                 policy,
                 closed: false,
-                dropped: 0,
                 taken: 0,
             })
             .collect();
@@ -74,12 +72,12 @@ impl<T> Queues<T> {
         self.lanes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queue an item: under `Latest` the oldest waiting ones make room (and are counted as
-    /// dropped); under `All` this waits for room. Returns the items dropped to make room, so
-    /// the caller can account for them. Items pushed to a closed lane are handed back.
-    pub fn push(&self, lane: usize, item: T) -> Result<Vec<T>, T> {
+    /// Queue an item: under `Latest` the oldest waiting ones make room; under `All` this waits
+    /// for room. Returns how many were dropped to make room, for the caller to count. Items
+    /// pushed to a closed lane are handed back.
+    pub fn push(&self, lane: usize, item: T) -> Result<u64, T> {
         let mut lanes = self.lock();
-        let mut dropped = Vec::new();
+        let mut dropped = 0;
         loop {
             let l = &mut lanes[lane];
             if l.closed {
@@ -92,9 +90,8 @@ impl<T> Queues<T> {
             }
             match l.policy {
                 FramePolicy::Latest => {
-                    if let Some(old) = l.items.pop_front() {
-                        l.dropped += 1;
-                        dropped.push(old);
+                    if l.items.pop_front().is_some() {
+                        dropped += 1;
                     }
                 }
                 FramePolicy::All => lanes = self.changed.wait(lanes).unwrap_or_else(|e| e.into_inner()),
@@ -146,11 +143,6 @@ impl<T> Queues<T> {
             lanes = self.changed.wait(lanes).unwrap_or_else(|e| e.into_inner());
         }
     }
-
-    /// Frames each lane dropped so far.
-    pub fn dropped(&self, lane: usize) -> u64 {
-        self.lock()[lane].dropped
-    }
 }
 
 #[cfg(test)]
@@ -161,10 +153,8 @@ mod tests {
     #[test]
     fn latest_keeps_the_newest_and_counts_drops() {
         let q = Queues::new([(2, FramePolicy::Latest)]);
-        for i in 0..5 {
-            q.push(0, i).unwrap();
-        }
-        assert_eq!(q.dropped(0), 3);
+        let dropped: Vec<u64> = (0..5).map(|i| q.push(0, i).unwrap()).collect();
+        assert_eq!(dropped, [0, 0, 1, 1, 1]);
         assert_eq!(q.take(8, 0).unwrap(), vec![(0, 0, 3)]);
         assert_eq!(q.take(8, 0).unwrap(), vec![(0, 1, 4)]);
         q.close(0);
@@ -179,7 +169,7 @@ mod tests {
             let q = q.clone();
             std::thread::spawn(move || {
                 for i in 0..100 {
-                    q.push(0, i).unwrap();
+                    assert_eq!(q.push(0, i), Ok(0));
                 }
                 q.close(0);
             })
@@ -190,7 +180,6 @@ mod tests {
         }
         producer.join().unwrap();
         assert_eq!(got, (0..100).collect::<Vec<_>>());
-        assert_eq!(q.dropped(0), 0);
     }
 
     #[test]

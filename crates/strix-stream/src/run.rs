@@ -314,10 +314,10 @@ impl Decoder {
                     let item =
                         Item { index, time_s: raw.time_s, arrived: raw.arrived, image: Arc::new(raw.image), prepared };
                     index += 1;
-                    let pushed = self.queues.push(self.lane, item);
-                    self.board.meter(self.lane).stats.dropped = self.queues.dropped(self.lane);
-                    if pushed.is_err() {
-                        break;
+                    match self.queues.push(self.lane, item) {
+                        Ok(0) => {}
+                        Ok(dropped) => self.board.meter(self.lane).stats.dropped += dropped,
+                        Err(_) => break,
                     }
                 }
                 Ok(None) => break,
@@ -414,21 +414,21 @@ fn infer_loop(
     let batch = pipeline.batch_size(max_batch);
     // Workers start at different sources so each gets served.
     let mut last = (outputs.len() + worker).saturating_sub(1) % outputs.len().max(1);
-    while let Some(items) = queues.take(batch, last) {
+    while let Some(mut items) = queues.take(batch, last) {
         last = items.last().map_or(last, |(lane, _, _)| *lane);
         *batch_sizes.lock().unwrap_or_else(|e| e.into_inner()).entry(items.len()).or_default() += 1;
         let predictions = if pipeline.is_cascade() {
             let mut out = Vec::with_capacity(items.len());
+            let opts = strix_pipeline::BatchOptions { batch: 1, top_k, ..Default::default() };
             for (_, _, item) in &items {
-                let opts = strix_pipeline::BatchOptions { batch: 1, top_k, ..Default::default() };
                 out.extend(pipeline.predict_images(std::slice::from_ref(&*item.image), &opts)?);
             }
             out
         } else {
             let prepared: Vec<Prepared> = items
-                .iter()
-                .map(|(_, _, item)| match &item.prepared {
-                    Some(p) => Ok(p.clone()),
+                .iter_mut()
+                .map(|(_, _, item)| match item.prepared.take() {
+                    Some(p) => Ok(p),
                     None => pipeline
                         .prepare(&item.image)
                         .ok_or_else(|| StreamError::output("inference", "the model cannot prepare frames")),

@@ -85,6 +85,7 @@ pub struct SourceStats {
     pub dropped: u64,
     /// Processed frames per second over the last couple of seconds (whole run in the summary).
     pub fps: f64,
+    /// Filled in by [`Meter::snapshot`].
     pub lag_ms: LagSummary,
     pub reconnects: u64,
     pub tracks_now: usize,
@@ -147,7 +148,12 @@ impl Meter {
                 self.stats.fps = ((self.recent.len() - 1) as f64 / span * 10.0).round() / 10.0;
             }
         }
-        self.stats.lag_ms = self.lag.summary();
+    }
+
+    /// The numbers as of now, lag quantiles included (read from the histogram here rather than
+    /// on every frame).
+    pub fn snapshot(&self) -> SourceStats {
+        SourceStats { lag_ms: self.lag.summary(), ..self.stats.clone() }
     }
 
     /// Final numbers: the rate over the whole run.
@@ -158,9 +164,8 @@ impl Meter {
                 self.stats.fps = ((self.stats.frames_processed - 1) as f64 / span * 100.0).round() / 100.0;
             }
         }
-        self.stats.lag_ms = self.lag.summary();
         self.stats.finished = true;
-        self.stats.clone()
+        self.snapshot()
     }
 }
 

@@ -88,7 +88,7 @@ impl Board {
     fn stats_json(&self) -> String {
         let body = StatsBody {
             model: &self.model,
-            sources: (0..self.meters.len()).map(|i| self.meter(i).stats.clone()).collect(),
+            sources: (0..self.meters.len()).map(|i| self.meter(i).snapshot()).collect(),
             recent_events: self.recent.lock().unwrap_or_else(|e| e.into_inner()).iter().rev().cloned().collect(),
         };
         serde_json::to_string(&body).unwrap_or_default()
