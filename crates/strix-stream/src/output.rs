@@ -77,10 +77,6 @@ impl SourceOutput {
         if self.frame_events {
             happened.insert(0, frame_happening(&a.prediction, observations.as_deref(), &tracks));
         }
-        let events: Vec<Event> = happened
-            .into_iter()
-            .map(|what| Event { source: self.name.clone(), frame: a.index, time_s: round3(a.time_s), what })
-            .collect();
         let now = Instant::now();
         {
             let mut m = self.board.meter(self.lane);
@@ -89,11 +85,7 @@ impl SourceOutput {
             m.stats.counts = self.analytics.counts().clone();
         }
         self.progress.advance(1);
-        if !events.is_empty() {
-            self.board.remember(&events);
-            // The events thread outlives every output thread; a send fails only if it panicked.
-            let _ = self.events.send(events);
-        }
+        emit(&self.board, &self.events, &self.name, a.index, a.time_s, happened);
         self.views(&a, &tracks)?;
         if self.done() {
             self.stopper.stop();
@@ -180,16 +172,8 @@ impl SourceOutput {
         if let Some(tracker) = &mut self.tracker {
             let left = tracker.finish();
             let happened = self.analytics.departures(&left);
-            if !happened.is_empty() {
-                let frame = self.processed.saturating_sub(1);
-                let time_s = left.iter().map(|t| t.last_seen_s).fold(0.0, f64::max);
-                let events: Vec<Event> = happened
-                    .into_iter()
-                    .map(|what| Event { source: self.name.clone(), frame, time_s: round3(time_s), what })
-                    .collect();
-                self.board.remember(&events);
-                let _ = self.events.send(events);
-            }
+            let time_s = left.iter().map(|t| t.last_seen_s).fold(0.0, f64::max);
+            emit(&self.board, &self.events, &self.name, self.processed.saturating_sub(1), time_s, happened);
             let mut m = self.board.meter(self.lane);
             m.stats.counts = self.analytics.counts().clone();
             m.stats.tracks_now = 0;
@@ -199,6 +183,27 @@ impl SourceOutput {
             None => Ok(None),
         }
     }
+}
+
+/// Events of one frame (or moment) of a source: kept for the page and sent to the sinks.
+pub(crate) fn emit(
+    board: &Board,
+    events: &crossbeam_channel::Sender<Vec<Event>>,
+    source: &str,
+    frame: u64,
+    time_s: f64,
+    happened: Vec<Happening>,
+) {
+    if happened.is_empty() {
+        return;
+    }
+    let batch: Vec<Event> = happened
+        .into_iter()
+        .map(|what| Event { source: source.to_string(), frame, time_s: round3(time_s), what })
+        .collect();
+    board.remember(&batch);
+    // The events thread outlives every sender; a send fails only if it panicked.
+    let _ = events.send(batch);
 }
 
 fn frame_happening(p: &Prediction, observations: Option<&[Observation]>, tracks: &[Track]) -> Happening {

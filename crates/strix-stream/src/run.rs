@@ -18,7 +18,7 @@ use strix_zoo::Task;
 use crate::analytics::{Analytics, Happening};
 use crate::config::StreamConfig;
 use crate::error::StreamError;
-use crate::output::{Answered, SourceOutput};
+use crate::output::{Answered, SourceOutput, emit};
 use crate::queue::{FramePolicy, Queues};
 use crate::record::Recorder;
 use crate::sinks::{Event, EventSink, SinkReport};
@@ -165,8 +165,10 @@ pub fn run(
         let events_thread = scope.spawn(move || {
             let mut sinks = sinks;
             for batch in events_rx {
+                // Serialised once for every sink.
+                let lines: Vec<String> = batch.iter().map(|e| serde_json::to_string(e).unwrap_or_default()).collect();
                 for s in sinks.iter_mut() {
-                    s.send(&batch);
+                    s.send(&lines);
                 }
             }
             sinks.into_iter().map(|s| s.close()).collect::<Vec<SinkReport>>()
@@ -344,10 +346,8 @@ impl Decoder {
             SourceNotice::Reconnected => Happening::SourceReconnected,
         };
         // Seconds since the run started: a lost source has no position of its own.
-        let time_s = (self.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
-        let e = Event { source: self.name.clone(), frame, time_s, what };
-        self.board.remember(std::slice::from_ref(&e));
-        let _ = self.events.send(vec![e]);
+        let time_s = self.started.elapsed().as_secs_f64();
+        emit(&self.board, &self.events, &self.name, frame, time_s, vec![what]);
     }
 }
 

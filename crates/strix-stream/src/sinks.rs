@@ -35,7 +35,8 @@ pub struct SinkReport {
 
 /// A destination for events; called from one thread.
 pub trait EventSink: Send {
-    fn send(&mut self, events: &[Event]);
+    /// Events, each as its JSON text.
+    fn send(&mut self, events: &[String]);
     /// Deliver what is pending (waits a bounded time) and report.
     fn close(self: Box<Self>) -> SinkReport;
 }
@@ -63,9 +64,8 @@ impl JsonLines {
 }
 
 impl EventSink for JsonLines {
-    fn send(&mut self, events: &[Event]) {
-        for e in events {
-            let line = serde_json::to_string(e).unwrap_or_default();
+    fn send(&mut self, events: &[String]) {
+        for line in events {
             match writeln!(self.out, "{line}") {
                 Ok(()) => self.sent += 1,
                 Err(_) => self.failed += 1,
@@ -127,10 +127,10 @@ impl Webhook {
 }
 
 impl EventSink for Webhook {
-    fn send(&mut self, events: &[Event]) {
+    fn send(&mut self, events: &[String]) {
         let Some(tx) = &self.tx else { return };
         for e in events {
-            if tx.try_send(serde_json::to_string(e).unwrap_or_default()).is_err() {
+            if tx.try_send(e.clone()).is_err() {
                 self.dropped += 1;
             }
         }
@@ -256,10 +256,9 @@ fn now_nanos() -> u128 {
 }
 
 impl EventSink for Mqtt {
-    fn send(&mut self, events: &[Event]) {
+    fn send(&mut self, events: &[String]) {
         for e in events {
-            let body = serde_json::to_vec(e).unwrap_or_default();
-            match self.client.try_publish(self.topic.as_str(), QoS::AtLeastOnce, false, body) {
+            match self.client.try_publish(self.topic.as_str(), QoS::AtLeastOnce, false, e.as_bytes()) {
                 Ok(()) => self.published += 1,
                 Err(_) => self.dropped += 1,
             }
