@@ -7,39 +7,43 @@ before timing on both sides.
 
 - Python: Pillow (decode + bilinear resize) + numpy + onnxruntime, one image after another,
   onnxruntime with its default threads (all cores).
-- Strix: `strix predict` (release build) with --backend tract and --backend ort, all cores; its
-  own summary line gives images/s measured after the model is loaded.
+- Strix: `strix predict` (release build) with --backend tract and --backend ort, all cores.
+Both sides run as their own process over the same files and are timed from outside, start-up
+(model load) included; their top-1 answers are compared, so the rates compare the same work.
 
 Usage: bench/classify.py [--repeat N] [--images DIR]   (after ./scripts/setup)
 Prints images/s for each and the ratio Strix / Python per backend.
 """
 import argparse
 import glob
+import json
 import os
-import time
+import sys
 
 from strix_run import FIXTURES, compare, efficientnet_input, environment, softmax
 
 
-def python_pipeline(files, model_path):
+def peer(files, model_path):
+    """The Python pipeline over `files`, one JSON answer per line (top-5 class ids)."""
     import numpy as np
     import onnxruntime as ort
 
     session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
-
-    def classify(path):
-        p = softmax(session.run(None, {"input": efficientnet_input(path)})[0][0])
-        return np.argsort(-p)[:5]
-
-    classify(files[0])  # warm-up, as Strix's model load includes its first allocation
-    start = time.perf_counter()
     for f in files:
-        classify(f)
-    return len(files) / (time.perf_counter() - start)
+        p = softmax(session.run(None, {"input": efficientnet_input(f)})[0][0])
+        print(json.dumps({"Image": f, "top5": [int(i) for i in np.argsort(-p)[:5]]}))
+
+
+def same_top1(python, strix):
+    pairs = list(zip(python, strix))
+    agree = sum(p["top5"][0] == s["Labels"][0]["ClassId"] and p["Image"] == s["Image"] for p, s in pairs)
+    return agree, max(len(python), len(strix))
 
 
 def main():
     fixtures = FIXTURES
+    if len(sys.argv) > 1 and sys.argv[1] == "--peer":
+        return peer(sys.argv[2:], os.path.join(fixtures, "models", "classify", "efficientnet_lite0.onnx"))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=20, help="passes over the image set (default 20)")
     ap.add_argument("--rounds", type=int, default=3, help="runs of each side, interleaved; the median is reported (default 3)")
@@ -51,7 +55,7 @@ def main():
     env = environment()
 
     print(f"{len(photos)} photos x {args.repeat} = {len(files)} images, {os.cpu_count()} cores, median of {args.rounds} rounds")
-    compare("Pillow + numpy + onnxruntime", lambda f: python_pipeline(f, model), [], files, args.rounds, env)
+    compare("Pillow + numpy + onnxruntime", __file__, [], files, args.rounds, env, same_top1)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 Both sides do the whole job per image: read and decode the file (OpenCV and libjpeg-turbo /
 libpng on both sides), resize to 416x416 (bilinear), normalise in BGR, run NanoDet, decode
 the GFL heads (softmax over distance bins), threshold at 0.3, per-class NMS at IoU 0.5, boxes
-back to image pixels. The model is loaded before timing on both sides.
+back to image pixels. Both run as their own process over the same files, timed from outside
+with start-up included; the boxes they find are compared.
 
 Images: the fixture photos and frames of the pedestrian video (decoded once, up front, to PNG
 files both sides read).
@@ -14,22 +15,39 @@ Prints images/s for each and the ratio Strix / Python per backend.
 """
 import argparse
 import glob
+import json
 import os
+import sys
 import tempfile
-import time
 
-from strix_run import FIXTURES, compare, environment, nanodet_detector
+from strix_run import FIXTURES, box_iou, compare, environment, nanodet_detector
 
 
-def python_pipeline(files, model_path):
+def peer(files, model_path):
+    """The Python pipeline over `files`, one JSON answer per line: boxes as fractions."""
     import cv2
 
     detect = nanodet_detector(model_path)
-    detect(cv2.imread(files[0]))  # warm-up, as Strix's model load includes its first allocation
-    start = time.perf_counter()
     for f in files:
-        detect(cv2.imread(f))
-    return len(files) / (time.perf_counter() - start)
+        img = cv2.imread(f)
+        h, w = img.shape[:2]
+        boxes = [[int(c), float(s), x1 / w, y1 / h, x2 / w, y2 / h] for c, s, x1, y1, x2, y2 in detect(img)]
+        print(json.dumps({"Image": f, "boxes": boxes}))
+
+
+def same_boxes(python, strix):
+    """Confident Python boxes (score >= 0.5) that Strix also finds: same class, IoU >= 0.8."""
+    labels = open(os.path.join(FIXTURES, "models", "detect", "coco80_labels.txt")).read().splitlines()
+    agree = total = 0
+    for p, s in zip(python, strix):
+        ours = [(l["Name"], i["BoundingBox"]) for l in s.get("Labels", []) for i in l.get("Instances", [])]
+        ours = [(n, [b["Left"], b["Top"], b["Left"] + b["Width"], b["Top"] + b["Height"]]) for n, b in ours]
+        for c, score, *box in p["boxes"]:
+            if score < 0.5:
+                continue
+            total += 1
+            agree += any(n == labels[c] and box_iou(box, b) >= 0.8 for n, b in ours)
+    return agree, total
 
 
 def video_frames(count, out_dir):
@@ -48,6 +66,8 @@ def video_frames(count, out_dir):
 
 
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--peer":
+        return peer(sys.argv[2:], os.path.join(FIXTURES, "models", "detect", "nanodet_m_416.onnx"))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=5, help="passes over the image set (default 5)")
     ap.add_argument("--frames", type=int, default=30, help="video frames added to the photos (default 30)")
@@ -61,7 +81,7 @@ def main():
         files = (photos + frames) * args.repeat
         print(f"{len(photos)} photos + {len(frames)} video frames, x {args.repeat} = {len(files)} images, "
               f"{os.cpu_count()} cores, median of {args.rounds} rounds")
-        compare("OpenCV + onnxruntime", lambda f: python_pipeline(f, model), ["--task", "detect"], files, args.rounds, env)
+        compare("OpenCV + onnxruntime", __file__, ["--task", "detect"], files, args.rounds, env, same_boxes)
 
 
 if __name__ == "__main__":

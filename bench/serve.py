@@ -32,7 +32,7 @@ import tempfile
 import threading
 import time
 
-from strix_run import FIXTURES, ROOT, environment
+from strix_run import FIXTURES, ROOT, environment, strix_binary
 
 PY_SERVER = r'''
 import io, sys
@@ -152,7 +152,7 @@ def dynamic_batch_model(tmp):
     onnx_path = os.path.join(tmp, "effnet.onnx")
     onnx.save(model, onnx_path)
     spec = subprocess.run(
-        [os.path.join(ROOT, "target/release/strix"), "models", "show", "efficientnet_lite0", "--toml"],
+        [strix_binary(), "models", "show", "efficientnet_lite0", "--toml"],
         capture_output=True, text=True, check=True, env=dict(os.environ, STRIX_MODEL_PATH=os.path.join(FIXTURES, "models")),
     ).stdout
     lines, section = [], ""
@@ -190,7 +190,7 @@ def main():
     except ImportError:
         subprocess.run([py, "-m", "pip", "install", "-q", "fastapi", "uvicorn"], check=True)
     bodies = [open(p, "rb").read() for p in sorted(glob.glob(os.path.join(FIXTURES, "images/*.jpg")))]
-    strix = os.path.join(ROOT, "target/release/strix")
+    strix = strix_binary()
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path, spec_path, labels = dynamic_batch_model(tmp)
 

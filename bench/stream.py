@@ -5,11 +5,10 @@ pedestrian video (H.264, 768x576).
 Both sides do the whole job per frame: decode the video (FFmpeg in both: OpenCV's
 VideoCapture links it), resize to 416x416, normalise, run NanoDet, decode the boxes (softmax
 over distance bins, threshold 0.3, per-class NMS), boxes back to frame pixels. Strix also
-tracks. Every frame is processed (policy `all`). Both are timed once the model is loaded and
-has answered once: Python from after its warm-up frame to its last answer, Strix from its first
-answer to its last (its summary's fps); Strix's rate from the very start of its run (ffprobe,
-FFmpeg's start, the sessions' first inference) is printed beside it. The file is played
---passes times in a row.
+tracks. Every frame is processed (policy `all`). Both run as their own process and are timed
+the same way, from outside: from start to exit, model load included. Their detections are
+compared frame by frame (confident boxes, score >= 0.5, matched by class and IoU >= 0.8), so
+the rates compare the same work. The file is played --passes times in a row.
 
 Also printed: FFmpeg decoding the video to nowhere vs into the PPM pipe Strix reads (what the
 child-process design costs over a binding, which would still decode and convert).
@@ -21,44 +20,65 @@ import json
 import os
 import statistics
 import subprocess
+import sys
+import tempfile
 import time
 
-from strix_run import FIXTURES, environment, nanodet_detector, strix
+from strix_run import (FIXTURES, box_iou, environment, json_lines, nanodet_detector, peer_command, strix_binary,
+                       timed)
 
 VIDEO = os.path.join(FIXTURES, "video", "vtest_10s_h264.mp4")
 FRAMES = 100
 
 
-def python_fps(model, passes):
+def peer(model, passes):
+    """The Python pipeline over the video `passes` times: one JSON line per frame, its boxes."""
     import cv2
 
     detect = nanodet_detector(model)
-    video = cv2.VideoCapture(VIDEO)
-    ok, frame = video.read()
-    detect(frame)  # warm-up
-    frames = 0
-    start = time.perf_counter()
+    labels = open(os.path.join(FIXTURES, "models", "detect", "coco80_labels.txt")).read().splitlines()
     for _ in range(passes):
         video = cv2.VideoCapture(VIDEO)
         while True:
             ok, frame = video.read()
             if not ok:
                 break
-            detect(frame)
-            frames += 1
-    return frames / (time.perf_counter() - start)
+            boxes = [[labels[int(c)], float(s), x1, y1, x2, y2] for c, s, x1, y1, x2, y2 in detect(frame)]
+            print(json.dumps({"boxes": boxes}))
 
 
-def strix_fps(backend, passes, env):
+def python_run(passes, env):
+    took, out = timed(peer_command(__file__, [str(passes)]), env)
+    frames = json_lines(out)
+    return len(frames) / took, [f["boxes"] for f in frames]
+
+
+def strix_run(backend, passes, env, events):
     args = ["stream", VIDEO, "--model", "nanodet_m_416", "--policy", "all", "--backend", backend, "--json", "-q"]
+    args += ["--frame-events", "--events", events]
     if passes > 1:
         args += ["--loop", "--max-frames", str(FRAMES * passes)]
-    s = json.loads(strix(args, env).stdout.strip().splitlines()[-1])
+    took, out = timed([strix_binary(), *args], env)
+    s = json.loads(out.strip().splitlines()[-1])
     src = s["sources"][0]
     assert src["frames_processed"] == FRAMES * passes, src
-    # Steady: from the first answer to the last, as the Python loop is timed after its warm-up
-    # frame. Whole: from opening the video (ffprobe, FFmpeg's start, the sessions' first runs).
-    return src["fps"], src["frames_processed"] / s["wall_s"], src["lag_ms"]["p50"]
+    with open(events) as f:
+        frames = [e for e in map(json.loads, f) if e["type"] == "frame"]
+    frames.sort(key=lambda e: e["frame"])
+    boxes = [[[d["class"], d["score"], *d["bbox"]] for d in e.get("detections", [])] for e in frames]
+    return src["frames_processed"] / took, boxes, src["lag_ms"]["p50"]
+
+
+def agreement(python, strix):
+    """Confident Python boxes (score >= 0.5) that Strix also found in the same frame."""
+    agree = total = 0
+    for p, s in zip(python, strix):
+        for name, score, *box in p:
+            if score < 0.5:
+                continue
+            total += 1
+            agree += any(n == name and box_iou(box, b) >= 0.8 for n, _, *b in s)
+    return agree, total
 
 
 def ffmpeg_fps(*out_args):
@@ -68,31 +88,35 @@ def ffmpeg_fps(*out_args):
 
 
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--peer":
+        return peer(os.path.join(FIXTURES, "models", "detect", "nanodet_m_416.onnx"), int(sys.argv[2]))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--passes", type=int, default=3, help="times the 100-frame video plays per run (default 3)")
     ap.add_argument("--rounds", type=int, default=3, help="runs of each side, interleaved; medians reported (default 3)")
     args = ap.parse_args()
     env = environment()
-    model = os.path.join(FIXTURES, "models", "detect", "nanodet_m_416.onnx")
     runs = {"python": [], "ort": [], "tract": []}
-    whole = {"ort": [], "tract": []}
     lags = {"ort": [], "tract": []}
-    for _ in range(args.rounds):
-        runs["python"].append(python_fps(model, args.passes))
-        for backend in ("ort", "tract"):
-            fps, whole_fps, lag = strix_fps(backend, args.passes, env)
-            runs[backend].append(fps)
-            whole[backend].append(whole_fps)
-            lags[backend].append(lag)
+    boxes = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(args.rounds):
+            fps, boxes["python"] = python_run(args.passes, env)
+            runs["python"].append(fps)
+            for backend in ("ort", "tract"):
+                fps, boxes[backend], lag = strix_run(backend, args.passes, env, os.path.join(tmp, "events.jsonl"))
+                runs[backend].append(fps)
+                lags[backend].append(lag)
     print(f"NanoDet-m 416 on {os.path.basename(VIDEO)} x {args.passes} ({FRAMES * args.passes} frames), "
-          f"{os.cpu_count()} cores, median of {args.rounds} rounds")
+          f"{os.cpu_count()} cores, median of {args.rounds} rounds, each side timed from start to exit")
     py = statistics.median(runs["python"])
     print(f"  python (OpenCV + onnxruntime): {py:6.1f} frames/s")
     for backend in ("ort", "tract"):
         ours = statistics.median(runs[backend])
-        all_in = statistics.median(whole[backend])
+        same, total = agreement(boxes["python"], boxes[backend])
         print(f"  strix stream --backend {backend:<5}  : {ours:6.1f} frames/s   ratio {ours / py:.2f}x   "
-              f"(with start-up {all_in:.1f} frames/s, {all_in / py:.2f}x; lag p50 {statistics.median(lags[backend]):.0f} ms)")
+              f"(lag p50 {statistics.median(lags[backend]):.0f} ms; boxes agree {same}/{total})")
+        if total == 0 or same < 0.95 * total:
+            sys.exit(f"strix --backend {backend} and the Python peer disagree: the rates compare different work")
     null = statistics.median(ffmpeg_fps("-pix_fmt", "rgb24", "-f", "null", "-") for _ in range(3))
     pipe = statistics.median(ffmpeg_fps("-f", "image2pipe", "-c:v", "ppm", "-") for _ in range(3))
     print(f"  ffmpeg decode + RGB conversion only: {null:.0f} frames/s; + PPM into a pipe: {pipe:.0f} frames/s")

@@ -1,9 +1,11 @@
-"""Shared by the benchmarks: build and run the release `strix` binary, read its throughput."""
+"""Shared by the benchmarks: build and run the release `strix` binary and the Python peers,
+both timed from outside as whole processes, and compare their answers."""
+import json
 import os
-import re
 import statistics
 import subprocess
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.environ.get("STRIX_FIXTURES", os.path.join(ROOT, "..", "shared", "fixtures"))
@@ -90,36 +92,65 @@ def environment():
     return dict(os.environ, STRIX_MODEL_PATH=os.path.join(FIXTURES, "models"))
 
 
-def strix(args, env):
-    """Run the release `strix ARGS` and return its stdout; exit with its stderr on failure."""
-    cmd = ["cargo", "run", "--release", "--locked", "-q", "-p", "strix", "--", *args]
+def strix_binary():
+    """The release binary itself: timing `cargo run` would time cargo's own start too."""
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    return os.path.join(target, "release", "strix")
+
+
+def timed(cmd, env=None):
+    """Run `cmd` to its end: (wall seconds from start to exit, stdout). Every side of every
+    benchmark is timed this way, from outside and start-up included, so no side reports its own
+    rate; exits with the command's stderr on failure."""
+    start = time.perf_counter()
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    took = time.perf_counter() - start
     if out.returncode != 0:
-        sys.exit(f"strix {' '.join(args)} failed:\n{out.stderr}")
-    return out
+        sys.exit(f"{' '.join(cmd[:4])} ... failed:\n{out.stderr}")
+    return took, out.stdout
 
 
-def images_per_second(args, files, env):
-    """Run `strix predict ARGS FILES --json` and return the images/s it reports (timed from the
-    first image, after the model is loaded)."""
-    out = strix(["predict", "--json", *args, *files], env)
-    m = re.search(r"([0-9.]+) images/s", out.stderr)
-    if not m:
-        sys.exit(f"no throughput in strix output:\n{out.stderr}")
-    return float(m.group(1))
+def peer_command(script, files):
+    """The Python side as its own process: `SCRIPT --peer FILES...` prints one JSON answer per
+    line, as `strix predict --json` does."""
+    return [sys.executable, script, "--peer", *files]
 
 
-def compare(peer_name, peer, strix_args, files, rounds, env):
-    """Run the Python peer and Strix on both backends `rounds` times, interleaved, and print
-    the medians and the ratios Strix / peer."""
+def json_lines(text):
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def compare(peer_name, peer_script, strix_args, files, rounds, env, agree):
+    """Run the Python peer and Strix on both backends `rounds` times, interleaved, each as a
+    whole process over the same files; print the median rates, the ratios Strix / peer, and how
+    often the answers agree (`agree(peer_answers, strix_answers) -> (agreeing, total)`)."""
     runs = {"python": [], "ort": [], "tract": []}
+    answers = {}
     for _ in range(rounds):
-        runs["python"].append(peer(files))
+        took, out = timed(peer_command(peer_script, files), env)
+        runs["python"].append(len(files) / took)
+        answers["python"] = json_lines(out)
         for backend in ("ort", "tract"):
-            runs[backend].append(images_per_second([*strix_args, "--backend", backend], files, env))
+            took, out = timed([strix_binary(), "predict", "--json", *strix_args, "--backend", backend, *files], env)
+            runs[backend].append(len(files) / took)
+            answers[backend] = json_lines(out)
     py = statistics.median(runs["python"])
     width = len(peer_name) + 9
     print(f"  {'python (' + peer_name + ')':<{width}}: {py:7.1f} images/s")
     for backend in ("ort", "tract"):
         ours = statistics.median(runs[backend])
-        print(f"  {'strix --backend ' + backend:<{width}}: {ours:7.1f} images/s   ratio {ours / py:.2f}x")
+        same, total = agree(answers["python"], answers[backend])
+        print(f"  {'strix --backend ' + backend:<{width}}: {ours:7.1f} images/s   ratio {ours / py:.2f}x   "
+              f"answers agree on {same}/{total}")
+        if total == 0 or same < 0.95 * total:
+            sys.exit(f"strix --backend {backend} and the Python peer disagree on {total - same} of {total}: "
+                     "the rates compare different work")
+
+
+def box_iou(a, b):
+    """IoU of two [x1, y1, x2, y2] boxes."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0

@@ -277,10 +277,39 @@ fn every_task_answers_in_its_rekognition_shape_and_draws() {
             _ => unreachable!(),
         }
         let stem = std::path::Path::new(image).file_stem().unwrap().to_str().unwrap();
-        let drawn = image::open(annotated.join(format!("{stem}.jpg"))).unwrap();
-        let original = image::open(fx.join(image)).unwrap();
-        assert_eq!((drawn.width(), drawn.height()), (original.width(), original.height()));
-        assert_ne!(drawn.to_rgb8().as_raw(), original.to_rgb8().as_raw(), "{task}: nothing drawn");
+        let drawn = image::open(annotated.join(format!("{stem}.jpg"))).unwrap().to_rgb8();
+        let original = image::open(fx.join(image)).unwrap().to_rgb8();
+        assert_eq!(drawn.dimensions(), original.dimensions());
+        // JPEG re-encoding alone changes every pixel a little; drawing changes some a lot, and
+        // they must lie where the answer is.
+        let (w, h) = (drawn.width() as f64, drawn.height() as f64);
+        let strong = |x: u32, y: u32| {
+            let (a, b) = (drawn.get_pixel(x, y).0, original.get_pixel(x, y).0);
+            (0..3).any(|c| a[c].abs_diff(b[c]) > 60)
+        };
+        let all: Vec<(u32, u32)> =
+            (0..drawn.height()).flat_map(|y| (0..drawn.width()).map(move |x| (x, y))).filter(|&(x, y)| strong(x, y)).collect();
+        let boxed = match task {
+            "detect" => &items[0]["Instances"][0]["BoundingBox"],
+            "text" => &items[0]["Geometry"]["BoundingBox"],
+            "segment" => &Value::Null,
+            _ => &items[0]["BoundingBox"],
+        };
+        if boxed.is_null() {
+            // A mask is blended over the person: a large share of the image.
+            assert!(all.len() as f64 > 0.05 * w * h, "{task}: {} pixels drawn", all.len());
+            continue;
+        }
+        let r = |k: &str| boxed[k].as_f64().unwrap();
+        // The box, grown by the line width and the label tag above it.
+        let (x0, y0) = (r("Left") * w - 6.0, r("Top") * h - 30.0);
+        let (x1, y1) = ((r("Left") + r("Width")) * w + 6.0, (r("Top") + r("Height")) * h + 6.0);
+        let inside = all.iter().filter(|&&(x, y)| (x0..=x1).contains(&(x as f64)) && (y0..=y1).contains(&(y as f64))).count();
+        let area = (x1.min(w) - x0.max(0.0)) * (y1.min(h) - y0.max(0.0));
+        let density_in = inside as f64 / area;
+        let density_out = (all.len() - inside) as f64 / (w * h - area).max(1.0);
+        assert!(inside >= 100, "{task}: {inside} pixels drawn around the answer at {boxed}");
+        assert!(density_in > 10.0 * density_out, "{task}: drawn {density_in:.4} inside vs {density_out:.4} outside");
     }
     // A model of another task than asked for is a clear error.
     let (out, _, stderr) = run(strix(&fx, cache.path())

@@ -121,7 +121,9 @@ fn classification_and_segmentation_eval() {
     assert_eq!(v["classes"].as_array().unwrap().last().unwrap(), "(other)");
 
     // The same from saved predictions and a labels CSV.
-    let (_, lines, _) = run(strix(&fx, cache.path()).args(["predict", "--json"]).arg(data.path()));
+    let (out, lines, stderr) = run(strix(&fx, cache.path()).args(["predict", "--json"]).arg(data.path()));
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(lines.lines().count(), 5, "{lines}");
     let preds = data.path().join("predictions.jsonl");
     std::fs::write(&preds, lines).unwrap();
     let csv = data.path().join("labels.csv");

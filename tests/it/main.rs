@@ -15,6 +15,7 @@ mod docs;
 mod download;
 mod eval;
 mod export;
+mod hostile;
 mod http;
 mod registry;
 mod runtime;

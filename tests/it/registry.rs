@@ -17,7 +17,7 @@ use crate::train::{fashion, train_cmd};
 
 /// One backend pair: the environment that points `strix` at it, and the folder where its
 /// bytes land (watched by the kill test).
-struct Registry {
+pub(crate) struct Registry {
     what: &'static str,
     env: Vec<(String, String)>,
     /// Where uploads write files.
@@ -27,7 +27,7 @@ struct Registry {
 }
 
 impl Registry {
-    fn local(dir: &Path) -> Registry {
+    pub(crate) fn local(dir: &Path) -> Registry {
         let store = dir.join("registry");
         Registry {
             what: "local folder + SQLite",
@@ -65,7 +65,7 @@ impl Registry {
         })
     }
 
-    fn cmd(&self, fx: &Path, cache: &Path) -> Command {
+    pub(crate) fn cmd(&self, fx: &Path, cache: &Path) -> Command {
         let mut cmd = strix(fx, cache);
         for k in ["AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT", "AWS_ALLOW_HTTP"] {
             cmd.env_remove(k);
@@ -171,7 +171,7 @@ impl Drop for PgSchema {
 }
 
 /// A zoo model's ONNX file copied out with its spec beside it, as a user would have them.
-fn model_files(fx: &Path, cache: &Path, dir: &Path, zoo: &str, onnx: &str, stem: &str) -> PathBuf {
+pub(crate) fn model_files(fx: &Path, cache: &Path, dir: &Path, zoo: &str, onnx: &str, stem: &str) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let target = dir.join(format!("{stem}.onnx"));
     std::fs::copy(fx.join("models").join(onnx), &target).unwrap();
@@ -189,13 +189,13 @@ fn model_files(fx: &Path, cache: &Path, dir: &Path, zoo: &str, onnx: &str, stem:
     target
 }
 
-fn ok_json(cmd: &mut Command) -> Value {
+pub(crate) fn ok_json(cmd: &mut Command) -> Value {
     let (out, stdout, stderr) = run(cmd);
     assert!(out.status.success(), "{stderr}");
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 
-fn fails(cmd: &mut Command, needle: &str) -> String {
+pub(crate) fn fails(cmd: &mut Command, needle: &str) -> String {
     let (out, _, stderr) = run(cmd);
     assert!(!out.status.success(), "succeeded, expected an error naming {needle:?}");
     assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");

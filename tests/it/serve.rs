@@ -17,7 +17,7 @@ use strix_serve::{Batching, Limits, ServeState, ServedModel};
 use strix_zoo::{Resolver, locate};
 
 use crate::fixtures_or_skip;
-use crate::support::{png_declaring, run, strix};
+use crate::support::{BatchLog, CountingRuntime, png_declaring, run, strix};
 use crate::train::quick_export;
 
 /// A server on a free loopback port, stopped (and drained) on drop.
@@ -41,10 +41,21 @@ impl Server {
         limits: Limits,
         keys: &[String],
     ) -> Server {
+        let runtime = strix_runtime::open(Backend::Tract, &RuntimeOptions::default()).unwrap();
+        Self::start_on(runtime, fx, models, batching, limits, keys)
+    }
+
+    fn start_on(
+        runtime: Box<dyn strix_runtime::Runtime>,
+        fx: &Path,
+        models: &[(&str, &str)],
+        batching: Batching,
+        limits: Limits,
+        keys: &[String],
+    ) -> Server {
         let mut resolver = Resolver::from_env();
         resolver.search_path = vec![fx.join("models")];
         resolver.offline = true;
-        let runtime = strix_runtime::open(Backend::Tract, &RuntimeOptions::default()).unwrap();
         let served = models
             .iter()
             .map(|(route, reference)| {
@@ -59,7 +70,8 @@ impl Server {
         let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
         let port = listener.local_addr().unwrap().port();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let done = rt.spawn(strix_serve::serve(listener, state, async {
+        let conns = strix_http::ConnLimits::default();
+        let done = rt.spawn(strix_serve::serve(listener, state, conns, async {
             let _ = stopped.await;
         }));
         Server { port, rt, stop: Some(stop), done: Some(done) }
@@ -268,7 +280,7 @@ fn api_keys_guard_everything_but_health() {
 #[test]
 fn bad_input_is_a_4xx_json_error_and_the_server_keeps_serving() {
     let fx = fixtures_or_skip!();
-    let limits = Limits { max_body_bytes: 20 << 20, max_pixels: 100_000_000 };
+    let limits = Limits { max_body_bytes: 20 << 20, max_pixels: 100_000_000, max_decoding: 0 };
     let server = Server::start(&fx, &[("classify", "efficientnet_lite0")], Batching::default(), limits);
     let apple = std::fs::read(fx.join("images/apple.jpg")).unwrap();
     let route = "/v1/models/classify/predict";
@@ -372,7 +384,15 @@ fn concurrent_requests_are_batched_and_shutdown_drains() {
     let tmp = tempfile::tempdir().unwrap();
     let spec = quick_export(&fx, tmp.path(), 1200);
     let batching = Batching { max_batch: 8, max_delay_ms: 300, queue: 64, timeout_ms: 60_000, workers: 0 };
-    let mut server = Server::start(&fx, &[("fm", spec.to_str().unwrap())], batching, Limits::default());
+    let log = BatchLog::default();
+    let runtime = CountingRuntime {
+        inner: strix_runtime::open(Backend::Tract, &RuntimeOptions::default()).unwrap(),
+        log: log.clone(),
+    };
+    let mut server =
+        Server::start_on(Box::new(runtime), &fx, &[("fm", spec.to_str().unwrap())], batching, Limits::default(), &[]);
+    // Only the requests' inferences count, not any made while loading.
+    log.lock().unwrap().clear();
     let images: Vec<std::path::PathBuf> =
         ["apple.jpg", "orange.jpg", "messi5.jpg", "butterfly.jpg", "baboon.jpg", "squirrel_cls.jpg"]
             .iter()
@@ -396,11 +416,29 @@ fn concurrent_requests_are_batched_and_shutdown_drains() {
         got["LabelModelVersion"] = want["LabelModelVersion"].clone();
         assert!(same(&got, &want), "{}: serve {got} predict {want}", path.display());
     }
+    // Counted at the session: the six images went through in fewer than six inferences, and
+    // the server's own report agrees.
+    let sizes: Vec<usize> = log.lock().unwrap().iter().map(Vec::len).collect();
+    eprintln!("batch sizes run: {sizes:?}");
+    assert_eq!(sizes.iter().sum::<usize>(), images.len(), "{sizes:?}");
+    assert!(sizes.iter().any(|&n| n >= 2), "no batching happened: {sizes:?}");
     let listed = server.request("GET", "/v1/models", &[], b"").json();
-    let batches = &listed["models"][0]["batches"];
-    let largest = batches.as_array().unwrap().iter().map(|b| b["size"].as_u64().unwrap()).max().unwrap();
-    eprintln!("batch sizes seen: {batches}");
-    assert!(largest >= 2, "no batching happened: {batches}");
+    let mut reported: Vec<(usize, usize)> = listed["models"][0]["batches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["size"].as_u64().unwrap() as usize, b["count"].as_u64().unwrap() as usize))
+        .collect();
+    let mut counted: Vec<(usize, usize)> = Vec::new();
+    for &n in &sizes {
+        match counted.iter_mut().find(|(s, _)| *s == n) {
+            Some(c) => c.1 += 1,
+            None => counted.push((n, 1)),
+        }
+    }
+    reported.sort_unstable();
+    counted.sort_unstable();
+    assert_eq!(reported, counted);
 
     // A request in flight when shutdown starts still gets its answer.
     let bytes = std::fs::read(&images[0]).unwrap();

@@ -14,7 +14,7 @@ use serde_json::Value;
 use strix_core::{BBox, Detection};
 
 use crate::fixtures_or_skip;
-use crate::support::{backends, in_ci, run, strix};
+use crate::support::{BatchLog, CountingRuntime, backends, in_ci, live_address, run, strix};
 use crate::tasks::{check_detections, expected};
 use crate::train::quick_export;
 
@@ -231,7 +231,22 @@ fn video_through_nanodet_every_frame_tracked_and_events_agree_on_mqtt() {
     let left: Vec<&Value> = lines.iter().filter(|e| e["type"] == "left").collect();
     assert!(appeared.len() >= 3);
     assert_eq!(appeared.len(), left.len());
-    assert!(left.iter().all(|e| e["dwell_s"].as_f64().unwrap() >= 0.0 && e["class"] == "person"));
+    // Each dwell is the track's own span: from its first sighting (at or before it was
+    // confirmed, 3 matches = at least 0.2 s at 10 fps) to its last, which is before it left.
+    for e in &left {
+        let f = |k: &str| e[k].as_f64().unwrap();
+        let id = e["track_id"].as_u64().unwrap();
+        let appeared_at = lines
+            .iter()
+            .find(|a| a["type"] == "appeared" && a["track_id"].as_u64() == Some(id))
+            .map(|a| a["time_s"].as_f64().unwrap())
+            .unwrap_or_else(|| panic!("track {id} left without appearing"));
+        assert_eq!(e["class"], "person");
+        assert!((f("dwell_s") - (f("last_seen_s") - f("first_seen_s"))).abs() < 1e-3, "{e}");
+        assert!(f("dwell_s") >= 0.2 - 1e-6, "{e}");
+        assert!(f("first_seen_s") <= appeared_at + 1e-6 && appeared_at <= f("last_seen_s") + 1e-6, "{e}");
+        assert!(f("last_seen_s") <= f("time_s") + 1e-6, "{e}");
+    }
     assert_eq!(src["counts"]["tracks"]["person"].as_u64().unwrap() as usize, appeared.len());
     let crossings = lines.iter().filter(|e| e["type"] == "crossed").count() as u64;
     let counted =
@@ -322,15 +337,8 @@ fn start_live(fx: &Path, cache: &Path, extra: &[&str]) -> (Child, String, Arc<Mu
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut addr = None;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(rest) = line.split("http://").nth(1) {
-            addr = Some(rest.trim_end_matches('/').to_string());
-            break;
-        }
-    }
-    let addr = addr.expect("strix stream printed its address");
+    let (addr, said) = live_address(&mut lines);
+    let addr = addr.unwrap_or_else(|| panic!("strix stream printed no address: {said}"));
     let rest = Arc::new(Mutex::new(String::new()));
     let sink = rest.clone();
     std::thread::spawn(move || {
@@ -619,31 +627,82 @@ fn a_folder_of_photos_through_a_classifier_gives_label_events() {
 
 /// Several sources share one model: with a model that takes a batch, frames of different
 /// sources go through it together; every source is answered in full, under its own name.
+/// Batches are counted at the session, and told apart by their images' content: each source
+/// is a folder of different photos.
 #[test]
 fn sources_sharing_a_model_are_batched_together() {
     let fx = fixtures_or_skip!();
     let tmp = tempfile::tempdir().unwrap();
     let spec = quick_export(&fx, tmp.path(), 600);
-    let photos = tmp.path().join("photos");
-    std::fs::create_dir(&photos).unwrap();
-    for name in ["apple.jpg", "baboon.jpg", "butterfly.jpg", "chelsea.png", "orange.jpg", "messi5.jpg"] {
-        std::fs::copy(fx.join("images").join(name), photos.join(name)).unwrap();
+    let folders = [["apple.jpg", "baboon.jpg"], ["butterfly.jpg", "chelsea.png"], ["orange.jpg", "messi5.jpg"]];
+    let mut sources = Vec::new();
+    for (i, names) in folders.iter().enumerate() {
+        let dir = tmp.path().join(format!("photos{i}"));
+        std::fs::create_dir(&dir).unwrap();
+        for name in names {
+            std::fs::copy(fx.join("images").join(name), dir.join(name)).unwrap();
+        }
+        sources.push(strix_stream::SourceKind::Folder(dir));
     }
-    let (out, stdout, stderr) = run(stream_cmd(&fx, tmp.path())
-        .args([&photos, &photos, &photos])
-        .arg("--model")
-        .arg(&spec)
-        .args(["--workers", "1", "--json"]));
-    assert!(out.status.success(), "{stderr}");
-    let s = summary(&stdout);
-    let names: Vec<&str> = s["sources"].as_array().unwrap().iter().map(|x| x["source"].as_str().unwrap()).collect();
-    let base = photos.display().to_string();
-    assert_eq!(names, [base.clone(), format!("{base}#2"), format!("{base}#3")]);
-    assert!(s["sources"].as_array().unwrap().iter().all(|x| x["frames_processed"] == 6), "{s}");
-    let sizes = s["batch_sizes"].as_object().unwrap();
-    let frames: u64 = sizes.iter().map(|(b, n)| b.parse::<u64>().unwrap() * n.as_u64().unwrap()).sum();
-    assert_eq!(frames, 18);
-    assert!(sizes.keys().any(|b| b != "1"), "no batch held frames of several sources: {sizes:?}");
+    let log = BatchLog::default();
+    let runtime = CountingRuntime {
+        inner: strix_runtime::open(strix_runtime::Backend::Tract, &Default::default()).unwrap(),
+        log: log.clone(),
+    };
+    let resolver = strix_zoo::Resolver {
+        cache_dir: tmp.path().join("cache"),
+        search_path: vec![],
+        hub: None,
+        offline: true,
+    };
+    let located = strix_zoo::locate(spec.to_str().unwrap()).unwrap();
+    let model = resolver.resolve(&located, &strix_core::NoProgress).unwrap();
+    let pipeline = std::sync::Arc::new(strix_pipeline::Pipeline::load(model, &runtime).unwrap());
+    log.lock().unwrap().clear();
+    // Each image's fingerprint, as the session will see it, by source.
+    let spec = &pipeline.model().spec;
+    let pre = strix_vision::Preprocessor::new(spec.input.as_ref().unwrap(), spec.preprocess.as_ref().unwrap()).unwrap();
+    let fingerprint = |path: &Path| -> f64 {
+        let img = strix_vision::decode_file(path, &strix_vision::DecodeLimits::default()).unwrap();
+        let mut x = vec![0f32; pre.sample_len()];
+        pre.run(&img, &mut x);
+        x.iter().map(|&v| f64::from(v)).sum()
+    };
+    let owners: Vec<(f64, usize)> = folders
+        .iter()
+        .enumerate()
+        .flat_map(|(i, names)| names.iter().map(move |n| (i, *n)))
+        .map(|(i, n)| (fingerprint(&tmp.path().join(format!("photos{i}")).join(n)), i))
+        .collect();
+    let job = strix_stream::StreamJob {
+        sources,
+        source_options: strix_stream::SourceOptions::default(),
+        config: strix_stream::StreamConfig::default(),
+        sinks: Vec::new(),
+        http: None,
+        record: None,
+        overwrite: false,
+        max_frames: None,
+        duration: None,
+        frame_events: false,
+        top_k: 1,
+        workers: Some(1),
+    };
+    struct Quiet;
+    impl strix_stream::RunHooks for Quiet {}
+    let s = strix_stream::run(pipeline, job, Default::default(), &Quiet).unwrap();
+    let names: Vec<&str> = s.sources.iter().map(|x| x.source.as_str()).collect();
+    assert_eq!(names.len(), 3);
+    assert!(s.sources.iter().all(|x| x.frames_processed == 2), "{names:?}");
+    let owner = |sum: f64| owners.iter().find(|(f, _)| (f - sum).abs() <= 1e-3 * f.abs().max(1.0)).map(|o| o.1);
+    // Any inference made to warm the engine up carries none of the photos.
+    let batches: Vec<Vec<f64>> =
+        log.lock().unwrap().iter().filter(|b| b.iter().all(|&s| owner(s).is_some())).cloned().collect();
+    let per_batch: Vec<std::collections::BTreeSet<usize>> =
+        batches.iter().map(|b| b.iter().filter_map(|&sum| owner(sum)).collect()).collect();
+    eprintln!("sources per batch: {per_batch:?}");
+    assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 6);
+    assert!(per_batch.iter().any(|sources| sources.len() >= 2), "no batch held frames of several sources");
 }
 
 /// A webhook receiver: answers 200 to every POST and keeps the bodies.

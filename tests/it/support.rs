@@ -132,3 +132,76 @@ pub fn png_declaring(w: u32, h: u32) -> Vec<u8> {
     drop(writer);
     out
 }
+
+/// What a [`CountingRuntime`]'s sessions were asked to run: one entry per inference, one
+/// fingerprint (the sum of its values) per image of the batch.
+pub type BatchLog = std::sync::Arc<std::sync::Mutex<Vec<Vec<f64>>>>;
+
+/// A runtime whose sessions record every batch they run, so tests count batches themselves
+/// instead of believing the server's own report.
+pub struct CountingRuntime {
+    pub inner: Box<dyn strix_runtime::Runtime>,
+    pub log: BatchLog,
+}
+
+struct CountingSession {
+    inner: Box<dyn strix_runtime::Session>,
+    log: BatchLog,
+}
+
+impl strix_runtime::Runtime for CountingRuntime {
+    fn backend(&self) -> Backend {
+        self.inner.backend()
+    }
+    fn version(&self) -> String {
+        self.inner.version()
+    }
+    fn load(&self, model: &Path) -> Result<Box<dyn strix_runtime::Session>, strix_runtime::RuntimeError> {
+        Ok(Box::new(CountingSession { inner: self.inner.load(model)?, log: self.log.clone() }))
+    }
+}
+
+impl strix_runtime::Session for CountingSession {
+    fn inputs(&self) -> &[strix_core::TensorInfo] {
+        self.inner.inputs()
+    }
+    fn outputs(&self) -> &[strix_core::TensorInfo] {
+        self.inner.outputs()
+    }
+    fn default_threads(&self) -> usize {
+        self.inner.default_threads()
+    }
+    fn run_with_threads(
+        &self,
+        inputs: &[strix_core::Tensor],
+        threads: usize,
+    ) -> Result<Vec<strix_core::Tensor>, strix_runtime::RuntimeError> {
+        if let Some(x) = inputs.first() {
+            let values = x.to_f32_vec();
+            let n = x.shape().first().copied().unwrap_or(1).max(1);
+            let per = values.len() / n;
+            let sums = values.chunks(per.max(1)).map(|c| c.iter().map(|&v| f64::from(v)).sum()).collect();
+            self.log.lock().unwrap().push(sums);
+        }
+        self.inner.run_with_threads(inputs, threads)
+    }
+    fn warm_up(&self, threads: usize, concurrency: usize) -> Result<(), strix_runtime::RuntimeError> {
+        self.inner.warm_up(threads, concurrency)
+    }
+}
+
+/// Read a `strix stream --http` child's stderr up to the line that gives the page's address:
+/// the address (`127.0.0.1:PORT`, `None` if the stream ended first) and every line read.
+pub fn live_address(
+    lines: &mut std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+) -> (Option<String>, String) {
+    let mut said = String::new();
+    for line in lines.map_while(Result::ok) {
+        said.push_str(&line);
+        said.push('\n');
+        if let Some(rest) = line.split("live view at http://").nth(1) {
+            return (Some(rest.trim_end_matches('/').to_string()), said);
+        }
+    }
+    (None, said)
+}

@@ -1,6 +1,6 @@
 //! Domain types shared by every Strix crate: dense tensors and their descriptions, and the
 //! progress-reporting trait that libraries use instead of drawing bars themselves, and content
-//! digests.
+//! digests, and the redaction of secrets from text that leaves the process.
 //!
 //! ```
 //! use strix_core::{Tensor, DType};
@@ -13,9 +13,11 @@ mod answer;
 pub mod digest;
 mod error;
 mod progress;
+mod redact;
 mod tensor;
 
 pub use answer::{BBox, Detection, Face, Keypoint, Pose, SegMask, TextLine};
 pub use error::CoreError;
 pub use progress::{NoProgress, Progress, ProgressUnit};
+pub use redact::{MASK, redact};
 pub use tensor::{DType, Dim, Tensor, TensorData, TensorInfo};

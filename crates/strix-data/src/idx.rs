@@ -25,13 +25,25 @@ impl IdxImages {
 pub const FASHION_MNIST: [&str; 10] =
     ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot"];
 
+/// The most an IDX file may hold once unzipped (Fashion-MNIST's training images: 47 MB): a
+/// small gzip bomb must not fill the memory.
+pub const MAX_IDX_BYTES: u64 = 1 << 30;
+
 fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
+    read_bounded(path, MAX_IDX_BYTES)
+}
+
+fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, DataError> {
     let raw = std::fs::read(path).map_err(DataError::io(path))?;
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&raw[..])
+            .take(limit + 1)
             .read_to_end(&mut out)
             .map_err(|e| DataError::format(path, format!("corrupt gzip: {e}")))?;
+        if out.len() as u64 > limit {
+            return Err(DataError::format(path, format!("unzips to more than {limit} bytes; refusing it")));
+        }
         Ok(out)
     } else {
         Ok(raw)
@@ -54,7 +66,10 @@ fn parse(path: &Path, bytes: &[u8], ndim: u8) -> Result<(Vec<usize>, usize), Dat
     let dims: Vec<usize> = (0..ndim as usize)
         .map(|i| u32::from_be_bytes([bytes[4 + 4 * i], bytes[5 + 4 * i], bytes[6 + 4 * i], bytes[7 + 4 * i]]) as usize)
         .collect();
-    let want: usize = dims.iter().product();
+    let want = dims
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| bad(format!("header sizes {dims:?} overflow")))?;
     if bytes.len() - head != want {
         return Err(bad(format!("header promises {want} bytes of data, the file holds {}", bytes.len() - head)));
     }
@@ -119,5 +134,28 @@ mod tests {
         let e = read_images(&p).unwrap_err().to_string();
         assert!(e.contains("promises 12 bytes"), "{e}");
         assert!(read_labels(&p).unwrap_err().to_string().contains("expected 1 dimensions"));
+    }
+
+    #[test]
+    fn a_gzip_bomb_is_refused_before_it_fills_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bomb-labels-idx1-ubyte.gz");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..8 {
+            std::io::Write::write_all(&mut gz, &zeros).unwrap();
+        }
+        std::fs::write(&p, gz.finish().unwrap()).unwrap();
+        let e = read_bounded(&p, 1 << 20).unwrap_err().to_string();
+        assert!(e.contains("unzips to more than 1048576 bytes"), "{e}");
+    }
+
+    #[test]
+    fn header_sizes_that_overflow_are_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x-images-idx3-ubyte");
+        std::fs::write(&p, idx(3, &[u32::MAX, u32::MAX, u32::MAX], &[1, 2, 3])).unwrap();
+        let e = read_images(&p).unwrap_err().to_string();
+        assert!(e.contains("overflow"), "{e}");
     }
 }

@@ -9,8 +9,12 @@ use strix_runtime::{Backend, RuntimeOptions, Tensor};
 
 use crate::ExportError;
 
-/// Largest |logit difference| an export may show against burn.
-pub const TOLERANCE: f32 = 1e-4;
+/// Absolute part of the gate's tolerance: `|engine - burn| <= ATOL + RTOL * |burn|` for every
+/// logit (numpy's `allclose` rule). An absolute bound alone refuses deep nets whose logits are
+/// large: ResNet-50's reach 60, where f32 rounding alone differs by 1.3e-4 (2e-6 relative).
+pub const ATOL: f32 = 1e-4;
+/// Relative part of the gate's tolerance (numpy's default).
+pub const RTOL: f32 = 1e-5;
 
 /// How one engine's logits compare with burn's.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -19,17 +23,34 @@ pub struct GateCheck {
     /// Engine name and version.
     pub engine: String,
     pub max_abs_diff: f32,
-    /// Where the largest difference is: image index in the batch and logit (class) index.
+    /// Largest `|diff| / (atol + rtol * |burn|)`: the gate passes at 1 or less.
+    #[serde(default)]
+    pub max_ratio: f32,
+    /// Where the largest ratio is: image index in the batch and logit (class) index.
     pub worst_image: usize,
     pub worst_class: usize,
     /// Images whose top-1 class equals burn's.
     pub top1_agree: usize,
+    /// Images whose top-1 class differs although burn's margin between the two classes is wider
+    /// than the tolerance allows (a flip between near-ties is rounding, not a wrong export).
+    #[serde(default)]
+    pub top1_flips: usize,
+}
+
+impl GateCheck {
+    fn passed(&self) -> bool {
+        self.max_ratio <= 1.0 && self.top1_flips == 0
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GateReport {
     pub images: usize,
-    pub tolerance: f32,
+    /// The tolerance: `|diff| <= atol + rtol * |burn|`.
+    #[serde(alias = "tolerance")]
+    pub atol: f32,
+    #[serde(default)]
+    pub rtol: f32,
     /// Largest |logit| burn gave: f32 rounding grows with it, so it is part of any diagnosis.
     pub logit_scale: f32,
     pub checks: Vec<GateCheck>,
@@ -37,12 +58,12 @@ pub struct GateReport {
 
 impl GateReport {
     pub fn passed(&self) -> bool {
-        self.checks.iter().all(|c| c.max_abs_diff <= self.tolerance)
+        self.checks.iter().all(GateCheck::passed)
     }
 
     /// The first engine over the tolerance.
     pub fn failure(&self) -> Option<&GateCheck> {
-        self.checks.iter().find(|c| c.max_abs_diff.is_nan() || c.max_abs_diff > self.tolerance)
+        self.checks.iter().find(|c| !c.passed())
     }
 }
 
@@ -54,8 +75,8 @@ impl fmt::Display for GateReport {
             }
             write!(
                 f,
-                "{} ({}): max |diff| {:.1e} on {} images, top-1 agrees on {}/{}",
-                c.backend, c.engine, c.max_abs_diff, self.images, c.top1_agree, self.images
+                "{} ({}): max |diff| {:.1e} on {} images ({:.2} of the allowed {:.0e} + {:.0e} x |logit|), top-1 agrees on {}/{}",
+                c.backend, c.engine, c.max_abs_diff, self.images, c.max_ratio, self.atol, self.rtol, c.top1_agree, self.images
             )?;
         }
         Ok(())
@@ -66,6 +87,52 @@ fn argmax(row: &[f32]) -> usize {
     row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |m| m.0)
 }
 
+/// `|diff| <= atol + rtol * |reference|`, per logit.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Tolerance {
+    pub atol: f32,
+    pub rtol: f32,
+}
+
+impl Default for Tolerance {
+    fn default() -> Self {
+        Tolerance { atol: ATOL, rtol: RTOL }
+    }
+}
+
+impl Tolerance {
+    fn allowed(&self, reference: f32) -> f32 {
+        self.atol + self.rtol * reference.abs()
+    }
+}
+
+/// Compare one engine's logits with burn's, row by row (`classes` logits an image).
+fn compare(values: &[f32], reference: &[f32], classes: usize, tol: Tolerance) -> (f32, f32, usize, usize, usize) {
+    let (mut max_abs, mut max_ratio, mut at) = (0.0f32, 0.0f32, 0);
+    for (i, (a, b)) in values.iter().zip(reference).enumerate() {
+        let d = (a - b).abs();
+        // NaN counts as the worst possible difference.
+        let (d, ratio) = if d.is_nan() { (f32::INFINITY, f32::INFINITY) } else { (d, d / tol.allowed(*b)) };
+        max_abs = max_abs.max(d);
+        // A negative tolerance refuses everything (the ratio is negative or infinite).
+        let ratio = if tol.allowed(*b) <= 0.0 { f32::INFINITY } else { ratio };
+        if ratio > max_ratio || (i == 0 && ratio.is_infinite()) {
+            max_ratio = ratio;
+            at = i;
+        }
+    }
+    let (mut agree, mut flips) = (0, 0);
+    for (got, want) in values.chunks(classes).zip(reference.chunks(classes)) {
+        let (g, w) = (argmax(got), argmax(want));
+        if g == w {
+            agree += 1;
+        } else if want[w] - want[g] > tol.allowed(want[w]) + tol.allowed(want[g]) {
+            flips += 1;
+        }
+    }
+    (max_abs, max_ratio, at, agree, flips)
+}
+
 /// Compare `reference` (burn's `[n, classes]` logits for `images`, `[n, c, s, s]`) with each
 /// backend's run of the ONNX file at `onnx`.
 pub fn check(
@@ -74,10 +141,10 @@ pub fn check(
     input_shape: [usize; 4],
     reference: &[f32],
     backends: &[Backend],
-    tolerance: f32,
+    tolerance: Tolerance,
 ) -> Result<GateReport, ExportError> {
     let n = input_shape[0];
-    let classes = reference.len() / n.max(1);
+    let classes = (reference.len() / n.max(1)).max(1);
     let mut checks = Vec::new();
     for &backend in backends {
         let runtime = strix_runtime::open(backend, &RuntimeOptions::default())?;
@@ -94,29 +161,51 @@ pub fn check(
                 reference.len()
             )));
         }
-        let (mut max, mut at) = (0.0f32, 0);
-        for (i, (a, b)) in values.iter().zip(reference).enumerate() {
-            let d = (a - b).abs();
-            // NaN counts as the worst possible difference.
-            if d.is_nan() || d > max {
-                max = if d.is_nan() { f32::INFINITY } else { d };
-                at = i;
-            }
-        }
-        let top1_agree = values
-            .chunks(classes.max(1))
-            .zip(reference.chunks(classes.max(1)))
-            .filter(|(a, b)| argmax(a) == argmax(b))
-            .count();
+        let (max_abs_diff, max_ratio, at, top1_agree, top1_flips) = compare(&values, reference, classes, tolerance);
         checks.push(GateCheck {
             backend,
             engine: runtime.version(),
-            max_abs_diff: max,
-            worst_image: at / classes.max(1),
-            worst_class: at % classes.max(1),
+            max_abs_diff,
+            max_ratio,
+            worst_image: at / classes,
+            worst_class: at % classes,
             top1_agree,
+            top1_flips,
         });
     }
     let logit_scale = reference.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    Ok(GateReport { images: n, tolerance, logit_scale, checks })
+    Ok(GateReport { images: n, atol: tolerance.atol, rtol: tolerance.rtol, logit_scale, checks })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tolerance_scales_with_the_logits() {
+        let tol = Tolerance::default();
+        // ResNet-50's case: a 1.26e-4 difference on a logit of 61.8 is rounding.
+        let (abs, ratio, _, agree, flips) = compare(&[61.8 + 1.26e-4, 1.0], &[61.8, 1.0], 2, tol);
+        assert!(abs > ATOL && ratio < 1.0 && agree == 1 && flips == 0, "{abs} {ratio}");
+        // The same difference on a small logit is not.
+        let (_, ratio, at, _, _) = compare(&[0.1, 0.5 + 1.3e-4], &[0.1, 0.5], 2, tol);
+        assert!(ratio > 1.0 && at == 1, "{ratio}");
+        // A negative tolerance refuses everything.
+        let (_, ratio, ..) = compare(&[1.0], &[1.0], 1, Tolerance { atol: -1.0, rtol: 0.0 });
+        assert!(ratio > 1.0);
+        // NaN is the worst difference.
+        let (abs, ratio, ..) = compare(&[f32::NAN], &[1.0], 1, tol);
+        assert!(abs.is_infinite() && ratio.is_infinite());
+    }
+
+    #[test]
+    fn top1_flips_count_only_beyond_the_tolerance() {
+        let tol = Tolerance::default();
+        // A near-tie swapped by rounding: agreement lost, no flip.
+        let (_, _, _, agree, flips) = compare(&[1.0, 1.00002], &[1.00002, 1.0], 2, tol);
+        assert_eq!((agree, flips), (0, 0));
+        // A clear winner lost: a flip.
+        let (_, _, _, agree, flips) = compare(&[1.0, 2.0], &[2.0, 1.0], 2, tol);
+        assert_eq!((agree, flips), (0, 1));
+    }
 }

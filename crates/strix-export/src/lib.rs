@@ -6,7 +6,7 @@
 //!
 //! An export is only kept when it passes the gate ([`gate::check`]): real validation images of
 //! the run go through burn, tract and ONNX Runtime, and the logits must agree within
-//! [`gate::TOLERANCE`].
+//! [`gate::ATOL`] + [`gate::RTOL`] x |logit|.
 //!
 //! ```no_run
 //! let exported = strix_export::export_run("runs/trash".as_ref(), &strix_export::ExportOptions::default())?;
@@ -43,14 +43,18 @@ pub enum ExportError {
     Gate(String),
     #[error(
         "export gate failed: {backend} logits differ from burn's by {max_abs_diff:.3e} (image {image}, logit {class}), \
-         over the {tolerance:.0e} tolerance (burn's logits reach {scale:.3e}); the export was not kept"
+         {ratio:.2} times the tolerance |diff| <= {atol:.0e} + {rtol:.0e} x |logit| (burn's logits reach {scale:.3e}); \
+         top-1 flips on {flips} images; the export was not kept"
     )]
     GateFailed {
         backend: Backend,
         max_abs_diff: f32,
+        ratio: f32,
         image: usize,
         class: usize,
-        tolerance: f32,
+        atol: f32,
+        rtol: f32,
+        flips: usize,
         scale: f32,
         report: GateReport,
     },
@@ -77,7 +81,7 @@ pub struct ExportOptions {
     pub out_dir: Option<PathBuf>,
     /// Validation images the gate runs.
     pub gate_images: usize,
-    pub tolerance: f32,
+    pub tolerance: gate::Tolerance,
     /// Engines the gate runs besides burn.
     pub backends: Vec<Backend>,
     /// Name written into the spec; the run folder's name when `None`.
@@ -89,7 +93,7 @@ impl Default for ExportOptions {
         ExportOptions {
             out_dir: None,
             gate_images: 16,
-            tolerance: gate::TOLERANCE,
+            tolerance: gate::Tolerance::default(),
             backends: Backend::ALL.into_iter().filter(|b| b.is_compiled()).collect(),
             name: None,
         }
@@ -164,9 +168,12 @@ pub fn gate_file(
         Some(f) => Err(ExportError::GateFailed {
             backend: f.backend,
             max_abs_diff: f.max_abs_diff,
+            ratio: f.max_ratio,
             image: f.worst_image,
             class: f.worst_class,
-            tolerance: report.tolerance,
+            atol: report.atol,
+            rtol: report.rtol,
+            flips: f.top1_flips,
             scale: report.logit_scale,
             report: report.clone(),
         }),

@@ -49,7 +49,7 @@ impl Blobs {
     /// Open `url`: `s3://bucket[/prefix]` (credentials, region and endpoint from the `AWS_*`
     /// variables), `file:///path`, or a plain folder path (created if missing).
     pub async fn open(url: &str) -> Result<Blobs, RegistryError> {
-        let bad = |reason: String| RegistryError::StoreUrl { url: url.to_string(), reason };
+        let bad = |reason: String| RegistryError::StoreUrl { url: strix_core::redact(url), reason };
         let (store, local_root): (Arc<dyn ObjectStore>, Option<PathBuf>) = if let Some(rest) = url.strip_prefix("s3://")
         {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -79,7 +79,7 @@ impl Blobs {
             let fs = LocalFileSystem::new_with_prefix(&path).map_err(|e| bad(one_line(&e)))?;
             (Arc::new(fs), Some(path))
         };
-        let blobs = Blobs { store, url: url.to_string(), local_root };
+        let blobs = Blobs { store, url: strix_core::redact(url), local_root };
         // Ask the store something now, so a wrong endpoint, bucket or credential fails here
         // with the store named, before any upload starts.
         blobs.store.list_with_delimiter(Some(&Key::from("blobs"))).await.map_err(|e| blobs.err(e))?;
@@ -173,11 +173,7 @@ impl Blobs {
     ) -> Result<(), RegistryError> {
         let dir = dest.parent().unwrap_or(Path::new("."));
         tokio::fs::create_dir_all(dir).await.map_err(RegistryError::io(dir))?;
-        let partial = dir.join(format!(
-            ".{}.{}.part",
-            dest.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
-            std::process::id()
-        ));
+        let (partial, mut out) = new_partial(dest).await?;
         progress.start(&format!("downloading {label}"), Some(size), ProgressUnit::Bytes);
         let result = async {
             let got = self.store.get(&key(sha256)).await.map_err(|e| match e {
@@ -189,7 +185,6 @@ impl Blobs {
                 e => self.err(e),
             })?;
             let mut stream = got.into_stream();
-            let mut out = tokio::fs::File::create(&partial).await.map_err(RegistryError::io(&partial))?;
             let mut hasher = Sha256::new();
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(|e| self.err(e))?;
@@ -270,6 +265,27 @@ pub async fn hash_file(path: &Path) -> Result<(String, u64), RegistryError> {
         .map_err(RegistryError::io(path))
 }
 
+/// A fresh temporary file beside `dest`, created with `create_new`: a file or link already at
+/// that name (left by someone else, or planted) is never opened or followed.
+async fn new_partial(dest: &Path) -> Result<(PathBuf, tokio::fs::File), RegistryError> {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    let mut last = None;
+    for _ in 0..16 {
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let partial = dir.join(format!(".{name}.{}.{n}.{nanos}.part", std::process::id()));
+        match tokio::fs::OpenOptions::new().write(true).create_new(true).open(&partial).await {
+            Ok(file) => return Ok((partial, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(RegistryError::io(&partial)(e)),
+        }
+    }
+    let e = last.unwrap_or_else(|| std::io::Error::other("no free temporary name"));
+    Err(RegistryError::io(dir)(e))
+}
+
 fn one_line(e: &dyn std::fmt::Display) -> String {
-    e.to_string().replace('\n', " ")
+    strix_core::redact(&e.to_string().replace('\n', " "))
 }

@@ -128,8 +128,7 @@ impl Registry {
         check_name(&new.name)?;
         let mut seen = std::collections::HashSet::new();
         for f in &new.files {
-            let plain = !f.file.is_empty() && !f.file.starts_with('.') && f.file.chars().all(strix_zoo::is_name_char);
-            if !plain || !seen.insert(f.file.as_str()) {
+            if !record::is_plain_file_name(&f.file) || !seen.insert(f.file.as_str()) {
                 return Err(RegistryError::Invalid(format!(
                     "artifact name {:?} is not a plain, unique file name",
                     f.file
@@ -249,6 +248,7 @@ impl Registry {
     ) -> Result<Vec<PathBuf>, RegistryError> {
         let mut paths = Vec::new();
         for a in &record.artifacts {
+            a.check().map_err(|e| RegistryError::Invalid(format!("{}:{}: {e}", record.name, record.version)))?;
             let dest = dir.join(&a.file);
             let fresh = match dest.is_file() {
                 true => hash_file(&dest).await.is_ok_and(|(sha, _)| sha == a.sha256),

@@ -8,6 +8,7 @@ use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection, Row};
 
 use crate::record::{ArtifactRecord, Lineage, ModelSummary, VersionRecord};
 use crate::{RegistryError, Selector};
+pub use strix_core::redact;
 
 /// Schema migrations, oldest first. Applied under a lock, each recorded in `schema_migrations`.
 const MIGRATIONS: &[(i64, &str, &str)] =
@@ -230,13 +231,21 @@ impl Meta {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(|e| self.err(e))?;
-        let artifacts = arts
-            .iter()
-            .map(|a| {
-                Ok(ArtifactRecord { file: a.try_get(0)?, sha256: a.try_get(1)?, size: a.try_get::<i64, _>(2)? as u64 })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(|e| self.err(e))?;
+        let mut artifacts = Vec::with_capacity(arts.len());
+        for a in &arts {
+            let size: i64 = a.try_get(2).map_err(|e| self.err(e))?;
+            let record = ArtifactRecord {
+                file: a.try_get(0).map_err(|e| self.err(e))?,
+                sha256: a.try_get(1).map_err(|e| self.err(e))?,
+                size: u64::try_from(size).unwrap_or(u64::MAX),
+            };
+            // Names and digests become paths: a shared database is not trusted with them.
+            record.check().map_err(|e| RegistryError::Invalid(format!("{name}:{version}: refusing a bad record: {e}")))?;
+            if size < 0 {
+                return Err(RegistryError::Invalid(format!("{name}:{version}: refusing a bad record: size {size}")));
+            }
+            artifacts.push(record);
+        }
         let aliases =
             self.aliases(name).await?.into_iter().filter(|(_, v)| *v == version).map(|(a, _)| a).collect::<Vec<_>>();
         Ok(VersionRecord {
@@ -392,20 +401,9 @@ fn statements(sql: &'static str) -> Vec<String> {
     text.split(';').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
 }
 
-/// A URL without its password, for messages and records.
-pub fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_string(),
-    }
-}
-
 /// sqlx errors can span lines (PostgreSQL details); the CLI prints one.
 fn one_line(e: &sqlx::Error) -> String {
-    e.to_string().replace('\n', " ")
+    redact(&e.to_string().replace('\n', " "))
 }
 
 #[cfg(test)]
@@ -422,6 +420,9 @@ mod tests {
     #[test]
     fn passwords_never_reach_messages() {
         assert_eq!(redact("postgres://bob:secret@db:5432/reg"), "postgres://bob:***@db:5432/reg");
+        // URLs that no URL parser takes, and passwords as parameters, are caught too.
+        assert_eq!(redact("postgres://db/reg?password=secret"), "postgres://db/reg?password=***");
+        assert_eq!(redact("postgres://bob:p#ss@db/x"), "postgres://bob:***@db/x");
         assert_eq!(redact("sqlite:///tmp/r.db"), "sqlite:///tmp/r.db");
     }
 }

@@ -12,6 +12,31 @@ pub struct ArtifactRecord {
     pub size: u64,
 }
 
+impl ArtifactRecord {
+    /// Check a record read back from the database: whoever can write a shared registry's
+    /// tables must not be able to make a download write outside its folder (`../x`, `/tmp/x`)
+    /// or read a blob outside the store (a digest that is not 64 hex digits).
+    pub fn check(&self) -> Result<(), String> {
+        if !is_plain_file_name(&self.file) {
+            return Err(format!("artifact name {:?} is not a plain file name", self.file));
+        }
+        if !is_sha256(&self.sha256) {
+            return Err(format!("artifact {:?} has digest {:?}, not 64 lower-case hex digits", self.file, self.sha256));
+        }
+        Ok(())
+    }
+}
+
+/// A name with no folder part, no leading dot and only the model-name characters.
+pub(crate) fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty() && !name.starts_with('.') && name.chars().all(strix_zoo::is_name_char)
+}
+
+/// Lower-case hex SHA-256.
+pub(crate) fn is_sha256(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// Where a version came from: the facts needed to tell how it was made and to make it again.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -68,4 +93,23 @@ pub struct ModelSummary {
     pub updated_at: i64,
     /// `(alias, version)`.
     pub aliases: Vec<(String, u64)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifact_records_from_the_database_are_checked() {
+        let good = ArtifactRecord { file: "model.onnx".into(), sha256: "ab".repeat(32), size: 3 };
+        assert!(good.check().is_ok());
+        for file in ["../escaped.txt", "/tmp/x", "a/b", ".hidden", "", "a\\b", "x\n"] {
+            let bad = ArtifactRecord { file: file.into(), ..good.clone() };
+            assert!(bad.check().unwrap_err().contains("plain file name"), "{file:?}");
+        }
+        for sha in ["../../etc/passwd", &"AB".repeat(32), &"ab".repeat(31), &"zz".repeat(32)] {
+            let bad = ArtifactRecord { sha256: sha.to_string(), ..good.clone() };
+            assert!(bad.check().unwrap_err().contains("64 lower-case hex"), "{sha:?}");
+        }
+    }
 }

@@ -2,13 +2,13 @@
 //! and `/v1/models/{name}/predict`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use strix_pipeline::rekognition::{self, Response as Answer};
 use strix_pipeline::{Pipeline, Prediction};
 use strix_vision::{DecodeLimits, VisionError};
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::batcher::{Batcher, Input, Job, Refused};
 use crate::metrics::Metrics;
@@ -37,6 +37,8 @@ pub struct ServedModel {
     pub pipeline: Arc<Pipeline>,
     pub batching: Batching,
     pub(crate) batcher: Batcher,
+    /// Requests of this model being decoded and preprocessed now.
+    preparing: AtomicUsize,
 }
 
 impl std::fmt::Debug for ServedModel {
@@ -50,7 +52,19 @@ impl ServedModel {
     pub fn new(name: &str, reference: &str, pipeline: Pipeline, batching: Batching, top_k: usize) -> ServedModel {
         let pipeline = Arc::new(pipeline);
         let batcher = Batcher::start(name, pipeline.clone(), batching, top_k);
-        ServedModel { name: name.to_string(), reference: reference.to_string(), pipeline, batching, batcher }
+        ServedModel {
+            name: name.to_string(),
+            reference: reference.to_string(),
+            pipeline,
+            batching,
+            batcher,
+            preparing: AtomicUsize::new(0),
+        }
+    }
+
+    /// Requests waiting: in the batch queue, and being decoded on their way to it.
+    pub(crate) fn depth(&self) -> usize {
+        self.batcher.depth() + self.preparing.load(Ordering::SeqCst)
     }
 }
 
@@ -64,6 +78,8 @@ pub struct ServeState {
     metrics: Metrics,
     /// SHA-256 of each accepted API key; empty: no key needed.
     pub(crate) api_keys: Vec<[u8; 32]>,
+    /// One permit per request being read and decoded (see [`Limits::max_decoding`]).
+    decode_slots: Arc<Semaphore>,
 }
 
 impl ServeState {
@@ -72,10 +88,11 @@ impl ServeState {
         ServeState {
             metrics: Metrics::new(&histograms),
             models,
-            limits,
             ready: AtomicBool::new(true),
             next_request: AtomicU64::new(1),
             api_keys: Vec::new(),
+            decode_slots: Arc::new(Semaphore::new(limits.decode_slots())),
+            limits,
         }
     }
 
@@ -89,6 +106,12 @@ impl ServeState {
     /// Stop answering ready (while draining at shutdown).
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Ready: not draining, and every model has a live batch worker (a model whose workers
+    /// died would answer every request with 503 while a load balancer kept sending them).
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed) && self.models.iter().all(|m| m.batcher.alive() > 0)
     }
 
     fn model(&self, name: &str) -> Result<&ServedModel, ApiError> {
@@ -106,12 +129,16 @@ impl ServeState {
 /// The HTTP application; tests drive it in-process.
 pub fn app(state: Arc<ServeState>) -> Router {
     let limit = state.limits.max_body_bytes;
-    let guarded = Router::new()
+    // Image routes take a decode slot before their body is read.
+    let images = Router::new()
         .route("/", post(crate::rekognition::answer))
-        .route("/metrics", get(metrics))
-        .route("/v1/models", get(list_models))
         .route("/v1/models/{name}/predict", post(predict))
         .route("/invocations", post(invocations))
+        .route_layer(middleware::from_fn_with_state(state.clone(), take_decode_slot));
+    let guarded = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/v1/models", get(list_models))
+        .merge(images)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NotFound", "no such route") })
         .route_layer(middleware::from_fn_with_state(state.clone(), crate::auth::require_key));
     Router::new()
@@ -123,21 +150,55 @@ pub fn app(state: Arc<ServeState>) -> Router {
         .with_state(state)
 }
 
+/// A request's decode slot: freed once its image is prepared (or, for a cascade, which needs
+/// the whole image, once answered), so full-size images in memory stay within the slots.
+#[derive(Clone)]
+pub(crate) struct DecodeSlot(Arc<std::sync::Mutex<Option<OwnedSemaphorePermit>>>);
+
+impl DecodeSlot {
+    fn release(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
+/// Shed a request before reading its body when every decode slot is taken.
+async fn take_decode_slot(
+    State(state): State<Arc<ServeState>>,
+    mut request: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    match state.decode_slots.clone().try_acquire_owned() {
+        Ok(permit) => {
+            request.extensions_mut().insert(DecodeSlot(Arc::new(std::sync::Mutex::new(Some(permit)))));
+            next.run(request).await
+        }
+        Err(_) => {
+            let e = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ThrottlingException",
+                format!("busy: {} images are being decoded; retry shortly", state.limits.decode_slots()),
+            );
+            state.finish("", Instant::now(), Err(e))
+        }
+    }
+}
+
 async fn metrics(State(state): State<Arc<ServeState>>) -> Response {
-    let depths = state.models.iter().map(|m| (m.name.clone(), m.batcher.depth()));
+    let depths = state.models.iter().map(|m| (m.name.clone(), m.depth()));
     let text = state.metrics.render(depths);
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
 }
 
 async fn ping(State(state): State<Arc<ServeState>>) -> StatusCode {
-    if state.ready.load(Ordering::Relaxed) { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }
+    if state.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }
 }
 
 async fn ready(State(state): State<Arc<ServeState>>) -> Response {
-    if state.ready.load(Ordering::Relaxed) {
+    if state.is_ready() {
         axum::Json(json!({"status": "ready", "models": state.models.len()})).into_response()
     } else {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "shutting down").into_response()
+        let why = "not ready: shutting down, or a model's batch workers stopped (see the log)";
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", why).into_response()
     }
 }
 
@@ -158,7 +219,7 @@ async fn list_models(State(state): State<Arc<ServeState>>) -> axum::Json<serde_j
                 "batching": m.batching,
                 "max_batch": m.batcher.max_batch,
                 "workers": m.batcher.workers,
-                "queue_depth": m.batcher.depth(),
+                "queue_depth": m.depth(),
                 "batches": m.batcher.stats.histogram().into_iter().map(|(n, c)| json!({"size": n, "count": c})).collect::<Vec<_>>(),
             })
         })
@@ -169,10 +230,11 @@ async fn list_models(State(state): State<Arc<ServeState>>) -> axum::Json<serde_j
 async fn predict(
     State(state): State<Arc<ServeState>>,
     Path(name): Path<String>,
+    Extension(slot): Extension<DecodeSlot>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    answer_image(&state, &name, &headers, body, Instant::now()).await
+    answer_image(&state, &name, &headers, body, slot, Instant::now()).await
 }
 
 /// The image routes' work: `name`'s answer for the body, as `strix predict --json` gives it,
@@ -182,12 +244,13 @@ async fn answer_image(
     name: &str,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
+    slot: DecodeSlot,
     started: Instant,
 ) -> Response {
     let result = async {
         let model = state.model(name)?;
         let bytes = image_bytes(headers, checked_body(state, body)?)?;
-        let prediction = infer(state, model, bytes).await?;
+        let prediction = infer(state, model, bytes, slot).await?;
         Ok(axum::Json(Answer::from_prediction(&prediction, &model.name)).into_response())
     }
     .await;
@@ -197,6 +260,7 @@ async fn answer_image(
 /// SageMaker's inference route: the target-model header picks the model, else the first.
 async fn invocations(
     State(state): State<Arc<ServeState>>,
+    Extension(slot): Extension<DecodeSlot>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -209,7 +273,7 @@ async fn invocations(
         }
         None => state.models.first().map(|m| m.name.clone()).unwrap_or_default(),
     };
-    answer_image(&state, &name, &headers, body, started).await
+    answer_image(&state, &name, &headers, body, slot, started).await
 }
 
 impl ServeState {
@@ -291,6 +355,9 @@ fn vision_error(e: VisionError) -> ApiError {
 /// The body, or the JSON error for one over the limit.
 pub(crate) fn checked_body(state: &ServeState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|r| {
+        if strix_http::is_body_timeout(&r) {
+            return ApiError::new(StatusCode::REQUEST_TIMEOUT, "RequestTimeout", r.body_text());
+        }
         let status = r.status();
         let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
             "ImageTooLargeException"
@@ -302,24 +369,35 @@ pub(crate) fn checked_body(state: &ServeState, body: Result<Bytes, BytesRejectio
 }
 
 /// Decode an image and get its prediction through the model's batcher.
-pub(crate) async fn infer(state: &ServeState, model: &ServedModel, bytes: Bytes) -> Result<Prediction, ApiError> {
-    let name = &model.name;
-    let full = || {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ThrottlingException",
-            format!("{name}: queue full ({} waiting); retry shortly", model.batching.queue),
-        )
-    };
+pub(crate) async fn infer(
+    state: &ServeState,
+    model: &ServedModel,
+    bytes: Bytes,
+    slot: DecodeSlot,
+) -> Result<Prediction, ApiError> {
     // Shed before decoding: under overload the rejected requests must cost next to nothing.
-    if model.batcher.depth() >= model.batching.queue {
-        return Err(full());
+    if model.depth() >= model.batching.queue {
+        return Err(queue_full(model));
     }
+    model.preparing.fetch_add(1, Ordering::SeqCst);
+    let prepared = prepare(state, model, bytes).await;
+    model.preparing.fetch_sub(1, Ordering::SeqCst);
+    let input = prepared?;
+    // A prepared tensor is small; a cascade's whole image stays in memory until answered.
+    if matches!(input, Input::Prepared(_)) {
+        slot.release();
+    }
+    let answer = queue_and_wait(state, model, input).await;
+    drop(slot);
+    answer
+}
+
+/// Decode and preprocess off the async threads, in parallel across requests, outside the
+/// model's batch (which then only infers).
+async fn prepare(state: &ServeState, model: &ServedModel, bytes: Bytes) -> Result<Input, ApiError> {
     let limits = DecodeLimits { max_pixels: state.limits.max_pixels, max_bytes: state.limits.max_body_bytes as u64 };
-    // Decoding and preprocessing are CPU work: off the async threads, in parallel across
-    // requests, outside the model's batch (which then only infers).
     let pipeline = model.pipeline.clone();
-    let input = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let image = strix_vision::decode_bytes(&bytes, &limits)?;
         Ok::<_, VisionError>(match pipeline.prepare(&image) {
             Some(prepared) => Input::Prepared(prepared),
@@ -328,10 +406,23 @@ pub(crate) async fn infer(state: &ServeState, model: &ServedModel, bytes: Bytes)
     })
     .await
     .map_err(|e| internal(state, "decode task", &e.to_string()))?
-    .map_err(vision_error)?;
+    .map_err(vision_error)
+}
+
+/// Hand a prepared request to the model's batcher and wait for its answer.
+fn queue_full(model: &ServedModel) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ThrottlingException",
+        format!("{}: queue full ({} waiting); retry shortly", model.name, model.batching.queue),
+    )
+}
+
+async fn queue_and_wait(state: &ServeState, model: &ServedModel, input: Input) -> Result<Prediction, ApiError> {
+    let name = &model.name;
     let (reply, answer) = oneshot::channel();
     model.batcher.submit(Job { input, reply }).map_err(|refused| match refused {
-        Refused::Full => full(),
+        Refused::Full => queue_full(model),
         Refused::Closed => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "shutting down"),
     })?;
     let timeout = Duration::from_millis(model.batching.timeout_ms);

@@ -3,7 +3,7 @@
 //! each caller its answer.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -57,6 +57,37 @@ pub struct Batcher {
     pub stats: Arc<BatchStats>,
     pub max_batch: usize,
     pub workers: usize,
+    /// Worker threads running; the server is not ready while a model has none.
+    alive: Arc<AtomicUsize>,
+}
+
+/// Counts a worker thread as alive until it ends, by returning or by unwinding.
+struct Alive(Arc<AtomicUsize>);
+
+impl Alive {
+    fn enter(count: &Arc<AtomicUsize>) -> Alive {
+        count.fetch_add(1, Ordering::SeqCst);
+        Alive(count.clone())
+    }
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        if self.0.fetch_sub(1, Ordering::SeqCst) == 1 && std::thread::panicking() {
+            tracing::error!("the last batch worker of a model died; /ping now answers 503");
+        }
+    }
+}
+
+/// `f()`, or the panic's message: a bug in one batch (a decoder, an engine) must answer that
+/// batch's requests with an error and leave the worker serving the next.
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+        p.downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into())
+    })
 }
 
 /// Why a job was not queued.
@@ -84,16 +115,25 @@ impl Batcher {
         // Cascades keep their own threading; single networks split the cores between workers.
         let threads = (!cascade).then(|| (cores / workers).max(1));
         let delay = Duration::from_millis(batching.max_delay_ms);
+        let alive = Arc::new(AtomicUsize::new(0));
         for i in 0..workers {
             let (pipeline, rx, stats) = (pipeline.clone(), rx.clone(), stats.clone());
-            let spawned = std::thread::Builder::new()
-                .name(format!("batcher-{name}-{i}"))
-                .spawn(move || work(&pipeline, &rx, max_batch, delay, top_k, threads, &stats));
+            // Counted before the thread starts, so a server is never briefly "not ready".
+            let guard = Alive::enter(&alive);
+            let spawned = std::thread::Builder::new().name(format!("batcher-{name}-{i}")).spawn(move || {
+                let _alive = guard;
+                work(&pipeline, &rx, max_batch, delay, top_k, threads, &stats)
+            });
             if let Err(e) = spawned {
                 tracing::error!("cannot start batcher thread {i} of {name}: {e}");
             }
         }
-        Batcher { tx, stats, max_batch, workers }
+        Batcher { tx, stats, max_batch, workers, alive }
+    }
+
+    /// Worker threads still running.
+    pub fn alive(&self) -> usize {
+        self.alive.load(Ordering::SeqCst)
     }
 
     pub fn submit(&self, job: Job) -> Result<(), Refused> {
@@ -148,11 +188,17 @@ fn work(
             }
         }
         // One model is either kind: its requests are all prepared or all images.
-        let result = if images.is_empty() {
-            pipeline.predict_prepared(prepared, top_k, threads)
-        } else {
-            pipeline.predict_images(&images, &opts)
-        };
+        let result = guarded(|| {
+            if images.is_empty() {
+                pipeline.predict_prepared(prepared, top_k, threads)
+            } else {
+                pipeline.predict_images(&images, &opts)
+            }
+        })
+        .unwrap_or_else(|panic| {
+            tracing::error!("a batch of {n} panicked: {panic}");
+            Err(PipelineError::Batch(format!("the batch failed: {panic}")))
+        });
         match result {
             Ok(predictions) => {
                 for (reply, p) in replies.into_iter().zip(predictions) {
@@ -166,5 +212,32 @@ fn work(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_batch_becomes_an_error() {
+        assert_eq!(guarded(|| 7), Ok(7));
+        assert_eq!(guarded(|| -> u8 { panic!("decoder bug") }), Err("decoder bug".to_string()));
+        let n = 3;
+        assert_eq!(guarded(|| -> u8 { panic!("index {n} out of range") }), Err("index 3 out of range".into()));
+    }
+
+    #[test]
+    fn a_worker_that_dies_is_no_longer_counted_alive() {
+        let alive = Arc::new(AtomicUsize::new(0));
+        let (a, b) = (Alive::enter(&alive), Alive::enter(&alive));
+        let died = std::thread::spawn(move || {
+            let _alive = a;
+            panic!("worker died");
+        });
+        assert!(died.join().is_err());
+        assert_eq!(alive.load(Ordering::SeqCst), 1);
+        drop(b);
+        assert_eq!(alive.load(Ordering::SeqCst), 0);
     }
 }

@@ -17,6 +17,8 @@ pub struct ServeConfig {
     /// Batching settings every model starts from.
     pub batching: Batching,
     pub limits: Limits,
+    /// Timeouts and the cap on open connections.
+    pub connections: strix_http::ConnLimits,
     /// A file of API keys, one per line (`#` comments); when set, every route but `/ping` and
     /// `/health/*` needs one (`Authorization: Bearer KEY` or `X-Api-Key: KEY`).
     pub api_key_file: Option<std::path::PathBuf>,
@@ -30,6 +32,7 @@ impl Default for ServeConfig {
             models: Vec::new(),
             batching: Batching::default(),
             limits: Limits::default(),
+            connections: strix_http::ConnLimits::default(),
             api_key_file: None,
         }
     }
@@ -81,11 +84,25 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Largest image (width x height), checked from the header before decoding.
     pub max_pixels: u64,
+    /// Requests being read and decoded at once, over all models (each may hold a body and a
+    /// full-size image; a cascade's keep theirs until answered); more are answered 503 before
+    /// their body is read. 0: one per core.
+    pub max_decoding: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_body_bytes: 20 << 20, max_pixels: strix_vision::DecodeLimits::DEFAULT_MAX_PIXELS }
+        Limits { max_body_bytes: 20 << 20, max_pixels: strix_vision::DecodeLimits::DEFAULT_MAX_PIXELS, max_decoding: 0 }
+    }
+}
+
+impl Limits {
+    /// [`Limits::max_decoding`] with 0 resolved to the core count.
+    pub fn decode_slots(&self) -> usize {
+        match self.max_decoding {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
     }
 }
 
@@ -122,7 +139,7 @@ impl ServeConfig {
         if self.limits.max_body_bytes < 1024 {
             return bad("limits.max_body_bytes must be at least 1024".into());
         }
-        Ok(())
+        self.connections.validate().map_err(|e| ServeError::Config(format!("[connections]: {e}")))
     }
 }
 

@@ -14,6 +14,10 @@
 //! - Errors are `{"error": {"code", "message"}}` with a 4xx status for bad input; internal
 //!   errors are logged with a request id and not leaked.
 //!
+//! - Hostile clients are bounded: decodes in flight (each can hold a full-size image) take a
+//!   slot before the body is read, and none free answers 503; connections have header, body and
+//!   idle timeouts, a cap, and a drain deadline at shutdown (`strix-http`).
+//!
 //! [`app`] builds the router, so tests drive it in-process; [`serve`] runs it until a shutdown
 //! signal, then drains what is in flight.
 
@@ -32,10 +36,12 @@ pub use app::{ServeState, ServedModel, app};
 pub use config::{Batching, Limits, ModelConfig, ServeConfig};
 pub use error::{ApiError, ServeError};
 
-/// Serve `state` on `listener` until `shutdown` resolves; requests in flight finish first.
+/// Serve `state` on `listener` until `shutdown` resolves; requests in flight finish first,
+/// within the drain deadline of `connections`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<ServeState>,
+    connections: strix_http::ConnLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let drain_state = state.clone();
@@ -44,5 +50,5 @@ pub async fn serve(
         drain_state.set_ready(false);
         tracing::info!("shutting down: draining requests in flight");
     };
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await.map_err(|e| ServeError::Io(e.to_string()))
+    strix_http::serve_router(listener, app(state), connections, shutdown).await.map_err(|e| ServeError::Io(e.to_string()))
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
@@ -14,7 +14,7 @@ use strix_pipeline::rekognition::Response as Answer;
 use strix_zoo::Task;
 
 use crate::ApiError;
-use crate::app::{JsonImage, ServeState, base64_image, checked_body, infer, internal};
+use crate::app::{DecodeSlot, JsonImage, ServeState, base64_image, checked_body, infer, internal};
 
 /// The Rekognition actions `POST /` answers, by `X-Amz-Target`, and the tasks that can serve
 /// each.
@@ -41,6 +41,7 @@ struct RekognitionRequest {
 /// answers.
 pub async fn answer(
     State(state): State<Arc<ServeState>>,
+    Extension(slot): Extension<DecodeSlot>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -68,7 +69,7 @@ pub async fn answer(
             ApiError::bad_request(format!("malformed request: {e}; expected {{\"Image\": {{\"Bytes\": BASE64}}}}"))
         })?;
         let bytes = base64_image(&request.image.bytes)?;
-        let prediction = infer(&state, model, bytes).await?;
+        let prediction = infer(&state, model, bytes, slot).await?;
         let mut answer = serde_json::to_value(Answer::from_prediction(&prediction, &model.name))
             .map_err(|e| internal(&state, &model.name, &e.to_string()))?;
         if let Some(labels) = answer.get_mut("Labels").and_then(|l| l.as_array_mut()) {

@@ -22,11 +22,12 @@ pub enum StreamError {
 }
 
 impl StreamError {
+    /// Messages pass through [`strix_core::redact`]: they quote URLs (FFmpeg, sinks).
     pub(crate) fn source(name: &str, message: impl Into<String>) -> Self {
-        StreamError::Source { source_name: name.to_string(), message: message.into() }
+        StreamError::Source { source_name: strix_core::redact(name), message: strix_core::redact(&message.into()) }
     }
 
     pub(crate) fn output(what: &str, message: impl std::fmt::Display) -> Self {
-        StreamError::Output { what: what.to_string(), message: message.to_string() }
+        StreamError::Output { what: strix_core::redact(what), message: strix_core::redact(&message.to_string()) }
     }
 }

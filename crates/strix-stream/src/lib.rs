@@ -24,8 +24,10 @@ pub use analytics::{Analytics, Counts, Detected, Happening, LineConfig, Scored, 
 pub use config::StreamConfig;
 pub use error::StreamError;
 pub use queue::{FramePolicy, Queues};
-pub use run::{Recording, RunHooks, StreamJob, Summary, run};
+pub use record::check_recordings;
+pub use run::{Recording, RunHooks, StreamJob, Summary, recording_paths, run};
 pub use sinks::{Event, EventSink, JsonLines, Mqtt, SinkReport, Webhook};
 pub use source::{RawFrame, Source, SourceInfo, SourceKind, SourceNotice, SourceOptions, SourceStopper};
 pub use stats::{LagSummary, SourceStats};
+pub use web::WebOptions;
 pub use track::{Activity, Observation, Track, TrackUpdate, Tracker, TrackerConfig};

@@ -8,6 +8,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use image::RgbImage;
 
 use crate::error::StreamError;
+use crate::source::SourceKind;
 
 pub struct Recorder {
     path: PathBuf,
@@ -18,9 +19,39 @@ pub struct Recorder {
     frames: u64,
 }
 
+/// Refuse recordings that would destroy data: a path that is one of the run's own sources
+/// (even with `overwrite`: FFmpeg would truncate the file it is reading), or an existing file
+/// without `overwrite`.
+pub fn check_recordings(paths: &[PathBuf], sources: &[SourceKind], overwrite: bool) -> Result<(), StreamError> {
+    let real = |p: &Path| p.canonicalize().ok();
+    for path in paths {
+        let what = path.display().to_string();
+        let target = real(path);
+        for s in sources {
+            if let SourceKind::File(src) = s
+                && target.is_some()
+                && real(src) == target
+            {
+                return Err(StreamError::output(&what, "is also a source of this run; record to another file"));
+            }
+        }
+        if !overwrite && std::fs::symlink_metadata(path).is_ok() {
+            return Err(StreamError::output(&what, "already exists; pass --force to overwrite it"));
+        }
+    }
+    Ok(())
+}
+
 impl Recorder {
-    /// Start an encoder for `width`x`height` frames at `fps`.
-    pub fn start(ffmpeg: &Path, path: &Path, width: u32, height: u32, fps: f64) -> Result<Self, StreamError> {
+    /// Start an encoder for `width`x`height` frames at `fps`; an existing file is only
+    /// replaced with `overwrite`.
+    pub fn start(
+        ffmpeg: &Path,
+        path: &Path,
+        (width, height): (u32, u32),
+        fps: f64,
+        overwrite: bool,
+    ) -> Result<Self, StreamError> {
         let what = path.display().to_string();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
             && !dir.is_dir()
@@ -29,7 +60,8 @@ impl Recorder {
         }
         // x264 wants even sizes with 4:2:0; the pad filter adds a pixel where needed.
         let mut cmd = Command::new(ffmpeg);
-        cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24"])
+        cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error", if overwrite { "-y" } else { "-n" }])
+            .args(["-f", "rawvideo", "-pix_fmt", "rgb24"])
             .args(["-s", &format!("{width}x{height}"), "-r", &format!("{fps:.3}"), "-i", "-"])
             .args(["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"]);
         let codec: &[&str] = match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {

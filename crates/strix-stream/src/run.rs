@@ -25,7 +25,7 @@ use crate::sinks::{Event, EventSink, SinkReport};
 use crate::source::{Source, SourceKind, SourceNotice, SourceOptions, SourceStopper};
 use crate::stats::{Meter, SourceStats};
 use crate::track::Tracker;
-use crate::web::{Board, WebServer};
+use crate::web::{Board, WebOptions, WebServer};
 
 /// Everything a run needs besides the model.
 pub struct StreamJob {
@@ -34,10 +34,12 @@ pub struct StreamJob {
     pub config: StreamConfig,
     /// Where events go.
     pub sinks: Vec<Box<dyn EventSink>>,
-    /// Serve the page and the MJPEG streams here (`127.0.0.1:8090`; port 0 picks one).
-    pub http: Option<String>,
+    /// Serve the page and the MJPEG streams (`127.0.0.1:8090`; port 0 picks one).
+    pub http: Option<WebOptions>,
     /// Record the project stream (one file per source: `NAME-2.mp4` for the second).
     pub record: Option<PathBuf>,
+    /// Replace recordings that exist already.
+    pub overwrite: bool,
     /// Stop each source after this many answered frames.
     pub max_frames: Option<u64>,
     /// Stop after this long.
@@ -103,6 +105,9 @@ pub fn run(
     if job.sources.is_empty() {
         return Err(StreamError::Config("no sources".into()));
     }
+    if let Some(record) = &job.record {
+        crate::record::check_recordings(&recording_paths(record, job.sources.len()), &job.sources, job.overwrite)?;
+    }
     // Several inferences at once, each on its share of the cores, when the model takes one
     // frame at a time (what won on 2 cores); outputs put answers back in frame order.
     let workers = if pipeline.is_cascade() { 1 } else { job.workers.unwrap_or_else(default_workers).max(1) };
@@ -138,8 +143,8 @@ pub fn run(
         policies.iter().map(|p| (if *p == FramePolicy::Latest { 1 } else { job.config.queue }, *p)),
     ));
     let web = match &job.http {
-        Some(addr) => {
-            let server = WebServer::start(addr, board.clone())?;
+        Some(options) => {
+            let server = WebServer::start(options, board.clone())?;
             hooks.serving(server.addr);
             Some(server)
         }
@@ -219,7 +224,11 @@ pub fn run(
                 progress: progress.clone(),
                 processed: 0,
             };
-            let record = job.record.as_ref().map(|p| (recording_path(p, lane, names.len()), rates[lane]));
+            let record = job.record.as_ref().map(|p| RecordTo {
+                path: recording_path(p, lane, names.len()),
+                fps: rates[lane],
+                overwrite: job.overwrite,
+            });
             let ffmpeg = job.source_options.ffmpeg.clone();
             let errors = errors.clone();
             output_threads.push(scope.spawn(move || output_loop(out, rx, record, &ffmpeg, &errors)));
@@ -352,10 +361,17 @@ impl Decoder {
 }
 
 /// The output thread of one source: answered frames in order until the inference loop ends.
+/// One source's recording: where, at what rate, and whether an existing file may go.
+struct RecordTo {
+    path: PathBuf,
+    fps: f64,
+    overwrite: bool,
+}
+
 fn output_loop(
     mut out: SourceOutput,
     rx: crossbeam_channel::Receiver<Answered>,
-    record: Option<(PathBuf, f64)>,
+    record: Option<RecordTo>,
     ffmpeg: &std::path::Path,
     errors: &Mutex<Vec<String>>,
 ) -> Result<Option<Recording>, StreamError> {
@@ -370,11 +386,11 @@ fn output_loop(
             if failure.is_some() {
                 continue;
             }
-            if let Some((path, fps)) = &record
+            if let Some(to) = &record
                 && out.recorder.is_none()
             {
-                match Recorder::start(ffmpeg, path, a.image.width(), a.image.height(), *fps) {
-                    Ok(r) => out.recorder = Some((path.clone(), r)),
+                match Recorder::start(ffmpeg, &to.path, a.image.dimensions(), to.fps, to.overwrite) {
+                    Ok(r) => out.recorder = Some((to.path.clone(), r)),
                     Err(e) => {
                         failure = Some(e);
                         out.stopper.stop();
@@ -466,6 +482,11 @@ fn unique_names(sources: &[Source]) -> Vec<String> {
         names.push(name);
     }
     names
+}
+
+/// Every source's recording path.
+pub fn recording_paths(path: &std::path::Path, sources: usize) -> Vec<PathBuf> {
+    (0..sources).map(|lane| recording_path(path, lane, sources)).collect()
 }
 
 /// `out.mp4` for one source; `out.mp4`, `out-2.mp4`... for several.

@@ -86,43 +86,70 @@ impl EventSink for JsonLines {
 /// POSTs each event as JSON to a URL from a background thread, so a slow receiver does not
 /// slow the video; when its queue is full, events are counted as failed, not queued.
 pub struct Webhook {
-    url: String,
+    /// The URL without its password, for messages and the summary.
+    shown: String,
     tx: Option<crossbeam_channel::Sender<String>>,
-    worker: Option<JoinHandle<(u64, u64)>>,
+    worker: Option<JoinHandle<()>>,
+    /// Events handed to the worker, and what became of them.
+    queued: u64,
+    sent: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    /// Set when the drain deadline passes: the worker stops posting what is left.
+    abandon: Arc<AtomicBool>,
     dropped: u64,
+    drain: Duration,
 }
 
 impl Webhook {
+    /// How long [`EventSink::close`] waits for queued events: a silent receiver holds each
+    /// post for its whole timeout, so a full queue would otherwise take hours to drain.
+    pub const DRAIN: Duration = Duration::from_secs(5);
+
     pub fn open(url: &str) -> Result<Self, StreamError> {
+        Self::with_drain(url, Self::DRAIN)
+    }
+
+    pub fn with_drain(url: &str, drain: Duration) -> Result<Self, StreamError> {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(StreamError::output(url, "a webhook must be an http:// or https:// URL"));
         }
+        let shown = strix_core::redact(url);
         let (tx, rx) = crossbeam_channel::bounded::<String>(1024);
+        let (sent, failed, abandon) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
         let target = url.to_string();
-        let worker = std::thread::Builder::new().name("strix-webhook".into()).spawn(move || {
-            let agent: ureq::Agent =
-                ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(5))).build().into();
-            let (mut sent, mut failed) = (0u64, 0u64);
-            for body in rx {
-                // One retry: a receiver restarting should not lose an event.
-                let ok = (0..2).any(|attempt| {
-                    if attempt > 0 {
-                        std::thread::sleep(Duration::from_millis(500));
+        let worker = {
+            let (sent, failed, abandon, shown) = (sent.clone(), failed.clone(), abandon.clone(), shown.clone());
+            std::thread::Builder::new().name("strix-webhook".into()).spawn(move || {
+                let agent: ureq::Agent =
+                    ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(5))).build().into();
+                for body in rx {
+                    // One retry: a receiver restarting should not lose an event.
+                    let ok = !abandon.load(Ordering::SeqCst)
+                        && (0..2).any(|attempt| {
+                            if attempt > 0 {
+                                std::thread::sleep(Duration::from_millis(500));
+                            }
+                            agent.post(&target).header("Content-Type", "application/json").send(body.as_bytes()).is_ok()
+                        });
+                    if ok {
+                        sent.fetch_add(1, Ordering::SeqCst);
+                    } else if failed.fetch_add(1, Ordering::SeqCst) == 0 && !abandon.load(Ordering::SeqCst) {
+                        tracing::warn!(url = %shown, "webhook: an event could not be delivered");
                     }
-                    agent.post(&target).header("Content-Type", "application/json").send(body.as_bytes()).is_ok()
-                });
-                if ok {
-                    sent += 1;
-                } else {
-                    if failed == 0 {
-                        tracing::warn!(url = %target, "webhook: an event could not be delivered");
-                    }
-                    failed += 1;
                 }
-            }
-            (sent, failed)
-        })?;
-        Ok(Webhook { url: url.to_string(), tx: Some(tx), worker: Some(worker), dropped: 0 })
+            })?
+        };
+        Ok(Webhook {
+            shown,
+            tx: Some(tx),
+            worker: Some(worker),
+            queued: 0,
+            sent,
+            failed,
+            abandon,
+            dropped: 0,
+            drain,
+        })
     }
 }
 
@@ -130,16 +157,35 @@ impl EventSink for Webhook {
     fn send(&mut self, events: &[String]) {
         let Some(tx) = &self.tx else { return };
         for e in events {
-            if tx.try_send(e.clone()).is_err() {
-                self.dropped += 1;
+            match tx.try_send(e.clone()) {
+                Ok(()) => self.queued += 1,
+                Err(_) => self.dropped += 1,
             }
         }
     }
 
     fn close(mut self: Box<Self>) -> SinkReport {
         drop(self.tx.take());
-        let (sent, failed) = self.worker.take().and_then(|w| w.join().ok()).unwrap_or((0, 0));
-        SinkReport { sink: format!("webhook {}", self.url), sent, failed: failed + self.dropped }
+        let deadline = Instant::now() + self.drain;
+        let worker = self.worker.take();
+        while worker.as_ref().is_some_and(|w| !w.is_finished()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let sent = self.sent.load(Ordering::SeqCst);
+        let failed = match worker {
+            Some(w) if w.is_finished() => {
+                let _ = w.join();
+                self.failed.load(Ordering::SeqCst)
+            }
+            // Past the deadline: what has not been delivered counts as failed; the worker
+            // (left to finish its current post) sends nothing more.
+            _ => {
+                self.abandon.store(true, Ordering::SeqCst);
+                tracing::warn!(url = %self.shown, undelivered = self.queued - sent, "webhook: gave up draining events at exit");
+                self.queued - sent
+            }
+        };
+        SinkReport { sink: format!("webhook {}", self.shown), sent, failed: failed + self.dropped }
     }
 }
 
@@ -285,6 +331,33 @@ impl EventSink for Mqtt {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn webhook_close_has_a_deadline_with_a_silent_receiver() {
+        // A receiver that accepts connections and never answers holds each post for 5 s.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let held = std::thread::spawn(move || {
+            let mut conns = Vec::new();
+            listener.set_nonblocking(true).unwrap();
+            let end = Instant::now() + Duration::from_secs(4);
+            while Instant::now() < end {
+                if let Ok((c, _)) = listener.accept() {
+                    conns.push(c);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        let url = format!("http://hook:s3cret@127.0.0.1:{port}/events");
+        let mut hook = Box::new(Webhook::with_drain(&url, Duration::from_millis(300)).unwrap());
+        hook.send(&vec!["{}".to_string(); 50]);
+        let start = Instant::now();
+        let report = hook.close();
+        assert!(start.elapsed() < Duration::from_secs(2), "close took {:?}", start.elapsed());
+        assert_eq!((report.sent, report.failed), (0, 50));
+        assert!(!report.sink.contains("s3cret"), "{}", report.sink);
+        held.join().unwrap();
+    }
 
     #[test]
     fn mqtt_urls() {

@@ -76,22 +76,8 @@ impl SourceKind {
     pub fn name(&self) -> String {
         match self {
             SourceKind::File(p) | SourceKind::Folder(p) | SourceKind::Camera(p) => p.display().to_string(),
-            SourceKind::Network(url) => redact(url),
+            SourceKind::Network(url) => strix_core::redact(url),
         }
-    }
-}
-
-/// A URL without its password (`rtsp://user:secret@cam/` -> `rtsp://user:***@cam/`).
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => {
-            let userinfo = &rest[..at];
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            format!("{scheme}://{user}:***{}", &rest[at..])
-        }
-        None => url.to_string(),
     }
 }
 
@@ -261,11 +247,12 @@ impl Source {
                 // A stop kills FFmpeg, which may cut a frame in half: not an error.
                 _ if self.stopped() => return Ok(None),
                 result => {
-                    let reason = match result {
+                    // Reasons reach events, webhooks, MQTT and the page: no passwords in them.
+                    let reason = strix_core::redact(&match result {
                         Err(StreamError::Source { message, .. }) => message,
                         Err(e) => e.to_string(),
                         _ => "the stream ended".to_string(),
-                    };
+                    });
                     if !self.kind.is_live() || attempt >= self.options.reconnect {
                         let tries = if self.kind.is_live() {
                             format!(" (after {attempt} reconnect attempts)")
@@ -342,7 +329,8 @@ impl Source {
                     if t.len() == 8 {
                         t.pop_front();
                     }
-                    t.push_back(line);
+                    // FFmpeg repeats the URL, password included, in its messages.
+                    t.push_back(strix_core::redact(&line));
                 }
             });
         }
@@ -579,7 +567,9 @@ mod tests {
         assert!(SourceKind::parse("gopher://x").unwrap_err().to_string().contains("unsupported scheme"));
         let dir = tempfile::tempdir().unwrap();
         assert!(matches!(SourceKind::parse(dir.path().to_str().unwrap()).unwrap(), SourceKind::Folder(_)));
-        assert_eq!(redact("rtsp://admin:hunter2@10.0.0.5:554/s"), "rtsp://admin:***@10.0.0.5:554/s");
-        assert_eq!(redact("http://host/a@b"), "http://host/a@b");
+        assert_eq!(
+            SourceKind::parse("rtsp://admin:hunter2@10.0.0.5:554/s").unwrap().name(),
+            "rtsp://admin:***@10.0.0.5:554/s"
+        );
     }
 }

@@ -95,6 +95,18 @@ impl Board {
     }
 }
 
+/// Where and how the page is served.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WebOptions {
+    /// `HOST:PORT` to listen on (port 0 picks a free one).
+    pub addr: String,
+    /// When set, every request needs it: `?token=` once (a cookie keeps it), the cookie, or
+    /// `Authorization: Bearer`.
+    pub token: Option<String>,
+    /// Host names answered besides loopback names and IP literals (DNS rebinding guard).
+    pub allowed_hosts: Vec<String>,
+}
+
 /// The HTTP server of a run, on its own thread.
 pub struct WebServer {
     pub addr: SocketAddr,
@@ -102,28 +114,48 @@ pub struct WebServer {
     thread: Option<JoinHandle<()>>,
 }
 
+/// What the page's guard checks.
+struct Gate {
+    token: Option<String>,
+    allowed_hosts: Vec<String>,
+}
+
 impl WebServer {
-    /// Listen on `addr` (port 0 picks a free one: see [`WebServer::addr`]).
-    pub fn start(addr: &str, board: Arc<Board>) -> Result<WebServer, StreamError> {
+    /// Listen on `options.addr` (port 0 picks a free one: see [`WebServer::addr`]).
+    pub fn start(options: &WebOptions, board: Arc<Board>) -> Result<WebServer, StreamError> {
+        let addr = &options.addr;
         let listener = std::net::TcpListener::bind(addr)
             .map_err(|e| StreamError::output(&format!("--http {addr}"), format!("cannot listen: {e}")))?;
         listener.set_nonblocking(true)?;
         let local = listener.local_addr()?;
+        if !local.ip().is_loopback() {
+            match options.token {
+                Some(_) => tracing::warn!("the live page listens on {local}, beyond this machine; a token guards it"),
+                None => tracing::warn!(
+                    "the live page listens on {local}, beyond this machine, with no token: anyone who can reach \
+                     it sees the cameras; set --http-token (or STRIX_HTTP_TOKEN)"
+                ),
+            }
+        }
+        let gate = Arc::new(Gate {
+            token: options.token.clone(),
+            allowed_hosts: options.allowed_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+        });
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-        let app = router(board.clone());
+        let app = router(board.clone()).layer(axum::middleware::from_fn_with_state(gate, guard));
         let mut closing = board.closing.subscribe();
+        // Live streams end themselves when the run closes; a client that does not read is cut.
+        let limits = strix_http::ConnLimits { drain_timeout_ms: 1000, ..Default::default() };
         let thread = std::thread::Builder::new().name("strix-web".into()).spawn(move || {
             runtime.block_on(async move {
                 let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
                 let shutdown = async move {
                     let _ = closing.wait_for(|c| *c).await;
                 };
-                let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
-                if let Err(e) = server.await {
+                if let Err(e) = strix_http::serve_router(listener, app, limits, shutdown).await {
                     tracing::warn!(error = %e, "the stream page's server stopped");
                 }
             });
-            // Streams still open are cut rather than waited for.
             runtime.shutdown_timeout(Duration::from_secs(1));
         })?;
         Ok(WebServer { addr: local, board, thread: Some(thread) })
@@ -135,6 +167,72 @@ impl WebServer {
             let _ = t.join();
         }
     }
+}
+
+const TOKEN_COOKIE: &str = "strix_token";
+
+/// Refuse requests for a host name this server does not answer to, and, with a token set,
+/// requests that do not carry it. A good `?token=` sets the cookie the page's streams then use.
+async fn guard(State(gate): State<Arc<Gate>>, request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let headers = request.headers();
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    if !host_allowed(host, &gate.allowed_hosts) {
+        let msg = format!("host {host:?} is not served here; add it with --http-allow-host\n");
+        return (StatusCode::MISDIRECTED_REQUEST, msg).into_response();
+    }
+    let Some(token) = &gate.token else { return next.run(request).await };
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().strip_prefix(TOKEN_COOKIE)?.strip_prefix('='))
+        .find(|c| same(c, token));
+    let query = request
+        .uri()
+        .query()
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter_map(|kv| kv.strip_prefix("token="))
+        .find(|q| same(q, token));
+    if bearer.is_some_and(|b| same(b, token)) || cookie.is_some() {
+        return next.run(request).await;
+    }
+    if query.is_some() {
+        let mut response = next.run(request).await;
+        let set = format!("{TOKEN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
+        if let Ok(v) = header::HeaderValue::from_str(&set) {
+            response.headers_mut().insert(header::SET_COOKIE, v);
+        }
+        return response;
+    }
+    let msg = "this page needs its token: open /?token=TOKEN, or send Authorization: Bearer TOKEN\n";
+    (StatusCode::UNAUTHORIZED, msg).into_response()
+}
+
+/// Loopback names, IP literals (a rebinding attack needs a name) and the allowed names.
+fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    if host.is_empty() {
+        return true;
+    }
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name.parse::<std::net::IpAddr>().is_ok()
+        || allowed.iter().any(|a| *a == name)
+}
+
+/// Token comparison in time that does not depend on where the strings first differ.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn router(board: Arc<Board>) -> Router {
@@ -228,6 +326,23 @@ async fn mjpeg(State(board): State<Arc<Board>>, index: usize, project: bool) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_loopback_names_ip_literals_and_allowed_hosts_are_served() {
+        let allowed = vec!["cam.example.org".to_string()];
+        for ok in ["localhost:8090", "127.0.0.1:8090", "[::1]:8090", "10.1.2.3", "cam.example.org:8090", "LOCALHOST", ""] {
+            assert!(host_allowed(ok, &allowed), "{ok}");
+        }
+        for bad in ["evil.example.com:8090", "attacker.test", "cam.example.org.evil.test"] {
+            assert!(!host_allowed(bad, &allowed), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same("s3cret", "s3cret"));
+        assert!(!same("s3cret", "s3creT") && !same("s3cre", "s3cret") && !same("", "x"));
+    }
 
     #[test]
     fn source_names_are_escaped_in_the_page() {

@@ -38,6 +38,9 @@ pub enum ZooError {
     #[error("{url}: downloaded file has sha256 {actual}, expected {expected}; it was discarded")]
     DownloadCorrupt { url: String, expected: String, actual: String },
 
+    #[error("{path}: leads outside the model folder {folder} (a link?); refusing to read it")]
+    OutsideFolder { path: PathBuf, folder: PathBuf },
+
     #[error("{path}: {reason}")]
     Io { path: PathBuf, reason: String },
 }

@@ -130,6 +130,7 @@ impl Resolver {
         if let Some(base) = base {
             let path = base.join(&artifact.file);
             if path.is_file() {
+                inside(base, &path)?;
                 verify(&path, artifact)?;
                 return Ok(path);
             }
@@ -177,15 +178,27 @@ impl Resolver {
             }));
         };
         if self.offline {
-            return Err(missing(format!("; offline mode forbids downloading it from {url}")));
+            return Err(missing(format!("; offline mode forbids downloading it from {}", strix_core::redact(&url))));
         }
         let Some(sha) = &artifact.sha256 else {
-            return Err(ZooError::NoChecksum { url });
+            return Err(ZooError::NoChecksum { url: strix_core::redact(&url) });
         };
         let dest = self.cache_path(artifact, sha);
-        tracing::info!(%url, dest = %dest.display(), "downloading");
+        tracing::info!(url = %strix_core::redact(&url), dest = %dest.display(), "downloading");
         crate::download::download(&url, &dest, sha, artifact.size, progress)?;
         Ok(dest)
+    }
+}
+
+/// Refuse a file that resolves (through links) to somewhere outside `folder`: a spec folder
+/// from someone else must not make `models import` copy, or a model read, any other file.
+fn inside(folder: &Path, path: &Path) -> Result<(), ZooError> {
+    let real_folder = folder.canonicalize().map_err(|e| ZooError::io(folder, e))?;
+    let real = path.canonicalize().map_err(|e| ZooError::io(path, e))?;
+    if real.starts_with(&real_folder) {
+        Ok(())
+    } else {
+        Err(ZooError::OutsideFolder { path: path.to_path_buf(), folder: folder.to_path_buf() })
     }
 }
 
@@ -209,4 +222,28 @@ pub fn sha256_file(path: &Path) -> Result<String, ZooError> {
 pub fn read_labels(path: &Path) -> Result<Vec<String>, ZooError> {
     let text = std::fs::read_to_string(path).map_err(|e| ZooError::io(path, e))?;
     Ok(text.lines().map(|l| l.trim_end_matches('\r').to_string()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_symlink_out_of_the_spec_folder_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (model, outside) = (tmp.path().join("model"), tmp.path().join("outside"));
+        std::fs::create_dir_all(&model).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("secret.txt"), "secret\n").unwrap();
+        std::os::unix::fs::symlink("../outside/secret.txt", model.join("labels.txt")).unwrap();
+        std::fs::write(model.join("real.txt"), "a\n").unwrap();
+        std::os::unix::fs::symlink("real.txt", model.join("inner.txt")).unwrap();
+        let resolver = Resolver { cache_dir: tmp.path().join("cache"), search_path: vec![], hub: None, offline: true };
+        let artifact = |file: &str| Artifact { file: file.into(), sha256: None, url: None, size: None };
+        let err = resolver.fetch(&artifact("labels.txt"), Some(&model), &strix_core::NoProgress).unwrap_err();
+        assert!(matches!(err, ZooError::OutsideFolder { .. }), "{err}");
+        assert!(err.to_string().contains("outside the model folder"), "{err}");
+        // A link that stays inside the folder is fine.
+        assert!(resolver.fetch(&artifact("inner.txt"), Some(&model), &strix_core::NoProgress).is_ok());
+    }
 }

@@ -207,9 +207,21 @@ pub struct StreamArgs {
     /// picks a free one)
     #[arg(long, value_name = "HOST:PORT")]
     pub http: Option<String>,
+    /// Require this token on the live page: open http://HOST:PORT/?token=TOKEN once (a cookie
+    /// keeps it), or send `Authorization: Bearer TOKEN`. Set it whenever --http listens beyond
+    /// loopback
+    #[arg(long, env = "STRIX_HTTP_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub http_token: Option<String>,
+    /// Host names the live page answers to besides loopback names and the address it listens
+    /// on (repeatable; guards against DNS rebinding), e.g. --http-allow-host cam.example.org
+    #[arg(long, value_name = "HOST")]
+    pub http_allow_host: Vec<String>,
     /// Record the project stream (annotated frames) to a .mp4/.mkv/.mov/.avi file
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
+    /// Overwrite an existing --record file
+    #[arg(long)]
+    pub force: bool,
     /// Stop each source after this many answered frames
     #[arg(long, value_name = "N")]
     pub max_frames: Option<u64>,
@@ -258,7 +270,7 @@ Live views with --http ADDR:
 
 Examples:
   strix stream street.mp4 --model nanodet_m_416 --classes person --events events.jsonl
-  strix stream rtsp://cam.local/live --http 0.0.0.0:8090 --line door=0,400,1280,400
+  strix stream rtsp://cam.local/live --http 0.0.0.0:8090 --http-token $TOKEN --line door=0,400,1280,400
   strix stream /dev/video0 --task classify --model trash@production --mqtt mqtt://broker/bins
   strix stream walk.mp4 --record annotated.mp4 --backend ort --json";
 
@@ -296,10 +308,13 @@ pub struct ExportArgs {
     /// Validation images the gate runs through burn and each engine
     #[arg(long, default_value_t = 16)]
     pub gate_images: usize,
-    /// Largest |logit difference| the gate accepts. Raise it only for models whose logits are
-    /// huge (an undertrained net can reach thousands, where f32 rounding alone exceeds 1e-4)
-    #[arg(long, default_value_t = strix_export::gate::TOLERANCE)]
+    /// Absolute part of the gate's tolerance: each logit may differ from burn's by
+    /// TOLERANCE + RTOL x |burn's logit| (numpy's allclose rule)
+    #[arg(long, default_value_t = strix_export::gate::ATOL)]
     pub tolerance: f32,
+    /// Relative part of the gate's tolerance: f32 rounding grows with the size of the logits
+    #[arg(long, default_value_t = strix_export::gate::RTOL)]
+    pub rtol: f32,
     /// Engines the gate checks, comma-separated [default: every engine in this build]
     #[arg(long, value_delimiter = ',', value_parser = parse_backend)]
     pub backends: Option<Vec<strix_runtime::Backend>>,
@@ -308,7 +323,9 @@ pub struct ExportArgs {
 const EXPORT_HELP: &str = "\
 The export gate: real validation images of the run go through the burn model and through the
 exported file on tract and ONNX Runtime; the export is kept only if every engine's logits are
-within 1e-4 (max abs) of burn's. `strix train` runs this at the end of every run.
+within 1e-4 + 1e-5 x |logit| of burn's (numpy's allclose rule: f32 rounding grows with the
+logits) and no image's top-1 class changes. Both figures go into gate.json. `strix train`
+runs this at the end of every run.
 
 Examples:
   strix export runs/trash

@@ -11,7 +11,7 @@ use crate::cli::{ExportArgs, Global};
 pub fn run(global: &Global, args: &ExportArgs) -> Result<ExitCode> {
     let mut options = ExportOptions { out_dir: args.out.clone(), name: args.name.clone(), ..Default::default() };
     options.gate_images = args.gate_images.max(1);
-    options.tolerance = args.tolerance;
+    options.tolerance = strix_export::gate::Tolerance { atol: args.tolerance, rtol: args.rtol };
     if let Some(b) = &args.backends {
         options.backends = b.clone();
     }

@@ -45,7 +45,8 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             // One line: the chain of contexts and causes, outermost first.
-            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            // Errors quote URLs (cameras, databases, hubs): never their passwords.
+            eprintln!("error: {}", strix_core::redact(&format!("{e:#}").replace('\n', " ")));
             ExitCode::FAILURE
         }
     }
@@ -59,7 +60,38 @@ fn init_logging(global: &Global) {
         (false, _) => "info,strix=debug,strix_zoo=debug,strix_runtime=debug,strix_pipeline=debug,strix_vision=debug",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(RedactedStderr).with_target(false).init();
+}
+
+/// Log lines go to stderr through [`strix_core::redact`]: libraries log URLs and the messages
+/// of tools (FFmpeg, sqlx) that quote them with their passwords.
+struct RedactedStderr;
+
+/// One log event, buffered so it is redacted whole and written with one call.
+struct RedactedLine(Vec<u8>);
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for RedactedStderr {
+    type Writer = RedactedLine;
+    fn make_writer(&'a self) -> RedactedLine {
+        RedactedLine(Vec::new())
+    }
+}
+
+impl std::io::Write for RedactedLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for RedactedLine {
+    fn drop(&mut self) {
+        let text = strix_core::redact(&String::from_utf8_lossy(&self.0));
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), text.as_bytes());
+    }
 }
 
 /// Model-file lookup from the global flags (which clap also fills from the STRIX_* variables).

@@ -381,7 +381,8 @@ pub fn list_rows(global: &Global) -> Result<Vec<(String, String, u64, String)>> 
             if m.versions == 1 { "" } else { "s" },
             if aliases.is_empty() { String::new() } else { format!(", {}", aliases.join(" ")) }
         );
-        rows.push((format!("{}:{}", m.name, m.latest), m.task, latest.artifacts.iter().map(|a| a.size).sum(), summary));
+        let size = latest.artifacts.iter().map(|a| a.size).sum();
+        rows.push((format!("{}:{}", m.name, m.latest), printable(&m.task), size, printable(&summary)));
     }
     Ok(rows)
 }
@@ -413,8 +414,14 @@ pub fn show(global: &Global, text: &str, json: bool) -> Result<Option<ExitCode>>
     Ok(Some(ExitCode::SUCCESS))
 }
 
+/// `s` with control characters escaped (`\x1b` -> `\u{1b}`): registry fields come from a
+/// shared database, and a terminal must not run escape sequences someone stored there.
+pub(crate) fn printable(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { c.escape_debug().to_string() } else { c.to_string() }).collect()
+}
+
 fn print_record(r: &VersionRecord) {
-    let field = |k: &str, v: &str| println!("  {k:<11} {v}");
+    let field = |k: &str, v: &str| println!("  {k:<11} {}", printable(v));
     println!("{}:{} (registry)", r.name, r.version);
     field("task", &r.task);
     if !r.aliases.is_empty() {
@@ -453,5 +460,16 @@ fn print_record(r: &VersionRecord) {
     }
     for a in &r.artifacts {
         field("file", &format!("{:<16} {:>10}  sha256 {}", a.file, crate::models::mib(a.size), a.sha256));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn registry_fields_are_printed_without_control_characters() {
+        let shown = super::printable("me\u{1b}[2J\u{7}@host\nx");
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert_eq!(shown, "me\\u{1b}[2J\\u{7}@host\\nx");
+        assert_eq!(super::printable("plain ü"), "plain ü");
     }
 }

@@ -70,7 +70,7 @@ pub fn run(global: &Global, args: &ServeArgs) -> Result<ExitCode> {
             names.join(", "),
             started.elapsed().as_secs_f64()
         );
-        strix_serve::serve(listener, state, shutdown_signal()).await?;
+        strix_serve::serve(listener, state, cfg.connections, shutdown_signal()).await?;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)

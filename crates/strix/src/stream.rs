@@ -11,7 +11,7 @@ use anyhow::{Result, bail};
 use strix_core::Progress;
 use strix_stream::{
     EventSink, JsonLines, LineConfig, Mqtt, RunHooks, SourceKind, SourceOptions, StreamConfig, StreamJob, Summary,
-    Webhook, ZoneConfig,
+    WebOptions, Webhook, ZoneConfig,
 };
 
 use crate::cli::{Global, StreamArgs};
@@ -60,8 +60,12 @@ pub fn run(global: &Global, args: &StreamArgs) -> Result<ExitCode> {
     for s in &args.sources {
         sources.push(SourceKind::parse(s)?);
     }
-    if args.record.is_some() && args.loop_file && args.duration.is_none() && args.max_frames.is_none() {
-        bail!("--record with --loop needs --duration or --max-frames, or the file grows until Ctrl-C");
+    if let Some(record) = &args.record {
+        if args.loop_file && args.duration.is_none() && args.max_frames.is_none() {
+            bail!("--record with --loop needs --duration or --max-frames, or the file grows until Ctrl-C");
+        }
+        let paths = strix_stream::recording_paths(record, sources.len());
+        strix_stream::check_recordings(&paths, &sources, args.force)?;
     }
     // Outputs are checked before the model loads: a typo in a URL should not cost a load.
     let mut sinks: Vec<Box<dyn EventSink>> = Vec::new();
@@ -94,8 +98,13 @@ pub fn run(global: &Global, args: &StreamArgs) -> Result<ExitCode> {
         },
         config: cfg,
         sinks,
-        http: args.http.clone(),
+        http: args.http.clone().map(|addr| WebOptions {
+            addr,
+            token: args.http_token.clone().filter(|t| !t.is_empty()),
+            allowed_hosts: args.http_allow_host.clone(),
+        }),
         record: args.record.clone(),
+        overwrite: args.force,
         max_frames: args.max_frames,
         duration: args.duration,
         frame_events: args.frame_events,

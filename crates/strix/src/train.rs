@@ -135,8 +135,13 @@ pub fn run(global: &Global, args: &TrainArgs) -> Result<ExitCode> {
     if let Some(t) = &outcome.test {
         summary.push_str(&format!(", test accuracy {:.2}% ({} images)", 100.0 * t.accuracy, t.images));
     }
-    if !outcome.skipped.is_empty() {
-        summary.push_str(&format!(", {} unreadable images skipped", outcome.skipped.len()));
+    // Wherever the split put them: training images skipped, and validation or test images
+    // left out of the evaluation.
+    let unreadable = outcome.skipped.len()
+        + outcome.val.unreadable.len()
+        + outcome.test.as_ref().map_or(0, |t| t.unreadable.len());
+    if unreadable > 0 {
+        summary.push_str(&format!(", {unreadable} unreadable images skipped"));
     }
     println!("{summary}");
     println!("report: {}", outcome.run_dir.join(strix_train::train::REPORT_FILE).display());

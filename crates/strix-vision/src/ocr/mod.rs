@@ -41,6 +41,10 @@ pub struct PpOcr {
     pub limit_side_len: u32,
     #[serde(default)]
     pub limit_type: LimitType,
+    /// The detector's input never has a longer side than this (RapidOCR's `max_side_len`):
+    /// scaling a 20000x1 image's short side up to `limit_side_len` would ask for 130 GB.
+    #[serde(default = "max_side")]
+    pub max_side_len: u32,
     /// Text-probability threshold of the detector map.
     #[serde(default = "det_threshold")]
     pub det_threshold: f32,
@@ -60,6 +64,10 @@ pub struct PpOcr {
     /// Narrowest recogniser input; lines are padded up to it.
     #[serde(default = "rec_width")]
     pub rec_min_width: u32,
+    /// Widest recogniser input; longer lines are squeezed into it (a line as long as a whole
+    /// extreme-aspect image would otherwise make a gigabyte tensor).
+    #[serde(default = "rec_max_width")]
+    pub rec_max_width: u32,
     /// Lines read with a lower mean character probability are dropped.
     #[serde(default = "text_score")]
     pub text_score: f32,
@@ -81,6 +89,12 @@ fn rec() -> String {
 }
 fn limit() -> u32 {
     736
+}
+fn max_side() -> u32 {
+    2000
+}
+fn rec_max_width() -> u32 {
+    3200
 }
 fn det_threshold() -> f32 {
     0.3
@@ -118,6 +132,12 @@ impl PpOcr {
         if self.limit_side_len < 32 || self.rec_height == 0 || self.cls_width == 0 {
             return Err("ppocr needs limit_side_len >= 32 and non-zero recogniser and classifier sizes".into());
         }
+        if self.max_side_len < self.limit_side_len.max(32) || self.max_side_len > 8192 {
+            return Err("ppocr needs limit_side_len <= max_side_len <= 8192".into());
+        }
+        if self.rec_max_width < self.rec_min_width || self.rec_max_width > 16384 {
+            return Err("ppocr needs rec_min_width <= rec_max_width <= 16384".into());
+        }
         Ok(())
     }
 
@@ -144,15 +164,7 @@ impl PpOcr {
     /// Text boxes in image pixels, sorted into reading order.
     fn detect(&self, img: &RgbImage, nets: &dyn Networks) -> Result<Vec<[Pt; 4]>, VisionError> {
         let (w, h) = (img.width() as f64, img.height() as f64);
-        let limit = self.limit_side_len as f64;
-        let ratio = match self.limit_type {
-            LimitType::Min if w.min(h) < limit => limit / w.min(h),
-            LimitType::Max if w.max(h) > limit => limit / w.max(h),
-            _ => 1.0,
-        };
-        // RapidOCR's sizing: truncate, then round to a multiple of 32 (half to even, as Python).
-        let to32 = |v: f64| (((v * ratio).trunc() / 32.0).round_ties_even() * 32.0).max(32.0) as u32;
-        let (rw, rh) = (to32(w), to32(h));
+        let (rw, rh) = self.det_size(img.width(), img.height());
         let planes = bgr_planes(img, rw, rh, rw);
         let input = Tensor::from_f32(vec![1, 3, rh as usize, rw as usize], planes).expect("sized from rw and rh");
         let outs = nets.run(&self.det, input)?;
@@ -185,6 +197,25 @@ impl PpOcr {
             .collect();
         reading_order(&mut boxes);
         Ok(boxes)
+    }
+
+    /// The detector's input size for a `w` x `h` image: RapidOCR's sizing (scale by the
+    /// limit, truncate, round to a multiple of 32 half to even, as Python), with the longer
+    /// side capped at `max_side_len` so extreme aspect ratios stay small.
+    fn det_size(&self, w: u32, h: u32) -> (u32, u32) {
+        let (w, h) = (f64::from(w.max(1)), f64::from(h.max(1)));
+        let limit = f64::from(self.limit_side_len);
+        let mut ratio = match self.limit_type {
+            LimitType::Min if w.min(h) < limit => limit / w.min(h),
+            LimitType::Max if w.max(h) > limit => limit / w.max(h),
+            _ => 1.0,
+        };
+        let cap = f64::from(self.max_side_len);
+        if w.max(h) * ratio > cap {
+            ratio = cap / w.max(h);
+        }
+        let to32 = |v: f64| (((v * ratio).trunc() / 32.0).round_ties_even() * 32.0).clamp(32.0, cap) as u32;
+        (to32(w), to32(h))
     }
 
     /// Turn over the lines the classifier finds upside down.
@@ -230,7 +261,7 @@ impl PpOcr {
         let mut results = vec![(String::new(), 0f32); crops.len()];
         for batch in by_aspect(crops).chunks(BATCH) {
             let widest = batch.iter().map(|&i| aspect(&crops[i])).fold(self.rec_min_width as f64 / h as f64, f64::max);
-            let w = ((h as f64 * widest) as u32).max(1);
+            let w = ((h as f64 * widest) as u32).clamp(1, self.rec_max_width);
             let mut data = Vec::with_capacity(batch.len() * (3 * h * w) as usize);
             for &i in batch {
                 data.extend(line_input(&crops[i], h, w));
@@ -385,6 +416,20 @@ mod tests {
             boxes.iter().map(|q| (q[0][0], q[0][1])).collect::<Vec<_>>(),
             vec![(0.0, 15.0), (50.0, 12.0), (0.0, 40.0)]
         );
+    }
+
+    #[test]
+    fn extreme_aspect_ratios_keep_the_detector_input_small() {
+        let ocr: PpOcr = toml::from_str("").unwrap();
+        // 20000x1 once asked for a 14.7M x 736 input (130 GB); 2000 rounds to 62 x 32 (half to even).
+        assert_eq!(ocr.det_size(20_000, 1), (1984, 32));
+        assert_eq!(ocr.det_size(1, 20_000), (32, 1984));
+        assert_eq!(ocr.det_size(3000, 1), (1984, 32));
+        assert_eq!(ocr.det_size(1, 1), (736, 736));
+        assert_eq!(ocr.det_size(u32::MAX, 7), (1984, 32));
+        // Ordinary pages are sized as RapidOCR sizes them.
+        assert_eq!(ocr.det_size(640, 480), (992, 736));
+        assert_eq!(ocr.det_size(1000, 800), (992, 800));
     }
 
     #[test]

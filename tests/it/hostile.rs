@@ -1,0 +1,452 @@
+//! Hostile input and a tampered shared registry: each test pins a hole found by probing the
+//! release binary as an attacker would (extreme images, registry rows used as paths, passwords
+//! in messages, unbounded decodes and connections, symlinks out of a spec folder, a recording
+//! over its own input). Each fails on the code before the fix.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::fixtures_or_skip;
+use crate::registry::{Registry, fails, model_files, ok_json};
+use crate::support::{files_under, live_address, run, strix};
+
+/// `strix` under an address-space cap: an allocation past it fails (and aborts the process)
+/// instead of taking the machine's memory.
+fn strix_capped(fx: &Path, cache: &Path, bytes: u64) -> Command {
+    let plain = strix(fx, cache);
+    let mut cmd = Command::new("prlimit");
+    cmd.arg(format!("--as={bytes}")).arg("--").arg(plain.get_program());
+    for (k, v) in plain.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd
+}
+
+fn save_png(path: &Path, w: u32, h: u32) {
+    image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x + y) % 239) as u8]))
+        .save(path)
+        .unwrap();
+}
+
+/// A 138-byte PNG once killed `strix serve --model ppocrv4` (a 130 GB allocation). Every task's
+/// model, cascades included, answers or refuses extreme aspect ratios and one-pixel sides in
+/// bounded memory and time.
+#[test]
+fn extreme_aspect_ratios_on_every_task_answer_or_fail_cleanly_under_a_memory_cap() {
+    let fx = fixtures_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let sizes = [(20_000, 1), (1, 20_000), (3000, 1), (1, 1), (2, 20_000), (20_000, 24)];
+    let images: Vec<PathBuf> = sizes
+        .iter()
+        .map(|&(w, h)| {
+            let p = tmp.path().join(format!("{w}x{h}.png"));
+            save_png(&p, w, h);
+            p
+        })
+        .collect();
+    let models = [
+        ("classify", "efficientnet_lite0"),
+        ("detect", "nanodet_m_416"),
+        ("pose", "movenet_lightning_192"),
+        ("segment", "selfie_256"),
+        ("faces", "blazeface_front_128"),
+        ("faces", "mtcnn"),
+        ("text", "ppocrv4"),
+    ];
+    for (task, model) in models {
+        let started = Instant::now();
+        let (out, stdout, stderr) = run(strix_capped(&fx, tmp.path(), 6 << 30)
+            .args(["predict", "--json", "--task", task, "--model", model])
+            .args(&images));
+        let took = started.elapsed();
+        // 0: all answered; 1: some refused with an error line. A signal (abort) has no code.
+        assert!(matches!(out.status.code(), Some(0 | 1)), "{model}: {:?}\n{stderr}", out.status);
+        assert!(!stderr.contains("panicked") && !stderr.contains("memory allocation"), "{model}: {stderr}");
+        let answers: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(answers.len(), images.len(), "{model}: {stdout}");
+        for (a, img) in answers.iter().zip(&images) {
+            assert_eq!(a["Image"].as_str(), img.to_str(), "{model}");
+        }
+        assert!(took < Duration::from_secs(120), "{model} took {took:?}");
+        eprintln!("{model}: {} images in {:.1} s, exit {:?}", images.len(), took.as_secs_f64(), out.status.code());
+    }
+}
+
+/// A registered model whose database rows were edited by someone with write access to a
+/// shared registry.
+fn tampered_registry(fx: &Path, tmp: &Path, sql: &str) -> (Registry, PathBuf) {
+    let reg = Registry::local(tmp);
+    let cache = tmp.join("cache");
+    let onnx = model_files(fx, &cache, &tmp.join("user"), "selfie_256", "segment/selfie_256.onnx", "seg");
+    ok_json(reg.cmd(fx, &cache).args(["models", "register"]).arg(&onnx).args(["--name", "seg", "--json"]));
+    let db = tmp.join("registry/registry.db");
+    let script = format!("import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()");
+    let out = Command::new("python3").args(["-c", &script]).arg(&db).arg(sql).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    (reg, cache)
+}
+
+#[test]
+fn registry_rows_naming_paths_outside_the_folder_are_refused() {
+    let fx = fixtures_or_skip!();
+    for (case, sql) in [
+        ("parent", "UPDATE artifacts SET file = '../escaped.txt' WHERE file = 'model.toml'"),
+        ("absolute", "UPDATE artifacts SET file = '/tmp/strix-escaped-abs.txt' WHERE file = 'model.toml'"),
+        ("digest", "UPDATE artifacts SET sha256 = '../../../../escaped' WHERE file = 'model.toml'"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (reg, cache) = tampered_registry(&fx, tmp.path(), sql);
+        let before = files_under(tmp.path()).len();
+        let out_dir = tmp.path().join("download/here");
+        fails(reg.cmd(&fx, &cache).args(["models", "download", "seg:1", "--out"]).arg(&out_dir), "refusing a bad record");
+        fails(
+            reg.cmd(&fx, &cache).args(["predict", "--model", "seg:1"]).arg(fx.join("images/apple.jpg")),
+            "refusing a bad record",
+        );
+        assert!(!tmp.path().join("download/escaped.txt").exists(), "{case}");
+        assert!(!Path::new("/tmp/strix-escaped-abs.txt").exists(), "{case}");
+        assert_eq!(files_under(tmp.path()).len(), before, "{case}: files were written");
+    }
+}
+
+#[test]
+fn registry_fields_with_control_characters_are_shown_escaped() {
+    let fx = fixtures_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let sql = "UPDATE versions SET created_by = 'x' || char(27) || '[2J' || char(7) || 'y'";
+    let (reg, cache) = tampered_registry(&fx, tmp.path(), sql);
+    let (out, stdout, stderr) = run(reg.cmd(&fx, &cache).args(["models", "show", "seg:1"]));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("x\\u{1b}[2J\\u{7}y"), "{stdout}");
+    assert!(!stdout.contains('\u{1b}') && !stdout.contains('\u{7}'), "{stdout:?}");
+}
+
+/// A spec folder's labels file that links to a file outside it is not read, and not copied
+/// into STRIX_HOME by `models import`.
+#[test]
+fn a_symlink_out_of_the_spec_folder_is_not_imported() {
+    let fx = fixtures_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let user = tmp.path().join("user");
+    let onnx = model_files(&fx, &cache, &user, "efficientnet_lite0", "classify/efficientnet_lite0.onnx", "eff");
+    // A hand-written spec: the labels file has no digest to betray the swap.
+    let spec_path = user.join("eff.toml");
+    let mut spec: toml::Table = std::fs::read_to_string(&spec_path).unwrap().parse().unwrap();
+    let labels = spec["labels"].as_table_mut().unwrap();
+    labels.remove("sha256");
+    let labels_file = user.join(labels["file"].as_str().unwrap());
+    std::fs::write(&spec_path, toml::to_string(&spec).unwrap()).unwrap();
+    std::fs::create_dir_all(tmp.path().join("outside")).unwrap();
+    std::fs::write(tmp.path().join("outside/secret.txt"), "the secret\n".repeat(1000)).unwrap();
+    std::fs::remove_file(&labels_file).unwrap();
+    let depth = labels_file.strip_prefix(&user).unwrap().components().count() - 1;
+    let up = "../".repeat(depth + 1);
+    std::os::unix::fs::symlink(format!("{up}outside/secret.txt"), &labels_file).unwrap();
+    assert_eq!(std::fs::read_to_string(&labels_file).unwrap().lines().count(), 1000, "the link works");
+    let home = tmp.path().join("home");
+    let (out, _, stderr) = run(strix(&fx, &cache)
+        .env("STRIX_HOME", &home)
+        .args(["models", "import"])
+        .arg(&onnx)
+        .arg("--spec")
+        .arg(&spec_path)
+        .args(["--name", "eff"]));
+    assert!(!out.status.success(), "imported through a symlink");
+    assert!(stderr.contains("outside the model folder"), "{stderr}");
+    let copied: Vec<PathBuf> = files_under(&home)
+        .into_iter()
+        .filter(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("the secret")))
+        .collect();
+    assert!(copied.is_empty(), "{copied:?}");
+}
+
+/// Camera, webhook, database and hub passwords never reach stderr, events, the summary or
+/// the page.
+#[test]
+fn passwords_in_urls_never_leave_the_process() {
+    let fx = fixtures_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let events = tmp.path().join("events.jsonl");
+    let started = Instant::now();
+    let mut child = strix(&fx, tmp.path())
+        .args(["-v", "stream", &format!("http://cam:s3cret@127.0.0.1:{dead}/live.ts")])
+        .args(["--reconnect", "3", "--json", "--backend", "tract", "--http", "127.0.0.1:0"])
+        .args(["--webhook", &format!("http://hook:w3bpass@127.0.0.1:{dead}/events")])
+        .arg("--events")
+        .arg(&events)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err_lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (addr, mut stderr) = live_address(&mut err_lines);
+    let addr = addr.unwrap_or_else(|| panic!("no address: {stderr}"));
+    // The page's numbers while the source keeps failing.
+    let mut stats = String::new();
+    while started.elapsed() < Duration::from_secs(20) && !stats.contains("source_lost") {
+        if let Ok(mut s) = TcpStream::connect(&addr) {
+            let _ = write!(s, "GET /stats HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+            stats.clear();
+            let _ = s.read_to_string(&mut stats);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for line in err_lines.map_while(Result::ok) {
+        stderr.push_str(&line);
+        stderr.push('\n');
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let events = std::fs::read_to_string(&events).unwrap_or_default();
+    assert!(stats.contains("source_lost"), "{stats}");
+    assert!(events.contains("source_lost") && stderr.contains("cam:***@"), "{events}\n{stderr}");
+    for (what, text) in [("stderr", &stderr), ("stdout", &stdout.to_string()), ("events", &events), ("/stats", &stats)] {
+        assert!(!text.contains("s3cret") && !text.contains("w3bpass"), "{what} leaks a password:\n{text}");
+    }
+
+    // Registry databases and hubs: the error names the URL without its password.
+    let cache = tmp.path().join("cache");
+    for db in [format!("postgres://bob:s3cret@127.0.0.1:{dead}/x"), format!("postgres://127.0.0.1:{dead}/x?password=s3cret")] {
+        let (out, _, stderr) = run(strix(&fx, &cache).args(["models", "list", "--registry-db", &db]));
+        assert!(!out.status.success() && stderr.contains(&format!("127.0.0.1:{dead}")), "{stderr}");
+        assert!(!stderr.contains("s3cret"), "{stderr}");
+    }
+    let (out, _, stderr) = run(strix(&fx, &cache)
+        .env("STRIX_MODEL_PATH", tmp.path())
+        .env("STRIX_HUB_URL", format!("http://hub:s3cret@127.0.0.1:{dead}/models"))
+        .args(["-v", "predict"])
+        .arg(fx.join("images/apple.jpg")));
+    assert!(!out.status.success() && stderr.contains(&format!("127.0.0.1:{dead}")), "{stderr}");
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+}
+
+/// A `side` x `side` grey PNG of a few hundred KB that decodes to `3 side²` bytes of RGB.
+fn png_bomb(side: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, side, side);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.set_compression(png::Compression::Fast);
+    let mut writer = encoder.write_header().unwrap();
+    let mut stream = writer.stream_writer().unwrap();
+    let row = vec![0u8; side as usize];
+    for _ in 0..side {
+        stream.write_all(&row).unwrap();
+    }
+    stream.finish().unwrap();
+    drop(writer);
+    out
+}
+
+/// `strix serve` as a child on a free port with a config file; the port.
+fn serve_child(fx: &Path, cache: &Path, config: &str) -> (Child, u16) {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let path = cache.join("serve.toml");
+    std::fs::create_dir_all(cache).unwrap();
+    std::fs::write(&path, format!("port = {port}\n{config}")).unwrap();
+    let child = strix(fx, cache)
+        .args(["serve", "--model", "efficientnet_lite0", "--backend", "tract", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "strix serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, port)
+}
+
+fn status_of(port: u16, head: &str, body: &[u8]) -> u16 {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let _ = s.write_all(head.as_bytes());
+    let _ = s.write_all(body);
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() / 1024
+}
+
+/// Four small PNGs declaring 10000x10000 once took 1.66 GB at once: decodes in flight are
+/// bounded before their bodies are read, and the rest are shed with 503.
+#[test]
+fn decodes_in_flight_are_bounded_so_memory_is() {
+    let fx = fixtures_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut child, port) = serve_child(&fx, tmp.path(), "[limits]\nmax_decoding = 2\n");
+    let bomb = png_bomb(8000);
+    assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
+    let head = format!(
+        "POST /v1/models/efficientnet_lite0/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n\
+         Connection: close\r\nContent-Length: {}\r\n\r\n",
+        bomb.len()
+    );
+    let base = peak_rss_mib(child.id());
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let tasks: Vec<_> = (0..8).map(|_| s.spawn(|| status_of(port, &head, &bomb))).collect();
+        tasks.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let peak = peak_rss_mib(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    eprintln!("8 concurrent 8000x8000 PNGs: statuses {statuses:?}, peak RSS {peak} MiB (idle {base} MiB)");
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 503), "{statuses:?}");
+    assert!(statuses.contains(&200) && statuses.contains(&503), "{statuses:?}");
+    // Each decode holds 64 MB grey + 192 MB RGB; two at once, never eight.
+    assert!(peak < base + 900, "peak RSS {peak} MiB over idle {base} MiB");
+}
+
+/// 300 half-open connections once stayed open past 35 s and SIGTERM waited for the slowest
+/// client: header, body and idle timeouts, a connection cap and a drain deadline.
+#[test]
+fn slow_and_silent_clients_are_cut_and_shutdown_has_a_deadline() {
+    let fx = fixtures_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = "[connections]\nheader_timeout_ms = 1000\nbody_timeout_ms = 1500\nidle_timeout_ms = 1500\n\
+                  max_connections = 64\ndrain_timeout_ms = 2000\n";
+    let (mut child, port) = serve_child(&fx, tmp.path(), config);
+    let started = Instant::now();
+    let mut held: Vec<TcpStream> = (0..100)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let _ = s.write_all(b"POST /v1/models/efficientnet_lite0/predict HTTP/1.1\r\nHost: x\r\n");
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s
+        })
+        .collect();
+    // Every one is closed by the server: 36 at once (503, over the cap), the rest at the
+    // header timeout.
+    let mut refused = 0;
+    for s in &mut held {
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        refused += usize::from(text.starts_with("HTTP/1.1 503"));
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "connections held {took:?}");
+    assert!(refused >= 36, "{refused} refused over the cap");
+    // The server still answers.
+    let apple = std::fs::read(fx.join("images/apple.jpg")).unwrap();
+    let good = format!(
+        "POST /v1/models/efficientnet_lite0/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n\
+         Connection: close\r\nContent-Length: {}\r\n\r\n",
+        apple.len()
+    );
+    assert_eq!(status_of(port, &good, &apple), 200);
+    // A trickled body gets 408 within the body deadline.
+    let mut slow = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let head = good.replace("Connection: close\r\n", "");
+    slow.write_all(head.as_bytes()).unwrap();
+    let trickle_start = Instant::now();
+    let mut answer = String::new();
+    slow.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    for b in &apple[..40] {
+        if slow.write_all(std::slice::from_ref(b)).is_err() {
+            break;
+        }
+        let mut buf = [0u8; 256];
+        if let Ok(n) = slow.read(&mut buf)
+            && n > 0
+        {
+            answer.push_str(&String::from_utf8_lossy(&buf[..n]));
+            break;
+        }
+    }
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?} after {:?}", trickle_start.elapsed());
+    // A client holding a request open does not hold up SIGTERM past the drain deadline.
+    let mut holder = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    holder.write_all(head.as_bytes()).unwrap();
+    holder.write_all(&apple[..10]).unwrap();
+    let stop = Instant::now();
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "strix serve still running 10 s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(stop.elapsed() < Duration::from_secs(5), "shutdown took {:?}", stop.elapsed());
+}
+
+/// `--record` over the run's own input once truncated it; an existing file needs --force.
+#[test]
+fn a_recording_never_overwrites_its_own_input_or_an_existing_file_without_force() {
+    let fx = fixtures_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let video = tmp.path().join("in.mp4");
+    std::fs::copy(fx.join("video/vtest_10s_h264.mp4"), &video).unwrap();
+    let size = std::fs::metadata(&video).unwrap().len();
+    let stream = || {
+        let mut c = strix(&fx, tmp.path());
+        c.args(["stream", "--max-frames", "3", "--backend", "tract"]).arg(&video);
+        c
+    };
+    let (out, _, stderr) = run(stream().arg("--record").arg(&video).arg("--force"));
+    assert!(!out.status.success() && stderr.contains("is also a source"), "{stderr}");
+    let (out, _, stderr) = run(stream().arg("--record").arg(tmp.path().join(".").join("in.mp4")));
+    assert!(!out.status.success() && stderr.contains("is also a source"), "{stderr}");
+    assert_eq!(std::fs::metadata(&video).unwrap().len(), size, "the input was touched");
+    let existing = tmp.path().join("out.mp4");
+    std::fs::write(&existing, b"keep me").unwrap();
+    let (out, _, stderr) = run(stream().arg("--record").arg(&existing));
+    assert!(!out.status.success() && stderr.contains("--force"), "{stderr}");
+    assert_eq!(std::fs::read(&existing).unwrap(), b"keep me");
+    let (out, _, stderr) = run(stream().arg("--record").arg(&existing).arg("--force"));
+    assert!(out.status.success(), "{stderr}");
+    assert!(std::fs::metadata(&existing).unwrap().len() > 1000);
+}
+
+/// The stream page answers only known hosts (DNS rebinding) and, with a token, only those who
+/// carry it; bound beyond loopback it warns.
+#[test]
+fn the_stream_page_checks_host_and_token() {
+    let fx = fixtures_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = strix(&fx, tmp.path())
+        .args(["stream", "--realtime", "--loop", "--duration", "60s", "--backend", "tract"])
+        .arg(fx.join("video/vtest_10s_h264.mp4"))
+        .args(["--http", "0.0.0.0:0", "--http-token", "t0ken", "--http-allow-host", "cam.example.org"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (addr, said) = live_address(&mut lines);
+    let port: u16 = addr.and_then(|a| a.rsplit(':').next()?.parse().ok()).unwrap_or_else(|| panic!("no address: {said}"));
+    assert!(said.contains("beyond this machine"), "{said}");
+    let get = |host: &str, extra: &str, path: &str| {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n").unwrap();
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        text
+    };
+    let local = format!("127.0.0.1:{port}");
+    assert!(get(&local, "", "/stats").starts_with("HTTP/1.1 401"));
+    assert!(get(&local, "Authorization: Bearer wrong\r\n", "/stats").starts_with("HTTP/1.1 401"));
+    assert!(get(&local, "Authorization: Bearer t0ken\r\n", "/stats").starts_with("HTTP/1.1 200"));
+    let page = get(&local, "", "/?token=t0ken");
+    assert!(page.starts_with("HTTP/1.1 200") && page.contains("set-cookie: strix_token=t0ken"), "{page}");
+    assert!(get(&local, "Cookie: strix_token=t0ken\r\n", "/stats").starts_with("HTTP/1.1 200"));
+    assert!(get("cam.example.org", "Cookie: strix_token=t0ken\r\n", "/stats").starts_with("HTTP/1.1 200"));
+    let rebound = get("evil.example.com", "Cookie: strix_token=t0ken\r\n", "/stats");
+    assert!(rebound.starts_with("HTTP/1.1 421"), "{rebound}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
