@@ -136,25 +136,25 @@ fn selfie_mask_matches_the_reference_mask() {
             let coverage = mask.coverage()[1] as f64;
             let want = r["fraction_gt_0.5"].as_f64().unwrap();
             assert!((coverage - want).abs() <= 0.01, "{backend} {image}: person coverage {coverage} vs {want}");
-            // Where the person is, not only how much: the probability's 16x16 pooled means
-            // against the reference's pooling of the model's 256x256 output (a plain resize,
-            // so cell (i, j) covers the same part of the image in both).
-            let prob = mask.probability.as_ref().expect("a one-class mask keeps its probability");
-            let (w, h) = (mask.width as usize, mask.height as usize);
-            let mut sums = [[0f64; 16]; 16];
-            let mut counts = [[0usize; 16]; 16];
-            for y in 0..h {
-                for x in 0..w {
-                    let (gy, gx) = (y * 16 / h, x * 16 / w);
-                    sums[gy][gx] += f64::from(prob[y * w + x]) / 255.0;
-                    counts[gy][gx] += 1;
-                }
-            }
+            // Where the person is, not only how much: the model's 256x256 output on our
+            // preprocessing, pooled 16x16 as the reference pooled its own.
+            let spec = &p.model().spec;
+            let pre = strix_vision::Preprocessor::new(spec.input.as_ref().unwrap(), spec.preprocess.as_ref().unwrap())
+                .unwrap();
+            let mut x = vec![0f32; pre.sample_len()];
+            pre.run(&decode_file(&fx.join(image), &DecodeLimits::default()).unwrap(), &mut x);
+            let out = p.session().run(&[pre.into_tensor(x, 1)]).unwrap();
+            let prob = out[0].to_f32_vec();
+            assert_eq!(prob.len(), 256 * 256);
             let grid = r["grid16_mean"].as_array().unwrap();
+            assert_eq!(grid.len(), 16);
             for (gy, row) in grid.iter().enumerate() {
                 for (gx, want) in row.as_array().unwrap().iter().enumerate() {
-                    let got = sums[gy][gx] / counts[gy][gx] as f64;
-                    let want = want.as_f64().unwrap();
+                    let cell: f64 = (0..16)
+                        .flat_map(|dy| (0..16).map(move |dx| (gy * 16 + dy) * 256 + gx * 16 + dx))
+                        .map(|i| f64::from(prob[i]))
+                        .sum();
+                    let (got, want) = (cell / 256.0, want.as_f64().unwrap());
                     assert!((got - want).abs() <= 0.02, "{backend} {image}: cell ({gy}, {gx}) {got:.4} vs {want:.4}");
                 }
             }

@@ -192,10 +192,23 @@ fn killed_run_resumes_and_matches_an_uninterrupted_one() {
     let after = std::fs::read_to_string(&metrics).unwrap();
     assert_eq!(after.lines().next(), epoch1.lines().next(), "epoch 1 was recomputed");
     assert_eq!(after.lines().count(), 3);
-    // Same seed, same data order, restored optimizer and sampler: the very same weights.
-    let best = strix_train::train::BEST_FILE;
-    let (wa, wb) = (std::fs::read(whole.join(best)).unwrap(), std::fs::read(killed.join(best)).unwrap());
-    assert!(wa == wb, "resumed weights differ from the uninterrupted run's ({} vs {} bytes)", wa.len(), wb.len());
+    // Same seed, same data order, restored optimizer and sampler: the same weights. They are
+    // compared by what they compute, every logit on the validation images (the files differ in
+    // burn's random parameter ids). Not bit for bit: training after a reload differs from the
+    // uninterrupted run in the last bit of some values (4.8e-7 at most here; saving checkpoints
+    // alone changes nothing), while a wrongly restored state (sampler, dropout, optimizer,
+    // schedule) moves logits by 1e-2 and more.
+    let device = strix_train::Device::flex();
+    let (images, n) = strix_train::train::validation_images(&whole, 64).unwrap();
+    let logits = |dir: &Path| {
+        let (model, saved) = strix_train::train::load_trained(dir, &device).unwrap();
+        let (c, s) = (saved.shape.channels, saved.shape.image_size);
+        model.logits(images.clone(), n, c, s, &device)
+    };
+    let (la, lb) = (logits(&whole), logits(&killed));
+    let diff = max_abs_diff(&la, &lb);
+    eprintln!("resumed vs uninterrupted: max |logit diff| {diff:e} over {} logits", la.len());
+    assert!(diff <= 1e-5, "resumed weights compute other logits than the uninterrupted run's: {diff:e}");
 
     let (a, b) = (final_json(&whole), final_json(&killed));
     let accs = |f: &Value| -> Vec<f64> {

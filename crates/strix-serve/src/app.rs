@@ -80,12 +80,20 @@ pub struct ServeState {
     pub(crate) api_keys: Vec<[u8; 32]>,
     /// One permit per request being read and decoded (see [`Limits::max_decoding`]).
     decode_slots: Arc<Semaphore>,
+    /// Requests waiting for a decode slot (their bodies not read yet).
+    decode_waiting: AtomicUsize,
+    /// How many may wait (the largest model queue), and for how long (the longest timeout).
+    decode_line: (usize, Duration),
 }
 
 impl ServeState {
     pub fn new(models: Vec<ServedModel>, limits: Limits) -> ServeState {
         let histograms: Vec<_> = models.iter().map(|m| (m.name.clone(), m.batcher.stats.histogram.clone())).collect();
+        let line = models.iter().map(|m| m.batching.queue).max().unwrap_or(1);
+        let wait = models.iter().map(|m| m.batching.timeout_ms).max().unwrap_or(1);
         ServeState {
+            decode_waiting: AtomicUsize::new(0),
+            decode_line: (line, Duration::from_millis(wait)),
             metrics: Metrics::new(&histograms),
             models,
             ready: AtomicBool::new(true),
@@ -161,26 +169,53 @@ impl DecodeSlot {
     }
 }
 
-/// Shed a request before reading its body when every decode slot is taken.
+/// Counts a request waiting for a decode slot until dropped.
+struct InLine<'a>(&'a AtomicUsize);
+
+impl<'a> InLine<'a> {
+    fn join(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        InLine(count)
+    }
+}
+
+impl Drop for InLine<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Wait for a decode slot before the body is read; shed with 503 when as many requests wait
+/// as a model's queue holds, or when no slot frees in time.
 async fn take_decode_slot(
     State(state): State<Arc<ServeState>>,
     mut request: axum::extract::Request,
     next: middleware::Next,
 ) -> Response {
-    match state.decode_slots.clone().try_acquire_owned() {
-        Ok(permit) => {
-            request.extensions_mut().insert(DecodeSlot(Arc::new(std::sync::Mutex::new(Some(permit)))));
-            next.run(request).await
-        }
+    let started = Instant::now();
+    let (line, wait) = state.decode_line;
+    let permit = match state.decode_slots.clone().try_acquire_owned() {
+        Ok(permit) => Some(permit),
         Err(_) => {
-            let e = ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ThrottlingException",
-                format!("busy: {} images are being decoded; retry shortly", state.limits.decode_slots()),
-            );
-            state.finish("", Instant::now(), Err(e))
+            // In the line until this scope ends, even if the client goes away while waiting.
+            let _waiting = InLine::join(&state.decode_waiting);
+            if state.decode_waiting.load(Ordering::SeqCst) > line {
+                None
+            } else {
+                tokio::time::timeout(wait, state.decode_slots.clone().acquire_owned()).await.ok().and_then(Result::ok)
+            }
         }
-    }
+    };
+    let Some(permit) = permit else {
+        let e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ThrottlingException",
+            format!("busy: {} images being decoded and {line} waiting; retry shortly", state.limits.decode_slots()),
+        );
+        return state.finish("", started, Err(e));
+    };
+    request.extensions_mut().insert(DecodeSlot(Arc::new(std::sync::Mutex::new(Some(permit)))));
+    next.run(request).await
 }
 
 async fn metrics(State(state): State<Arc<ServeState>>) -> Response {
@@ -224,7 +259,11 @@ async fn list_models(State(state): State<Arc<ServeState>>) -> axum::Json<serde_j
             })
         })
         .collect();
-    axum::Json(json!({ "models": models }))
+    let decoding = json!({
+        "slots": state.limits.decode_slots(),
+        "waiting": state.decode_waiting.load(Ordering::SeqCst),
+    });
+    axum::Json(json!({ "models": models, "decoding": decoding }))
 }
 
 async fn predict(

@@ -130,7 +130,11 @@ impl Resolver {
         if let Some(base) = base {
             let path = base.join(&artifact.file);
             if path.is_file() {
-                inside(base, &path)?;
+                // A pinned digest says exactly what may be read; an unpinned file must not be
+                // a link to anything outside the folder.
+                if artifact.sha256.is_none() {
+                    inside(base, &path)?;
+                }
                 verify(&path, artifact)?;
                 return Ok(path);
             }
@@ -192,6 +196,8 @@ impl Resolver {
 
 /// Refuse a file that resolves (through links) to somewhere outside `folder`: a spec folder
 /// from someone else must not make `models import` copy, or a model read, any other file.
+/// (Files whose sha256 the spec pins may live elsewhere, e.g. weights linked from shared
+/// storage: their content is checked, so nothing but that exact content can be read.)
 fn inside(folder: &Path, path: &Path) -> Result<(), ZooError> {
     let real_folder = folder.canonicalize().map_err(|e| ZooError::io(folder, e))?;
     let real = path.canonicalize().map_err(|e| ZooError::io(path, e))?;
@@ -243,7 +249,10 @@ mod tests {
         let err = resolver.fetch(&artifact("labels.txt"), Some(&model), &strix_core::NoProgress).unwrap_err();
         assert!(matches!(err, ZooError::OutsideFolder { .. }), "{err}");
         assert!(err.to_string().contains("outside the model folder"), "{err}");
-        // A link that stays inside the folder is fine.
+        // A link that stays inside the folder is fine, and so is one out of it whose content
+        // the spec pins.
         assert!(resolver.fetch(&artifact("inner.txt"), Some(&model), &strix_core::NoProgress).is_ok());
+        let pinned = Artifact { sha256: Some(sha256_file(&outside.join("secret.txt")).unwrap()), ..artifact("labels.txt") };
+        assert!(resolver.fetch(&pinned, Some(&model), &strix_core::NoProgress).is_ok());
     }
 }
