@@ -290,11 +290,19 @@ fn every_task_answers_in_its_rekognition_shape_and_draws() {
             let (a, b) = (drawn.get_pixel(x, y).0, original.get_pixel(x, y).0);
             (0..3).any(|c| a[c].abs_diff(b[c]) > 60)
         };
-        let all: Vec<(u32, u32)> =
-            (0..drawn.height()).flat_map(|y| (0..drawn.width()).map(move |x| (x, y))).filter(|&(x, y)| strong(x, y)).collect();
+        let all: Vec<(u32, u32)> = (0..drawn.height())
+            .flat_map(|y| (0..drawn.width()).map(move |x| (x, y)))
+            .filter(|&(x, y)| strong(x, y))
+            .collect();
         // Every answer's box (Rekognition shapes: fractions of the image).
         let boxes: Vec<&Value> = match task {
-            "detect" => items.as_array().unwrap().iter().flat_map(|l| l["Instances"].as_array().unwrap()).map(|i| &i["BoundingBox"]).collect(),
+            "detect" => items
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|l| l["Instances"].as_array().unwrap())
+                .map(|i| &i["BoundingBox"])
+                .collect(),
             "text" => items.as_array().unwrap().iter().map(|t| &t["Geometry"]["BoundingBox"]).collect(),
             "segment" => Vec::new(),
             _ => items.as_array().unwrap().iter().map(|f| &f["BoundingBox"]).collect(),
@@ -310,7 +318,8 @@ fn every_task_answers_in_its_rekognition_shape_and_draws() {
             .iter()
             .flat_map(|b| {
                 let r = |k: &str| b[k].as_f64().unwrap();
-                let (l, t, rt, bt) = (r("Left") * w, r("Top") * h, (r("Left") + r("Width")) * w, (r("Top") + r("Height")) * h);
+                let (l, t, rt, bt) =
+                    (r("Left") * w, r("Top") * h, (r("Left") + r("Width")) * w, (r("Top") + r("Height")) * h);
                 [[l - 16.0, t - 16.0, rt + 16.0, bt + 16.0], [l - 160.0, t - 48.0, rt + 160.0, t + 16.0]]
             })
             .collect();
@@ -320,7 +329,12 @@ fn every_task_answers_in_its_rekognition_shape_and_draws() {
         };
         let inside = all.iter().filter(|&&(x, y)| near(x, y)).count();
         assert!(inside >= 100, "{task}: {inside} pixels drawn around the answers");
-        assert!(inside as f64 >= 0.95 * all.len() as f64, "{task}: {} of {} drawn pixels away from every answer", all.len() - inside, all.len());
+        assert!(
+            inside as f64 >= 0.95 * all.len() as f64,
+            "{task}: {} of {} drawn pixels away from every answer",
+            all.len() - inside,
+            all.len()
+        );
     }
     // A model of another task than asked for is a clear error.
     let (out, _, stderr) = run(strix(&fx, cache.path())

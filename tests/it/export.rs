@@ -77,9 +77,13 @@ fn every_architecture_exports_through_the_gate() {
         for c in checks {
             let diff = c["max_abs_diff"].as_f64().unwrap();
             let ratio = c["max_ratio"].as_f64().unwrap();
-            eprintln!("{name}: {} max |diff| {diff:e} ({ratio:.2} of allowed) on {} images", c["backend"], gate["images"]);
+            eprintln!(
+                "{name}: {} max |diff| {diff:e} ({ratio:.2} of allowed) on {} images",
+                c["backend"], gate["images"]
+            );
             // |diff| <= atol + rtol * |logit| everywhere, so never more than atol + rtol * scale.
-            let bound = gate["atol"].as_f64().unwrap() + gate["rtol"].as_f64().unwrap() * gate["logit_scale"].as_f64().unwrap();
+            let bound =
+                gate["atol"].as_f64().unwrap() + gate["rtol"].as_f64().unwrap() * gate["logit_scale"].as_f64().unwrap();
             assert!(ratio <= 1.0 && diff <= bound, "{name}: {c}");
             assert_eq!(c["top1_agree"], gate["images"], "{name}");
         }
@@ -105,7 +109,11 @@ fn every_architecture_exports_through_the_gate() {
     let labels = answer["Labels"].as_array().unwrap();
     // predict's default top-k (5) of the 10 Fashion-MNIST classes, most likely first.
     assert_eq!(labels.len(), 5, "{answer}");
-    assert_eq!(labels[0]["ClassId"].as_u64().unwrap() as usize, probs.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0, "{answer}");
+    assert_eq!(
+        labels[0]["ClassId"].as_u64().unwrap() as usize,
+        probs.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0,
+        "{answer}"
+    );
     for label in labels {
         let class = label["ClassId"].as_u64().unwrap() as usize;
         let want = 100.0 * probs[class];

@@ -88,8 +88,8 @@ fn tampered_registry(fx: &Path, tmp: &Path, sql: &str) -> (Registry, PathBuf) {
     let onnx = model_files(fx, &cache, &tmp.join("user"), "selfie_256", "segment/selfie_256.onnx", "seg");
     ok_json(reg.cmd(fx, &cache).args(["models", "register"]).arg(&onnx).args(["--name", "seg", "--json"]));
     let db = tmp.join("registry/registry.db");
-    let script = format!("import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()");
-    let out = Command::new("python3").args(["-c", &script]).arg(&db).arg(sql).output().unwrap();
+    let script = "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()";
+    let out = Command::new("python3").args(["-c", script]).arg(&db).arg(sql).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     (reg, cache)
 }
@@ -106,7 +106,10 @@ fn registry_rows_naming_paths_outside_the_folder_are_refused() {
         let (reg, cache) = tampered_registry(&fx, tmp.path(), sql);
         let before = files_under(tmp.path()).len();
         let out_dir = tmp.path().join("download/here");
-        fails(reg.cmd(&fx, &cache).args(["models", "download", "seg:1", "--out"]).arg(&out_dir), "refusing a bad record");
+        fails(
+            reg.cmd(&fx, &cache).args(["models", "download", "seg:1", "--out"]).arg(&out_dir),
+            "refusing a bad record",
+        );
         fails(
             reg.cmd(&fx, &cache).args(["predict", "--model", "seg:1"]).arg(fx.join("images/apple.jpg")),
             "refusing a bad record",
@@ -210,13 +213,16 @@ fn passwords_in_urls_never_leave_the_process() {
     let events = std::fs::read_to_string(&events).unwrap_or_default();
     assert!(stats.contains("source_lost"), "{stats}");
     assert!(events.contains("source_lost") && stderr.contains("cam:***@"), "{events}\n{stderr}");
-    for (what, text) in [("stderr", &stderr), ("stdout", &stdout.to_string()), ("events", &events), ("/stats", &stats)] {
+    for (what, text) in [("stderr", &stderr), ("stdout", &stdout.to_string()), ("events", &events), ("/stats", &stats)]
+    {
         assert!(!text.contains("s3cret") && !text.contains("w3bpass"), "{what} leaks a password:\n{text}");
     }
 
     // Registry databases and hubs: the error names the URL without its password.
     let cache = tmp.path().join("cache");
-    for db in [format!("postgres://bob:s3cret@127.0.0.1:{dead}/x"), format!("postgres://127.0.0.1:{dead}/x?password=s3cret")] {
+    for db in
+        [format!("postgres://bob:s3cret@127.0.0.1:{dead}/x"), format!("postgres://127.0.0.1:{dead}/x?password=s3cret")]
+    {
         let (out, _, stderr) = run(strix(&fx, &cache).args(["models", "list", "--registry-db", &db]));
         assert!(!out.status.success() && stderr.contains(&format!("127.0.0.1:{dead}")), "{stderr}");
         assert!(!stderr.contains("s3cret"), "{stderr}");
@@ -431,7 +437,8 @@ fn the_stream_page_checks_host_and_token() {
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let (addr, said) = live_address(&mut lines);
-    let port: u16 = addr.and_then(|a| a.rsplit(':').next()?.parse().ok()).unwrap_or_else(|| panic!("no address: {said}"));
+    let port: u16 =
+        addr.and_then(|a| a.rsplit(':').next()?.parse().ok()).unwrap_or_else(|| panic!("no address: {said}"));
     assert!(said.contains("beyond this machine"), "{said}");
     let get = |host: &str, extra: &str, path: &str| {
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();

@@ -387,7 +387,10 @@ fn mjpeg_streams_carry_successive_frames_and_the_page_renders_in_chromium() {
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut r = BufReader::new(s);
     let device = next_part(&mut r);
-    assert!(strix_vision::decode_bytes(&device, &strix_vision::DecodeLimits::default()).is_ok());
+    // The frame as it came: the video's size, and none of the annotated frames.
+    let img = strix_vision::decode_bytes(&device, &strix_vision::DecodeLimits::default()).unwrap();
+    assert_eq!(img.dimensions(), (768, 576));
+    assert!(frames.iter().all(|f| *f != device), "the device stream sent an annotated frame");
     drop(r);
 
     let (head, body) = http_get(&addr, "/stats");
@@ -649,12 +652,8 @@ fn sources_sharing_a_model_are_batched_together() {
         inner: strix_runtime::open(strix_runtime::Backend::Tract, &Default::default()).unwrap(),
         log: log.clone(),
     };
-    let resolver = strix_zoo::Resolver {
-        cache_dir: tmp.path().join("cache"),
-        search_path: vec![],
-        hub: None,
-        offline: true,
-    };
+    let resolver =
+        strix_zoo::Resolver { cache_dir: tmp.path().join("cache"), search_path: vec![], hub: None, offline: true };
     let located = strix_zoo::locate(spec.to_str().unwrap()).unwrap();
     let model = resolver.resolve(&located, &strix_core::NoProgress).unwrap();
     let pipeline = std::sync::Arc::new(strix_pipeline::Pipeline::load(model, &runtime).unwrap());

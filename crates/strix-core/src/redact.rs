@@ -61,9 +61,8 @@ fn redact_params(text: &str) -> String {
     let mut search = 0;
     while let Some(eq) = lower[search..].find('=').map(|i| i + search) {
         search = eq + 1;
-        let key_start = lower[..eq]
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
-            .map_or(0, |i| i + 1);
+        let key_start =
+            lower[..eq].rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-')).map_or(0, |i| i + 1);
         if !SECRET_KEYS.contains(&&lower[key_start..eq]) {
             continue;
         }

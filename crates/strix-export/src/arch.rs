@@ -243,9 +243,15 @@ mod tests {
             let images: Vec<f32> =
                 (0..n * channels * size * size).map(|i| ((i * 7919) % 255) as f32 / 64.0 - 2.0).collect();
             let reference = model.logits(images.clone(), n, channels, size, &device);
-            let report =
-                gate::check(&path, &images, [n, channels, size, size], &reference, &[Backend::Tract], Default::default())
-                    .unwrap();
+            let report = gate::check(
+                &path,
+                &images,
+                [n, channels, size, size],
+                &reference,
+                &[Backend::Tract],
+                Default::default(),
+            )
+            .unwrap();
             assert!(report.passed(), "{arch}: {report}");
             assert_eq!(report.checks[0].top1_agree, n, "{arch}");
         }

@@ -76,7 +76,15 @@ impl fmt::Display for GateReport {
             write!(
                 f,
                 "{} ({}): max |diff| {:.1e} on {} images ({:.2} of the allowed {:.0e} + {:.0e} x |logit|), top-1 agrees on {}/{}",
-                c.backend, c.engine, c.max_abs_diff, self.images, c.max_ratio, self.atol, self.rtol, c.top1_agree, self.images
+                c.backend,
+                c.engine,
+                c.max_abs_diff,
+                self.images,
+                c.max_ratio,
+                self.atol,
+                self.rtol,
+                c.top1_agree,
+                self.images
             )?;
         }
         Ok(())

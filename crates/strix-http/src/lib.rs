@@ -145,13 +145,18 @@ mod tests {
 
     /// A server with `/` (fast), `/slow` (5 s) and `/echo` (the body's length, or 408 for a
     /// body past its deadline); the address and a trigger for shutdown.
-    async fn start(limits: ConnLimits) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    async fn start(
+        limits: ConnLimits,
+    ) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
         let app = axum::Router::new()
             .route("/", get(|| async { "ok" }))
-            .route("/slow", get(|| async {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                "late"
-            }))
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    "late"
+                }),
+            )
             .route(
                 "/echo",
                 post(|body: Result<bytes::Bytes, axum::extract::rejection::BytesRejection>| async move {
@@ -227,7 +232,8 @@ mod tests {
 
     #[tokio::test]
     async fn connections_over_the_cap_get_503_and_the_server_keeps_serving() {
-        let (addr, _stop, _task) = start(ConnLimits { idle_timeout_ms: 5_000, header_timeout_ms: 5_000, ..limits() }).await;
+        let (addr, _stop, _task) =
+            start(ConnLimits { idle_timeout_ms: 5_000, header_timeout_ms: 5_000, ..limits() }).await;
         let mut held = Vec::new();
         for _ in 0..4 {
             held.push(TcpStream::connect(addr).await.unwrap());

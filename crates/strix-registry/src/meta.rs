@@ -240,7 +240,9 @@ impl Meta {
                 size: u64::try_from(size).unwrap_or(u64::MAX),
             };
             // Names and digests become paths: a shared database is not trusted with them.
-            record.check().map_err(|e| RegistryError::Invalid(format!("{name}:{version}: refusing a bad record: {e}")))?;
+            record
+                .check()
+                .map_err(|e| RegistryError::Invalid(format!("{name}:{version}: refusing a bad record: {e}")))?;
             if size < 0 {
                 return Err(RegistryError::Invalid(format!("{name}:{version}: refusing a bad record: size {size}")));
             }

@@ -50,5 +50,7 @@ pub async fn serve(
         drain_state.set_ready(false);
         tracing::info!("shutting down: draining requests in flight");
     };
-    strix_http::serve_router(listener, app(state), connections, shutdown).await.map_err(|e| ServeError::Io(e.to_string()))
+    strix_http::serve_router(listener, app(state), connections, shutdown)
+        .await
+        .map_err(|e| ServeError::Io(e.to_string()))
 }

@@ -29,5 +29,5 @@ pub use run::{Recording, RunHooks, StreamJob, Summary, recording_paths, run};
 pub use sinks::{Event, EventSink, JsonLines, Mqtt, SinkReport, Webhook};
 pub use source::{RawFrame, Source, SourceInfo, SourceKind, SourceNotice, SourceOptions, SourceStopper};
 pub use stats::{LagSummary, SourceStats};
-pub use web::WebOptions;
 pub use track::{Activity, Observation, Track, TrackUpdate, Tracker, TrackerConfig};
+pub use web::WebOptions;

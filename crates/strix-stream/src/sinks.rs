@@ -115,7 +115,8 @@ impl Webhook {
         }
         let shown = strix_core::redact(url);
         let (tx, rx) = crossbeam_channel::bounded::<String>(1024);
-        let (sent, failed, abandon) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+        let (sent, failed, abandon) =
+            (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
         let target = url.to_string();
         let worker = {
             let (sent, failed, abandon, shown) = (sent.clone(), failed.clone(), abandon.clone(), shown.clone());
@@ -139,17 +140,7 @@ impl Webhook {
                 }
             })?
         };
-        Ok(Webhook {
-            shown,
-            tx: Some(tx),
-            worker: Some(worker),
-            queued: 0,
-            sent,
-            failed,
-            abandon,
-            dropped: 0,
-            drain,
-        })
+        Ok(Webhook { shown, tx: Some(tx), worker: Some(worker), queued: 0, sent, failed, abandon, dropped: 0, drain })
     }
 }
 

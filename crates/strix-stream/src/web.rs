@@ -173,7 +173,11 @@ const TOKEN_COOKIE: &str = "strix_token";
 
 /// Refuse requests for a host name this server does not answer to, and, with a token set,
 /// requests that do not carry it. A good `?token=` sets the cookie the page's streams then use.
-async fn guard(State(gate): State<Arc<Gate>>, request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+async fn guard(
+    State(gate): State<Arc<Gate>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     let headers = request.headers();
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
     if !host_allowed(host, &gate.allowed_hosts) {
@@ -181,10 +185,8 @@ async fn guard(State(gate): State<Arc<Gate>>, request: axum::extract::Request, n
         return (StatusCode::MISDIRECTED_REQUEST, msg).into_response();
     }
     let Some(token) = &gate.token else { return next.run(request).await };
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let bearer =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     let cookie = headers
         .get_all(header::COOKIE)
         .iter()
@@ -227,7 +229,7 @@ fn host_allowed(host: &str, allowed: &[String]) -> bool {
     name == "localhost"
         || name.ends_with(".localhost")
         || name.parse::<std::net::IpAddr>().is_ok()
-        || allowed.iter().any(|a| *a == name)
+        || allowed.contains(&name)
 }
 
 /// Token comparison in time that does not depend on where the strings first differ.
@@ -330,7 +332,9 @@ mod tests {
     #[test]
     fn only_loopback_names_ip_literals_and_allowed_hosts_are_served() {
         let allowed = vec!["cam.example.org".to_string()];
-        for ok in ["localhost:8090", "127.0.0.1:8090", "[::1]:8090", "10.1.2.3", "cam.example.org:8090", "LOCALHOST", ""] {
+        for ok in
+            ["localhost:8090", "127.0.0.1:8090", "[::1]:8090", "10.1.2.3", "cam.example.org:8090", "LOCALHOST", ""]
+        {
             assert!(host_allowed(ok, &allowed), "{ok}");
         }
         for bad in ["evil.example.com:8090", "attacker.test", "cam.example.org.evil.test"] {

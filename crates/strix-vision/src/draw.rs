@@ -180,8 +180,11 @@ mod tests {
         // whole tag (5 glyphs of 8 px + 4 px padding = 44 x 12) stands in the image.
         let mut img = RgbImage::new(100, 80);
         tag(&mut img, 90.0, 2.0, "label", Rgb([1, 2, 3]));
-        let tagged: Vec<(u32, u32)> =
-            img.enumerate_pixels().filter(|(_, _, p)| p.0 == [1, 2, 3] || p.0 == [255, 255, 255]).map(|(x, y, _)| (x, y)).collect();
+        let tagged: Vec<(u32, u32)> = img
+            .enumerate_pixels()
+            .filter(|(_, _, p)| p.0 == [1, 2, 3] || p.0 == [255, 255, 255])
+            .map(|(x, y, _)| (x, y))
+            .collect();
         let (xs, ys): (Vec<u32>, Vec<u32>) = tagged.iter().copied().unzip();
         assert_eq!((xs.iter().min(), xs.iter().max()), (Some(&56), Some(&99)), "pushed left to end at the edge");
         assert_eq!((ys.iter().min(), ys.iter().max()), (Some(&0), Some(&11)), "pushed down to start at the top");

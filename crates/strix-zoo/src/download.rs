@@ -38,7 +38,11 @@ pub(crate) fn download(
         if actual != sha256 {
             // A wrong file must not be resumed from either: start clean next time.
             let _ = fs::remove_file(&part);
-            return Err(ZooError::DownloadCorrupt { url: strix_core::redact(url), expected: sha256.to_string(), actual });
+            return Err(ZooError::DownloadCorrupt {
+                url: strix_core::redact(url),
+                expected: sha256.to_string(),
+                actual,
+            });
         }
         fs::rename(&part, dest).map_err(|e| ZooError::io(dest, e))
     });
@@ -57,7 +61,8 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 /// Append the rest of `url` to `part`, asking for a byte range when `part` already holds a
 /// prefix; start over when the server does not honour the range.
 fn fetch_into(url: &str, part: &Path, size: Option<u64>, progress: &dyn Progress) -> Result<(), ZooError> {
-    let failed = |reason: String| ZooError::Download { url: strix_core::redact(url), reason: strix_core::redact(&reason) };
+    let failed =
+        |reason: String| ZooError::Download { url: strix_core::redact(url), reason: strix_core::redact(&reason) };
     let agent = ureq::Agent::new_with_config(
         ureq::Agent::config_builder()
             .timeout_connect(Some(Duration::from_secs(20)))

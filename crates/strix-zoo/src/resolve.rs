@@ -252,7 +252,8 @@ mod tests {
         // A link that stays inside the folder is fine, and so is one out of it whose content
         // the spec pins.
         assert!(resolver.fetch(&artifact("inner.txt"), Some(&model), &strix_core::NoProgress).is_ok());
-        let pinned = Artifact { sha256: Some(sha256_file(&outside.join("secret.txt")).unwrap()), ..artifact("labels.txt") };
+        let pinned =
+            Artifact { sha256: Some(sha256_file(&outside.join("secret.txt")).unwrap()), ..artifact("labels.txt") };
         assert!(resolver.fetch(&pinned, Some(&model), &strix_core::NoProgress).is_ok());
     }
 }

@@ -137,9 +137,8 @@ pub fn run(global: &Global, args: &TrainArgs) -> Result<ExitCode> {
     }
     // Wherever the split put them: training images skipped, and validation or test images
     // left out of the evaluation.
-    let unreadable = outcome.skipped.len()
-        + outcome.val.unreadable.len()
-        + outcome.test.as_ref().map_or(0, |t| t.unreadable.len());
+    let unreadable =
+        outcome.skipped.len() + outcome.val.unreadable.len() + outcome.test.as_ref().map_or(0, |t| t.unreadable.len());
     if unreadable > 0 {
         summary.push_str(&format!(", {unreadable} unreadable images skipped"));
     }
