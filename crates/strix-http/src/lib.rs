@@ -10,6 +10,8 @@
 //! - a cap on open connections (one over it is answered 503 and closed at once),
 //! - a drain deadline at shutdown, after which the connections still open are cut.
 //!
+//! [`Secret`] checks API keys and page tokens in constant time for both.
+//!
 //! ```no_run
 //! # async fn demo(listener: tokio::net::TcpListener, app: axum::Router) -> std::io::Result<()> {
 //! strix_http::serve_router(listener, app, strix_http::ConnLimits::default(), std::future::pending()).await
@@ -18,6 +20,7 @@
 
 mod body;
 mod conn;
+mod secret;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -29,6 +32,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 pub use body::{BodyTimeout, is_body_timeout};
+pub use secret::{Secret, bearer};
 
 /// Connection limits; every duration in milliseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

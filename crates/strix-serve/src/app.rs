@@ -16,7 +16,6 @@ use axum::routing::{get, post};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use strix_pipeline::rekognition::{self, Response as Answer};
 use strix_pipeline::{Pipeline, Prediction};
 use strix_vision::{DecodeLimits, VisionError};
@@ -77,7 +76,7 @@ pub struct ServeState {
     next_request: AtomicU64,
     metrics: Metrics,
     /// SHA-256 of each accepted API key; empty: no key needed.
-    pub(crate) api_keys: Vec<[u8; 32]>,
+    pub(crate) api_keys: Vec<strix_http::Secret>,
     /// One permit per request being read and decoded (see [`Limits::max_decoding`]).
     decode_slots: Arc<Semaphore>,
     /// Requests waiting for a decode slot (their bodies not read yet).
@@ -107,7 +106,7 @@ impl ServeState {
     /// Require one of these keys (`Authorization: Bearer KEY` or `X-Api-Key: KEY`) on every
     /// route but `/ping` and `/health/*`.
     pub fn with_api_keys(mut self, keys: &[String]) -> ServeState {
-        self.api_keys = keys.iter().map(|k| Sha256::digest(k.as_bytes()).into()).collect();
+        self.api_keys = keys.iter().map(|k| strix_http::Secret::new(k)).collect();
         self
     }
 

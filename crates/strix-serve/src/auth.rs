@@ -3,11 +3,9 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::ApiError;
 use crate::app::ServeState;
@@ -19,18 +17,9 @@ pub async fn require_key(State(state): State<Arc<ServeState>>, request: Request,
         return next.run(request).await;
     }
     let headers = request.headers();
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
-        .unwrap_or("");
-    let digest: [u8; 32] = Sha256::digest(given.trim().as_bytes()).into();
-    let mut ok = subtle::Choice::from(0);
-    for key in &state.api_keys {
-        ok |= key.ct_eq(&digest);
-    }
-    if bool::from(ok) && !given.is_empty() {
+    let given =
+        strix_http::bearer(headers).or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok())).unwrap_or("");
+    if strix_http::Secret::any_matches(&state.api_keys, given.trim()) && !given.is_empty() {
         next.run(request).await
     } else {
         ApiError::new(StatusCode::UNAUTHORIZED, "UnrecognizedClientException", "missing or invalid API key")
