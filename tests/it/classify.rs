@@ -6,7 +6,7 @@ use std::path::Path;
 use serde_json::Value;
 use strix_core::NoProgress;
 use strix_pipeline::{Answer, BatchOptions, Pipeline};
-use strix_runtime::{RuntimeOptions, open};
+use strix_runtime::open;
 use strix_vision::{DecodeLimits, decode_file};
 use strix_zoo::{LocatedSpec, Resolver, Task, builtin};
 
@@ -31,7 +31,7 @@ fn zoo_classifiers_match_onnxruntime_top5_on_every_backend() {
         let located = LocatedSpec { spec: spec.clone(), base: None, origin: format!("zoo:{}", spec.name) };
         for backend in backends() {
             let model = resolver.resolve(&located, &NoProgress).unwrap();
-            let runtime = open(backend, &RuntimeOptions::default()).unwrap();
+            let runtime = open(backend, &crate::support::runtime_options()).unwrap();
             let pipeline = Pipeline::load(model, runtime.as_ref()).unwrap();
             let images: Vec<_> =
                 results.keys().map(|k| decode_file(&fx.join(k), &DecodeLimits::default()).unwrap()).collect();
@@ -65,9 +65,9 @@ fn zoo_classifiers_match_onnxruntime_top5_on_every_backend() {
 fn files_are_predicted_in_order_with_failures_in_place() {
     let fx = fixtures_or_skip!();
     let cache = tempfile::tempdir().unwrap();
-    let located = strix_zoo::locate("efficientnet_lite0").unwrap();
+    let located = strix_zoo::locate("efficientnet_lite0", &crate::support::empty_home()).unwrap();
     let model = offline_resolver(&fx, cache.path()).resolve(&located, &NoProgress).unwrap();
-    let runtime = open(strix_runtime::Backend::Tract, &RuntimeOptions::default()).unwrap();
+    let runtime = open(strix_runtime::Backend::Tract, &crate::support::runtime_options()).unwrap();
     let pipeline = Pipeline::load(model, runtime.as_ref()).unwrap();
     let files = vec![
         fx.join("images/coffee.png"),

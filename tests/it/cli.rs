@@ -343,3 +343,38 @@ fn every_task_answers_in_its_rekognition_shape_and_draws() {
     assert!(!out.status.success());
     assert!(stderr.contains("selfie_256 is a segment model, not detect"), "{stderr}");
 }
+
+/// Settings are decided once: flags, then STRIX_* variables, then the settings file
+/// (`--settings`, else `STRIX_HOME/settings.toml`), then the defaults.
+#[test]
+fn settings_come_from_flags_then_the_environment_then_the_settings_file() {
+    let fx = fixtures_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let file = home.join("settings.toml");
+    let models = fx.join("models");
+    std::fs::write(&file, format!("model_path = [{:?}]\noffline = true\n", models.display().to_string())).unwrap();
+    let fetch = || {
+        let mut cmd = strix(&fx, &tmp.path().join("cache"));
+        cmd.env_remove("STRIX_MODEL_PATH").env("STRIX_HOME", &home).args(["models", "fetch", "efficientnet_lite0"]);
+        cmd
+    };
+    // The file alone: its search path finds the weights.
+    let (out, stdout, stderr) = run(&mut fetch());
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains(&models.display().to_string()), "{stdout}");
+    // The environment beats the file: a search path without the file.
+    let (out, _, stderr) = run(fetch().env("STRIX_MODEL_PATH", tmp.path().join("nothing-here")));
+    assert!(!out.status.success() && stderr.contains("nothing-here"), "{stderr}");
+    // A flag beats the environment.
+    let (out, _, stderr) =
+        run(fetch().env("STRIX_MODEL_PATH", tmp.path().join("nothing-here")).arg("--model-path").arg(&models));
+    assert!(out.status.success(), "{stderr}");
+    // A named file replaces the default one; an unknown key is an error naming file and key.
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, "cache = \"/tmp\"\n").unwrap();
+    let (out, _, stderr) = run(fetch().arg("--settings").arg(&bad));
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("bad.toml") && stderr.contains("unknown field `cache`"), "{stderr}");
+}

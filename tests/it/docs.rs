@@ -30,3 +30,38 @@ fn the_stream_config_example_in_the_readme_is_valid() {
     let cfg = strix_stream::StreamConfig::from_toml(block, std::path::Path::new("README.md")).unwrap();
     assert_eq!((cfg.lines.len(), cfg.zones.len(), cfg.classes.len()), (1, 1, 1));
 }
+
+/// Libraries take settings; the binary's `settings.rs` is the one place that reads the
+/// environment (unit tests aside). strix-registry knows nothing of the zoo.
+#[test]
+fn only_the_settings_module_reads_the_environment_and_the_registry_needs_no_zoo() {
+    let crates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut offenders = Vec::new();
+    for entry in crate::support::files_under(&crates) {
+        let rel = entry.strip_prefix(&crates).unwrap().display().to_string();
+        if !rel.ends_with(".rs") || !rel.contains("/src/") || rel.starts_with("strix/src/settings.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&entry).unwrap();
+        // Unit tests sit at the end of a file, after `#[cfg(test)]`.
+        let code = text.split("#[cfg(test)]").next().unwrap();
+        for needle in ["env::var", "env::vars", "env::var_os", "from_env()"] {
+            if code.contains(needle) {
+                offenders.push(format!("{rel}: {needle}"));
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "environment read outside crates/strix/src/settings.rs: {offenders:?}");
+    let manifest = std::fs::read_to_string(crates.join("strix-registry/Cargo.toml")).unwrap();
+    assert!(!manifest.contains("strix-zoo"), "strix-registry depends on strix-zoo again");
+}
+
+#[test]
+fn the_settings_example_in_the_readme_is_valid() {
+    let readme = include_str!("../../README.md");
+    let section = readme.split("**Settings** are decided once").nth(1).unwrap();
+    let block = section.split("```toml\n").nth(1).unwrap().split("```").next().unwrap();
+    let layer = strix_catalog::Layer::from_toml(block, std::path::Path::new("README.md")).unwrap();
+    assert_eq!(layer.registry_store.as_deref(), Some("s3://team-models/strix"));
+    assert_eq!(layer.model_path, Some(vec!["/mnt/models".into()]));
+}

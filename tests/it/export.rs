@@ -99,7 +99,7 @@ fn every_architecture_exports_through_the_gate() {
     let (out, stdout, stderr) = run(strix(&fx, tmp.path()).args(["predict", "--json", "--model"]).arg(&onnx).arg(&img));
     assert!(out.status.success(), "{stderr}");
     let answer: Value = serde_json::from_str(&stdout).unwrap();
-    let spec = strix_zoo::locate(onnx.to_str().unwrap()).unwrap().spec;
+    let spec = strix_zoo::locate(onnx.to_str().unwrap(), &crate::support::empty_home()).unwrap().spec;
     let pre = Preprocessor::new(spec.input.as_ref().unwrap(), spec.preprocess.as_ref().unwrap()).unwrap();
     let mut x = vec![0f32; pre.sample_len()];
     pre.run(&decode_file(&img, &DecodeLimits::default()).unwrap(), &mut x);
@@ -165,8 +165,23 @@ fn the_gate_catches_a_corrupted_export() {
 
     let device = Device::flex();
     let (model, saved) = strix_train::train::load_trained(&run_dir, &device).unwrap();
-    let options = ExportOptions::default();
+    let engines = strix_export::gate::Engines { options: crate::support::runtime_options(), ..Default::default() };
+    let options = ExportOptions { engines, ..Default::default() };
     strix_export::gate_file(&good, &run_dir, &model, &saved.shape, &device, &options).unwrap();
+    // Without ONNX Runtime's library the gate runs what it can and names what it skipped;
+    // an engine the user named must run.
+    if cfg!(feature = "ort") {
+        let bare = ExportOptions::default();
+        let report = strix_export::gate_file(&good, &run_dir, &model, &saved.shape, &device, &bare).unwrap();
+        let ran: Vec<String> = report.checks.iter().map(|c| c.backend.to_string()).collect();
+        assert_eq!(ran, ["tract"]);
+        assert_eq!(report.skipped.len(), 1, "{report}");
+        assert!(report.to_string().contains("ort not checked (ONNX Runtime library not found"), "{report}");
+        let mut named = ExportOptions::default();
+        named.engines.skip_unavailable = false;
+        let err = strix_export::gate_file(&good, &run_dir, &model, &saved.shape, &device, &named).unwrap_err();
+        assert!(err.to_string().contains("ORT_DYLIB_PATH"), "{err}");
+    }
     let err = strix_export::gate_file(&bad, &run_dir, &model, &saved.shape, &device, &options).unwrap_err();
     match &err {
         ExportError::GateFailed { max_abs_diff, .. } => assert!(*max_abs_diff > 1e-3, "{err}"),

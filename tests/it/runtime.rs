@@ -13,7 +13,7 @@ fn efficientnet_reference_input_gives_reference_logits_on_every_backend() {
     let (shape, input) = read_npy(&fx.join("reference/efficientnet_lite0__chelsea__input.npy"));
     let (_, logits) = read_npy(&fx.join("reference/efficientnet_lite0__chelsea__logits.npy"));
     for backend in backends() {
-        let runtime = open(backend, &RuntimeOptions { threads: Some(2), ..Default::default() }).unwrap();
+        let runtime = open(backend, &RuntimeOptions { threads: Some(2), ..crate::support::runtime_options() }).unwrap();
         let session = runtime.load(&fx.join("models/classify/efficientnet_lite0.onnx")).unwrap();
         assert_eq!(session.inputs()[0].name, "input");
         assert_eq!(session.inputs()[0].shape, vec![Dim::Fixed(1), Dim::Fixed(3), Dim::Fixed(224), Dim::Fixed(224)]);
@@ -32,7 +32,7 @@ fn symbolic_dims_are_described_and_run_with_any_size() {
     let (shape, input) = read_npy(&fx.join("reference/mtcnn_pnet__astronaut__input.npy"));
     let (_, boxes) = read_npy(&fx.join("reference/mtcnn_pnet__astronaut__conv2d_4.npy"));
     for backend in backends() {
-        let runtime = open(backend, &RuntimeOptions::default()).unwrap();
+        let runtime = open(backend, &crate::support::runtime_options()).unwrap();
         let session = runtime.load(&fx.join("models/face/mtcnn_pnet.onnx")).unwrap();
         let dims = &session.inputs()[0].shape;
         assert!(matches!(dims[0], Dim::Symbolic(_)) && dims[3] == Dim::Fixed(3), "{backend}: {dims:?}");
@@ -48,7 +48,7 @@ fn graphs_tract_cannot_type_symbolically_are_planned_per_shape() {
     let fx = fixtures_or_skip!();
     let (shape, input) = read_npy(&fx.join("reference/ppocrv4_det__imageTextN__input.npy"));
     let (_, prob) = read_npy(&fx.join("reference/ppocrv4_det__imageTextN__prob.npy"));
-    let runtime = open(Backend::Tract, &RuntimeOptions::default()).unwrap();
+    let runtime = open(Backend::Tract, &crate::support::runtime_options()).unwrap();
     let session = runtime.load(&fx.join("models/ocr/ch_PP-OCRv4_det_infer.onnx")).unwrap();
     let tensor = Tensor::from_f32(shape, input).unwrap();
     for _ in 0..2 {
@@ -67,7 +67,7 @@ fn integer_inputs_run() {
     let (_, keypoints) = read_npy(&fx.join("reference/movenet_lightning_192__astronaut__output.npy"));
     let ints: Vec<i32> = input.iter().map(|&v| v as i32).collect();
     for backend in backends() {
-        let session = open(backend, &RuntimeOptions::default())
+        let session = open(backend, &crate::support::runtime_options())
             .unwrap()
             .load(&fx.join("models/pose/movenet_lightning_192.onnx"))
             .unwrap();
@@ -84,7 +84,7 @@ fn wrong_inputs_and_files_are_clear_errors() {
     let garbage = dir.path().join("garbage.onnx");
     std::fs::write(&garbage, b"this is not a protobuf").unwrap();
     for backend in backends() {
-        let runtime = open(backend, &RuntimeOptions::default()).unwrap();
+        let runtime = open(backend, &crate::support::runtime_options()).unwrap();
         let missing = runtime.load(&dir.path().join("nope.onnx")).err().expect("missing file must fail");
         assert!(matches!(missing, RuntimeError::ModelMissing { .. }), "{backend}: {missing}");
         let bad = runtime.load(&garbage).err().expect("garbage must fail");

@@ -12,7 +12,7 @@ use base64::Engine as _;
 use serde_json::Value;
 use strix_core::NoProgress;
 use strix_pipeline::Pipeline;
-use strix_runtime::{Backend, RuntimeOptions};
+use strix_runtime::Backend;
 use strix_serve::{Batching, Limits, ServeState, ServedModel};
 use strix_zoo::{Resolver, locate};
 
@@ -41,7 +41,7 @@ impl Server {
         limits: Limits,
         keys: &[String],
     ) -> Server {
-        let runtime = strix_runtime::open(Backend::Tract, &RuntimeOptions::default()).unwrap();
+        let runtime = strix_runtime::open(Backend::Tract, &crate::support::runtime_options()).unwrap();
         Self::start_on(runtime, fx, models, batching, limits, keys)
     }
 
@@ -53,13 +53,13 @@ impl Server {
         limits: Limits,
         keys: &[String],
     ) -> Server {
-        let mut resolver = Resolver::from_env();
+        let mut resolver = Resolver::new(std::env::temp_dir().join("strix-it-cache"));
         resolver.search_path = vec![fx.join("models")];
         resolver.offline = true;
         let served = models
             .iter()
             .map(|(route, reference)| {
-                let located = locate(reference).unwrap();
+                let located = locate(reference, &crate::support::empty_home()).unwrap();
                 let model = resolver.resolve(&located, &NoProgress).unwrap();
                 let pipeline = Pipeline::load(model, runtime.as_ref()).unwrap();
                 ServedModel::new(route, reference, pipeline, batching, 5)
@@ -102,14 +102,22 @@ impl Drop for Server {
     }
 }
 
-struct Reply {
-    status: u16,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
     headers: String,
-    body: String,
+    pub(crate) body: String,
 }
 
 impl Reply {
-    fn json(&self) -> Value {
+    /// A header's value (names are lower-cased).
+    pub(crate) fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == name).then(|| v.trim().to_string())
+        })
+    }
+
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
     }
 
@@ -119,7 +127,7 @@ impl Reply {
 }
 
 /// A plain HTTP/1.1 exchange over one connection.
-fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+pub(crate) fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
@@ -386,7 +394,7 @@ fn concurrent_requests_are_batched_and_shutdown_drains() {
     let batching = Batching { max_batch: 8, max_delay_ms: 300, queue: 64, timeout_ms: 60_000, workers: 0 };
     let log = BatchLog::default();
     let runtime = CountingRuntime {
-        inner: strix_runtime::open(Backend::Tract, &RuntimeOptions::default()).unwrap(),
+        inner: strix_runtime::open(Backend::Tract, &crate::support::runtime_options()).unwrap(),
         log: log.clone(),
     };
     let mut server =

@@ -654,7 +654,7 @@ fn sources_sharing_a_model_are_batched_together() {
     };
     let resolver =
         strix_zoo::Resolver { cache_dir: tmp.path().join("cache"), search_path: vec![], hub: None, offline: true };
-    let located = strix_zoo::locate(spec.to_str().unwrap()).unwrap();
+    let located = strix_zoo::locate(spec.to_str().unwrap(), &crate::support::empty_home()).unwrap();
     let model = resolver.resolve(&located, &strix_core::NoProgress).unwrap();
     let pipeline = std::sync::Arc::new(strix_pipeline::Pipeline::load(model, &runtime).unwrap());
     log.lock().unwrap().clear();

@@ -33,6 +33,17 @@ macro_rules! fixtures_or_skip {
     };
 }
 
+/// Engine options as the binary's settings give them: ONNX Runtime's library from
+/// `ORT_DYLIB_PATH` (libraries read no environment themselves).
+pub fn runtime_options() -> strix_runtime::RuntimeOptions {
+    strix_runtime::RuntimeOptions { threads: None, ort_library: std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from) }
+}
+
+/// A data folder with nothing imported: zoo names and spec files only.
+pub fn empty_home() -> PathBuf {
+    std::env::temp_dir().join("strix-it-empty-home")
+}
+
 /// The backends to check: tract always; ort when built in and its library is available
 /// (required under CI).
 pub fn backends() -> Vec<Backend> {

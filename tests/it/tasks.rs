@@ -6,7 +6,7 @@ use std::path::Path;
 use serde_json::Value;
 use strix_core::{BBox, Detection, Face};
 use strix_pipeline::{Answer, BatchOptions, Pipeline, Prediction};
-use strix_runtime::{Backend, RuntimeOptions, open};
+use strix_runtime::{Backend, open};
 use strix_vision::{DecodeLimits, decode_file};
 use strix_zoo::Resolver;
 
@@ -21,9 +21,9 @@ pub fn expected(fx: &Path) -> Value {
 pub fn pipeline(fx: &Path, model: &str, backend: Backend) -> Pipeline {
     let cache = std::env::temp_dir().join("strix-it-cache");
     let resolver = Resolver { cache_dir: cache, search_path: vec![fx.join("models")], hub: None, offline: true };
-    let located = strix_zoo::locate(model).unwrap();
+    let located = strix_zoo::locate(model, &crate::support::empty_home()).unwrap();
     let resolved = resolver.resolve(&located, &strix_core::NoProgress).unwrap();
-    let runtime = open(backend, &RuntimeOptions::default()).unwrap();
+    let runtime = open(backend, &crate::support::runtime_options()).unwrap();
     Pipeline::load(resolved, runtime.as_ref()).unwrap_or_else(|e| panic!("{model} on {backend}: {e}"))
 }
 

@@ -1,6 +1,6 @@
 //! Domain types shared by every Strix crate: dense tensors and their descriptions, and the
-//! progress-reporting trait that libraries use instead of drawing bars themselves, and content
-//! digests, and the redaction of secrets from text that leaves the process.
+//! progress-reporting trait that libraries use instead of drawing bars themselves, tasks, model
+//! names and versions, content digests, and the redaction of secrets from text that leaves the process.
 //!
 //! ```
 //! use strix_core::{Tensor, DType};
@@ -12,12 +12,14 @@
 mod answer;
 pub mod digest;
 mod error;
+mod model;
 mod progress;
 mod redact;
 mod tensor;
 
 pub use answer::{BBox, Detection, Face, Keypoint, Pose, SegMask, TextLine};
 pub use error::CoreError;
+pub use model::{ModelVersion, Task, check_name, is_name_char};
 pub use progress::{NoProgress, Progress, ProgressUnit};
 pub use redact::{MASK, redact};
 pub use tensor::{DType, Dim, Tensor, TensorData, TensorInfo};

@@ -182,11 +182,95 @@ impl Tensor {
             TensorData::U8(v) => v.iter().map(|&x| f32::from(x)).collect(),
         }
     }
+
+    /// Stack tensors along their first (batch) dimension. `None` when they differ in type or in
+    /// any other dimension, or when there are none.
+    pub fn concat_batch(parts: &[&Tensor]) -> Option<Tensor> {
+        let first = parts.first()?;
+        let rest = first.shape.get(1..)?;
+        if parts.iter().any(|t| t.dtype() != first.dtype() || t.shape.get(1..) != Some(rest)) {
+            return None;
+        }
+        let mut shape = first.shape.clone();
+        shape[0] = parts.iter().map(|t| t.shape[0]).sum();
+        fn join<T: Clone>(parts: &[&Tensor], get: impl Fn(&TensorData) -> Option<&Vec<T>>) -> Option<Vec<T>> {
+            let mut out = Vec::new();
+            for p in parts {
+                out.extend_from_slice(get(&p.data)?);
+            }
+            Some(out)
+        }
+        let data = match first.data {
+            TensorData::F32(_) => {
+                TensorData::F32(join(parts, |d| if let TensorData::F32(v) = d { Some(v) } else { None })?)
+            }
+            TensorData::I32(_) => {
+                TensorData::I32(join(parts, |d| if let TensorData::I32(v) = d { Some(v) } else { None })?)
+            }
+            TensorData::I64(_) => {
+                TensorData::I64(join(parts, |d| if let TensorData::I64(v) = d { Some(v) } else { None })?)
+            }
+            TensorData::U8(_) => {
+                TensorData::U8(join(parts, |d| if let TensorData::U8(v) = d { Some(v) } else { None })?)
+            }
+        };
+        Tensor::new(shape, data).ok()
+    }
+
+    /// Cut along the first dimension into pieces of `counts` rows; `None` unless the counts add
+    /// up to it.
+    pub fn split_batch(&self, counts: &[usize]) -> Option<Vec<Tensor>> {
+        let rows = *self.shape.first()?;
+        if counts.iter().sum::<usize>() != rows {
+            return None;
+        }
+        let row: usize = self.shape[1..].iter().product();
+        fn cut<T: Clone>(v: &[T], counts: &[usize], row: usize) -> Vec<Vec<T>> {
+            let mut start = 0;
+            counts
+                .iter()
+                .map(|&n| {
+                    let piece = v[start..start + n * row].to_vec();
+                    start += n * row;
+                    piece
+                })
+                .collect()
+        }
+        let pieces: Vec<TensorData> = match &self.data {
+            TensorData::F32(v) => cut(v, counts, row).into_iter().map(TensorData::F32).collect(),
+            TensorData::I32(v) => cut(v, counts, row).into_iter().map(TensorData::I32).collect(),
+            TensorData::I64(v) => cut(v, counts, row).into_iter().map(TensorData::I64).collect(),
+            TensorData::U8(v) => cut(v, counts, row).into_iter().map(TensorData::U8).collect(),
+        };
+        pieces
+            .into_iter()
+            .zip(counts)
+            .map(|(data, &n)| {
+                let mut shape = self.shape.clone();
+                shape[0] = n;
+                Tensor::new(shape, data).ok()
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_stack_and_split_back() {
+        let a = Tensor::from_f32(vec![1, 2], vec![1.0, 2.0]).unwrap();
+        let b = Tensor::from_f32(vec![2, 2], vec![3.0, 4.0, 5.0, 6.0]).unwrap();
+        let ab = Tensor::concat_batch(&[&a, &b]).unwrap();
+        assert_eq!(ab.shape(), &[3, 2]);
+        assert_eq!(ab.split_batch(&[1, 2]).unwrap(), vec![a.clone(), b]);
+        assert!(ab.split_batch(&[1, 1]).is_none());
+        let c = Tensor::from_f32(vec![1, 3], vec![0.0; 3]).unwrap();
+        assert!(Tensor::concat_batch(&[&a, &c]).is_none());
+        let d = Tensor::new(vec![1, 2], TensorData::I64(vec![1, 2])).unwrap();
+        assert!(Tensor::concat_batch(&[&a, &d]).is_none());
+    }
 
     #[test]
     fn shape_must_match_data() {

@@ -248,7 +248,7 @@ mod tests {
                 &images,
                 [n, channels, size, size],
                 &reference,
-                &[Backend::Tract],
+                &gate::Engines { backends: vec![Backend::Tract], ..Default::default() },
                 Default::default(),
             )
             .unwrap();

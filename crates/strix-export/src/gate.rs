@@ -54,6 +54,17 @@ pub struct GateReport {
     /// Largest |logit| burn gave: f32 rounding grows with it, so it is part of any diagnosis.
     pub logit_scale: f32,
     pub checks: Vec<GateCheck>,
+    /// Engines of this build that could not be opened here (ONNX Runtime's library not set),
+    /// with why: not checked, and said so.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<SkippedEngine>,
+}
+
+/// An engine the gate could not run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SkippedEngine {
+    pub backend: Backend,
+    pub reason: String,
 }
 
 impl GateReport {
@@ -86,6 +97,9 @@ impl fmt::Display for GateReport {
                 c.top1_agree,
                 self.images
             )?;
+        }
+        for s in &self.skipped {
+            write!(f, "; {} not checked ({})", s.backend, s.reason)?;
         }
         Ok(())
     }
@@ -141,21 +155,48 @@ fn compare(values: &[f32], reference: &[f32], classes: usize, tol: Tolerance) ->
     (max_abs, max_ratio, at, agree, flips)
 }
 
+/// Which engines the gate runs, and how they are opened.
+#[derive(Clone, Debug)]
+pub struct Engines {
+    pub backends: Vec<Backend>,
+    pub options: RuntimeOptions,
+    /// An engine that cannot be opened here is skipped (and reported) rather than failing the
+    /// export: right for the defaults, wrong when the user named the engines.
+    pub skip_unavailable: bool,
+}
+
+impl Default for Engines {
+    fn default() -> Self {
+        Engines {
+            backends: Backend::ALL.into_iter().filter(|b| b.is_compiled()).collect(),
+            options: RuntimeOptions::default(),
+            skip_unavailable: true,
+        }
+    }
+}
+
 /// Compare `reference` (burn's `[n, classes]` logits for `images`, `[n, c, s, s]`) with each
-/// backend's run of the ONNX file at `onnx`.
+/// engine's run of the ONNX file at `onnx`.
 pub fn check(
     onnx: &Path,
     images: &[f32],
     input_shape: [usize; 4],
     reference: &[f32],
-    backends: &[Backend],
+    engines: &Engines,
     tolerance: Tolerance,
 ) -> Result<GateReport, ExportError> {
     let n = input_shape[0];
     let classes = (reference.len() / n.max(1)).max(1);
-    let mut checks = Vec::new();
-    for &backend in backends {
-        let runtime = strix_runtime::open(backend, &RuntimeOptions::default())?;
+    let (mut checks, mut skipped) = (Vec::new(), Vec::new());
+    for &backend in &engines.backends {
+        let runtime = match strix_runtime::open(backend, &engines.options) {
+            Ok(runtime) => runtime,
+            Err(e) if engines.skip_unavailable && backend != Backend::Tract => {
+                skipped.push(SkippedEngine { backend, reason: e.to_string() });
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         let session = runtime.load(onnx)?;
         let x = Tensor::from_f32(input_shape.to_vec(), images.to_vec())?;
         let outputs = session.run(&[x])?;
@@ -182,7 +223,10 @@ pub fn check(
         });
     }
     let logit_scale = reference.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    Ok(GateReport { images: n, atol: tolerance.atol, rtol: tolerance.rtol, logit_scale, checks })
+    if checks.is_empty() {
+        return Err(ExportError::Gate("no ONNX engine could be opened to check the export".into()));
+    }
+    Ok(GateReport { images: n, atol: tolerance.atol, rtol: tolerance.rtol, logit_scale, checks, skipped })
 }
 
 #[cfg(test)]

@@ -70,7 +70,7 @@ impl ExportError {
 
 /// Files of an export inside its folder.
 pub const ONNX_FILE: &str = "model.onnx";
-pub const SPEC_FILE: &str = "model.toml";
+pub use strix_zoo::SPEC_FILE;
 pub const GATE_FILE: &str = "gate.json";
 /// Where `strix export RUN_DIR` writes by default: `RUN_DIR/export`.
 pub const EXPORT_DIR: &str = "export";
@@ -83,7 +83,7 @@ pub struct ExportOptions {
     pub gate_images: usize,
     pub tolerance: gate::Tolerance,
     /// Engines the gate runs besides burn.
-    pub backends: Vec<Backend>,
+    pub engines: gate::Engines,
     /// Name written into the spec; the run folder's name when `None`.
     pub name: Option<String>,
 }
@@ -94,7 +94,7 @@ impl Default for ExportOptions {
             out_dir: None,
             gate_images: 16,
             tolerance: gate::Tolerance::default(),
-            backends: Backend::ALL.into_iter().filter(|b| b.is_compiled()).collect(),
+            engines: gate::Engines::default(),
             name: None,
         }
     }
@@ -146,7 +146,8 @@ pub fn export_run(run_dir: &Path, options: &ExportOptions) -> Result<Exported, E
         format!("# Exported by strix {} from {}\n{}", env!("CARGO_PKG_VERSION"), run_dir.display(), spec.to_toml());
     write_atomic(&spec_path, text.as_bytes())?;
     let gate_path = dir.join(GATE_FILE);
-    write_atomic(&gate_path, serde_json::to_string_pretty(&report).unwrap_or_default().as_bytes())?;
+    let json = serde_json::to_string_pretty(&report).map_err(|e| ExportError::Gate(format!("gate report: {e}")))?;
+    write_atomic(&gate_path, json.as_bytes())?;
     Ok(Exported { dir, onnx, spec: spec_path, gate: report })
 }
 
@@ -162,7 +163,7 @@ pub fn gate_file(
     let (images, n) = strix_train::train::validation_images(run_dir, options.gate_images)?;
     let (c, s) = (shape.channels, shape.image_size);
     let reference = model.logits(images.clone(), n, c, s, device);
-    let report = gate::check(onnx, &images, [n, c, s, s], &reference, &options.backends, options.tolerance)?;
+    let report = gate::check(onnx, &images, [n, c, s, s], &reference, &options.engines, options.tolerance)?;
     match report.failure() {
         None => Ok(report),
         Some(f) => Err(ExportError::GateFailed {

@@ -6,7 +6,8 @@
 //! use strix_pipeline::{Pipeline, BatchOptions};
 //! use strix_runtime::{open, Backend, RuntimeOptions};
 //! use strix_zoo::{locate, Resolver};
-//! let model = Resolver::from_env().resolve(&locate("efficientnet_lite0")?, &strix_core::NoProgress)?;
+//! let located = locate("efficientnet_lite0", "/home/me/.local/share/strix".as_ref())?;
+//! let model = Resolver::new("/home/me/.cache/strix".into()).resolve(&located, &strix_core::NoProgress)?;
 //! let runtime = open(Backend::Tract, &RuntimeOptions::default())?;
 //! let pipeline = Pipeline::load(model, runtime.as_ref())?;
 //! let files = vec!["cat.jpg".into()];
@@ -32,6 +33,25 @@ use strix_zoo::{MAIN, ResolvedModel, Task};
 
 use engine::{Engine, SessionNets};
 pub use error::PipelineError;
+
+#[cfg(test)]
+mod parallelism_tests {
+    use super::Parallelism;
+
+    #[test]
+    fn threads_are_a_budget_and_workers_split_it() {
+        let plan = |budget, workers, cascade| {
+            let p = Parallelism::plan(budget, workers, cascade);
+            (p.workers, p.threads)
+        };
+        assert_eq!(plan(2, None, false), (2, 1));
+        assert_eq!(plan(2, Some(1), false), (1, 2));
+        assert_eq!(plan(8, Some(2), false), (2, 4));
+        assert_eq!(plan(1, Some(4), false), (4, 1));
+        assert_eq!(plan(4, Some(3), true), (1, 4));
+        assert_eq!(Parallelism::plan(4, None, false).at_most(1), Parallelism { workers: 1, threads: 4, budget: 4 });
+    }
+}
 
 /// What a model says about one image, in pixels of that image.
 #[derive(Clone, Debug, PartialEq)]
@@ -112,6 +132,33 @@ pub struct BatchOptions {
 impl Default for BatchOptions {
     fn default() -> Self {
         BatchOptions { batch: 8, top_k: 5, limits: DecodeLimits::default(), workers: None }
+    }
+}
+
+/// How many inferences run at once and on how many threads each: one rule for predict, serve
+/// and stream. `--threads` sets the budget (the runtime's threads, default every core);
+/// `--workers` the inferences in flight (default one per thread of the budget); each gets an
+/// equal share of the budget. A cascade runs one image at a time on the whole budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Parallelism {
+    pub workers: usize,
+    /// Threads per inference.
+    pub threads: usize,
+    /// Threads in all.
+    pub budget: usize,
+}
+
+impl Parallelism {
+    pub fn plan(budget: usize, workers: Option<usize>, cascade: bool) -> Parallelism {
+        let budget = budget.max(1);
+        let workers = if cascade { 1 } else { workers.filter(|&w| w > 0).unwrap_or(budget) };
+        Parallelism { workers, threads: (budget / workers).max(1), budget }
+    }
+
+    /// At most `jobs` workers (a short list of batches), the budget shared among those.
+    pub fn at_most(self, jobs: usize) -> Parallelism {
+        let workers = self.workers.clamp(1, jobs.max(1));
+        Parallelism { workers, threads: (self.budget / workers).max(1), budget: self.budget }
     }
 }
 
@@ -209,6 +256,12 @@ impl Pipeline {
             out.extend(self.predict_batch(&refs, opts.top_k, threads)?);
         }
         Ok(out)
+    }
+
+    /// Workers and threads for `workers` inferences in flight ([`Parallelism::plan`] on this
+    /// model's thread budget).
+    pub fn parallelism(&self, workers: Option<usize>) -> Parallelism {
+        Parallelism::plan(self.session().default_threads(), workers, self.is_cascade())
     }
 
     /// Whether this is a cascade (several networks run per image), which works on whole images.
@@ -316,9 +369,7 @@ impl Pipeline {
         let started = std::time::Instant::now();
         let batch = self.batch_size(opts.batch);
         let chunks: Vec<&[PathBuf]> = files.chunks(batch).collect();
-        let budget = self.session().default_threads().max(1);
-        let workers = opts.workers.unwrap_or(budget).clamp(1, chunks.len().max(1));
-        let threads = (budget / workers).max(1);
+        let Parallelism { workers, threads, .. } = self.parallelism(opts.workers).at_most(chunks.len());
         tracing::debug!(batch, workers, threads, "predicting {} files", files.len());
         for session in self.sessions.values() {
             if let Err(e) = session.warm_up(threads, workers) {
@@ -537,6 +588,7 @@ softmax = false
             weights: "rgb.onnx".into(),
             labels: vec!["red".into(), "green".into(), "blue".into()],
             origin: "test".into(),
+            version: None,
         };
         let batches = Batches::default();
         (Pipeline::load(model, &TestRuntime(batches.clone())).unwrap(), batches)

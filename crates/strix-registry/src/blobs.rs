@@ -46,9 +46,9 @@ pub fn key(sha256: &str) -> Key {
 }
 
 impl Blobs {
-    /// Open `url`: `s3://bucket[/prefix]` (credentials, region and endpoint from the `AWS_*`
-    /// variables), `file:///path`, or a plain folder path (created if missing).
-    pub async fn open(url: &str) -> Result<Blobs, RegistryError> {
+    /// Open `url`: `s3://bucket[/prefix]` (credentials, region and endpoint from `s3`, by
+    /// object_store's key names), `file:///path`, or a plain folder path (created if missing).
+    pub async fn open(url: &str, s3: &[(String, String)]) -> Result<Blobs, RegistryError> {
         let bad = |reason: String| RegistryError::StoreUrl { url: strix_core::redact(url), reason };
         let (store, local_root): (Arc<dyn ObjectStore>, Option<PathBuf>) = if let Some(rest) = url.strip_prefix("s3://")
         {
@@ -56,7 +56,14 @@ impl Blobs {
             if bucket.is_empty() {
                 return Err(bad("no bucket: use s3://BUCKET/PREFIX".into()));
             }
-            let mut builder = AmazonS3Builder::from_env()
+            let mut builder = AmazonS3Builder::new();
+            for (key, value) in s3 {
+                // Keys object_store does not know (AWS_PROFILE, ...) are not S3 settings.
+                if let Ok(key) = key.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
+                    builder = builder.with_config(key, value);
+                }
+            }
+            let mut builder = builder
                 .with_bucket_name(bucket)
                 // An unreachable endpoint should fail in seconds, not after minutes of retries.
                 .with_retry(RetryConfig {

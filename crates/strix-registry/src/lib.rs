@@ -46,13 +46,16 @@ pub struct RegistryConfig {
     pub store: String,
     /// `sqlite://PATH` or `postgres://USER@HOST/DB`.
     pub db: String,
+    /// Settings of an S3 store by object_store's names (`aws_access_key_id`, `aws_endpoint`,
+    /// `aws_region`...): the binary passes the `AWS_*` variables here, lower-cased.
+    pub s3: Vec<(String, String)>,
 }
 
 impl RegistryConfig {
     /// The embedded default: a folder under `home` holding the blobs and an SQLite file.
     pub fn local(home: &Path) -> RegistryConfig {
         let dir = home.join("registry");
-        RegistryConfig { store: dir.display().to_string(), db: sqlite_url(&dir.join("registry.db")) }
+        RegistryConfig { store: dir.display().to_string(), db: sqlite_url(&dir.join("registry.db")), s3: Vec::new() }
     }
 
     /// The SQLite file, when the metadata lives in one.
@@ -112,7 +115,7 @@ impl Registry {
         {
             std::fs::create_dir_all(dir).map_err(RegistryError::io(dir))?;
         }
-        let blobs = Blobs::open(&config.store).await?;
+        let blobs = Blobs::open(&config.store, &config.s3).await?;
         let meta = Meta::open(&config.db).await?;
         Ok(Registry { blobs, meta })
     }
@@ -403,7 +406,7 @@ mod tests {
     #[test]
     fn sqlite_paths_survive_the_url() {
         let path = Path::new("/tmp/a b/50%?#/registry.db");
-        let config = RegistryConfig { store: "x".into(), db: sqlite_url(path) };
+        let config = RegistryConfig { store: "x".into(), db: sqlite_url(path), s3: Vec::new() };
         assert_eq!(config.sqlite_path().as_deref(), Some(path));
     }
 }

@@ -29,7 +29,7 @@ impl ArtifactRecord {
 
 /// A name with no folder part, no leading dot and only the model-name characters.
 pub(crate) fn is_plain_file_name(name: &str) -> bool {
-    !name.is_empty() && !name.starts_with('.') && name.chars().all(strix_zoo::is_name_char)
+    !name.is_empty() && !name.starts_with('.') && name.chars().all(strix_core::is_name_char)
 }
 
 /// Lower-case hex SHA-256.

@@ -62,7 +62,7 @@ impl fmt::Display for ModelRef {
 /// Model names become object-store keys and folder names: the zoo's rule (letters, digits,
 /// `.`, `_`, `-`, not starting with `.`), so `/`, `..` and control characters never get in.
 pub fn check_name(name: &str) -> Result<(), RegistryError> {
-    strix_zoo::check_name(name).map_err(|reason| RegistryError::InvalidName { reason })
+    strix_core::check_name(name).map_err(|reason| RegistryError::InvalidName { reason })
 }
 
 /// Aliases follow the name rule and must not be a number (`NAME@3` would read like a version).
@@ -70,7 +70,7 @@ pub fn check_alias(alias: &str) -> Result<(), RegistryError> {
     let ok = !alias.is_empty()
         && alias.len() <= 64
         && !alias.starts_with('.')
-        && alias.chars().all(strix_zoo::is_name_char)
+        && alias.chars().all(strix_core::is_name_char)
         && !alias.chars().all(|c| c.is_ascii_digit());
     if ok {
         Ok(())

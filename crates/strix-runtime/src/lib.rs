@@ -2,7 +2,8 @@
 //!
 //! - [`Backend::Tract`]: `tract-onnx`, pure Rust, builds anywhere; the default.
 //! - [`Backend::Ort`] (cargo feature `ort`): ONNX Runtime through the `ort` crate, loaded at run
-//!   time from the shared library named by `ORT_DYLIB_PATH` (or [`RuntimeOptions::ort_library`]).
+//!   time from the shared library [`RuntimeOptions::ort_library`] names (the binary takes it
+//!   from `--ort-lib` / `ORT_DYLIB_PATH`).
 //!
 //! ```no_run
 //! use strix_runtime::{open, Backend, RuntimeOptions};
@@ -83,7 +84,8 @@ impl FromStr for Backend {
 pub struct RuntimeOptions {
     /// Threads for one inference; `None` uses every core.
     pub threads: Option<usize>,
-    /// Path of libonnxruntime for the `ort` backend; `None` reads `ORT_DYLIB_PATH`.
+    /// Path of libonnxruntime for the `ort` backend (the binary's settings fill it from
+    /// `--ort-lib` / `ORT_DYLIB_PATH`); `None`: the `ort` backend cannot open.
     pub ort_library: Option<PathBuf>,
 }
 

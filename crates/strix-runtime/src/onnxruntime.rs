@@ -45,11 +45,8 @@ pub(crate) struct OrtRuntime {
 impl OrtRuntime {
     pub(crate) fn new(options: &RuntimeOptions) -> Result<Self, RuntimeError> {
         let path: PathBuf = match &options.ort_library {
-            Some(p) => p.clone(),
-            None => match std::env::var_os("ORT_DYLIB_PATH") {
-                Some(p) if !p.is_empty() => PathBuf::from(p),
-                _ => return Err(RuntimeError::OrtLibraryUnset),
-            },
+            Some(p) if !p.as_os_str().is_empty() => p.clone(),
+            _ => return Err(RuntimeError::OrtLibraryUnset),
         };
         if !path.is_file() {
             return Err(RuntimeError::OrtLibrary { path, reason: "no such file".to_string() });

@@ -21,23 +21,49 @@ use strix_pipeline::{Pipeline, Prediction};
 use strix_vision::{DecodeLimits, VisionError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
-use crate::batcher::{Batcher, Input, Job, Refused};
+use crate::batcher::{BatchStats, Batcher, Input, Job, Refused};
 use crate::metrics::Metrics;
 use crate::{ApiError, Batching, Limits};
 
 /// The header SageMaker multi-model endpoints use to pick a model.
 const TARGET_MODEL: &str = "x-amzn-sagemaker-target-model";
 
-/// A loaded model behind its batcher.
+/// Which version answered: `NAME:VERSION` for a registry model, else the route's name.
+pub(crate) const MODEL_VERSION: &str = "x-strix-model-version";
+
+/// One version of a served model: its pipeline behind its batcher. A request holds the
+/// version it started with until answered, so a swap never cuts one short.
+pub(crate) struct Loaded {
+    pub(crate) pipeline: Arc<Pipeline>,
+    pub(crate) batcher: Batcher,
+}
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loaded").field("model", &self.pipeline.model().spec.name).finish()
+    }
+}
+
+impl Loaded {
+    /// `NAME:VERSION` for a registry model, else `fallback` (the route's name).
+    pub(crate) fn version_label(&self, fallback: &str) -> String {
+        self.pipeline.model().version.as_ref().map_or_else(|| fallback.to_string(), ToString::to_string)
+    }
+}
+
+/// A served model: the version answering now, swapped whole when a new one is installed.
 pub struct ServedModel {
     pub name: String,
     /// What was asked for (`trash@production`), for `/v1/models`.
     pub reference: String,
-    pub pipeline: Arc<Pipeline>,
     pub batching: Batching,
-    pub(crate) batcher: Batcher,
+    top_k: usize,
+    current: Arc<std::sync::RwLock<Arc<Loaded>>>,
+    stats: Arc<BatchStats>,
     /// Requests of this model being decoded and preprocessed now.
     preparing: AtomicUsize,
+    /// Polls the registry when the reference is an alias ([`ServeState::follow`]).
+    pub(crate) follower: std::sync::OnceLock<strix_catalog::Follower>,
 }
 
 impl std::fmt::Debug for ServedModel {
@@ -49,21 +75,43 @@ impl std::fmt::Debug for ServedModel {
 impl ServedModel {
     /// Start the model's batcher. `top_k`: classes kept per answer.
     pub fn new(name: &str, reference: &str, pipeline: Pipeline, batching: Batching, top_k: usize) -> ServedModel {
+        let stats = Arc::new(BatchStats::new(batching.max_batch));
         let pipeline = Arc::new(pipeline);
-        let batcher = Batcher::start(name, pipeline.clone(), batching, top_k);
+        let batcher = Batcher::start(name, pipeline.clone(), batching, top_k, stats.clone());
         ServedModel {
             name: name.to_string(),
             reference: reference.to_string(),
-            pipeline,
             batching,
-            batcher,
+            top_k,
+            current: Arc::new(std::sync::RwLock::new(Arc::new(Loaded { pipeline, batcher }))),
+            stats,
             preparing: AtomicUsize::new(0),
+            follower: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The version answering now.
+    pub(crate) fn current(&self) -> Arc<Loaded> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The pipeline answering now.
+    pub fn pipeline(&self) -> Arc<Pipeline> {
+        self.current().pipeline.clone()
+    }
+
+    /// Put `pipeline` in place of the version answering now. Requests already holding the old
+    /// version finish on it; its workers end once its queue drains.
+    pub fn swap(&self, pipeline: Pipeline) {
+        let pipeline = Arc::new(pipeline);
+        let batcher = Batcher::start(&self.name, pipeline.clone(), self.batching, self.top_k, self.stats.clone());
+        let new = Arc::new(Loaded { pipeline, batcher });
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = new;
     }
 
     /// Requests waiting: in the batch queue, and being decoded on their way to it.
     pub(crate) fn depth(&self) -> usize {
-        self.batcher.depth() + self.preparing.load(Ordering::SeqCst)
+        self.current().batcher.depth() + self.preparing.load(Ordering::SeqCst)
     }
 }
 
@@ -74,7 +122,7 @@ pub struct ServeState {
     limits: Limits,
     ready: AtomicBool,
     next_request: AtomicU64,
-    metrics: Metrics,
+    pub(crate) metrics: Metrics,
     /// SHA-256 of each accepted API key; empty: no key needed.
     pub(crate) api_keys: Vec<strix_http::Secret>,
     /// One permit per request being read and decoded (see [`Limits::max_decoding`]).
@@ -87,7 +135,7 @@ pub struct ServeState {
 
 impl ServeState {
     pub fn new(models: Vec<ServedModel>, limits: Limits) -> ServeState {
-        let histograms: Vec<_> = models.iter().map(|m| (m.name.clone(), m.batcher.stats.histogram.clone())).collect();
+        let histograms: Vec<_> = models.iter().map(|m| (m.name.clone(), m.stats.histogram.clone())).collect();
         let line = models.iter().map(|m| m.batching.queue).max().unwrap_or(1);
         let wait = models.iter().map(|m| m.batching.timeout_ms).max().unwrap_or(1);
         ServeState {
@@ -117,11 +165,11 @@ impl ServeState {
 
     /// Ready: not draining, and every model has a live batch worker (a model whose workers
     /// died would answer every request with 503 while a load balancer kept sending them).
-    fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed) && self.models.iter().all(|m| m.batcher.alive() > 0)
+    pub(crate) fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed) && self.models.iter().all(|m| m.current().batcher.alive() > 0)
     }
 
-    fn model(&self, name: &str) -> Result<&ServedModel, ApiError> {
+    pub(crate) fn model(&self, name: &str) -> Result<&ServedModel, ApiError> {
         self.models.iter().find(|m| m.name == name).ok_or_else(|| {
             let known: Vec<&str> = self.models.iter().map(|m| m.name.as_str()).collect();
             ApiError::new(
@@ -145,6 +193,8 @@ pub fn app(state: Arc<ServeState>) -> Router {
     let guarded = Router::new()
         .route("/metrics", get(metrics))
         .route("/v1/models", get(list_models))
+        .route("/v1/models/{name}/reload", post(crate::follow::reload))
+        .merge(crate::kserve::routes())
         .merge(images)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NotFound", "no such route") })
         .route_layer(middleware::from_fn_with_state(state.clone(), crate::auth::require_key));
@@ -152,6 +202,7 @@ pub fn app(state: Arc<ServeState>) -> Router {
         .route("/ping", get(ping))
         .route("/health/live", get(|| async { axum::Json(json!({"status": "live"})) }))
         .route("/health/ready", get(ready))
+        .merge(crate::kserve::health())
         .merge(guarded)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
@@ -241,20 +292,24 @@ async fn list_models(State(state): State<Arc<ServeState>>) -> axum::Json<serde_j
         .models
         .iter()
         .map(|m| {
-            let spec = &m.pipeline.model().spec;
+            let current = m.current();
+            let spec = &current.pipeline.model().spec;
             json!({
                 "name": m.name,
                 "model": m.reference,
+                "version": current.pipeline.model().version.as_ref().map(ToString::to_string),
+                "follows": m.follower.get().is_some(),
                 "spec": spec.name,
                 "task": spec.task.to_string(),
-                "backend": m.pipeline.backend_version(),
+                "backend": current.pipeline.backend_version(),
                 "input": spec.input.as_ref().map(|i| json!({"width": i.width, "height": i.height})),
-                "labels": m.pipeline.model().labels.len(),
+                "labels": current.pipeline.model().labels.len(),
                 "batching": m.batching,
-                "max_batch": m.batcher.max_batch,
-                "workers": m.batcher.workers,
+                "max_batch": current.batcher.max_batch,
+                "workers": current.batcher.workers,
+                "threads": current.batcher.threads,
                 "queue_depth": m.depth(),
-                "batches": m.batcher.stats.histogram().into_iter().map(|(n, c)| json!({"size": n, "count": c})).collect::<Vec<_>>(),
+                "batches": m.stats.histogram().into_iter().map(|(n, c)| json!({"size": n, "count": c})).collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -288,8 +343,9 @@ async fn answer_image(
     let result = async {
         let model = state.model(name)?;
         let bytes = image_bytes(headers, checked_body(state, body)?)?;
-        let prediction = infer(state, model, bytes, slot).await?;
-        Ok(axum::Json(Answer::from_prediction(&prediction, &model.name)).into_response())
+        let (prediction, version) = infer(state, model, bytes, slot).await?;
+        let answer = axum::Json(Answer::from_prediction(&prediction, &version));
+        Ok(([(MODEL_VERSION, version)], answer).into_response())
     }
     .await;
     state.finish(name, started, result)
@@ -406,35 +462,38 @@ pub(crate) fn checked_body(state: &ServeState, body: Result<Bytes, BytesRejectio
     })
 }
 
-/// Decode an image and get its prediction through the model's batcher.
+/// Decode an image and get its prediction through the model's batcher, with the label of the
+/// version that answered (one version does both: the request holds it throughout).
 pub(crate) async fn infer(
     state: &ServeState,
     model: &ServedModel,
     bytes: Bytes,
     slot: DecodeSlot,
-) -> Result<Prediction, ApiError> {
+) -> Result<(Prediction, String), ApiError> {
     // Shed before decoding: under overload the rejected requests must cost next to nothing.
     if model.depth() >= model.batching.queue {
         return Err(queue_full(model));
     }
+    let loaded = model.current();
     model.preparing.fetch_add(1, Ordering::SeqCst);
-    let prepared = prepare(state, model, bytes).await;
+    let prepared = prepare(state, &loaded, bytes).await;
     model.preparing.fetch_sub(1, Ordering::SeqCst);
     let input = prepared?;
     // A prepared tensor is small; a cascade's whole image stays in memory until answered.
     if matches!(input, Input::Prepared(_)) {
         slot.release();
     }
-    let answer = queue_and_wait(state, model, input).await;
+    let (reply, answer) = oneshot::channel();
+    let answer = queue_and_wait(state, model, &loaded, Job::Answer { input, reply }, answer).await;
     drop(slot);
-    answer
+    Ok((answer?, loaded.version_label(&model.name)))
 }
 
 /// Decode and preprocess off the async threads, in parallel across requests, outside the
 /// model's batch (which then only infers).
-async fn prepare(state: &ServeState, model: &ServedModel, bytes: Bytes) -> Result<Input, ApiError> {
+async fn prepare(state: &ServeState, loaded: &Loaded, bytes: Bytes) -> Result<Input, ApiError> {
     let limits = DecodeLimits { max_pixels: state.limits.max_pixels, max_bytes: state.limits.max_body_bytes as u64 };
-    let pipeline = model.pipeline.clone();
+    let pipeline = loaded.pipeline.clone();
     tokio::task::spawn_blocking(move || {
         let image = strix_vision::decode_bytes(&bytes, &limits)?;
         Ok::<_, VisionError>(match pipeline.prepare(&image) {
@@ -447,7 +506,6 @@ async fn prepare(state: &ServeState, model: &ServedModel, bytes: Bytes) -> Resul
     .map_err(vision_error)
 }
 
-/// Hand a prepared request to the model's batcher and wait for its answer.
 fn queue_full(model: &ServedModel) -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -456,10 +514,16 @@ fn queue_full(model: &ServedModel) -> ApiError {
     )
 }
 
-async fn queue_and_wait(state: &ServeState, model: &ServedModel, input: Input) -> Result<Prediction, ApiError> {
+/// Hand a job to a version's batcher and wait for its answer.
+pub(crate) async fn queue_and_wait<T>(
+    state: &ServeState,
+    model: &ServedModel,
+    loaded: &Loaded,
+    job: Job,
+    answer: oneshot::Receiver<Result<T, strix_pipeline::PipelineError>>,
+) -> Result<T, ApiError> {
     let name = &model.name;
-    let (reply, answer) = oneshot::channel();
-    model.batcher.submit(Job { input, reply }).map_err(|refused| match refused {
+    loaded.batcher.submit(job).map_err(|refused| match refused {
         Refused::Full => queue_full(model),
         Refused::Closed => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "shutting down"),
     })?;

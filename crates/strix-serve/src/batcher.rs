@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use prometheus_client::metrics::histogram::Histogram;
+use strix_core::Tensor;
 use strix_pipeline::{BatchOptions, Pipeline, PipelineError, Prediction, Prepared};
 use strix_vision::RgbImage;
 use tokio::sync::oneshot;
@@ -23,9 +24,22 @@ pub enum Input {
 }
 
 /// One request waiting for its answer.
-pub struct Job {
-    pub input: Input,
-    pub reply: oneshot::Sender<Result<Prediction, PipelineError>>,
+pub enum Job {
+    /// An image's answer.
+    Answer { input: Input, reply: oneshot::Sender<Result<Prediction, PipelineError>> },
+    /// The main network's raw outputs for raw inputs (the Open Inference Protocol): no pre- or
+    /// post-processing. Every input's first dimension is the batch.
+    Raw { inputs: Vec<Tensor>, reply: oneshot::Sender<Result<Vec<Tensor>, PipelineError>> },
+}
+
+impl Job {
+    /// The caller has given up (timed out) and needs no answer.
+    fn abandoned(&self) -> bool {
+        match self {
+            Job::Answer { reply, .. } => reply.is_closed(),
+            Job::Raw { reply, .. } => reply.is_closed(),
+        }
+    }
 }
 
 /// Batches run, by size: exact counts for `/v1/models`, a histogram for `/metrics`.
@@ -37,7 +51,7 @@ pub struct BatchStats {
 }
 
 impl BatchStats {
-    fn new(max_batch: usize) -> BatchStats {
+    pub(crate) fn new(max_batch: usize) -> BatchStats {
         BatchStats {
             sizes: (0..=max_batch).map(|_| AtomicU64::new(0)).collect(),
             histogram: crate::metrics::batch_histogram(),
@@ -54,9 +68,10 @@ impl BatchStats {
 #[derive(Debug)]
 pub struct Batcher {
     tx: Sender<Job>,
-    pub stats: Arc<BatchStats>,
     pub max_batch: usize,
     pub workers: usize,
+    /// Threads per inference.
+    pub threads: usize,
     /// Worker threads running; the server is not ready while a model has none.
     alive: Arc<AtomicUsize>,
 }
@@ -99,21 +114,23 @@ pub enum Refused {
 }
 
 impl Batcher {
-    /// Start the worker threads for `pipeline`; they end when the batcher is dropped and the
-    /// queue has drained.
-    pub fn start(name: &str, pipeline: Arc<Pipeline>, batching: Batching, top_k: usize) -> Batcher {
+    /// Start the worker threads for `pipeline`, counting batches in `stats` (shared by the
+    /// versions of one served model); they end when the batcher is dropped and the queue has
+    /// drained.
+    pub fn start(
+        name: &str,
+        pipeline: Arc<Pipeline>,
+        batching: Batching,
+        top_k: usize,
+        stats: Arc<BatchStats>,
+    ) -> Batcher {
         let max_batch = pipeline.batch_size(batching.max_batch).min(batching.max_batch).max(1);
         let (tx, rx) = crossbeam_channel::bounded(batching.queue);
-        let stats = Arc::new(BatchStats::new(max_batch));
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let cascade = pipeline.is_cascade();
-        let workers = match (cascade, batching.workers) {
-            (true, _) => 1,
-            (false, 0) => cores,
-            (false, n) => n,
-        };
-        // Cascades keep their own threading; single networks split the cores between workers.
-        let threads = (!cascade).then(|| (cores / workers).max(1));
+        // The rule predict and stream follow too: --threads is the budget, --workers splits it.
+        let plan = pipeline.parallelism(Some(batching.workers));
+        let workers = plan.workers;
+        // Cascades keep their own threading (all of the budget, one image at a time).
+        let threads = (!pipeline.is_cascade()).then_some(plan.threads);
         let delay = Duration::from_millis(batching.max_delay_ms);
         let alive = Arc::new(AtomicUsize::new(0));
         for i in 0..workers {
@@ -128,7 +145,7 @@ impl Batcher {
                 tracing::error!("cannot start batcher thread {i} of {name}: {e}");
             }
         }
-        Batcher { tx, stats, max_batch, workers, alive }
+        Batcher { tx, max_batch, workers, threads: plan.threads, alive }
     }
 
     /// Worker threads still running.
@@ -169,16 +186,28 @@ fn work(
             }
         }
         // Callers that gave up (timed out) need no answer.
-        jobs.retain(|j| !j.reply.is_closed());
+        jobs.retain(|j| !j.abandoned());
         if jobs.is_empty() {
             continue;
         }
-        let (inputs, replies): (Vec<Input>, Vec<_>) = jobs.into_iter().map(|j| (j.input, j.reply)).unzip();
-        let n = inputs.len();
-        if let Some(c) = stats.sizes.get(n) {
-            c.fetch_add(1, Ordering::Relaxed);
+        let mut answers = Vec::with_capacity(jobs.len());
+        let mut raw = Vec::new();
+        for job in jobs {
+            match job {
+                Job::Answer { input, reply } => answers.push((input, reply)),
+                Job::Raw { inputs, reply } => raw.push((inputs, reply)),
+            }
         }
-        stats.histogram.observe(n as f64);
+        if !raw.is_empty() {
+            count(stats, raw.len());
+            run_raw(pipeline, raw, threads);
+        }
+        if answers.is_empty() {
+            continue;
+        }
+        let (inputs, replies): (Vec<Input>, Vec<_>) = answers.into_iter().unzip();
+        let n = inputs.len();
+        count(stats, n);
         let mut prepared = Vec::with_capacity(n);
         let mut images = Vec::new();
         for input in inputs {
@@ -203,6 +232,73 @@ fn work(
             Ok(predictions) => {
                 for (reply, p) in replies.into_iter().zip(predictions) {
                     let _ = reply.send(Ok(p));
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                for reply in replies {
+                    let _ = reply.send(Err(PipelineError::Batch(message.clone())));
+                }
+            }
+        }
+    }
+}
+
+fn count(stats: &BatchStats, n: usize) {
+    if let Some(c) = stats.sizes.get(n) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+    stats.histogram.observe(n as f64);
+}
+
+type RawReply = oneshot::Sender<Result<Vec<Tensor>, PipelineError>>;
+
+/// Raw requests as few inferences as their shapes allow: requests whose inputs differ only in
+/// the batch dimension are stacked into one run (when the network's batch is not fixed), and
+/// each gets its rows of every output back.
+fn run_raw(pipeline: &Pipeline, jobs: Vec<(Vec<Tensor>, RawReply)>, threads: Option<usize>) {
+    let session = pipeline.session();
+    let threads = threads.unwrap_or_else(|| session.default_threads()).max(1);
+    let stackable = session.inputs().iter().all(|i| i.shape.first().is_some_and(|d| d.fixed().is_none()));
+    let mut groups: Vec<Vec<(Vec<Tensor>, RawReply)>> = Vec::new();
+    for job in jobs {
+        let key = |inputs: &[Tensor]| inputs.iter().map(|t| (t.dtype(), t.shape()[1..].to_vec())).collect::<Vec<_>>();
+        match groups.iter_mut().find(|g| stackable && key(&g[0].0) == key(&job.0)) {
+            Some(group) => group.push(job),
+            None => groups.push(vec![job]),
+        }
+    }
+    for group in groups {
+        let counts: Vec<usize> = group.iter().map(|(inputs, _)| inputs[0].shape()[0]).collect();
+        let (inputs, replies): (Vec<Vec<Tensor>>, Vec<RawReply>) = group.into_iter().unzip();
+        let stacked: Option<Vec<Tensor>> = (0..inputs[0].len())
+            .map(|i| Tensor::concat_batch(&inputs.iter().map(|r| &r[i]).collect::<Vec<_>>()))
+            .collect();
+        let result = match stacked {
+            Some(stacked) => guarded(|| session.run_with_threads(&stacked, threads))
+                .map_err(|panic| PipelineError::Batch(format!("the batch failed: {panic}")))
+                .and_then(|r| r.map_err(PipelineError::from)),
+            None => Err(PipelineError::Batch("inputs of one batch do not stack".into())),
+        };
+        match result {
+            Ok(outputs) if replies.len() == 1 => {
+                let _ = replies.into_iter().next().map(|r| r.send(Ok(outputs)));
+            }
+            Ok(outputs) => {
+                // Each output's rows, cut per request; an output without a batch dimension
+                // cannot be shared out.
+                let cut: Option<Vec<Vec<Tensor>>> = outputs.iter().map(|o| o.split_batch(&counts)).collect();
+                match cut {
+                    Some(cut) => {
+                        for (i, reply) in replies.into_iter().enumerate() {
+                            let _ = reply.send(Ok(cut.iter().map(|pieces| pieces[i].clone()).collect()));
+                        }
+                    }
+                    None => {
+                        for reply in replies {
+                            let _ = reply.send(Err(PipelineError::Batch("an output has no batch dimension".into())));
+                        }
+                    }
                 }
             }
             Err(e) => {

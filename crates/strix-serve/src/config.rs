@@ -64,7 +64,7 @@ pub struct Batching {
     pub queue: usize,
     /// A request not answered within this gets 504.
     pub timeout_ms: u64,
-    /// Batches in flight at once, each inference on cores / workers threads; 0: one worker per
+    /// Batches in flight at once, sharing the runtime's threads (`--threads`); 0: one worker per
     /// core with one thread each (on a CPU, parallel single-thread inferences beat one
     /// inference spread over every core). Cascades always use one worker.
     pub workers: usize,

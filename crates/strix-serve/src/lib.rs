@@ -11,6 +11,13 @@
 //!   takes Rekognition's request and answers in its shape.
 //! - `GET /metrics`: Prometheus text (requests by model and status, latency and batch-size
 //!   histograms, queue depth). Optional API keys guard everything but `/ping` and `/health`.
+//! - Models named by registry alias (`trash@production`) follow it ([`ServeState::follow`]):
+//!   a new version is loaded, tested and swapped in without failing a request;
+//!   `POST /v1/models/{name}/reload` checks at once. Every answer names the version that gave
+//!   it: `X-Strix-Model-Version` and `LabelModelVersion` (`NAME:VERSION`).
+//! - The Open Inference Protocol (KServe v2, what Triton and Seldon speak): `/v2/health/*`,
+//!   `/v2/models/{name}[/ready]`, `POST /v2/models/{name}/infer` with raw tensors in and out
+//!   (JSON, or the binary tensor extension tritonclient uses), batched like the image routes.
 //! - Errors are `{"error": {"code", "message"}}` with a 4xx status for bad input; internal
 //!   errors are logged with a request id and not leaked.
 //!
@@ -26,6 +33,8 @@ mod auth;
 mod batcher;
 mod config;
 mod error;
+mod follow;
+mod kserve;
 mod metrics;
 mod rekognition;
 

@@ -22,6 +22,14 @@ struct ModelLabels {
     model: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    model: String,
+    /// `swapped`, `refused` (a new version that did not load or answer) or `failed` (the
+    /// registry could not be asked).
+    outcome: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     // 1 ms to ~33 s.
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
@@ -38,6 +46,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<ModelLabels, Histogram, fn() -> Histogram>,
     queue: Family<ModelLabels, Gauge>,
+    reloads: Family<ReloadLabels, Counter>,
 }
 
 impl Metrics {
@@ -55,6 +64,12 @@ impl Metrics {
         );
         let queue = Family::<ModelLabels, Gauge>::default();
         registry.register("queue_depth", "Requests waiting for a batch, by model", queue.clone());
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "model_reloads",
+            "New versions of followed models: swapped in, refused, or registry checks that failed",
+            reloads.clone(),
+        );
         for (model, histogram) in batch_sizes {
             registry.sub_registry_with_label((Cow::Borrowed("model"), Cow::Owned(model.clone()))).register(
                 "batch_size",
@@ -62,7 +77,7 @@ impl Metrics {
                 histogram.clone(),
             );
         }
-        Metrics { registry, requests, latency, queue }
+        Metrics { registry, requests, latency, queue, reloads }
     }
 
     /// Count an answer. `model` is `None` for requests that named no served model (so
@@ -73,6 +88,11 @@ impl Metrics {
         if status < 400 {
             self.latency.get_or_create(&ModelLabels { model }).observe(took.as_secs_f64());
         }
+    }
+
+    /// Count what a follower's check did (`swapped`, `refused` or `failed`).
+    pub fn reload(&self, model: &str, outcome: &'static str) {
+        self.reloads.get_or_create(&ReloadLabels { model: model.to_string(), outcome }).inc();
     }
 
     /// The text exposition, with queue depths as they are now.
@@ -99,6 +119,7 @@ mod tests {
         batch.observe(4.0);
         m.request(Some("trash"), 200, Duration::from_millis(12));
         m.request(None, 404, Duration::from_millis(1));
+        m.reload("trash", "refused");
         let text = m.render([("trash".to_string(), 3)].into_iter());
         for want in [
             "strix_requests_total{model=\"trash\",status=\"200\"} 1",
@@ -106,6 +127,7 @@ mod tests {
             "strix_request_duration_seconds_count{model=\"trash\"} 1",
             "strix_queue_depth{model=\"trash\"} 3",
             "strix_batch_size_count{model=\"trash\"} 1",
+            "strix_model_reloads_total{model=\"trash\",outcome=\"refused\"} 1",
         ] {
             assert!(text.contains(want), "{want} missing from:\n{text}");
         }

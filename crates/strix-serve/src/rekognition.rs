@@ -57,7 +57,7 @@ pub async fn answer(
             )));
         };
         let model =
-            tasks.iter().find_map(|t| state.models.iter().find(|m| m.pipeline.task() == *t)).ok_or_else(|| {
+            tasks.iter().find_map(|t| state.models.iter().find(|m| m.pipeline().task() == *t)).ok_or_else(|| {
                 ApiError::bad_request(format!(
                     "{target}: no model of a fitting task ({}) is served",
                     tasks.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" or ")
@@ -69,15 +69,19 @@ pub async fn answer(
             ApiError::bad_request(format!("malformed request: {e}; expected {{\"Image\": {{\"Bytes\": BASE64}}}}"))
         })?;
         let bytes = base64_image(&request.image.bytes)?;
-        let prediction = infer(&state, model, bytes, slot).await?;
-        let mut answer = serde_json::to_value(Answer::from_prediction(&prediction, &model.name))
+        let (prediction, version) = infer(&state, model, bytes, slot).await?;
+        let mut answer = serde_json::to_value(Answer::from_prediction(&prediction, &version))
             .map_err(|e| internal(&state, &model.name, &e.to_string()))?;
         if let Some(labels) = answer.get_mut("Labels").and_then(|l| l.as_array_mut()) {
             let min = request.min_confidence.unwrap_or(55.0);
             labels.retain(|l| l["Confidence"].as_f64().is_some_and(|c| c >= min));
             labels.truncate(request.max_labels.unwrap_or(usize::MAX));
         }
-        Ok(([(header::CONTENT_TYPE, "application/x-amz-json-1.1")], answer.to_string()).into_response())
+        let headers = [
+            (header::CONTENT_TYPE.as_str(), "application/x-amz-json-1.1".to_string()),
+            (crate::app::MODEL_VERSION, version),
+        ];
+        Ok((headers, answer.to_string()).into_response())
     }
     .await;
     let name = served.unwrap_or_default();

@@ -29,6 +29,8 @@ pub(crate) struct Answered {
     pub arrived: Instant,
     pub image: Arc<RgbImage>,
     pub prediction: Prediction,
+    /// The registry version that answered.
+    pub version: Option<Arc<str>>,
 }
 
 pub(crate) struct SourceOutput {
@@ -85,7 +87,7 @@ impl SourceOutput {
             m.stats.counts = self.analytics.counts().clone();
         }
         self.progress.advance(1);
-        emit(&self.board, &self.events, &self.name, a.index, a.time_s, happened);
+        emit(&self.board, &self.events, (&self.name, a.version.as_deref()), a.index, a.time_s, happened);
         self.views(&a, &tracks)?;
         if self.done() {
             self.stopper.stop();
@@ -173,7 +175,9 @@ impl SourceOutput {
             let left = tracker.finish();
             let happened = self.analytics.departures(&left);
             let time_s = left.iter().map(|t| t.last_seen_s).fold(0.0, f64::max);
-            emit(&self.board, &self.events, &self.name, self.processed.saturating_sub(1), time_s, happened);
+            let version = self.board.version();
+            let frame = self.processed.saturating_sub(1);
+            emit(&self.board, &self.events, (&self.name, version.as_deref()), frame, time_s, happened);
             let mut m = self.board.meter(self.lane);
             m.stats.counts = self.analytics.counts().clone();
             m.stats.tracks_now = 0;
@@ -186,10 +190,11 @@ impl SourceOutput {
 }
 
 /// Events of one frame (or moment) of a source: kept for the page and sent to the sinks.
+/// Send what happened at `frame` of `source`, answered by `version`.
 pub(crate) fn emit(
     board: &Board,
     events: &crossbeam_channel::Sender<Vec<Event>>,
-    source: &str,
+    (source, version): (&str, Option<&str>),
     frame: u64,
     time_s: f64,
     happened: Vec<Happening>,
@@ -199,7 +204,13 @@ pub(crate) fn emit(
     }
     let batch: Vec<Event> = happened
         .into_iter()
-        .map(|what| Event { source: source.to_string(), frame, time_s: round3(time_s), what })
+        .map(|what| Event {
+            source: source.to_string(),
+            frame,
+            time_s: round3(time_s),
+            model_version: version.map(str::to_string),
+            what,
+        })
         .collect();
     board.remember(&batch);
     // The events thread outlives every sender; a send fails only if it panicked.

@@ -18,6 +18,7 @@ use strix_zoo::Task;
 use crate::analytics::{Analytics, Happening};
 use crate::config::StreamConfig;
 use crate::error::StreamError;
+use crate::live::LiveModel;
 use crate::output::{Answered, SourceOutput, emit};
 use crate::queue::{FramePolicy, Queues};
 use crate::record::Recorder;
@@ -66,6 +67,8 @@ pub struct Summary {
     /// Inferences per batch size: frames of several sources share a batch when the model
     /// takes one.
     pub batch_sizes: BTreeMap<usize, u64>,
+    /// Inferences in flight and threads each.
+    pub parallelism: strix_pipeline::Parallelism,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -90,8 +93,9 @@ struct Item {
     time_s: f64,
     arrived: Instant,
     image: Arc<RgbImage>,
-    /// Preprocessed on the decoder's thread (policy `all`), so it overlaps inference.
-    prepared: Option<Prepared>,
+    /// Preprocessed on the decoder's thread (policy `all`), so it overlaps inference, by the
+    /// pipeline that did it (a swapped-in version prepares again).
+    prepared: Option<(Prepared, Arc<Pipeline>)>,
 }
 
 /// Run sources through the model until they end, `stop` is set, or the limits are reached.
@@ -101,6 +105,18 @@ pub fn run(
     stop: Arc<AtomicBool>,
     hooks: &dyn RunHooks,
 ) -> Result<Summary, StreamError> {
+    run_live(Arc::new(LiveModel::new(pipeline)), job, stop, hooks)
+}
+
+/// [`run`] with a model that may be swapped while it runs ([`crate::follow`]): each batch
+/// takes the version current when it starts, and events say which version answered.
+pub fn run_live(
+    live: Arc<LiveModel>,
+    job: StreamJob,
+    stop: Arc<AtomicBool>,
+    hooks: &dyn RunHooks,
+) -> Result<Summary, StreamError> {
+    let pipeline = live.current();
     job.config.validate()?;
     if job.sources.is_empty() {
         return Err(StreamError::Config("no sources".into()));
@@ -110,8 +126,8 @@ pub fn run(
     }
     // Several inferences at once, each on its share of the cores, when the model takes one
     // frame at a time (what won on 2 cores); outputs put answers back in frame order.
-    let workers = if pipeline.is_cascade() { 1 } else { job.workers.unwrap_or_else(default_workers).max(1) };
-    let threads = (pipeline.session().default_threads() / workers).max(1);
+    let parallelism = pipeline.parallelism(job.workers);
+    let (workers, threads) = (parallelism.workers, parallelism.threads);
     // Sessions for the workers are part of loading the model, not of the first frames.
     if let Err(e) = pipeline.session().warm_up(threads, workers) {
         tracing::warn!("cannot prepare {workers} sessions: {e}");
@@ -122,10 +138,10 @@ pub fn run(
         sources.push(Source::open(kind.clone(), job.source_options.clone())?);
     }
     // A file played at its own rate stands in for a camera, so it defaults like one.
-    let live = |s: &Source| s.kind().is_live() || job.source_options.realtime;
+    let is_live = |s: &Source| s.kind().is_live() || job.source_options.realtime;
     let policies: Vec<FramePolicy> = sources
         .iter()
-        .map(|s| job.config.policy.unwrap_or(if live(s) { FramePolicy::Latest } else { FramePolicy::All }))
+        .map(|s| job.config.policy.unwrap_or(if is_live(s) { FramePolicy::Latest } else { FramePolicy::All }))
         .collect();
     // Recordings play at the source's rate; live sources that do not say get 25 fps.
     let rates: Vec<f64> = sources.iter().map(|s| s.info().fps.unwrap_or(25.0)).collect();
@@ -138,6 +154,7 @@ pub fn run(
         .collect();
     let model_name = pipeline.model().spec.name.clone();
     let board = Arc::new(Board::new(model_name.clone(), meters));
+    board.set_version(crate::live::version_of(&pipeline));
     // A latest-policy queue holds one frame: anything older is stale by definition.
     let queues: Arc<Queues<Item>> = Arc::new(Queues::new(
         policies.iter().map(|p| (if *p == FramePolicy::Latest { 1 } else { job.config.queue }, *p)),
@@ -171,7 +188,12 @@ pub fn run(
             let mut sinks = sinks;
             for batch in events_rx {
                 // Serialised once for every sink.
-                let lines: Vec<String> = batch.iter().map(|e| serde_json::to_string(e).unwrap_or_default()).collect();
+                let lines: Vec<String> = batch
+                    .iter()
+                    .filter_map(|e| {
+                        serde_json::to_string(e).map_err(|err| tracing::error!("event not sent: {err}")).ok()
+                    })
+                    .collect();
                 for s in sinks.iter_mut() {
                     s.send(&lines);
                 }
@@ -197,7 +219,7 @@ pub fn run(
                 board: board.clone(),
                 events: events_tx.clone(),
                 errors: errors.clone(),
-                pipeline: pipeline.clone(),
+                live: live.clone(),
                 prepare: !pipeline.is_cascade() && policies[lane] == FramePolicy::All,
                 started,
             };
@@ -240,11 +262,11 @@ pub fn run(
         let inferred: Vec<Result<(), StreamError>> = std::thread::scope(|inner| {
             let handles: Vec<_> = (0..workers)
                 .map(|w| {
-                    let (pipeline, queues, output_txs, failed, stoppers, sizes) =
-                        (&pipeline, &queues, &output_txs, &failed, &stoppers, &batch_sizes);
+                    let (live, queues, output_txs, failed, stoppers, sizes, board) =
+                        (&live, &queues, &output_txs, &failed, &stoppers, &batch_sizes, &board);
                     let limits = (job.config.max_batch, job.top_k, threads);
                     inner.spawn(move || {
-                        let r = infer_loop(pipeline, queues, output_txs, limits, w, sizes);
+                        let r = infer_loop(live, board, queues, output_txs, limits, w, sizes);
                         if r.is_err() && !failed.swap(true, Ordering::SeqCst) {
                             stoppers.iter().for_each(SourceStopper::stop);
                             queues.close_all();
@@ -293,6 +315,7 @@ pub fn run(
         recordings,
         errors: std::mem::take(&mut *errors.lock().unwrap_or_else(|e| e.into_inner())),
         batch_sizes,
+        parallelism,
     })
 }
 
@@ -304,7 +327,7 @@ struct Decoder {
     board: Arc<Board>,
     events: crossbeam_channel::Sender<Vec<Event>>,
     errors: Arc<Mutex<Vec<String>>>,
-    pipeline: Arc<Pipeline>,
+    live: Arc<LiveModel>,
     prepare: bool,
     started: Instant,
 }
@@ -321,7 +344,12 @@ impl Decoder {
                         m.stats.frames_read += 1;
                         (m.stats.width, m.stats.height) = raw.image.dimensions();
                     }
-                    let prepared = if self.prepare { self.pipeline.prepare(&raw.image) } else { None };
+                    let prepared = if self.prepare {
+                        let pipeline = self.live.current();
+                        pipeline.prepare(&raw.image).map(|p| (p, pipeline))
+                    } else {
+                        None
+                    };
                     let item =
                         Item { index, time_s: raw.time_s, arrived: raw.arrived, image: Arc::new(raw.image), prepared };
                     index += 1;
@@ -356,7 +384,8 @@ impl Decoder {
         };
         // Seconds since the run started: a lost source has no position of its own.
         let time_s = self.started.elapsed().as_secs_f64();
-        emit(&self.board, &self.events, &self.name, frame, time_s, vec![what]);
+        let version = self.board.version();
+        emit(&self.board, &self.events, (&self.name, version.as_deref()), frame, time_s, vec![what]);
     }
 }
 
@@ -412,25 +441,27 @@ fn output_loop(
     Ok(finished?.map(|(path, frames)| Recording { path, frames }))
 }
 
-/// One per core: a model that takes one frame at a time runs best as one inference per core.
-fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 /// Take frames (one per source at a time), infer on `threads` threads, hand answers to the
 /// output threads.
 fn infer_loop(
-    pipeline: &Pipeline,
+    live: &LiveModel,
+    board: &Board,
     queues: &Queues<Item>,
     outputs: &[crossbeam_channel::Sender<Answered>],
     (max_batch, top_k, threads): (usize, usize, usize),
     worker: usize,
     batch_sizes: &Mutex<BTreeMap<usize, u64>>,
 ) -> Result<(), StreamError> {
-    let batch = pipeline.batch_size(max_batch);
     // Workers start at different sources so each gets served.
     let mut last = (outputs.len() + worker).saturating_sub(1) % outputs.len().max(1);
-    while let Some(mut items) = queues.take(batch, last) {
+    loop {
+        // The version current when the batch starts answers all of it.
+        let pipeline = live.current();
+        let version: Option<Arc<str>> = crate::live::version_of(&pipeline).map(Arc::from);
+        if board.version().as_deref() != version.as_deref() {
+            board.set_version(version.as_deref().map(str::to_string));
+        }
+        let Some(mut items) = queues.take(pipeline.batch_size(max_batch), last) else { break };
         last = items.last().map_or(last, |(lane, _, _)| *lane);
         *batch_sizes.lock().unwrap_or_else(|e| e.into_inner()).entry(items.len()).or_default() += 1;
         let predictions = if pipeline.is_cascade() {
@@ -444,8 +475,8 @@ fn infer_loop(
             let prepared: Vec<Prepared> = items
                 .iter_mut()
                 .map(|(_, _, item)| match item.prepared.take() {
-                    Some(p) => Ok(p),
-                    None => pipeline
+                    Some((p, by)) if Arc::ptr_eq(&by, &pipeline) => Ok(p),
+                    _ => pipeline
                         .prepare(&item.image)
                         .ok_or_else(|| StreamError::output("inference", "the model cannot prepare frames")),
                 })
@@ -460,6 +491,7 @@ fn infer_loop(
                 arrived: item.arrived,
                 image: item.image,
                 prediction,
+                version: version.clone(),
             };
             // An output thread that stopped (its limit reached) no longer listens.
             let _ = outputs[lane].send(answered);

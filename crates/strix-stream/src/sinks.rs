@@ -20,6 +20,9 @@ pub struct Event {
     pub source: String,
     pub frame: u64,
     pub time_s: f64,
+    /// `NAME:VERSION` of the registry model that answered (absent for other models).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_version: Option<String>,
     #[serde(flatten)]
     pub what: Happening,
 }
@@ -370,11 +373,13 @@ mod tests {
             source: "cam".into(),
             frame: 3,
             time_s: 0.3,
+            model_version: Some("trash:4".into()),
             what: Happening::Crossed { track_id: 1, class: "person".into(), line: "door".into(), direction: "forward" },
         };
         let v: serde_json::Value = serde_json::to_value(&e).unwrap();
         assert_eq!(v["type"], "crossed");
         assert_eq!(v["frame"], 3);
+        assert_eq!(v["model_version"], "trash:4");
         assert_eq!(v["line"], "door");
     }
 }

@@ -51,11 +51,14 @@ pub struct Board {
     pub meters: Vec<Mutex<Meter>>,
     recent: Mutex<VecDeque<Event>>,
     closing: watch::Sender<bool>,
+    /// The registry version answering now (`NAME:VERSION`), when there is one.
+    version: Mutex<Option<String>>,
 }
 
 #[derive(Serialize)]
 struct StatsBody<'a> {
     model: &'a str,
+    model_version: Option<String>,
     sources: Vec<SourceStats>,
     recent_events: Vec<Event>,
 }
@@ -68,7 +71,16 @@ impl Board {
             meters: meters.into_iter().map(Mutex::new).collect(),
             recent: Mutex::new(VecDeque::new()),
             closing: watch::Sender::new(false),
+            version: Mutex::new(None),
         }
+    }
+
+    pub fn version(&self) -> Option<String> {
+        self.version.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_version(&self, version: Option<String>) {
+        *self.version.lock().unwrap_or_else(|e| e.into_inner()) = version;
     }
 
     pub fn meter(&self, i: usize) -> std::sync::MutexGuard<'_, Meter> {
@@ -88,10 +100,11 @@ impl Board {
     fn stats_json(&self) -> String {
         let body = StatsBody {
             model: &self.model,
+            model_version: self.version(),
             sources: (0..self.meters.len()).map(|i| self.meter(i).snapshot()).collect(),
             recent_events: self.recent.lock().unwrap_or_else(|e| e.into_inner()).iter().rev().cloned().collect(),
         };
-        serde_json::to_string(&body).unwrap_or_default()
+        serde_json::to_string(&body).unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string())
     }
 }
 

@@ -220,8 +220,9 @@ impl TrainConfig {
         Ok(cfg)
     }
 
-    pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_default()
+    pub fn to_toml(&self) -> Result<String, TrainError> {
+        toml::to_string_pretty(self)
+            .map_err(|e| TrainError::Serialize { what: "the run's config", source: Box::new(e) })
     }
 
     pub fn mode(&self) -> Mode {
@@ -278,7 +279,7 @@ mod tests {
     fn defaults_round_trip_and_typos_are_named() {
         let c = TrainConfig::from_toml("data = \"d\"\nmodel = \"resnet18\"\nlr = 0.1\n", Path::new("t.toml")).unwrap();
         assert_eq!((c.model, c.epochs, c.mode()), (Arch::Resnet18, 10, Mode::Scratch));
-        assert_eq!(TrainConfig::from_toml(&c.to_toml(), Path::new("x")).unwrap(), c);
+        assert_eq!(TrainConfig::from_toml(&c.to_toml().unwrap(), Path::new("x")).unwrap(), c);
         let e =
             TrainConfig::from_toml("data = \"d\"\nlearning_rate = 0.1\n", Path::new("t.toml")).unwrap_err().to_string();
         assert!(e.contains("t.toml") && e.contains("learning_rate") && e.contains("line 2"), "{e}");

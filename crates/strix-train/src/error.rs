@@ -15,6 +15,22 @@ pub enum TrainError {
     Checkpoint { path: PathBuf, reason: String },
     #[error("{0}")]
     Invalid(String),
+    #[error("cannot write {what}")]
+    Serialize {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// `value` as pretty JSON, or why not (never an empty file).
+pub(crate) fn json<T: serde::Serialize>(value: &T, what: &'static str) -> Result<String, TrainError> {
+    serde_json::to_string_pretty(value).map_err(|e| TrainError::Serialize { what, source: Box::new(e) })
+}
+
+/// `value` as one JSON line.
+pub(crate) fn json_line<T: serde::Serialize>(value: &T, what: &'static str) -> Result<String, TrainError> {
+    serde_json::to_string(value).map_err(|e| TrainError::Serialize { what, source: Box::new(e) })
 }
 
 impl TrainError {

@@ -166,6 +166,10 @@ pub fn write(dir: &Path, cfg: &TrainConfig, outcome: &Outcome, val: &Arc<ImageSe
         }
         html.push_str("</table>");
     }
-    let _ = write!(html, "<h2>Configuration</h2><pre>{}</pre></body></html>", esc(&cfg.to_toml()));
+    let _ = write!(
+        html,
+        "<h2>Configuration</h2><pre>{}</pre></body></html>",
+        esc(&cfg.to_toml().unwrap_or_else(|e| format!("({e})")))
+    );
     crate::checkpoint::write_atomic(&dir.join(crate::train::REPORT_FILE), html.as_bytes())
 }

@@ -344,7 +344,7 @@ pub fn train(cfg: TrainConfig, observer: &dyn Observer) -> Result<Outcome, Train
     let mut cfg = cfg;
     cfg.run_dir = Some(dir.clone());
     let mut job = prepare(cfg, dir)?;
-    write_atomic(&job.dir.join(CONFIG_FILE), job.cfg.to_toml().as_bytes())?;
+    write_atomic(&job.dir.join(CONFIG_FILE), job.cfg.to_toml()?.as_bytes())?;
     observer.phase("hashing the dataset (for the run's lineage)");
     let mut parts = vec![("train", &*job.train), ("val", &*job.val)];
     if let Some(t) = &job.test {
@@ -352,7 +352,7 @@ pub fn train(cfg: TrainConfig, observer: &dyn Observer) -> Result<Outcome, Train
     }
     let manifest = strix_data::manifest::dataset_manifest(&parts)?;
     write_atomic(&job.dir.join(DATASET_MANIFEST_FILE), manifest.manifest.as_bytes())?;
-    write_atomic(&job.dir.join(DATASET_FILE), serde_json::to_string_pretty(&manifest).unwrap_or_default().as_bytes())?;
+    write_atomic(&job.dir.join(DATASET_FILE), crate::error::json(&manifest, "the dataset manifest")?.as_bytes())?;
     let pretrained = match &job.cfg.pretrained {
         Some(p) if job.cfg.mode() != Mode::Scratch => Some(Weights::open(p)?),
         _ => None,
@@ -461,8 +461,12 @@ fn run(
                 let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), &ad);
                 let logits = model.forward(x);
                 let loss = loss_fn.forward(logits.clone(), y);
-                let loss_value = loss.clone().into_data().try_to_vec::<f32>().unwrap_or_default().first().copied();
-                let host = logits.into_data().try_to_vec::<f32>().unwrap_or_default();
+                let read = |what: &str, e: &dyn std::fmt::Debug| {
+                    TrainError::Invalid(format!("cannot read the {what} back from the device: {e:?}"))
+                };
+                let loss_value = loss.clone().into_data().try_to_vec::<f32>().map_err(|e| read("loss", &e))?;
+                let loss_value = loss_value.first().copied();
+                let host = logits.into_data().try_to_vec::<f32>().map_err(|e| read("logits", &e))?;
                 let k = host.len() / n;
                 let correct = host
                     .chunks(k.max(1))
@@ -509,11 +513,14 @@ fn run(
             images_per_second: state.seen as f64 / seconds.max(1e-9),
         };
         observer.epoch_end(&metrics);
-        let line = serde_json::to_string(&metrics).unwrap_or_default();
+        let line = crate::error::json_line(&metrics, "the epoch's metrics")?;
         let mpath = job.dir.join(METRICS_FILE);
         // Rewritten whole from the history, so a resumed run never holds a duplicate line.
-        let mut all: String =
-            state.history.iter().map(|m| serde_json::to_string(m).unwrap_or_default() + "\n").collect();
+        let mut all = String::new();
+        for m in &state.history {
+            all.push_str(&crate::error::json_line(m, "the epoch's metrics")?);
+            all.push('\n');
+        }
         all.push_str(&line);
         all.push('\n');
         write_atomic(&mpath, all.as_bytes())?;
@@ -555,7 +562,7 @@ fn save_best(job: &Job, model: &Classifier) -> Result<(), TrainError> {
         normalize: job.eval_tf.normalize.clone(),
         val_crop: job.cfg.val_crop,
     };
-    write_atomic(&job.dir.join(MODEL_FILE), serde_json::to_string_pretty(&saved).unwrap_or_default().as_bytes())
+    write_atomic(&job.dir.join(MODEL_FILE), crate::error::json(&saved, "the model description")?.as_bytes())
 }
 
 /// Best model over validation (and test) images; `final.json` and the report.
@@ -580,7 +587,7 @@ fn finish(mut job: Job, state: TrainState, observer: &dyn Observer) -> Result<Ou
         test,
         skipped: state.skipped.clone(),
     };
-    write_atomic(&job.dir.join(FINAL_FILE), serde_json::to_string_pretty(&outcome).unwrap_or_default().as_bytes())?;
+    write_atomic(&job.dir.join(FINAL_FILE), crate::error::json(&outcome, "the run's outcome")?.as_bytes())?;
     observer.phase("writing report.html");
     report::write(&job.dir, &job.cfg, &outcome, &job.val)?;
     let line = format!(

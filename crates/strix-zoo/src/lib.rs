@@ -2,13 +2,14 @@
 //!
 //! A model is a typed [`ModelSpec`] (TOML beside the weights, or built into the zoo): task,
 //! weights file + SHA-256, input, preprocessing, labels, decoder. [`Resolver::fetch`] finds each
-//! file in the spec's folder, the cache, the model search path (`STRIX_MODEL_PATH`), or downloads
-//! it from the hub (`STRIX_HUB_URL`) with a checked, resumable, atomic write into the cache.
+//! file in the spec's folder, the cache, the model search path, or downloads it from the hub with
+//! a checked, resumable, atomic write into the cache. Where those are comes from the caller's
+//! settings (`strix-catalog` builds them); this crate reads no environment.
 //!
 //! ```no_run
 //! use strix_zoo::{locate, Resolver};
-//! let located = locate("efficientnet_lite0")?;
-//! let resolved = Resolver::from_env().resolve(&located, &strix_core::NoProgress)?;
+//! let located = locate("efficientnet_lite0", "/home/me/.local/share/strix".as_ref())?;
+//! let resolved = Resolver::new("/home/me/.cache/strix".into()).resolve(&located, &strix_core::NoProgress)?;
 //! println!("{} -> {}", resolved.spec.name, resolved.weights.display());
 //! # Ok::<(), strix_zoo::ZooError>(())
 //! ```
@@ -26,6 +27,10 @@ use std::path::PathBuf;
 use strix_core::Progress;
 
 pub use builtin::DEFAULT_CLASSIFIER;
+
+/// The spec file of a model folder (what `strix export` writes beside `model.onnx`, and what
+/// a registered version holds).
+pub const SPEC_FILE: &str = "model.toml";
 pub use error::ZooError;
 pub use resolve::{LocatedSpec, Resolver, locate, read_labels, sha256_file};
 pub use spec::{Artifact, DecoderSpec, LabelsSpec, MAIN, ModelSpec, Task, check_name, is_name_char};
@@ -40,6 +45,8 @@ pub struct ResolvedModel {
     pub networks: BTreeMap<String, PathBuf>,
     pub labels: Vec<String>,
     pub origin: String,
+    /// The registry version these files are, for a registry model.
+    pub version: Option<strix_core::ModelVersion>,
 }
 
 impl Resolver {
@@ -71,6 +78,13 @@ impl Resolver {
                 None => labels.names.clone(),
             },
         };
-        Ok(ResolvedModel { spec: spec.clone(), weights, networks, labels, origin: located.origin.clone() })
+        Ok(ResolvedModel {
+            spec: spec.clone(),
+            weights,
+            networks,
+            labels,
+            origin: located.origin.clone(),
+            version: None,
+        })
     }
 }

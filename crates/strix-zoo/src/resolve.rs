@@ -18,9 +18,10 @@ pub struct LocatedSpec {
     pub origin: String,
 }
 
-/// Find the spec for a `--model` argument: a zoo name, the name of an imported model, a spec
-/// `.toml`, or an `.onnx` with its spec beside it (`model.onnx` -> `model.toml`).
-pub fn locate(reference: &str) -> Result<LocatedSpec, ZooError> {
+/// Find the spec for a `--model` argument: a zoo name, the name of a model imported under
+/// `home` (Strix's data folder), a spec `.toml`, or an `.onnx` with its spec beside it
+/// (`model.onnx` -> `model.toml`).
+pub fn locate(reference: &str, home: &Path) -> Result<LocatedSpec, ZooError> {
     let path = Path::new(reference);
     let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
     match ext.as_deref() {
@@ -49,11 +50,11 @@ pub fn locate(reference: &str) -> Result<LocatedSpec, ZooError> {
         }
         _ => match builtin::get(reference)? {
             Some(spec) => Ok(LocatedSpec { spec, base: None, origin: format!("zoo:{reference}") }),
-            None => match crate::store::find(reference) {
+            None => match crate::store::find(home, reference) {
                 Some(path) => load_spec_file(&path),
                 None => {
                     let mut available: Vec<String> = builtin::names().into_iter().map(String::from).collect();
-                    available.extend(crate::store::names());
+                    available.extend(crate::store::names(home));
                     Err(ZooError::UnknownModel { name: reference.to_string(), available: available.join(", ") })
                 }
             },
@@ -77,30 +78,18 @@ fn load_spec_file(path: &Path) -> Result<LocatedSpec, ZooError> {
 pub struct Resolver {
     /// Downloads land here, one folder per SHA-256.
     pub cache_dir: PathBuf,
-    /// Folders holding model files by their spec-relative path (`STRIX_MODEL_PATH`).
+    /// Folders holding model files by their spec-relative path
     pub search_path: Vec<PathBuf>,
-    /// Base URL of a model hub that serves files by their spec-relative path (`STRIX_HUB_URL`).
+    /// Base URL of a model hub that serves files by their spec-relative path.
     pub hub: Option<String>,
-    /// Never download (`STRIX_OFFLINE=1`, `--offline`).
+    /// Never download.
     pub offline: bool,
 }
 
 impl Resolver {
-    /// Settings from the environment: `STRIX_CACHE_DIR` (default: the user cache folder +
-    /// `strix`), `STRIX_MODEL_PATH` (folders separated like `PATH`), `STRIX_HUB_URL`,
-    /// `STRIX_OFFLINE`.
-    pub fn from_env() -> Self {
-        let cache_dir = std::env::var_os("STRIX_CACHE_DIR")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| dirs::cache_dir().map(|d| d.join("strix")))
-            .unwrap_or_else(|| PathBuf::from(".strix-cache"));
-        let search_path = std::env::var_os("STRIX_MODEL_PATH")
-            .map(|v| std::env::split_paths(&v).filter(|p| !p.as_os_str().is_empty()).collect())
-            .unwrap_or_default();
-        let hub = std::env::var("STRIX_HUB_URL").ok().filter(|v| !v.is_empty());
-        let offline = std::env::var("STRIX_OFFLINE").is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false"));
-        Resolver { cache_dir, search_path, hub, offline }
+    /// Downloads into `cache_dir`; no search path, no hub, online.
+    pub fn new(cache_dir: PathBuf) -> Self {
+        Resolver { cache_dir, search_path: Vec::new(), hub: None, offline: false }
     }
 
     /// Where a verified download of `artifact` lives in the cache.

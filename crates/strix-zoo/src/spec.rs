@@ -1,6 +1,5 @@
 //! The typed model spec: everything needed to turn an image into an answer with one ONNX file.
 
-use std::fmt;
 use std::path::{Component, Path};
 
 use serde::{Deserialize, Serialize};
@@ -14,32 +13,7 @@ use strix_vision::segment::MaskDecoder;
 use strix_vision::{InputSpec, Preprocess, Preprocessor};
 
 use crate::ZooError;
-
-/// What a model answers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Task {
-    Classify,
-    Detect,
-    Pose,
-    Segment,
-    Faces,
-    Text,
-}
-
-impl fmt::Display for Task {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = match self {
-            Task::Classify => "classify",
-            Task::Detect => "detect",
-            Task::Pose => "pose",
-            Task::Segment => "segment",
-            Task::Faces => "faces",
-            Task::Text => "text",
-        };
-        f.write_str(s)
-    }
-}
+pub use strix_core::{Task, check_name, is_name_char};
 
 /// A file a model needs, found by relative path and checked by digest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -265,17 +239,6 @@ impl ModelSpec {
         }
         Ok(())
     }
-}
-
-/// The characters a model name may hold: ASCII letters and digits, `.`, `_`, `-`.
-pub fn is_name_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
-}
-
-/// Model names end up in paths and URLs: letters, digits, `.`, `_`, `-`, not starting with `.`.
-pub fn check_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty() && name.len() <= 128 && !name.starts_with('.') && name.chars().all(is_name_char);
-    if ok { Ok(()) } else { Err(format!("invalid model name {name:?}: use letters, digits, '.', '_' and '-'")) }
 }
 
 fn check_artifact(what: &str, a: &Artifact) -> Result<(), String> {

@@ -1,5 +1,6 @@
-//! Models the user imported: one folder per model under `STRIX_HOME/models` holding the spec
-//! (`NAME.toml`) and every file it names, found by name like zoo entries.
+//! Models the user imported: one folder per model under `HOME/models` (`HOME` is Strix's data
+//! folder, from the settings) holding the spec (`NAME.toml`) and every file it names, found by
+//! name like zoo entries.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -7,34 +8,25 @@ use std::path::{Path, PathBuf};
 use crate::spec::{Artifact, ModelSpec, check_name};
 use crate::{ResolvedModel, ZooError, builtin};
 
-/// Strix's data folder: `STRIX_HOME`, else the user data folder + `strix`.
-pub fn home() -> PathBuf {
-    std::env::var_os("STRIX_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| dirs::data_dir().map(|d| d.join("strix")))
-        .unwrap_or_else(|| PathBuf::from(".strix"))
-}
-
-fn models_dir() -> PathBuf {
-    home().join("models")
+fn models_dir(home: &Path) -> PathBuf {
+    home.join("models")
 }
 
 /// The spec file of an imported model called `name`, if there is one.
-pub fn find(name: &str) -> Option<PathBuf> {
+pub fn find(home: &Path, name: &str) -> Option<PathBuf> {
     check_name(name).ok()?;
-    let path = models_dir().join(name).join(format!("{name}.toml"));
+    let path = models_dir(home).join(name).join(format!("{name}.toml"));
     path.is_file().then_some(path)
 }
 
 /// Names of the imported models.
-pub fn names() -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(models_dir())
+pub fn names(home: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(models_dir(home))
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| find(n).is_some())
+        .filter(|n| find(home, n).is_some())
         .collect();
     names.sort();
     names
@@ -42,13 +34,13 @@ pub fn names() -> Vec<String> {
 
 /// Copy a resolved model's files into the store under `spec.name`, with a spec naming them
 /// by file name and digest. The folder appears whole or not at all (built aside, then renamed).
-pub fn install(model: &ResolvedModel, force: bool) -> Result<PathBuf, ZooError> {
+pub fn install(home: &Path, model: &ResolvedModel, force: bool) -> Result<PathBuf, ZooError> {
     let name = &model.spec.name;
     let invalid = |message: String| ZooError::SpecInvalid { origin: model.origin.clone(), message };
     if builtin::names().contains(&name.as_str()) {
         return Err(invalid(format!("`{name}` is a zoo model; import under another name (--name)")));
     }
-    let dir = models_dir();
+    let dir = models_dir(home);
     let target = dir.join(name);
     if target.exists() && !force {
         return Err(invalid(format!(

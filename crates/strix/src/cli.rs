@@ -77,6 +77,25 @@ pub struct Global {
     /// [default: registry.db in a local store folder, else STRIX_HOME/registry/registry.db]
     #[arg(long, global = true, env = "STRIX_REGISTRY_DB", value_name = "URL")]
     pub registry_db: Option<String>,
+    /// Strix's data folder: imported models, the default registry, settings.toml
+    /// [default: the user data folder + /strix]
+    #[arg(long, global = true, env = "STRIX_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// Settings file (TOML: home, cache_dir, model_path, hub, offline, registry_store,
+    /// registry_db, ort_library); flags and STRIX_* variables override it
+    /// [default: HOME/settings.toml when it exists]
+    #[arg(long, global = true, env = "STRIX_SETTINGS", value_name = "FILE")]
+    pub settings: Option<PathBuf>,
+    /// The catalog built from the settings, once, in `main`.
+    #[arg(skip)]
+    pub catalog: Option<strix_catalog::Catalog>,
+}
+
+impl Global {
+    /// The models' front door (built in `main` before any command runs).
+    pub fn catalog(&self) -> &strix_catalog::Catalog {
+        self.catalog.as_ref().expect("main builds the catalog before running a command")
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,7 +150,8 @@ pub struct ServeArgs {
     /// Answer 504 when a request waits longer than this, in ms [default: 30000]
     #[arg(long)]
     pub timeout_ms: Option<u64>,
-    /// Batches in flight per model [default: one per core, each inference on one thread]
+    /// Batches in flight per model, sharing --threads [default: one per thread, each
+    /// inference on one thread; a cascade runs one at a time on all of them]
     #[arg(long)]
     pub workers: Option<usize>,
     /// Largest request body in bytes [default: 20971520]
@@ -146,6 +166,10 @@ pub struct ServeArgs {
     /// Require an API key from this file (one per line) on every route but /ping and /health
     #[arg(long, value_name = "FILE")]
     pub api_key_file: Option<PathBuf>,
+    /// How often models named by registry alias (NAME@ALIAS, or a bare registry NAME) check
+    /// whether it moved, in seconds; a new version is loaded, tested and swapped in. 0: never
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub follow_interval: f64,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
@@ -178,7 +202,8 @@ pub struct StreamArgs {
     /// Most frames per inference when sources share the model [default: 8]
     #[arg(long, value_name = "N")]
     pub max_batch: Option<usize>,
-    /// Inferences in flight at once [default: one per core, each on one thread]
+    /// Inferences in flight at once, sharing --threads [default: one per thread, each
+    /// inference on one thread; a cascade runs one at a time on all of them]
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
     /// Track and count only these classes (comma-separated labels, e.g. person,car)
@@ -222,6 +247,11 @@ pub struct StreamArgs {
     /// Overwrite an existing --record file
     #[arg(long)]
     pub force: bool,
+    /// How often a model named by registry alias (NAME@ALIAS, or a bare registry NAME)
+    /// checks whether it moved, in seconds; new frames go to the new version once it loads and
+    /// answers a test image. 0: never
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub follow_interval: f64,
     /// Stop each source after this many answered frames
     #[arg(long, value_name = "N")]
     pub max_frames: Option<u64>,
@@ -283,7 +313,14 @@ Routes:
                                                 else the first
   POST /  (X-Amz-Target: RekognitionService.DetectLabels | DetectText | DetectFaces)
                                                 Rekognition's request and answer shapes
-  GET  /metrics                                 Prometheus: requests, latency, batch sizes, queue depth
+  POST /v1/models/NAME/reload                   check NAME's registry alias now; swap in a new version
+  GET  /metrics                                 Prometheus: requests, latency, batch sizes, queue depth,
+                                                reloads (swapped / refused / failed)
+Open Inference Protocol (KServe v2; tritonclient and the KServe SDK work unchanged):
+  GET  /v2/health/live, /v2/health/ready, /v2/models/NAME, /v2/models/NAME/ready
+  POST /v2/models/NAME/infer                    raw tensors in and out (JSON or binary extension)
+Every answer names the version that gave it: X-Strix-Model-Version and LabelModelVersion
+(NAME:VERSION for registry models).
 Bodies: raw bytes with Content-Type image/jpeg, image/png, image/webp..., or application/json
 {\"Image\": {\"Bytes\": \"<base64>\"}}. Errors: {\"error\": {\"code\", \"message\"}} with a 4xx status
 for bad input; 503 with Retry-After when a model's queue is full.
@@ -291,7 +328,8 @@ for bad input; 503 with Retry-After when a model's queue is full.
 Examples:
   strix serve --model efficientnet_lite0 --model trash=trash@production --port 8080
   curl --data-binary @photo.jpg -H 'Content-Type: image/jpeg' localhost:8080/v1/models/trash/predict
-  strix serve --config serve.toml --backend ort --api-key-file keys.txt";
+  strix serve --config serve.toml --backend ort --api-key-file keys.txt
+  strix models alias trash 4 production     (a serve following trash@production swaps within 10 s)";
 
 #[derive(Debug, Args)]
 #[command(after_help = EXPORT_HELP)]
@@ -642,7 +680,8 @@ pub struct RuntimeArgs {
     /// Inference engine: tract (pure Rust, always there) or ort (ONNX Runtime, faster)
     #[arg(short, long, env = "STRIX_BACKEND", default_value = "tract", value_parser = parse_backend)]
     pub backend: Backend,
-    /// Cores to use [default: all]
+    /// Threads in all (the budget --workers splits; same meaning in predict, serve and
+    /// stream) [default: every core]
     #[arg(long, env = "STRIX_THREADS", value_name = "N")]
     pub threads: Option<usize>,
     /// Path of libonnxruntime.so for --backend ort
@@ -677,8 +716,8 @@ pub struct PredictArgs {
     /// Images per inference (models that fix their batch size use theirs)
     #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub batch: u64,
-    /// Batches in flight at once, sharing the cores [default: one per core while there are
-    /// enough images; a single image gets every core]
+    /// Batches in flight at once, sharing --threads [default: one per thread while there are
+    /// enough images; a single image gets every thread]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=256))]
     pub workers: Option<u64>,
     /// One JSON object per image and line, in Rekognition's shapes (DetectLabels,

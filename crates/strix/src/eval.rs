@@ -32,12 +32,8 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<
 }
 
 fn load_model(global: &Global, name: &str, runtime: &crate::cli::RuntimeArgs) -> Result<Pipeline> {
-    load_pipeline(
-        global,
-        &crate::registry::locate_model(global, name, &Bars::new(global.quiet))?,
-        runtime,
-        &Bars::new(global.quiet),
-    )
+    let model = global.catalog().resolve(name, &Bars::new(global.quiet))?;
+    load_pipeline(global, model, runtime)
 }
 
 #[derive(Serialize)]

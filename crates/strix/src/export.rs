@@ -12,17 +12,28 @@ pub fn run(global: &Global, args: &ExportArgs) -> Result<ExitCode> {
     let mut options = ExportOptions { out_dir: args.out.clone(), name: args.name.clone(), ..Default::default() };
     options.gate_images = args.gate_images.max(1);
     options.tolerance = strix_export::gate::Tolerance { atol: args.tolerance, rtol: args.rtol };
+    options.engines = engines(global);
     if let Some(b) = &args.backends {
-        options.backends = b.clone();
+        // Engines the user named must run.
+        options.engines.backends = b.clone();
+        options.engines.skip_unavailable = false;
     }
     export(global, &args.run_dir, &options)?;
     Ok(ExitCode::SUCCESS)
 }
 
+/// Every engine of this build, opened with the settings' libonnxruntime; the ones that cannot
+/// open here are skipped and named.
+pub fn engines(global: &Global) -> strix_export::gate::Engines {
+    let mut engines = strix_export::gate::Engines::default();
+    engines.options.ort_library = crate::settings::ort_library(global, None);
+    engines
+}
+
 /// Export and gate `run_dir`, telling the user what was checked.
 pub fn export(global: &Global, run_dir: &Path, options: &ExportOptions) -> Result<Exported> {
     if !global.quiet {
-        let engines: Vec<String> = options.backends.iter().map(|b| b.to_string()).collect();
+        let engines: Vec<String> = options.engines.backends.iter().map(|b| b.to_string()).collect();
         eprintln!(
             "exporting {} to ONNX; gate: {} validation images through burn and {}",
             run_dir.display(),

@@ -10,25 +10,40 @@ mod predict;
 mod progress;
 mod registry;
 mod serve;
+mod settings;
 mod stream;
 mod train;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use strix_pipeline::Pipeline;
 use strix_runtime::{Runtime, RuntimeOptions};
-use strix_zoo::Resolver;
 use tracing_subscriber::EnvFilter;
 
 use cli::{Cli, Command, Global, RuntimeArgs};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     init_logging(&cli.global);
-    let result = match &cli.command {
+    let result = settings::build(&cli.global).and_then(|settings| {
+        cli.global.catalog = Some(strix_catalog::Catalog::open(settings));
+        dispatch(&cli)
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // One line: the chain of contexts and causes, outermost first.
+            // Errors quote URLs (cameras, databases, hubs): never their passwords.
+            eprintln!("error: {}", strix_core::redact(&format!("{e:#}").replace('\n', " ")));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: &Cli) -> Result<ExitCode> {
+    match &cli.command {
         Command::Predict(args) => predict::run(&cli.global, args),
         Command::Models(cmd) => models::run(&cli.global, cmd),
         Command::Eval(args) => match &args.command {
@@ -40,15 +55,6 @@ fn main() -> ExitCode {
         Command::Export(args) => export::run(&cli.global, args),
         Command::Serve(args) => serve::run(&cli.global, args),
         Command::Stream(args) => stream::run(&cli.global, args),
-    };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            // One line: the chain of contexts and causes, outermost first.
-            // Errors quote URLs (cameras, databases, hubs): never their passwords.
-            eprintln!("error: {}", strix_core::redact(&format!("{e:#}").replace('\n', " ")));
-            ExitCode::FAILURE
-        }
     }
 }
 
@@ -94,37 +100,20 @@ impl Drop for RedactedLine {
     }
 }
 
-/// Model-file lookup from the global flags (which clap also fills from the STRIX_* variables).
-fn resolver(global: &Global) -> Resolver {
-    let mut r = Resolver::from_env();
-    if let Some(dir) = &global.cache_dir {
-        r.cache_dir = dir.clone();
-    }
-    if let Some(path) = &global.model_path {
-        r.search_path = std::env::split_paths(path).filter(|p| !p.as_os_str().is_empty()).collect();
-    }
-    if let Some(hub) = &global.hub {
-        r.hub = Some(hub.clone()).filter(|h| !h.is_empty());
-    }
-    r.offline |= global.offline;
-    r
+/// The engine the flags name: backend, threads and libonnxruntime.
+fn engine(global: &Global, args: &RuntimeArgs) -> strix_catalog::Engine {
+    let options =
+        RuntimeOptions { threads: args.threads, ort_library: settings::ort_library(global, args.ort_lib.as_ref()) };
+    strix_catalog::Engine::new(args.backend, options)
 }
 
-/// Resolve a located model's files and load it on the backend the flags name.
-fn load_pipeline(
-    global: &Global,
-    located: &strix_zoo::LocatedSpec,
-    args: &RuntimeArgs,
-    bars: &progress::Bars,
-) -> Result<Pipeline> {
-    let model = resolver(global).resolve(located, bars)?;
-    let runtime = open_runtime(args)?;
-    let name = model.spec.name.clone();
-    Pipeline::load(model, runtime.as_ref()).with_context(|| format!("cannot load {name} with {}", args.backend))
+/// A resolved model loaded on the backend the flags name.
+fn load_pipeline(global: &Global, model: strix_zoo::ResolvedModel, args: &RuntimeArgs) -> Result<Pipeline> {
+    Ok(engine(global, args).load(model)?)
 }
 
-/// A settings file parsed by `parse`, or the defaults when none was given.
-fn settings<T: Default, E: Into<anyhow::Error>>(
+/// A config file parsed by `parse`, or the defaults when none was given.
+fn read_config<T: Default, E: Into<anyhow::Error>>(
     path: Option<&std::path::Path>,
     parse: impl FnOnce(&str, &std::path::Path) -> Result<T, E>,
 ) -> Result<T> {
@@ -133,10 +122,7 @@ fn settings<T: Default, E: Into<anyhow::Error>>(
     parse(&text, path).map_err(Into::into)
 }
 
-fn open_runtime(args: &RuntimeArgs) -> Result<Box<dyn Runtime>> {
-    let options = RuntimeOptions {
-        threads: args.threads,
-        ort_library: args.ort_lib.clone().filter(|p: &PathBuf| !p.as_os_str().is_empty()),
-    };
-    Ok(strix_runtime::open(args.backend, &options)?)
+fn open_runtime(global: &Global, args: &RuntimeArgs) -> Result<Box<dyn Runtime>> {
+    let engine = engine(global, args);
+    Ok(strix_runtime::open(engine.backend, &engine.options)?)
 }

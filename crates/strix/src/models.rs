@@ -7,13 +7,12 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use strix_core::{NoProgress, TensorInfo};
-use strix_pipeline::{BatchOptions, Pipeline};
-use strix_vision::{ChannelOrder, Layout, Resize, RgbImage};
-use strix_zoo::{Artifact, LocatedSpec, ModelSpec, ResolvedModel, Resolver, builtin, locate, store};
+use strix_vision::{ChannelOrder, Layout, Resize};
+use strix_zoo::{Artifact, LocatedSpec, ModelSpec, ResolvedModel, Resolver, builtin, store};
 
 use crate::cli::{Global, ModelsCommand, RuntimeArgs, ShowFormat};
 use crate::progress::Bars;
-use crate::{open_runtime, registry, resolver};
+use crate::{open_runtime, registry};
 
 pub fn run(global: &Global, cmd: &ModelsCommand) -> Result<ExitCode> {
     match cmd {
@@ -100,13 +99,14 @@ struct ListRow {
 }
 
 fn list(global: &Global, json: bool) -> Result<ExitCode> {
-    let resolver = resolver(global);
+    let catalog = global.catalog();
+    let resolver = catalog.resolver();
     let mut located: Vec<LocatedSpec> = builtin::all()?
         .into_iter()
         .map(|spec| LocatedSpec { origin: format!("zoo:{}", spec.name), spec, base: None })
         .collect();
-    for name in store::names() {
-        located.push(locate(&name)?);
+    for name in store::names(catalog.home()) {
+        located.push(catalog.locate_local(&name)?);
     }
     let mut rows: Vec<ListRow> = located
         .iter()
@@ -114,7 +114,7 @@ fn list(global: &Global, json: bool) -> Result<ExitCode> {
             input: l.spec.input.as_ref().map_or_else(|| "any".to_string(), |i| format!("{}x{}", i.width, i.height)),
             size: Some(l.spec.weights.size.unwrap_or(0) + l.spec.networks.values().filter_map(|a| a.size).sum::<u64>())
                 .filter(|&s| s > 0),
-            weights: model_availability(&resolver, l),
+            weights: model_availability(resolver, l),
             task: l.spec.task.to_string(),
             summary: l.spec.summary.clone(),
             origin: if l.origin.starts_with("zoo:") { "zoo".into() } else { "imported".into() },
@@ -122,14 +122,14 @@ fn list(global: &Global, json: bool) -> Result<ExitCode> {
         })
         .collect();
     for (name, task, size, summary) in registry::list_rows(global)? {
-        let store = registry::config(global).store;
+        let store = &catalog.settings().registry.store;
         rows.push(ListRow {
             name,
             origin: "registry".into(),
             task,
             input: "-".into(),
             size: Some(size),
-            weights: Availability::Registry(strix_registry::redact(&store)),
+            weights: Availability::Registry(strix_registry::redact(store)),
             summary,
         });
     }
@@ -174,13 +174,13 @@ fn show(global: &Global, model: &str, format: ShowFormat, io: Option<&RuntimeArg
     {
         return Ok(code);
     }
-    let located = registry::locate_model(global, model, &Bars::new(global.quiet))?;
-    let resolver = resolver(global);
+    let located = global.catalog().locate(model, &Bars::new(global.quiet))?.spec;
+    let resolver = global.catalog().resolver();
     if format == ShowFormat::Toml {
         print!("{}", located.spec.to_toml());
         return Ok(ExitCode::SUCCESS);
     }
-    let weights = model_availability(&resolver, &located);
+    let weights = model_availability(resolver, &located);
     let io_info = match io {
         Some(args) => Some(load_io(global, &located, args)?),
         None => None,
@@ -291,19 +291,17 @@ fn decoder_summary(spec: &ModelSpec) -> String {
 
 fn load_io(global: &Global, located: &LocatedSpec, args: &RuntimeArgs) -> Result<(Vec<TensorInfo>, Vec<TensorInfo>)> {
     let bars = Bars::new(global.quiet);
-    let weights = resolver(global).fetch(&located.spec.weights, located.base.as_deref(), &bars)?;
-    let runtime = open_runtime(args)?;
+    let weights = global.catalog().resolver().fetch(&located.spec.weights, located.base.as_deref(), &bars)?;
+    let runtime = open_runtime(global, args)?;
     let session = runtime.load(&weights).with_context(|| format!("cannot load {}", located.spec.name))?;
     Ok((session.inputs().to_vec(), session.outputs().to_vec()))
 }
 
 fn fetch(global: &Global, models: &[String]) -> Result<ExitCode> {
-    let resolver = resolver(global);
     let bars = Bars::new(global.quiet);
     let mut failed = false;
     for name in models {
-        let result =
-            locate(name).map_err(anyhow::Error::from).and_then(|located| Ok(resolver.resolve(&located, &bars)?));
+        let result = global.catalog().resolve(name, &bars);
         match result {
             Ok(model) => println!("{}: {}", model.spec.name, model.weights.display()),
             Err(e) => {
@@ -327,7 +325,7 @@ fn import(
 ) -> Result<ExitCode> {
     let bars = Bars::new(global.quiet);
     let model = checked_model(global, onnx, spec_path, name, runtime_args, &bars)?;
-    let installed = store::install(&model, force)?;
+    let installed = store::install(global.catalog().home(), &model, force)?;
     println!(
         "imported {} ({} model) into {}\n  try: strix predict --model {} IMAGE",
         model.spec.name,
@@ -355,7 +353,7 @@ pub fn checked_model(
     if spec_path.extension().and_then(|e| e.to_str()) != Some("toml") {
         bail!("{}: the spec must be a .toml file", spec_path.display());
     }
-    let mut located = locate(&spec_path.display().to_string())?;
+    let mut located = global.catalog().locate_local(&spec_path.display().to_string())?;
     if let Some(name) = name {
         strix_zoo::check_name(name).map_err(anyhow::Error::msg)?;
         located.spec.name = name.to_string();
@@ -364,14 +362,10 @@ pub fn checked_model(
     // other networks and a labels file are found beside the spec.
     let file_name = onnx.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     located.spec.weights = Artifact { file: file_name, sha256: None, url: None, size: None };
-    let model = resolver(global).resolve_with_weights(&located, onnx.to_path_buf(), bars)?;
-    let runtime = open_runtime(runtime_args)?;
-    let pipeline = Pipeline::load(model.clone(), runtime.as_ref())
+    let model = global.catalog().resolver().resolve_with_weights(&located, onnx.to_path_buf(), bars)?;
+    crate::engine(global, runtime_args)
+        .load_checked(model.clone())
         .with_context(|| format!("{} does not fit {}", onnx.display(), spec_path.display()))?;
-    let probe = RgbImage::from_pixel(320, 240, image::Rgb([128, 128, 128]));
-    pipeline
-        .predict_images(&[probe], &BatchOptions::default())
-        .with_context(|| format!("{} does not fit {}: a test inference failed", onnx.display(), spec_path.display()))?;
     Ok(model)
 }
 

@@ -43,9 +43,9 @@ pub fn run(global: &Global, args: &PredictArgs) -> Result<ExitCode> {
 
     let started = Instant::now();
     // Classification unless told otherwise (builtin::DEFAULT_CLASSIFIER).
-    let located =
-        crate::registry::locate_for_task(global, args.model.as_deref(), args.task, strix_zoo::Task::Classify, &bars)?;
-    let pipeline = load_pipeline(global, &located, &args.runtime, &bars)?;
+    let model =
+        crate::registry::resolve_for_task(global, args.model.as_deref(), args.task, strix_core::Task::Classify, &bars)?;
+    let pipeline = load_pipeline(global, model, &args.runtime)?;
     let name = pipeline.model().spec.name.clone();
     let ready = Instant::now();
     tracing::info!(model = %name, backend = %pipeline.backend(), load_ms = (ready - started).as_millis() as u64, "model loaded");

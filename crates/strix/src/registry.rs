@@ -1,127 +1,40 @@
 //! `strix models register | alias | unalias | delete | download | gc`, registry rows in
 //! `models list` / `show`, and `NAME:3` / `NAME@production` wherever a model is named.
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
+use strix_catalog::RegistrySession;
 use strix_export::SPEC_FILE;
-use strix_registry::{Lineage, ModelRef, NewFile, NewVersion, Registry, RegistryConfig, VersionRecord};
-use strix_zoo::{LocatedSpec, ZooError, locate};
+use strix_registry::{Lineage, ModelRef, NewFile, NewVersion, VersionRecord};
+use strix_zoo::ResolvedModel;
 
 use crate::cli::{Global, RuntimeArgs, TaskArg};
 use crate::progress::Bars;
 
-/// Where the registry is: the flags (or STRIX_REGISTRY_*), else a folder and an SQLite file
-/// under STRIX_HOME. A local store folder keeps its SQLite file inside it by default.
-pub fn config(global: &Global) -> RegistryConfig {
-    let default = RegistryConfig::local(&strix_zoo::store::home());
-    let store = global.registry_store.clone().filter(|s| !s.is_empty()).unwrap_or(default.store);
-    let db = match global.registry_db.clone().filter(|s| !s.is_empty()) {
-        Some(db) => db,
-        None if !store.contains("://") || store.starts_with("file://") => {
-            strix_registry::sqlite_url(&Path::new(store.strip_prefix("file://").unwrap_or(&store)).join("registry.db"))
-        }
-        None => default.db,
-    };
-    RegistryConfig { store, db }
+/// The registry, opened now.
+pub fn session(global: &Global) -> Result<RegistrySession> {
+    Ok(global.catalog().registry()?)
 }
 
-/// A registry and the runtime its async API runs on.
-pub struct Session {
-    rt: tokio::runtime::Runtime,
-    pub registry: Registry,
-}
-
-impl Session {
-    pub fn open(global: &Global) -> Result<Session> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
-        let registry = rt.block_on(Registry::open(&config(global)))?;
-        Ok(Session { rt, registry })
-    }
-
-    pub fn run<T>(&self, f: impl Future<Output = Result<T, strix_registry::RegistryError>>) -> Result<T> {
-        Ok(self.rt.block_on(f)?)
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        self.rt.block_on(self.registry.close());
-    }
-}
-
-/// Whether a registry has been set up here (so plain names may be looked up in it): one is
-/// configured explicitly, or the default SQLite file exists. Keeps `predict` from creating an
-/// empty registry as a side effect.
+/// Whether a registry has been set up here (see [`strix_catalog::Catalog::registry_exists`]).
 pub fn exists(global: &Global) -> bool {
-    let cfg = config(global);
-    global.registry_db.as_deref().is_some_and(|d| !d.is_empty()) || cfg.sqlite_path().is_some_and(|p| p.is_file())
+    global.catalog().registry_exists()
 }
 
 /// The model of `--model` / `--task`: the named model (which must do the task, when both are
-/// given), else the task's default model, else `fallback`'s.
-pub fn locate_for_task(
+/// given), else the task's default model, else `fallback`'s; its files on disk and checked.
+pub fn resolve_for_task(
     global: &Global,
     model: Option<&str>,
     task: Option<TaskArg>,
-    fallback: strix_zoo::Task,
+    fallback: strix_core::Task,
     bars: &Bars,
-) -> Result<LocatedSpec> {
-    let name = model.unwrap_or_else(|| strix_zoo::builtin::default_for(task.map_or(fallback, Into::into)));
-    let located = locate_model(global, name, bars)?;
-    if let Some(task) = task
-        && located.spec.task != task.into()
-    {
-        bail!("{} is a {} model, not {}", located.spec.name, located.spec.task, strix_zoo::Task::from(task));
-    }
-    Ok(located)
-}
-
-/// A `--model` argument to a spec on disk. `NAME:3` and `NAME@alias` come from the registry;
-/// spec files, zoo names and imported names from the zoo; a bare name the zoo does not know
-/// is the registry's newest version of that name.
-pub fn locate_model(global: &Global, text: &str, bars: &Bars) -> Result<LocatedSpec> {
-    let is_path = text.ends_with(".toml") || text.ends_with(".onnx") || Path::new(text).is_file();
-    if !is_path && ModelRef::is_explicit(text) {
-        let reference = ModelRef::parse(text)?;
-        return fetch(global, &reference, bars);
-    }
-    match locate(text) {
-        Err(ZooError::UnknownModel { .. }) if !is_path && exists(global) => {
-            let reference = ModelRef::parse(text)?;
-            let session = Session::open(global)?;
-            match session.run(session.registry.get(&reference)) {
-                Ok(record) => fetch_record(global, &session, &record, bars),
-                // Neither knows it: the zoo's message lists what there is.
-                Err(_) => Ok(locate(text)?),
-            }
-        }
-        other => Ok(other?),
-    }
-}
-
-fn fetch(global: &Global, reference: &ModelRef, bars: &Bars) -> Result<LocatedSpec> {
-    let session = Session::open(global)?;
-    let record = session.run(session.registry.get(reference))?;
-    fetch_record(global, &session, &record, bars)
-}
-
-/// Download a version into the cache (`CACHE/registry/NAME/VERSION`, checked by digest) and
-/// locate its spec there.
-fn fetch_record(global: &Global, session: &Session, record: &VersionRecord, bars: &Bars) -> Result<LocatedSpec> {
-    let dir = crate::resolver(global).cache_dir.join("registry").join(&record.name).join(record.version.to_string());
-    session.run(session.registry.download(record, &dir, bars))?;
-    let spec = dir.join(SPEC_FILE);
-    if !spec.is_file() {
-        bail!("{}:{} has no {SPEC_FILE}; it cannot be run by name", record.name, record.version);
-    }
-    let mut located = locate(&spec.display().to_string())?;
-    located.origin = format!("registry:{}:{}", record.name, record.version);
-    Ok(located)
+) -> Result<ResolvedModel> {
+    Ok(global.catalog().resolve_for_task(model, task.map(Into::into), fallback, bars)?)
 }
 
 /// Files of a run folder that travel with its versions (when present).
@@ -185,10 +98,10 @@ pub fn register(
         task: spec.task.to_string(),
         files: new_files,
         lineage,
-        created_by: who(),
+        created_by: crate::settings::who(),
         strix_version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    let session = Session::open(global)?;
+    let session = session(global)?;
     let record = session.run(session.registry.register(new, &bars))?;
     for alias in aliases {
         session.run(session.registry.set_alias(name, record.version, alias))?;
@@ -270,38 +183,15 @@ fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
-/// `user@host`: the login name from the environment, else the passwd entry of our uid.
-fn who() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .ok()
-        .filter(|u| !u.is_empty())
-        .or_else(passwd_name)
-        .unwrap_or_else(|| "unknown".into());
-    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
-    if host.is_empty() { user } else { format!("{user}@{host}") }
-}
-
-fn passwd_name() -> Option<String> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let uid = status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.to_string();
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.len() > 2 && f[2] == uid)
-        .map(|f| f[0].to_string())
-}
-
 pub fn alias(global: &Global, name: &str, version: u64, alias: &str) -> Result<ExitCode> {
-    let session = Session::open(global)?;
+    let session = session(global)?;
     session.run(session.registry.set_alias(name, version, alias))?;
     println!("{name}@{alias} -> {name}:{version}");
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn unalias(global: &Global, name: &str, alias: &str) -> Result<ExitCode> {
-    let session = Session::open(global)?;
+    let session = session(global)?;
     session.run(session.registry.remove_alias(name, alias))?;
     println!("removed {name}@{alias}");
     Ok(ExitCode::SUCCESS)
@@ -309,7 +199,7 @@ pub fn unalias(global: &Global, name: &str, alias: &str) -> Result<ExitCode> {
 
 pub fn delete(global: &Global, model: &str, all: bool) -> Result<ExitCode> {
     let reference = ModelRef::parse(model)?;
-    let session = Session::open(global)?;
+    let session = session(global)?;
     let deleted = session.run(session.registry.delete(&reference, all))?;
     let list: Vec<String> = deleted.iter().map(|v| format!("{}:{v}", reference.name)).collect();
     println!("deleted {} (files stay until `strix models gc`)", list.join(", "));
@@ -318,7 +208,7 @@ pub fn delete(global: &Global, model: &str, all: bool) -> Result<ExitCode> {
 
 pub fn download(global: &Global, model: &str, out: Option<&Path>) -> Result<ExitCode> {
     let reference = ModelRef::parse(model)?;
-    let session = Session::open(global)?;
+    let session = session(global)?;
     let record = session.run(session.registry.get(&reference))?;
     let dir =
         out.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(format!("{}-v{}", record.name, record.version)));
@@ -335,7 +225,7 @@ pub fn gc(global: &Global, grace_minutes: f64, json: bool) -> Result<ExitCode> {
     if !(grace_minutes >= 0.0 && grace_minutes.is_finite()) {
         bail!("--grace-minutes must be a number >= 0");
     }
-    let session = Session::open(global)?;
+    let session = session(global)?;
     let report = session.run(session.registry.gc(Duration::from_secs_f64(grace_minutes * 60.0)))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -352,7 +242,7 @@ pub fn gc(global: &Global, grace_minutes: f64, json: bool) -> Result<ExitCode> {
 }
 
 pub fn verify(global: &Global) -> Result<ExitCode> {
-    let session = Session::open(global)?;
+    let session = session(global)?;
     let problems = session.run(session.registry.check())?;
     let versions: u64 = session.run(session.registry.list())?.iter().map(|m| m.versions).sum();
     if problems.is_empty() {
@@ -367,10 +257,10 @@ pub fn verify(global: &Global) -> Result<ExitCode> {
 
 /// Registry models as `models list` rows: `(name, task, size of newest, summary)`.
 pub fn list_rows(global: &Global) -> Result<Vec<(String, String, u64, String)>> {
-    if !exists(global) && global.registry_store.as_deref().is_none_or(str::is_empty) {
+    if !exists(global) {
         return Ok(Vec::new());
     }
-    let session = Session::open(global)?;
+    let session = session(global)?;
     let mut rows = Vec::new();
     for m in session.run(session.registry.list())? {
         let latest = session.run(session.registry.get(&ModelRef::parse(&format!("{}:{}", m.name, m.latest))?))?;
@@ -390,11 +280,11 @@ pub fn list_rows(global: &Global) -> Result<Vec<(String, String, u64, String)>> 
 /// `models show` for a registry model: every version (bare name) or one version's record.
 pub fn show(global: &Global, text: &str, json: bool) -> Result<Option<ExitCode>> {
     let explicit = ModelRef::is_explicit(text);
-    if !explicit && (locate(text).is_ok() || !exists(global)) {
+    if !explicit && (global.catalog().locate_local(text).is_ok() || !exists(global)) {
         return Ok(None);
     }
     let reference = ModelRef::parse(text)?;
-    let session = Session::open(global)?;
+    let session = session(global)?;
     let records = if explicit {
         vec![session.run(session.registry.get(&reference))?]
     } else {

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use strix_serve::{ModelConfig, ServeConfig, ServeState, ServedModel};
@@ -12,7 +12,7 @@ use crate::progress::Bars;
 
 /// The config file (if any) with the flags applied over it.
 fn config(args: &ServeArgs) -> Result<ServeConfig> {
-    let mut cfg = crate::settings(args.config.as_deref(), ServeConfig::from_toml)?;
+    let mut cfg = crate::read_config(args.config.as_deref(), ServeConfig::from_toml)?;
     for m in &args.models {
         let (name, model) = match m.split_once('=') {
             Some((n, m)) => (Some(n.to_string()), m.to_string()),
@@ -47,10 +47,10 @@ pub fn run(global: &Global, args: &ServeArgs) -> Result<ExitCode> {
     let bars = Bars::new(global.quiet);
     let mut models: Vec<ServedModel> = Vec::new();
     for m in &cfg.models {
-        let located = crate::registry::locate_model(global, &m.model, &bars)?;
-        let pipeline = crate::load_pipeline(global, &located, &args.runtime, &bars)?;
+        let model = global.catalog().resolve(&m.model, &bars)?;
+        let pipeline = crate::load_pipeline(global, model, &args.runtime)?;
         let name = m.name.clone().unwrap_or_else(|| pipeline.model().spec.name.clone());
-        strix_zoo::check_name(&name).map_err(anyhow::Error::msg)?;
+        strix_core::check_name(&name).map_err(anyhow::Error::msg)?;
         if models.iter().any(|s| s.name == name) {
             bail!("two models are served as {name:?}; name one with ROUTE=MODEL");
         }
@@ -59,6 +59,17 @@ pub fn run(global: &Global, args: &ServeArgs) -> Result<ExitCode> {
     }
     let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
     let state = Arc::new(ServeState::new(models, cfg.limits).with_api_keys(&keys));
+    if !(args.follow_interval >= 0.0 && args.follow_interval.is_finite()) {
+        bail!("--follow-interval must be a number of seconds >= 0");
+    }
+    if args.follow_interval > 0.0 {
+        let interval = Duration::from_secs_f64(args.follow_interval);
+        let engine = crate::engine(global, &args.runtime);
+        let following = state.follow(global.catalog(), &engine, interval).context("cannot start following")?;
+        if following > 0 {
+            eprintln!("strix serve: {following} model(s) follow their registry alias (checked every {interval:?})");
+        }
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
     rt.block_on(async {
         let addr = format!("{}:{}", cfg.host, cfg.port);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use strix_core::Progress;
 use strix_stream::{
     EventSink, JsonLines, LineConfig, Mqtt, RunHooks, SourceKind, SourceOptions, StreamConfig, StreamJob, Summary,
@@ -19,7 +19,7 @@ use crate::progress::Bars;
 
 /// The config file (if any) with the flags applied over it.
 fn config(args: &StreamArgs) -> Result<StreamConfig> {
-    let mut cfg = crate::settings(args.config.as_deref(), StreamConfig::from_toml)?;
+    let mut cfg = crate::read_config(args.config.as_deref(), StreamConfig::from_toml)?;
     cfg.policy = args.policy.or(cfg.policy);
     cfg.queue = args.queue.unwrap_or(cfg.queue);
     cfg.max_batch = args.max_batch.unwrap_or(cfg.max_batch);
@@ -80,9 +80,22 @@ pub fn run(global: &Global, args: &StreamArgs) -> Result<ExitCode> {
     }
 
     let bars = Arc::new(Bars::new(global.quiet));
-    let located =
-        crate::registry::locate_for_task(global, args.model.as_deref(), args.task, strix_zoo::Task::Detect, &bars)?;
-    let pipeline = Arc::new(crate::load_pipeline(global, &located, &args.runtime, &bars)?);
+    let model =
+        crate::registry::resolve_for_task(global, args.model.as_deref(), args.task, strix_core::Task::Detect, &bars)?;
+    let live = Arc::new(strix_stream::LiveModel::new(Arc::new(crate::load_pipeline(global, model, &args.runtime)?)));
+    if !(args.follow_interval >= 0.0 && args.follow_interval.is_finite()) {
+        bail!("--follow-interval must be a number of seconds >= 0");
+    }
+    // Kept until the run ends: dropping it stops the polling.
+    let _follower = match (&args.model, args.follow_interval > 0.0) {
+        (Some(reference), true) => {
+            let engine = crate::engine(global, &args.runtime);
+            let interval = Duration::from_secs_f64(args.follow_interval);
+            strix_stream::follow(&live, global.catalog(), &engine, reference, interval)
+                .context("cannot start following the registry")?
+        }
+        _ => None,
+    };
 
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(stop.clone());
@@ -112,7 +125,7 @@ pub fn run(global: &Global, args: &StreamArgs) -> Result<ExitCode> {
         workers: args.workers,
     };
     let hooks = Hooks { bars: bars.clone(), quiet: global.quiet };
-    let summary = strix_stream::run(pipeline, job, stop, &hooks)?;
+    let summary = strix_stream::run_live(live, job, stop, &hooks)?;
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else if !global.quiet {
@@ -125,7 +138,12 @@ pub fn run(global: &Global, args: &StreamArgs) -> Result<ExitCode> {
 /// The summary for people.
 fn render(s: &Summary) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{} on {}, {:.1} s", s.model, s.backend, s.wall_s);
+    let p = &s.parallelism;
+    let _ = writeln!(
+        out,
+        "{} on {} ({} worker(s) x {} thread(s)), {:.1} s",
+        s.model, s.backend, p.workers, p.threads, s.wall_s
+    );
     for src in &s.sources {
         let _ = writeln!(
             out,

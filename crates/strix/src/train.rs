@@ -145,8 +145,12 @@ pub fn run(global: &Global, args: &TrainArgs) -> Result<ExitCode> {
     println!("{summary}");
     println!("report: {}", outcome.run_dir.join(strix_train::train::REPORT_FILE).display());
     if !args.no_export {
-        crate::export::export(global, &outcome.run_dir, &strix_export::ExportOptions::default())
-            .context("training finished, but its ONNX export did not (retry with `strix export RUN_DIR`)")?;
+        crate::export::export(
+            global,
+            &outcome.run_dir,
+            &strix_export::ExportOptions { engines: crate::export::engines(global), ..Default::default() },
+        )
+        .context("training finished, but its ONNX export did not (retry with `strix export RUN_DIR`)")?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,41 @@
+use strix_core::Task;
+
+/// Why a model could not be found, fetched or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error(transparent)]
+    Zoo(#[from] strix_zoo::ZooError),
+
+    #[error(transparent)]
+    Registry(#[from] strix_registry::RegistryError),
+
+    #[error("{name} is a {actual} model, not {wanted}")]
+    WrongTask { name: String, actual: Task, wanted: Task },
+
+    #[error("{version} has no {file}; it cannot be run by name")]
+    NoSpec { version: String, file: &'static str },
+
+    #[error("cannot start the registry's runtime")]
+    Runtime(#[source] std::io::Error),
+
+    #[error(transparent)]
+    Engine(#[from] strix_runtime::RuntimeError),
+
+    #[error("cannot load {name} with {backend}")]
+    Load {
+        name: String,
+        backend: strix_runtime::Backend,
+        #[source]
+        source: strix_pipeline::PipelineError,
+    },
+
+    #[error("{name} loaded but a test inference failed")]
+    Probe {
+        name: String,
+        #[source]
+        source: strix_pipeline::PipelineError,
+    },
+
+    #[error("settings file {path}: {reason}")]
+    Settings { path: std::path::PathBuf, reason: String },
+}

@@ -1,0 +1,100 @@
+//! The Open Inference Protocol (KServe v2) on `strix serve`: NVIDIA's tritonclient, unchanged,
+//! gets onnxruntime's reference logits for EfficientNet-Lite0 on both backends (JSON and
+//! binary tensors); bad tensors get a 400 with the protocol's `{"error": "..."}`.
+
+use std::net::{TcpListener, TcpStream};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::fixtures_or_skip;
+use crate::serve::request;
+use crate::support::{backends, python, run, strix};
+
+#[test]
+fn tritonclient_gets_the_reference_logits_and_bad_tensors_a_v2_error() {
+    let fx = fixtures_or_skip!();
+    let Some(python) = python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let reference = fx.join("reference");
+    for backend in backends() {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut child = strix(&fx, tmp.path())
+            .args(["serve", "--model", "efficientnet_lite0", "--port", &port.to_string()])
+            .args(["--backend", backend.as_str()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "strix serve did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (out, stdout, stderr) = run(std::process::Command::new(&python)
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/it/kserve_client.py"))
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("efficientnet_lite0")
+            .arg(reference.join("efficientnet_lite0__chelsea__input.npy"))
+            .arg(reference.join("efficientnet_lite0__chelsea__logits.npy")));
+        assert!(out.status.success(), "{backend}: {stderr}");
+        let report: Value = serde_json::from_str(stdout.trim()).unwrap();
+        eprintln!("{backend}: tritonclient max |diff| {}", report["max_diff"]);
+        assert_eq!(
+            (&report["live"], &report["ready"], &report["model_ready"]),
+            (&json!(true), &json!(true), &json!(true))
+        );
+        assert_eq!(
+            report["metadata"]["inputs"][0],
+            json!({"name": "input", "datatype": "FP32", "shape": [1, 3, 224, 224]})
+        );
+        for (how, diff) in report["max_diff"].as_object().unwrap() {
+            assert!(diff.as_f64().unwrap() <= 1e-4, "{backend} {how}: max |diff| {diff}");
+        }
+        let shape = &report["errors"]["shape"];
+        assert_eq!(shape["status"], "400", "{shape}");
+        assert!(shape["message"].as_str().unwrap().contains("does not fit the model's [1, 3, 224, 224]"), "{shape}");
+        assert!(report["errors"]["datatype"]["message"].as_str().unwrap().contains("INT32 but the model takes FP32"));
+
+        // Raw requests: too few values, an unknown input, malformed JSON, an unknown model.
+        let infer = |body: &str| {
+            request(
+                port,
+                "POST",
+                "/v2/models/efficientnet_lite0/infer",
+                &[("Content-Type", "application/json")],
+                body.as_bytes(),
+            )
+        };
+        let cases = [
+            (
+                r#"{"inputs": [{"name": "input", "shape": [1, 3, 224, 224], "datatype": "FP32", "data": [1, 2, 3]}]}"#,
+                "holds 150528 values but 3 were given",
+            ),
+            (
+                r#"{"inputs": [{"name": "pixels", "shape": [1], "datatype": "FP32", "data": [1]}]}"#,
+                "unknown input \"pixels\"; the model takes input",
+            ),
+            (
+                r#"{"inputs": [{"name": "input", "shape": [1, 3, 224, -224], "datatype": "FP32", "data": []}]}"#,
+                "negative dimension",
+            ),
+            (r#"{"inputs": []}"#, "input \"input\" is missing"),
+            (r#"{"inputs": "#, "malformed inference request"),
+        ];
+        for (body, needle) in cases {
+            let reply = infer(body);
+            assert_eq!(reply.status, 400, "{body}: {}", reply.body);
+            let message = reply.json()["error"].as_str().unwrap_or_default().to_string();
+            assert!(message.contains(needle), "{body}: {message}");
+        }
+        let missing = request(port, "GET", "/v2/models/nope/ready", &[], b"");
+        assert_eq!(missing.status, 404);
+        assert!(missing.json()["error"].as_str().unwrap().contains("no model called \"nope\""));
+        // The server kept serving through the bad requests.
+        assert_eq!(request(port, "GET", "/v2/health/ready", &[], b"").json(), json!({"ready": true}));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
