@@ -172,3 +172,40 @@ mod tests {
         assert_eq!(m.coverage(), vec![0.25, 0.75]);
     }
 }
+
+/// One class of a classification answer.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Class {
+    pub class_id: usize,
+    pub label: String,
+    /// Probability in 0..=1.
+    pub score: f32,
+}
+
+/// What a model says about one image, in pixels of that image.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Answer {
+    /// Ranked classes, best first.
+    Labels {
+        classes: Vec<Class>,
+    },
+    /// Detected objects, best first.
+    Objects {
+        objects: Vec<Detection>,
+    },
+    /// People's body keypoints.
+    People {
+        people: Vec<Pose>,
+    },
+    /// A class per pixel.
+    Mask {
+        mask: SegMask,
+    },
+    Faces {
+        faces: Vec<Face>,
+    },
+    /// Lines of text in reading order.
+    Text {
+        lines: Vec<TextLine>,
+    },
+}

@@ -55,7 +55,7 @@ pub fn model_spec(name: &str, saved: &SavedModel, onnx: &Path) -> Result<ModelSp
             mean: saved.normalize.mean,
             std: saved.normalize.std,
         }),
-        decoder: DecoderSpec::Classify { softmax: true, output: Some(arch::OUTPUT.into()) },
+        decoder: DecoderSpec::Classify(strix_vision::ClassifyHead { softmax: true, output: Some(arch::OUTPUT.into()) }),
     };
     // The same checks a spec file gets when it is read back.
     ModelSpec::from_toml(&spec.to_toml(), name).map_err(|e| ExportError::Spec(e.to_string()))

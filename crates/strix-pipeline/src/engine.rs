@@ -5,42 +5,22 @@ use std::collections::BTreeMap;
 
 use strix_core::{Dim, Tensor};
 use strix_runtime::Session;
-use strix_vision::detect::{CenterNet, NanoDet, Ssd, Yolo};
-use strix_vision::face::{BlazeFace, Mtcnn};
-use strix_vision::ocr::PpOcr;
-use strix_vision::pose::MoveNet;
-use strix_vision::segment::MaskDecoder;
-use strix_vision::{Classifier, Geometry, Layout, Networks, Outputs, Preprocessor, RgbImage, VisionError};
-use strix_zoo::{DecoderSpec, MAIN, ResolvedModel};
+use strix_vision::{Cascade, Decode, Layout, Networks, Preprocessor, VisionError};
+use strix_zoo::{DecoderSpec, Head, MAIN, ResolvedModel};
 
-use crate::{Answer, PipelineError};
+use crate::PipelineError;
 
 /// Decoders of models that take one preprocessed image.
-pub(crate) enum Decoder {
-    Classify { classifier: Classifier, output: Option<String> },
-    NanoDet(NanoDet),
-    Yolo(Yolo),
-    Ssd(Ssd),
-    CenterNet(CenterNet),
-    MoveNet(MoveNet),
-    Mask(MaskDecoder),
-    BlazeFace(BlazeFace),
-}
-
-/// Models that run their own networks on the image.
-pub(crate) enum Cascade {
-    Mtcnn(Mtcnn),
-    PpOcr(PpOcr),
-}
-
 pub(crate) enum Engine {
     Single {
         preprocessor: Preprocessor,
         /// The session's batch dimension when the model fixes it (many exports fix it at 1).
         fixed_batch: Option<usize>,
-        decoder: Decoder,
+        /// The spec's decoder, a [`Decode`] ([`DecoderSpec::head`]).
+        decoder: DecoderSpec,
     },
-    Cascade(Cascade),
+    /// A [`Cascade`].
+    Cascade(DecoderSpec),
 }
 
 impl Engine {
@@ -53,24 +33,14 @@ impl Engine {
         let mismatch = |message: String| PipelineError::SpecMismatch { model: model.origin.clone(), message };
         let main = sessions.get(MAIN).ok_or_else(|| mismatch("no main network".into()))?;
         let labels = model.labels.clone();
-        let decoder = match &spec.decoder {
-            DecoderSpec::Mtcnn(m) => return Ok(Engine::Cascade(Cascade::Mtcnn(m.clone()))),
-            DecoderSpec::Ppocr(p) => {
-                if labels.is_empty() {
-                    return Err(mismatch("ppocr needs the recogniser's characters as [labels]".into()));
+        let decoder = match spec.decoder.head() {
+            Head::Cascade(c) => {
+                if c.needs_labels() && labels.is_empty() {
+                    return Err(mismatch(format!("{} needs the recogniser's characters as [labels]", spec.name)));
                 }
-                return Ok(Engine::Cascade(Cascade::PpOcr(p.clone())));
+                return Ok(Engine::Cascade(spec.decoder.clone()));
             }
-            DecoderSpec::Classify { softmax, output } => {
-                Decoder::Classify { classifier: Classifier { softmax: *softmax, labels }, output: output.clone() }
-            }
-            DecoderSpec::Nanodet(d) => Decoder::NanoDet(d.clone()),
-            DecoderSpec::Yolo(d) => Decoder::Yolo(d.clone()),
-            DecoderSpec::Ssd(d) => Decoder::Ssd(d.clone()),
-            DecoderSpec::Centernet(d) => Decoder::CenterNet(d.clone()),
-            DecoderSpec::Movenet(d) => Decoder::MoveNet(d.clone()),
-            DecoderSpec::Mask(d) => Decoder::Mask(d.clone()),
-            DecoderSpec::Blazeface(d) => Decoder::BlazeFace(d.clone()),
+            Head::Single(d) => d,
         };
         let (Some(input_spec), Some(pre)) = (&spec.input, &spec.preprocess) else {
             return Err(mismatch("[input] and [preprocess] are needed for this decoder".into()));
@@ -121,7 +91,7 @@ impl Engine {
         if available.is_empty() {
             return Err(mismatch("the graph has no outputs".into()));
         }
-        for name in decoder.output_names() {
+        for name in decoder.outputs() {
             if !available.contains(&name) {
                 return Err(mismatch(format!(
                     "the decoder reads output {name:?}, which the graph does not have (outputs: {})",
@@ -129,74 +99,25 @@ impl Engine {
                 )));
             }
         }
-        Ok(Engine::Single { preprocessor, fixed_batch, decoder })
+        Ok(Engine::Single { preprocessor, fixed_batch, decoder: spec.decoder.clone() })
     }
 }
 
-impl Decoder {
-    /// Output names the decoder reads (the first output needs no name).
-    fn output_names(&self) -> Vec<&str> {
-        match self {
-            Decoder::Classify { output, .. } => output.iter().map(String::as_str).collect(),
-            Decoder::NanoDet(d) => d.score_outputs.iter().chain(&d.box_outputs).map(String::as_str).collect(),
-            Decoder::Yolo(d) => d.output.iter().map(String::as_str).collect(),
-            Decoder::Ssd(d) => vec![d.boxes_output.as_str(), d.scores_output.as_str()],
-            Decoder::CenterNet(d) => {
-                [Some(d.heatmap_output.as_str()), Some(d.size_output.as_str()), d.offset_output.as_deref()]
-                    .into_iter()
-                    .flatten()
-                    .collect()
-            }
-            Decoder::MoveNet(d) => d.output.iter().map(String::as_str).collect(),
-            Decoder::Mask(d) => d.output.iter().map(String::as_str).collect(),
-            Decoder::BlazeFace(d) => d.score_outputs.iter().chain(&d.box_outputs).map(String::as_str).collect(),
+impl Engine {
+    /// The decoder of a single-network model.
+    pub(crate) fn decoder(spec: &DecoderSpec) -> Result<&dyn Decode, PipelineError> {
+        match spec.head() {
+            Head::Single(d) => Ok(d),
+            Head::Cascade(_) => Err(PipelineError::Internal("a cascade has no single decoder".into())),
         }
     }
 
-    /// One answer per image of the batch.
-    pub(crate) fn decode(
-        &self,
-        outputs: &Outputs,
-        geometries: &[Geometry],
-        input: (u32, u32),
-        labels: &[String],
-        top_k: usize,
-    ) -> Result<Vec<Answer>, VisionError> {
-        fn each<T>(v: Vec<T>, f: impl Fn(T) -> Answer) -> Vec<Answer> {
-            v.into_iter().map(f).collect()
+    /// The cascade of a cascade model.
+    pub(crate) fn cascade(spec: &DecoderSpec) -> Result<&dyn Cascade, PipelineError> {
+        match spec.head() {
+            Head::Cascade(c) => Ok(c),
+            Head::Single(_) => Err(PipelineError::Internal("not a cascade".into())),
         }
-        Ok(match self {
-            Decoder::Classify { classifier, output } => {
-                let (name, t) = outputs.get(output.as_deref())?;
-                each(classifier.decode(t, name, top_k)?, |classes| Answer::Labels { classes })
-            }
-            Decoder::NanoDet(d) => {
-                each(d.decode(outputs, geometries, input, labels)?, |objects| Answer::Objects { objects })
-            }
-            Decoder::Yolo(d) => {
-                each(d.decode(outputs, geometries, input, labels)?, |objects| Answer::Objects { objects })
-            }
-            Decoder::Ssd(d) => {
-                each(d.decode(outputs, geometries, input, labels)?, |objects| Answer::Objects { objects })
-            }
-            Decoder::CenterNet(d) => {
-                each(d.decode(outputs, geometries, input, labels)?, |objects| Answer::Objects { objects })
-            }
-            Decoder::MoveNet(d) => {
-                each(d.decode(outputs, geometries, input, labels)?, |people| Answer::People { people })
-            }
-            Decoder::Mask(d) => each(d.decode(outputs, geometries, input, labels)?, |mask| Answer::Mask { mask }),
-            Decoder::BlazeFace(d) => each(d.decode(outputs, geometries, input)?, |faces| Answer::Faces { faces }),
-        })
-    }
-}
-
-impl Cascade {
-    pub(crate) fn run(&self, img: &RgbImage, nets: &dyn Networks, labels: &[String]) -> Result<Answer, VisionError> {
-        Ok(match self {
-            Cascade::Mtcnn(m) => Answer::Faces { faces: m.detect(img, nets)? },
-            Cascade::PpOcr(p) => Answer::Text { lines: p.read(img, nets, labels)? },
-        })
     }
 }
 

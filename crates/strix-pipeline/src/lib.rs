@@ -26,9 +26,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
-use strix_core::{Detection, Face, Pose, Progress, ProgressUnit, SegMask, Tensor, TextLine};
+use strix_core::{Progress, ProgressUnit, Tensor};
 use strix_runtime::{Backend, Runtime, Session};
-use strix_vision::{Class, DecodeLimits, Geometry, Outputs, RgbImage, decode_file};
+use strix_vision::{DecodeLimits, Geometry, Outputs, RgbImage, decode_file};
 use strix_zoo::{MAIN, ResolvedModel, Task};
 
 use engine::{Engine, SessionNets};
@@ -53,33 +53,7 @@ mod parallelism_tests {
     }
 }
 
-/// What a model says about one image, in pixels of that image.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Answer {
-    /// Ranked classes, best first.
-    Labels {
-        classes: Vec<Class>,
-    },
-    /// Detected objects, best first.
-    Objects {
-        objects: Vec<Detection>,
-    },
-    /// People's body keypoints.
-    People {
-        people: Vec<Pose>,
-    },
-    /// A class per pixel.
-    Mask {
-        mask: SegMask,
-    },
-    Faces {
-        faces: Vec<Face>,
-    },
-    /// Lines of text in reading order.
-    Text {
-        lines: Vec<TextLine>,
-    },
-}
+pub use strix_core::Answer;
 
 /// One image's answer and the size of the image it refers to.
 #[derive(Clone, Debug, PartialEq)]
@@ -114,6 +88,41 @@ pub fn annotate(img: &mut RgbImage, prediction: &Prediction) {
 pub struct Prepared {
     sample: Vec<f32>,
     geometry: Geometry,
+}
+
+/// An image on its way into a batch: preprocessed already (single-network models, done by the
+/// pipeline that will answer it), or whole (cascades work on the image).
+#[derive(Clone, Debug)]
+pub enum Input {
+    Prepared(Prepared),
+    Image(std::sync::Arc<RgbImage>),
+}
+
+/// Answers put back in order: results that arrive out of order (parallel workers) wait until
+/// the ones before them are in. Sequence numbers start at 0.
+#[derive(Debug)]
+pub struct InOrder<T> {
+    next: u64,
+    pending: BTreeMap<u64, T>,
+}
+
+impl<T> Default for InOrder<T> {
+    fn default() -> Self {
+        InOrder { next: 0, pending: BTreeMap::new() }
+    }
+}
+
+impl<T> InOrder<T> {
+    pub fn push(&mut self, seq: u64, item: T) {
+        self.pending.insert(seq, item);
+    }
+
+    /// The next item in order, once it has arrived, with its sequence number.
+    pub fn pop(&mut self) -> Option<(u64, T)> {
+        let item = self.pending.remove(&self.next)?;
+        self.next += 1;
+        Some((self.next - 1, item))
+    }
 }
 
 /// How many images go through the model at once, and what each answer keeps.
@@ -279,6 +288,44 @@ impl Pipeline {
         Some(Prepared { sample, geometry })
     }
 
+    /// `img` as this model takes it into a batch: preprocessed, or whole for a cascade.
+    pub fn input(&self, img: &std::sync::Arc<RgbImage>) -> Input {
+        match self.prepare(img) {
+            Some(prepared) => Input::Prepared(prepared),
+            None => Input::Image(img.clone()),
+        }
+    }
+
+    /// Answers for a batch of inputs made by [`Self::input`], in their order: the prepared ones
+    /// as one inference on `threads` threads, whole images one by one through the cascade.
+    pub fn predict_inputs(
+        &self,
+        inputs: Vec<Input>,
+        top_k: usize,
+        threads: Option<usize>,
+    ) -> Result<Vec<Prediction>, PipelineError> {
+        let n = inputs.len();
+        let (mut prepared, mut images) = (Vec::new(), Vec::new());
+        for (i, input) in inputs.into_iter().enumerate() {
+            match input {
+                Input::Prepared(p) => prepared.push((i, p)),
+                Input::Image(img) => images.push((i, img)),
+            }
+        }
+        let mut out: Vec<Option<Prediction>> = vec![None; n];
+        if !prepared.is_empty() {
+            let (at, batch): (Vec<usize>, Vec<Prepared>) = prepared.into_iter().unzip();
+            for (i, p) in at.into_iter().zip(self.predict_prepared(batch, top_k, threads)?) {
+                out[i] = Some(p);
+            }
+        }
+        let opts = BatchOptions { batch: 1, top_k, ..Default::default() };
+        for (i, img) in images {
+            out[i] = self.predict_images(std::slice::from_ref(&*img), &opts)?.pop();
+        }
+        out.into_iter().map(|p| p.ok_or_else(|| PipelineError::Internal("an input got no answer".into()))).collect()
+    }
+
     /// Answers for prepared images, as one inference on `threads` threads (`None`: the
     /// session's default); callers keep batches within [`Self::batch_size`].
     pub fn predict_prepared(
@@ -309,11 +356,11 @@ impl Pipeline {
         threads: usize,
     ) -> Result<Vec<Prediction>, PipelineError> {
         match &self.engine {
-            Engine::Cascade(cascade) => images
+            Engine::Cascade(spec) => images
                 .iter()
                 .map(|img| {
                     let nets = SessionNets { sessions: &self.sessions, threads };
-                    let answer = cascade.run(img, &nets, &self.model.labels)?;
+                    let answer = Engine::cascade(spec)?.run(img, &nets, &self.model.labels)?;
                     Ok(Prediction { width: img.width(), height: img.height(), answer })
                 })
                 .collect(),
@@ -344,7 +391,7 @@ impl Pipeline {
         let tensors = self.session().run_with_threads(std::slice::from_ref(&input), threads)?;
         let outputs = Outputs::new(&self.output_names, &tensors);
         let size = (preprocessor.input().width, preprocessor.input().height);
-        let answers = decoder.decode(&outputs, geometries, size, &self.model.labels, top_k)?;
+        let answers = Engine::decoder(decoder)?.decode(&outputs, geometries, size, &self.model.labels, top_k)?;
         if answers.len() != geometries.len() {
             return Err(PipelineError::Internal(format!("{} answers for {} images", answers.len(), geometries.len())));
         }
@@ -401,17 +448,15 @@ impl Pipeline {
             }
             drop(tx);
             // Answers come back in any order; hand them on in input order.
-            let mut pending = BTreeMap::new();
-            let mut due = 0;
+            let mut order = InOrder::default();
             for (i, results) in rx {
-                pending.insert(i, results);
-                while let Some(results) = pending.remove(&due) {
+                order.push(i as u64, results);
+                while let Some((due, results)) = order.pop() {
                     for (offset, result) in results.into_iter().enumerate() {
-                        let index = due * batch + offset;
+                        let index = due as usize * batch + offset;
                         sink(ImageOutcome { index, path: files[index].clone(), result });
                         progress.advance(1);
                     }
-                    due += 1;
                 }
             }
         });
@@ -507,7 +552,7 @@ mod tests {
 
     type Batches = std::sync::Arc<std::sync::Mutex<Vec<usize>>>;
 
-    fn top(p: &Prediction) -> &Class {
+    fn top(p: &Prediction) -> &strix_core::Class {
         match &p.answer {
             Answer::Labels { classes } => &classes[0],
             other => panic!("not labels: {other:?}"),

@@ -17,11 +17,11 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::json;
 use strix_pipeline::rekognition::{self, Response as Answer};
-use strix_pipeline::{Pipeline, Prediction};
+use strix_pipeline::{Input, Pipeline, Prediction};
 use strix_vision::{DecodeLimits, VisionError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
-use crate::batcher::{BatchStats, Batcher, Input, Job, Refused};
+use crate::batcher::{BatchStats, Batcher, Job, Refused};
 use crate::metrics::Metrics;
 use crate::{ApiError, Batching, Limits};
 
@@ -496,10 +496,7 @@ async fn prepare(state: &ServeState, loaded: &Loaded, bytes: Bytes) -> Result<In
     let pipeline = loaded.pipeline.clone();
     tokio::task::spawn_blocking(move || {
         let image = strix_vision::decode_bytes(&bytes, &limits)?;
-        Ok::<_, VisionError>(match pipeline.prepare(&image) {
-            Some(prepared) => Input::Prepared(prepared),
-            None => Input::Image(image),
-        })
+        Ok::<_, VisionError>(pipeline.input(&Arc::new(image)))
     })
     .await
     .map_err(|e| internal(state, "decode task", &e.to_string()))?

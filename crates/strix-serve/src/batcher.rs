@@ -9,19 +9,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use prometheus_client::metrics::histogram::Histogram;
 use strix_core::Tensor;
-use strix_pipeline::{BatchOptions, Pipeline, PipelineError, Prediction, Prepared};
-use strix_vision::RgbImage;
+use strix_pipeline::{Input, Pipeline, PipelineError, Prediction};
 use tokio::sync::oneshot;
 
 use crate::Batching;
-
-/// What a request brings to the batch.
-pub enum Input {
-    /// Preprocessed in the request's own task (single-network models).
-    Prepared(Prepared),
-    /// A decoded image, for cascades (which work on whole images).
-    Image(RgbImage),
-}
 
 /// One request waiting for its answer.
 pub enum Job {
@@ -175,7 +166,6 @@ fn work(
     threads: Option<usize>,
     stats: &BatchStats,
 ) {
-    let opts = BatchOptions { batch: max_batch, top_k, ..Default::default() };
     while let Ok(first) = rx.recv() {
         let deadline = Instant::now() + delay;
         let mut jobs = vec![first];
@@ -208,23 +198,7 @@ fn work(
         let (inputs, replies): (Vec<Input>, Vec<_>) = answers.into_iter().unzip();
         let n = inputs.len();
         count(stats, n);
-        let mut prepared = Vec::with_capacity(n);
-        let mut images = Vec::new();
-        for input in inputs {
-            match input {
-                Input::Prepared(p) => prepared.push(p),
-                Input::Image(img) => images.push(img),
-            }
-        }
-        // One model is either kind: its requests are all prepared or all images.
-        let result = guarded(|| {
-            if images.is_empty() {
-                pipeline.predict_prepared(prepared, top_k, threads)
-            } else {
-                pipeline.predict_images(&images, &opts)
-            }
-        })
-        .unwrap_or_else(|panic| {
+        let result = guarded(|| pipeline.predict_inputs(inputs, top_k, threads)).unwrap_or_else(|panic| {
             tracing::error!("a batch of {n} panicked: {panic}");
             Err(PipelineError::Batch(format!("the batch failed: {panic}")))
         });

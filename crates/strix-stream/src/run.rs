@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use strix_core::{Progress, ProgressUnit};
-use strix_pipeline::{Pipeline, Prepared};
+use strix_pipeline::{InOrder, Input, Pipeline, Prepared};
 use strix_vision::RgbImage;
 use strix_zoo::Task;
 
@@ -406,12 +406,10 @@ fn output_loop(
 ) -> Result<Option<Recording>, StreamError> {
     let mut failure = None;
     // Answers from parallel workers, held until the ones before them are in.
-    let mut pending: BTreeMap<u64, Answered> = BTreeMap::new();
-    let mut next = 0u64;
+    let mut order = InOrder::default();
     for arrived in rx {
-        pending.insert(arrived.seq, arrived);
-        while let Some(a) = pending.remove(&next) {
-            next += 1;
+        order.push(arrived.seq, arrived);
+        while let Some((_, a)) = order.pop() {
             if failure.is_some() {
                 continue;
             }
@@ -464,25 +462,15 @@ fn infer_loop(
         let Some(mut items) = queues.take(pipeline.batch_size(max_batch), last) else { break };
         last = items.last().map_or(last, |(lane, _, _)| *lane);
         *batch_sizes.lock().unwrap_or_else(|e| e.into_inner()).entry(items.len()).or_default() += 1;
-        let predictions = if pipeline.is_cascade() {
-            let mut out = Vec::with_capacity(items.len());
-            let opts = strix_pipeline::BatchOptions { batch: 1, top_k, ..Default::default() };
-            for (_, _, item) in &items {
-                out.extend(pipeline.predict_images(std::slice::from_ref(&*item.image), &opts)?);
-            }
-            out
-        } else {
-            let prepared: Vec<Prepared> = items
-                .iter_mut()
-                .map(|(_, _, item)| match item.prepared.take() {
-                    Some((p, by)) if Arc::ptr_eq(&by, &pipeline) => Ok(p),
-                    _ => pipeline
-                        .prepare(&item.image)
-                        .ok_or_else(|| StreamError::output("inference", "the model cannot prepare frames")),
-                })
-                .collect::<Result<_, _>>()?;
-            pipeline.predict_prepared(prepared, top_k, Some(threads))?
-        };
+        // Frames prepared by another version (swapped in since) are prepared again.
+        let inputs: Vec<Input> = items
+            .iter_mut()
+            .map(|(_, _, item)| match item.prepared.take() {
+                Some((p, by)) if Arc::ptr_eq(&by, &pipeline) => Input::Prepared(p),
+                _ => pipeline.input(&item.image),
+            })
+            .collect();
+        let predictions = pipeline.predict_inputs(inputs, top_k, Some(threads))?;
         for ((lane, seq, item), prediction) in items.into_iter().zip(predictions) {
             let answered = Answered {
                 seq,

@@ -1,18 +1,10 @@
 //! Image classification: scores per class to the top-k labels.
 
-use serde::Serialize;
 use strix_core::Tensor;
 
 use crate::VisionError;
 
-/// One class of a classification answer.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Class {
-    pub class_id: usize,
-    pub label: String,
-    /// Probability in 0..=1.
-    pub score: f32,
-}
+pub use strix_core::Class;
 
 /// Turns a classifier's output into ranked classes.
 #[derive(Clone, Debug)]

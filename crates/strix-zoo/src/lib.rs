@@ -33,7 +33,7 @@ pub use builtin::DEFAULT_CLASSIFIER;
 pub const SPEC_FILE: &str = "model.toml";
 pub use error::ZooError;
 pub use resolve::{LocatedSpec, Resolver, locate, read_labels, sha256_file};
-pub use spec::{Artifact, DecoderSpec, LabelsSpec, MAIN, ModelSpec, Task, check_name, is_name_char};
+pub use spec::{Artifact, DecoderSpec, Head, LabelsSpec, MAIN, ModelSpec, Task, check_name, is_name_char};
 
 /// A spec whose files are on disk and checked.
 #[derive(Clone, Debug)]

@@ -10,7 +10,7 @@ use strix_vision::face::{BlazeFace, Mtcnn};
 use strix_vision::ocr::PpOcr;
 use strix_vision::pose::MoveNet;
 use strix_vision::segment::MaskDecoder;
-use strix_vision::{InputSpec, Preprocess, Preprocessor};
+use strix_vision::{Cascade, ClassifyHead, Decode, InputSpec, Preprocess, Preprocessor};
 
 use crate::ZooError;
 pub use strix_core::{Task, check_name, is_name_char};
@@ -67,14 +67,7 @@ impl LabelsSpec {
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum DecoderSpec {
     /// Top-k classes from a `[N, classes]` output.
-    Classify {
-        /// Apply softmax: the model outputs logits (false when it outputs probabilities).
-        #[serde(default = "yes")]
-        softmax: bool,
-        /// Output to read; the first when absent.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        output: Option<String>,
-    },
+    Classify(ClassifyHead),
     /// NanoDet / GFL heads: per-stride class scores and distance distributions.
     Nanodet(detect::NanoDet),
     /// YOLO-family rows or columns: box, optional objectness, class scores.
@@ -96,49 +89,58 @@ pub enum DecoderSpec {
     Ppocr(PpOcr),
 }
 
-fn yes() -> bool {
-    true
+/// A spec's decoder as the pipeline runs it.
+#[derive(Clone, Copy, Debug)]
+pub enum Head<'a> {
+    /// Answers from one preprocessed batch.
+    Single(&'a dyn Decode),
+    /// Runs its own networks on the whole image.
+    Cascade(&'a dyn Cascade),
 }
 
 impl DecoderSpec {
-    pub fn task(&self) -> Task {
+    /// The one registration: each kind of decoder to its implementation in strix-vision.
+    pub fn head(&self) -> Head<'_> {
         match self {
-            DecoderSpec::Classify { .. } => Task::Classify,
-            DecoderSpec::Nanodet(_) | DecoderSpec::Yolo(_) | DecoderSpec::Ssd(_) | DecoderSpec::Centernet(_) => {
-                Task::Detect
-            }
-            DecoderSpec::Movenet(_) => Task::Pose,
-            DecoderSpec::Mask(_) => Task::Segment,
-            DecoderSpec::Blazeface(_) | DecoderSpec::Mtcnn(_) => Task::Faces,
-            DecoderSpec::Ppocr(_) => Task::Text,
+            DecoderSpec::Classify(d) => Head::Single(d),
+            DecoderSpec::Nanodet(d) => Head::Single(d),
+            DecoderSpec::Yolo(d) => Head::Single(d),
+            DecoderSpec::Ssd(d) => Head::Single(d),
+            DecoderSpec::Centernet(d) => Head::Single(d),
+            DecoderSpec::Movenet(d) => Head::Single(d),
+            DecoderSpec::Mask(d) => Head::Single(d),
+            DecoderSpec::Blazeface(d) => Head::Single(d),
+            DecoderSpec::Mtcnn(d) => Head::Cascade(d),
+            DecoderSpec::Ppocr(d) => Head::Cascade(d),
+        }
+    }
+
+    pub fn task(&self) -> Task {
+        match self.head() {
+            Head::Single(d) => d.task(),
+            Head::Cascade(c) => c.task(),
         }
     }
 
     /// Whether the model takes one preprocessed image (`[input]` and `[preprocess]` needed);
     /// cascades size and normalise their own inputs.
     pub fn uses_preprocessing(&self) -> bool {
-        !matches!(self, DecoderSpec::Mtcnn(_) | DecoderSpec::Ppocr(_))
+        matches!(self.head(), Head::Single(_))
     }
 
     /// The networks besides `main` that the decoder runs.
     pub fn networks(&self) -> Vec<&str> {
-        match self {
-            DecoderSpec::Mtcnn(m) => [m.pnet.as_str(), m.rnet.as_str(), m.onet.as_str()].to_vec(),
-            DecoderSpec::Ppocr(p) => {
-                [Some(p.det.as_str()), Some(p.rec.as_str()), p.cls.as_deref()].into_iter().flatten().collect()
-            }
-            _ => vec![MAIN],
+        match self.head() {
+            Head::Single(_) => vec![MAIN],
+            Head::Cascade(c) => c.networks(),
         }
     }
 
     /// Parameter checks of the decoder itself.
     fn check(&self) -> Result<(), String> {
-        match self {
-            DecoderSpec::Nanodet(d) => d.check(),
-            DecoderSpec::Blazeface(d) => d.check(),
-            DecoderSpec::Mtcnn(d) => d.check(),
-            DecoderSpec::Ppocr(d) => d.check(),
-            _ => Ok(()),
+        match self.head() {
+            Head::Single(d) => d.check(),
+            Head::Cascade(c) => c.check(),
         }
     }
 }
