@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use clap::builder::PossibleValuesParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use strix_runtime::Backend;
 
@@ -48,6 +49,15 @@ fn version() -> &'static str {
         concat!(env!("CARGO_PKG_VERSION"), " (backends: tract)")
     }
 }
+
+// The fixed sets of `strix train`'s choices, by the names its config file uses (a unit test
+// checks each against strix-train's own types).
+const ARCHS: [&str; 5] = ["small-cnn", "resnet18", "resnet34", "resnet50", "efficientnet-lite0"];
+const MODES: [&str; 3] = ["linear-probe", "fine-tune", "scratch"];
+const OPTIMIZERS: [&str; 2] = ["sgd", "adamw"];
+const SCHEDULES: [&str; 3] = ["constant", "cosine", "step"];
+const MONITORS: [&str; 2] = ["val-accuracy", "val-loss"];
+const DEVICES: [&str; 3] = ["cpu", "cuda", "wgpu"];
 
 #[derive(Debug, Args)]
 pub struct Global {
@@ -481,16 +491,17 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_images: Option<usize>,
-    /// small-cnn, resnet18, resnet34, resnet50, efficientnet-lite0 [default: small-cnn]
-    #[arg(long)]
+    /// The network to train [default: small-cnn]
+    #[arg(long, value_parser = PossibleValuesParser::new(ARCHS))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     /// Pretrained weights (safetensors with PyTorch parameter names)
     #[arg(long, value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pretrained: Option<PathBuf>,
-    /// linear-probe, fine-tune or scratch [default: fine-tune with --pretrained, else scratch]
-    #[arg(long)]
+    /// What learns: linear-probe (the head), fine-tune (everything, from --pretrained) or
+    /// scratch [default: fine-tune with --pretrained, else scratch]
+    #[arg(long, value_parser = PossibleValuesParser::new(MODES))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
     /// Input side in pixels [default: 28 for small-cnn, 224 otherwise]
@@ -501,8 +512,8 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub channels: Option<usize>,
-    /// sgd (momentum) or adamw [default: adamw]
-    #[arg(long)]
+    /// sgd (with momentum) or adamw [default: adamw]
+    #[arg(long, value_parser = PossibleValuesParser::new(OPTIMIZERS))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub optimizer: Option<String>,
     /// Peak learning rate [default: 0.001]
@@ -517,8 +528,8 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weight_decay: Option<f64>,
-    /// constant, cosine (after warmup) or step [default: cosine]
-    #[arg(long)]
+    /// Learning-rate schedule after the warmup [default: cosine]
+    #[arg(long, value_parser = PossibleValuesParser::new(SCHEDULES))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
     /// Linear warmup length in epochs (fractions allowed) [default: 0]
@@ -549,8 +560,8 @@ pub struct TrainArgs {
     #[arg(long, value_name = "EPOCHS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub early_stopping: Option<usize>,
-    /// val-accuracy or val-loss: what "best" and early stopping look at [default: val-accuracy]
-    #[arg(long)]
+    /// What "best" and early stopping look at [default: val-accuracy]
+    #[arg(long, value_parser = PossibleValuesParser::new(MONITORS))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub monitor: Option<String>,
     /// Seed of the initialisation, shuffling and augmentation [default: 42]
@@ -561,8 +572,8 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threads: Option<usize>,
-    /// cpu, cuda or wgpu (GPU backends need a build with that feature) [default: cpu]
-    #[arg(long)]
+    /// Where training runs (GPU backends need a build with that feature) [default: cpu]
+    #[arg(long, value_parser = PossibleValuesParser::new(DEVICES))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
     /// Random resized crop down to this share of the image area; 1 turns it off [default: 0.35]
@@ -903,4 +914,29 @@ pub enum ShowFormat {
     Text,
     Toml,
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::de::DeserializeOwned;
+    use strix_train::config::{DeviceChoice, Mode, Monitor, OptimizerKind, Schedule};
+
+    fn all_parse<T: DeserializeOwned>(names: &[&str]) {
+        for name in names {
+            toml::Value::String(name.to_string())
+                .try_into::<T>()
+                .unwrap_or_else(|e| panic!("{name} is not a {}: {e}", std::any::type_name::<T>()));
+        }
+    }
+
+    #[test]
+    fn the_choices_offered_are_the_ones_strix_train_takes() {
+        all_parse::<strix_train::Arch>(&super::ARCHS);
+        all_parse::<Mode>(&super::MODES);
+        all_parse::<OptimizerKind>(&super::OPTIMIZERS);
+        all_parse::<Schedule>(&super::SCHEDULES);
+        all_parse::<Monitor>(&super::MONITORS);
+        all_parse::<DeviceChoice>(&super::DEVICES);
+        assert_eq!(super::ARCHS.len(), strix_train::Arch::ALL.len());
+    }
 }

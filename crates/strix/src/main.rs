@@ -5,6 +5,7 @@ mod data;
 mod eval;
 mod export;
 mod inputs;
+mod layered;
 mod models;
 mod predict;
 mod progress;
@@ -16,7 +17,7 @@ mod train;
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use strix_pipeline::Pipeline;
 use strix_runtime::{Runtime, RuntimeOptions};
@@ -110,16 +111,6 @@ fn engine(global: &Global, args: &RuntimeArgs) -> strix_catalog::Engine {
 /// A resolved model loaded on the backend the flags name.
 fn load_pipeline(global: &Global, model: strix_zoo::ResolvedModel, args: &RuntimeArgs) -> Result<Pipeline> {
     Ok(engine(global, args).load(model)?)
-}
-
-/// A config file parsed by `parse`, or the defaults when none was given.
-fn read_config<T: Default, E: Into<anyhow::Error>>(
-    path: Option<&std::path::Path>,
-    parse: impl FnOnce(&str, &std::path::Path) -> Result<T, E>,
-) -> Result<T> {
-    let Some(path) = path else { return Ok(T::default()) };
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
-    parse(&text, path).map_err(Into::into)
 }
 
 fn open_runtime(global: &Global, args: &RuntimeArgs) -> Result<Box<dyn Runtime>> {

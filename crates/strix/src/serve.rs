@@ -10,30 +10,36 @@ use strix_serve::{ModelConfig, ServeConfig, ServeState, ServedModel};
 use crate::cli::{Global, ServeArgs};
 use crate::progress::Bars;
 
-/// The config file (if any) with the flags applied over it.
+/// The config file (if any) with the flags applied over it ([`crate::layered`]).
 fn config(args: &ServeArgs) -> Result<ServeConfig> {
-    let mut cfg = crate::read_config(args.config.as_deref(), ServeConfig::from_toml)?;
-    for m in &args.models {
-        let (name, model) = match m.split_once('=') {
-            Some((n, m)) => (Some(n.to_string()), m.to_string()),
-            None => (None, m.clone()),
-        };
-        cfg.models.push(ModelConfig { model, name, batching: None });
+    use crate::layered::{section, set};
+    let mut flags = toml::Table::new();
+    set(&mut flags, "host", args.host.as_ref())?;
+    set(&mut flags, "port", args.port)?;
+    set(&mut flags, "api_key_file", args.api_key_file.as_ref())?;
+    let mut batching = toml::Table::new();
+    set(&mut batching, "max_batch", args.max_batch)?;
+    set(&mut batching, "max_delay_ms", args.max_delay_ms)?;
+    set(&mut batching, "queue", args.queue)?;
+    set(&mut batching, "timeout_ms", args.timeout_ms)?;
+    set(&mut batching, "workers", args.workers)?;
+    section(&mut flags, "batching", batching);
+    let mut limits = toml::Table::new();
+    set(&mut limits, "max_body_bytes", args.max_body_bytes)?;
+    set(&mut limits, "max_pixels", args.max_pixels)?;
+    section(&mut flags, "limits", limits);
+    let models: Vec<ModelConfig> = args
+        .models
+        .iter()
+        .map(|m| match m.split_once('=') {
+            Some((n, m)) => ModelConfig { model: m.to_string(), name: Some(n.to_string()), batching: None },
+            None => ModelConfig { model: m.clone(), name: None, batching: None },
+        })
+        .collect();
+    if !models.is_empty() {
+        set(&mut flags, "models", Some(models))?;
     }
-    cfg.host = args.host.clone().unwrap_or(cfg.host);
-    cfg.port = args.port.unwrap_or(cfg.port);
-    let b = &mut cfg.batching;
-    b.max_batch = args.max_batch.unwrap_or(b.max_batch);
-    b.max_delay_ms = args.max_delay_ms.unwrap_or(b.max_delay_ms);
-    b.queue = args.queue.unwrap_or(b.queue);
-    b.timeout_ms = args.timeout_ms.unwrap_or(b.timeout_ms);
-    b.workers = args.workers.unwrap_or(b.workers);
-    cfg.limits.max_body_bytes = args.max_body_bytes.unwrap_or(cfg.limits.max_body_bytes);
-    cfg.limits.max_pixels = args.max_pixels.unwrap_or(cfg.limits.max_pixels);
-    if args.api_key_file.is_some() {
-        cfg.api_key_file = args.api_key_file.clone();
-    }
-    cfg.validate()?;
+    let cfg = crate::layered::merged(args.config.as_deref(), flags, ServeConfig::from_toml)?;
     if cfg.models.is_empty() {
         bail!("no models to serve: give --model NAME (repeatable) or [[models]] in --config");
     }

@@ -17,23 +17,22 @@ use strix_stream::{
 use crate::cli::{Global, StreamArgs};
 use crate::progress::Bars;
 
-/// The config file (if any) with the flags applied over it.
+/// The config file (if any) with the flags applied over it ([`crate::layered`]).
 fn config(args: &StreamArgs) -> Result<StreamConfig> {
-    let mut cfg = crate::read_config(args.config.as_deref(), StreamConfig::from_toml)?;
-    cfg.policy = args.policy.or(cfg.policy);
-    cfg.queue = args.queue.unwrap_or(cfg.queue);
-    cfg.max_batch = args.max_batch.unwrap_or(cfg.max_batch);
-    if !args.classes.is_empty() {
-        cfg.classes = args.classes.iter().map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect();
-    }
-    for l in &args.lines {
-        cfg.lines.push(LineConfig::parse(l).map_err(anyhow::Error::msg)?);
-    }
-    for z in &args.zones {
-        cfg.zones.push(ZoneConfig::parse(z).map_err(anyhow::Error::msg)?);
-    }
-    cfg.validate()?;
-    Ok(cfg)
+    use crate::layered::set;
+    let mut flags = toml::Table::new();
+    set(&mut flags, "policy", args.policy)?;
+    set(&mut flags, "queue", args.queue)?;
+    set(&mut flags, "max_batch", args.max_batch)?;
+    let classes: Vec<String> = args.classes.iter().map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect();
+    set(&mut flags, "classes", Some(classes).filter(|c| !c.is_empty()))?;
+    let lines =
+        args.lines.iter().map(|l| LineConfig::parse(l)).collect::<Result<Vec<_>, _>>().map_err(anyhow::Error::msg)?;
+    set(&mut flags, "lines", Some(lines).filter(|l| !l.is_empty()))?;
+    let zones =
+        args.zones.iter().map(|z| ZoneConfig::parse(z)).collect::<Result<Vec<_>, _>>().map_err(anyhow::Error::msg)?;
+    set(&mut flags, "zones", Some(zones).filter(|z| !z.is_empty()))?;
+    crate::layered::merged(args.config.as_deref(), flags, StreamConfig::from_toml)
 }
 
 struct Hooks {

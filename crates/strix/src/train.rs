@@ -82,20 +82,10 @@ fn set_threads(threads: Option<usize>) {
     }
 }
 
-/// The config file's table with every given flag written over it.
+/// The config file's table with every given flag written over it ([`crate::layered`]).
 fn merged_config(args: &TrainArgs) -> Result<TrainConfig> {
-    let (mut table, origin) = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-            let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-                anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim().replace('\n', " "))
-            })?;
-            (table, path.clone())
-        }
-        None => (toml::Table::new(), "flags".into()),
-    };
     let flags = toml::Table::try_from(args).context("flags")?;
-    table.extend(flags);
+    let (table, origin) = crate::layered::merged_table(args.config.as_deref(), flags)?;
     if !table.contains_key("data") {
         bail!("no training data: give --data PATH or `data = ...` in the config file");
     }
