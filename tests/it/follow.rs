@@ -3,7 +3,7 @@
 //! request, and refuse a version whose file does not load while the old one keeps answering.
 
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -140,7 +140,7 @@ fn serve_follows_an_alias_without_failing_a_request_and_refuses_a_broken_version
         .spawn()
         .unwrap();
     let log = collect(child.stderr.take().unwrap());
-    wait_for("strix serve to listen", Duration::from_secs(120), || TcpStream::connect(("127.0.0.1", port)).is_ok());
+    crate::support::wait_for_port(port);
 
     // Eight clients post the same photo without pause until told to stop.
     let image = std::fs::read(fx.join("images/messi5.jpg")).unwrap();

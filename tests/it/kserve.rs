@@ -2,15 +2,11 @@
 //! gets onnxruntime's reference logits for EfficientNet-Lite0 on both backends (JSON and
 //! binary tensors); bad tensors get a 400 with the protocol's `{"error": "..."}`.
 
-use std::net::{TcpListener, TcpStream};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
-
 use serde_json::{Value, json};
 
 use crate::fixtures_or_skip;
 use crate::serve::request;
-use crate::support::{backends, python, run, strix};
+use crate::support::{backends, python, run, spawn_serve, strix};
 
 #[test]
 fn tritonclient_gets_the_reference_logits_and_bad_tensors_a_v2_error() {
@@ -19,19 +15,13 @@ fn tritonclient_gets_the_reference_logits_and_bad_tensors_a_v2_error() {
     let tmp = tempfile::tempdir().unwrap();
     let reference = fx.join("reference");
     for backend in backends() {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut child = strix(&fx, tmp.path())
-            .args(["serve", "--model", "efficientnet_lite0", "--port", &port.to_string()])
-            .args(["--backend", backend.as_str()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "strix serve did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let (mut child, port) = spawn_serve(strix(&fx, tmp.path()).args([
+            "serve",
+            "--model",
+            "efficientnet_lite0",
+            "--backend",
+            backend.as_str(),
+        ]));
         let (out, stdout, stderr) = run(std::process::Command::new(&python)
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/it/kserve_client.py"))
             .arg(format!("127.0.0.1:{port}"))

@@ -1,15 +1,11 @@
 //! `--threads` and `--workers` mean the same in predict, serve and stream: the threads are the
 //! budget, the workers split it (one per thread by default).
 
-use std::net::{TcpListener, TcpStream};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
-
 use serde_json::Value;
 
 use crate::fixtures_or_skip;
 use crate::serve::request;
-use crate::support::{run, strix};
+use crate::support::{run, spawn_serve, strix};
 
 #[test]
 fn threads_and_workers_mean_the_same_in_predict_serve_and_stream() {
@@ -52,19 +48,8 @@ fn threads_and_workers_mean_the_same_in_predict_serve_and_stream() {
         assert_eq!(got, want, "stream {flags:?}");
 
         // serve: /v1/models.
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut child = strix(&fx, tmp.path())
-            .args(["serve", "--model", "efficientnet_lite0", "--port", &port.to_string()])
-            .args(flags)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "strix serve did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let (mut child, port) =
+            spawn_serve(strix(&fx, tmp.path()).args(["serve", "--model", "efficientnet_lite0"]).args(flags));
         let model = &request(port, "GET", "/v1/models", &[], b"").json()["models"][0];
         let got = (model["workers"].as_u64().unwrap(), model["threads"].as_u64().unwrap());
         let _ = child.kill();

@@ -216,3 +216,26 @@ pub fn live_address(
     }
     (None, said)
 }
+
+/// `cmd` (a `strix serve ...` without `--port`) started on a free loopback port, its output
+/// discarded; returns once it accepts connections.
+pub fn spawn_serve(cmd: &mut Command) -> (std::process::Child, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = cmd
+        .args(["--port", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(port);
+    (child, port)
+}
+
+/// Wait (up to 2 minutes) until something listens on `port`.
+pub fn wait_for_port(port: u16) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "nothing listens on port {port}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

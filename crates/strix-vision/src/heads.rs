@@ -96,12 +96,13 @@ impl Decode for ClassifyHead {
     }
 }
 
-/// The detectors: same inputs, boxes out.
-macro_rules! detector {
-    ($ty:ty, |$d:ident| $outputs:expr $(, check = $check:path)?) => {
+/// A [`Decode`] whose answers are one `$variant { $field }` per image from the type's own
+/// `decode(outputs, geometries, input, labels)`.
+macro_rules! decoder {
+    ($ty:ty, $task:ident, $variant:ident { $field:ident }, |$d:ident| $outputs:expr $(, check = $check:path)?) => {
         impl Decode for $ty {
             fn task(&self) -> Task {
-                Task::Detect
+                Task::$task
             }
             fn outputs(&self) -> Vec<&str> {
                 let $d = self;
@@ -111,57 +112,25 @@ macro_rules! detector {
                 $check(self)
             })?
             fn decode(&self, outputs: &Outputs, g: &[Geometry], input: (u32, u32), labels: &[String], _: usize) -> Result<Vec<Answer>, VisionError> {
-                Ok(each(<$ty>::decode(self, outputs, g, input, labels)?, |objects| Answer::Objects { objects }))
+                Ok(each(<$ty>::decode(self, outputs, g, input, labels)?, |$field| Answer::$variant { $field }))
             }
         }
     };
 }
 
-detector!(NanoDet, |d| names(&[&d.score_outputs, &d.box_outputs]), check = NanoDet::check);
-detector!(Yolo, |d| d.output.iter().map(String::as_str).collect());
-detector!(Ssd, |d| vec![d.boxes_output.as_str(), d.scores_output.as_str()]);
-detector!(CenterNet, |d| [Some(d.heatmap_output.as_str()), Some(d.size_output.as_str()), d.offset_output.as_deref()]
-    .into_iter()
-    .flatten()
-    .collect());
-
-impl Decode for MoveNet {
-    fn task(&self) -> Task {
-        Task::Pose
-    }
-    fn outputs(&self) -> Vec<&str> {
-        self.output.iter().map(String::as_str).collect()
-    }
-    fn decode(
-        &self,
-        outputs: &Outputs,
-        g: &[Geometry],
-        input: (u32, u32),
-        labels: &[String],
-        _: usize,
-    ) -> Result<Vec<Answer>, VisionError> {
-        Ok(each(MoveNet::decode(self, outputs, g, input, labels)?, |people| Answer::People { people }))
-    }
-}
-
-impl Decode for MaskDecoder {
-    fn task(&self) -> Task {
-        Task::Segment
-    }
-    fn outputs(&self) -> Vec<&str> {
-        self.output.iter().map(String::as_str).collect()
-    }
-    fn decode(
-        &self,
-        outputs: &Outputs,
-        g: &[Geometry],
-        input: (u32, u32),
-        labels: &[String],
-        _: usize,
-    ) -> Result<Vec<Answer>, VisionError> {
-        Ok(each(MaskDecoder::decode(self, outputs, g, input, labels)?, |mask| Answer::Mask { mask }))
-    }
-}
+decoder!(NanoDet, Detect, Objects { objects }, |d| names(&[&d.score_outputs, &d.box_outputs]), check = NanoDet::check);
+decoder!(Yolo, Detect, Objects { objects }, |d| d.output.iter().map(String::as_str).collect());
+decoder!(Ssd, Detect, Objects { objects }, |d| vec![d.boxes_output.as_str(), d.scores_output.as_str()]);
+decoder!(CenterNet, Detect, Objects { objects }, |d| [
+    Some(d.heatmap_output.as_str()),
+    Some(d.size_output.as_str()),
+    d.offset_output.as_deref()
+]
+.into_iter()
+.flatten()
+.collect());
+decoder!(MoveNet, Pose, People { people }, |d| d.output.iter().map(String::as_str).collect());
+decoder!(MaskDecoder, Segment, Mask { mask }, |d| d.output.iter().map(String::as_str).collect());
 
 impl Decode for BlazeFace {
     fn task(&self) -> Task {

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::builder::PossibleValuesParser;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use strix_runtime::Backend;
 
@@ -196,8 +196,8 @@ pub struct StreamArgs {
     #[arg(short, long, value_name = "MODEL")]
     pub model: Option<String>,
     /// Task, to pick its default model
-    #[arg(short, long, value_enum)]
-    pub task: Option<TaskArg>,
+    #[arg(short, long, value_parser = task_parser())]
+    pub task: Option<strix_core::Task>,
     /// Settings file (TOML): policy, queue, max_batch, classes, jpeg_quality, [tracker],
     /// [[lines]], [[zones]]; flags override it and add lines and zones
     #[arg(long, value_name = "FILE")]
@@ -717,8 +717,8 @@ pub struct PredictArgs {
     /// What to look for; picks the zoo's default model for it when --model is not given
     /// (detect: nanodet_m_416, pose: movenet_lightning_192, segment: selfie_256,
     /// faces: blazeface_back_256, text: ppocrv4)
-    #[arg(short, long, value_enum)]
-    pub task: Option<TaskArg>,
+    #[arg(short, long, value_parser = task_parser())]
+    pub task: Option<strix_core::Task>,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     /// Classes to show per image
@@ -884,29 +884,10 @@ Examples:
   strix models show trash            every version with its metrics and lineage
   strix models download trash:3 --out deploy/";
 
-/// The tasks a model can do, as `--task` spells them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum TaskArg {
-    Classify,
-    Detect,
-    Pose,
-    Segment,
-    Faces,
-    Text,
-}
-
-impl From<TaskArg> for strix_zoo::Task {
-    fn from(t: TaskArg) -> Self {
-        use strix_zoo::Task;
-        match t {
-            TaskArg::Classify => Task::Classify,
-            TaskArg::Detect => Task::Detect,
-            TaskArg::Pose => Task::Pose,
-            TaskArg::Segment => Task::Segment,
-            TaskArg::Faces => Task::Faces,
-            TaskArg::Text => Task::Text,
-        }
-    }
+/// `--task`: the tasks a model can do, by their names (listed in --help, suggested on a typo).
+fn task_parser() -> impl TypedValueParser<Value = strix_core::Task> {
+    let names: Vec<&'static str> = strix_core::Task::ALL.iter().map(|t| t.as_str()).collect();
+    PossibleValuesParser::new(names).try_map(|name| name.parse::<strix_core::Task>())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

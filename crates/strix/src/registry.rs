@@ -12,7 +12,7 @@ use strix_export::SPEC_FILE;
 use strix_registry::{Lineage, ModelRef, NewFile, NewVersion, VersionRecord};
 use strix_zoo::ResolvedModel;
 
-use crate::cli::{Global, RuntimeArgs, TaskArg};
+use crate::cli::{Global, RuntimeArgs};
 use crate::progress::Bars;
 
 /// The registry, opened now.
@@ -30,11 +30,11 @@ pub fn exists(global: &Global) -> bool {
 pub fn resolve_for_task(
     global: &Global,
     model: Option<&str>,
-    task: Option<TaskArg>,
+    task: Option<strix_core::Task>,
     fallback: strix_core::Task,
     bars: &Bars,
 ) -> Result<ResolvedModel> {
-    Ok(global.catalog().resolve_for_task(model, task.map(Into::into), fallback, bars)?)
+    Ok(global.catalog().resolve_for_task(model, task, fallback, bars)?)
 }
 
 /// Files of a run folder that travel with its versions (when present).
