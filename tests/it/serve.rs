@@ -396,6 +396,7 @@ fn concurrent_requests_are_batched_and_shutdown_drains() {
     let runtime = CountingRuntime {
         inner: strix_runtime::open(Backend::Tract, &crate::support::runtime_options()).unwrap(),
         log: log.clone(),
+        slow: Duration::ZERO,
     };
     let mut server =
         Server::start_on(Box::new(runtime), &fx, &[("fm", spec.to_str().unwrap())], batching, Limits::default(), &[]);
@@ -447,6 +448,48 @@ fn concurrent_requests_are_batched_and_shutdown_drains() {
     reported.sort_unstable();
     counted.sort_unstable();
     assert_eq!(reported, counted);
+
+    // Raw tensors (the Open Inference Protocol) are batched too, and each request gets its own
+    // rows back: concurrent answers equal the ones each got alone.
+    let meta = server.request("GET", "/v2/models/fm", &[], b"").json();
+    let input = &meta["inputs"][0];
+    let dims: Vec<usize> =
+        input["shape"].as_array().unwrap()[1..].iter().map(|d| d.as_u64().unwrap() as usize).collect();
+    let per_row: usize = dims.iter().product();
+    let body = |seed: usize, rows: usize| {
+        let data: Vec<f32> = (0..rows * per_row).map(|i| ((i * 31 + seed * 977) % 255) as f32 / 127.0 - 1.0).collect();
+        let shape: Vec<usize> = std::iter::once(rows).chain(dims.iter().copied()).collect();
+        let name = input["name"].as_str().unwrap();
+        serde_json::json!({"inputs": [{"name": name, "shape": shape, "datatype": "FP32", "data": data}]}).to_string()
+    };
+    let infer = |port: u16, body: String| {
+        let reply =
+            request(port, "POST", "/v2/models/fm/infer", &[("Content-Type", "application/json")], body.as_bytes());
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.json()["outputs"][0].clone()
+    };
+    let requests: Vec<(usize, usize)> = vec![(1, 1), (2, 2), (3, 1), (4, 1)];
+    let alone: Vec<Value> = requests.iter().map(|&(seed, rows)| infer(port, body(seed, rows))).collect();
+    log.lock().unwrap().clear();
+    let together: Vec<Value> = std::thread::scope(|scope| {
+        let handles: Vec<_> =
+            requests.iter().map(|&(seed, rows)| scope.spawn(move || infer(port, body(seed, rows)))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let sizes: Vec<usize> = log.lock().unwrap().iter().map(Vec::len).collect();
+    eprintln!("raw batch sizes run: {sizes:?}");
+    // Five rows in four requests: fewer than four inferences means requests shared one.
+    assert_eq!(sizes.iter().sum::<usize>(), 5, "{sizes:?}");
+    assert!(sizes.len() < requests.len(), "no raw batching: {sizes:?}");
+    for ((a, t), (_, rows)) in alone.iter().zip(&together).zip(&requests) {
+        assert_eq!(a["shape"], t["shape"]);
+        assert_eq!(t["shape"][0], *rows as u64);
+        let (a, t) = (a["data"].as_array().unwrap(), t["data"].as_array().unwrap());
+        assert_eq!(a.len(), t.len());
+        for (x, y) in a.iter().zip(t) {
+            assert!((x.as_f64().unwrap() - y.as_f64().unwrap()).abs() <= 1e-5, "{x} vs {y}");
+        }
+    }
 
     // A request in flight when shutdown starts still gets its answer.
     let bytes = std::fs::read(&images[0]).unwrap();

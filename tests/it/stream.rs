@@ -651,6 +651,9 @@ fn sources_sharing_a_model_are_batched_together() {
     let runtime = CountingRuntime {
         inner: strix_runtime::open(strix_runtime::Backend::Tract, &Default::default()).unwrap(),
         log: log.clone(),
+        // The small CNN answers in a millisecond, faster than a photo decodes: slowed down, the
+        // other sources' frames are waiting when the worker comes back (not left to timing).
+        slow: std::time::Duration::from_millis(300),
     };
     let resolver =
         strix_zoo::Resolver { cache_dir: tmp.path().join("cache"), search_path: vec![], hub: None, offline: true };

@@ -153,11 +153,14 @@ pub type BatchLog = std::sync::Arc<std::sync::Mutex<Vec<Vec<f64>>>>;
 pub struct CountingRuntime {
     pub inner: Box<dyn strix_runtime::Runtime>,
     pub log: BatchLog,
+    /// Added to every inference, so work queues up behind it as it would behind a big model.
+    pub slow: std::time::Duration,
 }
 
 struct CountingSession {
     inner: Box<dyn strix_runtime::Session>,
     log: BatchLog,
+    slow: std::time::Duration,
 }
 
 impl strix_runtime::Runtime for CountingRuntime {
@@ -168,7 +171,7 @@ impl strix_runtime::Runtime for CountingRuntime {
         self.inner.version()
     }
     fn load(&self, model: &Path) -> Result<Box<dyn strix_runtime::Session>, strix_runtime::RuntimeError> {
-        Ok(Box::new(CountingSession { inner: self.inner.load(model)?, log: self.log.clone() }))
+        Ok(Box::new(CountingSession { inner: self.inner.load(model)?, log: self.log.clone(), slow: self.slow }))
     }
 }
 
@@ -194,6 +197,7 @@ impl strix_runtime::Session for CountingSession {
             let sums = values.chunks(per.max(1)).map(|c| c.iter().map(|&v| f64::from(v)).sum()).collect();
             self.log.lock().unwrap().push(sums);
         }
+        std::thread::sleep(self.slow);
         self.inner.run_with_threads(inputs, threads)
     }
     fn warm_up(&self, threads: usize, concurrency: usize) -> Result<(), strix_runtime::RuntimeError> {
