@@ -326,7 +326,7 @@ Routes:
   POST /v1/models/NAME/reload                   check NAME's registry alias now; swap in a new version
   GET  /metrics                                 Prometheus: requests, latency, batch sizes, queue depth,
                                                 reloads (swapped / refused / failed)
-Open Inference Protocol (KServe v2; tritonclient and the KServe SDK work unchanged):
+Open Inference Protocol (KServe v2; NVIDIA's tritonclient works unchanged):
   GET  /v2/health/live, /v2/health/ready, /v2/models/NAME, /v2/models/NAME/ready
   POST /v2/models/NAME/infer                    raw tensors in and out (JSON or binary extension)
 Every answer names the version that gave it: X-Strix-Model-Version and LabelModelVersion
