@@ -19,6 +19,7 @@
 //! ```
 
 mod augment;
+pub mod box_augment;
 pub mod detection;
 mod error;
 pub mod idx;
