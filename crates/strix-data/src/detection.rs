@@ -156,9 +156,100 @@ pub fn read_yolo(dir: &Path) -> Result<DetectionSet, DataError> {
     Ok(DetectionSet { classes, images })
 }
 
+/// Write a file whole or not at all (written aside, then renamed).
+fn write_whole(path: &Path, text: &str) -> Result<(), DataError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(DataError::io(dir))?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, text).map_err(DataError::io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(DataError::io(path))
+}
+
+/// `set` as a COCO instances JSON at `json`: categories 1..=n in class order, images numbered
+/// from 1 with their paths relative to `image_dir`, boxes `[x, y, w, h]` in pixels.
+pub fn write_coco(set: &DetectionSet, json: &Path, image_dir: &Path) -> Result<(), DataError> {
+    let mut images = Vec::new();
+    let mut annotations = Vec::new();
+    for (i, im) in set.images.iter().enumerate() {
+        let name = im.path.strip_prefix(image_dir).map_err(|_| {
+            DataError::format(&im.path, format!("is not inside the image folder {}", image_dir.display()))
+        })?;
+        images.push(serde_json::json!({"id": i + 1, "file_name": name.to_string_lossy(), "width": im.width, "height": im.height}));
+        for b in &im.boxes {
+            annotations.push(serde_json::json!({
+                "id": annotations.len() + 1,
+                "image_id": i + 1,
+                "category_id": b.class + 1,
+                "bbox": b.bbox,
+                "area": b.bbox[2] * b.bbox[3],
+                "iscrowd": u8::from(b.iscrowd),
+            }));
+        }
+    }
+    let categories: Vec<_> =
+        set.classes.iter().enumerate().map(|(i, name)| serde_json::json!({"id": i + 1, "name": name})).collect();
+    let doc = serde_json::json!({"images": images, "annotations": annotations, "categories": categories});
+    write_whole(json, &doc.to_string())
+}
+
+/// `set`'s labels in YOLO form under `dir` (as [`read_yolo`] reads them): `classes.txt` and
+/// `labels/<stem>.txt` with `class cx cy w h` normalised rows, one file per image (empty for
+/// negatives). The images themselves must be in `dir/images`.
+pub fn write_yolo_labels(set: &DetectionSet, dir: &Path) -> Result<(), DataError> {
+    write_whole(&dir.join("classes.txt"), &(set.classes.join("\n") + "\n"))?;
+    for im in &set.images {
+        let (w, h) = (im.width.max(1) as f32, im.height.max(1) as f32);
+        let rows: String = im
+            .boxes
+            .iter()
+            .map(|b| {
+                let [x, y, bw, bh] = b.bbox;
+                format!("{} {:.6} {:.6} {:.6} {:.6}\n", b.class, (x + bw / 2.0) / w, (y + bh / 2.0) / h, bw / w, bh / h)
+            })
+            .collect();
+        let stem = im.path.file_stem().unwrap_or_default();
+        write_whole(&dir.join("labels").join(stem).with_extension("txt"), &rows)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn coco_and_yolo_writes_read_back_as_the_same_boxes() {
+        let d = tempfile::tempdir().unwrap();
+        let images = d.path().join("images");
+        std::fs::create_dir_all(&images).unwrap();
+        let mut set = DetectionSet { classes: vec!["can".into(), "bottle".into()], images: Vec::new() };
+        for (name, w, h, boxes) in [
+            ("a.png", 200, 100, vec![(1, [80.0, 30.0, 40.0, 40.0]), (0, [0.0, 0.0, 12.5, 7.25])]),
+            ("b.png", 64, 48, vec![]),
+        ] {
+            let path = images.join(name);
+            image::RgbImage::new(w, h).save(&path).unwrap();
+            let boxes = boxes.into_iter().map(|(class, bbox)| DetBox { class, bbox, iscrowd: false }).collect();
+            set.images.push(DetImage { path, width: w, height: h, boxes });
+        }
+        write_coco(&set, &d.path().join("annotations/instances.json"), &images).unwrap();
+        write_yolo_labels(&set, d.path()).unwrap();
+        let coco = read_coco(&d.path().join("annotations/instances.json"), &images).unwrap();
+        let yolo = read_yolo(d.path()).unwrap();
+        for read in [&coco, &yolo] {
+            assert_eq!(read.classes, set.classes);
+            assert_eq!(read.images.len(), 2);
+            for (got, want) in read.images.iter().zip(&set.images) {
+                assert_eq!((&got.path, got.width, got.height), (&want.path, want.width, want.height));
+                assert_eq!(got.boxes.len(), want.boxes.len());
+                for (g, w) in got.boxes.iter().zip(&want.boxes) {
+                    assert_eq!(g.class, w.class);
+                    assert!(g.bbox.iter().zip(w.bbox).all(|(a, b)| (a - b).abs() < 1e-3), "{g:?} {w:?}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn yolo_boxes_in_pixels_and_errors_name_the_line() {

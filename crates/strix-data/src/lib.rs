@@ -29,6 +29,7 @@ mod loader;
 pub mod manifest;
 mod rng;
 pub mod split;
+pub mod synth;
 
 pub use augment::{Augment, Normalize, Transform, View, eval_crop_fraction};
 pub use error::DataError;
