@@ -11,6 +11,7 @@
 mod byo;
 mod classify;
 mod cli;
+mod detect_data;
 mod docs;
 mod download;
 mod eval;
