@@ -22,11 +22,16 @@ fn every_spec_example_in_the_docs_is_valid_and_every_decoder_has_one() {
     assert_eq!(kinds, all, "docs/model-spec.md needs one example per decoder");
 }
 
+/// The first TOML block of the README after `marker`.
+fn readme_toml_after(marker: &str) -> &'static str {
+    let readme = include_str!("../../README.md");
+    let section = readme.split(marker).nth(1).unwrap_or_else(|| panic!("README has no {marker:?}"));
+    section.split("```toml\n").nth(1).unwrap().split("```").next().unwrap()
+}
+
 #[test]
 fn the_stream_config_example_in_the_readme_is_valid() {
-    let readme = include_str!("../../README.md");
-    let section = readme.split("### Video").nth(1).unwrap();
-    let block = section.split("```toml\n").nth(1).unwrap().split("```").next().unwrap();
+    let block = readme_toml_after("### Video");
     let cfg = strix_stream::StreamConfig::from_toml(block, std::path::Path::new("README.md")).unwrap();
     assert_eq!((cfg.lines.len(), cfg.zones.len(), cfg.classes.len()), (1, 1, 1));
 }
@@ -58,9 +63,7 @@ fn only_the_settings_module_reads_the_environment_and_the_registry_needs_no_zoo(
 
 #[test]
 fn the_settings_example_in_the_readme_is_valid() {
-    let readme = include_str!("../../README.md");
-    let section = readme.split("**Settings** are decided once").nth(1).unwrap();
-    let block = section.split("```toml\n").nth(1).unwrap().split("```").next().unwrap();
+    let block = readme_toml_after("**Settings** are decided once");
     let layer = strix_catalog::Layer::from_toml(block, std::path::Path::new("README.md")).unwrap();
     assert_eq!(layer.registry_store.as_deref(), Some("s3://team-models/strix"));
     assert_eq!(layer.model_path, Some(vec!["/mnt/models".into()]));

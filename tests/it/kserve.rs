@@ -79,6 +79,9 @@ fn tritonclient_gets_the_reference_logits_and_bad_tensors_a_v2_error() {
             let message = reply.json()["error"].as_str().unwrap_or_default().to_string();
             assert!(message.contains(needle), "{body}: {message}");
         }
+        // The versioned routes name the version served (not a registry model: "1").
+        assert_eq!(request(port, "GET", "/v2/models/efficientnet_lite0/versions/1/ready", &[], b"").status, 200);
+        assert_eq!(request(port, "GET", "/v2/models/efficientnet_lite0/versions/7/ready", &[], b"").status, 404);
         let missing = request(port, "GET", "/v2/models/nope/ready", &[], b"");
         assert_eq!(missing.status, 404);
         assert!(missing.json()["error"].as_str().unwrap().contains("no model called \"nope\""));

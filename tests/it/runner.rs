@@ -5,17 +5,14 @@ use serde_json::Value;
 
 use crate::fixtures_or_skip;
 use crate::serve::request;
-use crate::support::{run, spawn_serve, strix};
+use crate::support::{photo_folder, run, spawn_serve, strix};
 
 #[test]
 fn threads_and_workers_mean_the_same_in_predict_serve_and_stream() {
     let fx = fixtures_or_skip!();
     let tmp = tempfile::tempdir().unwrap();
-    let images = tmp.path().join("images");
-    std::fs::create_dir_all(&images).unwrap();
-    for name in ["apple.jpg", "orange.jpg", "baboon.jpg", "butterfly.jpg"] {
-        std::fs::copy(fx.join("images").join(name), images.join(name)).unwrap();
-    }
+    let images =
+        photo_folder(&fx, &tmp.path().join("images"), &["apple.jpg", "orange.jpg", "baboon.jpg", "butterfly.jpg"]);
     let cases: [(&[&str], (u64, u64)); 3] =
         [(&["--threads", "2"], (2, 1)), (&["--threads", "2", "--workers", "1"], (1, 2)), (&["--threads", "1"], (1, 1))];
     for (flags, want) in cases {

@@ -14,7 +14,7 @@ use serde_json::Value;
 use strix_core::{BBox, Detection};
 
 use crate::fixtures_or_skip;
-use crate::support::{BatchLog, CountingRuntime, backends, in_ci, live_address, run, strix};
+use crate::support::{BatchLog, CountingRuntime, backends, in_ci, live_address, photo_folder, run, strix};
 use crate::tasks::{check_detections, expected};
 use crate::train::quick_export;
 
@@ -601,11 +601,8 @@ fn bad_sources_and_settings_are_clear_errors() {
 fn a_folder_of_photos_through_a_classifier_gives_label_events() {
     let fx = fixtures_or_skip!();
     let tmp = tempfile::tempdir().unwrap();
-    let photos = tmp.path().join("photos");
-    std::fs::create_dir(&photos).unwrap();
-    for name in ["apple.jpg", "baboon.jpg", "butterfly.jpg", "chelsea.png"] {
-        std::fs::copy(fx.join("images").join(name), photos.join(name)).unwrap();
-    }
+    let photos =
+        photo_folder(&fx, &tmp.path().join("photos"), &["apple.jpg", "baboon.jpg", "butterfly.jpg", "chelsea.png"]);
     let (out, stdout, stderr) = run(stream_cmd(&fx, tmp.path()).arg(&photos).args([
         "--model",
         "efficientnet_lite0",
@@ -640,12 +637,11 @@ fn sources_sharing_a_model_are_batched_together() {
     let folders = [["apple.jpg", "baboon.jpg"], ["butterfly.jpg", "chelsea.png"], ["orange.jpg", "messi5.jpg"]];
     let mut sources = Vec::new();
     for (i, names) in folders.iter().enumerate() {
-        let dir = tmp.path().join(format!("photos{i}"));
-        std::fs::create_dir(&dir).unwrap();
-        for name in names {
-            std::fs::copy(fx.join("images").join(name), dir.join(name)).unwrap();
-        }
-        sources.push(strix_stream::SourceKind::Folder(dir));
+        sources.push(strix_stream::SourceKind::Folder(photo_folder(
+            &fx,
+            &tmp.path().join(format!("photos{i}")),
+            names,
+        )));
     }
     let log = BatchLog::default();
     let runtime = CountingRuntime {

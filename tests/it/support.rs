@@ -243,3 +243,12 @@ pub fn wait_for_port(port: u16) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// A folder `dir` holding copies of the named fixture photos (`images/NAME`).
+pub fn photo_folder(fx: &Path, dir: &Path, names: &[&str]) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    for name in names {
+        std::fs::copy(fx.join("images").join(name), dir.join(name)).unwrap();
+    }
+    dir.to_path_buf()
+}

@@ -19,9 +19,14 @@ impl Engine {
         Engine { backend, options }
     }
 
+    /// The runtime these settings open.
+    pub fn runtime(&self) -> Result<Box<dyn strix_runtime::Runtime>, CatalogError> {
+        Ok(strix_runtime::open(self.backend, &self.options)?)
+    }
+
     /// Load `model` without a test inference (a caller that answers real images at once).
     pub fn load(&self, model: ResolvedModel) -> Result<Pipeline, CatalogError> {
-        let runtime = strix_runtime::open(self.backend, &self.options)?;
+        let runtime = self.runtime()?;
         let name = model.version.as_ref().map_or_else(|| model.spec.name.clone(), ToString::to_string);
         Pipeline::load(model, runtime.as_ref()).map_err(|source| CatalogError::Load {
             name,
@@ -37,6 +42,15 @@ impl Engine {
         let pipeline = self.load(model)?;
         probe(&pipeline)?;
         Ok(pipeline)
+    }
+
+    /// A new version to replace one doing `task` (what a [`crate::Follower`] installs): it must
+    /// do the same task, load and answer a test image; else why not, on one line.
+    pub fn load_replacement(&self, model: ResolvedModel, task: strix_core::Task) -> Result<Pipeline, String> {
+        if model.spec.task != task {
+            return Err(format!("it is a {} model; the one it would replace does {task}", model.spec.task));
+        }
+        self.load_checked(model).map_err(|e| crate::error_chain(&e))
     }
 }
 

@@ -38,7 +38,9 @@ pub type Install = Box<dyn FnMut(ResolvedModel) -> Result<(), String> + Send>;
 
 impl Follower {
     /// Poll `text` every `interval`, starting from `current` (the version being served).
-    /// `report` hears of every check that found something (not of unchanged polls).
+    /// `report` hears of every check that found something (not of unchanged polls). `None`
+    /// (nothing started) when there is nothing to follow: the model did not come from the
+    /// registry, or `text` names a fixed version (see [`crate::follows_registry`]).
     pub fn spawn(
         catalog: Catalog,
         text: &str,
@@ -46,7 +48,10 @@ impl Follower {
         interval: Duration,
         install: Install,
         report: Box<dyn FnMut(&FollowEvent) + Send>,
-    ) -> std::io::Result<Follower> {
+    ) -> std::io::Result<Option<Follower>> {
+        if current.is_none() || !crate::follows_registry(text) {
+            return Ok(None);
+        }
         let (poke, pokes) = crossbeam_channel::unbounded::<Reply>();
         let mut state = State {
             catalog,
@@ -58,7 +63,7 @@ impl Follower {
         std::thread::Builder::new().name(format!("follow-{text}")).spawn(move || {
             run(&mut state, &pokes, interval, report);
         })?;
-        Ok(Follower { poke })
+        Ok(Some(Follower { poke }))
     }
 
     /// Check now (a reload request), retrying a version refused before, and say what

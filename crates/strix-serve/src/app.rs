@@ -58,7 +58,7 @@ pub struct ServedModel {
     pub reference: String,
     pub batching: Batching,
     top_k: usize,
-    current: Arc<std::sync::RwLock<Arc<Loaded>>>,
+    current: std::sync::RwLock<Arc<Loaded>>,
     stats: Arc<BatchStats>,
     /// Requests of this model being decoded and preprocessed now.
     preparing: AtomicUsize,
@@ -83,7 +83,7 @@ impl ServedModel {
             reference: reference.to_string(),
             batching,
             top_k,
-            current: Arc::new(std::sync::RwLock::new(Arc::new(Loaded { pipeline, batcher }))),
+            current: std::sync::RwLock::new(Arc::new(Loaded { pipeline, batcher })),
             stats,
             preparing: AtomicUsize::new(0),
             follower: std::sync::OnceLock::new(),
@@ -503,7 +503,7 @@ async fn prepare(state: &ServeState, loaded: &Loaded, bytes: Bytes) -> Result<In
     .map_err(vision_error)
 }
 
-fn queue_full(model: &ServedModel) -> ApiError {
+pub(crate) fn queue_full(model: &ServedModel) -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "ThrottlingException",

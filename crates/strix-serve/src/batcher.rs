@@ -208,12 +208,7 @@ fn work(
                     let _ = reply.send(Ok(p));
                 }
             }
-            Err(e) => {
-                let message = e.to_string();
-                for reply in replies {
-                    let _ = reply.send(Err(PipelineError::Batch(message.clone())));
-                }
-            }
+            Err(e) => fail_all(replies, &e.to_string()),
         }
     }
 }
@@ -226,6 +221,13 @@ fn count(stats: &BatchStats, n: usize) {
 }
 
 type RawReply = oneshot::Sender<Result<Vec<Tensor>, PipelineError>>;
+
+/// The same error for every caller of a batch that failed.
+fn fail_all<T>(replies: Vec<oneshot::Sender<Result<T, PipelineError>>>, message: &str) {
+    for reply in replies {
+        let _ = reply.send(Err(PipelineError::Batch(message.to_string())));
+    }
+}
 
 /// Raw requests as few inferences as their shapes allow: requests whose inputs differ only in
 /// the batch dimension are stacked into one run (when the network's batch is not fixed), and
@@ -268,19 +270,10 @@ fn run_raw(pipeline: &Pipeline, jobs: Vec<(Vec<Tensor>, RawReply)>, threads: Opt
                             let _ = reply.send(Ok(cut.iter().map(|pieces| pieces[i].clone()).collect()));
                         }
                     }
-                    None => {
-                        for reply in replies {
-                            let _ = reply.send(Err(PipelineError::Batch("an output has no batch dimension".into())));
-                        }
-                    }
+                    None => fail_all(replies, "an output has no batch dimension"),
                 }
             }
-            Err(e) => {
-                let message = e.to_string();
-                for reply in replies {
-                    let _ = reply.send(Err(PipelineError::Batch(message.clone())));
-                }
-            }
+            Err(e) => fail_all(replies, &e.to_string()),
         }
     }
 }

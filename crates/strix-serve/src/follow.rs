@@ -22,16 +22,15 @@ impl ServeState {
         let mut following = 0;
         for (index, model) in self.models.iter().enumerate() {
             let current = model.pipeline().model().version.clone();
-            if current.is_none() || !strix_catalog::follows_registry(&model.reference) {
-                continue;
-            }
             let install = installer(Arc::downgrade(self), index, engine.clone());
             let (state, name) = (Arc::downgrade(self), model.name.clone());
             let report = Box::new(move |event: &FollowEvent| report(&state, &name, event));
-            let follower =
+            let spawned =
                 Follower::spawn(catalog.clone(), &model.reference, current.as_ref(), interval, install, report)?;
-            let _ = model.follower.set(follower);
-            following += 1;
+            if let Some(follower) = spawned {
+                let _ = model.follower.set(follower);
+                following += 1;
+            }
         }
         Ok(following)
     }
@@ -42,12 +41,7 @@ fn installer(state: Weak<ServeState>, index: usize, engine: Engine) -> strix_cat
     Box::new(move |resolved| {
         let state = state.upgrade().ok_or("the server has stopped")?;
         let model = &state.models[index];
-        let task = model.pipeline().task();
-        if resolved.spec.task != task {
-            return Err(format!("it is a {} model; {} serves {task}", resolved.spec.task, model.name));
-        }
-        let pipeline = engine.load_checked(resolved).map_err(|e| strix_catalog::error_chain(&e))?;
-        model.swap(pipeline);
+        model.swap(engine.load_replacement(resolved, model.pipeline().task())?);
         Ok(())
     })
 }

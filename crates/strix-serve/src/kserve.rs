@@ -20,7 +20,7 @@ use serde_json::{Map, Value, json};
 use strix_core::{DType, Dim, Tensor, TensorData, TensorInfo};
 use tokio::sync::oneshot;
 
-use crate::app::{Loaded, ServedModel, checked_body, queue_and_wait};
+use crate::app::{Loaded, ServedModel, checked_body, queue_and_wait, queue_full};
 use crate::batcher::Job;
 use crate::{ApiError, ServeState};
 
@@ -44,11 +44,19 @@ pub(crate) fn routes() -> Router<Arc<ServeState>> {
     Router::new()
         .route("/v2", get(server))
         .route("/v2/models/{name}", get(metadata))
-        .route("/v2/models/{name}/versions/{version}", get(metadata_version))
+        .route("/v2/models/{name}/versions/{version}", get(metadata))
         .route("/v2/models/{name}/ready", get(ready))
-        .route("/v2/models/{name}/versions/{version}/ready", get(ready_version))
+        .route("/v2/models/{name}/versions/{version}/ready", get(ready))
         .route("/v2/models/{name}/infer", post(infer))
-        .route("/v2/models/{name}/versions/{version}/infer", post(infer_version))
+        .route("/v2/models/{name}/versions/{version}/infer", post(infer))
+}
+
+/// A route's model, and its version when the path names one.
+#[derive(Deserialize)]
+struct Target {
+    name: String,
+    #[serde(default)]
+    version: Option<String>,
 }
 
 /// A v2 error: `{"error": "..."}` with its status.
@@ -115,16 +123,8 @@ async fn server() -> axum::Json<Value> {
     axum::Json(json!({"name": "strix", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data"]}))
 }
 
-async fn metadata(state: State<Arc<ServeState>>, Path(name): Path<String>) -> Response {
-    metadata_of(&state, &name, None)
-}
-
-async fn metadata_version(state: State<Arc<ServeState>>, Path((name, v)): Path<(String, String)>) -> Response {
-    metadata_of(&state, &name, Some(&v))
-}
-
-fn metadata_of(state: &ServeState, name: &str, version: Option<&str>) -> Response {
-    match find(state, name, version) {
+async fn metadata(State(state): State<Arc<ServeState>>, Path(t): Path<Target>) -> Response {
+    match find(&state, &t.name, t.version.as_deref()) {
         Ok((model, loaded)) => {
             let session = loaded.pipeline.session();
             axum::Json(json!({
@@ -140,18 +140,11 @@ fn metadata_of(state: &ServeState, name: &str, version: Option<&str>) -> Respons
     }
 }
 
-async fn ready(state: State<Arc<ServeState>>, Path(name): Path<String>) -> Response {
-    ready_of(&state, &name, None)
-}
-
-async fn ready_version(state: State<Arc<ServeState>>, Path((name, v)): Path<(String, String)>) -> Response {
-    ready_of(&state, &name, Some(&v))
-}
-
-fn ready_of(state: &ServeState, name: &str, version: Option<&str>) -> Response {
-    match find(state, name, version) {
-        Ok((model, loaded)) => {
-            let ready = state.is_ready() && loaded.batcher.alive() > 0;
+async fn ready(State(state): State<Arc<ServeState>>, Path(t): Path<Target>) -> Response {
+    match find(&state, &t.name, t.version.as_deref()) {
+        Ok((model, _)) => {
+            // Ready covers every model's live workers, this one's included.
+            let ready = state.is_ready();
             let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
             (status, axum::Json(json!({"name": model.name, "ready": ready}))).into_response()
         }
@@ -189,43 +182,24 @@ struct RequestOutput {
 }
 
 async fn infer(
-    state: State<Arc<ServeState>>,
-    Path(name): Path<String>,
+    State(state): State<Arc<ServeState>>,
+    Path(t): Path<Target>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    infer_of(&state, &name, None, &headers, body).await
-}
-
-async fn infer_version(
-    state: State<Arc<ServeState>>,
-    Path((name, v)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    infer_of(&state, &name, Some(&v), &headers, body).await
-}
-
-async fn infer_of(
-    state: &ServeState,
-    name: &str,
-    version: Option<&str>,
-    headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
+    let name = t.name.as_str();
     let result = async {
-        let (model, loaded) = find(state, name, version)?;
-        let body = checked_body(state, body)?;
-        let (request, binary) = split_body(headers, &body)?;
+        let (model, loaded) = find(&state, name, t.version.as_deref())?;
+        let body = checked_body(&state, body)?;
+        let (request, binary) = split_body(&headers, &body)?;
         let inputs = read_inputs(&request, binary, loaded.pipeline.session().inputs())?;
         let wanted = wanted_outputs(&request, loaded.pipeline.session().outputs())?;
         if model.depth() >= model.batching.queue {
-            let e = format!("{name}: queue full ({} waiting); retry shortly", model.batching.queue);
-            return Err(V2Error(StatusCode::SERVICE_UNAVAILABLE, e));
+            return Err(queue_full(model).into());
         }
         let (reply, answer) = oneshot::channel();
-        let outputs = queue_and_wait(state, model, &loaded, Job::Raw { inputs, reply }, answer).await?;
+        let outputs = queue_and_wait(&state, model, &loaded, Job::Raw { inputs, reply }, answer).await?;
         let infos = loaded.pipeline.session().outputs();
         let label = loaded.version_label(&model.name);
         let head =

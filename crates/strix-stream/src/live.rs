@@ -51,16 +51,9 @@ pub fn follow(
     interval: Duration,
 ) -> std::io::Result<Option<Follower>> {
     let current = live.current().model().version.clone();
-    if current.is_none() || !strix_catalog::follows_registry(reference) {
-        return Ok(None);
-    }
     let (target, engine) = (live.clone(), engine.clone());
     let install: strix_catalog::Install = Box::new(move |resolved| {
-        let task = target.current().task();
-        if resolved.spec.task != task {
-            return Err(format!("it is a {} model; this stream runs {task}", resolved.spec.task));
-        }
-        target.swap(engine.load_checked(resolved).map_err(|e| strix_catalog::error_chain(&e))?);
+        target.swap(engine.load_replacement(resolved, target.current().task())?);
         Ok(())
     });
     let report = Box::new(|event: &FollowEvent| match event {
@@ -71,5 +64,5 @@ pub fn follow(
         }
         FollowEvent::Failed { reason } => tracing::warn!("cannot check the registry: {reason}"),
     });
-    Follower::spawn(catalog.clone(), reference, current.as_ref(), interval, install, report).map(Some)
+    Follower::spawn(catalog.clone(), reference, current.as_ref(), interval, install, report)
 }

@@ -452,13 +452,20 @@ fn infer_loop(
 ) -> Result<(), StreamError> {
     // Workers start at different sources so each gets served.
     let mut last = (outputs.len() + worker).saturating_sub(1) % outputs.len().max(1);
+    // The version answering and its label, worked out once per version rather than per batch.
+    let mut answering: Option<(Arc<Pipeline>, Option<Arc<str>>)> = None;
     loop {
         // The version current when the batch starts answers all of it.
         let pipeline = live.current();
-        let version: Option<Arc<str>> = crate::live::version_of(&pipeline).map(Arc::from);
-        if board.version().as_deref() != version.as_deref() {
-            board.set_version(version.as_deref().map(str::to_string));
-        }
+        let version = match &answering {
+            Some((p, v)) if Arc::ptr_eq(p, &pipeline) => v.clone(),
+            _ => {
+                let v: Option<Arc<str>> = crate::live::version_of(&pipeline).map(Arc::from);
+                board.set_version(v.as_deref().map(str::to_string));
+                answering = Some((pipeline.clone(), v.clone()));
+                v
+            }
+        };
         let Some(mut items) = queues.take(pipeline.batch_size(max_batch), last) else { break };
         last = items.last().map_or(last, |(lane, _, _)| *lane);
         *batch_sizes.lock().unwrap_or_else(|e| e.into_inner()).entry(items.len()).or_default() += 1;

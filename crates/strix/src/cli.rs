@@ -178,8 +178,8 @@ pub struct ServeArgs {
     pub api_key_file: Option<PathBuf>,
     /// How often models named by registry alias (NAME@ALIAS, or a bare registry NAME) check
     /// whether it moved, in seconds; a new version is loaded, tested and swapped in. 0: never
-    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
-    pub follow_interval: f64,
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
+    pub follow_interval: std::time::Duration,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
@@ -260,8 +260,8 @@ pub struct StreamArgs {
     /// How often a model named by registry alias (NAME@ALIAS, or a bare registry NAME)
     /// checks whether it moved, in seconds; new frames go to the new version once it loads and
     /// answers a test image. 0: never
-    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
-    pub follow_interval: f64,
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
+    pub follow_interval: std::time::Duration,
     /// Stop each source after this many answered frames
     #[arg(long, value_name = "N")]
     pub max_frames: Option<u64>,
@@ -700,6 +700,14 @@ pub struct RuntimeArgs {
     pub ort_lib: Option<PathBuf>,
 }
 
+/// A number of seconds, 0 or more (fractions allowed).
+fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .and_then(|v| std::time::Duration::try_from_secs_f64(v).ok())
+        .ok_or_else(|| "must be a number of seconds >= 0".to_string())
+}
+
 fn parse_backend(s: &str) -> Result<Backend, String> {
     s.parse::<Backend>().map_err(|e| e.to_string())
 }
@@ -907,6 +915,15 @@ mod tests {
             toml::Value::String(name.to_string())
                 .try_into::<T>()
                 .unwrap_or_else(|e| panic!("{name} is not a {}: {e}", std::any::type_name::<T>()));
+        }
+    }
+
+    #[test]
+    fn follow_intervals_are_seconds_zero_or_more() {
+        assert_eq!(super::parse_seconds("2.5"), Ok(std::time::Duration::from_millis(2500)));
+        assert_eq!(super::parse_seconds("0"), Ok(std::time::Duration::ZERO));
+        for bad in ["-1", "NaN", "inf", "ten"] {
+            assert!(super::parse_seconds(bad).is_err(), "{bad}");
         }
     }
 

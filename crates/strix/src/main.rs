@@ -114,6 +114,5 @@ fn load_pipeline(global: &Global, model: strix_zoo::ResolvedModel, args: &Runtim
 }
 
 fn open_runtime(global: &Global, args: &RuntimeArgs) -> Result<Box<dyn Runtime>> {
-    let engine = engine(global, args);
-    Ok(strix_runtime::open(engine.backend, &engine.options)?)
+    Ok(engine(global, args).runtime()?)
 }

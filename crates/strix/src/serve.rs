@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use strix_serve::{ModelConfig, ServeConfig, ServeState, ServedModel};
@@ -65,11 +65,8 @@ pub fn run(global: &Global, args: &ServeArgs) -> Result<ExitCode> {
     }
     let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
     let state = Arc::new(ServeState::new(models, cfg.limits).with_api_keys(&keys));
-    if !(args.follow_interval >= 0.0 && args.follow_interval.is_finite()) {
-        bail!("--follow-interval must be a number of seconds >= 0");
-    }
-    if args.follow_interval > 0.0 {
-        let interval = Duration::from_secs_f64(args.follow_interval);
+    if !args.follow_interval.is_zero() {
+        let interval = args.follow_interval;
         let engine = crate::engine(global, &args.runtime);
         let following = state.follow(global.catalog(), &engine, interval).context("cannot start following")?;
         if following > 0 {

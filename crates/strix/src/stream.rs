@@ -82,15 +82,11 @@ pub fn run(global: &Global, args: &StreamArgs) -> Result<ExitCode> {
     let model =
         crate::registry::resolve_for_task(global, args.model.as_deref(), args.task, strix_core::Task::Detect, &bars)?;
     let live = Arc::new(strix_stream::LiveModel::new(Arc::new(crate::load_pipeline(global, model, &args.runtime)?)));
-    if !(args.follow_interval >= 0.0 && args.follow_interval.is_finite()) {
-        bail!("--follow-interval must be a number of seconds >= 0");
-    }
     // Kept until the run ends: dropping it stops the polling.
-    let _follower = match (&args.model, args.follow_interval > 0.0) {
-        (Some(reference), true) => {
+    let _follower = match (&args.model, args.follow_interval.is_zero()) {
+        (Some(reference), false) => {
             let engine = crate::engine(global, &args.runtime);
-            let interval = Duration::from_secs_f64(args.follow_interval);
-            strix_stream::follow(&live, global.catalog(), &engine, reference, interval)
+            strix_stream::follow(&live, global.catalog(), &engine, reference, args.follow_interval)
                 .context("cannot start following the registry")?
         }
         _ => None,
