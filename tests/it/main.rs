@@ -12,6 +12,7 @@ mod byo;
 mod classify;
 mod cli;
 mod detect_data;
+mod detect_train;
 mod docs;
 mod download;
 mod eval;

@@ -24,10 +24,15 @@ pub struct DetImage {
     pub boxes: Vec<DetBox>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct DetectionSet {
     pub classes: Vec<String>,
     pub images: Vec<DetImage>,
+    /// What was wrong and how it was handled (`file[:line]: what, what was done`): images that
+    /// are missing or do not decode (left out), boxes clipped to the image or dropped.
+    pub problems: Vec<String>,
+    /// The annotation files read (COCO JSON, `data.yaml`, YOLO label files), for lineage.
+    pub sources: Vec<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -88,7 +93,12 @@ pub fn read_coco(json: &Path, image_dir: &Path) -> Result<DetectionSet, DataErro
         }
         images[i].boxes.push(DetBox { class: c, bbox: a.bbox, iscrowd: a.iscrowd != 0 });
     }
-    Ok(DetectionSet { classes: coco.categories.into_iter().map(|c| c.name).collect(), images })
+    Ok(DetectionSet {
+        classes: coco.categories.into_iter().map(|c| c.name).collect(),
+        images,
+        problems: Vec::new(),
+        sources: vec![json.to_path_buf()],
+    })
 }
 
 /// A YOLO dataset: `dir/images/*` with `dir/labels/<stem>.txt` holding `class cx cy w h` rows
@@ -106,54 +116,215 @@ pub fn read_yolo(dir: &Path) -> Result<DetectionSet, DataError> {
         .filter(|l| !l.is_empty())
         .map(String::from)
         .collect();
-    let img_dir = dir.join("images");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&img_dir)
-        .map_err(DataError::io(&img_dir))?
+    read_yolo_images(&dir.join("images"), &dir.join("labels"), classes)
+}
+
+/// The images of `img_dir` (sorted by name) with the labels of `label_dir/<stem>.txt`. Images
+/// that do not decode are left out and listed in `problems`; a malformed label line, or a class
+/// id outside `classes`, is an error naming the file and line.
+pub fn read_yolo_images(img_dir: &Path, label_dir: &Path, classes: Vec<String>) -> Result<DetectionSet, DataError> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(img_dir)
+        .map_err(DataError::io(img_dir))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file())
+        .filter(|p| p.is_file() && strix_vision::is_image_path(p))
         .collect();
     files.sort();
-    let mut images = Vec::with_capacity(files.len());
+    let mut set = DetectionSet { classes, ..DetectionSet::default() };
     for path in files {
-        let (width, height) =
-            image::image_dimensions(&path).map_err(|e| DataError::format(&path, format!("unreadable image: {e}")))?;
+        let (width, height) = match image::image_dimensions(&path) {
+            Ok(d) => d,
+            Err(e) => {
+                set.problems.push(format!("{}: unreadable image ({e}); left out", path.display()));
+                continue;
+            }
+        };
         let stem = path.file_stem().unwrap_or_default();
-        let label = dir.join("labels").join(stem).with_extension("txt");
-        let mut boxes = Vec::new();
-        if label.is_file() {
-            let text = std::fs::read_to_string(&label).map_err(DataError::io(&label))?;
-            for (n, line) in text.lines().enumerate() {
-                let bad = |reason: String| DataError::Line { path: label.clone(), line: n + 1, reason };
-                let f: Vec<&str> = line.split_whitespace().collect();
-                if f.is_empty() {
-                    continue;
-                }
-                if f.len() != 5 {
-                    return Err(bad(format!("expected `class cx cy w h`, found {} fields", f.len())));
-                }
-                let class: usize = f[0].parse().map_err(|_| bad(format!("class '{}' is not an integer", f[0])))?;
-                if class >= classes.len() {
-                    return Err(bad(format!(
-                        "class {class} is outside the {} classes in {}",
-                        classes.len(),
-                        names.display()
-                    )));
-                }
-                let mut v = [0f32; 4];
-                for k in 0..4 {
-                    v[k] = f[k + 1].parse().map_err(|_| bad(format!("'{}' is not a number", f[k + 1])))?;
-                    if !(0.0..=1.0).contains(&v[k]) {
-                        return Err(bad(format!("{} is outside 0..1 (YOLO coordinates are normalised)", v[k])));
-                    }
-                }
-                let (w, h) = (v[2] * width as f32, v[3] * height as f32);
-                let bbox = [v[0] * width as f32 - w / 2.0, v[1] * height as f32 - h / 2.0, w, h];
-                boxes.push(DetBox { class, bbox, iscrowd: false });
+        let label = label_dir.join(stem).with_extension("txt");
+        let boxes = if label.is_file() {
+            let boxes = read_yolo_label(&label, width, height, set.classes.len())?;
+            set.sources.push(label);
+            boxes
+        } else {
+            Vec::new()
+        };
+        set.images.push(DetImage { path, width, height, boxes });
+    }
+    Ok(set)
+}
+
+/// One YOLO label file's rows as boxes in pixels.
+fn read_yolo_label(label: &Path, width: u32, height: u32, classes: usize) -> Result<Vec<DetBox>, DataError> {
+    let text = std::fs::read_to_string(label).map_err(DataError::io(label))?;
+    let mut boxes = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let bad = |reason: String| DataError::Line { path: label.into(), line: n + 1, reason };
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.is_empty() {
+            continue;
+        }
+        if f.len() != 5 {
+            return Err(bad(format!("expected `class cx cy w h`, found {} fields", f.len())));
+        }
+        let class: usize = f[0].parse().map_err(|_| bad(format!("class '{}' is not an integer", f[0])))?;
+        if class >= classes {
+            return Err(bad(format!("class {class} is outside the {classes} classes of the dataset")));
+        }
+        let mut v = [0f32; 4];
+        for k in 0..4 {
+            v[k] = f[k + 1].parse().map_err(|_| bad(format!("'{}' is not a number", f[k + 1])))?;
+            if !(0.0..=1.0).contains(&v[k]) {
+                return Err(bad(format!("{} is outside 0..1 (YOLO coordinates are normalised)", v[k])));
             }
         }
-        images.push(DetImage { path, width, height, boxes });
+        let (w, h) = (v[2] * width as f32, v[3] * height as f32);
+        let bbox = [v[0] * width as f32 - w / 2.0, v[1] * height as f32 - h / 2.0, w, h];
+        boxes.push(DetBox { class, bbox, iscrowd: false });
     }
-    Ok(DetectionSet { classes, images })
+    Ok(boxes)
+}
+
+/// Ultralytics' `data.yaml`: where the splits are and the class names.
+#[derive(Deserialize)]
+struct DataYaml {
+    #[serde(default)]
+    path: Option<PathBuf>,
+    train: PathBuf,
+    #[serde(default)]
+    val: Option<PathBuf>,
+    #[serde(default)]
+    nc: Option<usize>,
+    names: Names,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Names {
+    List(Vec<String>),
+    Map(std::collections::BTreeMap<usize, String>),
+}
+
+/// The train and (when named) validation parts of an Ultralytics dataset: `data.yaml` with
+/// `path`, `train`, `val` (image folders) and `names`; labels of `.../images/<x>/a.jpg` in
+/// `.../labels/<x>/a.txt`.
+pub fn read_data_yaml(yaml: &Path) -> Result<(DetectionSet, Option<DetectionSet>), DataError> {
+    let text = std::fs::read_to_string(yaml).map_err(DataError::io(yaml))?;
+    let doc: DataYaml = serde_yaml_ng::from_str(&text).map_err(|e| DataError::Line {
+        path: yaml.into(),
+        line: e.location().map_or(0, |l| l.line()),
+        reason: e.to_string(),
+    })?;
+    let classes = match doc.names {
+        Names::List(v) => v,
+        Names::Map(m) => {
+            if m.keys().copied().ne(0..m.len()) {
+                return Err(DataError::format(yaml, "`names` must number the classes 0, 1, 2, ... without gaps"));
+            }
+            m.into_values().collect()
+        }
+    };
+    if let Some(nc) = doc.nc
+        && nc != classes.len()
+    {
+        return Err(DataError::format(yaml, format!("nc is {nc} but `names` lists {} classes", classes.len())));
+    }
+    let base = yaml.parent().unwrap_or(Path::new("."));
+    let root = doc.path.map_or_else(|| base.to_path_buf(), |p| base.join(p));
+    let part = |images: &Path| -> Result<DetectionSet, DataError> {
+        let img_dir = root.join(images);
+        read_yolo_images(&img_dir, &labels_for(&img_dir), classes.clone())
+    };
+    let mut train = part(&doc.train)?;
+    train.sources.push(yaml.to_path_buf());
+    let val = doc.val.as_deref().map(part).transpose()?;
+    Ok((train, val))
+}
+
+/// Ultralytics' rule: the last `images` component of the path becomes `labels`.
+fn labels_for(img_dir: &Path) -> PathBuf {
+    let parts: Vec<_> = img_dir.components().collect();
+    match parts.iter().rposition(|c| c.as_os_str() == "images") {
+        Some(i) => {
+            parts.iter().enumerate().map(|(j, c)| if j == i { "labels".as_ref() } else { c.as_os_str() }).collect()
+        }
+        None => img_dir.join("labels"),
+    }
+}
+
+/// A detection dataset folder in any layout Strix reads, as `(train, validation if it has one)`:
+/// COCO's own (`annotations/instances_{train,val}.json`, `images/{train,val}/`), Ultralytics'
+/// (`data.yaml`), or a flat YOLO folder (`images/`, `labels/`, `classes.txt`).
+pub fn open_detection(dir: &Path) -> Result<(DetectionSet, Option<DetectionSet>), DataError> {
+    let coco = dir.join("annotations").join("instances_train.json");
+    let (train, val) = if coco.is_file() {
+        let train = read_coco(&coco, &dir.join("images").join("train"))?;
+        let val_json = dir.join("annotations").join("instances_val.json");
+        let val = val_json.is_file().then(|| read_coco(&val_json, &dir.join("images").join("val"))).transpose()?;
+        if let Some(v) = &val
+            && v.classes != train.classes
+        {
+            return Err(DataError::format(
+                &val_json,
+                format!("its categories {:?} differ from training's {:?}", v.classes, train.classes),
+            ));
+        }
+        (train, val)
+    } else if dir.join("data.yaml").is_file() {
+        read_data_yaml(&dir.join("data.yaml"))?
+    } else if dir.join("labels").is_dir() {
+        (read_yolo(dir)?, None)
+    } else {
+        return Err(DataError::format(
+            dir,
+            "not a detection dataset: expected COCO (annotations/instances_train.json + images/train/), \
+             YOLO (data.yaml + images/ + labels/) or images/ + labels/ + classes.txt",
+        ));
+    };
+    Ok((sanitize(train), val.map(sanitize)))
+}
+
+/// Boxes clipped to their image, empty ones dropped, images whose file is missing left out;
+/// each change listed in `problems`.
+pub fn sanitize(mut set: DetectionSet) -> DetectionSet {
+    let mut problems = std::mem::take(&mut set.problems);
+    set.images.retain(|im| {
+        let ok = im.path.is_file();
+        if !ok {
+            problems.push(format!("{}: missing image file; left out", im.path.display()));
+        }
+        ok
+    });
+    for im in &mut set.images {
+        let (w, h) = (im.width as f32, im.height as f32);
+        im.boxes.retain_mut(|b| {
+            let [x, y, bw, bh] = b.bbox;
+            let (x1, y1, x2, y2) = (x.clamp(0.0, w), y.clamp(0.0, h), (x + bw).clamp(0.0, w), (y + bh).clamp(0.0, h));
+            if x2 - x1 < 1e-3 || y2 - y1 < 1e-3 {
+                problems.push(format!(
+                    "{}: {} box {:?} has no area inside the image; dropped",
+                    im.path.display(),
+                    set.classes.get(b.class).map_or("?", String::as_str),
+                    b.bbox
+                ));
+                return false;
+            }
+            let clipped = [x1, y1, x2 - x1, y2 - y1];
+            // Rounding in normalised YOLO rows overshoots edges by a few 1e-5 px: clipped
+            // quietly; a real overshoot is reported.
+            if clipped.iter().zip(b.bbox).any(|(c, o)| (c - o).abs() > 0.01) {
+                problems.push(format!(
+                    "{}: box {:?} reaches outside the {}x{} image; clipped",
+                    im.path.display(),
+                    b.bbox,
+                    im.width,
+                    im.height
+                ));
+            }
+            b.bbox = clipped;
+            true
+        });
+    }
+    set.problems = problems;
+    set
 }
 
 /// Write a file whole or not at all (written aside, then renamed).
@@ -223,7 +394,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let images = d.path().join("images");
         std::fs::create_dir_all(&images).unwrap();
-        let mut set = DetectionSet { classes: vec!["can".into(), "bottle".into()], images: Vec::new() };
+        let mut set = DetectionSet { classes: vec!["can".into(), "bottle".into()], ..DetectionSet::default() };
         for (name, w, h, boxes) in [
             ("a.png", 200, 100, vec![(1, [80.0, 30.0, 40.0, 40.0]), (0, [0.0, 0.0, 12.5, 7.25])]),
             ("b.png", 64, 48, vec![]),
@@ -286,5 +457,38 @@ mod tests {
         assert!(read_coco(&j, d.path()).unwrap_err().to_string().contains("annotation 1: unknown image_id 8"));
         std::fs::write(&j, "{\"images\": [\n oops").unwrap();
         assert!(read_coco(&j, d.path()).unwrap_err().to_string().contains("instances.json:2:"));
+    }
+
+    #[test]
+    fn ultralytics_layout_reads_with_clipping_and_problems_listed() {
+        let d = tempfile::tempdir().unwrap();
+        for part in ["train", "val"] {
+            std::fs::create_dir_all(d.path().join("images").join(part)).unwrap();
+            std::fs::create_dir_all(d.path().join("labels").join(part)).unwrap();
+        }
+        image::RgbImage::new(100, 50).save(d.path().join("images/train/a.png")).unwrap();
+        image::RgbImage::new(100, 50).save(d.path().join("images/train/negative.png")).unwrap();
+        std::fs::write(d.path().join("images/train/broken.png"), b"not a png").unwrap();
+        image::RgbImage::new(40, 40).save(d.path().join("images/val/v.png")).unwrap();
+        // A box reaching past the right edge (clipped) and one of zero width (dropped).
+        std::fs::write(d.path().join("labels/train/a.txt"), "1 0.95 0.5 0.2 0.4\n0 0.5 0.5 0 0.4\n").unwrap();
+        std::fs::write(d.path().join("labels/val/v.txt"), "0 0.5 0.5 0.5 0.5\n").unwrap();
+        let yaml = "path: .\ntrain: images/train\nval: images/val\nnames:\n  0: can\n  1: bottle\n";
+        std::fs::write(d.path().join("data.yaml"), yaml).unwrap();
+        let (train, val) = open_detection(d.path()).unwrap();
+        assert_eq!(train.classes, vec!["can", "bottle"]);
+        assert_eq!(train.images.len(), 2, "the broken image is left out");
+        assert_eq!(train.images[0].boxes.len(), 1);
+        let b = train.images[0].boxes[0].bbox;
+        assert!((b[0] - 85.0).abs() < 1e-3 && (b[2] - 15.0).abs() < 1e-3, "{b:?}");
+        assert!(train.images[1].boxes.is_empty(), "an image without labels is a negative");
+        let problems = train.problems.join("\n");
+        for want in ["broken.png: unreadable image", "clipped", "no area inside the image; dropped"] {
+            assert!(problems.contains(want), "{want} in {problems}");
+        }
+        assert_eq!(val.unwrap().images[0].boxes[0].bbox, [10.0, 10.0, 20.0, 20.0]);
+        std::fs::write(d.path().join("data.yaml"), "train: images/train\nnames: [a\n").unwrap();
+        let e = open_detection(d.path()).unwrap_err().to_string();
+        assert!(e.contains("data.yaml:"), "{e}");
     }
 }

@@ -48,10 +48,34 @@ pub struct LoadPlan {
 }
 
 /// An iterator over batches, fed by a background thread.
-pub struct Loader {
-    rx: crossbeam_channel::Receiver<Batch>,
+pub struct Loader<T = Batch> {
+    rx: crossbeam_channel::Receiver<T>,
     worker: Option<JoinHandle<()>>,
     pub batches: usize,
+}
+
+impl<T: Send + 'static> Loader<T> {
+    /// Batches `first..batches`, each made by `make(b)` on a background thread at most
+    /// `prefetch` ahead of the consumer.
+    pub fn spawn(
+        first: usize,
+        batches: usize,
+        prefetch: usize,
+        make: impl Fn(usize) -> T + Send + 'static,
+    ) -> Loader<T> {
+        let (tx, rx) = crossbeam_channel::bounded(prefetch.max(1));
+        let worker = std::thread::Builder::new()
+            .name("strix-loader".into())
+            .spawn(move || {
+                for b in first..batches {
+                    if tx.send(make(b)).is_err() {
+                        return; // the consumer stopped early
+                    }
+                }
+            })
+            .ok();
+        Loader { rx, worker, batches }
+    }
 }
 
 impl LoadPlan {
@@ -97,31 +121,20 @@ impl LoadPlan {
 
     /// Start loading from batch `first` (to resume inside an epoch).
     pub fn start(self, first: usize) -> Loader {
-        let (tx, rx) = crossbeam_channel::bounded(self.prefetch.max(1));
-        let batches = self.batches();
-        let worker = std::thread::Builder::new()
-            .name("strix-loader".into())
-            .spawn(move || {
-                for b in first..self.batches() {
-                    if tx.send(self.make(b)).is_err() {
-                        return; // the consumer stopped early
-                    }
-                }
-            })
-            .ok();
-        Loader { rx, worker, batches }
+        let (batches, prefetch) = (self.batches(), self.prefetch);
+        Loader::spawn(first, batches, prefetch, move |b| self.make(b))
     }
 }
 
-impl Iterator for Loader {
-    type Item = Batch;
+impl<T> Iterator for Loader<T> {
+    type Item = T;
 
-    fn next(&mut self) -> Option<Batch> {
+    fn next(&mut self) -> Option<T> {
         self.rx.recv().ok()
     }
 }
 
-impl Drop for Loader {
+impl<T> Drop for Loader<T> {
     fn drop(&mut self) {
         // Unblock the worker (its send fails once the receiver is gone), then wait for it.
         let (_, dead) = crossbeam_channel::bounded(0);

@@ -41,6 +41,46 @@ pub fn dataset_manifest(parts: &[(&str, &ImageSet)]) -> Result<DatasetManifest, 
             entries.push((format!("{role}/{}", rel.join("/")), file));
         }
     }
+    hash_entries(entries, roots)
+}
+
+/// The manifest of a detection dataset's parts: every image, and the annotation files (COCO
+/// JSON or YOLO label files) that describe them.
+pub fn detection_manifest(parts: &[(&str, &crate::detection::DetectionSet)]) -> Result<DatasetManifest, DataError> {
+    let mut entries: Vec<(String, PathBuf)> = Vec::new();
+    let mut roots = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (role, set) in parts {
+        let base = common_dir(set.images.iter().map(|i| i.path.as_path()));
+        roots.push((role.to_string(), base.display().to_string()));
+        let files = set.images.iter().map(|i| i.path.clone()).chain(set.sources.iter().cloned());
+        for file in files.filter(|f| seen.insert(f.clone())) {
+            let rel = file.strip_prefix(&base).unwrap_or(&file);
+            let rel: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+            entries.push((format!("{role}/{}", rel.join("/")), file));
+        }
+    }
+    hash_entries(entries, roots)
+}
+
+/// The deepest folder holding every path (for names relative to it).
+fn common_dir<'a>(paths: impl Iterator<Item = &'a Path>) -> PathBuf {
+    let mut common: Option<PathBuf> = None;
+    for p in paths {
+        let dir = p.parent().unwrap_or(Path::new(""));
+        common = Some(match common {
+            None => dir.to_path_buf(),
+            Some(c) => c.components().zip(dir.components()).take_while(|(a, b)| a == b).map(|(a, _)| a).collect(),
+        });
+    }
+    common.unwrap_or_default()
+}
+
+/// Hash every entry (in parallel) into the sorted manifest and its digest.
+fn hash_entries(
+    mut entries: Vec<(String, PathBuf)>,
+    roots: Vec<(String, String)>,
+) -> Result<DatasetManifest, DataError> {
     entries.sort();
     let hashed: Vec<(String, u64)> = entries
         .par_iter()

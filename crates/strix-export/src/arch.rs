@@ -3,6 +3,8 @@
 
 use burn::nn::{BatchNorm, Linear};
 use burn::prelude::*;
+use strix_train::detect::eval::output_names;
+use strix_train::detect::model::{ConvBn, Detector, DetectorShape, STRIDES, TAPS, WIDTH};
 use strix_train::layers::{Conv, Padding, tf_same};
 use strix_train::models::efficientnet::EfficientNetLite;
 use strix_train::models::resnet::{Block, ResNet};
@@ -160,11 +162,19 @@ impl Writer {
         self.global_avg_pool(&x)
     }
 
-    fn efficientnet(&mut self, x: Value, m: &EfficientNetLite) -> String {
+    /// The stem and blocks `0..blocks`; the outputs of the blocks in `taps`.
+    fn efficientnet_blocks(
+        &mut self,
+        x: Value,
+        m: &EfficientNetLite,
+        blocks: usize,
+        taps: &[usize],
+    ) -> (Value, Vec<Value>) {
         let x = self.conv(&x, &m.stem, "_conv_stem");
         let x = self.bn(&x, &m.bn0, "_bn0");
         let mut x = self.relu6(&x);
-        for (i, b) in m.blocks.iter().enumerate() {
+        let mut tapped = Vec::new();
+        for (i, b) in m.blocks.iter().enumerate().take(blocks) {
             let path = format!("_blocks.{i}");
             let mut y = x.clone();
             if let (Some(c), Some(bn)) = (&b.expand, &b.bn0) {
@@ -178,12 +188,93 @@ impl Writer {
             let p = self.conv(&d, &b.project, &format!("{path}._project_conv"));
             let p = self.bn(&p, &b.bn2, &format!("{path}._bn2"));
             x = if b.residual { self.add(&p, &x) } else { p };
+            if taps.contains(&i) {
+                tapped.push(x.clone());
+            }
         }
+        (x, tapped)
+    }
+
+    fn efficientnet(&mut self, x: Value, m: &EfficientNetLite) -> String {
+        let (x, _) = self.efficientnet_blocks(x, m, m.blocks.len(), &[]);
         let x = self.conv(&x, &m.head, "_conv_head");
         let x = self.bn(&x, &m.bn1, "_bn1");
         let x = self.relu6(&x);
         self.global_avg_pool(&x)
     }
+
+    /// Nearest 2x upsampling as burn's `upsample2` does it: reshape, broadcast, reshape.
+    fn upsample2(&mut self, x: &Value, channels: usize) -> Value {
+        let [h, w] = x.hw;
+        let s1 = self.g.int64s(&format!("up.{h}x{w}.shape1"), &[-1, 1, w as i64, 1]);
+        let e = self.g.int64s("up.expand", &[1, 2, 1, 2]);
+        let s2 = self.g.int64s(&format!("up.{h}x{w}.shape2"), &[-1, channels as i64, 2 * h as i64, 2 * w as i64]);
+        let r = self.g.node("Reshape", &[&x.name, &s1], vec![]);
+        let r = self.g.node("Expand", &[&r, &e], vec![]);
+        Value { name: self.g.node("Reshape", &[&r, &s2], vec![]), hw: [2 * h, 2 * w] }
+    }
+
+    fn downsample2(&mut self, x: &Value) -> Value {
+        let attrs = vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])];
+        Value { name: self.g.node("AveragePool", &[&x.name], attrs), hw: [x.hw[0] / 2, x.hw[1] / 2] }
+    }
+
+    fn conv_bn(&mut self, x: &Value, c: &ConvBn, path: &str) -> Value {
+        let y = self.conv(x, &c.conv, &format!("{path}.conv"));
+        let y = self.bn(&y, &c.bn, &format!("{path}.bn"));
+        if c.relu { self.relu6(&y) } else { y }
+    }
+
+    /// A level's `[N, K, h, w]` output as `[N, h * w, classes]` sigmoid scores and
+    /// `[N, h * w, K - classes]` distance logits.
+    fn level_outputs(&mut self, x: &Value, k: usize, classes: usize, level: usize) -> (String, String) {
+        let cells = x.hw[0] * x.hw[1];
+        let shape = self.g.int64s(&format!("level{level}.shape"), &[0, k as i64, cells as i64]);
+        let flat = self.g.node("Reshape", &[&x.name, &shape], vec![]);
+        let t = self.g.node("Transpose", &[&flat], vec![ints("perm", &[0, 2, 1])]);
+        let axes = self.g.int64s("slice.axis2", &[2]);
+        let zero = self.g.int64s("slice.0", &[0]);
+        let c = self.g.int64s(&format!("slice.{classes}"), &[classes as i64]);
+        let end = self.g.int64s(&format!("slice.{k}"), &[k as i64]);
+        let cls = self.g.node("Slice", &[&t, &zero, &c, &axes], vec![]);
+        let scores = self.g.node("Sigmoid", &[&cls], vec![]);
+        let dist = self.g.node("Slice", &[&t, &c, &end, &axes], vec![]);
+        (scores, dist)
+    }
+}
+
+/// The detector as an ONNX model: `[N, 3, h, w]` preprocessed images in, per stride `s` the
+/// outputs the `nanodet` decoder reads (`cls_pred_stride_s` `[N, cells, classes]` after a
+/// sigmoid, `dis_pred_stride_s` `[N, cells, 4 * (reg_max + 1)]`).
+pub fn detector(model: &Detector, shape: &DetectorShape, metadata: &[(String, String)]) -> tract_onnx::pb::ModelProto {
+    let mut w = Writer { g: Graph::default() };
+    let (iw, ih) = shape.input;
+    let x = Value { name: INPUT.into(), hw: [ih, iw] };
+    let (_, taps) = w.efficientnet_blocks(x, &model.backbone, TAPS[2] + 1, &TAPS);
+    let l: Vec<Value> =
+        taps.iter().zip(&model.lateral).enumerate().map(|(i, (t, c))| w.conv(t, c, &format!("lateral.{i}"))).collect();
+    let up5 = w.upsample2(&l[2], WIDTH);
+    let p4 = w.add(&l[1], &up5);
+    let up4 = w.upsample2(&p4, WIDTH);
+    let p3 = w.add(&l[0], &up4);
+    let d3 = w.downsample2(&p3);
+    let n4 = w.add(&p4, &d3);
+    let d4 = w.downsample2(&n4);
+    let n5 = w.add(&l[2], &d4);
+    let mut outputs = Vec::new();
+    for (level, (f, head)) in [p3, n4, n5].iter().zip(&model.head).enumerate() {
+        let mut y = f.clone();
+        for (j, b) in head.blocks.iter().enumerate() {
+            y = w.conv_bn(&y, b, &format!("head.{level}.blocks.{j}"));
+        }
+        let y = w.conv(&y, &head.out, &format!("head.{level}.out"));
+        let (scores, dist) = w.level_outputs(&y, shape.outputs(), shape.classes, level);
+        let (sn, dn) = output_names(STRIDES[level]);
+        let cells = y.hw[0] * y.hw[1];
+        outputs.push((scores, sn, vec![cells, shape.classes]));
+        outputs.push((dist, dn, vec![cells, 4 * shape.bins()]));
+    }
+    w.g.into_model_outputs(INPUT, &[3, ih, iw], &outputs, metadata)
 }
 
 /// Input and output names of every exported classifier.

@@ -58,6 +58,10 @@ pub struct GateReport {
     /// with why: not checked, and said so.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<SkippedEngine>,
+    /// Detectors: every engine's outputs decode to burn's detections (same classes and
+    /// scores, boxes within 0.05 px); top-1 is not compared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detections_equal: Option<bool>,
 }
 
 /// An engine the gate could not run.
@@ -86,17 +90,14 @@ impl fmt::Display for GateReport {
             }
             write!(
                 f,
-                "{} ({}): max |diff| {:.1e} on {} images ({:.2} of the allowed {:.0e} + {:.0e} x |logit|), top-1 agrees on {}/{}",
-                c.backend,
-                c.engine,
-                c.max_abs_diff,
-                self.images,
-                c.max_ratio,
-                self.atol,
-                self.rtol,
-                c.top1_agree,
-                self.images
+                "{} ({}): max |diff| {:.1e} on {} images ({:.2} of the allowed {:.0e} + {:.0e} x |value|), ",
+                c.backend, c.engine, c.max_abs_diff, self.images, c.max_ratio, self.atol, self.rtol,
             )?;
+            match self.detections_equal {
+                Some(true) => f.write_str("the same detections")?,
+                Some(false) => f.write_str("different detections")?,
+                None => write!(f, "top-1 agrees on {}/{}", c.top1_agree, self.images)?,
+            }
         }
         for s in &self.skipped {
             write!(f, "; {} not checked ({})", s.backend, s.reason)?;
@@ -185,8 +186,30 @@ pub fn check(
     engines: &Engines,
     tolerance: Tolerance,
 ) -> Result<GateReport, ExportError> {
+    let classes = (reference.len() / input_shape[0].max(1)).max(1);
+    check_outputs(onnx, images, input_shape, reference, classes, engines, tolerance, &mut |_, _| Ok(()))
+}
+
+/// Looks at one engine's outputs; an error fails the gate.
+pub type Inspect<'a> = dyn FnMut(Backend, &[Tensor]) -> Result<(), ExportError> + 'a;
+
+/// The general gate: `reference` is every output of burn's model, concatenated in the ONNX
+/// outputs' order; each engine's outputs, concatenated the same way, must match it value for
+/// value, and top-1 is compared over rows of `row` values. `inspect` sees each engine's
+/// outputs (a detector's gate decodes them).
+#[allow(clippy::too_many_arguments)]
+pub fn check_outputs(
+    onnx: &Path,
+    images: &[f32],
+    input_shape: [usize; 4],
+    reference: &[f32],
+    row: usize,
+    engines: &Engines,
+    tolerance: Tolerance,
+    inspect: &mut Inspect<'_>,
+) -> Result<GateReport, ExportError> {
     let n = input_shape[0];
-    let classes = (reference.len() / n.max(1)).max(1);
+    let row = row.max(1);
     let (mut checks, mut skipped) = (Vec::new(), Vec::new());
     for &backend in &engines.backends {
         let runtime = match strix_runtime::open(backend, &engines.options) {
@@ -200,24 +223,27 @@ pub fn check(
         let session = runtime.load(onnx)?;
         let x = Tensor::from_f32(input_shape.to_vec(), images.to_vec())?;
         let outputs = session.run(&[x])?;
-        let got = outputs.first().ok_or_else(|| ExportError::Gate(format!("{backend} gave no output")))?;
-        let values = got.to_f32_vec();
+        if outputs.is_empty() {
+            return Err(ExportError::Gate(format!("{backend} gave no output")));
+        }
+        let values: Vec<f32> = outputs.iter().flat_map(Tensor::to_f32_vec).collect();
         if values.len() != reference.len() {
+            let shapes: Vec<&[usize]> = outputs.iter().map(|o| o.shape()).collect();
             return Err(ExportError::Gate(format!(
-                "{backend} gave {} logits ({:?}), burn {} ({n} x {classes})",
+                "{backend} gave {} values ({shapes:?}), burn {} for {n} images",
                 values.len(),
-                got.shape(),
                 reference.len()
             )));
         }
-        let (max_abs_diff, max_ratio, at, top1_agree, top1_flips) = compare(&values, reference, classes, tolerance);
+        inspect(backend, &outputs)?;
+        let (max_abs_diff, max_ratio, at, top1_agree, top1_flips) = compare(&values, reference, row, tolerance);
         checks.push(GateCheck {
             backend,
             engine: runtime.version(),
             max_abs_diff,
             max_ratio,
-            worst_image: at / classes,
-            worst_class: at % classes,
+            worst_image: at / row,
+            worst_class: at % row,
             top1_agree,
             top1_flips,
         });
@@ -226,7 +252,15 @@ pub fn check(
     if checks.is_empty() {
         return Err(ExportError::Gate("no ONNX engine could be opened to check the export".into()));
     }
-    Ok(GateReport { images: n, atol: tolerance.atol, rtol: tolerance.rtol, logit_scale, checks, skipped })
+    Ok(GateReport {
+        images: n,
+        atol: tolerance.atol,
+        rtol: tolerance.rtol,
+        logit_scale,
+        checks,
+        skipped,
+        detections_equal: None,
+    })
 }
 
 #[cfg(test)]

@@ -46,6 +46,20 @@ impl Graph {
         name.to_string()
     }
 
+    /// An int64 constant (shapes, axes) named `name`, created once per name.
+    pub fn int64s(&mut self, name: &str, values: &[i64]) -> String {
+        if !self.initializers.iter().any(|t| t.name == name) {
+            self.initializers.push(TensorProto {
+                name: name.to_string(),
+                dims: vec![values.len() as i64],
+                data_type: DataType::Int64 as i32,
+                raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                ..Default::default()
+            });
+        }
+        name.to_string()
+    }
+
     /// Add `op` reading `inputs`; returns the name of its one output.
     pub fn node(&mut self, op: &str, inputs: &[&str], attributes: Vec<AttributeProto>) -> String {
         self.outputs += 1;
@@ -64,7 +78,7 @@ impl Graph {
     /// The finished model: float input `input` of shape `[N, dims...]`, the node that made
     /// `last` renamed to `output`, `metadata` as the model's metadata properties.
     pub fn into_model(
-        mut self,
+        self,
         input: &str,
         input_dims: &[usize],
         last: &str,
@@ -72,10 +86,26 @@ impl Graph {
         output_dims: &[usize],
         metadata: &[(String, String)],
     ) -> ModelProto {
+        self.into_model_outputs(
+            input,
+            input_dims,
+            &[(last.to_string(), output.to_string(), output_dims.to_vec())],
+            metadata,
+        )
+    }
+
+    /// As [`Graph::into_model`] with several outputs: `(last node output, name, dims after N)`.
+    pub fn into_model_outputs(
+        mut self,
+        input: &str,
+        input_dims: &[usize],
+        outputs: &[(String, String, Vec<usize>)],
+        metadata: &[(String, String)],
+    ) -> ModelProto {
         for node in &mut self.nodes {
             for name in node.output.iter_mut().chain(node.input.iter_mut()) {
-                if name == last {
-                    *name = output.to_string();
+                if let Some((_, out, _)) = outputs.iter().find(|(last, _, _)| last == name) {
+                    *name = out.clone();
                 }
             }
         }
@@ -84,7 +114,7 @@ impl Graph {
             node: self.nodes,
             initializer: self.initializers,
             input: vec![value_info(input, input_dims)],
-            output: vec![value_info(output, output_dims)],
+            output: outputs.iter().map(|(_, name, dims)| value_info(name, dims)).collect(),
             ..Default::default()
         };
         ModelProto {

@@ -15,6 +15,7 @@
 //! ```
 
 pub mod arch;
+mod detect;
 pub mod gate;
 pub mod graph;
 mod spec;
@@ -112,6 +113,9 @@ pub struct Exported {
 /// Export the best model of a finished run to ONNX, with its spec, after the gate passed.
 /// On a gate failure nothing is left in the output folder.
 pub fn export_run(run_dir: &Path, options: &ExportOptions) -> Result<Exported, ExportError> {
+    if strix_train::train::saved_config(run_dir)?.task == strix_zoo::Task::Detect {
+        return detect::export_detector(run_dir, options);
+    }
     let device = Device::flex();
     let (model, saved) = strix_train::train::load_trained(run_dir, &device)?;
     let name = match &options.name {
@@ -126,13 +130,24 @@ pub fn export_run(run_dir: &Path, options: &ExportOptions) -> Result<Exported, E
     let bytes = proto.encode_to_vec();
 
     let dir = options.out_dir.clone().unwrap_or_else(|| run_dir.join(EXPORT_DIR));
-    std::fs::create_dir_all(&dir).map_err(ExportError::io(&dir))?;
+    let (onnx, report) =
+        write_gated(&dir, &bytes, |staging| gate_file(staging, run_dir, &model, &saved.shape, &device, options))?;
+    let spec = model_spec(&name, &saved, &onnx)?;
+    write_files(run_dir, dir, onnx, spec, report)
+}
+
+/// Write `bytes` as the export's ONNX file if `gate` passes on it (it is gated as written,
+/// under a temporary name, and takes its real name only then).
+fn write_gated<R>(
+    dir: &Path,
+    bytes: &[u8],
+    gate: impl FnOnce(&Path) -> Result<R, ExportError>,
+) -> Result<(PathBuf, R), ExportError> {
+    std::fs::create_dir_all(dir).map_err(ExportError::io(dir))?;
     let onnx = dir.join(ONNX_FILE);
-    // Gate the file as written, under a temporary name; it takes its real name only if it passes.
     let staging = dir.join(format!(".{ONNX_FILE}.{}.tmp", std::process::id()));
-    std::fs::write(&staging, &bytes).map_err(ExportError::io(&staging))?;
-    let result = gate_file(&staging, run_dir, &model, &saved.shape, &device, options);
-    let report = match result {
+    std::fs::write(&staging, bytes).map_err(ExportError::io(&staging))?;
+    let report = match gate(&staging) {
         Ok(r) => r,
         Err(e) => {
             let _ = std::fs::remove_file(&staging);
@@ -140,7 +155,17 @@ pub fn export_run(run_dir: &Path, options: &ExportOptions) -> Result<Exported, E
         }
     };
     std::fs::rename(&staging, &onnx).map_err(ExportError::io(&onnx))?;
-    let spec = model_spec(&name, &saved, &onnx)?;
+    Ok((onnx, report))
+}
+
+/// The spec and the gate report beside a gated ONNX file.
+fn write_files(
+    run_dir: &Path,
+    dir: PathBuf,
+    onnx: PathBuf,
+    spec: strix_zoo::ModelSpec,
+    report: GateReport,
+) -> Result<Exported, ExportError> {
     let spec_path = dir.join(SPEC_FILE);
     let text =
         format!("# Exported by strix {} from {}\n{}", env!("CARGO_PKG_VERSION"), run_dir.display(), spec.to_toml());
@@ -164,6 +189,11 @@ pub fn gate_file(
     let (c, s) = (shape.channels, shape.image_size);
     let reference = model.logits(images.clone(), n, c, s, device);
     let report = gate::check(onnx, &images, [n, c, s, s], &reference, &options.engines, options.tolerance)?;
+    passed(report)
+}
+
+/// The report when every engine passed, else the failure naming the worst value.
+fn passed(report: GateReport) -> Result<GateReport, ExportError> {
     match report.failure() {
         None => Ok(report),
         Some(f) => Err(ExportError::GateFailed {

@@ -43,7 +43,7 @@ const MAGIC: &[u8; 8] = b"STRIXCK1";
 
 /// One file: state (JSON), model record, optimizer record. One file, so one rename makes the
 /// three consistent.
-pub fn save(path: &Path, state: &TrainState, model: &[u8], optim: &[u8]) -> Result<(), TrainError> {
+pub fn save<S: Serialize>(path: &Path, state: &S, model: &[u8], optim: &[u8]) -> Result<(), TrainError> {
     let json = serde_json::to_vec(state).map_err(|e| TrainError::Invalid(e.to_string()))?;
     let mut out = Vec::with_capacity(8 + 24 + json.len() + model.len() + optim.len());
     out.extend_from_slice(MAGIC);
@@ -54,7 +54,7 @@ pub fn save(path: &Path, state: &TrainState, model: &[u8], optim: &[u8]) -> Resu
     write_atomic(path, &out)
 }
 
-pub fn load(path: &Path) -> Result<(TrainState, Vec<u8>, Vec<u8>), TrainError> {
+pub fn load<S: serde::de::DeserializeOwned>(path: &Path) -> Result<(S, Vec<u8>, Vec<u8>), TrainError> {
     let bytes = std::fs::read(path).map_err(TrainError::io(path))?;
     let bad = |reason: &str| TrainError::Checkpoint { path: path.into(), reason: reason.into() };
     if bytes.len() < 8 || &bytes[..8] != MAGIC {
@@ -86,11 +86,11 @@ mod tests {
         let p = d.path().join("last.ckpt");
         let st = TrainState { epoch: 2, batch_in_epoch: 5, ..Default::default() };
         save(&p, &st, b"model", b"opt").unwrap();
-        let (s, m, o) = load(&p).unwrap();
+        let (s, m, o) = load::<TrainState>(&p).unwrap();
         assert_eq!((s.epoch, s.batch_in_epoch, &m[..], &o[..]), (2, 5, &b"model"[..], &b"opt"[..]));
         let bytes = std::fs::read(&p).unwrap();
         std::fs::write(&p, &bytes[..bytes.len() - 2]).unwrap();
-        assert!(load(&p).unwrap_err().to_string().contains("truncated"));
+        assert!(load::<TrainState>(&p).unwrap_err().to_string().contains("truncated"));
         assert!(!d.path().join(".last.ckpt.tmp").exists());
     }
 }

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use strix_core::Task;
 use strix_data::Augment;
 
 use crate::{Arch, TrainError};
@@ -114,12 +115,29 @@ fn d_monitor() -> Monitor {
 fn d_device() -> DeviceChoice {
     DeviceChoice::Cpu
 }
+fn d_task() -> Task {
+    Task::Classify
+}
+fn d_reg_max() -> usize {
+    7
+}
+fn d_box_scale() -> [f32; 2] {
+    [0.6, 1.4]
+}
+fn d_translate() -> f32 {
+    0.1
+}
 
 /// Every knob of `strix train`. Each is also a command-line flag of the same name.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
-    /// Training images: a folder of class folders, a `path,label` CSV, or a folder of IDX files.
+    /// `classify` or `detect` (boxes: a COCO or YOLO dataset in `data`).
+    #[serde(default = "d_task")]
+    pub task: Task,
+    /// Training images: a folder of class folders, a `path,label` CSV, or a folder of IDX
+    /// files; for detection a COCO (`annotations/instances_train.json`) or YOLO (`data.yaml`)
+    /// dataset folder.
     pub data: PathBuf,
     /// Validation images; without it, `val_fraction` of `data` is held out (stratified).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -206,6 +224,16 @@ pub struct TrainConfig {
     /// Also checkpoint inside an epoch every this many minutes (epoch ends always are).
     #[serde(default = "d_ckpt")]
     pub checkpoint_minutes: f64,
+    /// Detection: highest distance bin of the box regression (a side reaches `reg_max` strides).
+    #[serde(default = "d_reg_max")]
+    pub reg_max: usize,
+    /// Detection augmentation: the image is scaled by a random factor in this range relative
+    /// to fitting the input (above 1 crops), ...
+    #[serde(default = "d_box_scale")]
+    pub box_scale: [f32; 2],
+    /// ... and shifted by up to this share of the input size.
+    #[serde(default = "d_translate")]
+    pub translate: f32,
     /// The run folder. Default: `runs/<model>-<unix time>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_dir: Option<PathBuf>,
@@ -223,6 +251,23 @@ impl TrainConfig {
     pub fn to_toml(&self) -> Result<String, TrainError> {
         toml::to_string_pretty(self)
             .map_err(|e| TrainError::Serialize { what: "the run's config", source: Box::new(e) })
+    }
+
+    /// Settings whose default differs by task, as a layer under the config file and the
+    /// flags: a detector needs a backbone with strides 8-32, smaller batches of larger images
+    /// and the AdamW settings of NanoDet-Plus.
+    pub fn task_defaults(task: Task) -> toml::Table {
+        let mut t = toml::Table::new();
+        if task == Task::Detect {
+            t.insert("model".into(), Arch::EfficientnetLite0.name().into());
+            t.insert("image_size".into(), toml::Value::Integer(320));
+            t.insert("batch_size".into(), toml::Value::Integer(16));
+            t.insert("epochs".into(), toml::Value::Integer(30));
+            t.insert("weight_decay".into(), toml::Value::Float(0.05));
+            t.insert("warmup_epochs".into(), toml::Value::Float(1.0));
+            t.insert("early_stopping".into(), toml::Value::Integer(10));
+        }
+        t
     }
 
     pub fn mode(&self) -> Mode {
@@ -260,6 +305,16 @@ impl TrainConfig {
         // shows what pretraining buys.
         if self.mode == Some(Mode::FineTune) && self.pretrained.is_none() {
             return bad(format!("mode {:?} needs pretrained weights (set `pretrained`)", self.mode()).to_lowercase());
+        }
+        let box_ok = self.box_scale[0] > 0.0 && self.box_scale[0] <= self.box_scale[1];
+        if !(box_ok && (0.0..0.5).contains(&self.translate)) {
+            return bad(format!(
+                "box_scale must be [low, high] with 0 < low <= high, translate in [0, 0.5); got {:?} and {}",
+                self.box_scale, self.translate
+            ));
+        }
+        if !matches!(self.task, Task::Classify | Task::Detect) {
+            return bad(format!("strix trains classify and detect models, not {}", self.task.as_str()));
         }
         if let Some(c) = self.channels
             && c != 1

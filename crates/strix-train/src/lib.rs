@@ -12,6 +12,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod detect;
 mod error;
 pub mod layers;
 pub mod metrics;

@@ -26,11 +26,16 @@ use crate::{Arch, Classifier, ModelShape, TrainError, Weights, report};
 pub trait Observer {
     /// An epoch (0-based) starts, `done` of its `batches` already done (when resuming).
     fn epoch_start(&self, epoch: usize, epochs: usize, batches: usize, done: usize);
-    /// A batch of `images` was trained on; running mean loss and accuracy of the epoch.
+    /// A batch of `images` was trained on; running mean loss and accuracy of the epoch
+    /// (NaN where there is none, as in detection).
     fn batch(&self, images: usize, loss: f64, accuracy: f64);
     fn epoch_end(&self, metrics: &EpochMetrics);
     /// A slower phase outside the epochs ("evaluating test images", ...).
     fn phase(&self, what: &str);
+    /// A detection epoch ended (detection runs call this instead of `epoch_end`).
+    fn detect_epoch_end(&self, metrics: &crate::detect::DetectEpoch) {
+        let _ = metrics;
+    }
 }
 
 /// Observes nothing.
@@ -116,7 +121,7 @@ impl Job {
     }
 }
 
-fn unix_secs() -> u64 {
+pub(crate) fn unix_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
@@ -226,7 +231,7 @@ fn prepare(cfg: TrainConfig, dir: PathBuf) -> Result<Job, TrainError> {
     })
 }
 
-fn build_optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
+pub(crate) fn build_optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
     match cfg.optimizer {
         OptimizerKind::Sgd => SgdConfig::new()
             .with_momentum(Some(MomentumConfig::new().with_momentum(cfg.momentum).with_dampening(0.0)))
@@ -391,7 +396,7 @@ pub fn resume(run_dir: &Path, observer: &dyn Observer) -> Result<Outcome, TrainE
     if !ckpt.exists() {
         return Err(TrainError::Checkpoint { path: ckpt, reason: "no checkpoint yet: start the run again".into() });
     }
-    let (state, model_b, optim_b) = checkpoint::load(&ckpt)?;
+    let (state, model_b, optim_b) = checkpoint::load::<TrainState>(&ckpt)?;
     let model = load_model(&job.shape, model_b, &job.device.clone().autodiff(), &ckpt)?;
     let model = apply_mode(model, job.cfg.mode());
     let optim = build_optimizer(&job.cfg)

@@ -58,6 +58,7 @@ const OPTIMIZERS: [&str; 2] = ["sgd", "adamw"];
 const SCHEDULES: [&str; 3] = ["constant", "cosine", "step"];
 const MONITORS: [&str; 2] = ["val-accuracy", "val-loss"];
 const DEVICES: [&str; 3] = ["cpu", "cuda", "wgpu"];
+const TRAIN_TASKS: [&str; 2] = ["classify", "detect"];
 
 #[derive(Debug, Args)]
 pub struct Global {
@@ -449,6 +450,8 @@ Examples:
   strix train --data photos/ --model efficientnet-lite0 --pretrained efficientnet_lite0.safetensors \\
               --mode linear-probe --epochs 5 --lr 0.01
   strix train --resume runs/small-cnn-1763700000   continue a stopped run where it left off
+  strix train --task detect --data datasets/trash-boxes --pretrained efficientnet_lite0.safetensors
+              a detector (NanoDet-Plus style, 320x320, mAP every epoch) on COCO or YOLO boxes
   strix eval runs/small-cnn-1763700000 --data datasets/fashion-mnist";
 
 /// `strix train` flags; each mirrors a field of the training config.
@@ -467,7 +470,13 @@ pub struct TrainArgs {
     #[serde(skip)]
     #[arg(long)]
     pub no_export: bool,
-    /// Training images: class folders, a `path,label` CSV, or a folder of IDX files
+    /// What to train: classify (a label per image) or detect (boxes) [default: classify]
+    #[arg(long, value_parser = PossibleValuesParser::new(TRAIN_TASKS))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// Training images: class folders, a `path,label` CSV, or a folder of IDX files; for
+    /// --task detect a COCO (annotations/instances_train.json, images/train/) or YOLO
+    /// (data.yaml, images/, labels/) dataset folder
     #[arg(long, value_name = "PATH")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<PathBuf>,
@@ -604,6 +613,18 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checkpoint_minutes: Option<f64>,
+    /// Detection: highest distance bin of the box regression [default: 7]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reg_max: Option<usize>,
+    /// Detection augmentation: random scale range relative to the letterboxed fit, as LOW,HIGH [default: 0.6,1.4]
+    #[arg(long, value_delimiter = ',', value_name = "LOW,HIGH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub box_scale: Option<Vec<f32>>,
+    /// Detection augmentation: largest shift, share of the input size [default: 0.1]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub translate: Option<f32>,
     /// The run folder [default: runs/<model>-<unix time>]
     #[arg(long, value_name = "DIR")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::sync::Mutex;
 use strix_data::{ImageSet, Part, Transform, View};
+use strix_train::detect;
 use strix_train::metrics::{EpochMetrics, Evaluation};
 use strix_train::train::{self, Observer};
 use strix_train::{Device, TrainConfig};
@@ -50,11 +51,8 @@ impl Observer for EpochBars {
         let n = self.images.fetch_add(images as u64, Ordering::Relaxed) + images as u64;
         if let Some(bar) = self.bar.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             let secs = self.started.lock().unwrap_or_else(|p| p.into_inner()).elapsed().as_secs_f64();
-            bar.set_message(format!(
-                "loss {loss:.4} acc {:.1}% {:.0} img/s",
-                100.0 * accuracy,
-                n as f64 / secs.max(1e-9)
-            ));
+            let acc = if accuracy.is_finite() { format!(" acc {:.1}%", 100.0 * accuracy) } else { String::new() };
+            bar.set_message(format!("loss {loss:.4}{acc} {:.1} img/s", n as f64 / secs.max(1e-9)));
             bar.inc(1);
         }
     }
@@ -73,6 +71,15 @@ impl Observer for EpochBars {
             eprintln!("{what}...");
         }
     }
+
+    fn detect_epoch_end(&self, m: &detect::DetectEpoch) {
+        if let Some(bar) = self.bar.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            bar.finish_and_clear();
+        }
+        if !self.quiet {
+            eprintln!("{m}");
+        }
+    }
 }
 
 fn set_threads(threads: Option<usize>) {
@@ -85,7 +92,14 @@ fn set_threads(threads: Option<usize>) {
 /// The config file's table with every given flag written over it ([`crate::layered`]).
 fn merged_config(args: &TrainArgs) -> Result<TrainConfig> {
     let flags = toml::Table::try_from(args).context("flags")?;
-    let (table, origin) = crate::layered::merged_table(args.config.as_deref(), flags)?;
+    let (mut table, origin) = crate::layered::merged_table(args.config.as_deref(), flags)?;
+    let task = match table.get("task").and_then(|v| v.as_str()) {
+        Some(t) => t.parse::<strix_core::Task>().map_err(|e| anyhow::anyhow!("{}: task: {e}", origin.display()))?,
+        None => strix_core::Task::Classify,
+    };
+    for (key, value) in TrainConfig::task_defaults(task) {
+        table.entry(key).or_insert(value);
+    }
     if !table.contains_key("data") {
         bail!("no training data: give --data PATH or `data = ...` in the config file");
     }
@@ -101,21 +115,44 @@ pub fn run(global: &Global, args: &TrainArgs) -> Result<ExitCode> {
         started: Mutex::new(Instant::now()),
         images: AtomicU64::new(0),
     };
-    let outcome = match &args.resume {
+    let (cfg, resume) = match &args.resume {
         Some(dir) => {
             let cfg = train::saved_config(dir).with_context(|| format!("{} is not a run folder", dir.display()))?;
-            set_threads(args.threads.or(cfg.threads));
             if !global.quiet {
                 eprintln!("resuming {}", dir.display());
             }
-            train::resume(dir, &observer)?
+            (cfg, Some(dir))
         }
-        None => {
-            let cfg = merged_config(args)?;
-            set_threads(cfg.threads);
-            train::train(cfg, &observer)?
-        }
+        None => (merged_config(args)?, None),
     };
+    set_threads(if resume.is_some() { args.threads.or(cfg.threads) } else { cfg.threads });
+    let run_dir = if cfg.task == strix_core::Task::Detect {
+        let outcome = match resume {
+            Some(dir) => detect::resume(dir, &observer)?,
+            None => detect::train(cfg, &observer)?,
+        };
+        print_detect_outcome(&outcome);
+        outcome.run_dir
+    } else {
+        let outcome = match resume {
+            Some(dir) => train::resume(dir, &observer)?,
+            None => train::train(cfg, &observer)?,
+        };
+        print_outcome(&outcome);
+        outcome.run_dir
+    };
+    if !args.no_export {
+        crate::export::export(
+            global,
+            &run_dir,
+            &strix_export::ExportOptions { engines: crate::export::engines(global), ..Default::default() },
+        )
+        .context("training finished, but its ONNX export did not (retry with `strix export RUN_DIR`)")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_outcome(outcome: &train::Outcome) {
     let mut summary = format!(
         "best epoch {} of {}: val accuracy {:.2}%",
         outcome.best_epoch.unwrap_or(0),
@@ -134,15 +171,31 @@ pub fn run(global: &Global, args: &TrainArgs) -> Result<ExitCode> {
     }
     println!("{summary}");
     println!("report: {}", outcome.run_dir.join(strix_train::train::REPORT_FILE).display());
-    if !args.no_export {
-        crate::export::export(
-            global,
-            &outcome.run_dir,
-            &strix_export::ExportOptions { engines: crate::export::engines(global), ..Default::default() },
-        )
-        .context("training finished, but its ONNX export did not (retry with `strix export RUN_DIR`)")?;
+}
+
+fn print_detect_outcome(outcome: &detect::DetectOutcome) {
+    println!(
+        "best epoch {} of {}: val mAP@[.5:.95] {:.4}, mAP@.5 {:.4} ({} images)",
+        outcome.best_epoch.unwrap_or(0),
+        outcome.history.len(),
+        outcome.val.map,
+        outcome.val.map50,
+        outcome.val.images
+    );
+    for c in &outcome.val.per_class {
+        println!("  {:<20} AP {:.4}  AP@.5 {:.4}", c.name, c.ap.max(0.0), c.ap50.max(0.0));
     }
-    Ok(ExitCode::SUCCESS)
+    let unreadable = outcome.skipped.len() + outcome.val.unreadable.len();
+    if unreadable > 0 {
+        println!("{unreadable} unreadable images skipped (listed in train.log)");
+    }
+    if !outcome.problems.is_empty() {
+        println!("{} dataset problems handled (listed in train.log and final.json):", outcome.problems.len());
+        for p in outcome.problems.iter().take(10) {
+            println!("  {p}");
+        }
+    }
+    println!("run: {}", outcome.run_dir.display());
 }
 
 fn print_evaluation(e: &Evaluation) {

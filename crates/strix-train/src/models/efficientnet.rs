@@ -54,6 +54,18 @@ fn relu6(x: Tensor<4>) -> Tensor<4> {
     x.clamp(0.0, 6.0)
 }
 
+/// One MBConv block (the detector taps the features between blocks).
+pub fn block_forward(b: &MbConv, x: Tensor<4>) -> Tensor<4> {
+    let input = x.clone();
+    let mut y = x;
+    if let (Some(c), Some(bn)) = (&b.expand, &b.bn0) {
+        y = relu6(bn.forward(c.forward(y)));
+    }
+    y = relu6(b.bn1.forward(b.depthwise.forward(y)));
+    y = b.bn2.forward(b.project.forward(y));
+    if b.residual { y + input } else { y }
+}
+
 impl EfficientNetLite {
     pub fn new(init: &Init<'_>, channels: usize) -> Result<EfficientNetLite, TrainError> {
         let mut blocks = Vec::new();
@@ -97,14 +109,7 @@ impl EfficientNetLite {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let mut x = relu6(self.bn0.forward(self.stem.forward(x)));
         for b in &self.blocks {
-            let input = x.clone();
-            let mut y = x;
-            if let (Some(c), Some(bn)) = (&b.expand, &b.bn0) {
-                y = relu6(bn.forward(c.forward(y)));
-            }
-            y = relu6(b.bn1.forward(b.depthwise.forward(y)));
-            y = b.bn2.forward(b.project.forward(y));
-            x = if b.residual { y + input } else { y };
+            x = block_forward(b, x);
         }
         let x = relu6(self.bn1.forward(self.head.forward(x)));
         super::global_avg_pool(x)

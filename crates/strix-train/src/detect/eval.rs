@@ -1,0 +1,238 @@
+//! Evaluation of a detector exactly as its export will run: strix-vision's preprocessing from
+//! the export's own spec, the `nanodet` decoder, and COCO mAP from strix-metrics (the code
+//! behind `strix eval detect`), so the trainer's numbers are the export's.
+
+use burn::module::Module;
+use burn::prelude::*;
+use burn::tensor::activation::sigmoid;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use strix_core::Detection;
+use strix_data::detection::DetectionSet;
+use strix_metrics::coco;
+use strix_vision::detect::{NanoDet, Nms};
+use strix_vision::{DecodeLimits, Geometry, InputSpec, Layout, Outputs, Preprocess, Preprocessor, Resize};
+
+use super::model::{Detector, DetectorShape, STRIDES};
+use crate::TrainError;
+
+/// `model.json` of a detection run: how to rebuild, feed and decode the trained detector.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedDetector {
+    pub shape: DetectorShape,
+    pub classes: Vec<String>,
+    /// Preprocessing of evaluation and of the export's spec.
+    pub preprocess: Preprocess,
+    /// Filtering of evaluation and of the export's spec.
+    pub nms: Nms,
+}
+
+/// Names of the exported outputs, per stride.
+pub fn output_names(stride: usize) -> (String, String) {
+    (format!("cls_pred_stride_{stride}"), format!("dis_pred_stride_{stride}"))
+}
+
+impl SavedDetector {
+    pub fn input_spec(&self) -> InputSpec {
+        InputSpec {
+            name: Some("input".into()),
+            layout: Layout::Nchw,
+            dtype: strix_vision::InputType::F32,
+            width: self.shape.input.0 as u32,
+            height: self.shape.input.1 as u32,
+        }
+    }
+
+    /// The decoder of the export's spec.
+    pub fn decoder(&self) -> NanoDet {
+        let (scores, boxes) = STRIDES.iter().map(|&s| output_names(s)).unzip();
+        NanoDet {
+            strides: STRIDES.iter().map(|&s| s as u32).collect(),
+            reg_max: self.shape.reg_max,
+            score_outputs: scores,
+            box_outputs: boxes,
+            nms: self.nms,
+        }
+    }
+
+    pub fn letterbox(fill: u8, mean: [f32; 3], std: [f32; 3]) -> Preprocess {
+        Preprocess { resize: Resize::Letterbox { fill }, channels: strix_vision::ChannelOrder::Rgb, mean, std }
+    }
+}
+
+/// Filtering for mAP: a low score threshold (COCO practice) and at most 100 boxes an image.
+pub fn eval_nms() -> Nms {
+    Nms { score_threshold: 0.05, iou_threshold: 0.6, max_detections: 100, class_agnostic: false }
+}
+
+/// A detector's answers over a dataset and their COCO scores.
+#[derive(Clone, Debug, Serialize)]
+pub struct DetEvaluation {
+    pub images: usize,
+    /// COCO's 12 numbers, by name (AP, AP50, AP75, APs, ...).
+    pub stats: Vec<(String, f64)>,
+    pub map: f64,
+    pub map50: f64,
+    pub per_class: Vec<coco::ClassAp>,
+    /// Detections per image, in the set's order (empty for unreadable images).
+    #[serde(skip)]
+    pub detections: Vec<Vec<Detection>>,
+    pub unreadable: Vec<(String, String)>,
+}
+
+/// `set` as COCO ground truth: images numbered from 1 in order, categories 1..=n.
+pub fn ground_truth(set: &DetectionSet) -> coco::Dataset {
+    let mut annotations = Vec::new();
+    for (i, im) in set.images.iter().enumerate() {
+        for b in &im.boxes {
+            annotations.push(coco::Annotation {
+                id: annotations.len() as u64 + 1,
+                image_id: i as u64 + 1,
+                category_id: b.class as u64 + 1,
+                bbox: b.bbox.map(f64::from),
+                area: f64::from(b.bbox[2] * b.bbox[3]),
+                iscrowd: u8::from(b.iscrowd),
+                keypoints: None,
+                num_keypoints: None,
+            });
+        }
+    }
+    coco::Dataset {
+        images: (0..set.images.len())
+            .map(|i| coco::Image { id: i as u64 + 1, file_name: Some(set.images[i].path.to_string_lossy().into()) })
+            .collect(),
+        annotations,
+        categories: set
+            .classes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| coco::Category { id: i as u64 + 1, name: n.clone() })
+            .collect(),
+    }
+}
+
+/// Raw outputs of a batch as the export names them: per stride, sigmoid scores
+/// `[n, cells, classes]` and distance logits `[n, cells, 4 * bins]`.
+pub fn named_outputs(
+    levels: Vec<Tensor<4>>,
+    classes: usize,
+) -> Result<(Vec<String>, Vec<strix_core::Tensor>), TrainError> {
+    let mut names = Vec::new();
+    let mut tensors = Vec::new();
+    for (t, &stride) in levels.into_iter().zip(&STRIDES) {
+        let [n, k, h, w] = t.dims();
+        let flat = t.reshape([n, k, h * w]).swap_dims(1, 2);
+        let scores = sigmoid(flat.clone().narrow(2, 0, classes));
+        let dist = flat.narrow(2, classes, k - classes);
+        let (sn, dn) = output_names(stride);
+        for (name, t, width) in [(sn, scores, classes), (dn, dist, k - classes)] {
+            let data = t
+                .into_data()
+                .try_to_vec::<f32>()
+                .map_err(|e| TrainError::Invalid(format!("cannot read {name} back: {e:?}")))?;
+            let t = strix_core::Tensor::new(vec![n, h * w, width], strix_core::TensorData::F32(data))
+                .map_err(|e| TrainError::Invalid(e.to_string()))?;
+            names.push(name);
+            tensors.push(t);
+        }
+    }
+    Ok((names, tensors))
+}
+
+/// One image preprocessed (pixels and where they came from), or why it could not be read.
+type Prepared = Result<(Vec<f32>, Geometry), String>;
+
+/// Run `model` over `set` (in evaluation mode) and score it.
+pub fn evaluate(
+    model: &Detector,
+    saved: &SavedDetector,
+    set: &DetectionSet,
+    batch_size: usize,
+    device: &Device,
+) -> Result<DetEvaluation, TrainError> {
+    let model = model.valid();
+    let pre =
+        Preprocessor::new(&saved.input_spec(), &saved.preprocess).map_err(|e| TrainError::Config(e.to_string()))?;
+    let decoder = saved.decoder();
+    let (w, h) = saved.shape.input;
+    let limits = DecodeLimits::default();
+    let mut detections: Vec<Vec<Detection>> = vec![Vec::new(); set.images.len()];
+    let mut unreadable = Vec::new();
+    let order: Vec<usize> = (0..set.images.len()).collect();
+    for chunk in order.chunks(batch_size.max(1)) {
+        let prepared: Vec<(usize, Prepared)> = chunk
+            .par_iter()
+            .map(|&i| {
+                let r = strix_vision::decode_file(&set.images[i].path, &limits).map_err(|e| e.to_string()).map(|img| {
+                    let mut px = vec![0f32; pre.sample_len()];
+                    let g = pre.run(&img, &mut px);
+                    (px, g)
+                });
+                (i, r)
+            })
+            .collect();
+        let (mut pixels, mut geometries, mut items) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, r) in prepared {
+            match r {
+                Ok((px, g)) => {
+                    pixels.extend(px);
+                    geometries.push(g);
+                    items.push(i);
+                }
+                Err(e) => unreadable.push((set.images[i].path.display().to_string(), e)),
+            }
+        }
+        if items.is_empty() {
+            continue;
+        }
+        let x = Tensor::<4>::from_data(TensorData::new(pixels, [items.len(), 3, h, w]), device);
+        let (names, tensors) = named_outputs(model.forward(x), saved.shape.classes)?;
+        let decoded = decoder
+            .decode(&Outputs::new(&names, &tensors), &geometries, (w as u32, h as u32), &saved.classes)
+            .map_err(|e| TrainError::Invalid(format!("decoding the detector's outputs: {e}")))?;
+        for (i, d) in items.into_iter().zip(decoded) {
+            detections[i] = d;
+        }
+    }
+    score(set, detections, unreadable)
+}
+
+/// COCO scores of `detections` (per image of `set`).
+pub fn score(
+    set: &DetectionSet,
+    detections: Vec<Vec<Detection>>,
+    unreadable: Vec<(String, String)>,
+) -> Result<DetEvaluation, TrainError> {
+    let gt = ground_truth(set);
+    let results: Vec<coco::Result> = detections
+        .iter()
+        .enumerate()
+        .flat_map(|(i, ds)| {
+            ds.iter().map(move |d| coco::Result {
+                image_id: i as u64 + 1,
+                category_id: d.class_id as u64 + 1,
+                bbox: Some([
+                    f64::from(d.bbox.x1),
+                    f64::from(d.bbox.y1),
+                    f64::from(d.bbox.width()),
+                    f64::from(d.bbox.height()),
+                ]),
+                score: f64::from(d.score),
+                keypoints: None,
+            })
+        })
+        .collect();
+    let summary = coco::evaluate(&gt, &results, coco::IouType::Bbox)
+        .map_err(|e| TrainError::Invalid(format!("COCO evaluation: {e}")))?;
+    let get = |n: &str| summary.get(n).unwrap_or(-1.0).max(0.0);
+    Ok(DetEvaluation {
+        images: set.images.len(),
+        map: get("AP"),
+        map50: get("AP50"),
+        stats: summary.stats.clone(),
+        per_class: summary.per_class,
+        detections,
+        unreadable,
+    })
+}
