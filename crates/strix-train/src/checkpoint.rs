@@ -76,6 +76,54 @@ pub fn load<S: serde::de::DeserializeOwned>(path: &Path) -> Result<(S, Vec<u8>, 
     Ok((state, model, optim))
 }
 
+/// A module's record as bytes (what `last.ckpt` and `best.bpk` hold).
+pub fn module_bytes<M: burn::module::Module>(model: &M) -> Result<Vec<u8>, TrainError> {
+    Ok(model.clone().into_record().into_bytes().map_err(|e| TrainError::Invalid(e.to_string()))?.to_vec())
+}
+
+/// `bytes` loaded into `empty` (a module of the right shape); `path` names the source in errors.
+pub fn load_module<M: burn::module::Module>(empty: M, bytes: Vec<u8>, path: &Path) -> Result<M, TrainError> {
+    let bad = |e: String| TrainError::Checkpoint { path: path.into(), reason: e };
+    let record = burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
+        .map_err(|e| bad(e.to_string()))?;
+    empty.try_load_record(record).map_err(|e| bad(e.to_string()))
+}
+
+/// State, model and optimizer of a run, atomically, in `dir/last.ckpt`.
+pub fn save_run<S: Serialize, M: burn::module::Module>(
+    dir: &Path,
+    state: &S,
+    model: &M,
+    optim: &burn::optim::ModuleOptimizer,
+) -> Result<(), TrainError> {
+    let optim_bytes = optim.into_bytes().map_err(|e| TrainError::Invalid(e.to_string()))?;
+    save(&dir.join(crate::train::CHECKPOINT_FILE), state, &module_bytes(model)?, &optim_bytes)
+}
+
+/// What `dir/last.ckpt` holds: the state, the model's bytes (for [`load_module`]) and
+/// `optim` restored; the checkpoint's path.
+pub fn load_run<S: serde::de::DeserializeOwned>(
+    dir: &Path,
+    optim: burn::optim::ModuleOptimizer,
+) -> Result<(S, Vec<u8>, burn::optim::ModuleOptimizer, std::path::PathBuf), TrainError> {
+    let ckpt = dir.join(crate::train::CHECKPOINT_FILE);
+    if !ckpt.exists() {
+        return Err(TrainError::Checkpoint { path: ckpt, reason: "no checkpoint yet: start the run again".into() });
+    }
+    let (state, model, optim_bytes) = load::<S>(&ckpt)?;
+    let optim = optim
+        .from_bytes(burn::tensor::Bytes::from_bytes_vec(optim_bytes))
+        .map_err(|e| TrainError::Checkpoint { path: ckpt.clone(), reason: e.to_string() })?;
+    Ok((state, model, optim, ckpt))
+}
+
+/// `dir/train.log`, opened for appending (a resumed run continues it).
+pub fn open_log(dir: &Path) -> Result<std::fs::File, TrainError> {
+    std::fs::create_dir_all(dir).map_err(TrainError::io(dir))?;
+    let path = dir.join(crate::train::LOG_FILE);
+    std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(TrainError::io(&path))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

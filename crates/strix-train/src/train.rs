@@ -12,7 +12,6 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::prelude::*;
-use burn::store::ModuleRecord;
 use serde::{Deserialize, Serialize};
 use strix_data::{ImageSet, LoadPlan, Part, Transform, View};
 use strix_vision::DecodeLimits;
@@ -212,10 +211,7 @@ pub fn validation_images(run_dir: &Path, n: usize) -> Result<(Vec<f32>, usize), 
 fn prepare(cfg: TrainConfig, dir: PathBuf) -> Result<Job, TrainError> {
     let Data { shape, classes, train, val, test, train_tf, eval_tf } = open_data(&cfg)?;
     let device = device(cfg.device)?;
-    std::fs::create_dir_all(&dir).map_err(TrainError::io(&dir))?;
-    let log_path = dir.join(LOG_FILE);
-    let log =
-        std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(TrainError::io(&log_path))?;
+    let log = checkpoint::open_log(&dir)?;
     Ok(Job {
         cfg,
         dir,
@@ -273,16 +269,8 @@ fn apply_mode(model: Classifier, mode: Mode) -> Classifier {
     }
 }
 
-fn model_bytes(model: &Classifier) -> Result<Vec<u8>, TrainError> {
-    Ok(model.clone().into_record().into_bytes().map_err(|e| TrainError::Invalid(e.to_string()))?.to_vec())
-}
-
 fn load_model(shape: &ModelShape, bytes: Vec<u8>, device: &Device, path: &Path) -> Result<Classifier, TrainError> {
-    let record = ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
-        .map_err(|e| TrainError::Checkpoint { path: path.into(), reason: e.to_string() })?;
-    Classifier::new(shape, None, device)?
-        .try_load_record(record)
-        .map_err(|e| TrainError::Checkpoint { path: path.into(), reason: e.to_string() })
+    checkpoint::load_module(Classifier::new(shape, None, device)?, bytes, path)
 }
 
 /// Load a trained model from a run folder (`model.json` + `best.bpk`).
@@ -392,16 +380,9 @@ pub fn resume(run_dir: &Path, observer: &dyn Observer) -> Result<Outcome, TrainE
     let mut cfg = saved_config(run_dir)?;
     cfg.run_dir = Some(run_dir.to_path_buf());
     let mut job = prepare(cfg, run_dir.to_path_buf())?;
-    let ckpt = run_dir.join(CHECKPOINT_FILE);
-    if !ckpt.exists() {
-        return Err(TrainError::Checkpoint { path: ckpt, reason: "no checkpoint yet: start the run again".into() });
-    }
-    let (state, model_b, optim_b) = checkpoint::load::<TrainState>(&ckpt)?;
+    let (state, model_b, optim, ckpt) = checkpoint::load_run::<TrainState>(run_dir, build_optimizer(&job.cfg))?;
     let model = load_model(&job.shape, model_b, &job.device.clone().autodiff(), &ckpt)?;
     let model = apply_mode(model, job.cfg.mode());
-    let optim = build_optimizer(&job.cfg)
-        .from_bytes(burn::tensor::Bytes::from_bytes_vec(optim_b))
-        .map_err(|e| TrainError::Checkpoint { path: ckpt.clone(), reason: e.to_string() })?;
     job.log(&format!("resumed at epoch {} batch {}", state.epoch + 1, state.batch_in_epoch));
     run(job, state, model, optim, observer)
 }
@@ -412,8 +393,7 @@ fn save_checkpoint(
     model: &Classifier,
     optim: &ModuleOptimizer,
 ) -> Result<(), TrainError> {
-    let optim_bytes = optim.into_bytes().map_err(|e| TrainError::Invalid(e.to_string()))?;
-    checkpoint::save(&job.dir.join(CHECKPOINT_FILE), state, &model_bytes(model)?, &optim_bytes)
+    checkpoint::save_run(&job.dir, state, model, optim)
 }
 
 fn run(
@@ -560,7 +540,7 @@ fn run(
 }
 
 fn save_best(job: &Job, model: &Classifier) -> Result<(), TrainError> {
-    write_atomic(&job.dir.join(BEST_FILE), &model_bytes(&model.valid())?)?;
+    write_atomic(&job.dir.join(BEST_FILE), &checkpoint::module_bytes(&model.valid())?)?;
     let saved = SavedModel {
         shape: job.shape.clone(),
         classes: job.classes.clone(),

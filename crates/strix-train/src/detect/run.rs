@@ -8,7 +8,6 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
-use burn::store::ModuleRecord;
 use serde::{Deserialize, Serialize};
 use strix_data::box_augment::BoxAugment;
 use strix_data::detection::{DetectionSet, open_detection};
@@ -23,8 +22,8 @@ use super::model::{Detector, DetectorShape, STRIDES};
 use crate::checkpoint::{self, write_atomic};
 use crate::config::{Mode, TrainConfig};
 use crate::train::{
-    BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, DATASET_FILE, DATASET_MANIFEST_FILE, FINAL_FILE, LOG_FILE, METRICS_FILE,
-    MODEL_FILE, Observer, build_optimizer, device, lr_at, unix_secs,
+    BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, DATASET_FILE, DATASET_MANIFEST_FILE, FINAL_FILE, METRICS_FILE, MODEL_FILE,
+    Observer, build_optimizer, device, lr_at, unix_secs,
 };
 use crate::{Arch, TrainError, Weights};
 
@@ -206,22 +205,12 @@ impl Job {
 fn prepare(cfg: TrainConfig, dir: PathBuf) -> Result<Job, TrainError> {
     let data = open_data(&cfg)?;
     let device = device(cfg.device)?;
-    std::fs::create_dir_all(&dir).map_err(TrainError::io(&dir))?;
-    let log_path = dir.join(LOG_FILE);
-    let log =
-        std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(TrainError::io(&log_path))?;
+    let log = checkpoint::open_log(&dir)?;
     Ok(Job { cfg, dir, data, device, log })
 }
 
-fn model_bytes(model: &Detector) -> Result<Vec<u8>, TrainError> {
-    Ok(model.clone().into_record().into_bytes().map_err(|e| TrainError::Invalid(e.to_string()))?.to_vec())
-}
-
 fn load_model(shape: &DetectorShape, bytes: Vec<u8>, device: &Device, path: &Path) -> Result<Detector, TrainError> {
-    let bad = |e: String| TrainError::Checkpoint { path: path.into(), reason: e };
-    let record =
-        ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes)).map_err(|e| bad(e.to_string()))?;
-    Detector::new(shape, None, device)?.try_load_record(record).map_err(|e| bad(e.to_string()))
+    checkpoint::load_module(Detector::new(shape, None, device)?, bytes, path)
 }
 
 /// The best detector of a run folder (`model.json` + `best.bpk`).
@@ -289,15 +278,8 @@ pub fn resume(run_dir: &Path, observer: &dyn Observer) -> Result<DetectOutcome, 
     let mut cfg = crate::train::saved_config(run_dir)?;
     cfg.run_dir = Some(run_dir.to_path_buf());
     let mut job = prepare(cfg, run_dir.to_path_buf())?;
-    let ckpt = run_dir.join(CHECKPOINT_FILE);
-    if !ckpt.exists() {
-        return Err(TrainError::Checkpoint { path: ckpt, reason: "no checkpoint yet: start the run again".into() });
-    }
-    let (state, model_b, optim_b) = checkpoint::load::<DetectState>(&ckpt)?;
+    let (state, model_b, optim, ckpt) = checkpoint::load_run::<DetectState>(run_dir, build_optimizer(&job.cfg))?;
     let model = load_model(&job.data.saved.shape, model_b, &job.device.clone().autodiff(), &ckpt)?;
-    let optim = build_optimizer(&job.cfg)
-        .from_bytes(burn::tensor::Bytes::from_bytes_vec(optim_b))
-        .map_err(|e| TrainError::Checkpoint { path: ckpt.clone(), reason: e.to_string() })?;
     job.log(&format!("resumed at epoch {} batch {}", state.epoch + 1, state.batch_in_epoch));
     run(job, state, model, optim, observer)
 }
@@ -308,8 +290,7 @@ fn save_checkpoint(
     model: &Detector,
     optim: &ModuleOptimizer,
 ) -> Result<(), TrainError> {
-    let optim_bytes = optim.into_bytes().map_err(|e| TrainError::Invalid(e.to_string()))?;
-    checkpoint::save(&job.dir.join(CHECKPOINT_FILE), state, &model_bytes(model)?, &optim_bytes)
+    checkpoint::save_run(&job.dir, state, model, optim)
 }
 
 /// Training augmentation: scale, shift, mirror and colour jitter around the letterboxed fit.
@@ -461,7 +442,7 @@ fn end_epoch(job: &mut Job, state: &mut DetectState, metrics: DetectEpoch, model
         state.best = Some(score);
         state.best_epoch = Some(epoch);
         state.stale_epochs = 0;
-        write_atomic(&job.dir.join(BEST_FILE), &model_bytes(&model.valid())?)?;
+        write_atomic(&job.dir.join(BEST_FILE), &checkpoint::module_bytes(&model.valid())?)?;
         write_atomic(
             &job.dir.join(MODEL_FILE),
             crate::error::json(&job.data.saved, "the model description")?.as_bytes(),

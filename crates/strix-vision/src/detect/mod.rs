@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use strix_core::{BBox, Detection};
 
 pub use centernet::CenterNet;
-pub use nanodet::NanoDet;
+pub use nanodet::{NanoDet, distances};
 pub use ssd::Ssd;
 pub use yolo::{RowLayout, ScoreFormat, Yolo};
 

@@ -116,19 +116,27 @@ impl NanoDet {
 fn cell_box(cell: usize, nw: usize, stride: f32, dist: &[f32], bins: usize) -> BBox {
     let cx = ((cell % nw) as f32 + 0.5) * stride;
     let cy = ((cell / nw) as f32 + 0.5) * stride;
+    let d = distances(dist, bins).map(|v| v * stride);
+    BBox::new(cx - d[0], cy - d[1], cx + d[2], cy + d[3])
+}
+
+/// The expected distance of each box side in strides (softmax over its `bins` logits, then
+/// the mean bin): `4 * bins` logits -> `[left, top, right, bottom]`. Training decodes its
+/// predictions with this too.
+pub fn distances(logits: &[f32], bins: usize) -> [f32; 4] {
     let mut d = [0f32; 4];
     for (side, out) in d.iter_mut().enumerate() {
-        let logits = &dist[side * bins..(side + 1) * bins];
-        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let l = &logits[side * bins..(side + 1) * bins];
+        let max = l.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let (mut sum, mut weighted) = (0f32, 0f32);
-        for (i, &l) in logits.iter().enumerate() {
-            let e = (l - max).exp();
+        for (i, &v) in l.iter().enumerate() {
+            let e = (v - max).exp();
             sum += e;
             weighted += e * i as f32;
         }
-        *out = weighted / sum * stride;
+        *out = weighted / sum;
     }
-    BBox::new(cx - d[0], cy - d[1], cx + d[2], cy + d[3])
+    d
 }
 
 #[cfg(test)]
