@@ -2,9 +2,18 @@
 //! fixture photos learns, exports through the gate, and `strix eval detect` of the export
 //! gives the trainer's mAP.
 
-use crate::detect_data::build_scenes;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::detect_data::{CLASSES, build_scenes};
 use crate::fixtures_or_skip;
 use crate::support::{run, strix};
+
+fn final_json(run_dir: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(run_dir.join("final.json")).unwrap()).unwrap()
+}
 
 #[test]
 fn a_small_detector_learns_exports_and_evaluates_as_trained() {
@@ -46,4 +55,158 @@ fn a_small_detector_learns_exports_and_evaluates_as_trained() {
         (emap - map).abs() < 2e-3 && (emap50 - map50).abs() < 2e-3,
         "export {emap}/{emap50}, trainer {map}/{map50}"
     );
+    // The export is a detector like any other: predict finds the pasted classes.
+    let (out, lines, stderr) = run(strix(&fx, &tmp.path().join("cache"))
+        .args(["predict", "--json", "--model"])
+        .arg(run_dir.join("export/model.toml"))
+        .arg(scenes.coco.join("images/val")));
+    assert!(out.status.success(), "{stderr}");
+    assert!(CLASSES.iter().any(|c| lines.contains(&format!("\"{c}\""))), "{lines}");
+    // The report carries its pictures.
+    let report = std::fs::read_to_string(run_dir.join("report.html")).unwrap();
+    for png in ["loss.png", "map.png", "pr.png", "samples.png"] {
+        assert!(report.contains(png) && run_dir.join(png).is_file(), "{png}");
+    }
+}
+
+/// kill -9 inside epoch 2, `--resume`: the run ends with the weights of an uninterrupted one.
+#[test]
+fn a_killed_detector_run_resumes_to_the_same_weights() {
+    let fx = fixtures_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let scenes = build_scenes(&fx, tmp.path(), 32, 8, 96, 11);
+    let args = |cmd: &mut std::process::Command| {
+        cmd.args(["train", "--task", "detect", "--no-export", "--data"]).arg(&scenes.yolo);
+        cmd.args(["--image-size", "96", "--epochs", "2", "--batch-size", "4", "--seed", "3", "--lr", "0.002"]);
+    };
+    let cache = tmp.path().join("cache");
+    let whole = tmp.path().join("whole");
+    let mut cmd = strix(&fx, &cache);
+    args(&mut cmd);
+    let (out, _, stderr) = run(cmd.arg("--run-dir").arg(&whole));
+    assert!(out.status.success(), "{stderr}");
+
+    let killed = tmp.path().join("killed");
+    let mut cmd = strix(&fx, &cache);
+    args(&mut cmd);
+    cmd.arg("--run-dir").arg(&killed).args(["--checkpoint-minutes", "0.002"]);
+    let mut child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let metrics = killed.join("metrics.jsonl");
+    let started = Instant::now();
+    while !metrics.exists() {
+        assert!(started.elapsed().as_secs() < 300, "epoch 1 never finished");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let first: Value =
+        serde_json::from_str(std::fs::read_to_string(&metrics).unwrap().lines().next().unwrap()).unwrap();
+    std::thread::sleep(Duration::from_secs_f64(first["seconds"].as_f64().unwrap() * 0.5));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert_eq!(std::fs::read_to_string(&metrics).unwrap().lines().count(), 1, "not killed inside epoch 2");
+
+    let (out, _, stderr) = run(strix(&fx, &cache).args(["train", "--no-export", "--resume"]).arg(&killed));
+    assert!(out.status.success(), "{stderr}");
+    let log = std::fs::read_to_string(killed.join("train.log")).unwrap();
+    let resumed = log.lines().find(|l| l.contains("resumed at epoch 2 batch")).expect("resumed inside epoch 2");
+    assert!(!resumed.ends_with("batch 0"), "{resumed}");
+    // Compared by what they compute on the validation images (see the classifier's resume
+    // test for why not bit for bit).
+    let device = strix_train::Device::flex();
+    let outputs = |dir: &Path| {
+        let (model, saved) = strix_train::detect::load_trained(dir, &device).unwrap();
+        let (_, val) = strix_train::detect::validation_set(dir).unwrap();
+        let pre = strix_vision::Preprocessor::new(&saved.input_spec(), &saved.preprocess).unwrap();
+        let mut px = Vec::new();
+        for im in &val.images {
+            let img = strix_vision::decode_file(&im.path, &Default::default()).unwrap();
+            let mut one = vec![0f32; pre.sample_len()];
+            pre.run(&img, &mut one);
+            px.extend(one);
+        }
+        let (_, t) = strix_train::detect::eval::run_batch(&model, &saved, px, val.images.len(), &device).unwrap();
+        t.iter().flat_map(|t| t.to_f32_vec()).collect::<Vec<f32>>()
+    };
+    let diff = crate::support::max_abs_diff(&outputs(&whole), &outputs(&killed));
+    eprintln!("detector resumed vs uninterrupted: max |output diff| {diff:e}");
+    assert!(diff <= 1e-4, "resumed weights compute other outputs: {diff:e}");
+    let maps = |f: &Value| -> Vec<f64> {
+        f["history"].as_array().unwrap().iter().map(|m| m["map50"].as_f64().unwrap()).collect()
+    };
+    let (a, b) = (maps(&final_json(&whole)), maps(&final_json(&killed)));
+    assert_eq!(a.len(), 2);
+    assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() <= 0.01), "{a:?} vs {b:?}");
+}
+
+/// Labels with problems: each handled as the issue says and listed, or refused naming the
+/// file and line.
+#[test]
+fn bad_detection_labels_are_clipped_dropped_listed_or_refused_by_line() {
+    let fx = fixtures_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let scenes = build_scenes(&fx, tmp.path(), 12, 4, 64, 5);
+    let ann = scenes.coco.join("annotations/instances_train.json");
+    let mut coco: Value = serde_json::from_slice(&std::fs::read(&ann).unwrap()).unwrap();
+    let anns = coco["annotations"].as_array_mut().unwrap();
+    anns.push(serde_json::json!({"id": 9001, "image_id": 1, "category_id": 1, "bbox": [50, 50, 30, 30], "area": 900, "iscrowd": 0}));
+    anns.push(serde_json::json!({"id": 9002, "image_id": 2, "category_id": 2, "bbox": [10, 10, 0, 20], "area": 0, "iscrowd": 0}));
+    coco["images"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"id": 77, "file_name": "gone.png", "width": 64, "height": 64}));
+    std::fs::write(&ann, coco.to_string()).unwrap();
+    let cache = tmp.path().join("cache");
+    let (out, stdout, stderr) = run(strix(&fx, &cache)
+        .args(["data", "inspect", "--sheet"])
+        .arg(tmp.path().join("sheet.png"))
+        .arg(&scenes.coco));
+    assert!(out.status.success(), "{stderr}");
+    for want in [
+        "reaches outside the 64x64 image; clipped",
+        "has no area inside the image; dropped",
+        "gone.png: missing image file; left out",
+    ] {
+        assert!(stdout.contains(want), "{want} in\n{stdout}");
+    }
+    assert!(stdout.contains("images without boxes (negatives)") && tmp.path().join("sheet.png").is_file(), "{stdout}");
+    // Training goes on and lists them in final.json.
+    let run_dir = tmp.path().join("run");
+    let (out, _, stderr) = run(strix(&fx, &cache)
+        .args([
+            "train",
+            "--task",
+            "detect",
+            "--no-export",
+            "--image-size",
+            "64",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--data",
+        ])
+        .arg(&scenes.coco)
+        .arg("--run-dir")
+        .arg(&run_dir));
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(final_json(&run_dir)["problems"].as_array().unwrap().len(), 3);
+    // Refused, naming the file and line: unknown class ids, malformed label rows, JSON, YAML.
+    let refused = |data: &Path| {
+        let (out, _, stderr) =
+            run(strix(&fx, &cache).args(["data", "inspect", "--sheet"]).arg(tmp.path().join("s.png")).arg(data));
+        assert!(!out.status.success());
+        stderr
+    };
+    let label = scenes.yolo.join("labels/train/train000.txt");
+    std::fs::write(&label, "0 0.5 0.5 0.2 0.2\n7 0.5 0.5 0.2 0.2\n").unwrap();
+    let e = refused(&scenes.yolo);
+    assert!(e.contains("train000.txt:2: class 7 is outside the 3 classes"), "{e}");
+    std::fs::write(&label, "0 0.5 0.5 0.2\n").unwrap();
+    assert!(refused(&scenes.yolo).contains("train000.txt:1: expected `class cx cy w h`, found 4 fields"));
+    std::fs::write(&label, "").unwrap();
+    std::fs::write(scenes.yolo.join("data.yaml"), "train: images/train\nnames: [a, b\n").unwrap();
+    let e = refused(&scenes.yolo);
+    assert!(e.contains("data.yaml:"), "{e}");
+    std::fs::write(&ann, "{\"images\": [\n  {\"id\": 1,,}]}").unwrap();
+    let e = refused(&scenes.coco);
+    assert!(e.contains("instances_train.json:2:"), "{e}");
 }

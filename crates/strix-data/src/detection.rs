@@ -250,6 +250,13 @@ fn labels_for(img_dir: &Path) -> PathBuf {
     }
 }
 
+/// Whether `dir` is laid out as a detection dataset [`open_detection`] reads.
+pub fn is_detection_dir(dir: &Path) -> bool {
+    dir.join("annotations").join("instances_train.json").is_file()
+        || dir.join("data.yaml").is_file()
+        || (dir.join("labels").is_dir() && dir.join("images").is_dir())
+}
+
 /// A detection dataset folder in any layout Strix reads, as `(train, validation if it has one)`:
 /// COCO's own (`annotations/instances_{train,val}.json`, `images/{train,val}/`), Ultralytics'
 /// (`data.yaml`), or a flat YOLO folder (`images/`, `labels/`, `classes.txt`).

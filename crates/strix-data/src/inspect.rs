@@ -35,7 +35,7 @@ pub struct Inspection {
     pub near_empty: Vec<String>,
 }
 
-fn spread(mut v: Vec<u32>) -> Option<Spread> {
+pub(crate) fn spread(mut v: Vec<u32>) -> Option<Spread> {
     v.sort_unstable();
     Some(Spread { min: *v.first()?, median: v[v.len() / 2], max: *v.last()? })
 }

@@ -25,6 +25,7 @@ mod error;
 pub mod idx;
 mod imageset;
 pub mod inspect;
+pub mod inspect_detect;
 mod loader;
 pub mod manifest;
 mod rng;

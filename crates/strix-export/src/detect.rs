@@ -4,14 +4,12 @@
 
 use std::path::Path;
 
-use burn::module::Module;
-use burn::prelude::*;
 use prost::Message;
 use rayon::prelude::*;
 use strix_core::Detection;
 use strix_train::Device;
 use strix_train::detect::SavedDetector;
-use strix_train::detect::eval::named_outputs;
+use strix_train::detect::eval::run_batch;
 use strix_vision::{DecodeLimits, Geometry, Outputs, Preprocessor};
 use strix_zoo::{Artifact, DecoderSpec, LabelsSpec, ModelSpec, Task, check_name};
 
@@ -69,9 +67,7 @@ fn gate_detector(
     let (images, geometries) = gate_images(run_dir, saved, options.gate_images)?;
     let n = geometries.len();
     let (w, h) = saved.shape.input;
-    let device = Device::flex();
-    let x = Tensor::<4>::from_data(TensorData::new(images.clone(), [n, 3, h, w]), &device);
-    let (names, reference) = named_outputs(model.valid().forward(x), saved.shape.classes)?;
+    let (names, reference) = run_batch(model, saved, images.clone(), n, &Device::flex())?;
     let decoder = saved.decoder();
     let decode = |tensors: &[strix_core::Tensor]| {
         decoder

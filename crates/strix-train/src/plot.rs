@@ -68,6 +68,38 @@ pub fn lines(title: &str, x_label: &str, series: &[(&str, Rgb<u8>, Vec<f64>)]) -
     img
 }
 
+/// A named curve: `(name, colour, (x, y) points)`.
+pub type Curve = (String, Rgb<u8>, Vec<(f64, f64)>);
+
+/// Curves on the unit square (precision over recall).
+pub fn unit_curves(title: &str, x_label: &str, y_label: &str, series: &[Curve]) -> RgbImage {
+    let mut img = RgbImage::from_pixel(W, H, Rgb([255, 255, 255]));
+    let (pw, ph) = (W as i32 - LEFT - RIGHT, H as i32 - TOP - BOTTOM);
+    let px = |x: f64| LEFT as f32 + x.clamp(0.0, 1.0) as f32 * pw as f32;
+    let py = |y: f64| TOP as f32 + (1.0 - y.clamp(0.0, 1.0)) as f32 * ph as f32;
+    for k in 0..=4 {
+        let v = k as f64 / 4.0;
+        draw_line_segment_mut(&mut img, (LEFT as f32, py(v)), ((W as i32 - RIGHT) as f32, py(v)), GREY);
+        text(&mut img, 4, py(v) as i32 - 4, &format!("{v:.2}"), BLACK, 1);
+        text(&mut img, px(v) as i32 - 12, H as i32 - BOTTOM + 8, &format!("{v:.2}"), BLACK, 1);
+    }
+    draw_hollow_rect_mut(&mut img, Rect::at(LEFT, TOP).of_size(pw as u32, ph as u32), BLACK);
+    text(&mut img, LEFT, 12, title, BLACK, 2);
+    text(&mut img, W as i32 / 2 - 4 * x_label.len() as i32, H as i32 - 20, x_label, BLACK, 1);
+    text(&mut img, 4, TOP - 12, y_label, BLACK, 1);
+    for (k, (name, colour, pts)) in series.iter().enumerate() {
+        let (lx, ly) = (W as i32 - RIGHT - 170, TOP + 10 + 14 * k as i32);
+        draw_filled_rect_mut(&mut img, Rect::at(lx, ly).of_size(16, 8), *colour);
+        text(&mut img, lx + 22, ly, name, BLACK, 1);
+        for w in pts.windows(2) {
+            for d in [-0.5f32, 0.0, 0.5] {
+                draw_line_segment_mut(&mut img, (px(w[0].0), py(w[0].1) + d), (px(w[1].0), py(w[1].1) + d), *colour);
+            }
+        }
+    }
+    img
+}
+
 /// Rows = true class, columns = predicted; colour by the row-normalised share, counts printed.
 pub fn confusion(classes: &[String], m: &[Vec<u64>]) -> RgbImage {
     let n = classes.len().max(1);

@@ -16,11 +16,11 @@ use crate::config::TrainConfig;
 use crate::plot::{self, BLUE, ORANGE};
 use crate::train::Outcome;
 
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-fn save_png(img: &RgbImage, path: &Path) -> Result<(), TrainError> {
+pub(crate) fn save_png(img: &RgbImage, path: &Path) -> Result<(), TrainError> {
     let mut bytes = Vec::new();
     img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
         .map_err(|e| TrainError::Invalid(format!("{}: {e}", path.display())))?;
@@ -55,6 +55,45 @@ fn worst_grid(set: &Arc<ImageSet>, outcome: &Outcome) -> Option<RgbImage> {
     Some(grid)
 }
 
+/// The page's head and title, shared by classifier and detector reports.
+pub(crate) fn head(dir: &Path) -> String {
+    let mut html = String::new();
+    let title = format!("Strix training run: {}", dir.file_name().and_then(|n| n.to_str()).unwrap_or("run"));
+    let _ = write!(
+        html,
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title><style>\
+         body{{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}}\
+         table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}\
+         th{{background:#f3f3f3}}td:first-child{{text-align:left}}img{{max-width:100%}}</style></head><body>\
+         <h1>{t}</h1>",
+        t = esc(&title)
+    );
+    html
+}
+
+/// A section listing `items` (one line each), or saying there were none.
+pub(crate) fn problems(html: &mut String, title: &str, what: &str, items: &[String]) {
+    let _ = write!(html, "<h2>{} ({})</h2>", esc(title), items.len());
+    if items.is_empty() {
+        html.push_str("<p>None.</p>");
+    } else {
+        let _ = write!(html, "<p>{}</p><ul>", esc(what));
+        for i in items {
+            let _ = write!(html, "<li>{}</li>", esc(i));
+        }
+        html.push_str("</ul>");
+    }
+}
+
+/// The resolved configuration, and the end of the page.
+pub(crate) fn tail(html: &mut String, cfg: &TrainConfig) {
+    let _ = write!(
+        html,
+        "<h2>Configuration</h2><pre>{}</pre></body></html>",
+        esc(&cfg.to_toml().unwrap_or_else(|e| format!("({e})")))
+    );
+}
+
 pub fn write(dir: &Path, cfg: &TrainConfig, outcome: &Outcome, val: &Arc<ImageSet>) -> Result<(), TrainError> {
     let h = &outcome.history;
     let col = |f: fn(&crate::metrics::EpochMetrics) -> f64| h.iter().map(f).collect::<Vec<f64>>();
@@ -80,17 +119,7 @@ pub fn write(dir: &Path, cfg: &TrainConfig, outcome: &Outcome, val: &Arc<ImageSe
         save_png(g, &dir.join("worst.png"))?;
     }
 
-    let mut html = String::new();
-    let title = format!("Strix training run: {}", dir.file_name().and_then(|n| n.to_str()).unwrap_or("run"));
-    let _ = write!(
-        html,
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title><style>\
-         body{{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}}\
-         table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}\
-         th{{background:#f3f3f3}}td:first-child{{text-align:left}}img{{max-width:100%}}</style></head><body>\
-         <h1>{t}</h1>",
-        t = esc(&title)
-    );
+    let mut html = head(dir);
     let v = &outcome.val;
     let _ = write!(
         html,
@@ -155,21 +184,9 @@ pub fn write(dir: &Path, cfg: &TrainConfig, outcome: &Outcome, val: &Arc<ImageSe
     if grid.is_some() {
         html.push_str("<h2>Worst-classified validation images</h2><p>Green: true class; red: prediction and the probability given to the true class.</p><img src=\"worst.png\">");
     }
-    let unreadable: Vec<&(String, String)> = outcome.skipped.iter().chain(&v.unreadable).collect();
-    let _ = write!(html, "<h2>Unreadable images ({})</h2>", unreadable.len());
-    if unreadable.is_empty() {
-        html.push_str("<p>None: every image was read.</p>");
-    } else {
-        html.push_str("<p>Skipped; training went on without them.</p><table><tr><th>image</th><th>problem</th></tr>");
-        for (n, r) in unreadable {
-            let _ = write!(html, "<tr><td>{}</td><td style=\"text-align:left\">{}</td></tr>", esc(n), esc(r));
-        }
-        html.push_str("</table>");
-    }
-    let _ = write!(
-        html,
-        "<h2>Configuration</h2><pre>{}</pre></body></html>",
-        esc(&cfg.to_toml().unwrap_or_else(|e| format!("({e})")))
-    );
+    let unreadable: Vec<String> =
+        outcome.skipped.iter().chain(&v.unreadable).map(|(n, r)| format!("{n}: {r}")).collect();
+    problems(&mut html, "Unreadable images", "Skipped; training went on without them.", &unreadable);
+    tail(&mut html, cfg);
     crate::checkpoint::write_atomic(&dir.join(crate::train::REPORT_FILE), html.as_bytes())
 }

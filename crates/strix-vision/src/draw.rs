@@ -25,7 +25,8 @@ pub(crate) const PALETTE: [[u8; 3]; 12] = [
     [255, 225, 25],
 ];
 
-fn colour(i: usize) -> Rgb<u8> {
+/// The colour of class `i` (distinct for the first classes; shared by every drawing).
+pub fn colour(i: usize) -> Rgb<u8> {
     Rgb(PALETTE[i % PALETTE.len()])
 }
 
@@ -35,7 +36,8 @@ fn scale(img: &RgbImage) -> (u32, u32) {
     ((side / 250).max(2), (side / 400).clamp(1, 4))
 }
 
-fn rect(img: &mut RgbImage, b: &BBox, c: Rgb<u8>, thickness: u32) {
+/// A hollow box, `thickness` pixels wide (growing outwards).
+pub fn rect(img: &mut RgbImage, b: &BBox, c: Rgb<u8>, thickness: u32) {
     for t in 0..thickness as i32 {
         let (x, y) = (b.x1.round() as i32 - t, b.y1.round() as i32 - t);
         let (w, h) = ((b.width().round() as i32 + 2 * t).max(1), (b.height().round() as i32 + 2 * t).max(1));

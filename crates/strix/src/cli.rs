@@ -417,13 +417,15 @@ pub enum DataPart {
 #[derive(Debug, Subcommand)]
 pub enum DataCommand {
     /// Class counts, image sizes, unreadable files, duplicates, near-empty classes, and a
-    /// contact sheet of samples per class
+    /// contact sheet of samples per class; for a detection dataset (COCO or YOLO) images and
+    /// boxes per class, box sizes, negatives, label problems, and a sheet with the boxes drawn
     Inspect(InspectArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// Class folders, a `path,label` CSV, or a folder of IDX files
+    /// Class folders, a `path,label` CSV, a folder of IDX files, or a detection dataset
+    /// (annotations/instances_train.json + images/train/, or data.yaml + images/ + labels/)
     pub data: PathBuf,
     #[arg(long, value_enum, default_value_t = DataPart::Train)]
     pub part: DataPart,

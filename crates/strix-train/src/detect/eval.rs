@@ -143,6 +143,20 @@ pub fn named_outputs(
 /// One image preprocessed (pixels and where they came from), or why it could not be read.
 type Prepared = Result<(Vec<f32>, Geometry), String>;
 
+/// The export-named outputs of `model` (evaluation mode) for `n` preprocessed images
+/// (`[n, 3, h, w]` floats, as the spec's preprocessing writes them).
+pub fn run_batch(
+    model: &Detector,
+    saved: &SavedDetector,
+    pixels: Vec<f32>,
+    n: usize,
+    device: &Device,
+) -> Result<(Vec<String>, Vec<strix_core::Tensor>), TrainError> {
+    let (w, h) = saved.shape.input;
+    let x = Tensor::<4>::from_data(TensorData::new(pixels, [n, 3, h, w]), device);
+    named_outputs(model.valid().forward(x), saved.shape.classes)
+}
+
 /// Run `model` over `set` (in evaluation mode) and score it.
 pub fn evaluate(
     model: &Detector,
@@ -186,8 +200,7 @@ pub fn evaluate(
         if items.is_empty() {
             continue;
         }
-        let x = Tensor::<4>::from_data(TensorData::new(pixels, [items.len(), 3, h, w]), device);
-        let (names, tensors) = named_outputs(model.forward(x), saved.shape.classes)?;
+        let (names, tensors) = run_batch(&model, saved, pixels, items.len(), device)?;
         let decoded = decoder
             .decode(&Outputs::new(&names, &tensors), &geometries, (w as u32, h as u32), &saved.classes)
             .map_err(|e| TrainError::Invalid(format!("decoding the detector's outputs: {e}")))?;

@@ -8,6 +8,7 @@ mod batch;
 pub mod eval;
 pub mod loss;
 pub mod model;
+mod report;
 mod run;
 
 pub use eval::{DetEvaluation, SavedDetector, evaluate};

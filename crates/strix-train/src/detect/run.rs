@@ -476,6 +476,8 @@ fn finish(mut job: Job, state: DetectState, observer: &dyn Observer) -> Result<D
         problems,
     };
     write_atomic(&job.dir.join(FINAL_FILE), crate::error::json(&outcome, "the run's outcome")?.as_bytes())?;
+    observer.phase("writing report.html");
+    super::report::write(&job.dir, &job.cfg, &outcome, &job.data.val)?;
     let line = format!(
         "done: best epoch {:?}, val mAP {:.4}, mAP@.5 {:.4}",
         outcome.best_epoch, outcome.val.map, outcome.val.map50
