@@ -42,7 +42,7 @@ fn a_small_detector_learns_exports_and_evaluates_as_trained() {
     assert!(stdout.contains("gate passed") && stdout.contains("the same detections"), "{stdout}");
     // The export, through `strix eval detect`, scores what the trainer scored.
     let (out, eval, stderr) = run(strix(&fx, &tmp.path().join("cache"))
-        .args(["eval", "detect", "--json", "--gt"])
+        .args(["eval", "detect", "--json", "--score-threshold", "0.05", "--gt"])
         .arg(scenes.coco.join("annotations/instances_val.json"))
         .arg("--images")
         .arg(scenes.coco.join("images/val"))

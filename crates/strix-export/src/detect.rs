@@ -68,7 +68,8 @@ fn gate_detector(
     let n = geometries.len();
     let (w, h) = saved.shape.input;
     let (names, reference) = run_batch(model, saved, images.clone(), n, &Device::flex())?;
-    let decoder = saved.decoder();
+    // Evaluation's low threshold: the gate compares many more boxes than deployment keeps.
+    let decoder = saved.eval_decoder();
     let decode = |tensors: &[strix_core::Tensor]| {
         decoder
             .decode(&Outputs::new(&names, tensors), &geometries, (w as u32, h as u32), &saved.classes)

@@ -99,6 +99,18 @@ pub enum Head<'a> {
 }
 
 impl DecoderSpec {
+    /// The box filtering of a detector's decoder (`None` for other tasks), to change it for one
+    /// use (`strix eval detect --score-threshold` wants the low-confidence tail for mAP).
+    pub fn nms_mut(&mut self) -> Option<&mut strix_vision::detect::Nms> {
+        match self {
+            DecoderSpec::Nanodet(d) => Some(&mut d.nms),
+            DecoderSpec::Yolo(d) => Some(&mut d.nms),
+            DecoderSpec::Ssd(d) => Some(&mut d.nms),
+            DecoderSpec::Centernet(d) => Some(&mut d.nms),
+            _ => None,
+        }
+    }
+
     /// The one registration: each kind of decoder to its implementation in strix-vision.
     pub fn head(&self) -> Head<'_> {
         match self {

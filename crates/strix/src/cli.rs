@@ -662,6 +662,10 @@ pub struct CocoEvalArgs {
     /// With --model: also write its answers as a COCO results file
     #[arg(long, value_name = "RESULTS.json", requires = "model")]
     pub save_predictions: Option<PathBuf>,
+    /// With --model: keep detections scoring above this instead of the model's own threshold
+    /// (COCO mAP counts the low-confidence tail: 0.05 is what `strix train` evaluates with)
+    #[arg(long, value_name = "SCORE", requires = "model")]
+    pub score_threshold: Option<f32>,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     /// JSON instead of text

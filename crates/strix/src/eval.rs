@@ -122,7 +122,12 @@ fn run_coco_model(
     images: &Path,
     kind: IouType,
 ) -> Result<Vec<coco::Result>> {
-    let pipeline = load_model(global, model, &args.runtime)?;
+    let mut resolved = global.catalog().resolve(model, &Bars::new(global.quiet))?;
+    if let Some(t) = args.score_threshold {
+        let nms = resolved.spec.decoder.nms_mut().with_context(|| format!("{model} has no score threshold to set"))?;
+        nms.score_threshold = t;
+    }
+    let pipeline = load_pipeline(global, resolved, &args.runtime)?;
     let by_name: HashMap<String, u64> = gt.categories.iter().map(|c| (c.name.to_lowercase(), c.id)).collect();
     let person = by_name.get("person").copied().or_else(|| (gt.categories.len() == 1).then(|| gt.categories[0].id));
     let files: Vec<(u64, PathBuf)> = gt

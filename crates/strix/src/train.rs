@@ -185,6 +185,10 @@ fn print_detect_outcome(outcome: &detect::DetectOutcome) {
     for c in &outcome.val.per_class {
         println!("  {:<20} AP {:.4}  AP@.5 {:.4}", c.name, c.ap.max(0.0), c.ap50.max(0.0));
     }
+    println!(
+        "  (scored with detections above {}: `strix eval detect --score-threshold {0}` on the export gives these numbers)",
+        detect::eval::EVAL_SCORE_THRESHOLD
+    );
     let unreadable = outcome.skipped.len() + outcome.val.unreadable.len();
     if unreadable > 0 {
         println!("{unreadable} unreadable images skipped (listed in train.log)");

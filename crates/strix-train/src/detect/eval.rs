@@ -24,7 +24,8 @@ pub struct SavedDetector {
     pub classes: Vec<String>,
     /// Preprocessing of evaluation and of the export's spec.
     pub preprocess: Preprocess,
-    /// Filtering of evaluation and of the export's spec.
+    /// Filtering of the export's spec (what `predict`, `serve` and `stream` keep); evaluation
+    /// lowers its score threshold to [`EVAL_SCORE_THRESHOLD`].
     pub nms: Nms,
 }
 
@@ -45,6 +46,13 @@ impl SavedDetector {
     }
 
     /// The decoder of the export's spec.
+    /// The export's decoder with evaluation's score threshold.
+    pub fn eval_decoder(&self) -> NanoDet {
+        let mut d = self.decoder();
+        d.nms.score_threshold = EVAL_SCORE_THRESHOLD;
+        d
+    }
+
     pub fn decoder(&self) -> NanoDet {
         let (scores, boxes) = STRIDES.iter().map(|&s| output_names(s)).unzip();
         NanoDet {
@@ -61,9 +69,13 @@ impl SavedDetector {
     }
 }
 
-/// Filtering for mAP: a low score threshold (COCO practice) and at most 100 boxes an image.
-pub fn eval_nms() -> Nms {
-    Nms { score_threshold: 0.05, iou_threshold: 0.6, max_detections: 100, class_agnostic: false }
+/// The score threshold of mAP evaluation: COCO's AP counts the low-confidence tail
+/// (`strix eval detect --score-threshold 0.05` reproduces the trainer's numbers).
+pub const EVAL_SCORE_THRESHOLD: f32 = 0.05;
+
+/// The export's filtering: a deployment threshold, NMS at IoU 0.6, at most 100 boxes.
+pub fn deploy_nms() -> Nms {
+    Nms { score_threshold: 0.35, iou_threshold: 0.6, max_detections: 100, class_agnostic: false }
 }
 
 /// A detector's answers over a dataset and their COCO scores.
@@ -168,7 +180,7 @@ pub fn evaluate(
     let model = model.valid();
     let pre =
         Preprocessor::new(&saved.input_spec(), &saved.preprocess).map_err(|e| TrainError::Config(e.to_string()))?;
-    let decoder = saved.decoder();
+    let decoder = saved.eval_decoder();
     let (w, h) = saved.shape.input;
     let limits = DecodeLimits::default();
     let mut detections: Vec<Vec<Detection>> = vec![Vec::new(); set.images.len()];

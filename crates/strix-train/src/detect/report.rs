@@ -64,7 +64,7 @@ pub fn pr_curve(set: &DetectionSet, detections: &[Vec<Detection>], class: usize)
 
 /// Up to `n` validation images (spread over the set), ground truth in green, predictions in
 /// their class colours with scores.
-fn samples(set: &DetectionSet, detections: &[Vec<Detection>], n: usize) -> Option<RgbImage> {
+fn samples(set: &DetectionSet, detections: &[Vec<Detection>], n: usize, threshold: f32) -> Option<RgbImage> {
     let len = set.images.len();
     if len == 0 {
         return None;
@@ -81,7 +81,8 @@ fn samples(set: &DetectionSet, detections: &[Vec<Detection>], n: usize) -> Optio
             let [x, y, w, h] = b.bbox;
             draw::rect(&mut img, &BBox::new(x, y, x + w, y + h), Rgb([0, 200, 0]), 3);
         }
-        draw::detections(&mut img, &detections[i]);
+        let shown: Vec<Detection> = detections[i].iter().filter(|d| d.score > threshold).cloned().collect();
+        draw::detections(&mut img, &shown);
         let t = strix_data::inspect::thumbnail(&image::DynamicImage::ImageRgb8(img), cell);
         let (x, y) = ((k as u32 % cols) * (cell + 8) + 4, (k as u32 / cols) * (cell + 8) + 4);
         imageops::overlay(&mut grid, &t, i64::from(x), i64::from(y));
@@ -89,7 +90,13 @@ fn samples(set: &DetectionSet, detections: &[Vec<Detection>], n: usize) -> Optio
     Some(grid)
 }
 
-pub fn write(dir: &Path, cfg: &TrainConfig, outcome: &DetectOutcome, val: &DetectionSet) -> Result<(), TrainError> {
+pub fn write(
+    dir: &Path,
+    cfg: &TrainConfig,
+    saved: &super::SavedDetector,
+    outcome: &DetectOutcome,
+    val: &DetectionSet,
+) -> Result<(), TrainError> {
     let h = &outcome.history;
     let col = |f: fn(&super::DetectEpoch) -> f64| h.iter().map(f).collect::<Vec<f64>>();
     let terms = [
@@ -109,7 +116,8 @@ pub fn write(dir: &Path, cfg: &TrainConfig, outcome: &DetectOutcome, val: &Detec
         .map(|(c, name)| (name.clone(), draw::colour(c), pr_curve(val, &v.detections, c)))
         .collect();
     save_png(&plot::unit_curves("precision / recall at IoU 0.5", "recall", "precision", &curves), &dir.join("pr.png"))?;
-    let grid = samples(val, &v.detections, 12);
+    let threshold = saved.nms.score_threshold;
+    let grid = samples(val, &v.detections, 12, threshold);
     if let Some(g) = &grid {
         save_png(g, &dir.join("samples.png"))?;
     }
@@ -144,7 +152,11 @@ pub fn write(dir: &Path, cfg: &TrainConfig, outcome: &DetectOutcome, val: &Detec
     }
     html.push_str("</table><h2>Curves</h2><img src=\"loss.png\"><img src=\"map.png\"><img src=\"pr.png\">");
     if grid.is_some() {
-        html.push_str("<h2>Validation images</h2><p>Green: ground truth; coloured with scores: the best model's detections.</p><img src=\"samples.png\">");
+        let _ = write!(
+            html,
+            "<h2>Validation images</h2><p>Green: ground truth; coloured with scores: the best model's detections above \
+             the export's threshold ({threshold}).</p><img src=\"samples.png\">"
+        );
     }
     html.push_str("<h2>Epochs</h2><table><tr><th>epoch</th><th>loss</th><th>qfl</th><th>dfl</th><th>giou</th><th>mAP</th><th>mAP@.5</th><th>lr</th><th>s</th><th>img/s</th></tr>");
     for m in h {

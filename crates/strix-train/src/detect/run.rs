@@ -16,7 +16,7 @@ use strix_vision::DecodeLimits;
 
 use super::assign::{Prior, priors};
 use super::batch::DetPlan;
-use super::eval::{DetEvaluation, SavedDetector, eval_nms, evaluate};
+use super::eval::{DetEvaluation, SavedDetector, deploy_nms, evaluate};
 use super::loss::{LossTerms, detection_loss};
 use super::model::{Detector, DetectorShape, STRIDES};
 use crate::checkpoint::{self, write_atomic};
@@ -150,7 +150,7 @@ fn open_data(cfg: &TrainConfig) -> Result<Data, TrainError> {
         shape,
         classes: train.classes.clone(),
         preprocess: SavedDetector::letterbox(FILL, n.mean, n.std),
-        nms: eval_nms(),
+        nms: deploy_nms(),
     };
     Ok(Data { saved, train: Arc::new(train), val: Arc::new(val) })
 }
@@ -477,7 +477,7 @@ fn finish(mut job: Job, state: DetectState, observer: &dyn Observer) -> Result<D
     };
     write_atomic(&job.dir.join(FINAL_FILE), crate::error::json(&outcome, "the run's outcome")?.as_bytes())?;
     observer.phase("writing report.html");
-    super::report::write(&job.dir, &job.cfg, &outcome, &job.data.val)?;
+    super::report::write(&job.dir, &job.cfg, &job.data.saved, &outcome, &job.data.val)?;
     let line = format!(
         "done: best epoch {:?}, val mAP {:.4}, mAP@.5 {:.4}",
         outcome.best_epoch, outcome.val.map, outcome.val.map50
