@@ -107,21 +107,40 @@ pub fn inspect(set: &ImageSet, limits: &DecodeLimits, progress: &dyn Progress) -
 /// A grid with one row per class: its name, then up to `per_class` random samples as
 /// `cell` x `cell` thumbnails.
 pub fn contact_sheet(set: &ImageSet, per_class: usize, cell: u32, seed: u64, limits: &DecodeLimits) -> RgbImage {
-    let label_w = 8 * set.classes.iter().map(|c| c.chars().count()).max().unwrap_or(4).min(24) as u32 + 12;
-    let pad = 4;
-    let width = label_w + per_class as u32 * (cell + pad) + pad;
-    let height = set.classes.len() as u32 * (cell + pad) + pad;
-    let mut sheet = RgbImage::from_pixel(width, height, Rgb([255, 255, 255]));
     let mut order = set.shuffled(seed, 0);
     order.sort_by_key(|&i| set.items[i].label); // stable: random within each class
-    for (c, name) in set.classes.iter().enumerate() {
+    sheet(
+        &set.classes,
+        per_class,
+        cell,
+        |_| Rgb([0, 0, 0]),
+        |c| {
+            let picks: Vec<usize> =
+                order.iter().copied().filter(|&i| set.items[i].label == c).take(per_class).collect();
+            picks.par_iter().map(|&i| set.load(i, limits).ok().map(|im| thumbnail(&im, cell))).collect()
+        },
+    )
+}
+
+/// One row per class: its name in `ink(class)`, then the thumbnails `row(class)` gives
+/// (`None`: unreadable), centred in `cell` x `cell` squares.
+pub fn sheet(
+    classes: &[String],
+    per_class: usize,
+    cell: u32,
+    ink: impl Fn(usize) -> Rgb<u8>,
+    row: impl Fn(usize) -> Vec<Option<RgbImage>>,
+) -> RgbImage {
+    let label_w = 8 * classes.iter().map(|c| c.chars().count()).max().unwrap_or(4).min(24) as u32 + 12;
+    let pad = 4;
+    let width = label_w + per_class as u32 * (cell + pad) + pad;
+    let height = classes.len() as u32 * (cell + pad) + pad;
+    let mut sheet = RgbImage::from_pixel(width, height, Rgb([255, 255, 255]));
+    for (c, name) in classes.iter().enumerate() {
         let y = pad + c as u32 * (cell + pad);
         let short: String = name.chars().take(24).collect();
-        draw::text(&mut sheet, 4, (y + cell / 2) as i32 - 4, &short, Rgb([0, 0, 0]), 1);
-        let picks: Vec<usize> = order.iter().copied().filter(|&i| set.items[i].label == c).take(per_class).collect();
-        let thumbs: Vec<Option<RgbImage>> =
-            picks.par_iter().map(|&i| set.load(i, limits).ok().map(|im| thumbnail(&im, cell))).collect();
-        for (k, t) in thumbs.into_iter().enumerate() {
+        draw::text(&mut sheet, 4, (y + cell / 2) as i32 - 4, &short, ink(c), 1);
+        for (k, t) in row(c).into_iter().take(per_class).enumerate() {
             let x = label_w + k as u32 * (cell + pad);
             match t {
                 Some(t) => {

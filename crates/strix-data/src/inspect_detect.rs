@@ -1,7 +1,7 @@
 //! `strix data inspect` on a detection dataset: images and boxes per class, box sizes,
 //! negatives, what was wrong in the labels, and a contact sheet with the boxes drawn.
 
-use image::{Rgb, RgbImage, imageops};
+use image::RgbImage;
 use rayon::prelude::*;
 use serde::Serialize;
 use strix_vision::DecodeLimits;
@@ -94,34 +94,13 @@ pub fn inspect_detection(parts: &[(&str, &DetectionSet)]) -> DetInspection {
 /// One row per class: its name, then up to `per_class` images holding it as `cell` x `cell`
 /// thumbnails with every box drawn in its class's colour.
 pub fn detection_sheet(set: &DetectionSet, per_class: usize, cell: u32, limits: &DecodeLimits) -> RgbImage {
-    let label_w = 8 * set.classes.iter().map(|c| c.chars().count()).max().unwrap_or(4).min(24) as u32 + 12;
-    let pad = 4;
-    let width = label_w + per_class as u32 * (cell + pad) + pad;
-    let height = set.classes.len() as u32 * (cell + pad) + pad;
-    let mut sheet = RgbImage::from_pixel(width, height, Rgb([255, 255, 255]));
-    for (c, name) in set.classes.iter().enumerate() {
-        let y = pad + c as u32 * (cell + pad);
-        let short: String = name.chars().take(24).collect();
-        draw::text(&mut sheet, 4, (y + cell / 2) as i32 - 4, &short, draw::colour(c), 1);
+    crate::inspect::sheet(&set.classes, per_class, cell, draw::colour, |c| {
         let picks: Vec<usize> = (0..set.images.len())
             .filter(|&i| set.images[i].boxes.iter().any(|b| b.class == c))
             .take(per_class)
             .collect();
-        let thumbs: Vec<Option<RgbImage>> = picks.par_iter().map(|&i| boxed_thumbnail(set, i, cell, limits)).collect();
-        for (k, t) in thumbs.into_iter().enumerate() {
-            let x = label_w + k as u32 * (cell + pad);
-            match t {
-                Some(t) => {
-                    let (ox, oy) = ((cell - t.width()) / 2, (cell - t.height()) / 2);
-                    imageops::overlay(&mut sheet, &t, i64::from(x + ox), i64::from(y + oy));
-                }
-                None => {
-                    draw::text(&mut sheet, x as i32 + 2, (y + cell / 2) as i32 - 4, "unreadable", Rgb([200, 0, 0]), 1)
-                }
-            }
-        }
-    }
-    sheet
+        picks.par_iter().map(|&i| boxed_thumbnail(set, i, cell, limits)).collect()
+    })
 }
 
 /// Image `i` fitted inside `cell` x `cell` with its boxes drawn.
@@ -141,6 +120,7 @@ pub fn boxed_thumbnail(set: &DetectionSet, i: usize, cell: u32, limits: &DecodeL
 mod tests {
     use super::*;
     use crate::detection::{DetBox, DetImage};
+    use image::Rgb;
 
     #[test]
     fn counts_boxes_per_class_and_draws_them() {

@@ -117,6 +117,20 @@ pub fn load_run<S: serde::de::DeserializeOwned>(
     Ok((state, model, optim, ckpt))
 }
 
+/// The best model of a run folder: its description (`model.json`) and `best.bpk`'s bytes with
+/// the path they came from (for [`load_module`]).
+pub fn read_best<S: serde::de::DeserializeOwned>(
+    run_dir: &Path,
+) -> Result<(S, Vec<u8>, std::path::PathBuf), TrainError> {
+    let meta = run_dir.join(crate::train::MODEL_FILE);
+    let text = std::fs::read_to_string(&meta).map_err(TrainError::io(&meta))?;
+    let saved: S = serde_json::from_str(&text)
+        .map_err(|e| TrainError::Checkpoint { path: meta.clone(), reason: e.to_string() })?;
+    let best = run_dir.join(crate::train::BEST_FILE);
+    let bytes = std::fs::read(&best).map_err(TrainError::io(&best))?;
+    Ok((saved, bytes, best))
+}
+
 /// `dir/train.log`, opened for appending (a resumed run continues it).
 pub fn open_log(dir: &Path) -> Result<std::fs::File, TrainError> {
     std::fs::create_dir_all(dir).map_err(TrainError::io(dir))?;

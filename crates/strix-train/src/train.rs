@@ -275,14 +275,8 @@ fn load_model(shape: &ModelShape, bytes: Vec<u8>, device: &Device, path: &Path) 
 
 /// Load a trained model from a run folder (`model.json` + `best.bpk`).
 pub fn load_trained(run_dir: &Path, device: &Device) -> Result<(Classifier, SavedModel), TrainError> {
-    let meta_path = run_dir.join(MODEL_FILE);
-    let text = std::fs::read_to_string(&meta_path).map_err(TrainError::io(&meta_path))?;
-    let saved: SavedModel = serde_json::from_str(&text)
-        .map_err(|e| TrainError::Checkpoint { path: meta_path.clone(), reason: e.to_string() })?;
-    let best = run_dir.join(BEST_FILE);
-    let bytes = std::fs::read(&best).map_err(TrainError::io(&best))?;
-    let model = load_model(&saved.shape, bytes, device, &best)?;
-    Ok((model, saved))
+    let (saved, bytes, best) = checkpoint::read_best::<SavedModel>(run_dir)?;
+    Ok((load_model(&saved.shape, bytes, device, &best)?, saved))
 }
 
 /// Run `model` over `set` in evaluation mode.

@@ -215,12 +215,7 @@ fn load_model(shape: &DetectorShape, bytes: Vec<u8>, device: &Device, path: &Pat
 
 /// The best detector of a run folder (`model.json` + `best.bpk`).
 pub fn load_trained(run_dir: &Path, device: &Device) -> Result<(Detector, SavedDetector), TrainError> {
-    let meta = run_dir.join(MODEL_FILE);
-    let text = std::fs::read_to_string(&meta).map_err(TrainError::io(&meta))?;
-    let saved: SavedDetector = serde_json::from_str(&text)
-        .map_err(|e| TrainError::Checkpoint { path: meta.clone(), reason: e.to_string() })?;
-    let best = run_dir.join(BEST_FILE);
-    let bytes = std::fs::read(&best).map_err(TrainError::io(&best))?;
+    let (saved, bytes, best) = checkpoint::read_best::<SavedDetector>(run_dir)?;
     Ok((load_model(&saved.shape, bytes, device, &best)?, saved))
 }
 
