@@ -78,6 +78,8 @@ fn a_killed_detector_run_resumes_to_the_same_weights() {
     let args = |cmd: &mut std::process::Command| {
         cmd.args(["train", "--task", "detect", "--no-export", "--data"]).arg(&scenes.yolo);
         cmd.args(["--image-size", "96", "--epochs", "2", "--batch-size", "4", "--seed", "3", "--lr", "0.002"]);
+        // Stretched, not letterboxed: training, evaluation and the export's spec alike.
+        cmd.args(["--resize", "stretch"]);
     };
     let cache = tmp.path().join("cache");
     let whole = tmp.path().join("whole");
@@ -135,6 +137,10 @@ fn a_killed_detector_run_resumes_to_the_same_weights() {
     let (a, b) = (maps(&final_json(&whole)), maps(&final_json(&killed)));
     assert_eq!(a.len(), 2);
     assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() <= 0.01), "{a:?} vs {b:?}");
+    let (out, stdout, stderr) = run(strix(&fx, &cache).arg("export").arg(&killed));
+    assert!(out.status.success() && stdout.contains("the same detections"), "{stdout}{stderr}");
+    let spec = std::fs::read_to_string(killed.join("export/model.toml")).unwrap();
+    assert!(spec.contains("mode = \"stretch\""), "{spec}");
 }
 
 /// Labels with problems: each handled as the issue says and listed, or refused naming the

@@ -31,19 +31,32 @@ pub struct BoxAugment {
     pub min_visible: f32,
     /// Canvas colour where no image lands.
     pub fill: [u8; 3],
+    /// Fit by stretching each axis to the canvas (the aspect ratio changes) instead of
+    /// letterboxing.
+    pub stretch: bool,
 }
 
 impl BoxAugment {
     /// No change beyond the letterboxed fit into `size` (the evaluation view).
     pub fn fit(size: (u32, u32)) -> BoxAugment {
-        BoxAugment { size, scale: (1.0, 1.0), translate: 0.0, flip: 0.0, jitter: 0.0, min_visible: 0.0, fill: [114; 3] }
+        BoxAugment {
+            size,
+            scale: (1.0, 1.0),
+            translate: 0.0,
+            flip: 0.0,
+            jitter: 0.0,
+            min_visible: 0.0,
+            fill: [114; 3],
+            stretch: false,
+        }
     }
 }
 
-/// Where the image went: `output = s * input + (tx, ty)`, then mirrored when `flip`.
+/// Where the image went: `output = (sx * x + tx, sy * y + ty)`, then mirrored when `flip`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Placement {
-    pub scale: f32,
+    /// `[sx, sy]`: equal unless stretched.
+    pub scale: [f32; 2],
     pub tx: f32,
     pub ty: f32,
     pub flip: bool,
@@ -53,19 +66,19 @@ pub struct Placement {
 impl Placement {
     /// An image x coordinate (a box edge) in the canvas.
     pub fn x(&self, x: f32) -> f32 {
-        let u = self.scale * x + self.tx;
+        let u = self.scale[0] * x + self.tx;
         if self.flip { self.width as f32 - u } else { u }
     }
 
     pub fn y(&self, y: f32) -> f32 {
-        self.scale * y + self.ty
+        self.scale[1] * y + self.ty
     }
 
     /// A box (`[x, y, w, h]`) in the canvas, before clipping.
     pub fn bbox(&self, b: [f32; 4]) -> [f32; 4] {
         let (x1, x2) = (self.x(b[0]), self.x(b[0] + b[2]));
         let (x1, x2) = (x1.min(x2), x1.max(x2));
-        [x1, self.y(b[1]), x2 - x1, self.scale * b[3]]
+        [x1, self.y(b[1]), x2 - x1, self.scale[1] * b[3]]
     }
 }
 
@@ -82,11 +95,12 @@ impl BoxAugment {
     pub fn apply(&self, img: &RgbImage, boxes: &[DetBox], rng: &mut Rng) -> Placed {
         let (w, h) = (self.size.0 as f32, self.size.1 as f32);
         let (iw, ih) = (img.width().max(1) as f32, img.height().max(1) as f32);
-        let fit = (w / iw).min(h / ih);
-        let scale = fit * rng.uniform(self.scale.0, self.scale.1);
+        let fit = if self.stretch { [w / iw, h / ih] } else { [(w / iw).min(h / ih); 2] };
+        let k = rng.uniform(self.scale.0, self.scale.1);
+        let scale = [fit[0] * k, fit[1] * k];
         // Centred, then shifted.
-        let tx = (w - scale * iw) / 2.0 + rng.uniform(-self.translate, self.translate) * w;
-        let ty = (h - scale * ih) / 2.0 + rng.uniform(-self.translate, self.translate) * h;
+        let tx = (w - scale[0] * iw) / 2.0 + rng.uniform(-self.translate, self.translate) * w;
+        let ty = (h - scale[1] * ih) / 2.0 + rng.uniform(-self.translate, self.translate) * h;
         let flip = rng.unit() < self.flip;
         let placement = Placement { scale, tx, ty, flip, width: self.size.0 };
         let mut image = warp(img, &placement, self.size, self.fill);
@@ -120,14 +134,14 @@ fn warp(img: &RgbImage, p: &Placement, (w, h): (u32, u32), fill: [u8; 3]) -> Rgb
     let (iw, ih) = (img.width() as f32, img.height() as f32);
     let mut out = RgbImage::from_pixel(w, h, Rgb(fill));
     for v in 0..h {
-        let sy = (v as f32 + 0.5 - p.ty) / p.scale;
+        let sy = (v as f32 + 0.5 - p.ty) / p.scale[1];
         if sy < 0.0 || sy >= ih {
             continue;
         }
         for u in 0..w {
             let cu = u as f32 + 0.5;
             let cu = if p.flip { w as f32 - cu } else { cu };
-            let sx = (cu - p.tx) / p.scale;
+            let sx = (cu - p.tx) / p.scale[0];
             if sx < 0.0 || sx >= iw {
                 continue;
             }
@@ -197,8 +211,8 @@ mod tests {
     /// overlap, so a later one may cover an earlier one's inside: only the last one drawn
     /// (blue) is checked for colour inside.
     #[test]
-    fn boxes_follow_the_pixels_under_random_scale_shift_crop_and_flip() {
-        let aug = BoxAugment {
+    fn boxes_follow_the_pixels_under_random_scale_stretch_shift_crop_and_flip() {
+        let base = BoxAugment {
             size: (96, 80),
             scale: (0.5, 1.6),
             translate: 0.3,
@@ -206,9 +220,12 @@ mod tests {
             jitter: 0.0,
             min_visible: 0.0,
             fill: [114; 3],
+            stretch: false,
         };
         let mut checked = 0;
         for seed in 0..300 {
+            // Every other image stretched to the canvas instead of letterboxed.
+            let aug = BoxAugment { stretch: seed % 2 == 1, ..base.clone() };
             let mut rng = Rng::new(seed);
             let (img, boxes, colours) = scene(&mut rng);
             let placed = aug.apply(&img, &boxes, &mut rng);
@@ -244,7 +261,7 @@ mod tests {
     fn boxes_pushed_out_of_the_canvas_are_dropped_and_the_rest_clipped() {
         let b = |x: f32, w: f32| DetBox { class: 0, bbox: [x, 10.0, w, 10.0], iscrowd: false };
         let aug = BoxAugment { min_visible: 0.5, ..BoxAugment::fit((100, 100)) };
-        let p = Placement { scale: 1.0, tx: -50.0, ty: 0.0, flip: false, width: 100 };
+        let p = Placement { scale: [1.0; 2], tx: -50.0, ty: 0.0, flip: false, width: 100 };
         // Wholly outside, mostly outside, half inside (kept, clipped), inside.
         assert_eq!(aug.place_box(&b(0.0, 20.0), &p), None);
         assert_eq!(aug.place_box(&b(35.0, 20.0), &p), None);
@@ -262,8 +279,13 @@ mod tests {
         let placed = BoxAugment::fit((64, 64)).apply(&img, &boxes, &mut rng);
         assert_eq!(placed.boxes.len(), boxes.len());
         let s = placed.placement.scale;
-        assert!((s - (64.0 / img.width().max(img.height()) as f32)).abs() < 1e-6);
+        let want = 64.0 / img.width().max(img.height()) as f32;
+        assert!((s[0] - want).abs() < 1e-6 && s[0] == s[1], "{s:?}");
         assert!(!placed.placement.flip);
+        // Stretched: each axis fills the canvas.
+        let stretched = BoxAugment { stretch: true, ..BoxAugment::fit((64, 32)) }.apply(&img, &boxes, &mut rng);
+        let [sx, sy] = stretched.placement.scale;
+        assert!((sx - 64.0 / img.width() as f32).abs() < 1e-6 && (sy - 32.0 / img.height() as f32).abs() < 1e-6);
     }
 
     #[test]

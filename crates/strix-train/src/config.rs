@@ -47,6 +47,14 @@ pub enum Monitor {
     ValLoss,
 }
 
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResizeMode {
+    #[default]
+    Letterbox,
+    Stretch,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DeviceChoice {
@@ -234,6 +242,10 @@ pub struct TrainConfig {
     /// ... and shifted by up to this share of the input size.
     #[serde(default = "d_translate")]
     pub translate: f32,
+    /// Detection: how images meet the input, in training, evaluation and the export's spec:
+    /// `letterbox` (keep the aspect ratio, pad with grey) or `stretch`.
+    #[serde(default)]
+    pub resize: ResizeMode,
     /// The run folder. Default: `runs/<model>-<unix time>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_dir: Option<PathBuf>,

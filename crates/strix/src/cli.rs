@@ -59,6 +59,7 @@ const SCHEDULES: [&str; 3] = ["constant", "cosine", "step"];
 const MONITORS: [&str; 2] = ["val-accuracy", "val-loss"];
 const DEVICES: [&str; 3] = ["cpu", "cuda", "wgpu"];
 const TRAIN_TASKS: [&str; 2] = ["classify", "detect"];
+const RESIZE_MODES: [&str; 2] = ["letterbox", "stretch"];
 
 #[derive(Debug, Args)]
 pub struct Global {
@@ -627,6 +628,11 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub translate: Option<f32>,
+    /// Detection: images meet the input by letterbox (aspect kept, grey padding) or stretch,
+    /// in training, evaluation and the export alike [default: letterbox]
+    #[arg(long, value_parser = PossibleValuesParser::new(RESIZE_MODES))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resize: Option<String>,
     /// The run folder [default: runs/<model>-<unix time>]
     #[arg(long, value_name = "DIR")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -962,6 +968,8 @@ mod tests {
         all_parse::<Schedule>(&super::SCHEDULES);
         all_parse::<Monitor>(&super::MONITORS);
         all_parse::<DeviceChoice>(&super::DEVICES);
+        all_parse::<strix_train::config::ResizeMode>(&super::RESIZE_MODES);
+        all_parse::<strix_core::Task>(&super::TRAIN_TASKS);
         assert_eq!(super::ARCHS.len(), strix_train::Arch::ALL.len());
     }
 }

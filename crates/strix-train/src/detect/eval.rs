@@ -64,8 +64,13 @@ impl SavedDetector {
         }
     }
 
-    pub fn letterbox(fill: u8, mean: [f32; 3], std: [f32; 3]) -> Preprocess {
-        Preprocess { resize: Resize::Letterbox { fill }, channels: strix_vision::ChannelOrder::Rgb, mean, std }
+    /// The evaluation (and export) preprocessing of `mode`.
+    pub fn preprocess(mode: crate::config::ResizeMode, fill: u8, mean: [f32; 3], std: [f32; 3]) -> Preprocess {
+        let resize = match mode {
+            crate::config::ResizeMode::Letterbox => Resize::Letterbox { fill },
+            crate::config::ResizeMode::Stretch => Resize::Stretch {},
+        };
+        Preprocess { resize, channels: strix_vision::ChannelOrder::Rgb, mean, std }
     }
 }
 

@@ -20,7 +20,7 @@ use super::eval::{DetEvaluation, SavedDetector, deploy_nms, evaluate};
 use super::loss::{LossTerms, detection_loss};
 use super::model::{Detector, DetectorShape, STRIDES};
 use crate::checkpoint::{self, write_atomic};
-use crate::config::{Mode, TrainConfig};
+use crate::config::{Mode, ResizeMode, TrainConfig};
 use crate::train::{
     BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, DATASET_FILE, DATASET_MANIFEST_FILE, FINAL_FILE, METRICS_FILE, MODEL_FILE,
     Observer, build_optimizer, device, lr_at, unix_secs,
@@ -149,7 +149,7 @@ fn open_data(cfg: &TrainConfig) -> Result<Data, TrainError> {
     let saved = SavedDetector {
         shape,
         classes: train.classes.clone(),
-        preprocess: SavedDetector::letterbox(FILL, n.mean, n.std),
+        preprocess: SavedDetector::preprocess(cfg.resize, FILL, n.mean, n.std),
         nms: deploy_nms(),
     };
     Ok(Data { saved, train: Arc::new(train), val: Arc::new(val) })
@@ -298,6 +298,7 @@ fn augment(cfg: &TrainConfig, input: (usize, usize)) -> BoxAugment {
         jitter: cfg.color_jitter,
         min_visible: 0.25,
         fill: [FILL; 3],
+        stretch: cfg.resize == ResizeMode::Stretch,
     }
 }
 
