@@ -82,7 +82,7 @@ fn gate_detector(
         &images,
         [n, 3, h, w],
         &flat,
-        1,
+        None,
         &options.engines,
         options.tolerance,
         &mut |backend, outputs| same_detections(&backend.to_string(), &want, &decode(outputs)?),

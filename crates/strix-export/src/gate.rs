@@ -156,6 +156,20 @@ fn compare(values: &[f32], reference: &[f32], classes: usize, tol: Tolerance) ->
     (max_abs, max_ratio, at, agree, flips)
 }
 
+/// Position `at` of the concatenated outputs as (image, index within that image's part of its
+/// output); every output is `[n, ...]`.
+fn locate(outputs: &[Tensor], mut at: usize, n: usize) -> (usize, usize) {
+    for o in outputs {
+        let len = o.len();
+        if at < len {
+            let per_image = (len / n.max(1)).max(1);
+            return (at / per_image, at % per_image);
+        }
+        at -= len;
+    }
+    (0, 0)
+}
+
 /// Which engines the gate runs, and how they are opened.
 #[derive(Clone, Debug)]
 pub struct Engines {
@@ -187,7 +201,7 @@ pub fn check(
     tolerance: Tolerance,
 ) -> Result<GateReport, ExportError> {
     let classes = (reference.len() / input_shape[0].max(1)).max(1);
-    check_outputs(onnx, images, input_shape, reference, classes, engines, tolerance, &mut |_, _| Ok(()))
+    check_outputs(onnx, images, input_shape, reference, Some(classes), engines, tolerance, &mut |_, _| Ok(()))
 }
 
 /// Looks at one engine's outputs; an error fails the gate.
@@ -195,21 +209,21 @@ pub type Inspect<'a> = dyn FnMut(Backend, &[Tensor]) -> Result<(), ExportError> 
 
 /// The general gate: `reference` is every output of burn's model, concatenated in the ONNX
 /// outputs' order; each engine's outputs, concatenated the same way, must match it value for
-/// value, and top-1 is compared over rows of `row` values. `inspect` sees each engine's
-/// outputs (a detector's gate decodes them).
+/// value. With `top1: Some(classes)` (one `[n, classes]` output) the top-1 class of each image
+/// is compared too. `inspect` sees each engine's outputs (a detector's gate decodes them).
 #[allow(clippy::too_many_arguments)]
 pub fn check_outputs(
     onnx: &Path,
     images: &[f32],
     input_shape: [usize; 4],
     reference: &[f32],
-    row: usize,
+    top1: Option<usize>,
     engines: &Engines,
     tolerance: Tolerance,
     inspect: &mut Inspect<'_>,
 ) -> Result<GateReport, ExportError> {
     let n = input_shape[0];
-    let row = row.max(1);
+    let row = top1.unwrap_or(1).max(1);
     let (mut checks, mut skipped) = (Vec::new(), Vec::new());
     for &backend in &engines.backends {
         let runtime = match strix_runtime::open(backend, &engines.options) {
@@ -236,14 +250,16 @@ pub fn check_outputs(
             )));
         }
         inspect(backend, &outputs)?;
-        let (max_abs_diff, max_ratio, at, top1_agree, top1_flips) = compare(&values, reference, row, tolerance);
+        let (max_abs_diff, max_ratio, at, agree, flips) = compare(&values, reference, row, tolerance);
+        let (top1_agree, top1_flips) = if top1.is_some() { (agree, flips) } else { (n, 0) };
+        let (worst_image, worst_class) = locate(&outputs, at, n);
         checks.push(GateCheck {
             backend,
             engine: runtime.version(),
             max_abs_diff,
             max_ratio,
-            worst_image: at / row,
-            worst_class: at % row,
+            worst_image,
+            worst_class,
             top1_agree,
             top1_flips,
         });
