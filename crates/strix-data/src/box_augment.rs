@@ -212,16 +212,7 @@ mod tests {
     /// (blue) is checked for colour inside.
     #[test]
     fn boxes_follow_the_pixels_under_random_scale_stretch_shift_crop_and_flip() {
-        let base = BoxAugment {
-            size: (96, 80),
-            scale: (0.5, 1.6),
-            translate: 0.3,
-            flip: 0.5,
-            jitter: 0.0,
-            min_visible: 0.0,
-            fill: [114; 3],
-            stretch: false,
-        };
+        let base = BoxAugment { scale: (0.5, 1.6), translate: 0.3, flip: 0.5, ..BoxAugment::fit((96, 80)) };
         let mut checked = 0;
         for seed in 0..300 {
             // Every other image stretched to the canvas instead of letterboxed.

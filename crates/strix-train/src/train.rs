@@ -381,15 +381,6 @@ pub fn resume(run_dir: &Path, observer: &dyn Observer) -> Result<Outcome, TrainE
     run(job, state, model, optim, observer)
 }
 
-fn save_checkpoint(
-    job: &Job,
-    state: &TrainState,
-    model: &Classifier,
-    optim: &ModuleOptimizer,
-) -> Result<(), TrainError> {
-    checkpoint::save_run(&job.dir, state, model, optim)
-}
-
 fn run(
     mut job: Job,
     mut state: TrainState,
@@ -474,7 +465,7 @@ fn run(
             state.batch_in_epoch += 1;
             if cfg.checkpoint_minutes > 0.0 && last_save.elapsed().as_secs_f64() >= cfg.checkpoint_minutes * 60.0 {
                 state.seconds_in_epoch = before + started.elapsed().as_secs_f64();
-                save_checkpoint(&job, &state, &model, &optim)?;
+                checkpoint::save_run(&job.dir, &state, &model, &optim)?;
                 last_save = Instant::now();
             }
         }
@@ -527,7 +518,7 @@ fn run(
         state.correct = 0;
         state.seen = 0;
         state.seconds_in_epoch = 0.0;
-        save_checkpoint(&job, &state, &model, &optim)?;
+        checkpoint::save_run(&job.dir, &state, &model, &optim)?;
         last_save = Instant::now();
     }
     finish(job, state, observer)

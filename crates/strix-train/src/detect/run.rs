@@ -279,15 +279,6 @@ pub fn resume(run_dir: &Path, observer: &dyn Observer) -> Result<DetectOutcome, 
     run(job, state, model, optim, observer)
 }
 
-fn save_checkpoint(
-    job: &Job,
-    state: &DetectState,
-    model: &Detector,
-    optim: &ModuleOptimizer,
-) -> Result<(), TrainError> {
-    checkpoint::save_run(&job.dir, state, model, optim)
-}
-
 /// Training augmentation: scale, shift, mirror and colour jitter around the letterboxed fit.
 fn augment(cfg: &TrainConfig, input: (usize, usize)) -> BoxAugment {
     BoxAugment {
@@ -386,7 +377,7 @@ fn run(
             state.batch_in_epoch += 1;
             if cfg.checkpoint_minutes > 0.0 && last_save.elapsed().as_secs_f64() >= cfg.checkpoint_minutes * 60.0 {
                 state.seconds_in_epoch = before + started.elapsed().as_secs_f64();
-                save_checkpoint(&job, &state, &model, &optim)?;
+                checkpoint::save_run(&job.dir, &state, &model, &optim)?;
                 last_save = Instant::now();
             }
         }
@@ -396,7 +387,7 @@ fn run(
         let metrics = epoch_metrics(&state, epoch, &val, lr, seconds);
         observer.detect_epoch_end(&metrics);
         end_epoch(&mut job, &mut state, metrics, &model)?;
-        save_checkpoint(&job, &state, &model, &optim)?;
+        checkpoint::save_run(&job.dir, &state, &model, &optim)?;
         last_save = Instant::now();
     }
     finish(job, state, observer)
