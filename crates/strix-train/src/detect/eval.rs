@@ -182,7 +182,7 @@ pub fn evaluate(
     batch_size: usize,
     device: &Device,
 ) -> Result<DetEvaluation, TrainError> {
-    let model = model.valid();
+    // `run_batch` puts the model in evaluation mode.
     let pre =
         Preprocessor::new(&saved.input_spec(), &saved.preprocess).map_err(|e| TrainError::Config(e.to_string()))?;
     let decoder = saved.eval_decoder();
@@ -217,7 +217,7 @@ pub fn evaluate(
         if items.is_empty() {
             continue;
         }
-        let (names, tensors) = run_batch(&model, saved, pixels, items.len(), device)?;
+        let (names, tensors) = run_batch(model, saved, pixels, items.len(), device)?;
         let decoded = decoder
             .decode(&Outputs::new(&names, &tensors), &geometries, (w as u32, h as u32), &saved.classes)
             .map_err(|e| TrainError::Invalid(format!("decoding the detector's outputs: {e}")))?;
