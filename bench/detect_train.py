@@ -121,8 +121,8 @@ def pycocotools_map(gt_json, results):
 
 def strix_side(coco, size, epochs, threads, env):
     run_dir = os.path.join(os.path.dirname(coco), "strix-run")
-    weights = os.path.join(FIXTURES, "models", "classify", "efficientnet_lite0.safetensors")
-    cmd = [strix_binary(), "-q", "train", "--task", "detect", "--data", coco, "--pretrained", weights,
+    # No --pretrained: the backbone starts from the zoo's efficientnet_lite0, as for any user.
+    cmd = [strix_binary(), "-q", "train", "--task", "detect", "--data", coco,
            "--image-size", str(size), "--epochs", str(epochs), "--threads", str(threads), "--run-dir", run_dir]
     start = time.perf_counter()
     subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)

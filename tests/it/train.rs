@@ -48,6 +48,58 @@ fn burn_efficientnet_lite0_gives_the_reference_logits_and_top1() {
     assert!(results.len() >= 10);
 }
 
+/// The zoo's inference ONNX (batch norm folded into the convs) as a backbone: burn gives
+/// onnxruntime's logits as read, still after its batch norms are re-measured on photos, and
+/// training's batch statistics on those photos compute (nearly) the same function.
+#[test]
+fn folded_onnx_weights_keep_the_reference_logits_through_restat() {
+    let fx = fixtures_or_skip!();
+    let weights = Weights::open(&fx.join("models/classify/efficientnet_lite0.onnx")).unwrap();
+    assert!(weights.folded);
+    let shape = ModelShape { arch: Arch::EfficientnetLite0, classes: 1000, channels: 3, image_size: 224 };
+    let ad = Device::flex().autodiff();
+    let model = Classifier::new(&shape, Some(&weights), &ad).unwrap();
+    let (_, input) = read_npy(&fx.join("reference/efficientnet_lite0__chelsea__input.npy"));
+    let (_, want) = read_npy(&fx.join("reference/efficientnet_lite0__chelsea__logits.npy"));
+    let diff = max_abs_diff(&model.logits(input.clone(), 1, 3, 224, &ad), &want);
+    assert!(diff <= 1e-3, "folded weights: logits differ from onnxruntime by {diff}");
+
+    let spec = builtin::all().unwrap().into_iter().find(|s| s.name == "efficientnet_lite0").unwrap();
+    let pre = Preprocessor::new(spec.input.as_ref().unwrap(), spec.preprocess.as_ref().unwrap()).unwrap();
+    let photos =
+        ["coffee.png", "baboon.jpg", "squirrel_cls.jpg", "messi5.jpg", "orange.jpg", "apple.jpg", "butterfly.jpg"];
+    let mut batch = Vec::new();
+    for p in photos {
+        let img = decode_file(&fx.join("images").join(p), &DecodeLimits::default()).unwrap();
+        let mut x = vec![0f32; pre.sample_len()];
+        pre.run(&img, &mut x);
+        batch.extend(x);
+    }
+    let n = photos.len();
+    let x = || burn::Tensor::<4>::from_data(burn::tensor::TensorData::new(batch.clone(), [n, 3, 224, 224]), &ad);
+    let mut model = model;
+    model.backbone = match model.backbone {
+        strix_train::models::Backbone::EfficientNet(b) => strix_train::models::Backbone::EfficientNet(b.restat(x())),
+        _ => unreachable!(),
+    };
+    let diff = max_abs_diff(&model.logits(input, 1, 3, 224, &ad), &want);
+    assert!(diff <= 1e-3, "after restat: logits differ from onnxruntime by {diff}");
+    // Features, not logits: the head's dropout is on in training.
+    use burn::module::AutodiffModule;
+    let inner = burn::Tensor::<4>::from_data(
+        burn::tensor::TensorData::new(batch.clone(), [n, 3, 224, 224]),
+        &ad.clone().inner(),
+    );
+    let eval = model.valid().backbone.forward(inner).into_data().try_to_vec::<f32>().unwrap();
+    let train = model.backbone.forward(x()).into_data().try_to_vec::<f32>().unwrap();
+    let diff = max_abs_diff(&train, &eval);
+    let scale = eval.iter().fold(0f32, |m, v| m.max(v.abs()));
+    eprintln!(
+        "folded EfficientNet-Lite0: batch statistics vs measured ones, max |feature diff| {diff:e} (features reach {scale})"
+    );
+    assert!(diff <= 0.02 * scale, "training-mode features differ by {diff} (scale {scale})");
+}
+
 fn final_json(run: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(run.join("final.json")).unwrap()).unwrap()
 }

@@ -2,7 +2,8 @@
 //! "SAME" padding, whose extra row and column go at the bottom and right and depend on the input
 //! size, so it is worked out at each call.
 
-use burn::module::Param;
+use burn::module::{Param, RunningState};
+use burn::nn::BatchNorm;
 use burn::prelude::*;
 use burn::tensor::module::{conv2d, max_pool2d};
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
@@ -78,6 +79,10 @@ impl Conv {
             Padding::TfSame => [tf_same(h, k, self.stride), tf_same(w, k, self.stride)],
         };
         let options = ConvOptions { stride: [self.stride; 2], padding, dilation: [1, 1], groups: self.groups };
+        let [c_out, per_group, _, _] = self.weight.dims();
+        if self.groups > 1 && per_group == 1 && c_out == self.groups && self.bias.is_none() {
+            return crate::kernels::depthwise_conv2d(x, self.weight.val(), options);
+        }
         conv2d(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()), options)
     }
 }
@@ -95,6 +100,53 @@ pub fn max_pool(x: Tensor<4>, kernel: usize, stride: usize, pad: usize) -> Tenso
         ceil_mode: false,
     };
     max_pool2d(x, options)
+}
+
+/// Re-express `bn` around the statistics of its input `y` (per channel, over batch and
+/// space): the running mean and variance become `y`'s, and scale and shift change so that the
+/// evaluation-mode map `a * y + c` stays exactly what it was. Returns that map of `y`.
+///
+/// Why: an inference export folds each batch norm into its convolution, which loses the
+/// statistics; training normalises by batch statistics, so without them the first step would
+/// throw away what the pretrained network computes.
+///
+/// # Shapes
+/// `y`: `[n, c, h, w]` -> `[n, c, h, w]`
+pub fn restat(bn: &mut BatchNorm, y: Tensor<4>) -> Tensor<4> {
+    let [n, ch, h, w] = y.dims();
+    let device = y.device();
+    let host = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap_or_default();
+    let (gamma, beta) = (host(bn.gamma.val()), host(bn.beta.val()));
+    let (mean, var) = (host(bn.running_mean.value()), host(bn.running_var.value()));
+    let eps = bn.epsilon;
+    let values = y.clone().detach().into_data().try_to_vec::<f32>().unwrap_or_default();
+    let plane = h * w;
+    let (mut new_gamma, mut new_beta, mut new_mean, mut new_var) =
+        (vec![0f32; ch], vec![0f32; ch], vec![0f32; ch], vec![0f32; ch]);
+    let (mut scale, mut shift) = (vec![0f32; ch], vec![0f32; ch]);
+    for c in 0..ch {
+        let (mut sum, mut sq) = (0f64, 0f64);
+        for i in 0..n {
+            for &v in &values[(i * ch + c) * plane..(i * ch + c + 1) * plane] {
+                sum += f64::from(v);
+                sq += f64::from(v) * f64::from(v);
+            }
+        }
+        let count = (n * plane).max(1) as f64;
+        let m = sum / count;
+        let v = (sq / count - m * m).max(0.0);
+        let a = f64::from(gamma[c]) / (f64::from(var[c]) + eps).sqrt();
+        let b = f64::from(beta[c]) - a * f64::from(mean[c]);
+        (scale[c], shift[c]) = (a as f32, b as f32);
+        (new_mean[c], new_var[c]) = (m as f32, v as f32);
+        (new_gamma[c], new_beta[c]) = ((a * (v + eps).sqrt()) as f32, (b + a * m) as f32);
+    }
+    let vector = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v, [ch]), &device);
+    bn.gamma = Param::from_tensor(vector(new_gamma));
+    bn.beta = Param::from_tensor(vector(new_beta));
+    bn.running_mean = RunningState::new(vector(new_mean));
+    bn.running_var = RunningState::new(vector(new_var));
+    y * vector(scale).reshape([1, ch, 1, 1]) + vector(shift).reshape([1, ch, 1, 1])
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod detect;
 mod error;
+pub mod kernels;
 pub mod layers;
 pub mod metrics;
 pub mod models;

@@ -345,7 +345,11 @@ pub fn train(cfg: TrainConfig, observer: &dyn Observer) -> Result<Outcome, Train
         _ => None,
     };
     job.device.seed(job.cfg.seed);
-    let model = Classifier::new(&job.shape, pretrained.as_ref(), &job.device.clone().autodiff())?;
+    let mut model = Classifier::new(&job.shape, pretrained.as_ref(), &job.device.clone().autodiff())?;
+    if pretrained.as_ref().is_some_and(|w| w.folded) {
+        observer.phase("measuring the backbone's batch-norm statistics on training images");
+        model = restat_backbone(model, &job)?;
+    }
     let model = apply_mode(model, job.cfg.mode());
     let line = format!(
         "run {}: {} ({:?}) on {} train / {} val images, {} classes, {} epochs",
@@ -360,6 +364,40 @@ pub fn train(cfg: TrainConfig, observer: &dyn Observer) -> Result<Outcome, Train
     job.log(&line);
     let optim = build_optimizer(&job.cfg);
     run(job, TrainState::default(), model, optim, observer)
+}
+
+/// Images a folded backbone's batch-norm statistics are measured on.
+pub(crate) const CALIBRATION_IMAGES: usize = 32;
+
+/// A backbone from folded weights, its batch norms measured on up to [`CALIBRATION_IMAGES`]
+/// training images as the first epoch's augmentation makes them.
+fn restat_backbone(mut model: Classifier, job: &Job) -> Result<Classifier, TrainError> {
+    let mut order = job.train.shuffled(job.cfg.seed, u64::MAX);
+    order.truncate(CALIBRATION_IMAGES);
+    let plan = LoadPlan {
+        set: job.train.clone(),
+        batch_size: order.len(),
+        order,
+        transform: job.train_tf.clone(),
+        seed: job.cfg.seed,
+        epoch: 0,
+        prefetch: 0,
+        limits: DecodeLimits::default(),
+    };
+    let batch = plan.make(0);
+    let n = batch.labels.len();
+    let (c, s) = (job.shape.channels, job.shape.image_size);
+    let x = Tensor::<4>::from_data(TensorData::new(batch.images, [n, c, s, s]), &job.device.clone().autodiff());
+    model.backbone = match model.backbone {
+        crate::models::Backbone::EfficientNet(b) if n > 0 => crate::models::Backbone::EfficientNet(b.restat(x)),
+        _ => {
+            return Err(TrainError::Config(format!(
+                "{}: folded weights (an inference ONNX) are read for efficientnet-lite0 only, and need a decodable training image",
+                job.cfg.pretrained.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+            )));
+        }
+    };
+    Ok(model)
 }
 
 /// The resolved config a run folder was started with.

@@ -1,5 +1,6 @@
-//! Named pretrained tensors (safetensors, PyTorch names) and the one place where layers get
-//! their parameters: from those tensors when given, from a seeded random init otherwise.
+//! Named pretrained tensors (safetensors with PyTorch names, or the zoo's inference ONNX of
+//! EfficientNet-Lite0) and the one place where layers get their parameters: from those tensors
+//! when given, from a seeded random init otherwise.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,15 +12,31 @@ use burn::tensor::Distribution;
 
 use crate::TrainError;
 
-/// Every float tensor of a safetensors file, by name.
+/// Every float tensor of a weights file, by PyTorch name.
 #[derive(Debug)]
 pub struct Weights {
     pub path: PathBuf,
     tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    /// The batch norms were folded into the convolutions (an inference export): each stands
+    /// here as a plain per-channel bias (scale 1, mean 0, variance `1 - eps`), and its
+    /// statistics must be measured on real images ([`crate::layers::restat`]) before training
+    /// with batch statistics can start from what the network computed.
+    pub folded: bool,
 }
 
 impl Weights {
+    /// A `.safetensors` state dict, or an `.onnx` inference export of EfficientNet-Lite0 (the
+    /// zoo's `efficientnet_lite0`, batch norm folded).
     pub fn open(path: &Path) -> Result<Weights, TrainError> {
+        let onnx = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+        if onnx {
+            let (layers, fc) = crate::models::efficientnet::export_layers();
+            return Weights::open_folded_onnx(path, &layers, fc, crate::models::efficientnet::BN_EPS);
+        }
+        Weights::open_safetensors(path)
+    }
+
+    fn open_safetensors(path: &Path) -> Result<Weights, TrainError> {
         let bytes = std::fs::read(path).map_err(TrainError::io(path))?;
         let bad = |reason: String| TrainError::Weights { path: path.into(), reason };
         let st =
@@ -40,7 +57,70 @@ impl Weights {
             };
             tensors.insert(name, (view.shape().to_vec(), data));
         }
-        Ok(Weights { path: path.into(), tensors })
+        Ok(Weights { path: path.into(), tensors, folded: false })
+    }
+
+    /// An inference ONNX whose `Conv` nodes, in graph order, are `layers` (`(conv, batch
+    /// norm)` names) with each batch norm folded into its conv, and whose `Gemm`, if any, is
+    /// the linear layer `fc`.
+    pub fn open_folded_onnx(
+        path: &Path,
+        layers: &[(String, String)],
+        fc: &str,
+        epsilon: f64,
+    ) -> Result<Weights, TrainError> {
+        use prost::Message;
+        let bad = |reason: String| TrainError::Weights { path: path.into(), reason };
+        let bytes = std::fs::read(path).map_err(TrainError::io(path))?;
+        let model =
+            tract_onnx::pb::ModelProto::decode(bytes.as_slice()).map_err(|e| bad(format!("not an ONNX model: {e}")))?;
+        let graph = model.graph.ok_or_else(|| bad("the ONNX model has no graph".into()))?;
+        let inits: HashMap<&str, &tract_onnx::pb::TensorProto> =
+            graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
+        let init = |name: &str| -> Result<(Vec<usize>, Vec<f32>), TrainError> {
+            let t = inits.get(name).ok_or_else(|| bad(format!("'{name}' is not an initializer")))?;
+            onnx_floats(t).map_err(|reason| bad(format!("initializer '{name}': {reason}")))
+        };
+        let convs: Vec<_> = graph.node.iter().filter(|n| n.op_type == "Conv").collect();
+        if convs.len() != layers.len() {
+            return Err(bad(format!(
+                "{} convolutions where EfficientNet-Lite0 has {}: not the zoo's efficientnet_lite0",
+                convs.len(),
+                layers.len()
+            )));
+        }
+        let mut tensors = HashMap::new();
+        for (node, (conv, bn)) in convs.iter().zip(layers) {
+            let weight = init(node.input.get(1).map_or("", String::as_str))?;
+            let c_out = weight.0.first().copied().unwrap_or(0);
+            let bias = match node.input.get(2) {
+                Some(b) => init(b)?,
+                None => (vec![c_out], vec![0.0; c_out]),
+            };
+            tensors.insert(format!("{conv}.weight"), weight);
+            tensors.insert(format!("{bn}.bias"), bias);
+            tensors.insert(format!("{bn}.weight"), (vec![c_out], vec![1.0; c_out]));
+            tensors.insert(format!("{bn}.running_mean"), (vec![c_out], vec![0.0; c_out]));
+            tensors.insert(format!("{bn}.running_var"), (vec![c_out], vec![(1.0 - epsilon) as f32; c_out]));
+        }
+        if let Some(gemm) = graph.node.iter().find(|n| n.op_type == "Gemm") {
+            let (shape, data) = init(gemm.input.get(1).map_or("", String::as_str))?;
+            let trans_b = gemm.attribute.iter().any(|a| a.name == "transB" && a.i == 1);
+            // Stored as PyTorch's `[out, in]`.
+            let weight = match (trans_b, shape.as_slice()) {
+                (true, _) => (shape, data),
+                (false, &[d_in, d_out]) => {
+                    let t: Vec<f32> = (0..d_out * d_in).map(|k| data[(k % d_in) * d_out + k / d_in]).collect();
+                    (vec![d_out, d_in], t)
+                }
+                (false, s) => return Err(bad(format!("Gemm weight of shape {s:?}"))),
+            };
+            tensors.insert(format!("{fc}.weight"), weight);
+            if let Some(b) = gemm.input.get(2) {
+                tensors.insert(format!("{fc}.bias"), init(b)?);
+            }
+        }
+        Ok(Weights { path: path.into(), tensors, folded: true })
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -65,6 +145,26 @@ impl Weights {
         }
         Ok(Tensor::from_data(TensorData::new(data.clone(), shape), device))
     }
+}
+
+/// A float ONNX tensor's shape and values.
+fn onnx_floats(t: &tract_onnx::pb::TensorProto) -> Result<(Vec<usize>, Vec<f32>), String> {
+    const FLOAT: i32 = 1;
+    if t.data_type != FLOAT {
+        return Err(format!("data type {} where float32 (1) was expected", t.data_type));
+    }
+    let shape: Vec<usize> =
+        t.dims.iter().map(|&d| usize::try_from(d).map_err(|_| format!("dimension {d}"))).collect::<Result<_, _>>()?;
+    let n: usize = shape.iter().product();
+    let data: Vec<f32> = if t.raw_data.is_empty() {
+        t.float_data.clone()
+    } else {
+        t.raw_data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+    };
+    if data.len() != n {
+        return Err(format!("{} values for shape {shape:?}", data.len()));
+    }
+    Ok((shape, data))
 }
 
 /// Where layers take their parameters from while a model is built.

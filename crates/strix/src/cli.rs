@@ -453,8 +453,9 @@ Examples:
   strix train --data photos/ --model efficientnet-lite0 --pretrained efficientnet_lite0.safetensors \\
               --mode linear-probe --epochs 5 --lr 0.01
   strix train --resume runs/small-cnn-1763700000   continue a stopped run where it left off
-  strix train --task detect --data datasets/trash-boxes --pretrained efficientnet_lite0.safetensors
-              a detector (NanoDet-Plus style, 320x320, mAP every epoch) on COCO or YOLO boxes
+  strix train --task detect --data datasets/trash-boxes
+              a detector (NanoDet-Plus style, 320x320, mAP every epoch) on COCO or YOLO boxes,
+              its backbone from the zoo's ImageNet efficientnet_lite0 (fetched like any model)
   strix eval runs/small-cnn-1763700000 --data datasets/fashion-mnist";
 
 /// `strix train` flags; each mirrors a field of the training config.
@@ -507,7 +508,9 @@ pub struct TrainArgs {
     #[arg(long, value_parser = PossibleValuesParser::new(ARCHS))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
-    /// Pretrained weights (safetensors with PyTorch parameter names)
+    /// Pretrained weights: safetensors with PyTorch parameter names, or an inference ONNX of
+    /// efficientnet-lite0 (batch norm folded; its statistics are measured on the training
+    /// images) [default for --task detect: the zoo's efficientnet_lite0]
     #[arg(long, value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pretrained: Option<PathBuf>,

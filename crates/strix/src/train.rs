@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::sync::Mutex;
 use strix_data::{ImageSet, Part, Transform, View};
+use strix_train::config::Mode;
 use strix_train::detect;
 use strix_train::metrics::{EpochMetrics, Evaluation};
 use strix_train::train::{self, Observer};
@@ -107,6 +108,30 @@ fn merged_config(args: &TrainArgs) -> Result<TrainConfig> {
     Ok(TrainConfig::from_toml(&text, &origin)?)
 }
 
+/// The zoo model whose ImageNet weights a detector's backbone starts from by default.
+const DEFAULT_BACKBONE: &str = "efficientnet_lite0";
+
+/// A detector without `pretrained` (and not asked to train from scratch) starts from the zoo's
+/// EfficientNet-Lite0, found or fetched like any `--model`: `--task detect --data` alone is
+/// enough for a useful detector.
+fn with_default_backbone(global: &Global, mut cfg: TrainConfig) -> Result<TrainConfig> {
+    if cfg.task != strix_core::Task::Detect || cfg.pretrained.is_some() || cfg.mode == Some(Mode::Scratch) {
+        return Ok(cfg);
+    }
+    let model =
+        global.catalog().resolve(DEFAULT_BACKBONE, &crate::progress::Bars::new(global.quiet)).with_context(|| {
+            format!(
+                "the detector's backbone starts from the zoo's {DEFAULT_BACKBONE} weights, which could not be had; \
+             give --pretrained FILE (its .onnx or PyTorch .safetensors) or --mode scratch"
+            )
+        })?;
+    if !global.quiet {
+        eprintln!("backbone: {DEFAULT_BACKBONE} ImageNet weights from {}", model.weights.display());
+    }
+    cfg.pretrained = Some(model.weights);
+    Ok(cfg)
+}
+
 pub fn run(global: &Global, args: &TrainArgs) -> Result<ExitCode> {
     let observer = EpochBars {
         quiet: global.quiet,
@@ -123,7 +148,7 @@ pub fn run(global: &Global, args: &TrainArgs) -> Result<ExitCode> {
             }
             (cfg, Some(dir))
         }
-        None => (merged_config(args)?, None),
+        None => (with_default_backbone(global, merged_config(args)?)?, None),
     };
     set_threads(if resume.is_some() { args.threads.or(cfg.threads) } else { cfg.threads });
     let run_dir = if cfg.task == strix_core::Task::Detect {

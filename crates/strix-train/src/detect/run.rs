@@ -22,8 +22,8 @@ use super::model::{Detector, DetectorShape, STRIDES};
 use crate::checkpoint::{self, write_atomic};
 use crate::config::{Mode, ResizeMode, TrainConfig};
 use crate::train::{
-    BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, DATASET_FILE, DATASET_MANIFEST_FILE, FINAL_FILE, METRICS_FILE, MODEL_FILE,
-    Observer, build_optimizer, device, lr_at, unix_secs,
+    BEST_FILE, CALIBRATION_IMAGES, CHECKPOINT_FILE, CONFIG_FILE, DATASET_FILE, DATASET_MANIFEST_FILE, FINAL_FILE,
+    METRICS_FILE, MODEL_FILE, Observer, build_optimizer, device, lr_at, unix_secs,
 };
 use crate::{Arch, TrainError, Weights};
 
@@ -243,7 +243,11 @@ pub fn train(mut cfg: TrainConfig, observer: &dyn Observer) -> Result<DetectOutc
         _ => None,
     };
     job.device.seed(job.cfg.seed);
-    let model = Detector::new(&job.data.saved.shape, pretrained.as_ref(), &job.device.clone().autodiff())?;
+    let mut model = Detector::new(&job.data.saved.shape, pretrained.as_ref(), &job.device.clone().autodiff())?;
+    if pretrained.as_ref().is_some_and(|w| w.folded) {
+        observer.phase("measuring the backbone's batch-norm statistics on training images");
+        model.backbone = model.backbone.restat(calibration_batch(&job)?);
+    }
     let line = format!(
         "run {}: detector on {} ({:?}), {}x{} input, {} train / {} val images, {} classes, {} epochs",
         job.dir.display(),
@@ -259,6 +263,30 @@ pub fn train(mut cfg: TrainConfig, observer: &dyn Observer) -> Result<DetectOutc
     job.log(&line);
     let optim = build_optimizer(&job.cfg);
     run(job, DetectState::default(), model, optim, observer)
+}
+
+/// Up to [`CALIBRATION_IMAGES`] training images as the first epoch's augmentation makes them.
+fn calibration_batch(job: &Job) -> Result<Tensor<4>, TrainError> {
+    let (w, h) = job.data.saved.shape.input;
+    let mut order: Vec<usize> = (0..job.data.train.images.len()).collect();
+    Rng::derive(job.cfg.seed, &[u64::MAX]).shuffle(&mut order);
+    order.truncate(CALIBRATION_IMAGES);
+    let plan = DetPlan {
+        set: job.data.train.clone(),
+        batch_size: order.len(),
+        order,
+        augment: augment(&job.cfg, job.data.saved.shape.input),
+        normalize: job.data.saved.shape.arch.normalize(),
+        seed: job.cfg.seed,
+        epoch: 0,
+        limits: DecodeLimits::default(),
+    };
+    let batch = plan.make(0);
+    let n = batch.targets.len();
+    if n == 0 {
+        return Err(TrainError::Invalid("no training image could be decoded to calibrate the backbone".into()));
+    }
+    Ok(Tensor::from_data(TensorData::new(batch.images, [n, 3, h, w]), &job.device.clone().autodiff()))
 }
 
 /// `dataset.json` and `dataset.sha256`: the digest of every image and label of the run.

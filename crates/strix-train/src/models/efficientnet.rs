@@ -6,11 +6,11 @@ use burn::nn::BatchNorm;
 use burn::prelude::*;
 
 use crate::TrainError;
-use crate::layers::{Conv, ConvSpec, Padding};
+use crate::layers::{Conv, ConvSpec, Padding, restat};
 use crate::weights::Init;
 
 /// The TF implementation's batch-norm epsilon.
-const BN_EPS: f64 = 1e-3;
+pub const BN_EPS: f64 = 1e-3;
 pub const STEM: usize = 32;
 pub const HEAD: usize = 1280;
 
@@ -46,12 +46,64 @@ pub struct EfficientNetLite {
     pub bn1: BatchNorm,
 }
 
+/// One MBConv block of [`STAGES`], as built.
+struct BlockPlan {
+    name: String,
+    c_in: usize,
+    mid: usize,
+    c_out: usize,
+    kernel: usize,
+    stride: usize,
+}
+
+impl BlockPlan {
+    fn expands(&self) -> bool {
+        self.mid != self.c_in
+    }
+}
+
+fn plan() -> Vec<BlockPlan> {
+    let mut blocks = Vec::new();
+    let mut c_in = STEM;
+    for &(expand, kernel, stride, c_out, repeats) in &STAGES {
+        for r in 0..repeats {
+            let name = format!("_blocks.{}", blocks.len());
+            blocks.push(BlockPlan {
+                name,
+                c_in,
+                mid: c_in * expand,
+                c_out,
+                kernel,
+                stride: if r == 0 { stride } else { 1 },
+            });
+            c_in = c_out;
+        }
+    }
+    blocks
+}
+
+/// The `(convolution, batch norm)` names of every convolution in forward order (stem; per
+/// block expand, depthwise, project; head), the order of an inference export's `Conv` nodes,
+/// and the classifier's name.
+pub fn export_layers() -> (Vec<(String, String)>, &'static str) {
+    let mut layers = vec![("_conv_stem".to_string(), "_bn0".to_string())];
+    for b in plan() {
+        if b.expands() {
+            layers.push((format!("{}._expand_conv", b.name), format!("{}._bn0", b.name)));
+        }
+        layers.push((format!("{}._depthwise_conv", b.name), format!("{}._bn1", b.name)));
+        layers.push((format!("{}._project_conv", b.name), format!("{}._bn2", b.name)));
+    }
+    layers.push(("_conv_head".to_string(), "_bn1".to_string()));
+    (layers, "_fc")
+}
+
 fn same(c_in: usize, c_out: usize, kernel: usize, stride: usize, groups: usize) -> ConvSpec {
     ConvSpec { c_in, c_out, kernel, stride, groups, padding: Padding::TfSame, bias: false }
 }
 
 fn relu6(x: Tensor<4>) -> Tensor<4> {
-    x.clamp(0.0, 6.0)
+    crate::kernels::relu6(x)
 }
 
 /// One MBConv block (the detector taps the features between blocks).
@@ -69,32 +121,27 @@ pub fn block_forward(b: &MbConv, x: Tensor<4>) -> Tensor<4> {
 impl EfficientNetLite {
     pub fn new(init: &Init<'_>, channels: usize) -> Result<EfficientNetLite, TrainError> {
         let mut blocks = Vec::new();
-        let mut c_in = STEM;
-        for &(expand, kernel, stride, c_out, repeats) in &STAGES {
-            for r in 0..repeats {
-                let name = format!("_blocks.{}", blocks.len());
-                let stride = if r == 0 { stride } else { 1 };
-                let mid = c_in * expand;
-                let (expand_conv, bn0) = if expand != 1 {
-                    (
-                        Some(same(c_in, mid, 1, 1, 1).build(init, &format!("{name}._expand_conv"))?),
-                        Some(init.batch_norm(&format!("{name}._bn0"), mid, BN_EPS)?),
-                    )
-                } else {
-                    (None, None)
-                };
-                blocks.push(MbConv {
-                    expand: expand_conv,
-                    bn0,
-                    depthwise: same(mid, mid, kernel, stride, mid).build(init, &format!("{name}._depthwise_conv"))?,
-                    bn1: init.batch_norm(&format!("{name}._bn1"), mid, BN_EPS)?,
-                    project: same(mid, c_out, 1, 1, 1).build(init, &format!("{name}._project_conv"))?,
-                    bn2: init.batch_norm(&format!("{name}._bn2"), c_out, BN_EPS)?,
-                    residual: stride == 1 && c_in == c_out,
-                });
-                c_in = c_out;
-            }
+        for b in plan() {
+            let (expand_conv, bn0) = if b.expands() {
+                (
+                    Some(same(b.c_in, b.mid, 1, 1, 1).build(init, &format!("{}._expand_conv", b.name))?),
+                    Some(init.batch_norm(&format!("{}._bn0", b.name), b.mid, BN_EPS)?),
+                )
+            } else {
+                (None, None)
+            };
+            blocks.push(MbConv {
+                expand: expand_conv,
+                bn0,
+                depthwise: same(b.mid, b.mid, b.kernel, b.stride, b.mid)
+                    .build(init, &format!("{}._depthwise_conv", b.name))?,
+                bn1: init.batch_norm(&format!("{}._bn1", b.name), b.mid, BN_EPS)?,
+                project: same(b.mid, b.c_out, 1, 1, 1).build(init, &format!("{}._project_conv", b.name))?,
+                bn2: init.batch_norm(&format!("{}._bn2", b.name), b.c_out, BN_EPS)?,
+                residual: b.stride == 1 && b.c_in == b.c_out,
+            });
         }
+        let c_in = STAGES[STAGES.len() - 1].3;
         Ok(EfficientNetLite {
             stem: same(channels, STEM, 3, 2, 1).build(init, "_conv_stem")?,
             bn0: init.batch_norm("_bn0", STEM, BN_EPS)?,
@@ -102,6 +149,26 @@ impl EfficientNetLite {
             head: same(c_in, HEAD, 1, 1, 1).build(init, "_conv_head")?,
             bn1: init.batch_norm("_bn1", HEAD, BN_EPS)?,
         })
+    }
+
+    /// Every batch norm re-centred on the statistics its input has on the images `x`
+    /// ([`restat`]), layer by layer in forward order. What the network computes in evaluation
+    /// is unchanged; in training (batch statistics) it starts from that same function, which
+    /// is what weights with folded batch norms need.
+    pub fn restat(mut self, x: Tensor<4>) -> EfficientNetLite {
+        let mut x = relu6(restat(&mut self.bn0, self.stem.forward(x))).detach();
+        for b in &mut self.blocks {
+            let input = x.clone();
+            let mut y = x;
+            if let (Some(c), Some(bn)) = (&b.expand, &mut b.bn0) {
+                y = relu6(restat(bn, c.forward(y)));
+            }
+            y = relu6(restat(&mut b.bn1, b.depthwise.forward(y)));
+            y = restat(&mut b.bn2, b.project.forward(y));
+            x = if b.residual { y + input } else { y }.detach();
+        }
+        restat(&mut self.bn1, self.head.forward(x));
+        self
     }
 
     /// # Shapes

@@ -1,0 +1,284 @@
+//! Training kernels for burn's CPU backend (Flex) where its generic paths are slow, added
+//! through burn's backend extension (no fork): each op has a Flex forward and, for
+//! `Autodiff<Flex>`, a handwritten backward. Other devices take burn's own composed ops.
+//!
+//! Why these: a profile of a detector epoch (EfficientNet-Lite0 + NanoDet head) had burn's
+//! depthwise-convolution backward (a `conv_transpose` for the input and, for the weights, one
+//! convolution, slice and slice-assign per channel) and ReLU6's backward (two mask fills over
+//! the gradient) among the top costs. Here each is one pass over the data, planes in parallel.
+
+use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::ops::{FloatTensorOps, ModuleOps};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Dispatch, DispatchDevice, Flex, backend_extension};
+use burn::prelude::*;
+use burn::tensor::DType;
+use burn::tensor::ops::ConvOptions;
+use burn_flex::FlexTensor;
+use rayon::prelude::*;
+
+#[backend_extension(Flex, Autodiff)]
+pub trait TrainKernels: Backend {
+    /// Depthwise 2-D convolution (one filter per channel, no bias).
+    fn depthwise_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, options: ConvOptions<2>) -> FloatTensor<Self>;
+    /// `min(max(x, 0), 6)`.
+    fn relu6(x: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+impl TrainKernels for Flex {
+    fn depthwise_conv2d(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
+        Flex::conv2d(x, weight, None, options)
+    }
+
+    fn relu6(x: FlexTensor) -> FlexTensor {
+        Flex::float_clamp(x, 0.0.into(), 6.0.into())
+    }
+}
+
+#[derive(Debug)]
+struct DepthwiseBackward;
+
+impl Backward<Flex, 2> for DepthwiseBackward {
+    type State = (FlexTensor, FlexTensor, ConvOptions<2>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let (x, w, options) = ops.state;
+        let (dx, dw) = depthwise_backward(&x, &w, &grad, &options);
+        if let Some(node) = node_x {
+            grads.register::<Flex>(node.id, dx);
+        }
+        if let Some(node) = node_w {
+            grads.register::<Flex>(node.id, dw);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Relu6Backward;
+
+impl Backward<Flex, 1> for Relu6Backward {
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        if let Some(node) = node {
+            grads.register::<Flex>(node.id, relu6_backward(&ops.state, &grad));
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> TrainKernels for Autodiff<Flex, C> {
+    fn depthwise_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, options: ConvOptions<2>) -> FloatTensor<Self> {
+        let ((x, x_node), (w, w_node)) = (x.into_parts(), weight.into_parts());
+        match DepthwiseBackward.prepare::<C>([x_node, w_node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let out = Flex::conv2d(x.clone(), w.clone(), None, options.clone());
+                prep.finish((x, w, options), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::conv2d(x, w, None, options)),
+        }
+    }
+
+    fn relu6(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (x, node) = x.into_parts();
+        let y = <Flex as TrainKernels>::relu6(x);
+        match Relu6Backward.prepare::<C>([node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+}
+
+/// The tensor's values, contiguous.
+fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().map(<[f32]>::to_vec).unwrap_or_default()),
+    }
+}
+
+fn tensor(data: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(data, shape))
+}
+
+/// Gradients of a depthwise convolution for its input and its weight, in one pass over each
+/// `(image, channel)` plane: every output gradient is scattered back to the input pixels it
+/// read and multiplied with them for the filter.
+///
+/// # Shapes
+/// `x` `[n, c, h, w]`, `weight` `[c, 1, kh, kw]`, `grad` `[n, c, oh, ow]`
+fn depthwise_backward(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    grad: &FlexTensor,
+    options: &ConvOptions<2>,
+) -> (FlexTensor, FlexTensor) {
+    let xs = x.layout().shape().to_vec();
+    let ws = weight.layout().shape().to_vec();
+    let gs = grad.layout().shape().to_vec();
+    let (n, c, h, w) = (xs[0], xs[1], xs[2], xs[3]);
+    let (kh, kw) = (ws[2], ws[3]);
+    let (oh, ow) = (gs[2], gs[3]);
+    let (sh, sw) = (options.stride[0], options.stride[1]);
+    let (pt, pl) = (options.padding[0].0, options.padding[1].0);
+    let (xv, wv, gv) = (values(x), values(weight), values(grad));
+    let mut dx = vec![0f32; n * c * h * w];
+    let partial: Vec<Vec<f32>> = dx
+        .par_chunks_mut(h * w)
+        .enumerate()
+        .map(|(plane, dx)| {
+            let ch = plane % c;
+            let x = &xv[plane * h * w..(plane + 1) * h * w];
+            let g = &gv[plane * oh * ow..(plane + 1) * oh * ow];
+            let filter = &wv[ch * kh * kw..(ch + 1) * kh * kw];
+            let mut dw = vec![0f32; kh * kw];
+            for i in 0..kh {
+                for j in 0..kw {
+                    // Output columns whose input column `o * sw + j - pl` lies inside the image.
+                    let lo = pl.saturating_sub(j).div_ceil(sw);
+                    let hi = if w + pl > j { ((w + pl - j - 1) / sw + 1).min(ow) } else { 0 };
+                    let f = filter[i * kw + j];
+                    let mut acc = 0f32;
+                    for r in 0..oh {
+                        let Some(ih) = (r * sh + i).checked_sub(pt).filter(|&v| v < h) else { continue };
+                        let (grow, xrow) = (&g[r * ow..(r + 1) * ow], &x[ih * w..(ih + 1) * w]);
+                        let drow = &mut dx[ih * w..(ih + 1) * w];
+                        for o in lo..hi {
+                            let iw = o * sw + j - pl;
+                            drow[iw] += grow[o] * f;
+                            acc += grow[o] * xrow[iw];
+                        }
+                    }
+                    dw[i * kw + j] = acc;
+                }
+            }
+            dw
+        })
+        .collect();
+    let mut dw = vec![0f32; c * kh * kw];
+    for (plane, p) in partial.iter().enumerate() {
+        let ch = plane % c;
+        for (d, v) in dw[ch * kh * kw..(ch + 1) * kh * kw].iter_mut().zip(p) {
+            *d += v;
+        }
+    }
+    (tensor(dx, xs), tensor(dw, ws))
+}
+
+/// ReLU6's gradient from its output: it passes where the output is strictly inside (0, 6).
+fn relu6_backward(y: &FlexTensor, grad: &FlexTensor) -> FlexTensor {
+    let (yv, gv) = (values(y), values(grad));
+    let mut out = vec![0f32; gv.len()];
+    out.par_chunks_mut(1 << 14).zip(gv.par_chunks(1 << 14)).zip(yv.par_chunks(1 << 14)).for_each(|((o, g), y)| {
+        for ((o, g), y) in o.iter_mut().zip(g).zip(y) {
+            *o = if *y > 0.0 && *y < 6.0 { *g } else { 0.0 };
+        }
+    });
+    tensor(out, y.layout().shape().to_vec())
+}
+
+/// Whether `t` takes these kernels: f32 on the Flex device (with or without autodiff).
+fn on_flex(t: &Tensor<4>) -> bool {
+    matches!(t.device().inner().as_dispatch(), DispatchDevice::Flex(_)) && t.dtype() == DType::F32
+}
+
+/// Depthwise convolution (`groups` = channels, no bias, no dilation).
+///
+/// # Shapes
+/// `x` `[n, c, h, w]`, `weight` `[c, 1, kh, kw]` -> `[n, c, oh, ow]`
+pub fn depthwise_conv2d(x: Tensor<4>, weight: Tensor<4>, options: ConvOptions<2>) -> Tensor<4> {
+    if !on_flex(&x) || options.dilation != [1, 1] {
+        return burn::tensor::module::conv2d(x, weight, None, options);
+    }
+    Tensor::from_dispatch(<Dispatch as TrainKernels>::depthwise_conv2d(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        options,
+    ))
+}
+
+/// `min(max(x, 0), 6)`.
+pub fn relu6(x: Tensor<4>) -> Tensor<4> {
+    if !on_flex(&x) {
+        return x.clamp(0.0, 6.0);
+    }
+    Tensor::from_dispatch(<Dispatch as TrainKernels>::relu6(x.into_dispatch()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn random(shape: [usize; 4], device: &Device, seed: u64) -> Tensor<4> {
+        device.seed(seed);
+        Tensor::random(shape, burn::tensor::Distribution::Normal(0.0, 2.0), device)
+    }
+
+    fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    }
+
+    /// Against burn's composed ops on the same values: outputs and both gradients, for
+    /// symmetric and TF-"SAME" (uneven) padding, strides 1 and 2, kernels 3 and 5.
+    #[test]
+    fn depthwise_gradients_equal_burns() {
+        let device = Device::flex().autodiff();
+        for (k, stride, padding, size) in [
+            (3, 1, [(1, 1), (1, 1)], 9),
+            (3, 2, [(0, 1), (0, 1)], 10),
+            (5, 2, [(1, 2), (1, 2)], 11),
+            (5, 1, [(2, 2), (2, 2)], 7),
+        ] {
+            let options = ConvOptions { stride: [stride; 2], padding, dilation: [1, 1], groups: 6 };
+            let x0 = random([2, 6, size, size + 1], &device, 1);
+            let w0 = random([6, 1, k, k], &device, 2);
+            let out_shape = burn::tensor::module::conv2d(x0.clone(), w0.clone(), None, options.clone()).dims();
+            let upstream = random(out_shape, &device, 3).detach();
+            let run = |fast: bool| {
+                let (x, w) = (x0.clone().detach().require_grad(), w0.clone().detach().require_grad());
+                let y = if fast {
+                    depthwise_conv2d(x.clone(), w.clone(), options.clone())
+                } else {
+                    burn::tensor::module::conv2d(x.clone(), w.clone(), None, options.clone())
+                };
+                let grads = (y.clone() * upstream.clone()).sum().backward();
+                (host(y), host(x.grad(&grads).unwrap()), host(w.grad(&grads).unwrap()))
+            };
+            let (fast, slow) = (run(true), run(false));
+            let scale = slow.2.iter().fold(1f32, |m, v| m.max(v.abs()));
+            assert!(max_diff(&fast.0, &slow.0) < 1e-5, "forward, k {k} stride {stride}");
+            assert!(max_diff(&fast.1, &slow.1) < 1e-5, "input gradient, k {k} stride {stride}");
+            assert!(max_diff(&fast.2, &slow.2) < 1e-5 * scale, "weight gradient, k {k} stride {stride}");
+        }
+    }
+
+    #[test]
+    fn relu6_gradient_equals_clamps() {
+        let device = Device::flex().autodiff();
+        let x0 = random([2, 3, 8, 8], &device, 4) * 3.0;
+        let upstream = random([2, 3, 8, 8], &device, 5).detach();
+        let run = |fast: bool| {
+            let x = x0.clone().detach().require_grad();
+            let y = if fast { relu6(x.clone()) } else { x.clone().clamp(0.0, 6.0) };
+            let grads = (y.clone() * upstream.clone()).sum().backward();
+            (host(y), host(x.grad(&grads).unwrap()))
+        };
+        let (fast, slow) = (run(true), run(false));
+        assert_eq!(fast.0, slow.0);
+        assert!(max_diff(&fast.1, &slow.1) < 1e-6);
+        assert!(fast.0.iter().any(|&v| v == 6.0) && fast.0.iter().any(|&v| v == 0.0), "both bounds are hit");
+    }
+}
