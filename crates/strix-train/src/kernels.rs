@@ -27,6 +27,14 @@ pub trait TrainKernels: Backend {
     fn depthwise_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, options: ConvOptions<2>) -> FloatTensor<Self>;
     /// `min(max(x, 0), 6)`.
     fn relu6(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Batch norm with batch statistics (NCHW, per channel over batch and space): the output,
+    /// the batch mean and the biased variance.
+    fn batch_norm_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
 impl TrainKernels for Flex {
@@ -36,6 +44,39 @@ impl TrainKernels for Flex {
 
     fn relu6(x: FlexTensor) -> FlexTensor {
         Flex::float_clamp(x, 0.0.into(), 6.0.into())
+    }
+
+    fn batch_norm_train(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        epsilon: f64,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let (out, mean, var) = batch_norm_forward(&x, &gamma, &beta, epsilon);
+        (out, mean, var)
+    }
+}
+
+#[derive(Debug)]
+struct BatchNormBackward;
+
+impl Backward<Flex, 3> for BatchNormBackward {
+    type State = (FlexTensor, FlexTensor, FlexTensor, FlexTensor, f64);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let (x, gamma, mean, var, epsilon) = ops.state;
+        let (dx, dgamma, dbeta) = batch_norm_backward(&x, &gamma, &mean, &var, epsilon, &grad);
+        if let Some(node) = node_x {
+            grads.register::<Flex>(node.id, dx);
+        }
+        if let Some(node) = node_gamma {
+            grads.register::<Flex>(node.id, dgamma);
+        }
+        if let Some(node) = node_beta {
+            grads.register::<Flex>(node.id, dbeta);
+        }
     }
 }
 
@@ -84,6 +125,22 @@ impl<C: CheckpointStrategy> TrainKernels for Autodiff<Flex, C> {
             }
             OpsKind::UnTracked(prep) => prep.finish(Flex::conv2d(x, w, None, options)),
         }
+    }
+
+    fn batch_norm_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let ((x, x_node), (gamma, g_node), (beta, b_node)) = (x.into_parts(), gamma.into_parts(), beta.into_parts());
+        let (out, mean, var) = batch_norm_forward(&x, &gamma, &beta, epsilon);
+        let stats = (<FloatTensor<Self>>::new(mean.clone()), <FloatTensor<Self>>::new(var.clone()));
+        let out = match BatchNormBackward.prepare::<C>([x_node, g_node, b_node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((x, gamma, mean, var, epsilon), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        };
+        (out, stats.0, stats.1)
     }
 
     fn relu6(x: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -172,6 +229,100 @@ fn depthwise_backward(
     (tensor(dx, xs), tensor(dw, ws))
 }
 
+/// Per channel `(mean, biased variance)` of `x`, summed in f64 per `(image, channel)` plane.
+fn channel_stats(x: &[f32], n: usize, c: usize, plane: usize) -> (Vec<f32>, Vec<f32>) {
+    let sums: Vec<(f64, f64)> = x
+        .par_chunks(plane.max(1))
+        .map(|p| p.iter().fold((0f64, 0f64), |(s, q), &v| (s + f64::from(v), q + f64::from(v) * f64::from(v))))
+        .collect();
+    let count = (n * plane).max(1) as f64;
+    let (mut mean, mut var) = (vec![0f32; c], vec![0f32; c]);
+    for ch in 0..c {
+        let (s, q) = (0..n).map(|i| sums[i * c + ch]).fold((0f64, 0f64), |a, b| (a.0 + b.0, a.1 + b.1));
+        let m = s / count;
+        mean[ch] = m as f32;
+        var[ch] = (q / count - m * m).max(0.0) as f32;
+    }
+    (mean, var)
+}
+
+fn dims4(t: &FlexTensor) -> (usize, usize, usize) {
+    let s = t.layout().shape().to_vec();
+    let plane: usize = s[2..].iter().product();
+    (s[0], s[1], plane)
+}
+
+/// Training batch norm in one pass for the statistics and one for the output, NCHW with no
+/// transposes (burn's composed version swaps axes twice and sweeps the data several times).
+fn batch_norm_forward(
+    x: &FlexTensor,
+    gamma: &FlexTensor,
+    beta: &FlexTensor,
+    epsilon: f64,
+) -> (FlexTensor, FlexTensor, FlexTensor) {
+    let shape = x.layout().shape().to_vec();
+    let (n, c, plane) = dims4(x);
+    let (xv, gv, bv) = (values(x), values(gamma), values(beta));
+    let (mean, var) = channel_stats(&xv, n, c, plane);
+    let mut out = vec![0f32; xv.len()];
+    out.par_chunks_mut(plane.max(1)).zip(xv.par_chunks(plane.max(1))).enumerate().for_each(|(p, (o, x))| {
+        let ch = p % c;
+        let a = gv[ch] / (f64::from(var[ch]) + epsilon).sqrt() as f32;
+        let b = bv[ch] - a * mean[ch];
+        for (o, x) in o.iter_mut().zip(x) {
+            *o = a * x + b;
+        }
+    });
+    (tensor(out, shape), tensor(mean, vec![c]), tensor(var, vec![c]))
+}
+
+/// Gradients of training batch norm for input, scale and shift: one pass for the two
+/// per-channel sums, one for the input gradient.
+fn batch_norm_backward(
+    x: &FlexTensor,
+    gamma: &FlexTensor,
+    mean: &FlexTensor,
+    var: &FlexTensor,
+    epsilon: f64,
+    grad: &FlexTensor,
+) -> (FlexTensor, FlexTensor, FlexTensor) {
+    let shape = x.layout().shape().to_vec();
+    let (n, c, plane) = dims4(x);
+    let (xv, gav, mv, vv, dv) = (values(x), values(gamma), values(mean), values(var), values(grad));
+    let inv: Vec<f32> = vv.iter().map(|&v| (1.0 / (f64::from(v) + epsilon).sqrt()) as f32).collect();
+    // Per plane: sum of the gradient and of the gradient times the normalised input.
+    let sums: Vec<(f64, f64)> = xv
+        .par_chunks(plane.max(1))
+        .zip(dv.par_chunks(plane.max(1)))
+        .enumerate()
+        .map(|(p, (x, d))| {
+            let ch = p % c;
+            let (m, s) = (mv[ch], inv[ch]);
+            x.iter().zip(d).fold((0f64, 0f64), |(a, b), (&x, &d)| (a + f64::from(d), b + f64::from(d * (x - m) * s)))
+        })
+        .collect();
+    let (mut dbeta, mut dgamma) = (vec![0f32; c], vec![0f32; c]);
+    for ch in 0..c {
+        let (a, b) = (0..n).map(|i| sums[i * c + ch]).fold((0f64, 0f64), |a, b| (a.0 + b.0, a.1 + b.1));
+        (dbeta[ch], dgamma[ch]) = (a as f32, b as f32);
+    }
+    let count = (n * plane).max(1) as f32;
+    let mut dx = vec![0f32; xv.len()];
+    dx.par_chunks_mut(plane.max(1))
+        .zip(xv.par_chunks(plane.max(1)).zip(dv.par_chunks(plane.max(1))))
+        .enumerate()
+        .for_each(|(p, (o, (x, d)))| {
+            let ch = p % c;
+            let (m, s) = (mv[ch], inv[ch]);
+            let (mean_d, mean_dxhat) = (dbeta[ch] / count, dgamma[ch] / count);
+            let k = gav[ch] * s;
+            for ((o, &x), &d) in o.iter_mut().zip(x).zip(d) {
+                *o = k * (d - mean_d - (x - m) * s * mean_dxhat);
+            }
+        });
+    (tensor(dx, shape), tensor(dgamma, vec![c]), tensor(dbeta, vec![c]))
+}
+
 /// ReLU6's gradient from its output: it passes where the output is strictly inside (0, 6).
 fn relu6_backward(y: &FlexTensor, grad: &FlexTensor) -> FlexTensor {
     let (yv, gv) = (values(y), values(grad));
@@ -202,6 +353,33 @@ pub fn depthwise_conv2d(x: Tensor<4>, weight: Tensor<4>, options: ConvOptions<2>
         weight.into_dispatch(),
         options,
     ))
+}
+
+/// Batch norm as `bn.forward`: with batch statistics (updating the running ones as burn does)
+/// when training on Flex, burn's own module otherwise.
+///
+/// # Shapes
+/// `[n, c, h, w]` -> `[n, c, h, w]`
+pub fn batch_norm(bn: &burn::nn::BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    if !(on_flex(&x) && x.device().is_autodiff() && bn.training.is_enabled()) {
+        return bn.forward(x);
+    }
+    let (out, mean, var) = <Dispatch as TrainKernels>::batch_norm_train(
+        x.into_dispatch(),
+        bn.gamma.val().into_dispatch(),
+        bn.beta.val().into_dispatch(),
+        bn.epsilon,
+    );
+    let (mean, var) = (Tensor::<1>::from_dispatch(mean), Tensor::<1>::from_dispatch(var));
+    let device = mean.device();
+    let m = bn.momentum;
+    let running_mean =
+        bn.running_mean.value_sync().to_device(&device).mul_scalar(1.0 - m).add(mean.detach().mul_scalar(m));
+    let running_var =
+        bn.running_var.value_sync().to_device(&device).mul_scalar(1.0 - m).add(var.detach().mul_scalar(m));
+    bn.running_mean.update(running_mean.detach());
+    bn.running_var.update(running_var.detach());
+    Tensor::from_dispatch(out)
 }
 
 /// `min(max(x, 0), 6)`.
@@ -263,6 +441,40 @@ mod tests {
             assert!(max_diff(&fast.1, &slow.1) < 1e-5, "input gradient, k {k} stride {stride}");
             assert!(max_diff(&fast.2, &slow.2) < 1e-5 * scale, "weight gradient, k {k} stride {stride}");
         }
+    }
+
+    /// Output, the three gradients and the running statistics after the step, against
+    /// burn's `BatchNorm` module on the same values.
+    #[test]
+    fn batch_norm_equals_burns_module() {
+        let device = Device::flex().autodiff();
+        let x0 = random([3, 5, 6, 7], &device, 6) + 1.5;
+        let upstream = random([3, 5, 6, 7], &device, 7).detach();
+        let run = |fast: bool| {
+            device.seed(8);
+            let mut bn = burn::nn::BatchNormConfig::new(5).with_epsilon(1e-3).init(&device);
+            bn.gamma = burn::module::Param::from_tensor(random([1, 1, 1, 5], &device, 9).reshape([5]));
+            bn.beta = burn::module::Param::from_tensor(random([1, 1, 1, 5], &device, 10).reshape([5]));
+            let x = x0.clone().detach().require_grad();
+            let y = if fast { batch_norm(&bn, x.clone()) } else { bn.forward(x.clone()) };
+            let grads = (y.clone() * upstream.clone()).sum().backward();
+            let g = |p: &burn::module::Param<Tensor<1>>| host(p.val().grad(&grads).unwrap());
+            (
+                [host(y), host(x.grad(&grads).unwrap()), g(&bn.gamma), g(&bn.beta)],
+                [host(bn.running_mean.value()), host(bn.running_var.value())],
+            )
+        };
+        let (fast, slow) = (run(true), run(false));
+        for (what, (a, b)) in
+            ["output", "input gradient", "gamma gradient", "beta gradient"].iter().zip(fast.0.iter().zip(&slow.0))
+        {
+            let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
+            assert!(max_diff(a, b) < 1e-5 * scale, "{what}: {}", max_diff(a, b));
+        }
+        assert!(
+            max_diff(&fast.1[0], &slow.1[0]) < 1e-5 && max_diff(&fast.1[1], &slow.1[1]) < 1e-4,
+            "running statistics"
+        );
     }
 
     #[test]

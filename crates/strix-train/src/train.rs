@@ -371,7 +371,7 @@ pub(crate) const CALIBRATION_IMAGES: usize = 32;
 
 /// A backbone from folded weights, its batch norms measured on up to [`CALIBRATION_IMAGES`]
 /// training images as the first epoch's augmentation makes them.
-fn restat_backbone(mut model: Classifier, job: &Job) -> Result<Classifier, TrainError> {
+fn restat_backbone(model: Classifier, job: &Job) -> Result<Classifier, TrainError> {
     let mut order = job.train.shuffled(job.cfg.seed, u64::MAX);
     order.truncate(CALIBRATION_IMAGES);
     let plan = LoadPlan {
@@ -385,19 +385,8 @@ fn restat_backbone(mut model: Classifier, job: &Job) -> Result<Classifier, Train
         limits: DecodeLimits::default(),
     };
     let batch = plan.make(0);
-    let n = batch.labels.len();
     let (c, s) = (job.shape.channels, job.shape.image_size);
-    let x = Tensor::<4>::from_data(TensorData::new(batch.images, [n, c, s, s]), &job.device.clone().autodiff());
-    model.backbone = match model.backbone {
-        crate::models::Backbone::EfficientNet(b) if n > 0 => crate::models::Backbone::EfficientNet(b.restat(x)),
-        _ => {
-            return Err(TrainError::Config(format!(
-                "{}: folded weights (an inference ONNX) are read for efficientnet-lite0 only, and need a decodable training image",
-                job.cfg.pretrained.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
-            )));
-        }
-    };
-    Ok(model)
+    model.restat(batch.images, batch.labels.len(), c, s, &job.device.clone().autodiff())
 }
 
 /// The resolved config a run folder was started with.

@@ -9,6 +9,7 @@ use burn::tensor::module::avg_pool2d;
 use burn::tensor::ops::AvgPoolOptions;
 use serde::{Deserialize, Serialize};
 
+use crate::kernels::batch_norm;
 use crate::layers::{Conv, ConvSpec, Padding};
 use crate::models::efficientnet::{self, EfficientNetLite};
 use crate::weights::{Init, Weights};
@@ -92,7 +93,7 @@ impl ConvBn {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = self.bn.forward(self.conv.forward(x));
+        let y = batch_norm(&self.bn, self.conv.forward(x));
         if self.relu { relu6(y) } else { y }
     }
 }
@@ -170,7 +171,7 @@ impl Detector {
     /// The backbone's outputs at the three taps.
     fn taps(&self, x: Tensor<4>) -> Vec<Tensor<4>> {
         let b = &self.backbone;
-        let mut x = relu6(b.bn0.forward(b.stem.forward(x)));
+        let mut x = relu6(batch_norm(&b.bn0, b.stem.forward(x)));
         let mut taps = Vec::with_capacity(3);
         for (i, block) in b.blocks.iter().enumerate().take(TAPS[2] + 1) {
             x = efficientnet::block_forward(block, x);

@@ -6,6 +6,7 @@ use burn::nn::BatchNorm;
 use burn::prelude::*;
 
 use crate::TrainError;
+use crate::kernels::batch_norm;
 use crate::layers::{Conv, ConvSpec, Padding, restat};
 use crate::weights::Init;
 
@@ -111,10 +112,10 @@ pub fn block_forward(b: &MbConv, x: Tensor<4>) -> Tensor<4> {
     let input = x.clone();
     let mut y = x;
     if let (Some(c), Some(bn)) = (&b.expand, &b.bn0) {
-        y = relu6(bn.forward(c.forward(y)));
+        y = relu6(batch_norm(bn, c.forward(y)));
     }
-    y = relu6(b.bn1.forward(b.depthwise.forward(y)));
-    y = b.bn2.forward(b.project.forward(y));
+    y = relu6(batch_norm(&b.bn1, b.depthwise.forward(y)));
+    y = batch_norm(&b.bn2, b.project.forward(y));
     if b.residual { y + input } else { y }
 }
 
@@ -174,11 +175,41 @@ impl EfficientNetLite {
     /// # Shapes
     /// `[n, 3, h, w]` -> `[n, 1280]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = relu6(self.bn0.forward(self.stem.forward(x)));
+        let mut x = relu6(batch_norm(&self.bn0, self.stem.forward(x)));
         for b in &self.blocks {
             x = block_forward(b, x);
         }
-        let x = relu6(self.bn1.forward(self.head.forward(x)));
+        let x = relu6(batch_norm(&self.bn1, self.head.forward(x)));
         super::global_avg_pool(x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// After `restat`, evaluation computes what it did before, and training's batch
+    /// statistics on the same images compute (nearly) the same thing.
+    #[test]
+    fn restat_keeps_the_evaluation_function_and_matches_training() {
+        let device = Device::flex().autodiff();
+        device.seed(3);
+        let net = EfficientNetLite::new(&Init::random(&device), 3).unwrap();
+        let x = Tensor::<4>::random([4, 3, 64, 64], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+        let host = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
+        let inner = || x.clone().detach().to_device(&device.clone().inner());
+        let before = host(net.valid().forward(inner()));
+        let net = net.restat(x.clone());
+        let after = host(net.valid().forward(inner()));
+        let train = host(net.forward(x.clone()));
+        let diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+        let scale = before.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(diff(&before, &after) <= 1e-4 * scale.max(1.0), "evaluation changed by {}", diff(&before, &after));
+        assert!(
+            diff(&train, &after) <= 1e-2 * scale.max(1.0),
+            "training differs by {} (scale {scale})",
+            diff(&train, &after)
+        );
     }
 }

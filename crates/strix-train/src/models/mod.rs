@@ -175,6 +175,33 @@ pub fn global_avg_pool(x: Tensor<4>) -> Tensor<2> {
 }
 
 impl Classifier {
+    /// The backbone's batch norms re-measured on a batch of preprocessed images
+    /// ([`EfficientNetLite::restat`]): what folded weights need before training.
+    ///
+    /// # Shapes
+    /// `images`: `n * channels * size * size` floats (NCHW)
+    pub fn restat(
+        mut self,
+        images: Vec<f32>,
+        n: usize,
+        channels: usize,
+        size: usize,
+        device: &Device,
+    ) -> Result<Classifier, TrainError> {
+        self.backbone = match self.backbone {
+            Backbone::EfficientNet(b) if n > 0 => {
+                let x = Tensor::<4>::from_data(TensorData::new(images, [n, channels, size, size]), device);
+                Backbone::EfficientNet(b.restat(x))
+            }
+            _ => {
+                return Err(TrainError::Config(
+                    "folded weights (an inference ONNX) are read for efficientnet-lite0 only, and need a decodable training image".into(),
+                ));
+            }
+        };
+        Ok(self)
+    }
+
     /// Logits for a batch of preprocessed images, without autodiff or training behaviour.
     ///
     /// # Shapes

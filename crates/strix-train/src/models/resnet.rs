@@ -6,6 +6,7 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 use crate::TrainError;
+use crate::kernels::batch_norm;
 use crate::layers::{Conv, ConvSpec, max_pool};
 use crate::weights::Init;
 
@@ -92,11 +93,11 @@ impl Block {
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let skip = match &self.downsample {
-            Some(d) => d.bn.forward(d.conv.forward(x.clone())),
+            Some(d) => batch_norm(&d.bn, d.conv.forward(x.clone())),
             None => x.clone(),
         };
-        let mut y = relu(self.bn1.forward(self.conv1.forward(x)));
-        y = self.bn2.forward(self.conv2.forward(y));
+        let mut y = relu(batch_norm(&self.bn1, self.conv1.forward(x)));
+        y = batch_norm(&self.bn2, self.conv2.forward(y));
         if let (Some(c), Some(b)) = (&self.conv3, &self.bn3) {
             y = b.forward(c.forward(relu(y)));
         }
@@ -132,7 +133,7 @@ impl ResNet {
     /// # Shapes
     /// `[n, c, h, w]` -> `[n, 512]` (2048 for ResNet-50)
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = relu(self.bn1.forward(self.conv1.forward(x)));
+        let x = relu(batch_norm(&self.bn1, self.conv1.forward(x)));
         let mut x = max_pool(x, 3, 2, 1);
         for block in self.layers.iter().flatten() {
             x = block.forward(x);

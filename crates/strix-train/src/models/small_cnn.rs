@@ -5,6 +5,7 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 use crate::TrainError;
+use crate::kernels::batch_norm;
 use crate::layers::{Conv, ConvSpec, max_pool};
 use crate::weights::Init;
 
@@ -39,8 +40,8 @@ impl SmallCnn {
     /// # Shapes
     /// `[n, c, s, s]` -> `[n, 128]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = max_pool(relu(self.bn1.forward(self.conv1.forward(x))), 2, 2, 0);
-        let x = max_pool(relu(self.bn2.forward(self.conv2.forward(x))), 2, 2, 0);
+        let x = max_pool(relu(batch_norm(&self.bn1, self.conv1.forward(x))), 2, 2, 0);
+        let x = max_pool(relu(batch_norm(&self.bn2, self.conv2.forward(x))), 2, 2, 0);
         relu(self.fc.forward(x.flatten::<2>(1, 3)))
     }
 }
