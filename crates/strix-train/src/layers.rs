@@ -120,32 +120,21 @@ pub fn restat(bn: &mut BatchNorm, y: Tensor<4>) -> Tensor<4> {
     let (mean, var) = (host(bn.running_mean.value()), host(bn.running_var.value()));
     let eps = bn.epsilon;
     let values = y.clone().detach().into_data().try_to_vec::<f32>().unwrap_or_default();
-    let plane = h * w;
-    let (mut new_gamma, mut new_beta, mut new_mean, mut new_var) =
-        (vec![0f32; ch], vec![0f32; ch], vec![0f32; ch], vec![0f32; ch]);
+    let (mean_y, var_y) = crate::kernels::channel_stats(&values, n, ch, h * w);
+    let (mut new_gamma, mut new_beta) = (vec![0f32; ch], vec![0f32; ch]);
     let (mut scale, mut shift) = (vec![0f32; ch], vec![0f32; ch]);
     for c in 0..ch {
-        let (mut sum, mut sq) = (0f64, 0f64);
-        for i in 0..n {
-            for &v in &values[(i * ch + c) * plane..(i * ch + c + 1) * plane] {
-                sum += f64::from(v);
-                sq += f64::from(v) * f64::from(v);
-            }
-        }
-        let count = (n * plane).max(1) as f64;
-        let m = sum / count;
-        let v = (sq / count - m * m).max(0.0);
+        let (m, v) = (f64::from(mean_y[c]), f64::from(var_y[c]));
         let a = f64::from(gamma[c]) / (f64::from(var[c]) + eps).sqrt();
         let b = f64::from(beta[c]) - a * f64::from(mean[c]);
         (scale[c], shift[c]) = (a as f32, b as f32);
-        (new_mean[c], new_var[c]) = (m as f32, v as f32);
         (new_gamma[c], new_beta[c]) = ((a * (v + eps).sqrt()) as f32, (b + a * m) as f32);
     }
     let vector = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v, [ch]), &device);
     bn.gamma = Param::from_tensor(vector(new_gamma));
     bn.beta = Param::from_tensor(vector(new_beta));
-    bn.running_mean = RunningState::new(vector(new_mean));
-    bn.running_var = RunningState::new(vector(new_var));
+    bn.running_mean = RunningState::new(vector(mean_y));
+    bn.running_var = RunningState::new(vector(var_y));
     y * vector(scale).reshape([1, ch, 1, 1]) + vector(shift).reshape([1, ch, 1, 1])
 }
 
