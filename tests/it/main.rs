@@ -21,6 +21,7 @@ mod follow;
 mod hostile;
 mod http;
 mod kserve;
+mod label;
 mod registry;
 mod runner;
 mod runtime;

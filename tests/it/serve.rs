@@ -104,7 +104,7 @@ impl Drop for Server {
 
 pub(crate) struct Reply {
     pub(crate) status: u16,
-    headers: String,
+    pub(crate) headers: String,
     pub(crate) body: String,
 }
 

@@ -685,6 +685,7 @@ fn sources_sharing_a_model_are_batched_together() {
         frame_events: false,
         top_k: 1,
         workers: Some(1),
+        tap: None,
     };
     struct Quiet;
     impl strix_stream::RunHooks for Quiet {}

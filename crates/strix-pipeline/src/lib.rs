@@ -63,6 +63,15 @@ pub struct Prediction {
     pub answer: Answer,
 }
 
+/// Something that sees inputs and their answers go by (capture for labelling, in
+/// `strix-label`). Called on the request or frame path, so it must decide and return at once.
+pub trait Tap: Send + Sync + std::fmt::Debug {
+    /// An encoded image (a request body) and `model`'s answer to it.
+    fn encoded(&self, bytes: &[u8], model: &str, prediction: &Prediction);
+    /// A decoded frame and `model`'s answer to it.
+    fn frame(&self, image: &RgbImage, model: &str, prediction: &Prediction);
+}
+
 /// Draw an answer onto the image it is about.
 pub fn annotate(img: &mut RgbImage, prediction: &Prediction) {
     use strix_vision::{draw, pose};

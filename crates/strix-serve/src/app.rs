@@ -131,6 +131,8 @@ pub struct ServeState {
     decode_waiting: AtomicUsize,
     /// How many may wait (the largest model queue), and for how long (the longest timeout).
     decode_line: (usize, Duration),
+    /// Sees each answered image (`--capture`).
+    tap: Option<Arc<dyn strix_pipeline::Tap>>,
 }
 
 impl ServeState {
@@ -148,7 +150,14 @@ impl ServeState {
             api_keys: Vec::new(),
             decode_slots: Arc::new(Semaphore::new(limits.decode_slots())),
             limits,
+            tap: None,
         }
+    }
+
+    /// Show every answered image and its answer to `tap` (which must not block).
+    pub fn with_tap(mut self, tap: Arc<dyn strix_pipeline::Tap>) -> ServeState {
+        self.tap = Some(tap);
+        self
     }
 
     /// Require one of these keys (`Authorization: Bearer KEY` or `X-Api-Key: KEY`) on every
@@ -476,6 +485,8 @@ pub(crate) async fn infer(
     }
     let loaded = model.current();
     model.preparing.fetch_add(1, Ordering::SeqCst);
+    // A second handle on the same buffer (no copy), for the tap once the answer is in.
+    let tapped = state.tap.as_ref().map(|_| bytes.clone());
     let prepared = prepare(state, &loaded, bytes).await;
     model.preparing.fetch_sub(1, Ordering::SeqCst);
     let input = prepared?;
@@ -486,7 +497,12 @@ pub(crate) async fn infer(
     let (reply, answer) = oneshot::channel();
     let answer = queue_and_wait(state, model, &loaded, Job::Answer { input, reply }, answer).await;
     drop(slot);
-    Ok((answer?, loaded.version_label(&model.name)))
+    let answer = answer?;
+    let version = loaded.version_label(&model.name);
+    if let (Some(tap), Some(bytes)) = (&state.tap, tapped) {
+        tap.encoded(&bytes, &version, &answer);
+    }
+    Ok((answer, version))
 }
 
 /// Decode and preprocess off the async threads, in parallel across requests, outside the

@@ -49,6 +49,8 @@ pub(crate) struct SourceOutput {
     pub stopper: SourceStopper,
     pub progress: Arc<dyn Progress>,
     pub processed: u64,
+    /// Sees each answered frame, with the model's name for answers no version label names.
+    pub tap: Option<(Arc<dyn strix_pipeline::Tap>, String)>,
 }
 
 impl SourceOutput {
@@ -62,6 +64,9 @@ impl SourceOutput {
             return Ok(());
         }
         self.processed += 1;
+        if let Some((tap, model)) = &self.tap {
+            tap.frame(&a.image, a.version.as_deref().unwrap_or(model), &a.prediction);
+        }
         let mut happened = Vec::new();
         let observations = self.observations(&a.prediction);
         let tracks = match (&mut self.tracker, &observations) {

@@ -51,6 +51,8 @@ pub struct StreamJob {
     pub top_k: usize,
     /// Inferences in flight at once [default: one per core, each on one thread].
     pub workers: Option<usize>,
+    /// Sees every answered frame (capture for labelling).
+    pub tap: Option<Arc<dyn strix_pipeline::Tap>>,
 }
 
 /// How a run went.
@@ -245,6 +247,7 @@ pub fn run_live(
                 stopper: stoppers[lane].clone(),
                 progress: progress.clone(),
                 processed: 0,
+                tap: job.tap.clone().map(|t| (t, pipeline.model().spec.name.clone())),
             };
             let record = job.record.as_ref().map(|p| RecordTo {
                 path: recording_path(p, lane, names.len()),

@@ -132,6 +132,9 @@ pub enum Command {
     /// Run a video file, RTSP/HTTP stream, camera or image folder through a model: tracking,
     /// events (JSON lines, webhook, MQTT), live MJPEG views in the browser, recording
     Stream(Box<StreamArgs>),
+    /// Label images in the browser (model-assisted), export and import labels
+    #[command(subcommand)]
+    Label(LabelCommand),
 }
 
 #[derive(Debug, Args)]
@@ -182,6 +185,15 @@ pub struct ServeArgs {
     /// whether it moved, in seconds; a new version is loaded, tested and swapped in. 0: never
     #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
     pub follow_interval: std::time::Duration,
+    /// Add a sample of the requests and the model's answers to this labelling project
+    /// (`strix label serve` shows them with the answers as suggestions)
+    #[arg(long, value_name = "PROJECT")]
+    pub capture: Option<PathBuf>,
+    /// Share of requests captured, 0..1
+    #[arg(long, value_name = "R", default_value_t = 0.05, requires = "capture")]
+    pub capture_rate: f64,
+    #[command(flatten)]
+    pub capture_limits: CaptureArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
@@ -291,8 +303,119 @@ pub struct StreamArgs {
     /// Print the final summary as JSON on stdout
     #[arg(long)]
     pub json: bool,
+    /// Add a sample of the frames and the model's answers to this labelling project
+    #[arg(long, value_name = "PROJECT")]
+    pub capture: Option<PathBuf>,
+    /// Capture every Nth frame of each source
+    #[arg(long, value_name = "N", default_value_t = 30, requires = "capture")]
+    pub capture_every: u64,
+    #[command(flatten)]
+    pub capture_limits: CaptureArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+}
+
+/// How a capture picks and how much it keeps (serve and stream).
+#[derive(Debug, Args)]
+pub struct CaptureArgs {
+    /// random: keep what is sampled; uncertain: keep a sample with probability min(1, 2u),
+    /// u the answer's uncertainty (1 - margin of the two best classes; boxes near 0.5)
+    #[arg(long, value_name = "POLICY", default_value = "random", value_parser = ["random", "uncertain"])]
+    pub capture_policy: String,
+    /// Captured images the project may hold; later samples are dropped
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub capture_max_files: u64,
+    /// Bytes of captured images the project may hold
+    #[arg(long, value_name = "BYTES", default_value_t = 2 << 30)]
+    pub capture_max_bytes: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LabelCommand {
+    /// The labelling app in the browser: draw boxes or pick classes, accept a model's
+    /// suggestions, walk images by the model's uncertainty, review
+    Serve(LabelServeArgs),
+    /// Write the labels in a layout `strix train` reads
+    Export(LabelExportArgs),
+    /// Bring labels in from a COCO, YOLO or class-folder dataset (creating the project if needed)
+    Import(LabelImportArgs),
+}
+
+const LABEL_HELP: &str = "\
+The first run creates the project (give --images, --task and --classes); later runs open it and
+add images that appeared in the folder since. Labels live in PROJECT/labels.db (SQLite): every
+save is atomic and versioned, and a save made on a version someone else has replaced is refused
+(409) rather than lost.
+
+Keys (detection): drag to draw, drag a box or its corner to move or resize, 1-9 the class of the
+selected box and of new ones, Del deletes, click a dashed suggestion to accept it, a accepts all,
+Ctrl+Z / Ctrl+Y undo / redo, wheel or + - 0 zoom, Alt+drag pans.
+Keys (classification): 1-9 or a click sets the class, saves and goes on; a accepts the suggestion.
+Both: s or Enter saves, -> / <- next / previous (saving first), v verifies (review mode).
+
+JSON API (what the page uses): GET /api/project, GET /api/images, GET /api/images/ID,
+GET /api/images/ID/file, PUT /api/images/ID/labels {\"version\":V,\"labels\":{...}},
+GET /api/images/ID/history, GET /api/next?order=uncertain&filter=unlabelled.
+
+Examples:
+  strix label serve trash --images photos/ --task classify --classes compost,recycling,landfill
+  strix label serve bins --images frames/ --task detect --classes bottle,can --model nanodet_m_416
+  strix label serve trash --model trash@production      suggestions from a registered version
+  strix label export bins --format coco --out bins-coco/
+  strix train --data bins --task detect                 trains on the project's labels directly";
+
+#[derive(Debug, Args)]
+#[command(after_help = LABEL_HELP)]
+pub struct LabelServeArgs {
+    /// The project folder (created on the first run)
+    #[arg(value_name = "PROJECT")]
+    pub project: PathBuf,
+    /// The folder of images to label (creating a project)
+    #[arg(long, value_name = "DIR")]
+    pub images: Option<PathBuf>,
+    /// What to label (creating a project)
+    #[arg(long, value_parser = ["classify", "detect"])]
+    pub task: Option<String>,
+    /// Class names, comma-separated, in key order 1-9 (creating a project)
+    #[arg(long, value_delimiter = ',', value_name = "A,B,C")]
+    pub classes: Vec<String>,
+    /// A model whose answers are shown as suggestions: a zoo name, NAME@ALIAS / NAME:VERSION
+    /// from the registry, a spec .toml or .onnx
+    #[arg(short, long, value_name = "MODEL")]
+    pub model: Option<String>,
+    /// Address to listen on
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8070")]
+    pub http: String,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LabelExportArgs {
+    #[arg(value_name = "PROJECT")]
+    pub project: PathBuf,
+    /// coco or yolo (detection), folder (classification), csv (both)
+    #[arg(long, value_parser = ["coco", "yolo", "folder", "csv"])]
+    pub format: String,
+    /// A new (or empty) folder to write
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct LabelImportArgs {
+    #[arg(value_name = "PROJECT")]
+    pub project: PathBuf,
+    /// coco or yolo (detection), folder (classification: DIR/<class>/<image>)
+    #[arg(long, value_parser = ["coco", "yolo", "folder"])]
+    pub format: String,
+    /// The COCO JSON, or the YOLO labels folder (classes.txt in it or beside it)
+    #[arg(long, value_name = "FILE_OR_DIR")]
+    pub annotations: Option<PathBuf>,
+    /// The images the annotations refer to (class folders for --format folder); a new
+    /// project labels this folder
+    #[arg(long, value_name = "DIR")]
+    pub images: PathBuf,
 }
 
 const STREAM_HELP: &str = "\

@@ -5,6 +5,7 @@ mod data;
 mod eval;
 mod export;
 mod inputs;
+mod label;
 mod layered;
 mod models;
 mod predict;
@@ -56,6 +57,7 @@ fn dispatch(cli: &Cli) -> Result<ExitCode> {
         Command::Export(args) => export::run(&cli.global, args),
         Command::Serve(args) => serve::run(&cli.global, args),
         Command::Stream(args) => stream::run(&cli.global, args),
+        Command::Label(cmd) => label::run(&cli.global, cmd),
     }
 }
 

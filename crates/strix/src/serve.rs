@@ -64,7 +64,22 @@ pub fn run(global: &Global, args: &ServeArgs) -> Result<ExitCode> {
         models.push(ServedModel::new(&name, &m.model, pipeline, batching, args.top_k));
     }
     let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
-    let state = Arc::new(ServeState::new(models, cfg.limits).with_api_keys(&keys));
+    let served: Vec<(strix_core::Task, String)> = models.iter().map(|m| (m.pipeline().task(), m.name.clone())).collect();
+    let mut state = ServeState::new(models, cfg.limits).with_api_keys(&keys);
+    let mut capture = None;
+    if let Some(project) = &args.capture {
+        let (task, name) = served.first().cloned().context("no models")?;
+        for (t, n) in &served {
+            if *t != task {
+                bail!("--capture takes one kind of answer: {name} is a {task} model, {n} a {t} model");
+            }
+        }
+        let c = Arc::new(crate::label::start_capture(project, &args.capture_limits, args.capture_rate, 1, task, &name)?);
+        eprintln!("strix serve: capturing {:.1}% of requests into {}", 100.0 * args.capture_rate, project.display());
+        state = state.with_tap(c.clone());
+        capture = Some(c);
+    }
+    let state = Arc::new(state);
     if !args.follow_interval.is_zero() {
         let interval = args.follow_interval;
         let engine = crate::engine(global, &args.runtime);
@@ -87,6 +102,12 @@ pub fn run(global: &Global, args: &ServeArgs) -> Result<ExitCode> {
         strix_serve::serve(listener, state, cfg.connections, shutdown_signal()).await?;
         anyhow::Ok(())
     })?;
+    if let Some(s) = capture.map(|c| c.close()) {
+        eprintln!(
+            "capture: kept {} of {} requests ({} dropped while busy, {} over the cap)",
+            s.kept, s.offered, s.dropped_busy, s.dropped_full
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

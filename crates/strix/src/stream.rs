@@ -92,6 +92,14 @@ pub fn run(global: &Global, args: &StreamArgs) -> Result<ExitCode> {
         _ => None,
     };
 
+    let capture = match &args.capture {
+        Some(project) => {
+            let pipeline = live.current();
+            let name = pipeline.model().spec.name.clone();
+            Some(Arc::new(crate::label::start_capture(project, &args.capture_limits, 1.0, args.capture_every, pipeline.task(), &name)?))
+        }
+        None => None,
+    };
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(stop.clone());
     let job = StreamJob {
@@ -118,9 +126,16 @@ pub fn run(global: &Global, args: &StreamArgs) -> Result<ExitCode> {
         frame_events: args.frame_events,
         top_k: args.top_k.max(1),
         workers: args.workers,
+        tap: capture.clone().map(|c| c as Arc<dyn strix_pipeline::Tap>),
     };
     let hooks = Hooks { bars: bars.clone(), quiet: global.quiet };
     let summary = strix_stream::run_live(live, job, stop, &hooks)?;
+    if let Some(capture) = capture {
+        let s = capture.close();
+        if !global.quiet {
+            eprintln!("capture: kept {} of {} frames ({} dropped while busy, {} over the cap)", s.kept, s.offered, s.dropped_busy, s.dropped_full);
+        }
+    }
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else if !global.quiet {

@@ -94,6 +94,7 @@ fn set_threads(threads: Option<usize>) {
 fn merged_config(args: &TrainArgs) -> Result<TrainConfig> {
     let flags = toml::Table::try_from(args).context("flags")?;
     let (mut table, origin) = crate::layered::merged_table(args.config.as_deref(), flags)?;
+    project_data(&mut table)?;
     let task = match table.get("task").and_then(|v| v.as_str()) {
         Some(t) => t.parse::<strix_core::Task>().map_err(|e| anyhow::anyhow!("{}: task: {e}", origin.display()))?,
         None => strix_core::Task::Classify,
@@ -106,6 +107,25 @@ fn merged_config(args: &TrainArgs) -> Result<TrainConfig> {
     }
     let text = toml::to_string(&table).context("config")?;
     Ok(TrainConfig::from_toml(&text, &origin)?)
+}
+
+/// `data` naming a labelling project: its labels exported as a snapshot training reads, and
+/// the project's task unless one is given.
+fn project_data(table: &mut toml::Table) -> Result<()> {
+    let Some(dir) = table.get("data").and_then(|v| v.as_str()).map(std::path::PathBuf::from) else { return Ok(()) };
+    if !strix_label::Project::is_project(&dir) {
+        return Ok(());
+    }
+    let (snapshot, task) = crate::label::training_snapshot(&dir)?;
+    let task = task.to_string();
+    match table.get("task").and_then(|v| v.as_str()) {
+        Some(given) if given != task => bail!("{} is a {task} project; --task {given} cannot train on it", dir.display()),
+        _ => {}
+    }
+    eprintln!("data: labelling project {}, its labels as of now in {}", dir.display(), snapshot.display());
+    table.insert("task".into(), task.into());
+    table.insert("data".into(), snapshot.display().to_string().into());
+    Ok(())
 }
 
 /// The zoo model whose ImageNet weights a detector's backbone starts from by default.

@@ -1,0 +1,574 @@
+//! The project's SQLite database: images, the current labels of each (with a version number
+//! that every save must name), every earlier version, model suggestions, and the files that
+//! did not decode.
+//!
+//! Durability: WAL with `synchronous = FULL`, so a save is on disk when it is acknowledged and
+//! a killed server loses none. Concurrency: a save names the version it was made on and is
+//! refused ([`LabelError::Stale`]) when another save came first, so no save is lost unseen.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+use crate::labels::{Labels, Suggestion};
+use crate::LabelError;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS images (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  root TEXT NOT NULL,
+  rel TEXT NOT NULL,
+  width INTEGER NOT NULL,
+  height INTEGER NOT NULL,
+  bytes INTEGER NOT NULL,
+  source TEXT NOT NULL,
+  added_at INTEGER NOT NULL,
+  UNIQUE (root, rel)
+);
+CREATE TABLE IF NOT EXISTS annotations (
+  image_id INTEGER PRIMARY KEY REFERENCES images(id),
+  version INTEGER NOT NULL,
+  labels TEXT NOT NULL,
+  reviewed INTEGER NOT NULL,
+  saved_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS history (
+  image_id INTEGER NOT NULL REFERENCES images(id),
+  version INTEGER NOT NULL,
+  labels TEXT NOT NULL,
+  reviewed INTEGER NOT NULL,
+  saved_at INTEGER NOT NULL,
+  origin TEXT NOT NULL,
+  PRIMARY KEY (image_id, version)
+);
+CREATE TABLE IF NOT EXISTS suggestions (
+  image_id INTEGER NOT NULL REFERENCES images(id),
+  model TEXT NOT NULL,
+  body TEXT NOT NULL,
+  uncertainty REAL NOT NULL,
+  entropy REAL,
+  made_at INTEGER NOT NULL,
+  PRIMARY KEY (image_id, model)
+);
+CREATE TABLE IF NOT EXISTS problems (
+  root TEXT NOT NULL,
+  rel TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  PRIMARY KEY (root, rel)
+);
+";
+
+/// Where an image's file lives: the user's images folder, or a folder inside the project.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Root {
+    /// The folder the project was made from (`images` in project.toml).
+    Images,
+    /// `PROJECT/imported/`: images brought in by `strix label import` from elsewhere.
+    Imported,
+    /// `PROJECT/captured/`: inputs a served or streamed model saw.
+    Captured,
+}
+
+impl Root {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Root::Images => "images",
+            Root::Imported => "imported",
+            Root::Captured => "captured",
+        }
+    }
+
+    fn parse(s: &str) -> Root {
+        match s {
+            "imported" => Root::Imported,
+            "captured" => Root::Captured,
+            _ => Root::Images,
+        }
+    }
+}
+
+/// One image of the project.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ImageRow {
+    pub id: i64,
+    pub root: Root,
+    /// Path relative to its root, `/`-separated.
+    pub file: String,
+    pub width: u32,
+    pub height: u32,
+    pub bytes: u64,
+    pub source: String,
+}
+
+/// An image's current labels.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Annotation {
+    pub version: i64,
+    pub labels: Labels,
+    pub reviewed: bool,
+    /// Unix milliseconds.
+    pub saved_at: i64,
+}
+
+/// One saved version of an image's labels.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Saved {
+    pub version: i64,
+    pub labels: Labels,
+    pub reviewed: bool,
+    pub saved_at: i64,
+    /// Who saved it: `ui`, `api`, `import`.
+    pub origin: String,
+}
+
+/// Which images "next" walks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Filter {
+    /// Not labelled yet (labelling).
+    #[default]
+    Unlabelled,
+    /// Labelled (review).
+    Labelled,
+    /// Labelled but not marked reviewed (a verification pass).
+    Unreviewed,
+    All,
+}
+
+/// The order "next" takes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    /// By id (the order images were added).
+    #[default]
+    Sequential,
+    /// Lowest margin between the model's two best classes, or box scores nearest the threshold.
+    Uncertain,
+    /// Highest entropy of the model's classes (classification).
+    Entropy,
+    Random,
+}
+
+/// Counts for the progress line.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Stats {
+    pub images: u64,
+    pub labelled: u64,
+    pub reviewed: u64,
+    pub suggested: u64,
+    pub captured: u64,
+    /// Images (classification) or boxes (detection) per class.
+    pub per_class: BTreeMap<String, u64>,
+}
+
+/// The database of one project.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+    path: PathBuf,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Store {
+    /// Open (creating) the database at `path` and its tables.
+    pub async fn open(path: &Path) -> Result<Store, LabelError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(LabelError::db(path))?;
+        sqlx::raw_sql(SCHEMA).execute(&pool).await.map_err(LabelError::db(path))?;
+        Ok(Store { pool, path: path.to_path_buf() })
+    }
+
+    fn err(&self) -> impl FnOnce(sqlx::Error) -> LabelError + '_ {
+        LabelError::db(&self.path)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Add an image (or find it, when `root`/`file` is known already); its id.
+    pub async fn add_image(&self, root: Root, file: &str, size: (u32, u32), bytes: u64, source: &str) -> Result<i64, LabelError> {
+        // Joined onto the root to serve the file: only plain relative paths get in.
+        if !crate::project::is_safe_relative(file) {
+            return Err(LabelError::invalid(format!("{file:?} is not a plain path inside its folder")));
+        }
+        sqlx::query(
+            "INSERT INTO images (root, rel, width, height, bytes, source, added_at) VALUES (?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (root, rel) DO NOTHING",
+        )
+        .bind(root.as_str())
+        .bind(file)
+        .bind(size.0 as i64)
+        .bind(size.1 as i64)
+        .bind(bytes as i64)
+        .bind(source)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(self.err())?;
+        let row = sqlx::query("SELECT id FROM images WHERE root = ? AND rel = ?")
+            .bind(root.as_str())
+            .bind(file)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(self.err())?;
+        row.try_get(0).map_err(self.err())
+    }
+
+    /// Note a file that could not be added, and why.
+    pub async fn add_problem(&self, root: Root, file: &str, reason: &str) -> Result<(), LabelError> {
+        sqlx::query("INSERT OR REPLACE INTO problems (root, rel, reason) VALUES (?, ?, ?)")
+            .bind(root.as_str())
+            .bind(file)
+            .bind(reason)
+            .execute(&self.pool)
+            .await
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// `(file, reason)` of every file left out.
+    pub async fn problems(&self) -> Result<Vec<(String, String)>, LabelError> {
+        let rows = sqlx::query("SELECT root, rel, reason FROM problems ORDER BY root, rel")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(self.err())?;
+        rows.iter()
+            .map(|r| Ok((format!("{}/{}", r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?), r.try_get(2)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(self.err())
+    }
+
+    /// Files of `root` already added or already found wanting.
+    pub async fn known_files(&self, root: Root) -> Result<std::collections::HashSet<String>, LabelError> {
+        let rows = sqlx::query("SELECT rel FROM images WHERE root = ?1 UNION SELECT rel FROM problems WHERE root = ?1")
+            .bind(root.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(self.err())?;
+        rows.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    fn image_row(r: &sqlx::sqlite::SqliteRow) -> Result<ImageRow, sqlx::Error> {
+        Ok(ImageRow {
+            id: r.try_get("id")?,
+            root: Root::parse(&r.try_get::<String, _>("root")?),
+            file: r.try_get("rel")?,
+            width: r.try_get::<i64, _>("width")? as u32,
+            height: r.try_get::<i64, _>("height")? as u32,
+            bytes: r.try_get::<i64, _>("bytes")? as u64,
+            source: r.try_get("source")?,
+        })
+    }
+
+    pub async fn image(&self, id: i64) -> Result<ImageRow, LabelError> {
+        let row = sqlx::query("SELECT * FROM images WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(self.err())?
+            .ok_or(LabelError::NoImage(id))?;
+        Self::image_row(&row).map_err(self.err())
+    }
+
+    /// Images by id, `offset` and `limit` paging through them.
+    pub async fn images(&self, offset: i64, limit: i64) -> Result<Vec<(ImageRow, Option<Annotation>)>, LabelError> {
+        let rows = sqlx::query(
+            "SELECT i.*, a.version, a.labels, a.reviewed, a.saved_at FROM images i \
+             LEFT JOIN annotations a ON a.image_id = i.id ORDER BY i.id LIMIT ? OFFSET ?",
+        )
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.err())?;
+        rows.iter().map(|r| Ok((Self::image_row(r).map_err(self.err())?, self.annotation_of(r)?))).collect()
+    }
+
+    fn annotation_of(&self, r: &sqlx::sqlite::SqliteRow) -> Result<Option<Annotation>, LabelError> {
+        let version: Option<i64> = r.try_get("version").map_err(self.err())?;
+        let Some(version) = version else { return Ok(None) };
+        let text: String = r.try_get("labels").map_err(self.err())?;
+        Ok(Some(Annotation {
+            version,
+            labels: self.parse_labels(&text)?,
+            reviewed: r.try_get::<i64, _>("reviewed").map_err(self.err())? != 0,
+            saved_at: r.try_get("saved_at").map_err(self.err())?,
+        }))
+    }
+
+    fn parse_labels(&self, text: &str) -> Result<Labels, LabelError> {
+        serde_json::from_str(text)
+            .map_err(|e| LabelError::Format { path: self.path.clone(), reason: format!("stored labels: {e}") })
+    }
+
+    /// The current labels of image `id`, if it has been saved.
+    pub async fn annotation(&self, id: i64) -> Result<Option<Annotation>, LabelError> {
+        let row = sqlx::query("SELECT version, labels, reviewed, saved_at FROM annotations WHERE image_id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(self.err())?;
+        match row {
+            Some(r) => self.annotation_of(&r),
+            None => Ok(None),
+        }
+    }
+
+    /// Save `labels` for image `id` as the version after `expected` (0: the image's first
+    /// save). Refused with [`LabelError::Stale`] when the image is at another version: the
+    /// saver has not seen a save made meanwhile. The new version and its history row are
+    /// written in one transaction. The labels must be checked already.
+    pub async fn save(&self, id: i64, expected: i64, labels: &Labels, reviewed: bool, origin: &str) -> Result<i64, LabelError> {
+        self.image(id).await?;
+        let text = serde_json::to_string(labels).map_err(|e| LabelError::invalid(e.to_string()))?;
+        let at = now_ms();
+        let mut tx = self.pool.begin().await.map_err(self.err())?;
+        // A write first, so the transaction takes SQLite's write lock before it reads anything
+        // (a read first could see a snapshot another writer has moved past).
+        let updated = sqlx::query(
+            "UPDATE annotations SET version = version + 1, labels = ?, reviewed = ?, saved_at = ? \
+             WHERE image_id = ? AND version = ?",
+        )
+        .bind(&text)
+        .bind(i64::from(reviewed))
+        .bind(at)
+        .bind(id)
+        .bind(expected)
+        .execute(&mut *tx)
+        .await
+        .map_err(self.err())?
+        .rows_affected();
+        let written = if updated == 1 {
+            true
+        } else if expected == 0 {
+            sqlx::query(
+                "INSERT INTO annotations (image_id, version, labels, reviewed, saved_at) VALUES (?, 1, ?, ?, ?) \
+                 ON CONFLICT (image_id) DO NOTHING",
+            )
+            .bind(id)
+            .bind(&text)
+            .bind(i64::from(reviewed))
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .map_err(self.err())?
+            .rows_affected()
+                == 1
+        } else {
+            false
+        };
+        if !written {
+            tx.rollback().await.map_err(self.err())?;
+            let current = self.annotation(id).await?.map_or(0, |a| a.version);
+            return Err(LabelError::Stale { image: id, expected, current });
+        }
+        let version = expected + 1;
+        sqlx::query("INSERT INTO history (image_id, version, labels, reviewed, saved_at, origin) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(id)
+            .bind(version)
+            .bind(&text)
+            .bind(i64::from(reviewed))
+            .bind(at)
+            .bind(origin)
+            .execute(&mut *tx)
+            .await
+            .map_err(self.err())?;
+        tx.commit().await.map_err(self.err())?;
+        Ok(version)
+    }
+
+    /// Every saved version of image `id`, oldest first.
+    pub async fn history(&self, id: i64) -> Result<Vec<Saved>, LabelError> {
+        let rows = sqlx::query(
+            "SELECT version, labels, reviewed, saved_at, origin FROM history WHERE image_id = ? ORDER BY version",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.err())?;
+        rows.iter()
+            .map(|r| {
+                let text: String = r.try_get(1).map_err(self.err())?;
+                Ok(Saved {
+                    version: r.try_get(0).map_err(self.err())?,
+                    labels: self.parse_labels(&text)?,
+                    reviewed: r.try_get::<i64, _>(2).map_err(self.err())? != 0,
+                    saved_at: r.try_get(3).map_err(self.err())?,
+                    origin: r.try_get(4).map_err(self.err())?,
+                })
+            })
+            .collect()
+    }
+
+    /// Keep `suggestion` for image `id` (replacing the same model's earlier one).
+    pub async fn put_suggestion(&self, id: i64, s: &Suggestion) -> Result<(), LabelError> {
+        let body = serde_json::to_string(s).map_err(|e| LabelError::invalid(e.to_string()))?;
+        sqlx::query(
+            "INSERT OR REPLACE INTO suggestions (image_id, model, body, uncertainty, entropy, made_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(&s.model)
+        .bind(body)
+        .bind(f64::from(s.uncertainty))
+        .bind(s.entropy.map(f64::from))
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Image `id`'s suggestion from `model`, or when there is none (or no model is named), the
+    /// newest one from any model (a captured image comes with the served model's answer).
+    pub async fn suggestion(&self, id: i64, model: Option<&str>) -> Result<Option<Suggestion>, LabelError> {
+        let row = sqlx::query(
+            "SELECT body FROM suggestions WHERE image_id = ? ORDER BY (model = ?) DESC, made_at DESC LIMIT 1",
+        )
+        .bind(id)
+        .bind(model.unwrap_or(""))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(self.err())?;
+        let Some(row) = row else { return Ok(None) };
+        let body: String = row.try_get(0).map_err(self.err())?;
+        serde_json::from_str(&body)
+            .map(Some)
+            .map_err(|e| LabelError::Format { path: self.path.clone(), reason: format!("stored suggestion: {e}") })
+    }
+
+    /// Up to `limit` images without a suggestion from `model`, unlabelled ones first.
+    pub async fn unsuggested(&self, model: &str, limit: i64) -> Result<Vec<i64>, LabelError> {
+        let rows = sqlx::query(
+            "SELECT i.id FROM images i WHERE NOT EXISTS \
+             (SELECT 1 FROM suggestions s WHERE s.image_id = i.id AND s.model = ?) \
+             ORDER BY EXISTS (SELECT 1 FROM annotations a WHERE a.image_id = i.id), i.id LIMIT ?",
+        )
+        .bind(model)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.err())?;
+        rows.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    /// The image "next" goes to from `after` (none: from the start): in `order` among the
+    /// images `filter` keeps, never one of `exclude` (those seen already this session).
+    /// Sequential order wraps around; `backwards` walks it the other way.
+    pub async fn next(&self, q: &NextQuery) -> Result<Option<i64>, LabelError> {
+        let filter = match q.filter {
+            Filter::Unlabelled => "NOT EXISTS (SELECT 1 FROM annotations a WHERE a.image_id = i.id)",
+            Filter::Labelled => "EXISTS (SELECT 1 FROM annotations a WHERE a.image_id = i.id)",
+            Filter::Unreviewed => "EXISTS (SELECT 1 FROM annotations a WHERE a.image_id = i.id AND a.reviewed = 0)",
+            Filter::All => "1",
+        };
+        let exclude = serde_json::to_string(&q.exclude).unwrap_or_else(|_| "[]".into());
+        let base = format!(
+            "SELECT i.id FROM images i WHERE {filter} AND i.id NOT IN (SELECT value FROM json_each(?1)) AND i.id != ?2"
+        );
+        let after = q.after.unwrap_or(0);
+        let sql = match (q.order, q.backwards) {
+            (Order::Sequential, false) => {
+                format!("{base} ORDER BY i.id <= ?2, i.id LIMIT 1")
+            }
+            (Order::Sequential, true) => format!("{base} ORDER BY i.id >= ?2, i.id DESC LIMIT 1"),
+            (Order::Uncertain, _) => format!(
+                "{base} ORDER BY (SELECT MAX(uncertainty) FROM suggestions s WHERE s.image_id = i.id) IS NULL, \
+                 (SELECT MAX(uncertainty) FROM suggestions s WHERE s.image_id = i.id) DESC, i.id LIMIT 1"
+            ),
+            (Order::Entropy, _) => format!(
+                "{base} ORDER BY (SELECT MAX(entropy) FROM suggestions s WHERE s.image_id = i.id) IS NULL, \
+                 (SELECT MAX(entropy) FROM suggestions s WHERE s.image_id = i.id) DESC, i.id LIMIT 1"
+            ),
+            (Order::Random, _) => format!("{base} ORDER BY random() LIMIT 1"),
+        };
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(exclude)
+            .bind(after)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(self.err())?;
+        row.map(|r| r.try_get(0)).transpose().map_err(self.err())
+    }
+
+    /// Counts for the progress line.
+    pub async fn stats(&self) -> Result<Stats, LabelError> {
+        let counts = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM images), (SELECT COUNT(*) FROM annotations), \
+             (SELECT COUNT(*) FROM annotations WHERE reviewed = 1), \
+             (SELECT COUNT(DISTINCT image_id) FROM suggestions), \
+             (SELECT COUNT(*) FROM images WHERE root = 'captured')",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(self.err())?;
+        let n = |i: usize| counts.try_get::<i64, _>(i).map(|v| v as u64).map_err(self.err());
+        let mut stats =
+            Stats { images: n(0)?, labelled: n(1)?, reviewed: n(2)?, suggested: n(3)?, captured: n(4)?, ..Stats::default() };
+        for (_, a) in self.labelled().await? {
+            for c in a.labels.classes() {
+                *stats.per_class.entry(c.to_string()).or_default() += 1;
+            }
+        }
+        Ok(stats)
+    }
+
+    /// Every labelled image with its current labels, by id.
+    pub async fn labelled(&self) -> Result<Vec<(ImageRow, Annotation)>, LabelError> {
+        let rows = sqlx::query(
+            "SELECT i.*, a.version, a.labels, a.reviewed, a.saved_at FROM images i \
+             JOIN annotations a ON a.image_id = i.id ORDER BY i.id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.err())?;
+        rows.iter()
+            .filter_map(|r| match (Self::image_row(r), self.annotation_of(r)) {
+                (Ok(img), Ok(Some(a))) => Some(Ok((img, a))),
+                (Err(e), _) => Some(Err(LabelError::db(&self.path)(e))),
+                (_, Err(e)) => Some(Err(e)),
+                (_, Ok(None)) => None,
+            })
+            .collect()
+    }
+
+    /// `(files, bytes)` captured so far.
+    pub async fn captured(&self) -> Result<(u64, u64), LabelError> {
+        let r = sqlx::query("SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM images WHERE root = 'captured'")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(self.err())?;
+        let files: i64 = r.try_get(0).map_err(self.err())?;
+        let bytes: i64 = r.try_get(1).map_err(self.err())?;
+        Ok((files as u64, bytes as u64))
+    }
+}
+
+/// What [`Store::next`] is asked.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct NextQuery {
+    pub after: Option<i64>,
+    pub order: Order,
+    pub filter: Filter,
+    pub exclude: Vec<i64>,
+    pub backwards: bool,
+}

@@ -1,0 +1,340 @@
+//! The labelling app: one page (embedded, no build step) and the JSON API it uses, which is
+//! the same one scripts use.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /` | the labelling page |
+//! | `GET /api/project` | task, classes, counts, files left out, the model |
+//! | `GET /api/images?offset=&limit=` | images with their label versions |
+//! | `GET /api/images/{id}` | one image: size, labels, version, suggestion |
+//! | `GET /api/images/{id}/file` | its bytes (images are served by id, never by path) |
+//! | `PUT /api/images/{id}/labels` | save `{"version": V, "labels": {...}, "reviewed": bool}`; 409 if V is stale |
+//! | `GET /api/images/{id}/history` | every saved version |
+//! | `POST /api/images/{id}/suggest` | the model's suggestion, made again |
+//! | `GET /api/next?after=&order=&filter=&exclude=&backwards=` | the next image to show |
+//!
+//! Errors are JSON, `{"error": {"code": ..., "message": ...}}`, with a 4xx status for what the
+//! client got wrong; nothing is written by a refused request.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::labels::Labels;
+use crate::store::{Filter, NextQuery, Order};
+use crate::suggest::suggest_one;
+use crate::{LabelError, Project, Suggester};
+
+/// Largest API request body: labels are small; a megabyte holds thousands of boxes.
+pub const MAX_BODY: usize = 1 << 20;
+
+const PAGE: &str = include_str!("page.html");
+
+/// What the routes share.
+pub struct LabelApp {
+    pub project: Project,
+    pub suggester: Option<Arc<dyn Suggester>>,
+}
+
+impl std::fmt::Debug for LabelApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LabelApp").field("project", &self.project.dir).finish()
+    }
+}
+
+/// The app's routes over `app`.
+pub fn router(app: Arc<LabelApp>) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/api/project", get(project))
+        .route("/api/images", get(images))
+        .route("/api/images/{id}", get(image))
+        .route("/api/images/{id}/file", get(file))
+        .route("/api/images/{id}/labels", put(save))
+        .route("/api/images/{id}/history", get(history))
+        .route("/api/images/{id}/suggest", post(suggest))
+        .route("/api/next", get(next))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(refuse_large))
+        .with_state(app)
+}
+
+/// A body announced over [`MAX_BODY`] is refused from its headers, before any of it is read.
+async fn refuse_large(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let announced = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_BODY as u64) {
+        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("request body over {MAX_BODY} bytes"))
+            .into_response();
+    }
+    next.run(req).await
+}
+
+/// A refused or failed request, as JSON.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    extra: Option<serde_json::Value>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into(), extra: None }
+    }
+
+    fn bad(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+}
+
+impl From<LabelError> for ApiError {
+    fn from(e: LabelError) -> ApiError {
+        match &e {
+            LabelError::NoImage(_) => ApiError::new(StatusCode::NOT_FOUND, "no_image", e.to_string()),
+            LabelError::Invalid(_) => ApiError::bad(e.to_string()),
+            LabelError::Stale { current, .. } => ApiError {
+                status: StatusCode::CONFLICT,
+                code: "stale_version",
+                message: e.to_string(),
+                extra: Some(json!({ "current_version": current })),
+            },
+            _ => {
+                tracing::error!(error = %e, "labelling request failed");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            }
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> ApiError {
+        match r {
+            JsonRejection::MissingJsonContentType(_) => {
+                ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_json", "send Content-Type: application/json")
+            }
+            JsonRejection::BytesRejection(b) if strix_http::is_body_timeout(&b) => {
+                ApiError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", b.body_text())
+            }
+            JsonRejection::BytesRejection(b) if b.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("request body over {MAX_BODY} bytes"),
+            ),
+            other => ApiError::bad(format!("malformed body: {}", other.body_text())),
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> ApiError {
+        ApiError::bad(format!("image id: {}", r.body_text()))
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> ApiError {
+        ApiError::bad(format!("query: {}", r.body_text()))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": { "code": self.code, "message": self.message } });
+        if let (Some(extra), Some(map)) = (self.extra, body.as_object_mut()) {
+            if let Some(e) = extra.as_object() {
+                map.extend(e.clone());
+            }
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+async fn page() -> Response {
+    ([(header::CACHE_CONTROL, "no-cache")], Html(PAGE)).into_response()
+}
+
+async fn project(State(app): State<Arc<LabelApp>>) -> ApiResult {
+    let p = &app.project;
+    let stats = p.store.stats().await?;
+    let problems: Vec<_> =
+        p.store.problems().await?.into_iter().map(|(file, reason)| json!({ "file": file, "reason": reason })).collect();
+    Ok(Json(json!({
+        "name": p.dir.file_name().map(|n| n.to_string_lossy().into_owned()),
+        "task": p.config.task,
+        "classes": p.config.classes,
+        "images": p.config.images,
+        "model": app.suggester.as_ref().map(|s| s.name().to_string()),
+        "stats": stats,
+        "problems": problems,
+        "orders": ["sequential", "uncertain", "entropy", "random"],
+        "filters": ["unlabelled", "labelled", "unreviewed", "all"],
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Page {
+    #[serde(default)]
+    offset: i64,
+    #[serde(default = "default_limit")]
+    limit: i64,
+}
+
+fn default_limit() -> i64 {
+    100
+}
+
+async fn images(State(app): State<Arc<LabelApp>>, q: Result<Query<Page>, QueryRejection>) -> ApiResult {
+    let Query(q) = q?;
+    if q.offset < 0 || !(1..=1000).contains(&q.limit) {
+        return Err(ApiError::bad("offset must be 0 or more and limit 1..=1000"));
+    }
+    let rows = app.project.store.images(q.offset, q.limit).await?;
+    let list: Vec<_> = rows
+        .into_iter()
+        .map(|(img, a)| json!({ "image": img, "version": a.as_ref().map_or(0, |a| a.version), "labels": a.map(|a| a.labels) }))
+        .collect();
+    Ok(Json(json!({ "images": list })).into_response())
+}
+
+async fn image(State(app): State<Arc<LabelApp>>, id: Result<Path<i64>, PathRejection>) -> ApiResult {
+    let Path(id) = id?;
+    let p = &app.project;
+    let img = p.store.image(id).await?;
+    let annotation = p.store.annotation(id).await?;
+    let model = app.suggester.as_ref().map(|s| s.name().to_string());
+    let mut suggestion = p.store.suggestion(id, model.as_deref()).await?;
+    let mut suggestion_error = None;
+    if let Some(s) = &app.suggester
+        && suggestion.as_ref().is_none_or(|have| have.model != s.name())
+    {
+        match suggest_one(p, s, id).await {
+            Ok(made) => suggestion = Some(made),
+            Err(e) => suggestion_error = Some(e.to_string()),
+        }
+    }
+    Ok(Json(json!({
+        "image": img,
+        "version": annotation.as_ref().map_or(0, |a| a.version),
+        "labels": annotation.as_ref().map(|a| &a.labels),
+        "reviewed": annotation.as_ref().is_some_and(|a| a.reviewed),
+        "saved_at": annotation.as_ref().map(|a| a.saved_at),
+        "suggestion": suggestion,
+        "suggestion_error": suggestion_error,
+    }))
+    .into_response())
+}
+
+async fn file(State(app): State<Arc<LabelApp>>, id: Result<Path<i64>, PathRejection>) -> ApiResult {
+    let Path(id) = id?;
+    let img = app.project.store.image(id).await?;
+    let path = app.project.image_path(&img);
+    let bytes = tokio::fs::read(&path).await.map_err(|e| {
+        ApiError::new(StatusCode::GONE, "file_gone", format!("image {id}'s file {} cannot be read: {e}", img.file))
+    })?;
+    let kind = match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        Some("png") => "image/png",
+        Some("webp") => "image/webp",
+        Some("gif") => "image/gif",
+        Some("bmp") => "image/bmp",
+        Some("tif" | "tiff") => "image/tiff",
+        _ => "image/jpeg",
+    };
+    Ok(([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "private, max-age=60")], Bytes::from(bytes)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SaveBody {
+    /// The version the labels were made on (0: never saved).
+    version: i64,
+    labels: Labels,
+    #[serde(default)]
+    reviewed: bool,
+    /// Who saves: `ui` from the page, `api` by default.
+    #[serde(default)]
+    origin: Option<String>,
+}
+
+async fn save(
+    State(app): State<Arc<LabelApp>>,
+    id: Result<Path<i64>, PathRejection>,
+    body: Result<Json<SaveBody>, JsonRejection>,
+) -> ApiResult {
+    let Path(id) = id?;
+    let Json(body) = body?;
+    let origin = body.origin.unwrap_or_else(|| "api".into());
+    if origin.is_empty() || origin.len() > 32 || !origin.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err(ApiError::bad("origin: 1-32 letters, digits or dashes"));
+    }
+    if body.version < 0 {
+        return Err(ApiError::bad("version must be 0 or more"));
+    }
+    let p = app.project.clone();
+    let img = p.store.image(id).await?;
+    let labels = body.labels.checked(p.config.task, &p.config.classes, img.width, img.height)?;
+    // On its own task: a client that hangs up mid-save must not cancel a save half-way.
+    let saved = tokio::spawn(async move { p.store.save(id, body.version, &labels, body.reviewed, &origin).await })
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+    Ok(Json(json!({ "id": id, "version": saved })).into_response())
+}
+
+async fn history(State(app): State<Arc<LabelApp>>, id: Result<Path<i64>, PathRejection>) -> ApiResult {
+    let Path(id) = id?;
+    app.project.store.image(id).await?;
+    Ok(Json(json!({ "id": id, "versions": app.project.store.history(id).await? })).into_response())
+}
+
+async fn suggest(State(app): State<Arc<LabelApp>>, id: Result<Path<i64>, PathRejection>) -> ApiResult {
+    let Path(id) = id?;
+    let Some(s) = &app.suggester else {
+        return Err(ApiError::new(StatusCode::CONFLICT, "no_model", "the server was started without --model"));
+    };
+    let made = suggest_one(&app.project, s, id).await?;
+    Ok(Json(json!({ "suggestion": made })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NextParams {
+    after: Option<i64>,
+    #[serde(default)]
+    order: Order,
+    #[serde(default)]
+    filter: Filter,
+    /// Ids seen already, comma-separated.
+    #[serde(default)]
+    exclude: String,
+    #[serde(default)]
+    backwards: bool,
+}
+
+async fn next(State(app): State<Arc<LabelApp>>, q: Result<Query<NextParams>, QueryRejection>) -> ApiResult {
+    let Query(q) = q?;
+    let exclude: Vec<i64> = q
+        .exclude
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.trim().parse::<i64>().map_err(|_| ApiError::bad(format!("exclude: {s:?} is not an image id"))))
+        .collect::<Result<_, _>>()?;
+    if exclude.len() > 10_000 {
+        return Err(ApiError::bad("exclude: at most 10000 ids"));
+    }
+    let query = NextQuery { after: q.after, order: q.order, filter: q.filter, exclude, backwards: q.backwards };
+    let id = app.project.store.next(&query).await?;
+    Ok(Json(json!({ "id": id })).into_response())
+}

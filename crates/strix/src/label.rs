@@ -1,0 +1,202 @@
+//! `strix label serve|export|import`, and the project side of `strix train --data PROJECT`
+//! and `--capture PROJECT`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use strix_label::export::{self, Format};
+use strix_label::{Capture, CaptureSettings, LabelTask, Project, ProjectConfig, ScanReport, Suggester};
+
+use crate::cli::{CaptureArgs, Global, LabelCommand, LabelExportArgs, LabelImportArgs, LabelServeArgs};
+use crate::progress::Bars;
+
+pub fn run(global: &Global, cmd: &LabelCommand) -> Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
+    match cmd {
+        LabelCommand::Serve(args) => rt.block_on(serve(global, args)),
+        LabelCommand::Export(args) => rt.block_on(export_cmd(global, args)),
+        LabelCommand::Import(args) => rt.block_on(import_cmd(global, args)),
+    }
+}
+
+/// Open the project in `dir`, or create it from the flags when it is not one yet.
+async fn open_or_create(dir: &Path, images: Option<&PathBuf>, task: Option<&str>, classes: &[String]) -> Result<Project> {
+    if Project::is_project(dir) {
+        if images.is_some() || task.is_some() || !classes.is_empty() {
+            eprintln!("note: {} is a project already; --images, --task and --classes are only read when creating one", dir.display());
+        }
+        return Ok(Project::open(dir).await?);
+    }
+    let (Some(images), Some(task)) = (images, task) else {
+        bail!("{} is not a labelling project yet: create it with --images DIR --task classify|detect --classes a,b,c", dir.display());
+    };
+    let task: LabelTask = task.parse().map_err(anyhow::Error::msg)?;
+    let config = ProjectConfig { task, classes: classes.to_vec(), images: images.clone() };
+    Ok(Project::create(dir, config).await?)
+}
+
+fn say_scan(global: &Global, report: &ScanReport) {
+    if global.quiet {
+        return;
+    }
+    if report.added > 0 {
+        eprintln!("{} new image(s) added", report.added);
+    }
+    if !report.problems.is_empty() {
+        eprintln!("{} file(s) do not decode and are left out:", report.problems.len());
+        for (file, reason) in report.problems.iter().take(20) {
+            eprintln!("  {file}: {reason}");
+        }
+        if report.problems.len() > 20 {
+            eprintln!("  ... (all of them at /api/project)");
+        }
+    }
+}
+
+/// A model for suggestions, loaded like any `--model`.
+fn suggester(global: &Global, args: &LabelServeArgs, task: LabelTask) -> Result<Option<Arc<dyn Suggester>>> {
+    let Some(text) = &args.model else { return Ok(None) };
+    let model = global.catalog().resolve(text, &Bars::new(global.quiet))?;
+    let pipeline = crate::load_pipeline(global, model, &args.runtime)?;
+    check_task(pipeline.task(), task, text)?;
+    Ok(Some(Arc::new(strix_label::PipelineSuggester { name: text.clone(), pipeline })))
+}
+
+/// A model's answers must be the project's kind of labels.
+fn check_task(model: strix_core::Task, project: LabelTask, name: &str) -> Result<()> {
+    let fits = matches!(
+        (model, project),
+        (strix_core::Task::Classify, LabelTask::Classify) | (strix_core::Task::Detect, LabelTask::Detect)
+    );
+    if !fits {
+        bail!("{name} is a {model} model; a {project} project takes suggestions from a {project} model");
+    }
+    Ok(())
+}
+
+async fn serve(global: &Global, args: &LabelServeArgs) -> Result<ExitCode> {
+    let project = open_or_create(&args.project, args.images.as_ref(), args.task.as_deref(), &args.classes).await?;
+    say_scan(global, &project.scan().await?);
+    let suggester = suggester(global, args, project.config.task)?;
+    let app = Arc::new(strix_label::web::LabelApp { project: project.clone(), suggester: suggester.clone() });
+    if let Some(s) = suggester {
+        // Suggestions for every image in the background, so "next by uncertainty" has them.
+        let project = project.clone();
+        tokio::spawn(async move {
+            match strix_label::suggest_all(&project, s, |_| {}).await {
+                Ok(n) => tracing::info!(made = n, "suggestions made"),
+                Err(e) => tracing::warn!(error = %e, "suggestions stopped"),
+            }
+        });
+    }
+    let listener =
+        tokio::net::TcpListener::bind(&args.http).await.with_context(|| format!("cannot listen on {}", args.http))?;
+    let local = listener.local_addr().context("listening address")?;
+    let stats = project.store.stats().await?;
+    eprintln!(
+        "strix label: http://{local} ({} project, {} of {} images labelled, classes {})",
+        project.config.task,
+        stats.labelled,
+        stats.images,
+        project.config.classes.join(",")
+    );
+    strix_http::serve_router(listener, strix_label::web::router(app), strix_http::ConnLimits::default(), crate::serve::shutdown_signal())
+        .await?;
+    project.store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn export_cmd(global: &Global, args: &LabelExportArgs) -> Result<ExitCode> {
+    let project = Project::open(&args.project).await?;
+    let format: Format = args.format.parse().map_err(anyhow::Error::msg)?;
+    let report = export::export(&project, format, &args.out).await?;
+    if !global.quiet {
+        eprintln!("exported {} labelled image(s), {} box(es), as {format} to {}", report.images, report.boxes, report.out.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn import_cmd(global: &Global, args: &LabelImportArgs) -> Result<ExitCode> {
+    let format: Format = args.format.parse().map_err(anyhow::Error::msg)?;
+    let incoming = export::read(format, args.annotations.as_deref(), &args.images)?;
+    let mut project = if Project::is_project(&args.project) {
+        Project::open(&args.project).await?
+    } else {
+        let task = if format == Format::Folder { LabelTask::Classify } else { LabelTask::Detect };
+        let config = ProjectConfig { task, classes: incoming.classes.clone(), images: args.images.clone() };
+        Project::create(&args.project, config).await?
+    };
+    format.check(project.config.task)?;
+    let report = export::import(&mut project, incoming).await?;
+    say_scan(global, &project.scan().await?);
+    if !global.quiet {
+        eprintln!(
+            "imported {} image(s) with {} box(es) into {} ({} had labels: saved over as new versions)",
+            report.images,
+            report.boxes,
+            args.project.display(),
+            report.relabelled
+        );
+        if !report.new_classes.is_empty() {
+            eprintln!("new classes: {}", report.new_classes.join(", "));
+        }
+        for (file, reason) in &report.problems {
+            eprintln!("  left out: {file} {reason}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// For `strix train --data PROJECT`: the project's labels exported where training reads them,
+/// under `PROJECT/snapshots/<digest of the labels>/`, so a resumed run finds the same data and
+/// new labels make a new snapshot. Returns the folder and the project's task.
+pub fn training_snapshot(dir: &Path) -> Result<(PathBuf, LabelTask)> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
+    rt.block_on(async {
+        let project = Project::open(dir).await?;
+        let labelled = project.store.labelled().await?;
+        if labelled.is_empty() {
+            bail!("{} has no labelled images yet: label some with `strix label serve {}`", dir.display(), dir.display());
+        }
+        let digest = {
+            use sha2::Digest;
+            let mut h = sha2::Sha256::new();
+            h.update(project.config.classes.join("\n"));
+            for (img, a) in &labelled {
+                h.update(format!("{}:{}:{}\n", img.id, a.version, img.file));
+            }
+            hex::encode(h.finalize())
+        };
+        let out = dir.join("snapshots").join(&digest[..16]);
+        if !out.is_dir() {
+            export::export(&project, Format::for_training(project.config.task), &out).await?;
+        }
+        project.store.close().await;
+        Ok((out, project.config.task))
+    })
+}
+
+/// The capture the flags ask for, started.
+pub fn start_capture(
+    project: &Path,
+    limits: &CaptureArgs,
+    rate: f64,
+    every: u64,
+    task: strix_core::Task,
+    model: &str,
+) -> Result<Capture> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
+    let config = rt.block_on(Project::open(project))?.config;
+    check_task(task, config.task, model).with_context(|| format!("--capture {}", project.display()))?;
+    let settings = CaptureSettings {
+        rate,
+        every,
+        policy: limits.capture_policy.parse().map_err(anyhow::Error::msg)?,
+        max_files: limits.capture_max_files,
+        max_bytes: limits.capture_max_bytes,
+        ..CaptureSettings::default()
+    };
+    Ok(Capture::start(project, settings)?)
+}

@@ -1,0 +1,816 @@
+//! `strix label`: the labelling page in a real headless Chromium (driven over the DevTools
+//! protocol), concurrent and killed servers, COCO / YOLO round trips, hostile requests, and
+//! the loop from labels to a trained, served model whose requests come back as new images.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::fixtures_or_skip;
+use crate::serve::{Reply, request};
+use crate::support::{in_ci, photo_folder, run, strix, wait_for_port};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A `strix label serve` child on a free port; killed when dropped.
+struct LabelServer {
+    child: Child,
+    port: u16,
+}
+
+impl LabelServer {
+    fn start(mut cmd: Command) -> LabelServer {
+        let port = free_port();
+        let child = cmd
+            .args(["--http", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for_port(port);
+        LabelServer { child, port }
+    }
+
+    fn get(&self, path: &str) -> Reply {
+        request(self.port, "GET", path, &[], b"")
+    }
+
+    fn put_json(&self, path: &str, body: &Value) -> Reply {
+        request(self.port, "PUT", path, &[("Content-Type", "application/json")], body.to_string().as_bytes())
+    }
+
+    fn save(&self, id: i64, version: i64, labels: Value) -> Reply {
+        self.put_json(&format!("/api/images/{id}/labels"), &json!({ "version": version, "labels": labels }))
+    }
+
+    fn ids(&self) -> Vec<i64> {
+        let r = self.get("/api/images?limit=1000");
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()["images"].as_array().unwrap().iter().map(|i| i["image"]["id"].as_i64().unwrap()).collect()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for LabelServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn label_cmd(fx: &Path, cache: &Path, project: &Path) -> Command {
+    let mut cmd = strix(fx, cache);
+    cmd.env("STRIX_HOME", cache.join("home")).args(["label", "serve"]).arg(project);
+    cmd
+}
+
+/// A detection project on three fixture photos plus a file that does not decode.
+fn detect_project(fx: &Path, tmp: &Path) -> (PathBuf, PathBuf) {
+    let images = photo_folder(fx, &tmp.join("photos"), &["chelsea.png", "messi5.jpg", "baboon.jpg"]);
+    std::fs::write(images.join("broken.jpg"), b"\xff\xd8\xff\xe0 this is not a jpeg").unwrap();
+    (tmp.join("bins"), images)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chromium over the DevTools protocol.
+
+fn chromium() -> Option<PathBuf> {
+    let found = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].into_iter().map(PathBuf::from).find(|p| p.is_file());
+    if found.is_none() {
+        assert!(!in_ci(), "chromium not installed (./scripts/setup installs it); CI must run the browser tests");
+        eprintln!("skipped: chromium not installed");
+    }
+    found
+}
+
+/// A headless Chromium and a DevTools connection to its one page.
+struct Browser {
+    child: Child,
+    ws: tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>,
+    next_id: u64,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    fn launch(chromium: &Path) -> Browser {
+        let profile = tempfile::tempdir().unwrap();
+        let mut child = Command::new(chromium)
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions"])
+            .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
+            .args(["--remote-debugging-port=0", "--window-size=1280,800", "--hide-scrollbars"])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/ID"
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let port: u16 = loop {
+            let line = lines.next().expect("chromium ended before DevTools listened").unwrap();
+            if let Some(rest) = line.split("ws://127.0.0.1:").nth(1) {
+                break rest.split('/').next().unwrap().parse().unwrap();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let page = loop {
+            let list = request(port, "GET", "/json/list", &[], b"").json();
+            if let Some(p) = list.as_array().and_then(|l| l.iter().find(|t| t["type"] == "page")) {
+                // The listed URL is built from the Host header, which carried no port.
+                break format!("ws://127.0.0.1:{port}/devtools/page/{}", p["id"].as_str().unwrap());
+            }
+            assert!(Instant::now() < deadline, "chromium shows no page");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let (ws, _) = tungstenite::connect(page.as_str()).unwrap();
+        Browser { child, ws, next_id: 1, _profile: profile }
+    }
+
+    /// One DevTools call and its result (events that arrive meanwhile are skipped).
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        let v = self.call_raw(method, params);
+        assert!(v.get("error").is_none(), "{method}: {v}");
+        v["result"].clone()
+    }
+
+    /// A JavaScript expression's value, or `None` if it failed (a page being replaced).
+    fn try_eval(&mut self, expr: &str) -> Option<Value> {
+        let v = self.call_raw("Runtime.evaluate", json!({ "expression": expr, "returnByValue": true, "awaitPromise": true }));
+        if v.get("error").is_some() || v["result"].get("exceptionDetails").is_some() {
+            return None;
+        }
+        Some(v["result"]["result"]["value"].clone())
+    }
+
+    fn call_raw(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.ws.send(tungstenite::Message::text(json!({ "id": id, "method": method, "params": params }).to_string())).unwrap();
+        loop {
+            let msg = self.ws.read().unwrap();
+            let tungstenite::Message::Text(text) = msg else { continue };
+            let v: Value = serde_json::from_str(&text).unwrap();
+            if v["id"].as_u64() == Some(id) {
+                return v;
+            }
+        }
+    }
+
+    /// A JavaScript expression's value (promises awaited).
+    fn eval(&mut self, expr: &str) -> Value {
+        let r = self.call("Runtime.evaluate", json!({ "expression": expr, "returnByValue": true, "awaitPromise": true }));
+        assert!(r.get("exceptionDetails").is_none(), "{expr}: {r}");
+        r["result"]["value"].clone()
+    }
+
+    /// Wait until `expr` is true (30 s at most).
+    fn until(&mut self, expr: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.try_eval(&format!("!!({expr})")) != Some(json!(true)) {
+            assert!(Instant::now() < deadline, "the page never got to: {expr}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn open(&mut self, url: &str) {
+        self.call("Page.enable", json!({}));
+        self.call("Page.navigate", json!({ "url": url }));
+        match url.split_once('#') {
+            Some((_, id)) => self.until(&format!("window.strix && strix.ready() && strix.state.img && strix.state.img.id === {id}")),
+            None => self.until("window.strix && strix.ready() && strix.state.img"),
+        }
+    }
+
+    fn mouse(&mut self, kind: &str, (x, y): (f64, f64), buttons: u32) {
+        let button = if kind == "mouseMoved" && buttons == 0 { "none" } else { "left" };
+        self.call(
+            "Input.dispatchMouseEvent",
+            json!({ "type": kind, "x": x, "y": y, "button": button, "buttons": buttons, "clickCount": 1 }),
+        );
+    }
+
+    /// Press at `from`, move in steps, release at `to`: a drag as a hand makes it.
+    fn drag(&mut self, from: (f64, f64), to: (f64, f64)) {
+        self.mouse("mouseMoved", from, 0);
+        self.mouse("mousePressed", from, 1);
+        for i in 1..=5 {
+            let t = f64::from(i) / 5.0;
+            self.mouse("mouseMoved", (from.0 + (to.0 - from.0) * t, from.1 + (to.1 - from.1) * t), 1);
+        }
+        self.mouse("mouseReleased", to, 0);
+    }
+
+    fn click(&mut self, at: (f64, f64)) {
+        self.mouse("mouseMoved", at, 0);
+        self.mouse("mousePressed", at, 1);
+        self.mouse("mouseReleased", at, 0);
+    }
+
+    fn key(&mut self, key: &str) {
+        let (code, text) = match key {
+            "ArrowRight" => (39, None),
+            k => (k.chars().next().unwrap().to_ascii_uppercase() as u32, Some(k)),
+        };
+        let mut down = json!({ "type": "keyDown", "key": key, "windowsVirtualKeyCode": code });
+        if let Some(t) = text {
+            down["text"] = json!(t);
+        }
+        self.call("Input.dispatchKeyEvent", down);
+        self.call("Input.dispatchKeyEvent", json!({ "type": "keyUp", "key": key, "windowsVirtualKeyCode": code }));
+    }
+
+    /// Page coordinates of image pixel `(x, y)`.
+    fn screen(&mut self, x: f64, y: f64) -> (f64, f64) {
+        let p = self.eval(&format!("strix.toScreen({x}, {y})"));
+        (p["x"].as_f64().unwrap(), p["y"].as_f64().unwrap())
+    }
+
+    fn screenshot(&mut self, path: &Path) -> image::RgbImage {
+        use base64::Engine as _;
+        let shot = self.call("Page.captureScreenshot", json!({ "format": "png" }));
+        let png = base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().unwrap()).unwrap();
+        std::fs::write(path, &png).unwrap();
+        image::load_from_memory(&png).unwrap().to_rgb8()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where screenshots go: `STRIX_SCREENSHOTS` when set (to look at them), else beside the test.
+fn screenshot_path(tmp: &Path, name: &str) -> PathBuf {
+    let dir = std::env::var_os("STRIX_SCREENSHOTS").map_or_else(|| tmp.to_path_buf(), PathBuf::from);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn colours(img: &image::RgbImage) -> usize {
+    img.pixels().map(|p| p.0).collect::<std::collections::HashSet<_>>().len()
+}
+
+/// Boxes `[class, x, y, w, h]` of an image's labels as the API gives them.
+fn boxes_of(labels: &Value) -> Vec<(String, [f64; 4])> {
+    labels["boxes"]
+        .as_array()
+        .map(|bs| {
+            bs.iter()
+                .map(|b| {
+                    let f = |k: &str| b[k].as_f64().unwrap();
+                    (b["class"].as_str().unwrap().to_string(), [f("x"), f("y"), f("w"), f("h")])
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Acceptance: in Chromium, a box drawn with the mouse gets its class from a key, a model
+/// suggestion on the next image is accepted with a click, both survive a reload, and the COCO
+/// and YOLO exports hold exactly those boxes.
+#[test]
+fn boxes_drawn_and_suggestions_accepted_in_chromium_survive_reload_and_export() {
+    let fx = fixtures_or_skip!();
+    let Some(chromium) = chromium() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (project, images) = detect_project(&fx, tmp.path());
+    let mut cmd = label_cmd(&fx, tmp.path(), &project);
+    cmd.arg("--images").arg(&images).args(["--task", "detect", "--classes", "cat,person,dog", "--model", "nanodet_m_416"]);
+    let server = LabelServer::start(cmd);
+    let p = server.get("/api/project").json();
+    assert_eq!(p["stats"]["images"], 3, "{p}");
+    assert_eq!(p["problems"].as_array().unwrap().len(), 1, "the broken file is listed: {p}");
+    assert!(p["problems"][0]["file"].as_str().unwrap().ends_with("broken.jpg"), "{p}");
+    let ids = server.ids();
+    let files: Vec<String> = ids.iter().map(|id| server.get(&format!("/api/images/{id}")).json()["image"]["file"].as_str().unwrap().to_string()).collect();
+    // Sorted by name: baboon, chelsea, messi5.
+    assert_eq!(files, ["baboon.jpg", "chelsea.png", "messi5.jpg"]);
+
+    let mut b = Browser::launch(&chromium);
+    let base = format!("http://127.0.0.1:{}/", server.port);
+    // The cat photo: draw a box around the cat and make it "cat" with key 1 (after 2: person).
+    b.open(&format!("{base}#{}", ids[1]));
+    assert_eq!(b.eval("strix.state.img.id"), json!(ids[1]));
+    let (from, to) = (b.screen(40.0, 30.0), b.screen(420.0, 300.0));
+    b.drag(from, to);
+    b.until("strix.state.labels.boxes.length === 1");
+    b.key("2");
+    b.until("strix.state.labels.boxes[0].class === 'person'");
+    b.key("1");
+    b.until("strix.state.labels.boxes[0].class === 'cat'");
+    b.key("s");
+    b.until("strix.state.version === 1 && !strix.state.dirty");
+    // What the server stored (f32) is what a reload and the exports must show.
+    let drawn = boxes_of(&server.get(&format!("/api/images/{}", ids[1])).json()["labels"]);
+    assert_eq!(drawn.len(), 1);
+    assert_eq!(drawn[0].0, "cat");
+    for (got, want) in drawn[0].1.iter().zip([40.0, 30.0, 380.0, 270.0]) {
+        assert!((got - want).abs() < 1.5, "drawn box {:?} is not where the mouse went", drawn[0].1);
+    }
+    let detect_shot = b.screenshot(&screenshot_path(tmp.path(), "label-detect-drawn.png"));
+    assert!(colours(&detect_shot) > 2000, "the page shows no photo");
+
+    // Next (→) goes to the next unlabelled image, messi5.jpg, with the detector's people.
+    b.key("ArrowRight");
+    b.until(&format!("strix.state.img && strix.state.img.id === {} && strix.ready()", ids[2]));
+    let suggestion = b.eval("strix.state.suggestion");
+    let people: Vec<&Value> =
+        suggestion["boxes"].as_array().unwrap().iter().filter(|s| s["class"] == "person").collect();
+    assert!(!people.is_empty(), "nanodet suggests no person on messi5.jpg: {suggestion}");
+    let s = people[0];
+    let (sx, sy, sw, sh) = (s["x"].as_f64().unwrap(), s["y"].as_f64().unwrap(), s["w"].as_f64().unwrap(), s["h"].as_f64().unwrap());
+    // A click on the dashed box's left edge accepts it.
+    let edge = b.screen(sx, sy + sh / 2.0);
+    b.click(edge);
+    b.until("strix.state.labels.boxes.length === 1");
+    b.screenshot(&screenshot_path(tmp.path(), "label-detect-suggestions.png"));
+    b.key("s");
+    b.until("strix.state.version === 1 && !strix.state.dirty");
+
+    // A reload shows both from the server.
+    b.eval("window.beforeReload = true");
+    b.call("Page.reload", json!({ "ignoreCache": true }));
+    b.until("!window.beforeReload && window.strix && strix.ready() && strix.state.img");
+    b.open(&format!("{base}#{}", ids[1]));
+    assert_eq!(boxes_of(&b.eval("strix.state.labels")), drawn);
+    b.open(&format!("{base}#{}", ids[2]));
+    let accepted = boxes_of(&b.eval("strix.state.labels"));
+    assert_eq!(accepted.len(), 1);
+    assert_eq!(accepted[0].0, "person");
+    let (w, h) = (b.eval("strix.state.img.width").as_f64().unwrap(), b.eval("strix.state.img.height").as_f64().unwrap());
+    // The suggestion as accepted (clipped to the image if it reached past an edge).
+    let want = [sx.max(0.0), sy.max(0.0), (sx + sw).min(w) - sx.max(0.0), (sy + sh).min(h) - sy.max(0.0)];
+    for (got, want) in accepted[0].1.iter().zip(want) {
+        assert!((got - want).abs() < 1e-3, "accepted {:?}, suggested {want:?}", accepted[0].1);
+    }
+    drop(b);
+
+    // The exports hold exactly those boxes.
+    let coco = tmp.path().join("coco");
+    let yolo = tmp.path().join("yolo");
+    for (format, out) in [("coco", &coco), ("yolo", &yolo)] {
+        let (o, _, err) = run(strix(&fx, tmp.path()).args(["label", "export"]).arg(&project).args(["--format", format, "--out"]).arg(out));
+        assert!(o.status.success(), "{err}");
+    }
+    let want: Vec<(String, Vec<(String, [f64; 4])>)> =
+        vec![("chelsea.png".into(), drawn.clone()), ("messi5.jpg".into(), accepted.clone())];
+    assert_eq!(read_coco_boxes(&coco.join("annotations/instances_train.json")), want);
+    let from_yolo = read_yolo_boxes(&yolo);
+    assert_eq!(from_yolo.len(), 2);
+    for ((name, boxes), (wname, wboxes)) in from_yolo.iter().zip(&want) {
+        assert_eq!(name, wname);
+        assert_eq!(boxes.len(), wboxes.len());
+        for ((c, b), (wc, wb)) in boxes.iter().zip(wboxes) {
+            assert_eq!(c, wc);
+            // YOLO rows are normalised to 6 decimals.
+            assert!(b.iter().zip(wb).all(|(x, y)| (x - y).abs() < 1e-2), "{b:?} vs {wb:?}");
+        }
+    }
+    assert!(coco.join("images/train/chelsea.png").is_file() && yolo.join("images/messi5.jpg").is_file());
+}
+
+/// `(file, [(class, [x, y, w, h])])` of a COCO file, by file name.
+fn read_coco_boxes(json: &Path) -> Vec<(String, Vec<(String, [f64; 4])>)> {
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    let cats: std::collections::HashMap<u64, String> = doc["categories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["id"].as_u64().unwrap(), c["name"].as_str().unwrap().to_string()))
+        .collect();
+    let mut out: Vec<(String, Vec<(String, [f64; 4])>)> = doc["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|im| {
+            let id = im["id"].as_u64().unwrap();
+            let boxes = doc["annotations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|a| a["image_id"].as_u64() == Some(id))
+                .map(|a| {
+                    let b: Vec<f64> = a["bbox"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+                    (cats[&a["category_id"].as_u64().unwrap()].clone(), [b[0], b[1], b[2], b[3]])
+                })
+                .collect();
+            (im["file_name"].as_str().unwrap().to_string(), boxes)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// The same from a YOLO folder (boxes back in pixels).
+fn read_yolo_boxes(dir: &Path) -> Vec<(String, Vec<(String, [f64; 4])>)> {
+    let set = strix_data::detection::read_yolo(dir).unwrap();
+    let mut out: Vec<_> = set
+        .images
+        .iter()
+        .map(|im| {
+            let boxes = im
+                .boxes
+                .iter()
+                .map(|b| (set.classes[b.class].clone(), b.bbox.map(f64::from)))
+                .collect();
+            (im.path.file_name().unwrap().to_string_lossy().into_owned(), boxes)
+        })
+        .collect();
+    out.sort_by(|a: &(String, Vec<_>), b| a.0.cmp(&b.0));
+    out
+}
+
+/// Acceptance: the classification page picks classes with keys (saving and moving on), shows
+/// a classifier's suggestions, and labels made there train a model that registers and serves;
+/// the served model's captured requests come back as new images with its answers.
+#[test]
+fn keys_label_a_classification_project_that_trains_serves_and_captures() {
+    let fx = fixtures_or_skip!();
+    let Some(chromium) = chromium() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let names = ["apple.jpg", "orange.jpg", "coffee.png", "baboon.jpg", "squirrel_cls.jpg", "butterfly.jpg"];
+    let images = photo_folder(&fx, &tmp.path().join("photos"), &names);
+    let project = tmp.path().join("trash");
+    let mut cmd = label_cmd(&fx, tmp.path(), &project);
+    cmd.arg("--images").arg(&images).args(["--task", "classify", "--classes", "fruit,animal", "--model", "efficientnet_lite0"]);
+    let server = LabelServer::start(cmd);
+    let mut b = Browser::launch(&chromium);
+    b.open(&format!("http://127.0.0.1:{}/", server.port));
+    // The classifier's ImageNet suggestions are shown (not acceptable: not project classes).
+    b.until("strix.state.suggestion && strix.state.suggestion.classes.length > 0");
+    b.screenshot(&screenshot_path(tmp.path(), "label-classify.png"));
+    // In name order: apple, baboon, butterfly, coffee, orange, squirrel.
+    let want = ["fruit", "animal", "animal", "fruit", "fruit", "animal"];
+    for (i, class) in want.iter().enumerate() {
+        b.until(&format!("strix.ready() && strix.state.version === 0 && strix.state.visited.length === {}", i + 1));
+        b.key(if *class == "fruit" { "1" } else { "2" });
+    }
+    b.until("document.getElementById('empty').style.display === 'flex'");
+    drop(b);
+    let listed = server.get("/api/images").json();
+    let mut got: Vec<(String, String)> = listed["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["image"]["file"].as_str().unwrap().to_string(), i["labels"]["class"].as_str().unwrap_or("-").to_string()))
+        .collect();
+    got.sort();
+    let mut sorted: Vec<&str> = names.to_vec();
+    sorted.sort();
+    let expected: Vec<(String, String)> = sorted.iter().zip(want).map(|(n, c)| (n.to_string(), c.to_string())).collect();
+    assert_eq!(got, expected);
+    let stats = server.get("/api/project").json()["stats"].clone();
+    assert_eq!((stats["labelled"].as_u64(), stats["per_class"]["fruit"].as_u64()), (Some(6), Some(3)), "{stats}");
+    drop(server);
+
+    // Train on the project directly, register, serve with capture.
+    let home = tmp.path().join("home");
+    let run_dir = tmp.path().join("run");
+    let (o, _, err) = run(strix(&fx, tmp.path())
+        .env("STRIX_HOME", &home)
+        .args(["train", "--data"])
+        .arg(&project)
+        .args(["--model", "small-cnn", "--epochs", "1", "--image-size", "32", "--threads", "2", "--test", "false", "--val-fraction", "0.34"])
+        .arg("--run-dir")
+        .arg(&run_dir));
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("labelling project"), "{err}");
+    let (o, _, err) = run(strix(&fx, tmp.path()).env("STRIX_HOME", &home).args(["models", "register"]).arg(&run_dir).args(["--name", "trash"]));
+    assert!(o.status.success(), "{err}");
+    let port = free_port();
+    let mut serve = strix(&fx, tmp.path())
+        .env("STRIX_HOME", &home)
+        .args(["serve", "--model", "trash=trash:1", "--capture"])
+        .arg(&project)
+        .args(["--capture-rate", "1", "--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_port(port);
+    for name in ["orange.jpg", "chelsea.png"] {
+        let bytes = std::fs::read(fx.join("images").join(name)).unwrap();
+        let r = request(port, "POST", "/v1/models/trash/predict", &[("Content-Type", "image/jpeg")], &bytes);
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    Command::new("kill").arg("-TERM").arg(serve.id().to_string()).status().unwrap();
+    let status = serve.wait().unwrap();
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut serve.stderr.take().unwrap(), &mut said).unwrap();
+    assert!(status.success(), "{said}");
+    assert!(said.contains("capture: kept 2 of 2"), "{said}");
+
+    // The captured requests are new images with the served model's answers as suggestions.
+    let server = LabelServer::start(label_cmd(&fx, tmp.path(), &project));
+    let p = server.get("/api/project").json();
+    assert_eq!((p["stats"]["images"].as_u64(), p["stats"]["captured"].as_u64()), (Some(8), Some(2)), "{p}");
+    let listed = server.get("/api/images").json();
+    let captured: Vec<&Value> = listed["images"].as_array().unwrap().iter().filter(|i| i["image"]["root"] == "captured").collect();
+    assert_eq!(captured.len(), 2);
+    for c in captured {
+        let id = c["image"]["id"].as_i64().unwrap();
+        let one = server.get(&format!("/api/images/{id}")).json();
+        let s = &one["suggestion"];
+        assert!(s["model"].as_str().unwrap().starts_with("trash"), "{one}");
+        let classes: Vec<&str> = s["classes"].as_array().unwrap().iter().map(|c| c["class"].as_str().unwrap()).collect();
+        assert!(classes.contains(&"fruit") && classes.contains(&"animal"), "{one}");
+        let file = server.get(&format!("/api/images/{id}/file"));
+        assert_eq!(file.status, 200);
+    }
+}
+
+/// Two clients save one image on the same version: one wins, the other gets 409 and the
+/// winner's labels are what is stored; nothing is lost in the history.
+#[test]
+fn concurrent_saves_of_one_image_give_one_winner_and_a_409() {
+    let fx = fixtures_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let (project, images) = detect_project(&fx, tmp.path());
+    let mut cmd = label_cmd(&fx, tmp.path(), &project);
+    cmd.arg("--images").arg(&images).args(["--task", "detect", "--classes", "cat,person"]);
+    let server = LabelServer::start(cmd);
+    let id = server.ids()[1];
+    let port = server.port;
+    for round in 0..10 {
+        let version = server.get(&format!("/api/images/{id}")).json()["version"].as_i64().unwrap();
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let handles: Vec<_> = ["cat", "person"]
+            .into_iter()
+            .map(|class| {
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    let body = json!({ "version": version, "labels": { "boxes": [{ "class": class, "x": 10, "y": 10, "w": 50 + round, "h": 40 }] } });
+                    barrier.wait();
+                    let r = request(port, "PUT", &format!("/api/images/{id}/labels"), &[("Content-Type", "application/json")], body.to_string().as_bytes());
+                    (class, r.status, r.body)
+                })
+            })
+            .collect();
+        let results: Vec<(&str, u16, String)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let statuses: Vec<u16> = results.iter().map(|r| r.1).collect();
+        assert!(statuses.contains(&200) && statuses.contains(&409), "round {round}: {results:?}");
+        let winner = results.iter().find(|r| r.1 == 200).unwrap().0;
+        let loser = results.iter().find(|r| r.1 == 409).unwrap();
+        let err: Value = serde_json::from_str(&loser.2).unwrap();
+        assert_eq!(err["error"]["code"], "stale_version");
+        assert_eq!(err["current_version"], version + 1);
+        let now = server.get(&format!("/api/images/{id}")).json();
+        assert_eq!(now["version"], version + 1);
+        assert_eq!(now["labels"]["boxes"][0]["class"], winner);
+    }
+    let history = server.get(&format!("/api/images/{id}/history")).json();
+    let versions: Vec<i64> = history["versions"].as_array().unwrap().iter().map(|v| v["version"].as_i64().unwrap()).collect();
+    assert_eq!(versions, (1..=10).collect::<Vec<_>>());
+}
+
+/// kill -9 in the middle of a burst of saves: after a restart every acknowledged save is there.
+#[test]
+fn every_acknowledged_save_survives_kill_9() {
+    let fx = fixtures_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let (project, images) = detect_project(&fx, tmp.path());
+    let mut cmd = label_cmd(&fx, tmp.path(), &project);
+    cmd.arg("--images").arg(&images).args(["--task", "detect", "--classes", "cat,person"]);
+    let mut server = LabelServer::start(cmd);
+    let ids = server.ids();
+    let port = server.port;
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::<i64, (i64, f64)>::new()));
+    // Three writers, one per image, saving as fast as the server answers.
+    let writers: Vec<_> = ids
+        .iter()
+        .map(|&id| {
+            let acked = acked.clone();
+            std::thread::spawn(move || {
+                let mut version = 0;
+                for n in 0..100_000 {
+                    let w = 10.0 + (n % 200) as f64;
+                    let body = json!({ "version": version, "labels": { "boxes": [{ "class": "cat", "x": 1, "y": 1, "w": w, "h": 5 }] } });
+                    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return };
+                    let head = format!(
+                        "PUT /api/images/{id}/labels HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.to_string().len()
+                    );
+                    if std::io::Write::write_all(&mut stream, head.as_bytes()).is_err() {
+                        return;
+                    }
+                    let mut raw = String::new();
+                    if std::io::Read::read_to_string(&mut stream, &mut raw).is_err() || !raw.starts_with("HTTP/1.1 200") {
+                        return;
+                    }
+                    version += 1;
+                    acked.lock().unwrap().insert(id, (version, w));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    server.kill(); // SIGKILL
+    for w in writers {
+        w.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert_eq!(acked.len(), 3, "every writer got saves acknowledged before the kill");
+    let server = LabelServer::start(label_cmd(&fx, tmp.path(), &project));
+    for (id, (version, w)) in acked {
+        let now = server.get(&format!("/api/images/{id}")).json();
+        let stored = now["version"].as_i64().unwrap();
+        // A save can land and be killed before its answer is sent: then the store is one ahead.
+        assert!(stored == version || stored == version + 1, "image {id}: acknowledged version {version}, stored {stored}");
+        if stored == version {
+            assert_eq!(now["labels"]["boxes"][0]["w"].as_f64(), Some(w), "{now}");
+        }
+        let history = server.get(&format!("/api/images/{id}/history")).json();
+        assert_eq!(history["versions"].as_array().unwrap().len() as i64, stored);
+    }
+}
+
+/// Acceptance: a COCO set imported, then exported as COCO and as YOLO, gives back the same
+/// boxes and classes (an image without boxes stays a negative).
+#[test]
+fn coco_import_exports_back_as_identical_coco_and_yolo() {
+    let fx = fixtures_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let images = photo_folder(&fx, &tmp.path().join("coco-images"), &["chelsea.png", "messi5.jpg", "apple.jpg"]);
+    let boxes = [
+        ("chelsea.png", vec![("cat", [12.5, 20.0, 300.25, 250.0]), ("dog", [0.0, 0.0, 30.0, 40.0])]),
+        ("messi5.jpg", vec![("person", [100.0, 50.0, 80.5, 200.0])]),
+        ("apple.jpg", vec![]),
+    ];
+    let cats = ["person", "cat", "dog"];
+    let mut anns = Vec::new();
+    let mut imgs = Vec::new();
+    for (i, (name, bs)) in boxes.iter().enumerate() {
+        let (w, h) = image::image_dimensions(images.join(name)).unwrap();
+        imgs.push(json!({ "id": 10 + i, "file_name": name, "width": w, "height": h }));
+        for (c, b) in bs {
+            let cat = 7 + cats.iter().position(|x| x == c).unwrap();
+            anns.push(json!({ "id": anns.len() + 1, "image_id": 10 + i, "category_id": cat, "bbox": b, "iscrowd": 0, "area": b[2] * b[3] }));
+        }
+    }
+    let categories: Vec<Value> = cats.iter().enumerate().map(|(i, c)| json!({ "id": 7 + i, "name": c })).collect();
+    let json_path = tmp.path().join("instances.json");
+    std::fs::write(&json_path, json!({ "images": imgs, "annotations": anns, "categories": categories }).to_string()).unwrap();
+
+    let project = tmp.path().join("imported");
+    let (o, _, err) = run(strix(&fx, tmp.path())
+        .args(["label", "import"])
+        .arg(&project)
+        .args(["--format", "coco", "--annotations"])
+        .arg(&json_path)
+        .arg("--images")
+        .arg(&images));
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("imported 3 image(s) with 3 box(es)"), "{err}");
+    let coco = tmp.path().join("out-coco");
+    let yolo = tmp.path().join("out-yolo");
+    for (format, out) in [("coco", &coco), ("yolo", &yolo)] {
+        let (o, _, err) = run(strix(&fx, tmp.path()).args(["label", "export"]).arg(&project).args(["--format", format, "--out"]).arg(out));
+        assert!(o.status.success(), "{err}");
+    }
+    let mut want: Vec<(String, Vec<(String, [f64; 4])>)> = boxes
+        .iter()
+        .map(|(n, bs)| (n.to_string(), bs.iter().map(|(c, b)| (c.to_string(), b.map(f64::from))).collect()))
+        .collect();
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(read_coco_boxes(&coco.join("annotations/instances_train.json")), want);
+    let from_yolo = read_yolo_boxes(&yolo);
+    assert_eq!(from_yolo.len(), want.len());
+    for ((n, bs), (wn, wbs)) in from_yolo.iter().zip(&want) {
+        assert_eq!((n, bs.len()), (wn, wbs.len()));
+        for ((c, b), (wc, wb)) in bs.iter().zip(wbs) {
+            assert_eq!(c, wc);
+            assert!(b.iter().zip(wb).all(|(x, y)| (x - y).abs() < 1e-2), "{n}: {b:?} vs {wb:?}");
+        }
+    }
+    let classes = std::fs::read_to_string(yolo.join("classes.txt")).unwrap();
+    assert_eq!(classes.lines().collect::<Vec<_>>(), cats);
+    // A second import of the same set continues: same images, new versions, no duplicates.
+    let (o, _, err) = run(strix(&fx, tmp.path())
+        .args(["label", "import"])
+        .arg(&project)
+        .args(["--format", "coco", "--annotations"])
+        .arg(&json_path)
+        .arg("--images")
+        .arg(&images));
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("3 had labels"), "{err}");
+}
+
+/// Hostile requests get clear 4xx JSON and write nothing; the server keeps serving.
+#[test]
+fn bad_requests_are_refused_with_json_errors_and_change_nothing() {
+    let fx = fixtures_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let (project, images) = detect_project(&fx, tmp.path());
+    let mut cmd = label_cmd(&fx, tmp.path(), &project);
+    cmd.arg("--images").arg(&images).args(["--task", "detect", "--classes", "cat,person"]);
+    let server = LabelServer::start(cmd);
+    let id = server.ids()[0];
+    let path = format!("/api/images/{id}/labels");
+    let ok_box = json!({ "boxes": [{ "class": "cat", "x": 1, "y": 1, "w": 10, "h": 10 }] });
+    let big_len = 2 << 20;
+    let cases: Vec<(&str, Reply, u16)> = vec![
+        ("unknown class", server.save(id, 0, json!({ "boxes": [{ "class": "giraffe", "x": 1, "y": 1, "w": 5, "h": 5 }] })), 400),
+        ("box outside", server.save(id, 0, json!({ "boxes": [{ "class": "cat", "x": 5000, "y": 1, "w": 5, "h": 5 }] })), 400),
+        ("class on a detect project", server.save(id, 0, json!({ "class": "cat" })), 400),
+        ("unknown field", server.put_json(&path, &json!({ "version": 0, "labels": ok_box, "colour": 1 })), 400),
+        ("stale", server.save(id, 5, ok_box.clone()), 409),
+        ("no such image", server.save(999_999, 0, ok_box.clone()), 404),
+        ("bad id", server.put_json("/api/images/..%2F..%2Fetc%2Fpasswd/labels", &json!({ "version": 0, "labels": ok_box })), 400),
+        ("malformed", request(server.port, "PUT", &path, &[("Content-Type", "application/json")], b"{\"version\": 0, \"labels\": {"), 400),
+        ("not json", request(server.port, "PUT", &path, &[("Content-Type", "text/plain")], b"{}"), 415),
+        ("too large", head_only(server.port, &path, big_len), 413),
+        ("path as id", server.get("/api/images/..%2Fphotos%2Fchelsea.png/file"), 400),
+        ("bad query", server.get("/api/next?order=cheapest"), 400),
+        ("bad exclude", server.get("/api/next?exclude=1,two"), 400),
+        ("no route", server.get("/api/../../etc/passwd"), 404),
+    ];
+    for (what, reply, status) in cases {
+        assert_eq!(reply.status, status, "{what}: {}", reply.body);
+        let body = reply.json();
+        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: {body}");
+    }
+    let now = server.get(&format!("/api/images/{id}")).json();
+    assert_eq!(now["version"], 0, "nothing was written: {now}");
+    assert_eq!(server.get("/api/project").json()["stats"]["labelled"], 0);
+    // Still serving, and a good save still works.
+    assert_eq!(server.save(id, 0, ok_box).status, 200);
+}
+
+/// A PUT whose headers announce `len` bytes of JSON, none sent: the answer to the headers alone.
+fn head_only(port: u16, path: &str, len: usize) -> Reply {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let head = format!("PUT {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no answer: {text:?}"));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap();
+    Reply { status, headers: head.to_ascii_lowercase(), body: body.to_string() }
+}
+
+/// `strix stream --capture`: every Nth frame with the detector's boxes lands in a project.
+#[test]
+fn stream_capture_adds_every_nth_frame_with_its_detections() {
+    let fx = fixtures_or_skip!();
+    if Command::new("ffmpeg").arg("-version").output().is_err() {
+        assert!(!in_ci(), "ffmpeg missing");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let images = tmp.path().join("empty");
+    std::fs::create_dir_all(&images).unwrap();
+    let project = tmp.path().join("street");
+    let (o, _, err) = run(strix(&fx, tmp.path())
+        .args(["label", "import", "--format", "yolo"])
+        .arg(&project)
+        .arg("--annotations")
+        .arg(write_yolo_stub(tmp.path()))
+        .arg("--images")
+        .arg(&images));
+    assert!(o.status.success(), "{err}");
+    let (o, _, err) = run(strix(&fx, tmp.path())
+        .arg("stream")
+        .arg(fx.join("video/vtest_10s_h264.mp4"))
+        .args(["--model", "nanodet_m_416", "--max-frames", "20", "--capture"])
+        .arg(&project)
+        .args(["--capture-every", "5", "--policy", "all"]));
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("capture: kept 4 of 20 frames"), "{err}");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let p = strix_label::Project::open(&project).await.unwrap();
+        let rows = p.store.images(0, 100).await.unwrap();
+        assert_eq!(rows.len(), 4);
+        for (row, _) in rows {
+            assert_eq!(row.root, strix_label::Root::Captured);
+            assert_eq!((row.width, row.height), (768, 576));
+            let s = p.store.suggestion(row.id, None).await.unwrap().unwrap();
+            assert!(s.boxes.iter().any(|b| b.class == "person"), "{s:?}");
+        }
+    });
+}
+
+/// An empty YOLO labels folder with classes.txt: a way to make a detection project by import.
+fn write_yolo_stub(dir: &Path) -> PathBuf {
+    let labels = dir.join("stub-labels");
+    std::fs::create_dir_all(&labels).unwrap();
+    std::fs::write(labels.join("classes.txt"), "person\ncar\n").unwrap();
+    labels
+}
