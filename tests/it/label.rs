@@ -125,7 +125,7 @@ impl Browser {
         std::thread::spawn(move || for _ in lines {});
         let deadline = Instant::now() + Duration::from_secs(30);
         let page = loop {
-            let list = request(port, "GET", "/json/list", &[], b"").json();
+            let list = devtools_targets(port);
             if let Some(p) = list.as_array().and_then(|l| l.iter().find(|t| t["type"] == "page")) {
                 // The listed URL is built from the Host header, which carried no port.
                 break format!("ws://127.0.0.1:{port}/devtools/page/{}", p["id"].as_str().unwrap());
@@ -230,6 +230,14 @@ impl Browser {
         self.call("Input.dispatchKeyEvent", json!({ "type": "keyUp", "key": key, "windowsVirtualKeyCode": code }));
     }
 
+    /// `key` with Ctrl held.
+    fn ctrl_key(&mut self, key: &str) {
+        let code = key.chars().next().unwrap().to_ascii_uppercase() as u32;
+        for kind in ["keyDown", "keyUp"] {
+            self.call("Input.dispatchKeyEvent", json!({ "type": kind, "key": key, "modifiers": 2, "windowsVirtualKeyCode": code }));
+        }
+    }
+
     /// Page coordinates of image pixel `(x, y)`.
     fn screen(&mut self, x: f64, y: f64) -> (f64, f64) {
         let p = self.eval(&format!("strix.toScreen({x}, {y})"));
@@ -242,6 +250,32 @@ impl Browser {
         let png = base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().unwrap()).unwrap();
         std::fs::write(path, &png).unwrap();
         image::load_from_memory(&png).unwrap().to_rgb8()
+    }
+}
+
+/// `GET /json/list` of Chromium's DevTools server, read by its Content-Length (the server keeps
+/// the connection open whatever the request says).
+fn devtools_targets(port: u16) -> Value {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.write_all(b"GET /json/list HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "DevTools closed the connection: {}", String::from_utf8_lossy(&raw));
+        raw.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
+                .expect("DevTools answered without a Content-Length");
+            if body.len() >= len {
+                return serde_json::from_str(&body[..len]).unwrap();
+            }
+        }
     }
 }
 
@@ -311,6 +345,17 @@ fn boxes_drawn_and_suggestions_accepted_in_chromium_survive_reload_and_export() 
     b.until("strix.state.labels.boxes[0].class === 'person'");
     b.key("1");
     b.until("strix.state.labels.boxes[0].class === 'cat'");
+    // Resize by the bottom-right corner (the photo is 451x300), undo it, redo it, undo again.
+    let (corner, inward) = (b.screen(420.0, 300.0), b.screen(400.0, 250.0));
+    b.drag(corner, inward);
+    let size = |w: f64, h: f64| format!("Math.abs(strix.state.labels.boxes[0].w - {w}) < 1.5 && Math.abs(strix.state.labels.boxes[0].h - {h}) < 1.5");
+    b.until(&size(360.0, 220.0));
+    b.ctrl_key("z");
+    b.until(&size(380.0, 270.0));
+    b.ctrl_key("y");
+    b.until(&size(360.0, 220.0));
+    b.ctrl_key("z");
+    b.until(&format!("{} && strix.state.labels.boxes[0].class === 'cat'", size(380.0, 270.0)));
     b.key("s");
     b.until("strix.state.version === 1 && !strix.state.dirty");
     // What the server stored (f32) is what a reload and the exports must show.
@@ -752,17 +797,12 @@ fn bad_requests_are_refused_with_json_errors_and_change_nothing() {
 
 /// A PUT whose headers announce `len` bytes of JSON, none sent: the answer to the headers alone.
 fn head_only(port: u16, path: &str, len: usize) -> Reply {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let head = format!("PUT {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n");
     stream.write_all(head.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no answer: {text:?}"));
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap();
-    Reply { status, headers: head.to_ascii_lowercase(), body: body.to_string() }
+    crate::serve::read_reply(&mut stream)
 }
 
 /// `strix stream --capture`: every Nth frame with the detector's boxes lands in a project.

@@ -104,7 +104,7 @@ impl Drop for Server {
 
 pub(crate) struct Reply {
     pub(crate) status: u16,
-    pub(crate) headers: String,
+    headers: String,
     pub(crate) body: String,
 }
 
@@ -138,6 +138,11 @@ pub(crate) fn request(port: u16, method: &str, path: &str, headers: &[(&str, &st
     stream.write_all(head.as_bytes()).unwrap();
     // The server may answer (413) and close before a huge body is all sent.
     let _ = stream.write_all(body);
+    read_reply(&mut stream)
+}
+
+/// The answer on `stream`, read to its end.
+pub(crate) fn read_reply(stream: &mut TcpStream) -> Reply {
     let mut raw = Vec::new();
     let _ = stream.read_to_end(&mut raw);
     let text = String::from_utf8_lossy(&raw).into_owned();

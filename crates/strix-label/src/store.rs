@@ -572,3 +572,80 @@ pub struct NextQuery {
     pub exclude: Vec<i64>,
     pub backwards: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::labels::Scored;
+
+    async fn store_with(n: usize) -> (tempfile::TempDir, Store, Vec<i64>) {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(&d.path().join("labels.db")).await.unwrap();
+        let mut ids = Vec::new();
+        for i in 0..n {
+            ids.push(store.add_image(Root::Images, &format!("{i}.png"), (10, 10), 100, "folder").await.unwrap());
+        }
+        (d, store, ids)
+    }
+
+    fn suggestion(model: &str, uncertainty: f32, entropy: f32) -> Suggestion {
+        let classes = vec![Scored { class: "a".into(), score: 0.5 }];
+        Suggestion { model: model.into(), classes, boxes: vec![], uncertainty, entropy: Some(entropy) }
+    }
+
+    #[tokio::test]
+    async fn next_walks_by_order_and_filter() {
+        let (_d, store, ids) = store_with(4).await;
+        let next = |after: Option<i64>, order: Order, filter: Filter, exclude: Vec<i64>| {
+            let store = store.clone();
+            async move { store.next(&NextQuery { after, order, filter, exclude, backwards: false }).await.unwrap() }
+        };
+        // Sequential goes on from `after` and wraps around.
+        assert_eq!(next(None, Order::Sequential, Filter::All, vec![]).await, Some(ids[0]));
+        assert_eq!(next(Some(ids[1]), Order::Sequential, Filter::All, vec![]).await, Some(ids[2]));
+        assert_eq!(next(Some(ids[3]), Order::Sequential, Filter::All, vec![]).await, Some(ids[0]));
+        let back = store.next(&NextQuery { after: Some(ids[0]), backwards: true, ..NextQuery::default() }).await.unwrap();
+        assert_eq!(back, Some(ids[3]));
+        // Uncertainty and entropy: the most unsure first, never one already seen.
+        for (id, u, e) in [(ids[0], 0.1, 2.0), (ids[1], 0.9, 0.5), (ids[2], 0.5, 1.0)] {
+            store.put_suggestion(id, &suggestion("m", u, e)).await.unwrap();
+        }
+        assert_eq!(next(None, Order::Uncertain, Filter::Unlabelled, vec![]).await, Some(ids[1]));
+        assert_eq!(next(None, Order::Uncertain, Filter::Unlabelled, vec![ids[1]]).await, Some(ids[2]));
+        assert_eq!(next(None, Order::Entropy, Filter::Unlabelled, vec![]).await, Some(ids[0]));
+        // Images without a suggestion come last.
+        assert_eq!(next(None, Order::Uncertain, Filter::Unlabelled, vec![ids[0], ids[1], ids[2]]).await, Some(ids[3]));
+        // Filters: labelled, unreviewed, unlabelled.
+        let labels = Labels { class: Some("a".into()), boxes: vec![] };
+        store.save(ids[1], 0, &labels, false, "test").await.unwrap();
+        store.save(ids[2], 0, &labels, true, "test").await.unwrap();
+        assert_eq!(next(None, Order::Uncertain, Filter::Unlabelled, vec![]).await, Some(ids[0]));
+        assert_eq!(next(None, Order::Sequential, Filter::Labelled, vec![]).await, Some(ids[1]));
+        assert_eq!(next(None, Order::Sequential, Filter::Unreviewed, vec![]).await, Some(ids[1]));
+        assert_eq!(next(Some(ids[1]), Order::Sequential, Filter::Unreviewed, vec![]).await, None);
+        let random = next(None, Order::Random, Filter::Unlabelled, vec![]).await.unwrap();
+        assert!([ids[0], ids[3]].contains(&random));
+        let stats = store.stats().await.unwrap();
+        assert_eq!((stats.images, stats.labelled, stats.reviewed, stats.suggested), (4, 2, 1, 3));
+        assert_eq!(stats.per_class.get("a"), Some(&2));
+    }
+
+    #[tokio::test]
+    async fn saves_are_versioned_and_a_stale_one_is_refused() {
+        let (_d, store, ids) = store_with(1).await;
+        let id = ids[0];
+        let a = Labels { class: Some("a".into()), boxes: vec![] };
+        let b = Labels { class: Some("b".into()), boxes: vec![] };
+        assert_eq!(store.save(id, 0, &a, false, "ui").await.unwrap(), 1);
+        let stale = store.save(id, 0, &b, false, "ui").await.unwrap_err();
+        assert!(matches!(stale, LabelError::Stale { expected: 0, current: 1, .. }), "{stale}");
+        assert_eq!(store.save(id, 1, &b, true, "api").await.unwrap(), 2);
+        let history = store.history(id).await.unwrap();
+        assert_eq!(history.iter().map(|h| (h.version, h.labels.class.clone(), h.origin.as_str())).collect::<Vec<_>>(), [
+            (1, Some("a".into()), "ui"),
+            (2, Some("b".into()), "api")
+        ]);
+        assert!(matches!(store.save(9999, 0, &a, false, "ui").await, Err(LabelError::NoImage(9999))));
+        assert!(store.add_image(Root::Images, "../x.png", (1, 1), 1, "x").await.is_err());
+    }
+}
