@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use crate::fixtures_or_skip;
 use crate::serve::{Reply, request};
+use crate::stream::chromium;
 use crate::support::{in_ci, photo_folder, run, strix, wait_for_port};
 
 fn free_port() -> u16 {
@@ -80,17 +81,16 @@ fn detect_project(fx: &Path, tmp: &Path) -> (PathBuf, PathBuf) {
     (tmp.join("bins"), images)
 }
 
+/// [`detect_project`] served, classes `cat` and `person`, no model.
+fn detect_server(fx: &Path, tmp: &Path) -> (PathBuf, LabelServer) {
+    let (project, images) = detect_project(fx, tmp);
+    let mut cmd = label_cmd(fx, tmp, &project);
+    cmd.arg("--images").arg(&images).args(["--task", "detect", "--classes", "cat,person"]);
+    (project.clone(), LabelServer::start(cmd))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Chromium over the DevTools protocol.
-
-fn chromium() -> Option<PathBuf> {
-    let found = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].into_iter().map(PathBuf::from).find(|p| p.is_file());
-    if found.is_none() {
-        assert!(!in_ci(), "chromium not installed (./scripts/setup installs it); CI must run the browser tests");
-        eprintln!("skipped: chromium not installed");
-    }
-    found
-}
 
 /// A headless Chromium and a DevTools connection to its one page.
 struct Browser {
@@ -146,7 +146,8 @@ impl Browser {
 
     /// A JavaScript expression's value, or `None` if it failed (a page being replaced).
     fn try_eval(&mut self, expr: &str) -> Option<Value> {
-        let v = self.call_raw("Runtime.evaluate", json!({ "expression": expr, "returnByValue": true, "awaitPromise": true }));
+        let v = self
+            .call_raw("Runtime.evaluate", json!({ "expression": expr, "returnByValue": true, "awaitPromise": true }));
         if v.get("error").is_some() || v["result"].get("exceptionDetails").is_some() {
             return None;
         }
@@ -156,7 +157,9 @@ impl Browser {
     fn call_raw(&mut self, method: &str, params: Value) -> Value {
         let id = self.next_id;
         self.next_id += 1;
-        self.ws.send(tungstenite::Message::text(json!({ "id": id, "method": method, "params": params }).to_string())).unwrap();
+        self.ws
+            .send(tungstenite::Message::text(json!({ "id": id, "method": method, "params": params }).to_string()))
+            .unwrap();
         loop {
             let msg = self.ws.read().unwrap();
             let tungstenite::Message::Text(text) = msg else { continue };
@@ -169,7 +172,8 @@ impl Browser {
 
     /// A JavaScript expression's value (promises awaited).
     fn eval(&mut self, expr: &str) -> Value {
-        let r = self.call("Runtime.evaluate", json!({ "expression": expr, "returnByValue": true, "awaitPromise": true }));
+        let r =
+            self.call("Runtime.evaluate", json!({ "expression": expr, "returnByValue": true, "awaitPromise": true }));
         assert!(r.get("exceptionDetails").is_none(), "{expr}: {r}");
         r["result"]["value"].clone()
     }
@@ -187,7 +191,9 @@ impl Browser {
         self.call("Page.enable", json!({}));
         self.call("Page.navigate", json!({ "url": url }));
         match url.split_once('#') {
-            Some((_, id)) => self.until(&format!("window.strix && strix.ready() && strix.state.img && strix.state.img.id === {id}")),
+            Some((_, id)) => {
+                self.until(&format!("window.strix && strix.ready() && strix.state.img && strix.state.img.id === {id}"))
+            }
             None => self.until("window.strix && strix.ready() && strix.state.img"),
         }
     }
@@ -234,7 +240,10 @@ impl Browser {
     fn ctrl_key(&mut self, key: &str) {
         let code = key.chars().next().unwrap().to_ascii_uppercase() as u32;
         for kind in ["keyDown", "keyUp"] {
-            self.call("Input.dispatchKeyEvent", json!({ "type": kind, "key": key, "modifiers": 2, "windowsVirtualKeyCode": code }));
+            self.call(
+                "Input.dispatchKeyEvent",
+                json!({ "type": kind, "key": key, "modifiers": 2, "windowsVirtualKeyCode": code }),
+            );
         }
     }
 
@@ -270,7 +279,9 @@ fn devtools_targets(port: u16) -> Value {
         if let Some((head, body)) = text.split_once("\r\n\r\n") {
             let len = head
                 .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
+                .find_map(|l| {
+                    l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap())
+                })
                 .expect("DevTools answered without a Content-Length");
             if body.len() >= len {
                 return serde_json::from_str(&body[..len]).unwrap();
@@ -297,6 +308,9 @@ fn colours(img: &image::RgbImage) -> usize {
     img.pixels().map(|p| p.0).collect::<std::collections::HashSet<_>>().len()
 }
 
+/// An image's file name and its `(class, [x, y, w, h])` boxes.
+type ImageBoxes = (String, Vec<(String, [f64; 4])>);
+
 /// Boxes `[class, x, y, w, h]` of an image's labels as the API gives them.
 fn boxes_of(labels: &Value) -> Vec<(String, [f64; 4])> {
     labels["boxes"]
@@ -322,14 +336,24 @@ fn boxes_drawn_and_suggestions_accepted_in_chromium_survive_reload_and_export() 
     let tmp = tempfile::tempdir().unwrap();
     let (project, images) = detect_project(&fx, tmp.path());
     let mut cmd = label_cmd(&fx, tmp.path(), &project);
-    cmd.arg("--images").arg(&images).args(["--task", "detect", "--classes", "cat,person,dog", "--model", "nanodet_m_416"]);
+    cmd.arg("--images").arg(&images).args([
+        "--task",
+        "detect",
+        "--classes",
+        "cat,person,dog",
+        "--model",
+        "nanodet_m_416",
+    ]);
     let server = LabelServer::start(cmd);
     let p = server.get("/api/project").json();
     assert_eq!(p["stats"]["images"], 3, "{p}");
     assert_eq!(p["problems"].as_array().unwrap().len(), 1, "the broken file is listed: {p}");
     assert!(p["problems"][0]["file"].as_str().unwrap().ends_with("broken.jpg"), "{p}");
     let ids = server.ids();
-    let files: Vec<String> = ids.iter().map(|id| server.get(&format!("/api/images/{id}")).json()["image"]["file"].as_str().unwrap().to_string()).collect();
+    let files: Vec<String> = ids
+        .iter()
+        .map(|id| server.get(&format!("/api/images/{id}")).json()["image"]["file"].as_str().unwrap().to_string())
+        .collect();
     // Sorted by name: baboon, chelsea, messi5.
     assert_eq!(files, ["baboon.jpg", "chelsea.png", "messi5.jpg"]);
 
@@ -348,7 +372,11 @@ fn boxes_drawn_and_suggestions_accepted_in_chromium_survive_reload_and_export() 
     // Resize by the bottom-right corner (the photo is 451x300), undo it, redo it, undo again.
     let (corner, inward) = (b.screen(420.0, 300.0), b.screen(400.0, 250.0));
     b.drag(corner, inward);
-    let size = |w: f64, h: f64| format!("Math.abs(strix.state.labels.boxes[0].w - {w}) < 1.5 && Math.abs(strix.state.labels.boxes[0].h - {h}) < 1.5");
+    let size = |w: f64, h: f64| {
+        format!(
+            "Math.abs(strix.state.labels.boxes[0].w - {w}) < 1.5 && Math.abs(strix.state.labels.boxes[0].h - {h}) < 1.5"
+        )
+    };
     b.until(&size(360.0, 220.0));
     b.ctrl_key("z");
     b.until(&size(380.0, 270.0));
@@ -376,7 +404,8 @@ fn boxes_drawn_and_suggestions_accepted_in_chromium_survive_reload_and_export() 
         suggestion["boxes"].as_array().unwrap().iter().filter(|s| s["class"] == "person").collect();
     assert!(!people.is_empty(), "nanodet suggests no person on messi5.jpg: {suggestion}");
     let s = people[0];
-    let (sx, sy, sw, sh) = (s["x"].as_f64().unwrap(), s["y"].as_f64().unwrap(), s["w"].as_f64().unwrap(), s["h"].as_f64().unwrap());
+    let (sx, sy, sw, sh) =
+        (s["x"].as_f64().unwrap(), s["y"].as_f64().unwrap(), s["w"].as_f64().unwrap(), s["h"].as_f64().unwrap());
     // A click on the dashed box's left edge accepts it.
     let edge = b.screen(sx, sy + sh / 2.0);
     b.click(edge);
@@ -395,7 +424,8 @@ fn boxes_drawn_and_suggestions_accepted_in_chromium_survive_reload_and_export() 
     let accepted = boxes_of(&b.eval("strix.state.labels"));
     assert_eq!(accepted.len(), 1);
     assert_eq!(accepted[0].0, "person");
-    let (w, h) = (b.eval("strix.state.img.width").as_f64().unwrap(), b.eval("strix.state.img.height").as_f64().unwrap());
+    let (w, h) =
+        (b.eval("strix.state.img.width").as_f64().unwrap(), b.eval("strix.state.img.height").as_f64().unwrap());
     // The suggestion as accepted (clipped to the image if it reached past an edge).
     let want = [sx.max(0.0), sy.max(0.0), (sx + sw).min(w) - sx.max(0.0), (sy + sh).min(h) - sy.max(0.0)];
     for (got, want) in accepted[0].1.iter().zip(want) {
@@ -407,11 +437,14 @@ fn boxes_drawn_and_suggestions_accepted_in_chromium_survive_reload_and_export() 
     let coco = tmp.path().join("coco");
     let yolo = tmp.path().join("yolo");
     for (format, out) in [("coco", &coco), ("yolo", &yolo)] {
-        let (o, _, err) = run(strix(&fx, tmp.path()).args(["label", "export"]).arg(&project).args(["--format", format, "--out"]).arg(out));
+        let (o, _, err) = run(strix(&fx, tmp.path())
+            .args(["label", "export"])
+            .arg(&project)
+            .args(["--format", format, "--out"])
+            .arg(out));
         assert!(o.status.success(), "{err}");
     }
-    let want: Vec<(String, Vec<(String, [f64; 4])>)> =
-        vec![("chelsea.png".into(), drawn.clone()), ("messi5.jpg".into(), accepted.clone())];
+    let want: Vec<ImageBoxes> = vec![("chelsea.png".into(), drawn.clone()), ("messi5.jpg".into(), accepted.clone())];
     assert_eq!(read_coco_boxes(&coco.join("annotations/instances_train.json")), want);
     let from_yolo = read_yolo_boxes(&yolo);
     assert_eq!(from_yolo.len(), 2);
@@ -428,7 +461,7 @@ fn boxes_drawn_and_suggestions_accepted_in_chromium_survive_reload_and_export() 
 }
 
 /// `(file, [(class, [x, y, w, h])])` of a COCO file, by file name.
-fn read_coco_boxes(json: &Path) -> Vec<(String, Vec<(String, [f64; 4])>)> {
+fn read_coco_boxes(json: &Path) -> Vec<ImageBoxes> {
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
     let cats: std::collections::HashMap<u64, String> = doc["categories"]
         .as_array()
@@ -436,7 +469,7 @@ fn read_coco_boxes(json: &Path) -> Vec<(String, Vec<(String, [f64; 4])>)> {
         .iter()
         .map(|c| (c["id"].as_u64().unwrap(), c["name"].as_str().unwrap().to_string()))
         .collect();
-    let mut out: Vec<(String, Vec<(String, [f64; 4])>)> = doc["images"]
+    let mut out: Vec<ImageBoxes> = doc["images"]
         .as_array()
         .unwrap()
         .iter()
@@ -460,17 +493,13 @@ fn read_coco_boxes(json: &Path) -> Vec<(String, Vec<(String, [f64; 4])>)> {
 }
 
 /// The same from a YOLO folder (boxes back in pixels).
-fn read_yolo_boxes(dir: &Path) -> Vec<(String, Vec<(String, [f64; 4])>)> {
+fn read_yolo_boxes(dir: &Path) -> Vec<ImageBoxes> {
     let set = strix_data::detection::read_yolo(dir).unwrap();
     let mut out: Vec<_> = set
         .images
         .iter()
         .map(|im| {
-            let boxes = im
-                .boxes
-                .iter()
-                .map(|b| (set.classes[b.class].clone(), b.bbox.map(f64::from)))
-                .collect();
+            let boxes = im.boxes.iter().map(|b| (set.classes[b.class].clone(), b.bbox.map(f64::from))).collect();
             (im.path.file_name().unwrap().to_string_lossy().into_owned(), boxes)
         })
         .collect();
@@ -490,7 +519,14 @@ fn keys_label_a_classification_project_that_trains_serves_and_captures() {
     let images = photo_folder(&fx, &tmp.path().join("photos"), &names);
     let project = tmp.path().join("trash");
     let mut cmd = label_cmd(&fx, tmp.path(), &project);
-    cmd.arg("--images").arg(&images).args(["--task", "classify", "--classes", "fruit,animal", "--model", "efficientnet_lite0"]);
+    cmd.arg("--images").arg(&images).args([
+        "--task",
+        "classify",
+        "--classes",
+        "fruit,animal",
+        "--model",
+        "efficientnet_lite0",
+    ]);
     let server = LabelServer::start(cmd);
     let mut b = Browser::launch(&chromium);
     b.open(&format!("http://127.0.0.1:{}/", server.port));
@@ -510,12 +546,15 @@ fn keys_label_a_classification_project_that_trains_serves_and_captures() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|i| (i["image"]["file"].as_str().unwrap().to_string(), i["labels"]["class"].as_str().unwrap_or("-").to_string()))
+        .map(|i| {
+            (i["image"]["file"].as_str().unwrap().to_string(), i["labels"]["class"].as_str().unwrap_or("-").to_string())
+        })
         .collect();
     got.sort();
     let mut sorted: Vec<&str> = names.to_vec();
     sorted.sort();
-    let expected: Vec<(String, String)> = sorted.iter().zip(want).map(|(n, c)| (n.to_string(), c.to_string())).collect();
+    let expected: Vec<(String, String)> =
+        sorted.iter().zip(want).map(|(n, c)| (n.to_string(), c.to_string())).collect();
     assert_eq!(got, expected);
     let stats = server.get("/api/project").json()["stats"].clone();
     assert_eq!((stats["labelled"].as_u64(), stats["per_class"]["fruit"].as_u64()), (Some(6), Some(3)), "{stats}");
@@ -528,12 +567,29 @@ fn keys_label_a_classification_project_that_trains_serves_and_captures() {
         .env("STRIX_HOME", &home)
         .args(["train", "--data"])
         .arg(&project)
-        .args(["--model", "small-cnn", "--epochs", "1", "--image-size", "32", "--threads", "2", "--test", "false", "--val-fraction", "0.34"])
+        .args([
+            "--model",
+            "small-cnn",
+            "--epochs",
+            "1",
+            "--image-size",
+            "32",
+            "--threads",
+            "2",
+            "--test",
+            "false",
+            "--val-fraction",
+            "0.34",
+        ])
         .arg("--run-dir")
         .arg(&run_dir));
     assert!(o.status.success(), "{err}");
     assert!(err.contains("labelling project"), "{err}");
-    let (o, _, err) = run(strix(&fx, tmp.path()).env("STRIX_HOME", &home).args(["models", "register"]).arg(&run_dir).args(["--name", "trash"]));
+    let (o, _, err) = run(strix(&fx, tmp.path())
+        .env("STRIX_HOME", &home)
+        .args(["models", "register"])
+        .arg(&run_dir)
+        .args(["--name", "trash"]));
     assert!(o.status.success(), "{err}");
     let port = free_port();
     let mut serve = strix(&fx, tmp.path())
@@ -563,14 +619,16 @@ fn keys_label_a_classification_project_that_trains_serves_and_captures() {
     let p = server.get("/api/project").json();
     assert_eq!((p["stats"]["images"].as_u64(), p["stats"]["captured"].as_u64()), (Some(8), Some(2)), "{p}");
     let listed = server.get("/api/images").json();
-    let captured: Vec<&Value> = listed["images"].as_array().unwrap().iter().filter(|i| i["image"]["root"] == "captured").collect();
+    let captured: Vec<&Value> =
+        listed["images"].as_array().unwrap().iter().filter(|i| i["image"]["root"] == "captured").collect();
     assert_eq!(captured.len(), 2);
     for c in captured {
         let id = c["image"]["id"].as_i64().unwrap();
         let one = server.get(&format!("/api/images/{id}")).json();
         let s = &one["suggestion"];
         assert!(s["model"].as_str().unwrap().starts_with("trash"), "{one}");
-        let classes: Vec<&str> = s["classes"].as_array().unwrap().iter().map(|c| c["class"].as_str().unwrap()).collect();
+        let classes: Vec<&str> =
+            s["classes"].as_array().unwrap().iter().map(|c| c["class"].as_str().unwrap()).collect();
         assert!(classes.contains(&"fruit") && classes.contains(&"animal"), "{one}");
         let file = server.get(&format!("/api/images/{id}/file"));
         assert_eq!(file.status, 200);
@@ -583,10 +641,7 @@ fn keys_label_a_classification_project_that_trains_serves_and_captures() {
 fn concurrent_saves_of_one_image_give_one_winner_and_a_409() {
     let fx = fixtures_or_skip!();
     let tmp = tempfile::tempdir().unwrap();
-    let (project, images) = detect_project(&fx, tmp.path());
-    let mut cmd = label_cmd(&fx, tmp.path(), &project);
-    cmd.arg("--images").arg(&images).args(["--task", "detect", "--classes", "cat,person"]);
-    let server = LabelServer::start(cmd);
+    let (_, server) = detect_server(&fx, tmp.path());
     let id = server.ids()[1];
     let port = server.port;
     for round in 0..10 {
@@ -617,7 +672,8 @@ fn concurrent_saves_of_one_image_give_one_winner_and_a_409() {
         assert_eq!(now["labels"]["boxes"][0]["class"], winner);
     }
     let history = server.get(&format!("/api/images/{id}/history")).json();
-    let versions: Vec<i64> = history["versions"].as_array().unwrap().iter().map(|v| v["version"].as_i64().unwrap()).collect();
+    let versions: Vec<i64> =
+        history["versions"].as_array().unwrap().iter().map(|v| v["version"].as_i64().unwrap()).collect();
     assert_eq!(versions, (1..=10).collect::<Vec<_>>());
 }
 
@@ -626,10 +682,7 @@ fn concurrent_saves_of_one_image_give_one_winner_and_a_409() {
 fn every_acknowledged_save_survives_kill_9() {
     let fx = fixtures_or_skip!();
     let tmp = tempfile::tempdir().unwrap();
-    let (project, images) = detect_project(&fx, tmp.path());
-    let mut cmd = label_cmd(&fx, tmp.path(), &project);
-    cmd.arg("--images").arg(&images).args(["--task", "detect", "--classes", "cat,person"]);
-    let mut server = LabelServer::start(cmd);
+    let (project, mut server) = detect_server(&fx, tmp.path());
     let ids = server.ids();
     let port = server.port;
     let acked = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::<i64, (i64, f64)>::new()));
@@ -673,7 +726,10 @@ fn every_acknowledged_save_survives_kill_9() {
         let now = server.get(&format!("/api/images/{id}")).json();
         let stored = now["version"].as_i64().unwrap();
         // A save can land and be killed before its answer is sent: then the store is one ahead.
-        assert!(stored == version || stored == version + 1, "image {id}: acknowledged version {version}, stored {stored}");
+        assert!(
+            stored == version || stored == version + 1,
+            "image {id}: acknowledged version {version}, stored {stored}"
+        );
         if stored == version {
             assert_eq!(now["labels"]["boxes"][0]["w"].as_f64(), Some(w), "{now}");
         }
@@ -707,7 +763,8 @@ fn coco_import_exports_back_as_identical_coco_and_yolo() {
     }
     let categories: Vec<Value> = cats.iter().enumerate().map(|(i, c)| json!({ "id": 7 + i, "name": c })).collect();
     let json_path = tmp.path().join("instances.json");
-    std::fs::write(&json_path, json!({ "images": imgs, "annotations": anns, "categories": categories }).to_string()).unwrap();
+    std::fs::write(&json_path, json!({ "images": imgs, "annotations": anns, "categories": categories }).to_string())
+        .unwrap();
 
     let project = tmp.path().join("imported");
     let (o, _, err) = run(strix(&fx, tmp.path())
@@ -722,10 +779,14 @@ fn coco_import_exports_back_as_identical_coco_and_yolo() {
     let coco = tmp.path().join("out-coco");
     let yolo = tmp.path().join("out-yolo");
     for (format, out) in [("coco", &coco), ("yolo", &yolo)] {
-        let (o, _, err) = run(strix(&fx, tmp.path()).args(["label", "export"]).arg(&project).args(["--format", format, "--out"]).arg(out));
+        let (o, _, err) = run(strix(&fx, tmp.path())
+            .args(["label", "export"])
+            .arg(&project)
+            .args(["--format", format, "--out"])
+            .arg(out));
         assert!(o.status.success(), "{err}");
     }
-    let mut want: Vec<(String, Vec<(String, [f64; 4])>)> = boxes
+    let mut want: Vec<ImageBoxes> = boxes
         .iter()
         .map(|(n, bs)| (n.to_string(), bs.iter().map(|(c, b)| (c.to_string(), b.map(f64::from))).collect()))
         .collect();
@@ -759,23 +820,42 @@ fn coco_import_exports_back_as_identical_coco_and_yolo() {
 fn bad_requests_are_refused_with_json_errors_and_change_nothing() {
     let fx = fixtures_or_skip!();
     let tmp = tempfile::tempdir().unwrap();
-    let (project, images) = detect_project(&fx, tmp.path());
-    let mut cmd = label_cmd(&fx, tmp.path(), &project);
-    cmd.arg("--images").arg(&images).args(["--task", "detect", "--classes", "cat,person"]);
-    let server = LabelServer::start(cmd);
+    let (_, server) = detect_server(&fx, tmp.path());
     let id = server.ids()[0];
     let path = format!("/api/images/{id}/labels");
     let ok_box = json!({ "boxes": [{ "class": "cat", "x": 1, "y": 1, "w": 10, "h": 10 }] });
     let big_len = 2 << 20;
     let cases: Vec<(&str, Reply, u16)> = vec![
-        ("unknown class", server.save(id, 0, json!({ "boxes": [{ "class": "giraffe", "x": 1, "y": 1, "w": 5, "h": 5 }] })), 400),
-        ("box outside", server.save(id, 0, json!({ "boxes": [{ "class": "cat", "x": 5000, "y": 1, "w": 5, "h": 5 }] })), 400),
+        (
+            "unknown class",
+            server.save(id, 0, json!({ "boxes": [{ "class": "giraffe", "x": 1, "y": 1, "w": 5, "h": 5 }] })),
+            400,
+        ),
+        (
+            "box outside",
+            server.save(id, 0, json!({ "boxes": [{ "class": "cat", "x": 5000, "y": 1, "w": 5, "h": 5 }] })),
+            400,
+        ),
         ("class on a detect project", server.save(id, 0, json!({ "class": "cat" })), 400),
         ("unknown field", server.put_json(&path, &json!({ "version": 0, "labels": ok_box, "colour": 1 })), 400),
         ("stale", server.save(id, 5, ok_box.clone()), 409),
         ("no such image", server.save(999_999, 0, ok_box.clone()), 404),
-        ("bad id", server.put_json("/api/images/..%2F..%2Fetc%2Fpasswd/labels", &json!({ "version": 0, "labels": ok_box })), 400),
-        ("malformed", request(server.port, "PUT", &path, &[("Content-Type", "application/json")], b"{\"version\": 0, \"labels\": {"), 400),
+        (
+            "bad id",
+            server.put_json("/api/images/..%2F..%2Fetc%2Fpasswd/labels", &json!({ "version": 0, "labels": ok_box })),
+            400,
+        ),
+        (
+            "malformed",
+            request(
+                server.port,
+                "PUT",
+                &path,
+                &[("Content-Type", "application/json")],
+                b"{\"version\": 0, \"labels\": {",
+            ),
+            400,
+        ),
         ("not json", request(server.port, "PUT", &path, &[("Content-Type", "text/plain")], b"{}"), 415),
         ("too large", head_only(server.port, &path, big_len), 413),
         ("path as id", server.get("/api/images/..%2Fphotos%2Fchelsea.png/file"), 400),
@@ -800,7 +880,9 @@ fn head_only(port: u16, path: &str, len: usize) -> Reply {
     use std::io::Write;
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let head = format!("PUT {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n");
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+    );
     stream.write_all(head.as_bytes()).unwrap();
     crate::serve::read_reply(&mut stream)
 }

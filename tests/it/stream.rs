@@ -349,10 +349,10 @@ fn start_live(fx: &Path, cache: &Path, extra: &[&str]) -> (Child, String, Arc<Mu
     (child, addr, rest)
 }
 
-fn chromium() -> Option<PathBuf> {
+pub(crate) fn chromium() -> Option<PathBuf> {
     let found = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].into_iter().map(PathBuf::from).find(|p| p.is_file());
     if found.is_none() {
-        assert!(!in_ci(), "chromium not installed (./scripts/setup installs it); CI must run the browser test");
+        assert!(!in_ci(), "chromium not installed (./scripts/setup installs it); CI must run the browser tests");
         eprintln!("skipped: chromium not installed");
     }
     found

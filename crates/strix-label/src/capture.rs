@@ -173,7 +173,9 @@ impl Capture {
 
     /// Whether input number `n` with an answer of uncertainty `u` is kept.
     fn wanted(&self, n: u64, u: f32) -> bool {
-        let draw = |salt: u64| (splitmix(self.settings.seed ^ n.wrapping_mul(0x9E37_79B9) ^ salt) >> 11) as f64 / (1u64 << 53) as f64;
+        let draw = |salt: u64| {
+            (splitmix(self.settings.seed ^ n.wrapping_mul(0x9E37_79B9) ^ salt) >> 11) as f64 / (1u64 << 53) as f64
+        };
         if draw(1) >= self.settings.rate {
             return false;
         }
@@ -190,7 +192,7 @@ impl Capture {
             return None;
         }
         // The counter test comes first: most inputs leave before anything is built.
-        if n % self.settings.every != 0 {
+        if !n.is_multiple_of(self.settings.every) {
             return None;
         }
         let suggestion = Suggestion::from_prediction(model, prediction)?;
@@ -348,7 +350,13 @@ fn encode_jpeg(frame: &RgbImage) -> Result<Vec<u8>, image::ImageError> {
 }
 
 /// One sample: the file written whole under `captured/`, then its row and suggestion.
-async fn keep(project: &Project, bytes: &[u8], suggestion: &Suggestion, size: (u32, u32), seq: u64) -> Result<(), LabelError> {
+async fn keep(
+    project: &Project,
+    bytes: &[u8],
+    suggestion: &Suggestion,
+    size: (u32, u32),
+    seq: u64,
+) -> Result<(), LabelError> {
     let ext = match image::guess_format(bytes) {
         Ok(image::ImageFormat::Png) => "png",
         Ok(image::ImageFormat::WebP) => "webp",
@@ -361,7 +369,10 @@ async fn keep(project: &Project, bytes: &[u8], suggestion: &Suggestion, size: (u
     let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
     let file = format!("{ms}-{}-{seq:06}.{ext}", std::process::id());
     crate::write_whole(&project.root_dir(Root::Captured).join(&file), bytes)?;
-    let id = project.store.add_image(Root::Captured, &file, size, bytes.len() as u64, &format!("capture:{}", suggestion.model)).await?;
+    let id = project
+        .store
+        .add_image(Root::Captured, &file, size, bytes.len() as u64, &format!("capture:{}", suggestion.model))
+        .await?;
     project.store.put_suggestion(id, suggestion).await
 }
 
@@ -381,7 +392,11 @@ mod tests {
     async fn project(d: &Path) -> PathBuf {
         let images = d.join("images");
         std::fs::create_dir_all(&images).unwrap();
-        let config = crate::ProjectConfig { task: crate::LabelTask::Classify, classes: vec!["can".into(), "bottle".into()], images };
+        let config = crate::ProjectConfig {
+            task: crate::LabelTask::Classify,
+            classes: vec!["can".into(), "bottle".into()],
+            images,
+        };
         let dir = d.join("p");
         Project::create(&dir, config).await.unwrap();
         dir

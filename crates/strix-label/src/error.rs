@@ -23,7 +23,9 @@ pub enum LabelError {
     Invalid(String),
     #[error("no image {0} in this project")]
     NoImage(i64),
-    #[error("image {image} was saved by someone else meanwhile (now version {current}, this save was made on version {expected}); reload it")]
+    #[error(
+        "image {image} was saved by someone else meanwhile (now version {current}, this save was made on version {expected}); reload it"
+    )]
     Stale { image: i64, expected: i64, current: i64 },
     #[error(transparent)]
     Data(#[from] strix_data::DataError),

@@ -90,12 +90,19 @@ pub struct ExportReport {
 pub async fn export(project: &Project, format: Format, out: &Path) -> Result<ExportReport, LabelError> {
     format.check(project.config.task)?;
     if out.exists() && std::fs::read_dir(out).map_err(LabelError::io(out))?.next().is_some() {
-        return Err(LabelError::invalid(format!("{} exists and is not empty; export into a new folder", out.display())));
+        return Err(LabelError::invalid(format!(
+            "{} exists and is not empty; export into a new folder",
+            out.display()
+        )));
     }
     let labelled = project.store.labelled().await?;
     let items: Vec<(PathBuf, String, ImageRow, Labels)> = {
         let names = export_names(&labelled.iter().map(|(i, _)| i.clone()).collect::<Vec<_>>());
-        labelled.into_iter().zip(names).map(|((img, a), name)| (project.image_path(&img), name, img, a.labels)).collect()
+        labelled
+            .into_iter()
+            .zip(names)
+            .map(|((img, a), name)| (project.image_path(&img), name, img, a.labels))
+            .collect()
     };
     let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "export".into());
     let staging = out.with_file_name(format!(".{name}.partial{}", std::process::id()));
@@ -127,7 +134,11 @@ fn write_format(
                 place(src, &images.join(name))?;
             }
             if format == Format::Coco {
-                strix_data::detection::write_coco(&set, &dir.join("annotations").join("instances_train.json"), &images)?;
+                strix_data::detection::write_coco(
+                    &set,
+                    &dir.join("annotations").join("instances_train.json"),
+                    &images,
+                )?;
             } else {
                 strix_data::detection::write_yolo_labels(&set, dir)?;
             }
@@ -143,7 +154,11 @@ fn write_format(
         Format::Csv => {
             let mut text = String::new();
             let task = project.config.task;
-            text.push_str(if task == LabelTask::Classify { "path,label\n" } else { "file,width,height,class,x,y,w,h\n" });
+            text.push_str(if task == LabelTask::Classify {
+                "path,label\n"
+            } else {
+                "file,width,height,class,x,y,w,h\n"
+            });
             for (src, name, img, labels) in items {
                 place(src, &dir.join("images").join(name))?;
                 let file = csv_field(&format!("images/{name}"));
@@ -284,7 +299,13 @@ pub fn read(format: Format, annotations: Option<&Path>, images: &Path) -> Result
                     let boxes = im
                         .boxes
                         .iter()
-                        .map(|b| LabelBox { class: set.classes[b.class].clone(), x: b.bbox[0], y: b.bbox[1], w: b.bbox[2], h: b.bbox[3] })
+                        .map(|b| LabelBox {
+                            class: set.classes[b.class].clone(),
+                            x: b.bbox[0],
+                            y: b.bbox[1],
+                            w: b.bbox[2],
+                            h: b.bbox[3],
+                        })
                         .collect();
                     (im.path.clone(), Labels { class: None, boxes })
                 })
@@ -385,6 +406,7 @@ fn imported_name(path: &Path) -> Result<String, LabelError> {
     use sha2::Digest;
     let bytes = std::fs::read(path).map_err(LabelError::io(path))?;
     let digest = hex::encode(sha2::Sha256::digest(&bytes));
-    let name = path.file_name().map(|n| n.to_string_lossy().replace(['/', '\\'], "_")).unwrap_or_else(|| "image".into());
+    let name =
+        path.file_name().map(|n| n.to_string_lossy().replace(['/', '\\'], "_")).unwrap_or_else(|| "image".into());
     Ok(format!("{}_{name}", &digest[..12]))
 }

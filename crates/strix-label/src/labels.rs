@@ -67,7 +67,13 @@ impl Labels {
     /// Refuse labels that do not fit the project: the wrong kind for its task, a class it does
     /// not have, a box that is empty, not finite or outside the `width` x `height` image.
     /// Boxes within [`EDGE_SLACK`] of the edges are clipped to it.
-    pub fn checked(mut self, task: LabelTask, classes: &[String], width: u32, height: u32) -> Result<Labels, LabelError> {
+    pub fn checked(
+        mut self,
+        task: LabelTask,
+        classes: &[String],
+        width: u32,
+        height: u32,
+    ) -> Result<Labels, LabelError> {
         let known = |c: &str| {
             if classes.iter().any(|k| k == c) {
                 Ok(())
@@ -80,9 +86,11 @@ impl Labels {
                 if !self.boxes.is_empty() {
                     return Err(LabelError::invalid("a classification project takes a class, not boxes"));
                 }
-                if let Some(c) = &self.class {
-                    known(c)?;
-                }
+                // An image without a class would count as labelled and be left out of exports.
+                let Some(c) = &self.class else {
+                    return Err(LabelError::invalid("a classification save needs a class"));
+                };
+                known(c)?;
             }
             LabelTask::Detect => {
                 if self.class.is_some() {
@@ -90,7 +98,10 @@ impl Labels {
                 }
                 const MAX_BOXES: usize = 2000;
                 if self.boxes.len() > MAX_BOXES {
-                    return Err(LabelError::invalid(format!("{} boxes: at most {MAX_BOXES} per image", self.boxes.len())));
+                    return Err(LabelError::invalid(format!(
+                        "{} boxes: at most {MAX_BOXES} per image",
+                        self.boxes.len()
+                    )));
                 }
                 let (w, h) = (width as f32, height as f32);
                 for (i, b) in self.boxes.iter_mut().enumerate() {
@@ -103,7 +114,11 @@ impl Labels {
                     if b.w <= 0.0 || b.h <= 0.0 {
                         return Err(bad("width and height must be above 0"));
                     }
-                    if b.x < -EDGE_SLACK || b.y < -EDGE_SLACK || b.x + b.w > w + EDGE_SLACK || b.y + b.h > h + EDGE_SLACK {
+                    if b.x < -EDGE_SLACK
+                        || b.y < -EDGE_SLACK
+                        || b.x + b.w > w + EDGE_SLACK
+                        || b.y + b.h > h + EDGE_SLACK
+                    {
                         return Err(bad(&format!("reaches outside the {width}x{height} image")));
                     }
                     let (x1, y1) = (b.x.max(0.0), b.y.max(0.0));
@@ -229,6 +244,7 @@ mod tests {
         let wrong = Labels { class: Some("cup".into()), boxes: vec![] };
         assert!(err(wrong, LabelTask::Classify).contains("unknown class \"cup\""));
         assert!(err(one_box(0.0, 0.0, 10.0, 10.0), LabelTask::Classify).contains("not boxes"));
+        assert!(err(Labels::default(), LabelTask::Classify).contains("needs a class"));
         assert!(err(one_box(90.0, 0.0, 20.0, 10.0), LabelTask::Detect).contains("outside the 100x50 image"));
         assert!(err(one_box(10.0, 10.0, 0.0, 5.0), LabelTask::Detect).contains("above 0"));
         assert!(err(one_box(f32::NAN, 10.0, 1.0, 5.0), LabelTask::Detect).contains("finite"));

@@ -7,9 +7,9 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use strix_vision::DecodeLimits;
 
+use crate::LabelError;
 use crate::labels::LabelTask;
 use crate::store::{ImageRow, Root, Store};
-use crate::LabelError;
 
 /// `project.toml`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -29,10 +29,14 @@ impl ProjectConfig {
         }
         for (i, c) in classes.iter().enumerate() {
             if c.trim().is_empty() || c.trim() != c || c.chars().any(char::is_control) || c.len() > 100 {
-                return Err(LabelError::invalid(format!("class {c:?}: names are 1-100 printable characters without leading or trailing spaces")));
+                return Err(LabelError::invalid(format!(
+                    "class {c:?}: names are 1-100 printable characters without leading or trailing spaces"
+                )));
             }
             if c.contains('/') || c.contains('\\') || c == "." || c == ".." {
-                return Err(LabelError::invalid(format!("class {c:?}: a class name is a folder name in exports, so no slashes")));
+                return Err(LabelError::invalid(format!(
+                    "class {c:?}: a class name is a folder name in exports, so no slashes"
+                )));
             }
             if classes[..i].contains(c) {
                 return Err(LabelError::invalid(format!("class {c:?} is given twice")));
@@ -94,7 +98,8 @@ impl Project {
         let text = std::fs::read_to_string(&path).map_err(LabelError::io(&path))?;
         let config: ProjectConfig =
             toml::from_str(&text).map_err(|e| LabelError::Format { path: path.clone(), reason: e.to_string() })?;
-        ProjectConfig::check_classes(&config.classes).map_err(|e| LabelError::Format { path, reason: e.to_string() })?;
+        ProjectConfig::check_classes(&config.classes)
+            .map_err(|e| LabelError::Format { path, reason: e.to_string() })?;
         let store = Store::open(&dir.join(DB)).await?;
         Ok(Project { dir: dir.to_path_buf(), config, store, limits: DecodeLimits::default() })
     }
@@ -146,11 +151,14 @@ impl Project {
         let known = self.store.known_files(root).await?;
         let found: Vec<String> = image_files(&dir)?.into_iter().filter(|f| !known.contains(f)).collect();
         let limits = self.limits;
-        let checked: Vec<(String, Result<((u32, u32), u64), String>)> = tokio::task::spawn_blocking(move || {
-            found.into_par_iter().map(|f| {
-                let r = probe(&dir.join(&f), &limits);
-                (f, r)
-            }).collect()
+        let checked: Vec<(String, Probed)> = tokio::task::spawn_blocking(move || {
+            found
+                .into_par_iter()
+                .map(|f| {
+                    let r = probe(&dir.join(&f), &limits);
+                    (f, r)
+                })
+                .collect()
         })
         .await
         .map_err(|e| LabelError::invalid(format!("scan: {e}")))?;
@@ -171,8 +179,11 @@ impl Project {
     }
 }
 
+/// An image's `(width, height)` and byte count, or why it cannot be had.
+pub(crate) type Probed = Result<((u32, u32), u64), String>;
+
 /// Decode `path` whole (a truncated file must not pass); its size and byte count.
-pub(crate) fn probe(path: &Path, limits: &DecodeLimits) -> Result<((u32, u32), u64), String> {
+pub(crate) fn probe(path: &Path, limits: &DecodeLimits) -> Probed {
     let bytes = strix_vision::read_file(path, limits).map_err(|e| e.to_string())?;
     let img = strix_vision::decode_bytes(&bytes, limits).map_err(|e| e.to_string())?;
     Ok(((img.width(), img.height()), bytes.len() as u64))
@@ -188,10 +199,11 @@ pub(crate) fn image_files(dir: &Path) -> Result<Vec<String>, LabelError> {
             let path = entry.path();
             if kind.is_dir() && depth < 8 {
                 walk(base, &path, depth + 1, out)?;
-            } else if kind.is_file() && strix_vision::is_image_path(&path) {
-                if let Some(rel) = relative(base, &path) {
-                    out.push(rel);
-                }
+            } else if kind.is_file()
+                && strix_vision::is_image_path(&path)
+                && let Some(rel) = relative(base, &path)
+            {
+                out.push(rel);
             }
         }
         Ok(())
@@ -212,8 +224,7 @@ fn relative(base: &Path, path: &Path) -> Option<String> {
 
 /// Whether a stored relative path is safe to join onto its root.
 pub(crate) fn is_safe_relative(file: &str) -> bool {
-    !file.is_empty()
-        && Path::new(file).components().all(|c| matches!(c, Component::Normal(_)))
+    !file.is_empty() && Path::new(file).components().all(|c| matches!(c, Component::Normal(_)))
 }
 
 #[cfg(test)]
@@ -222,7 +233,8 @@ mod tests {
 
     #[test]
     fn class_names_must_be_usable_as_folders() {
-        let bad = |c: &[&str]| ProjectConfig::check_classes(&c.iter().map(|s| s.to_string()).collect::<Vec<_>>()).is_err();
+        let bad =
+            |c: &[&str]| ProjectConfig::check_classes(&c.iter().map(|s| s.to_string()).collect::<Vec<_>>()).is_err();
         assert!(bad(&[]));
         assert!(bad(&["a", "a"]));
         assert!(bad(&["a/b"]));
@@ -255,7 +267,10 @@ mod tests {
         assert_eq!(first.problems[0].0, "broken.jpg");
         assert_eq!(project.scan().await.unwrap(), ScanReport::default());
         let rows = project.store.images(0, 10).await.unwrap();
-        assert_eq!(rows.iter().map(|(r, _)| (r.file.as_str(), r.width)).collect::<Vec<_>>(), [("a.png", 8), ("sub/b.png", 4)]);
+        assert_eq!(
+            rows.iter().map(|(r, _)| (r.file.as_str(), r.width)).collect::<Vec<_>>(),
+            [("a.png", 8), ("sub/b.png", 4)]
+        );
         assert_eq!(project.store.problems().await.unwrap().len(), 1);
     }
 }

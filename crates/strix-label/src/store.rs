@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-use crate::labels::{Labels, Suggestion};
 use crate::LabelError;
+use crate::labels::{Labels, Suggestion};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS images (
@@ -206,7 +206,14 @@ impl Store {
     }
 
     /// Add an image (or find it, when `root`/`file` is known already); its id.
-    pub async fn add_image(&self, root: Root, file: &str, size: (u32, u32), bytes: u64, source: &str) -> Result<i64, LabelError> {
+    pub async fn add_image(
+        &self,
+        root: Root,
+        file: &str,
+        size: (u32, u32),
+        bytes: u64,
+        source: &str,
+    ) -> Result<i64, LabelError> {
         // Joined onto the root to serve the file: only plain relative paths get in.
         if !crate::project::is_safe_relative(file) {
             return Err(LabelError::invalid(format!("{file:?} is not a plain path inside its folder")));
@@ -338,7 +345,14 @@ impl Store {
     /// save). Refused with [`LabelError::Stale`] when the image is at another version: the
     /// saver has not seen a save made meanwhile. The new version and its history row are
     /// written in one transaction. The labels must be checked already.
-    pub async fn save(&self, id: i64, expected: i64, labels: &Labels, reviewed: bool, origin: &str) -> Result<i64, LabelError> {
+    pub async fn save(
+        &self,
+        id: i64,
+        expected: i64,
+        labels: &Labels,
+        reviewed: bool,
+        origin: &str,
+    ) -> Result<i64, LabelError> {
         self.image(id).await?;
         let text = serde_json::to_string(labels).map_err(|e| LabelError::invalid(e.to_string()))?;
         let at = now_ms();
@@ -383,16 +397,18 @@ impl Store {
             return Err(LabelError::Stale { image: id, expected, current });
         }
         let version = expected + 1;
-        sqlx::query("INSERT INTO history (image_id, version, labels, reviewed, saved_at, origin) VALUES (?, ?, ?, ?, ?, ?)")
-            .bind(id)
-            .bind(version)
-            .bind(&text)
-            .bind(i64::from(reviewed))
-            .bind(at)
-            .bind(origin)
-            .execute(&mut *tx)
-            .await
-            .map_err(self.err())?;
+        sqlx::query(
+            "INSERT INTO history (image_id, version, labels, reviewed, saved_at, origin) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(version)
+        .bind(&text)
+        .bind(i64::from(reviewed))
+        .bind(at)
+        .bind(origin)
+        .execute(&mut *tx)
+        .await
+        .map_err(self.err())?;
         tx.commit().await.map_err(self.err())?;
         Ok(version)
     }
@@ -522,8 +538,14 @@ impl Store {
         .await
         .map_err(self.err())?;
         let n = |i: usize| counts.try_get::<i64, _>(i).map(|v| v as u64).map_err(self.err());
-        let mut stats =
-            Stats { images: n(0)?, labelled: n(1)?, reviewed: n(2)?, suggested: n(3)?, captured: n(4)?, ..Stats::default() };
+        let mut stats = Stats {
+            images: n(0)?,
+            labelled: n(1)?,
+            reviewed: n(2)?,
+            suggested: n(3)?,
+            captured: n(4)?,
+            ..Stats::default()
+        };
         for (_, a) in self.labelled().await? {
             for c in a.labels.classes() {
                 *stats.per_class.entry(c.to_string()).or_default() += 1;
@@ -604,7 +626,8 @@ mod tests {
         assert_eq!(next(None, Order::Sequential, Filter::All, vec![]).await, Some(ids[0]));
         assert_eq!(next(Some(ids[1]), Order::Sequential, Filter::All, vec![]).await, Some(ids[2]));
         assert_eq!(next(Some(ids[3]), Order::Sequential, Filter::All, vec![]).await, Some(ids[0]));
-        let back = store.next(&NextQuery { after: Some(ids[0]), backwards: true, ..NextQuery::default() }).await.unwrap();
+        let back =
+            store.next(&NextQuery { after: Some(ids[0]), backwards: true, ..NextQuery::default() }).await.unwrap();
         assert_eq!(back, Some(ids[3]));
         // Uncertainty and entropy: the most unsure first, never one already seen.
         for (id, u, e) in [(ids[0], 0.1, 2.0), (ids[1], 0.9, 0.5), (ids[2], 0.5, 1.0)] {
@@ -641,10 +664,10 @@ mod tests {
         assert!(matches!(stale, LabelError::Stale { expected: 0, current: 1, .. }), "{stale}");
         assert_eq!(store.save(id, 1, &b, true, "api").await.unwrap(), 2);
         let history = store.history(id).await.unwrap();
-        assert_eq!(history.iter().map(|h| (h.version, h.labels.class.clone(), h.origin.as_str())).collect::<Vec<_>>(), [
-            (1, Some("a".into()), "ui"),
-            (2, Some("b".into()), "api")
-        ]);
+        assert_eq!(
+            history.iter().map(|h| (h.version, h.labels.class.clone(), h.origin.as_str())).collect::<Vec<_>>(),
+            [(1, Some("a".into()), "ui"), (2, Some("b".into()), "api")]
+        );
         assert!(matches!(store.save(9999, 0, &a, false, "ui").await, Err(LabelError::NoImage(9999))));
         assert!(store.add_image(Root::Images, "../x.png", (1, 1), 1, "x").await.is_err());
     }

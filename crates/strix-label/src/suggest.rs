@@ -41,8 +41,9 @@ impl Suggester for PipelineSuggester {
             .map_err(|e| e.to_string())?
             .pop()
             .ok_or("the model gave no answer")?;
-        Suggestion::from_prediction(&self.name, &prediction)
-            .ok_or_else(|| format!("a {} model's answers cannot be labels (classify or detect models can)", self.pipeline.task()))
+        Suggestion::from_prediction(&self.name, &prediction).ok_or_else(|| {
+            format!("a {} model's answers cannot be labels (classify or detect models can)", self.pipeline.task())
+        })
     }
 }
 
@@ -64,7 +65,11 @@ pub async fn suggest_one(project: &Project, suggester: &Arc<dyn Suggester>, id: 
 
 /// Give every image without one a suggestion from `suggester`, unlabelled images first, until
 /// none is left; `done` hears the count after each. Images it fails on are logged and skipped.
-pub async fn suggest_all(project: &Project, suggester: Arc<dyn Suggester>, done: impl Fn(usize)) -> Result<usize, LabelError> {
+pub async fn suggest_all(
+    project: &Project,
+    suggester: Arc<dyn Suggester>,
+    done: impl Fn(usize),
+) -> Result<usize, LabelError> {
     let mut made = 0;
     let mut failed = std::collections::HashSet::new();
     loop {

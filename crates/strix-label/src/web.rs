@@ -72,8 +72,12 @@ pub fn router(app: Arc<LabelApp>) -> Router {
 async fn refuse_large(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let announced = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if announced.is_some_and(|n| n > MAX_BODY as u64) {
-        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("request body over {MAX_BODY} bytes"))
-            .into_response();
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("request body over {MAX_BODY} bytes"),
+        )
+        .into_response();
     }
     next.run(req).await
 }
@@ -125,11 +129,9 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::BytesRejection(b) if strix_http::is_body_timeout(&b) => {
                 ApiError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", b.body_text())
             }
-            JsonRejection::BytesRejection(b) if b.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("request body over {MAX_BODY} bytes"),
-            ),
+            JsonRejection::BytesRejection(b) if b.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("request body over {MAX_BODY} bytes"))
+            }
             other => ApiError::bad(format!("malformed body: {}", other.body_text())),
         }
     }
@@ -150,10 +152,10 @@ impl From<QueryRejection> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = json!({ "error": { "code": self.code, "message": self.message } });
-        if let (Some(extra), Some(map)) = (self.extra, body.as_object_mut()) {
-            if let Some(e) = extra.as_object() {
-                map.extend(e.clone());
-            }
+        if let (Some(extra), Some(map)) = (self.extra, body.as_object_mut())
+            && let Some(e) = extra.as_object()
+        {
+            map.extend(e.clone());
         }
         (self.status, Json(body)).into_response()
     }
@@ -253,7 +255,8 @@ async fn file(State(app): State<Arc<LabelApp>>, id: Result<Path<i64>, PathReject
         Some("tif" | "tiff") => "image/tiff",
         _ => "image/jpeg",
     };
-    Ok(([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "private, max-age=60")], Bytes::from(bytes)).into_response())
+    Ok(([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "private, max-age=60")], Bytes::from(bytes))
+        .into_response())
 }
 
 #[derive(Deserialize)]

@@ -22,15 +22,26 @@ pub fn run(global: &Global, cmd: &LabelCommand) -> Result<ExitCode> {
 }
 
 /// Open the project in `dir`, or create it from the flags when it is not one yet.
-async fn open_or_create(dir: &Path, images: Option<&PathBuf>, task: Option<&str>, classes: &[String]) -> Result<Project> {
+async fn open_or_create(
+    dir: &Path,
+    images: Option<&PathBuf>,
+    task: Option<&str>,
+    classes: &[String],
+) -> Result<Project> {
     if Project::is_project(dir) {
         if images.is_some() || task.is_some() || !classes.is_empty() {
-            eprintln!("note: {} is a project already; --images, --task and --classes are only read when creating one", dir.display());
+            eprintln!(
+                "note: {} is a project already; --images, --task and --classes are only read when creating one",
+                dir.display()
+            );
         }
         return Ok(Project::open(dir).await?);
     }
     let (Some(images), Some(task)) = (images, task) else {
-        bail!("{} is not a labelling project yet: create it with --images DIR --task classify|detect --classes a,b,c", dir.display());
+        bail!(
+            "{} is not a labelling project yet: create it with --images DIR --task classify|detect --classes a,b,c",
+            dir.display()
+        );
     };
     let task: LabelTask = task.parse().map_err(anyhow::Error::msg)?;
     let config = ProjectConfig { task, classes: classes.to_vec(), images: images.clone() };
@@ -102,8 +113,13 @@ async fn serve(global: &Global, args: &LabelServeArgs) -> Result<ExitCode> {
         stats.images,
         project.config.classes.join(",")
     );
-    strix_http::serve_router(listener, strix_label::web::router(app), strix_http::ConnLimits::default(), crate::serve::shutdown_signal())
-        .await?;
+    strix_http::serve_router(
+        listener,
+        strix_label::web::router(app),
+        strix_http::ConnLimits::default(),
+        crate::serve::shutdown_signal(),
+    )
+    .await?;
     project.store.close().await;
     Ok(ExitCode::SUCCESS)
 }
@@ -113,7 +129,12 @@ async fn export_cmd(global: &Global, args: &LabelExportArgs) -> Result<ExitCode>
     let format: Format = args.format.parse().map_err(anyhow::Error::msg)?;
     let report = export::export(&project, format, &args.out).await?;
     if !global.quiet {
-        eprintln!("exported {} labelled image(s), {} box(es), as {format} to {}", report.images, report.boxes, report.out.display());
+        eprintln!(
+            "exported {} labelled image(s), {} box(es), as {format} to {}",
+            report.images,
+            report.boxes,
+            report.out.display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -158,7 +179,11 @@ pub fn training_snapshot(dir: &Path) -> Result<(PathBuf, LabelTask)> {
         let project = Project::open(dir).await?;
         let labelled = project.store.labelled().await?;
         if labelled.is_empty() {
-            bail!("{} has no labelled images yet: label some with `strix label serve {}`", dir.display(), dir.display());
+            bail!(
+                "{} has no labelled images yet: label some with `strix label serve {}`",
+                dir.display(),
+                dir.display()
+            );
         }
         let digest = {
             use sha2::Digest;

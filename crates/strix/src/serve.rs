@@ -64,7 +64,8 @@ pub fn run(global: &Global, args: &ServeArgs) -> Result<ExitCode> {
         models.push(ServedModel::new(&name, &m.model, pipeline, batching, args.top_k));
     }
     let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
-    let served: Vec<(strix_core::Task, String)> = models.iter().map(|m| (m.pipeline().task(), m.name.clone())).collect();
+    let served: Vec<(strix_core::Task, String)> =
+        models.iter().map(|m| (m.pipeline().task(), m.name.clone())).collect();
     let mut state = ServeState::new(models, cfg.limits).with_api_keys(&keys);
     let mut capture = None;
     if let Some(project) = &args.capture {
@@ -74,7 +75,8 @@ pub fn run(global: &Global, args: &ServeArgs) -> Result<ExitCode> {
                 bail!("--capture takes one kind of answer: {name} is a {task} model, {n} a {t} model");
             }
         }
-        let c = Arc::new(crate::label::start_capture(project, &args.capture_limits, args.capture_rate, 1, task, &name)?);
+        let c =
+            Arc::new(crate::label::start_capture(project, &args.capture_limits, args.capture_rate, 1, task, &name)?);
         eprintln!("strix serve: capturing {:.1}% of requests into {}", 100.0 * args.capture_rate, project.display());
         state = state.with_tap(c.clone());
         capture = Some(c);

@@ -96,7 +96,14 @@ pub fn run(global: &Global, args: &StreamArgs) -> Result<ExitCode> {
         Some(project) => {
             let pipeline = live.current();
             let name = pipeline.model().spec.name.clone();
-            Some(Arc::new(crate::label::start_capture(project, &args.capture_limits, 1.0, args.capture_every, pipeline.task(), &name)?))
+            Some(Arc::new(crate::label::start_capture(
+                project,
+                &args.capture_limits,
+                1.0,
+                args.capture_every,
+                pipeline.task(),
+                &name,
+            )?))
         }
         None => None,
     };
@@ -133,7 +140,10 @@ pub fn run(global: &Global, args: &StreamArgs) -> Result<ExitCode> {
     if let Some(capture) = capture {
         let s = capture.close();
         if !global.quiet {
-            eprintln!("capture: kept {} of {} frames ({} dropped while busy, {} over the cap)", s.kept, s.offered, s.dropped_busy, s.dropped_full);
+            eprintln!(
+                "capture: kept {} of {} frames ({} dropped while busy, {} over the cap)",
+                s.kept, s.offered, s.dropped_busy, s.dropped_full
+            );
         }
     }
     if args.json {

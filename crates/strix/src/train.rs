@@ -119,7 +119,9 @@ fn project_data(table: &mut toml::Table) -> Result<()> {
     let (snapshot, task) = crate::label::training_snapshot(&dir)?;
     let task = task.to_string();
     match table.get("task").and_then(|v| v.as_str()) {
-        Some(given) if given != task => bail!("{} is a {task} project; --task {given} cannot train on it", dir.display()),
+        Some(given) if given != task => {
+            bail!("{} is a {task} project; --task {given} cannot train on it", dir.display())
+        }
         _ => {}
     }
     eprintln!("data: labelling project {}, its labels as of now in {}", dir.display(), snapshot.display());
