@@ -21,19 +21,20 @@ fn free_port() -> u16 {
 
 /// A `strix label serve` child on a free port; killed when dropped.
 struct LabelServer {
-    child: Child,
+    child: KillOnDrop,
     port: u16,
 }
 
 impl LabelServer {
     fn start(mut cmd: Command) -> LabelServer {
         let port = free_port();
-        let child = cmd
-            .args(["--http", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let child = KillOnDrop(
+            cmd.args(["--http", &format!("127.0.0.1:{port}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
         wait_for_port(port);
         LabelServer { child, port }
     }
@@ -56,15 +57,10 @@ impl LabelServer {
         r.json()["images"].as_array().unwrap().iter().map(|i| i["image"]["id"].as_i64().unwrap()).collect()
     }
 
+    /// SIGKILL, and wait for it to be gone.
     fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for LabelServer {
-    fn drop(&mut self) {
-        self.kill();
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
     }
 }
 
@@ -94,7 +90,7 @@ fn detect_server(fx: &Path, tmp: &Path) -> (PathBuf, LabelServer) {
 
 /// A headless Chromium and a DevTools connection to its one page.
 struct Browser {
-    child: Child,
+    child: KillOnDrop,
     ws: tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>,
     next_id: u64,
     _profile: tempfile::TempDir,
@@ -103,18 +99,21 @@ struct Browser {
 impl Browser {
     fn launch(chromium: &Path) -> Browser {
         let profile = tempfile::tempdir().unwrap();
-        let mut child = Command::new(chromium)
-            .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions"])
-            .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
-            .args(["--remote-debugging-port=0", "--window-size=1280,800", "--hide-scrollbars"])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg("about:blank")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        // Owned by a guard from the start: a failed step below must not leave Chromium running.
+        let mut child = KillOnDrop(
+            Command::new(chromium)
+                .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions"])
+                .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
+                .args(["--remote-debugging-port=0", "--window-size=1280,800", "--hide-scrollbars"])
+                .arg(format!("--user-data-dir={}", profile.path().display()))
+                .arg("about:blank")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
         // "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/ID"
-        let stderr = child.stderr.take().unwrap();
+        let stderr = child.0.stderr.take().unwrap();
         let mut lines = BufReader::new(stderr).lines();
         let port: u16 = loop {
             let line = lines.next().expect("chromium ended before DevTools listened").unwrap();
@@ -290,10 +289,13 @@ fn devtools_targets(port: u16) -> Value {
     }
 }
 
-impl Drop for Browser {
+/// A child process killed (and reaped) when this is dropped, a panic included.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -592,25 +594,27 @@ fn keys_label_a_classification_project_that_trains_serves_and_captures() {
         .args(["--name", "trash"]));
     assert!(o.status.success(), "{err}");
     let port = free_port();
-    let mut serve = strix(&fx, tmp.path())
-        .env("STRIX_HOME", &home)
-        .args(["serve", "--model", "trash=trash:1", "--capture"])
-        .arg(&project)
-        .args(["--capture-rate", "1", "--port", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut serve = KillOnDrop(
+        strix(&fx, tmp.path())
+            .env("STRIX_HOME", &home)
+            .args(["serve", "--model", "trash=trash:1", "--capture"])
+            .arg(&project)
+            .args(["--capture-rate", "1", "--port", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     wait_for_port(port);
     for name in ["orange.jpg", "chelsea.png"] {
         let bytes = std::fs::read(fx.join("images").join(name)).unwrap();
         let r = request(port, "POST", "/v1/models/trash/predict", &[("Content-Type", "image/jpeg")], &bytes);
         assert_eq!(r.status, 200, "{}", r.body);
     }
-    Command::new("kill").arg("-TERM").arg(serve.id().to_string()).status().unwrap();
-    let status = serve.wait().unwrap();
+    Command::new("kill").arg("-TERM").arg(serve.0.id().to_string()).status().unwrap();
+    let status = serve.0.wait().unwrap();
     let mut said = String::new();
-    std::io::Read::read_to_string(&mut serve.stderr.take().unwrap(), &mut said).unwrap();
+    std::io::Read::read_to_string(&mut serve.0.stderr.take().unwrap(), &mut said).unwrap();
     assert!(status.success(), "{said}");
     assert!(said.contains("capture: kept 2 of 2"), "{said}");
 

@@ -25,6 +25,8 @@ Examples:
   strix eval detect --gt instances.json --model nanodet_m_416 --images val2017/
                                                 COCO AP/AR, the same numbers as pycocotools
   strix data inspect photos/                    class counts, broken files, duplicates, samples
+  strix label serve trash --images photos/ --task classify --classes compost,recycling,landfill
+                                                label them in the browser (see strix label serve --help)
   strix train --data photos/ --epochs 5         train a classifier (see strix train --help)
   strix eval runs/small-cnn-1763700000 --data test/
                                                 a trained run on held-out images
