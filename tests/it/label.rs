@@ -90,7 +90,7 @@ fn detect_server(fx: &Path, tmp: &Path) -> (PathBuf, LabelServer) {
 
 /// A headless Chromium and a DevTools connection to its one page.
 struct Browser {
-    child: KillOnDrop,
+    _child: KillOnDrop,
     ws: tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>,
     next_id: u64,
     _profile: tempfile::TempDir,
@@ -133,7 +133,7 @@ impl Browser {
             std::thread::sleep(Duration::from_millis(100));
         };
         let (ws, _) = tungstenite::connect(page.as_str()).unwrap();
-        Browser { child, ws, next_id: 1, _profile: profile }
+        Browser { _child: child, ws, next_id: 1, _profile: profile }
     }
 
     /// One DevTools call and its result (events that arrive meanwhile are skipped).
@@ -436,30 +436,31 @@ fn boxes_drawn_and_suggestions_accepted_in_chromium_survive_reload_and_export() 
     drop(b);
 
     // The exports hold exactly those boxes.
-    let coco = tmp.path().join("coco");
-    let yolo = tmp.path().join("yolo");
+    let want: Vec<ImageBoxes> = vec![("chelsea.png".into(), drawn.clone()), ("messi5.jpg".into(), accepted.clone())];
+    let (coco, yolo) = exports_hold(&fx, tmp.path(), &project, &want);
+    assert!(coco.join("images/train/chelsea.png").is_file() && yolo.join("images/messi5.jpg").is_file());
+}
+
+/// Export `project` as COCO and as YOLO (into `tmp/coco`, `tmp/yolo`, returned) and check that
+/// both hold `want`, sorted by file name: COCO exactly, YOLO to its 6 normalised decimals.
+fn exports_hold(fx: &Path, tmp: &Path, project: &Path, want: &[ImageBoxes]) -> (PathBuf, PathBuf) {
+    let (coco, yolo) = (tmp.join("coco"), tmp.join("yolo"));
     for (format, out) in [("coco", &coco), ("yolo", &yolo)] {
-        let (o, _, err) = run(strix(&fx, tmp.path())
-            .args(["label", "export"])
-            .arg(&project)
-            .args(["--format", format, "--out"])
-            .arg(out));
+        let (o, _, err) =
+            run(strix(fx, tmp).args(["label", "export"]).arg(project).args(["--format", format, "--out"]).arg(out));
         assert!(o.status.success(), "{err}");
     }
-    let want: Vec<ImageBoxes> = vec![("chelsea.png".into(), drawn.clone()), ("messi5.jpg".into(), accepted.clone())];
     assert_eq!(read_coco_boxes(&coco.join("annotations/instances_train.json")), want);
     let from_yolo = read_yolo_boxes(&yolo);
-    assert_eq!(from_yolo.len(), 2);
-    for ((name, boxes), (wname, wboxes)) in from_yolo.iter().zip(&want) {
-        assert_eq!(name, wname);
-        assert_eq!(boxes.len(), wboxes.len());
-        for ((c, b), (wc, wb)) in boxes.iter().zip(wboxes) {
+    assert_eq!(from_yolo.len(), want.len());
+    for ((n, bs), (wn, wbs)) in from_yolo.iter().zip(want) {
+        assert_eq!((n, bs.len()), (wn, wbs.len()));
+        for ((c, b), (wc, wb)) in bs.iter().zip(wbs) {
             assert_eq!(c, wc);
-            // YOLO rows are normalised to 6 decimals.
-            assert!(b.iter().zip(wb).all(|(x, y)| (x - y).abs() < 1e-2), "{b:?} vs {wb:?}");
+            assert!(b.iter().zip(wb).all(|(x, y)| (x - y).abs() < 1e-2), "{n}: {b:?} vs {wb:?}");
         }
     }
-    assert!(coco.join("images/train/chelsea.png").is_file() && yolo.join("images/messi5.jpg").is_file());
+    (coco, yolo)
 }
 
 /// `(file, [(class, [x, y, w, h])])` of a COCO file, by file name.
@@ -780,31 +781,12 @@ fn coco_import_exports_back_as_identical_coco_and_yolo() {
         .arg(&images));
     assert!(o.status.success(), "{err}");
     assert!(err.contains("imported 3 image(s) with 3 box(es)"), "{err}");
-    let coco = tmp.path().join("out-coco");
-    let yolo = tmp.path().join("out-yolo");
-    for (format, out) in [("coco", &coco), ("yolo", &yolo)] {
-        let (o, _, err) = run(strix(&fx, tmp.path())
-            .args(["label", "export"])
-            .arg(&project)
-            .args(["--format", format, "--out"])
-            .arg(out));
-        assert!(o.status.success(), "{err}");
-    }
     let mut want: Vec<ImageBoxes> = boxes
         .iter()
         .map(|(n, bs)| (n.to_string(), bs.iter().map(|(c, b)| (c.to_string(), b.map(f64::from))).collect()))
         .collect();
     want.sort_by(|a, b| a.0.cmp(&b.0));
-    assert_eq!(read_coco_boxes(&coco.join("annotations/instances_train.json")), want);
-    let from_yolo = read_yolo_boxes(&yolo);
-    assert_eq!(from_yolo.len(), want.len());
-    for ((n, bs), (wn, wbs)) in from_yolo.iter().zip(&want) {
-        assert_eq!((n, bs.len()), (wn, wbs.len()));
-        for ((c, b), (wc, wb)) in bs.iter().zip(wbs) {
-            assert_eq!(c, wc);
-            assert!(b.iter().zip(wb).all(|(x, y)| (x - y).abs() < 1e-2), "{n}: {b:?} vs {wb:?}");
-        }
-    }
+    let (_, yolo) = exports_hold(&fx, tmp.path(), &project, &want);
     let classes = std::fs::read_to_string(yolo.join("classes.txt")).unwrap();
     assert_eq!(classes.lines().collect::<Vec<_>>(), cats);
     // A second import of the same set continues: same images, new versions, no duplicates.
