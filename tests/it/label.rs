@@ -772,15 +772,19 @@ fn coco_import_exports_back_as_identical_coco_and_yolo() {
         .unwrap();
 
     let project = tmp.path().join("imported");
-    let (o, _, err) = run(strix(&fx, tmp.path())
-        .args(["label", "import"])
-        .arg(&project)
-        .args(["--format", "coco", "--annotations"])
-        .arg(&json_path)
-        .arg("--images")
-        .arg(&images));
-    assert!(o.status.success(), "{err}");
-    assert!(err.contains("imported 3 image(s) with 3 box(es)"), "{err}");
+    let import = || {
+        let (o, _, err) = run(strix(&fx, tmp.path())
+            .args(["label", "import"])
+            .arg(&project)
+            .args(["--format", "coco", "--annotations"])
+            .arg(&json_path)
+            .arg("--images")
+            .arg(&images));
+        assert!(o.status.success(), "{err}");
+        err
+    };
+    let said = import();
+    assert!(said.contains("imported 3 image(s) with 3 box(es)"), "{said}");
     let mut want: Vec<ImageBoxes> = boxes
         .iter()
         .map(|(n, bs)| (n.to_string(), bs.iter().map(|(c, b)| (c.to_string(), b.map(f64::from))).collect()))
@@ -790,15 +794,15 @@ fn coco_import_exports_back_as_identical_coco_and_yolo() {
     let classes = std::fs::read_to_string(yolo.join("classes.txt")).unwrap();
     assert_eq!(classes.lines().collect::<Vec<_>>(), cats);
     // A second import of the same set continues: same images, new versions, no duplicates.
-    let (o, _, err) = run(strix(&fx, tmp.path())
-        .args(["label", "import"])
-        .arg(&project)
-        .args(["--format", "coco", "--annotations"])
-        .arg(&json_path)
-        .arg("--images")
-        .arg(&images));
-    assert!(o.status.success(), "{err}");
-    assert!(err.contains("3 had labels"), "{err}");
+    let said = import();
+    assert!(said.contains("3 had labels"), "{said}");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (images_now, versions) = rt.block_on(async {
+        let p = strix_label::Project::open(&project).await.unwrap();
+        let labelled = p.store.labelled().await.unwrap();
+        (p.store.stats().await.unwrap().images, labelled.iter().map(|(_, a)| a.version).collect::<Vec<_>>())
+    });
+    assert_eq!((images_now, versions), (3, vec![2, 2, 2]));
 }
 
 /// Hostile requests get clear 4xx JSON and write nothing; the server keeps serving.
