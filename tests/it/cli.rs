@@ -378,3 +378,44 @@ fn settings_come_from_flags_then_the_environment_then_the_settings_file() {
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("bad.toml") && stderr.contains("unknown field `cache`"), "{stderr}");
 }
+
+/// `--backend auto` (the default) takes ONNX Runtime when its library is found and says so,
+/// else tract, and gives the same answer either way.
+#[test]
+fn backend_auto_takes_onnx_runtime_when_its_library_is_found_else_tract() {
+    let fx = fixtures_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let photo = fx.join("images/chelsea.png");
+    let predict = |lib: Option<&std::ffi::OsStr>| {
+        let mut cmd = strix(&fx, tmp.path());
+        cmd.env_remove("STRIX_BACKEND")
+            .env_remove("ORT_DYLIB_PATH")
+            .args(["predict", "--json", "--top-k", "1"])
+            .arg(&photo);
+        if let Some(lib) = lib {
+            cmd.env("ORT_DYLIB_PATH", lib);
+        }
+        let (out, stdout, stderr) = run(&mut cmd);
+        assert!(out.status.success(), "{stderr}");
+        let answer: Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+        (answer, stderr)
+    };
+    let (without, said) = predict(None);
+    assert!(said.contains("engine: tract (--backend auto:"), "{said}");
+    let Some(lib) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| Path::new(p).is_file()) else {
+        assert!(
+            !crate::support::in_ci(),
+            "ORT_DYLIB_PATH does not name libonnxruntime; CI must test --backend auto with it"
+        );
+        return;
+    };
+    if !cfg!(feature = "ort") {
+        return;
+    }
+    let (with, said) = predict(Some(&lib));
+    assert!(said.contains("engine: ort (--backend auto: ONNX Runtime from"), "{said}");
+    assert!(said.contains("on onnxruntime"), "{said}");
+    let label = |a: &Value| a["Labels"][0]["Name"].clone();
+    assert!(label(&with).is_string(), "{with}");
+    assert_eq!(label(&with), label(&without), "{with} vs {without}");
+}

@@ -849,9 +849,10 @@ pub struct SegmentEvalArgs {
 
 #[derive(Debug, Args)]
 pub struct RuntimeArgs {
-    /// Inference engine: tract (pure Rust, always there) or ort (ONNX Runtime, faster)
-    #[arg(short, long, env = "STRIX_BACKEND", default_value = "tract", value_parser = parse_backend)]
-    pub backend: Backend,
+    /// Inference engine: auto (ONNX Runtime when its library is found, else tract; the choice
+    /// is printed), tract (pure Rust, always there) or ort (ONNX Runtime, faster)
+    #[arg(short, long, env = "STRIX_BACKEND", default_value = "auto", value_parser = parse_backend_choice)]
+    pub backend: BackendChoice,
     /// Threads in all (the budget --workers splits; same meaning in predict, serve and
     /// stream) [default: every core]
     #[arg(long, env = "STRIX_THREADS", value_name = "N")]
@@ -871,6 +872,18 @@ fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
 
 fn parse_backend(s: &str) -> Result<Backend, String> {
     s.parse::<Backend>().map_err(|e| e.to_string())
+}
+
+/// `--backend`: an engine, or `auto`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// ONNX Runtime when this build has it and its library is found, else tract.
+    Auto,
+    Fixed(Backend),
+}
+
+fn parse_backend_choice(s: &str) -> Result<BackendChoice, String> {
+    if s == "auto" { Ok(BackendChoice::Auto) } else { parse_backend(s).map(BackendChoice::Fixed) }
 }
 
 #[derive(Debug, Args)]

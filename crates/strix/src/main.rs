@@ -107,7 +107,28 @@ impl Drop for RedactedLine {
 fn engine(global: &Global, args: &RuntimeArgs) -> strix_catalog::Engine {
     let options =
         RuntimeOptions { threads: args.threads, ort_library: settings::ort_library(global, args.ort_lib.as_ref()) };
-    strix_catalog::Engine::new(args.backend, options)
+    let backend = match args.backend {
+        cli::BackendChoice::Fixed(b) => b,
+        cli::BackendChoice::Auto => auto_backend(global, options.ort_library.as_deref()),
+    };
+    strix_catalog::Engine::new(backend, options)
+}
+
+/// `--backend auto`: ONNX Runtime, the faster engine, when this build has it and its library
+/// is there, else tract; said once on stderr, so nobody runs the slower engine unknowingly.
+fn auto_backend(global: &Global, ort_library: Option<&std::path::Path>) -> strix_runtime::Backend {
+    use strix_runtime::Backend;
+    static SAID: std::sync::Once = std::sync::Once::new();
+    let found = ort_library.filter(|p| p.is_file());
+    let (backend, why) = match (Backend::Ort.is_compiled(), found) {
+        (true, Some(lib)) => (Backend::Ort, format!("ONNX Runtime from {}", lib.display())),
+        (true, None) => (Backend::Tract, "no ONNX Runtime library found (set ORT_DYLIB_PATH or --ort-lib)".to_string()),
+        (false, _) => (Backend::Tract, "this build has no ONNX Runtime support".to_string()),
+    };
+    if !global.quiet {
+        SAID.call_once(|| eprintln!("engine: {backend} (--backend auto: {why})"));
+    }
+    backend
 }
 
 /// A resolved model loaded on the backend the flags name.
