@@ -857,7 +857,7 @@ pub struct RuntimeArgs {
     /// stream) [default: every core]
     #[arg(long, env = "STRIX_THREADS", value_name = "N")]
     pub threads: Option<usize>,
-    /// Path of libonnxruntime.so for --backend ort
+    /// Path of libonnxruntime.so (what --backend ort loads and auto looks for)
     #[arg(long, env = "ORT_DYLIB_PATH", value_name = "FILE")]
     pub ort_lib: Option<PathBuf>,
 }
