@@ -100,6 +100,16 @@ pub struct CaptureStats {
     pub failed: u64,
 }
 
+impl CaptureStats {
+    /// "kept K of N `what` (D dropped while busy, F over the cap)".
+    pub fn summary(&self, what: &str) -> String {
+        format!(
+            "kept {} of {} {what} ({} dropped while busy, {} over the cap)",
+            self.kept, self.offered, self.dropped_busy, self.dropped_full
+        )
+    }
+}
+
 #[derive(Debug, Default)]
 struct Counters {
     offered: AtomicU64,
@@ -132,6 +142,8 @@ pub struct Capture {
     full: Arc<AtomicBool>,
     worker: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     dir: PathBuf,
+    /// What the project labels, read by the writer when it opened the project.
+    task: crate::LabelTask,
 }
 
 impl std::fmt::Debug for Capture {
@@ -155,11 +167,11 @@ impl Capture {
                 .spawn(move || writer(&d, &settings, rx, &counters, &full, ready_tx))
                 .map_err(LabelError::io(dir))?
         };
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
+        let task = match ready_rx.recv() {
+            Ok(Ok(task)) => task,
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err(LabelError::invalid("the capture writer stopped at start")),
-        }
+        };
         Ok(Capture {
             tx: std::sync::Mutex::new(Some(tx)),
             settings,
@@ -168,6 +180,7 @@ impl Capture {
             full,
             worker: std::sync::Mutex::new(Some(worker)),
             dir: dir.into(),
+            task,
         })
     }
 
@@ -229,6 +242,11 @@ impl Capture {
         }
     }
 
+    /// What the project labels (a capture's answers must be of that kind).
+    pub fn task(&self) -> crate::LabelTask {
+        self.task
+    }
+
     pub fn stats(&self) -> CaptureStats {
         let c = &self.counters;
         CaptureStats {
@@ -274,15 +292,15 @@ fn splitmix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The capture thread: opens the project, says so through `ready`, then writes samples until
-/// the channel closes.
+/// The capture thread: opens the project, sends its task through `ready`, then writes samples
+/// until the channel closes.
 fn writer(
     dir: &Path,
     settings: &CaptureSettings,
     rx: Receiver<Sample>,
     counters: &Counters,
     full: &AtomicBool,
-    ready: std::sync::mpsc::Sender<Result<(), LabelError>>,
+    ready: std::sync::mpsc::Sender<Result<crate::LabelTask, LabelError>>,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -298,7 +316,7 @@ fn writer(
     });
     let (project, (mut files, mut bytes)) = match opened {
         Ok(v) => {
-            let _ = ready.send(Ok(()));
+            let _ = ready.send(Ok(v.0.config.task));
             v
         }
         Err(e) => {
@@ -366,7 +384,7 @@ async fn keep(
         Ok(image::ImageFormat::Jpeg) => "jpg",
         _ => return Err(LabelError::invalid("captured bytes are not an image format the project reads")),
     };
-    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let ms = crate::store::now_ms();
     let file = format!("{ms}-{}-{seq:06}.{ext}", std::process::id());
     crate::write_whole(&project.root_dir(Root::Captured).join(&file), bytes)?;
     let id = project

@@ -172,11 +172,16 @@ async fn import_cmd(global: &Global, args: &LabelImportArgs) -> Result<ExitCode>
 
 /// For `strix train --data PROJECT`: the project's labels exported where training reads them,
 /// under `PROJECT/snapshots/<digest of the labels>/`, so a resumed run finds the same data and
-/// new labels make a new snapshot. Returns the folder and the project's task.
-pub fn training_snapshot(dir: &Path) -> Result<(PathBuf, LabelTask)> {
+/// new labels make a new snapshot. A `given` task other than the project's is refused before
+/// anything is written. Returns the folder and the project's task.
+pub fn training_snapshot(dir: &Path, given: Option<&str>) -> Result<(PathBuf, LabelTask)> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
     rt.block_on(async {
         let project = Project::open(dir).await?;
+        let task = project.config.task;
+        if let Some(given) = given.filter(|g| *g != task.to_string()) {
+            bail!("{} is a {task} project; --task {given} cannot train on it", dir.display());
+        }
         let labelled = project.store.labelled().await?;
         if labelled.is_empty() {
             bail!(
@@ -212,9 +217,6 @@ pub fn start_capture(
     task: strix_core::Task,
     model: &str,
 ) -> Result<Capture> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
-    let config = rt.block_on(Project::open(project))?.config;
-    check_task(task, config.task, model).with_context(|| format!("--capture {}", project.display()))?;
     let settings = CaptureSettings {
         rate,
         every,
@@ -223,5 +225,7 @@ pub fn start_capture(
         max_bytes: limits.capture_max_bytes,
         ..CaptureSettings::default()
     };
-    Ok(Capture::start(project, settings)?)
+    let capture = Capture::start(project, settings)?;
+    check_task(task, capture.task(), model).with_context(|| format!("--capture {}", project.display()))?;
+    Ok(capture)
 }

@@ -104,11 +104,8 @@ pub fn run(global: &Global, args: &ServeArgs) -> Result<ExitCode> {
         strix_serve::serve(listener, state, cfg.connections, shutdown_signal()).await?;
         anyhow::Ok(())
     })?;
-    if let Some(s) = capture.map(|c| c.close()) {
-        eprintln!(
-            "capture: kept {} of {} requests ({} dropped while busy, {} over the cap)",
-            s.kept, s.offered, s.dropped_busy, s.dropped_full
-        );
+    if let Some(c) = capture {
+        eprintln!("capture: {}", c.close().summary("requests"));
     }
     Ok(ExitCode::SUCCESS)
 }

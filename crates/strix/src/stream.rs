@@ -138,12 +138,9 @@ pub fn run(global: &Global, args: &StreamArgs) -> Result<ExitCode> {
     let hooks = Hooks { bars: bars.clone(), quiet: global.quiet };
     let summary = strix_stream::run_live(live, job, stop, &hooks)?;
     if let Some(capture) = capture {
-        let s = capture.close();
+        let stats = capture.close();
         if !global.quiet {
-            eprintln!(
-                "capture: kept {} of {} frames ({} dropped while busy, {} over the cap)",
-                s.kept, s.offered, s.dropped_busy, s.dropped_full
-            );
+            eprintln!("capture: {}", stats.summary("frames"));
         }
     }
     if args.json {

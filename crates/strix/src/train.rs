@@ -116,14 +116,9 @@ fn project_data(table: &mut toml::Table) -> Result<()> {
     if !strix_label::Project::is_project(&dir) {
         return Ok(());
     }
-    let (snapshot, task) = crate::label::training_snapshot(&dir)?;
+    let given = table.get("task").and_then(|v| v.as_str());
+    let (snapshot, task) = crate::label::training_snapshot(&dir, given)?;
     let task = task.to_string();
-    match table.get("task").and_then(|v| v.as_str()) {
-        Some(given) if given != task => {
-            bail!("{} is a {task} project; --task {given} cannot train on it", dir.display())
-        }
-        _ => {}
-    }
     eprintln!("data: labelling project {}, its labels as of now in {}", dir.display(), snapshot.display());
     table.insert("task".into(), task.into());
     table.insert("data".into(), snapshot.display().to_string().into());
