@@ -184,18 +184,9 @@ impl Capture {
         })
     }
 
-    /// Whether input number `n` with an answer of uncertainty `u` is kept.
-    fn wanted(&self, n: u64, u: f32) -> bool {
-        let draw = |salt: u64| {
-            (splitmix(self.settings.seed ^ n.wrapping_mul(0x9E37_79B9) ^ salt) >> 11) as f64 / (1u64 << 53) as f64
-        };
-        if draw(1) >= self.settings.rate {
-            return false;
-        }
-        match self.settings.policy {
-            CapturePolicy::Random => true,
-            CapturePolicy::Uncertain => draw(2) < (2.0 * f64::from(u)).min(1.0),
-        }
+    /// Input `n`'s draw number `salt`, uniform in [0, 1): a hash, so no state is shared.
+    fn draw(&self, n: u64, salt: u64) -> f64 {
+        (splitmix(self.settings.seed ^ n.wrapping_mul(0x9E37_79B9) ^ salt) >> 11) as f64 / (1u64 << 53) as f64
     }
 
     fn sample(&self, model: &str, prediction: &Prediction) -> Option<Suggestion> {
@@ -204,12 +195,16 @@ impl Capture {
         if self.full.load(Ordering::Relaxed) {
             return None;
         }
-        // The counter test comes first: most inputs leave before anything is built.
-        if !n.is_multiple_of(self.settings.every) {
+        // The counter and the rate come first: most inputs leave before anything is built.
+        if !n.is_multiple_of(self.settings.every) || self.draw(n, 1) >= self.settings.rate {
             return None;
         }
         let suggestion = Suggestion::from_prediction(model, prediction)?;
-        self.wanted(n, suggestion.uncertainty).then_some(suggestion)
+        let keep = match self.settings.policy {
+            CapturePolicy::Random => true,
+            CapturePolicy::Uncertain => self.draw(n, 2) < (2.0 * f64::from(suggestion.uncertainty)).min(1.0),
+        };
+        keep.then_some(suggestion)
     }
 
     fn queue(&self, sample: Sample) {
