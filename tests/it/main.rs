@@ -22,6 +22,7 @@ mod hostile;
 mod http;
 mod kserve;
 mod label;
+mod optimize;
 mod registry;
 mod runner;
 mod runtime;

@@ -297,6 +297,16 @@ impl Pipeline {
         Some(Prepared { sample, geometry })
     }
 
+    /// The model's input tensor for a batch of prepared images (what [`Self::predict_prepared`]
+    /// feeds the network), for tools that run the network themselves (calibration).
+    pub fn input_tensor(&self, batch: &[Prepared]) -> Result<Tensor, PipelineError> {
+        let Engine::Single { preprocessor, .. } = &self.engine else {
+            return Err(PipelineError::Internal("a cascade takes images, not prepared samples".into()));
+        };
+        let data: Vec<f32> = batch.iter().flat_map(|p| p.sample.iter().copied()).collect();
+        Ok(preprocessor.into_tensor(data, batch.len()))
+    }
+
     /// `img` as this model takes it into a batch: preprocessed, or whole for a cascade.
     pub fn input(&self, img: &std::sync::Arc<RgbImage>) -> Input {
         match self.prepare(img) {

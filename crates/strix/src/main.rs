@@ -8,6 +8,7 @@ mod inputs;
 mod label;
 mod layered;
 mod models;
+mod optimize;
 mod predict;
 mod progress;
 mod registry;

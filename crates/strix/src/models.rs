@@ -35,6 +35,7 @@ pub fn run(global: &Global, cmd: &ModelsCommand) -> Result<ExitCode> {
         ModelsCommand::Register { source, name, spec, aliases, json, runtime } => {
             registry::register(global, source, name, spec.as_deref(), aliases, *json, runtime)
         }
+        ModelsCommand::Optimize(args) => crate::optimize::run(global, args),
         ModelsCommand::Alias { name, version, alias } => registry::alias(global, name, *version, alias),
         ModelsCommand::Unalias { name, alias } => registry::unalias(global, name, alias),
         ModelsCommand::Delete { model, all } => registry::delete(global, model, *all),

@@ -57,13 +57,7 @@ pub fn register(
     json: bool,
     runtime: &RuntimeArgs,
 ) -> Result<ExitCode> {
-    strix_registry::check_name(name)?;
-    for alias in aliases {
-        strix_registry::check_alias(alias)?;
-    }
-    if strix_zoo::builtin::names().contains(&name) {
-        bail!("`{name}` is a zoo model's name; register under another name");
-    }
+    check_target(name, aliases)?;
     let (onnx, spec_path, lineage, extra) = if source.is_dir() {
         run_source(source)?
     } else if source.is_file() {
@@ -80,10 +74,45 @@ pub fn register(
     } else {
         bail!("{}: no such run folder or ONNX file", source.display());
     };
+    let files = Registration { onnx: &onnx, spec: &spec_path, lineage, extra };
+    let record = register_files(global, name, files, aliases, runtime)?;
+    print_registered(global, &record, json)
+}
+
+/// Refuse a name or alias a new version cannot take, before any work is done for it.
+pub fn check_target(name: &str, aliases: &[String]) -> Result<()> {
+    strix_registry::check_name(name)?;
+    for alias in aliases {
+        strix_registry::check_alias(alias)?;
+    }
+    if strix_zoo::builtin::names().contains(&name) {
+        bail!("`{name}` is a zoo model's name; register under another name");
+    }
+    Ok(())
+}
+
+/// What a new version consists of: a checked ONNX file and its spec, lineage and extra files.
+pub struct Registration<'a> {
+    pub onnx: &'a Path,
+    pub spec: &'a Path,
+    pub lineage: Lineage,
+    pub extra: Vec<NewFile>,
+}
+
+/// Check `files` (the ONNX parses, loads and answers through its spec) and register them as
+/// the next version of `name`, with `aliases`; the new version's record.
+pub fn register_files(
+    global: &Global,
+    name: &str,
+    files: Registration<'_>,
+    aliases: &[String],
+    runtime: &RuntimeArgs,
+) -> Result<VersionRecord> {
+    let Registration { onnx, spec: spec_path, lineage, extra } = files;
     // An ONNX file that does not parse is refused before anything is uploaded.
-    strix_runtime::inspect(&onnx).with_context(|| format!("{}: not a readable ONNX model", onnx.display()))?;
+    strix_runtime::inspect(onnx).with_context(|| format!("{}: not a readable ONNX model", onnx.display()))?;
     let bars = Bars::new(global.quiet);
-    let model = crate::models::checked_model(global, &onnx, &spec_path, Some(name), runtime, &bars)?;
+    let model = crate::models::checked_model(global, onnx, spec_path, Some(name), runtime, &bars)?;
     let (mut spec, files) = strix_zoo::store::package(&model)?;
     spec.name = name.to_string();
     let staging = tempfile::tempdir().context("temporary folder")?;
@@ -106,12 +135,16 @@ pub fn register(
     for alias in aliases {
         session.run(session.registry.set_alias(name, record.version, alias))?;
     }
-    let record = session.run(session.registry.get(&ModelRef::parse(&format!("{name}:{}", record.version))?))?;
+    Ok(session.run(session.registry.get(&ModelRef::parse(&format!("{name}:{}", record.version))?))?)
+}
+
+/// Say what was registered: the record as JSON, or a line and a command to try.
+pub fn print_registered(global: &Global, record: &VersionRecord, json: bool) -> Result<ExitCode> {
     if json {
         println!("{}", serde_json::to_string_pretty(&record)?);
     } else {
         let bytes: u64 = record.artifacts.iter().map(|a| a.size).sum();
-        let (store, _) = session.registry.describe();
+        let (store, _) = session(global)?.registry.describe();
         println!(
             "registered {}:{} ({} files, {}) in {store}{}\n  try: strix predict --model {}:{} IMAGE",
             record.name,

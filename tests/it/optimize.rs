@@ -1,0 +1,169 @@
+//! `strix models optimize --int8`: real models quantised on fixture photos and video frames,
+//! gated against the float model, registered with lineage, run on both engines; and the
+//! refusal of a calibration set that cannot work.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::registry::ok_json;
+use crate::support::{backends, run, strix};
+
+/// Frames `offset`, `offset + every`, ... of the fixture video, as JPEGs in `out`.
+fn frames(fx: &Path, every: u32, offset: u32, out: &Path) {
+    std::fs::create_dir_all(out).unwrap();
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(fx.join("video/vtest.avi"))
+        .args(["-vf", &format!("select=eq(mod(n\\,{every})\\,{offset})"), "-vsync", "vfr"])
+        .arg(out.join("frame%03d.jpg"))
+        .status()
+        .expect("ffmpeg (scripts/setup installs it)");
+    assert!(status.success());
+}
+
+/// Calibration: the photos at even positions and every 40th frame; held out: the photos at odd
+/// positions and the frames halfway between. No held-out image is a calibration image.
+fn image_sets(fx: &Path, dir: &Path) -> (PathBuf, PathBuf) {
+    let mut photos: Vec<PathBuf> = std::fs::read_dir(fx.join("images")).unwrap().map(|e| e.unwrap().path()).collect();
+    photos.sort();
+    let (cal, held) = (dir.join("calibration"), dir.join("held-out"));
+    for (set, parity, offset) in [(&cal, 0, 0), (&held, 1, 20)] {
+        frames(fx, 40, offset, set);
+        for p in photos.iter().skip(parity).step_by(2) {
+            std::fs::copy(p, set.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    (cal, held)
+}
+
+fn optimize(fx: &Path, tmp: &Path, home: &Path, model: &str, args: &[&str]) -> Command {
+    let mut cmd = strix(fx, tmp);
+    cmd.env("STRIX_HOME", home).args(["models", "optimize", model, "--int8"]).args(args);
+    cmd
+}
+
+/// The ONNX operators of a model file, by `strix models inspect --json`.
+fn operators(fx: &Path, tmp: &Path, onnx: &Path) -> Value {
+    let info = ok_json(strix(fx, tmp).args(["models", "inspect", "--json"]).arg(onnx));
+    info["ops"].clone()
+}
+
+#[test]
+fn efficientnet_int8_passes_its_gate_registers_with_lineage_and_runs_on_every_engine() {
+    let fx = crate::fixtures_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let (cal, held) = image_sets(&fx, tmp.path());
+    let backend = backends().last().unwrap().as_str();
+    let record = ok_json(
+        optimize(
+            &fx,
+            tmp.path(),
+            &home,
+            "efficientnet_lite0",
+            &["--name", "trash-int8", "--json", "--backend", backend],
+        )
+        .arg("--calibration")
+        .arg(&cal)
+        .arg("--holdout")
+        .arg(&held),
+    );
+    assert_eq!(record["version"], 1, "{record}");
+    let lineage = &record["lineage"];
+    assert_eq!(lineage["parent"]["model"], "efficientnet_lite0", "{lineage}");
+    let float = fx.join("models/classify/efficientnet_lite0.onnx");
+    assert_eq!(lineage["parent"]["sha256"], strix_core::digest::sha256_file(&float).unwrap().0);
+    let count = |dir: &Path| std::fs::read_dir(dir).unwrap().count() as u64;
+    assert_eq!(lineage["dataset"]["calibration"]["images"].as_u64(), Some(count(&cal)), "{lineage}");
+    assert_eq!(lineage["dataset"]["held_out"]["images"].as_u64(), Some(count(&held)), "{lineage}");
+    let gate = &lineage["gate"];
+    assert_eq!((gate["task"].as_str(), gate["held_out"].as_u64()), (Some("classify"), Some(count(&held))), "{gate}");
+    assert!(gate["agreement"].as_f64().unwrap() >= 0.97 && gate["passed"] == true, "{gate}");
+    assert!(gate["int8_images_per_s"].as_f64().unwrap() > 0.0, "{gate}");
+    assert_eq!(lineage["config"]["quantization"]["method"]["method"], "percentile", "{lineage}");
+    let files: Vec<&str> =
+        record["artifacts"].as_array().unwrap().iter().map(|a| a["file"].as_str().unwrap()).collect();
+    assert!(files.contains(&"model.int8.onnx") && files.contains(&"quantization.json"), "{files:?}");
+
+    // The registered file is a QDQ graph with int8 weights: about a quarter of the float size.
+    let out = tmp.path().join("download");
+    let (o, _, err) = run(strix(&fx, tmp.path())
+        .env("STRIX_HOME", &home)
+        .args(["models", "download", "trash-int8:1", "--out"])
+        .arg(&out));
+    assert!(o.status.success(), "{err}");
+    let int8 = out.join("model.int8.onnx");
+    let ops = operators(&fx, tmp.path(), &int8);
+    assert!(ops.to_string().contains("QuantizeLinear") && ops.to_string().contains("DequantizeLinear"), "{ops}");
+    let (small, big) = (std::fs::metadata(&int8).unwrap().len(), std::fs::metadata(&float).unwrap().len());
+    assert!(small * 3 < big, "int8 {small} bytes vs float {big}");
+
+    // It runs wherever a model runs, by its registry name, and answers as the float model.
+    for backend in backends() {
+        let answer = ok_json(
+            strix(&fx, tmp.path())
+                .env("STRIX_HOME", &home)
+                .args(["predict", "--model", "trash-int8:1", "--json", "--backend", backend.as_str()])
+                .arg(fx.join("images/coffee.png")),
+        );
+        assert_eq!(answer["Labels"][0]["Name"], "espresso", "{backend}: {answer}");
+    }
+}
+
+#[test]
+fn a_calibration_set_that_cannot_work_is_refused_with_the_figures_and_nothing_registered() {
+    let fx = crate::fixtures_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let (_, held) = image_sets(&fx, tmp.path());
+    let blank = tmp.path().join("blank");
+    std::fs::create_dir(&blank).unwrap();
+    image::RgbImage::from_pixel(320, 240, image::Rgb([128, 128, 128])).save(blank.join("grey.png")).unwrap();
+    let (o, _, err) = run(optimize(&fx, tmp.path(), &home, "efficientnet_lite0", &["--name", "blank-int8"])
+        .arg("--calibration")
+        .arg(&blank)
+        .arg("--holdout")
+        .arg(&held));
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("refused and nothing was registered") && err.contains("top-1 agreement"), "{err}");
+    assert!(err.contains("differs: ") && err.contains("(at least 97.0% needed)"), "{err}");
+    let (o, _, _) = run(strix(&fx, tmp.path()).env("STRIX_HOME", &home).args(["models", "show", "blank-int8"]));
+    assert!(!o.status.success(), "a refused model was registered");
+
+    // One image cannot be split into calibration and held-out images: said before any work.
+    let (o, _, err) =
+        run(optimize(&fx, tmp.path(), &home, "efficientnet_lite0", &["--name", "x"]).arg("--calibration").arg(&blank));
+    assert!(!o.status.success() && err.contains("too few to hold out") && err.contains("--holdout"), "{err}");
+}
+
+#[test]
+fn nanodet_int8_finds_the_float_models_boxes_and_detects_on_every_engine() {
+    let fx = crate::fixtures_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let (cal, held) = image_sets(&fx, tmp.path());
+    let backend = backends().last().unwrap().as_str();
+    let record = ok_json(
+        optimize(&fx, tmp.path(), &home, "nanodet_m_416", &["--name", "street-int8", "--json", "--backend", backend])
+            .arg("--calibration")
+            .arg(&cal)
+            .arg("--holdout")
+            .arg(&held),
+    );
+    let gate = &record["lineage"]["gate"];
+    assert_eq!(gate["task"], "detect", "{gate}");
+    assert!(gate["measure"].as_str().unwrap().starts_with("box agreement"), "{gate}");
+    assert!(gate["agreement"].as_f64().unwrap() >= 0.97, "{gate}");
+    for backend in backends() {
+        let answer = ok_json(
+            strix(&fx, tmp.path())
+                .env("STRIX_HOME", &home)
+                .args(["predict", "--model", "street-int8", "--json", "--backend", backend.as_str()])
+                .arg(fx.join("images/messi5.jpg")),
+        );
+        let labels = answer.to_string();
+        assert!(labels.contains("\"person\""), "{backend}: {answer}");
+    }
+}
