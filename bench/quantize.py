@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """int8 quantisation: `strix models optimize --int8` against ONNX Runtime's own quantiser, and
-both against the float model (the limit an int8 model is measured from).
+both against the float model (the limit an int8 model is measured from), for EfficientNet-Lite0
+and NanoDet-m.
 
 Calibration: the fixture photos at even positions and every 20th frame of vtest.avi; held out:
 the photos at odd positions and the frames halfway between (so no held-out image was seen in
@@ -10,10 +11,12 @@ calibration images: Strix with its defaults (percentile 99.999), ONNX Runtime's
 run, preprocessed inputs, no decoding), in interleaved rounds:
 
 - images/s of the float model, of Strix's int8 model and of ONNX Runtime's int8 model;
-- top-1 agreement of each int8 model with the float one on the held-out images, and how many of
-  the disagreements are near ties of the float model (its top two within 0.02 probability).
+- EfficientNet: top-1 agreement of each int8 model with the float one on the held-out images,
+  and how many of the disagreements are near ties of the float model (its top two within 0.02
+  probability); NanoDet: Strix's gate figure (boxes found at half the score threshold).
 
-Usage: bench/quantize.py [--rounds N] [--passes N]   (after ./scripts/setup; builds release strix)
+Usage: bench/quantize.py [--rounds N] [--passes N] [--models efficientnet,nanodet]
+(after ./scripts/setup; builds release strix)
 """
 import argparse
 import glob
@@ -53,25 +56,45 @@ def image_sets(work):
     return sets
 
 
-def strix_int8(sets, work, env):
+def nanodet_input(path):
+    """NanoDet-m's input as the Python pipeline makes it: OpenCV decode (BGR), resize to 416x416,
+    per-channel normalisation, NCHW."""
+    import cv2
+    import numpy as np
+
+    x = cv2.resize(cv2.imread(path), (416, 416), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    mean, std = (103.53, 116.28, 123.675), (57.375, 57.12, 58.395)
+    return ((x - mean) / std).astype(np.float32).transpose(2, 0, 1)[None]
+
+
+MODELS = {
+    "efficientnet": ("efficientnet_lite0", "classify/efficientnet_lite0.onnx", efficientnet_input),
+    "nanodet": ("nanodet_m_416", "detect/nanodet_m_416.onnx", nanodet_input),
+}
+
+
+def strix_int8(zoo, sets, work, env):
     home = os.path.join(work, "home")
-    cmd = [strix_binary(), "models", "optimize", "efficientnet_lite0", "--int8", "--calibration", sets["calibration"],
-           "--holdout", sets["held_out"], "--name", "bench-int8", "--backend", "ort", "--min-agreement", "0", "--json"]
+    name = f"bench-{zoo.replace('_', '-')}"
+    cmd = [strix_binary(), "models", "optimize", zoo, "--int8", "--calibration", sets["calibration"],
+           "--holdout", sets["held_out"], "--name", name, "--backend", "ort", "--min-agreement", "0", "--json"]
     run = subprocess.run(cmd, env=dict(env, STRIX_HOME=home), capture_output=True, text=True)
     if run.returncode != 0:
         sys.exit(f"strix models optimize failed:\n{run.stderr}")
     sys.stderr.write(run.stderr)
     record = json.loads(run.stdout)
-    out = os.path.join(work, "strix-int8")
-    subprocess.run([strix_binary(), "models", "download", "bench-int8:1", "--out", out],
+    out = os.path.join(work, name)
+    subprocess.run([strix_binary(), "models", "download", f"{name}:1", "--out", out],
                    env=dict(env, STRIX_HOME=home), check=True, capture_output=True)
     return os.path.join(out, "model.int8.onnx"), record
 
 
-def ort_int8(model, sets, work):
+def ort_int8(model, prep, sets, work):
+    import onnxruntime as ort
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     files = sorted(glob.glob(os.path.join(sets["calibration"], "*")))
+    input_name = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).get_inputs()[0].name
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -79,63 +102,71 @@ def ort_int8(model, sets, work):
 
         def get_next(self):
             f = next(self.it, None)
-            return None if f is None else {"input": efficientnet_input(f)}
+            return None if f is None else {input_name: prep(f)}
 
-    out = os.path.join(work, "ort-int8.onnx")
+    out = os.path.join(work, os.path.basename(model).replace(".onnx", ".ort-int8.onnx"))
     quantize_static(model, out, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     return out
+
+
+def measure(key, sets, work, env, args):
+    import numpy as np
+    import onnxruntime as ort
+
+    zoo, rel, prep = MODELS[key]
+    model = os.path.join(FIXTURES, "models", rel)
+    ours, record = strix_int8(zoo, sets, work, env)
+    theirs = ort_int8(model, prep, sets, work)
+    held = sorted(glob.glob(os.path.join(sets["held_out"], "*")))
+    inputs = [prep(f) for f in held]
+    paths = {"float": model, "strix int8": ours, "onnxruntime int8": theirs}
+    sessions = {name: ort.InferenceSession(path, providers=["CPUExecutionProvider"]) for name, path in paths.items()}
+    input_name = sessions["float"].get_inputs()[0].name
+    outputs = {name: [s.run(None, {input_name: x}) for x in inputs] for name, s in sessions.items()}
+    rates = {name: [] for name in sessions}
+    for _ in range(args.rounds):
+        for name, s in sessions.items():
+            start = time.perf_counter()
+            for _ in range(args.passes):
+                for x in inputs:
+                    s.run(None, {input_name: x})
+            rates[name].append(args.passes * len(inputs) / (time.perf_counter() - start))
+
+    print(f"{zoo}, onnxruntime {ort.__version__}, {os.cpu_count()} cores; "
+          f"{len(held)} held-out images, median of {args.rounds} rounds")
+    base = statistics.median(rates["float"])
+    for name in sessions:
+        r = statistics.median(rates[name])
+        line = f"  {name:17s} {r:7.1f} images/s  {r / base:4.2f}x float  {os.path.getsize(paths[name]) / 2**20:5.1f} MiB"
+        if name != "float" and key == "efficientnet":
+            agree = ties = 0
+            for f, q in zip(outputs["float"], outputs[name]):
+                pf, pq = softmax(f[0][0]), softmax(q[0][0])
+                same = int(np.argmax(pf)) == int(np.argmax(pq))
+                agree += same
+                top2 = np.sort(pf)[::-1][:2]
+                ties += (not same) and top2[0] - top2[1] < NEAR_TIE
+            line += f"  top-1 agreement {agree}/{len(held)} ({100 * agree / len(held):.1f}%), {ties} near ties among the rest"
+        print(line)
+    ours_rate, theirs_rate = statistics.median(rates["strix int8"]), statistics.median(rates["onnxruntime int8"])
+    gate = record["lineage"]["gate"]
+    print(f"  strix int8 / onnxruntime int8: {ours_rate / theirs_rate:.2f}x")
+    print(f"  strix's gate: {gate['measure']} {gate['agreement'] * 100:.1f}% on {gate['held_out']} images, "
+          f"{record['lineage']['metrics']['speedup']:.2f}x measured by strix")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds; medians reported (default 5)")
     ap.add_argument("--passes", type=int, default=3, help="passes over the held-out inputs per round (default 3)")
+    ap.add_argument("--models", default="efficientnet,nanodet", help="comma-separated: efficientnet, nanodet")
     args = ap.parse_args()
-    import numpy as np
-    import onnxruntime as ort
-
     env = environment()
-    model = os.path.join(FIXTURES, "models", "classify", "efficientnet_lite0.onnx")
     with tempfile.TemporaryDirectory() as work:
         sets = image_sets(work)
-        ours, record = strix_int8(sets, work, env)
-        theirs = ort_int8(model, sets, work)
-        held = sorted(glob.glob(os.path.join(sets["held_out"], "*")))
-        inputs = [efficientnet_input(f) for f in held]
-        sessions = {name: ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-                    for name, path in [("float", model), ("strix int8", ours), ("onnxruntime int8", theirs)]}
-        probs = {name: [softmax(s.run(None, {"input": x})[0][0]) for x in inputs] for name, s in sessions.items()}
-        rates = {name: [] for name in sessions}
-        for _ in range(args.rounds):
-            for name, s in sessions.items():
-                start = time.perf_counter()
-                for _ in range(args.passes):
-                    for x in inputs:
-                        s.run(None, {"input": x})
-                rates[name].append(args.passes * len(inputs) / (time.perf_counter() - start))
-        sizes = {"float": os.path.getsize(model), "strix int8": os.path.getsize(ours),
-                 "onnxruntime int8": os.path.getsize(theirs)}
-
-    print(f"EfficientNet-Lite0, onnxruntime {ort.__version__}, {os.cpu_count()} cores; "
-          f"{len(held)} held-out images, median of {args.rounds} rounds")
-    base = statistics.median(rates["float"])
-    for name in sessions:
-        r = statistics.median(rates[name])
-        line = f"  {name:17s} {r:7.1f} images/s  {r / base:4.2f}x float  {sizes[name] / 2**20:5.1f} MiB"
-        if name != "float":
-            agree = ties = 0
-            for f, q in zip(probs["float"], probs[name]):
-                same = int(np.argmax(f)) == int(np.argmax(q))
-                agree += same
-                top2 = np.sort(f)[::-1][:2]
-                ties += (not same) and top2[0] - top2[1] < NEAR_TIE
-            line += f"  top-1 agreement {agree}/{len(held)} ({100 * agree / len(held):.1f}%), {ties} near ties among the rest"
-        print(line)
-    ours_rate, theirs_rate = statistics.median(rates["strix int8"]), statistics.median(rates["onnxruntime int8"])
-    print(f"  strix int8 / onnxruntime int8: {ours_rate / theirs_rate:.2f}x")
-    print(f"  strix's own gate: {record['lineage']['gate']['agreement'] * 100:.1f}% agreement, "
-          f"{record['lineage']['metrics']['speedup']:.2f}x measured by strix")
+        for key in args.models.split(","):
+            measure(key, sets, work, env, args)
 
 
 if __name__ == "__main__":

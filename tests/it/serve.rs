@@ -42,16 +42,17 @@ impl Server {
         keys: &[String],
     ) -> Server {
         let runtime = strix_runtime::open(Backend::Tract, &crate::support::runtime_options()).unwrap();
-        Self::start_on(runtime, fx, models, batching, limits, keys)
+        Self::start_on(runtime, fx, models, batching, limits, |s| s.with_api_keys(keys))
     }
 
+    /// Serve on `runtime`, the state set up further by `configure` (keys, fast decoding).
     fn start_on(
         runtime: Box<dyn strix_runtime::Runtime>,
         fx: &Path,
         models: &[(&str, &str)],
         batching: Batching,
         limits: Limits,
-        keys: &[String],
+        configure: impl FnOnce(ServeState) -> ServeState,
     ) -> Server {
         let mut resolver = Resolver::new(std::env::temp_dir().join("strix-it-cache"));
         resolver.search_path = vec![fx.join("models")];
@@ -65,7 +66,7 @@ impl Server {
                 ServedModel::new(route, reference, pipeline, batching, 5)
             })
             .collect();
-        let state = Arc::new(ServeState::new(served, limits).with_api_keys(keys));
+        let state = Arc::new(configure(ServeState::new(served, limits)));
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -404,7 +405,7 @@ fn concurrent_requests_are_batched_and_shutdown_drains() {
         slow: Duration::ZERO,
     };
     let mut server =
-        Server::start_on(Box::new(runtime), &fx, &[("fm", spec.to_str().unwrap())], batching, Limits::default(), &[]);
+        Server::start_on(Box::new(runtime), &fx, &[("fm", spec.to_str().unwrap())], batching, Limits::default(), |s| s);
     // Only the requests' inferences count, not any made while loading.
     log.lock().unwrap().clear();
     let images: Vec<std::path::PathBuf> =
@@ -506,4 +507,60 @@ fn concurrent_requests_are_batched_and_shutdown_drains() {
     let reply = in_flight.join().unwrap();
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "still listening after shutdown");
+}
+
+/// The box of the best detection of `class` in a Rekognition answer: (left, top, width, height)
+/// as shares of the image.
+fn best_box(answer: &Value, class: &str) -> [f64; 4] {
+    let label = answer["Labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["Name"] == class)
+        .unwrap_or_else(|| panic!("no {class}: {answer}"));
+    let b = &label["Instances"][0]["BoundingBox"];
+    ["Left", "Top", "Width", "Height"].map(|k| b[k].as_f64().unwrap())
+}
+
+fn share_iou(a: [f64; 4], b: [f64; 4]) -> f64 {
+    let (x1, y1) = (a[0].max(b[0]), a[1].max(b[1]));
+    let (x2, y2) = ((a[0] + a[2]).min(b[0] + b[2]), (a[1] + a[3]).min(b[1] + b[3]));
+    let inter = (x2 - x1).max(0.0) * (y2 - y1).max(0.0);
+    inter / (a[2] * a[3] + b[2] * b[3] - inter)
+}
+
+/// `--fast-decode`: JPEGs decode at a DCT-scaled size the model still only shrinks from; the
+/// answers stay those of a whole decode (same classes, boxes in the full picture's frame).
+#[test]
+fn fast_decode_answers_as_a_whole_decode_does() {
+    let fx = fixtures_or_skip!();
+    let models = [("cls", "efficientnet_lite0"), ("det", "nanodet_m_416")];
+    let start = |fast: bool| {
+        let runtime = strix_runtime::open(Backend::Tract, &crate::support::runtime_options()).unwrap();
+        Server::start_on(runtime, &fx, &models, Batching::default(), Limits::default(), move |s| {
+            s.with_fast_decode(fast)
+        })
+    };
+    let (whole, fast) = (start(false), start(true));
+    // A camera-sized photo: messi5 enlarged four times (2192x1368), so NanoDet's 416 input
+    // takes a half-size decode and EfficientNet's 256 a quarter-size one.
+    let small = image::open(fx.join("images/messi5.jpg")).unwrap().into_rgb8();
+    let big = image::imageops::resize(&small, 2192, 1368, image::imageops::FilterType::Triangle);
+    let big = strix_vision::encode_jpeg(&big, 92.0).unwrap();
+    let mut photos: Vec<(String, Vec<u8>)> = ["apple.jpg", "baboon.jpg", "orange.jpg", "squirrel_cls.jpg"]
+        .iter()
+        .map(|n| (n.to_string(), std::fs::read(fx.join("images").join(n)).unwrap()))
+        .collect();
+    photos.push(("messi5 x4".into(), big.clone()));
+    for (name, bytes) in &photos {
+        let a = whole.post_image("/v1/models/cls/predict", "image/jpeg", bytes).json();
+        let b = fast.post_image("/v1/models/cls/predict", "image/jpeg", bytes).json();
+        assert_eq!(a["Labels"][0]["Name"], b["Labels"][0]["Name"], "{name}: {a} vs {b}");
+        let (pa, pb) = (a["Labels"][0]["Confidence"].as_f64().unwrap(), b["Labels"][0]["Confidence"].as_f64().unwrap());
+        assert!((pa - pb).abs() < 15.0, "{name}: {pa} vs {pb}");
+    }
+    let a = whole.post_image("/v1/models/det/predict", "image/jpeg", &big).json();
+    let b = fast.post_image("/v1/models/det/predict", "image/jpeg", &big).json();
+    let iou = share_iou(best_box(&a, "person"), best_box(&b, "person"));
+    assert!(iou > 0.9, "person box IoU {iou}: {a} vs {b}");
 }

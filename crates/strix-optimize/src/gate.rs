@@ -19,7 +19,7 @@ pub const NEAR_TIE: f32 = 0.02;
 const NAMED: usize = 20;
 
 /// What the gate measured.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GateReport {
     pub task: String,
     /// What `agreement` counts, in words.
@@ -39,7 +39,7 @@ pub struct GateReport {
 }
 
 /// One held-out image on which the two models differ.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Disagreement {
     pub image: String,
     pub float: String,

@@ -307,6 +307,35 @@ impl Pipeline {
         Ok(preprocessor.into_tensor(data, batch.len()))
     }
 
+    /// How small an image of `width` x `height` may be decoded for this model
+    /// ([`strix_vision::decode_bytes_reduced`]); 1.0 (whole) for cascades, which look at
+    /// image regions at their own scales.
+    pub fn min_source_scale(&self, width: u32, height: u32) -> f64 {
+        match &self.engine {
+            Engine::Single { preprocessor, .. } => preprocessor.min_source_scale(width, height),
+            Engine::Cascade(_) => 1.0,
+        }
+    }
+
+    /// A reduced decode as this model takes it into a batch: preprocessed with its geometry
+    /// mapped back to the full image, so answers are in the full image's pixels.
+    pub fn input_reduced(&self, reduced: strix_vision::Reduced) -> Input {
+        let strix_vision::Reduced { image, full_width, full_height } = reduced;
+        match self.prepare(&image) {
+            Some(mut prepared) => {
+                let g = &mut prepared.geometry;
+                let kx = f64::from(full_width) / f64::from(image.width().max(1));
+                let ky = f64::from(full_height) / f64::from(image.height().max(1));
+                g.scale = [(f64::from(g.scale[0]) * kx) as f32, (f64::from(g.scale[1]) * ky) as f32];
+                g.offset = [(f64::from(g.offset[0]) * kx) as f32, (f64::from(g.offset[1]) * ky) as f32];
+                g.source_width = full_width;
+                g.source_height = full_height;
+                Input::Prepared(prepared)
+            }
+            None => Input::Image(std::sync::Arc::new(image)),
+        }
+    }
+
     /// `img` as this model takes it into a batch: preprocessed, or whole for a cascade.
     pub fn input(&self, img: &std::sync::Arc<RgbImage>) -> Input {
         match self.prepare(img) {

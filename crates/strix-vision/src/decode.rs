@@ -64,6 +64,31 @@ pub fn read_file(path: &Path, limits: &DecodeLimits) -> Result<Vec<u8>, VisionEr
 
 /// Decode an encoded image (JPEG, PNG, WebP, GIF, BMP, TIFF) held in memory.
 pub fn decode_bytes(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, VisionError> {
+    Ok(decode_bytes_reduced(bytes, limits, &|_, _| 1.0)?.image)
+}
+
+/// An image decoded at a reduced size: `image` stands for a `full_width` x `full_height`
+/// picture (the same when nothing was reduced).
+#[derive(Clone, Debug)]
+pub struct Reduced {
+    pub image: RgbImage,
+    pub full_width: u32,
+    pub full_height: u32,
+}
+
+/// DCT scales libjpeg-turbo has fast paths for, as eighths (1/8, 1/4, 1/2).
+const DCT_EIGHTHS: [u8; 3] = [1, 2, 4];
+
+/// Decode like [`decode_bytes`], but let a JPEG decode at 1/2, 1/4 or 1/8 of its size through
+/// libjpeg-turbo's DCT scaling (most of the decoding work is skipped) when that still leaves
+/// at least `min_scale(width, height)` of the full size on both axes. Other formats, and JPEGs
+/// no reduction fits, decode whole. The pixels differ from decoding whole and resizing: the
+/// DCT scaling is its own (box-like) filter.
+pub fn decode_bytes_reduced(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    min_scale: &dyn Fn(u32, u32) -> f64,
+) -> Result<Reduced, VisionError> {
     if bytes.is_empty() {
         return Err(VisionError::Empty);
     }
@@ -72,7 +97,7 @@ pub fn decode_bytes(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, Vis
     }
     let format = image::guess_format(bytes).map_err(|_| VisionError::UnknownFormat { head: printable_head(bytes) })?;
     if format == ImageFormat::Jpeg {
-        return decode_jpeg(bytes, limits);
+        return decode_jpeg(bytes, limits, min_scale);
     }
     // Two passes over the header: the first only learns the size, so an image declaring
     // 30000x30000 is refused before the decoder is even asked to allocate.
@@ -92,14 +117,31 @@ pub fn decode_bytes(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, Vis
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
     img.apply_orientation(orientation);
-    Ok(img.into_rgb8())
+    let image = img.into_rgb8();
+    Ok(Reduced { full_width: image.width(), full_height: image.height(), image })
+}
+
+/// The largest of [`DCT_EIGHTHS`] below 8/8 that keeps `min_scale` of a `width` x `height`
+/// image (libjpeg rounds scaled sizes up), or 8 (decode whole).
+fn dct_eighths(width: usize, height: usize, min_scale: f64) -> u8 {
+    DCT_EIGHTHS
+        .into_iter()
+        .find(|&n| {
+            let scaled = |d: usize| (d * n as usize).div_ceil(8) as f64 / d as f64;
+            scaled(width) >= min_scale && scaled(height) >= min_scale
+        })
+        .unwrap_or(8)
 }
 
 /// JPEG goes through libjpeg-turbo (as packaged by `mozjpeg`): the decoder Pillow, OpenCV and
 /// TensorFlow use, so pixels equal what a model was trained and checked on in Python, bit for
 /// bit. (zune-jpeg, inside `image`, differs by up to 5 levels per channel, enough to move class
 /// probabilities by 0.02.)
-fn decode_jpeg(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, VisionError> {
+fn decode_jpeg(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    min_scale: &dyn Fn(u32, u32) -> f64,
+) -> Result<Reduced, VisionError> {
     let corrupt = |detail: String| VisionError::Corrupt { format: "JPEG", detail };
     // libjpeg only warns about a file cut short and fills the rest with grey; Pillow refuses it.
     if !ends_after_scan(bytes) {
@@ -107,7 +149,7 @@ fn decode_jpeg(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, VisionEr
     }
     // libjpeg reports fatal errors by unwinding (the mozjpeg crate's documented contract).
     let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| -> Result<JpegOutcome, VisionError> {
-        let decoder = mozjpeg::Decompress::with_markers(&[mozjpeg::Marker::APP(1)])
+        let mut decoder = mozjpeg::Decompress::with_markers(&[mozjpeg::Marker::APP(1)])
             .from_mem(bytes)
             .map_err(|e| corrupt(e.to_string()))?;
         let (width, height) = decoder.size();
@@ -121,19 +163,26 @@ fn decode_jpeg(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, VisionEr
             // libjpeg does not convert CMYK to RGB; the `image` crate does.
             return Ok(JpegOutcome::Cmyk(orientation));
         }
+        // Orientation may swap the axes; the reduction is the same on both, so it does not matter.
+        let eighths = dct_eighths(width, height, min_scale(width as u32, height as u32));
+        if eighths != 8 {
+            decoder.scale(eighths);
+        }
         let mut started = decoder.rgb().map_err(|e| corrupt(e.to_string()))?;
+        let (out_w, out_h) = (started.width(), started.height());
         let pixels: Vec<u8> = started.read_scanlines().map_err(|e| corrupt(e.to_string()))?;
         started.finish().map_err(|e| corrupt(e.to_string()))?;
-        let rgb = RgbImage::from_raw(width as u32, height as u32, pixels)
+        let rgb = RgbImage::from_raw(out_w as u32, out_h as u32, pixels)
             .ok_or_else(|| corrupt("decoder returned fewer pixels than the header declares".into()))?;
-        Ok(JpegOutcome::Rgb(rgb, orientation))
+        Ok(JpegOutcome::Rgb(rgb, orientation, (width as u32, height as u32)))
     }));
-    let (rgb, orientation) = match decoded {
-        Ok(Ok(JpegOutcome::Rgb(rgb, orientation))) => (rgb, orientation),
+    let (rgb, orientation, (full_width, full_height)) = match decoded {
+        Ok(Ok(JpegOutcome::Rgb(rgb, orientation, full))) => (rgb, orientation, full),
         Ok(Ok(JpegOutcome::Cmyk(orientation))) => {
             let img =
                 image::load_from_memory_with_format(bytes, ImageFormat::Jpeg).map_err(|e| corrupt(e.to_string()))?;
-            (img.into_rgb8(), orientation)
+            let full = (img.width(), img.height());
+            (img.into_rgb8(), orientation, full)
         }
         Ok(Err(e)) => return Err(e),
         Err(panic) => {
@@ -145,16 +194,24 @@ fn decode_jpeg(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, VisionEr
             return Err(corrupt(detail));
         }
     };
-    if orientation == Orientation::NoTransforms {
-        return Ok(rgb);
-    }
-    let mut img = DynamicImage::ImageRgb8(rgb);
-    img.apply_orientation(orientation);
-    Ok(img.into_rgb8())
+    let swaps = matches!(
+        orientation,
+        Orientation::Rotate90 | Orientation::Rotate270 | Orientation::Rotate90FlipH | Orientation::Rotate270FlipH
+    );
+    let (full_width, full_height) = if swaps { (full_height, full_width) } else { (full_width, full_height) };
+    let image = if orientation == Orientation::NoTransforms {
+        rgb
+    } else {
+        let mut img = DynamicImage::ImageRgb8(rgb);
+        img.apply_orientation(orientation);
+        img.into_rgb8()
+    };
+    Ok(Reduced { image, full_width, full_height })
 }
 
 enum JpegOutcome {
-    Rgb(RgbImage, Orientation),
+    /// The pixels, the orientation to apply and the full (unreduced) size.
+    Rgb(RgbImage, Orientation, (u32, u32)),
     Cmyk(Orientation),
 }
 
@@ -223,6 +280,32 @@ mod tests {
         let mut out = Vec::new();
         img.write_to(&mut Cursor::new(&mut out), ImageFormat::Png).unwrap();
         out
+    }
+
+    #[test]
+    fn a_reduced_decode_takes_the_largest_dct_scale_that_keeps_what_is_needed() {
+        let img = RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 4) as u8, (y * 5) as u8, 100]));
+        let bytes = jpeg(&img);
+        let limits = DecodeLimits::default();
+        for (need, size) in [(0.1, (8, 6)), (0.125, (8, 6)), (0.2, (16, 12)), (0.3, (32, 24)), (0.6, (64, 48))] {
+            let r = decode_bytes_reduced(&bytes, &limits, &|w, h| {
+                assert_eq!((w, h), (64, 48), "the need is asked for the full size");
+                need
+            })
+            .unwrap();
+            assert_eq!((r.image.width(), r.image.height()), size, "need {need}");
+            assert_eq!((r.full_width, r.full_height), (64, 48));
+        }
+        // A half-size decode is close to the picture: DCT scaling averages 2x2 blocks.
+        let half = decode_bytes_reduced(&bytes, &limits, &|_, _| 0.5).unwrap().image;
+        let (a, b) = (half.get_pixel(10, 10)[0] as i32, img.get_pixel(21, 21)[0] as i32);
+        assert!((a - b).abs() <= 6, "{a} vs {b}");
+        // Odd sizes round up, as libjpeg does: 1/8 of 9 pixels is 2.
+        assert_eq!(dct_eighths(9, 9, 0.2), 1);
+        assert_eq!(dct_eighths(9, 9, 0.23), 2);
+        // Other formats decode whole.
+        let r = decode_bytes_reduced(&png(&DynamicImage::ImageRgb8(img)), &limits, &|_, _| 0.1).unwrap();
+        assert_eq!((r.image.width(), r.full_width), (64, 64));
     }
 
     fn jpeg(img: &RgbImage) -> Vec<u8> {

@@ -36,7 +36,9 @@ mod resize;
 pub mod segment;
 
 pub use classify::{Class, Classifier};
-pub use decode::{DecodeLimits, IMAGE_EXTENSIONS, decode_bytes, decode_file, is_image_path, read_file};
+pub use decode::{
+    DecodeLimits, IMAGE_EXTENSIONS, Reduced, decode_bytes, decode_bytes_reduced, decode_file, is_image_path, read_file,
+};
 pub use encode::encode_jpeg;
 pub use error::VisionError;
 pub use heads::{Cascade, ClassifyHead, Decode};

@@ -284,6 +284,21 @@ impl Preprocessor {
         }
     }
 
+    /// The smallest share of a `width` x `height` image's size that [`Self::run`] can take
+    /// without enlarging it anywhere: a smaller version of the image (decoded with DCT scaling)
+    /// down to this share still only shrinks on its way into the model.
+    pub fn min_source_scale(&self, width: u32, height: u32) -> f64 {
+        let (iw, ih) = (f64::from(self.input.width), f64::from(self.input.height));
+        let (sw, sh) = (f64::from(width.max(1)), f64::from(height.max(1)));
+        let needed = match self.resize {
+            Resize::Stretch {} => (iw / sw).max(ih / sh),
+            Resize::ShorterSideCrop { shorter_side } => f64::from(shorter_side) / sw.min(sh),
+            Resize::PadSquare {} => iw.max(ih) / sw.max(sh),
+            Resize::Letterbox { .. } => (iw / sw).min(ih / sh),
+        };
+        needed.min(1.0)
+    }
+
     /// Wrap `batch` samples written by [`Self::run`] into the model's input tensor, rounding
     /// to integers (half to even) for integer inputs.
     pub fn into_tensor(&self, data: Vec<f32>, batch: usize) -> Tensor {

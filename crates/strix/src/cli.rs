@@ -146,7 +146,7 @@ pub struct ServeArgs {
     /// spec file; ROUTE=MODEL names its route (/v1/models/ROUTE/predict)
     #[arg(long = "model", value_name = "MODEL")]
     pub models: Vec<String>,
-    /// Settings file (TOML): host, port, [[models]], [batching], [limits]; flags override it
+    /// Settings file (TOML): host, port, fast_decode, [[models]], [batching], [limits]; flags override it
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1]
@@ -177,6 +177,11 @@ pub struct ServeArgs {
     /// Largest image in pixels, checked from its header [default: 100000000]
     #[arg(long)]
     pub max_pixels: Option<u64>,
+    /// Decode JPEGs at 1/2, 1/4 or 1/8 of their size when the model's input is that much
+    /// smaller (libjpeg-turbo's DCT scaling): less decoding per request, slightly different
+    /// pixels (see the README for the measured effect on answers)
+    #[arg(long)]
+    pub fast_decode: bool,
     /// Classes per classification answer
     #[arg(long, default_value_t = 5)]
     pub top_k: usize,

@@ -359,6 +359,15 @@ fn print_record(r: &VersionRecord) {
     if let Some(m) = &r.lineage.metrics {
         let acc = |part: &str| m.get(part).and_then(|p| p.get("accuracy")).and_then(Value::as_f64);
         let mut parts = Vec::new();
+        // A quantised version's figures against its float parent.
+        if let (Some(a), Some(x)) =
+            (m.get("agreement").and_then(Value::as_f64), m.get("speedup").and_then(Value::as_f64))
+        {
+            parts.push(format!(
+                "agrees with its float parent on {:.1}% of held-out images, {x:.2}x its speed",
+                a * 100.0
+            ));
+        }
         if let Some(a) = acc("val") {
             parts.push(format!("val accuracy {a:.4}"));
         }
@@ -368,17 +377,34 @@ fn print_record(r: &VersionRecord) {
         field("metrics", &parts.join(", "));
     }
     if let Some(d) = &r.lineage.dataset {
-        let get = |k: &str| d.get(k).map(|v| v.to_string().trim_matches('"').to_string()).unwrap_or_default();
-        field("dataset", &format!("sha256 {} ({} files)", get("sha256"), get("files")));
+        let get =
+            |d: &Value, k: &str| d.get(k).map(|v| v.to_string().trim_matches('"').to_string()).unwrap_or_default();
+        match (d.get("calibration"), d.get("held_out")) {
+            (Some(c), Some(h)) => field(
+                "images",
+                &format!(
+                    "calibration {} (sha256 {}), held out {} (sha256 {})",
+                    get(c, "images"),
+                    get(c, "sha256"),
+                    get(h, "images"),
+                    get(h, "sha256")
+                ),
+            ),
+            _ => field("dataset", &format!("sha256 {} ({} files)", get(d, "sha256"), get(d, "files"))),
+        }
     }
     if let Some(p) = &r.lineage.parent {
-        let get = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
-        field("parent", &format!("{} (sha256 {})", get("path"), get("sha256")));
+        let get = |k: &str| p.get(k).and_then(Value::as_str);
+        let what = get("model").or(get("path")).unwrap_or("?");
+        field("parent", &format!("{what} (sha256 {})", get("sha256").unwrap_or("?")));
     }
     if let Some(g) = &r.lineage.gate {
-        match serde_json::from_value::<strix_export::gate::GateReport>(g.clone()) {
-            Ok(report) => field("gate", &format!("passed: {report}")),
-            Err(_) => field("gate", &g.to_string()),
+        if let Ok(report) = serde_json::from_value::<strix_export::gate::GateReport>(g.clone()) {
+            field("gate", &format!("passed: {report}"));
+        } else if let Ok(report) = serde_json::from_value::<strix_optimize::GateReport>(g.clone()) {
+            field("gate", &format!("passed: {}", report.summary()));
+        } else {
+            field("gate", &g.to_string());
         }
     }
     for a in &r.artifacts {

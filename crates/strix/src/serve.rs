@@ -17,6 +17,7 @@ fn config(args: &ServeArgs) -> Result<ServeConfig> {
     set(&mut flags, "host", args.host.as_ref())?;
     set(&mut flags, "port", args.port)?;
     set(&mut flags, "api_key_file", args.api_key_file.as_ref())?;
+    set(&mut flags, "fast_decode", args.fast_decode.then_some(true))?;
     let mut batching = toml::Table::new();
     set(&mut batching, "max_batch", args.max_batch)?;
     set(&mut batching, "max_delay_ms", args.max_delay_ms)?;
@@ -66,7 +67,7 @@ pub fn run(global: &Global, args: &ServeArgs) -> Result<ExitCode> {
     let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
     let served: Vec<(strix_core::Task, String)> =
         models.iter().map(|m| (m.pipeline().task(), m.name.clone())).collect();
-    let mut state = ServeState::new(models, cfg.limits).with_api_keys(&keys);
+    let mut state = ServeState::new(models, cfg.limits).with_api_keys(&keys).with_fast_decode(cfg.fast_decode);
     let mut capture = None;
     if let Some(project) = &args.capture {
         let (task, name) = served.first().cloned().context("no models")?;
