@@ -1,29 +1,36 @@
 #!/usr/bin/env python3
-"""HTTP inference under load: `strix serve` vs FastAPI + uvicorn + onnxruntime.
+"""HTTP inference under load: `strix serve` against its limits and against FastAPI + uvicorn +
+onnxruntime.
 
-Both servers classify with EfficientNet-Lite0 (the fixture weights, given a free batch
+Every server classifies with EfficientNet-Lite0 (the fixture weights, given a free batch
 dimension so Strix can batch): a POSTed JPEG is decoded, its shorter side resized to 256,
 centre-cropped to 224, normalised, classified; the top 5 come back as JSON.
 
+- Limit: onnxruntime alone, the same model on preprocessed inputs (no decoding, no HTTP), as
+  many workers as cores with one thread each (what `strix serve` runs), one image per run.
+- End-to-end limit: `strix predict --backend ort` over the same photos (decode, preprocess,
+  infer, top-5, every core), timed from outside.
+- Strix: `strix serve --backend ort` (release build), dynamic batching (max batch 8, 2 ms),
+  and the same with `--fast-decode`.
 - Python: FastAPI + uvicorn (one worker), Pillow + numpy + onnxruntime (default threads), the
   work in FastAPI's thread pool (what a plain `def` handler gets), as such services are usually
   written.
-- Strix: `strix serve --backend ort` (release build), dynamic batching (max batch 8, 2 ms).
 
-Phases, one server at a time on loopback: warm-up, then `--seconds` at `--concurrency` clients
-(keep-alive connections, the fixture photos in turn): requests/s, p50/p99 latency, errors, and
-Strix's batch-size histogram. Then Strix alone: cold start (process start to first answer) and an
-overload run (`--overload` clients against a queue of 8) counting 503s, sampling the server's RSS,
-and checking it answers afterwards.
+Load: `wrk` (C, Debian's package; it leaves the cores to the servers far more than a Python
+client would) with `--concurrency` keep-alive connections for `--seconds`, POSTing the fixture
+photos in turn: requests/s, p50/p99 latency, errors, Strix's batch sizes. Then Strix alone: cold
+start (process start to first answer) and an overload run (`--overload` Python clients against
+a queue of 8) counting 503s, sampling the server's RSS, and checking it answers afterwards.
 
-Usage: bench/serve.py [--seconds 20] [--concurrency 8] [--overload 64]   (after ./scripts/setup)
-Installs fastapi and uvicorn into the venv on first use.
+Usage: bench/serve.py [--seconds 20] [--concurrency 8] [--overload 64]   (after ./scripts/setup;
+apt-get install wrk). Installs fastapi and uvicorn into the venv on first use.
 """
 import argparse
 import glob
 import http.client
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -32,7 +39,7 @@ import tempfile
 import threading
 import time
 
-from strix_run import FIXTURES, ROOT, environment, strix_binary
+from strix_run import FIXTURES, ROOT, environment, strix_binary, timed
 
 PY_SERVER = r'''
 import io, sys
@@ -141,6 +148,85 @@ def load(port, path, bodies, seconds, concurrency, pid=None):
     return {"rps": statuses.get(200, 0) / took, "p50": q(0.50), "p99": q(0.99), "statuses": statuses, "rss": peak[0]}
 
 
+WRK_SCRIPT = r'''
+local bodies, i = {}, 0
+for path in io.lines(os.getenv("STRIX_BENCH_BODIES")) do
+  local f = assert(io.open(path, "rb"))
+  bodies[#bodies + 1] = f:read("*a")
+  f:close()
+end
+request = function()
+  i = i % #bodies + 1
+  return wrk.format("POST", nil, {["Content-Type"] = "image/jpeg"}, bodies[i])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("WRK %d %d %f %f %d %d\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), e.connect + e.read + e.write + e.timeout, e.status))
+end
+'''
+
+
+def wrk(port, path, files, seconds, connections, tmp):
+    """`wrk` POSTing `files` in turn: requests/s, p50 and p99 in ms, failed requests."""
+    script, listing = os.path.join(tmp, "post.lua"), os.path.join(tmp, "bodies.txt")
+    open(script, "w").write(WRK_SCRIPT)
+    open(listing, "w").write("\n".join(files) + "\n")
+    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s", "-s", script,
+           f"http://127.0.0.1:{port}{path}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, STRIX_BENCH_BODIES=listing))
+    line = next((l for l in out.stdout.splitlines() if l.startswith("WRK ")), None)
+    if line is None:
+        sys.exit(f"wrk gave no summary:\n{out.stdout}\n{out.stderr}")
+    n, micros, p50, p99, failed, non2xx = line.split()[1:]
+    return {"rps": int(n) / (int(micros) / 1e6), "p50": float(p50) / 1000, "p99": float(p99) / 1000,
+            "statuses": {"failed": int(failed) + int(non2xx)}, "rss": 0.0}
+
+
+def onnxruntime_alone(onnx_path, files, seconds):
+    """Inferences/s of the bare model: one session per core, one thread each, batch 1, on
+    preprocessed inputs (the work `strix serve` hands the engine, without decoding or HTTP)."""
+    import onnxruntime as ort
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from strix_run import efficientnet_input
+
+    inputs = [efficientnet_input(f) for f in files]
+    workers = os.cpu_count()
+    counts = [0] * workers
+    stop = [False]
+
+    def worker(k):
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        so.inter_op_num_threads = 1
+        session = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
+        session.run(None, {"input": inputs[0]})
+        while not stop[0]:
+            session.run(None, {"input": inputs[counts[k] % len(inputs)]})
+            counts[k] += 1
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(workers)]
+    for t in threads:
+        t.start()
+    time.sleep(2)  # sessions built and warm
+    start_counts, start = sum(counts), time.perf_counter()
+    time.sleep(seconds)
+    done, took = sum(counts) - start_counts, time.perf_counter() - start
+    stop[0] = True
+    for t in threads:
+        t.join()
+    return done / took, workers
+
+
+def predict_limit(spec_path, files, env, repeat=40):
+    """Images/s of `strix predict --backend ort` over the photos `repeat` times (every core),
+    timed from outside, model load included."""
+    took, _ = timed([strix_binary(), "predict", "--quiet", "--json", "--backend", "ort", "--model", spec_path,
+                     *(files * repeat)], env)
+    return len(files) * repeat / took
+
+
 def dynamic_batch_model(tmp):
     """The fixture EfficientNet-Lite0 with a symbolic batch dimension, and its spec."""
     import onnx
@@ -182,6 +268,8 @@ def main():
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--overload", type=int, default=64, help="clients in the overload run (queue of 8)")
+    ap.add_argument("--photo-scale", type=int, default=1,
+                    help="enlarge the photos this many times (bilinear, JPEG quality 92) to camera sizes (default 1)")
     args = ap.parse_args()
     env = environment()
     py = sys.executable
@@ -189,44 +277,70 @@ def main():
         import fastapi, uvicorn  # noqa: F401
     except ImportError:
         subprocess.run([py, "-m", "pip", "install", "-q", "fastapi", "uvicorn"], check=True)
-    bodies = [open(p, "rb").read() for p in sorted(glob.glob(os.path.join(FIXTURES, "images/*.jpg")))]
+    files = sorted(glob.glob(os.path.join(FIXTURES, "images/*.jpg")))
     strix = strix_binary()
+    if not shutil.which("wrk"):
+        sys.exit("wrk not found: apt-get install wrk (a C load generator, so the client does not take the cores)")
     with tempfile.TemporaryDirectory() as tmp:
+        if args.photo_scale > 1:
+            from PIL import Image
+
+            big = []
+            for f in files:
+                im = Image.open(f).convert("RGB")
+                im = im.resize((im.width * args.photo_scale, im.height * args.photo_scale), Image.BILINEAR)
+                big.append(os.path.join(tmp, os.path.basename(f)))
+                im.save(big[-1], quality=92)
+            files = big
+        bodies = [open(p, "rb").read() for p in files]
         onnx_path, spec_path, labels = dynamic_batch_model(tmp)
 
         def strix_server(port, *extra):
             cmd = [strix, "serve", "--quiet", "--backend", "ort", "--model", f"effnet={spec_path}", "--port", str(port)]
             return subprocess.Popen(cmd + ["--max-batch", "8", "--max-delay-ms", "2", *extra], env=env)
 
-        port = free_port()
-        server = strix_server(port)
-        cold = wait_ready(port, "/v1/models/effnet/predict", bodies[0], server)
-        load(port, "/v1/models/effnet/predict", bodies, 2, args.concurrency)
-        ours = load(port, "/v1/models/effnet/predict", bodies, args.seconds, args.concurrency, server.pid)
-        conn = http.client.HTTPConnection("127.0.0.1", port)
-        conn.request("GET", "/v1/models")
-        batches = json.loads(conn.getresponse().read())["models"][0]["batches"]
-        server.terminate()
-        server.wait()
+        def strix_run(*extra):
+            port = free_port()
+            server = strix_server(port, *extra)
+            cold = wait_ready(port, "/v1/models/effnet/predict", bodies[0], server)
+            wrk(port, "/v1/models/effnet/predict", files, 2, args.concurrency, tmp)
+            result = wrk(port, "/v1/models/effnet/predict", files, args.seconds, args.concurrency, tmp)
+            conn = http.client.HTTPConnection("127.0.0.1", port)
+            conn.request("GET", "/v1/models")
+            result["batches"] = json.loads(conn.getresponse().read())["models"][0]["batches"]
+            result["cold"] = cold
+            server.terminate()
+            server.wait()
+            return result
+
+        limit, workers = onnxruntime_alone(onnx_path, files, args.seconds)
+        e2e = predict_limit(spec_path, files, env)
+        ours = strix_run()
+        fast = strix_run("--fast-decode")
 
         port = free_port()
         script = os.path.join(tmp, "pyserver.py")
         open(script, "w").write(PY_SERVER)
         pyserver = subprocess.Popen([py, script, onnx_path, labels, str(port), os.path.dirname(os.path.abspath(__file__))])
         wait_ready(port, "/predict", bodies[0], pyserver)
-        load(port, "/predict", bodies, 2, args.concurrency)
-        theirs = load(port, "/predict", bodies, args.seconds, args.concurrency, pyserver.pid)
+        wrk(port, "/predict", files, 2, args.concurrency, tmp)
+        theirs = wrk(port, "/predict", files, args.seconds, args.concurrency, tmp)
         pyserver.terminate()
         pyserver.wait()
 
-        print(f"EfficientNet-Lite0 over HTTP, {args.concurrency} clients x {args.seconds:.0f} s, loopback, {os.cpu_count()} cores")
+        print(f"EfficientNet-Lite0 over HTTP, wrk {args.concurrency} connections x {args.seconds:.0f} s, loopback, "
+              f"{os.cpu_count()} cores, {len(files)} photos in turn (x{args.photo_scale} size)")
+        print(f"  limit: onnxruntime alone ({workers} workers x 1 thread, preprocessed, batch 1): {limit:.1f} inferences/s")
+        print(f"  end-to-end limit: strix predict --backend ort (decode + preprocess + infer): {e2e:.1f} images/s")
         report("python (FastAPI+uvicorn+onnxruntime)", theirs)
         report("strix serve --backend ort", ours)
-        print(f"  ratio: {ours['rps'] / theirs['rps']:.2f}x requests/s; p99 {ours['p99']:.1f} vs {theirs['p99']:.1f} ms")
-        sizes = ", ".join("%d: %d" % (b["size"], b["count"]) for b in batches)
+        report("strix serve --fast-decode", fast)
+        for name, r in [("strix serve", ours), ("strix serve --fast-decode", fast)]:
+            print(f"  {name}: {100 * r['rps'] / e2e:.0f}% of the end-to-end limit, {100 * r['rps'] / limit:.0f}% of "
+                  f"onnxruntime alone, {r['rps'] / theirs['rps']:.2f}x python; p99 {r['p99']:.1f} vs {theirs['p99']:.1f} ms")
+        sizes = ", ".join("%d: %d" % (b["size"], b["count"]) for b in ours["batches"])
         print(f"  strix batch sizes (size: batches): {sizes}")
-        print(f"  strix cold start (process start to first answer): {cold:.2f} s")
-        print(f"  RSS under load: strix {ours['rss']:.0f} MiB, python {theirs['rss']:.0f} MiB")
+        print(f"  strix cold start (process start to first answer): {ours['cold']:.2f} s")
 
         port = free_port()
         server = strix_server(port, "--queue", "8")

@@ -12,6 +12,7 @@
 mod answer;
 pub mod digest;
 mod error;
+pub mod fs;
 mod model;
 mod progress;
 mod redact;

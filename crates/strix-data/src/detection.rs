@@ -336,12 +336,7 @@ pub fn sanitize(mut set: DetectionSet) -> DetectionSet {
 
 /// Write a file whole or not at all (written aside, then renamed).
 fn write_whole(path: &Path, text: &str) -> Result<(), DataError> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(DataError::io(dir))?;
-    }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, text).map_err(DataError::io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(DataError::io(path))
+    strix_core::fs::write_atomic(path, text.as_bytes()).map_err(DataError::io(path))
 }
 
 /// `set` as a COCO instances JSON at `json`: categories 1..=n in class order, images numbered

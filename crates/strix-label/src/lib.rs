@@ -40,12 +40,5 @@ pub use suggest::{PipelineSuggester, Suggester, suggest_all};
 
 /// Write a file whole or not at all (written aside, synced, then renamed over).
 pub(crate) fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), LabelError> {
-    use std::io::Write;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(LabelError::io(dir))?;
-    }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).map_err(LabelError::io(&tmp))?;
-    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(LabelError::io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(LabelError::io(path))
+    strix_core::fs::write_atomic(path, bytes).map_err(LabelError::io(path))
 }

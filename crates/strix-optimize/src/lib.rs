@@ -198,10 +198,7 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// Write through a temporary file in the same folder, so `path` is the whole model or absent.
+/// `path` is the whole model or absent.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OptimizeError> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.partial", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
-    std::fs::write(&tmp, bytes).map_err(OptimizeError::io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(OptimizeError::io(path))
+    strix_core::fs::write_atomic(path, bytes).map_err(OptimizeError::io(path))
 }

@@ -1,7 +1,6 @@
 //! Files of a run folder written so that a kill at any moment leaves the last good copy: each
 //! goes to a temporary name in the same folder, is synced, then renamed over the old one.
 
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -11,11 +10,7 @@ use crate::metrics::EpochMetrics;
 
 /// Write `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
-    let mut f = std::fs::File::create(&tmp).map_err(TrainError::io(&tmp))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(TrainError::io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(TrainError::io(path))
+    strix_core::fs::write_atomic(path, bytes).map_err(TrainError::io(path))
 }
 
 /// Where training stands: enough, with the model and optimizer, to continue exactly.
