@@ -44,6 +44,19 @@ fn optimize(fx: &Path, tmp: &Path, home: &Path, model: &str, args: &[&str]) -> C
     cmd
 }
 
+/// `model` quantised on `sets` (calibration, held out) as `name`, on the fastest engine here;
+/// the new version's record.
+fn optimized(fx: &Path, tmp: &Path, home: &Path, model: &str, name: &str, sets: (&Path, &Path)) -> Value {
+    let backend = backends().last().unwrap().as_str();
+    ok_json(
+        optimize(fx, tmp, home, model, &["--name", name, "--json", "--backend", backend])
+            .arg("--calibration")
+            .arg(sets.0)
+            .arg("--holdout")
+            .arg(sets.1),
+    )
+}
+
 /// The ONNX operators of a model file, by `strix models inspect --json`.
 fn operators(fx: &Path, tmp: &Path, onnx: &Path) -> Value {
     let info = ok_json(strix(fx, tmp).args(["models", "inspect", "--json"]).arg(onnx));
@@ -56,20 +69,7 @@ fn efficientnet_int8_passes_its_gate_registers_with_lineage_and_runs_on_every_en
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("home");
     let (cal, held) = image_sets(&fx, tmp.path());
-    let backend = backends().last().unwrap().as_str();
-    let record = ok_json(
-        optimize(
-            &fx,
-            tmp.path(),
-            &home,
-            "efficientnet_lite0",
-            &["--name", "trash-int8", "--json", "--backend", backend],
-        )
-        .arg("--calibration")
-        .arg(&cal)
-        .arg("--holdout")
-        .arg(&held),
-    );
+    let record = optimized(&fx, tmp.path(), &home, "efficientnet_lite0", "trash-int8", (&cal, &held));
     assert_eq!(record["version"], 1, "{record}");
     let lineage = &record["lineage"];
     assert_eq!(lineage["parent"]["model"], "efficientnet_lite0", "{lineage}");
@@ -144,14 +144,7 @@ fn nanodet_int8_finds_the_float_models_boxes_and_detects_on_every_engine() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("home");
     let (cal, held) = image_sets(&fx, tmp.path());
-    let backend = backends().last().unwrap().as_str();
-    let record = ok_json(
-        optimize(&fx, tmp.path(), &home, "nanodet_m_416", &["--name", "street-int8", "--json", "--backend", backend])
-            .arg("--calibration")
-            .arg(&cal)
-            .arg("--holdout")
-            .arg(&held),
-    );
+    let record = optimized(&fx, tmp.path(), &home, "nanodet_m_416", "street-int8", (&cal, &held));
     let gate = &record["lineage"]["gate"];
     assert_eq!(gate["task"], "detect", "{gate}");
     assert!(gate["measure"].as_str().unwrap().starts_with("box agreement"), "{gate}");
