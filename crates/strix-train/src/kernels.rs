@@ -5,7 +5,11 @@
 //! Why these: a profile of a detector epoch (EfficientNet-Lite0 + NanoDet head) had burn's
 //! depthwise-convolution backward (a `conv_transpose` for the input and, for the weights, one
 //! convolution, slice and slice-assign per channel) and ReLU6's backward (two mask fills over
-//! the gradient) among the top costs. Here each is one pass over the data, planes in parallel.
+//! the gradient) among the top costs; a small-CNN epoch spent a fifth of its time in burn-flex's
+//! generic 3-D max pool. Here each is one pass over the data, planes in parallel.
+
+mod pool;
+pub use pool::Window;
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -27,6 +31,8 @@ pub trait TrainKernels: Backend {
     fn depthwise_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, options: ConvOptions<2>) -> FloatTensor<Self>;
     /// `min(max(x, 0), 6)`.
     fn relu6(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Max pooling over each plane of an NCHW tensor.
+    fn max_pool2d(x: FloatTensor<Self>, window: Window) -> FloatTensor<Self>;
     /// Batch norm with batch statistics (NCHW, per channel over batch and space): the output,
     /// the batch mean and the biased variance.
     fn batch_norm_train(
@@ -44,6 +50,10 @@ impl TrainKernels for Flex {
 
     fn relu6(x: FlexTensor) -> FlexTensor {
         Flex::float_clamp(x, 0.0.into(), 6.0.into())
+    }
+
+    fn max_pool2d(x: FlexTensor, window: Window) -> FlexTensor {
+        max_pool_forward(&x, window, false).0
     }
 
     fn batch_norm_train(
@@ -114,6 +124,26 @@ impl Backward<Flex, 1> for Relu6Backward {
     }
 }
 
+#[derive(Debug)]
+struct MaxPoolBackward;
+
+impl Backward<Flex, 1> for MaxPoolBackward {
+    /// The argmax offsets and the input's shape.
+    type State = (std::sync::Arc<Vec<u32>>, Vec<usize>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let (indices, shape) = ops.state;
+        if let Some(node) = node {
+            let (h, w) = (shape[2], shape[3]);
+            let out_plane = grad.layout().shape()[2..].iter().product();
+            let dx = pool::backward(&values(&grad), &indices, out_plane, h, w);
+            grads.register::<Flex>(node.id, tensor(dx, shape));
+        }
+    }
+}
+
 impl<C: CheckpointStrategy> TrainKernels for Autodiff<Flex, C> {
     fn depthwise_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, options: ConvOptions<2>) -> FloatTensor<Self> {
         let ((x, x_node), (w, w_node)) = (x.into_parts(), weight.into_parts());
@@ -150,6 +180,26 @@ impl<C: CheckpointStrategy> TrainKernels for Autodiff<Flex, C> {
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }
+
+    fn max_pool2d(x: FloatTensor<Self>, window: Window) -> FloatTensor<Self> {
+        let (x, node) = x.into_parts();
+        match MaxPoolBackward.prepare::<C>([node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (y, indices) = max_pool_forward(&x, window, true);
+                prep.finish((std::sync::Arc::new(indices), x.layout().shape().to_vec()), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(max_pool_forward(&x, window, false).0),
+        }
+    }
+}
+
+/// Max pooling of an NCHW tensor: the output and, when asked, the argmax offsets.
+fn max_pool_forward(x: &FlexTensor, window: Window, keep_indices: bool) -> (FlexTensor, Vec<u32>) {
+    let s = x.layout().shape().to_vec();
+    let (h, w) = (s[2], s[3]);
+    let (out, indices) = pool::forward(&values(x), h, w, window, keep_indices);
+    let (oh, ow) = (window.output(h).unwrap_or(0), window.output(w).unwrap_or(0));
+    (tensor(out, vec![s[0], s[1], oh, ow]), indices)
 }
 
 /// The tensor's values, contiguous.
@@ -381,6 +431,29 @@ pub fn batch_norm(bn: &burn::nn::BatchNorm, x: Tensor<4>) -> Tensor<4> {
     Tensor::from_dispatch(out)
 }
 
+/// Max pooling (square window, symmetric padding, no dilation, floor output size) as burn's
+/// `max_pool2d`.
+///
+/// # Shapes
+/// `[n, c, h, w]` -> `[n, c, (h + 2 pad - kernel) / stride + 1, ...]`
+pub fn max_pool2d(x: Tensor<4>, window: Window) -> Tensor<4> {
+    let [_, _, h, w] = x.dims();
+    // Planes over 4 Gi values cannot hold their argmax in u32; windows that do not fit are
+    // burn's to report.
+    if !on_flex(&x) || window.output(h).is_none() || window.output(w).is_none() || h * w > u32::MAX as usize {
+        let p = window.pad;
+        let options = burn::tensor::ops::MaxPoolOptions {
+            kernel_size: [window.kernel; 2],
+            stride: [window.stride; 2],
+            padding: [(p, p); 2],
+            dilation: [1, 1],
+            ceil_mode: false,
+        };
+        return burn::tensor::module::max_pool2d(x, options);
+    }
+    Tensor::from_dispatch(<Dispatch as TrainKernels>::max_pool2d(x.into_dispatch(), window))
+}
+
 /// `min(max(x, 0), 6)`.
 pub fn relu6(x: Tensor<4>) -> Tensor<4> {
     if !on_flex(&x) {
@@ -476,6 +549,50 @@ mod tests {
             max_diff(&fast.1[0], &slow.1[0]) < 1e-5 && max_diff(&fast.1[1], &slow.1[1]) < 1e-4,
             "running statistics"
         );
+    }
+
+    /// Output and input gradient against burn's `max_pool2d`, for the small CNN's 2x2/2,
+    /// ResNet's padded 3x3/2 and an overlapping 3x3/1, on odd sizes; ties (from ReLU zeros)
+    /// must go to the same element.
+    #[test]
+    fn max_pool_equals_burns() {
+        let device = Device::flex().autodiff();
+        for (kernel, stride, pad) in [(2, 2, 0), (3, 2, 1), (3, 1, 0), (2, 1, 1)] {
+            let x0 = burn::tensor::activation::relu(random([2, 3, 9, 10], &device, 11));
+            let window = Window { kernel, stride, pad };
+            let options = burn::tensor::ops::MaxPoolOptions {
+                kernel_size: [kernel; 2],
+                stride: [stride; 2],
+                padding: [(pad, pad); 2],
+                dilation: [1, 1],
+                ceil_mode: false,
+            };
+            let out_shape = burn::tensor::module::max_pool2d(x0.clone(), options.clone()).dims();
+            let upstream = random(out_shape, &device, 12).detach();
+            let run = |fast: bool| {
+                let x = x0.clone().detach().require_grad();
+                let y = if fast {
+                    max_pool2d(x.clone(), window)
+                } else {
+                    burn::tensor::module::max_pool2d(x.clone(), options.clone())
+                };
+                let grads = (y.clone() * upstream.clone()).sum().backward();
+                (y.dims(), host(y), host(x.grad(&grads).unwrap()))
+            };
+            let (fast, slow) = (run(true), run(false));
+            assert_eq!(fast.0, slow.0, "shape, {window:?}");
+            assert_eq!(fast.1, slow.1, "output, {window:?}");
+            assert!(max_diff(&fast.2, &slow.2) < 1e-6, "input gradient, {window:?}");
+        }
+    }
+
+    #[test]
+    fn max_pool_without_autodiff_and_nan() {
+        let device = Device::flex();
+        let x = Tensor::<4>::from_data(TensorData::new(vec![1.0, f32::NAN, 3.0, 2.0, 5.0, 4.0], [1, 1, 2, 3]), &device);
+        let y = host(max_pool2d(x, Window { kernel: 2, stride: 1, pad: 0 }));
+        assert!(y[0].is_nan() && y[1].is_nan(), "NaN wins its windows: {y:?}");
+        assert_eq!(Window { kernel: 3, stride: 2, pad: 0 }.output(2), None);
     }
 
     #[test]

@@ -5,8 +5,8 @@
 use burn::module::{Param, RunningState};
 use burn::nn::BatchNorm;
 use burn::prelude::*;
-use burn::tensor::module::{conv2d, max_pool2d};
-use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
 
 use crate::TrainError;
 use crate::weights::Init;
@@ -92,14 +92,7 @@ impl Conv {
 /// # Shapes
 /// `[n, c, h, w]` -> `[n, c, (h + 2 pad - kernel) / stride + 1, ...]`
 pub fn max_pool(x: Tensor<4>, kernel: usize, stride: usize, pad: usize) -> Tensor<4> {
-    let options = MaxPoolOptions {
-        kernel_size: [kernel; 2],
-        stride: [stride; 2],
-        padding: [(pad, pad); 2],
-        dilation: [1, 1],
-        ceil_mode: false,
-    };
-    max_pool2d(x, options)
+    crate::kernels::max_pool2d(x, crate::kernels::Window { kernel, stride, pad })
 }
 
 /// Re-express `bn` around the statistics of its input `y` (per channel, over batch and
