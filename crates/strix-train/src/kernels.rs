@@ -8,7 +8,9 @@
 //! the gradient) among the top costs; a small-CNN epoch spent a fifth of its time in burn-flex's
 //! generic 3-D max pool. Here each is one pass over the data, planes in parallel.
 
+mod conv;
 mod pool;
+use conv::Geometry;
 pub use pool::Window;
 
 use burn::backend::autodiff::Autodiff;
@@ -18,7 +20,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::ops::{FloatTensorOps, ModuleOps};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, Dispatch, DispatchDevice, Flex, backend_extension};
+use burn::backend::{Backend, Dispatch, DispatchDevice, Flex, TensorMetadata, backend_extension};
 use burn::prelude::*;
 use burn::tensor::DType;
 use burn::tensor::ops::ConvOptions;
@@ -29,6 +31,8 @@ use rayon::prelude::*;
 pub trait TrainKernels: Backend {
     /// Depthwise 2-D convolution (one filter per channel, no bias).
     fn depthwise_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, options: ConvOptions<2>) -> FloatTensor<Self>;
+    /// Dense 2-D convolution (one group, no dilation, no bias).
+    fn conv2d_dense(x: FloatTensor<Self>, weight: FloatTensor<Self>, options: ConvOptions<2>) -> FloatTensor<Self>;
     /// `min(max(x, 0), 6)`.
     fn relu6(x: FloatTensor<Self>) -> FloatTensor<Self>;
     /// Max pooling over each plane of an NCHW tensor.
@@ -46,6 +50,13 @@ pub trait TrainKernels: Backend {
 impl TrainKernels for Flex {
     fn depthwise_conv2d(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
         Flex::conv2d(x, weight, None, options)
+    }
+
+    fn conv2d_dense(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
+        match Geometry::new(&x.layout().shape().to_vec(), &weight.layout().shape().to_vec(), &options) {
+            Some(g) => conv_forward(&x, weight, &g),
+            None => Flex::conv2d(x, weight, None, options),
+        }
     }
 
     fn relu6(x: FlexTensor) -> FlexTensor {
@@ -110,6 +121,37 @@ impl Backward<Flex, 2> for DepthwiseBackward {
 }
 
 #[derive(Debug)]
+struct ConvBackward;
+
+impl Backward<Flex, 2> for ConvBackward {
+    type State = (FlexTensor, FlexTensor, Geometry);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let (x, w, g) = ops.state;
+        let w_shape = w.layout().shape().clone();
+        let dy = Flex::float_reshape(grad, Shape::new([g.n, w_shape[0], g.positions()]));
+        // dW = sum over images of dY * patches^T; the first layer's input needs no gradient.
+        if let Some(node) = node_w {
+            let dw = Flex::float_matmul(dy.clone(), Flex::float_swap_dims(patches(&x, &g), 1, 2));
+            grads.register::<Flex>(node.id, Flex::float_reshape(Flex::float_sum_dim(dw, 0), w_shape));
+        }
+        // dX = col2im(W^T * dY).
+        if let Some(node) = node_x {
+            let dcols = Flex::float_matmul(Flex::float_swap_dims(weight_matrix(w, &g), 1, 2), dy);
+            let x_shape = x.layout().shape().clone();
+            let dx = if g.is_pointwise() {
+                Flex::float_reshape(dcols, x_shape)
+            } else {
+                tensor(conv::col2im(&values(&dcols), &g), x_shape.to_vec())
+            };
+            grads.register::<Flex>(node.id, dx);
+        }
+    }
+}
+
+#[derive(Debug)]
 struct Relu6Backward;
 
 impl Backward<Flex, 1> for Relu6Backward {
@@ -156,6 +198,20 @@ impl<C: CheckpointStrategy> TrainKernels for Autodiff<Flex, C> {
         }
     }
 
+    fn conv2d_dense(x: FloatTensor<Self>, weight: FloatTensor<Self>, options: ConvOptions<2>) -> FloatTensor<Self> {
+        let Some(g) = Geometry::new(&x.shape().to_vec(), &weight.shape().to_vec(), &options) else {
+            return <Self as ModuleOps<Self>>::conv2d(x, weight, None, options);
+        };
+        let ((x, x_node), (w, w_node)) = (x.into_parts(), weight.into_parts());
+        match ConvBackward.prepare::<C>([x_node, w_node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let out = conv_forward(&x, w.clone(), &g);
+                prep.finish((x, w, g), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(conv_forward(&x, w, &g)),
+        }
+    }
+
     fn batch_norm_train(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -193,12 +249,34 @@ impl<C: CheckpointStrategy> TrainKernels for Autodiff<Flex, C> {
     }
 }
 
+/// `weight [co, c, kh, kw]` as the matrix `[1, co, c * kh * kw]` (its batch axis broadcasts).
+fn weight_matrix(weight: FlexTensor, g: &Geometry) -> FlexTensor {
+    let co = weight.layout().shape()[0];
+    Flex::float_reshape(weight, Shape::new([1, co, g.patch()]))
+}
+
+/// Each image's patch matrix `[n, c * kh * kw, oh * ow]`: the input itself for a pointwise
+/// convolution.
+fn patches(x: &FlexTensor, g: &Geometry) -> FlexTensor {
+    if g.is_pointwise() {
+        Flex::float_reshape(x.clone(), Shape::new([g.n, g.c, g.positions()]))
+    } else {
+        tensor(conv::im2col(&values(x), g), vec![g.n, g.patch(), g.positions()])
+    }
+}
+
+/// A dense convolution as one matrix product per image: `[n, co, oh, ow]`.
+fn conv_forward(x: &FlexTensor, weight: FlexTensor, g: &Geometry) -> FlexTensor {
+    let co = weight.layout().shape()[0];
+    let y = Flex::float_matmul(weight_matrix(weight, g), patches(x, g));
+    Flex::float_reshape(y, Shape::new([g.n, co, g.oh, g.ow]))
+}
+
 /// Max pooling of an NCHW tensor: the output and, when asked, the argmax offsets.
 fn max_pool_forward(x: &FlexTensor, window: Window, keep_indices: bool) -> (FlexTensor, Vec<u32>) {
     let s = x.layout().shape().to_vec();
     let (h, w) = (s[2], s[3]);
-    let (out, indices) = pool::forward(&values(x), h, w, window, keep_indices);
-    let (oh, ow) = (window.output(h).unwrap_or(0), window.output(w).unwrap_or(0));
+    let (out, (oh, ow), indices) = pool::forward(&values(x), h, w, window, keep_indices);
     (tensor(out, vec![s[0], s[1], oh, ow]), indices)
 }
 
@@ -248,15 +326,14 @@ fn depthwise_backward(
             for i in 0..kh {
                 for j in 0..kw {
                     // Output columns whose input column `o * sw + j - pl` lies inside the image.
-                    let lo = pl.saturating_sub(j).div_ceil(sw);
-                    let hi = if w + pl > j { ((w + pl - j - 1) / sw + 1).min(ow) } else { 0 };
+                    let valid = conv::inside(j, pl, sw, w, ow);
                     let f = filter[i * kw + j];
                     let mut acc = 0f32;
                     for r in 0..oh {
                         let Some(ih) = (r * sh + i).checked_sub(pt).filter(|&v| v < h) else { continue };
                         let (grow, xrow) = (&g[r * ow..(r + 1) * ow], &x[ih * w..(ih + 1) * w]);
                         let drow = &mut dx[ih * w..(ih + 1) * w];
-                        for (o, &gv) in grow.iter().enumerate().take(hi).skip(lo) {
+                        for (o, &gv) in grow.iter().enumerate().take(valid.end).skip(valid.start) {
                             let iw = o * sw + j - pl;
                             drow[iw] += gv * f;
                             acc += gv * xrow[iw];
@@ -404,6 +481,27 @@ pub fn depthwise_conv2d(x: Tensor<4>, weight: Tensor<4>, options: ConvOptions<2>
     ))
 }
 
+/// A convolution as burn's `conv2d`: dense ones (one group, no dilation) on Flex through
+/// [`TrainKernels::conv2d_dense`], the bias added after; anything else through burn.
+///
+/// # Shapes
+/// `x` `[n, c, h, w]`, `weight` `[co, c / groups, kh, kw]`, `bias` `[co]` -> `[n, co, oh, ow]`
+pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, options: ConvOptions<2>) -> Tensor<4> {
+    if !on_flex(&x) || Geometry::new(&x.dims(), &weight.dims(), &options).is_none() {
+        return burn::tensor::module::conv2d(x, weight, bias, options);
+    }
+    let co = weight.dims()[0];
+    let y: Tensor<4> = Tensor::from_dispatch(<Dispatch as TrainKernels>::conv2d_dense(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        options,
+    ));
+    match bias {
+        Some(b) => y + b.reshape([1, co, 1, 1]),
+        None => y,
+    }
+}
+
 /// Batch norm as `bn.forward`: with batch statistics (updating the running ones as burn does)
 /// when training on Flex, burn's own module otherwise.
 ///
@@ -441,15 +539,7 @@ pub fn max_pool2d(x: Tensor<4>, window: Window) -> Tensor<4> {
     // Planes over 4 Gi values cannot hold their argmax in u32; windows that do not fit are
     // burn's to report.
     if !on_flex(&x) || window.output(h).is_none() || window.output(w).is_none() || h * w > u32::MAX as usize {
-        let p = window.pad;
-        let options = burn::tensor::ops::MaxPoolOptions {
-            kernel_size: [window.kernel; 2],
-            stride: [window.stride; 2],
-            padding: [(p, p); 2],
-            dilation: [1, 1],
-            ceil_mode: false,
-        };
-        return burn::tensor::module::max_pool2d(x, options);
+        return burn::tensor::module::max_pool2d(x, window.options());
     }
     Tensor::from_dispatch(<Dispatch as TrainKernels>::max_pool2d(x.into_dispatch(), window))
 }
@@ -551,6 +641,62 @@ mod tests {
         );
     }
 
+    /// Output and both gradients against burn's `conv2d`: 3x3 with stride 1 and 2, TF-"SAME"
+    /// (uneven) padding, the ResNet stem's 7x7/2, pointwise with and without stride, a bias;
+    /// and a first layer, whose input needs no gradient.
+    #[test]
+    fn conv_equals_burns() {
+        let device = Device::flex().autodiff();
+        for (c, k, stride, padding, size, bias) in [
+            (3, 3, 1, [(1, 1), (1, 1)], 9, false),
+            (4, 3, 2, [(0, 1), (0, 1)], 10, true),
+            (3, 7, 2, [(3, 3), (3, 3)], 11, false),
+            (5, 1, 1, [(0, 0), (0, 0)], 6, false),
+            (5, 1, 2, [(0, 0), (0, 0)], 7, false),
+            (2, 3, 1, [(2, 0), (1, 2)], 5, false),
+        ] {
+            let options = ConvOptions { stride: [stride; 2], padding, dilation: [1, 1], groups: 1 };
+            let x0 = random([2, c, size, size + 1], &device, 21);
+            let w0 = random([6, c, k, k], &device, 22);
+            let b0 = bias.then(|| random([1, 1, 1, 6], &device, 23).reshape([6]));
+            let out_shape = burn::tensor::module::conv2d(x0.clone(), w0.clone(), b0.clone(), options.clone()).dims();
+            let upstream = random(out_shape, &device, 24).detach();
+            for input_grad in [true, false] {
+                let run = |fast: bool| {
+                    let x = if input_grad { x0.clone().detach().require_grad() } else { x0.clone().detach() };
+                    let w = w0.clone().detach().require_grad();
+                    let b = b0.clone().map(|b| b.detach().require_grad());
+                    let y = if fast {
+                        conv2d(x.clone(), w.clone(), b.clone(), options.clone())
+                    } else {
+                        burn::tensor::module::conv2d(x.clone(), w.clone(), b.clone(), options.clone())
+                    };
+                    let grads = (y.clone() * upstream.clone()).sum().backward();
+                    let dx = x.grad(&grads).map(host);
+                    let db = b.and_then(|b| b.grad(&grads)).map(host);
+                    (y.dims(), host(y), dx, host(w.grad(&grads).unwrap()), db)
+                };
+                let (fast, slow) = (run(true), run(false));
+                let case = format!("c {c} k {k} stride {stride} {padding:?}, input gradient {input_grad}");
+                let close = |a: &[f32], b: &[f32], what: &str| {
+                    let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
+                    assert!(max_diff(a, b) < 1e-5 * scale, "{what}, {case}: {}", max_diff(a, b));
+                };
+                assert_eq!(fast.0, slow.0, "shape, {case}");
+                close(&fast.1, &slow.1, "forward");
+                assert_eq!(fast.2.is_some(), input_grad, "input gradient only when asked, {case}");
+                if let (Some(a), Some(b)) = (&fast.2, &slow.2) {
+                    close(a, b, "input gradient");
+                }
+                close(&fast.3, &slow.3, "weight gradient");
+                assert_eq!(fast.4.is_some(), bias);
+                if let (Some(a), Some(b)) = (&fast.4, &slow.4) {
+                    close(a, b, "bias gradient");
+                }
+            }
+        }
+    }
+
     /// Output and input gradient against burn's `max_pool2d`, for the small CNN's 2x2/2,
     /// ResNet's padded 3x3/2 and an overlapping 3x3/1, on odd sizes; ties (from ReLU zeros)
     /// must go to the same element.
@@ -560,13 +706,7 @@ mod tests {
         for (kernel, stride, pad) in [(2, 2, 0), (3, 2, 1), (3, 1, 0), (2, 1, 1)] {
             let x0 = burn::tensor::activation::relu(random([2, 3, 9, 10], &device, 11));
             let window = Window { kernel, stride, pad };
-            let options = burn::tensor::ops::MaxPoolOptions {
-                kernel_size: [kernel; 2],
-                stride: [stride; 2],
-                padding: [(pad, pad); 2],
-                dilation: [1, 1],
-                ceil_mode: false,
-            };
+            let options = window.options();
             let out_shape = burn::tensor::module::max_pool2d(x0.clone(), options.clone()).dims();
             let upstream = random(out_shape, &device, 12).detach();
             let run = |fast: bool| {

@@ -5,7 +5,6 @@
 use burn::module::{Param, RunningState};
 use burn::nn::BatchNorm;
 use burn::prelude::*;
-use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 
 use crate::TrainError;
@@ -83,7 +82,7 @@ impl Conv {
         if self.groups > 1 && per_group == 1 && c_out == self.groups && self.bias.is_none() {
             return crate::kernels::depthwise_conv2d(x, self.weight.val(), options);
         }
-        conv2d(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()), options)
+        crate::kernels::conv2d(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()), options)
     }
 }
 

@@ -21,6 +21,17 @@ impl Window {
             .then(|| (padded - self.kernel) / self.stride + 1)
     }
 
+    /// The same window as burn's options (its fallback and the reference in tests).
+    pub fn options(&self) -> burn::tensor::ops::MaxPoolOptions<2> {
+        burn::tensor::ops::MaxPoolOptions {
+            kernel_size: [self.kernel; 2],
+            stride: [self.stride; 2],
+            padding: [(self.pad, self.pad); 2],
+            dilation: [1, 1],
+            ceil_mode: false,
+        }
+    }
+
     /// The input range `[lo, hi)` that output position `o` reads (never empty while
     /// `pad < kernel`).
     fn span(&self, o: usize, input: usize) -> (usize, usize) {
@@ -29,13 +40,26 @@ impl Window {
     }
 }
 
-/// The pooled planes and, when `keep_indices`, each maximum's offset inside its input plane.
-/// NaN wins its window (as in burn and PyTorch); among equal values the first one does.
+/// Whether `v` takes over from the window's `best` so far: NaN wins its window (as in burn
+/// and PyTorch); among equal values the first one stays.
+#[inline]
+fn beats(v: f32, best: f32) -> bool {
+    v > best || (v.is_nan() && !best.is_nan())
+}
+
+/// The pooled planes, their size `(oh, ow)` and, when `keep_indices`, each maximum's offset
+/// inside its input plane.
 ///
 /// `x` holds whole `h` x `w` planes.
-pub fn forward(x: &[f32], h: usize, w: usize, window: Window, keep_indices: bool) -> (Vec<f32>, Vec<u32>) {
+pub fn forward(
+    x: &[f32],
+    h: usize,
+    w: usize,
+    window: Window,
+    keep_indices: bool,
+) -> (Vec<f32>, (usize, usize), Vec<u32>) {
     let (Some(oh), Some(ow)) = (window.output(h), window.output(w)) else {
-        return (Vec::new(), Vec::new());
+        return (Vec::new(), (0, 0), Vec::new());
     };
     let planes = x.len() / (h * w).max(1);
     let mut out = vec![0f32; planes * oh * ow];
@@ -49,7 +73,7 @@ pub fn forward(x: &[f32], h: usize, w: usize, window: Window, keep_indices: bool
                 let (mut best, mut at) = (x[r0 * w + c0], r0 * w + c0);
                 for i in r0..r1 {
                     for (j, &v) in x[i * w + c0..i * w + c1].iter().enumerate() {
-                        if v > best || (v.is_nan() && !best.is_nan()) {
+                        if beats(v, best) {
                             (best, at) = (v, i * w + c0 + j);
                         }
                     }
@@ -73,7 +97,7 @@ pub fn forward(x: &[f32], h: usize, w: usize, window: Window, keep_indices: bool
     } else {
         out.par_chunks_mut(n).enumerate().for_each(|(p, o)| plane(p, o, None));
     }
-    (out, idx)
+    (out, (oh, ow), idx)
 }
 
 /// One plane through a 2x2 window with stride 2 (`out` holds `oh` rows of `ow`).
@@ -85,7 +109,7 @@ fn pool_2x2(x: &[f32], w: usize, ow: usize, out: &mut [f32], mut idx: Option<&mu
             let c = 2 * q;
             let (mut best, mut at) = (a[c], top + c);
             for (v, i) in [(a[c + 1], top + c + 1), (b[c], top + w + c), (b[c + 1], top + w + c + 1)] {
-                if v > best || (v.is_nan() && !best.is_nan()) {
+                if beats(v, best) {
                     (best, at) = (v, i);
                 }
             }

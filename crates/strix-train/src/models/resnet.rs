@@ -99,7 +99,7 @@ impl Block {
         let mut y = relu(batch_norm(&self.bn1, self.conv1.forward(x)));
         y = batch_norm(&self.bn2, self.conv2.forward(y));
         if let (Some(c), Some(b)) = (&self.conv3, &self.bn3) {
-            y = b.forward(c.forward(relu(y)));
+            y = batch_norm(b, c.forward(relu(y)));
         }
         relu(y + skip)
     }
