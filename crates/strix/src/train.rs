@@ -83,6 +83,25 @@ impl Observer for EpochBars {
     }
 }
 
+/// Keeps freed memory in the process for the next step. A training step allocates and frees the
+/// same large activation and gradient buffers (tens of MiB at 224x224) every time; glibc serves
+/// blocks that size with a fresh `mmap` each, so every step page-faults and zeroes them again:
+/// a fifth of a ResNet-18 step in `perf`, 1.5 instead of 1.8 s per step without it. Training's
+/// peak is reached in the first step anyway, so keeping it costs no more than that peak.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn keep_freed_memory() {
+    // SAFETY: mallopt only changes glibc's allocation thresholds; it is thread-safe and any value
+    // is valid (it returns 0 for one it refuses, and the defaults then stay).
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn keep_freed_memory() {}
+
 fn set_threads(threads: Option<usize>) {
     if let Some(n) = threads.filter(|&n| n > 0) {
         // Only fails when the pool already exists; then it keeps its size.
@@ -150,6 +169,7 @@ fn with_default_backbone(global: &Global, mut cfg: TrainConfig) -> Result<TrainC
 }
 
 pub fn run(global: &Global, args: &TrainArgs) -> Result<ExitCode> {
+    keep_freed_memory();
     let observer = EpochBars {
         quiet: global.quiet,
         tty: std::io::stderr().is_terminal(),
