@@ -89,8 +89,7 @@ pub fn forward(
         pool_2x2(&x[p * h * w..(p + 1) * h * w], w, ow, out, idx);
     };
     // The common case, with no window bounds to work out: a third of the generic loop's time.
-    let plane: &(dyn Fn(usize, &mut [f32], Option<&mut [u32]>) + Sync) =
-        if window == (Window { kernel: 2, stride: 2, pad: 0 }) { &pairs } else { &pool_plane };
+    let plane: &PlaneLoop = if window == (Window { kernel: 2, stride: 2, pad: 0 }) { &pairs } else { &pool_plane };
     let n = oh * ow;
     if keep_indices {
         out.par_chunks_mut(n).zip(idx.par_chunks_mut(n)).enumerate().for_each(|(p, (o, i))| plane(p, o, Some(i)));
@@ -99,6 +98,9 @@ pub fn forward(
     }
     (out, (oh, ow), idx)
 }
+
+/// Pools plane `p` into its output (and argmax) slices.
+type PlaneLoop<'a> = dyn Fn(usize, &mut [f32], Option<&mut [u32]>) + Sync + 'a;
 
 /// One plane through a 2x2 window with stride 2 (`out` holds `oh` rows of `ow`).
 fn pool_2x2(x: &[f32], w: usize, ow: usize, out: &mut [f32], mut idx: Option<&mut [u32]>) {
