@@ -133,6 +133,8 @@ impl Backward<Flex, 2> for ConvBackward {
         let w_shape = w.layout().shape().clone();
         let dy = Flex::float_reshape(grad, Shape::new([g.n, w_shape[0], g.positions()]));
         // dW = sum over images of dY * patches^T; the first layer's input needs no gradient.
+        // The patches are built again rather than kept from the forward pass: every conv's
+        // would be held until backward, several times the activations.
         if let Some(node) = node_w {
             let dw = Flex::float_matmul(dy.clone(), Flex::float_swap_dims(patches(&x, &g), 1, 2));
             grads.register::<Flex>(node.id, Flex::float_reshape(Flex::float_sum_dim(dw, 0), w_shape));

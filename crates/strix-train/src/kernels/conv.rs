@@ -75,6 +75,11 @@ impl Geometry {
             && (self.oh, self.ow) == (self.h, self.w)
     }
 
+    /// Patch row `row` as its input channel and window offset `(ch, i, j)`.
+    fn tap(&self, row: usize) -> (usize, usize, usize) {
+        (row / (self.kh * self.kw), row / self.kw % self.kh, row % self.kw)
+    }
+
     /// For patch row `(ch, i, j)` and output row `r`: the input row read, the output columns
     /// inside the image and the input column of the first; `None` when all of it is padding.
     fn run(&self, i: usize, j: usize, r: usize) -> Option<(usize, Range<usize>, usize)> {
@@ -98,7 +103,7 @@ pub fn im2col(x: &[f32], g: &Geometry) -> Vec<f32> {
     let mut cols = vec![0f32; g.n * g.patch() * s];
     cols.par_chunks_mut(g.patch() * s).zip(x.par_chunks(g.c * plane)).for_each(|(cols, x)| {
         for (row, dst) in cols.chunks_mut(s).enumerate() {
-            let (ch, i, j) = (row / (g.kh * g.kw), row / g.kw % g.kh, row % g.kw);
+            let (ch, i, j) = g.tap(row);
             let x = &x[ch * plane..(ch + 1) * plane];
             for (r, dst) in dst.chunks_mut(g.ow).enumerate() {
                 let Some((ih, cols, first)) = g.run(i, j, r) else { continue };
@@ -123,7 +128,7 @@ pub fn col2im(cols: &[f32], g: &Geometry) -> Vec<f32> {
     let mut x = vec![0f32; g.n * g.c * plane];
     x.par_chunks_mut(g.c * plane).zip(cols.par_chunks(g.patch() * s)).for_each(|(x, cols)| {
         for (row, src) in cols.chunks(s).enumerate() {
-            let (ch, i, j) = (row / (g.kh * g.kw), row / g.kw % g.kh, row % g.kw);
+            let (ch, i, j) = g.tap(row);
             let x = &mut x[ch * plane..(ch + 1) * plane];
             for (r, src) in src.chunks(g.ow).enumerate() {
                 let Some((ih, cols, first)) = g.run(i, j, r) else { continue };
