@@ -11,8 +11,9 @@ before timing on both sides.
 Both sides run as their own process over the same files and are timed from outside, start-up
 (model load) included; their top-1 answers are compared, so the rates compare the same work.
 
-Usage: bench/classify.py [--repeat N] [--images DIR]   (after ./scripts/setup)
-Prints images/s for each and the ratio Strix / Python per backend.
+Usage: bench/classify.py [--repeat N] [--images DIR] [--cuda-lib FILE]   (after ./scripts/setup)
+Prints images/s for each and the ratio Strix / Python per backend. `--cuda-lib` (the
+libonnxruntime.so of PyPI's onnxruntime-gpu) adds Strix on the GPU: `--backend ort --device cuda`.
 """
 import argparse
 import glob
@@ -53,6 +54,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=20, help="passes over the image set (default 20)")
     ap.add_argument("--rounds", type=int, default=3, help="runs of each side, interleaved; the median is reported (default 3)")
     ap.add_argument("--images", default=os.path.join(fixtures, "images"))
+    ap.add_argument("--cuda-lib", help="libonnxruntime.so with the CUDA execution provider: adds a GPU run")
+    ap.add_argument("--gpu-workers", type=int, default=2, help="batches in flight on the GPU (default 2)")
     args = ap.parse_args()
     photos = sorted(glob.glob(os.path.join(args.images, "*.jpg")) + glob.glob(os.path.join(args.images, "*.png")))
     files = photos * args.repeat
@@ -60,7 +63,11 @@ def main():
     env = environment()
 
     print(f"{len(photos)} photos x {args.repeat} = {len(files)} images, {os.cpu_count()} cores, median of {args.rounds} rounds")
-    compare("Pillow + numpy + onnxruntime", __file__, [], files, args.rounds, env, same_top1)
+    variants = {f"--backend {b}": ["--backend", b] for b in ("ort", "tract")}
+    if args.cuda_lib:
+        variants["--backend ort --device cuda"] = ["--backend", "ort", "--device", "cuda", "--ort-lib", args.cuda_lib,
+                                                   "--batch", "32", "--workers", str(args.gpu_workers)]
+    compare("Pillow + numpy + onnxruntime", __file__, [], files, args.rounds, env, same_top1, variants)
 
 
 if __name__ == "__main__":

@@ -86,14 +86,19 @@ def nanodet_detector(model_path):
 
 
 def environment():
+    """The benchmarks' environment; builds the release binary unless STRIX_BIN names one."""
     if not os.environ.get("ORT_DYLIB_PATH"):
         sys.exit("ORT_DYLIB_PATH is unset: run ./scripts/setup and `source scripts/env.sh` first")
-    subprocess.run(["cargo", "build", "--release", "--locked", "-q", "-p", "strix"], cwd=ROOT, check=True)
+    if not os.environ.get("STRIX_BIN"):
+        subprocess.run(["cargo", "build", "--release", "--locked", "-q", "-p", "strix"], cwd=ROOT, check=True)
     return dict(os.environ, STRIX_MODEL_PATH=os.path.join(FIXTURES, "models"))
 
 
 def strix_binary():
-    """The release binary itself: timing `cargo run` would time cargo's own start too."""
+    """STRIX_BIN, else the release binary itself: timing `cargo run` would time cargo's own
+    start too."""
+    if os.environ.get("STRIX_BIN"):
+        return os.environ["STRIX_BIN"]
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
     return os.path.join(target, "release", "strix")
 
@@ -120,30 +125,32 @@ def json_lines(text):
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
-def compare(peer_name, peer_script, strix_args, files, rounds, env, agree):
+def compare(peer_name, peer_script, strix_args, files, rounds, env, agree, variants=None):
     """Run the Python peer and Strix on both backends `rounds` times, interleaved, each as a
     whole process over the same files; print the median rates, the ratios Strix / peer, and how
-    often the answers agree (`agree(peer_answers, strix_answers) -> (agreeing, total)`)."""
-    runs = {"python": [], "ort": [], "tract": []}
+    often the answers agree (`agree(peer_answers, strix_answers) -> (agreeing, total)`).
+    `variants` (name -> strix flags) replaces the two backends, e.g. to add a GPU run."""
+    variants = variants or {f"--backend {b}": ["--backend", b] for b in ("ort", "tract")}
+    runs = {name: [] for name in ["python", *variants]}
     answers = {}
     for _ in range(rounds):
         took, out = timed(peer_command(peer_script, files), env)
         runs["python"].append(len(files) / took)
         answers["python"] = json_lines(out)
-        for backend in ("ort", "tract"):
-            took, out = timed([strix_binary(), "predict", "--json", *strix_args, "--backend", backend, *files], env)
-            runs[backend].append(len(files) / took)
-            answers[backend] = json_lines(out)
+        for name, flags in variants.items():
+            took, out = timed([strix_binary(), "predict", "--json", *strix_args, *flags, *files], env)
+            runs[name].append(len(files) / took)
+            answers[name] = json_lines(out)
     py = statistics.median(runs["python"])
-    width = len(peer_name) + 9
+    width = max(len(peer_name) + 9, *(len(name) + 6 for name in variants))
     print(f"  {'python (' + peer_name + ')':<{width}}: {py:7.1f} images/s")
-    for backend in ("ort", "tract"):
-        ours = statistics.median(runs[backend])
-        same, total = agree(answers["python"], answers[backend])
-        print(f"  {'strix --backend ' + backend:<{width}}: {ours:7.1f} images/s   ratio {ours / py:.2f}x   "
+    for name in variants:
+        ours = statistics.median(runs[name])
+        same, total = agree(answers["python"], answers[name])
+        print(f"  {'strix ' + name:<{width}}: {ours:7.1f} images/s   ratio {ours / py:.2f}x   "
               f"answers agree on {same}/{total}")
         if total == 0 or same < 0.95 * total:
-            sys.exit(f"strix --backend {backend} and the Python peer disagree on {total - same} of {total}: "
+            sys.exit(f"strix {name} and the Python peer disagree on {total - same} of {total}: "
                      "the rates compare different work")
 
 

@@ -2,7 +2,10 @@
 the same architecture, batch size, optimizer and threads, in one run. Prints seconds per epoch
 of 60,000 images for both and the ratio Strix / PyTorch (goal: at most 1.3, issue 18).
 
-    python bench/train_small_cnn.py [--images N] [--threads T]
+    python bench/train_small_cnn.py [--images N] [--threads T] [--device cpu|cuda|wgpu]
+
+`--device` other than cpu trains Strix on that burn backend (a build with its feature) and
+PyTorch on CUDA: the GPU peer.
 
 Needs `torch` in the Python that runs it (not installed by scripts/setup: the PyPI wheel pulls
 in several GB of CUDA libraries). Strix trains from the IDX files through its loader; PyTorch
@@ -33,10 +36,23 @@ def load(n):
     return x, y
 
 
-def torch_images_per_second(n, threads, batch):
+def torch_device(device):
+    """PyTorch's device against Strix's `--device`: CUDA for any GPU backend."""
+    return "cpu" if device == "cpu" else "cuda"
+
+
+def torch_sync(device):
+    import torch
+
+    if device != "cpu":
+        torch.cuda.synchronize()
+
+
+def torch_images_per_second(n, threads, batch, device="cpu"):
     import torch
     import torch.nn as nn
 
+    dev = torch_device(device)
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     # The architecture of strix-train's `small-cnn` (models/small_cnn.rs).
@@ -44,21 +60,29 @@ def torch_images_per_second(n, threads, batch):
         nn.Conv2d(1, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(32, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Dropout(0.25), nn.Linear(128, 10),
-    )
+    ).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4, eps=1e-8)
     loss_fn = nn.CrossEntropyLoss()
     x, y = load(n)
-    x = (torch.from_numpy(x.astype(np.float32)) - 127.5) / 127.5
-    y = torch.from_numpy(y.astype(np.int64))
-    perm = torch.randperm(len(x))
+    x = ((torch.from_numpy(x.astype(np.float32)) - 127.5) / 127.5).to(dev)
+    y = torch.from_numpy(y.astype(np.int64)).to(dev)
+    perm = torch.randperm(len(x), device=dev)
     model.train()
+
+    def train(batches):
+        for i in batches:
+            idx = perm[i:i + batch]
+            opt.zero_grad()
+            loss = loss_fn(model(x[idx]), y[idx])
+            loss.backward()
+            opt.step()
+
+    if device != "cpu":
+        train(range(0, 10 * batch, batch))  # CUDA's start-up (cuBLAS, cuDNN handles) is not training
+    torch_sync(device)
     start = time.perf_counter()
-    for i in range(0, len(x), batch):
-        idx = perm[i:i + batch]
-        opt.zero_grad()
-        loss = loss_fn(model(x[idx]), y[idx])
-        loss.backward()
-        opt.step()
+    train(range(0, len(x), batch))
+    torch_sync(device)
     return len(x) / (time.perf_counter() - start)
 
 
@@ -72,20 +96,26 @@ def strix_binary():
     return os.path.join(target, "release", "strix")
 
 
-def strix_images_per_second(n, threads, batch):
+def strix_images_per_second(n, threads, batch, device="cpu"):
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = os.path.join(tmp, "run")
+        # On a GPU the first epoch compiles burn's kernels: time the second.
         cmd = [strix_binary(), "-q", "train", "--data", DATA, "--model", "small-cnn",
-               "--epochs", "1", "--batch-size", str(batch), "--optimizer", "adamw", "--lr", "0.001",
+               "--epochs", "1" if device == "cpu" else "2", "--batch-size", str(batch), "--optimizer", "adamw", "--lr", "0.001",
                "--threads", str(threads), "--crop-scale-min", "1", "--color-jitter", "0", "--hflip", "false",
-               "--test", "false", "--no-export", "--run-dir", run_dir]
+               "--test", "false", "--no-export", "--run-dir", run_dir, "--device", device]
         # Validation takes 10% of the images; ask for enough that N are trained on.
         cmd += ["--max-images", str(int(n / 0.9) + 1)]
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
             sys.exit(f"strix train failed:\n{out.stderr}")
-        with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-            return json.loads(f.readline())["images_per_second"]
+        return last_epoch(run_dir)["images_per_second"]
+
+
+def last_epoch(run_dir):
+    """The last line of a run's metrics.jsonl."""
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return json.loads(f.read().splitlines()[-1])
 
 
 def main():
@@ -93,16 +123,18 @@ def main():
     ap.add_argument("--images", type=int, default=EPOCH, help="images per timed epoch (default: all 60,000)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda", "wgpu"])
     a = ap.parse_args()
     try:
         import torch  # noqa: F401
     except ImportError:
         sys.exit("this benchmark needs PyTorch (pip install torch) in the Python that runs it")
-    ours = strix_images_per_second(a.images, a.threads, a.batch)
-    theirs = torch_images_per_second(a.images, a.threads, a.batch)
+    ours = strix_images_per_second(a.images, a.threads, a.batch, a.device)
+    theirs = torch_images_per_second(a.images, a.threads, a.batch, a.device)
+    burn = "flex" if a.device == "cpu" else a.device
     print(f"small CNN, Fashion-MNIST, batch {a.batch}, AdamW, {a.threads} threads, {a.images} images")
-    print(f"  strix (burn flex)  {ours:8.0f} images/s  {EPOCH / ours:7.1f} s/epoch")
-    print(f"  pytorch (cpu)      {theirs:8.0f} images/s  {EPOCH / theirs:7.1f} s/epoch")
+    print(f"  {'strix (burn ' + burn + ')':<19}{ours:8.0f} images/s  {EPOCH / ours:7.1f} s/epoch")
+    print(f"  {'pytorch (' + torch_device(a.device) + ')':<19}{theirs:8.0f} images/s  {EPOCH / theirs:7.1f} s/epoch")
     print(f"  ratio strix/pytorch (seconds per epoch): {theirs / ours:.2f}x  (goal <= 1.3x)")
 
 

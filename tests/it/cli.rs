@@ -209,6 +209,44 @@ fn ort_backend_without_library_explains_where_to_get_it() {
     assert!(stderr.contains("ORT_DYLIB_PATH") && stderr.contains("onnxruntime"), "{stderr}");
 }
 
+/// `--device cuda` runs on a GPU or says why not: tract has no GPU, a CPU-only ONNX Runtime
+/// library is refused by name (never a silent CPU run), and an unknown device is an error.
+#[test]
+fn gpu_device_is_refused_clearly_where_it_cannot_run() {
+    let fx = fixtures_or_skip!();
+    let cache = tempfile::tempdir().unwrap();
+    let photo = fx.join("images/coffee.png");
+    let (out, _, stderr) =
+        run(strix(&fx, cache.path()).args(["predict", "--backend", "tract", "--device", "cuda"]).arg(&photo));
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("tract backend runs on the CPU only, not on cuda") && stderr.contains("--backend ort"),
+        "{stderr}"
+    );
+
+    let (out, _, stderr) = run(strix(&fx, cache.path()).args(["predict", "--device", "tpu"]).arg(&photo));
+    assert!(!out.status.success());
+    assert!(stderr.contains("unknown device `tpu`"), "{stderr}");
+
+    let Some(lib) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| Path::new(p).is_file()) else {
+        assert!(
+            !crate::support::in_ci(),
+            "ORT_DYLIB_PATH does not name libonnxruntime; CI must test --device cuda with it"
+        );
+        return;
+    };
+    if !cfg!(feature = "ort") {
+        return;
+    }
+    // The library scripts/setup installs is PyPI's CPU-only `onnxruntime`.
+    let (out, _, stderr) = run(strix(&fx, cache.path())
+        .env("ORT_DYLIB_PATH", lib)
+        .args(["predict", "--backend", "ort", "--device", "cuda:0"])
+        .arg(&photo));
+    assert!(!out.status.success());
+    assert!(stderr.contains("ONNX Runtime cannot run on cuda") && stderr.contains("onnxruntime-gpu"), "{stderr}");
+}
+
 #[test]
 fn models_list_and_show() {
     let fx = fixtures_or_skip!();

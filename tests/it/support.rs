@@ -36,7 +36,10 @@ macro_rules! fixtures_or_skip {
 /// Engine options as the binary's settings give them: ONNX Runtime's library from
 /// `ORT_DYLIB_PATH` (libraries read no environment themselves).
 pub fn runtime_options() -> strix_runtime::RuntimeOptions {
-    strix_runtime::RuntimeOptions { threads: None, ort_library: std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from) }
+    strix_runtime::RuntimeOptions {
+        ort_library: std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from),
+        ..Default::default()
+    }
 }
 
 /// A data folder with nothing imported: zoo names and spec files only.

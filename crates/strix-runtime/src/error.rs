@@ -3,12 +3,26 @@ use std::path::PathBuf;
 use strix_core::DType;
 use thiserror::Error;
 
-use crate::Backend;
+use crate::{Backend, Device};
 
 #[derive(Debug, Error)]
 pub enum RuntimeError {
     #[error("unknown backend `{0}` (choose tract or ort)")]
     UnknownBackend(String),
+
+    #[error("unknown device `{0}` (choose cpu, cuda or cuda:N)")]
+    UnknownDevice(String),
+
+    #[error(
+        "the {backend} backend runs on the CPU only, not on {device}; use --backend ort (ONNX Runtime with its CUDA library, PyPI's `onnxruntime-gpu`)"
+    )]
+    DeviceUnsupported { backend: Backend, device: Device },
+
+    #[error(
+        "ONNX Runtime cannot run on {device}: {reason} (a GPU needs the CUDA build of the library, \
+         onnxruntime/capi/libonnxruntime.so.* from PyPI's `onnxruntime-gpu`, with its CUDA and cuDNN libraries)"
+    )]
+    OrtDevice { device: Device, reason: String },
 
     #[error("the {0} backend is not in this build of strix; rebuild with `cargo build --features ort`")]
     NotCompiled(Backend),

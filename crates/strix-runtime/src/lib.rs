@@ -79,11 +79,49 @@ impl FromStr for Backend {
     }
 }
 
+/// Where an engine runs a model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Device {
+    /// The CPU (every backend).
+    #[default]
+    Cpu,
+    /// An NVIDIA GPU by its CUDA ordinal: ONNX Runtime's CUDA execution provider (the
+    /// `onnxruntime-gpu` library), which runs on the CPU what it has no kernel for.
+    Cuda(u32),
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(0) => f.write_str("cuda"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl FromStr for Device {
+    type Err = RuntimeError;
+    /// `cpu`, `cuda` (GPU 0) or `cuda:N`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let lower = s.to_ascii_lowercase();
+        match lower.split_once(':') {
+            None if lower == "cpu" => Ok(Device::Cpu),
+            None if lower == "cuda" => Ok(Device::Cuda(0)),
+            Some(("cuda", n)) => n.parse().map(Device::Cuda).map_err(|_| RuntimeError::UnknownDevice(s.to_string())),
+            _ => Err(RuntimeError::UnknownDevice(s.to_string())),
+        }
+    }
+}
+
 /// Settings shared by every session a runtime loads.
 #[derive(Clone, Debug, Default)]
 pub struct RuntimeOptions {
-    /// Threads for one inference; `None` uses every core.
+    /// Threads for one inference; `None` uses every core. On a GPU, the threads of the
+    /// operators it runs on the CPU.
     pub threads: Option<usize>,
+    /// Where models run; a GPU only with [`Backend::Ort`].
+    pub device: Device,
     /// Path of libonnxruntime for the `ort` backend (the binary's settings fill it from
     /// `--ort-lib` / `ORT_DYLIB_PATH`); `None`: the `ort` backend cannot open.
     pub ort_library: Option<PathBuf>,
@@ -135,6 +173,9 @@ pub trait Session: Send + Sync {
 /// Open the runtime for `backend`.
 pub fn open(backend: Backend, options: &RuntimeOptions) -> Result<Box<dyn Runtime>, RuntimeError> {
     match backend {
+        Backend::Tract if options.device != Device::Cpu => {
+            Err(RuntimeError::DeviceUnsupported { backend, device: options.device })
+        }
         Backend::Tract => Ok(Box::new(tract::TractRuntime::new(options))),
         #[cfg(feature = "ort")]
         Backend::Ort => Ok(Box::new(onnxruntime::OrtRuntime::new(options)?)),
@@ -179,6 +220,20 @@ mod tests {
         }
         assert_eq!("onnxruntime".parse::<Backend>().unwrap(), Backend::Ort);
         assert!("tensorrt".parse::<Backend>().is_err());
+    }
+
+    #[test]
+    fn device_names_round_trip_and_tract_refuses_a_gpu() {
+        for d in [Device::Cpu, Device::Cuda(0), Device::Cuda(3)] {
+            assert_eq!(d.to_string().parse::<Device>().unwrap(), d);
+        }
+        assert_eq!("CUDA:1".parse::<Device>().unwrap(), Device::Cuda(1));
+        for bad in ["gpu", "cuda:", "cuda:x", "cpu:0", ""] {
+            assert!(matches!(bad.parse::<Device>(), Err(RuntimeError::UnknownDevice(_))), "{bad}");
+        }
+        let on_gpu = RuntimeOptions { device: Device::Cuda(0), ..RuntimeOptions::default() };
+        assert!(matches!(open(Backend::Tract, &on_gpu), Err(RuntimeError::DeviceUnsupported { .. })));
+        assert!(open(Backend::Tract, &RuntimeOptions::default()).is_ok());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use ort::session::{Session as OrtSession, SessionInputValue, builder::GraphOptim
 use ort::value::{DynValue, TensorElementType, TensorRef, ValueType};
 use strix_core::{DType, Dim, Tensor, TensorData, TensorInfo};
 
-use crate::{Backend, Runtime, RuntimeError, RuntimeOptions, Session, check_inputs};
+use crate::{Backend, Device, Runtime, RuntimeError, RuntimeOptions, Session, check_inputs};
 
 /// ONNX Runtime allows one environment per process and the library, once loaded, stays: keep
 /// both here and hand clones to every runtime opened later.
@@ -39,6 +39,7 @@ fn global_environment(path: &Path) -> Result<(Environment, String), RuntimeError
 pub(crate) struct OrtRuntime {
     environment: Environment,
     threads: usize,
+    device: Device,
     version: String,
 }
 
@@ -52,7 +53,7 @@ impl OrtRuntime {
             return Err(RuntimeError::OrtLibrary { path, reason: "no such file".to_string() });
         }
         let (environment, version) = global_environment(&path)?;
-        Ok(OrtRuntime { environment, threads: options.thread_count(), version })
+        Ok(OrtRuntime { environment, threads: options.thread_count(), device: options.device, version })
     }
 }
 
@@ -61,21 +62,26 @@ impl Runtime for OrtRuntime {
         Backend::Ort
     }
 
+    /// `onnxruntime 1.31.1`, with `on cuda` when models run on a GPU.
     fn version(&self) -> String {
-        self.version.clone()
+        match self.device {
+            Device::Cpu => self.version.clone(),
+            gpu => format!("{} on {gpu}", self.version),
+        }
     }
 
     fn load(&self, model: &Path) -> Result<Box<dyn Session>, RuntimeError> {
         if !model.is_file() {
             return Err(RuntimeError::ModelMissing { path: model.to_path_buf() });
         }
-        let session = build_session(&self.environment, model, self.threads)?;
+        let session = build_session(&self.environment, model, self.threads, self.device)?;
         let inputs = session.inputs().iter().map(|o| describe(o.name(), o.dtype())).collect();
         let outputs = session.outputs().iter().map(|o| describe(o.name(), o.dtype())).collect();
         Ok(Box::new(OrtModel {
             environment: self.environment.clone(),
             path: model.to_path_buf(),
             threads: self.threads,
+            device: self.device,
             idle: Mutex::new(vec![(self.threads, session)]),
             inputs,
             outputs,
@@ -83,20 +89,32 @@ impl Runtime for OrtRuntime {
     }
 }
 
-fn build_session(environment: &Environment, model: &Path, threads: usize) -> Result<OrtSession, RuntimeError> {
+fn build_session(
+    environment: &Environment,
+    model: &Path,
+    threads: usize,
+    device: Device,
+) -> Result<OrtSession, RuntimeError> {
     let load_err = |reason: String| RuntimeError::Load {
         path: model.to_path_buf(),
         backend: Backend::Ort,
         reason: reason.replace('\n', " "),
     };
-    OrtSession::builder(environment)
+    let mut builder = OrtSession::builder(environment)
         .map_err(|e| load_err(e.to_string()))?
         .with_optimization_level(GraphOptimizationLevel::Level3)
         .map_err(|e| load_err(e.to_string()))?
         .with_intra_threads(threads)
-        .map_err(|e| load_err(e.to_string()))?
-        .commit_from_file(model)
-        .map_err(|e| load_err(e.to_string()))
+        .map_err(|e| load_err(e.to_string()))?;
+    if let Device::Cuda(id) = device {
+        // Fail loudly: ONNX Runtime's default is to fall back to the CPU in silence, and a GPU
+        // run that is a CPU run is what nobody asked for.
+        let cuda = ort::ep::CUDA::default().with_device_id(id as i32).build().error_on_failure();
+        builder = builder
+            .with_execution_providers([cuda])
+            .map_err(|e| RuntimeError::OrtDevice { device, reason: e.to_string().replace('\n', " ") })?;
+    }
+    builder.commit_from_file(model).map_err(|e| load_err(e.to_string()))
 }
 
 fn describe(name: &str, ty: &ValueType) -> TensorInfo {
@@ -141,6 +159,7 @@ struct OrtModel {
     environment: Environment,
     path: PathBuf,
     threads: usize,
+    device: Device,
     /// Sessions not running now, with their intra-op thread counts. `ort` runs take `&mut`
     /// (ONNX Runtime's run is not safe to share), so concurrent callers each take one; more
     /// are built on demand, once per level of concurrency and thread count.
@@ -173,7 +192,7 @@ impl Session for OrtModel {
         let threads = threads.max(1);
         let have = self.idle.lock().unwrap_or_else(|p| p.into_inner()).iter().filter(|(n, _)| *n == threads).count();
         for _ in have..concurrency.min(IDLE_SESSIONS) {
-            let session = build_session(&self.environment, &self.path, threads)?;
+            let session = build_session(&self.environment, &self.path, threads, self.device)?;
             self.idle.lock().unwrap_or_else(|p| p.into_inner()).push((threads, session));
         }
         Ok(())
@@ -188,7 +207,7 @@ impl Session for OrtModel {
         };
         let mut session = match taken {
             Some(s) => s,
-            None => build_session(&self.environment, &self.path, threads)?,
+            None => build_session(&self.environment, &self.path, threads, self.device)?,
         };
         let result = self.run_on(&mut session, inputs);
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());

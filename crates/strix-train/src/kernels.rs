@@ -9,8 +9,10 @@
 //! generic 3-D max pool. Here each is one pass over the data, planes in parallel.
 
 mod conv;
+mod gemm;
 mod pool;
 use conv::Geometry;
+use gemm::Mat;
 pub use pool::Window;
 
 use burn::backend::autodiff::Autodiff;
@@ -54,7 +56,7 @@ impl TrainKernels for Flex {
 
     fn conv2d_dense(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
         match Geometry::new(&x.layout().shape().to_vec(), &weight.layout().shape().to_vec(), &options) {
-            Some(g) => conv_forward(&x, weight, &g),
+            Some(g) => conv_forward(&x, &weight, &g),
             None => Flex::conv2d(x, weight, None, options),
         }
     }
@@ -130,25 +132,15 @@ impl Backward<Flex, 2> for ConvBackward {
         let [node_x, node_w] = ops.parents;
         let grad = grads.consume::<Flex>(&ops.node);
         let (x, w, g) = ops.state;
-        let w_shape = w.layout().shape().clone();
-        let dy = Flex::float_reshape(grad, Shape::new([g.n, w_shape[0], g.positions()]));
-        // dW = sum over images of dY * patches^T; the first layer's input needs no gradient.
-        // The patches are built again rather than kept from the forward pass: every conv's
-        // would be held until backward, several times the activations.
+        let dy = values(&grad);
+        // The first layer's input needs no gradient.
         if let Some(node) = node_w {
-            let dw = Flex::float_matmul(dy.clone(), Flex::float_swap_dims(patches(&x, &g), 1, 2));
-            grads.register::<Flex>(node.id, Flex::float_reshape(Flex::float_sum_dim(dw, 0), w_shape));
+            let dw = conv_weight_grad(&values(&x), &dy, &g);
+            grads.register::<Flex>(node.id, tensor(dw, w.layout().shape().to_vec()));
         }
-        // dX = col2im(W^T * dY).
         if let Some(node) = node_x {
-            let dcols = Flex::float_matmul(Flex::float_swap_dims(weight_matrix(w, &g), 1, 2), dy);
-            let x_shape = x.layout().shape().clone();
-            let dx = if g.is_pointwise() {
-                Flex::float_reshape(dcols, x_shape)
-            } else {
-                tensor(conv::col2im(&values(&dcols), &g), x_shape.to_vec())
-            };
-            grads.register::<Flex>(node.id, dx);
+            let dx = conv_input_grad(&values(&w), &dy, &g);
+            grads.register::<Flex>(node.id, tensor(dx, x.layout().shape().to_vec()));
         }
     }
 }
@@ -207,10 +199,10 @@ impl<C: CheckpointStrategy> TrainKernels for Autodiff<Flex, C> {
         let ((x, x_node), (w, w_node)) = (x.into_parts(), weight.into_parts());
         match ConvBackward.prepare::<C>([x_node, w_node]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
-                let out = conv_forward(&x, w.clone(), &g);
+                let out = conv_forward(&x, &w, &g);
                 prep.finish((x, w, g), out)
             }
-            OpsKind::UnTracked(prep) => prep.finish(conv_forward(&x, w, &g)),
+            OpsKind::UnTracked(prep) => prep.finish(conv_forward(&x, &w, &g)),
         }
     }
 
@@ -251,27 +243,90 @@ impl<C: CheckpointStrategy> TrainKernels for Autodiff<Flex, C> {
     }
 }
 
-/// `weight [co, c, kh, kw]` as the matrix `[1, co, c * kh * kw]` (its batch axis broadcasts).
-fn weight_matrix(weight: FlexTensor, g: &Geometry) -> FlexTensor {
-    let co = weight.layout().shape()[0];
-    Flex::float_reshape(weight, Shape::new([1, co, g.patch()]))
+/// One image's patch matrix (see [`conv::im2col`]): its pixels themselves for a pointwise
+/// convolution.
+fn patches<'a>(x: &'a [f32], g: &Geometry) -> std::borrow::Cow<'a, [f32]> {
+    if g.is_pointwise() { std::borrow::Cow::Borrowed(x) } else { std::borrow::Cow::Owned(conv::im2col(x, g)) }
 }
 
-/// Each image's patch matrix `[n, c * kh * kw, oh * ow]`: the input itself for a pointwise
-/// convolution.
-fn patches(x: &FlexTensor, g: &Geometry) -> FlexTensor {
-    if g.is_pointwise() {
-        Flex::float_reshape(x.clone(), Shape::new([g.n, g.c, g.positions()]))
+/// Whether a batch of `n` spreads its images over the threads, one product each (else each
+/// product is spread over them).
+fn by_image(n: usize) -> bool {
+    n >= rayon::current_num_threads()
+}
+
+/// `f(out_i, in_i, parallel)` for each image's chunk of `out` and `input`: images in parallel,
+/// or one after another with `parallel` products ([`by_image`]).
+fn each_image(out: &mut [f32], input: &[f32], n: usize, f: impl Fn(&mut [f32], &[f32], bool) + Sync) {
+    let (o, i) = (out.len() / n.max(1), input.len() / n.max(1));
+    if o == 0 || i == 0 {
+        return;
+    }
+    if by_image(n) {
+        out.par_chunks_mut(o).zip(input.par_chunks(i)).for_each(|(out, input)| f(out, input, false));
     } else {
-        tensor(conv::im2col(&values(x), g), vec![g.n, g.patch(), g.positions()])
+        out.chunks_mut(o).zip(input.chunks(i)).for_each(|(out, input)| f(out, input, true));
     }
 }
 
-/// A dense convolution as one matrix product per image: `[n, co, oh, ow]`.
-fn conv_forward(x: &FlexTensor, weight: FlexTensor, g: &Geometry) -> FlexTensor {
-    let co = weight.layout().shape()[0];
-    let y = Flex::float_matmul(weight_matrix(weight, g), patches(x, g));
-    Flex::float_reshape(y, Shape::new([g.n, co, g.oh, g.ow]))
+/// A dense convolution, one matrix product per image: `weight [co, c * kh * kw]` times the
+/// image's patches, `[n, co, oh, ow]`.
+fn conv_forward(x: &FlexTensor, weight: &FlexTensor, g: &Geometry) -> FlexTensor {
+    let (x, w) = (values(x), values(weight));
+    let (k, p) = (g.patch(), g.positions());
+    let co = w.len() / k;
+    let mut out = vec![0f32; g.n * co * p];
+    each_image(&mut out, &x, g.n, |y, x, parallel| {
+        gemm::matmul(y, Mat::rows(&w, co, k), Mat::rows(&patches(x, g), k, p), false, parallel);
+    });
+    tensor(out, vec![g.n, co, g.oh, g.ow])
+}
+
+/// dW = the sum over images of dY * patches^T, `[co, c * kh * kw]`. The patches are built again
+/// rather than kept from the forward pass: every conv's would be held until backward, several
+/// times the activations.
+fn conv_weight_grad(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
+    let (k, p, plane) = (g.patch(), g.positions(), g.c * g.h * g.w);
+    let co = dy.len() / (g.n * p).max(1);
+    let add = |dw: &mut Vec<f32>, i: usize, parallel: bool| {
+        let cols = patches(&x[i * plane..(i + 1) * plane], g);
+        let dy = Mat::rows(&dy[i * co * p..(i + 1) * co * p], co, p);
+        gemm::matmul(dw, dy, Mat::transposed(&cols, p, k), true, parallel);
+    };
+    let zero = || vec![0f32; co * k];
+    if by_image(g.n) {
+        let sum = |mut a: Vec<f32>, b: Vec<f32>| {
+            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+            a
+        };
+        let per_thread = (0..g.n).into_par_iter().fold(zero, |mut dw, i| {
+            add(&mut dw, i, false);
+            dw
+        });
+        per_thread.reduce(zero, sum)
+    } else {
+        let mut dw = zero();
+        (0..g.n).for_each(|i| add(&mut dw, i, true));
+        dw
+    }
+}
+
+/// dX = col2im(W^T * dY), image by image, `[n, c, h, w]`.
+fn conv_input_grad(w: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
+    let (k, p) = (g.patch(), g.positions());
+    let co = w.len() / k;
+    let mut dx = vec![0f32; g.n * g.c * g.h * g.w];
+    each_image(&mut dx, dy, g.n, |dx, dy, parallel| {
+        let (wt, dy) = (Mat::transposed(w, k, co), Mat::rows(dy, co, p));
+        if g.is_pointwise() {
+            gemm::matmul(dx, wt, dy, false, parallel);
+        } else {
+            let mut cols = vec![0f32; k * p];
+            gemm::matmul(&mut cols, wt, dy, false, parallel);
+            conv::col2im(&cols, g, dx);
+        }
+    });
+    dx
 }
 
 /// Max pooling of an NCHW tensor: the output and, when asked, the argmax offsets.
@@ -645,9 +700,17 @@ mod tests {
 
     /// Output and both gradients against burn's `conv2d`: 3x3 with stride 1 and 2, TF-"SAME"
     /// (uneven) padding, the ResNet stem's 7x7/2, pointwise with and without stride, a bias;
-    /// and a first layer, whose input needs no gradient.
+    /// and a first layer, whose input needs no gradient. On 1 thread the images go one per
+    /// thread, on 4 (more than the batch) each product is spread over the threads.
     #[test]
     fn conv_equals_burns() {
+        for threads in [1, 4] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(conv_cases_equal_burns);
+        }
+    }
+
+    fn conv_cases_equal_burns() {
         let device = Device::flex().autodiff();
         for (c, k, stride, padding, size, bias) in [
             (3, 3, 1, [(1, 1), (1, 1)], 9, false),

@@ -865,6 +865,11 @@ pub struct RuntimeArgs {
     /// Path of libonnxruntime.so (what --backend ort loads and auto looks for)
     #[arg(long, env = "ORT_DYLIB_PATH", value_name = "FILE")]
     pub ort_lib: Option<PathBuf>,
+    /// Where models run: cpu, or cuda / cuda:N (an NVIDIA GPU through ONNX Runtime's CUDA
+    /// execution provider: needs --backend ort or auto and the library of PyPI's
+    /// onnxruntime-gpu; a CPU-only library is refused, never a silent CPU run)
+    #[arg(long, env = "STRIX_DEVICE", default_value = "cpu", value_parser = parse_device)]
+    pub device: strix_runtime::Device,
 }
 
 /// A number of seconds, 0 or more (fractions allowed).
@@ -885,6 +890,10 @@ pub enum BackendChoice {
     /// ONNX Runtime when this build has it and its library is found, else tract.
     Auto,
     Fixed(Backend),
+}
+
+fn parse_device(s: &str) -> Result<strix_runtime::Device, String> {
+    s.parse().map_err(|e: strix_runtime::RuntimeError| e.to_string())
 }
 
 fn parse_backend_choice(s: &str) -> Result<BackendChoice, String> {

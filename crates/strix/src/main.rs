@@ -106,8 +106,11 @@ impl Drop for RedactedLine {
 
 /// The engine the flags name: backend, threads and libonnxruntime.
 fn engine(global: &Global, args: &RuntimeArgs) -> strix_catalog::Engine {
-    let options =
-        RuntimeOptions { threads: args.threads, ort_library: settings::ort_library(global, args.ort_lib.as_ref()) };
+    let options = RuntimeOptions {
+        threads: args.threads,
+        device: args.device,
+        ort_library: settings::ort_library(global, args.ort_lib.as_ref()),
+    };
     let backend = match args.backend {
         cli::BackendChoice::Fixed(b) => b,
         cli::BackendChoice::Auto => auto_backend(global, options.ort_library.as_deref()),

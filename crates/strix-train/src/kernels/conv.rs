@@ -11,7 +11,6 @@
 use std::ops::Range;
 
 use burn::tensor::ops::ConvOptions;
-use rayon::prelude::*;
 
 /// One dense convolution's sizes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,49 +96,50 @@ pub fn inside(offset: usize, pad: usize, stride: usize, input: usize, outputs: u
     lo..hi.max(lo)
 }
 
-/// Every image's patch matrix, `[n, c * kh * kw, oh * ow]`; padding reads as zero.
+/// One image's patch matrix `[c * kh * kw, oh * ow]` from its `[c, h, w]` pixels; padding
+/// reads as zero.
 pub fn im2col(x: &[f32], g: &Geometry) -> Vec<f32> {
     let (plane, s) = (g.h * g.w, g.positions());
-    let mut cols = vec![0f32; g.n * g.patch() * s];
-    cols.par_chunks_mut(g.patch() * s).zip(x.par_chunks(g.c * plane)).for_each(|(cols, x)| {
-        for (row, dst) in cols.chunks_mut(s).enumerate() {
-            let (ch, i, j) = g.tap(row);
-            let x = &x[ch * plane..(ch + 1) * plane];
-            for (r, dst) in dst.chunks_mut(g.ow).enumerate() {
-                let Some((ih, cols, first)) = g.run(i, j, r) else { continue };
-                let src = &x[ih * g.w..(ih + 1) * g.w];
-                if g.stride[1] == 1 {
-                    dst[cols.clone()].copy_from_slice(&src[first..first + cols.len()]);
-                } else {
-                    for (d, s) in dst[cols].iter_mut().zip(src[first..].iter().step_by(g.stride[1])) {
-                        *d = *s;
-                    }
+    let mut cols = vec![0f32; g.patch() * s];
+    for (row, dst) in cols.chunks_mut(s).enumerate() {
+        let (ch, i, j) = g.tap(row);
+        let x = &x[ch * plane..(ch + 1) * plane];
+        for (r, dst) in dst.chunks_mut(g.ow).enumerate() {
+            let Some((ih, cols, first)) = g.run(i, j, r) else { continue };
+            let src = &x[ih * g.w..(ih + 1) * g.w];
+            if g.stride[1] == 1 {
+                dst[cols.clone()].copy_from_slice(&src[first..first + cols.len()]);
+            } else {
+                for (d, s) in dst[cols].iter_mut().zip(src[first..].iter().step_by(g.stride[1])) {
+                    *d = *s;
                 }
             }
         }
-    });
+    }
     cols
 }
 
-/// The inverse scatter of [`im2col`]: every patch matrix entry added onto the input pixel it
-/// came from, `[n, c, h, w]`.
-pub fn col2im(cols: &[f32], g: &Geometry) -> Vec<f32> {
+/// The inverse scatter of [`im2col`]: every entry of one image's patch matrix added onto the
+/// pixel of `x` (`[c, h, w]`) it came from.
+pub fn col2im(cols: &[f32], g: &Geometry, x: &mut [f32]) {
     let (plane, s) = (g.h * g.w, g.positions());
-    let mut x = vec![0f32; g.n * g.c * plane];
-    x.par_chunks_mut(g.c * plane).zip(cols.par_chunks(g.patch() * s)).for_each(|(x, cols)| {
-        for (row, src) in cols.chunks(s).enumerate() {
-            let (ch, i, j) = g.tap(row);
-            let x = &mut x[ch * plane..(ch + 1) * plane];
-            for (r, src) in src.chunks(g.ow).enumerate() {
-                let Some((ih, cols, first)) = g.run(i, j, r) else { continue };
-                let dst = &mut x[ih * g.w..(ih + 1) * g.w];
+    for (row, src) in cols.chunks(s).enumerate() {
+        let (ch, i, j) = g.tap(row);
+        let x = &mut x[ch * plane..(ch + 1) * plane];
+        for (r, src) in src.chunks(g.ow).enumerate() {
+            let Some((ih, cols, first)) = g.run(i, j, r) else { continue };
+            let dst = &mut x[ih * g.w..(ih + 1) * g.w];
+            if g.stride[1] == 1 {
+                // A plain slice add, which vectorises; `step_by` does not.
+                let dst = &mut dst[first..first + cols.len()];
+                dst.iter_mut().zip(&src[cols]).for_each(|(d, s)| *d += *s);
+            } else {
                 for (d, s) in dst[first..].iter_mut().step_by(g.stride[1]).zip(&src[cols]) {
                     *d += *s;
                 }
             }
         }
-    });
-    x
+    }
 }
 
 #[cfg(test)]
@@ -158,10 +158,12 @@ mod tests {
             [(7, 9, 3, 1, (1, 1)), (8, 7, 3, 2, (0, 1)), (9, 9, 7, 2, (3, 3)), (5, 6, 1, 2, (0, 0))]
         {
             let g = geometry(h, w, k, stride, pad);
-            let x: Vec<f32> = (0..g.n * g.c * h * w).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();
-            let y: Vec<f32> = (0..g.n * g.patch() * g.positions()).map(|i| ((i * 104_729) % 11) as f32 - 5.0).collect();
+            let x: Vec<f32> = (0..g.c * h * w).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();
+            let y: Vec<f32> = (0..g.patch() * g.positions()).map(|i| ((i * 104_729) % 11) as f32 - 5.0).collect();
             let lhs: f64 = im2col(&x, &g).iter().zip(&y).map(|(a, b)| f64::from(a * b)).sum();
-            let rhs: f64 = x.iter().zip(&col2im(&y, &g)).map(|(a, b)| f64::from(a * b)).sum();
+            let mut back = vec![0f32; x.len()];
+            col2im(&y, &g, &mut back);
+            let rhs: f64 = x.iter().zip(&back).map(|(a, b)| f64::from(a * b)).sum();
             assert_eq!(lhs, rhs, "{g:?}");
         }
     }
