@@ -295,15 +295,24 @@ fn conv_weight_grad(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
     };
     let zero = || vec![0f32; co * k];
     if by_image(g.n) {
-        let sum = |mut a: Vec<f32>, b: Vec<f32>| {
-            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-            a
-        };
-        let per_thread = (0..g.n).into_par_iter().fold(zero, |mut dw, i| {
-            add(&mut dw, i, false);
-            dw
-        });
-        per_thread.reduce(zero, sum)
+        // Fixed runs of images, each summed in order, then the runs in order: the same rounding
+        // every time (rayon's `fold` splits where work stealing lands), which a resumed
+        // training relies on to compute what the uninterrupted one does.
+        let per = g.n.div_ceil(rayon::current_num_threads());
+        let runs: Vec<Vec<f32>> = (0..g.n.div_ceil(per))
+            .into_par_iter()
+            .map(|run| {
+                let mut dw = zero();
+                (run * per..((run + 1) * per).min(g.n)).for_each(|i| add(&mut dw, i, false));
+                dw
+            })
+            .collect();
+        runs.into_iter()
+            .reduce(|mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                a
+            })
+            .unwrap_or_else(zero)
     } else {
         let mut dw = zero();
         (0..g.n).for_each(|i| add(&mut dw, i, true));
