@@ -172,7 +172,8 @@ def wrk(port, path, files, seconds, connections, tmp):
     script, listing = os.path.join(tmp, "post.lua"), os.path.join(tmp, "bodies.txt")
     open(script, "w").write(WRK_SCRIPT)
     open(listing, "w").write("\n".join(files) + "\n")
-    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s", "-s", script,
+    # wrk reads whole seconds only: "-d15.0s" is a usage error.
+    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "30s", "-s", script,
            f"http://127.0.0.1:{port}{path}"]
     out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, STRIX_BENCH_BODIES=listing))
     line = next((l for l in out.stdout.splitlines() if l.startswith("WRK ")), None)
