@@ -228,16 +228,7 @@ fn gpu_device_is_refused_clearly_where_it_cannot_run() {
     assert!(!out.status.success());
     assert!(stderr.contains("unknown device `tpu`"), "{stderr}");
 
-    let Some(lib) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| Path::new(p).is_file()) else {
-        assert!(
-            !crate::support::in_ci(),
-            "ORT_DYLIB_PATH does not name libonnxruntime; CI must test --device cuda with it"
-        );
-        return;
-    };
-    if !cfg!(feature = "ort") {
-        return;
-    }
+    let Some(lib) = crate::support::ort_library("--device cuda") else { return };
     // The library scripts/setup installs is PyPI's CPU-only `onnxruntime`.
     let (out, _, stderr) = run(strix(&fx, cache.path())
         .env("ORT_DYLIB_PATH", lib)
@@ -440,17 +431,8 @@ fn backend_auto_takes_onnx_runtime_when_its_library_is_found_else_tract() {
     };
     let (without, said) = predict(None);
     assert!(said.contains("engine: tract (--backend auto:"), "{said}");
-    let Some(lib) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| Path::new(p).is_file()) else {
-        assert!(
-            !crate::support::in_ci(),
-            "ORT_DYLIB_PATH does not name libonnxruntime; CI must test --backend auto with it"
-        );
-        return;
-    };
-    if !cfg!(feature = "ort") {
-        return;
-    }
-    let (with, said) = predict(Some(&lib));
+    let Some(lib) = crate::support::ort_library("--backend auto") else { return };
+    let (with, said) = predict(Some(lib.as_os_str()));
     assert!(said.contains("engine: ort (--backend auto: ONNX Runtime from"), "{said}");
     assert!(said.contains("on onnxruntime"), "{said}");
     let label = |a: &Value| a["Labels"][0]["Name"].clone();

@@ -47,18 +47,23 @@ pub fn empty_home() -> PathBuf {
     std::env::temp_dir().join("strix-it-empty-home")
 }
 
+/// The libonnxruntime `ORT_DYLIB_PATH` names, when there is one and this build has the ort
+/// backend; under CI a missing library fails the test, which `what` names.
+pub fn ort_library(what: &str) -> Option<PathBuf> {
+    let Some(lib) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| Path::new(p).is_file()) else {
+        assert!(!in_ci(), "ORT_DYLIB_PATH does not name libonnxruntime; CI must test {what} with it");
+        eprintln!("note: ORT_DYLIB_PATH unset, {what} not tested");
+        return None;
+    };
+    cfg!(feature = "ort").then(|| PathBuf::from(lib))
+}
+
 /// The backends to check: tract always; ort when built in and its library is available
 /// (required under CI).
 pub fn backends() -> Vec<Backend> {
     let mut out = vec![Backend::Tract];
-    if cfg!(feature = "ort") {
-        match std::env::var_os("ORT_DYLIB_PATH").filter(|p| Path::new(p).is_file()) {
-            Some(_) => out.push(Backend::Ort),
-            None => {
-                assert!(!in_ci(), "ORT_DYLIB_PATH does not name libonnxruntime; CI must test the ort backend");
-                eprintln!("note: ORT_DYLIB_PATH unset, ort backend not tested");
-            }
-        }
+    if ort_library("the ort backend").is_some() {
+        out.push(Backend::Ort);
     }
     out
 }
