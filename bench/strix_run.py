@@ -86,12 +86,19 @@ def nanodet_detector(model_path):
 
 
 def environment():
-    """The benchmarks' environment; builds the release binary unless STRIX_BIN names one."""
+    """The benchmarks' environment, the binary built (see `build_strix`)."""
     if not os.environ.get("ORT_DYLIB_PATH"):
         sys.exit("ORT_DYLIB_PATH is unset: run ./scripts/setup and `source scripts/env.sh` first")
+    build_strix()
+    return dict(os.environ, STRIX_MODEL_PATH=os.path.join(FIXTURES, "models"))
+
+
+def build_strix():
+    """`strix_binary()`, the release build brought up to date first unless STRIX_BIN names a
+    binary (e.g. target/debug/strix, whose dependencies, burn included, are optimised too)."""
     if not os.environ.get("STRIX_BIN"):
         subprocess.run(["cargo", "build", "--release", "--locked", "-q", "-p", "strix"], cwd=ROOT, check=True)
-    return dict(os.environ, STRIX_MODEL_PATH=os.path.join(FIXTURES, "models"))
+    return strix_binary()
 
 
 def strix_binary():

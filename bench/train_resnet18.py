@@ -19,7 +19,8 @@ import sys
 import tempfile
 import time
 
-from train_small_cnn import FIXTURES, last_epoch, strix_binary, torch_device, torch_sync
+from strix_run import FIXTURES, build_strix
+from train_small_cnn import last_epoch, torch_device, torch_sync
 
 PHOTOS = os.path.join(FIXTURES, "images")
 BATCH = 8
@@ -92,7 +93,7 @@ def strix_seconds_per_step(data, steps, threads, device):
         run_dir = os.path.join(tmp, "run")
         # One validation image per class so that `steps` full batches are trained on.
         # On a GPU the first epoch compiles burn's kernels: time the second.
-        cmd = [strix_binary(), "-q", "train", "--data", data, "--model", "resnet18", "--image-size", str(SIZE),
+        cmd = [build_strix(), "-q", "train", "--data", data, "--model", "resnet18", "--image-size", str(SIZE),
                "--epochs", "1" if device == "cpu" else "2", "--batch-size", str(BATCH), "--optimizer", "sgd", "--lr", "0.01",
                "--threads", str(threads), "--test", "false", "--no-export", "--run-dir", run_dir,
                "--max-images", str(steps * BATCH + 2), "--val-fraction", str(2 / (steps * BATCH + 2)),

@@ -22,8 +22,8 @@ import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIXTURES = os.environ.get("STRIX_FIXTURES", os.path.join(ROOT, "..", "shared", "fixtures"))
+from strix_run import FIXTURES, build_strix
+
 DATA = os.path.join(FIXTURES, "datasets", "fashion-mnist")
 EPOCH = 60_000
 
@@ -86,21 +86,11 @@ def torch_images_per_second(n, threads, batch, device="cpu"):
     return len(x) / (time.perf_counter() - start)
 
 
-def strix_binary():
-    """STRIX_BIN when set (e.g. target/debug/strix, whose dependencies, burn included, are
-    optimised too), else a fresh release build."""
-    if os.environ.get("STRIX_BIN"):
-        return os.environ["STRIX_BIN"]
-    subprocess.run(["cargo", "build", "--release", "--locked", "-q", "-p", "strix"], cwd=ROOT, check=True)
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-    return os.path.join(target, "release", "strix")
-
-
 def strix_images_per_second(n, threads, batch, device="cpu"):
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = os.path.join(tmp, "run")
         # On a GPU the first epoch compiles burn's kernels: time the second.
-        cmd = [strix_binary(), "-q", "train", "--data", DATA, "--model", "small-cnn",
+        cmd = [build_strix(), "-q", "train", "--data", DATA, "--model", "small-cnn",
                "--epochs", "1" if device == "cpu" else "2", "--batch-size", str(batch), "--optimizer", "adamw", "--lr", "0.001",
                "--threads", str(threads), "--crop-scale-min", "1", "--color-jitter", "0", "--hflip", "false",
                "--test", "false", "--no-export", "--run-dir", run_dir, "--device", device]
