@@ -39,7 +39,7 @@ import tempfile
 import threading
 import time
 
-from strix_run import FIXTURES, ROOT, environment, strix_binary, timed
+from strix_run import FIXTURES, ROOT, efficientnet_input, environment, onnxruntime_alone, strix_binary, timed
 
 PY_SERVER = r'''
 import io, sys
@@ -184,42 +184,6 @@ def wrk(port, path, files, seconds, connections, tmp):
             "statuses": {"failed": int(failed) + int(non2xx)}, "rss": 0.0}
 
 
-def onnxruntime_alone(onnx_path, files, seconds):
-    """Inferences/s of the bare model: one session per core, one thread each, batch 1, on
-    preprocessed inputs (the work `strix serve` hands the engine, without decoding or HTTP)."""
-    import onnxruntime as ort
-
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from strix_run import efficientnet_input
-
-    inputs = [efficientnet_input(f) for f in files]
-    workers = os.cpu_count()
-    counts = [0] * workers
-    stop = [False]
-
-    def worker(k):
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = 1
-        so.inter_op_num_threads = 1
-        session = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
-        session.run(None, {"input": inputs[0]})
-        while not stop[0]:
-            session.run(None, {"input": inputs[counts[k] % len(inputs)]})
-            counts[k] += 1
-
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(workers)]
-    for t in threads:
-        t.start()
-    time.sleep(2)  # sessions built and warm
-    start_counts, start = sum(counts), time.perf_counter()
-    time.sleep(seconds)
-    done, took = sum(counts) - start_counts, time.perf_counter() - start
-    stop[0] = True
-    for t in threads:
-        t.join()
-    return done / took, workers
-
-
 def predict_limit(spec_path, files, env, repeat=40):
     """Images/s of `strix predict --backend ort` over the photos `repeat` times (every core),
     timed from outside, model load included."""
@@ -314,7 +278,7 @@ def main():
             server.wait()
             return result
 
-        limit, workers = onnxruntime_alone(onnx_path, files, args.seconds)
+        limit, workers = onnxruntime_alone(onnx_path, [{"input": efficientnet_input(f)} for f in files], args.seconds)
         e2e = predict_limit(spec_path, files, env)
         ours = strix_run()
         fast = strix_run("--fast-decode")

@@ -34,6 +34,52 @@ def softmax(logits):
     return p / p.sum()
 
 
+def nanodet_input(img):
+    """NanoDet-m 416's input for a decoded BGR image (OpenCV): resized to 416x416 (bilinear),
+    normalised in BGR, NCHW."""
+    import cv2
+    import numpy as np
+
+    mean, std = (103.53, 116.28, 123.675), (57.375, 57.12, 58.395)
+    x = cv2.resize(img, (416, 416), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    return ((x - mean) / std).astype(np.float32).transpose(2, 0, 1)[None]
+
+
+def onnxruntime_alone(onnx_path, feeds, seconds):
+    """Inferences/s of the bare model, the physical limit of the pipelines that wrap it: one
+    session per core, one thread each, on `feeds` (input dicts, already preprocessed: no
+    decoding, no transport) in turn. Returns (inferences/s, workers)."""
+    import threading
+
+    import onnxruntime as ort
+
+    workers = os.cpu_count()
+    counts = [0] * workers
+    stop = [False]
+
+    def worker(k):
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        so.inter_op_num_threads = 1
+        session = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
+        session.run(None, feeds[0])
+        while not stop[0]:
+            session.run(None, feeds[counts[k] % len(feeds)])
+            counts[k] += 1
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(workers)]
+    for t in threads:
+        t.start()
+    time.sleep(2)  # sessions built and warm
+    start_counts, start = sum(counts), time.perf_counter()
+    time.sleep(seconds)
+    done, took = sum(counts) - start_counts, time.perf_counter() - start
+    stop[0] = True
+    for t in threads:
+        t.join()
+    return done / took, workers
+
+
 def nanodet_detector(model_path):
     """The Python pipeline people write for NanoDet-m 416 on a decoded BGR image (OpenCV):
     resize to 416x416 (bilinear), normalise in BGR, run, decode the GFL heads (softmax over
@@ -43,7 +89,6 @@ def nanodet_detector(model_path):
     import numpy as np
     import onnxruntime as ort
 
-    mean, std = (103.53, 116.28, 123.675), (57.375, 57.12, 58.395)
     session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     heads = [(8, "Identity:0", "Identity_3:0"), (16, "Identity_1:0", "Identity_4:0"), (32, "Identity_2:0", "Identity_5:0")]
@@ -56,9 +101,7 @@ def nanodet_detector(model_path):
 
     def detect(img):
         h, w = img.shape[:2]
-        x = cv2.resize(img, (416, 416), interpolation=cv2.INTER_LINEAR).astype(np.float32)
-        x = ((x - mean) / std).astype(np.float32).transpose(2, 0, 1)[None]
-        outs = dict(zip(names, session.run(None, {"input_1:0": x})))
+        outs = dict(zip(names, session.run(None, {"input_1:0": nanodet_input(img)})))
         boxes, scores, classes = [], [], []
         for s, cn, rn in heads:
             cls = outs[cn][0]

@@ -392,6 +392,8 @@ fn overload_sheds_with_503_and_recovers() {
 
 /// A model with a free batch dimension (a trained export) gets real batches from concurrent
 /// requests, each caller gets its own answer, and shutdown waits for requests in flight.
+/// Inferences are slowed down as a big model's would be: with several workers a batch only
+/// waits for company while the other workers are busy.
 #[test]
 fn concurrent_requests_are_batched_and_shutdown_drains() {
     let fx = fixtures_or_skip!();
@@ -402,7 +404,7 @@ fn concurrent_requests_are_batched_and_shutdown_drains() {
     let runtime = CountingRuntime {
         inner: strix_runtime::open(Backend::Tract, &crate::support::runtime_options()).unwrap(),
         log: log.clone(),
-        slow: Duration::ZERO,
+        slow: Duration::from_millis(200),
     };
     let mut server =
         Server::start_on(Box::new(runtime), &fx, &[("fm", spec.to_str().unwrap())], batching, Limits::default(), |s| s);

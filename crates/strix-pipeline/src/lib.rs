@@ -386,12 +386,20 @@ impl Pipeline {
             return Err(PipelineError::Internal("a cascade takes images, not prepared samples".into()));
         };
         let n = batch.len();
-        let mut data = Vec::with_capacity(n * preprocessor.sample_len());
         let mut geometries = Vec::with_capacity(n);
-        for p in batch {
-            data.extend_from_slice(&p.sample);
+        let data = if n == 1 {
+            // One image (what a stream's workers run): its sample is the batch, no copy.
+            let p = batch.into_iter().next().expect("one prepared image");
             geometries.push(p.geometry);
-        }
+            p.sample
+        } else {
+            let mut data = Vec::with_capacity(n * preprocessor.sample_len());
+            for p in batch {
+                data.extend_from_slice(&p.sample);
+                geometries.push(p.geometry);
+            }
+            data
+        };
         let threads = threads.unwrap_or_else(|| self.session().default_threads()).max(1);
         self.infer(preprocessor.into_tensor(data, n), &geometries, top_k, threads)
     }

@@ -1,6 +1,9 @@
 //! Dynamic batching: requests for one model wait in a bounded queue; a worker thread takes the
 //! first, waits up to `max_delay` for more (up to `max_batch`), runs them as one batch and hands
-//! each caller its answer.
+//! each caller its answer. With several workers a batch is only a fair share of what waits, and
+//! nobody waits for company while another worker is idle: on a CPU, where each worker runs one
+//! thread, a bigger batch buys a few percent of throughput and costs its whole length in latency
+//! to everyone in it (and an idle worker beside a hoarded queue wastes a core).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -124,13 +127,15 @@ impl Batcher {
         let threads = (!pipeline.is_cascade()).then_some(plan.threads);
         let delay = Duration::from_millis(batching.max_delay_ms);
         let alive = Arc::new(AtomicUsize::new(0));
+        let idle = Arc::new(AtomicUsize::new(0));
         for i in 0..workers {
             let (pipeline, rx, stats) = (pipeline.clone(), rx.clone(), stats.clone());
+            let shape = Shape { max_batch, delay, workers, idle: idle.clone() };
             // Counted before the thread starts, so a server is never briefly "not ready".
             let guard = Alive::enter(&alive);
             let spawned = std::thread::Builder::new().name(format!("batcher-{name}-{i}")).spawn(move || {
                 let _alive = guard;
-                work(&pipeline, &rx, max_batch, delay, top_k, threads, &stats)
+                work(&pipeline, &rx, &shape, top_k, threads, &stats)
             });
             if let Err(e) = spawned {
                 tracing::error!("cannot start batcher thread {i} of {name}: {e}");
@@ -157,24 +162,63 @@ impl Batcher {
     }
 }
 
-fn work(
-    pipeline: &Pipeline,
-    rx: &Receiver<Job>,
+/// How a worker forms its batches.
+struct Shape {
     max_batch: usize,
     delay: Duration,
-    top_k: usize,
-    threads: Option<usize>,
-    stats: &BatchStats,
-) {
-    while let Ok(first) = rx.recv() {
-        let deadline = Instant::now() + delay;
+    /// Workers sharing the queue.
+    workers: usize,
+    /// Workers waiting for a first job now.
+    idle: Arc<AtomicUsize>,
+}
+
+impl Shape {
+    /// The next job, counted idle while waiting for it.
+    fn first(&self, rx: &Receiver<Job>) -> Option<Job> {
+        self.idle.fetch_add(1, Ordering::SeqCst);
+        let job = rx.recv().ok();
+        self.idle.fetch_sub(1, Ordering::SeqCst);
+        job
+    }
+
+    /// `first` and the jobs that join it: an even share of those waiting now (the rest are
+    /// the other workers' when they come back), then new arrivals until `delay` has passed,
+    /// but only while no other worker is idle (it would start them at once) and nothing is
+    /// left waiting for the others. A lone worker takes everything to `max_batch`.
+    fn batch(&self, rx: &Receiver<Job>, first: Job) -> Vec<Job> {
+        let deadline = Instant::now() + self.delay;
+        let share = (1 + rx.len()).div_ceil(self.workers).min(self.max_batch);
         let mut jobs = vec![first];
-        while jobs.len() < max_batch {
+        while jobs.len() < self.max_batch {
+            if jobs.len() < share
+                && let Ok(job) = rx.try_recv()
+            {
+                jobs.push(job);
+                continue;
+            }
+            let others_can_start = self.idle.load(Ordering::SeqCst) > 0 || !rx.is_empty();
+            if self.workers > 1 && others_can_start {
+                break;
+            }
             match rx.recv_deadline(deadline) {
                 Ok(job) => jobs.push(job),
                 Err(_) => break,
             }
         }
+        jobs
+    }
+}
+
+fn work(
+    pipeline: &Pipeline,
+    rx: &Receiver<Job>,
+    shape: &Shape,
+    top_k: usize,
+    threads: Option<usize>,
+    stats: &BatchStats,
+) {
+    while let Some(first) = shape.first(rx) {
+        let mut jobs = shape.batch(rx, first);
         // Callers that gave up (timed out) need no answer.
         jobs.retain(|j| !j.abandoned());
         if jobs.is_empty() {
@@ -281,6 +325,71 @@ fn run_raw(pipeline: &Pipeline, jobs: Vec<(Vec<Tensor>, RawReply)>, threads: Opt
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn job() -> Job {
+        Job::Raw { inputs: Vec::new(), reply: oneshot::channel().0 }
+    }
+
+    fn shape(workers: usize, idle: usize, delay_ms: u64) -> Shape {
+        Shape { max_batch: 8, delay: Duration::from_millis(delay_ms), workers, idle: Arc::new(AtomicUsize::new(idle)) }
+    }
+
+    fn queue(waiting: usize) -> (Sender<Job>, Receiver<Job>) {
+        let (tx, rx) = crossbeam_channel::bounded(64);
+        for _ in 0..waiting {
+            tx.send(job()).ok();
+        }
+        (tx, rx)
+    }
+
+    #[test]
+    fn a_lone_worker_takes_everything_and_waits_for_company() {
+        let (tx, rx) = queue(9);
+        let lone = shape(1, 0, 0);
+        assert_eq!(lone.batch(&rx, job()).len(), 8);
+        assert_eq!(rx.len(), 2);
+        // An empty queue: it waits out the delay for arrivals.
+        let (_tx, rx) = queue(0);
+        let start = Instant::now();
+        assert_eq!(shape(1, 0, 50).batch(&rx, job()).len(), 1);
+        assert!(start.elapsed() >= Duration::from_millis(50));
+        drop(tx);
+    }
+
+    #[test]
+    fn workers_share_what_waits_evenly() {
+        // Seven waiting behind the first: four for this batch, four left for the other worker.
+        let (_tx, rx) = queue(7);
+        assert_eq!(shape(2, 0, 1000).batch(&rx, job()).len(), 4);
+        assert_eq!(rx.len(), 4);
+        // Three workers, eight in all: three each, at most.
+        let (_tx, rx) = queue(7);
+        assert_eq!(shape(3, 0, 1000).batch(&rx, job()).len(), 3);
+        // Capped by max_batch however many wait.
+        let (_tx, rx) = queue(40);
+        assert_eq!(shape(2, 0, 1000).batch(&rx, job()).len(), 8);
+    }
+
+    #[test]
+    fn nobody_waits_for_company_beside_an_idle_worker() {
+        let (_tx, rx) = queue(0);
+        let start = Instant::now();
+        assert_eq!(shape(2, 1, 1000).batch(&rx, job()).len(), 1);
+        assert!(start.elapsed() < Duration::from_millis(500), "waited {:?}", start.elapsed());
+    }
+
+    #[test]
+    fn a_worker_waits_for_arrivals_while_the_others_are_busy() {
+        let (tx, rx) = queue(0);
+        let sender = std::thread::spawn(move || {
+            for _ in 0..3 {
+                std::thread::sleep(Duration::from_millis(10));
+                tx.send(job()).ok();
+            }
+        });
+        assert_eq!(shape(2, 0, 2000).batch(&rx, job()).len(), 4);
+        sender.join().unwrap();
+    }
 
     #[test]
     fn a_panicking_batch_becomes_an_error() {

@@ -62,7 +62,8 @@ pub struct ModelConfig {
 pub struct Batching {
     /// Most images per inference (capped by what the model accepts).
     pub max_batch: usize,
-    /// How long the first request of a batch waits for company.
+    /// How long the first request of a batch waits for company (with several workers, only
+    /// while all the others are busy).
     pub max_delay_ms: u64,
     /// Requests waiting per model; beyond this the server answers 503 at once.
     pub queue: usize,

@@ -158,7 +158,8 @@ pub struct ServeArgs {
     /// Most images per inference [default: 8]
     #[arg(long)]
     pub max_batch: Option<usize>,
-    /// How long the first request of a batch waits for others, in ms [default: 5]
+    /// How long the first request of a batch waits for others, in ms; with several workers
+    /// only while all the others are busy [default: 5]
     #[arg(long)]
     pub max_delay_ms: Option<u64>,
     /// Requests waiting per model before the server answers 503 [default: 64]
