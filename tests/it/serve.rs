@@ -511,6 +511,42 @@ fn concurrent_requests_are_batched_and_shutdown_drains() {
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "still listening after shutdown");
 }
 
+/// An inference whose client hung up still runs to its end before shutdown returns: the
+/// process must not exit, tearing the engine down, under a running inference.
+#[test]
+fn shutdown_waits_for_inferences_whose_clients_left() {
+    let fx = fixtures_or_skip!();
+    let log = BatchLog::default();
+    let runtime = CountingRuntime {
+        inner: strix_runtime::open(Backend::Tract, &crate::support::runtime_options()).unwrap(),
+        log: log.clone(),
+        slow: Duration::from_millis(400),
+    };
+    let batching = Batching { workers: 1, ..Batching::default() };
+    let mut server =
+        Server::start_on(Box::new(runtime), &fx, &[("cls", "efficientnet_lite0")], batching, Limits::default(), |s| s);
+    log.lock().unwrap().clear();
+    let bytes = std::fs::read(fx.join("images/apple.jpg")).unwrap();
+    let mut leaver = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let head = format!(
+        "POST /v1/models/cls/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n\
+         Content-Length: {}\r\n\r\n",
+        bytes.len()
+    );
+    leaver.write_all(head.as_bytes()).unwrap();
+    leaver.write_all(&bytes).unwrap();
+    let waiting = std::time::Instant::now();
+    while log.lock().unwrap().is_empty() {
+        assert!(waiting.elapsed() < Duration::from_secs(30), "the request never reached the model");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let started = std::time::Instant::now();
+    drop(leaver);
+    server.shutdown();
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(300), "shutdown returned {took:?} into a 400 ms inference");
+}
+
 /// The box of the best detection of `class` in a Rekognition answer: (left, top, width, height)
 /// as shares of the image.
 fn best_box(answer: &Value, class: &str) -> [f64; 4] {

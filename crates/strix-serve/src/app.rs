@@ -113,6 +113,11 @@ impl ServedModel {
     pub(crate) fn depth(&self) -> usize {
         self.current().batcher.depth() + self.preparing.load(Ordering::SeqCst)
     }
+
+    /// Nothing waiting, decoding or being inferred.
+    fn settled(&self) -> bool {
+        self.preparing.load(Ordering::SeqCst) == 0 && self.current().batcher.settled()
+    }
 }
 
 /// Everything the routes share.
@@ -180,6 +185,12 @@ impl ServeState {
     /// Stop answering ready (while draining at shutdown).
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// No model has work waiting or running (what shutdown waits for after the last
+    /// connection closed).
+    pub fn settled(&self) -> bool {
+        self.models.iter().all(ServedModel::settled)
     }
 
     /// Ready: not draining, and every model has a live batch worker (a model whose workers

@@ -68,6 +68,8 @@ pub struct Batcher {
     pub threads: usize,
     /// Worker threads running; the server is not ready while a model has none.
     alive: Arc<AtomicUsize>,
+    /// Workers waiting for a job.
+    idle: Arc<AtomicUsize>,
 }
 
 /// Counts a worker thread as alive until it ends, by returning or by unwinding.
@@ -141,7 +143,7 @@ impl Batcher {
                 tracing::error!("cannot start batcher thread {i} of {name}: {e}");
             }
         }
-        Batcher { tx, max_batch, workers, threads: plan.threads, alive }
+        Batcher { tx, max_batch, workers, threads: plan.threads, alive, idle }
     }
 
     /// Worker threads still running.
@@ -159,6 +161,11 @@ impl Batcher {
     /// Requests waiting now.
     pub fn depth(&self) -> usize {
         self.tx.len()
+    }
+
+    /// Nothing queued, and every live worker waiting for a job (none mid-inference).
+    pub fn settled(&self) -> bool {
+        self.depth() == 0 && self.idle.load(Ordering::SeqCst) >= self.alive()
     }
 }
 

@@ -59,7 +59,13 @@ pub async fn serve(
         drain_state.set_ready(false);
         tracing::info!("shutting down: draining requests in flight");
     };
-    strix_http::serve_router(listener, app(state), connections, shutdown)
-        .await
-        .map_err(|e| ServeError::Io(e.to_string()))
+    let drain = std::time::Duration::from_millis(connections.drain_timeout_ms);
+    let served = strix_http::serve_router(listener, app(state.clone()), connections, shutdown).await;
+    // Requests whose clients left are still in the batch workers: let those inferences end
+    // before the process does, or the engine is torn down under them.
+    let deadline = tokio::time::Instant::now() + drain;
+    while !state.settled() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    served.map_err(|e| ServeError::Io(e.to_string()))
 }
