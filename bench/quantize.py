@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 
-from strix_run import FIXTURES, efficientnet_input, environment, softmax, strix_binary
+from strix_run import FIXTURES, efficientnet_input, environment, nanodet_input, softmax, strix_binary
 
 NEAR_TIE = 0.02
 
@@ -56,20 +56,17 @@ def image_sets(work):
     return sets
 
 
-def nanodet_input(path):
-    """NanoDet-m's input as the Python pipeline makes it: OpenCV decode (BGR), resize to 416x416,
-    per-channel normalisation, NCHW."""
+def nanodet_file(path):
+    """NanoDet-m's input as the Python pipeline makes it from a file: OpenCV decode (BGR),
+    then `strix_run.nanodet_input`."""
     import cv2
-    import numpy as np
 
-    x = cv2.resize(cv2.imread(path), (416, 416), interpolation=cv2.INTER_LINEAR).astype(np.float32)
-    mean, std = (103.53, 116.28, 123.675), (57.375, 57.12, 58.395)
-    return ((x - mean) / std).astype(np.float32).transpose(2, 0, 1)[None]
+    return nanodet_input(cv2.imread(path))
 
 
 MODELS = {
     "efficientnet": ("efficientnet_lite0", "classify/efficientnet_lite0.onnx", efficientnet_input),
-    "nanodet": ("nanodet_m_416", "detect/nanodet_m_416.onnx", nanodet_input),
+    "nanodet": ("nanodet_m_416", "detect/nanodet_m_416.onnx", nanodet_file),
 }
 
 

@@ -129,6 +129,11 @@ impl Reply {
 
 /// A plain HTTP/1.1 exchange over one connection.
 pub(crate) fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    read_reply(&mut send_request(port, method, path, headers, body))
+}
+
+/// A whole request sent; the connection, for the caller to read the reply from or hang up.
+fn send_request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> TcpStream {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
@@ -139,7 +144,7 @@ pub(crate) fn request(port: u16, method: &str, path: &str, headers: &[(&str, &st
     stream.write_all(head.as_bytes()).unwrap();
     // The server may answer (413) and close before a huge body is all sent.
     let _ = stream.write_all(body);
-    read_reply(&mut stream)
+    stream
 }
 
 /// The answer on `stream`, read to its end.
@@ -528,14 +533,7 @@ fn shutdown_waits_for_inferences_whose_clients_left() {
         Server::start_on(Box::new(runtime), &fx, &[("cls", "efficientnet_lite0")], batching, Limits::default(), |s| s);
     log.lock().unwrap().clear();
     let bytes = std::fs::read(fx.join("images/apple.jpg")).unwrap();
-    let mut leaver = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-    let head = format!(
-        "POST /v1/models/cls/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n\
-         Content-Length: {}\r\n\r\n",
-        bytes.len()
-    );
-    leaver.write_all(head.as_bytes()).unwrap();
-    leaver.write_all(&bytes).unwrap();
+    let leaver = send_request(server.port, "POST", "/v1/models/cls/predict", &[("Content-Type", "image/jpeg")], &bytes);
     let waiting = std::time::Instant::now();
     while log.lock().unwrap().is_empty() {
         assert!(waiting.elapsed() < Duration::from_secs(30), "the request never reached the model");
