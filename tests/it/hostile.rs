@@ -301,7 +301,7 @@ fn decodes_in_flight_are_bounded_so_memory_is() {
     let bomb = png_bomb(8000);
     assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
     let head = format!(
-        "POST /v1/models/efficientnet_lite0/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n\
+        "POST /v1/models/efficientnet_lite0/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n\
          Connection: close\r\nContent-Length: {}\r\n\r\n",
         bomb.len()
     );
@@ -335,7 +335,7 @@ fn slow_and_silent_clients_are_cut_and_shutdown_has_a_deadline() {
     let mut held: Vec<TcpStream> = (0..100)
         .map(|_| {
             let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-            let _ = s.write_all(b"POST /v1/models/efficientnet_lite0/predict HTTP/1.1\r\nHost: x\r\n");
+            let _ = s.write_all(b"POST /v1/models/efficientnet_lite0/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n");
             s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
             s
         })
@@ -354,7 +354,7 @@ fn slow_and_silent_clients_are_cut_and_shutdown_has_a_deadline() {
     // The server still answers.
     let apple = std::fs::read(fx.join("images/apple.jpg")).unwrap();
     let good = format!(
-        "POST /v1/models/efficientnet_lite0/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n\
+        "POST /v1/models/efficientnet_lite0/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n\
          Connection: close\r\nContent-Length: {}\r\n\r\n",
         apple.len()
     );
@@ -459,4 +459,49 @@ fn the_stream_page_checks_host_and_token() {
     assert!(rebound.starts_with("HTTP/1.1 421"), "{rebound}");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// A 1.0 MB KServe v2 request naming one output 20000 times once got a 422 MB answer and took
+/// the server to 2.16 GB: an output may be asked for once, so ten such requests (each naming
+/// it 40000 times) get 400 with the protocol's error and the server stays small.
+#[test]
+fn kserve_outputs_named_again_and_again_are_refused_in_bounded_memory() {
+    let fx = fixtures_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut child, port) = serve_child(&fx, tmp.path(), "");
+    let zeros = vec!["0"; 3 * 224 * 224].join(",");
+    let outputs = vec![r#"{"name":"logits"}"#; 40_000].join(",");
+    let body = format!(
+        r#"{{"inputs":[{{"name":"input","shape":[1,3,224,224],"datatype":"FP32","data":[{zeros}]}}],"outputs":[{outputs}]}}"#
+    );
+    assert!((1_000_000..2_000_000).contains(&body.len()), "{} bytes", body.len());
+    let head = format!(
+        "POST /v2/models/efficientnet_lite0/infer HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+         Content-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let started = Instant::now();
+    let replies: Vec<String> = (0..10)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+            s.write_all(head.as_bytes()).unwrap();
+            s.write_all(body.as_bytes()).unwrap();
+            let mut text = String::new();
+            let _ = s.read_to_string(&mut text);
+            text
+        })
+        .collect();
+    let peak = peak_rss_mib(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    eprintln!("10 requests of {} bytes in {:?}: peak RSS {peak} MiB", body.len(), started.elapsed());
+    for reply in &replies {
+        assert!(reply.starts_with("HTTP/1.1 400"), "{}", &reply[..reply.len().min(300)]);
+        let json = reply.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let error: Value = serde_json::from_str(json).unwrap();
+        let message = error["error"].as_str().unwrap_or_default();
+        assert!(message.contains("40000 outputs requested but the model gives 1 (logits)"), "{message}");
+    }
+    assert!(peak < 300, "peak RSS {peak} MiB");
 }

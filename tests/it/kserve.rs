@@ -91,3 +91,61 @@ fn tritonclient_gets_the_reference_logits_and_bad_tensors_a_v2_error() {
         let _ = child.wait();
     }
 }
+
+/// Issue 31: tensors nested to the wrong depth or with ragged rows were accepted, `1e39`
+/// became infinity (and the answer `null`s), a `text/plain` body was read, and PP-OCR's
+/// detector given a zero or unusable dimension answered 500. Each is a 400 naming the problem,
+/// with the model's shape written as the protocol does (`-1`), never the graph's dimension names.
+#[test]
+fn malformed_tensors_and_unusable_dimensions_get_a_400_naming_the_problem() {
+    let fx = fixtures_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    for backend in backends() {
+        let (mut child, port) =
+            spawn_serve(strix(&fx, tmp.path()).args(["serve", "--model", "ppocrv4", "--backend", backend.as_str()]));
+        let infer = |content_type: &str, shape: &[usize], data: Value| {
+            let body = json!({"inputs": [{"name": "x", "shape": shape, "datatype": "FP32", "data": data}]});
+            let reply = request(
+                port,
+                "POST",
+                "/v2/models/ppocrv4/infer",
+                &[("Content-Type", content_type)],
+                body.to_string().as_bytes(),
+            );
+            let message = reply.json()["error"].as_str().unwrap_or_default().to_string();
+            (reply.status, message)
+        };
+        let values = |n: usize| json!(vec![0.5; n]);
+        let rows = |h: usize, w: usize| json!([(0..3).map(|_| vec![vec![0.5; w]; h]).collect::<Vec<_>>()]);
+        let mut ragged = rows(32, 32);
+        ragged[0][1][5] = json!(vec![0.5; 31]);
+        let mut huge = values(3 * 32 * 32);
+        huge[7] = json!(1e39);
+        let cases = [
+            ("application/json", vec![1, 3, 32, 32], ragged, "data[0][1][5] has 31 items where the shape has 32"),
+            (
+                "application/json",
+                vec![1, 3, 32, 32],
+                json!([rows(32, 32)]),
+                "data[0] has 1 items where the shape has 3",
+            ),
+            ("application/json", vec![1, 3, 32, 32], huge, "1e+39 is outside the FP32 range"),
+            ("text/plain", vec![1, 3, 32, 32], values(3 * 32 * 32), "Content-Type \"text/plain\""),
+            ("application/json", vec![1, 3, 0, 32], json!([]), "every dimension must be at least 1"),
+            ("application/json", vec![1, 3, 33, 47], values(3 * 33 * 47), "shape [1, 3, 33, 47]"),
+        ];
+        for (content_type, shape, data, needle) in cases {
+            let (status, message) = infer(content_type, &shape, data);
+            assert_eq!(status, 400, "{backend} {shape:?} {needle}: {message}");
+            assert!(message.contains(needle), "{backend} {shape:?}: {message}");
+            assert!(message.contains("[-1, 3, -1, -1]") || !message.contains("the model takes"), "{message}");
+            assert!(!message.contains("p2o") && !message.contains("internal"), "{backend}: {message}");
+        }
+        // Flat and properly nested data are both read.
+        for data in [values(3 * 32 * 32), rows(32, 32)] {
+            assert_eq!(infer("application/json", &[1, 3, 32, 32], data).0, 200, "{backend}");
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}

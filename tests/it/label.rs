@@ -703,7 +703,7 @@ fn every_acknowledged_save_survives_kill_9() {
                     let body = json!({ "version": version, "labels": { "boxes": [{ "class": "cat", "x": 1, "y": 1, "w": w, "h": 5 }] } });
                     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return };
                     let head = format!(
-                        "PUT /api/images/{id}/labels HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        "PUT /api/images/{id}/labels HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
                         body.to_string().len()
                     );
                     if std::io::Write::write_all(&mut stream, head.as_bytes()).is_err() {
@@ -793,16 +793,17 @@ fn coco_import_exports_back_as_identical_coco_and_yolo() {
     let (_, yolo) = exports_hold(&fx, tmp.path(), &project, &want);
     let classes = std::fs::read_to_string(yolo.join("classes.txt")).unwrap();
     assert_eq!(classes.lines().collect::<Vec<_>>(), cats);
-    // A second import of the same set continues: same images, new versions, no duplicates.
+    // A second import of the same set continues: same images, nothing saved again, no
+    // duplicates.
     let said = import();
-    assert!(said.contains("3 had labels"), "{said}");
+    assert!(said.contains("0 had other labels") && said.contains("3 had these already"), "{said}");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (images_now, versions) = rt.block_on(async {
         let p = strix_label::Project::open(&project).await.unwrap();
         let labelled = p.store.labelled().await.unwrap();
         (p.store.stats().await.unwrap().images, labelled.iter().map(|(_, a)| a.version).collect::<Vec<_>>())
     });
-    assert_eq!((images_now, versions), (3, vec![2, 2, 2]));
+    assert_eq!((images_now, versions), (3, vec![1, 1, 1]));
 }
 
 /// Hostile requests get clear 4xx JSON and write nothing; the server keeps serving.
@@ -871,7 +872,7 @@ fn head_only(port: u16, path: &str, len: usize) -> Reply {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let head = format!(
-        "PUT {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+        "PUT {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
     );
     stream.write_all(head.as_bytes()).unwrap();
     crate::serve::read_reply(&mut stream)
@@ -925,4 +926,91 @@ fn write_yolo_stub(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(&labels).unwrap();
     std::fs::write(labels.join("classes.txt"), "person\ncar\n").unwrap();
     labels
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 31, holes found by probing: the page's own-key lookups.
+
+/// Issue 31 item 14: the page read per-class counts from a plain object, so a class named
+/// `constructor` showed `function Object() { [native code] }` and `__proto__` `[object Object]`.
+#[test]
+fn class_counts_on_the_page_read_only_own_keys() {
+    let fx = fixtures_or_skip!();
+    let Some(chromium) = chromium() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let images = photo_folder(&fx, &tmp.path().join("photos"), &["apple.jpg", "orange.jpg"]);
+    let mut cmd = label_cmd(&fx, tmp.path(), &tmp.path().join("project"));
+    let classes = "constructor,toString,__proto__,hasOwnProperty";
+    cmd.arg("--images").arg(&images).args(["--task", "classify", "--classes", classes]);
+    let server = LabelServer::start(cmd);
+    let id = server.ids()[0];
+    assert_eq!(server.save(id, 0, json!({ "class": "toString" })).status, 200);
+    let mut b = Browser::launch(&chromium);
+    b.open(&format!("http://127.0.0.1:{}/", server.port));
+    b.until("document.querySelectorAll('#classes .cls .n').length === 4");
+    let counts = b.eval("[...document.querySelectorAll('#classes .cls .n')].map((n) => n.textContent)");
+    assert_eq!(counts, json!(["0", "1", "0", "0"]), "per-class counts shown for {classes}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 31, holes found by probing: `label import`.
+
+/// Issue 31 item 4: a COCO `file_name` that was absolute or climbed out with `..` was imported
+/// (the outside file hard-linked into `PROJECT/imported/`, then served and exported). Now the
+/// import fails naming the file, and nothing is written.
+#[test]
+fn import_refuses_coco_file_names_outside_the_images_folder() {
+    use std::os::unix::fs::MetadataExt;
+    let fx = fixtures_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let images = photo_folder(&fx, &tmp.path().join("coco-images"), &["chelsea.png"]);
+    let secret = photo_folder(&fx, &tmp.path().join("outside"), &["apple.jpg"]).join("apple.jpg");
+    let project = tmp.path().join("project");
+    for name in [secret.to_str().unwrap(), "../outside/apple.jpg"] {
+        let imgs = json!([
+            { "id": 1, "file_name": "chelsea.png", "width": 451, "height": 300 },
+            { "id": 2, "file_name": name, "width": 32, "height": 32 },
+        ]);
+        let doc = json!({ "images": imgs, "annotations": [], "categories": [{ "id": 1, "name": "cat" }] });
+        let json_path = tmp.path().join("instances.json");
+        std::fs::write(&json_path, doc.to_string()).unwrap();
+        let (o, _, err) = run(strix(&fx, tmp.path())
+            .args(["label", "import"])
+            .arg(&project)
+            .args(["--format", "coco", "--annotations"])
+            .arg(&json_path)
+            .arg("--images")
+            .arg(&images));
+        assert!(!o.status.success(), "{name}: {err}");
+        assert!(err.contains(&format!("file_name {name:?}")) && err.contains("images folder"), "{name}: {err}");
+        assert!(crate::support::files_under(&project).is_empty(), "{name}: the project was written");
+        assert_eq!(std::fs::metadata(&secret).unwrap().nlink(), 1, "{name}: the outside file was linked");
+    }
+}
+
+/// Issue 31 item 9: file names holding ESC / BEL reached the terminal raw from `label import`
+/// (a file named `ESC]0;PWNED BEL` retitles the window); they are printed escaped.
+#[test]
+fn import_prints_file_names_with_control_characters_escaped() {
+    let fx = fixtures_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let images = photo_folder(&fx, &tmp.path().join("photos"), &["apple.jpg"]);
+    std::fs::write(images.join("\u{1b}]0;PWNED\u{7}.jpg"), b"not an image").unwrap();
+    let labels = tmp.path().join("labels");
+    std::fs::create_dir_all(&labels).unwrap();
+    std::fs::write(labels.join("classes.txt"), "fruit\n").unwrap();
+    std::fs::write(labels.join("apple.txt"), "0 0.5 0.5 0.2 0.2\n").unwrap();
+    std::fs::write(labels.join("\u{1b}[2J.txt"), "0 0.5 0.5 0.2 0.2\n").unwrap();
+    let (o, out, err) = run(strix(&fx, tmp.path())
+        .args(["label", "import"])
+        .arg(tmp.path().join("project"))
+        .args(["--format", "yolo", "--annotations"])
+        .arg(&labels)
+        .arg("--images")
+        .arg(&images));
+    assert!(o.status.success(), "{err}");
+    let raw = |bytes: &[u8]| bytes.iter().any(|&b| b == 0x1b || b == 0x07);
+    assert!(!raw(&o.stdout) && !raw(&o.stderr), "raw control characters in the output: {out:?} {err:?}");
+    assert!(err.contains("\\u{1b}]0;PWNED\\u{7}.jpg"), "the broken file is not named: {err}");
+    assert!(err.contains("\\u{1b}[2J.txt"), "the orphan label file is not named: {err}");
 }

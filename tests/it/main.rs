@@ -18,6 +18,7 @@ mod download;
 mod eval;
 mod export;
 mod follow;
+mod gate;
 mod hostile;
 mod http;
 mod kserve;

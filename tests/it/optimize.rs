@@ -160,3 +160,59 @@ fn nanodet_int8_finds_the_float_models_boxes_and_detects_on_every_engine() {
         assert!(labels.contains("\"person\""), "{backend}: {answer}");
     }
 }
+
+/// `n` small PNGs `{prefix}{i}.png` in `dir`, each of its own colour (`prefix` one letter).
+fn tiny_images(dir: &Path, prefix: &str, n: u8) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    for i in 0..n {
+        image::RgbImage::from_pixel(8, 8, image::Rgb([i, prefix.as_bytes()[0], 7]))
+            .save(dir.join(format!("{prefix}{i}.png")))
+            .unwrap();
+    }
+    dir.to_path_buf()
+}
+
+/// Issue 31 item 12: the gate passed on one held-out image and took `--holdout` equal to
+/// `--calibration`. Both are refused from the image lists alone: the model named does not
+/// exist, so an answer about images shows the refusal comes before any model work.
+#[test]
+fn too_few_held_out_images_or_calibration_images_among_them_are_refused_before_any_work() {
+    let fx = crate::fixtures_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let cal = tiny_images(&tmp.path().join("cal"), "c", 30);
+    let held = tiny_images(&tmp.path().join("held"), "h", 25);
+    let few = tiny_images(&tmp.path().join("few"), "f", 5);
+    let error = |calibration: &Path, holdout: Option<&Path>| -> String {
+        let mut cmd = optimize(&fx, tmp.path(), &home, "no-such-model-issue31", &["--name", "x"]);
+        cmd.arg("--calibration").arg(calibration);
+        if let Some(h) = holdout {
+            cmd.arg("--holdout").arg(h);
+        }
+        let (o, _, err) = run(&mut cmd);
+        assert!(!o.status.success(), "accepted: {err}");
+        err
+    };
+    let refused = |calibration: &Path, holdout: Option<&Path>| -> String {
+        let err = error(calibration, holdout);
+        assert!(!err.contains("no-such-model-issue31"), "the model was looked up before the images: {err}");
+        err
+    };
+    // Good sets get as far as the model.
+    let err = error(&cal, Some(&held));
+    assert!(err.contains("no-such-model-issue31"), "{err}");
+    let err = refused(&cal, Some(&cal.join(".")));
+    assert!(err.contains("is the --calibration folder"), "{err}");
+    let err = refused(&cal, Some(&few));
+    assert!(err.contains("has 5 images") && err.contains("at least 20 held-out images"), "{err}");
+    let err = refused(&cal, None);
+    assert!(err.contains("too few to hold out") && err.contains("at least 80"), "{err}");
+    // A calibration image copied into the held-out folder under another name.
+    std::fs::copy(cal.join("c7.png"), held.join("h24.png")).unwrap();
+    let err = refused(&cal, Some(&held));
+    assert!(err.contains("the same bytes") && err.contains("h24.png") && err.contains("c7.png"), "{err}");
+    // The held-out folder inside the calibration one: its files are calibration files too.
+    let inner = tiny_images(&cal.join("inner"), "i", 20);
+    let err = refused(&cal, Some(&inner));
+    assert!(err.contains("the same file") && err.contains("i0.png"), "{err}");
+}

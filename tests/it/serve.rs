@@ -103,6 +103,7 @@ impl Drop for Server {
     }
 }
 
+#[derive(Debug)]
 pub(crate) struct Reply {
     pub(crate) status: u16,
     headers: String,

@@ -10,7 +10,9 @@
 //! - a cap on open connections (one over it is answered 503 and closed at once),
 //! - a drain deadline at shutdown, after which the connections still open are cut.
 //!
-//! [`Secret`] checks API keys and page tokens in constant time for both.
+//! [`Secret`] checks API keys and page tokens in constant time for both; a [`Gate`] answers
+//! only the host names a server was told about (DNS rebinding), asks for [`Token`]s when
+//! given some, and sends headers that keep every answer out of other sites' frames.
 //!
 //! ```no_run
 //! # async fn demo(listener: tokio::net::TcpListener, app: axum::Router) -> std::io::Result<()> {
@@ -20,6 +22,7 @@
 
 mod body;
 mod conn;
+mod gate;
 mod secret;
 
 use std::future::Future;
@@ -32,6 +35,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 pub use body::{BodyTimeout, is_body_timeout};
+pub use gate::{Caller, Gate, Token, guarded, security_headers};
 pub use secret::{Secret, bearer};
 
 /// Connection limits; every duration in milliseconds.

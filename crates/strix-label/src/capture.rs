@@ -5,7 +5,7 @@
 //! The caller only decides and queues: the decision is a counter and a hash, the queue is
 //! bounded and a full one drops the sample, and the file and database writes happen on the
 //! capture's own thread. So a capture never slows or fails a request; what it skipped is
-//! counted ([`CaptureStats`]).
+//! counted ([`CaptureStats`]), every input under exactly one heading, so the figures add up.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -87,26 +87,37 @@ impl CaptureSettings {
     }
 }
 
-/// What a capture did.
+/// What a capture did. Once it is closed, every input offered is counted under exactly one
+/// heading: `offered == kept + not_sampled + dropped_busy + dropped_full + failed` (while it
+/// runs, the samples still queued are the difference).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct CaptureStats {
     pub offered: u64,
     pub kept: u64,
+    /// Passed by: the every-Nth counter, the rate or the policy did not pick it (or its answer
+    /// gives no suggestion to label).
+    pub not_sampled: u64,
     /// Sampled but dropped: the writer was behind.
     pub dropped_busy: u64,
-    /// Sampled but dropped: the project's capture cap was reached.
+    /// Sampled but dropped: the project's capture cap was reached (or is reached by it).
     pub dropped_full: u64,
-    /// Failed to write (logged).
+    /// Sampled but not written: encoding or writing failed (logged), or the capture had closed.
     pub failed: u64,
 }
 
 impl CaptureStats {
-    /// "kept K of N `what` (D dropped while busy, F over the cap)".
+    /// "kept K of N `what` (S not sampled, D dropped while busy, F over the cap, E failed)".
     pub fn summary(&self, what: &str) -> String {
         format!(
-            "kept {} of {} {what} ({} dropped while busy, {} over the cap)",
-            self.kept, self.offered, self.dropped_busy, self.dropped_full
+            "kept {} of {} {what} ({} not sampled, {} dropped while busy, {} over the cap, {} failed)",
+            self.kept, self.offered, self.not_sampled, self.dropped_busy, self.dropped_full, self.failed
         )
+    }
+
+    /// Offered inputs not yet under any heading: the samples still queued for the writer.
+    pub fn pending(&self) -> u64 {
+        let counted = self.kept + self.not_sampled + self.dropped_busy + self.dropped_full + self.failed;
+        self.offered.saturating_sub(counted)
     }
 }
 
@@ -114,9 +125,16 @@ impl CaptureStats {
 struct Counters {
     offered: AtomicU64,
     kept: AtomicU64,
+    not_sampled: AtomicU64,
     dropped_busy: AtomicU64,
     dropped_full: AtomicU64,
     failed: AtomicU64,
+}
+
+impl Counters {
+    fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 enum Payload {
@@ -189,35 +207,42 @@ impl Capture {
         (splitmix(self.settings.seed ^ n.wrapping_mul(0x9E37_79B9) ^ salt) >> 11) as f64 / (1u64 << 53) as f64
     }
 
+    /// The suggestion for input `prediction` when it is to be kept; every input that returns
+    /// `None` here is counted (not sampled, or over the cap).
     fn sample(&self, model: &str, prediction: &Prediction) -> Option<Suggestion> {
         let n = self.seen.fetch_add(1, Ordering::Relaxed);
-        self.counters.offered.fetch_add(1, Ordering::Relaxed);
-        if self.full.load(Ordering::Relaxed) {
-            return None;
-        }
+        let c = &self.counters;
+        Counters::add(&c.offered);
         // The counter and the rate come first: most inputs leave before anything is built.
         if !n.is_multiple_of(self.settings.every) || self.draw(n, 1) >= self.settings.rate {
+            Counters::add(&c.not_sampled);
             return None;
         }
-        let suggestion = Suggestion::from_prediction(model, prediction)?;
-        let keep = match self.settings.policy {
+        // Once full, a sample is dropped here, before its suggestion is built.
+        if self.full.load(Ordering::Relaxed) {
+            Counters::add(&c.dropped_full);
+            return None;
+        }
+        let picked = Suggestion::from_prediction(model, prediction).filter(|suggestion| match self.settings.policy {
             CapturePolicy::Random => true,
             CapturePolicy::Uncertain => self.draw(n, 2) < (2.0 * f64::from(suggestion.uncertainty)).min(1.0),
-        };
-        keep.then_some(suggestion)
+        });
+        if picked.is_none() {
+            Counters::add(&c.not_sampled);
+        }
+        picked
     }
 
     fn queue(&self, sample: Sample) {
         let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(tx) = tx.as_ref() else { return };
-        match tx.try_send(sample) {
+        let sent = match tx.as_ref() {
+            Some(tx) => tx.try_send(sample),
+            None => Err(TrySendError::Disconnected(sample)),
+        };
+        match sent {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.counters.dropped_busy.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                self.counters.failed.fetch_add(1, Ordering::Relaxed);
-            }
+            Err(TrySendError::Full(_)) => Counters::add(&self.counters.dropped_busy),
+            Err(TrySendError::Disconnected(_)) => Counters::add(&self.counters.failed),
         }
     }
 
@@ -247,6 +272,7 @@ impl Capture {
         CaptureStats {
             offered: c.offered.load(Ordering::Relaxed),
             kept: c.kept.load(Ordering::Relaxed),
+            not_sampled: c.not_sampled.load(Ordering::Relaxed),
             dropped_busy: c.dropped_busy.load(Ordering::Relaxed),
             dropped_full: c.dropped_full.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
@@ -435,6 +461,8 @@ mod tests {
         }
         let stats = capture.close();
         assert_eq!((stats.offered, stats.kept, stats.dropped_busy), (30, 3, 0), "{stats:?}");
+        // Every third of 30 is sampled: 3 kept, the other 7 over the cap.
+        assert_eq!((stats.not_sampled, stats.dropped_full, stats.pending()), (20, 7, 0), "{stats:?}");
         let p = Project::open(&dir).await.unwrap();
         let rows = p.store.images(0, 100).await.unwrap();
         assert_eq!(rows.len(), 3);
@@ -467,6 +495,47 @@ mod tests {
         }
         assert_eq!(stats.kept, 100 + sure as u64, "{stats:?}");
         assert!(sure <= 10, "{sure} sure answers kept");
+    }
+
+    /// Issue 31: at its cap a capture said "kept 5 of 8 (0 busy, 1 over the cap)": the samples
+    /// after the one that found the cap full were dropped without being counted.
+    #[tokio::test]
+    async fn every_sample_past_the_cap_is_counted_over_the_cap() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = project(d.path()).await;
+        let capture = Capture::start(&dir, CaptureSettings { max_files: 5, ..CaptureSettings::default() }).unwrap();
+        let bytes = png();
+        for _ in 0..8 {
+            capture.offer_bytes(&bytes, "m", &answer(0.9));
+            // The writer keeps up, so the cap is known before the next sample is offered.
+            std::thread::sleep(std::time::Duration::from_millis(30));
+        }
+        let stats = capture.close();
+        assert_eq!((stats.offered, stats.kept, stats.dropped_full, stats.dropped_busy), (8, 5, 3, 0), "{stats:?}");
+        assert_eq!(
+            stats.summary("requests"),
+            "kept 5 of 8 requests (0 not sampled, 0 dropped while busy, 3 over the cap, 0 failed)"
+        );
+    }
+
+    /// A burst into a short queue, with every other input sampled and a cap: whatever the
+    /// timing, each input offered is counted under exactly one heading.
+    #[tokio::test]
+    async fn the_counts_add_up_to_the_inputs_offered() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = project(d.path()).await;
+        let settings = CaptureSettings { every: 2, queue: 1, max_files: 4, ..CaptureSettings::default() };
+        let capture = Capture::start(&dir, settings).unwrap();
+        let bytes = png();
+        for _ in 0..200 {
+            capture.offer_bytes(&bytes, "m", &answer(0.9));
+        }
+        let stats = capture.close();
+        assert_eq!((stats.offered, stats.not_sampled, stats.pending()), (200, 100, 0), "{stats:?}");
+        assert!(stats.kept <= 4, "{stats:?}");
+        // Offered after closing: counted as not written.
+        capture.offer_bytes(&bytes, "m", &answer(0.9));
+        assert_eq!(capture.stats().pending(), 0, "{:?}", capture.stats());
     }
 
     #[test]

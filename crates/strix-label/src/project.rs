@@ -136,6 +136,15 @@ impl Project {
         self.root_dir(image.root).join(&image.file)
     }
 
+    /// The bytes of `image`'s file, checked again as the scan checked it (see [`read_served`]).
+    pub(crate) async fn read_image(&self, image: &ImageRow) -> Result<Vec<u8>, Unservable> {
+        let root = self.root_dir(image.root);
+        let (file, max_bytes) = (image.file.clone(), self.limits.max_bytes);
+        tokio::task::spawn_blocking(move || read_served(&root, &file, max_bytes))
+            .await
+            .unwrap_or_else(|e| Err(Unservable::Unreadable(std::io::Error::other(e.to_string()))))
+    }
+
     /// Add the images of the images folder not seen before. Each is decoded once (in
     /// parallel): one that does not is listed with its reason and left out.
     pub async fn scan(&self) -> Result<ScanReport, LabelError> {
@@ -185,8 +194,96 @@ pub(crate) type Probed = Result<((u32, u32), u64), String>;
 /// Decode `path` whole (a truncated file must not pass); its size and byte count.
 pub(crate) fn probe(path: &Path, limits: &DecodeLimits) -> Probed {
     let bytes = strix_vision::read_file(path, limits).map_err(|e| e.to_string())?;
-    let img = strix_vision::decode_bytes(&bytes, limits).map_err(|e| e.to_string())?;
+    probe_bytes(&bytes, limits)
+}
+
+/// [`probe`] for a file read already.
+pub(crate) fn probe_bytes(bytes: &[u8], limits: &DecodeLimits) -> Probed {
+    let img = strix_vision::decode_bytes(bytes, limits).map_err(|e| e.to_string())?;
     Ok(((img.width(), img.height()), bytes.len() as u64))
+}
+
+/// Why an image's file is not served.
+#[derive(Debug)]
+pub(crate) enum Unservable {
+    /// It cannot be read now (deleted, no permission).
+    Unreadable(std::io::Error),
+    /// It is no longer what the scan accepted; says what it is now.
+    Changed(String),
+}
+
+impl std::fmt::Display for Unservable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unservable::Unreadable(e) => write!(f, "cannot be read: {e}"),
+            Unservable::Changed(why) => write!(f, "is refused: it {why} (it was not like this when it was added)"),
+        }
+    }
+}
+
+/// The bytes of `root/file`, checked again as the scan checked them: the file may have been
+/// replaced since it was added (by a link to `/etc/passwd`, say), and the path alone proves
+/// nothing. It must be a regular file, not a link, inside `root` and at most `max_bytes`; what
+/// can be is checked on the opened handle, so a swap between a check and the open is caught.
+pub(crate) fn read_served(root: &std::path::Path, file: &str, max_bytes: u64) -> Result<Vec<u8>, Unservable> {
+    use std::io::Read;
+    let changed = Unservable::Changed;
+    let path = root.join(file);
+    let before = std::fs::symlink_metadata(&path).map_err(Unservable::Unreadable)?;
+    if before.file_type().is_symlink() {
+        return Err(changed("is now a symbolic link".into()));
+    }
+    if !before.is_file() {
+        return Err(changed("is no longer a regular file".into()));
+    }
+    let handle = std::fs::File::open(&path).map_err(Unservable::Unreadable)?;
+    let meta = handle.metadata().map_err(Unservable::Unreadable)?;
+    if !meta.is_file() || !same_file(&before, &meta) {
+        return Err(changed("was replaced while it was being opened".into()));
+    }
+    if meta.len() > max_bytes {
+        return Err(changed(format!("is {} bytes, over the {max_bytes}-byte limit", meta.len())));
+    }
+    // Where the opened file really is: a folder on the way may have become a link.
+    let root = root.canonicalize().map_err(Unservable::Unreadable)?;
+    let real = opened_path(&handle, &path).map_err(Unservable::Unreadable)?;
+    if !real.starts_with(&root) {
+        return Err(changed(format!("is now outside {}", root.display())));
+    }
+    let mut bytes = Vec::new();
+    // One byte more than the limit: a file that grew since the check is refused, not read whole.
+    handle.take(max_bytes + 1).read_to_end(&mut bytes).map_err(Unservable::Unreadable)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(changed(format!("grew over the {max_bytes}-byte limit")));
+    }
+    Ok(bytes)
+}
+
+/// Whether two metadata are of the same file (device and inode).
+#[cfg(unix)]
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    a.dev() == b.dev() && a.ino() == b.ino()
+}
+
+#[cfg(not(unix))]
+fn same_file(_: &std::fs::Metadata, _: &std::fs::Metadata) -> bool {
+    true
+}
+
+/// The real path of an opened file: on Linux the one the kernel holds for the handle (a path
+/// changed after the open does not fool it), elsewhere `path` resolved now.
+fn opened_path(handle: &std::fs::File, path: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        if let Ok(real) = std::fs::read_link(format!("/proc/self/fd/{}", handle.as_raw_fd())) {
+            return Ok(real);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = handle;
+    path.canonicalize()
 }
 
 /// Image files under `dir` (sub-folders too, 8 deep), as `/`-separated relative paths, sorted.

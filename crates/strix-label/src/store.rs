@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS history (
   reviewed INTEGER NOT NULL,
   saved_at INTEGER NOT NULL,
   origin TEXT NOT NULL,
+  user TEXT,
   PRIMARY KEY (image_id, version)
 );
 CREATE TABLE IF NOT EXISTS suggestions (
@@ -122,8 +123,18 @@ pub struct Saved {
     pub labels: Labels,
     pub reviewed: bool,
     pub saved_at: i64,
-    /// Who saved it: `ui`, `api`, `import`.
+    /// What saved it: `ui`, `api`, `import`.
     pub origin: String,
+    /// Who saved it: the user the server's token names (`--http-token alice=TOKEN`).
+    pub user: Option<String>,
+}
+
+/// What makes a save, and who.
+#[derive(Clone, Copy, Debug)]
+pub struct Author<'a> {
+    /// `ui`, `api`, `import`, ...
+    pub origin: &'a str,
+    pub user: Option<&'a str>,
 }
 
 /// Which images "next" walks.
@@ -177,6 +188,26 @@ pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Projects made before history recorded users get the column; a second process doing the
+/// same at once fails on the duplicate column, which is then there all the same.
+async fn add_history_user(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    if history_has_user(pool).await? {
+        return Ok(());
+    }
+    match sqlx::raw_sql("ALTER TABLE history ADD COLUMN user TEXT").execute(pool).await {
+        Ok(_) => Ok(()),
+        Err(_) if history_has_user(pool).await? => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+async fn history_has_user(pool: &SqlitePool) -> Result<bool, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pragma_table_info('history') WHERE name = 'user'")
+        .fetch_one(pool)
+        .await?;
+    Ok(n > 0)
+}
+
 impl Store {
     /// Open (creating) the database at `path` and its tables.
     pub async fn open(path: &Path) -> Result<Store, LabelError> {
@@ -194,6 +225,7 @@ impl Store {
             .await
             .map_err(LabelError::db(path))?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await.map_err(LabelError::db(path))?;
+        add_history_user(&pool).await.map_err(LabelError::db(path))?;
         Ok(Store { pool, path: path.to_path_buf() })
     }
 
@@ -345,6 +377,11 @@ impl Store {
     /// save). Refused with [`LabelError::Stale`] when the image is at another version: the
     /// saver has not seen a save made meanwhile. The new version and its history row are
     /// written in one transaction. The labels must be checked already.
+    ///
+    /// A save that changes nothing (the labels and the reviewed flag of version `expected`,
+    /// which is current) writes nothing and returns `expected`: saving again is safe and costs
+    /// no history. The version check comes first, so an unchanged save made on a stale version
+    /// is still refused: its saver has not seen the versions in between, whatever they hold.
     pub async fn save(
         &self,
         id: i64,
@@ -353,27 +390,46 @@ impl Store {
         reviewed: bool,
         origin: &str,
     ) -> Result<i64, LabelError> {
+        self.save_by(id, expected, labels, reviewed, Author { origin, user: None }).await
+    }
+
+    /// [`Store::save`], recording who saved in the history.
+    pub async fn save_by(
+        &self,
+        id: i64,
+        expected: i64,
+        labels: &Labels,
+        reviewed: bool,
+        by: Author<'_>,
+    ) -> Result<i64, LabelError> {
         self.image(id).await?;
         let text = serde_json::to_string(labels).map_err(|e| LabelError::invalid(e.to_string()))?;
         let at = now_ms();
         let mut tx = self.pool.begin().await.map_err(self.err())?;
         // A write first, so the transaction takes SQLite's write lock before it reads anything
         // (a read first could see a snapshot another writer has moved past).
+        // Labels are stored as this same serialisation, so equal text is equal labels.
         let updated = sqlx::query(
             "UPDATE annotations SET version = version + 1, labels = ?, reviewed = ?, saved_at = ? \
-             WHERE image_id = ? AND version = ?",
+             WHERE image_id = ? AND version = ? AND NOT (labels = ? AND reviewed = ?)",
         )
         .bind(&text)
         .bind(i64::from(reviewed))
         .bind(at)
         .bind(id)
         .bind(expected)
+        .bind(&text)
+        .bind(i64::from(reviewed))
         .execute(&mut *tx)
         .await
         .map_err(self.err())?
         .rows_affected();
         let written = if updated == 1 {
             true
+        } else if expected > 0 && self.version_in(&mut tx, id).await? == Some(expected) {
+            // Not updated, yet at the expected version: the save changes nothing.
+            tx.rollback().await.map_err(self.err())?;
+            return Ok(expected);
         } else if expected == 0 {
             sqlx::query(
                 "INSERT INTO annotations (image_id, version, labels, reviewed, saved_at) VALUES (?, 1, ?, ?, ?) \
@@ -398,14 +454,16 @@ impl Store {
         }
         let version = expected + 1;
         sqlx::query(
-            "INSERT INTO history (image_id, version, labels, reviewed, saved_at, origin) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO history (image_id, version, labels, reviewed, saved_at, origin, user) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(id)
         .bind(version)
         .bind(&text)
         .bind(i64::from(reviewed))
         .bind(at)
-        .bind(origin)
+        .bind(by.origin)
+        .bind(by.user)
         .execute(&mut *tx)
         .await
         .map_err(self.err())?;
@@ -413,10 +471,19 @@ impl Store {
         Ok(version)
     }
 
+    /// Image `id`'s current version inside transaction `tx`, if it was ever saved.
+    async fn version_in(&self, tx: &mut sqlx::SqliteConnection, id: i64) -> Result<Option<i64>, LabelError> {
+        sqlx::query_scalar("SELECT version FROM annotations WHERE image_id = ?")
+            .bind(id)
+            .fetch_optional(tx)
+            .await
+            .map_err(self.err())
+    }
+
     /// Every saved version of image `id`, oldest first.
     pub async fn history(&self, id: i64) -> Result<Vec<Saved>, LabelError> {
         let rows = sqlx::query(
-            "SELECT version, labels, reviewed, saved_at, origin FROM history WHERE image_id = ? ORDER BY version",
+            "SELECT version, labels, reviewed, saved_at, origin, user FROM history WHERE image_id = ? ORDER BY version",
         )
         .bind(id)
         .fetch_all(&self.pool)
@@ -431,6 +498,7 @@ impl Store {
                     reviewed: r.try_get::<i64, _>(2).map_err(self.err())? != 0,
                     saved_at: r.try_get(3).map_err(self.err())?,
                     origin: r.try_get(4).map_err(self.err())?,
+                    user: r.try_get(5).map_err(self.err())?,
                 })
             })
             .collect()
@@ -598,7 +666,7 @@ pub struct NextQuery {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::labels::Scored;
+    use crate::labels::{LabelBox, Scored};
 
     async fn store_with(n: usize) -> (tempfile::TempDir, Store, Vec<i64>) {
         let d = tempfile::tempdir().unwrap();
@@ -670,5 +738,39 @@ mod tests {
         );
         assert!(matches!(store.save(9999, 0, &a, false, "ui").await, Err(LabelError::NoImage(9999))));
         assert!(store.add_image(Root::Images, "../x.png", (1, 1), 1, "x").await.is_err());
+    }
+
+    /// Issue 31 item 8: identical saves were stored again without limit (100 saves of 2000
+    /// boxes: +15 MB of history). An unchanged save is stored once.
+    #[tokio::test]
+    async fn an_unchanged_save_is_stored_once() {
+        let (_d, store, ids) = store_with(1).await;
+        let id = ids[0];
+        let boxes = (0..2000)
+            .map(|i| LabelBox { class: "a".into(), x: (i % 100) as f32, y: 1.5, w: 2.0, h: 3.25 })
+            .collect::<Vec<_>>();
+        let a = Labels { class: None, boxes };
+        assert_eq!(store.save(id, 0, &a, false, "ui").await.unwrap(), 1);
+        for _ in 0..100 {
+            assert_eq!(store.save(id, 1, &a, false, "ui").await.unwrap(), 1);
+        }
+        assert_eq!(store.history(id).await.unwrap().len(), 1);
+        // An unchanged save on a stale version is still refused: its saver missed version 2.
+        let b = Labels { class: None, boxes: vec![] };
+        assert_eq!(store.save(id, 1, &b, false, "ui").await.unwrap(), 2);
+        assert_eq!(store.save(id, 2, &a, false, "ui").await.unwrap(), 3);
+        let stale = store.save(id, 1, &a, false, "ui").await.unwrap_err();
+        assert!(matches!(stale, LabelError::Stale { expected: 1, current: 3, .. }), "{stale}");
+        let stale = store.save(id, 0, &a, false, "ui").await.unwrap_err();
+        assert!(matches!(stale, LabelError::Stale { expected: 0, current: 3, .. }), "{stale}");
+        // Marking the same labels reviewed is a change.
+        assert_eq!(store.save(id, 3, &a, true, "ui").await.unwrap(), 4);
+        assert_eq!(store.save(id, 4, &a, true, "ui").await.unwrap(), 4);
+        let history = store.history(id).await.unwrap();
+        assert_eq!(
+            history.iter().map(|h| (h.version, h.reviewed)).collect::<Vec<_>>(),
+            [(1, false), (2, false), (3, false), (4, true)]
+        );
+        assert_eq!(store.annotation(id).await.unwrap().map(|a| (a.version, a.reviewed)), Some((4, true)));
     }
 }

@@ -50,10 +50,11 @@ impl Suggester for PipelineSuggester {
 /// `suggester`'s suggestion for image `id`, made now and kept.
 pub async fn suggest_one(project: &Project, suggester: &Arc<dyn Suggester>, id: i64) -> Result<Suggestion, LabelError> {
     let image = project.store.image(id).await?;
-    let path = project.image_path(&image);
-    let (limits, s) = (project.limits, suggester.clone());
+    // Read as the page serves it: a file swapped for a link (to /dev/zero, say) is refused.
+    let bytes = project.read_image(&image).await.map_err(|e| LabelError::invalid(format!("{}: {e}", image.file)))?;
+    let (limits, s, file) = (project.limits, suggester.clone(), image.file);
     let suggestion = tokio::task::spawn_blocking(move || {
-        let img = strix_vision::decode_file(&path, &limits).map_err(|e| format!("{}: {e}", path.display()))?;
+        let img = strix_vision::decode_bytes(&bytes, &limits).map_err(|e| format!("{file}: {e}"))?;
         s.suggest(&img)
     })
     .await

@@ -9,7 +9,7 @@
 //! | `GET /api/images/{id}` | one image: size, labels, version, suggestion |
 //! | `GET /api/images/{id}/file` | its bytes (images are served by id, never by path) |
 //! | `PUT /api/images/{id}/labels` | save `{"version": V, "labels": {...}, "reviewed": bool}`; 409 if V is stale |
-//! | `GET /api/images/{id}/history` | every saved version |
+//! | `GET /api/images/{id}/history` | every saved version, with `origin` and `user` (a named token) |
 //! | `POST /api/images/{id}/suggest` | the model's suggestion, made again |
 //! | `GET /api/next?after=&order=&filter=&exclude=&backwards=` | the next image to show |
 //!
@@ -19,9 +19,9 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, MissingJsonContentType, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -29,7 +29,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::labels::Labels;
-use crate::store::{Filter, NextQuery, Order};
+use crate::project::Unservable;
+use crate::store::{Author, Filter, NextQuery, Order};
 use crate::suggest::suggest_one;
 use crate::{LabelError, Project, Suggester};
 
@@ -243,20 +244,28 @@ async fn image(State(app): State<Arc<LabelApp>>, id: Result<Path<i64>, PathRejec
 async fn file(State(app): State<Arc<LabelApp>>, id: Result<Path<i64>, PathRejection>) -> ApiResult {
     let Path(id) = id?;
     let img = app.project.store.image(id).await?;
-    let path = app.project.image_path(&img);
-    let bytes = tokio::fs::read(&path).await.map_err(|e| {
-        ApiError::new(StatusCode::GONE, "file_gone", format!("image {id}'s file {} cannot be read: {e}", img.file))
+    let bytes = app.project.read_image(&img).await.map_err(|refused| {
+        let (status, code) = match refused {
+            Unservable::Unreadable(_) => (StatusCode::GONE, "file_gone"),
+            Unservable::Changed(_) => (StatusCode::FORBIDDEN, "file_refused"),
+        };
+        ApiError::new(status, code, format!("image {id}'s file {} {refused}", img.file))
     })?;
-    let kind = match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+    let kind = content_type(&img.file);
+    Ok(([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "private, max-age=60")], Bytes::from(bytes))
+        .into_response())
+}
+
+/// The media type of an image file, by its extension (JPEG when unknown).
+fn content_type(file: &str) -> &'static str {
+    match std::path::Path::new(file).extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
         Some("png") => "image/png",
         Some("webp") => "image/webp",
         Some("gif") => "image/gif",
         Some("bmp") => "image/bmp",
         Some("tif" | "tiff") => "image/tiff",
         _ => "image/jpeg",
-    };
-    Ok(([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "private, max-age=60")], Bytes::from(bytes))
-        .into_response())
+    }
 }
 
 #[derive(Deserialize)]
@@ -274,6 +283,7 @@ struct SaveBody {
 
 async fn save(
     State(app): State<Arc<LabelApp>>,
+    caller: Option<axum::Extension<strix_http::Caller>>,
     id: Result<Path<i64>, PathRejection>,
     body: Result<Json<SaveBody>, JsonRejection>,
 ) -> ApiResult {
@@ -290,9 +300,13 @@ async fn save(
     let img = p.store.image(id).await?;
     let labels = body.labels.checked(p.config.task, &p.config.classes, img.width, img.height)?;
     // On its own task: a client that hangs up mid-save must not cancel a save half-way.
-    let saved = tokio::spawn(async move { p.store.save(id, body.version, &labels, body.reviewed, &origin).await })
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+    let user = caller.and_then(|axum::Extension(c)| c.user);
+    let saved = tokio::spawn(async move {
+        let by = Author { origin: &origin, user: user.as_deref() };
+        p.store.save_by(id, body.version, &labels, body.reviewed, by).await
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
     Ok(Json(json!({ "id": id, "version": saved })).into_response())
 }
 
@@ -302,13 +316,41 @@ async fn history(State(app): State<Arc<LabelApp>>, id: Result<Path<i64>, PathRej
     Ok(Json(json!({ "id": id, "versions": app.project.store.history(id).await? })).into_response())
 }
 
-async fn suggest(State(app): State<Arc<LabelApp>>, id: Result<Path<i64>, PathRejection>) -> ApiResult {
+async fn suggest(
+    State(app): State<Arc<LabelApp>>,
+    id: Result<Path<i64>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
     let Path(id) = id?;
+    // A JSON content type cannot be sent cross-origin without a preflight, so a page elsewhere
+    // cannot make the server spend a model run on a "simple" text/plain POST.
+    if !is_json(&headers) {
+        return Err(JsonRejection::from(MissingJsonContentType::default()).into());
+    }
+    let body = body.map_err(JsonRejection::from)?;
+    // No fields are taken (yet): an empty body or `{}`, so a typo'd option is not ignored.
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(serde_json::Value::Object(fields)) if fields.is_empty() => {}
+            _ => return Err(ApiError::bad("suggest takes an empty body or {}")),
+        }
+    }
     let Some(s) = &app.suggester else {
         return Err(ApiError::new(StatusCode::CONFLICT, "no_model", "the server was started without --model"));
     };
     let made = suggest_one(&app.project, s, id).await?;
     Ok(Json(json!({ "suggestion": made })).into_response())
+}
+
+/// Whether the request says its body is JSON (`application/json` or `application/*+json`,
+/// parameters allowed), as axum's `Json` requires.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(kind) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = kind.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || essence.strip_prefix("application/").is_some_and(|sub| sub.ends_with("+json"))
 }
 
 #[derive(Deserialize)]
@@ -340,4 +382,139 @@ async fn next(State(app): State<Arc<LabelApp>>, q: Result<Query<NextParams>, Que
     let query = NextQuery { after: q.after, order: q.order, filter: q.filter, exclude, backwards: q.backwards };
     let id = app.project.store.next(&query).await?;
     Ok(Json(json!({ "id": id })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::{LabelTask, ProjectConfig, Scored, Suggestion};
+
+    /// A project on one 8x6 PNG, `images/sub/a.png`, and its image id.
+    async fn one_image_project(dir: &std::path::Path) -> (Project, i64) {
+        let images = dir.join("images");
+        std::fs::create_dir_all(images.join("sub")).unwrap();
+        image::RgbImage::new(8, 6).save(images.join("sub/a.png")).unwrap();
+        let config = ProjectConfig { task: LabelTask::Classify, classes: vec!["x".into()], images };
+        let project = Project::create(&dir.join("p"), config).await.unwrap();
+        assert_eq!(project.scan().await.unwrap().added, 1);
+        let id = project.store.images(0, 1).await.unwrap()[0].0.id;
+        (project, id)
+    }
+
+    fn app(project: Project, suggester: Option<Arc<dyn Suggester>>) -> Arc<LabelApp> {
+        Arc::new(LabelApp { project, suggester })
+    }
+
+    async fn get_file(app: &Arc<LabelApp>, id: i64) -> ApiResult {
+        file(State(app.clone()), Ok(Path(id))).await
+    }
+
+    fn refused(r: ApiResult) -> (StatusCode, &'static str, String) {
+        let e = r.expect_err("the file was served");
+        (e.status, e.code, e.message)
+    }
+
+    /// Issue 31 item 7: a file replaced after the scan (by a link out, a folder, a link on the
+    /// way, a file over the size limit) was served as whatever it had become.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_file_replaced_after_the_scan_is_not_served() {
+        let d = tempfile::tempdir().unwrap();
+        let (project, id) = one_image_project(d.path()).await;
+        let images = project.config.images.clone();
+        let a = images.join("sub/a.png");
+        let good = std::fs::read(&a).unwrap();
+        let secret = d.path().join("secret.png");
+        std::fs::write(&secret, b"root:x:0:0:root:/root:/bin/bash\n").unwrap();
+        let served = get_file(&app(project.clone(), None), id).await.unwrap();
+        assert_eq!(served.headers()[header::CONTENT_TYPE], "image/png");
+
+        // The file itself a link to a file outside.
+        std::fs::remove_file(&a).unwrap();
+        std::os::unix::fs::symlink(&secret, &a).unwrap();
+        let (status, code, message) = refused(get_file(&app(project.clone(), None), id).await);
+        assert_eq!((status, code), (StatusCode::FORBIDDEN, "file_refused"), "{message}");
+        assert!(message.contains("symbolic link"), "{message}");
+
+        // A folder on the way a link to a folder outside holding a file of that name.
+        std::fs::remove_file(&a).unwrap();
+        let outside = d.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::copy(&secret, outside.join("a.png")).unwrap();
+        std::fs::remove_dir(images.join("sub")).unwrap();
+        std::os::unix::fs::symlink(&outside, images.join("sub")).unwrap();
+        let (_, code, message) = refused(get_file(&app(project.clone(), None), id).await);
+        assert_eq!(code, "file_refused");
+        assert!(message.contains("outside"), "{message}");
+
+        // A folder in the file's place.
+        std::fs::remove_file(images.join("sub")).unwrap();
+        std::fs::create_dir_all(&a).unwrap();
+        let (_, code, message) = refused(get_file(&app(project.clone(), None), id).await);
+        assert!(code == "file_refused" && message.contains("regular file"), "{message}");
+
+        // Over the scan's size limit.
+        std::fs::remove_dir(&a).unwrap();
+        std::fs::write(&a, &good).unwrap();
+        let mut small = project.clone();
+        small.limits.max_bytes = good.len() as u64 - 1;
+        let (_, code, message) = refused(get_file(&app(small, None), id).await);
+        assert!(code == "file_refused" && message.contains("limit"), "{message}");
+
+        // Back as it was: served again; gone: 410 as before.
+        assert!(get_file(&app(project.clone(), None), id).await.is_ok());
+        std::fs::remove_file(&a).unwrap();
+        let (status, code, _) = refused(get_file(&app(project, None), id).await);
+        assert_eq!((status, code), (StatusCode::GONE, "file_gone"));
+    }
+
+    /// Counts its runs; suggests class `x`.
+    struct Counting(AtomicUsize);
+
+    impl Suggester for Counting {
+        fn name(&self) -> &str {
+            "counting"
+        }
+
+        fn suggest(&self, _: &strix_vision::RgbImage) -> Result<Suggestion, String> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            let classes = vec![Scored { class: "x".into(), score: 0.9 }];
+            Ok(Suggestion { model: "counting".into(), classes, boxes: vec![], uncertainty: 0.1, entropy: None })
+        }
+    }
+
+    /// Issue 31 item 8: a cross-origin `text/plain` POST (no preflight) made the server run its
+    /// model; only a JSON content type does now.
+    #[tokio::test]
+    async fn suggest_runs_the_model_only_for_a_json_request() {
+        let d = tempfile::tempdir().unwrap();
+        let (project, id) = one_image_project(d.path()).await;
+        let counting = Arc::new(Counting(AtomicUsize::new(0)));
+        let app = app(project, Some(counting.clone()));
+        let post = |kind: Option<&'static str>, body: &'static str| {
+            let app = app.clone();
+            let mut headers = HeaderMap::new();
+            if let Some(kind) = kind {
+                headers.insert(header::CONTENT_TYPE, kind.parse().unwrap());
+            }
+            async move { suggest(State(app), Ok(Path(id)), headers, Ok(Bytes::from(body))).await }
+        };
+        for (kind, body) in [(Some("text/plain"), "{}"), (None, ""), (Some("application/x-www-form-urlencoded"), "a=b")]
+        {
+            let (status, code, message) = refused(post(kind, body).await);
+            assert_eq!((status, code), (StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_json"), "{kind:?}: {message}");
+        }
+        assert_eq!(counting.0.load(Ordering::SeqCst), 0, "a refused request ran the model");
+        let (status, _, message) = refused(post(Some("application/json"), r#"{"model": "other"}"#).await);
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{message}");
+        for (kind, body) in
+            [("application/json", ""), ("application/json; charset=utf-8", " {} "), ("application/json", "{}")]
+        {
+            let r = post(Some(kind), body).await;
+            assert_eq!(r.as_ref().map(Response::status).ok(), Some(StatusCode::OK), "{kind} {body:?}: {r:?}");
+        }
+        assert_eq!(counting.0.load(Ordering::SeqCst), 3);
+    }
 }

@@ -18,6 +18,9 @@ pub enum OptimizeError {
     /// The calibration or held-out images cannot do their job.
     #[error("calibration: {0}")]
     Calibration(String),
+    /// The held-out images cannot judge the int8 model: too few, or some are calibration images.
+    #[error("held-out images: {0}")]
+    HeldOut(String),
     /// The int8 model was made but does not agree well enough with the float one.
     #[error("the int8 model is refused: {}", .0.summary())]
     GateFailed(Box<crate::GateReport>),

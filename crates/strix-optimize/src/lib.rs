@@ -21,6 +21,7 @@ mod error;
 pub mod gate;
 pub mod graph;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -62,6 +63,78 @@ pub struct Images {
     pub limits: DecodeLimits,
 }
 
+/// Fewest held-out images the gate decides on. On fewer, one image swings the agreement by
+/// more than 5 points and a pass says little: one image of one agreeing is "100%".
+pub const MIN_HELD_OUT: usize = 20;
+
+impl Images {
+    /// Refuse sets the gate cannot judge by, before any work: fewer than [`MIN_HELD_OUT`]
+    /// held-out images, or a held-out image that is also a calibration image (the same file,
+    /// or the same bytes under another name), which would check the int8 model on what it was
+    /// calibrated on.
+    pub fn check(&self) -> Result<(), OptimizeError> {
+        if self.held_out.len() < MIN_HELD_OUT {
+            return Err(OptimizeError::HeldOut(format!(
+                "{} given, at least {MIN_HELD_OUT} needed for the gate's agreement to mean something",
+                self.held_out.len()
+            )));
+        }
+        if let Some((held, calibration, how)) = overlap(&self.calibration, &self.held_out)? {
+            return Err(OptimizeError::HeldOut(format!(
+                "{} is also calibration image {} ({how}): the int8 model must be checked on images it \
+                 was not calibrated on",
+                held.display(),
+                calibration.display()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The first held-out image that is also a calibration image, that calibration image, and how
+/// they are the same.
+fn overlap<'a>(
+    calibration: &'a [PathBuf],
+    held_out: &'a [PathBuf],
+) -> Result<Option<(&'a Path, &'a Path, &'static str)>, OptimizeError> {
+    // The same file: canonical paths resolve links, `.` and `..`.
+    let canonical = |p: &Path| p.canonicalize().map_err(OptimizeError::io(p));
+    let mut by_path = HashMap::new();
+    for c in calibration {
+        by_path.insert(canonical(c)?, c.as_path());
+    }
+    for h in held_out {
+        if let Some(c) = by_path.get(&canonical(h)?) {
+            return Ok(Some((h.as_path(), *c, "the same file")));
+        }
+    }
+    // The same bytes (a copy): only files of a size found in both sets are read and hashed.
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).map_err(OptimizeError::io(p));
+    let mut by_size: HashMap<u64, Vec<&Path>> = HashMap::new();
+    for c in calibration {
+        by_size.entry(size(c)?).or_default().push(c);
+    }
+    let mut digests: HashMap<&Path, String> = HashMap::new();
+    let mut digest = |p: &'a Path| -> Result<String, OptimizeError> {
+        if let Some(d) = digests.get(p) {
+            return Ok(d.clone());
+        }
+        let (d, _) = strix_core::digest::sha256_file(p).map_err(OptimizeError::io(p))?;
+        digests.insert(p, d.clone());
+        Ok(d)
+    };
+    for h in held_out {
+        let Some(same_size) = by_size.get(&size(h)?) else { continue };
+        let wanted = digest(h)?;
+        for &c in same_size {
+            if digest(c)? == wanted {
+                return Ok(Some((h.as_path(), c, "the same bytes")));
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// A quantised model written to disk, with what was done and how it compares.
 #[derive(Clone, Debug)]
 pub struct Quantized {
@@ -87,9 +160,7 @@ pub fn quantize(
             settings.min_agreement
         )));
     }
-    if images.held_out.is_empty() {
-        return Err(OptimizeError::Calibration("no held-out images to check the quantised model on".into()));
-    }
+    images.check()?;
     let bytes = std::fs::read(&model.weights).map_err(OptimizeError::io(&model.weights))?;
     let float = ModelProto::decode(bytes.as_slice())
         .map_err(|source| OptimizeError::Parse { path: model.weights.clone(), source })?;
@@ -201,4 +272,53 @@ fn median(v: &mut [f64]) -> f64 {
 /// `path` is the whole model or absent.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OptimizeError> {
     strix_core::fs::write_atomic(path, bytes).map_err(OptimizeError::io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `n` distinct small files named `prefix{i}.png` in `dir`.
+    fn files(dir: &Path, prefix: &str, n: usize) -> Vec<PathBuf> {
+        std::fs::create_dir_all(dir).unwrap();
+        (0..n)
+            .map(|i| {
+                let p = dir.join(format!("{prefix}{i}.png"));
+                std::fs::write(&p, format!("{prefix} {i}")).unwrap();
+                p
+            })
+            .collect()
+    }
+
+    fn refusal(images: &Images) -> String {
+        match images.check() {
+            Err(e @ OptimizeError::HeldOut(_)) => e.to_string(),
+            other => panic!("not refused for its held-out images: {other:?}"),
+        }
+    }
+
+    /// Issue 31 item 12: the gate passed on one held-out image, and on held-out images that
+    /// were the calibration images.
+    #[test]
+    fn held_out_images_are_enough_and_none_is_a_calibration_image() {
+        let d = tempfile::tempdir().unwrap();
+        let calibration = files(&d.path().join("cal"), "c", 30);
+        let held_out = files(&d.path().join("held"), "h", MIN_HELD_OUT);
+        let images =
+            |held_out: Vec<PathBuf>| Images { calibration: calibration.clone(), held_out, ..Default::default() };
+        images(held_out.clone()).check().unwrap();
+
+        let few = refusal(&images(held_out[..1].to_vec()));
+        assert!(few.contains("1 given") && few.contains(&format!("at least {MIN_HELD_OUT}")), "{few}");
+        assert!(refusal(&images(calibration[..MIN_HELD_OUT].to_vec())).contains("the same file"));
+        // The same file by another path.
+        let mut by_dots = held_out.clone();
+        by_dots[3] = d.path().join("held/../cal/c7.png");
+        let same = refusal(&images(by_dots));
+        assert!(same.contains("the same file") && same.contains("c7.png"), "{same}");
+        // A copy under another name.
+        std::fs::copy(&calibration[5], &held_out[9]).unwrap();
+        let copy = refusal(&images(held_out));
+        assert!(copy.contains("the same bytes") && copy.contains("h9.png") && copy.contains("c5.png"), "{copy}");
+    }
 }

@@ -140,6 +140,8 @@ pub struct ServeState {
     tap: Option<Arc<dyn strix_pipeline::Tap>>,
     /// Decode JPEGs no larger than the model needs (`--fast-decode`).
     fast_decode: bool,
+    /// The host names answered (DNS rebinding) and the headers every answer carries.
+    gate: strix_http::Gate,
 }
 
 impl ServeState {
@@ -159,7 +161,14 @@ impl ServeState {
             limits,
             tap: None,
             fast_decode: false,
+            gate: strix_http::Gate::default(),
         }
+    }
+
+    /// Answer only these host names (besides loopback names and IP literals).
+    pub fn with_gate(mut self, gate: strix_http::Gate) -> ServeState {
+        self.gate = gate;
+        self
     }
 
     /// Show every answered image and its answer to `tap` (which must not block).
@@ -228,14 +237,16 @@ pub fn app(state: Arc<ServeState>) -> Router {
         .merge(images)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NotFound", "no such route") })
         .route_layer(middleware::from_fn_with_state(state.clone(), crate::auth::require_key));
-    Router::new()
+    let gate = state.gate.clone();
+    let router = Router::new()
         .route("/ping", get(ping))
         .route("/health/live", get(|| async { axum::Json(json!({"status": "live"})) }))
         .route("/health/ready", get(ready))
         .merge(crate::kserve::health())
         .merge(guarded)
         .layer(DefaultBodyLimit::max(limit))
-        .with_state(state)
+        .with_state(state);
+    strix_http::guarded(router, gate)
 }
 
 /// A request's decode slot: freed once its image is prepared (or, for a cascade, which needs

@@ -13,6 +13,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use prometheus_client::metrics::histogram::Histogram;
 use strix_core::Tensor;
 use strix_pipeline::{Input, Pipeline, PipelineError, Prediction};
+use strix_runtime::RuntimeError;
 use tokio::sync::oneshot;
 
 use crate::Batching;
@@ -23,7 +24,20 @@ pub enum Job {
     Answer { input: Input, reply: oneshot::Sender<Result<Prediction, PipelineError>> },
     /// The main network's raw outputs for raw inputs (the Open Inference Protocol): no pre- or
     /// post-processing. Every input's first dimension is the batch.
-    Raw { inputs: Vec<Tensor>, reply: oneshot::Sender<Result<Vec<Tensor>, PipelineError>> },
+    Raw { inputs: Vec<Tensor>, reply: oneshot::Sender<Result<RawAnswer, PipelineError>> },
+}
+
+/// What the main network made of one raw request: its outputs, or the engine's refusal of its
+/// inputs. The `Err` of the reply around it is reserved for the server's own failures.
+pub type RawAnswer = Result<Vec<Tensor>, RawRefused>;
+
+/// The engine could not run on a raw request's inputs, though they match every declared
+/// dimension: a dynamic dimension the network cannot take (too small for its kernels, say).
+/// The request's fault, not the server's; `detail` is the engine's message, for the log only
+/// (it names the graph's internal dimensions, which mean nothing to a client).
+#[derive(Debug)]
+pub struct RawRefused {
+    pub detail: String,
 }
 
 impl Job {
@@ -271,7 +285,7 @@ fn count(stats: &BatchStats, n: usize) {
     stats.histogram.observe(n as f64);
 }
 
-type RawReply = oneshot::Sender<Result<Vec<Tensor>, PipelineError>>;
+type RawReply = oneshot::Sender<Result<RawAnswer, PipelineError>>;
 
 /// The same error for every caller of a batch that failed.
 fn fail_all<T>(replies: Vec<oneshot::Sender<Result<T, PipelineError>>>, message: &str) {
@@ -304,21 +318,26 @@ fn run_raw(pipeline: &Pipeline, jobs: Vec<(Vec<Tensor>, RawReply)>, threads: Opt
         let result = match stacked {
             Some(stacked) => guarded(|| session.run_with_threads(&stacked, threads))
                 .map_err(|panic| PipelineError::Batch(format!("the batch failed: {panic}")))
-                .and_then(|r| r.map_err(PipelineError::from)),
+                .and_then(refused_or_failed),
             None => Err(PipelineError::Batch("inputs of one batch do not stack".into())),
         };
         match result {
-            Ok(outputs) if replies.len() == 1 => {
-                let _ = replies.into_iter().next().map(|r| r.send(Ok(outputs)));
+            Ok(Err(refused)) => {
+                for reply in replies {
+                    let _ = reply.send(Ok(Err(RawRefused { detail: refused.detail.clone() })));
+                }
             }
-            Ok(outputs) => {
+            Ok(Ok(outputs)) if replies.len() == 1 => {
+                let _ = replies.into_iter().next().map(|r| r.send(Ok(Ok(outputs))));
+            }
+            Ok(Ok(outputs)) => {
                 // Each output's rows, cut per request; an output without a batch dimension
                 // cannot be shared out.
                 let cut: Option<Vec<Vec<Tensor>>> = outputs.iter().map(|o| o.split_batch(&counts)).collect();
                 match cut {
                     Some(cut) => {
                         for (i, reply) in replies.into_iter().enumerate() {
-                            let _ = reply.send(Ok(cut.iter().map(|pieces| pieces[i].clone()).collect()));
+                            let _ = reply.send(Ok(Ok(cut.iter().map(|pieces| pieces[i].clone()).collect())));
                         }
                     }
                     None => fail_all(replies, "an output has no batch dimension"),
@@ -329,9 +348,36 @@ fn run_raw(pipeline: &Pipeline, jobs: Vec<(Vec<Tensor>, RawReply)>, threads: Opt
     }
 }
 
+/// An engine's error on raw inputs: a refusal of the inputs when the engine could not run on
+/// them (the request's fault: group members share every dimension but the batch), else the
+/// server's failure (an output type Strix cannot read).
+fn refused_or_failed(run: Result<Vec<Tensor>, RuntimeError>) -> Result<RawAnswer, PipelineError> {
+    match run {
+        Ok(outputs) => Ok(Ok(outputs)),
+        Err(e @ (RuntimeError::Run { .. } | RuntimeError::InputShape { .. })) => {
+            Ok(Err(RawRefused { detail: e.to_string() }))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 31: a dynamic model given a size its layers cannot take answered 500; the engine's
+    /// failure on inputs is the request's fault, an unreadable output the server's.
+    #[test]
+    fn an_engine_failure_on_raw_inputs_is_a_refusal_and_others_are_failures() {
+        let run = Err(RuntimeError::Run { backend: strix_runtime::Backend::Tract, reason: "cannot unify".into() });
+        match refused_or_failed(run) {
+            Ok(Err(RawRefused { detail })) => assert!(detail.contains("cannot unify"), "{detail}"),
+            other => panic!("{other:?}"),
+        }
+        let output = Err(RuntimeError::OutputDType { name: "y".into(), dtype: "String".into() });
+        assert!(matches!(refused_or_failed(output), Err(PipelineError::Runtime(_))));
+        assert!(matches!(refused_or_failed(Ok(vec![])), Ok(Ok(outputs)) if outputs.is_empty()));
+    }
 
     fn job() -> Job {
         Job::Raw { inputs: Vec::new(), reply: oneshot::channel().0 }

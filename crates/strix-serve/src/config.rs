@@ -25,6 +25,9 @@ pub struct ServeConfig {
     /// Decode JPEGs at 1/2, 1/4 or 1/8 of their size when the model's input is that much
     /// smaller (libjpeg-turbo's DCT scaling): faster, with slightly different pixels.
     pub fast_decode: bool,
+    /// Host names answered besides loopback names and IP literals (a DNS-rebinding guard;
+    /// others get 421); `*` answers any name.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for ServeConfig {
@@ -38,6 +41,7 @@ impl Default for ServeConfig {
             connections: strix_http::ConnLimits::default(),
             api_key_file: None,
             fast_decode: false,
+            allowed_hosts: Vec::new(),
         }
     }
 }

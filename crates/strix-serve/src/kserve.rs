@@ -4,6 +4,10 @@
 //! requests. Tensors come as JSON (`data`, flat or nested, row-major) or, as tritonclient sends
 //! them by default, in the binary tensor extension (`Inference-Header-Content-Length`).
 //! Errors are the protocol's `{"error": "..."}`.
+//!
+//! What a request may ask for is bounded before any work: each output at most once, tensors
+//! nested exactly as their shape (or flat), values within their type, every dimension at least
+//! 1; and an answer at most `response_cap` bytes, checked before it is written.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,13 +19,13 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use strix_core::{DType, Dim, Tensor, TensorData, TensorInfo};
+use strix_core::{DType, Tensor, TensorData, TensorInfo};
 use tokio::sync::oneshot;
 
 use crate::app::{Loaded, ServedModel, checked_body, queue_and_wait, queue_full};
-use crate::batcher::Job;
+use crate::batcher::{Job, RawRefused};
 use crate::{ApiError, ServeState};
 
 /// The binary extension's header: how many leading bytes of the body are the JSON part.
@@ -60,6 +64,7 @@ struct Target {
 }
 
 /// A v2 error: `{"error": "..."}` with its status.
+#[derive(Debug)]
 struct V2Error(StatusCode, String);
 
 impl IntoResponse for V2Error {
@@ -78,6 +83,14 @@ fn bad(message: String) -> V2Error {
     V2Error(StatusCode::BAD_REQUEST, message)
 }
 
+/// The most bytes one answer may hold: 64 MiB, or four times its request's body where that is
+/// more. Without duplicate outputs an answer is at most every output once, but a dynamic
+/// network's outputs grow with its inputs (and JSON text is about four times the binary size),
+/// so the answer is measured against this before it is written.
+fn response_cap(request_bytes: usize) -> usize {
+    (64usize << 20).max(request_bytes.saturating_mul(4))
+}
+
 /// The protocol's name for a tensor type.
 fn datatype(dtype: DType) -> &'static str {
     match dtype {
@@ -91,6 +104,14 @@ fn datatype(dtype: DType) -> &'static str {
         DType::Bool => "BOOL",
         DType::Other => "BYTES",
     }
+}
+
+/// A declared shape as the protocol writes it (`-1` for a dynamic dimension), never the graph's
+/// internal dimension names: `[-1, 3, -1, -1]`.
+fn declared(t: &TensorInfo) -> String {
+    let dims: Vec<String> =
+        t.shape.iter().map(|d| d.fixed().map_or_else(|| "-1".to_string(), |n| n.to_string())).collect();
+    format!("[{}]", dims.join(", "))
 }
 
 fn describe(t: &TensorInfo) -> Value {
@@ -191,23 +212,63 @@ async fn infer(
     let name = t.name.as_str();
     let result = async {
         let (model, loaded) = find(&state, name, t.version.as_deref())?;
+        check_content_type(&headers)?;
         let body = checked_body(&state, body)?;
         let (request, binary) = split_body(&headers, &body)?;
-        let inputs = read_inputs(&request, binary, loaded.pipeline.session().inputs())?;
-        let wanted = wanted_outputs(&request, loaded.pipeline.session().outputs())?;
+        let session = loaded.pipeline.session();
+        let inputs = read_inputs(&request, binary, session.inputs())?;
+        let wanted = wanted_outputs(&request, session.outputs())?;
         if model.depth() >= model.batching.queue {
             return Err(queue_full(model).into());
         }
+        let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
         let (reply, answer) = oneshot::channel();
-        let outputs = queue_and_wait(&state, model, &loaded, Job::Raw { inputs, reply }, answer).await?;
-        let infos = loaded.pipeline.session().outputs();
+        let outputs = queue_and_wait(&state, model, &loaded, Job::Raw { inputs, reply }, answer)
+            .await?
+            .map_err(|refused| cannot_run(&model.name, session.inputs(), &shapes, &refused))?;
+        let infos = session.outputs();
+        let cap = response_cap(body.len());
+        check_answer_size(infos, &outputs, &wanted, cap)?;
         let label = loaded.version_label(&model.name);
         let head =
             Head { id: request.id.as_deref(), name: &model.name, version: &version_number(&loaded), label: &label };
-        Ok(respond(&head, infos, outputs, &wanted))
+        respond(&head, infos, &outputs, &wanted)
     }
     .await;
     state.finish(name, started, result.or_else(|e: V2Error| Ok::<_, ApiError>(e.into_response())))
+}
+
+/// The body must be the protocol's JSON (binary tensors after it or not). A text or form body
+/// is refused: a browser sends those to any site without asking it first. No Content-Type is
+/// fine: tritonclient sends none.
+fn check_content_type(headers: &HeaderMap) -> Result<(), V2Error> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else { return Ok(()) };
+    let essence = value.to_str().ok().map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase());
+    match essence.as_deref() {
+        Some("application/json" | "application/octet-stream") => Ok(()),
+        _ => Err(bad(format!(
+            "Content-Type {value:?} is not an inference request: send application/json (or \
+             application/octet-stream with Inference-Header-Content-Length for binary tensors)"
+        ))),
+    }
+}
+
+/// The network could not run on inputs that match every declared dimension: a dynamic one is a
+/// size its layers cannot take (PP-OCR's detector runs on 32 x 32 and 31 x 31 but not on
+/// 16 x 16 or 33 x 47: the model does not declare which). The engine's words go to the log
+/// (they name the graph's internal dimensions); the client gets its shapes and the model's.
+fn cannot_run(model: &str, infos: &[TensorInfo], shapes: &[Vec<usize>], refused: &RawRefused) -> V2Error {
+    tracing::warn!(model, detail = %refused.detail, "the network refused a raw request's inputs");
+    let given: Vec<String> = infos
+        .iter()
+        .zip(shapes)
+        .map(|(info, shape)| format!("input {:?} of shape {shape:?} (the model takes {})", info.name, declared(info)))
+        .collect();
+    bad(format!(
+        "the network cannot run on {}: a size given for a dynamic dimension (-1) is one its layers cannot take \
+         (too small, or not a multiple of the network's stride)",
+        given.join(", ")
+    ))
 }
 
 /// The JSON part of a request and the binary part after it (empty without the extension).
@@ -273,15 +334,19 @@ fn read_input(input: &RequestInput, info: &TensorInfo, binary: &mut &[u8]) -> Re
         .map(|&d| usize::try_from(d).ok())
         .collect::<Option<_>>()
         .ok_or_else(|| bad(format!("input {name:?}: shape {:?} has a negative dimension", input.shape)))?;
-    let fits = shape.len() == info.shape.len()
-        && shape.first().is_some_and(|&n| n > 0)
-        && shape.iter().zip(&info.shape).all(|(&n, d)| d.fixed().is_none_or(|f| f == n));
-    if !fits {
-        let model: Vec<String> = info.shape.iter().map(Dim::to_string).collect();
+    if !info.accepts(&shape) {
         return Err(bad(format!(
-            "input {name:?}: shape {:?} does not fit the model's [{}]",
+            "input {name:?}: shape {:?} does not fit the model's {}",
             input.shape,
-            model.join(", ")
+            declared(info)
+        )));
+    }
+    // A zero fits a dynamic dimension on paper, but no network runs on an empty tensor.
+    if let Some(at) = shape.iter().position(|&n| n == 0) {
+        return Err(bad(format!(
+            "input {name:?}: shape {:?} is 0 at dimension {at}; every dimension must be at least 1 (the model takes {})",
+            input.shape,
+            declared(info)
         )));
     }
     let count = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).filter(|&n| n <= 1 << 28);
@@ -298,8 +363,7 @@ fn read_input(input: &RequestInput, info: &TensorInfo, binary: &mut &[u8]) -> Re
         }
         None => {
             let data = input.data.as_ref().ok_or_else(|| bad(format!("input {name:?} has no data")))?;
-            let mut flat = Vec::new();
-            flatten(data, &mut flat);
+            let flat = json_values(data, &shape).map_err(|e| bad(format!("input {name:?}: {e}")))?;
             from_json(info.dtype, &flat).map_err(|e| bad(format!("input {name:?}: {e}")))?
         }
     };
@@ -313,23 +377,84 @@ fn read_input(input: &RequestInput, info: &TensorInfo, binary: &mut &[u8]) -> Re
     Tensor::new(shape, data).map_err(|e| bad(format!("input {name:?}: {e}")))
 }
 
-/// Nested arrays, row-major, into one list.
-fn flatten<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
+/// A tensor's `data`, row-major, as one list. The protocol allows it flat (one array of
+/// values; the caller checks their count) or nested exactly as `shape`: one level per
+/// dimension, each array as long as its dimension. Anything between (ragged rows, too deep or
+/// too shallow) is refused, as it does not say which value sits where.
+///
+/// # Shapes
+/// `shape` is the request's, already checked against the model's.
+fn json_values<'a>(data: &'a Value, shape: &[usize]) -> Result<Vec<&'a Value>, String> {
+    let Value::Array(items) = data else {
+        return Err(format!("data must be an array of values, flat or nested as the shape {shape:?}"));
+    };
+    if !items.iter().any(Value::is_array) {
+        return Ok(items.iter().collect());
+    }
+    let mut out = Vec::new();
+    nested_values(data, shape, &mut Vec::with_capacity(shape.len()), &mut out).map_err(|(at, problem)| {
+        let at: String = at.iter().map(|i| format!("[{i}]")).collect();
+        format!("data{at} {problem}; nested data must follow the shape {shape:?} exactly, one array per dimension")
+    })?;
+    Ok(out)
+}
+
+/// The values under `value`, whose dimensions are `shape`, appended to `out`; or where the
+/// nesting went wrong (the indices from the top) and how.
+fn nested_values<'a>(
+    value: &'a Value,
+    shape: &[usize],
+    at: &mut Vec<usize>,
+    out: &mut Vec<&'a Value>,
+) -> Result<(), (Vec<usize>, String)> {
+    match (shape.split_first(), value) {
+        (None, Value::Array(_)) => Err((at.clone(), "is an array where a value belongs".into())),
+        (None, value) => {
+            out.push(value);
+            Ok(())
+        }
+        (Some((&n, rest)), Value::Array(items)) => {
+            if items.len() != n {
+                return Err((at.clone(), format!("has {} items where the shape has {n}", items.len())));
+            }
+            for (i, item) in items.iter().enumerate() {
+                at.push(i);
+                nested_values(item, rest, at, out)?;
+                at.pop();
+            }
+            Ok(())
+        }
+        (Some((&n, _)), value) => Err((at.clone(), format!("is {} where an array of {n} belongs", kind(value)))),
+    }
+}
+
+/// What a JSON value is, in a few words (the value itself may be megabytes).
+fn kind(value: &Value) -> &'static str {
     match value {
-        Value::Array(items) => items.iter().for_each(|v| flatten(v, out)),
-        other => out.push(other),
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A JSON number as FP32: one too large for it would become infinity, so it is refused.
+fn fp32(v: &Value) -> Result<f32, String> {
+    let x = v.as_f64().ok_or_else(|| format!("{v} is not a number"))?;
+    let narrowed = x as f32;
+    if narrowed.is_finite() {
+        Ok(narrowed)
+    } else {
+        Err(format!("{v} is outside the FP32 range (largest magnitude {:e})", f32::MAX))
     }
 }
 
 fn from_json(dtype: DType, values: &[&Value]) -> Result<TensorData, String> {
     let int = |v: &Value| v.as_i64().ok_or_else(|| format!("{v} is not a whole number"));
     Ok(match dtype {
-        DType::F32 => TensorData::F32(
-            values
-                .iter()
-                .map(|v| v.as_f64().map(|x| x as f32).ok_or_else(|| format!("{v} is not a number")))
-                .collect::<Result<_, _>>()?,
-        ),
+        DType::F32 => TensorData::F32(values.iter().map(|v| fp32(v)).collect::<Result<_, _>>()?),
         DType::I64 => TensorData::I64(values.iter().map(|v| int(v)).collect::<Result<_, _>>()?),
         DType::I32 => TensorData::I32(
             values
@@ -363,41 +488,85 @@ fn from_bytes(dtype: DType, bytes: &[u8]) -> Option<TensorData> {
     })
 }
 
-fn to_bytes(data: &TensorData) -> Vec<u8> {
+/// The values' bytes, little-endian, appended to `out`.
+fn append_bytes(data: &TensorData, out: &mut Vec<u8>) {
     match data {
-        TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        TensorData::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        TensorData::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        TensorData::U8(v) => v.clone(),
+        TensorData::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        TensorData::I64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        TensorData::I32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        TensorData::U8(v) => out.extend_from_slice(v),
     }
 }
 
-fn to_json(data: &TensorData) -> Value {
+/// Bytes per value in binary, and at most in JSON: the longest number serde_json writes for
+/// the type (`-1.17549435e-38`, `-9223372036854775808`) and a comma.
+fn value_widths(data: &TensorData) -> (usize, usize) {
     match data {
-        TensorData::F32(v) => json!(v),
-        TensorData::I64(v) => json!(v),
-        TensorData::I32(v) => json!(v),
-        TensorData::U8(v) => json!(v),
+        TensorData::F32(_) => (4, 16),
+        TensorData::I64(_) => (8, 21),
+        TensorData::I32(_) => (4, 12),
+        TensorData::U8(_) => (1, 4),
     }
 }
 
 /// Which outputs to send and whether each goes in binary: the requested ones (each may ask
-/// for binary), else all, in binary when the request's `binary_data_output` says so.
+/// for binary), else all, in binary when the request's `binary_data_output` says so. Each
+/// output may be asked for once: an output named again and again would be written again and
+/// again (a 1 MB request once asked for a 422 MB answer).
 fn wanted_outputs(request: &InferRequest, infos: &[TensorInfo]) -> Result<Vec<(usize, bool)>, V2Error> {
     let all_binary = request.parameters.get("binary_data_output").and_then(Value::as_bool).unwrap_or(false);
-    match &request.outputs {
-        None => Ok((0..infos.len()).map(|i| (i, all_binary)).collect()),
-        Some(outputs) => outputs
-            .iter()
-            .map(|o| {
-                let at = infos.iter().position(|i| i.name == o.name).ok_or_else(|| {
-                    let names: Vec<&str> = infos.iter().map(|i| i.name.as_str()).collect();
-                    bad(format!("unknown output {:?}; the model gives {}", o.name, names.join(", ")))
-                })?;
-                Ok((at, o.parameters.get("binary_data").and_then(Value::as_bool).unwrap_or(all_binary)))
-            })
-            .collect(),
+    let Some(outputs) = &request.outputs else {
+        return Ok((0..infos.len()).map(|i| (i, all_binary)).collect());
+    };
+    let names = || infos.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ");
+    if outputs.len() > infos.len() {
+        return Err(bad(format!(
+            "{} outputs requested but the model gives {} ({}); ask for each at most once",
+            outputs.len(),
+            infos.len(),
+            names()
+        )));
     }
+    let mut wanted: Vec<(usize, bool)> = Vec::with_capacity(outputs.len());
+    for o in outputs {
+        let at = infos
+            .iter()
+            .position(|i| i.name == o.name)
+            .ok_or_else(|| bad(format!("unknown output {:?}; the model gives {}", o.name, names())))?;
+        if wanted.iter().any(|&(i, _)| i == at) {
+            return Err(bad(format!("output {:?} requested twice; ask for each output at most once", o.name)));
+        }
+        wanted.push((at, o.parameters.get("binary_data").and_then(Value::as_bool).unwrap_or(all_binary)));
+    }
+    Ok(wanted)
+}
+
+/// Refuse an answer larger than `cap` bytes before writing any of it: binary outputs are
+/// counted exactly, JSON ones at their longest.
+fn check_answer_size(
+    infos: &[TensorInfo],
+    outputs: &[Tensor],
+    wanted: &[(usize, bool)],
+    cap: usize,
+) -> Result<(), V2Error> {
+    // The JSON around the values: names, shapes, the model's name and version.
+    const FRAME: usize = 256;
+    let size = wanted.iter().fold(FRAME, |size, &(i, as_binary)| {
+        let Some(tensor) = outputs.get(i) else { return size };
+        let (binary, json) = value_widths(tensor.data());
+        let name = infos.get(i).map_or(0, |info| info.name.len());
+        let values = tensor.len().saturating_mul(if as_binary { binary } else { json });
+        size.saturating_add(values).saturating_add(FRAME + name)
+    });
+    if size > cap {
+        return Err(bad(format!(
+            "the answer would take up to {} MiB, over the {} MiB one answer may hold; ask for fewer outputs, \
+             binary outputs (binary_data_output) or fewer rows",
+            size.div_ceil(1 << 20),
+            cap >> 20
+        )));
+    }
+    Ok(())
 }
 
 /// Who answered a request: its id, the model, the protocol's version and Strix's label.
@@ -408,41 +577,280 @@ struct Head<'a> {
     label: &'a str,
 }
 
+/// The answer's JSON part, borrowing the outputs: the values are written straight from the
+/// tensors, never copied into a `serde_json::Value` (32 bytes a number).
+#[derive(Serialize)]
+struct AnswerDoc<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    model_name: &'a str,
+    model_version: &'a str,
+    outputs: Vec<OutputDoc<'a>>,
+}
+
+#[derive(Serialize)]
+struct OutputDoc<'a> {
+    name: &'a str,
+    datatype: &'static str,
+    shape: &'a [usize],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<BinarySize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<JsonData<'a>>,
+}
+
+#[derive(Serialize)]
+struct BinarySize {
+    binary_data_size: usize,
+}
+
+/// A tensor's values as a flat JSON array.
+struct JsonData<'a>(&'a TensorData);
+
+impl Serialize for JsonData<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            TensorData::F32(v) => v.serialize(s),
+            TensorData::I64(v) => v.serialize(s),
+            TensorData::I32(v) => v.serialize(s),
+            TensorData::U8(v) => v.serialize(s),
+        }
+    }
+}
+
 /// The answer: JSON, or JSON followed by the binary outputs.
-fn respond(head: &Head, infos: &[TensorInfo], outputs: Vec<Tensor>, wanted: &[(usize, bool)]) -> Response {
-    let mut binary = Vec::new();
-    let described: Vec<Value> = wanted
+fn respond(
+    head: &Head,
+    infos: &[TensorInfo],
+    outputs: &[Tensor],
+    wanted: &[(usize, bool)],
+) -> Result<Response, V2Error> {
+    let mut binary: Vec<&Tensor> = Vec::new();
+    let described: Vec<OutputDoc> = wanted
         .iter()
         .filter_map(|&(i, as_binary)| {
             let (info, tensor) = (infos.get(i)?, outputs.get(i)?);
-            let mut out = json!({"name": info.name, "datatype": datatype(tensor.dtype()), "shape": tensor.shape()});
+            let size = as_binary.then(|| BinarySize { binary_data_size: tensor.len() * value_widths(tensor.data()).0 });
             if as_binary {
-                let bytes = to_bytes(tensor.data());
-                out["parameters"] = json!({"binary_data_size": bytes.len()});
-                binary.extend(bytes);
-            } else {
-                out["data"] = to_json(tensor.data());
+                binary.push(tensor);
             }
-            Some(out)
+            Some(OutputDoc {
+                name: &info.name,
+                datatype: datatype(tensor.dtype()),
+                shape: tensor.shape(),
+                parameters: size,
+                data: (!as_binary).then_some(JsonData(tensor.data())),
+            })
         })
         .collect();
-    let mut doc = json!({"model_name": head.name, "model_version": head.version, "outputs": described});
-    if let Some(id) = head.id {
-        doc["id"] = json!(id);
+    let doc = AnswerDoc { id: head.id, model_name: head.name, model_version: head.version, outputs: described };
+    let binary_len: usize = binary.iter().map(|t| t.len() * value_widths(t.data()).0).sum();
+    let mut body = Vec::new();
+    serde_json::to_writer(&mut body, &doc)
+        .map_err(|e| V2Error(StatusCode::INTERNAL_SERVER_ERROR, format!("the answer could not be written: {e}")))?;
+    let json_len = body.len();
+    let content_type = if binary.is_empty() { "application/json" } else { "application/octet-stream" };
+    body.reserve_exact(binary_len);
+    binary.iter().for_each(|t| append_bytes(t.data(), &mut body));
+    let mut response = ([(header::CONTENT_TYPE, content_type)], body).into_response();
+    if !binary.is_empty() {
+        response.headers_mut().insert(HEADER_LENGTH, HeaderValue::from(json_len));
     }
-    let text = doc.to_string();
-    let mut response = if binary.is_empty() {
-        ([(header::CONTENT_TYPE, "application/json")], text).into_response()
-    } else {
-        let length = text.len();
-        let mut body = text.into_bytes();
-        body.extend(binary);
-        let mut r = ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response();
-        r.headers_mut().insert(HEADER_LENGTH, HeaderValue::from(length));
-        r
-    };
     if let Ok(v) = HeaderValue::from_str(head.label) {
         response.headers_mut().insert(crate::app::MODEL_VERSION, v);
     }
-    response
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use strix_core::Dim;
+
+    use super::*;
+
+    fn info(name: &str, shape: &[Option<usize>]) -> TensorInfo {
+        let shape = shape
+            .iter()
+            .enumerate()
+            .map(|(i, d)| d.map_or_else(|| Dim::Symbolic(format!("p2o_DynamicDimension_{i}")), Dim::Fixed))
+            .collect();
+        TensorInfo { name: name.into(), dtype: DType::F32, shape }
+    }
+
+    fn request(body: Value) -> InferRequest {
+        let (request, _) = split_body(&HeaderMap::new(), body.to_string().as_bytes()).unwrap();
+        request
+    }
+
+    /// The message of a request refused while reading its inputs.
+    fn refusal(infos: &[TensorInfo], body: Value) -> String {
+        match read_inputs(&request(body), &[], infos) {
+            Ok(tensors) => panic!("accepted: {tensors:?}"),
+            Err(V2Error(status, message)) => {
+                assert_eq!(status, StatusCode::BAD_REQUEST, "{message}");
+                message
+            }
+        }
+    }
+
+    fn one_input(shape: Value, data: Value) -> Value {
+        json!({"inputs": [{"name": "x", "shape": shape, "datatype": "FP32", "data": data}]})
+    }
+
+    fn outputs() -> Vec<TensorInfo> {
+        vec![info("boxes", &[None, Some(4)]), info("scores", &[None])]
+    }
+
+    /// Issue 31: a 1 MB request naming one output 20000 times got a 422 MB answer.
+    #[test]
+    fn an_output_asked_for_twice_or_more_outputs_than_the_model_has_are_refused() {
+        let twice = request(json!({"inputs": [], "outputs": [{"name": "scores"}, {"name": "scores"}]}));
+        let Err(V2Error(status, message)) = wanted_outputs(&twice, &outputs()) else { panic!("accepted") };
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(message.contains("output \"scores\" requested twice"), "{message}");
+        let many: Vec<Value> = (0..20_000).map(|_| json!({"name": "boxes"})).collect();
+        let Err(V2Error(status, message)) =
+            wanted_outputs(&request(json!({"inputs": [], "outputs": many})), &outputs())
+        else {
+            panic!("accepted")
+        };
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(message.starts_with("20000 outputs requested but the model gives 2 (boxes, scores)"), "{message}");
+        // Each once, in any order, is fine; none named means all.
+        let both = request(
+            json!({"inputs": [], "outputs": [{"name": "scores"}, {"name": "boxes", "parameters": {"binary_data": true}}]}),
+        );
+        assert_eq!(wanted_outputs(&both, &outputs()).ok(), Some(vec![(1, false), (0, true)]));
+        assert_eq!(
+            wanted_outputs(&request(json!({"inputs": []})), &outputs()).ok(),
+            Some(vec![(0, false), (1, false)])
+        );
+    }
+
+    #[test]
+    fn an_answer_over_the_cap_is_refused_before_it_is_written() {
+        let boxes = Tensor::from_f32(vec![1000, 4], vec![0.5; 4000]).unwrap();
+        let scores = Tensor::from_f32(vec![1000], vec![0.5; 1000]).unwrap();
+        let tensors = [boxes, scores];
+        let json = [(0, false), (1, false)];
+        let binary = [(0, true), (1, true)];
+        // 5000 values: at most 80 KB as JSON, 20 KB in binary.
+        assert!(check_answer_size(&outputs(), &tensors, &json, 81_000).is_ok());
+        assert!(check_answer_size(&outputs(), &tensors, &json, 60_000).is_err());
+        assert!(check_answer_size(&outputs(), &tensors, &binary, 60_000).is_ok());
+        let Err(V2Error(status, message)) = check_answer_size(&outputs(), &tensors, &json, 30_000) else {
+            panic!("accepted")
+        };
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(message.contains("binary outputs"), "{message}");
+        assert_eq!(response_cap(20 << 20), 80 << 20);
+        assert_eq!(response_cap(1 << 20), 64 << 20);
+    }
+
+    #[test]
+    fn the_answer_holds_each_output_asked_for_once_json_and_binary() {
+        let tensors = [
+            Tensor::from_f32(vec![1, 4], vec![1.0, 2.5, -3.0, 4.0]).unwrap(),
+            Tensor::from_f32(vec![1], vec![0.25]).unwrap(),
+        ];
+        let head = Head { id: Some("r-1"), name: "m", version: "1", label: "m:1" };
+        let response = respond(&head, &outputs(), &tensors, &[(1, false), (0, true)]).unwrap();
+        let length: usize = response.headers()[HEADER_LENGTH].to_str().unwrap().parse().unwrap();
+        let body = body_of(response);
+        let doc: Value = serde_json::from_slice(&body[..length]).unwrap();
+        assert_eq!(doc["id"], "r-1");
+        assert_eq!(doc["outputs"][0], json!({"name": "scores", "datatype": "FP32", "shape": [1], "data": [0.25]}));
+        assert_eq!(doc["outputs"][1]["parameters"], json!({"binary_data_size": 16}));
+        let floats: Vec<f32> =
+            body[length..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        assert_eq!(floats, [1.0, 2.5, -3.0, 4.0]);
+    }
+
+    fn body_of(response: Response) -> Bytes {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(axum::body::to_bytes(response.into_body(), usize::MAX)).unwrap()
+    }
+
+    /// Issue 31: nested data of the wrong depth or with ragged rows was flattened and accepted.
+    #[test]
+    fn nested_data_must_follow_the_shape_and_flat_data_is_fine() {
+        let infos = [info("x", &[None, Some(2), Some(3)])];
+        let shape = json!([1, 2, 3]);
+        for data in [json!([1, 2, 3, 4, 5, 6]), json!([[[1, 2, 3], [4, 5, 6]]])] {
+            let tensors = read_inputs(&request(one_input(shape.clone(), data.clone())), &[], &infos).unwrap();
+            assert_eq!(tensors[0].as_f32().unwrap(), [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "{data}");
+        }
+        let cases = [
+            (json!([[[1, 2, 3], [4, 5]], [6]]), "data has 2 items where the shape has 1"),
+            (json!([[[1, 2, 3], [4, 5, 6, 7]]]), "data[0][1] has 4 items where the shape has 3"),
+            (json!([[[1, 2], [3, 4], [5, 6]]]), "data[0] has 3 items where the shape has 2"),
+            (json!([[1, 2, 3], [4, 5, 6]]), "data has 2 items where the shape has 1"),
+            (json!([[[[1], [2], [3]], [[4], [5], [6]]]]), "data[0][0][0] is an array where a value belongs"),
+            (json!([[1, 2, 3, 4, 5, 6]]), "data[0] has 6 items where the shape has 2"),
+            (json!([[1, 2]]), "data[0][0] is a number where an array of 3 belongs"),
+            (json!([1, 2, [3], 4, 5, 6]), "data has 6 items where the shape has 1"),
+            (json!({"values": [1, 2, 3, 4, 5, 6]}), "data must be an array"),
+        ];
+        for (data, needle) in cases {
+            let message = refusal(&infos, one_input(shape.clone(), data.clone()));
+            assert!(message.starts_with("input \"x\": ") && message.contains(needle), "{data}: {message}");
+        }
+    }
+
+    /// Issue 31: `1e39` became infinity, and the answer `null`s.
+    #[test]
+    fn numbers_outside_fp32_are_refused() {
+        let infos = [info("x", &[Some(1), Some(2)])];
+        for big in [json!(1e39), json!(-3.5e38), json!(f64::MAX)] {
+            let message = refusal(&infos, one_input(json!([1, 2]), json!([0.5, big])));
+            assert!(message.contains("is outside the FP32 range"), "{big}: {message}");
+        }
+        let tensors = read_inputs(&request(one_input(json!([1, 2]), json!([3.4e38, -1e-45]))), &[], &infos).unwrap();
+        assert!(tensors[0].as_f32().unwrap().iter().all(|x| x.is_finite()));
+        let message = refusal(&infos, one_input(json!([1, 2]), json!([0.5, "1"])));
+        assert!(message.contains("\"1\" is not a number"), "{message}");
+    }
+
+    /// Issue 31: a zero dimension of a dynamic model got a 500 naming `p2o_DynamicDimension_0`.
+    #[test]
+    fn a_zero_dimension_is_refused_with_the_model_shape_and_no_internal_names() {
+        let infos = [info("x", &[None, Some(3), None, None])];
+        for shape in [json!([0, 3, 32, 32]), json!([1, 3, 0, 32])] {
+            let message = refusal(&infos, one_input(shape.clone(), json!([])));
+            assert!(message.contains("every dimension must be at least 1"), "{shape}: {message}");
+            assert!(message.contains("the model takes [-1, 3, -1, -1]"), "{message}");
+            assert!(!message.contains("p2o"), "{message}");
+        }
+        let message = refusal(&infos, one_input(json!([1, 4, 32, 32]), json!([])));
+        assert!(message.contains("does not fit the model's [-1, 3, -1, -1]") && !message.contains("p2o"), "{message}");
+        let refused = RawRefused { detail: "Evaluating p2o_DynamicDimension_1: kernel larger than input".into() };
+        let V2Error(status, message) = cannot_run("ocr", &infos, &[vec![1, 3, 1, 1]], &refused);
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(message.contains("input \"x\" of shape [1, 3, 1, 1] (the model takes [-1, 3, -1, -1])"), "{message}");
+        assert!(!message.contains("p2o"), "{message}");
+    }
+
+    /// Issue 31: a `text/plain` body was read as an inference request.
+    #[test]
+    fn text_and_form_bodies_are_refused_and_json_or_none_is_read() {
+        let with = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_str(value).unwrap());
+            check_content_type(&headers)
+        };
+        for refused in [
+            "text/plain",
+            "text/plain;charset=UTF-8",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+        ] {
+            let Err(V2Error(status, message)) = with(refused) else { panic!("{refused} accepted") };
+            assert_eq!(status, StatusCode::BAD_REQUEST);
+            assert!(message.contains("send application/json"), "{message}");
+        }
+        for accepted in ["application/json", "Application/JSON; charset=utf-8", "application/octet-stream"] {
+            assert!(with(accepted).is_ok(), "{accepted}");
+        }
+        assert!(check_content_type(&HeaderMap::new()).is_ok(), "tritonclient sends no Content-Type");
+    }
 }

@@ -127,12 +127,6 @@ pub struct WebServer {
     thread: Option<JoinHandle<()>>,
 }
 
-/// What the page's guard checks.
-struct Gate {
-    token: Option<strix_http::Secret>,
-    allowed_hosts: Vec<String>,
-}
-
 impl WebServer {
     /// Listen on `options.addr` (port 0 picks a free one: see [`WebServer::addr`]).
     pub fn start(options: &WebOptions, board: Arc<Board>) -> Result<WebServer, StreamError> {
@@ -150,12 +144,10 @@ impl WebServer {
                 ),
             }
         }
-        let gate = Arc::new(Gate {
-            token: options.token.as_deref().map(strix_http::Secret::new),
-            allowed_hosts: options.allowed_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
-        });
+        let tokens = options.token.as_deref().map(|t| strix_http::Token::new(None, t)).into_iter().collect();
+        let gate = strix_http::Gate::new(&options.allowed_hosts).with_tokens(tokens);
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-        let app = router(board.clone()).layer(axum::middleware::from_fn_with_state(gate, guard));
+        let app = strix_http::guarded(router(board.clone()), gate);
         let mut closing = board.closing.subscribe();
         // Live streams end themselves when the run closes; a client that does not read is cut.
         let limits = strix_http::ConnLimits { drain_timeout_ms: 1000, ..Default::default() };
@@ -180,67 +172,6 @@ impl WebServer {
             let _ = t.join();
         }
     }
-}
-
-const TOKEN_COOKIE: &str = "strix_token";
-
-/// Refuse requests for a host name this server does not answer to, and, with a token set,
-/// requests that do not carry it. A good `?token=` sets the cookie the page's streams then use.
-async fn guard(
-    State(gate): State<Arc<Gate>>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let headers = request.headers();
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-    if !host_allowed(host, &gate.allowed_hosts) {
-        let msg = format!("host {host:?} is not served here; add it with --http-allow-host\n");
-        return (StatusCode::MISDIRECTED_REQUEST, msg).into_response();
-    }
-    let Some(token) = &gate.token else { return next.run(request).await };
-    let cookie = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().strip_prefix(TOKEN_COOKIE)?.strip_prefix('='))
-        .find(|c| token.matches(c));
-    let query = request
-        .uri()
-        .query()
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .filter_map(|kv| kv.strip_prefix("token="))
-        .find(|q| token.matches(q));
-    if strix_http::bearer(headers).is_some_and(|b| token.matches(b)) || cookie.is_some() {
-        return next.run(request).await;
-    }
-    if let Some(token) = query.map(str::to_string) {
-        let mut response = next.run(request).await;
-        let set = format!("{TOKEN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
-        if let Ok(v) = header::HeaderValue::from_str(&set) {
-            response.headers_mut().insert(header::SET_COOKIE, v);
-        }
-        return response;
-    }
-    let msg = "this page needs its token: open /?token=TOKEN, or send Authorization: Bearer TOKEN\n";
-    (StatusCode::UNAUTHORIZED, msg).into_response()
-}
-
-/// Loopback names, IP literals (a rebinding attack needs a name) and the allowed names.
-fn host_allowed(host: &str, allowed: &[String]) -> bool {
-    if host.is_empty() {
-        return true;
-    }
-    let name = match host.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
-    };
-    let name = name.trim_end_matches('.').to_ascii_lowercase();
-    name == "localhost"
-        || name.ends_with(".localhost")
-        || name.parse::<std::net::IpAddr>().is_ok()
-        || allowed.contains(&name)
 }
 
 fn router(board: Arc<Board>) -> Router {
@@ -334,19 +265,6 @@ async fn mjpeg(State(board): State<Arc<Board>>, index: usize, project: bool) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_loopback_names_ip_literals_and_allowed_hosts_are_served() {
-        let allowed = vec!["cam.example.org".to_string()];
-        for ok in
-            ["localhost:8090", "127.0.0.1:8090", "[::1]:8090", "10.1.2.3", "cam.example.org:8090", "LOCALHOST", ""]
-        {
-            assert!(host_allowed(ok, &allowed), "{ok}");
-        }
-        for bad in ["evil.example.com:8090", "attacker.test", "cam.example.org.evil.test"] {
-            assert!(!host_allowed(bad, &allowed), "{bad}");
-        }
-    }
 
     #[test]
     fn source_names_are_escaped_in_the_page() {

@@ -265,10 +265,14 @@ fn format_name(format: ImageFormat) -> &'static str {
     }
 }
 
-/// The first bytes of a file that is not an image, shown so the user recognises it
-/// ("<html>", "PK..." for a zip, text).
+/// What a file that is not an image starts with: its magic number (the first 4 bytes, in hex:
+/// `50 4b 03 04` a zip, `3c 21 44 4f` HTML) and whether it looks like text. Never the contents
+/// as text: the file may be anything readable (an import once echoed `/proc/self/environ`).
 fn printable_head(bytes: &[u8]) -> String {
-    bytes.iter().take(12).map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '.' }).collect()
+    let magic: Vec<String> = bytes.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    let sniff = &bytes[..bytes.len().min(512)];
+    let text = sniff.iter().all(|&b| (b >= 0x20 && b != 0x7f) || matches!(b, b'\t' | b'\n' | b'\r'));
+    format!("{}{}", magic.join(" "), if text { ", text" } else { "" })
 }
 
 #[cfg(test)]
@@ -389,8 +393,17 @@ mod tests {
     #[test]
     fn text_and_empty_files_are_named_as_such() {
         let err = decode_bytes(b"hello world\n", &DecodeLimits::default()).unwrap_err();
-        assert_eq!(err.to_string(), "not an image: unrecognised format (starts with \"hello world.\")");
+        assert_eq!(err.to_string(), "not an image: unrecognised format (starts with \"68 65 6c 6c, text\")");
         assert!(matches!(decode_bytes(b"", &DecodeLimits::default()), Err(VisionError::Empty)));
+    }
+
+    /// Regression: an import of `/proc/self/environ` answered `starts with "SHELL=/bin/b"`.
+    #[test]
+    fn unknown_format_errors_do_not_echo_the_contents() {
+        let err = decode_bytes(b"SHELL=/bin/bash\0SECRET=hunter2\0", &DecodeLimits::default()).unwrap_err();
+        let said = err.to_string();
+        assert!(!said.contains("SHEL") && !said.contains("hunter2"), "{said}");
+        assert!(said.contains("53 48 45 4c"), "{said}");
     }
 
     #[test]

@@ -146,7 +146,8 @@ pub struct ServeArgs {
     /// spec file; ROUTE=MODEL names its route (/v1/models/ROUTE/predict)
     #[arg(long = "model", value_name = "MODEL")]
     pub models: Vec<String>,
-    /// Settings file (TOML): host, port, fast_decode, [[models]], [batching], [limits]; flags override it
+    /// Settings file (TOML): host, port, fast_decode, allowed_hosts, [[models]], [batching],
+    /// [limits]; flags override it
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1]
@@ -189,6 +190,11 @@ pub struct ServeArgs {
     /// Require an API key from this file (one per line) on every route but /ping and /health
     #[arg(long, value_name = "FILE")]
     pub api_key_file: Option<PathBuf>,
+    /// Host names the server answers to besides loopback names and IP literals (repeatable;
+    /// guards against DNS rebinding; others get 421), e.g. --http-allow-host models.example.org;
+    /// `*` answers any name (behind a proxy that checks names itself)
+    #[arg(long, value_name = "HOST")]
+    pub http_allow_host: Vec<String>,
     /// How often models named by registry alias (NAME@ALIAS, or a bare registry NAME) check
     /// whether it moved, in seconds; a new version is loaded, tested and swapped in. 0: never
     #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
@@ -369,6 +375,8 @@ Examples:
   strix label serve trash --images photos/ --task classify --classes compost,recycling,landfill
   strix label serve bins --images frames/ --task detect --classes bottle,can --model nanodet_m_416
   strix label serve trash --model trash@production      suggestions from a registered version
+  strix label serve trash --http 0.0.0.0:8070 --http-token alice=$A --http-token bob=$B
+                                                        a team on the network; history says who saved
   strix label export bins --format coco --out bins-coco/
   strix train --data bins --task detect                 trains on the project's labels directly";
 
@@ -391,9 +399,18 @@ pub struct LabelServeArgs {
     /// from the registry, a spec .toml or .onnx
     #[arg(short, long, value_name = "MODEL")]
     pub model: Option<String>,
-    /// Address to listen on
+    /// Address to listen on; beyond loopback (e.g. 0.0.0.0:8070) it needs --http-token
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8070")]
     pub http: String,
+    /// Require this token on the page and every /api route: open http://HOST:PORT/?token=TOKEN
+    /// once (a cookie keeps it), or send `Authorization: Bearer TOKEN`. NAME=TOKEN names who
+    /// uses it, and the labels' history records NAME with each save (repeatable: one per person)
+    #[arg(long, env = "STRIX_HTTP_TOKEN", value_name = "[NAME=]TOKEN", hide_env_values = true)]
+    pub http_token: Vec<String>,
+    /// Host names the app answers to besides loopback names and IP literals (repeatable;
+    /// guards against DNS rebinding), e.g. --http-allow-host labels.example.org
+    #[arg(long, value_name = "HOST")]
+    pub http_allow_host: Vec<String>,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
@@ -421,9 +438,16 @@ pub struct LabelImportArgs {
     #[arg(long, value_name = "FILE_OR_DIR")]
     pub annotations: Option<PathBuf>,
     /// The images the annotations refer to (class folders for --format folder); a new
-    /// project labels this folder
+    /// project labels this folder. Only files inside it are read: a file name that is
+    /// absolute, climbs out with `..`, or is a link leading outside is refused
     #[arg(long, value_name = "DIR")]
     pub images: PathBuf,
+    /// YOLO: save every image of --images that has no label file as a negative (no objects),
+    /// over any labels it has. Without it, such images are negatives only in a new project
+    /// (YOLO's reading of a missing file) and are left as they are in an existing one, so an
+    /// import of some images' labels never erases the others'
+    #[arg(long)]
+    pub replace: bool,
 }
 
 const STREAM_HELP: &str = "\
@@ -1076,8 +1100,9 @@ pub struct OptimizeArgs {
     /// Images the activation ranges are learned from: what the model will see in production
     #[arg(long, value_name = "DIR")]
     pub calibration: PathBuf,
-    /// Images the int8 model is checked on against the float one [default: every 4th image of
-    /// --calibration, left out of the calibration]
+    /// Images the int8 model is checked on against the float one: at least 20, none of them a
+    /// calibration image (not the same folder, file or bytes) [default: every 4th image of
+    /// --calibration, left out of the calibration, which then needs at least 80]
     #[arg(long, value_name = "DIR")]
     pub holdout: Option<PathBuf>,
     /// Register the int8 model as the next version of NAME

@@ -6,11 +6,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use strix_label::export::{self, Format};
+use strix_label::export::{self, Format, ImportReport, Unlabelled};
 use strix_label::{Capture, CaptureSettings, LabelTask, Project, ProjectConfig, ScanReport, Suggester};
 
 use crate::cli::{CaptureArgs, Global, LabelCommand, LabelExportArgs, LabelImportArgs, LabelServeArgs};
 use crate::progress::Bars;
+use crate::registry::printable;
 
 pub fn run(global: &Global, cmd: &LabelCommand) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
@@ -58,7 +59,7 @@ fn say_scan(global: &Global, report: &ScanReport) {
     if !report.problems.is_empty() {
         eprintln!("{} file(s) do not decode and are left out:", report.problems.len());
         for (file, reason) in report.problems.iter().take(20) {
-            eprintln!("  {file}: {reason}");
+            eprintln!("  {}: {}", printable(file), printable(reason));
         }
         if report.problems.len() > 20 {
             eprintln!("  ... (all of them at /api/project)");
@@ -102,26 +103,57 @@ async fn serve(global: &Global, args: &LabelServeArgs) -> Result<ExitCode> {
             }
         });
     }
+    let gate = gate(args)?;
     let listener =
         tokio::net::TcpListener::bind(&args.http).await.with_context(|| format!("cannot listen on {}", args.http))?;
     let local = listener.local_addr().context("listening address")?;
+    if !local.ip().is_loopback() {
+        if !gate.has_tokens() {
+            bail!(
+                "--http {}: the labelling app would listen beyond this machine ({local}) with no token, so anyone \
+                 who reaches it could read and change the labels. Give --http-token TOKEN (or set \
+                 STRIX_HTTP_TOKEN; NAME=TOKEN, repeatable, records who saved), or listen on 127.0.0.1",
+                args.http
+            );
+        }
+        tracing::warn!("the labelling app listens on {local}, beyond this machine; its token guards it");
+    }
     let stats = project.store.stats().await?;
     eprintln!(
         "strix label: http://{local} ({} project, {} of {} images labelled, classes {})",
         project.config.task,
         stats.labelled,
         stats.images,
-        project.config.classes.join(",")
+        printable(&project.config.classes.join(","))
     );
+    if gate.has_tokens() {
+        eprintln!("strix label: the app needs its token: open http://{local}/?token=TOKEN once");
+    }
     strix_http::serve_router(
         listener,
-        strix_label::web::router(app),
+        strix_http::guarded(strix_label::web::router(app), gate),
         strix_http::ConnLimits::default(),
         crate::serve::shutdown_signal(),
     )
     .await?;
     project.store.close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The host names and tokens `label serve` answers to.
+fn gate(args: &LabelServeArgs) -> Result<strix_http::Gate> {
+    let tokens = args
+        .http_token
+        .iter()
+        .map(|t| strix_http::Token::parse(t))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("--http-token: {e}"))?;
+    let mut users: Vec<&str> = tokens.iter().filter_map(|t| t.user.as_deref()).collect();
+    users.sort_unstable();
+    if let Some(w) = users.windows(2).find(|w| w[0] == w[1]) {
+        bail!("--http-token: two tokens name {:?}; give each person one", w[0]);
+    }
+    Ok(strix_http::Gate::new(&args.http_allow_host).with_tokens(tokens))
 }
 
 async fn export_cmd(global: &Global, args: &LabelExportArgs) -> Result<ExitCode> {
@@ -141,8 +173,14 @@ async fn export_cmd(global: &Global, args: &LabelExportArgs) -> Result<ExitCode>
 
 async fn import_cmd(global: &Global, args: &LabelImportArgs) -> Result<ExitCode> {
     let format: Format = args.format.parse().map_err(anyhow::Error::msg)?;
+    if args.replace && format != Format::Yolo {
+        bail!(
+            "--replace is for --format yolo (images without a label file); a {format} import names every image it labels"
+        );
+    }
     let incoming = export::read(format, args.annotations.as_deref(), &args.images)?;
-    let mut project = if Project::is_project(&args.project) {
+    let existing = Project::is_project(&args.project);
+    let mut project = if existing {
         Project::open(&args.project).await?
     } else {
         let task = if format == Format::Folder { LabelTask::Classify } else { LabelTask::Detect };
@@ -150,24 +188,48 @@ async fn import_cmd(global: &Global, args: &LabelImportArgs) -> Result<ExitCode>
         Project::create(&args.project, config).await?
     };
     format.check(project.config.task)?;
-    let report = export::import(&mut project, incoming).await?;
+    // A missing YOLO label file means "no objects" only where no labels can be lost by it.
+    let unlabelled = if args.replace || !existing { Unlabelled::Negative } else { Unlabelled::LeaveAlone };
+    let report = export::import(&mut project, incoming, unlabelled).await?;
     say_scan(global, &project.scan().await?);
     if !global.quiet {
-        eprintln!(
-            "imported {} image(s) with {} box(es) into {} ({} had labels: saved over as new versions)",
-            report.images,
-            report.boxes,
-            args.project.display(),
-            report.relabelled
-        );
-        if !report.new_classes.is_empty() {
-            eprintln!("new classes: {}", report.new_classes.join(", "));
-        }
-        for (file, reason) in &report.problems {
-            eprintln!("  left out: {file} {reason}");
-        }
+        say_import(&args.project, &report);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// An import's report; every name is escaped, since files and classes come from the dataset.
+fn say_import(project: &Path, report: &ImportReport) {
+    eprintln!(
+        "imported {} image(s) with {} box(es) into {} ({} had other labels: saved over as new versions; {} \
+         had these already: unchanged)",
+        report.images,
+        report.boxes,
+        printable(&project.display().to_string()),
+        report.relabelled,
+        report.unchanged
+    );
+    if !report.new_classes.is_empty() {
+        eprintln!("new classes: {}", printable(&report.new_classes.join(", ")));
+    }
+    if report.left_alone > 0 {
+        eprintln!(
+            "{} image(s) have no label file and were left as they are (--replace saves them as negatives)",
+            report.left_alone
+        );
+    }
+    if !report.orphans.is_empty() {
+        eprintln!("{} label file(s) have no image and were ignored:", report.orphans.len());
+        for file in &report.orphans {
+            eprintln!("  {}", printable(file));
+        }
+    }
+    for (file, reason) in &report.problems {
+        match file.as_str() {
+            "" => eprintln!("  left out: {}", printable(reason)),
+            file => eprintln!("  left out: {} {}", printable(file), printable(reason)),
+        }
+    }
 }
 
 /// For `strix train --data PROJECT`: the project's labels exported where training reads them,

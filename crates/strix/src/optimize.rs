@@ -79,7 +79,9 @@ fn settings(args: &OptimizeArgs) -> Result<strix_optimize::Settings> {
     Ok(strix_optimize::Settings { method, min_agreement: args.min_agreement / 100.0 })
 }
 
-/// The calibration and held-out image lists (a folder with no images is refused).
+/// The calibration and held-out image lists, refused here, before the model is even resolved,
+/// when they cannot work: a folder with no images, fewer held-out images than the gate needs
+/// ([`strix_optimize::MIN_HELD_OUT`]), or held-out images that are calibration images.
 fn images(args: &OptimizeArgs) -> Result<strix_optimize::Images> {
     let list = |dir: &Path, flag: &str| -> Result<Vec<PathBuf>> {
         if !dir.is_dir() {
@@ -91,16 +93,38 @@ fn images(args: &OptimizeArgs) -> Result<strix_optimize::Images> {
         }
         Ok(files)
     };
+    let min = strix_optimize::MIN_HELD_OUT;
     let mut calibration = list(&args.calibration, "--calibration")?;
     let held_out = match &args.holdout {
-        Some(dir) => list(dir, "--holdout")?,
-        None => {
-            if calibration.len() < HOLD_OUT_EVERY {
+        Some(dir) => {
+            if same_folder(dir, &args.calibration) {
                 bail!(
-                    "--calibration {} has {} images: too few to hold out every {HOLD_OUT_EVERY}th for the gate; \
-                     add images or pass --holdout DIR",
+                    "--holdout {} is the --calibration folder: the gate must check the int8 model on images it \
+                     was not calibrated on; give a folder of other images (at least {min}), or leave --holdout \
+                     out to hold out every {HOLD_OUT_EVERY}th calibration image",
+                    dir.display()
+                );
+            }
+            let held_out = list(dir, "--holdout")?;
+            if held_out.len() < min {
+                bail!(
+                    "--holdout {} has {} images: the gate needs at least {min} held-out images for its agreement \
+                     to mean something",
+                    dir.display(),
+                    held_out.len()
+                );
+            }
+            held_out
+        }
+        None => {
+            if calibration.len() / HOLD_OUT_EVERY < min {
+                bail!(
+                    "--calibration {} has {} images: too few to hold out every {HOLD_OUT_EVERY}th for the gate, \
+                     which needs at least {min} held-out images; add images (at least {}) or pass --holdout DIR \
+                     with at least {min} others",
                     args.calibration.display(),
-                    calibration.len()
+                    calibration.len(),
+                    min * HOLD_OUT_EVERY
                 );
             }
             let (held, kept): (Vec<_>, Vec<_>) =
@@ -109,7 +133,22 @@ fn images(args: &OptimizeArgs) -> Result<strix_optimize::Images> {
             held.into_iter().map(|(_, p)| p).collect()
         }
     };
-    Ok(strix_optimize::Images { calibration, held_out, limits: Default::default() })
+    let images = strix_optimize::Images { calibration, held_out, limits: Default::default() };
+    // Files in both sets (a link, a sub-folder, a copy under another name): refused by the
+    // library as well, but here it is said before the model is resolved.
+    images.check().with_context(|| {
+        let held = args.holdout.as_deref().unwrap_or(&args.calibration);
+        format!("--holdout {} against --calibration {}", held.display(), args.calibration.display())
+    })?;
+    Ok(images)
+}
+
+/// Whether two paths name one folder (links and `..` resolved).
+fn same_folder(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }
 
 /// The int8 model's spec (the float one's, weights renamed, labels inside) and the report.

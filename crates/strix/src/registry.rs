@@ -338,7 +338,8 @@ pub fn show(global: &Global, text: &str, json: bool) -> Result<Option<ExitCode>>
 }
 
 /// `s` with control characters escaped (`\x1b` -> `\u{1b}`): registry fields come from a
-/// shared database, and a terminal must not run escape sequences someone stored there.
+/// shared database and `label` prints names from datasets, and a terminal must not run escape
+/// sequences someone stored there. Every command printing such names uses this one.
 pub(crate) fn printable(s: &str) -> String {
     s.chars().map(|c| if c.is_control() { c.escape_debug().to_string() } else { c.to_string() }).collect()
 }

@@ -18,6 +18,7 @@ fn config(args: &ServeArgs) -> Result<ServeConfig> {
     set(&mut flags, "port", args.port)?;
     set(&mut flags, "api_key_file", args.api_key_file.as_ref())?;
     set(&mut flags, "fast_decode", args.fast_decode.then_some(true))?;
+    set(&mut flags, "allowed_hosts", (!args.http_allow_host.is_empty()).then_some(&args.http_allow_host))?;
     let mut batching = toml::Table::new();
     set(&mut batching, "max_batch", args.max_batch)?;
     set(&mut batching, "max_delay_ms", args.max_delay_ms)?;
@@ -67,7 +68,10 @@ pub fn run(global: &Global, args: &ServeArgs) -> Result<ExitCode> {
     let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
     let served: Vec<(strix_core::Task, String)> =
         models.iter().map(|m| (m.pipeline().task(), m.name.clone())).collect();
-    let mut state = ServeState::new(models, cfg.limits).with_api_keys(&keys).with_fast_decode(cfg.fast_decode);
+    let mut state = ServeState::new(models, cfg.limits)
+        .with_api_keys(&keys)
+        .with_fast_decode(cfg.fast_decode)
+        .with_gate(strix_http::Gate::new(&cfg.allowed_hosts));
     let mut capture = None;
     if let Some(project) = &args.capture {
         let (task, name) = served.first().cloned().context("no models")?;
@@ -97,6 +101,12 @@ pub fn run(global: &Global, args: &ServeArgs) -> Result<ExitCode> {
         let listener =
             tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener.local_addr().context("listening address")?;
+        if !local.ip().is_loopback() && keys.is_empty() {
+            tracing::warn!(
+                "strix serve listens on {local}, beyond this machine, with no API keys: anyone who can reach it \
+                 may use the models; give --api-key-file FILE"
+            );
+        }
         eprintln!(
             "strix serve: http://{local} ({}), ready {:.2} s after start",
             names.join(", "),
