@@ -3,27 +3,35 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::json;
 
 use crate::fixtures_or_skip;
 use crate::serve::{Reply, read_reply};
-use crate::support::{photo_folder, run, spawn_serve, strix, wait_for_port};
+use crate::support::{KillOnDrop, free_port, photo_folder, run, spawn_serve, strix, wait_for_port};
 
-/// Kills the child when dropped, so a failed assertion leaves no server behind.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// `strix label serve` on a new classification project of one photo, with `extra` flags, on a
+/// free loopback port; the port once it listens.
+fn label_serve(fx: &Path, tmp: &Path, extra: &[&str]) -> (KillOnDrop, u16) {
+    let images = photo_folder(fx, &tmp.join("photos"), &["chelsea.png"]);
+    let port = free_port();
+    let child = strix(fx, tmp)
+        .args(["label", "serve"])
+        .arg(tmp.join("bins"))
+        .arg("--images")
+        .arg(&images)
+        .args(["--task", "classify", "--classes", "cat,dog", "--http", &format!("127.0.0.1:{port}")])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let child = KillOnDrop(child);
+    wait_for_port(port);
+    (child, port)
 }
 
 /// One request with the `Host` and extra header lines given.
@@ -39,7 +47,7 @@ fn call(port: u16, method: &str, path: &str, host: &str, extra: &str, body: &str
     read_reply(&mut s)
 }
 
-/// (Reply lower-cases its headers.)
+/// The answer forbids framing and sniffing (Reply lower-cases header values).
 fn refuses_framing(r: &Reply) {
     assert_eq!(r.header("x-frame-options").as_deref(), Some("deny"), "{r:?}");
     assert_eq!(r.header("x-content-type-options").as_deref(), Some("nosniff"), "{r:?}");
@@ -53,22 +61,7 @@ fn refuses_framing(r: &Reply) {
 fn rebound_host_names_get_421_from_label_serve_and_serve() {
     let fx = fixtures_or_skip!();
     let tmp = tempfile::tempdir().unwrap();
-    let images = photo_folder(&fx, &tmp.path().join("photos"), &["chelsea.png"]);
-    let port = free_port();
-    let _label = Killed(
-        strix(&fx, tmp.path())
-            .args(["label", "serve"])
-            .arg(tmp.path().join("bins"))
-            .arg("--images")
-            .arg(&images)
-            .args(["--task", "classify", "--classes", "cat,dog", "--http", &format!("127.0.0.1:{port}")])
-            .args(["--http-allow-host", "labels.example.org"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for_port(port);
+    let (_label, port) = label_serve(&fx, tmp.path(), &["--http-allow-host", "labels.example.org"]);
     let save = json!({ "version": 0, "labels": { "class": "cat" } }).to_string();
     let json = "Content-Type: application/json\r\n";
     let rebound = call(port, "PUT", "/api/images/1/labels", "rebind.attacker.example:8070", json, &save);
@@ -87,7 +80,7 @@ fn rebound_host_names_get_421_from_label_serve_and_serve() {
             .args(["serve", "--model", "efficientnet_lite0", "--backend", "tract"])
             .args(["--http-allow-host", "models.example.org"]),
     );
-    let _serve = Killed(child);
+    let _serve = KillOnDrop(child);
     let evil = call(port, "GET", "/v1/models", "evil.example", "", "");
     assert_eq!(evil.status, 421, "{evil:?}");
     refuses_framing(&evil);
@@ -104,22 +97,8 @@ fn rebound_host_names_get_421_from_label_serve_and_serve() {
 fn the_labelling_app_behind_tokens_records_who_saved() {
     let fx = fixtures_or_skip!();
     let tmp = tempfile::tempdir().unwrap();
-    let images = photo_folder(&fx, &tmp.path().join("photos"), &["chelsea.png"]);
-    let port = free_port();
-    let _label = Killed(
-        strix(&fx, tmp.path())
-            .args(["label", "serve"])
-            .arg(tmp.path().join("bins"))
-            .arg("--images")
-            .arg(&images)
-            .args(["--task", "classify", "--classes", "cat,dog", "--http", &format!("127.0.0.1:{port}")])
-            .args(["--http-token", "alice=a-secret", "--http-token", "team-secret"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for_port(port);
+    let (_label, port) =
+        label_serve(&fx, tmp.path(), &["--http-token", "alice=a-secret", "--http-token", "team-secret"]);
     let host = "127.0.0.1";
     for path in ["/", "/api/project", "/api/images", "/api/images/1/file", "/api/next"] {
         assert_eq!(call(port, "GET", path, host, "", "").status, 401, "{path}");
@@ -129,8 +108,9 @@ fn the_labelling_app_behind_tokens_records_who_saved() {
     assert_eq!(call(port, "GET", "/api/project", host, alice, "").status, 200);
     let page = call(port, "GET", "/?token=team-secret", host, "", "");
     assert_eq!(page.status, 200);
-    assert!(page.header("set-cookie").is_some_and(|c| c.starts_with("strix_token=team-secret;")), "{page:?}");
-    let cookie = "Cookie: strix_token=team-secret\r\n";
+    let cookie = format!("strix_token_{port}=team-secret");
+    assert!(page.header("set-cookie").is_some_and(|c| c.starts_with(&format!("{cookie};"))), "{page:?}");
+    let cookie = &format!("Cookie: {cookie}\r\n");
     assert_eq!(call(port, "GET", "/api/project", host, cookie, "").status, 200);
 
     let json = "Content-Type: application/json\r\n";
@@ -162,14 +142,17 @@ fn label_serve_beyond_loopback_needs_a_token() {
     let (out, _, stderr) = run(&mut cmd);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("--http-token") && stderr.contains("STRIX_HTTP_TOKEN"), "{stderr}");
+    assert!(!tmp.path().join("bins").exists(), "a refused start created the project");
 
     // With a token it starts, and warns that it is reachable from elsewhere.
     let port = free_port();
-    let mut child = Killed(
+    let mut child = KillOnDrop(
         strix(&fx, tmp.path())
             .args(["label", "serve"])
             .arg(tmp.path().join("bins"))
-            .args(["--http", &format!("0.0.0.0:{port}")])
+            .arg("--images")
+            .arg(&images)
+            .args(["--task", "classify", "--classes", "cat,dog", "--http", &format!("0.0.0.0:{port}")])
             .env("STRIX_HTTP_TOKEN", "t0ken")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

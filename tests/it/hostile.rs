@@ -452,10 +452,12 @@ fn the_stream_page_checks_host_and_token() {
     assert!(get(&local, "Authorization: Bearer wrong\r\n", "/stats").starts_with("HTTP/1.1 401"));
     assert!(get(&local, "Authorization: Bearer t0ken\r\n", "/stats").starts_with("HTTP/1.1 200"));
     let page = get(&local, "", "/?token=t0ken");
-    assert!(page.starts_with("HTTP/1.1 200") && page.contains("set-cookie: strix_token=t0ken"), "{page}");
-    assert!(get(&local, "Cookie: strix_token=t0ken\r\n", "/stats").starts_with("HTTP/1.1 200"));
-    assert!(get("cam.example.org", "Cookie: strix_token=t0ken\r\n", "/stats").starts_with("HTTP/1.1 200"));
-    let rebound = get("evil.example.com", "Cookie: strix_token=t0ken\r\n", "/stats");
+    let cookie = format!("strix_token_{port}=t0ken");
+    assert!(page.starts_with("HTTP/1.1 200") && page.contains(&format!("set-cookie: {cookie}")), "{page}");
+    let with_cookie = format!("Cookie: {cookie}\r\n");
+    assert!(get(&local, &with_cookie, "/stats").starts_with("HTTP/1.1 200"));
+    assert!(get("cam.example.org", &with_cookie, "/stats").starts_with("HTTP/1.1 200"));
+    let rebound = get("evil.example.com", &with_cookie, "/stats");
     assert!(rebound.starts_with("HTTP/1.1 421"), "{rebound}");
     let _ = child.kill();
     let _ = child.wait();

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -13,11 +13,7 @@ use serde_json::{Value, json};
 use crate::fixtures_or_skip;
 use crate::serve::{Reply, request};
 use crate::stream::chromium;
-use crate::support::{in_ci, photo_folder, run, strix, wait_for_port};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use crate::support::{KillOnDrop, free_port, in_ci, photo_folder, run, strix, wait_for_port};
 
 /// A `strix label serve` child on a free port; killed when dropped.
 struct LabelServer {
@@ -289,16 +285,6 @@ fn devtools_targets(port: u16) -> Value {
     }
 }
 
-/// A child process killed (and reaped) when this is dropped, a panic included.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Where screenshots go: `STRIX_SCREENSHOTS` when set (to look at them), else beside the test.
 fn screenshot_path(tmp: &Path, name: &str) -> PathBuf {
     let dir = std::env::var_os("STRIX_SCREENSHOTS").map_or_else(|| tmp.to_path_buf(), PathBuf::from);
@@ -461,6 +447,18 @@ fn exports_hold(fx: &Path, tmp: &Path, project: &Path, want: &[ImageBoxes]) -> (
         }
     }
     (coco, yolo)
+}
+
+/// `strix label import PROJECT --format coco`: how it ended and its stderr.
+fn coco_import(fx: &Path, cache: &Path, project: &Path, json: &Path, images: &Path) -> (std::process::Output, String) {
+    let (o, _, err) = run(strix(fx, cache)
+        .args(["label", "import"])
+        .arg(project)
+        .args(["--format", "coco", "--annotations"])
+        .arg(json)
+        .arg("--images")
+        .arg(images));
+    (o, err)
 }
 
 /// `(file, [(class, [x, y, w, h])])` of a COCO file, by file name.
@@ -773,13 +771,7 @@ fn coco_import_exports_back_as_identical_coco_and_yolo() {
 
     let project = tmp.path().join("imported");
     let import = || {
-        let (o, _, err) = run(strix(&fx, tmp.path())
-            .args(["label", "import"])
-            .arg(&project)
-            .args(["--format", "coco", "--annotations"])
-            .arg(&json_path)
-            .arg("--images")
-            .arg(&images));
+        let (o, err) = coco_import(&fx, tmp.path(), &project, &json_path, &images);
         assert!(o.status.success(), "{err}");
         err
     };
@@ -974,13 +966,7 @@ fn import_refuses_coco_file_names_outside_the_images_folder() {
         let doc = json!({ "images": imgs, "annotations": [], "categories": [{ "id": 1, "name": "cat" }] });
         let json_path = tmp.path().join("instances.json");
         std::fs::write(&json_path, doc.to_string()).unwrap();
-        let (o, _, err) = run(strix(&fx, tmp.path())
-            .args(["label", "import"])
-            .arg(&project)
-            .args(["--format", "coco", "--annotations"])
-            .arg(&json_path)
-            .arg("--images")
-            .arg(&images));
+        let (o, err) = coco_import(&fx, tmp.path(), &project, &json_path, &images);
         assert!(!o.status.success(), "{name}: {err}");
         assert!(err.contains(&format!("file_name {name:?}")) && err.contains("images folder"), "{name}: {err}");
         assert!(crate::support::files_under(&project).is_empty(), "{name}: the project was written");

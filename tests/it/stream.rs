@@ -14,7 +14,7 @@ use serde_json::Value;
 use strix_core::{BBox, Detection};
 
 use crate::fixtures_or_skip;
-use crate::support::{BatchLog, CountingRuntime, backends, in_ci, live_address, photo_folder, run, strix};
+use crate::support::{BatchLog, CountingRuntime, backends, free_port, in_ci, live_address, photo_folder, run, strix};
 use crate::tasks::{check_detections, expected};
 use crate::train::quick_export;
 
@@ -472,10 +472,6 @@ fn latest_policy_drops_stale_frames_and_keeps_lag_bounded() {
     assert!(out.status.success());
     let src = &summary(&stdout)["sources"][0];
     assert_eq!((src["frames_processed"].as_u64(), src["dropped"].as_u64()), (Some(30), Some(0)));
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// FFmpeg as a live HTTP camera: the video as MPEG-TS at its own rate, one client.

@@ -261,3 +261,18 @@ pub fn photo_folder(fx: &Path, dir: &Path, names: &[&str]) -> PathBuf {
     }
     dir.to_path_buf()
 }
+
+/// A loopback port free now (for a child told to listen on it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A child process killed (and reaped) when this is dropped, a panic included.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -68,7 +68,10 @@ struct CocoCat {
 }
 
 /// A COCO `instances_*.json`; image files are looked up in `image_dir`. Classes are the
-/// categories ordered by id.
+/// categories ordered by id. Refused, before any image file is looked at: an image or category
+/// id given twice, a category name given twice, one `file_name` for two images, and a
+/// `file_name` that is empty, absolute or climbs out with `..` (sub-folders such as
+/// `val2017/x.jpg` are fine).
 pub fn read_coco(json: &Path, image_dir: &Path) -> Result<DetectionSet, DataError> {
     let text = std::fs::read_to_string(json).map_err(DataError::io(json))?;
     let mut coco: Coco = serde_json::from_str(&text).map_err(|e| DataError::Line {
@@ -76,6 +79,7 @@ pub fn read_coco(json: &Path, image_dir: &Path) -> Result<DetectionSet, DataErro
         line: e.line(),
         reason: e.to_string(),
     })?;
+    check_coco(&coco, json, image_dir)?;
     coco.categories.sort_by_key(|c| c.id);
     let cat: HashMap<u64, usize> = coco.categories.iter().enumerate().map(|(i, c)| (c.id, i)).collect();
     let img: HashMap<u64, usize> = coco.images.iter().enumerate().map(|(i, im)| (im.id, i)).collect();
@@ -99,6 +103,65 @@ pub fn read_coco(json: &Path, image_dir: &Path) -> Result<DetectionSet, DataErro
         problems: Vec::new(),
         sources: vec![json.to_path_buf()],
     })
+}
+
+/// What a COCO file may not say, since it would be read as something else: an image or category
+/// id given twice (boxes would go to the other image, the last name would win), a category name
+/// given twice (two classes no one can tell apart), one `file_name` for two images (one's labels
+/// would replace the other's), and a `file_name` reaching outside `image_dir`.
+fn check_coco(coco: &Coco, json: &Path, image_dir: &Path) -> Result<(), DataError> {
+    let bad = |reason: String| DataError::format(json, reason);
+    let (mut ids, mut files) = (HashMap::new(), HashMap::new());
+    for im in &coco.images {
+        if let Some(why) = leaves_folder(&im.file_name) {
+            return Err(bad(format!(
+                "image {}: file_name {:?} {why}; images are read only from inside the images folder {}",
+                im.id,
+                im.file_name,
+                image_dir.display()
+            )));
+        }
+        if let Some(first) = ids.insert(im.id, &im.file_name) {
+            return Err(bad(format!("image id {} is given twice ({first:?} and {:?})", im.id, im.file_name)));
+        }
+        if let Some(first) = files.insert(&im.file_name, im.id) {
+            return Err(bad(format!("file_name {:?} is given twice (image ids {first} and {})", im.file_name, im.id)));
+        }
+    }
+    let (mut ids, mut names) = (HashMap::new(), HashMap::new());
+    for c in &coco.categories {
+        if let Some(first) = ids.insert(c.id, &c.name) {
+            return Err(bad(format!("category id {} is given twice ({first:?} and {:?})", c.id, c.name)));
+        }
+        if let Some(first) = names.insert(&c.name, c.id) {
+            return Err(bad(format!("category {:?} is given twice (ids {first} and {})", c.name, c.id)));
+        }
+    }
+    Ok(())
+}
+
+/// Why a dataset's relative file name would reach outside its folder, if it would.
+fn leaves_folder(file: &str) -> Option<&'static str> {
+    use std::path::Component;
+    let path = Path::new(file);
+    if file.is_empty() {
+        Some("is empty")
+    } else if path.components().any(|c| matches!(c, Component::RootDir | Component::Prefix(_))) {
+        Some("is absolute")
+    } else if path.components().any(|c| c == Component::ParentDir) {
+        Some("climbs out with `..`")
+    } else {
+        None
+    }
+}
+
+/// The YOLO label file of `image` in `label_dir`: `<stem>.txt`, the stem keeping any dots
+/// before the extension (`a.v1.png` -> `a.v1.txt`, as Ultralytics pairs them). Reading, writing
+/// and importing all pair through this one function.
+pub fn yolo_label_file(label_dir: &Path, image: &Path) -> PathBuf {
+    let mut name = image.file_stem().unwrap_or_default().to_os_string();
+    name.push(".txt");
+    label_dir.join(name)
 }
 
 /// A YOLO dataset: `dir/images/*` with `dir/labels/<stem>.txt` holding `class cx cy w h` rows
@@ -138,8 +201,7 @@ pub fn read_yolo_images(img_dir: &Path, label_dir: &Path, classes: Vec<String>) 
                 continue;
             }
         };
-        let stem = path.file_stem().unwrap_or_default();
-        let label = label_dir.join(stem).with_extension("txt");
+        let label = yolo_label_file(label_dir, &path);
         let boxes = if label.is_file() {
             let boxes = read_yolo_label(&label, width, height, set.classes.len())?;
             set.sources.push(label);
@@ -381,8 +443,7 @@ pub fn write_yolo_labels(set: &DetectionSet, dir: &Path) -> Result<(), DataError
                 format!("{} {:.6} {:.6} {:.6} {:.6}\n", b.class, (x + bw / 2.0) / w, (y + bh / 2.0) / h, bw / w, bh / h)
             })
             .collect();
-        let stem = im.path.file_stem().unwrap_or_default();
-        write_whole(&dir.join("labels").join(stem).with_extension("txt"), &rows)?;
+        write_whole(&yolo_label_file(&dir.join("labels"), &im.path), &rows)?;
     }
     Ok(())
 }
@@ -459,6 +520,85 @@ mod tests {
         assert!(read_coco(&j, d.path()).unwrap_err().to_string().contains("annotation 1: unknown image_id 8"));
         std::fs::write(&j, "{\"images\": [\n oops").unwrap();
         assert!(read_coco(&j, d.path()).unwrap_err().to_string().contains("instances.json:2:"));
+    }
+
+    /// Regression: `a.v1.png`'s labels were written to and read from `a.txt` (the stem cut at
+    /// its first dot), so it and `a.png` in one folder shared, and overwrote, one label file.
+    #[test]
+    fn yolo_label_files_keep_the_dots_of_the_stem() {
+        let d = tempfile::tempdir().unwrap();
+        let images = d.path().join("images");
+        std::fs::create_dir_all(&images).unwrap();
+        let mut set = DetectionSet { classes: vec!["can".into(), "bottle".into()], ..DetectionSet::default() };
+        for (name, class) in [("a.png", 0), ("a.v1.png", 1)] {
+            let path = images.join(name);
+            image::RgbImage::new(40, 20).save(&path).unwrap();
+            let boxes = vec![DetBox { class, bbox: [4.0, 2.0, 10.0, 8.0], iscrowd: false }];
+            set.images.push(DetImage { path, width: 40, height: 20, boxes });
+        }
+        assert_eq!(
+            yolo_label_file(&d.path().join("labels"), &images.join("a.v1.png")),
+            d.path().join("labels/a.v1.txt")
+        );
+        write_yolo_labels(&set, d.path()).unwrap();
+        assert!(d.path().join("labels/a.v1.txt").is_file());
+        let read = read_yolo(d.path()).unwrap();
+        let got: Vec<_> = read
+            .images
+            .iter()
+            .map(|im| (im.path.clone(), im.boxes.iter().map(|b| b.class).collect::<Vec<_>>()))
+            .collect();
+        assert_eq!(got, [(images.join("a.png"), vec![0]), (images.join("a.v1.png"), vec![1])]);
+        assert_eq!(read.sources, [d.path().join("labels/a.txt"), d.path().join("labels/a.v1.txt")]);
+    }
+
+    /// Regression: duplicate ids and file names, and file names outside the image folder, were
+    /// refused only by `label import` (which parsed the JSON a second time), not by training.
+    #[test]
+    fn coco_duplicates_and_file_names_outside_the_image_folder_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let j = d.path().join("instances.json");
+        let read = |images: &str, categories: &str| {
+            std::fs::write(&j, format!(r#"{{"images":[{images}],"categories":[{categories}]}}"#)).unwrap();
+            read_coco(&j, d.path()).map(|_| ()).map_err(|e| e.to_string())
+        };
+        let im = |id: u64, file: &str| format!(r#"{{"id":{id},"file_name":{file:?},"width":8,"height":8}}"#);
+        let cat = |id: u64, name: &str| format!(r#"{{"id":{id},"name":{name:?}}}"#);
+        let one_cat = cat(1, "can");
+        // Sub-folders, as COCO's own `val2017/x.jpg`, are fine.
+        read(&[im(1, "val2017/x.jpg"), im(2, "y.jpg")].join(","), &one_cat).unwrap();
+        for (images, categories, want) in [
+            (
+                vec![im(7, "a.png"), im(7, "b.png")],
+                one_cat.clone(),
+                r#"image id 7 is given twice ("a.png" and "b.png")"#,
+            ),
+            (
+                vec![im(1, "a.png"), im(2, "a.png")],
+                one_cat.clone(),
+                r#"file_name "a.png" is given twice (image ids 1 and 2)"#,
+            ),
+            (
+                vec![im(1, "a.png")],
+                [cat(3, "can"), cat(3, "cup")].join(","),
+                r#"category id 3 is given twice ("can" and "cup")"#,
+            ),
+            (
+                vec![im(1, "a.png")],
+                [cat(1, "can"), cat(2, "can")].join(","),
+                r#"category "can" is given twice (ids 1 and 2)"#,
+            ),
+            (vec![im(1, "/etc/x.png")], one_cat.clone(), r#"image 1: file_name "/etc/x.png" is absolute"#),
+            (
+                vec![im(1, "sub/../../x.png")],
+                one_cat.clone(),
+                r#"image 1: file_name "sub/../../x.png" climbs out with `..`"#,
+            ),
+            (vec![im(1, "")], one_cat.clone(), r#"image 1: file_name "" is empty"#),
+        ] {
+            let e = read(&images.join(","), &categories).unwrap_err();
+            assert!(e.starts_with(&format!("{}: ", j.display())) && e.contains(want), "{want}: {e}");
+        }
     }
 
     #[test]

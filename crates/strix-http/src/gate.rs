@@ -15,8 +15,9 @@ use axum::response::{IntoResponse, Response};
 
 use crate::Secret;
 
-/// The cookie a good `?token=` sets, so a page's own requests carry it.
-const TOKEN_COOKIE: &str = "strix_token";
+/// The cookie a good `?token=` sets, so a page's own requests carry it; cookies ignore ports,
+/// so the server's port is in its name (two servers on one host keep their own).
+const TOKEN_COOKIE: &str = "strix_token_";
 
 /// A token and the user it names (`alice=TOKEN`), if any.
 #[derive(Clone, Debug)]
@@ -31,9 +32,10 @@ impl Token {
     }
 
     /// `TOKEN` or `NAME=TOKEN` (NAME: 1-32 letters, digits, `.`, `_` or `-`). A token with `=`
-    /// in it therefore needs a name before it.
+    /// inside needs a name before it; one whose `=` only end it (base64 padding) does not.
     pub fn parse(text: &str) -> Result<Token, String> {
-        let (user, token) = match text.split_once('=') {
+        let named = text.split_once('=').filter(|(_, token)| !token.chars().all(|c| c == '='));
+        let (user, token) = match named {
             Some((user, token)) => {
                 let ok = !user.is_empty()
                     && user.len() <= 32
@@ -68,20 +70,35 @@ pub struct Gate {
     allowed_hosts: Vec<String>,
     any_host: bool,
     tokens: Vec<Token>,
+    cookie: String,
 }
 
 impl Gate {
     /// A gate answering loopback names, IP literals and `allowed_hosts` (`*`: any name, for a
-    /// server behind a proxy that checks names itself).
-    pub fn new(allowed_hosts: &[String]) -> Gate {
+    /// server behind a proxy that checks names itself). A name with a port, a scheme or a
+    /// path could never match a `Host`, so it is refused.
+    pub fn new(allowed_hosts: &[String]) -> Result<Gate, String> {
         let any_host = allowed_hosts.iter().any(|h| h == "*");
-        let allowed_hosts = allowed_hosts.iter().map(|h| h.trim_end_matches('.').to_ascii_lowercase()).collect();
-        Gate { allowed_hosts, any_host, tokens: Vec::new() }
+        let mut names = Vec::new();
+        for h in allowed_hosts.iter().filter(|h| *h != "*") {
+            let name = h.trim_end_matches('.').to_ascii_lowercase();
+            let ok =
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+            if !ok {
+                return Err(format!(
+                    "allowed host {h:?}: give a bare name such as cam.example.org (no port or scheme)"
+                ));
+            }
+            names.push(name);
+        }
+        Ok(Gate { allowed_hosts: names, any_host, tokens: Vec::new(), cookie: String::new() })
     }
 
-    /// Every request then needs one of `tokens`.
-    pub fn with_tokens(mut self, tokens: Vec<Token>) -> Gate {
+    /// Every request then needs one of `tokens`; the server listens on `port` (the cookie a
+    /// `?token=` sets is this server's own).
+    pub fn with_tokens(mut self, tokens: Vec<Token>, port: u16) -> Gate {
         self.tokens = tokens;
+        self.cookie = format!("{TOKEN_COOKIE}{port}");
         self
     }
 
@@ -126,13 +143,15 @@ impl Gate {
             return Some((t, None));
         }
         let cookies = headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';'));
-        if let Some(t) =
-            cookies.filter_map(|c| c.trim().strip_prefix(TOKEN_COOKIE)?.strip_prefix('=')).find_map(|c| self.token(c))
-        {
+        let mut cookies = cookies.filter_map(|c| c.trim().strip_prefix(self.cookie.as_str())?.strip_prefix('='));
+        if let Some(t) = cookies.find_map(|c| self.token(&percent_decoded(c)?)) {
             return Some((t, None));
         }
+        // The cookie keeps the token as the address gave it (percent-encoded, cookie-safe).
         let query = request.uri().query().into_iter().flat_map(|q| q.split('&'));
-        query.filter_map(|kv| kv.strip_prefix("token=")).find_map(|q| self.token(q).map(|t| (t, Some(q))))
+        query
+            .filter_map(|kv| kv.strip_prefix("token="))
+            .find_map(|q| self.token(&percent_decoded(q)?).map(|t| (t, Some(q))))
     }
 }
 
@@ -158,8 +177,10 @@ async fn guard(State(gate): State<Arc<Gate>>, request: Request, next: Next) -> R
 }
 
 async fn check(gate: &Gate, mut request: Request, next: Next) -> Response {
-    let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-    if !gate.host_allowed(host) {
+    // A Host that is not text is no name we answer to (an empty one is no Host at all).
+    let host = request.headers().get(header::HOST).map_or(Some(""), |h| h.to_str().ok());
+    if !host.is_some_and(|h| gate.host_allowed(h)) {
+        let host = host.unwrap_or("(not text)");
         let msg = format!("host {host:?} is not served here; add it with --http-allow-host\n");
         return (StatusCode::MISDIRECTED_REQUEST, msg).into_response();
     }
@@ -170,13 +191,32 @@ async fn check(gate: &Gate, mut request: Request, next: Next) -> Response {
         let msg = "this needs its token: open /?token=TOKEN, or send Authorization: Bearer TOKEN\n";
         return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], msg).into_response();
     };
-    let cookie = from_query.map(|t| format!("{TOKEN_COOKIE}={t}; HttpOnly; SameSite=Strict; Path=/"));
+    let cookie = from_query.map(|t| format!("{}={t}; HttpOnly; SameSite=Strict; Path=/", gate.cookie));
     request.extensions_mut().insert(Caller { user: token.user.clone() });
     let mut response = next.run(request).await;
     if let Some(v) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
         response.headers_mut().insert(header::SET_COOKIE, v);
     }
     response
+}
+
+/// `%XX` decoded (a `+` stays: browsers send a typed `+` as it is); `None` when that is not
+/// UTF-8 or an escape is cut short.
+fn percent_decoded(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -189,7 +229,7 @@ mod tests {
 
     #[test]
     fn only_loopback_names_ip_literals_and_allowed_hosts_are_served() {
-        let gate = Gate::new(&["cam.example.org".to_string()]);
+        let gate = Gate::new(&["cam.example.org.".to_string()]).unwrap();
         for ok in
             ["localhost:8090", "127.0.0.1:8090", "[::1]:8090", "10.1.2.3", "cam.example.org:8090", "LOCALHOST", ""]
         {
@@ -198,7 +238,10 @@ mod tests {
         for bad in ["evil.example.com:8090", "attacker.test", "cam.example.org.evil.test", "rebind.attacker.example"] {
             assert!(!gate.host_allowed(bad), "{bad}");
         }
-        assert!(Gate::new(&["*".to_string()]).host_allowed("anything.example"));
+        assert!(Gate::new(&["*".to_string()]).unwrap().host_allowed("anything.example"));
+        for bad in ["cam.example.org:8090", "http://cam.example.org", "cam/x", ""] {
+            assert!(Gate::new(&[bad.to_string()]).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -209,7 +252,13 @@ mod tests {
         let t = Token::parse("alice=tok=en").unwrap();
         assert_eq!(t.user.as_deref(), Some("alice"));
         assert!(t.secret.matches("tok=en"));
-        for bad in ["", "alice=", "=tok", "a b=tok", "\x1b]0;x=tok"] {
+        // Base64 padding is part of a bare token, not a name and an empty token.
+        for padded in ["q1w2e3r4t5y6u7i8o9p0aA==", "q1w2e3r4t5y6u7i8o9p0aAb="] {
+            let t = Token::parse(padded).unwrap();
+            assert_eq!(t.user, None, "{padded}");
+            assert!(t.secret.matches(padded) && !t.secret.matches("="), "{padded}");
+        }
+        for bad in ["", "alice= ", "=tok", "a b=tok", "\x1b]0;x=tok"] {
             assert!(Token::parse(bad).is_err(), "{bad:?}");
         }
     }
@@ -237,9 +286,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_rebound_host_gets_421_and_every_answer_refuses_frames() {
-        let mut app = app(Gate::new(&[]));
+        let mut app = app(Gate::new(&[]).unwrap());
         let r = call(&mut app, "PUT", "/save", &[("host", "rebind.attacker.example:8070")]).await;
         assert_eq!(r.status(), StatusCode::MISDIRECTED_REQUEST);
+        let not_text = Request::builder()
+            .uri("/who")
+            .header("host", HeaderValue::from_bytes(b"caf\xe9.example").unwrap())
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(app.call(not_text).await.unwrap().status(), StatusCode::MISDIRECTED_REQUEST);
         for r in [r, call(&mut app, "GET", "/who", &[("host", "127.0.0.1:8070")]).await] {
             assert_eq!(r.headers()[header::X_FRAME_OPTIONS], "DENY");
             assert_eq!(r.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
@@ -249,8 +304,12 @@ mod tests {
 
     #[tokio::test]
     async fn tokens_name_their_callers_by_header_query_and_cookie() {
-        let tokens = vec![Token::parse("alice=a-token").unwrap(), Token::parse("bare-token").unwrap()];
-        let mut app = app(Gate::new(&[]).with_tokens(tokens));
+        let tokens = vec![
+            Token::parse("alice=a-token").unwrap(),
+            Token::parse("bare-token").unwrap(),
+            Token::parse("b64+/x==").unwrap(),
+        ];
+        let mut app = app(Gate::new(&[]).unwrap().with_tokens(tokens, 8070));
         let r = call(&mut app, "GET", "/who", &[]).await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(r.headers()[header::X_FRAME_OPTIONS], "DENY");
@@ -262,11 +321,19 @@ mod tests {
         assert_eq!(text(r).await, "-");
         let r = call(&mut app, "GET", "/who?x=1&token=a-token", &[]).await;
         let cookie = r.headers()[header::SET_COOKIE].to_str().unwrap().to_string();
-        assert!(cookie.starts_with("strix_token=a-token;") && cookie.contains("HttpOnly"), "{cookie}");
+        assert!(cookie.starts_with("strix_token_8070=a-token;") && cookie.contains("HttpOnly"), "{cookie}");
         assert_eq!(text(r).await, "alice");
-        let r = call(&mut app, "GET", "/who", &[("cookie", "other=1; strix_token=a-token")]).await;
+        let r = call(&mut app, "GET", "/who", &[("cookie", "other=1; strix_token_8070=a-token")]).await;
         assert_eq!(text(r).await, "alice");
-        let r = call(&mut app, "GET", "/who", &[("cookie", "strix_token=nope")]).await;
+        // Another server's cookie on the same host is not ours.
+        let r = call(&mut app, "GET", "/who", &[("cookie", "strix_token_8090=a-token")]).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        // A token with URL characters, percent-encoded in the address, and kept so in the cookie.
+        let r = call(&mut app, "GET", "/who?token=b64%2B%2Fx%3D%3D", &[]).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let r = call(&mut app, "GET", "/who", &[("cookie", "strix_token_8070=b64%2B%2Fx%3D%3D")]).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let r = call(&mut app, "GET", "/who?token=%ZZ", &[]).await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     }
 }

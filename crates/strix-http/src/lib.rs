@@ -38,6 +38,15 @@ pub use body::{BodyTimeout, is_body_timeout};
 pub use gate::{Caller, Gate, Token, guarded, security_headers};
 pub use secret::{Secret, bearer};
 
+/// The media type of a request's `Content-Type`, lower-cased, without its parameters
+/// (`application/json; charset=utf-8` is `application/json`); `None` without the header, and
+/// `Some("")` for one that is not text.
+pub fn media_type(headers: &axum::http::HeaderMap) -> Option<String> {
+    let value = headers.get(axum::http::header::CONTENT_TYPE)?;
+    let text = value.to_str().unwrap_or_default();
+    Some(text.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
+}
+
 /// Connection limits; every duration in milliseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -268,6 +277,16 @@ mod tests {
         stop.send(()).unwrap();
         tokio::time::timeout(Duration::from_secs(3), task).await.unwrap().unwrap();
         assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+    }
+
+    #[test]
+    fn media_types_lose_their_parameters_and_case() {
+        let mut h = axum::http::HeaderMap::new();
+        assert_eq!(media_type(&h), None);
+        h.insert(axum::http::header::CONTENT_TYPE, "Application/JSON ; charset=utf-8".parse().unwrap());
+        assert_eq!(media_type(&h).as_deref(), Some("application/json"));
+        h.insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_bytes(b"\xff").unwrap());
+        assert_eq!(media_type(&h).as_deref(), Some(""));
     }
 
     #[test]

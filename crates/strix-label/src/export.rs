@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use strix_data::detection::{DetBox, DetImage, DetectionSet};
+use strix_data::detection::{DetBox, DetImage, DetectionSet, yolo_label_file};
 
 use crate::labels::{LabelBox, LabelTask, Labels};
 use crate::store::{ImageRow, Root};
@@ -306,9 +306,9 @@ pub fn read(format: Format, annotations: Option<&Path>, images: &Path) -> Result
     let incoming = match format {
         Format::Coco => {
             let json = annotations.ok_or_else(need)?;
+            // The reader refuses duplicate ids and file names outside `images` before `sanitize`
+            // looks at any image file.
             let set = strix_data::detection::read_coco(json, images)?;
-            // Before `sanitize` looks at any image file.
-            check_coco(json)?;
             detection_incoming(&strix_data::detection::sanitize(set), |_| true)
         }
         Format::Yolo => read_yolo(annotations.ok_or_else(need)?, images, &root)?,
@@ -356,71 +356,6 @@ fn detection_incoming(set: &DetectionSet, labelled: impl Fn(&DetImage) -> bool) 
     incoming
 }
 
-/// What COCO's reader lets through and an import must not: an image or category id given
-/// twice (boxes would go to the other image, the last name would win), one `file_name` for two
-/// images (one's labels would replace the other's), and a `file_name` reaching outside the
-/// images folder.
-fn check_coco(json: &Path) -> Result<(), LabelError> {
-    #[derive(Deserialize)]
-    struct Doc {
-        images: Vec<Image>,
-        categories: Vec<Category>,
-    }
-    #[derive(Deserialize)]
-    struct Image {
-        id: u64,
-        file_name: String,
-    }
-    #[derive(Deserialize)]
-    struct Category {
-        id: u64,
-        name: String,
-    }
-    let bad = |reason: String| LabelError::Format { path: json.to_path_buf(), reason };
-    let text = std::fs::read_to_string(json).map_err(LabelError::io(json))?;
-    let doc: Doc = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-    let (mut ids, mut files) = (HashMap::new(), HashMap::new());
-    for im in &doc.images {
-        if let Some(why) = leaves_folder(&im.file_name) {
-            return Err(bad(format!(
-                "image {}: file_name {:?} {why}; an import reads only files inside the images folder",
-                im.id, im.file_name
-            )));
-        }
-        if let Some(first) = ids.insert(im.id, &im.file_name) {
-            return Err(bad(format!("image id {} is given twice ({first:?} and {:?})", im.id, im.file_name)));
-        }
-        if let Some(first) = files.insert(&im.file_name, im.id) {
-            return Err(bad(format!("file_name {:?} is given twice (image ids {first} and {})", im.file_name, im.id)));
-        }
-    }
-    let (mut ids, mut names) = (HashMap::new(), HashMap::new());
-    for c in &doc.categories {
-        if let Some(first) = ids.insert(c.id, &c.name) {
-            return Err(bad(format!("category id {} is given twice ({first:?} and {:?})", c.id, c.name)));
-        }
-        if let Some(first) = names.insert(&c.name, c.id) {
-            return Err(bad(format!("category {:?} is given twice (ids {first} and {})", c.name, c.id)));
-        }
-    }
-    Ok(())
-}
-
-/// Why a dataset's relative file name would reach outside its folder, if it would.
-fn leaves_folder(file: &str) -> Option<&'static str> {
-    use std::path::Component;
-    let path = Path::new(file);
-    if file.is_empty() {
-        Some("is empty")
-    } else if path.components().any(|c| matches!(c, Component::RootDir | Component::Prefix(_))) {
-        Some("is absolute")
-    } else if path.components().any(|c| c == Component::ParentDir) {
-        Some("climbs out with `..`")
-    } else {
-        None
-    }
-}
-
 /// A YOLO labels folder and its images: images without a label file are `unlabelled`, label
 /// files without an image are `orphans`.
 fn read_yolo(labels: &Path, images: &Path, root: &Path) -> Result<Incoming, LabelError> {
@@ -438,8 +373,8 @@ fn read_yolo(labels: &Path, images: &Path, root: &Path) -> Result<Incoming, Labe
     }
     let set = strix_data::detection::sanitize(strix_data::detection::read_yolo_images(images, labels, classes)?);
     let read: HashSet<&PathBuf> = set.sources.iter().collect();
-    let mut incoming = detection_incoming(&set, |im| read.contains(&yolo_label(labels, &im.path)));
-    let wanted: HashSet<PathBuf> = files.iter().map(|f| yolo_label(labels, f)).collect();
+    let mut incoming = detection_incoming(&set, |im| read.contains(&yolo_label_file(labels, &im.path)));
+    let wanted: HashSet<PathBuf> = files.iter().map(|f| yolo_label_file(labels, f)).collect();
     for entry in std::fs::read_dir(labels).map_err(LabelError::io(labels))? {
         let path = entry.map_err(LabelError::io(labels))?.path();
         let is_txt = path.extension().is_some_and(|e| e == "txt");
@@ -461,11 +396,6 @@ fn yolo_images(dir: &Path) -> Result<Vec<PathBuf>, LabelError> {
         }
     }
     Ok(files)
-}
-
-/// The label file `read_yolo_images` pairs with `image` (the same expression, so the two agree).
-fn yolo_label(labels: &Path, image: &Path) -> PathBuf {
-    labels.join(image.file_stem().unwrap_or_default()).with_extension("txt")
 }
 
 /// YOLO class names, one a line (line N is class N-1). A UTF-8 byte-order mark, which Windows
@@ -814,6 +744,26 @@ mod tests {
                 (r.file, a.version, a.labels.boxes.iter().map(|b| b.class.clone()).collect())
             })
             .collect()
+    }
+
+    /// Regression: `a.v1.png` was paired with `a.txt`, so its own `a.v1.txt` was listed as an
+    /// orphan and the image imported as unlabelled (or with `a.png`'s boxes).
+    #[test]
+    fn yolo_import_pairs_a_dotted_stem_with_its_own_label_file() {
+        let d = tempfile::tempdir().unwrap();
+        let images = photos(&d.path().join("images"), &["a.png", "a.v1.png"]);
+        let labels =
+            yolo_labels(&d.path().join("labels"), &[("a", "0 0.5 0.5 0.2 0.2\n"), ("a.v1", "1 0.5 0.5 0.4 0.4\n")]);
+        let incoming = read(Format::Yolo, Some(&labels), &images).unwrap();
+        assert!(incoming.orphans.is_empty(), "{:?}", incoming.orphans);
+        assert!(incoming.unlabelled.is_empty(), "{:?}", incoming.unlabelled);
+        let mut got: Vec<(std::ffi::OsString, Vec<String>)> = incoming
+            .images
+            .iter()
+            .map(|(path, l)| (path.file_name().unwrap().to_owned(), l.boxes.iter().map(|b| b.class.clone()).collect()))
+            .collect();
+        got.sort();
+        assert_eq!(got, [("a.png".into(), vec!["cat".into()]), ("a.v1.png".into(), vec!["dog".into()])]);
     }
 
     /// Regression (issue 31, item 13): a byte-order mark became part of the first class name.

@@ -236,7 +236,11 @@ pub(crate) fn read_served(root: &std::path::Path, file: &str, max_bytes: u64) ->
     if !before.is_file() {
         return Err(changed("is no longer a regular file".into()));
     }
-    let handle = std::fs::File::open(&path).map_err(Unservable::Unreadable)?;
+    let handle = open_no_follow(&path).map_err(|e| match e.raw_os_error() {
+        #[cfg(unix)]
+        Some(libc::ELOOP) => changed("is now a symbolic link".into()),
+        _ => Unservable::Unreadable(e),
+    })?;
     let meta = handle.metadata().map_err(Unservable::Unreadable)?;
     if !meta.is_file() || !same_file(&before, &meta) {
         return Err(changed("was replaced while it was being opened".into()));
@@ -248,7 +252,8 @@ pub(crate) fn read_served(root: &std::path::Path, file: &str, max_bytes: u64) ->
     let root = root.canonicalize().map_err(Unservable::Unreadable)?;
     let real = opened_path(&handle, &path).map_err(Unservable::Unreadable)?;
     if !real.starts_with(&root) {
-        return Err(changed(format!("is now outside {}", root.display())));
+        // The server's own folders are none of the client's business.
+        return Err(changed("is now outside its folder".into()));
     }
     let mut bytes = Vec::new();
     // One byte more than the limit: a file that grew since the check is refused, not read whole.
@@ -257,6 +262,16 @@ pub(crate) fn read_served(root: &std::path::Path, file: &str, max_bytes: u64) ->
         return Err(changed(format!("grew over the {max_bytes}-byte limit")));
     }
     Ok(bytes)
+}
+
+/// `path` opened for reading, refusing a link in its last step, and without waiting on a FIFO
+/// swapped in (which would hold a blocking thread for good): what it is, is checked next.
+fn open_no_follow(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    options.open(path)
 }
 
 /// Whether two metadata are of the same file (device and inode).

@@ -740,6 +740,26 @@ mod tests {
         assert!(store.add_image(Root::Images, "../x.png", (1, 1), 1, "x").await.is_err());
     }
 
+    /// Issue 31 item 3: a project made before history recorded users gets the column on open
+    /// (two processes at once too), keeps its old rows, and records who saves from then on.
+    #[tokio::test]
+    async fn a_project_from_before_users_records_them_after_it_is_opened() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("labels.db");
+        let old = Store::open(&path).await.unwrap();
+        let id = old.add_image(Root::Images, "a.png", (10, 10), 100, "folder").await.unwrap();
+        let cat = Labels { class: Some("cat".into()), boxes: vec![] };
+        old.save(id, 0, &cat, false, "ui").await.unwrap();
+        sqlx::raw_sql("ALTER TABLE history DROP COLUMN user").execute(&old.pool).await.unwrap();
+        old.close().await;
+        let (a, b) = tokio::join!(Store::open(&path), Store::open(&path));
+        let (a, _b) = (a.unwrap(), b.unwrap());
+        let dog = Labels { class: Some("dog".into()), boxes: vec![] };
+        a.save_by(id, 1, &dog, false, Author { origin: "ui", user: Some("alice") }).await.unwrap();
+        let who: Vec<_> = a.history(id).await.unwrap().into_iter().map(|h| (h.version, h.user)).collect();
+        assert_eq!(who, [(1, None), (2, Some("alice".to_string()))]);
+    }
+
     /// Issue 31 item 8: identical saves were stored again without limit (100 saves of 2000
     /// boxes: +15 MB of history). An unchanged save is stored once.
     #[tokio::test]

@@ -346,11 +346,9 @@ async fn suggest(
 /// Whether the request says its body is JSON (`application/json` or `application/*+json`,
 /// parameters allowed), as axum's `Json` requires.
 fn is_json(headers: &HeaderMap) -> bool {
-    let Some(kind) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    let essence = kind.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    essence == "application/json" || essence.strip_prefix("application/").is_some_and(|sub| sub.ends_with("+json"))
+    strix_http::media_type(headers).is_some_and(|kind| {
+        kind == "application/json" || kind.strip_prefix("application/").is_some_and(|sub| sub.ends_with("+json"))
+    })
 }
 
 #[derive(Deserialize)]

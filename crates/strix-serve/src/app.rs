@@ -228,6 +228,7 @@ pub fn app(state: Arc<ServeState>) -> Router {
         .route("/", post(crate::rekognition::answer))
         .route("/v1/models/{name}/predict", post(predict))
         .route("/invocations", post(invocations))
+        .merge(crate::kserve::infer_routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), take_decode_slot));
     let guarded = Router::new()
         .route("/metrics", get(metrics))
@@ -255,7 +256,7 @@ pub fn app(state: Arc<ServeState>) -> Router {
 pub(crate) struct DecodeSlot(Arc<std::sync::Mutex<Option<OwnedSemaphorePermit>>>);
 
 impl DecodeSlot {
-    fn release(&self) {
+    pub(crate) fn release(&self) {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 }
@@ -301,7 +302,10 @@ async fn take_decode_slot(
         let e = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "ThrottlingException",
-            format!("busy: {} images being decoded and {line} waiting; retry shortly", state.limits.decode_slots()),
+            format!(
+                "busy: {} requests being read and decoded and {line} waiting; retry shortly",
+                state.limits.decode_slots()
+            ),
         );
         return state.finish("", started, Err(e));
     };

@@ -148,6 +148,7 @@ impl ServeConfig {
         if self.limits.max_body_bytes < 1024 {
             return bad("limits.max_body_bytes must be at least 1024".into());
         }
+        strix_http::Gate::new(&self.allowed_hosts).map_err(ServeError::Config)?;
         self.connections.validate().map_err(|e| ServeError::Config(format!("[connections]: {e}")))
     }
 }

@@ -24,7 +24,7 @@ use serde_json::{Map, Value, json};
 use strix_core::{DType, Tensor, TensorData, TensorInfo};
 use tokio::sync::oneshot;
 
-use crate::app::{Loaded, ServedModel, checked_body, queue_and_wait, queue_full};
+use crate::app::{DecodeSlot, Loaded, ServedModel, checked_body, queue_and_wait, queue_full};
 use crate::batcher::{Job, RawRefused};
 use crate::{ApiError, ServeState};
 
@@ -43,7 +43,7 @@ pub(crate) fn health() -> Router<Arc<ServeState>> {
     )
 }
 
-/// Metadata and inference routes.
+/// Metadata routes.
 pub(crate) fn routes() -> Router<Arc<ServeState>> {
     Router::new()
         .route("/v2", get(server))
@@ -51,6 +51,12 @@ pub(crate) fn routes() -> Router<Arc<ServeState>> {
         .route("/v2/models/{name}/versions/{version}", get(metadata))
         .route("/v2/models/{name}/ready", get(ready))
         .route("/v2/models/{name}/versions/{version}/ready", get(ready))
+}
+
+/// Inference routes: each takes a decode slot (see [`crate::app`]) and holds it until its
+/// tensors are read, since a JSON body of small numbers takes many times its size to parse.
+pub(crate) fn infer_routes() -> Router<Arc<ServeState>> {
+    Router::new()
         .route("/v2/models/{name}/infer", post(infer))
         .route("/v2/models/{name}/versions/{version}/infer", post(infer))
 }
@@ -205,6 +211,7 @@ struct RequestOutput {
 async fn infer(
     State(state): State<Arc<ServeState>>,
     Path(t): Path<Target>,
+    slot: Option<axum::Extension<DecodeSlot>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -218,6 +225,12 @@ async fn infer(
         let session = loaded.pipeline.session();
         let inputs = read_inputs(&request, binary, session.inputs())?;
         let wanted = wanted_outputs(&request, session.outputs())?;
+        // The parsed body is done with: its memory and the slot go before the queue.
+        let (id, cap) = (request.id.clone(), response_cap(body.len()));
+        drop((request, body));
+        if let Some(axum::Extension(slot)) = &slot {
+            slot.release();
+        }
         if model.depth() >= model.batching.queue {
             return Err(queue_full(model).into());
         }
@@ -227,11 +240,9 @@ async fn infer(
             .await?
             .map_err(|refused| cannot_run(&model.name, session.inputs(), &shapes, &refused))?;
         let infos = session.outputs();
-        let cap = response_cap(body.len());
         check_answer_size(infos, &outputs, &wanted, cap)?;
         let label = loaded.version_label(&model.name);
-        let head =
-            Head { id: request.id.as_deref(), name: &model.name, version: &version_number(&loaded), label: &label };
+        let head = Head { id: id.as_deref(), name: &model.name, version: &version_number(&loaded), label: &label };
         respond(&head, infos, &outputs, &wanted)
     }
     .await;
@@ -242,12 +253,11 @@ async fn infer(
 /// is refused: a browser sends those to any site without asking it first. No Content-Type is
 /// fine: tritonclient sends none.
 fn check_content_type(headers: &HeaderMap) -> Result<(), V2Error> {
-    let Some(value) = headers.get(header::CONTENT_TYPE) else { return Ok(()) };
-    let essence = value.to_str().ok().map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase());
-    match essence.as_deref() {
-        Some("application/json" | "application/octet-stream") => Ok(()),
+    let Some(kind) = strix_http::media_type(headers) else { return Ok(()) };
+    match kind.as_str() {
+        "application/json" | "application/octet-stream" => Ok(()),
         _ => Err(bad(format!(
-            "Content-Type {value:?} is not an inference request: send application/json (or \
+            "Content-Type {kind:?} is not an inference request: send application/json (or \
              application/octet-stream with Inference-Header-Content-Length for binary tensors)"
         ))),
     }
@@ -257,7 +267,14 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), V2Error> {
 /// size its layers cannot take (PP-OCR's detector runs on 32 x 32 and 31 x 31 but not on
 /// 16 x 16 or 33 x 47: the model does not declare which). The engine's words go to the log
 /// (they name the graph's internal dimensions); the client gets its shapes and the model's.
+/// A model whose only dynamic dimension is the batch has no size a client could get wrong, so
+/// there its engine's failure is the server's (memory, the device): 500, for the logs and
+/// retries.
 fn cannot_run(model: &str, infos: &[TensorInfo], shapes: &[Vec<usize>], refused: &RawRefused) -> V2Error {
+    if !infos.iter().any(|i| i.shape.iter().skip(1).any(|d| d.fixed().is_none())) {
+        tracing::error!(model, detail = %refused.detail, "the network failed on a raw request");
+        return V2Error(StatusCode::INTERNAL_SERVER_ERROR, "internal error: the network failed to run".into());
+    }
     tracing::warn!(model, detail = %refused.detail, "the network refused a raw request's inputs");
     let given: Vec<String> = infos
         .iter()
@@ -499,10 +516,10 @@ fn append_bytes(data: &TensorData, out: &mut Vec<u8>) {
 }
 
 /// Bytes per value in binary, and at most in JSON: the longest number serde_json writes for
-/// the type (`-1.17549435e-38`, `-9223372036854775808`) and a comma.
+/// the type (ryu's f32 buffer is 16 bytes; `-9223372036854775808`) and a comma.
 fn value_widths(data: &TensorData) -> (usize, usize) {
     match data {
-        TensorData::F32(_) => (4, 16),
+        TensorData::F32(_) => (4, 17),
         TensorData::I64(_) => (8, 21),
         TensorData::I32(_) => (4, 12),
         TensorData::U8(_) => (1, 4),
@@ -734,8 +751,8 @@ mod tests {
         let tensors = [boxes, scores];
         let json = [(0, false), (1, false)];
         let binary = [(0, true), (1, true)];
-        // 5000 values: at most 80 KB as JSON, 20 KB in binary.
-        assert!(check_answer_size(&outputs(), &tensors, &json, 81_000).is_ok());
+        // 5000 values: at most 85 KB as JSON, 20 KB in binary.
+        assert!(check_answer_size(&outputs(), &tensors, &json, 86_000).is_ok());
         assert!(check_answer_size(&outputs(), &tensors, &json, 60_000).is_err());
         assert!(check_answer_size(&outputs(), &tensors, &binary, 60_000).is_ok());
         let Err(V2Error(status, message)) = check_answer_size(&outputs(), &tensors, &json, 30_000) else {
@@ -827,6 +844,11 @@ mod tests {
         let V2Error(status, message) = cannot_run("ocr", &infos, &[vec![1, 3, 1, 1]], &refused);
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(message.contains("input \"x\" of shape [1, 3, 1, 1] (the model takes [-1, 3, -1, -1])"), "{message}");
+        assert!(!message.contains("p2o"), "{message}");
+        // With only the batch dynamic, no size of the client's is at fault: the server's failure.
+        let fixed = [info("x", &[None, Some(3), Some(32), Some(32)])];
+        let V2Error(status, message) = cannot_run("net", &fixed, &[vec![1, 3, 32, 32]], &refused);
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(!message.contains("p2o"), "{message}");
     }
 

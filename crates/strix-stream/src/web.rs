@@ -145,7 +145,9 @@ impl WebServer {
             }
         }
         let tokens = options.token.as_deref().map(|t| strix_http::Token::new(None, t)).into_iter().collect();
-        let gate = strix_http::Gate::new(&options.allowed_hosts).with_tokens(tokens);
+        let gate = strix_http::Gate::new(&options.allowed_hosts)
+            .map_err(|e| StreamError::output("--http-allow-host", e))?
+            .with_tokens(tokens, local.port());
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
         let app = strix_http::guarded(router(board.clone()), gate);
         let mut closing = board.closing.subscribe();

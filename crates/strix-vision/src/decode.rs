@@ -272,7 +272,7 @@ fn printable_head(bytes: &[u8]) -> String {
     let magic: Vec<String> = bytes.iter().take(4).map(|b| format!("{b:02x}")).collect();
     let sniff = &bytes[..bytes.len().min(512)];
     let text = sniff.iter().all(|&b| (b >= 0x20 && b != 0x7f) || matches!(b, b'\t' | b'\n' | b'\r'));
-    format!("{}{}", magic.join(" "), if text { ", text" } else { "" })
+    format!("{}{}", magic.join(" "), if text { " (text)" } else { "" })
 }
 
 #[cfg(test)]
@@ -393,7 +393,7 @@ mod tests {
     #[test]
     fn text_and_empty_files_are_named_as_such() {
         let err = decode_bytes(b"hello world\n", &DecodeLimits::default()).unwrap_err();
-        assert_eq!(err.to_string(), "not an image: unrecognised format (starts with \"68 65 6c 6c, text\")");
+        assert_eq!(err.to_string(), "not an image: unrecognised format (starts with bytes 68 65 6c 6c (text))");
         assert!(matches!(decode_bytes(b"", &DecodeLimits::default()), Err(VisionError::Empty)));
     }
 

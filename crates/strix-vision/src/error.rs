@@ -14,7 +14,7 @@ pub enum VisionError {
     Empty,
     #[error("file is {bytes} bytes, over the {limit}-byte limit")]
     FileTooLarge { bytes: u64, limit: u64 },
-    #[error("not an image: unrecognised format (starts with {head:?})")]
+    #[error("not an image: unrecognised format (starts with bytes {head})")]
     UnknownFormat { head: String },
     #[error("corrupt or truncated {format}: {detail}")]
     Corrupt { format: &'static str, detail: String },

@@ -89,6 +89,9 @@ fn check_task(model: strix_core::Task, project: LabelTask, name: &str) -> Result
 }
 
 async fn serve(global: &Global, args: &LabelServeArgs) -> Result<ExitCode> {
+    // Who may reach it is settled first: a refused start creates and scans nothing.
+    let (listener, gate) = listen(args).await?;
+    let local = listener.local_addr().context("listening address")?;
     let project = open_or_create(&args.project, args.images.as_ref(), args.task.as_deref(), &args.classes).await?;
     say_scan(global, &project.scan().await?);
     let suggester = suggester(global, args, project.config.task)?;
@@ -102,21 +105,6 @@ async fn serve(global: &Global, args: &LabelServeArgs) -> Result<ExitCode> {
                 Err(e) => tracing::warn!(error = %e, "suggestions stopped"),
             }
         });
-    }
-    let gate = gate(args)?;
-    let listener =
-        tokio::net::TcpListener::bind(&args.http).await.with_context(|| format!("cannot listen on {}", args.http))?;
-    let local = listener.local_addr().context("listening address")?;
-    if !local.ip().is_loopback() {
-        if !gate.has_tokens() {
-            bail!(
-                "--http {}: the labelling app would listen beyond this machine ({local}) with no token, so anyone \
-                 who reaches it could read and change the labels. Give --http-token TOKEN (or set \
-                 STRIX_HTTP_TOKEN; NAME=TOKEN, repeatable, records who saved), or listen on 127.0.0.1",
-                args.http
-            );
-        }
-        tracing::warn!("the labelling app listens on {local}, beyond this machine; its token guards it");
     }
     let stats = project.store.stats().await?;
     eprintln!(
@@ -140,8 +128,31 @@ async fn serve(global: &Global, args: &LabelServeArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The host names and tokens `label serve` answers to.
-fn gate(args: &LabelServeArgs) -> Result<strix_http::Gate> {
+/// The listener on `--http` and the gate before it; beyond loopback only with a token.
+async fn listen(args: &LabelServeArgs) -> Result<(tokio::net::TcpListener, strix_http::Gate)> {
+    let tokens = tokens(args)?;
+    let listener =
+        tokio::net::TcpListener::bind(&args.http).await.with_context(|| format!("cannot listen on {}", args.http))?;
+    let local = listener.local_addr().context("listening address")?;
+    if !local.ip().is_loopback() {
+        if tokens.is_empty() {
+            bail!(
+                "--http {}: the labelling app would listen beyond this machine ({local}) with no token, so anyone \
+                 who reaches it could read and change the labels. Give --http-token TOKEN (or set \
+                 STRIX_HTTP_TOKEN; NAME=TOKEN, repeatable, records who saved), or listen on 127.0.0.1",
+                args.http
+            );
+        }
+        tracing::warn!("the labelling app listens on {local}, beyond this machine; its token guards it");
+    }
+    let gate = strix_http::Gate::new(&args.http_allow_host)
+        .map_err(|e| anyhow::anyhow!("--http-allow-host: {e}"))?
+        .with_tokens(tokens, local.port());
+    Ok((listener, gate))
+}
+
+/// The `--http-token`s, one per person.
+fn tokens(args: &LabelServeArgs) -> Result<Vec<strix_http::Token>> {
     let tokens = args
         .http_token
         .iter()
@@ -153,7 +164,7 @@ fn gate(args: &LabelServeArgs) -> Result<strix_http::Gate> {
     if let Some(w) = users.windows(2).find(|w| w[0] == w[1]) {
         bail!("--http-token: two tokens name {:?}; give each person one", w[0]);
     }
-    Ok(strix_http::Gate::new(&args.http_allow_host).with_tokens(tokens))
+    Ok(tokens)
 }
 
 async fn export_cmd(global: &Global, args: &LabelExportArgs) -> Result<ExitCode> {

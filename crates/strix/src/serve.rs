@@ -71,7 +71,7 @@ pub fn run(global: &Global, args: &ServeArgs) -> Result<ExitCode> {
     let mut state = ServeState::new(models, cfg.limits)
         .with_api_keys(&keys)
         .with_fast_decode(cfg.fast_decode)
-        .with_gate(strix_http::Gate::new(&cfg.allowed_hosts));
+        .with_gate(strix_http::Gate::new(&cfg.allowed_hosts).map_err(anyhow::Error::msg)?);
     let mut capture = None;
     if let Some(project) = &args.capture {
         let (task, name) = served.first().cloned().context("no models")?;
