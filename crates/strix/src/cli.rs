@@ -376,7 +376,7 @@ Examples:
   strix label serve bins --images frames/ --task detect --classes bottle,can --model nanodet_m_416
   strix label serve trash --model trash@production      suggestions from a registered version
   strix label serve trash --http 0.0.0.0:8070 --http-token alice=$A --http-token bob=$B
-                                                        a team on the network; history says who saved
+                                                        for a team: the history says who saved
   strix label export bins --format coco --out bins-coco/
   strix train --data bins --task detect                 trains on the project's labels directly";
 
