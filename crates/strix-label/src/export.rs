@@ -528,14 +528,14 @@ enum Outcome {
 }
 
 /// One image in: read once from where it is (its size checked before a byte is read) and
-/// decoded, its labels checked, and only then found in the project's images folder or placed
-/// in `imported/`, and its labels saved as its next version.
+/// decoded, its labels checked, and only then found in the project's images folder or written
+/// to `imported/`, and its labels saved as its next version.
 async fn import_one(project: &Project, path: &Path, labels: Labels) -> Result<Outcome, LabelError> {
     let (src, limits) = (path.to_path_buf(), project.limits);
     let read = tokio::task::spawn_blocking(move || inspect(&src, &limits))
         .await
         .map_err(|e| LabelError::invalid(format!("import: {e}")))?;
-    let (size, bytes, digest) = match read {
+    let (size, data, digest) = match read {
         Ok(v) => v,
         Err(reason) => return Ok(Outcome::LeftOut(reason)),
     };
@@ -548,24 +548,32 @@ async fn import_one(project: &Project, path: &Path, labels: Labels) -> Result<Ou
         None => {
             let name = imported_name(path, &digest);
             let dst = project.root_dir(Root::Imported).join(&name);
+            // The bytes checked, not the path again: a folder on the way swapped for a link
+            // since the check would otherwise bring in a file from outside.
             if !dst.is_file() {
-                place(path, &dst)?;
+                crate::write_whole(&dst, &data)?;
             }
             (Root::Imported, name)
         }
     };
+    let bytes = data.len() as u64;
+    drop(data);
     let id = project.store.add_image(root, &file, size, bytes, "import").await?;
     let current = project.store.annotation(id).await?.map_or(0, |a| a.version);
     let after = project.store.save(id, current, &labels, false, "import").await?;
     Ok(Outcome::Saved { boxes: labels.boxes.len(), before: current, after })
 }
 
-/// An image's `(width, height)`, byte count and content digest (hex SHA-256), or why not.
-fn inspect(path: &Path, limits: &strix_vision::DecodeLimits) -> Result<((u32, u32), u64, String), String> {
+/// An image read and decoded for import: `(width, height)`, its bytes, their hex SHA-256.
+type Inspected = ((u32, u32), Vec<u8>, String);
+
+/// [`Inspected`] of the image at `path`, or why not.
+fn inspect(path: &Path, limits: &strix_vision::DecodeLimits) -> Result<Inspected, String> {
     use sha2::Digest;
     let bytes = strix_vision::read_file(path, limits).map_err(|e| e.to_string())?;
-    let (size, len) = crate::project::probe_bytes(&bytes, limits)?;
-    Ok((size, len, hex::encode(sha2::Sha256::digest(&bytes))))
+    let (size, _) = crate::project::probe_bytes(&bytes, limits)?;
+    let digest = hex::encode(sha2::Sha256::digest(&bytes));
+    Ok((size, bytes, digest))
 }
 
 /// `path` relative to `root` when it lies inside it (both resolved), `/`-separated.
@@ -802,5 +810,27 @@ mod tests {
         assert!(report.problems[0].1.contains("over the 20-byte limit"), "{:?}", report.problems);
         assert!(!project.root_dir(Root::Imported).join("big.png").exists());
         assert_eq!(std::fs::read_dir(project.root_dir(Root::Imported)).map_or(0, |d| d.count()), 0);
+    }
+
+    /// Review of issue 31, item 4: an image from outside the project's folder was linked in by
+    /// its path after the check, so a folder swapped for a link in between brought in another
+    /// file. The bytes that were checked are written instead: the source keeps one link.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn an_imported_image_is_the_bytes_that_were_checked_not_a_link_to_its_path() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let own = photos(&d.path().join("own"), &["x.png"]);
+        let other = photos(&d.path().join("other"), &["a.png"]);
+        let config = ProjectConfig { task: LabelTask::Detect, classes: vec!["cat".into()], images: own };
+        let mut project = Project::create(&d.path().join("p"), config).await.unwrap();
+        let json = coco(&other, &[(1, "a.png")], &[(1, "cat")]);
+        let incoming = read(Format::Coco, Some(&json), &other).unwrap();
+        assert_eq!(import(&mut project, incoming, Unlabelled::LeaveAlone).await.unwrap().images, 1);
+        let placed: Vec<_> =
+            std::fs::read_dir(project.root_dir(Root::Imported)).unwrap().map(|e| e.unwrap().path()).collect();
+        assert_eq!(placed.len(), 1);
+        assert_eq!(std::fs::read(&placed[0]).unwrap(), std::fs::read(other.join("a.png")).unwrap());
+        assert_eq!(std::fs::metadata(other.join("a.png")).unwrap().nlink(), 1);
     }
 }
