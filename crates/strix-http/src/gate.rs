@@ -123,6 +123,20 @@ impl Gate {
             || self.allowed_hosts.contains(&name)
     }
 
+    /// The first name a request is addressed to that this server does not answer to: every
+    /// `Host` (a second one must not slip past the check of the first) and the authority of
+    /// an absolute-form target, which takes precedence over `Host`. One that is not text is no
+    /// name we answer to; no name at all (HTTP/1.0) passes.
+    fn misdirected(&self, request: &Request) -> Option<String> {
+        let hosts = request.headers().get_all(header::HOST).iter().map(|h| h.to_str().ok());
+        let authority = request.uri().authority().map(|a| Some(a.as_str()));
+        hosts.chain(authority).find_map(|name| match name {
+            Some(name) if self.host_allowed(name) => None,
+            Some(name) => Some(name.to_string()),
+            None => Some("(not text)".to_string()),
+        })
+    }
+
     /// The token among ours that `given` is, comparing every one so timing shows nothing of
     /// which (or whether one) matched.
     fn token(&self, given: &str) -> Option<&Token> {
@@ -177,10 +191,7 @@ async fn guard(State(gate): State<Arc<Gate>>, request: Request, next: Next) -> R
 }
 
 async fn check(gate: &Gate, mut request: Request, next: Next) -> Response {
-    // A Host that is not text is no name we answer to (an empty one is no Host at all).
-    let host = request.headers().get(header::HOST).map_or(Some(""), |h| h.to_str().ok());
-    if !host.is_some_and(|h| gate.host_allowed(h)) {
-        let host = host.unwrap_or("(not text)");
+    if let Some(host) = gate.misdirected(&request) {
         let msg = format!("host {host:?} is not served here; add it with --http-allow-host\n");
         return (StatusCode::MISDIRECTED_REQUEST, msg).into_response();
     }
@@ -295,6 +306,24 @@ mod tests {
             .body(Body::empty())
             .unwrap();
         assert_eq!(app.call(not_text).await.unwrap().status(), StatusCode::MISDIRECTED_REQUEST);
+        // Found by probing: a second Host, or an absolute-form target naming another host,
+        // went through behind an allowed first Host.
+        let two_hosts = Request::builder()
+            .uri("/who")
+            .header("host", "127.0.0.1")
+            .header("host", "evil.example")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(app.call(two_hosts).await.unwrap().status(), StatusCode::MISDIRECTED_REQUEST);
+        let absolute =
+            Request::builder().uri("http://evil.example/who").header("host", "127.0.0.1").body(Body::empty()).unwrap();
+        assert_eq!(app.call(absolute).await.unwrap().status(), StatusCode::MISDIRECTED_REQUEST);
+        let allowed = Request::builder()
+            .uri("http://localhost:8070/who")
+            .header("host", "localhost")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(app.call(allowed).await.unwrap().status(), StatusCode::OK);
         for r in [r, call(&mut app, "GET", "/who", &[("host", "127.0.0.1:8070")]).await] {
             assert_eq!(r.headers()[header::X_FRAME_OPTIONS], "DENY");
             assert_eq!(r.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
