@@ -607,6 +607,13 @@ mod tests {
         dir.to_path_buf()
     }
 
+    /// A detection project `dir/p` with the one class `cat`, labelling `images`.
+    async fn cat_project(dir: &Path, images: &Path) -> Project {
+        let config =
+            ProjectConfig { task: LabelTask::Detect, classes: vec!["cat".into()], images: images.to_path_buf() };
+        Project::create(&dir.join("p"), config).await.unwrap()
+    }
+
     /// A COCO JSON at `dir/instances.json` with `(id, file_name)` images, `(id, name)`
     /// categories, and one box on the first image in the first category.
     fn coco(dir: &Path, images: &[(u64, &str)], categories: &[(u64, &str)]) -> PathBuf {
@@ -719,8 +726,7 @@ mod tests {
     async fn yolo_import_leaves_images_without_a_label_file_alone_unless_told() {
         let d = tempfile::tempdir().unwrap();
         let images = photos(&d.path().join("images"), &["a.png", "b.png"]);
-        let config = ProjectConfig { task: LabelTask::Detect, classes: vec!["cat".into()], images: images.clone() };
-        let mut project = Project::create(&d.path().join("p"), config).await.unwrap();
+        let mut project = cat_project(d.path(), &images).await;
         let all = yolo_labels(&d.path().join("l1"), &[("a", "0 0.5 0.5 0.2 0.2\n"), ("b", "1 0.5 0.5 0.4 0.4\n")]);
         let first = import(&mut project, read(Format::Yolo, Some(&all), &images).unwrap(), Unlabelled::LeaveAlone);
         assert_eq!(first.await.unwrap().images, 2);
@@ -800,8 +806,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let own = photos(&d.path().join("own"), &["x.png"]);
         let other = photos(&d.path().join("other"), &["big.png"]);
-        let config = ProjectConfig { task: LabelTask::Detect, classes: vec!["cat".into()], images: own };
-        let mut project = Project::create(&d.path().join("p"), config).await.unwrap();
+        let mut project = cat_project(d.path(), &own).await;
         project.limits.max_bytes = 20;
         let json = coco(&other, &[(1, "big.png")], &[(1, "cat")]);
         let incoming = read(Format::Coco, Some(&json), &other).unwrap();
@@ -822,8 +827,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let own = photos(&d.path().join("own"), &["x.png"]);
         let other = photos(&d.path().join("other"), &["a.png"]);
-        let config = ProjectConfig { task: LabelTask::Detect, classes: vec!["cat".into()], images: own };
-        let mut project = Project::create(&d.path().join("p"), config).await.unwrap();
+        let mut project = cat_project(d.path(), &own).await;
         let json = coco(&other, &[(1, "a.png")], &[(1, "cat")]);
         let incoming = read(Format::Coco, Some(&json), &other).unwrap();
         assert_eq!(import(&mut project, incoming, Unlabelled::LeaveAlone).await.unwrap().images, 1);
