@@ -186,12 +186,7 @@ pub fn read_yolo(dir: &Path) -> Result<DetectionSet, DataError> {
 /// that do not decode are left out and listed in `problems`; a malformed label line, or a class
 /// id outside `classes`, is an error naming the file and line.
 pub fn read_yolo_images(img_dir: &Path, label_dir: &Path, classes: Vec<String>) -> Result<DetectionSet, DataError> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(img_dir)
-        .map_err(DataError::io(img_dir))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && strix_vision::is_image_path(p))
-        .collect();
-    files.sort();
+    let files = yolo_image_files(img_dir)?;
     let mut set = DetectionSet { classes, ..DetectionSet::default() };
     for path in files {
         let (width, height) = match image::image_dimensions(&path) {
@@ -212,6 +207,17 @@ pub fn read_yolo_images(img_dir: &Path, label_dir: &Path, classes: Vec<String>) 
         set.images.push(DetImage { path, width, height, boxes });
     }
     Ok(set)
+}
+
+/// The images [`read_yolo_images`] reads from `img_dir`: image files directly in it, sorted.
+pub fn yolo_image_files(img_dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(img_dir)
+        .map_err(DataError::io(img_dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && strix_vision::is_image_path(p))
+        .collect();
+    files.sort();
+    Ok(files)
 }
 
 /// One YOLO label file's rows as boxes in pixels.

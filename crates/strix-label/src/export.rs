@@ -365,7 +365,7 @@ fn read_yolo(labels: &Path, images: &Path, root: &Path) -> Result<Incoming, Labe
         .ok_or_else(|| LabelError::invalid(format!("no classes.txt in or beside {}", labels.display())))?;
     let classes = yolo_classes(&names)?;
     // Reading the set opens every image's header, so links out of the folder are refused first.
-    let files = yolo_images(images)?;
+    let files = strix_data::detection::yolo_image_files(images)?;
     let mut confined = Confined::new(root);
     for file in &files {
         // One that cannot be resolved is left out, and said, when the set is confined below.
@@ -384,18 +384,6 @@ fn read_yolo(labels: &Path, images: &Path, root: &Path) -> Result<Incoming, Labe
     }
     incoming.orphans.sort();
     Ok(incoming)
-}
-
-/// The images `read_yolo_images` reads: image files directly in `dir`.
-fn yolo_images(dir: &Path) -> Result<Vec<PathBuf>, LabelError> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(LabelError::io(dir))? {
-        let path = entry.map_err(LabelError::io(dir))?.path();
-        if path.is_file() && strix_vision::is_image_path(&path) {
-            files.push(path);
-        }
-    }
-    Ok(files)
 }
 
 /// YOLO class names, one a line (line N is class N-1). A UTF-8 byte-order mark, which Windows
