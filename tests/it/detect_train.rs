@@ -3,7 +3,6 @@
 //! gives the trainer's mAP.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -67,6 +66,38 @@ fn a_small_detector_learns_exports_and_evaluates_as_trained() {
     for png in ["loss.png", "map.png", "pr.png", "samples.png"] {
         assert!(report.contains(png) && run_dir.join(png).is_file(), "{png}");
     }
+    assert!(report.contains(&format!("mAP@[.5:.95] {map:.4}, mAP@.5 {map50:.4}")), "the report reads the summary");
+    registered_detector_shows_its_map(&fx, tmp.path(), &run_dir, (map, map50));
+}
+
+/// `models register RUN` then `models show NAME:1` (and `--json`): the lineage carries the
+/// run's typed summary, so a detector shows its mAP (it once recorded `accuracy: null`).
+fn registered_detector_shows_its_map(fx: &Path, tmp: &Path, run_dir: &Path, (map, map50): (f64, f64)) {
+    let store = tmp.join("registry");
+    let registry = |cmd: &mut std::process::Command| {
+        cmd.env("STRIX_HOME", tmp.join("home"))
+            .env("STRIX_REGISTRY_STORE", &store)
+            .env("STRIX_REGISTRY_DB", format!("sqlite://{}?mode=rwc", store.join("registry.db").display()));
+    };
+    let mut cmd = strix(fx, &tmp.join("cache"));
+    registry(&mut cmd);
+    let (out, _, stderr) = run(cmd.args(["models", "register"]).arg(run_dir).args(["--name", "det"]));
+    assert!(out.status.success(), "{stderr}");
+    let mut cmd = strix(fx, &tmp.join("cache"));
+    registry(&mut cmd);
+    let (out, json, stderr) = run(cmd.args(["models", "show", "det:1", "--json"]));
+    assert!(out.status.success(), "{stderr}");
+    let v: Value = serde_json::from_str(&json).unwrap();
+    let m = &v["lineage"]["metrics"];
+    assert_eq!(m["task"], "detect", "{m}");
+    assert_eq!((m["val"]["map"].as_f64(), m["val"]["map50"].as_f64()), (Some(map), Some(map50)), "{m}");
+    assert!(m["val"].get("accuracy").is_none(), "{m}");
+    let mut cmd = strix(fx, &tmp.join("cache"));
+    registry(&mut cmd);
+    let (out, shown, stderr) = run(cmd.args(["models", "show", "det:1"]));
+    assert!(out.status.success(), "{stderr}");
+    let line = shown.lines().find(|l| l.trim_start().starts_with("metrics")).unwrap_or_default();
+    assert!(line.contains(&format!("val mAP@[.5:.95] {map:.4}, mAP@.5 {map50:.4}")), "{shown}");
 }
 
 /// kill -9 inside epoch 2, `--resume`: the run ends with the weights of an uninterrupted one.
@@ -92,18 +123,9 @@ fn a_killed_detector_run_resumes_to_the_same_weights() {
     let mut cmd = strix(&fx, &cache);
     args(&mut cmd);
     cmd.arg("--run-dir").arg(&killed).args(["--checkpoint-minutes", "0.002"]);
-    let mut child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    crate::train::kill_inside_epoch_2(child, &killed);
     let metrics = killed.join("metrics.jsonl");
-    let started = Instant::now();
-    while !metrics.exists() {
-        assert!(started.elapsed().as_secs() < 300, "epoch 1 never finished");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let first: Value =
-        serde_json::from_str(std::fs::read_to_string(&metrics).unwrap().lines().next().unwrap()).unwrap();
-    std::thread::sleep(Duration::from_secs_f64(first["seconds"].as_f64().unwrap() * 0.5));
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
     assert_eq!(std::fs::read_to_string(&metrics).unwrap().lines().count(), 1, "not killed inside epoch 2");
 
     let (out, _, stderr) = run(strix(&fx, &cache).args(["train", "--no-export", "--resume"]).arg(&killed));

@@ -67,6 +67,19 @@ fn corrupted_download_is_rejected_and_discarded() {
     assert_eq!(leftovers(cache.path()), vec!["tiny.onnx.lock"], "nothing usable may remain");
 }
 
+/// An error and its causes on one line, as the CLI prints them: the cause (an HTTP status, a
+/// lost connection) is kept as a source, not repeated in the message.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    out
+}
+
 #[test]
 fn interrupted_download_resumes_with_a_range_request() {
     let (body, sha) = payload();
@@ -74,8 +87,8 @@ fn interrupted_download_resumes_with_a_range_request() {
     let server = Server::start(HashMap::from([("/classify/tiny.onnx".to_string(), route)]));
     let cache = tempfile::tempdir().unwrap();
     let r = resolver(cache.path(), &server.url);
-    let err = r.fetch(&artifact(&sha, None), None, &NoProgress).unwrap_err();
-    assert!(err.to_string().contains("resume"), "{err}");
+    let err = chain(&r.fetch(&artifact(&sha, None), None, &NoProgress).unwrap_err());
+    assert!(err.contains("resume"), "{err}");
     assert!(leftovers(cache.path()).contains(&"tiny.onnx.part".to_string()));
     let path = r.fetch(&artifact(&sha, None), None, &NoProgress).unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), body);
@@ -104,11 +117,11 @@ fn offline_missing_checksum_and_http_errors() {
     assert!(matches!(err, ZooError::NoChecksum { .. }), "{err}");
 
     let elsewhere = Artifact { file: "classify/other.onnx".into(), ..artifact(&sha, None) };
-    let err = r.fetch(&elsewhere, None, &NoProgress).unwrap_err().to_string();
+    let err = chain(&r.fetch(&elsewhere, None, &NoProgress).unwrap_err());
     assert!(err.contains("HTTP 404") && err.contains("other.onnx"), "{err}");
 
     let wrong_size = artifact(&sha, Some(10));
-    let err = r.fetch(&wrong_size, None, &NoProgress).unwrap_err().to_string();
+    let err = chain(&r.fetch(&wrong_size, None, &NoProgress).unwrap_err());
     assert!(err.contains("spec says 10"), "{err}");
 }
 

@@ -43,7 +43,10 @@ fn coco_metrics_equal_pycocotools() {
                 let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
                 assert!((a - b).abs() <= 1e-4, "{kind} seed {seed} stat {i}: ours {a}, pycocotools {b}");
             }
-            for (a, b) in got["per_class"].as_array().unwrap().iter().zip(want["per_class"].as_array().unwrap()) {
+            // A missing or extra class row must fail here, not shorten the comparison below.
+            let (g, w) = (got["per_class"].as_array().unwrap(), want["per_class"].as_array().unwrap());
+            assert_eq!(g.len(), w.len(), "{kind} seed {seed}: per-class rows, ours vs pycocotools");
+            for (a, b) in g.iter().zip(w) {
                 assert_eq!(a["category_id"], b["category_id"]);
                 for key in ["ap", "ap50"] {
                     let (x, y) = (a[key].as_f64().unwrap(), b[key].as_f64().unwrap());
@@ -172,4 +175,52 @@ fn classification_and_segmentation_eval() {
     let v: Value = serde_json::from_str(&stdout).unwrap();
     let want = (person - cleared) as f64 / person as f64;
     assert!((v["iou"][1].as_f64().unwrap() - want).abs() < 1e-9, "{v} vs {want}");
+}
+
+#[test]
+fn pose_eval_runs_a_model_over_the_ground_truth_images() {
+    let fx = fixtures_or_skip!();
+    let cache = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    // Ground truth: MoveNet's own reference keypoints, so a high OKS is the test of the
+    // plumbing: image lookup, the person category, keypoints as COCO's x, y, v triples.
+    let exp = crate::tasks::expected(&fx);
+    let results = exp["models"]["models/pose/movenet_lightning_192.onnx"]["results"].as_object().unwrap();
+    let mut images = vec![];
+    let mut annotations = vec![];
+    for (id, (image, r)) in results.iter().enumerate() {
+        images.push(json!({"id": id + 1, "file_name": image}));
+        let points: Vec<(f64, f64)> = r["keypoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| (k["x_px"].as_f64().unwrap(), k["y_px"].as_f64().unwrap()))
+            .collect();
+        let keypoints: Vec<f64> = points.iter().flat_map(|&(x, y)| [x, y, 2.0]).collect();
+        let (x0, x1) = points.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+        let (y0, y1) = points.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+        annotations
+            .push(json!({"id": id + 1, "image_id": id + 1, "category_id": 1, "bbox": [x0, y0, x1 - x0, y1 - y0],
+            "area": (x1 - x0) * (y1 - y0), "iscrowd": 0, "keypoints": keypoints, "num_keypoints": points.len()}));
+    }
+    let gt = work.path().join("gt.json");
+    let categories = json!([{"id": 1, "name": "person"}]);
+    std::fs::write(&gt, json!({"images": images, "annotations": annotations, "categories": categories}).to_string())
+        .unwrap();
+    let saved = work.path().join("results.json");
+    let (out, stdout, stderr) = run(strix(&fx, cache.path())
+        .args(["eval", "pose", "--json", "--model", "movenet_lightning_192", "--gt"])
+        .arg(&gt)
+        .arg("--images")
+        .arg(&fx)
+        .arg("--save-predictions")
+        .arg(&saved));
+    assert!(out.status.success(), "{stderr}");
+    let got: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(got["stats"]["AP50"].as_f64().unwrap() > 0.99, "{got}");
+    assert!(got["stats"]["AP"].as_f64().unwrap() > 0.9, "{got}");
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(saved).unwrap()).unwrap();
+    let saved = saved.as_array().unwrap();
+    assert_eq!(saved.len(), annotations.len(), "one person per image");
+    assert!(saved.iter().all(|r| r["keypoints"].as_array().unwrap().len() == 17 * 3 && r.get("bbox").is_none()));
 }

@@ -103,7 +103,7 @@ fn every_architecture_exports_through_the_gate() {
     let pre = Preprocessor::new(spec.input.as_ref().unwrap(), spec.preprocess.as_ref().unwrap()).unwrap();
     let mut x = vec![0f32; pre.sample_len()];
     pre.run(&decode_file(&img, &DecodeLimits::default()).unwrap(), &mut x);
-    let (model, _) = strix_train::train::load_trained(&run_dir, &Device::flex()).unwrap();
+    let (model, _) = strix_train::classify::load_trained(&run_dir, &Device::flex()).unwrap();
     let logits = model.logits(x, 1, 1, 28, &Device::flex());
     let probs = strix_vision::classify::softmax(&logits);
     let labels = answer["Labels"].as_array().unwrap();
@@ -164,7 +164,7 @@ fn the_gate_catches_a_corrupted_export() {
     corrupt(&good, &bad, "fc.weight");
 
     let device = Device::flex();
-    let (model, saved) = strix_train::train::load_trained(&run_dir, &device).unwrap();
+    let (model, saved) = strix_train::classify::load_trained(&run_dir, &device).unwrap();
     let engines = strix_export::gate::Engines { options: crate::support::runtime_options(), ..Default::default() };
     let options = ExportOptions { engines, ..Default::default() };
     strix_export::gate_file(&good, &run_dir, &model, &saved.shape, &device, &options).unwrap();

@@ -680,48 +680,116 @@ fn concurrent_saves_of_one_image_give_one_winner_and_a_409() {
     assert_eq!(versions, (1..=10).collect::<Vec<_>>());
 }
 
+/// A save from the page made on a version someone else saved over meanwhile gets a 409: the
+/// page then shows the image as it now is (their labels, the new version, nothing unsaved), and
+/// a save made on that goes through.
+#[test]
+fn the_page_reloads_the_image_after_a_409_in_chromium() {
+    let fx = fixtures_or_skip!();
+    let Some(chromium) = chromium() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, server) = detect_server(&fx, tmp.path());
+    let id = server.ids()[1];
+    let mut b = Browser::launch(&chromium);
+    b.open(&format!("http://127.0.0.1:{}/#{id}", server.port));
+    let (from, to) = (b.screen(40.0, 30.0), b.screen(200.0, 150.0));
+    b.drag(from, to);
+    b.until("strix.state.labels.boxes.length === 1 && strix.state.dirty && strix.state.version === 0");
+
+    // Someone else saves this image first.
+    let theirs = json!({ "boxes": [{ "class": "person", "x": 250, "y": 100, "w": 100, "h": 150 }] });
+    assert_eq!(server.save(id, 0, theirs.clone()).status, 200);
+    b.key("s");
+    b.until("strix.state.version === 1 && !strix.state.dirty && !strix.state.busy");
+    assert_eq!(boxes_of(&b.eval("strix.state.labels")), boxes_of(&theirs), "the page shows their labels");
+    let said = b.eval("document.getElementById('status').textContent");
+    assert!(said.as_str().unwrap().contains("Someone saved this image meanwhile"), "{said}");
+    let stored = server.get(&format!("/api/images/{id}")).json();
+    assert_eq!((stored["version"].as_i64(), boxes_of(&stored["labels"])), (Some(1), boxes_of(&theirs)));
+
+    // A box added to what was reloaded saves as version 2, on top of theirs.
+    b.drag(from, to);
+    b.until("strix.state.labels.boxes.length === 2 && strix.state.dirty");
+    b.key("s");
+    b.until("strix.state.version === 2 && !strix.state.dirty");
+    let stored = server.get(&format!("/api/images/{id}")).json();
+    assert_eq!(stored["version"], 2, "{stored}");
+    let boxes = boxes_of(&stored["labels"]);
+    assert_eq!(boxes.len(), 2, "{stored}");
+    assert!(boxes.contains(&boxes_of(&theirs)[0]), "their box was kept: {stored}");
+}
+
 /// kill -9 in the middle of a burst of saves: after a restart every acknowledged save is there.
+/// Until the kill every reply must be a 200: a writer that got anything else (an error, a
+/// refused save, a dropped connection) is a failure, not a writer that stopped early.
 #[test]
 fn every_acknowledged_save_survives_kill_9() {
+    use std::sync::atomic::{AtomicBool, Ordering};
     let fx = fixtures_or_skip!();
     let tmp = tempfile::tempdir().unwrap();
     let (project, mut server) = detect_server(&fx, tmp.path());
     let ids = server.ids();
     let port = server.port;
     let acked = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::<i64, (i64, f64)>::new()));
+    let failures = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let killed = std::sync::Arc::new(AtomicBool::new(false));
     // Three writers, one per image, saving as fast as the server answers.
     let writers: Vec<_> = ids
         .iter()
         .map(|&id| {
-            let acked = acked.clone();
+            let (acked, failures, killed) = (acked.clone(), failures.clone(), killed.clone());
             std::thread::spawn(move || {
                 let mut version = 0;
                 for n in 0..100_000 {
                     let w = 10.0 + (n % 200) as f64;
                     let body = json!({ "version": version, "labels": { "boxes": [{ "class": "cat", "x": 1, "y": 1, "w": w, "h": 5 }] } });
-                    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return };
                     let head = format!(
                         "PUT /api/images/{id}/labels HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
                         body.to_string().len()
                     );
-                    if std::io::Write::write_all(&mut stream, head.as_bytes()).is_err() {
-                        return;
+                    let reply = TcpStream::connect(("127.0.0.1", port)).and_then(|mut stream| {
+                        std::io::Write::write_all(&mut stream, head.as_bytes())?;
+                        let mut raw = String::new();
+                        std::io::Read::read_to_string(&mut stream, &mut raw)?;
+                        Ok(raw)
+                    });
+                    match reply {
+                        Ok(raw) if raw.starts_with("HTTP/1.1 200") => {
+                            version += 1;
+                            acked.lock().unwrap().insert(id, (version, w));
+                        }
+                        // A reply the server did send is never anything but a 200.
+                        Ok(raw) if raw.starts_with("HTTP/") => {
+                            let status = raw.lines().next().unwrap_or_default().to_string();
+                            failures.lock().unwrap().push(format!("image {id}, save {n}: {status}"));
+                            return;
+                        }
+                        // No reply (a connection refused, cut or empty) only once the server is killed.
+                        other if !killed.load(Ordering::SeqCst) => {
+                            failures.lock().unwrap().push(format!("image {id}, save {n} before the kill: {other:?}"));
+                            return;
+                        }
+                        _ => return,
                     }
-                    let mut raw = String::new();
-                    if std::io::Read::read_to_string(&mut stream, &mut raw).is_err() || !raw.starts_with("HTTP/1.1 200") {
-                        return;
-                    }
-                    version += 1;
-                    acked.lock().unwrap().insert(id, (version, w));
                 }
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(1500));
+    let acked_by_all = || acked.lock().unwrap().values().all(|(v, _)| *v >= 20) && acked.lock().unwrap().len() == 3;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !acked_by_all() && failures.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the writers got no 20 saves each acknowledged");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The burst goes on a moment longer, so the kill lands in the middle of saves.
+    std::thread::sleep(Duration::from_millis(300));
+    killed.store(true, Ordering::SeqCst);
     server.kill(); // SIGKILL
     for w in writers {
         w.join().unwrap();
     }
+    let failures = failures.lock().unwrap().clone();
+    assert!(failures.is_empty(), "{} save(s) failed: {failures:?}", failures.len());
     let acked = acked.lock().unwrap().clone();
     assert_eq!(acked.len(), 3, "every writer got saves acknowledged before the kill");
     let server = LabelServer::start(label_cmd(&fx, tmp.path(), &project));

@@ -511,6 +511,12 @@ fn a_trained_run_registers_with_its_lineage() {
     let final_json: Value =
         serde_json::from_str(&std::fs::read_to_string(run_dir.join("final.json")).unwrap()).unwrap();
     assert_eq!(lineage["metrics"]["val"]["accuracy"], final_json["val"]["accuracy"]);
+    assert_eq!(lineage["metrics"]["task"], "classify", "the run's typed summary: {lineage}");
+    let accuracy = final_json["val"]["accuracy"].as_f64().unwrap();
+    let (out, shown, stderr) = run(reg.cmd(&fx, &cache).args(["models", "show", "fashion:1"]));
+    assert!(out.status.success(), "{stderr}");
+    let line = shown.lines().find(|l| l.trim_start().starts_with("metrics")).unwrap_or_default();
+    assert!(line.contains(&format!("val accuracy {:.2}%", 100.0 * accuracy)), "{shown}");
     assert!(lineage["gate"].is_object(), "{lineage}");
     assert!(lineage["parent"].is_null(), "trained from scratch: {lineage}");
     let files: BTreeSet<&str> =

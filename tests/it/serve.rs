@@ -21,8 +21,8 @@ use crate::support::{BatchLog, CountingRuntime, png_declaring, run, strix};
 use crate::train::quick_export;
 
 /// A server on a free loopback port, stopped (and drained) on drop.
-struct Server {
-    port: u16,
+pub(crate) struct Server {
+    pub(crate) port: u16,
     rt: tokio::runtime::Runtime,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     done: Option<tokio::task::JoinHandle<Result<(), strix_serve::ServeError>>>,
@@ -30,7 +30,7 @@ struct Server {
 
 impl Server {
     /// Serve `(route, model reference)` pairs loaded from the fixtures on tract.
-    fn start(fx: &Path, models: &[(&str, &str)], batching: Batching, limits: Limits) -> Server {
+    pub(crate) fn start(fx: &Path, models: &[(&str, &str)], batching: Batching, limits: Limits) -> Server {
         Self::start_with_keys(fx, models, batching, limits, &[])
     }
 
@@ -46,7 +46,7 @@ impl Server {
     }
 
     /// Serve on `runtime`, the state set up further by `configure` (keys, fast decoding).
-    fn start_on(
+    pub(crate) fn start_on(
         runtime: Box<dyn strix_runtime::Runtime>,
         fx: &Path,
         models: &[(&str, &str)],
@@ -78,16 +78,16 @@ impl Server {
         Server { port, rt, stop: Some(stop), done: Some(done) }
     }
 
-    fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    pub(crate) fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
         request(self.port, method, path, headers, body)
     }
 
-    fn post_image(&self, path: &str, content_type: &str, body: &[u8]) -> Reply {
+    pub(crate) fn post_image(&self, path: &str, content_type: &str, body: &[u8]) -> Reply {
         self.request("POST", path, &[("Content-Type", content_type)], body)
     }
 
     /// Stop accepting, let requests in flight finish, and wait for the server to end.
-    fn shutdown(&mut self) {
+    pub(crate) fn shutdown(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -123,7 +123,7 @@ impl Reply {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
     }
 
-    fn error_code(&self) -> String {
+    pub(crate) fn error_code(&self) -> String {
         self.json()["error"]["code"].as_str().unwrap_or_else(|| panic!("no error code: {}", self.body)).to_string()
     }
 }
@@ -160,7 +160,7 @@ pub(crate) fn read_reply(stream: &mut TcpStream) -> Reply {
 
 /// Numbers equal to 1e-3 (relative), everything else exactly: the same model through the same
 /// code, though batch and thread counts may differ from `strix predict`'s.
-fn same(a: &Value, b: &Value) -> bool {
+pub(crate) fn same(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => {
             let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
@@ -174,7 +174,7 @@ fn same(a: &Value, b: &Value) -> bool {
     }
 }
 
-fn predict_json(fx: &Path, cache: &Path, model: &str, image: &Path) -> Value {
+pub(crate) fn predict_json(fx: &Path, cache: &Path, model: &str, image: &Path) -> Value {
     let (out, stdout, stderr) = run(strix(fx, cache).args(["predict", "--json", "--model", model]).arg(image));
     assert!(out.status.success(), "{stderr}");
     let mut v: Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();

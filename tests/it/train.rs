@@ -178,6 +178,34 @@ fn pretrained_efficientnet_beats_random_init_on_a_fashion_mnist_subset() {
     assert!(pretrained >= random + 0.10, "pretrained {pretrained} vs random init {random}");
 }
 
+/// Where `last.ckpt` says a run stands: (epoch in progress, 0-based; batches done in it). The
+/// state is the JSON after the 8-byte magic and its 8-byte length.
+fn checkpoint_position(run_dir: &Path) -> Option<(u64, u64)> {
+    let bytes = std::fs::read(run_dir.join("last.ckpt")).ok()?;
+    let len = u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?) as usize;
+    let state: Value = serde_json::from_slice(bytes.get(16..16 + len)?).ok()?;
+    Some((state["epoch"].as_u64()?, state["batch_in_epoch"].as_u64()?))
+}
+
+/// SIGKILL once the run's checkpoint stands inside epoch 2 (batches done, epoch not ended):
+/// the event the resume tests need, waited for rather than guessed from timings, so a loaded
+/// machine cannot make them kill too early or too late.
+pub(crate) fn kill_inside_epoch_2(mut child: std::process::Child, run_dir: &Path) {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some((1, done)) = checkpoint_position(run_dir)
+            && done > 0
+        {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before a checkpoint inside epoch 2");
+        assert!(started.elapsed().as_secs() < 600, "no checkpoint inside epoch 2 in 10 minutes");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+}
+
 /// Acceptance: kill -9 inside epoch 2, `--resume`, and the run ends where an uninterrupted one
 /// with the same seed does. Checkpoints every ~0.1 s, so the resume starts mid-epoch.
 #[test]
@@ -199,18 +227,9 @@ fn killed_run_resumes_and_matches_an_uninterrupted_one() {
     let mut cmd = train_cmd(&fx, tmp.path(), &killed);
     args(&mut cmd);
     cmd.args(["--checkpoint-minutes", "0.002"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-    let mut child = cmd.spawn().unwrap();
+    let child = cmd.spawn().unwrap();
+    kill_inside_epoch_2(child, &killed);
     let metrics = killed.join("metrics.jsonl");
-    let started = std::time::Instant::now();
-    while !metrics.exists() {
-        assert!(started.elapsed().as_secs() < 300, "epoch 1 never finished");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let first: Value =
-        serde_json::from_str(std::fs::read_to_string(&metrics).unwrap().lines().next().unwrap()).unwrap();
-    std::thread::sleep(std::time::Duration::from_secs_f64(first["seconds"].as_f64().unwrap() * 0.5));
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
     let epoch1 = std::fs::read_to_string(&metrics).unwrap();
     assert_eq!(epoch1.lines().count(), 1, "not killed inside epoch 2");
     assert!(!killed.join("final.json").exists());
@@ -233,9 +252,9 @@ fn killed_run_resumes_and_matches_an_uninterrupted_one() {
     // alone changes nothing), while a wrongly restored state (sampler, dropout, optimizer,
     // schedule) moves logits by 1e-2 and more.
     let device = strix_train::Device::flex();
-    let (images, n) = strix_train::train::validation_images(&whole, 64).unwrap();
+    let (images, n) = strix_train::classify::validation_images(&whole, 64).unwrap();
     let logits = |dir: &Path| {
-        let (model, saved) = strix_train::train::load_trained(dir, &device).unwrap();
+        let (model, saved) = strix_train::classify::load_trained(dir, &device).unwrap();
         let (c, s) = (saved.shape.channels, saved.shape.image_size);
         model.logits(images.clone(), n, c, s, &device)
     };

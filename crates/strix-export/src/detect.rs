@@ -22,11 +22,12 @@ pub fn export_detector(run_dir: &Path, options: &ExportOptions) -> Result<Export
     let device = Device::flex();
     let (model, saved) = strix_train::detect::load_trained(run_dir, &device)?;
     let name = options.name.clone().unwrap_or_else(|| spec::name_from_dir(run_dir));
-    let metadata = vec![
+    let mut metadata = vec![
         ("strix.arch".to_string(), saved.shape.arch.to_string()),
         ("strix.task".to_string(), "detect".to_string()),
         ("strix.classes".to_string(), saved.classes.join("\n")),
     ];
+    metadata.extend(crate::run_metadata(run_dir)?);
     let bytes = arch::detector(&model, &saved.shape, &metadata).encode_to_vec();
     let dir = options.out_dir.clone().unwrap_or_else(|| run_dir.join(crate::EXPORT_DIR));
     let (onnx, report) = write_gated(&dir, &bytes, |staging| gate_detector(staging, run_dir, &model, &saved, options))?;

@@ -113,19 +113,20 @@ pub struct Exported {
 /// Export the best model of a finished run to ONNX, with its spec, after the gate passed.
 /// On a gate failure nothing is left in the output folder.
 pub fn export_run(run_dir: &Path, options: &ExportOptions) -> Result<Exported, ExportError> {
-    if strix_train::train::saved_config(run_dir)?.task == strix_zoo::Task::Detect {
+    if strix_train::train::run_task(run_dir)? == strix_zoo::Task::Detect {
         return detect::export_detector(run_dir, options);
     }
     let device = Device::flex();
-    let (model, saved) = strix_train::train::load_trained(run_dir, &device)?;
+    let (model, saved) = strix_train::classify::load_trained(run_dir, &device)?;
     let name = match &options.name {
         Some(n) => n.clone(),
         None => spec::name_from_dir(run_dir),
     };
-    let metadata = vec![
+    let mut metadata = vec![
         ("strix.arch".to_string(), saved.shape.arch.to_string()),
         ("strix.classes".to_string(), saved.classes.join("\n")),
     ];
+    metadata.extend(run_metadata(run_dir)?);
     let proto = arch::classifier(&model, &saved.shape, &metadata);
     let bytes = proto.encode_to_vec();
 
@@ -134,6 +135,20 @@ pub fn export_run(run_dir: &Path, options: &ExportOptions) -> Result<Exported, E
         write_gated(&dir, &bytes, |staging| gate_file(staging, run_dir, &model, &saved.shape, &device, options))?;
     let spec = model_spec(&name, &saved, &onnx)?;
     write_files(run_dir, dir, onnx, spec, report)
+}
+
+/// The finished run's figures as ONNX metadata (`strix.val`, `strix.test`), read from its
+/// summary; none for a run still in progress (its best model so far is exported bare).
+pub(crate) fn run_metadata(run_dir: &Path) -> Result<Vec<(String, String)>, ExportError> {
+    if !run_dir.join(strix_train::files::SUMMARY_FILE).exists() {
+        return Ok(Vec::new());
+    }
+    let summary = strix_train::RunSummary::read(run_dir)?;
+    let mut out = vec![("strix.val".to_string(), summary.val.to_string())];
+    if let Some(t) = &summary.test {
+        out.push(("strix.test".to_string(), t.to_string()));
+    }
+    Ok(out)
 }
 
 /// Write `bytes` as the export's ONNX file if `gate` passes on it (it is gated as written,
@@ -185,7 +200,7 @@ pub fn gate_file(
     device: &Device,
     options: &ExportOptions,
 ) -> Result<GateReport, ExportError> {
-    let (images, n) = strix_train::train::validation_images(run_dir, options.gate_images)?;
+    let (images, n) = strix_train::classify::validation_images(run_dir, options.gate_images)?;
     let (c, s) = (shape.channels, shape.image_size);
     let reference = model.logits(images.clone(), n, c, s, device);
     let report = gate::check(onnx, &images, [n, c, s, s], &reference, &options.engines, options.tolerance)?;

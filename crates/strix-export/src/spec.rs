@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use strix_data::eval_crop_fraction;
-use strix_train::train::SavedModel;
+use strix_train::classify::SavedModel;
 use strix_vision::{ChannelOrder, InputSpec, InputType, Layout, Preprocess, Resize};
 use strix_zoo::{Artifact, DecoderSpec, LabelsSpec, ModelSpec, Task, check_name, is_name_char};
 

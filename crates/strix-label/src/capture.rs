@@ -304,6 +304,11 @@ impl strix_pipeline::Tap for Capture {
     fn frame(&self, image: &RgbImage, model: &str, prediction: &Prediction) {
         self.offer_frame(image, model, prediction);
     }
+
+    fn dropped(&self) -> Vec<(&'static str, u64)> {
+        let s = self.stats();
+        vec![("busy", s.dropped_busy), ("full", s.dropped_full), ("failed", s.failed)]
+    }
 }
 
 fn splitmix(mut z: u64) -> u64 {

@@ -570,7 +570,7 @@ fn locate(root: &Path, path: &Path) -> Option<String> {
     let rel = full.strip_prefix(root).ok()?;
     let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
     let rel = parts?.join("/");
-    crate::project::is_safe_relative(&rel).then_some(rel)
+    crate::store::is_safe_relative(&rel).then_some(rel)
 }
 
 /// The name of `path` inside `imported/`: its content's digest before its own name, so the

@@ -37,6 +37,15 @@ impl std::str::FromStr for LabelTask {
     }
 }
 
+impl From<LabelTask> for strix_core::Task {
+    fn from(task: LabelTask) -> strix_core::Task {
+        match task {
+            LabelTask::Classify => strix_core::Task::Classify,
+            LabelTask::Detect => strix_core::Task::Detect,
+        }
+    }
+}
+
 /// A box in pixels of its image, from the top-left corner.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

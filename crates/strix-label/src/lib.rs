@@ -7,6 +7,8 @@
 //! - [`Suggester`]: a model's answers shown as suggestions, and the uncertainty that orders
 //!   "next image" for active learning.
 //! - [`export`]: COCO, YOLO, class folders and CSV out; COCO, YOLO and class folders in.
+//! - [`training_snapshot`]: the labels as of now, exported where training reads them, one
+//!   folder per state of the labels.
 //! - [`Capture`]: a sample of what a served or streamed model sees, added as new images with
 //!   the model's answers, capped, never slowing the caller.
 //!
@@ -25,6 +27,7 @@ mod error;
 pub mod export;
 mod labels;
 mod project;
+mod snapshot;
 mod store;
 mod suggest;
 pub mod web;
@@ -35,6 +38,7 @@ pub use capture::{Capture, CapturePolicy, CaptureSettings, CaptureStats};
 pub use error::LabelError;
 pub use labels::{DETECT_THRESHOLD, LabelBox, LabelTask, Labels, Scored, ScoredBox, Suggestion};
 pub use project::{Project, ProjectConfig, ScanReport};
+pub use snapshot::{Snapshot, SnapshotError, training_snapshot};
 pub use store::{Annotation, Author, Filter, ImageRow, NextQuery, Order, Root, Saved, Stats, Store};
 pub use suggest::{PipelineSuggester, Suggester, suggest_all};
 

@@ -7,7 +7,7 @@
 //! refused ([`LabelError::Stale`]) when another save came first, so no save is lost unseen.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -91,6 +91,12 @@ impl Root {
             _ => Root::Images,
         }
     }
+}
+
+/// Whether a relative path is safe to store and join onto its [`Root`]: plain parts only, so
+/// nothing outside the root is named.
+pub(crate) fn is_safe_relative(file: &str) -> bool {
+    !file.is_empty() && Path::new(file).components().all(|c| matches!(c, Component::Normal(_)))
 }
 
 /// One image of the project.
@@ -247,7 +253,7 @@ impl Store {
         source: &str,
     ) -> Result<i64, LabelError> {
         // Joined onto the root to serve the file: only plain relative paths get in.
-        if !crate::project::is_safe_relative(file) {
+        if !is_safe_relative(file) {
             return Err(LabelError::invalid(format!("{file:?} is not a plain path inside its folder")));
         }
         sqlx::query(
@@ -667,6 +673,14 @@ pub struct NextQuery {
 mod tests {
     use super::*;
     use crate::labels::{LabelBox, Scored};
+
+    #[test]
+    fn only_plain_relative_paths_are_safe() {
+        assert!(is_safe_relative("a/b.jpg"));
+        assert!(!is_safe_relative("../b.jpg"));
+        assert!(!is_safe_relative("/etc/passwd"));
+        assert!(!is_safe_relative(""));
+    }
 
     async fn store_with(n: usize) -> (tempfile::TempDir, Store, Vec<i64>) {
         let d = tempfile::tempdir().unwrap();

@@ -59,6 +59,29 @@ pub struct Result {
     pub keypoints: Option<Vec<f64>>,
 }
 
+/// The one adapter from Strix's answers to COCO results: `strix eval` (classes matched by name)
+/// and the detector trainer (classes by index) both go through it, so their numbers agree.
+impl Result {
+    /// A detection as a box result: COCO boxes are `[x, y, width, height]`, ours are corners.
+    pub fn from_detection(image_id: u64, category_id: u64, d: &strix_core::Detection) -> Result {
+        let b = &d.bbox;
+        Result {
+            image_id,
+            category_id,
+            bbox: Some([f64::from(b.x1), f64::from(b.y1), f64::from(b.width()), f64::from(b.height())]),
+            score: f64::from(d.score),
+            keypoints: None,
+        }
+    }
+
+    /// A person's keypoints as a keypoint result: `[x, y, score]` per keypoint, in the model's order.
+    pub fn from_pose(image_id: u64, category_id: u64, pose: &strix_core::Pose) -> Result {
+        let keypoints =
+            pose.keypoints.iter().flat_map(|k| [f64::from(k.x), f64::from(k.y), f64::from(k.score)]).collect();
+        Result { image_id, category_id, bbox: None, score: f64::from(pose.score), keypoints: Some(keypoints) }
+    }
+}
+
 /// What is matched: boxes by IoU, or keypoints by OKS.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IouType {
@@ -497,6 +520,32 @@ mod tests {
 
     fn res(image_id: u64, category_id: u64, bbox: [f64; 4], score: f64) -> Result {
         Result { image_id, category_id, bbox: Some(bbox), score, keypoints: None }
+    }
+
+    #[test]
+    fn adapter_writes_corner_boxes_as_coco_boxes_that_match_their_ground_truth() {
+        use strix_core::{BBox, Detection};
+        let d = Detection { bbox: BBox::new(10.0, 20.0, 40.0, 60.0), score: 0.75, class_id: 0, label: "a".into() };
+        let r = Result::from_detection(2, 1, &d);
+        assert_eq!((r.image_id, r.category_id, r.bbox, r.score), (2, 1, Some([10.0, 20.0, 30.0, 40.0]), 0.75));
+        assert!(r.keypoints.is_none());
+        let gt = dataset(vec![ann(1, 2, 1, [10.0, 20.0, 30.0, 40.0])]);
+        let s = evaluate(&gt, &[r], IouType::Bbox).unwrap();
+        assert!((s.get("AP").unwrap() - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn adapter_writes_keypoints_as_x_y_score_triples() {
+        use strix_core::{BBox, Keypoint, Pose};
+        let kp = |x, y, score| Keypoint { name: String::new(), x, y, score };
+        let pose = Pose {
+            score: 0.5,
+            bbox: BBox::new(0.0, 0.0, 1.0, 1.0),
+            keypoints: vec![kp(1.0, 2.0, 0.25), kp(3.0, 4.0, 1.0)],
+        };
+        let r = Result::from_pose(7, 3, &pose);
+        assert_eq!((r.image_id, r.category_id, r.score, r.bbox), (7, 3, 0.5, None));
+        assert_eq!(r.keypoints, Some(vec![1.0, 2.0, 0.25, 3.0, 4.0, 1.0]));
     }
 
     #[test]

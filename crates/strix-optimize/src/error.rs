@@ -4,9 +4,13 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum OptimizeError {
-    #[error("{path}: {reason}")]
-    Io { path: PathBuf, reason: String },
-    #[error("{path}: not an ONNX model: {source}")]
+    #[error("{}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: not an ONNX model", path.display())]
     Parse {
         path: PathBuf,
         #[source]
@@ -15,6 +19,9 @@ pub enum OptimizeError {
     /// The model cannot be quantised as it is (opset, nothing to quantise, odd weights).
     #[error("cannot quantise: {0}")]
     Unsupported(String),
+    /// A weight the rewrite cannot read.
+    #[error("cannot quantise")]
+    Weight(#[from] strix_runtime::initializer::InitializerError),
     /// The calibration or held-out images cannot do their job.
     #[error("calibration: {0}")]
     Calibration(String),
@@ -33,6 +40,6 @@ pub enum OptimizeError {
 impl OptimizeError {
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> OptimizeError {
         let path = path.into();
-        move |e| OptimizeError::Io { path, reason: e.to_string() }
+        move |source| OptimizeError::Io { path, source }
     }
 }

@@ -17,6 +17,8 @@ use tract_onnx::pb::{
     AttributeProto, GraphProto, ModelProto, NodeProto, StringStringEntryProto, TensorProto, TypeProto, ValueInfoProto,
 };
 
+use strix_runtime::initializer::float_tensor;
+
 use crate::OptimizeError;
 
 /// The opset per-channel `DequantizeLinear` (its `axis`) needs.
@@ -379,18 +381,9 @@ pub struct Rewrite {
     pub weights: usize,
 }
 
-/// The float data of an initializer (raw little-endian bytes or the `float_data` field).
+/// The float data of an initializer, by the one reader Strix has ([`float_tensor`]).
 pub fn float_data(t: &TensorProto) -> Result<Vec<f32>, OptimizeError> {
-    if !t.raw_data.is_empty() {
-        if !t.raw_data.len().is_multiple_of(4) {
-            return Err(OptimizeError::Unsupported(format!("weight {}: {} raw bytes", t.name, t.raw_data.len())));
-        }
-        return Ok(t.raw_data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect());
-    }
-    if t.data_location == Some(1) {
-        return Err(OptimizeError::Unsupported(format!("weight {} is stored outside the ONNX file", t.name)));
-    }
-    Ok(t.float_data.clone())
+    Ok(float_tensor(t)?.data)
 }
 
 fn initializer(name: String, dims: Vec<i64>, data_type: DataType, raw_data: Vec<u8>) -> TensorProto {

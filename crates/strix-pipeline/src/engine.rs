@@ -133,6 +133,6 @@ impl Networks for SessionNets<'_> {
             name: format!("network {network}"),
             available: self.sessions.keys().cloned().collect::<Vec<_>>().join(", "),
         })?;
-        session.run_with_threads(&[input], self.threads).map_err(|e| VisionError::Inference(e.to_string()))
+        session.run_with_threads(&[input], self.threads).map_err(|e| VisionError::Inference(e.into()))
     }
 }

@@ -70,6 +70,10 @@ pub trait Tap: Send + Sync + std::fmt::Debug {
     fn encoded(&self, bytes: &[u8], model: &str, prediction: &Prediction);
     /// A decoded frame and `model`'s answer to it.
     fn frame(&self, image: &RgbImage, model: &str, prediction: &Prediction);
+    /// Inputs it picked but could not keep so far, by reason, for a server's metrics.
+    fn dropped(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 /// Draw an answer onto the image it is about.

@@ -1,5 +1,5 @@
 //! Artifact blobs in an object store, keyed by content: `blobs/sha256/<hex>`. A local folder by
-//! default, any S3-compatible store by `s3://bucket/prefix`.
+//! default; the store's URL picks another (`s3://`, `gs://`, `az://`), so a cloud is a setting.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,15 +7,22 @@ use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as Key;
 use object_store::prefix::PrefixStore;
-use object_store::{ClientConfigKey, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig, WriteMultipart};
+use object_store::{
+    ClientOptions, ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutPayload, RetryConfig, WriteMultipart,
+};
 use sha2::{Digest, Sha256};
 use strix_core::{Progress, ProgressUnit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use url::Url;
+
 use crate::RegistryError;
+use crate::error::Cause;
 
 /// Files above this go up in parts (S3 wants parts of at least 5 MiB).
 const PART_SIZE: usize = 8 << 20;
@@ -23,6 +30,32 @@ const READ_CHUNK: usize = 1 << 20;
 /// Local uploads are written as `<key>#<n>` and renamed when complete (object_store's scheme);
 /// a killed upload leaves one of these behind for `gc`.
 const STAGING_MARK: char = '#';
+const UNSUPPORTED: &str = "unsupported store: use a folder path, file:///PATH, s3://BUCKET/PREFIX, gs://BUCKET/PREFIX or az://CONTAINER/PREFIX";
+
+/// Strix's client settings for every cloud store: an unreachable endpoint fails in seconds,
+/// not after minutes of retries. `options` given for the store come after, so they can change them.
+fn client_options() -> ClientOptions {
+    ClientOptions::new().with_connect_timeout(Duration::from_secs(5))
+}
+
+fn retry() -> RetryConfig {
+    RetryConfig { max_retries: 2, retry_timeout: Duration::from_secs(20), ..Default::default() }
+}
+
+/// A cloud store's builder for `url`, with Strix's client and retry settings and the
+/// `options` this store knows. `parse_url_opts` cannot be used: it takes no [`RetryConfig`].
+macro_rules! configured {
+    ($builder:ty, $key:ty, $url:expr, $options:expr) => {{
+        let mut builder = <$builder>::new().with_url($url).with_client_options(client_options()).with_retry(retry());
+        for (key, value) in $options {
+            // Keys this store does not know (AWS_PROFILE, another cloud's) are not its settings.
+            if let Ok(key) = key.to_ascii_lowercase().parse::<$key>() {
+                builder = builder.with_config(key, value);
+            }
+        }
+        builder
+    }};
+}
 
 #[derive(Debug)]
 pub struct Blobs {
@@ -46,55 +79,32 @@ pub fn key(sha256: &str) -> Key {
 }
 
 impl Blobs {
-    /// Open `url`: `s3://bucket[/prefix]` (credentials, region and endpoint from `s3`, by
-    /// object_store's key names), `file:///path`, or a plain folder path (created if missing).
-    pub async fn open(url: &str, s3: &[(String, String)]) -> Result<Blobs, RegistryError> {
-        let bad = |reason: String| RegistryError::StoreUrl { url: strix_core::redact(url), reason };
-        let (store, local_root): (Arc<dyn ObjectStore>, Option<PathBuf>) = if let Some(rest) = url.strip_prefix("s3://")
-        {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty() {
-                return Err(bad("no bucket: use s3://BUCKET/PREFIX".into()));
-            }
-            let mut builder = AmazonS3Builder::new();
-            for (key, value) in s3 {
-                // Keys object_store does not know (AWS_PROFILE, ...) are not S3 settings.
-                if let Ok(key) = key.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
-                    builder = builder.with_config(key, value);
-                }
-            }
-            let mut builder = builder
-                .with_bucket_name(bucket)
-                // An unreachable endpoint should fail in seconds, not after minutes of retries.
-                .with_retry(RetryConfig {
-                    max_retries: 2,
-                    retry_timeout: Duration::from_secs(20),
-                    ..Default::default()
-                })
-                .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout), "5s");
-            if builder.get_config_value(&AmazonS3ConfigKey::Endpoint).is_some_and(|e| e.starts_with("http://")) {
-                builder = builder.with_allow_http(true);
-            }
-            let s3 = builder.build().map_err(|e| bad(one_line(&e)))?;
-            let prefix = prefix.trim_matches('/');
-            if prefix.is_empty() { (Arc::new(s3), None) } else { (Arc::new(PrefixStore::new(s3, prefix)), None) }
-        } else if url.contains("://") && !url.starts_with("file://") {
-            return Err(bad("unsupported store: use a folder path, file:///PATH or s3://BUCKET/PREFIX".into()));
-        } else {
-            let path = PathBuf::from(url.strip_prefix("file://").unwrap_or(url));
-            std::fs::create_dir_all(&path).map_err(|e| bad(format!("cannot create the folder: {e}")))?;
-            let fs = LocalFileSystem::new_with_prefix(&path).map_err(|e| bad(one_line(&e)))?;
-            (Arc::new(fs), Some(path))
-        };
-        let blobs = Blobs { store, url: strix_core::redact(url), local_root };
-        // Ask the store something now, so a wrong endpoint, bucket or credential fails here
-        // with the store named, before any upload starts.
+    /// Open `url`, the store picked by its scheme: `s3://BUCKET[/PREFIX]`,
+    /// `gs://BUCKET[/PREFIX]`, `az://CONTAINER[/PREFIX]` (and the https forms object_store
+    /// knows for those clouds), `file:///PATH` or a plain folder path (created if missing).
+    /// Credentials, region and endpoint come from `options`, by object_store's key names
+    /// (`aws_endpoint`, `google_service_account`, `azure_storage_account_name`...).
+    pub async fn open(url: &str, options: &[(String, String)]) -> Result<Blobs, RegistryError> {
+        let shown = strix_core::redact(url);
+        let (store, local_root) =
+            store_for(url, options).map_err(|source| RegistryError::StoreUrl { url: shown.clone(), source })?;
+        Blobs::ready(store, shown, local_root).await
+    }
+
+    /// The store, once it answered: a wrong endpoint, bucket or credential fails here with the
+    /// store named, before any upload starts.
+    async fn ready(
+        store: Arc<dyn ObjectStore>,
+        url: String,
+        local_root: Option<PathBuf>,
+    ) -> Result<Blobs, RegistryError> {
+        let blobs = Blobs { store, url, local_root };
         blobs.store.list_with_delimiter(Some(&Key::from("blobs"))).await.map_err(|e| blobs.err(e))?;
         Ok(blobs)
     }
 
     fn err(&self, e: object_store::Error) -> RegistryError {
-        RegistryError::StoreUrl { url: self.url.clone(), reason: one_line(&e) }
+        RegistryError::StoreUrl { url: self.url.clone(), source: Cause::new(e) }
     }
 
     /// Upload a file whose digest [`hash_file`] gave as `expected`. The bytes sent are hashed
@@ -268,7 +278,7 @@ pub async fn hash_file(path: &Path) -> Result<(String, u64), RegistryError> {
     let owned = path.to_path_buf();
     tokio::task::spawn_blocking(move || strix_core::digest::sha256_file(&owned))
         .await
-        .map_err(|e| RegistryError::Io { path: path.to_path_buf(), reason: e.to_string() })?
+        .map_err(|e| RegistryError::Io { path: path.to_path_buf(), source: std::io::Error::other(e) })?
         .map_err(RegistryError::io(path))
 }
 
@@ -293,6 +303,99 @@ async fn new_partial(dest: &Path) -> Result<(PathBuf, tokio::fs::File), Registry
     Err(RegistryError::io(dir)(e))
 }
 
-fn one_line(e: &dyn std::fmt::Display) -> String {
-    strix_core::redact(&e.to_string().replace('\n', " "))
+/// The store `url` names, and its folder when it is a local one.
+fn store_for(url: &str, options: &[(String, String)]) -> Result<(Arc<dyn ObjectStore>, Option<PathBuf>), Cause> {
+    if !url.contains("://") {
+        return local(Path::new(url));
+    }
+    let parsed = Url::parse(url).map_err(Cause::new)?;
+    let (scheme, prefix) = ObjectStoreScheme::parse(&parsed).map_err(Cause::new)?;
+    let remote: Arc<dyn ObjectStore> = match scheme {
+        ObjectStoreScheme::Local => {
+            return local(&parsed.to_file_path().map_err(|()| Cause::msg("not a local path"))?);
+        }
+        ObjectStoreScheme::AmazonS3 => {
+            let mut builder = configured!(AmazonS3Builder, AmazonS3ConfigKey, url, options);
+            // A local S3 server (MinIO, the CI's) is reached over plain HTTP.
+            if builder.get_config_value(&AmazonS3ConfigKey::Endpoint).is_some_and(|e| e.starts_with("http://")) {
+                builder = builder.with_allow_http(true);
+            }
+            Arc::new(builder.build().map_err(Cause::new)?)
+        }
+        ObjectStoreScheme::GoogleCloudStorage => {
+            Arc::new(configured!(GoogleCloudStorageBuilder, GoogleConfigKey, url, options).build().map_err(Cause::new)?)
+        }
+        ObjectStoreScheme::MicrosoftAzure => {
+            Arc::new(configured!(MicrosoftAzureBuilder, AzureConfigKey, url, options).build().map_err(Cause::new)?)
+        }
+        _ => return Err(Cause::msg(UNSUPPORTED)),
+    };
+    let prefix = Key::parse(prefix).map_err(Cause::new)?;
+    if prefix.as_ref().is_empty() { Ok((remote, None)) } else { Ok((Arc::new(PrefixStore::new(remote, prefix)), None)) }
+}
+
+/// A folder store, the folder created if missing.
+fn local(path: &Path) -> Result<(Arc<dyn ObjectStore>, Option<PathBuf>), Cause> {
+    std::fs::create_dir_all(path).map_err(|e| Cause::during("cannot create the folder", e))?;
+    let fs = LocalFileSystem::new_with_prefix(path).map_err(Cause::new)?;
+    Ok((Arc::new(fs), Some(path.to_path_buf())))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    /// The error at the end of `e`'s `source()` chain.
+    fn root<'a>(e: &'a (dyn std::error::Error + 'static)) -> &'a (dyn std::error::Error + 'static) {
+        let mut e = e;
+        while let Some(next) = e.source() {
+            e = next;
+        }
+        e
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn io_and_store_failures_keep_the_error_that_caused_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let missing = tmp.path().join("missing.onnx");
+        let err = hash_file(&missing).await.unwrap_err();
+        let io = root(&err).downcast_ref::<std::io::Error>().expect("an io::Error at the root");
+        assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+        assert_eq!(err.to_string(), missing.display().to_string(), "the cause is not printed twice");
+
+        // A store folder below a plain file cannot be created.
+        std::fs::write(tmp.path().join("file"), b"x").unwrap();
+        let url = format!("file://{}/file/store", tmp.path().display());
+        let err = Blobs::open(&url, &[]).await.unwrap_err();
+        assert!(matches!(err, RegistryError::StoreUrl { .. }), "{err}");
+        let cause = err.source().and_then(|c| c.downcast_ref::<Cause>()).expect("a Cause");
+        assert!(cause.to_string().starts_with("cannot create the folder: "), "{cause}");
+        let original = cause.original().expect("the io::Error kept").downcast_ref::<std::io::Error>();
+        assert!(original.is_some(), "{cause:?}");
+    }
+
+    #[test]
+    fn the_url_picks_the_store() {
+        let opts = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let shown = |url: &str, options: &[(String, String)]| match store_for(url, options) {
+            Ok((store, root)) => format!("{store} {root:?}"),
+            Err(e) => format!("error: {e}"),
+        };
+        let s3 = shown("s3://models", &opts(&[("AWS_REGION", "eu-west-1"), ("AWS_PROFILE", "dev")]));
+        assert_eq!(s3, "AmazonS3(models) None");
+        assert_eq!(shown("s3://models/team/a", &[]), "PrefixObjectStore(team/a) None");
+        assert_eq!(shown("gs://models", &[]), "GoogleCloudStorage(models) None");
+        // The account comes from the options, the container from the URL.
+        let az = shown("az://models", &opts(&[("azure_storage_account_name", "strix")]));
+        assert!(az.starts_with("MicrosoftAzure { account: strix, container: models }"), "{az}");
+        let tmp = tempfile::tempdir().unwrap();
+        let file = shown(&format!("file://{}/blobs", tmp.path().display()), &[]);
+        assert!(file.starts_with("LocalFileSystem(") && file.contains("Some("), "{file}");
+        let memory = shown("memory:///", &[]);
+        assert!(memory.starts_with("error: unsupported store") && memory.contains("az://"), "{memory}");
+    }
 }

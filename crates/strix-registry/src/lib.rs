@@ -3,7 +3,8 @@
 //! config, parent weights, export gate), like an MLflow registered model.
 //!
 //! - Files go to an object store under their content digest (`blobs/sha256/<hex>`): a local
-//!   folder by default, any S3-compatible store by `s3://bucket/prefix`.
+//!   folder by default; `s3://bucket/prefix`, `gs://bucket/prefix` or `az://container/prefix`
+//!   picks a cloud store.
 //! - Metadata goes to SQL: SQLite by default, PostgreSQL by URL; one schema, migrated on open.
 //! - A registration uploads every blob first, then one transaction makes the version visible,
 //!   so a crash in between leaves no half version; [`Registry::gc`] removes the orphans.
@@ -31,7 +32,7 @@ use std::time::{Duration, SystemTime};
 use strix_core::Progress;
 
 pub use blobs::hash_file;
-pub use error::RegistryError;
+pub use error::{Cause, RegistryError};
 pub use meta::redact;
 pub use record::{ArtifactRecord, Lineage, ModelSummary, VersionRecord};
 pub use reference::{ModelRef, Selector, check_alias, check_name};
@@ -42,12 +43,14 @@ use meta::{Meta, NewRow};
 /// Where the registry keeps files and metadata.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RegistryConfig {
-    /// A folder path, `file:///PATH`, or `s3://BUCKET/PREFIX`.
+    /// A folder path, `file:///PATH`, `s3://BUCKET/PREFIX`, `gs://BUCKET/PREFIX` or
+    /// `az://CONTAINER/PREFIX`.
     pub store: String,
     /// `sqlite://PATH` or `postgres://USER@HOST/DB`.
     pub db: String,
     /// Settings of an S3 store by object_store's names (`aws_access_key_id`, `aws_endpoint`,
-    /// `aws_region`...): the binary passes the `AWS_*` variables here, lower-cased.
+    /// `aws_region`...): the binary passes the `AWS_*` variables here, lower-cased. A GCS or
+    /// Azure store reads its own keys from the same list (`google_*`, `azure_*`).
     pub s3: Vec<(String, String)>,
 }
 
@@ -138,7 +141,8 @@ impl Registry {
                 )));
             }
             if !f.path.is_file() {
-                return Err(RegistryError::Io { path: f.path.clone(), reason: "file not found".into() });
+                let source = std::io::Error::new(std::io::ErrorKind::NotFound, "file not found");
+                return Err(RegistryError::Io { path: f.path.clone(), source });
             }
         }
         let mut artifacts = Vec::new();

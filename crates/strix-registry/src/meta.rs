@@ -6,6 +6,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection, Row};
 
+use crate::error::Cause;
 use crate::record::{ArtifactRecord, Lineage, ModelSummary, VersionRecord};
 use crate::{RegistryError, Selector};
 pub use strix_core::redact;
@@ -54,17 +55,17 @@ impl Meta {
         } else {
             return Err(RegistryError::Db {
                 url: shown,
-                reason: "unsupported URL: use sqlite://PATH or postgres://USER@HOST/DB".into(),
+                source: Cause::msg("unsupported URL: use sqlite://PATH or postgres://USER@HOST/DB"),
             });
         };
-        let db_err = |e: sqlx::Error| RegistryError::Db { url: shown.clone(), reason: one_line(&e) };
+        let db_err = |e: sqlx::Error| RegistryError::Db { url: shown.clone(), source: Cause::new(e) };
         let options: AnyConnectOptions = url.parse().map_err(db_err)?;
         let options = options.disable_statement_logging();
         let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, AnyConnection::connect_with(&options))
             .await
             .map_err(|_| RegistryError::Db {
                 url: shown.clone(),
-                reason: format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+                source: Cause::msg(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs())),
             })?
             .map_err(db_err)?;
         migrate(&mut conn, dialect, &shown).await?;
@@ -79,13 +80,14 @@ impl Meta {
     }
 
     fn err(&self, e: sqlx::Error) -> RegistryError {
-        RegistryError::Db { url: self.url.clone(), reason: one_line(&e) }
+        RegistryError::Db { url: self.url.clone(), source: Cause::new(e) }
     }
 
     /// Record a version in one transaction: the next number for the name, the version row and
     /// its artifacts become visible together or not at all.
     pub async fn insert(&self, row: NewRow<'_>) -> Result<u64, RegistryError> {
-        let lineage = serde_json::to_string(row.lineage).map_err(|e| RegistryError::Invalid(e.to_string()))?;
+        let lineage = serde_json::to_string(row.lineage)
+            .map_err(|source| RegistryError::Record { what: "cannot write the lineage record".into(), source })?;
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
         // The upsert takes the write lock (SQLite) or the row lock (PostgreSQL) first, so two
         // registrations of one name serialise here and get distinct numbers.
@@ -222,8 +224,10 @@ impl Meta {
         .await
         .map_err(|e| self.err(e))?;
         let lineage_text: String = r.try_get(4).map_err(|e| self.err(e))?;
-        let lineage: Lineage = serde_json::from_str(&lineage_text)
-            .map_err(|e| RegistryError::Invalid(format!("{name}:{version}: unreadable lineage record: {e}")))?;
+        let lineage: Lineage = serde_json::from_str(&lineage_text).map_err(|source| RegistryError::Record {
+            what: format!("{name}:{version}: unreadable lineage record"),
+            source,
+        })?;
         let arts =
             sqlx::query("SELECT file, sha256, size FROM artifacts WHERE name = $1 AND version = $2 ORDER BY file")
                 .bind(name.to_string())
@@ -339,8 +343,7 @@ impl Meta {
 /// lock (`BEGIN IMMEDIATE`) or a PostgreSQL advisory lock, inside one transaction (DDL is
 /// transactional in both).
 async fn migrate(conn: &mut AnyConnection, dialect: Dialect, url: &str) -> Result<(), RegistryError> {
-    let err =
-        |e: sqlx::Error| RegistryError::Db { url: url.to_string(), reason: format!("migration: {}", one_line(&e)) };
+    let err = |e: sqlx::Error| RegistryError::Db { url: url.to_string(), source: Cause::during("migration", e) };
     let begin = match dialect {
         Dialect::Sqlite => "BEGIN IMMEDIATE",
         Dialect::Postgres => "BEGIN",
@@ -404,10 +407,6 @@ fn statements(sql: &'static str) -> Vec<String> {
 }
 
 /// sqlx errors can span lines (PostgreSQL details); the CLI prints one.
-fn one_line(e: &sqlx::Error) -> String {
-    redact(&e.to_string().replace('\n', " "))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

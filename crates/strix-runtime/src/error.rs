@@ -5,6 +5,11 @@ use thiserror::Error;
 
 use crate::{Backend, Device};
 
+/// The engine's own error (tract's, ONNX Runtime's), kept as the `source()` of ours.
+pub(crate) type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What went wrong loading or running a model. The engine's error, where there is one, is the
+/// `source()`, and is not repeated in the message.
 #[derive(Debug, Error)]
 pub enum RuntimeError {
     #[error("unknown backend `{0}` (choose tract or ort)")]
@@ -19,10 +24,14 @@ pub enum RuntimeError {
     DeviceUnsupported { backend: Backend, device: Device },
 
     #[error(
-        "ONNX Runtime cannot run on {device}: {reason} (a GPU needs the CUDA build of the library, \
+        "ONNX Runtime cannot run on {device} (a GPU needs the CUDA build of the library, \
          onnxruntime/capi/libonnxruntime.so.* from PyPI's `onnxruntime-gpu`, with its CUDA and cuDNN libraries)"
     )]
-    OrtDevice { device: Device, reason: String },
+    OrtDevice {
+        device: Device,
+        #[source]
+        source: Cause,
+    },
 
     #[error("the {0} backend is not in this build of strix; rebuild with `cargo build --features ort`")]
     NotCompiled(Backend),
@@ -33,14 +42,23 @@ pub enum RuntimeError {
     )]
     OrtLibraryUnset,
 
-    #[error("cannot load ONNX Runtime from {path}: {reason}")]
-    OrtLibrary { path: PathBuf, reason: String },
+    #[error("cannot load ONNX Runtime from {path}")]
+    OrtLibrary {
+        path: PathBuf,
+        #[source]
+        source: Cause,
+    },
 
     #[error("{path}: model file not found")]
     ModelMissing { path: PathBuf },
 
-    #[error("{path}: cannot load model with {backend}: {reason}")]
-    Load { path: PathBuf, backend: Backend, reason: String },
+    #[error("{path}: cannot load model with {backend}")]
+    Load {
+        path: PathBuf,
+        backend: Backend,
+        #[source]
+        source: Cause,
+    },
 
     #[error("model takes {expected} input(s), {actual} given")]
     InputCount { expected: usize, actual: usize },
@@ -54,6 +72,10 @@ pub enum RuntimeError {
     #[error("output `{name}` has type {dtype}, which strix does not read")]
     OutputDType { name: String, dtype: String },
 
-    #[error("inference failed in {backend}: {reason}")]
-    Run { backend: Backend, reason: String },
+    #[error("inference failed in {backend}")]
+    Run {
+        backend: Backend,
+        #[source]
+        source: Cause,
+    },
 }

@@ -39,7 +39,7 @@ pub fn inspect(path: &Path) -> Result<OnnxInfo, RuntimeError> {
     let proto = tract_onnx::onnx().proto_model_for_path(path).map_err(|e| RuntimeError::Load {
         path: path.to_path_buf(),
         backend: crate::Backend::Tract,
-        reason: format!("not a readable ONNX file: {e}"),
+        source: e.context("not a readable ONNX file").into(),
     })?;
     let graph = proto.graph.clone().unwrap_or_default();
     let initialized: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();

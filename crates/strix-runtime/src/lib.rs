@@ -17,6 +17,7 @@
 //! ```
 
 mod error;
+pub mod initializer;
 mod inspect;
 #[cfg(feature = "ort")]
 mod onnxruntime;
@@ -212,6 +213,19 @@ pub(crate) fn check_inputs(declared: &[TensorInfo], inputs: &[Tensor]) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_model_tract_cannot_read_keeps_tracts_error_as_the_cause() {
+        let dir = std::env::temp_dir().join(format!("strix-runtime-cause-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("garbage.onnx");
+        std::fs::write(&path, b"\xff\xff not protobuf").unwrap();
+        let err = crate::tract::TractRuntime::new(&RuntimeOptions::default()).load(&path).map(|_| ()).unwrap_err();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(err.to_string(), format!("{}: cannot load model with tract", path.display()));
+        let cause = std::error::Error::source(&err).expect("tract's error kept");
+        assert!(!cause.to_string().is_empty() && !err.to_string().contains(&cause.to_string()), "{err:?}");
+    }
 
     #[test]
     fn backend_names_round_trip() {

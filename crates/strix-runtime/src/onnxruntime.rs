@@ -20,14 +20,14 @@ fn global_environment(path: &Path) -> Result<(Environment, String), RuntimeError
         if loaded != path {
             return Err(RuntimeError::OrtLibrary {
                 path: path.to_path_buf(),
-                reason: format!("this process already loaded ONNX Runtime from {}", loaded.display()),
+                source: format!("this process already loaded ONNX Runtime from {}", loaded.display()).into(),
             });
         }
         return Ok((env.clone(), version.clone()));
     }
-    let lib_err = |reason: String| RuntimeError::OrtLibrary { path: path.to_path_buf(), reason };
-    let builder = ort::init_from(path).map_err(|e| lib_err(e.to_string()))?;
-    let environment = builder.with_name("strix").build().map_err(|e| lib_err(e.to_string()))?;
+    let lib_err = |e: crate::error::Cause| RuntimeError::OrtLibrary { path: path.to_path_buf(), source: e };
+    let builder = ort::init_from(path).map_err(|e| lib_err(e.into()))?;
+    let environment = builder.with_name("strix").build().map_err(|e| lib_err(e.into()))?;
     let version = ort::info()
         .split(|c: char| c == ',' || c.is_whitespace())
         .find_map(|part| part.strip_prefix("git-branch=rel-"))
@@ -50,7 +50,7 @@ impl OrtRuntime {
             _ => return Err(RuntimeError::OrtLibraryUnset),
         };
         if !path.is_file() {
-            return Err(RuntimeError::OrtLibrary { path, reason: "no such file".to_string() });
+            return Err(RuntimeError::OrtLibrary { path, source: "no such file".into() });
         }
         let (environment, version) = global_environment(&path)?;
         Ok(OrtRuntime { environment, threads: options.thread_count(), device: options.device, version })
@@ -95,26 +95,24 @@ fn build_session(
     threads: usize,
     device: Device,
 ) -> Result<OrtSession, RuntimeError> {
-    let load_err = |reason: String| RuntimeError::Load {
-        path: model.to_path_buf(),
-        backend: Backend::Ort,
-        reason: reason.replace('\n', " "),
-    };
+    let load_err =
+        |e: ort::Error| RuntimeError::Load { path: model.to_path_buf(), backend: Backend::Ort, source: e.into() };
+    // The builder's errors carry the builder back; only the error is kept.
     let mut builder = OrtSession::builder(environment)
-        .map_err(|e| load_err(e.to_string()))?
+        .map_err(load_err)?
         .with_optimization_level(GraphOptimizationLevel::Level3)
-        .map_err(|e| load_err(e.to_string()))?
+        .map_err(|e| load_err(e.into()))?
         .with_intra_threads(threads)
-        .map_err(|e| load_err(e.to_string()))?;
+        .map_err(|e| load_err(e.into()))?;
     if let Device::Cuda(id) = device {
         // Fail loudly: ONNX Runtime's default is to fall back to the CPU in silence, and a GPU
         // run that is a CPU run is what nobody asked for.
         let cuda = ort::ep::CUDA::default().with_device_id(id as i32).build().error_on_failure();
         builder = builder
             .with_execution_providers([cuda])
-            .map_err(|e| RuntimeError::OrtDevice { device, reason: e.to_string().replace('\n', " ") })?;
+            .map_err(|e| RuntimeError::OrtDevice { device, source: ort::Error::<()>::from(e).into() })?;
     }
-    builder.commit_from_file(model).map_err(|e| load_err(e.to_string()))
+    builder.commit_from_file(model).map_err(load_err)
 }
 
 fn describe(name: &str, ty: &ValueType) -> TensorInfo {
@@ -171,8 +169,8 @@ struct OrtModel {
 /// Idle sessions kept at most; beyond this, sessions finishing a run are dropped.
 const IDLE_SESSIONS: usize = 16;
 
-fn run_err(e: impl std::fmt::Display) -> RuntimeError {
-    RuntimeError::Run { backend: Backend::Ort, reason: e.to_string().replace('\n', " ") }
+fn run_err(e: impl Into<crate::error::Cause>) -> RuntimeError {
+    RuntimeError::Run { backend: Backend::Ort, source: e.into() }
 }
 
 impl Session for OrtModel {

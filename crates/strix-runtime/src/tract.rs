@@ -62,7 +62,7 @@ impl Runtime for TractRuntime {
         let load_err = |e: tp::TractError| RuntimeError::Load {
             path: model.to_path_buf(),
             backend: Backend::Tract,
-            reason: format!("{e:#}").replace('\n', " "),
+            source: e.into(),
         };
         let mut inference = tract_onnx::onnx().model_for_path(model).map_err(load_err)?;
         name_unknown_input_dims(&mut inference).map_err(load_err)?;
@@ -233,7 +233,7 @@ struct TractSession {
 
 impl TractSession {
     fn run_err(e: tp::TractError) -> RuntimeError {
-        RuntimeError::Run { backend: Backend::Tract, reason: format!("{e:#}").replace('\n', " ") }
+        RuntimeError::Run { backend: Backend::Tract, source: e.into() }
     }
 }
 
@@ -289,7 +289,7 @@ fn from_tract(t: &tp::Tensor, name: &str) -> Result<Tensor, RuntimeError> {
             return Err(RuntimeError::OutputDType { name: name.to_string(), dtype: format!("{other:?}") });
         }
     };
-    Tensor::new(shape, data).map_err(|e| RuntimeError::Run { backend: Backend::Tract, reason: e.to_string() })
+    Tensor::new(shape, data).map_err(|e| RuntimeError::Run { backend: Backend::Tract, source: e.into() })
 }
 
 fn plain<T: tp::Datum + Copy>(t: &tp::Tensor) -> tp::TractResult<Vec<T>> {

@@ -8,7 +8,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::ApiError;
-use crate::app::ServeState;
+use crate::state::ServeState;
 
 /// API keys, compared in constant time on their digests (so neither content nor length
 /// leaks); the answer never says whether the key was missing or wrong.

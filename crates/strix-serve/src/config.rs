@@ -117,8 +117,8 @@ impl Limits {
 
 impl ServeConfig {
     pub fn from_toml(text: &str, origin: &Path) -> Result<ServeConfig, ServeError> {
-        let cfg: ServeConfig = toml::from_str(text)
-            .map_err(|e| ServeError::Config(format!("{}: {}", origin.display(), e.to_string().trim())))?;
+        let cfg: ServeConfig =
+            toml::from_str(text).map_err(|source| ServeError::ConfigFile { path: origin.to_path_buf(), source })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -126,7 +126,8 @@ impl ServeConfig {
     /// The keys of `api_key_file` (none when it is not set); a set file with no key is an error.
     pub fn api_keys(&self) -> Result<Vec<String>, ServeError> {
         let Some(path) = &self.api_key_file else { return Ok(Vec::new()) };
-        let text = std::fs::read_to_string(path).map_err(|e| ServeError::Config(format!("{}: {e}", path.display())))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ServeError::KeyFile { path: path.to_path_buf(), source })?;
         let keys: Vec<String> =
             text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect();
         if keys.is_empty() {
@@ -174,7 +175,9 @@ batching = { max_batch = 4, max_delay_ms = 2, queue = 8, timeout_ms = 1000, work
         assert_eq!((cfg.port, cfg.batching.max_batch, cfg.batching.queue), (9000, 16, 64));
         assert_eq!(cfg.models[1].batching.unwrap().max_batch, 4);
         let err = ServeConfig::from_toml("prot = 1", Path::new("serve.toml")).unwrap_err();
-        assert!(err.to_string().contains("unknown field `prot`"), "{err}");
+        assert_eq!(err.to_string(), "serve config serve.toml");
+        let cause = std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default();
+        assert!(cause.contains("unknown field `prot`"), "{cause}");
         assert!(ServeConfig::from_toml("[batching]\nqueue = 0", Path::new("s.toml")).is_err());
     }
 }

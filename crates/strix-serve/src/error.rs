@@ -1,16 +1,38 @@
+use std::path::PathBuf;
+
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-/// Errors of setting up a server.
+/// Errors of setting up and running a server. The underlying error, where there is one, is
+/// the `source()`, not repeated in the message.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// A setting out of range, or two that do not fit together.
     #[error("serve config: {0}")]
     Config(String),
-    #[error("cannot listen on {addr}: {reason}")]
-    Bind { addr: String, reason: String },
-    #[error("server: {0}")]
-    Io(String),
+    /// A settings file that is not valid TOML or names an unknown field.
+    #[error("serve config {}", path.display())]
+    ConfigFile {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    /// The API key file could not be read.
+    #[error("cannot read the API key file {}", path.display())]
+    KeyFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("server")]
+    Io(#[source] std::io::Error),
 }
 
 /// An error answer: `{"error": {"code", "message"}}` with its HTTP status. Codes are the
@@ -40,5 +62,36 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
+    }
+}
+
+/// An error and its causes in one line (`outer: inner: ...`): what a client or the log needs,
+/// now that errors keep their causes as `source()` instead of in their message.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let cause_text = cause.to_string();
+        // A wrapper that repeats its cause in its message adds nothing.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        next = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_names_every_cause_once() {
+        let io = std::io::Error::other("disk on fire");
+        let e = ServeError::Io(io);
+        assert_eq!(chain(&e), "server: disk on fire");
+        let e = ServeError::Config("bad".into());
+        assert_eq!(chain(&e), "serve config: bad");
     }
 }

@@ -12,7 +12,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use strix_catalog::{Catalog, Engine, FollowEvent, Follower};
 
-use crate::{ApiError, ServeState};
+use crate::ApiError;
+use crate::state::ServeState;
 
 impl ServeState {
     /// Start following every model whose reference can move (`NAME@alias`, or a bare registry

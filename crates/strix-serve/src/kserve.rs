@@ -24,9 +24,10 @@ use serde_json::{Map, Value, json};
 use strix_core::{DType, Tensor, TensorData, TensorInfo};
 use tokio::sync::oneshot;
 
-use crate::app::{DecodeSlot, Loaded, ServedModel, checked_body, queue_and_wait, queue_full};
+use crate::ApiError;
 use crate::batcher::{Job, RawRefused};
-use crate::{ApiError, ServeState};
+use crate::inference::{checked_body, queue_and_wait, queue_full};
+use crate::state::{DecodeSlot, Loaded, MODEL_VERSION, ServeState, ServedModel};
 
 /// The binary extension's header: how many leading bytes of the body are the JSON part.
 const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -53,7 +54,7 @@ pub(crate) fn routes() -> Router<Arc<ServeState>> {
         .route("/v2/models/{name}/versions/{version}/ready", get(ready))
 }
 
-/// Inference routes: each takes a decode slot (see [`crate::app`]) and holds it until its
+/// Inference routes: each takes a decode slot (see [`crate::routes`]) and holds it until its
 /// tensors are read, since a JSON body of small numbers takes many times its size to parse.
 pub(crate) fn infer_routes() -> Router<Arc<ServeState>> {
     Router::new()
@@ -674,7 +675,7 @@ fn respond(
         response.headers_mut().insert(HEADER_LENGTH, HeaderValue::from(json_len));
     }
     if let Ok(v) = HeaderValue::from_str(head.label) {
-        response.headers_mut().insert(crate::app::MODEL_VERSION, v);
+        response.headers_mut().insert(MODEL_VERSION, v);
     }
     Ok(response)
 }

@@ -28,22 +28,27 @@
 //! [`app`] builds the router, so tests drive it in-process; [`serve`] runs it until a shutdown
 //! signal, then drains what is in flight.
 
-mod app;
+// Layers, each importing only those below it: routes -> handlers (kserve, rekognition,
+// follow, auth) -> inference -> state.
 mod auth;
 mod batcher;
 mod config;
 mod error;
 mod follow;
+mod inference;
 mod kserve;
 mod metrics;
 mod rekognition;
+mod routes;
+mod state;
 
 use std::future::Future;
 use std::sync::Arc;
 
-pub use app::{ServeState, ServedModel, app};
 pub use config::{Batching, Limits, ModelConfig, ServeConfig};
 pub use error::{ApiError, ServeError};
+pub use routes::app;
+pub use state::{ServeState, ServedModel};
 
 /// Serve `state` on `listener` until `shutdown` resolves; requests in flight finish first,
 /// within the drain deadline of `connections`.
@@ -67,5 +72,5 @@ pub async fn serve(
     while !state.settled() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    served.map_err(|e| ServeError::Io(e.to_string()))
+    served.map_err(ServeError::Io)
 }

@@ -1,5 +1,5 @@
 //! Prometheus metrics (`GET /metrics`): requests by model and status, latency and batch-size
-//! histograms per model, queue depth.
+//! histograms per model, queue depth, decodes by scale, and what the capture tap dropped.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -30,6 +30,19 @@ struct ReloadLabels {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecodeLabels {
+    model: String,
+    /// The share of each side decoded: `1`, or `1/2`, `1/4`, `1/8` with `--fast-decode`.
+    scale: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TapLabels {
+    /// Why the tap skipped samples it had picked (`busy`, `full`, `failed`).
+    reason: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     // 1 ms to ~33 s.
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
@@ -47,6 +60,8 @@ pub struct Metrics {
     latency: Family<ModelLabels, Histogram, fn() -> Histogram>,
     queue: Family<ModelLabels, Gauge>,
     reloads: Family<ReloadLabels, Counter>,
+    decodes: Family<DecodeLabels, Counter>,
+    tap_dropped: Family<TapLabels, Gauge>,
 }
 
 impl Metrics {
@@ -70,6 +85,14 @@ impl Metrics {
             "New versions of followed models: swapped in, refused, or registry checks that failed",
             reloads.clone(),
         );
+        let decodes = Family::<DecodeLabels, Counter>::default();
+        registry.register("decodes", "Images decoded, by model and the share of each side decoded", decodes.clone());
+        let tap_dropped = Family::<TapLabels, Gauge>::default();
+        registry.register(
+            "capture_dropped",
+            "Samples the capture picked but did not keep (writer behind, project full, write failed)",
+            tap_dropped.clone(),
+        );
         for (model, histogram) in batch_sizes {
             registry.sub_registry_with_label((Cow::Borrowed("model"), Cow::Owned(model.clone()))).register(
                 "batch_size",
@@ -77,7 +100,7 @@ impl Metrics {
                 histogram.clone(),
             );
         }
-        Metrics { registry, requests, latency, queue, reloads }
+        Metrics { registry, requests, latency, queue, reloads, decodes, tap_dropped }
     }
 
     /// Count an answer. `model` is `None` for requests that named no served model (so
@@ -95,10 +118,24 @@ impl Metrics {
         self.reloads.get_or_create(&ReloadLabels { model: model.to_string(), outcome }).inc();
     }
 
-    /// The text exposition, with queue depths as they are now.
-    pub fn render(&self, depths: impl Iterator<Item = (String, usize)>) -> String {
+    /// Count a decode of `model`'s input at 1/`denominator` of each side (1: whole).
+    pub fn decode(&self, model: &str, denominator: u32) {
+        let scale = match denominator {
+            0 | 1 => "1",
+            2 => "1/2",
+            3 | 4 => "1/4",
+            _ => "1/8",
+        };
+        self.decodes.get_or_create(&DecodeLabels { model: model.to_string(), scale }).inc();
+    }
+
+    /// The text exposition, with queue depths and the tap's drops as they are now.
+    pub fn render(&self, depths: impl Iterator<Item = (String, usize)>, tap_dropped: &[(&'static str, u64)]) -> String {
         for (model, depth) in depths {
             self.queue.get_or_create(&ModelLabels { model }).set(depth as i64);
+        }
+        for &(reason, count) in tap_dropped {
+            self.tap_dropped.get_or_create(&TapLabels { reason }).set(i64::try_from(count).unwrap_or(i64::MAX));
         }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
@@ -120,7 +157,9 @@ mod tests {
         m.request(Some("trash"), 200, Duration::from_millis(12));
         m.request(None, 404, Duration::from_millis(1));
         m.reload("trash", "refused");
-        let text = m.render([("trash".to_string(), 3)].into_iter());
+        m.decode("trash", 1);
+        m.decode("trash", 4);
+        let text = m.render([("trash".to_string(), 3)].into_iter(), &[("busy", 2)]);
         for want in [
             "strix_requests_total{model=\"trash\",status=\"200\"} 1",
             "strix_requests_total{model=\"-\",status=\"404\"} 1",
@@ -128,6 +167,9 @@ mod tests {
             "strix_queue_depth{model=\"trash\"} 3",
             "strix_batch_size_count{model=\"trash\"} 1",
             "strix_model_reloads_total{model=\"trash\",outcome=\"refused\"} 1",
+            "strix_decodes_total{model=\"trash\",scale=\"1\"} 1",
+            "strix_decodes_total{model=\"trash\",scale=\"1/4\"} 1",
+            "strix_capture_dropped{reason=\"busy\"} 2",
         ] {
             assert!(text.contains(want), "{want} missing from:\n{text}");
         }

@@ -14,7 +14,8 @@ use strix_pipeline::rekognition::Response as Answer;
 use strix_zoo::Task;
 
 use crate::ApiError;
-use crate::app::{DecodeSlot, JsonImage, ServeState, base64_image, checked_body, infer, internal};
+use crate::inference::{JsonImage, base64_image, checked_body, infer, internal};
+use crate::state::{DecodeSlot, MODEL_VERSION, ServeState};
 
 /// The Rekognition actions `POST /` answers, by `X-Amz-Target`, and the tasks that can serve
 /// each.
@@ -77,10 +78,8 @@ pub async fn answer(
             labels.retain(|l| l["Confidence"].as_f64().is_some_and(|c| c >= min));
             labels.truncate(request.max_labels.unwrap_or(usize::MAX));
         }
-        let headers = [
-            (header::CONTENT_TYPE.as_str(), "application/x-amz-json-1.1".to_string()),
-            (crate::app::MODEL_VERSION, version),
-        ];
+        let headers =
+            [(header::CONTENT_TYPE.as_str(), "application/x-amz-json-1.1".to_string()), (MODEL_VERSION, version)];
         Ok((headers, answer.to_string()).into_response())
     }
     .await;

@@ -3,36 +3,11 @@
 
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::TrainError;
-use crate::metrics::EpochMetrics;
 
-/// Write `bytes` to `path` atomically.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    strix_core::fs::write_atomic(path, bytes).map_err(TrainError::io(path))
-}
-
-/// Where training stands: enough, with the model and optimizer, to continue exactly.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct TrainState {
-    /// The epoch in progress (0-based) and how many of its batches are done.
-    pub epoch: usize,
-    pub batch_in_epoch: usize,
-    pub global_step: u64,
-    /// Running sums of the epoch in progress.
-    pub loss_sum: f64,
-    pub correct: u64,
-    pub seen: u64,
-    pub seconds_in_epoch: f64,
-    pub history: Vec<EpochMetrics>,
-    pub best: Option<f64>,
-    pub best_epoch: Option<usize>,
-    pub stale_epochs: usize,
-    pub stopped_early: bool,
-    /// `(image, reason)` of training images that could not be read.
-    pub skipped: Vec<(String, String)>,
-}
+pub use crate::files::write_atomic;
 
 const MAGIC: &[u8; 8] = b"STRIXCK1";
 
@@ -92,7 +67,7 @@ pub fn save_run<S: Serialize, M: burn::module::Module>(
     optim: &burn::optim::ModuleOptimizer,
 ) -> Result<(), TrainError> {
     let optim_bytes = optim.into_bytes().map_err(|e| TrainError::Invalid(e.to_string()))?;
-    save(&dir.join(crate::train::CHECKPOINT_FILE), state, &module_bytes(model)?, &optim_bytes)
+    save(&dir.join(crate::files::CHECKPOINT_FILE), state, &module_bytes(model)?, &optim_bytes)
 }
 
 /// What `dir/last.ckpt` holds: the state, the model's bytes (for [`load_module`]) and
@@ -101,7 +76,7 @@ pub fn load_run<S: serde::de::DeserializeOwned>(
     dir: &Path,
     optim: burn::optim::ModuleOptimizer,
 ) -> Result<(S, Vec<u8>, burn::optim::ModuleOptimizer, std::path::PathBuf), TrainError> {
-    let ckpt = dir.join(crate::train::CHECKPOINT_FILE);
+    let ckpt = dir.join(crate::files::CHECKPOINT_FILE);
     if !ckpt.exists() {
         return Err(TrainError::Checkpoint { path: ckpt, reason: "no checkpoint yet: start the run again".into() });
     }
@@ -112,25 +87,24 @@ pub fn load_run<S: serde::de::DeserializeOwned>(
     Ok((state, model, optim, ckpt))
 }
 
+/// `best.bpk`'s bytes and its path.
+pub fn read_best_bytes(run_dir: &Path) -> Result<(Vec<u8>, std::path::PathBuf), TrainError> {
+    let best = run_dir.join(crate::files::BEST_FILE);
+    let bytes = std::fs::read(&best).map_err(TrainError::io(&best))?;
+    Ok((bytes, best))
+}
+
 /// The best model of a run folder: its description (`model.json`) and `best.bpk`'s bytes with
 /// the path they came from (for [`load_module`]).
 pub fn read_best<S: serde::de::DeserializeOwned>(
     run_dir: &Path,
 ) -> Result<(S, Vec<u8>, std::path::PathBuf), TrainError> {
-    let meta = run_dir.join(crate::train::MODEL_FILE);
+    let meta = run_dir.join(crate::files::MODEL_FILE);
     let text = std::fs::read_to_string(&meta).map_err(TrainError::io(&meta))?;
     let saved: S = serde_json::from_str(&text)
         .map_err(|e| TrainError::Checkpoint { path: meta.clone(), reason: e.to_string() })?;
-    let best = run_dir.join(crate::train::BEST_FILE);
-    let bytes = std::fs::read(&best).map_err(TrainError::io(&best))?;
+    let (bytes, best) = read_best_bytes(run_dir)?;
     Ok((saved, bytes, best))
-}
-
-/// `dir/train.log`, opened for appending (a resumed run continues it).
-pub fn open_log(dir: &Path) -> Result<std::fs::File, TrainError> {
-    std::fs::create_dir_all(dir).map_err(TrainError::io(dir))?;
-    let path = dir.join(crate::train::LOG_FILE);
-    std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(TrainError::io(&path))
 }
 
 #[cfg(test)]
@@ -141,13 +115,12 @@ mod tests {
     fn round_trip_and_truncation_detected() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("last.ckpt");
-        let st = TrainState { epoch: 2, batch_in_epoch: 5, ..Default::default() };
-        save(&p, &st, b"model", b"opt").unwrap();
-        let (s, m, o) = load::<TrainState>(&p).unwrap();
-        assert_eq!((s.epoch, s.batch_in_epoch, &m[..], &o[..]), (2, 5, &b"model"[..], &b"opt"[..]));
+        save(&p, &(2, 5), b"model", b"opt").unwrap();
+        let (s, m, o) = load::<(usize, usize)>(&p).unwrap();
+        assert_eq!((s, &m[..], &o[..]), ((2, 5), &b"model"[..], &b"opt"[..]));
         let bytes = std::fs::read(&p).unwrap();
         std::fs::write(&p, &bytes[..bytes.len() - 2]).unwrap();
-        assert!(load::<TrainState>(&p).unwrap_err().to_string().contains("truncated"));
+        assert!(load::<(usize, usize)>(&p).unwrap_err().to_string().contains("truncated"));
         assert!(!d.path().join(".last.ckpt.tmp").exists());
     }
 }

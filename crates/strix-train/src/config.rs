@@ -265,23 +265,6 @@ impl TrainConfig {
             .map_err(|e| TrainError::Serialize { what: "the run's config", source: Box::new(e) })
     }
 
-    /// Settings whose default differs by task, as a layer under the config file and the
-    /// flags: a detector needs a backbone with strides 8-32, smaller batches of larger images
-    /// and the AdamW settings of NanoDet-Plus.
-    pub fn task_defaults(task: Task) -> toml::Table {
-        let mut t = toml::Table::new();
-        if task == Task::Detect {
-            t.insert("model".into(), Arch::EfficientnetLite0.name().into());
-            t.insert("image_size".into(), toml::Value::Integer(320));
-            t.insert("batch_size".into(), toml::Value::Integer(16));
-            t.insert("epochs".into(), toml::Value::Integer(30));
-            t.insert("weight_decay".into(), toml::Value::Float(0.05));
-            t.insert("warmup_epochs".into(), toml::Value::Float(1.0));
-            t.insert("early_stopping".into(), toml::Value::Integer(10));
-        }
-        t
-    }
-
     pub fn mode(&self) -> Mode {
         self.mode.unwrap_or(if self.pretrained.is_some() { Mode::FineTune } else { Mode::Scratch })
     }
@@ -324,9 +307,6 @@ impl TrainConfig {
                 "box_scale must be [low, high] with 0 < low <= high, translate in [0, 0.5); got {:?} and {}",
                 self.box_scale, self.translate
             ));
-        }
-        if !matches!(self.task, Task::Classify | Task::Detect) {
-            return bad(format!("strix trains classify and detect models, not {}", self.task.as_str()));
         }
         if let Some(c) = self.channels
             && c != 1

@@ -29,6 +29,40 @@ use burn::tensor::ops::ConvOptions;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
+/// A kernel of this module, forward or backward: what [`calls`] counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    Depthwise,
+    DepthwiseGrad,
+    Conv,
+    ConvGrad,
+    BatchNorm,
+    BatchNormGrad,
+    Relu6,
+    Relu6Grad,
+    MaxPool,
+    MaxPoolGrad,
+}
+
+thread_local! {
+    static CALLS: std::cell::Cell<[u64; 10]> = const { std::cell::Cell::new([0; 10]) };
+}
+
+fn count(k: Kernel) {
+    CALLS.with(|c| {
+        let mut v = c.get();
+        v[k as usize] += 1;
+        c.set(v);
+    });
+}
+
+/// How often `kernel` ran on this thread. The wrappers fall back to burn's ops off Flex or
+/// for shapes the kernels do not take; comparing them with burn then compares burn with
+/// itself, so the tests (and a profile) check this count moved.
+pub fn calls(kernel: Kernel) -> u64 {
+    CALLS.with(|c| c.get()[kernel as usize])
+}
+
 #[backend_extension(Flex, Autodiff)]
 pub trait TrainKernels: Backend {
     /// Depthwise 2-D convolution (one filter per channel, no bias).
@@ -86,6 +120,7 @@ impl Backward<Flex, 3> for BatchNormBackward {
     type State = (FlexTensor, FlexTensor, FlexTensor, FlexTensor, f64);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        count(Kernel::BatchNormGrad);
         let [node_x, node_gamma, node_beta] = ops.parents;
         let grad = grads.consume::<Flex>(&ops.node);
         let (x, gamma, mean, var, epsilon) = ops.state;
@@ -109,6 +144,7 @@ impl Backward<Flex, 2> for DepthwiseBackward {
     type State = (FlexTensor, FlexTensor, ConvOptions<2>);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        count(Kernel::DepthwiseGrad);
         let [node_x, node_w] = ops.parents;
         let grad = grads.consume::<Flex>(&ops.node);
         let (x, w, options) = ops.state;
@@ -129,6 +165,7 @@ impl Backward<Flex, 2> for ConvBackward {
     type State = (FlexTensor, FlexTensor, Geometry);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        count(Kernel::ConvGrad);
         let [node_x, node_w] = ops.parents;
         let grad = grads.consume::<Flex>(&ops.node);
         let (x, w, g) = ops.state;
@@ -152,6 +189,7 @@ impl Backward<Flex, 1> for Relu6Backward {
     type State = FlexTensor;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        count(Kernel::Relu6Grad);
         let [node] = ops.parents;
         let grad = grads.consume::<Flex>(&ops.node);
         if let Some(node) = node {
@@ -168,6 +206,7 @@ impl Backward<Flex, 1> for MaxPoolBackward {
     type State = (std::sync::Arc<Vec<u32>>, Vec<usize>);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        count(Kernel::MaxPoolGrad);
         let [node] = ops.parents;
         let grad = grads.consume::<Flex>(&ops.node);
         let (indices, shape) = ops.state;
@@ -540,6 +579,7 @@ pub fn depthwise_conv2d(x: Tensor<4>, weight: Tensor<4>, options: ConvOptions<2>
     if !on_flex(&x) || options.dilation != [1, 1] {
         return burn::tensor::module::conv2d(x, weight, None, options);
     }
+    count(Kernel::Depthwise);
     Tensor::from_dispatch(<Dispatch as TrainKernels>::depthwise_conv2d(
         x.into_dispatch(),
         weight.into_dispatch(),
@@ -557,6 +597,7 @@ pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, options:
         return burn::tensor::module::conv2d(x, weight, bias, options);
     }
     let co = weight.dims()[0];
+    count(Kernel::Conv);
     let y: Tensor<4> = Tensor::from_dispatch(<Dispatch as TrainKernels>::conv2d_dense(
         x.into_dispatch(),
         weight.into_dispatch(),
@@ -577,6 +618,7 @@ pub fn batch_norm(bn: &burn::nn::BatchNorm, x: Tensor<4>) -> Tensor<4> {
     if !(on_flex(&x) && x.device().is_autodiff() && bn.training.is_enabled()) {
         return bn.forward(x);
     }
+    count(Kernel::BatchNorm);
     let (out, mean, var) = <Dispatch as TrainKernels>::batch_norm_train(
         x.into_dispatch(),
         bn.gamma.val().into_dispatch(),
@@ -607,6 +649,7 @@ pub fn max_pool2d(x: Tensor<4>, window: Window) -> Tensor<4> {
     if !on_flex(&x) || window.output(h).is_none() || window.output(w).is_none() || h * w > u32::MAX as usize {
         return burn::tensor::module::max_pool2d(x, window.options());
     }
+    count(Kernel::MaxPool);
     Tensor::from_dispatch(<Dispatch as TrainKernels>::max_pool2d(x.into_dispatch(), window))
 }
 
@@ -615,6 +658,7 @@ pub fn relu6(x: Tensor<4>) -> Tensor<4> {
     if !on_flex(&x) {
         return x.clamp(0.0, 6.0);
     }
+    count(Kernel::Relu6);
     Tensor::from_dispatch(<Dispatch as TrainKernels>::relu6(x.into_dispatch()))
 }
 
@@ -630,6 +674,17 @@ mod tests {
 
     fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    /// `f()`, checking that each of `kernels` ran in it (forward and backward): a wrapper that
+    /// fell back to burn would compare burn with burn.
+    fn ran<R>(kernels: &[Kernel], f: impl FnOnce() -> R) -> R {
+        let before: Vec<u64> = kernels.iter().map(|&k| calls(k)).collect();
+        let out = f();
+        for (&k, b) in kernels.iter().zip(before) {
+            assert!(calls(k) > b, "{k:?} did not run: the wrapper fell back to burn");
+        }
+        out
     }
 
     fn max_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -663,7 +718,7 @@ mod tests {
                 let grads = (y.clone() * upstream.clone()).sum().backward();
                 (host(y), host(x.grad(&grads).unwrap()), host(w.grad(&grads).unwrap()))
             };
-            let (fast, slow) = (run(true), run(false));
+            let (fast, slow) = (ran(&[Kernel::Depthwise, Kernel::DepthwiseGrad], || run(true)), run(false));
             let scale = slow.2.iter().fold(1f32, |m, v| m.max(v.abs()));
             assert!(max_diff(&fast.0, &slow.0) < 1e-5, "forward, k {k} stride {stride}");
             assert!(max_diff(&fast.1, &slow.1) < 1e-5, "input gradient, k {k} stride {stride}");
@@ -694,7 +749,7 @@ mod tests {
                 [host(bn.running_mean.value()), host(bn.running_var.value())],
             )
         };
-        let (fast, slow) = (run(true), run(false));
+        let (fast, slow) = (ran(&[Kernel::BatchNorm, Kernel::BatchNormGrad], || run(true)), run(false));
         for (what, (a, b)) in
             ["output", "input gradient", "gamma gradient", "beta gradient"].iter().zip(fast.0.iter().zip(&slow.0))
         {
@@ -750,7 +805,7 @@ mod tests {
                     let db = b.and_then(|b| b.grad(&grads)).map(host);
                     (y.dims(), host(y), dx, host(w.grad(&grads).unwrap()), db)
                 };
-                let (fast, slow) = (run(true), run(false));
+                let (fast, slow) = (ran(&[Kernel::Conv, Kernel::ConvGrad], || run(true)), run(false));
                 let case = format!("c {c} k {k} stride {stride} {padding:?}, input gradient {input_grad}");
                 let close = |a: &[f32], b: &[f32], what: &str| {
                     let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
@@ -793,7 +848,7 @@ mod tests {
                 let grads = (y.clone() * upstream.clone()).sum().backward();
                 (y.dims(), host(y), host(x.grad(&grads).unwrap()))
             };
-            let (fast, slow) = (run(true), run(false));
+            let (fast, slow) = (ran(&[Kernel::MaxPool, Kernel::MaxPoolGrad], || run(true)), run(false));
             assert_eq!(fast.0, slow.0, "shape, {window:?}");
             assert_eq!(fast.1, slow.1, "output, {window:?}");
             assert!(max_diff(&fast.2, &slow.2) < 1e-6, "input gradient, {window:?}");
@@ -820,7 +875,7 @@ mod tests {
             let grads = (y.clone() * upstream.clone()).sum().backward();
             (host(y), host(x.grad(&grads).unwrap()))
         };
-        let (fast, slow) = (run(true), run(false));
+        let (fast, slow) = (ran(&[Kernel::Relu6, Kernel::Relu6Grad], || run(true)), run(false));
         assert_eq!(fast.0, slow.0);
         assert!(max_diff(&fast.1, &slow.1) < 1e-6);
         assert!(fast.0.contains(&6.0) && fast.0.contains(&0.0), "both bounds are hit");

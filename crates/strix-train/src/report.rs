@@ -13,8 +13,10 @@ use strix_vision::draw::text;
 
 use crate::TrainError;
 use crate::config::TrainConfig;
+use crate::lifecycle::Outcome;
+use crate::metrics::{EpochMetrics, Evaluation};
 use crate::plot::{self, BLUE, ORANGE};
-use crate::train::Outcome;
+use crate::summary::{RunSummary, Stopped};
 
 pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
@@ -28,7 +30,7 @@ pub(crate) fn save_png(img: &RgbImage, path: &Path) -> Result<(), TrainError> {
 }
 
 /// A grid of the worst-classified images with "true -> predicted (p)" under each.
-fn worst_grid(set: &Arc<ImageSet>, outcome: &Outcome) -> Option<RgbImage> {
+fn worst_grid(set: &Arc<ImageSet>, outcome: &Outcome<EpochMetrics, Evaluation>) -> Option<RgbImage> {
     let worst = &outcome.val.worst;
     if worst.is_empty() {
         return None;
@@ -94,9 +96,40 @@ pub(crate) fn tail(html: &mut String, cfg: &TrainConfig) {
     );
 }
 
-pub fn write(dir: &Path, cfg: &TrainConfig, outcome: &Outcome, val: &Arc<ImageSet>) -> Result<(), TrainError> {
+/// The report's opening from the run's summary: model, epochs, best epoch, why it stopped, the
+/// best model's scores. Both tasks' reports start with it.
+pub(crate) fn summary_html(html: &mut String, what: &str, cfg: &TrainConfig, s: &RunSummary) {
+    let stopped = match &s.stopped {
+        Stopped::Completed => String::new(),
+        Stopped::EarlyStopping { patience } => {
+            format!(" (stopped early: no better {} for {patience} epochs)", s.objective.metric)
+        }
+        Stopped::Observer { reason } => format!(" (stopped: {reason})"),
+    };
+    let _ = write!(
+        html,
+        "<p>{what} <b>{}</b> ({:?}), {} epochs run, best epoch {}{}.</p><ul><li>validation <b>{}</b></li>",
+        esc(cfg.model.name()),
+        cfg.mode(),
+        s.epochs_run,
+        s.best_epoch.map_or("-".into(), |e| e.to_string()),
+        esc(&stopped),
+        esc(&s.val.to_string()),
+    );
+    if let Some(t) = &s.test {
+        let _ = write!(html, "<li>test <b>{}</b></li>", esc(&t.to_string()));
+    }
+}
+
+pub fn write(
+    dir: &Path,
+    cfg: &TrainConfig,
+    outcome: &Outcome<EpochMetrics, Evaluation>,
+    summary: &RunSummary,
+    val: &Arc<ImageSet>,
+) -> Result<(), TrainError> {
     let h = &outcome.history;
-    let col = |f: fn(&crate::metrics::EpochMetrics) -> f64| h.iter().map(f).collect::<Vec<f64>>();
+    let col = |f: fn(&EpochMetrics) -> f64| h.iter().map(f).collect::<Vec<f64>>();
     save_png(
         &plot::lines(
             "loss",
@@ -120,30 +153,8 @@ pub fn write(dir: &Path, cfg: &TrainConfig, outcome: &Outcome, val: &Arc<ImageSe
     }
 
     let mut html = head(dir);
+    summary_html(&mut html, "Model", cfg, summary);
     let v = &outcome.val;
-    let _ = write!(
-        html,
-        "<p>Model <b>{}</b> ({:?}), {} epochs run, best epoch {}{}.</p><ul>\
-         <li>validation accuracy <b>{:.2}%</b>, top-5 {:.2}%, loss {:.4} ({} images)</li>",
-        esc(cfg.model.name()),
-        cfg.mode(),
-        h.len(),
-        outcome.best_epoch.map_or("-".into(), |e| e.to_string()),
-        if outcome.stopped_early { " (stopped early)" } else { "" },
-        100.0 * v.accuracy,
-        100.0 * v.top5,
-        v.loss,
-        v.images
-    );
-    if let Some(t) = &outcome.test {
-        let _ = write!(
-            html,
-            "<li>test accuracy <b>{:.2}%</b>, top-5 {:.2}% ({} images)</li>",
-            100.0 * t.accuracy,
-            100.0 * t.top5,
-            t.images
-        );
-    }
     if let Some(last) = h.last() {
         let _ = write!(html, "<li>last epoch: {:.1} s, {:.0} images/s</li>", last.seconds, last.images_per_second);
     }
@@ -188,5 +199,5 @@ pub fn write(dir: &Path, cfg: &TrainConfig, outcome: &Outcome, val: &Arc<ImageSe
         outcome.skipped.iter().chain(&v.unreadable).map(|(n, r)| format!("{n}: {r}")).collect();
     problems(&mut html, "Unreadable images", "Skipped; training went on without them.", &unreadable);
     tail(&mut html, cfg);
-    crate::checkpoint::write_atomic(&dir.join(crate::train::REPORT_FILE), html.as_bytes())
+    crate::checkpoint::write_atomic(&dir.join(crate::files::REPORT_FILE), html.as_bytes())
 }

@@ -9,6 +9,7 @@ use burn::module::{Param, RunningState};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::Distribution;
+use strix_runtime::initializer::float_tensor;
 
 use crate::TrainError;
 
@@ -25,18 +26,7 @@ pub struct Weights {
 }
 
 impl Weights {
-    /// A `.safetensors` state dict, or an `.onnx` inference export of EfficientNet-Lite0 (the
-    /// zoo's `efficientnet_lite0`, batch norm folded).
-    pub fn open(path: &Path) -> Result<Weights, TrainError> {
-        let onnx = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
-        if onnx {
-            let (layers, fc) = crate::models::efficientnet::export_layers();
-            return Weights::open_folded_onnx(path, &layers, fc, crate::models::efficientnet::BN_EPS);
-        }
-        Weights::open_safetensors(path)
-    }
-
-    fn open_safetensors(path: &Path) -> Result<Weights, TrainError> {
+    pub(crate) fn open_safetensors(path: &Path) -> Result<Weights, TrainError> {
         let bytes = std::fs::read(path).map_err(TrainError::io(path))?;
         let bad = |reason: String| TrainError::Weights { path: path.into(), reason };
         let st =
@@ -63,7 +53,7 @@ impl Weights {
     /// An inference ONNX whose `Conv` nodes, in graph order, are `layers` (`(conv, batch
     /// norm)` names) with each batch norm folded into its conv, and whose `Gemm`, if any, is
     /// the linear layer `fc`.
-    pub fn open_folded_onnx(
+    pub(crate) fn open_folded_onnx(
         path: &Path,
         layers: &[(String, String)],
         fc: &str,
@@ -79,7 +69,7 @@ impl Weights {
             graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
         let init = |name: &str| -> Result<(Vec<usize>, Vec<f32>), TrainError> {
             let t = inits.get(name).ok_or_else(|| bad(format!("'{name}' is not an initializer")))?;
-            onnx_floats(t).map_err(|reason| bad(format!("initializer '{name}': {reason}")))
+            float_tensor(t).map(|t| (t.shape, t.data)).map_err(|e| bad(e.to_string()))
         };
         let convs: Vec<_> = graph.node.iter().filter(|n| n.op_type == "Conv").collect();
         if convs.len() != layers.len() {
@@ -147,26 +137,6 @@ impl Weights {
     }
 }
 
-/// A float ONNX tensor's shape and values.
-fn onnx_floats(t: &tract_onnx::pb::TensorProto) -> Result<(Vec<usize>, Vec<f32>), String> {
-    const FLOAT: i32 = 1;
-    if t.data_type != FLOAT {
-        return Err(format!("data type {} where float32 (1) was expected", t.data_type));
-    }
-    let shape: Vec<usize> =
-        t.dims.iter().map(|&d| usize::try_from(d).map_err(|_| format!("dimension {d}"))).collect::<Result<_, _>>()?;
-    let n: usize = shape.iter().product();
-    let data: Vec<f32> = if t.raw_data.is_empty() {
-        t.float_data.clone()
-    } else {
-        t.raw_data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
-    };
-    if data.len() != n {
-        return Err(format!("{} values for shape {shape:?}", data.len()));
-    }
-    Ok((shape, data))
-}
-
 /// Where layers take their parameters from while a model is built.
 pub struct Init<'a> {
     pub weights: Option<&'a Weights>,
@@ -226,5 +196,52 @@ impl Init<'_> {
             l.bias = Some(Param::from_tensor(w.tensor(&format!("{name}.bias"), [d_out], &self.device)?));
         }
         Ok(l)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+    use tract_onnx::pb::tensor_proto::DataLocation;
+    use tract_onnx::pb::{GraphProto, ModelProto, NodeProto, TensorProto};
+
+    use super::*;
+
+    /// An ONNX file with one `Conv` whose weight is `weight` (2 output channels, no bias).
+    fn one_conv(dir: &Path, weight: TensorProto) -> PathBuf {
+        let conv = NodeProto {
+            op_type: "Conv".into(),
+            input: vec!["x".into(), weight.name.clone()],
+            output: vec!["y".into()],
+            ..Default::default()
+        };
+        let graph = GraphProto { node: vec![conv], initializer: vec![weight], ..Default::default() };
+        let path = dir.join("one_conv.onnx");
+        std::fs::write(&path, ModelProto { graph: Some(graph), ..Default::default() }.encode_to_vec()).unwrap();
+        path
+    }
+
+    fn weight() -> TensorProto {
+        TensorProto {
+            name: "w".into(),
+            dims: vec![2, 1, 1, 1],
+            data_type: 1,
+            raw_data: [0.5f32, -1.5].iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_folded_conv_is_read_and_external_weights_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layers = [("conv".to_string(), "bn".to_string())];
+        let w = Weights::open_folded_onnx(&one_conv(tmp.path(), weight()), &layers, "fc", 1e-3).unwrap();
+        assert_eq!(w.tensors["conv.weight"], (vec![2, 1, 1, 1], vec![0.5, -1.5]));
+        assert_eq!(w.tensors["bn.bias"], (vec![2], vec![0.0, 0.0]));
+
+        // Raw bytes may be left in place beside an external reference; they must not be read.
+        let external = TensorProto { data_location: Some(DataLocation::External as i32), ..weight() };
+        let err = Weights::open_folded_onnx(&one_conv(tmp.path(), external), &layers, "fc", 1e-3).unwrap_err();
+        assert!(err.to_string().contains("stored outside the ONNX file"), "{err}");
     }
 }

@@ -12,6 +12,7 @@ use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
 
 use crate::VisionError;
+use crate::error::Cause;
 
 /// Bounds on what a decode may cost, checked from the header before decoding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,7 +104,7 @@ pub fn decode_bytes_reduced(
     // 30000x30000 is refused before the decoder is even asked to allocate.
     let (width, height) = ImageReader::with_format(Cursor::new(bytes), format)
         .into_dimensions()
-        .map_err(|e| VisionError::Corrupt { format: format_name(format), detail: e.to_string() })?;
+        .map_err(|e| VisionError::Corrupt { format: format_name(format), source: e.into() })?;
     check_pixels(width as u64, height as u64, limits)?;
 
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
@@ -112,7 +113,7 @@ pub fn decode_bytes_reduced(
     // refusing an image we accepted (RGBA16 is the widest buffer it may allocate).
     decode_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8).max(64 << 20));
     reader.limits(decode_limits);
-    let corrupt = |e: image::ImageError| VisionError::Corrupt { format: format_name(format), detail: e.to_string() };
+    let corrupt = |e: image::ImageError| VisionError::Corrupt { format: format_name(format), source: e.into() };
     let mut decoder = reader.into_decoder().map_err(corrupt)?;
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
@@ -142,7 +143,7 @@ fn decode_jpeg(
     limits: &DecodeLimits,
     min_scale: &dyn Fn(u32, u32) -> f64,
 ) -> Result<Reduced, VisionError> {
-    let corrupt = |detail: String| VisionError::Corrupt { format: "JPEG", detail };
+    let corrupt = |e: Cause| VisionError::Corrupt { format: "JPEG", source: e };
     // libjpeg only warns about a file cut short and fills the rest with grey; Pillow refuses it.
     if !ends_after_scan(bytes) {
         return Err(corrupt("file ends before the end-of-image marker (truncated)".into()));
@@ -151,7 +152,7 @@ fn decode_jpeg(
     let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| -> Result<JpegOutcome, VisionError> {
         let mut decoder = mozjpeg::Decompress::with_markers(&[mozjpeg::Marker::APP(1)])
             .from_mem(bytes)
-            .map_err(|e| corrupt(e.to_string()))?;
+            .map_err(|e| corrupt(e.into()))?;
         let (width, height) = decoder.size();
         check_pixels(width as u64, height as u64, limits)?;
         let orientation = decoder
@@ -168,10 +169,10 @@ fn decode_jpeg(
         if eighths != 8 {
             decoder.scale(eighths);
         }
-        let mut started = decoder.rgb().map_err(|e| corrupt(e.to_string()))?;
+        let mut started = decoder.rgb().map_err(|e| corrupt(e.into()))?;
         let (out_w, out_h) = (started.width(), started.height());
-        let pixels: Vec<u8> = started.read_scanlines().map_err(|e| corrupt(e.to_string()))?;
-        started.finish().map_err(|e| corrupt(e.to_string()))?;
+        let pixels: Vec<u8> = started.read_scanlines().map_err(|e| corrupt(e.into()))?;
+        started.finish().map_err(|e| corrupt(e.into()))?;
         let rgb = RgbImage::from_raw(out_w as u32, out_h as u32, pixels)
             .ok_or_else(|| corrupt("decoder returned fewer pixels than the header declares".into()))?;
         Ok(JpegOutcome::Rgb(rgb, orientation, (width as u32, height as u32)))
@@ -179,8 +180,7 @@ fn decode_jpeg(
     let (rgb, orientation, (full_width, full_height)) = match decoded {
         Ok(Ok(JpegOutcome::Rgb(rgb, orientation, full))) => (rgb, orientation, full),
         Ok(Ok(JpegOutcome::Cmyk(orientation))) => {
-            let img =
-                image::load_from_memory_with_format(bytes, ImageFormat::Jpeg).map_err(|e| corrupt(e.to_string()))?;
+            let img = image::load_from_memory_with_format(bytes, ImageFormat::Jpeg).map_err(|e| corrupt(e.into()))?;
             let full = (img.width(), img.height());
             (img.into_rgb8(), orientation, full)
         }
@@ -191,7 +191,7 @@ fn decode_jpeg(
                 .map(|s| s.trim_start_matches("libjpeg fatal error: ").to_string())
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "decoder failed".into());
-            return Err(corrupt(detail));
+            return Err(corrupt(detail.into()));
         }
     };
     let swaps = matches!(
@@ -245,7 +245,8 @@ fn ends_after_scan(bytes: &[u8]) -> bool {
 
 fn check_pixels(width: u64, height: u64, limits: &DecodeLimits) -> Result<(), VisionError> {
     if width == 0 || height == 0 {
-        return Err(VisionError::Corrupt { format: "image", detail: format!("{width}x{height} has no pixels") });
+        let source = format!("{width}x{height} has no pixels").into();
+        return Err(VisionError::Corrupt { format: "image", source });
     }
     if width.saturating_mul(height) > limits.max_pixels {
         return Err(VisionError::TooManyPixels { width, height, limit: limits.max_pixels });
@@ -371,6 +372,20 @@ mod tests {
     }
 
     #[test]
+    fn a_corrupt_png_keeps_the_decoder_error_and_an_io_failure_its_io_error() {
+        let img = DynamicImage::ImageRgb8(RgbImage::from_pixel(32, 32, image::Rgb([9, 8, 7])));
+        let full = png(&img);
+        let err = decode_bytes(&full[..full.len() - 20], &DecodeLimits::default()).unwrap_err();
+        assert_eq!(err.to_string(), "corrupt or truncated PNG", "the cause is not printed twice");
+        let source = std::error::Error::source(&err).expect("a cause");
+        assert!(source.downcast_ref::<image::ImageError>().is_some(), "{source:?}");
+
+        let err = VisionError::from_io(std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied"));
+        let io = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(io.map(std::io::Error::kind), Some(std::io::ErrorKind::PermissionDenied), "{err:?}");
+    }
+
+    #[test]
     fn libjpeg_fatal_errors_become_errors() {
         let img = RgbImage::from_pixel(16, 16, image::Rgb([1, 2, 3]));
         let mut bytes = jpeg(&img);
@@ -379,7 +394,8 @@ mod tests {
         bytes[sof + 4] = 3;
         let err = decode_bytes(&bytes, &DecodeLimits::default()).unwrap_err();
         assert!(matches!(err, VisionError::Corrupt { format: "JPEG", .. }), "{err:?}");
-        assert!(err.to_string().to_lowercase().contains("precision"), "{err}");
+        let cause = std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default();
+        assert!(cause.to_lowercase().contains("precision"), "{err:?}");
     }
 
     #[test]

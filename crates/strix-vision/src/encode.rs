@@ -9,7 +9,7 @@ use crate::VisionError;
 /// Encode an RGB image as baseline JPEG at `quality` (1..=100), with libjpeg-turbo's fastest
 /// settings: live frames are encoded once each and must not hold up the video.
 pub fn encode_jpeg(img: &RgbImage, quality: f32) -> Result<Vec<u8>, VisionError> {
-    let fail = |detail: String| VisionError::Corrupt { format: "JPEG", detail };
+    let fail = |e: crate::error::Cause| VisionError::Encode { format: "JPEG", source: e };
     // libjpeg reports fatal errors by unwinding (the mozjpeg crate's documented contract).
     let out = std::panic::catch_unwind(AssertUnwindSafe(|| -> std::io::Result<Vec<u8>> {
         let mut c = mozjpeg::Compress::new(mozjpeg::ColorSpace::JCS_RGB);
@@ -22,7 +22,7 @@ pub fn encode_jpeg(img: &RgbImage, quality: f32) -> Result<Vec<u8>, VisionError>
     }));
     match out {
         Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(e)) => Err(fail(e.to_string())),
+        Ok(Err(e)) => Err(fail(e.into())),
         Err(_) => Err(fail("libjpeg failed to encode".into())),
     }
 }

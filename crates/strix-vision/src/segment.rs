@@ -197,7 +197,7 @@ pub fn mask_png(mask: &SegMask) -> Result<Vec<u8>, VisionError> {
     encoder.set_color(png::ColorType::Indexed);
     encoder.set_depth(png::BitDepth::Eight);
     encoder.set_palette(palette);
-    let err = |e: png::EncodingError| VisionError::Io(e.to_string());
+    let err = |e: png::EncodingError| VisionError::Encode { format: "PNG", source: e.into() };
     let mut writer = encoder.write_header().map_err(err)?;
     writer.write_image_data(&mask.labels).map_err(err)?;
     writer.finish().map_err(err)?;
@@ -207,17 +207,19 @@ pub fn mask_png(mask: &SegMask) -> Result<Vec<u8>, VisionError> {
 /// A label mask PNG as `(width, height, labels)`: palette indices of an indexed PNG, or the
 /// values of an 8-bit grey one (as VOC, ADE20K and Cityscapes label maps are stored).
 pub fn read_label_png(bytes: &[u8]) -> Result<(u32, u32, Vec<u8>), VisionError> {
-    let corrupt = |detail: String| VisionError::Corrupt { format: "PNG", detail };
+    let corrupt = |e: crate::error::Cause| VisionError::Corrupt { format: "PNG", source: e };
     let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
     decoder.set_transformations(png::Transformations::IDENTITY);
-    let mut reader = decoder.read_info().map_err(|e| corrupt(e.to_string()))?;
+    let mut reader = decoder.read_info().map_err(|e| corrupt(e.into()))?;
     let info = reader.info();
     let (w, h, color, depth) = (info.width, info.height, info.color_type, info.bit_depth);
     if depth != png::BitDepth::Eight || !matches!(color, png::ColorType::Indexed | png::ColorType::Grayscale) {
-        return Err(corrupt(format!("a label mask must be an 8-bit indexed or grey PNG, not {color:?} {depth:?}")));
+        return Err(corrupt(
+            format!("a label mask must be an 8-bit indexed or grey PNG, not {color:?} {depth:?}").into(),
+        ));
     }
     let mut buf = vec![0u8; reader.output_buffer_size().ok_or_else(|| corrupt("image too large".into()))?];
-    let frame = reader.next_frame(&mut buf).map_err(|e| corrupt(e.to_string()))?;
+    let frame = reader.next_frame(&mut buf).map_err(|e| corrupt(e.into()))?;
     let line = frame.line_size;
     let labels = buf.chunks(line).take(h as usize).flat_map(|row| row[..w as usize].to_vec()).collect();
     Ok((w, h, labels))

@@ -3,6 +3,9 @@
 //! The file grows as `NAME.part` (resumed with an HTTP range request after an interruption),
 //! is hashed while it is written, and becomes `NAME` by a rename only when its SHA-256 matches.
 //! A lock file (`NAME.lock`, left in place) keeps two processes from writing the same `.part`.
+//!
+//! This module knows nothing of specs or where files are looked for ([`crate::resolve`] calls
+//! it, never the other way).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -30,11 +33,11 @@ pub(crate) fn download(
     let lock = File::create(&lock_path).map_err(|e| ZooError::io(&lock_path, e))?;
     lock.lock().map_err(|e| ZooError::io(&lock_path, e))?;
     // Another process may have finished the same download while we waited for the lock.
-    if dest.is_file() && crate::resolve::sha256_file(dest)? == sha256 {
+    if dest.is_file() && sha256_file(dest)? == sha256 {
         return Ok(());
     }
     let result = fetch_into(url, &part, size, progress).and_then(|()| {
-        let actual = crate::resolve::sha256_file(&part)?;
+        let actual = sha256_file(&part)?;
         if actual != sha256 {
             // A wrong file must not be resumed from either: start clean next time.
             let _ = fs::remove_file(&part);
@@ -52,6 +55,30 @@ pub(crate) fn download(
     result
 }
 
+/// Lower-case hex SHA-256 of a file, read in chunks.
+pub fn sha256_file(path: &Path) -> Result<String, ZooError> {
+    strix_core::digest::sha256_file(path).map(|(sha, _)| sha).map_err(|e| ZooError::io(path, e))
+}
+
+/// The connection dropped in the middle of the body.
+#[derive(Debug, thiserror::Error)]
+#[error("connection lost after {written} bytes; run again to resume")]
+struct ConnectionLost {
+    written: u64,
+    #[source]
+    source: io::Error,
+}
+
+/// `e` as the cause of a failed download of `url`. A message that quotes a URL with
+/// credentials is kept as masked text instead of the error itself.
+fn download_failed(url: &str, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> ZooError {
+    let e = e.into();
+    let text = e.to_string();
+    let masked = strix_core::redact(&text);
+    let source = if masked == text { e } else { masked.into() };
+    ZooError::Download { url: strix_core::redact(url), source }
+}
+
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(suffix);
@@ -61,8 +88,7 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 /// Append the rest of `url` to `part`, asking for a byte range when `part` already holds a
 /// prefix; start over when the server does not honour the range.
 fn fetch_into(url: &str, part: &Path, size: Option<u64>, progress: &dyn Progress) -> Result<(), ZooError> {
-    let failed =
-        |reason: String| ZooError::Download { url: strix_core::redact(url), reason: strix_core::redact(&reason) };
+    let failed = |e: String| download_failed(url, e);
     let agent = ureq::Agent::new_with_config(
         ureq::Agent::config_builder()
             .timeout_connect(Some(Duration::from_secs(20)))
@@ -79,7 +105,7 @@ fn fetch_into(url: &str, part: &Path, size: Option<u64>, progress: &dyn Progress
     if have > 0 {
         request = request.header("Range", format!("bytes={have}-"));
     }
-    let response = request.call().map_err(|e| failed(e.to_string()))?;
+    let response = request.call().map_err(|e| download_failed(url, e))?;
     let status = response.status().as_u16();
     let resumed = match status {
         206 if have > 0 => true,
@@ -119,9 +145,7 @@ fn fetch_into(url: &str, part: &Path, size: Option<u64>, progress: &dyn Progress
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(failed(format!("connection lost after {written} bytes ({e}); run again to resume")));
-            }
+            Err(source) => return Err(download_failed(url, ConnectionLost { written, source })),
         };
         written += n as u64;
         if let Some(limit) = size.or(total)
@@ -145,6 +169,32 @@ fn fetch_into(url: &str, part: &Path, size: Option<u64>, progress: &dyn Progress
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::error::Error as _;
+
+    #[test]
+    fn a_failed_download_keeps_the_transport_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        // Port 1 of the loopback: refused at once.
+        let url = "http://127.0.0.1:1/m.onnx";
+        let err =
+            download(url, &tmp.path().join("m.onnx"), &"0".repeat(64), None, &strix_core::NoProgress).unwrap_err();
+        assert_eq!(err.to_string(), format!("{url}: download failed"));
+        let source = err.source().expect("a cause");
+        assert!(source.downcast_ref::<ureq::Error>().is_some(), "{source:?}");
+    }
+
+    #[test]
+    fn a_lost_connection_keeps_the_io_error_and_a_quoted_password_is_masked() {
+        let lost = io::Error::new(io::ErrorKind::ConnectionReset, "reset by peer");
+        let err = download_failed("https://hub/m.onnx", ConnectionLost { written: 10, source: lost });
+        let io = err.source().and_then(|s| s.source()).and_then(|s| s.downcast_ref::<io::Error>());
+        assert_eq!(io.map(io::Error::kind), Some(io::ErrorKind::ConnectionReset), "{err:?}");
+
+        let err = download_failed("https://me:secret@hub/m.onnx", "bad URI https://me:secret@hub/m.onnx".to_string());
+        let shown = format!("{err}: {}", err.source().expect("a cause"));
+        assert!(!shown.contains("secret") && shown.contains("https://me:"), "{shown}");
+    }
 
     #[test]
     fn suffix_is_appended_not_replacing_the_extension() {

@@ -2,11 +2,19 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
+/// What went wrong finding, reading or fetching a model. Where another library's error caused
+/// it, that error is the `source()` and is not repeated in the message.
 #[derive(Debug, Error)]
 pub enum ZooError {
-    #[error("{path}: cannot read model spec: {reason}")]
-    SpecRead { path: PathBuf, reason: String },
+    #[error("{path}: cannot read model spec")]
+    SpecRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 
+    /// TOML's own message, flattened to one line (its snippet spans several): the spec's
+    /// author reads it, and no caller needs the parser's error value.
     #[error("{origin}: {message}")]
     SpecParse { origin: String, message: String },
 
@@ -32,8 +40,12 @@ pub enum ZooError {
     #[error("{url}: download refused: the spec gives no sha256 to check it against")]
     NoChecksum { url: String },
 
-    #[error("{url}: download failed: {reason}")]
-    Download { url: String, reason: String },
+    #[error("{url}: download failed")]
+    Download {
+        url: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
 
     #[error("{url}: downloaded file has sha256 {actual}, expected {expected}; it was discarded")]
     DownloadCorrupt { url: String, expected: String, actual: String },
@@ -41,12 +53,16 @@ pub enum ZooError {
     #[error("{path}: leads outside the model folder {folder} (a link?); refusing to read it")]
     OutsideFolder { path: PathBuf, folder: PathBuf },
 
-    #[error("{path}: {reason}")]
-    Io { path: PathBuf, reason: String },
+    #[error("{path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl ZooError {
-    pub(crate) fn io(path: impl Into<PathBuf>, e: std::io::Error) -> Self {
-        ZooError::Io { path: path.into(), reason: e.to_string() }
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        ZooError::Io { path: path.into(), source }
     }
 }

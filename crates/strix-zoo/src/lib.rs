@@ -31,8 +31,9 @@ pub use builtin::DEFAULT_CLASSIFIER;
 /// The spec file of a model folder (what `strix export` writes beside `model.onnx`, and what
 /// a registered version holds).
 pub const SPEC_FILE: &str = "model.toml";
+pub use download::sha256_file;
 pub use error::ZooError;
-pub use resolve::{LocatedSpec, Resolver, locate, read_labels, sha256_file};
+pub use resolve::{LocatedSpec, Resolver, locate, read_labels};
 pub use spec::{Artifact, DecoderSpec, Head, LabelsSpec, MAIN, ModelSpec, Task, check_name, is_name_char};
 
 /// A spec whose files are on disk and checked.

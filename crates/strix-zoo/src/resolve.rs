@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use strix_core::Progress;
 
+use crate::download::{download, sha256_file};
 use crate::spec::{Artifact, ModelSpec};
 use crate::{ZooError, builtin};
 
@@ -29,7 +30,8 @@ pub fn locate(reference: &str, home: &Path) -> Result<LocatedSpec, ZooError> {
         Some("onnx") => {
             let beside = path.with_extension("toml");
             if !path.is_file() {
-                return Err(ZooError::Io { path: path.to_path_buf(), reason: "model file not found".into() });
+                let source = std::io::Error::new(std::io::ErrorKind::NotFound, "model file not found");
+                return Err(ZooError::Io { path: path.to_path_buf(), source });
             }
             if !beside.is_file() {
                 return Err(ZooError::NoSpecBeside { onnx: path.to_path_buf(), expected: beside });
@@ -63,10 +65,8 @@ pub fn locate(reference: &str, home: &Path) -> Result<LocatedSpec, ZooError> {
 }
 
 fn load_spec_file(path: &Path) -> Result<LocatedSpec, ZooError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ZooError::SpecRead {
-        path: path.to_path_buf(),
-        reason: if e.kind() == std::io::ErrorKind::NotFound { "file not found".into() } else { e.to_string() },
-    })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ZooError::SpecRead { path: path.to_path_buf(), source })?;
     let origin = path.display().to_string();
     let spec = ModelSpec::from_toml(&text, &origin)?;
     let base = path.parent().map(|p| if p.as_os_str().is_empty() { PathBuf::from(".") } else { p.to_path_buf() });
@@ -178,7 +178,7 @@ impl Resolver {
         };
         let dest = self.cache_path(artifact, sha);
         tracing::info!(url = %strix_core::redact(&url), dest = %dest.display(), "downloading");
-        crate::download::download(&url, &dest, sha, artifact.size, progress)?;
+        download(&url, &dest, sha, artifact.size, progress)?;
         Ok(dest)
     }
 }
@@ -208,11 +208,6 @@ fn verify(path: &Path, artifact: &Artifact) -> Result<(), ZooError> {
     Ok(())
 }
 
-/// Lower-case hex SHA-256 of a file, read in chunks.
-pub fn sha256_file(path: &Path) -> Result<String, ZooError> {
-    strix_core::digest::sha256_file(path).map(|(sha, _)| sha).map_err(|e| ZooError::io(path, e))
-}
-
 /// Read a labels file: one class per line, line i = class i.
 pub fn read_labels(path: &Path) -> Result<Vec<String>, ZooError> {
     let text = std::fs::read_to_string(path).map_err(|e| ZooError::io(path, e))?;
@@ -221,7 +216,19 @@ pub fn read_labels(path: &Path) -> Result<Vec<String>, ZooError> {
 
 #[cfg(test)]
 mod tests {
+    use std::error::Error as _;
+
     use super::*;
+
+    #[test]
+    fn an_unreadable_spec_keeps_the_io_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("nothing.toml");
+        let err = locate(path.to_str().unwrap(), tmp.path()).unwrap_err();
+        assert_eq!(err.to_string(), format!("{}: cannot read model spec", path.display()));
+        let io = err.source().and_then(|s| s.downcast_ref::<std::io::Error>()).expect("the io::Error");
+        assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+    }
 
     #[test]
     fn a_symlink_out_of_the_spec_folder_is_refused() {

@@ -100,16 +100,6 @@ pub struct Global {
     /// [default: HOME/settings.toml when it exists]
     #[arg(long, global = true, env = "STRIX_SETTINGS", value_name = "FILE")]
     pub settings: Option<PathBuf>,
-    /// The catalog built from the settings, once, in `main`.
-    #[arg(skip)]
-    pub catalog: Option<strix_catalog::Catalog>,
-}
-
-impl Global {
-    /// The models' front door (built in `main` before any command runs).
-    pub fn catalog(&self) -> &strix_catalog::Catalog {
-        self.catalog.as_ref().expect("main builds the catalog before running a command")
-    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -600,7 +590,8 @@ const TRAIN_HELP: &str = "\
 Every setting can come from CONFIG.toml (same names, snake_case) and from a flag; flags win.
 The run folder (--run-dir, default runs/<model>-<time>) receives config.toml (resolved),
 train.log, metrics.jsonl, last.ckpt (checkpoint, atomically replaced), best.bpk + model.json
-(the best model), final.json and report.html with its plots.
+(the best model), final.json (every figure), summary.json (the headline figures, typed: what
+`models register` records and `models show` prints) and report.html with its plots.
 
 Examples:
   strix train --data datasets/fashion-mnist --model small-cnn --epochs 3

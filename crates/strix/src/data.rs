@@ -8,23 +8,23 @@ use strix_data::inspect_detect::{detection_sheet, inspect_detection as inspect_d
 use strix_data::{ImageSet, Part};
 use strix_vision::DecodeLimits;
 
-use crate::cli::{DataCommand, DataPart, Global, InspectArgs};
-use crate::progress::Bars;
+use crate::cli::{DataCommand, DataPart, InspectArgs};
+use crate::context::AppContext;
 
-pub fn run(global: &Global, cmd: &DataCommand) -> Result<ExitCode> {
+pub fn run(ctx: &AppContext, cmd: &DataCommand) -> Result<ExitCode> {
     match cmd {
-        DataCommand::Inspect(args) => inspect_cmd(global, args),
+        DataCommand::Inspect(args) => inspect_cmd(ctx, args),
     }
 }
 
-fn inspect_cmd(global: &Global, args: &InspectArgs) -> Result<ExitCode> {
+fn inspect_cmd(ctx: &AppContext, args: &InspectArgs) -> Result<ExitCode> {
     if strix_data::detection::is_detection_dir(&args.data) {
         return inspect_detection(args);
     }
     let part = if args.part == DataPart::Test { Part::Test } else { Part::Train };
     let set = ImageSet::open(&args.data, part, None)?;
     let limits = DecodeLimits::default();
-    let r = inspect(&set, &limits, &Bars::new(global.quiet));
+    let r = inspect(&set, &limits, &ctx.bars());
     let sheet = contact_sheet(&set, args.per_class.max(1), 96, 0, &limits);
     sheet.save(&args.sheet).with_context(|| format!("cannot write {}", args.sheet.display()))?;
     if args.json {

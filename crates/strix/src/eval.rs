@@ -13,15 +13,15 @@ use strix_metrics::segment::Segmentation;
 use strix_pipeline::{Answer, BatchOptions, Pipeline};
 use strix_vision::segment::read_label_png;
 
-use crate::cli::{ClassifyEvalArgs, CocoEvalArgs, EvalCommand, Global, SegmentEvalArgs};
-use crate::progress::Bars;
-use crate::{inputs, load_pipeline};
+use crate::cli::{ClassifyEvalArgs, CocoEvalArgs, EvalCommand, SegmentEvalArgs};
+use crate::context::AppContext;
+use crate::inputs;
 
-pub fn run(global: &Global, cmd: &EvalCommand) -> Result<ExitCode> {
+pub fn run(ctx: &AppContext, cmd: &EvalCommand) -> Result<ExitCode> {
     match cmd {
-        EvalCommand::Detect(args) => coco_eval(global, args, IouType::Bbox),
-        EvalCommand::Pose(args) => coco_eval(global, args, IouType::Keypoints),
-        EvalCommand::Classify(args) => classify(global, args),
+        EvalCommand::Detect(args) => coco_eval(ctx, args, IouType::Bbox),
+        EvalCommand::Pose(args) => coco_eval(ctx, args, IouType::Keypoints),
+        EvalCommand::Classify(args) => classify(ctx, args),
         EvalCommand::Segment(args) => segment(args),
     }
 }
@@ -31,9 +31,9 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<
     serde_json::from_str(&text).with_context(|| format!("{}: not a valid {what}", path.display()))
 }
 
-fn load_model(global: &Global, name: &str, runtime: &crate::cli::RuntimeArgs) -> Result<Pipeline> {
-    let model = global.catalog().resolve(name, &Bars::new(global.quiet))?;
-    load_pipeline(global, model, runtime)
+fn load_model(ctx: &AppContext, name: &str, runtime: &crate::cli::RuntimeArgs) -> Result<Pipeline> {
+    let model = ctx.catalog().resolve(name, &ctx.bars())?;
+    ctx.load_pipeline(model, runtime)
 }
 
 #[derive(Serialize)]
@@ -46,14 +46,14 @@ struct CocoReport<'a> {
     per_class: &'a [coco::ClassAp],
 }
 
-fn coco_eval(global: &Global, args: &CocoEvalArgs, kind: IouType) -> Result<ExitCode> {
+fn coco_eval(ctx: &AppContext, args: &CocoEvalArgs, kind: IouType) -> Result<ExitCode> {
     let gt: Dataset = read_json(&args.gt, "COCO ground truth")?;
     let results: Vec<coco::Result> = match (&args.predictions, &args.model) {
         (Some(p), None) => read_json(p, "COCO results file")?,
         (None, Some(model)) => {
             let images =
                 args.images.as_deref().context("--model needs --images (the folder of the ground truth's images)")?;
-            run_coco_model(global, args, &gt, model, images, kind)?
+            run_coco_model(ctx, args, &gt, model, images, kind)?
         }
         _ => bail!("give either --predictions (a COCO results file) or --model with --images"),
     };
@@ -115,19 +115,19 @@ fn coco_eval(global: &Global, args: &CocoEvalArgs, kind: IouType) -> Result<Exit
 
 /// Run a model over the ground truth's images and write its answers as COCO results.
 fn run_coco_model(
-    global: &Global,
+    ctx: &AppContext,
     args: &CocoEvalArgs,
     gt: &Dataset,
     model: &str,
     images: &Path,
     kind: IouType,
 ) -> Result<Vec<coco::Result>> {
-    let mut resolved = global.catalog().resolve(model, &Bars::new(global.quiet))?;
+    let mut resolved = ctx.catalog().resolve(model, &ctx.bars())?;
     if let Some(t) = args.score_threshold {
         let nms = resolved.spec.decoder.nms_mut().with_context(|| format!("{model} has no score threshold to set"))?;
         nms.score_threshold = t;
     }
-    let pipeline = load_pipeline(global, resolved, &args.runtime)?;
+    let pipeline = ctx.load_pipeline(resolved, &args.runtime)?;
     let by_name: HashMap<String, u64> = gt.categories.iter().map(|c| (c.name.to_lowercase(), c.id)).collect();
     let person = by_name.get("person").copied().or_else(|| (gt.categories.len() == 1).then(|| gt.categories[0].id));
     let files: Vec<(u64, PathBuf)> = gt
@@ -139,7 +139,7 @@ fn run_coco_model(
         })
         .collect::<Result<_>>()?;
     let paths: Vec<PathBuf> = files.iter().map(|(_, p)| p.clone()).collect();
-    let bars = Bars::new(global.quiet);
+    let bars = ctx.bars();
     let opts = BatchOptions { top_k: 1, ..Default::default() };
     let mut results = Vec::new();
     let mut unmatched: BTreeMap<String, usize> = BTreeMap::new();
@@ -152,38 +152,14 @@ fn run_coco_model(
                 (Answer::Objects { objects }, IouType::Bbox) => {
                     for d in objects {
                         match by_name.get(&d.label.to_lowercase()) {
-                            Some(&category_id) => results.push(coco::Result {
-                                image_id,
-                                category_id,
-                                bbox: Some([
-                                    d.bbox.x1 as f64,
-                                    d.bbox.y1 as f64,
-                                    d.bbox.width() as f64,
-                                    d.bbox.height() as f64,
-                                ]),
-                                score: d.score as f64,
-                                keypoints: None,
-                            }),
+                            Some(&category_id) => results.push(coco::Result::from_detection(image_id, category_id, d)),
                             None => *unmatched.entry(d.label.clone()).or_default() += 1,
                         }
                     }
                 }
                 (Answer::People { people }, IouType::Keypoints) => {
                     if let Some(category_id) = person {
-                        for person in people {
-                            let keypoints = person
-                                .keypoints
-                                .iter()
-                                .flat_map(|k| [k.x as f64, k.y as f64, k.score as f64])
-                                .collect();
-                            results.push(coco::Result {
-                                image_id,
-                                category_id,
-                                bbox: None,
-                                score: person.score as f64,
-                                keypoints: Some(keypoints),
-                            });
-                        }
+                        results.extend(people.iter().map(|p| coco::Result::from_pose(image_id, category_id, p)));
                     }
                 }
                 _ => failed.push(format!(
@@ -225,7 +201,7 @@ struct ClassifyReport<'a> {
     confusion: &'a [Vec<u64>],
 }
 
-fn classify(global: &Global, args: &ClassifyEvalArgs) -> Result<ExitCode> {
+fn classify(ctx: &AppContext, args: &ClassifyEvalArgs) -> Result<ExitCode> {
     // (truth class name, ranked predicted class names) per image.
     let mut pairs: Vec<(String, Vec<String>)> = Vec::new();
     match (&args.data, &args.model, &args.gt, &args.predictions) {
@@ -250,8 +226,8 @@ fn classify(global: &Global, args: &ClassifyEvalArgs) -> Result<ExitCode> {
                 truth.extend(std::iter::repeat_n(class, found.len()));
                 files.extend(found);
             }
-            let pipeline = load_model(global, model, &args.runtime)?;
-            let bars = Bars::new(global.quiet);
+            let pipeline = load_model(ctx, model, &args.runtime)?;
+            let bars = ctx.bars();
             let mut failed = 0;
             pipeline.predict_files(&files, &BatchOptions { top_k: 5, ..Default::default() }, &bars, |o| {
                 match o.result {

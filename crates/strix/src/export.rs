@@ -6,33 +6,34 @@ use std::process::ExitCode;
 use anyhow::Result;
 use strix_export::{ExportOptions, Exported};
 
-use crate::cli::{ExportArgs, Global};
+use crate::cli::ExportArgs;
+use crate::context::AppContext;
 
-pub fn run(global: &Global, args: &ExportArgs) -> Result<ExitCode> {
+pub fn run(ctx: &AppContext, args: &ExportArgs) -> Result<ExitCode> {
     let mut options = ExportOptions { out_dir: args.out.clone(), name: args.name.clone(), ..Default::default() };
     options.gate_images = args.gate_images.max(1);
     options.tolerance = strix_export::gate::Tolerance { atol: args.tolerance, rtol: args.rtol };
-    options.engines = engines(global);
+    options.engines = engines(ctx);
     if let Some(b) = &args.backends {
         // Engines the user named must run.
         options.engines.backends = b.clone();
         options.engines.skip_unavailable = false;
     }
-    export(global, &args.run_dir, &options)?;
+    export(ctx, &args.run_dir, &options)?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// Every engine of this build, opened with the settings' libonnxruntime; the ones that cannot
 /// open here are skipped and named.
-pub fn engines(global: &Global) -> strix_export::gate::Engines {
+pub fn engines(ctx: &AppContext) -> strix_export::gate::Engines {
     let mut engines = strix_export::gate::Engines::default();
-    engines.options.ort_library = crate::settings::ort_library(global, None);
+    engines.options.ort_library = ctx.ort_library(None);
     engines
 }
 
 /// Export and gate `run_dir`, telling the user what was checked.
-pub fn export(global: &Global, run_dir: &Path, options: &ExportOptions) -> Result<Exported> {
-    if !global.quiet {
+pub fn export(ctx: &AppContext, run_dir: &Path, options: &ExportOptions) -> Result<Exported> {
+    if !ctx.quiet {
         let engines: Vec<String> = options.engines.backends.iter().map(|b| b.to_string()).collect();
         eprintln!(
             "exporting {} to ONNX; gate: {} validation images through burn and {}",

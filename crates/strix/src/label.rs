@@ -9,16 +9,16 @@ use anyhow::{Context, Result, bail};
 use strix_label::export::{self, Format, ImportReport, Unlabelled};
 use strix_label::{Capture, CaptureSettings, LabelTask, Project, ProjectConfig, ScanReport, Suggester};
 
-use crate::cli::{CaptureArgs, Global, LabelCommand, LabelExportArgs, LabelImportArgs, LabelServeArgs};
-use crate::progress::Bars;
-use crate::registry::printable;
+use crate::cli::{CaptureArgs, LabelCommand, LabelExportArgs, LabelImportArgs, LabelServeArgs};
+use crate::context::AppContext;
+use crate::show::printable;
 
-pub fn run(global: &Global, cmd: &LabelCommand) -> Result<ExitCode> {
+pub fn run(ctx: &AppContext, cmd: &LabelCommand) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
     match cmd {
-        LabelCommand::Serve(args) => rt.block_on(serve(global, args)),
-        LabelCommand::Export(args) => rt.block_on(export_cmd(global, args)),
-        LabelCommand::Import(args) => rt.block_on(import_cmd(global, args)),
+        LabelCommand::Serve(args) => rt.block_on(serve(ctx, args)),
+        LabelCommand::Export(args) => rt.block_on(export_cmd(ctx, args)),
+        LabelCommand::Import(args) => rt.block_on(import_cmd(ctx, args)),
     }
 }
 
@@ -49,8 +49,8 @@ async fn open_or_create(
     Ok(Project::create(dir, config).await?)
 }
 
-fn say_scan(global: &Global, report: &ScanReport) {
-    if global.quiet {
+fn say_scan(ctx: &AppContext, report: &ScanReport) {
+    if ctx.quiet {
         return;
     }
     if report.added > 0 {
@@ -68,10 +68,10 @@ fn say_scan(global: &Global, report: &ScanReport) {
 }
 
 /// A model for suggestions, loaded like any `--model`.
-fn suggester(global: &Global, args: &LabelServeArgs, task: LabelTask) -> Result<Option<Arc<dyn Suggester>>> {
+fn suggester(ctx: &AppContext, args: &LabelServeArgs, task: LabelTask) -> Result<Option<Arc<dyn Suggester>>> {
     let Some(text) = &args.model else { return Ok(None) };
-    let model = global.catalog().resolve(text, &Bars::new(global.quiet))?;
-    let pipeline = crate::load_pipeline(global, model, &args.runtime)?;
+    let model = ctx.catalog().resolve(text, &ctx.bars())?;
+    let pipeline = ctx.load_pipeline(model, &args.runtime)?;
     check_task(pipeline.task(), task, text)?;
     Ok(Some(Arc::new(strix_label::PipelineSuggester { name: text.clone(), pipeline })))
 }
@@ -88,13 +88,13 @@ fn check_task(model: strix_core::Task, project: LabelTask, name: &str) -> Result
     Ok(())
 }
 
-async fn serve(global: &Global, args: &LabelServeArgs) -> Result<ExitCode> {
+async fn serve(ctx: &AppContext, args: &LabelServeArgs) -> Result<ExitCode> {
     // Who may reach it is settled first: a refused start creates and scans nothing.
     let (listener, gate) = listen(args).await?;
     let local = listener.local_addr().context("listening address")?;
     let project = open_or_create(&args.project, args.images.as_ref(), args.task.as_deref(), &args.classes).await?;
-    say_scan(global, &project.scan().await?);
-    let suggester = suggester(global, args, project.config.task)?;
+    say_scan(ctx, &project.scan().await?);
+    let suggester = suggester(ctx, args, project.config.task)?;
     let app = Arc::new(strix_label::web::LabelApp { project: project.clone(), suggester: suggester.clone() });
     if let Some(s) = suggester {
         // Suggestions for every image in the background, so "next by uncertainty" has them.
@@ -121,7 +121,7 @@ async fn serve(global: &Global, args: &LabelServeArgs) -> Result<ExitCode> {
         listener,
         strix_http::guarded(strix_label::web::router(app), gate),
         strix_http::ConnLimits::default(),
-        crate::serve::shutdown_signal(),
+        crate::signals::shutdown(),
     )
     .await?;
     project.store.close().await;
@@ -167,11 +167,11 @@ fn tokens(args: &LabelServeArgs) -> Result<Vec<strix_http::Token>> {
     Ok(tokens)
 }
 
-async fn export_cmd(global: &Global, args: &LabelExportArgs) -> Result<ExitCode> {
+async fn export_cmd(ctx: &AppContext, args: &LabelExportArgs) -> Result<ExitCode> {
     let project = Project::open(&args.project).await?;
     let format: Format = args.format.parse().map_err(anyhow::Error::msg)?;
     let report = export::export(&project, format, &args.out).await?;
-    if !global.quiet {
+    if !ctx.quiet {
         eprintln!(
             "exported {} labelled image(s), {} box(es), as {format} to {}",
             report.images,
@@ -182,7 +182,7 @@ async fn export_cmd(global: &Global, args: &LabelExportArgs) -> Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
-async fn import_cmd(global: &Global, args: &LabelImportArgs) -> Result<ExitCode> {
+async fn import_cmd(ctx: &AppContext, args: &LabelImportArgs) -> Result<ExitCode> {
     let format: Format = args.format.parse().map_err(anyhow::Error::msg)?;
     if args.replace && format != Format::Yolo {
         bail!(
@@ -202,8 +202,8 @@ async fn import_cmd(global: &Global, args: &LabelImportArgs) -> Result<ExitCode>
     // A missing YOLO label file means "no objects" only where no labels can be lost by it.
     let unlabelled = if args.replace || !existing { Unlabelled::Negative } else { Unlabelled::LeaveAlone };
     let report = export::import(&mut project, incoming, unlabelled).await?;
-    say_scan(global, &project.scan().await?);
-    if !global.quiet {
+    say_scan(ctx, &project.scan().await?);
+    if !ctx.quiet {
         say_import(&args.project, &report);
     }
     Ok(ExitCode::SUCCESS)
@@ -243,41 +243,23 @@ fn say_import(project: &Path, report: &ImportReport) {
     }
 }
 
-/// For `strix train --data PROJECT`: the project's labels exported where training reads them,
-/// under `PROJECT/snapshots/<digest of the labels>/`, so a resumed run finds the same data and
-/// new labels make a new snapshot. A `given` task other than the project's is refused before
-/// anything is written. Returns the folder and the project's task.
+/// For `strix train --data PROJECT`: the project's training snapshot (the rule is
+/// [`strix_label::training_snapshot`]) and the project's task. `given` is the run's task, when
+/// one is set; another than the project's is refused before anything is written.
 pub fn training_snapshot(dir: &Path, given: Option<&str>) -> Result<(PathBuf, LabelTask)> {
+    let wanted = given.map(str::parse::<strix_core::Task>).transpose().map_err(anyhow::Error::msg)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
     rt.block_on(async {
         let project = Project::open(dir).await?;
-        let task = project.config.task;
-        if let Some(given) = given.filter(|g| *g != task.to_string()) {
-            bail!("{} is a {task} project; --task {given} cannot train on it", dir.display());
-        }
-        let labelled = project.store.labelled().await?;
-        if labelled.is_empty() {
-            bail!(
-                "{} has no labelled images yet: label some with `strix label serve {}`",
-                dir.display(),
-                dir.display()
-            );
-        }
-        let digest = {
-            use sha2::Digest;
-            let mut h = sha2::Sha256::new();
-            h.update(project.config.classes.join("\n"));
-            for (img, a) in &labelled {
-                h.update(format!("{}:{}:{}\n", img.id, a.version, img.file));
-            }
-            hex::encode(h.finalize())
-        };
-        let out = dir.join("snapshots").join(&digest[..16]);
-        if !out.is_dir() {
-            export::export(&project, Format::for_training(project.config.task), &out).await?;
-        }
+        let snapshot = strix_label::training_snapshot(&project, wanted).await;
         project.store.close().await;
-        Ok((out, project.config.task))
+        match snapshot {
+            Ok(s) => Ok((s.dir, s.task)),
+            Err(e @ strix_label::SnapshotError::NothingLabelled { .. }) => {
+                bail!("{e}: label some with `strix label serve {}`", dir.display())
+            }
+            Err(e) => Err(e.into()),
+        }
     })
 }
 

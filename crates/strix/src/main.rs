@@ -1,6 +1,7 @@
 //! The `strix` binary: parses flags, sets up logging, dispatches to the library crates.
 
 mod cli;
+mod context;
 mod data;
 mod eval;
 mod export;
@@ -14,6 +15,8 @@ mod progress;
 mod registry;
 mod serve;
 mod settings;
+mod show;
+mod signals;
 mod stream;
 mod train;
 
@@ -21,19 +24,15 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Parser;
-use strix_pipeline::Pipeline;
-use strix_runtime::{Runtime, RuntimeOptions};
 use tracing_subscriber::EnvFilter;
 
-use cli::{Cli, Command, Global, RuntimeArgs};
+use cli::{Cli, Command, Global};
+use context::AppContext;
 
 fn main() -> ExitCode {
-    let mut cli = Cli::parse();
+    let cli = Cli::parse();
     init_logging(&cli.global);
-    let result = settings::build(&cli.global).and_then(|settings| {
-        cli.global.catalog = Some(strix_catalog::Catalog::open(settings));
-        dispatch(&cli)
-    });
+    let result = AppContext::from_flags(&cli.global).and_then(|ctx| dispatch(&ctx, &cli.command));
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -45,20 +44,20 @@ fn main() -> ExitCode {
     }
 }
 
-fn dispatch(cli: &Cli) -> Result<ExitCode> {
-    match &cli.command {
-        Command::Predict(args) => predict::run(&cli.global, args),
-        Command::Models(cmd) => models::run(&cli.global, cmd),
+fn dispatch(ctx: &AppContext, command: &Command) -> Result<ExitCode> {
+    match command {
+        Command::Predict(args) => predict::run(ctx, args),
+        Command::Models(cmd) => models::run(ctx, cmd),
         Command::Eval(args) => match &args.command {
-            Some(cmd) => eval::run(&cli.global, cmd),
-            None => train::eval_run(&cli.global, &args.run),
+            Some(cmd) => eval::run(ctx, cmd),
+            None => train::eval_run(ctx, &args.run),
         },
-        Command::Train(args) => train::run(&cli.global, args),
-        Command::Data(cmd) => data::run(&cli.global, cmd),
-        Command::Export(args) => export::run(&cli.global, args),
-        Command::Serve(args) => serve::run(&cli.global, args),
-        Command::Stream(args) => stream::run(&cli.global, args),
-        Command::Label(cmd) => label::run(&cli.global, cmd),
+        Command::Train(args) => train::run(ctx, args),
+        Command::Data(cmd) => data::run(ctx, cmd),
+        Command::Export(args) => export::run(ctx, args),
+        Command::Serve(args) => serve::run(ctx, args),
+        Command::Stream(args) => stream::run(ctx, args),
+        Command::Label(cmd) => label::run(ctx, cmd),
     }
 }
 
@@ -102,44 +101,4 @@ impl Drop for RedactedLine {
         let text = strix_core::redact(&String::from_utf8_lossy(&self.0));
         let _ = std::io::Write::write_all(&mut std::io::stderr(), text.as_bytes());
     }
-}
-
-/// The engine the flags name: backend, threads and libonnxruntime.
-fn engine(global: &Global, args: &RuntimeArgs) -> strix_catalog::Engine {
-    let options = RuntimeOptions {
-        threads: args.threads,
-        device: args.device,
-        ort_library: settings::ort_library(global, args.ort_lib.as_ref()),
-    };
-    let backend = match args.backend {
-        cli::BackendChoice::Fixed(b) => b,
-        cli::BackendChoice::Auto => auto_backend(global, options.ort_library.as_deref()),
-    };
-    strix_catalog::Engine::new(backend, options)
-}
-
-/// `--backend auto`: ONNX Runtime, the faster engine, when this build has it and its library
-/// is there, else tract; said once on stderr, so nobody runs the slower engine unknowingly.
-fn auto_backend(global: &Global, ort_library: Option<&std::path::Path>) -> strix_runtime::Backend {
-    use strix_runtime::Backend;
-    static SAID: std::sync::Once = std::sync::Once::new();
-    let found = ort_library.filter(|p| p.is_file());
-    let (backend, why) = match (Backend::Ort.is_compiled(), found) {
-        (true, Some(lib)) => (Backend::Ort, format!("ONNX Runtime from {}", lib.display())),
-        (true, None) => (Backend::Tract, "no ONNX Runtime library found (set ORT_DYLIB_PATH or --ort-lib)".to_string()),
-        (false, _) => (Backend::Tract, "this build has no ONNX Runtime support".to_string()),
-    };
-    if !global.quiet {
-        SAID.call_once(|| eprintln!("engine: {backend} (--backend auto: {why})"));
-    }
-    backend
-}
-
-/// A resolved model loaded on the backend the flags name.
-fn load_pipeline(global: &Global, model: strix_zoo::ResolvedModel, args: &RuntimeArgs) -> Result<Pipeline> {
-    Ok(engine(global, args).load(model)?)
-}
-
-fn open_runtime(global: &Global, args: &RuntimeArgs) -> Result<Box<dyn Runtime>> {
-    Ok(engine(global, args).runtime()?)
 }

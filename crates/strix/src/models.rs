@@ -4,19 +4,19 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde::Serialize;
 use strix_core::{NoProgress, TensorInfo};
 use strix_vision::{ChannelOrder, Layout, Resize};
-use strix_zoo::{Artifact, LocatedSpec, ModelSpec, ResolvedModel, Resolver, builtin, store};
+use strix_zoo::{Artifact, LocatedSpec, ModelSpec, Resolver, builtin, store};
 
-use crate::cli::{Global, ModelsCommand, RuntimeArgs, ShowFormat};
-use crate::progress::Bars;
-use crate::{open_runtime, registry};
+use crate::cli::{ModelsCommand, RuntimeArgs, ShowFormat};
+use crate::context::AppContext;
+use crate::registry;
 
-pub fn run(global: &Global, cmd: &ModelsCommand) -> Result<ExitCode> {
+pub fn run(ctx: &AppContext, cmd: &ModelsCommand) -> Result<ExitCode> {
     match cmd {
-        ModelsCommand::List { json } => list(global, *json),
+        ModelsCommand::List { json } => list(ctx, *json),
         ModelsCommand::Show { model, format, toml, json, io, runtime } => {
             let format = if *toml {
                 ShowFormat::Toml
@@ -25,23 +25,23 @@ pub fn run(global: &Global, cmd: &ModelsCommand) -> Result<ExitCode> {
             } else {
                 *format
             };
-            show(global, model, format, io.then_some(runtime))
+            show(ctx, model, format, io.then_some(runtime))
         }
-        ModelsCommand::Fetch { models } => fetch(global, models),
+        ModelsCommand::Fetch { models } => fetch(ctx, models),
         ModelsCommand::Import { onnx, spec, name, force, runtime } => {
-            import(global, onnx, spec, name.as_deref(), *force, runtime)
+            import(ctx, onnx, spec, name.as_deref(), *force, runtime)
         }
         ModelsCommand::Inspect { onnx, json } => inspect(onnx, *json),
         ModelsCommand::Register { source, name, spec, aliases, json, runtime } => {
-            registry::register(global, source, name, spec.as_deref(), aliases, *json, runtime)
+            registry::register(ctx, source, name, spec.as_deref(), aliases, *json, runtime)
         }
-        ModelsCommand::Optimize(args) => crate::optimize::run(global, args),
-        ModelsCommand::Alias { name, version, alias } => registry::alias(global, name, *version, alias),
-        ModelsCommand::Unalias { name, alias } => registry::unalias(global, name, alias),
-        ModelsCommand::Delete { model, all } => registry::delete(global, model, *all),
-        ModelsCommand::Download { model, out } => registry::download(global, model, out.as_deref()),
-        ModelsCommand::Gc { grace_minutes, json } => registry::gc(global, *grace_minutes, *json),
-        ModelsCommand::Verify => registry::verify(global),
+        ModelsCommand::Optimize(args) => crate::optimize::run(ctx, args),
+        ModelsCommand::Alias { name, version, alias } => registry::alias(ctx, name, *version, alias),
+        ModelsCommand::Unalias { name, alias } => registry::unalias(ctx, name, alias),
+        ModelsCommand::Delete { model, all } => registry::delete(ctx, model, *all),
+        ModelsCommand::Download { model, out } => registry::download(ctx, model, out.as_deref()),
+        ModelsCommand::Gc { grace_minutes, json } => registry::gc(ctx, *grace_minutes, *json),
+        ModelsCommand::Verify => registry::verify(ctx),
     }
 }
 
@@ -99,8 +99,8 @@ struct ListRow {
     summary: String,
 }
 
-fn list(global: &Global, json: bool) -> Result<ExitCode> {
-    let catalog = global.catalog();
+fn list(ctx: &AppContext, json: bool) -> Result<ExitCode> {
+    let catalog = ctx.catalog();
     let resolver = catalog.resolver();
     let mut located: Vec<LocatedSpec> = builtin::all()?
         .into_iter()
@@ -122,7 +122,7 @@ fn list(global: &Global, json: bool) -> Result<ExitCode> {
             name: l.spec.name.clone(),
         })
         .collect();
-    for (name, task, size, summary) in registry::list_rows(global)? {
+    for (name, task, size, summary) in registry::list_rows(ctx)? {
         let store = &catalog.settings().registry.store;
         rows.push(ListRow {
             name,
@@ -146,15 +146,11 @@ fn list(global: &Global, json: bool) -> Result<ExitCode> {
             Availability::Missing(_) => "missing",
             Availability::Registry(_) => "registry",
         };
-        let size = r.size.map(mib).unwrap_or_else(|| "?".into());
+        let size = r.size.map(crate::show::mib).unwrap_or_else(|| "?".into());
         let summary = if r.origin == "imported" { format!("(imported) {}", r.summary) } else { r.summary };
         println!("{:<22} {:<9} {:<9} {:>9}  {:<9} {}", r.name, r.task, r.input, size, here, summary);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-pub fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 #[derive(Serialize)]
@@ -168,22 +164,22 @@ struct ShowJson<'a> {
     outputs: Option<Vec<TensorInfo>>,
 }
 
-fn show(global: &Global, model: &str, format: ShowFormat, io: Option<&RuntimeArgs>) -> Result<ExitCode> {
+fn show(ctx: &AppContext, model: &str, format: ShowFormat, io: Option<&RuntimeArgs>) -> Result<ExitCode> {
     if format != ShowFormat::Toml
         && io.is_none()
-        && let Some(code) = registry::show(global, model, format == ShowFormat::Json)?
+        && let Some(code) = registry::show(ctx, model, format == ShowFormat::Json)?
     {
         return Ok(code);
     }
-    let located = global.catalog().locate(model, &Bars::new(global.quiet))?.spec;
-    let resolver = global.catalog().resolver();
+    let located = ctx.catalog().locate(model, &ctx.bars())?.spec;
+    let resolver = ctx.catalog().resolver();
     if format == ShowFormat::Toml {
         print!("{}", located.spec.to_toml());
         return Ok(ExitCode::SUCCESS);
     }
     let weights = model_availability(resolver, &located);
     let io_info = match io {
-        Some(args) => Some(load_io(global, &located, args)?),
+        Some(args) => Some(load_io(ctx, &located, args)?),
         None => None,
     };
     if format == ShowFormat::Json {
@@ -208,7 +204,7 @@ fn show(global: &Global, model: &str, format: ShowFormat, io: Option<&RuntimeArg
     let artifact = |a: &Artifact| {
         let mut line = a.file.clone();
         if let Some(size) = a.size {
-            line.push_str(&format!("  {}", mib(size)));
+            line.push_str(&format!("  {}", crate::show::mib(size)));
         }
         if let Some(sha) = &a.sha256 {
             line.push_str(&format!("  sha256 {sha}"));
@@ -290,19 +286,19 @@ fn decoder_summary(spec: &ModelSpec) -> String {
     if parts.is_empty() { kind } else { format!("{kind} ({})", parts.join(", ")) }
 }
 
-fn load_io(global: &Global, located: &LocatedSpec, args: &RuntimeArgs) -> Result<(Vec<TensorInfo>, Vec<TensorInfo>)> {
-    let bars = Bars::new(global.quiet);
-    let weights = global.catalog().resolver().fetch(&located.spec.weights, located.base.as_deref(), &bars)?;
-    let runtime = open_runtime(global, args)?;
+fn load_io(ctx: &AppContext, located: &LocatedSpec, args: &RuntimeArgs) -> Result<(Vec<TensorInfo>, Vec<TensorInfo>)> {
+    let bars = ctx.bars();
+    let weights = ctx.catalog().resolver().fetch(&located.spec.weights, located.base.as_deref(), &bars)?;
+    let runtime = ctx.open_runtime(args)?;
     let session = runtime.load(&weights).with_context(|| format!("cannot load {}", located.spec.name))?;
     Ok((session.inputs().to_vec(), session.outputs().to_vec()))
 }
 
-fn fetch(global: &Global, models: &[String]) -> Result<ExitCode> {
-    let bars = Bars::new(global.quiet);
+fn fetch(ctx: &AppContext, models: &[String]) -> Result<ExitCode> {
+    let bars = ctx.bars();
     let mut failed = false;
     for name in models {
-        let result = global.catalog().resolve(name, &bars);
+        let result = ctx.catalog().resolve(name, &bars);
         match result {
             Ok(model) => println!("{}: {}", model.spec.name, model.weights.display()),
             Err(e) => {
@@ -317,16 +313,16 @@ fn fetch(global: &Global, models: &[String]) -> Result<ExitCode> {
 /// Check an ONNX file against a spec by loading it and running one image through it, then
 /// copy both into the local store so `--model NAME` finds them.
 fn import(
-    global: &Global,
+    ctx: &AppContext,
     onnx: &Path,
     spec_path: &Path,
     name: Option<&str>,
     force: bool,
     runtime_args: &RuntimeArgs,
 ) -> Result<ExitCode> {
-    let bars = Bars::new(global.quiet);
-    let model = checked_model(global, onnx, spec_path, name, runtime_args, &bars)?;
-    let installed = store::install(global.catalog().home(), &model, force)?;
+    let bars = ctx.bars();
+    let model = ctx.checked_model(onnx, spec_path, name, runtime_args, &bars)?;
+    let installed = store::install(ctx.catalog().home(), &model, force)?;
     println!(
         "imported {} ({} model) into {}\n  try: strix predict --model {} IMAGE",
         model.spec.name,
@@ -335,39 +331,6 @@ fn import(
         model.spec.name
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// An ONNX file with its spec (renamed to `name` if given), resolved and proven to fit: it
-/// loads, and one inference on a plain picture decodes (the decoder checks every output's
-/// shape). `models import` and `models register` take nothing less.
-pub fn checked_model(
-    global: &Global,
-    onnx: &Path,
-    spec_path: &Path,
-    name: Option<&str>,
-    runtime_args: &RuntimeArgs,
-    bars: &Bars,
-) -> Result<ResolvedModel> {
-    if !onnx.is_file() {
-        bail!("{}: model file not found", onnx.display());
-    }
-    if spec_path.extension().and_then(|e| e.to_str()) != Some("toml") {
-        bail!("{}: the spec must be a .toml file", spec_path.display());
-    }
-    let mut located = global.catalog().locate_local(&spec_path.display().to_string())?;
-    if let Some(name) = name {
-        strix_zoo::check_name(name).map_err(anyhow::Error::msg)?;
-        located.spec.name = name.to_string();
-    }
-    // The file given on the command line is the weights, whatever the spec's `file` says;
-    // other networks and a labels file are found beside the spec.
-    let file_name = onnx.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    located.spec.weights = Artifact { file: file_name, sha256: None, url: None, size: None };
-    let model = global.catalog().resolver().resolve_with_weights(&located, onnx.to_path_buf(), bars)?;
-    crate::engine(global, runtime_args)
-        .load_checked(model.clone())
-        .with_context(|| format!("{} does not fit {}", onnx.display(), spec_path.display()))?;
-    Ok(model)
 }
 
 fn inspect(onnx: &Path, json: bool) -> Result<ExitCode> {

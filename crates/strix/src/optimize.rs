@@ -8,8 +8,8 @@ use serde_json::json;
 use strix_export::SPEC_FILE;
 use strix_registry::{Lineage, NewFile};
 
-use crate::cli::{CalibrationMethod, Global, OptimizeArgs};
-use crate::progress::Bars;
+use crate::cli::{CalibrationMethod, OptimizeArgs};
+use crate::context::AppContext;
 use crate::registry::Registration;
 
 /// The int8 model's file inside its version.
@@ -19,18 +19,18 @@ const REPORT_FILE: &str = "quantization.json";
 /// Without --holdout, every this-many-th calibration image is held out for the gate.
 const HOLD_OUT_EVERY: usize = 4;
 
-pub fn run(global: &Global, args: &OptimizeArgs) -> Result<ExitCode> {
+pub fn run(ctx: &AppContext, args: &OptimizeArgs) -> Result<ExitCode> {
     crate::registry::check_target(&args.name, &args.aliases)?;
     let settings = settings(args)?;
     let images = images(args)?;
-    let bars = Bars::new(global.quiet);
-    let model = global.catalog().resolve(&args.model, &bars)?;
+    let bars = ctx.bars();
+    let model = ctx.catalog().resolve(&args.model, &bars)?;
     let parent = model.version.as_ref().map_or_else(|| model.spec.name.clone(), ToString::to_string);
-    let engine = crate::engine(global, &args.runtime);
+    let engine = ctx.engine(&args.runtime);
     let runtime = engine.runtime()?;
     let staging = tempfile::tempdir().context("temporary folder")?;
     let out = staging.path().join(INT8_FILE);
-    if !global.quiet {
+    if !ctx.quiet {
         eprintln!(
             "quantising {parent} to int8 on {}: {} calibration images ({}), {} held out",
             engine.backend,
@@ -52,15 +52,15 @@ pub fn run(global: &Global, args: &OptimizeArgs) -> Result<ExitCode> {
         }
         other => other?,
     };
-    if !global.quiet {
+    if !ctx.quiet {
         eprintln!("gate passed: {}", quantized.gate.summary());
     }
     let (spec_path, report_path) = write_companions(&model, &quantized, &settings, staging.path())?;
     let lineage = lineage(&model, &parent, &images, &settings, &quantized)?;
     let extra = vec![NewFile { file: REPORT_FILE.into(), path: report_path }];
     let files = Registration { onnx: &quantized.onnx, spec: &spec_path, lineage, extra };
-    let record = crate::registry::register_files(global, &args.name, files, &args.aliases, &args.runtime)?;
-    crate::registry::print_registered(global, &record, args.json)
+    let record = crate::registry::register_files(ctx, &args.name, files, &args.aliases, &args.runtime)?;
+    crate::registry::print_registered(ctx, &record, args.json)
 }
 
 fn settings(args: &OptimizeArgs) -> Result<strix_optimize::Settings> {

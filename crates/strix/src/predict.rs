@@ -13,9 +13,9 @@ use strix_pipeline::rekognition::{ErrorBody, Response};
 use strix_pipeline::{Answer, BatchOptions, ImageOutcome, Prediction, annotate};
 use strix_vision::{DecodeLimits, decode_file, segment};
 
-use crate::cli::{Global, PredictArgs};
-use crate::progress::Bars;
-use crate::{inputs, load_pipeline};
+use crate::cli::PredictArgs;
+use crate::context::AppContext;
+use crate::inputs;
 
 /// One JSON line of `--json` output.
 #[derive(Serialize)]
@@ -28,8 +28,8 @@ struct JsonLine {
     error: Option<ErrorBody>,
 }
 
-pub fn run(global: &Global, args: &PredictArgs) -> Result<ExitCode> {
-    let bars = Bars::new(global.quiet);
+pub fn run(ctx: &AppContext, args: &PredictArgs) -> Result<ExitCode> {
+    let bars = ctx.bars();
     let (files, problems) = inputs::expand(&args.images);
     for (path, problem) in &problems {
         eprintln!("error: {}: {problem}", path.display());
@@ -44,8 +44,8 @@ pub fn run(global: &Global, args: &PredictArgs) -> Result<ExitCode> {
     let started = Instant::now();
     // Classification unless told otherwise (builtin::DEFAULT_CLASSIFIER).
     let model =
-        crate::registry::resolve_for_task(global, args.model.as_deref(), args.task, strix_core::Task::Classify, &bars)?;
-    let pipeline = load_pipeline(global, model, &args.runtime)?;
+        crate::registry::resolve_for_task(ctx, args.model.as_deref(), args.task, strix_core::Task::Classify, &bars)?;
+    let pipeline = ctx.load_pipeline(model, &args.runtime)?;
     let name = pipeline.model().spec.name.clone();
     let ready = Instant::now();
     tracing::info!(model = %name, backend = %pipeline.backend(), load_ms = (ready - started).as_millis() as u64, "model loaded");
@@ -101,7 +101,7 @@ pub fn run(global: &Global, args: &PredictArgs) -> Result<ExitCode> {
             return Err(e).context("cannot write results");
         }
     }
-    if !global.quiet {
+    if !ctx.quiet {
         // Throughput counts from the first image: loading the model is reported apart.
         let secs = stats.run.as_secs_f64();
         eprintln!(

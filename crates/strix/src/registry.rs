@@ -12,44 +12,46 @@ use strix_export::SPEC_FILE;
 use strix_registry::{Lineage, ModelRef, NewFile, NewVersion, VersionRecord};
 use strix_zoo::ResolvedModel;
 
-use crate::cli::{Global, RuntimeArgs};
+use crate::cli::RuntimeArgs;
+use crate::context::AppContext;
 use crate::progress::Bars;
 
 /// The registry, opened now.
-pub fn session(global: &Global) -> Result<RegistrySession> {
-    Ok(global.catalog().registry()?)
+pub fn session(ctx: &AppContext) -> Result<RegistrySession> {
+    Ok(ctx.catalog().registry()?)
 }
 
 /// Whether a registry has been set up here (see [`strix_catalog::Catalog::registry_exists`]).
-pub fn exists(global: &Global) -> bool {
-    global.catalog().registry_exists()
+pub fn exists(ctx: &AppContext) -> bool {
+    ctx.catalog().registry_exists()
 }
 
 /// The model of `--model` / `--task`: the named model (which must do the task, when both are
 /// given), else the task's default model, else `fallback`'s; its files on disk and checked.
 pub fn resolve_for_task(
-    global: &Global,
+    ctx: &AppContext,
     model: Option<&str>,
     task: Option<strix_core::Task>,
     fallback: strix_core::Task,
     bars: &Bars,
 ) -> Result<ResolvedModel> {
-    Ok(global.catalog().resolve_for_task(model, task, fallback, bars)?)
+    Ok(ctx.catalog().resolve_for_task(model, task, fallback, bars)?)
 }
 
 /// Files of a run folder that travel with its versions (when present).
 const RUN_FILES: &[&str] = &[
-    strix_train::train::CONFIG_FILE,
-    strix_train::train::FINAL_FILE,
-    strix_train::train::METRICS_FILE,
-    strix_train::train::DATASET_FILE,
-    strix_train::train::DATASET_MANIFEST_FILE,
-    strix_train::train::REPORT_FILE,
+    strix_train::files::CONFIG_FILE,
+    strix_train::files::FINAL_FILE,
+    strix_train::files::SUMMARY_FILE,
+    strix_train::files::METRICS_FILE,
+    strix_train::files::DATASET_FILE,
+    strix_train::files::DATASET_MANIFEST_FILE,
+    strix_train::files::REPORT_FILE,
 ];
 
 /// `strix models register SOURCE --name NAME`.
 pub fn register(
-    global: &Global,
+    ctx: &AppContext,
     source: &Path,
     name: &str,
     spec: Option<&Path>,
@@ -75,8 +77,8 @@ pub fn register(
         bail!("{}: no such run folder or ONNX file", source.display());
     };
     let files = Registration { onnx: &onnx, spec: &spec_path, lineage, extra };
-    let record = register_files(global, name, files, aliases, runtime)?;
-    print_registered(global, &record, json)
+    let record = register_files(ctx, name, files, aliases, runtime)?;
+    print_registered(ctx, &record, json)
 }
 
 /// Refuse a name or alias a new version cannot take, before any work is done for it.
@@ -102,7 +104,7 @@ pub struct Registration<'a> {
 /// Check `files` (the ONNX parses, loads and answers through its spec) and register them as
 /// the next version of `name`, with `aliases`; the new version's record.
 pub fn register_files(
-    global: &Global,
+    ctx: &AppContext,
     name: &str,
     files: Registration<'_>,
     aliases: &[String],
@@ -111,8 +113,8 @@ pub fn register_files(
     let Registration { onnx, spec: spec_path, lineage, extra } = files;
     // An ONNX file that does not parse is refused before anything is uploaded.
     strix_runtime::inspect(onnx).with_context(|| format!("{}: not a readable ONNX model", onnx.display()))?;
-    let bars = Bars::new(global.quiet);
-    let model = crate::models::checked_model(global, onnx, spec_path, Some(name), runtime, &bars)?;
+    let bars = ctx.bars();
+    let model = ctx.checked_model(onnx, spec_path, Some(name), runtime, &bars)?;
     let (mut spec, files) = strix_zoo::store::package(&model)?;
     spec.name = name.to_string();
     let staging = tempfile::tempdir().context("temporary folder")?;
@@ -130,7 +132,7 @@ pub fn register_files(
         created_by: crate::settings::who(),
         strix_version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    let session = session(global)?;
+    let session = session(ctx)?;
     let record = session.run(session.registry.register(new, &bars))?;
     for alias in aliases {
         session.run(session.registry.set_alias(name, record.version, alias))?;
@@ -139,18 +141,18 @@ pub fn register_files(
 }
 
 /// Say what was registered: the record as JSON, or a line and a command to try.
-pub fn print_registered(global: &Global, record: &VersionRecord, json: bool) -> Result<ExitCode> {
+pub fn print_registered(ctx: &AppContext, record: &VersionRecord, json: bool) -> Result<ExitCode> {
     if json {
         println!("{}", serde_json::to_string_pretty(&record)?);
     } else {
         let bytes: u64 = record.artifacts.iter().map(|a| a.size).sum();
-        let (store, _) = session(global)?.registry.describe();
+        let (store, _) = session(ctx)?.registry.describe();
         println!(
             "registered {}:{} ({} files, {}) in {store}{}\n  try: strix predict --model {}:{} IMAGE",
             record.name,
             record.version,
             record.artifacts.len(),
-            crate::models::mib(bytes),
+            crate::show::mib(bytes),
             if record.aliases.is_empty() { String::new() } else { format!("; aliases: {}", record.aliases.join(", ")) },
             record.name,
             record.version
@@ -178,15 +180,12 @@ fn run_source(run: &Path) -> Result<(PathBuf, PathBuf, Lineage, Vec<NewFile>)> {
             Err(e) => Err(e).with_context(|| path.display().to_string()),
         }
     };
-    let config = strix_train::train::saved_config(run)?;
-    let metrics = read_json(&run.join(strix_train::train::FINAL_FILE))?.map(|f| {
-        let pick = |part: &str| {
-            f.get(part).filter(|v| !v.is_null()).map(|e| {
-                json!({"accuracy": e.get("accuracy"), "top5": e.get("top5"), "loss": e.get("loss"), "images": e.get("images")})
-            })
-        };
-        json!({"best_epoch": f.get("best_epoch"), "stopped_early": f.get("stopped_early"), "val": pick("val"), "test": pick("test")})
-    });
+    let config = strix_train::files::saved_config(run)?;
+    // A run that has not finished has no figures to record.
+    let metrics = match run.join(strix_train::files::SUMMARY_FILE).is_file() {
+        true => Some(serde_json::to_value(strix_train::RunSummary::read(run)?)?),
+        false => None,
+    };
     let parent = match &config.pretrained {
         Some(p) if config.mode() != strix_train::config::Mode::Scratch => {
             let sha = strix_zoo::sha256_file(p).ok();
@@ -197,7 +196,7 @@ fn run_source(run: &Path) -> Result<(PathBuf, PathBuf, Lineage, Vec<NewFile>)> {
     let lineage = Lineage {
         source: absolute(run).display().to_string(),
         metrics,
-        dataset: read_json(&run.join(strix_train::train::DATASET_FILE))?,
+        dataset: read_json(&run.join(strix_train::files::DATASET_FILE))?,
         config: Some(serde_json::to_value(&config)?),
         parent,
         gate: read_json(&export.join(GATE_FILE))?,
@@ -216,36 +215,36 @@ fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
-pub fn alias(global: &Global, name: &str, version: u64, alias: &str) -> Result<ExitCode> {
-    let session = session(global)?;
+pub fn alias(ctx: &AppContext, name: &str, version: u64, alias: &str) -> Result<ExitCode> {
+    let session = session(ctx)?;
     session.run(session.registry.set_alias(name, version, alias))?;
     println!("{name}@{alias} -> {name}:{version}");
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn unalias(global: &Global, name: &str, alias: &str) -> Result<ExitCode> {
-    let session = session(global)?;
+pub fn unalias(ctx: &AppContext, name: &str, alias: &str) -> Result<ExitCode> {
+    let session = session(ctx)?;
     session.run(session.registry.remove_alias(name, alias))?;
     println!("removed {name}@{alias}");
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn delete(global: &Global, model: &str, all: bool) -> Result<ExitCode> {
+pub fn delete(ctx: &AppContext, model: &str, all: bool) -> Result<ExitCode> {
     let reference = ModelRef::parse(model)?;
-    let session = session(global)?;
+    let session = session(ctx)?;
     let deleted = session.run(session.registry.delete(&reference, all))?;
     let list: Vec<String> = deleted.iter().map(|v| format!("{}:{v}", reference.name)).collect();
     println!("deleted {} (files stay until `strix models gc`)", list.join(", "));
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn download(global: &Global, model: &str, out: Option<&Path>) -> Result<ExitCode> {
+pub fn download(ctx: &AppContext, model: &str, out: Option<&Path>) -> Result<ExitCode> {
     let reference = ModelRef::parse(model)?;
-    let session = session(global)?;
+    let session = session(ctx)?;
     let record = session.run(session.registry.get(&reference))?;
     let dir =
         out.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(format!("{}-v{}", record.name, record.version)));
-    let bars = Bars::new(global.quiet);
+    let bars = ctx.bars();
     let paths = session.run(session.registry.download(&record, &dir, &bars))?;
     println!("{}:{} -> {} ({} files, checked)", record.name, record.version, dir.display(), paths.len());
     if dir.join(SPEC_FILE).is_file() {
@@ -254,11 +253,11 @@ pub fn download(global: &Global, model: &str, out: Option<&Path>) -> Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn gc(global: &Global, grace_minutes: f64, json: bool) -> Result<ExitCode> {
+pub fn gc(ctx: &AppContext, grace_minutes: f64, json: bool) -> Result<ExitCode> {
     if !(grace_minutes >= 0.0 && grace_minutes.is_finite()) {
         bail!("--grace-minutes must be a number >= 0");
     }
-    let session = session(global)?;
+    let session = session(ctx)?;
     let report = session.run(session.registry.gc(Duration::from_secs_f64(grace_minutes * 60.0)))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -266,7 +265,7 @@ pub fn gc(global: &Global, grace_minutes: f64, json: bool) -> Result<ExitCode> {
         println!(
             "removed {} unreferenced blobs ({}) and {} unfinished uploads; kept {} younger than {grace_minutes} min",
             report.blobs_removed,
-            crate::models::mib(report.bytes_removed),
+            crate::show::mib(report.bytes_removed),
             report.uploads_removed,
             report.blobs_kept_young
         );
@@ -274,8 +273,8 @@ pub fn gc(global: &Global, grace_minutes: f64, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn verify(global: &Global) -> Result<ExitCode> {
-    let session = session(global)?;
+pub fn verify(ctx: &AppContext) -> Result<ExitCode> {
+    let session = session(ctx)?;
     let problems = session.run(session.registry.check())?;
     let versions: u64 = session.run(session.registry.list())?.iter().map(|m| m.versions).sum();
     if problems.is_empty() {
@@ -289,11 +288,11 @@ pub fn verify(global: &Global) -> Result<ExitCode> {
 }
 
 /// Registry models as `models list` rows: `(name, task, size of newest, summary)`.
-pub fn list_rows(global: &Global) -> Result<Vec<(String, String, u64, String)>> {
-    if !exists(global) {
+pub fn list_rows(ctx: &AppContext) -> Result<Vec<(String, String, u64, String)>> {
+    if !exists(ctx) {
         return Ok(Vec::new());
     }
-    let session = session(global)?;
+    let session = session(ctx)?;
     let mut rows = Vec::new();
     for m in session.run(session.registry.list())? {
         let latest = session.run(session.registry.get(&ModelRef::parse(&format!("{}:{}", m.name, m.latest))?))?;
@@ -305,19 +304,24 @@ pub fn list_rows(global: &Global) -> Result<Vec<(String, String, u64, String)>> 
             if aliases.is_empty() { String::new() } else { format!(", {}", aliases.join(" ")) }
         );
         let size = latest.artifacts.iter().map(|a| a.size).sum();
-        rows.push((format!("{}:{}", m.name, m.latest), printable(&m.task), size, printable(&summary)));
+        rows.push((
+            format!("{}:{}", m.name, m.latest),
+            crate::show::printable(&m.task),
+            size,
+            crate::show::printable(&summary),
+        ));
     }
     Ok(rows)
 }
 
 /// `models show` for a registry model: every version (bare name) or one version's record.
-pub fn show(global: &Global, text: &str, json: bool) -> Result<Option<ExitCode>> {
+pub fn show(ctx: &AppContext, text: &str, json: bool) -> Result<Option<ExitCode>> {
     let explicit = ModelRef::is_explicit(text);
-    if !explicit && (global.catalog().locate_local(text).is_ok() || !exists(global)) {
+    if !explicit && (ctx.catalog().locate_local(text).is_ok() || !exists(ctx)) {
         return Ok(None);
     }
     let reference = ModelRef::parse(text)?;
-    let session = session(global)?;
+    let session = session(ctx)?;
     let records = if explicit {
         vec![session.run(session.registry.get(&reference))?]
     } else {
@@ -337,15 +341,21 @@ pub fn show(global: &Global, text: &str, json: bool) -> Result<Option<ExitCode>>
     Ok(Some(ExitCode::SUCCESS))
 }
 
-/// `s` with control characters escaped (`\x1b` -> `\u{1b}`): registry fields come from a
-/// shared database and `label` prints names from datasets, and a terminal must not run escape
-/// sequences someone stored there. Every command printing such names uses this one.
-pub(crate) fn printable(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { c.escape_debug().to_string() } else { c.to_string() }).collect()
+/// A version's recorded figures in one line: a trained run's [`strix_train::RunSummary`], or a
+/// quantised version's agreement with its float parent.
+fn metrics_line(m: &Value) -> String {
+    if let Ok(s) = serde_json::from_value::<strix_train::RunSummary>(m.clone()) {
+        return s.headline();
+    }
+    if let (Some(a), Some(x)) = (m.get("agreement").and_then(Value::as_f64), m.get("speedup").and_then(Value::as_f64)) {
+        return format!("agrees with its float parent on {:.1}% of held-out images, {x:.2}x its speed", a * 100.0);
+    }
+    // Recorded by an older Strix, in a shape this one does not type.
+    m.to_string()
 }
 
 fn print_record(r: &VersionRecord) {
-    let field = |k: &str, v: &str| println!("  {k:<11} {}", printable(v));
+    let field = |k: &str, v: &str| println!("  {k:<11} {}", crate::show::printable(v));
     println!("{}:{} (registry)", r.name, r.version);
     field("task", &r.task);
     if !r.aliases.is_empty() {
@@ -358,24 +368,7 @@ fn print_record(r: &VersionRecord) {
     );
     field("source", &r.lineage.source);
     if let Some(m) = &r.lineage.metrics {
-        let acc = |part: &str| m.get(part).and_then(|p| p.get("accuracy")).and_then(Value::as_f64);
-        let mut parts = Vec::new();
-        // A quantised version's figures against its float parent.
-        if let (Some(a), Some(x)) =
-            (m.get("agreement").and_then(Value::as_f64), m.get("speedup").and_then(Value::as_f64))
-        {
-            parts.push(format!(
-                "agrees with its float parent on {:.1}% of held-out images, {x:.2}x its speed",
-                a * 100.0
-            ));
-        }
-        if let Some(a) = acc("val") {
-            parts.push(format!("val accuracy {a:.4}"));
-        }
-        if let Some(a) = acc("test") {
-            parts.push(format!("test accuracy {a:.4}"));
-        }
-        field("metrics", &parts.join(", "));
+        field("metrics", &metrics_line(m));
     }
     if let Some(d) = &r.lineage.dataset {
         let get =
@@ -409,17 +402,6 @@ fn print_record(r: &VersionRecord) {
         }
     }
     for a in &r.artifacts {
-        field("file", &format!("{:<16} {:>10}  sha256 {}", a.file, crate::models::mib(a.size), a.sha256));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn registry_fields_are_printed_without_control_characters() {
-        let shown = super::printable("me\u{1b}[2J\u{7}@host\nx");
-        assert!(!shown.chars().any(char::is_control), "{shown:?}");
-        assert_eq!(shown, "me\\u{1b}[2J\\u{7}@host\\nx");
-        assert_eq!(super::printable("plain ü"), "plain ü");
+        field("file", &format!("{:<16} {:>10}  sha256 {}", a.file, crate::show::mib(a.size), a.sha256));
     }
 }

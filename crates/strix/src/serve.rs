@@ -7,8 +7,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use strix_serve::{ModelConfig, ServeConfig, ServeState, ServedModel};
 
-use crate::cli::{Global, ServeArgs};
-use crate::progress::Bars;
+use crate::cli::ServeArgs;
+use crate::context::AppContext;
 
 /// The config file (if any) with the flags applied over it ([`crate::layered`]).
 fn config(args: &ServeArgs) -> Result<ServeConfig> {
@@ -48,15 +48,15 @@ fn config(args: &ServeArgs) -> Result<ServeConfig> {
     Ok(cfg)
 }
 
-pub fn run(global: &Global, args: &ServeArgs) -> Result<ExitCode> {
+pub fn run(ctx: &AppContext, args: &ServeArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let cfg = config(args)?;
     let keys = cfg.api_keys()?;
-    let bars = Bars::new(global.quiet);
+    let bars = ctx.bars();
     let mut models: Vec<ServedModel> = Vec::new();
     for m in &cfg.models {
-        let model = global.catalog().resolve(&m.model, &bars)?;
-        let pipeline = crate::load_pipeline(global, model, &args.runtime)?;
+        let model = ctx.catalog().resolve(&m.model, &bars)?;
+        let pipeline = ctx.load_pipeline(model, &args.runtime)?;
         let name = m.name.clone().unwrap_or_else(|| pipeline.model().spec.name.clone());
         strix_core::check_name(&name).map_err(anyhow::Error::msg)?;
         if models.iter().any(|s| s.name == name) {
@@ -89,8 +89,8 @@ pub fn run(global: &Global, args: &ServeArgs) -> Result<ExitCode> {
     let state = Arc::new(state);
     if !args.follow_interval.is_zero() {
         let interval = args.follow_interval;
-        let engine = crate::engine(global, &args.runtime);
-        let following = state.follow(global.catalog(), &engine, interval).context("cannot start following")?;
+        let engine = ctx.engine(&args.runtime);
+        let following = state.follow(ctx.catalog(), &engine, interval).context("cannot start following")?;
         if following > 0 {
             eprintln!("strix serve: {following} model(s) follow their registry alias (checked every {interval:?})");
         }
@@ -112,27 +112,11 @@ pub fn run(global: &Global, args: &ServeArgs) -> Result<ExitCode> {
             names.join(", "),
             started.elapsed().as_secs_f64()
         );
-        strix_serve::serve(listener, state, cfg.connections, shutdown_signal()).await?;
+        strix_serve::serve(listener, state, cfg.connections, crate::signals::shutdown()).await?;
         anyhow::Ok(())
     })?;
     if let Some(c) = capture {
         eprintln!("capture: {}", c.close().summary("requests"));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Ctrl-C or SIGTERM (what `docker stop` and Kubernetes send).
-pub(crate) async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
 }

@@ -41,15 +41,13 @@ pub fn build(global: &Global) -> Result<Settings> {
         }
         None => Layer::default(),
     };
-    // object_store's S3 settings by their own names, as its from_env would read them.
-    let s3 =
-        std::env::vars().filter(|(k, _)| k.starts_with("AWS_")).map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
+    // object_store's cloud settings (S3, GCS, Azure) by their own names, as its from_env
+    // readers would read them.
+    let s3 = std::env::vars()
+        .filter(|(k, _)| ["AWS_", "GOOGLE_", "AZURE_"].iter().any(|p| k.starts_with(p)))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect();
     Ok(Settings::from_layers(vec![flags, file], defaults, s3))
-}
-
-/// libonnxruntime for `--backend ort`: `--ort-lib` / `ORT_DYLIB_PATH`, else the settings file.
-pub fn ort_library(global: &Global, flag: Option<&PathBuf>) -> Option<PathBuf> {
-    flag.filter(|p| !p.as_os_str().is_empty()).cloned().or_else(|| global.catalog().settings().ort_library.clone())
 }
 
 /// `user@host`: the login name from the environment, else the passwd entry of our uid.

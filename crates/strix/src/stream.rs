@@ -14,7 +14,8 @@ use strix_stream::{
     WebOptions, Webhook, ZoneConfig,
 };
 
-use crate::cli::{Global, StreamArgs};
+use crate::cli::StreamArgs;
+use crate::context::AppContext;
 use crate::progress::Bars;
 
 /// The config file (if any) with the flags applied over it ([`crate::layered`]).
@@ -53,7 +54,7 @@ impl RunHooks for Hooks {
     }
 }
 
-pub fn run(global: &Global, args: &StreamArgs) -> Result<ExitCode> {
+pub fn run(ctx: &AppContext, args: &StreamArgs) -> Result<ExitCode> {
     let cfg = config(args)?;
     let mut sources = Vec::new();
     for s in &args.sources {
@@ -78,15 +79,15 @@ pub fn run(global: &Global, args: &StreamArgs) -> Result<ExitCode> {
         sinks.push(Box::new(Mqtt::open(url, Duration::from_secs(5))?));
     }
 
-    let bars = Arc::new(Bars::new(global.quiet));
+    let bars = Arc::new(ctx.bars());
     let model =
-        crate::registry::resolve_for_task(global, args.model.as_deref(), args.task, strix_core::Task::Detect, &bars)?;
-    let live = Arc::new(strix_stream::LiveModel::new(Arc::new(crate::load_pipeline(global, model, &args.runtime)?)));
+        crate::registry::resolve_for_task(ctx, args.model.as_deref(), args.task, strix_core::Task::Detect, &bars)?;
+    let live = Arc::new(strix_stream::LiveModel::new(Arc::new(ctx.load_pipeline(model, &args.runtime)?)));
     // Kept until the run ends: dropping it stops the polling.
     let _follower = match (&args.model, args.follow_interval.is_zero()) {
         (Some(reference), false) => {
-            let engine = crate::engine(global, &args.runtime);
-            strix_stream::follow(&live, global.catalog(), &engine, reference, args.follow_interval)
+            let engine = ctx.engine(&args.runtime);
+            strix_stream::follow(&live, ctx.catalog(), &engine, reference, args.follow_interval)
                 .context("cannot start following the registry")?
         }
         _ => None,
@@ -135,17 +136,17 @@ pub fn run(global: &Global, args: &StreamArgs) -> Result<ExitCode> {
         workers: args.workers,
         tap: capture.clone().map(|c| c as Arc<dyn strix_pipeline::Tap>),
     };
-    let hooks = Hooks { bars: bars.clone(), quiet: global.quiet };
+    let hooks = Hooks { bars: bars.clone(), quiet: ctx.quiet };
     let summary = strix_stream::run_live(live, job, stop, &hooks)?;
     if let Some(capture) = capture {
         let stats = capture.close();
-        if !global.quiet {
+        if !ctx.quiet {
             eprintln!("capture: {}", stats.summary("frames"));
         }
     }
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
-    } else if !global.quiet {
+    } else if !ctx.quiet {
         eprint!("{}", render(&summary));
     }
     let failed = !summary.errors.is_empty() || summary.sinks.iter().any(|s| s.failed > 0);
@@ -213,7 +214,7 @@ fn render(s: &Summary) -> String {
 fn watch_signals(stop: Arc<AtomicBool>) {
     std::thread::spawn(move || {
         let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-        rt.block_on(crate::serve::shutdown_signal());
+        rt.block_on(crate::signals::shutdown());
         stop.store(true, Ordering::SeqCst);
     });
 }

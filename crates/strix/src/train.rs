@@ -12,12 +12,12 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::sync::Mutex;
 use strix_data::{ImageSet, Part, Transform, View};
 use strix_train::config::Mode;
-use strix_train::detect;
-use strix_train::metrics::{EpochMetrics, Evaluation};
-use strix_train::train::{self, Observer};
-use strix_train::{Device, TrainConfig};
+use strix_train::metrics::Evaluation;
+use strix_train::observe::{Control, EpochEnd, Observer};
+use strix_train::{Device, RunSummary, TrainConfig, classify};
 
-use crate::cli::{DataPart, Global, RunEvalArgs, TrainArgs};
+use crate::cli::{DataPart, RunEvalArgs, TrainArgs};
+use crate::context::AppContext;
 
 /// Per-epoch bar with loss, accuracy, throughput and ETA; plain lines when not on a terminal.
 struct EpochBars {
@@ -48,37 +48,29 @@ impl Observer for EpochBars {
         *self.bar.lock().unwrap_or_else(|p| p.into_inner()) = Some(bar);
     }
 
-    fn batch(&self, images: usize, loss: f64, accuracy: f64) {
+    fn batch(&self, images: usize, loss: f64, accuracy: Option<f64>) {
         let n = self.images.fetch_add(images as u64, Ordering::Relaxed) + images as u64;
         if let Some(bar) = self.bar.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             let secs = self.started.lock().unwrap_or_else(|p| p.into_inner()).elapsed().as_secs_f64();
-            let acc = if accuracy.is_finite() { format!(" acc {:.1}%", 100.0 * accuracy) } else { String::new() };
+            let acc = accuracy.map(|a| format!(" acc {:.1}%", 100.0 * a)).unwrap_or_default();
             bar.set_message(format!("loss {loss:.4}{acc} {:.1} img/s", n as f64 / secs.max(1e-9)));
             bar.inc(1);
         }
     }
 
-    fn epoch_end(&self, m: &EpochMetrics) {
+    fn epoch_end(&self, end: &EpochEnd<'_>) -> Control {
         if let Some(bar) = self.bar.lock().unwrap_or_else(|p| p.into_inner()).take() {
             bar.finish_and_clear();
         }
         if !self.quiet {
-            eprintln!("{m}");
+            eprintln!("{}", end.line);
         }
+        Control::Continue
     }
 
     fn phase(&self, what: &str) {
         if !self.quiet {
             eprintln!("{what}...");
-        }
-    }
-
-    fn detect_epoch_end(&self, m: &detect::DetectEpoch) {
-        if let Some(bar) = self.bar.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            bar.finish_and_clear();
-        }
-        if !self.quiet {
-            eprintln!("{m}");
         }
     }
 }
@@ -118,7 +110,7 @@ fn merged_config(args: &TrainArgs) -> Result<TrainConfig> {
         Some(t) => t.parse::<strix_core::Task>().map_err(|e| anyhow::anyhow!("{}: task: {e}", origin.display()))?,
         None => strix_core::Task::Classify,
     };
-    for (key, value) in TrainConfig::task_defaults(task) {
+    for (key, value) in strix_train::train::task_defaults(task)? {
         table.entry(key).or_insert(value);
     }
     if !table.contains_key("data") {
@@ -144,34 +136,32 @@ fn project_data(table: &mut toml::Table) -> Result<()> {
     Ok(())
 }
 
-/// The zoo model whose ImageNet weights a detector's backbone starts from by default.
-const DEFAULT_BACKBONE: &str = "efficientnet_lite0";
-
-/// A detector without `pretrained` (and not asked to train from scratch) starts from the zoo's
-/// EfficientNet-Lite0, found or fetched like any `--model`: `--task detect --data` alone is
-/// enough for a useful detector.
-fn with_default_backbone(global: &Global, mut cfg: TrainConfig) -> Result<TrainConfig> {
-    if cfg.task != strix_core::Task::Detect || cfg.pretrained.is_some() || cfg.mode == Some(Mode::Scratch) {
+/// A run of a task with default weights (a detector's EfficientNet-Lite0 backbone), without
+/// `pretrained` and not asked to train from scratch, starts from them, found or fetched like
+/// any `--model`: `--task detect --data` alone is enough for a useful detector.
+fn with_default_pretrained(ctx: &AppContext, mut cfg: TrainConfig) -> Result<TrainConfig> {
+    let Some(name) = strix_train::train::default_pretrained(cfg.task) else { return Ok(cfg) };
+    if cfg.pretrained.is_some() || cfg.mode == Some(Mode::Scratch) {
         return Ok(cfg);
     }
-    let model =
-        global.catalog().resolve(DEFAULT_BACKBONE, &crate::progress::Bars::new(global.quiet)).with_context(|| {
-            format!(
-                "the detector's backbone starts from the zoo's {DEFAULT_BACKBONE} weights, which could not be had; \
-             give --pretrained FILE (its .onnx or PyTorch .safetensors) or --mode scratch"
-            )
-        })?;
-    if !global.quiet {
-        eprintln!("backbone: {DEFAULT_BACKBONE} ImageNet weights from {}", model.weights.display());
+    let model = ctx.catalog().resolve(name, &ctx.bars()).with_context(|| {
+        format!(
+            "a {} run starts from the zoo's {name} weights, which could not be had; \
+             give --pretrained FILE (its .onnx or PyTorch .safetensors) or --mode scratch",
+            cfg.task.as_str()
+        )
+    })?;
+    if !ctx.quiet {
+        eprintln!("backbone: {name} ImageNet weights from {}", model.weights.display());
     }
     cfg.pretrained = Some(model.weights);
     Ok(cfg)
 }
 
-pub fn run(global: &Global, args: &TrainArgs) -> Result<ExitCode> {
+pub fn run(ctx: &AppContext, args: &TrainArgs) -> Result<ExitCode> {
     keep_freed_memory();
     let observer = EpochBars {
-        quiet: global.quiet,
+        quiet: ctx.quiet,
         tty: std::io::stderr().is_terminal(),
         bar: Mutex::new(None),
         started: Mutex::new(Instant::now()),
@@ -179,89 +169,51 @@ pub fn run(global: &Global, args: &TrainArgs) -> Result<ExitCode> {
     };
     let (cfg, resume) = match &args.resume {
         Some(dir) => {
-            let cfg = train::saved_config(dir).with_context(|| format!("{} is not a run folder", dir.display()))?;
-            if !global.quiet {
+            let cfg = strix_train::files::saved_config(dir)
+                .with_context(|| format!("{} is not a run folder", dir.display()))?;
+            if !ctx.quiet {
                 eprintln!("resuming {}", dir.display());
             }
             (cfg, Some(dir))
         }
-        None => (with_default_backbone(global, merged_config(args)?)?, None),
+        None => (with_default_pretrained(ctx, merged_config(args)?)?, None),
     };
     set_threads(if resume.is_some() { args.threads.or(cfg.threads) } else { cfg.threads });
-    let run_dir = if cfg.task == strix_core::Task::Detect {
-        let outcome = match resume {
-            Some(dir) => detect::resume(dir, &observer)?,
-            None => detect::train(cfg, &observer)?,
-        };
-        print_detect_outcome(&outcome);
-        outcome.run_dir
-    } else {
-        let outcome = match resume {
-            Some(dir) => train::resume(dir, &observer)?,
-            None => train::train(cfg, &observer)?,
-        };
-        print_outcome(&outcome);
-        outcome.run_dir
+    let summary = match resume {
+        Some(dir) => strix_train::train::resume(dir, &observer)?,
+        None => strix_train::train::train(cfg, &observer)?,
     };
+    print_summary(&summary);
+    let run_dir = summary.run_dir;
     if !args.no_export {
         crate::export::export(
-            global,
+            ctx,
             &run_dir,
-            &strix_export::ExportOptions { engines: crate::export::engines(global), ..Default::default() },
+            &strix_export::ExportOptions { engines: crate::export::engines(ctx), ..Default::default() },
         )
         .context("training finished, but its ONNX export did not (retry with `strix export RUN_DIR`)")?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_outcome(outcome: &train::Outcome) {
-    let mut summary = format!(
-        "best epoch {} of {}: val accuracy {:.2}%",
-        outcome.best_epoch.unwrap_or(0),
-        outcome.history.len(),
-        100.0 * outcome.val.accuracy
-    );
-    if let Some(t) = &outcome.test {
-        summary.push_str(&format!(", test accuracy {:.2}% ({} images)", 100.0 * t.accuracy, t.images));
+/// The run's summary: its headline, each class's figures, what to know about them, the
+/// dataset's problems and where the report is.
+fn print_summary(s: &RunSummary) {
+    println!("{}", s.headline());
+    for c in &s.per_class {
+        let figures: Vec<String> = c.figures.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+        println!("  {:<20} {}", crate::show::printable(&c.name), figures.join("  "));
     }
-    // Wherever the split put them: training images skipped, and validation or test images
-    // left out of the evaluation.
-    let unreadable =
-        outcome.skipped.len() + outcome.val.unreadable.len() + outcome.test.as_ref().map_or(0, |t| t.unreadable.len());
-    if unreadable > 0 {
-        summary.push_str(&format!(", {unreadable} unreadable images skipped"));
+    for note in &s.notes {
+        println!("  ({note})");
     }
-    println!("{summary}");
-    println!("report: {}", outcome.run_dir.join(strix_train::train::REPORT_FILE).display());
-}
-
-fn print_detect_outcome(outcome: &detect::DetectOutcome) {
-    println!(
-        "best epoch {} of {}: val mAP@[.5:.95] {:.4}, mAP@.5 {:.4} ({} images)",
-        outcome.best_epoch.unwrap_or(0),
-        outcome.history.len(),
-        outcome.val.map,
-        outcome.val.map50,
-        outcome.val.images
-    );
-    for c in &outcome.val.per_class {
-        println!("  {:<20} AP {:.4}  AP@.5 {:.4}", c.name, c.ap.max(0.0), c.ap50.max(0.0));
-    }
-    println!(
-        "  (scored with detections above {}: `strix eval detect --score-threshold {0}` on the export gives these numbers)",
-        detect::eval::EVAL_SCORE_THRESHOLD
-    );
-    let unreadable = outcome.skipped.len() + outcome.val.unreadable.len();
-    if unreadable > 0 {
-        println!("{unreadable} unreadable images skipped (listed in train.log)");
-    }
-    if !outcome.problems.is_empty() {
-        println!("{} dataset problems handled (listed in train.log and final.json):", outcome.problems.len());
-        for p in outcome.problems.iter().take(10) {
+    if !s.problems.is_empty() {
+        println!("{} dataset problems handled (listed in train.log and final.json):", s.problems.len());
+        for p in s.problems.iter().take(10) {
             println!("  {p}");
         }
     }
-    println!("run: {}", outcome.run_dir.display());
+    println!("report: {}", s.run_dir.join(strix_train::files::REPORT_FILE).display());
 }
 
 fn print_evaluation(e: &Evaluation) {
@@ -282,12 +234,12 @@ fn print_evaluation(e: &Evaluation) {
 }
 
 /// `strix eval RUN_DIR --data DIR`.
-pub fn eval_run(global: &Global, args: &RunEvalArgs) -> Result<ExitCode> {
+pub fn eval_run(ctx: &AppContext, args: &RunEvalArgs) -> Result<ExitCode> {
     let (Some(dir), Some(data)) = (&args.run_dir, &args.data) else {
         bail!("give a run folder and --data (or a subcommand: detect, pose, classify, segment)");
     };
     let device = Device::flex();
-    let (model, saved) = train::load_trained(dir, &device)?;
+    let (model, saved) = classify::load_trained(dir, &device)?;
     let part = match args.part {
         DataPart::Train => Part::Train,
         DataPart::Test => Part::Test,
@@ -299,10 +251,10 @@ pub fn eval_run(global: &Global, args: &RunEvalArgs) -> Result<ExitCode> {
         normalize: saved.normalize.clone(),
         view: View::Eval { crop: saved.val_crop },
     });
-    if !global.quiet {
+    if !ctx.quiet {
         eprintln!("evaluating {} on {} images of {}", dir.display(), set.len(), data.display());
     }
-    let e = train::evaluate(&model, &set, &transform, args.batch_size.max(1), &device, 0);
+    let e = classify::evaluate(&model, &set, &transform, args.batch_size.max(1), &device, 0);
     if args.json {
         println!("{}", serde_json::to_string(&e)?);
     } else {

@@ -238,19 +238,10 @@ pub fn score(
     let results: Vec<coco::Result> = detections
         .iter()
         .enumerate()
+        // Images and categories numbered from 1, as `ground_truth` numbers them.
         .flat_map(|(i, ds)| {
-            ds.iter().map(move |d| coco::Result {
-                image_id: i as u64 + 1,
-                category_id: d.class_id as u64 + 1,
-                bbox: Some([
-                    f64::from(d.bbox.x1),
-                    f64::from(d.bbox.y1),
-                    f64::from(d.bbox.width()),
-                    f64::from(d.bbox.height()),
-                ]),
-                score: f64::from(d.score),
-                keypoints: None,
-            })
+            let image_id = i as u64 + 1;
+            ds.iter().map(move |d| coco::Result::from_detection(image_id, d.class_id as u64 + 1, d))
         })
         .collect();
     let summary = coco::evaluate(&gt, &results, coco::IouType::Bbox)
@@ -265,4 +256,39 @@ pub fn score(
         detections,
         unreadable,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use strix_core::BBox;
+    use strix_data::detection::{DetBox, DetImage};
+
+    use super::*;
+
+    fn image(name: &str, class: usize, bbox: [f32; 4]) -> DetImage {
+        let boxes = vec![DetBox { class, bbox, iscrowd: false }];
+        DetImage { path: PathBuf::from(name), width: 320, height: 240, boxes }
+    }
+
+    fn found(class_id: usize, [x, y, w, h]: [f32; 4]) -> Detection {
+        Detection { bbox: BBox::new(x, y, x + w, y + h), score: 0.9, class_id, label: String::new() }
+    }
+
+    #[test]
+    fn detections_on_their_boxes_score_full_map_with_images_and_classes_matched_by_index() {
+        let (a, b) = ([10.0, 10.0, 50.0, 40.0], [100.0, 50.0, 80.0, 60.0]);
+        let set = DetectionSet {
+            classes: vec!["a".into(), "b".into()],
+            images: vec![image("0.png", 0, a), image("1.png", 1, b)],
+            ..Default::default()
+        };
+        let perfect = score(&set, vec![vec![found(0, a)], vec![found(1, b)]], Vec::new()).unwrap();
+        assert!((perfect.map - 1.0).abs() < 1e-9 && (perfect.map50 - 1.0).abs() < 1e-9, "{perfect:?}");
+        assert_eq!(perfect.per_class.len(), 2);
+        // The same boxes under the other class score nothing: classes are not ignored.
+        let swapped = score(&set, vec![vec![found(1, a)], vec![found(0, b)]], Vec::new()).unwrap();
+        assert_eq!((swapped.map, swapped.map50), (0.0, 0.0));
+    }
 }

@@ -5,14 +5,16 @@
 
 pub mod assign;
 mod batch;
+mod epoch;
 pub mod eval;
 pub mod loss;
 pub mod model;
 mod report;
 mod run;
 
+pub use epoch::DetectEpoch;
 pub use eval::{DetEvaluation, SavedDetector, evaluate};
 pub use model::{Detector, DetectorShape};
-pub use run::{DetectEpoch, DetectOutcome, load_trained, resume, train, validation_set};
+pub use run::{Detect, DetectOutcome, load_trained, validation_set};
 
 pub use strix_vision::detect::distances;

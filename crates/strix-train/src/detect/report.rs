@@ -11,11 +11,14 @@ use strix_vision::DecodeLimits;
 use strix_vision::draw;
 
 use super::assign::iou;
-use super::run::DetectOutcome;
+use super::epoch::DetectEpoch;
+use super::eval::DetEvaluation;
 use crate::TrainError;
 use crate::config::TrainConfig;
+use crate::lifecycle::Outcome;
 use crate::plot::{self, BLUE, ORANGE};
 use crate::report::{esc, save_png};
+use crate::summary::RunSummary;
 
 /// Precision / recall points at IoU 0.5 for class `class`: detections best first, each a true
 /// positive when it overlaps a not yet matched box of its class by half or more.
@@ -94,11 +97,12 @@ pub fn write(
     dir: &Path,
     cfg: &TrainConfig,
     saved: &super::SavedDetector,
-    outcome: &DetectOutcome,
+    outcome: &Outcome<DetectEpoch, DetEvaluation>,
+    summary: &RunSummary,
     val: &DetectionSet,
 ) -> Result<(), TrainError> {
     let h = &outcome.history;
-    let col = |f: fn(&super::DetectEpoch) -> f64| h.iter().map(f).collect::<Vec<f64>>();
+    let col = |f: fn(&DetectEpoch) -> f64| h.iter().map(f).collect::<Vec<f64>>();
     let terms = [
         ("total", BLUE, col(|m| m.loss)),
         ("quality focal", ORANGE, col(|m| m.qfl)),
@@ -122,19 +126,7 @@ pub fn write(
         save_png(g, &dir.join("samples.png"))?;
     }
     let mut html = crate::report::head(dir);
-    let _ = write!(
-        html,
-        "<p>Detector on <b>{}</b> ({:?}), {} epochs run, best epoch {}{}.</p><ul>\
-         <li>validation mAP@[.5:.95] <b>{:.4}</b>, mAP@.5 <b>{:.4}</b> ({} images)</li>",
-        esc(cfg.model.name()),
-        cfg.mode(),
-        h.len(),
-        outcome.best_epoch.map_or("-".into(), |e| e.to_string()),
-        if outcome.stopped_early { " (stopped early)" } else { "" },
-        v.map,
-        v.map50,
-        v.images
-    );
+    crate::report::summary_html(&mut html, "Detector on", cfg, summary);
     if let Some(last) = h.last() {
         let _ = write!(html, "<li>last epoch: {:.1} s, {:.1} images/s</li>", last.seconds, last.images_per_second);
     }
@@ -177,7 +169,7 @@ pub fn write(
         outcome.skipped.iter().chain(&v.unreadable).map(|(n, r)| format!("{n}: {r}")).collect();
     crate::report::problems(&mut html, "Unreadable images", "Skipped; training went on without them.", &unreadable);
     crate::report::tail(&mut html, cfg);
-    crate::checkpoint::write_atomic(&dir.join(crate::train::REPORT_FILE), html.as_bytes())
+    crate::checkpoint::write_atomic(&dir.join(crate::files::REPORT_FILE), html.as_bytes())
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use burn::prelude::*;
 use crate::TrainError;
 use crate::kernels::batch_norm;
 use crate::layers::{Conv, ConvSpec, Padding, restat};
-use crate::weights::Init;
+use crate::weights::{Init, Weights};
 
 /// The TF implementation's batch-norm epsilon.
 pub const BN_EPS: f64 = 1e-3;
@@ -81,6 +81,18 @@ fn plan() -> Vec<BlockPlan> {
         }
     }
     blocks
+}
+
+impl Weights {
+    /// A `.safetensors` state dict, or an `.onnx` inference export of EfficientNet-Lite0 (the
+    /// zoo's `efficientnet_lite0`, batch norm folded, read by this module's layer names).
+    pub fn open(path: &std::path::Path) -> Result<Weights, TrainError> {
+        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx")) {
+            let (layers, fc) = export_layers();
+            return Weights::open_folded_onnx(path, &layers, fc, BN_EPS);
+        }
+        Weights::open_safetensors(path)
+    }
 }
 
 /// The `(convolution, batch norm)` names of every convolution in forward order (stem; per

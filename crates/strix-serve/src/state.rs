@@ -1,0 +1,232 @@
+//! What the routes share: the served models (each version behind its batcher), the limits and
+//! the metrics. The bottom layer: it imports no handler, so every route module can import it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use strix_pipeline::Pipeline;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::batcher::{BatchStats, Batcher};
+use crate::metrics::Metrics;
+use crate::{ApiError, Batching, Limits};
+
+/// Which version answered: `NAME:VERSION` for a registry model, else the route's name.
+pub(crate) const MODEL_VERSION: &str = "x-strix-model-version";
+
+/// One version of a served model: its pipeline behind its batcher. A request holds the
+/// version it started with until answered, so a swap never cuts one short.
+pub(crate) struct Loaded {
+    pub(crate) pipeline: Arc<Pipeline>,
+    pub(crate) batcher: Batcher,
+}
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loaded").field("model", &self.pipeline.model().spec.name).finish()
+    }
+}
+
+impl Loaded {
+    /// `NAME:VERSION` for a registry model, else `fallback` (the route's name).
+    pub(crate) fn version_label(&self, fallback: &str) -> String {
+        self.pipeline.model().version.as_ref().map_or_else(|| fallback.to_string(), ToString::to_string)
+    }
+}
+
+/// A served model: the version answering now, swapped whole when a new one is installed.
+pub struct ServedModel {
+    pub name: String,
+    /// What was asked for (`trash@production`), for `/v1/models`.
+    pub reference: String,
+    pub batching: Batching,
+    top_k: usize,
+    current: std::sync::RwLock<Arc<Loaded>>,
+    pub(crate) stats: Arc<BatchStats>,
+    /// Requests of this model being decoded and preprocessed now.
+    pub(crate) preparing: AtomicUsize,
+    /// Polls the registry when the reference is an alias ([`ServeState::follow`]).
+    pub(crate) follower: std::sync::OnceLock<strix_catalog::Follower>,
+}
+
+impl std::fmt::Debug for ServedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServedModel").field("name", &self.name).field("reference", &self.reference).finish()
+    }
+}
+
+impl ServedModel {
+    /// Start the model's batcher. `top_k`: classes kept per answer.
+    pub fn new(name: &str, reference: &str, pipeline: Pipeline, batching: Batching, top_k: usize) -> ServedModel {
+        let stats = Arc::new(BatchStats::new(batching.max_batch));
+        let pipeline = Arc::new(pipeline);
+        let batcher = Batcher::start(name, pipeline.clone(), batching, top_k, stats.clone());
+        ServedModel {
+            name: name.to_string(),
+            reference: reference.to_string(),
+            batching,
+            top_k,
+            current: std::sync::RwLock::new(Arc::new(Loaded { pipeline, batcher })),
+            stats,
+            preparing: AtomicUsize::new(0),
+            follower: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The version answering now.
+    pub(crate) fn current(&self) -> Arc<Loaded> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The pipeline answering now.
+    pub fn pipeline(&self) -> Arc<Pipeline> {
+        self.current().pipeline.clone()
+    }
+
+    /// Put `pipeline` in place of the version answering now. Requests already holding the old
+    /// version finish on it; its workers end once its queue drains.
+    pub fn swap(&self, pipeline: Pipeline) {
+        let pipeline = Arc::new(pipeline);
+        let batcher = Batcher::start(&self.name, pipeline.clone(), self.batching, self.top_k, self.stats.clone());
+        let new = Arc::new(Loaded { pipeline, batcher });
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = new;
+    }
+
+    /// Requests waiting: in the batch queue, and being decoded on their way to it.
+    pub(crate) fn depth(&self) -> usize {
+        self.current().batcher.depth() + self.preparing.load(Ordering::SeqCst)
+    }
+
+    /// Nothing waiting, decoding or being inferred.
+    fn settled(&self) -> bool {
+        self.preparing.load(Ordering::SeqCst) == 0 && self.current().batcher.settled()
+    }
+}
+
+/// Everything the routes share.
+#[derive(Debug)]
+pub struct ServeState {
+    pub(crate) models: Vec<ServedModel>,
+    pub(crate) limits: Limits,
+    ready: AtomicBool,
+    pub(crate) next_request: AtomicU64,
+    pub(crate) metrics: Metrics,
+    /// SHA-256 of each accepted API key; empty: no key needed.
+    pub(crate) api_keys: Vec<strix_http::Secret>,
+    /// One permit per request being read and decoded (see [`Limits::max_decoding`]).
+    pub(crate) decode_slots: Arc<Semaphore>,
+    /// Requests waiting for a decode slot (their bodies not read yet).
+    pub(crate) decode_waiting: AtomicUsize,
+    /// How many may wait (the largest model queue), and for how long (the longest timeout).
+    pub(crate) decode_line: (usize, Duration),
+    /// Sees each answered image (`--capture`).
+    pub(crate) tap: Option<Arc<dyn strix_pipeline::Tap>>,
+    /// Decode JPEGs no larger than the model needs (`--fast-decode`).
+    pub(crate) fast_decode: bool,
+    /// The host names answered (DNS rebinding) and the headers every answer carries.
+    pub(crate) gate: strix_http::Gate,
+}
+
+impl ServeState {
+    pub fn new(models: Vec<ServedModel>, limits: Limits) -> ServeState {
+        let histograms: Vec<_> = models.iter().map(|m| (m.name.clone(), m.stats.histogram.clone())).collect();
+        let line = models.iter().map(|m| m.batching.queue).max().unwrap_or(1);
+        let wait = models.iter().map(|m| m.batching.timeout_ms).max().unwrap_or(1);
+        ServeState {
+            decode_waiting: AtomicUsize::new(0),
+            decode_line: (line, Duration::from_millis(wait)),
+            metrics: Metrics::new(&histograms),
+            models,
+            ready: AtomicBool::new(true),
+            next_request: AtomicU64::new(1),
+            api_keys: Vec::new(),
+            decode_slots: Arc::new(Semaphore::new(limits.decode_slots())),
+            limits,
+            tap: None,
+            fast_decode: false,
+            gate: strix_http::Gate::default(),
+        }
+    }
+
+    /// Answer only these host names (besides loopback names and IP literals).
+    pub fn with_gate(mut self, gate: strix_http::Gate) -> ServeState {
+        self.gate = gate;
+        self
+    }
+
+    /// Show every answered image and its answer to `tap` (which must not block).
+    pub fn with_tap(mut self, tap: Arc<dyn strix_pipeline::Tap>) -> ServeState {
+        self.tap = Some(tap);
+        self
+    }
+
+    /// Decode each JPEG at 1/2, 1/4 or 1/8 of its size when the model's input is that much
+    /// smaller (libjpeg-turbo's DCT scaling): less decoding work, slightly different pixels.
+    pub fn with_fast_decode(mut self, on: bool) -> ServeState {
+        self.fast_decode = on;
+        self
+    }
+
+    /// Require one of these keys (`Authorization: Bearer KEY` or `X-Api-Key: KEY`) on every
+    /// route but `/ping` and `/health/*`.
+    pub fn with_api_keys(mut self, keys: &[String]) -> ServeState {
+        self.api_keys = keys.iter().map(|k| strix_http::Secret::new(k)).collect();
+        self
+    }
+
+    /// Stop answering ready (while draining at shutdown).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// No model has work waiting or running (what shutdown waits for after the last
+    /// connection closed).
+    pub fn settled(&self) -> bool {
+        self.models.iter().all(ServedModel::settled)
+    }
+
+    /// Ready: not draining, and every model has a live batch worker (a model whose workers
+    /// died would answer every request with 503 while a load balancer kept sending them).
+    pub(crate) fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed) && self.models.iter().all(|m| m.current().batcher.alive() > 0)
+    }
+
+    pub(crate) fn model(&self, name: &str) -> Result<&ServedModel, ApiError> {
+        self.models.iter().find(|m| m.name == name).ok_or_else(|| {
+            let known: Vec<&str> = self.models.iter().map(|m| m.name.as_str()).collect();
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "ResourceNotFoundException",
+                format!("no model called {name:?} is served (models: {})", known.join(", ")),
+            )
+        })
+    }
+}
+
+/// A request's decode slot: freed once its image is prepared (or, for a cascade, which needs
+/// the whole image, once answered), so full-size images in memory stay within the slots.
+#[derive(Clone)]
+pub(crate) struct DecodeSlot(Arc<std::sync::Mutex<Option<OwnedSemaphorePermit>>>);
+
+impl DecodeSlot {
+    pub(crate) fn new(permit: OwnedSemaphorePermit) -> DecodeSlot {
+        DecodeSlot(Arc::new(std::sync::Mutex::new(Some(permit))))
+    }
+
+    pub(crate) fn release(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
+impl ServeState {
+    /// The response, counted in the metrics.
+    pub(crate) fn finish(&self, name: &str, started: Instant, result: Result<Response, ApiError>) -> Response {
+        let response = result.unwrap_or_else(IntoResponse::into_response);
+        let known = self.models.iter().any(|m| m.name == name).then_some(name);
+        self.metrics.request(known, response.status().as_u16(), started.elapsed());
+        response
+    }
+}
