@@ -601,4 +601,14 @@ fn fast_decode_answers_as_a_whole_decode_does() {
     let b = fast.post_image("/v1/models/det/predict", "image/jpeg", &big).json();
     let iou = share_iou(best_box(&a, "person"), best_box(&b, "person"));
     assert!(iou > 0.9, "person box IoU {iou}: {a} vs {b}");
+    // The reduced decodes really happened (else the comparison above was whole against whole),
+    // and none without the flag.
+    let counted = |s: &Server| s.request("GET", "/metrics", &[], b"").body;
+    let fast_counts = counted(&fast);
+    for line in [r#"strix_decodes_total{model="cls",scale="1/4"}"#, r#"strix_decodes_total{model="det",scale="1/2"}"#] {
+        assert!(fast_counts.lines().any(|l| l.starts_with(line)), "{line} not counted:\n{fast_counts}");
+    }
+    let whole_counts = counted(&whole);
+    let reduced = whole_counts.lines().filter(|l| l.starts_with("strix_decodes_total") && !l.contains(r#"scale="1""#));
+    assert_eq!(reduced.count(), 0, "{whole_counts}");
 }

@@ -1,6 +1,7 @@
-//! `strix stream` following a registry alias refuses what must not replace its model: a version
-//! of another task, and a version whose files load but whose test inference fails. Frames go on
-//! being answered by the version it had. (A version that does not load is in `follow.rs`.)
+//! `strix stream` and `strix serve` following a registry alias refuse what must not replace
+//! their model: a version of another task, and a version whose files load but whose test
+//! inference fails. Frames and requests go on being answered by the version they had. (A
+//! version that does not load is in `follow.rs`.)
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -190,4 +191,57 @@ fn stream_following_an_alias_refuses_another_task_and_a_failing_test_inference()
     assert!(others.is_empty(), "{} of {} frames answered by another version: {others:?}", others.len(), all.len());
     let log = log.lock().unwrap();
     assert!(!log.iter().any(|l| l.contains("panicked")), "a panic in the log");
+}
+
+/// `strix serve` following the same alias refuses the same two versions; every request is
+/// answered, by seg:1, throughout.
+#[test]
+fn serve_following_an_alias_refuses_another_task_and_a_failing_test_inference() {
+    let fx = fixtures_or_skip!();
+    let seg = Seg::new(&fx);
+    let classifier = seg.register_classifier();
+    let misfit = seg.register_failing_inference();
+    let port = crate::support::free_port();
+    let mut child = KillOnDrop(
+        seg.strix()
+            .args(["serve", "--model", "seg=seg@production", "--backend", "tract", "--port", &port.to_string()])
+            .args(["--follow-interval", "1", "-v"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let log = collect(child.0.stderr.take().unwrap());
+    crate::support::wait_for_port(port);
+    let image = std::fs::read(fx.join("images/messi5.jpg")).unwrap();
+    let answers: Arc<Mutex<Vec<(u16, String)>>> = Arc::default();
+    let ask = || {
+        let reply =
+            crate::serve::request(port, "POST", "/v1/models/seg/predict", &[("Content-Type", "image/jpeg")], &image);
+        let version = reply.header("x-strix-model-version").unwrap_or_default();
+        answers.lock().unwrap().push((reply.status, version));
+    };
+    let said = |needle: &str| log.lock().unwrap().iter().any(|l| l.contains(needle));
+    ask();
+    for (version, why) in [
+        (classifier, "it is a classify model; the one it would replace does segment"),
+        (misfit, "loaded but a test inference failed"),
+    ] {
+        seg.alias(version);
+        let refused = format!("refused seg:{version}");
+        wait_for(&refused, || {
+            ask();
+            said(&refused)
+        });
+        let line = log.lock().unwrap().iter().find(|l| l.contains(&refused)).cloned().unwrap();
+        assert!(line.contains(why), "refused for another reason than {why:?}: {line}");
+        for _ in 0..3 {
+            ask();
+        }
+    }
+    stop(&mut child.0);
+    let answers = answers.lock().unwrap();
+    let wrong: Vec<&(u16, String)> = answers.iter().filter(|a| *a != &(200, "seg:1".to_string())).collect();
+    assert!(wrong.is_empty(), "{} of {} answers not 200 from seg:1: {wrong:?}", wrong.len(), answers.len());
+    assert!(!log.lock().unwrap().iter().any(|l| l.contains("panicked")), "a panic in the log");
 }
