@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::fixtures_or_skip;
 use crate::registry::{Registry, model_files, ok_json};
 use crate::serve::request;
-use crate::support::run;
+use crate::support::{run, wait_until};
 
 /// A registry holding `seg` versions 1 and 2 (the selfie segmenter), `production` on 1.
 struct Deployment {
@@ -91,9 +91,9 @@ impl Deployment {
 }
 
 /// Lines a child writes, each with when it arrived, collected by a thread.
-type Lines = Arc<Mutex<Vec<(Instant, String)>>>;
+pub(crate) type Lines = Arc<Mutex<Vec<(Instant, String)>>>;
 
-fn collect(reader: impl std::io::Read + Send + 'static) -> Lines {
+pub(crate) fn collect(reader: impl std::io::Read + Send + 'static) -> Lines {
     let lines: Lines = Arc::default();
     let sink = lines.clone();
     std::thread::spawn(move || {
@@ -104,15 +104,7 @@ fn collect(reader: impl std::io::Read + Send + 'static) -> Lines {
     lines
 }
 
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn stop(child: &mut Child) {
+pub(crate) fn stop(child: &mut Child) {
     let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let deadline = Instant::now() + Duration::from_secs(30);
     while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
@@ -164,26 +156,26 @@ fn serve_follows_an_alias_without_failing_a_request_and_refuses_a_broken_version
         })
         .collect();
     let answered_by = |version: &str| answers.lock().unwrap().iter().filter(|a| a.2 == version).count();
-    wait_for("answers from seg:1", Duration::from_secs(60), || answered_by("seg:1") >= 8);
+    wait_until("answers from seg:1", Duration::from_secs(60), || answered_by("seg:1") >= 8);
 
     // The alias moves: within two intervals every new request is answered by version 2.
     d.alias(2);
     let moved = Instant::now();
-    wait_for("answers from seg:2", Duration::from_secs(30), || answered_by("seg:2") > 0);
+    wait_until("answers from seg:2", Duration::from_secs(30), || answered_by("seg:2") > 0);
     let first_v2 = answers.lock().unwrap().iter().filter(|a| a.2 == "seg:2").map(|a| a.0).min().unwrap();
     let switched = first_v2.duration_since(moved).as_secs_f64();
     eprintln!("alias moved; first answer from seg:2 for a request started {switched:.2} s later");
     assert!(switched <= 2.0 * interval, "switched after {switched:.2} s (interval {interval} s)");
-    wait_for("more answers from seg:2", Duration::from_secs(30), || answered_by("seg:2") >= 16);
+    wait_until("more answers from seg:2", Duration::from_secs(30), || answered_by("seg:2") >= 16);
 
     // A version whose file is not ONNX is refused; version 2 keeps answering.
     d.register_broken();
     d.alias(3);
     let refused_at = Instant::now();
     let said = |needle: &str| log.lock().unwrap().iter().any(|(_, l)| l.contains(needle));
-    wait_for("the refusal in the log", Duration::from_secs(30), || said("refused seg:3"));
+    wait_until("the refusal in the log", Duration::from_secs(30), || said("refused seg:3"));
     let after = answered_by("seg:2");
-    wait_for("answers after the refusal", Duration::from_secs(30), || answered_by("seg:2") >= after + 16);
+    wait_until("answers after the refusal", Duration::from_secs(30), || answered_by("seg:2") >= after + 16);
     let metrics = request(port, "GET", "/metrics", &[], b"");
     assert!(
         metrics.body.contains("strix_model_reloads_total{model=\"seg\",outcome=\"refused\"} 1"),
@@ -255,10 +247,10 @@ fn stream_follows_an_alias_and_refuses_a_broken_version() {
             .collect()
     };
     let seen = |v: &str| versions().iter().filter(|(_, x)| x == v).count();
-    wait_for("frames answered by seg:1", Duration::from_secs(120), || seen("seg:1") >= 5);
+    wait_until("frames answered by seg:1", Duration::from_secs(120), || seen("seg:1") >= 5);
     d.alias(2);
     let moved = Instant::now();
-    wait_for("frames answered by seg:2", Duration::from_secs(30), || seen("seg:2") >= 5);
+    wait_until("frames answered by seg:2", Duration::from_secs(30), || seen("seg:2") >= 5);
     let first_v2 = versions().iter().find(|(_, v)| v == "seg:2").map(|(t, _)| *t).unwrap();
     let switched = first_v2.duration_since(moved).as_secs_f64();
     eprintln!("alias moved; first frame event from seg:2 {switched:.2} s later");
@@ -266,9 +258,9 @@ fn stream_follows_an_alias_and_refuses_a_broken_version() {
     d.register_broken();
     d.alias(3);
     let said = |needle: &str| log.lock().unwrap().iter().any(|(_, l)| l.contains(needle));
-    wait_for("the refusal in the log", Duration::from_secs(30), || said("refused seg:3"));
+    wait_until("the refusal in the log", Duration::from_secs(30), || said("refused seg:3"));
     let after = seen("seg:2");
-    wait_for("frames after the refusal", Duration::from_secs(30), || seen("seg:2") >= after + 5);
+    wait_until("frames after the refusal", Duration::from_secs(30), || seen("seg:2") >= after + 5);
     stop(&mut child);
     let all = versions();
     assert!(all.iter().all(|(_, v)| v == "seg:1" || v == "seg:2"), "unexpected versions");

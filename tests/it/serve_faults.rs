@@ -14,7 +14,7 @@ use strix_serve::{Batching, Limits};
 
 use crate::fixtures_or_skip;
 use crate::serve::{Reply, Server, request};
-use crate::support::{KillOnDrop, free_port, strix, wait_for_port};
+use crate::support::{KillOnDrop, free_port, strix, wait_for_port, wait_until};
 
 /// What the next inference does.
 const RUN: u8 = 0;
@@ -133,16 +133,6 @@ fn faulty_server(fx: &Path, model: &str, batching: Batching) -> (Server, Arc<Fau
     // Only the requests' inferences count, not any made while loading.
     faults.ran.lock().unwrap().clear();
     (server, faults)
-}
-
-/// Poll `done` every 20 ms until it holds; fail after `limit` (generous: it is a bound on a
-/// hang, not a timing claim).
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn metric(server: &Server, line: &str) -> bool {

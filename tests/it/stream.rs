@@ -16,6 +16,7 @@ use strix_core::{BBox, Detection};
 use crate::fixtures_or_skip;
 use crate::support::{
     BatchLog, CountingRuntime, KillOnDrop, backends, free_port, in_ci, live_address, photo_folder, run, strix,
+    wait_until,
 };
 use crate::tasks::{check_detections, expected};
 use crate::train::quick_export;
@@ -560,15 +561,6 @@ fn output_within(mut child: KillOnDrop, limit: Duration) -> std::process::Output
         status.is_some()
     });
     std::process::Output { status: status.unwrap(), stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() }
-}
-
-/// Polls `done` every 50 ms until it holds; a generous `limit` so a loaded machine passes.
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

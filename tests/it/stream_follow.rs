@@ -3,17 +3,17 @@
 //! inference fails. Frames and requests go on being answered by the version they had. (A
 //! version that does not load is in `follow.rs`.)
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::fixtures_or_skip;
+use crate::follow::{collect, stop};
 use crate::registry::{Registry, model_files, ok_json};
-use crate::support::{KillOnDrop, run};
+use crate::support::{KillOnDrop, run, wait_until};
 
 /// A local registry holding `seg` version 1 (the selfie segmenter) with `production` on it.
 struct Seg {
@@ -115,35 +115,6 @@ impl Seg {
     }
 }
 
-/// Lines a child writes, collected by a thread.
-fn collect(reader: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
-    let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-    let sink = lines.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(reader).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push(line);
-        }
-    });
-    lines
-}
-
-/// Polls `done` until it holds, with a deadline generous enough for a loaded machine.
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn stop(child: &mut Child) {
-    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn stream_following_an_alias_refuses_another_task_and_a_failing_test_inference() {
     let fx = fixtures_or_skip!();
@@ -166,11 +137,11 @@ fn stream_following_an_alias_refuses_another_task_and_a_failing_test_inference()
     let versions = || -> Vec<String> {
         let events = events.lock().unwrap();
         let frames =
-            events.iter().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|e| e["type"] == "frame");
+            events.iter().filter_map(|(_, l)| serde_json::from_str::<Value>(l).ok()).filter(|e| e["type"] == "frame");
         frames.map(|e| e["model_version"].as_str().unwrap_or("none").to_string()).collect()
     };
-    let said = |needle: &str| log.lock().unwrap().iter().any(|l| l.contains(needle));
-    wait_for("frames answered by seg:1", || versions().len() >= 5);
+    let said = |needle: &str| log.lock().unwrap().iter().any(|(_, l)| l.contains(needle));
+    wait_until("frames answered by seg:1", Duration::from_secs(120), || versions().len() >= 5);
 
     for (version, why) in [
         (classifier, "it is a classify model; the one it would replace does segment"),
@@ -178,19 +149,19 @@ fn stream_following_an_alias_refuses_another_task_and_a_failing_test_inference()
     ] {
         seg.alias(version);
         let refused = format!("refused seg:{version}");
-        wait_for(&refused, || said(&refused));
-        let line = log.lock().unwrap().iter().find(|l| l.contains(&refused)).cloned().unwrap();
+        wait_until(&refused, Duration::from_secs(120), || said(&refused));
+        let line = log.lock().unwrap().iter().find(|(_, l)| l.contains(&refused)).map(|(_, l)| l.clone()).unwrap();
         assert!(line.contains(why), "refused for another reason than {why:?}: {line}");
         // Frames go on, answered by the version the stream had.
         let before = versions().len();
-        wait_for("frames after the refusal", || versions().len() >= before + 5);
+        wait_until("frames after the refusal", Duration::from_secs(120), || versions().len() >= before + 5);
     }
     stop(&mut child.0);
     let all = versions();
     let others: Vec<&String> = all.iter().filter(|v| *v != "seg:1").collect();
     assert!(others.is_empty(), "{} of {} frames answered by another version: {others:?}", others.len(), all.len());
     let log = log.lock().unwrap();
-    assert!(!log.iter().any(|l| l.contains("panicked")), "a panic in the log");
+    assert!(!log.iter().any(|(_, l)| l.contains("panicked")), "a panic in the log");
 }
 
 /// `strix serve` following the same alias refuses the same two versions; every request is
@@ -221,7 +192,7 @@ fn serve_following_an_alias_refuses_another_task_and_a_failing_test_inference() 
         let version = reply.header("x-strix-model-version").unwrap_or_default();
         answers.lock().unwrap().push((reply.status, version));
     };
-    let said = |needle: &str| log.lock().unwrap().iter().any(|l| l.contains(needle));
+    let said = |needle: &str| log.lock().unwrap().iter().any(|(_, l)| l.contains(needle));
     ask();
     for (version, why) in [
         (classifier, "it is a classify model; the one it would replace does segment"),
@@ -229,11 +200,11 @@ fn serve_following_an_alias_refuses_another_task_and_a_failing_test_inference() 
     ] {
         seg.alias(version);
         let refused = format!("refused seg:{version}");
-        wait_for(&refused, || {
+        wait_until(&refused, Duration::from_secs(120), || {
             ask();
             said(&refused)
         });
-        let line = log.lock().unwrap().iter().find(|l| l.contains(&refused)).cloned().unwrap();
+        let line = log.lock().unwrap().iter().find(|(_, l)| l.contains(&refused)).map(|(_, l)| l.clone()).unwrap();
         assert!(line.contains(why), "refused for another reason than {why:?}: {line}");
         for _ in 0..3 {
             ask();
@@ -243,5 +214,5 @@ fn serve_following_an_alias_refuses_another_task_and_a_failing_test_inference() 
     let answers = answers.lock().unwrap();
     let wrong: Vec<&(u16, String)> = answers.iter().filter(|a| *a != &(200, "seg:1".to_string())).collect();
     assert!(wrong.is_empty(), "{} of {} answers not 200 from seg:1: {wrong:?}", wrong.len(), answers.len());
-    assert!(!log.lock().unwrap().iter().any(|l| l.contains("panicked")), "a panic in the log");
+    assert!(!log.lock().unwrap().iter().any(|(_, l)| l.contains("panicked")), "a panic in the log");
 }
