@@ -57,6 +57,24 @@ fn coco_metrics_equal_pycocotools() {
     }
 }
 
+/// `strix eval TASK --model MODEL` of the fixture images against `gt` (COCO JSON): its `--json`
+/// report and the predictions it saved.
+fn eval_against(fx: &Path, cache: &Path, work: &Path, (task, model): (&str, &str), gt: &Value) -> (Value, Value) {
+    let gt_path = work.join("gt.json");
+    std::fs::write(&gt_path, gt.to_string()).unwrap();
+    let saved = work.join("results.json");
+    let (out, stdout, stderr) = run(strix(fx, cache)
+        .args(["eval", task, "--json", "--model", model, "--gt"])
+        .arg(&gt_path)
+        .arg("--images")
+        .arg(fx)
+        .arg("--save-predictions")
+        .arg(&saved));
+    assert!(out.status.success(), "{stderr}");
+    let got: Value = serde_json::from_str(&stdout).unwrap();
+    (got, serde_json::from_str(&std::fs::read_to_string(saved).unwrap()).unwrap())
+}
+
 #[test]
 fn detection_eval_runs_a_model_over_the_ground_truth_images() {
     let fx = fixtures_or_skip!();
@@ -80,21 +98,9 @@ fn detection_eval_runs_a_model_over_the_ground_truth_images() {
         }
     }
     let categories: Vec<Value> = names.iter().enumerate().map(|(i, n)| json!({"id": i + 1, "name": n})).collect();
-    let gt = work.path().join("gt.json");
-    std::fs::write(&gt, json!({"images": images, "annotations": annotations, "categories": categories}).to_string())
-        .unwrap();
-    let saved = work.path().join("results.json");
-    let (out, stdout, stderr) = run(strix(&fx, cache.path())
-        .args(["eval", "detect", "--json", "--model", "nanodet_m_416", "--gt"])
-        .arg(&gt)
-        .arg("--images")
-        .arg(&fx)
-        .arg("--save-predictions")
-        .arg(&saved));
-    assert!(out.status.success(), "{stderr}");
-    let got: Value = serde_json::from_str(&stdout).unwrap();
+    let gt = json!({"images": images, "annotations": annotations, "categories": categories});
+    let (got, saved) = eval_against(&fx, cache.path(), work.path(), ("detect", "nanodet_m_416"), &gt);
     assert!(got["stats"]["AP50"].as_f64().unwrap() > 0.99, "{got}");
-    let saved: Value = serde_json::from_str(&std::fs::read_to_string(saved).unwrap()).unwrap();
     assert_eq!(saved.as_array().unwrap().len(), annotations.len());
 }
 
@@ -203,23 +209,11 @@ fn pose_eval_runs_a_model_over_the_ground_truth_images() {
             .push(json!({"id": id + 1, "image_id": id + 1, "category_id": 1, "bbox": [x0, y0, x1 - x0, y1 - y0],
             "area": (x1 - x0) * (y1 - y0), "iscrowd": 0, "keypoints": keypoints, "num_keypoints": points.len()}));
     }
-    let gt = work.path().join("gt.json");
     let categories = json!([{"id": 1, "name": "person"}]);
-    std::fs::write(&gt, json!({"images": images, "annotations": annotations, "categories": categories}).to_string())
-        .unwrap();
-    let saved = work.path().join("results.json");
-    let (out, stdout, stderr) = run(strix(&fx, cache.path())
-        .args(["eval", "pose", "--json", "--model", "movenet_lightning_192", "--gt"])
-        .arg(&gt)
-        .arg("--images")
-        .arg(&fx)
-        .arg("--save-predictions")
-        .arg(&saved));
-    assert!(out.status.success(), "{stderr}");
-    let got: Value = serde_json::from_str(&stdout).unwrap();
+    let gt = json!({"images": images, "annotations": annotations, "categories": categories});
+    let (got, saved) = eval_against(&fx, cache.path(), work.path(), ("pose", "movenet_lightning_192"), &gt);
     assert!(got["stats"]["AP50"].as_f64().unwrap() > 0.99, "{got}");
     assert!(got["stats"]["AP"].as_f64().unwrap() > 0.9, "{got}");
-    let saved: Value = serde_json::from_str(&std::fs::read_to_string(saved).unwrap()).unwrap();
     let saved = saved.as_array().unwrap();
     assert_eq!(saved.len(), annotations.len(), "one person per image");
     assert!(saved.iter().all(|r| r["keypoints"].as_array().unwrap().len() == 17 * 3 && r.get("bbox").is_none()));
