@@ -288,8 +288,8 @@ struct Job<T> {
 }
 
 impl<T: TrainTask> Job<T> {
+    /// The task's `open` validates the config before it reads any data.
     fn open(mut cfg: TrainConfig, dir: PathBuf) -> Result<Self, TrainError> {
-        cfg.validate()?;
         cfg.run_dir = Some(dir.clone());
         let task = T::open(&mut cfg)?;
         let device = device(cfg.device)?;

@@ -16,7 +16,7 @@ use crate::config::TrainConfig;
 use crate::lifecycle::Outcome;
 use crate::metrics::{EpochMetrics, Evaluation};
 use crate::plot::{self, BLUE, ORANGE};
-use crate::summary::{RunSummary, Stopped};
+use crate::summary::RunSummary;
 
 pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
@@ -99,13 +99,7 @@ pub(crate) fn tail(html: &mut String, cfg: &TrainConfig) {
 /// The report's opening from the run's summary: model, epochs, best epoch, why it stopped, the
 /// best model's scores. Both tasks' reports start with it.
 pub(crate) fn summary_html(html: &mut String, what: &str, cfg: &TrainConfig, s: &RunSummary) {
-    let stopped = match &s.stopped {
-        Stopped::Completed => String::new(),
-        Stopped::EarlyStopping { patience } => {
-            format!(" (stopped early: no better {} for {patience} epochs)", s.objective.metric)
-        }
-        Stopped::Observer { reason } => format!(" (stopped: {reason})"),
-    };
+    let stopped = s.stopped_note().map(|n| format!(" ({n})")).unwrap_or_default();
     let _ = write!(
         html,
         "<p>{what} <b>{}</b> ({:?}), {} epochs run, best epoch {}{}.</p><ul><li>validation <b>{}</b></li>",

@@ -134,18 +134,25 @@ impl RunSummary {
         write_atomic(&self.run_dir.join(SUMMARY_FILE), text.as_bytes())
     }
 
+    /// Why the epochs ended before the last, when they did.
+    pub fn stopped_note(&self) -> Option<String> {
+        match &self.stopped {
+            Stopped::Completed => None,
+            Stopped::EarlyStopping { patience } => {
+                Some(format!("stopped early: no better {} for {patience} epochs", self.objective.metric))
+            }
+            Stopped::Observer { reason } => Some(format!("stopped: {reason}")),
+        }
+    }
+
     /// `best epoch 3 of 5: val accuracy 91.20%, ...`: the line the CLI and the log print.
     pub fn headline(&self) -> String {
         let mut s = format!("best epoch {} of {}: val {}", self.best_epoch.unwrap_or(0), self.epochs_run, self.val);
         if let Some(t) = &self.test {
             s.push_str(&format!(", test {t}"));
         }
-        match &self.stopped {
-            Stopped::Completed => {}
-            Stopped::EarlyStopping { patience } => {
-                s.push_str(&format!(", stopped early (no better {} for {patience} epochs)", self.objective.metric))
-            }
-            Stopped::Observer { reason } => s.push_str(&format!(", stopped: {reason}")),
+        if let Some(note) = self.stopped_note() {
+            s.push_str(&format!(", {note}"));
         }
         if self.unreadable > 0 {
             s.push_str(&format!(", {} unreadable images skipped", self.unreadable));
