@@ -18,7 +18,11 @@ use crate::{ExportError, ExportOptions, Exported, GateReport, arch, gate, passed
 /// A decoded box may move this far (input pixels) between burn and an engine.
 const BOX_TOLERANCE: f32 = 0.05;
 
-pub fn export_detector(run_dir: &Path, options: &ExportOptions) -> Result<Exported, ExportError> {
+pub fn export_detector(
+    run_dir: &Path,
+    summary: Option<&strix_train::RunSummary>,
+    options: &ExportOptions,
+) -> Result<Exported, ExportError> {
     let device = Device::flex();
     let (model, saved) = strix_train::detect::load_trained(run_dir, &device)?;
     let name = options.name.clone().unwrap_or_else(|| spec::name_from_dir(run_dir));
@@ -27,7 +31,7 @@ pub fn export_detector(run_dir: &Path, options: &ExportOptions) -> Result<Export
         ("strix.task".to_string(), "detect".to_string()),
         ("strix.classes".to_string(), saved.classes.join("\n")),
     ];
-    metadata.extend(crate::run_metadata(run_dir)?);
+    metadata.extend(crate::run_metadata(summary));
     let bytes = arch::detector(&model, &saved.shape, &metadata).encode_to_vec();
     let dir = options.out_dir.clone().unwrap_or_else(|| run_dir.join(crate::EXPORT_DIR));
     let (onnx, report) = write_gated(&dir, &bytes, |staging| gate_detector(staging, run_dir, &model, &saved, options))?;

@@ -113,8 +113,15 @@ pub struct Exported {
 /// Export the best model of a finished run to ONNX, with its spec, after the gate passed.
 /// On a gate failure nothing is left in the output folder.
 pub fn export_run(run_dir: &Path, options: &ExportOptions) -> Result<Exported, ExportError> {
-    if strix_train::train::run_task(run_dir)? == strix_zoo::Task::Detect {
-        return detect::export_detector(run_dir, options);
+    // A finished run's summary names its task and figures; a run still in progress has its
+    // config's task and its best model so far, exported bare.
+    let summary = strix_train::RunSummary::read_if_finished(run_dir)?;
+    let task = match &summary {
+        Some(s) => s.task,
+        None => strix_train::files::saved_config(run_dir)?.task,
+    };
+    if task == strix_zoo::Task::Detect {
+        return detect::export_detector(run_dir, summary.as_ref(), options);
     }
     let device = Device::flex();
     let (model, saved) = strix_train::classify::load_trained(run_dir, &device)?;
@@ -126,7 +133,7 @@ pub fn export_run(run_dir: &Path, options: &ExportOptions) -> Result<Exported, E
         ("strix.arch".to_string(), saved.shape.arch.to_string()),
         ("strix.classes".to_string(), saved.classes.join("\n")),
     ];
-    metadata.extend(run_metadata(run_dir)?);
+    metadata.extend(run_metadata(summary.as_ref()));
     let proto = arch::classifier(&model, &saved.shape, &metadata);
     let bytes = proto.encode_to_vec();
 
@@ -137,18 +144,14 @@ pub fn export_run(run_dir: &Path, options: &ExportOptions) -> Result<Exported, E
     write_files(run_dir, dir, onnx, spec, report)
 }
 
-/// The finished run's figures as ONNX metadata (`strix.val`, `strix.test`), read from its
-/// summary; none for a run still in progress (its best model so far is exported bare).
-pub(crate) fn run_metadata(run_dir: &Path) -> Result<Vec<(String, String)>, ExportError> {
-    if !run_dir.join(strix_train::files::SUMMARY_FILE).exists() {
-        return Ok(Vec::new());
-    }
-    let summary = strix_train::RunSummary::read(run_dir)?;
+/// A finished run's figures as ONNX metadata (`strix.val`, `strix.test`).
+pub(crate) fn run_metadata(summary: Option<&strix_train::RunSummary>) -> Vec<(String, String)> {
+    let Some(summary) = summary else { return Vec::new() };
     let mut out = vec![("strix.val".to_string(), summary.val.to_string())];
     if let Some(t) = &summary.test {
         out.push(("strix.test".to_string(), t.to_string()));
     }
-    Ok(out)
+    out
 }
 
 /// Write `bytes` as the export's ONNX file if `gate` passes on it (it is gated as written,

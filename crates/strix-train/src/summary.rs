@@ -129,6 +129,14 @@ impl RunSummary {
             .map_err(|e| TrainError::Checkpoint { path, reason: format!("not a run summary: {e}") })
     }
 
+    /// `run_dir/summary.json` when the run has finished; `None` while it has not.
+    pub fn read_if_finished(run_dir: &Path) -> Result<Option<RunSummary>, TrainError> {
+        match run_dir.join(SUMMARY_FILE).exists() {
+            true => Ok(Some(RunSummary::read(run_dir)?)),
+            false => Ok(None),
+        }
+    }
+
     pub(crate) fn write(&self) -> Result<(), TrainError> {
         let text = crate::error::json(self, "the run's summary")?;
         write_atomic(&self.run_dir.join(SUMMARY_FILE), text.as_bytes())

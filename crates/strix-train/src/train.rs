@@ -54,14 +54,6 @@ pub fn default_pretrained(task: Task) -> Option<&'static str> {
     }
 }
 
-/// The task of a run folder: its summary's when it finished, else its config's.
-pub fn run_task(run_dir: &Path) -> Result<Task, TrainError> {
-    if run_dir.join(crate::files::SUMMARY_FILE).exists() {
-        return Ok(RunSummary::read(run_dir)?.task);
-    }
-    Ok(crate::files::saved_config(run_dir)?.task)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

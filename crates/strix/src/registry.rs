@@ -182,10 +182,7 @@ fn run_source(run: &Path) -> Result<(PathBuf, PathBuf, Lineage, Vec<NewFile>)> {
     };
     let config = strix_train::files::saved_config(run)?;
     // A run that has not finished has no figures to record.
-    let metrics = match run.join(strix_train::files::SUMMARY_FILE).is_file() {
-        true => Some(serde_json::to_value(strix_train::RunSummary::read(run)?)?),
-        false => None,
-    };
+    let metrics = strix_train::RunSummary::read_if_finished(run)?.map(serde_json::to_value).transpose()?;
     let parent = match &config.pretrained {
         Some(p) if config.mode() != strix_train::config::Mode::Scratch => {
             let sha = strix_zoo::sha256_file(p).ok();
