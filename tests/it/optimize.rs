@@ -8,7 +8,7 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::registry::ok_json;
-use crate::support::{backends, run, strix};
+use crate::support::{backends, detections, run, share_iou, strix};
 
 /// Frames `offset`, `offset + every`, ... of the fixture video, as JPEGs in `out`.
 fn frames(fx: &Path, every: u32, offset: u32, out: &Path) {
@@ -81,7 +81,9 @@ fn efficientnet_int8_passes_its_gate_registers_with_lineage_and_runs_on_every_en
     let gate = &lineage["gate"];
     assert_eq!((gate["task"].as_str(), gate["held_out"].as_u64()), (Some("classify"), Some(count(&held))), "{gate}");
     assert!(gate["agreement"].as_f64().unwrap() >= 0.97 && gate["passed"] == true, "{gate}");
-    assert!(gate["int8_images_per_s"].as_f64().unwrap() > 0.0, "{gate}");
+    for speed in ["float_images_per_s", "int8_images_per_s"] {
+        assert!(gate[speed].as_f64().is_some_and(|v| v.is_finite() && v > 0.0), "{speed}: {gate}");
+    }
     assert_eq!(lineage["config"]["quantization"]["method"]["method"], "percentile", "{lineage}");
     let files: Vec<&str> =
         record["artifacts"].as_array().unwrap().iter().map(|a| a["file"].as_str().unwrap()).collect();
@@ -110,6 +112,29 @@ fn efficientnet_int8_passes_its_gate_registers_with_lineage_and_runs_on_every_en
         );
         assert_eq!(answer["Labels"][0]["Name"], "espresso", "{backend}: {answer}");
     }
+
+    // The gate's agreement is what the two models answer on the held-out images, counted here.
+    let backend = backends().last().unwrap().as_str();
+    let top1 = |model: &str| -> Vec<(String, String)> {
+        let (o, stdout, err) = run(strix(&fx, tmp.path())
+            .env("STRIX_HOME", &home)
+            .args(["predict", "--model", model, "--json", "--backend", backend])
+            .arg(&held));
+        assert!(o.status.success(), "{err}");
+        let mut answers: Vec<(String, String)> = stdout
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .map(|a| (a["Image"].as_str().unwrap().to_string(), a["Labels"][0]["Name"].as_str().unwrap().to_string()))
+            .collect();
+        answers.sort();
+        answers
+    };
+    let (float_top1, int8_top1) = (top1("efficientnet_lite0"), top1("trash-int8:1"));
+    assert_eq!(float_top1.len() as u64, count(&held));
+    let agreeing = float_top1.iter().zip(&int8_top1).filter(|(f, q)| f == q).count();
+    let counted = agreeing as f64 / float_top1.len() as f64;
+    let reported = gate["agreement"].as_f64().unwrap();
+    assert!((counted - reported).abs() < 1e-9, "the gate says {reported}, predict agrees on {counted}: {gate}");
 }
 
 #[test]
@@ -149,15 +174,24 @@ fn nanodet_int8_finds_the_float_models_boxes_and_detects_on_every_engine() {
     assert_eq!(gate["task"], "detect", "{gate}");
     assert!(gate["measure"].as_str().unwrap().starts_with("box agreement"), "{gate}");
     assert!(gate["agreement"].as_f64().unwrap() >= 0.97, "{gate}");
+    // Every confident box of the float model is found by the int8 one, same class, same place.
     for backend in backends() {
-        let answer = ok_json(
-            strix(&fx, tmp.path())
-                .env("STRIX_HOME", &home)
-                .args(["predict", "--model", "street-int8", "--json", "--backend", backend.as_str()])
-                .arg(fx.join("images/messi5.jpg")),
-        );
-        let labels = answer.to_string();
-        assert!(labels.contains("\"person\""), "{backend}: {answer}");
+        let answer = |model: &str| {
+            let answer = ok_json(
+                strix(&fx, tmp.path())
+                    .env("STRIX_HOME", &home)
+                    .args(["predict", "--model", model, "--json", "--backend", backend.as_str()])
+                    .arg(fx.join("images/messi5.jpg")),
+            );
+            detections(&answer)
+        };
+        let (float, int8) = (answer("nanodet_m_416"), answer("street-int8"));
+        let confident: Vec<_> = float.iter().filter(|d| d.1 >= 50.0).collect();
+        assert!(confident.iter().any(|d| d.0 == "person"), "{backend}: {float:?}");
+        for (class, confidence, place) in confident {
+            let found = int8.iter().any(|d| &d.0 == class && share_iou(d.2, *place) >= 0.8);
+            assert!(found, "{backend}: float {class} {confidence:.0}% at {place:?} not found by int8: {int8:?}");
+        }
     }
 }
 

@@ -547,26 +547,6 @@ fn shutdown_waits_for_inferences_whose_clients_left() {
     assert!(took >= Duration::from_millis(300), "shutdown returned {took:?} into a 400 ms inference");
 }
 
-/// The box of the best detection of `class` in a Rekognition answer: (left, top, width, height)
-/// as shares of the image.
-fn best_box(answer: &Value, class: &str) -> [f64; 4] {
-    let label = answer["Labels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["Name"] == class)
-        .unwrap_or_else(|| panic!("no {class}: {answer}"));
-    let b = &label["Instances"][0]["BoundingBox"];
-    ["Left", "Top", "Width", "Height"].map(|k| b[k].as_f64().unwrap())
-}
-
-fn share_iou(a: [f64; 4], b: [f64; 4]) -> f64 {
-    let (x1, y1) = (a[0].max(b[0]), a[1].max(b[1]));
-    let (x2, y2) = ((a[0] + a[2]).min(b[0] + b[2]), (a[1] + a[3]).min(b[1] + b[3]));
-    let inter = (x2 - x1).max(0.0) * (y2 - y1).max(0.0);
-    inter / (a[2] * a[3] + b[2] * b[3] - inter)
-}
-
 /// `--fast-decode`: JPEGs decode at a DCT-scaled size the model still only shrinks from; the
 /// answers stay those of a whole decode (same classes, boxes in the full picture's frame).
 #[test]
@@ -595,12 +575,23 @@ fn fast_decode_answers_as_a_whole_decode_does() {
         let b = fast.post_image("/v1/models/cls/predict", "image/jpeg", bytes).json();
         assert_eq!(a["Labels"][0]["Name"], b["Labels"][0]["Name"], "{name}: {a} vs {b}");
         let (pa, pb) = (a["Labels"][0]["Confidence"].as_f64().unwrap(), b["Labels"][0]["Confidence"].as_f64().unwrap());
-        assert!((pa - pb).abs() < 15.0, "{name}: {pa} vs {pb}");
+        // A reduced decode is a smoother picture than a whole one resized without antialiasing:
+        // measured, top-1 moved by at most 6.4 points (orange.jpg) and the top two stayed.
+        assert!((pa - pb).abs() < 8.0, "{name}: {pa} vs {pb}");
+        assert_eq!(a["Labels"][1]["Name"], b["Labels"][1]["Name"], "{name}: {a} vs {b}");
     }
     let a = whole.post_image("/v1/models/det/predict", "image/jpeg", &big).json();
     let b = fast.post_image("/v1/models/det/predict", "image/jpeg", &big).json();
-    let iou = share_iou(best_box(&a, "person"), best_box(&b, "person"));
-    assert!(iou > 0.9, "person box IoU {iou}: {a} vs {b}");
+    // Every box of the whole decode is found again, same class, same place, about as sure.
+    let fast_boxes = crate::support::detections(&b);
+    let whole_boxes = crate::support::detections(&a);
+    assert!(whole_boxes.iter().any(|d| d.0 == "person" && d.1 > 80.0), "{a}");
+    for (class, confidence, place) in &whole_boxes {
+        let found = fast_boxes
+            .iter()
+            .any(|d| &d.0 == class && crate::support::share_iou(d.2, *place) > 0.9 && (d.1 - confidence).abs() < 5.0);
+        assert!(found, "{class} {confidence:.0}% at {place:?} not found with --fast-decode: {b}");
+    }
     // The reduced decodes really happened (else the comparison above was whole against whole),
     // and none without the flag.
     let counted = |s: &Server| s.request("GET", "/metrics", &[], b"").body;

@@ -286,3 +286,25 @@ pub fn wait_until(what: &str, limit: std::time::Duration, mut done: impl FnMut()
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Intersection over union of two (left, top, width, height) boxes.
+pub fn share_iou(a: [f64; 4], b: [f64; 4]) -> f64 {
+    let (x1, y1) = (a[0].max(b[0]), a[1].max(b[1]));
+    let (x2, y2) = ((a[0] + a[2]).min(b[0] + b[2]), (a[1] + a[3]).min(b[1] + b[3]));
+    let inter = (x2 - x1).max(0.0) * (y2 - y1).max(0.0);
+    inter / (a[2] * a[3] + b[2] * b[3] - inter)
+}
+
+/// Every detection in a Rekognition `Labels` answer: (class, confidence, box as shares).
+pub fn detections(answer: &serde_json::Value) -> Vec<(String, f64, [f64; 4])> {
+    let mut found = Vec::new();
+    for label in answer["Labels"].as_array().into_iter().flatten() {
+        for instance in label["Instances"].as_array().into_iter().flatten() {
+            let b = &instance["BoundingBox"];
+            let name = label["Name"].as_str().unwrap_or_default().to_string();
+            let confidence = instance["Confidence"].as_f64().unwrap_or_default();
+            found.push((name, confidence, ["Left", "Top", "Width", "Height"].map(|k| b[k].as_f64().unwrap())));
+        }
+    }
+    found
+}

@@ -184,13 +184,37 @@ impl Parallelism {
     }
 }
 
+/// What one worker did, counted by the worker as it works rather than copied from the plan,
+/// so a report of two workers shows whether two ran. Predict, stream and serve report it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WorkerCount {
+    /// Inferences it ran.
+    pub batches: u64,
+    /// Images (files, frames, requests) in them.
+    pub images: u64,
+    /// Threads it gave its last inference (0 before its first).
+    pub threads: usize,
+}
+
+impl WorkerCount {
+    /// Count one inference of `images` on `threads` threads.
+    pub fn record(&mut self, images: usize, threads: usize) {
+        self.batches += 1;
+        self.images += images as u64;
+        self.threads = threads;
+    }
+}
+
 /// How [`Pipeline::predict_files`] ran.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct RunStats {
     pub batch: usize,
+    /// Workers planned.
     pub workers: usize,
-    /// Threads per inference.
+    /// Threads per inference, planned.
     pub threads: usize,
+    /// What each worker started did, by its own count.
+    pub per_worker: Vec<WorkerCount>,
     /// Getting sessions ready for the workers (before the first image).
     pub setup: std::time::Duration,
     /// From the first image to the last answer.
@@ -284,6 +308,13 @@ impl Pipeline {
     /// model's thread budget).
     pub fn parallelism(&self, workers: Option<usize>) -> Parallelism {
         Parallelism::plan(self.session().default_threads(), workers, self.is_cascade())
+    }
+
+    /// The threads an inference asked to run on `threads` ([`Self::predict_inputs`]) runs on:
+    /// the session's default for `None`, and for cascades, which keep their own threading.
+    pub fn inference_threads(&self, threads: Option<usize>) -> usize {
+        let default = self.session().default_threads();
+        if self.is_cascade() { default } else { threads.unwrap_or(default).max(1) }
     }
 
     /// Whether this is a cascade (several networks run per image), which works on whole images.
@@ -404,8 +435,7 @@ impl Pipeline {
             }
             data
         };
-        let threads = threads.unwrap_or_else(|| self.session().default_threads()).max(1);
-        self.infer(preprocessor.into_tensor(data, n), &geometries, top_k, threads)
+        self.infer(preprocessor.into_tensor(data, n), &geometries, top_k, self.inference_threads(threads))
     }
 
     /// One batch of decoded images through the engine (preprocessed in parallel).
@@ -493,19 +523,24 @@ impl Pipeline {
         let next = AtomicUsize::new(0);
         // Bounded: workers wait rather than pile up answers when the sink is slow.
         let (tx, rx) = crossbeam_channel::bounded::<(usize, Vec<Result<Prediction, PipelineError>>)>(workers * 2);
-        std::thread::scope(|scope| {
-            for _ in 0..workers {
-                let (tx, next, chunks) = (tx.clone(), &next, &chunks);
-                scope.spawn(move || {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(chunk) = chunks.get(i) else { break };
-                        if tx.send((i, self.run_chunk(chunk, opts, threads))).is_err() {
-                            break;
+        let per_worker = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    let (tx, next, chunks) = (tx.clone(), &next, &chunks);
+                    scope.spawn(move || {
+                        let mut count = WorkerCount::default();
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(chunk) = chunks.get(i) else { break };
+                            count.record(chunk.len(), threads);
+                            if tx.send((i, self.run_chunk(chunk, opts, threads))).is_err() {
+                                break;
+                            }
                         }
-                    }
-                });
-            }
+                        count
+                    })
+                })
+                .collect();
             drop(tx);
             // Answers come back in any order; hand them on in input order.
             let mut order = InOrder::default();
@@ -519,9 +554,11 @@ impl Pipeline {
                     }
                 }
             }
+            // A worker's panic still ends the run, as it did when the scope joined them.
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
         });
         progress.finish();
-        RunStats { batch, workers, threads, setup, run: started.elapsed() - setup }
+        RunStats { batch, workers, threads, per_worker, setup, run: started.elapsed() - setup }
     }
 
     /// Decode, preprocess and infer one batch of files; one result per file.
@@ -745,7 +782,7 @@ softmax = false
             .collect();
         let (p, _) = pipeline();
         let mut got = Vec::new();
-        p.predict_files(
+        let stats = p.predict_files(
             &files,
             &BatchOptions { batch: 3, top_k: 1, workers: Some(3), ..Default::default() },
             &NoProgress,
@@ -755,6 +792,14 @@ softmax = false
         );
         let want: Vec<(usize, Option<usize>)> = (0..23).map(|i| (i, (i % 5 != 4).then_some(i % 3))).collect();
         assert_eq!(got, want);
+        // Each worker started counts itself; which took how many is up to the scheduler.
+        assert_eq!(stats.per_worker.len(), 3, "{stats:?}");
+        assert_eq!(stats.per_worker.iter().map(|w| w.images).sum::<u64>(), 23, "{stats:?}");
+        assert_eq!(stats.per_worker.iter().map(|w| w.batches).sum::<u64>(), 8, "{stats:?}");
+        assert!(
+            stats.per_worker.iter().all(|w| w.batches == 0 || w.threads == 1),
+            "a third of 2, at least 1: {stats:?}"
+        );
     }
 
     #[test]

@@ -5,18 +5,20 @@
 //! thread, a bigger batch buys a few percent of throughput and costs its whole length in latency
 //! to everyone in it (and an idle worker beside a hoarded queue wastes a core).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use strix_core::Tensor;
-use strix_pipeline::{Input, Pipeline, PipelineError, Prediction};
+use strix_pipeline::{Input, Pipeline, PipelineError, Prediction, WorkerCount};
 use strix_runtime::RuntimeError;
 use tokio::sync::oneshot;
 
 use crate::Batching;
+use crate::metrics::{WorkerImages, WorkerLabels};
 
 /// One request waiting for its answer.
 pub enum Job {
@@ -50,12 +52,17 @@ impl Job {
     }
 }
 
-/// Batches run, by size: exact counts for `/v1/models`, a histogram for `/metrics`.
+/// Batches run, by size: exact counts for `/v1/models`, a histogram for `/metrics`; and what
+/// each worker did, by worker index.
 #[derive(Debug)]
 pub struct BatchStats {
     /// `sizes[n]`: batches of `n` images.
     sizes: Vec<AtomicU64>,
     pub histogram: Histogram,
+    /// One per worker index started so far (a new version's workers count on in the same ones).
+    workers: Mutex<Vec<Arc<WorkerTally>>>,
+    /// The workers' image counts, as `/metrics` shows them.
+    pub worker_images: WorkerImages,
 }
 
 impl BatchStats {
@@ -63,12 +70,55 @@ impl BatchStats {
         BatchStats {
             sizes: (0..=max_batch).map(|_| AtomicU64::new(0)).collect(),
             histogram: crate::metrics::batch_histogram(),
+            workers: Mutex::new(Vec::new()),
+            worker_images: WorkerImages::default(),
         }
     }
 
     /// `(batch size, batches)` for every size seen.
     pub fn histogram(&self) -> Vec<(usize, u64)> {
         self.sizes.iter().enumerate().map(|(n, c)| (n, c.load(Ordering::Relaxed))).filter(|(_, c)| *c > 0).collect()
+    }
+
+    /// What each worker index has done, by the workers' own counts.
+    pub fn per_worker(&self) -> Vec<WorkerCount> {
+        self.workers.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|t| t.count()).collect()
+    }
+
+    /// The tally of worker `index`, made when the first worker of that index starts.
+    fn worker(&self, index: usize) -> Arc<WorkerTally> {
+        let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+        while workers.len() <= index {
+            let worker = workers.len();
+            // The counter `/metrics` shows is the one the worker counts in.
+            let images = self.worker_images.get_or_create(&WorkerLabels { worker }).clone();
+            workers.push(Arc::new(WorkerTally { batches: AtomicU64::new(0), images, threads: AtomicUsize::new(0) }));
+        }
+        workers[index].clone()
+    }
+}
+
+/// One worker's [`WorkerCount`], readable while it runs.
+#[derive(Debug)]
+struct WorkerTally {
+    batches: AtomicU64,
+    images: Counter,
+    threads: AtomicUsize,
+}
+
+impl WorkerTally {
+    fn record(&self, images: usize, threads: usize) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.images.inc_by(images as u64);
+        self.threads.store(threads, Ordering::Relaxed);
+    }
+
+    fn count(&self) -> WorkerCount {
+        WorkerCount {
+            batches: self.batches.load(Ordering::Relaxed),
+            images: self.images.get(),
+            threads: self.threads.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -145,13 +195,13 @@ impl Batcher {
         let alive = Arc::new(AtomicUsize::new(0));
         let idle = Arc::new(AtomicUsize::new(0));
         for i in 0..workers {
-            let (pipeline, rx, stats) = (pipeline.clone(), rx.clone(), stats.clone());
+            let (pipeline, rx, stats, tally) = (pipeline.clone(), rx.clone(), stats.clone(), stats.worker(i));
             let shape = Shape { max_batch, delay, workers, idle: idle.clone() };
             // Counted before the thread starts, so a server is never briefly "not ready".
             let guard = Alive::enter(&alive);
             let spawned = std::thread::Builder::new().name(format!("batcher-{name}-{i}")).spawn(move || {
                 let _alive = guard;
-                work(&pipeline, &rx, &shape, top_k, threads, &stats)
+                work(&pipeline, &rx, &shape, top_k, threads, &stats, &tally)
             });
             if let Err(e) = spawned {
                 tracing::error!("cannot start batcher thread {i} of {name}: {e}");
@@ -230,6 +280,7 @@ impl Shape {
     }
 }
 
+/// A worker's loop: batches until the queue closes, counted in `stats` and in its own `tally`.
 fn work(
     pipeline: &Pipeline,
     rx: &Receiver<Job>,
@@ -237,7 +288,10 @@ fn work(
     top_k: usize,
     threads: Option<usize>,
     stats: &BatchStats,
+    tally: &WorkerTally,
 ) {
+    // What run_raw and predict_inputs resolve `threads` to, for the tally.
+    let used = pipeline.inference_threads(threads);
     while let Some(first) = shape.first(rx) {
         let mut jobs = shape.batch(rx, first);
         // Callers that gave up (timed out) need no answer.
@@ -255,6 +309,7 @@ fn work(
         }
         if !raw.is_empty() {
             count(stats, raw.len());
+            tally.record(raw.len(), used);
             run_raw(pipeline, raw, threads);
         }
         if answers.is_empty() {
@@ -263,6 +318,7 @@ fn work(
         let (inputs, replies): (Vec<Input>, Vec<_>) = answers.into_iter().unzip();
         let n = inputs.len();
         count(stats, n);
+        tally.record(n, used);
         let result = guarded(|| pipeline.predict_inputs(inputs, top_k, threads)).unwrap_or_else(|panic| {
             tracing::error!("a batch of {n} panicked: {panic}");
             Err(PipelineError::Batch(format!("the batch failed: {panic}")))
@@ -454,6 +510,18 @@ mod tests {
         assert_eq!(guarded(|| -> u8 { panic!("decoder bug") }), Err("decoder bug".to_string()));
         let n = 3;
         assert_eq!(guarded(|| -> u8 { panic!("index {n} out of range") }), Err("index 3 out of range".into()));
+    }
+
+    #[test]
+    fn each_worker_counts_itself_in_the_metric_too() {
+        let stats = BatchStats::new(8);
+        stats.worker(1).record(3, 2);
+        stats.worker(1).record(1, 2);
+        let counts = stats.per_worker();
+        assert_eq!(counts.len(), 2, "worker 1 started implies worker 0's slot: {counts:?}");
+        assert_eq!(counts[0], WorkerCount::default());
+        assert_eq!(counts[1], WorkerCount { batches: 2, images: 4, threads: 2 });
+        assert_eq!(stats.worker_images.get_or_create(&WorkerLabels { worker: 1 }).get(), 4);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Prometheus metrics (`GET /metrics`): requests by model and status, latency and batch-size
-//! histograms per model, queue depth, decodes by scale, and what the capture tap dropped.
+//! histograms per model, images per batch worker, queue depth, decodes by scale, and what the
+//! capture tap dropped.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -38,6 +39,15 @@ struct DecodeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkerLabels {
+    /// The worker's index among its model's batch workers.
+    pub worker: usize,
+}
+
+/// Images each of a model's batch workers ran, counted by the workers themselves.
+pub type WorkerImages = Family<WorkerLabels, Counter>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TapLabels {
     /// Why the tap skipped samples it had picked (`busy`, `full`, `failed`).
     reason: &'static str,
@@ -65,9 +75,9 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Metrics for the served models, each with its batch-size histogram (which its batcher
-    /// fills).
-    pub fn new(batch_sizes: &[(String, Histogram)]) -> Metrics {
+    /// Metrics for the served models, each with its batch-size histogram and its images per
+    /// worker (which its batch workers fill).
+    pub fn new(models: &[(String, Histogram, WorkerImages)]) -> Metrics {
         let mut registry = Registry::with_prefix("strix");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("requests", "Requests answered, by model and HTTP status", requests.clone());
@@ -93,12 +103,10 @@ impl Metrics {
             "Samples the capture picked but did not keep (writer behind, project full, write failed)",
             tap_dropped.clone(),
         );
-        for (model, histogram) in batch_sizes {
-            registry.sub_registry_with_label((Cow::Borrowed("model"), Cow::Owned(model.clone()))).register(
-                "batch_size",
-                "Images per inference",
-                histogram.clone(),
-            );
+        for (model, histogram, workers) in models {
+            let per_model = registry.sub_registry_with_label((Cow::Borrowed("model"), Cow::Owned(model.clone())));
+            per_model.register("batch_size", "Images per inference", histogram.clone());
+            per_model.register("worker_images", "Images each batch worker ran, by worker", workers.clone());
         }
         Metrics { registry, requests, latency, queue, reloads, decodes, tap_dropped }
     }
@@ -152,8 +160,10 @@ mod tests {
     #[test]
     fn exposition_has_every_family() {
         let batch = batch_histogram();
-        let m = Metrics::new(&[("trash".into(), batch.clone())]);
+        let workers = WorkerImages::default();
+        let m = Metrics::new(&[("trash".into(), batch.clone(), workers.clone())]);
         batch.observe(4.0);
+        workers.get_or_create(&WorkerLabels { worker: 1 }).inc_by(5);
         m.request(Some("trash"), 200, Duration::from_millis(12));
         m.request(None, 404, Duration::from_millis(1));
         m.reload("trash", "refused");
@@ -166,6 +176,7 @@ mod tests {
             "strix_request_duration_seconds_count{model=\"trash\"} 1",
             "strix_queue_depth{model=\"trash\"} 3",
             "strix_batch_size_count{model=\"trash\"} 1",
+            "strix_worker_images_total{model=\"trash\",worker=\"1\"} 5",
             "strix_model_reloads_total{model=\"trash\",outcome=\"refused\"} 1",
             "strix_decodes_total{model=\"trash\",scale=\"1\"} 1",
             "strix_decodes_total{model=\"trash\",scale=\"1/4\"} 1",

@@ -147,6 +147,8 @@ async fn list_models(State(state): State<Arc<ServeState>>) -> axum::Json<serde_j
                 "max_batch": current.batcher.max_batch,
                 "workers": current.batcher.workers,
                 "threads": current.batcher.threads,
+                // By the workers' own counts (shared by the versions of a followed model).
+                "per_worker": m.stats.per_worker(),
                 "queue_depth": m.depth(),
                 "batches": m.stats.histogram().into_iter().map(|(n, c)| json!({"size": n, "count": c})).collect::<Vec<_>>(),
             })

@@ -132,7 +132,8 @@ pub struct ServeState {
 
 impl ServeState {
     pub fn new(models: Vec<ServedModel>, limits: Limits) -> ServeState {
-        let histograms: Vec<_> = models.iter().map(|m| (m.name.clone(), m.stats.histogram.clone())).collect();
+        let histograms: Vec<_> =
+            models.iter().map(|m| (m.name.clone(), m.stats.histogram.clone(), m.stats.worker_images.clone())).collect();
         let line = models.iter().map(|m| m.batching.queue).max().unwrap_or(1);
         let wait = models.iter().map(|m| m.batching.timeout_ms).max().unwrap_or(1);
         ServeState {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use strix_core::{Progress, ProgressUnit};
-use strix_pipeline::{InOrder, Input, Pipeline, Prepared};
+use strix_pipeline::{InOrder, Input, Pipeline, Prepared, WorkerCount};
 use strix_vision::RgbImage;
 use strix_zoo::Task;
 
@@ -69,8 +69,10 @@ pub struct Summary {
     /// Inferences per batch size: frames of several sources share a batch when the model
     /// takes one.
     pub batch_sizes: BTreeMap<usize, u64>,
-    /// Inferences in flight and threads each.
+    /// Inferences in flight and threads each, as planned.
     pub parallelism: strix_pipeline::Parallelism,
+    /// What each inference worker started did (frames, threads), by its own count.
+    pub per_worker: Vec<WorkerCount>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -262,7 +264,7 @@ pub fn run_live(
 
         let failed = AtomicBool::new(false);
         let batch_sizes = Mutex::new(BTreeMap::new());
-        let inferred: Vec<Result<(), StreamError>> = std::thread::scope(|inner| {
+        let inferred: Vec<Result<WorkerCount, StreamError>> = std::thread::scope(|inner| {
             let handles: Vec<_> = (0..workers)
                 .map(|w| {
                     let (live, queues, output_txs, failed, stoppers, sizes, board) =
@@ -283,10 +285,15 @@ pub fn run_live(
                 .map(|h| h.join().unwrap_or_else(|_| Err(StreamError::output("inference", "a worker panicked"))))
                 .collect()
         });
-        let inferred = inferred.into_iter().find(Result::is_err).unwrap_or(Ok(()));
+        let (mut per_worker, mut first_error) = (Vec::new(), None);
+        for worker in inferred {
+            match worker {
+                Ok(count) => per_worker.push(count),
+                Err(e) => first_error = first_error.or(Some(e)),
+            }
+        }
         drop(output_txs);
         let mut recordings = Vec::new();
-        let mut first_error = inferred.err();
         for t in output_threads {
             match t.join() {
                 Ok(Ok(Some(r))) => recordings.push(r),
@@ -299,7 +306,7 @@ pub fn run_live(
         let reports = events_thread.join().unwrap_or_default();
         let outcome = match first_error {
             Some(e) => Err(e),
-            None => Ok((recordings, batch_sizes.into_inner().unwrap_or_else(|e| e.into_inner()))),
+            None => Ok((recordings, batch_sizes.into_inner().unwrap_or_else(|e| e.into_inner()), per_worker)),
         };
         (outcome, reports)
     });
@@ -307,7 +314,7 @@ pub fn run_live(
     if let Some(w) = web {
         w.stop();
     }
-    let (recordings, batch_sizes) = outcome?;
+    let (recordings, batch_sizes, per_worker) = outcome?;
     let sources: Vec<SourceStats> = (0..names.len()).map(|i| board.meter(i).finish()).collect();
     Ok(Summary {
         model: model_name,
@@ -319,6 +326,7 @@ pub fn run_live(
         errors: std::mem::take(&mut *errors.lock().unwrap_or_else(|e| e.into_inner())),
         batch_sizes,
         parallelism,
+        per_worker,
     })
 }
 
@@ -443,7 +451,7 @@ fn output_loop(
 }
 
 /// Take frames (one per source at a time), infer on `threads` threads, hand answers to the
-/// output threads.
+/// output threads; what this worker did, once the queues close.
 fn infer_loop(
     live: &LiveModel,
     board: &Board,
@@ -452,7 +460,8 @@ fn infer_loop(
     (max_batch, top_k, threads): (usize, usize, usize),
     worker: usize,
     batch_sizes: &Mutex<BTreeMap<usize, u64>>,
-) -> Result<(), StreamError> {
+) -> Result<WorkerCount, StreamError> {
+    let mut count = WorkerCount::default();
     // Workers start at different sources so each gets served.
     let mut last = (outputs.len() + worker).saturating_sub(1) % outputs.len().max(1);
     // The version answering and its label, worked out once per version rather than per batch.
@@ -480,6 +489,7 @@ fn infer_loop(
                 _ => pipeline.input(&item.image),
             })
             .collect();
+        count.record(inputs.len(), pipeline.inference_threads(Some(threads)));
         let predictions = pipeline.predict_inputs(inputs, top_k, Some(threads))?;
         for ((lane, seq, item), prediction) in items.into_iter().zip(predictions) {
             let answered = Answered {
@@ -495,7 +505,7 @@ fn infer_loop(
             let _ = outputs[lane].send(answered);
         }
     }
-    Ok(())
+    Ok(count)
 }
 
 /// Source names for events and the page, made unique (`cam.mp4`, `cam.mp4#2`).

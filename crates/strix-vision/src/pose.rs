@@ -106,10 +106,15 @@ impl MoveNet {
             .iter()
             .enumerate()
             .map(|(b, g)| {
+                let (w, h) = (g.source_width as f32, g.source_height as f32);
                 let keypoints: Vec<Keypoint> = (0..k)
                     .map(|i| {
                         let v = &data[(b * k + i) * 3..(b * k + i + 1) * 3];
                         let (x, y) = g.to_source(v[1] * input.0 as f32, v[0] * input.1 as f32);
+                        // A point in the letterbox padding is outside the picture: kept on its
+                        // edge, as detectors clip boxes (a 20000x1 image once put a knee 9000
+                        // widths to the left).
+                        let (x, y) = (x.clamp(0.0, w), y.clamp(0.0, h));
                         let name = labels.get(i).cloned().unwrap_or_else(|| COCO_KEYPOINTS[i].to_string());
                         Keypoint { name, x, y, score: v[2] }
                     })
@@ -131,4 +136,33 @@ fn person(keypoints: Vec<Keypoint>, threshold: f32) -> Pose {
         pts.iter().map(|k| k.y).fold(f32::NEG_INFINITY, f32::max),
     );
     Pose { score, bbox, keypoints }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strix_core::Tensor;
+
+    #[test]
+    fn keypoints_in_the_letterbox_padding_stay_on_the_picture() {
+        // A 100x1 picture letterboxed into a 4x4 input: rows past the first are padding.
+        let g = Geometry { source_width: 100, source_height: 1, scale: [25.0, 25.0], offset: [0.0, -49.5] };
+        let mut data = Vec::new();
+        for i in 0..17 {
+            // (y, x, score): half the points far in the padding above and below the picture.
+            let y = if i % 2 == 0 { 0.0 } else { 1.0 };
+            data.extend([y, i as f32 / 17.0, 0.9]);
+        }
+        let t = Tensor::from_f32(vec![1, 1, 17, 3], data).unwrap();
+        let names = vec!["kp".to_string()];
+        let m = MoveNet { output: None, keypoint_threshold: 0.2 };
+        let poses = m.decode(&Outputs::new(&names, std::slice::from_ref(&t)), &[g], (4, 4), &[]).unwrap();
+        let p = &poses[0][0];
+        for k in &p.keypoints {
+            assert!((0.0..=100.0).contains(&k.x) && (0.0..=1.0).contains(&k.y), "{k:?}");
+        }
+        assert!(p.bbox.x1 >= 0.0 && p.bbox.y1 >= 0.0 && p.bbox.x2 <= 100.0 && p.bbox.y2 <= 1.0, "{:?}", p.bbox);
+        // Inside the picture a point is where the model put it.
+        assert_eq!(p.keypoints[4].x, 4.0 / 17.0 * 4.0 * 25.0);
+    }
 }

@@ -104,15 +104,22 @@ pub fn run(ctx: &AppContext, args: &PredictArgs) -> Result<ExitCode> {
     if !ctx.quiet {
         // Throughput counts from the first image: loading the model is reported apart.
         let secs = stats.run.as_secs_f64();
+        // What each worker did by its own count, after the plan (scripts parse the plan's text).
+        let list = |f: fn(&strix_pipeline::WorkerCount) -> String| {
+            stats.per_worker.iter().map(f).collect::<Vec<_>>().join(", ")
+        };
         eprintln!(
             "{done} of {} images read by {name} ({}) on {} in {secs:.2} s ({:.1} images/s; \
-             {} worker(s) x {} thread(s), batch {}; model ready in {:.2} s){}",
+             {} worker(s) x {} thread(s) [images per worker: {}; threads per worker: {}], batch {}; \
+             model ready in {:.2} s){}",
             files.len() + problems.len(),
             pipeline.task(),
             pipeline.backend_version(),
             done as f64 / secs.max(1e-9),
             stats.workers,
             stats.threads,
+            list(|w| w.images.to_string()),
+            list(|w| w.threads.to_string()),
             stats.batch,
             (ready - started + stats.setup).as_secs_f64(),
             if failed > 0 { format!(", {failed} failed") } else { String::new() }
