@@ -2,7 +2,6 @@
 //! `seg@production` notice when the alias moves, swap the new version in without failing a
 //! request, and refuse a version whose file does not load while the old one keeps answering.
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -15,7 +14,7 @@ use serde_json::Value;
 use crate::fixtures_or_skip;
 use crate::registry::{Registry, model_files, ok_json};
 use crate::serve::request;
-use crate::support::{run, wait_until};
+use crate::support::{collect, run, said_at, wait_until};
 
 /// A registry holding `seg` versions 1 and 2 (the selfie segmenter), `production` on 1.
 struct Deployment {
@@ -90,20 +89,6 @@ impl Deployment {
     }
 }
 
-/// Lines a child writes, each with when it arrived, collected by a thread.
-pub(crate) type Lines = Arc<Mutex<Vec<(Instant, String)>>>;
-
-pub(crate) fn collect(reader: impl std::io::Read + Send + 'static) -> Lines {
-    let lines: Lines = Arc::default();
-    let sink = lines.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(reader).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push((Instant::now(), line));
-        }
-    });
-    lines
-}
-
 pub(crate) fn stop(child: &mut Child) {
     let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -162,11 +147,14 @@ fn serve_follows_an_alias_without_failing_a_request_and_refuses_a_broken_version
     // answered by version 2 (the order of events, not a clock, so a loaded machine cannot fail it).
     d.alias(2);
     let moved = Instant::now();
-    let said_at = |needle: &str| log.lock().unwrap().iter().find(|(_, l)| l.contains(needle)).map(|(t, _)| *t);
-    wait_until("the swap in the log", Duration::from_secs(60), || said_at("now serving seg:2 (was seg:1)").is_some());
-    let swapped = said_at("now serving seg:2").unwrap();
+    wait_until("the swap in the log", Duration::from_secs(60), || {
+        said_at(&log, "now serving seg:2 (was seg:1)").is_some()
+    });
+    let swapped = said_at(&log, "now serving seg:2").unwrap();
     eprintln!("alias moved; swapped {:.2} s later", swapped.duration_since(moved).as_secs_f64());
-    wait_until("more answers from seg:2", Duration::from_secs(30), || answered_by("seg:2") >= 16);
+    // Enough requests started after the swap that the check below is not vacuous.
+    let after_swap = || answers.lock().unwrap().iter().filter(|a| a.0 > swapped).count();
+    wait_until("answers to requests started after the swap", Duration::from_secs(60), || after_swap() >= 16);
     let late: Vec<Answer> =
         answers.lock().unwrap().iter().filter(|a| a.0 > swapped && a.2 != "seg:2").cloned().collect();
     assert!(late.is_empty(), "requests started after the swap not answered by seg:2: {late:?}");
@@ -175,7 +163,7 @@ fn serve_follows_an_alias_without_failing_a_request_and_refuses_a_broken_version
     d.register_broken();
     d.alias(3);
     let refused_at = Instant::now();
-    let said = |needle: &str| log.lock().unwrap().iter().any(|(_, l)| l.contains(needle));
+    let said = |needle: &str| said_at(&log, needle).is_some();
     wait_until("the refusal in the log", Duration::from_secs(30), || said("refused seg:3"));
     let after = answered_by("seg:2");
     wait_until("answers after the refusal", Duration::from_secs(30), || answered_by("seg:2") >= after + 16);
@@ -254,16 +242,15 @@ fn stream_follows_an_alias_and_refuses_a_broken_version() {
     d.alias(2);
     let moved = Instant::now();
     // Waited for by the events themselves (the swap in the log, then frames), not by a clock.
-    let said_at = |needle: &str| log.lock().unwrap().iter().find(|(_, l)| l.contains(needle)).map(|(t, _)| *t);
     wait_until("the swap in the log", Duration::from_secs(60), || {
-        said_at("now answering with seg:2 (was seg:1)").is_some()
+        said_at(&log, "now answering with seg:2 (was seg:1)").is_some()
     });
     wait_until("frames answered by seg:2", Duration::from_secs(30), || seen("seg:2") >= 5);
     let first_v2 = versions().iter().find(|(_, v)| v == "seg:2").map(|(t, _)| *t).unwrap();
     eprintln!("alias moved; first frame event from seg:2 {:.2} s later", first_v2.duration_since(moved).as_secs_f64());
     d.register_broken();
     d.alias(3);
-    let said = |needle: &str| log.lock().unwrap().iter().any(|(_, l)| l.contains(needle));
+    let said = |needle: &str| said_at(&log, needle).is_some();
     wait_until("the refusal in the log", Duration::from_secs(30), || said("refused seg:3"));
     let after = seen("seg:2");
     wait_until("frames after the refusal", Duration::from_secs(30), || seen("seg:2") >= after + 5);

@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::fixtures_or_skip;
-use crate::follow::{Lines, collect};
 use crate::registry::{Registry, fails, model_files, ok_json};
-use crate::support::{files_under, live_address, run, strix, wait_until};
+use crate::support::{Lines, collect, files_under, live_address, run, said_at, strix, wait_until};
 
 /// `strix` under an address-space cap: an allocation past it fails (and aborts the process)
 /// instead of taking the machine's memory.
@@ -90,7 +89,8 @@ fn off_the_picture(answer: &Value, off: &mut dyn FnMut(String)) {
     match answer {
         Value::Object(fields) => {
             for (key, v) in fields {
-                let share = |k: &str| v[k].as_f64().unwrap_or(0.0);
+                // Missing, null (how a NaN is written) or infinite counts as off the picture.
+                let share = |k: &str| v[k].as_f64().filter(|x| x.is_finite()).unwrap_or(f64::NAN);
                 if key == "BoundingBox" {
                     let (l, t, w, h) = (share("Left"), share("Top"), share("Width"), share("Height"));
                     if [l, t, w, h, l + w, t + h].iter().any(|s| !(-1e-4..=1.0001).contains(s)) {
@@ -99,7 +99,8 @@ fn off_the_picture(answer: &Value, off: &mut dyn FnMut(String)) {
                 }
                 if key == "Keypoints" || key == "Landmarks" || key == "Polygon" {
                     for p in v.as_array().into_iter().flatten() {
-                        let (x, y) = (p["X"].as_f64().unwrap_or(0.0), p["Y"].as_f64().unwrap_or(0.0));
+                        let coordinate = |k: &str| p[k].as_f64().filter(|x| x.is_finite()).unwrap_or(f64::NAN);
+                        let (x, y) = (coordinate("X"), coordinate("Y"));
                         if !(-1e-4..=1.0001).contains(&x) || !(-1e-4..=1.0001).contains(&y) {
                             off(format!("point {p}"));
                         }
@@ -286,7 +287,6 @@ fn png_bomb(side: u32) -> Vec<u8> {
     out
 }
 
-/// `strix serve` as a child on a free port with a config file; the port.
 /// `strix serve` of EfficientNet with `config`, its port, and its log as it arrives.
 fn serve_child(fx: &Path, cache: &Path, config: &str) -> (Child, u16, Lines) {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -322,10 +322,11 @@ fn status_of(port: u16, head: &str, body: &[u8]) -> u16 {
 /// Send `first`, then `rest` a byte each 200 ms until the server answers or closes (its
 /// deadlines decide, not ours); what it said, and when.
 fn trickle(port: u16, first: &[u8], rest: &[u8]) -> (String, Duration) {
+    // From before the connection: the server's deadlines may start at its accept.
+    let started = Instant::now();
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.write_all(first).unwrap();
     s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    let started = Instant::now();
     for b in rest {
         if s.write_all(std::slice::from_ref(b)).is_err() {
             return (String::new(), started.elapsed());
@@ -429,27 +430,39 @@ fn slow_and_silent_clients_are_cut_and_shutdown_has_a_deadline() {
     let (answer, took) = trickle(port, &head.as_bytes()[..head.find("Content-Type").unwrap()], endless.as_bytes());
     assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "header: {answer:?}");
     assert!(took >= Duration::from_millis(1000), "a trickled header cut after {took:?}");
-    let (answer, took) = trickle(port, head.as_bytes(), &apple);
+    let (answer, took) = trickle(port, head.as_bytes(), &apple[..300]);
     assert!(answer.starts_with("HTTP/1.1 408"), "body: {answer:?} after {took:?}");
+    assert!(took >= Duration::from_millis(1500), "a trickled body cut after {took:?}, before its deadline");
     let _ = child.kill();
     let _ = child.wait();
 
     // A client holding a request open does not hold up SIGTERM past the drain deadline. Its
-    // header and body deadlines are a minute here, so only the drain deadline can end it: the
+    // header and body deadlines are five minutes here, so only the drain deadline can end it: the
     // server exits, not before that deadline, and says it cut the connection.
-    let config = "[connections]\nheader_timeout_ms = 60000\nbody_timeout_ms = 60000\ndrain_timeout_ms = 1000\n";
+    let config = "[limits]\nmax_decoding = 1\n\
+                  [connections]\nheader_timeout_ms = 300000\nbody_timeout_ms = 300000\ndrain_timeout_ms = 1000\n";
     let (mut child, port, log) = serve_child(&fx, &tmp.path().join("drain"), config);
-    let mut holder = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    holder.write_all(head.as_bytes()).unwrap();
-    holder.write_all(&apple[..10]).unwrap();
+    // Two half-sent requests: one reading its body in the one decode slot, one waiting for
+    // it. The server counting one waiting shows both are in flight before SIGTERM is sent.
+    let holders: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut holder = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            holder.write_all(head.as_bytes()).unwrap();
+            holder.write_all(&apple[..10]).unwrap();
+            holder
+        })
+        .collect();
+    wait_until("both requests in flight", Duration::from_secs(60), || {
+        crate::serve::request(port, "GET", "/v1/models", &[], b"").json()["decoding"]["waiting"] == 1
+    });
     let stop = Instant::now();
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     wait_until("strix serve to exit after SIGTERM", Duration::from_secs(60), || child.try_wait().unwrap().is_some());
     assert!(stop.elapsed() >= Duration::from_millis(1000), "shutdown took {:?}", stop.elapsed());
     wait_until("the cut in the log", Duration::from_secs(10), || {
-        log.lock().unwrap().iter().any(|(_, l)| l.contains("after shutdown began; closing them"))
+        said_at(&log, "after shutdown began; closing them").is_some()
     });
-    drop(holder);
+    drop(holders);
 }
 
 /// `--record` over the run's own input once truncated it; an existing file needs --force.

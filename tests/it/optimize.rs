@@ -118,7 +118,9 @@ fn efficientnet_int8_passes_its_gate_registers_with_lineage_and_runs_on_every_en
     let top1 = |model: &str| -> Vec<(String, String)> {
         let (o, stdout, err) = run(strix(&fx, tmp.path())
             .env("STRIX_HOME", &home)
-            .args(["predict", "--model", model, "--json", "--backend", backend])
+            // One image at a time on every thread, as the gate runs them (batching and
+            // thread counts move the last digits, enough to flip a near tie).
+            .args(["predict", "--model", model, "--json", "--backend", backend, "--batch", "1", "--workers", "1"])
             .arg(&held));
         assert!(o.status.success(), "{err}");
         let mut answers: Vec<(String, String)> = stdout
@@ -130,7 +132,7 @@ fn efficientnet_int8_passes_its_gate_registers_with_lineage_and_runs_on_every_en
         answers
     };
     let (float_top1, int8_top1) = (top1("efficientnet_lite0"), top1("trash-int8:1"));
-    assert_eq!(float_top1.len() as u64, count(&held));
+    assert_eq!((float_top1.len() as u64, int8_top1.len() as u64), (count(&held), count(&held)));
     let agreeing = float_top1.iter().zip(&int8_top1).filter(|(f, q)| f == q).count();
     let counted = agreeing as f64 / float_top1.len() as f64;
     let reported = gate["agreement"].as_f64().unwrap();

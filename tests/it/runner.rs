@@ -105,19 +105,29 @@ fn threads_and_workers_mean_the_same_in_predict_serve_and_stream() {
         let name =
             request(port, "GET", "/v1/models", &[], b"").json()["models"][0]["name"].as_str().unwrap().to_string();
         let route = format!("/v1/models/{name}/predict");
-        std::thread::scope(|scope| {
-            for client in 0..CLIENTS {
-                let (files, route) = (&files, &route);
-                scope.spawn(move || {
-                    for k in 0..REQUESTS_EACH {
-                        let body = std::fs::read(&files[(client * REQUESTS_EACH + k) % files.len()]).unwrap();
-                        let reply = request(port, "POST", route, &[("Content-Type", "image/jpeg")], &body);
-                        assert_eq!(reply.status, 200, "serve {flags:?}: {}", reply.body);
-                    }
-                });
+        // Rounds of concurrent requests until every worker has answered some (a loaded
+        // machine may start one late), then the counts must add up to what was sent.
+        let mut sent = 0;
+        let busy = |model: &Value| counts_of(&model["per_worker"]).iter().filter(|c| c.0 > 0).count() as u64;
+        for round in 0.. {
+            assert!(round < 20, "serve {flags:?}: a worker never answered in {sent} requests");
+            std::thread::scope(|scope| {
+                for client in 0..CLIENTS {
+                    let (files, route) = (&files, &route);
+                    scope.spawn(move || {
+                        for k in 0..REQUESTS_EACH {
+                            let body = std::fs::read(&files[(client * REQUESTS_EACH + k) % files.len()]).unwrap();
+                            let reply = request(port, "POST", route, &[("Content-Type", "image/jpeg")], &body);
+                            assert_eq!(reply.status, 200, "serve {flags:?}: {}", reply.body);
+                        }
+                    });
+                }
+            });
+            sent += CLIENTS * REQUESTS_EACH;
+            if busy(&request(port, "GET", "/v1/models", &[], b"").json()["models"][0]) == want.0 {
+                break;
             }
-        });
-        let sent = CLIENTS * REQUESTS_EACH;
+        }
         let model = &request(port, "GET", "/v1/models", &[], b"").json()["models"][0];
         let got = (model["workers"].as_u64().unwrap(), model["threads"].as_u64().unwrap());
         assert_eq!(got, want, "serve {flags:?}: {model}");

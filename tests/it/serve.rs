@@ -17,7 +17,7 @@ use strix_serve::{Batching, Limits, ServeState, ServedModel};
 use strix_zoo::{Resolver, locate};
 
 use crate::fixtures_or_skip;
-use crate::support::{BatchLog, CountingRuntime, png_declaring, run, strix};
+use crate::support::{BatchLog, CountingRuntime, detections, png_declaring, run, share_iou, strix};
 use crate::train::quick_export;
 
 /// A server on a free loopback port, stopped (and drained) on drop.
@@ -583,13 +583,12 @@ fn fast_decode_answers_as_a_whole_decode_does() {
     let a = whole.post_image("/v1/models/det/predict", "image/jpeg", &big).json();
     let b = fast.post_image("/v1/models/det/predict", "image/jpeg", &big).json();
     // Every box of the whole decode is found again, same class, same place, about as sure.
-    let fast_boxes = crate::support::detections(&b);
-    let whole_boxes = crate::support::detections(&a);
+    let fast_boxes = detections(&b);
+    let whole_boxes = detections(&a);
     assert!(whole_boxes.iter().any(|d| d.0 == "person" && d.1 > 80.0), "{a}");
     for (class, confidence, place) in &whole_boxes {
-        let found = fast_boxes
-            .iter()
-            .any(|d| &d.0 == class && crate::support::share_iou(d.2, *place) > 0.9 && (d.1 - confidence).abs() < 5.0);
+        let found =
+            fast_boxes.iter().any(|d| &d.0 == class && share_iou(d.2, *place) > 0.9 && (d.1 - confidence).abs() < 5.0);
         assert!(found, "{class} {confidence:.0}% at {place:?} not found with --fast-decode: {b}");
     }
     // The reduced decodes really happened (else the comparison above was whole against whole),

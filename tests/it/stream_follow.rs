@@ -11,9 +11,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::fixtures_or_skip;
-use crate::follow::{collect, stop};
+use crate::follow::stop;
 use crate::registry::{Registry, model_files, ok_json};
-use crate::support::{KillOnDrop, run, wait_until};
+use crate::support::{KillOnDrop, collect, run, said_at, wait_until};
 
 /// A local registry holding `seg` version 1 (the selfie segmenter) with `production` on it.
 struct Seg {
@@ -140,7 +140,7 @@ fn stream_following_an_alias_refuses_another_task_and_a_failing_test_inference()
             events.iter().filter_map(|(_, l)| serde_json::from_str::<Value>(l).ok()).filter(|e| e["type"] == "frame");
         frames.map(|e| e["model_version"].as_str().unwrap_or("none").to_string()).collect()
     };
-    let said = |needle: &str| log.lock().unwrap().iter().any(|(_, l)| l.contains(needle));
+    let said = |needle: &str| said_at(&log, needle).is_some();
     wait_until("frames answered by seg:1", Duration::from_secs(120), || versions().len() >= 5);
 
     for (version, why) in [
@@ -192,7 +192,7 @@ fn serve_following_an_alias_refuses_another_task_and_a_failing_test_inference() 
         let version = reply.header("x-strix-model-version").unwrap_or_default();
         answers.lock().unwrap().push((reply.status, version));
     };
-    let said = |needle: &str| log.lock().unwrap().iter().any(|(_, l)| l.contains(needle));
+    let said = |needle: &str| said_at(&log, needle).is_some();
     ask();
     for (version, why) in [
         (classifier, "it is a classify model; the one it would replace does segment"),

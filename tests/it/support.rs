@@ -308,3 +308,23 @@ pub fn detections(answer: &serde_json::Value) -> Vec<(String, f64, [f64; 4])> {
     }
     found
 }
+
+/// Lines a child writes, each with when it arrived, collected by a thread.
+pub type Lines = std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, String)>>>;
+
+pub fn collect(reader: impl std::io::Read + Send + 'static) -> Lines {
+    use std::io::BufRead;
+    let lines: Lines = Default::default();
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(reader).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push((std::time::Instant::now(), line));
+        }
+    });
+    lines
+}
+
+/// When the first line holding `needle` arrived, if one has.
+pub fn said_at(log: &Lines, needle: &str) -> Option<std::time::Instant> {
+    log.lock().unwrap().iter().find(|(_, l)| l.contains(needle)).map(|(t, _)| *t)
+}

@@ -532,7 +532,7 @@ impl Pipeline {
                         loop {
                             let i = next.fetch_add(1, Ordering::Relaxed);
                             let Some(chunk) = chunks.get(i) else { break };
-                            count.record(chunk.len(), threads);
+                            count.record(chunk.len(), self.inference_threads(Some(threads)));
                             if tx.send((i, self.run_chunk(chunk, opts, threads))).is_err() {
                                 break;
                             }

@@ -85,7 +85,7 @@ impl BatchStats {
         self.workers.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|t| t.count()).collect()
     }
 
-    /// The tally of worker `index`, made when the first worker of that index starts.
+    /// The tally of worker `index`, made the first time a worker of that index is started.
     fn worker(&self, index: usize) -> Arc<WorkerTally> {
         let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
         while workers.len() <= index {

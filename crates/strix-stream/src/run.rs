@@ -285,13 +285,7 @@ pub fn run_live(
                 .map(|h| h.join().unwrap_or_else(|_| Err(StreamError::output("inference", "a worker panicked"))))
                 .collect()
         });
-        let (mut per_worker, mut first_error) = (Vec::new(), None);
-        for worker in inferred {
-            match worker {
-                Ok(count) => per_worker.push(count),
-                Err(e) => first_error = first_error.or(Some(e)),
-            }
-        }
+        let (per_worker, mut first_error) = split_counts(inferred);
         drop(output_txs);
         let mut recordings = Vec::new();
         for t in output_threads {
@@ -448,6 +442,18 @@ fn output_loop(
         return Err(e);
     }
     Ok(finished?.map(|(path, frames)| Recording { path, frames }))
+}
+
+/// The workers' counts, and the first error one of them ended with.
+fn split_counts(workers: Vec<Result<WorkerCount, StreamError>>) -> (Vec<WorkerCount>, Option<StreamError>) {
+    let (mut counts, mut first_error) = (Vec::new(), None);
+    for worker in workers {
+        match worker {
+            Ok(count) => counts.push(count),
+            Err(e) => first_error = first_error.or(Some(e)),
+        }
+    }
+    (counts, first_error)
 }
 
 /// Take frames (one per source at a time), infer on `threads` threads, hand answers to the
