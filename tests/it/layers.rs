@@ -13,6 +13,7 @@ const CRATES: &[&str] = &[
     "strix-data",
     "strix-export",
     "strix-http",
+    "strix-jobs",
     "strix-label",
     "strix-metrics",
     "strix-optimize",

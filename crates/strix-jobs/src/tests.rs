@@ -1,0 +1,300 @@
+//! The queue against the machine's NATS server (127.0.0.1:4222, or STRIX_TEST_NATS): every test
+//! on streams and a bucket of its own, removed after. Without a server they skip, except under
+//! CI=true, where they fail.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::{
+    Handler, JobState, Queue, QueueSettings, Status, Submission, Task, TaskContext, TaskFailure, TaskState,
+    WorkerOptions, work,
+};
+
+/// Settings naming streams, bucket and consumer for this test alone.
+fn settings(tag: &str) -> QueueSettings {
+    let url = std::env::var("STRIX_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let unique = format!(
+        "{}_{}_{tag}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros()
+    );
+    QueueSettings {
+        url,
+        stream: format!("T_JOBS_{unique}"),
+        subject: format!("t.{unique}"),
+        state_bucket: format!("T_STATE_{unique}"),
+        log_stream: format!("T_LOGS_{unique}"),
+        consumer: "workers".into(),
+        ack_wait_ms: 1000,
+        max_deliver: 2,
+        connect_timeout_ms: 2000,
+        ..Default::default()
+    }
+}
+
+/// A queue of its own, or `None` (skip) without a server outside CI.
+async fn queue(tag: &str, change: impl FnOnce(&mut QueueSettings)) -> Option<Queue> {
+    let mut s = settings(tag);
+    change(&mut s);
+    match Queue::connect(&s).await {
+        Ok(q) => Some(q),
+        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("skipped: no NATS server ({e})");
+            None
+        }
+        Err(e) => panic!("CI=true and no NATS with JetStream at {}: {e:?}", s.url),
+    }
+}
+
+/// Remove what a test made.
+async fn drop_queue(q: &Queue) {
+    let s = q.settings();
+    let _ = q.js.delete_stream(&s.stream).await;
+    let _ = q.js.delete_stream(&s.log_stream).await;
+    let _ = q.js.delete_key_value(&s.state_bucket).await;
+}
+
+fn options(name: &str, max_tasks: Option<u64>) -> WorkerOptions {
+    WorkerOptions { name: name.into(), slots: 1, max_tasks }
+}
+
+fn submission(kind: &str, tasks: Vec<Value>) -> Submission {
+    Submission { kind: kind.into(), spec: json!({"what": "test"}), tasks, submitted_by: "test".into() }
+}
+
+/// Answers a task with its spec; `{"fail": "why"}` fails; `{"hold": true}` runs until stopped.
+#[derive(Default)]
+struct Echo {
+    runs: AtomicUsize,
+    finished: AtomicUsize,
+}
+
+impl Handler for Echo {
+    fn kinds(&self) -> Vec<String> {
+        vec!["echo".into()]
+    }
+
+    fn run(&self, task: &Task, ctx: &TaskContext) -> Result<Value, TaskFailure> {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        if let Some(why) = task.spec["fail"].as_str() {
+            return Err(TaskFailure::Failed(why.to_string()));
+        }
+        if task.spec["hold"] == true {
+            // Capped, so a worker dropped mid-task (whose stop never comes) lets the test end.
+            let until = std::time::Instant::now() + Duration::from_secs(8);
+            while !ctx.stopped() && std::time::Instant::now() < until {
+                ctx.progress(1, 2);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            return Err(TaskFailure::Interrupted);
+        }
+        ctx.log(format!("echoed {}", task.index));
+        Ok(task.spec.clone())
+    }
+
+    fn job_finished(&self, job: &JobState, tasks: &[TaskState]) -> Result<Option<Value>, String> {
+        self.finished.fetch_add(1, Ordering::SeqCst);
+        Ok(Some(json!({"tasks": tasks.len(), "status": job.status.to_string()})))
+    }
+}
+
+/// Run a worker until `done` holds for the job (or 30 s), then stop it.
+async fn run_until(q: &Queue, handler: Arc<Echo>, id: &crate::JobId, done: impl Fn(&JobState) -> bool) -> JobState {
+    let (stop, stopped) = watch::channel(false);
+    let worker = {
+        let q = q.clone();
+        tokio::spawn(async move { work(&q, handler, &options("w1", None), stopped).await })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let job = loop {
+        let job = q.job(id).await.unwrap();
+        if done(&job) {
+            break job;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "job never got there: {job:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let _ = stop.send(true);
+    worker.await.unwrap().unwrap();
+    job
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_task_runs_once_and_the_last_one_finishes_the_job() {
+    let Some(q) = queue("once", |_| {}).await else { return };
+    let job = q.submit(submission("echo", vec![json!({"n": 0}), json!({"n": 1}), json!({"n": 2})])).await.unwrap();
+    assert_eq!((job.status, job.tasks), (Status::Queued, 3));
+    let handler = Arc::new(Echo::default());
+    let done = run_until(&q, handler.clone(), &job.id, |j| j.status.is_final() && j.result.is_some()).await;
+    assert_eq!((done.status, done.succeeded, done.failed), (Status::Succeeded, 3, 0), "{done:?}");
+    assert_eq!(done.result, Some(json!({"tasks": 3, "status": "succeeded"})));
+    assert_eq!((handler.runs.load(Ordering::SeqCst), handler.finished.load(Ordering::SeqCst)), (3, 1));
+    let tasks = q.tasks(&done).await.unwrap();
+    for (i, t) in tasks.iter().enumerate() {
+        assert_eq!((t.status, t.attempts, t.worker.as_deref()), (Status::Succeeded, 1, Some("w1")), "{t:?}");
+        assert_eq!(t.result, Some(json!({"n": i})));
+    }
+    let mut lines = Vec::new();
+    q.logs(&job.id, false, |l| lines.push(l.to_string())).await.unwrap();
+    assert!(lines.iter().any(|l| l == "echoed 2"), "{lines:?}");
+    assert!(q.jobs().await.unwrap().iter().any(|j| j.id == job.id));
+    drop_queue(&q).await;
+}
+
+/// Finishes every task at once, counting them.
+struct Finish(AtomicUsize);
+
+impl Handler for Finish {
+    fn kinds(&self) -> Vec<String> {
+        vec!["echo".into()]
+    }
+
+    fn run(&self, task: &Task, _ctx: &TaskContext) -> Result<Value, TaskFailure> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(json!({"by": "b", "index": task.index}))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_task_is_kept_alive_and_a_vanished_workers_task_goes_to_another() {
+    let Some(q) = queue("vanish", |_| {}).await else { return };
+    let job = q.submit(submission("echo", vec![json!({"hold": true})])).await.unwrap();
+    // Worker A takes the task and holds it.
+    let (_stop_a, stopped_a) = watch::channel(false);
+    let a = {
+        let q = q.clone();
+        tokio::spawn(async move { work(&q, Arc::new(Echo::default()), &options("a", None), stopped_a).await })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while q.tasks(&job).await.unwrap()[0].status != Status::Running {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Worker B waits for work beside it. For three ack waits the progress acks keep the task
+    // A's: B gets nothing.
+    let b = Arc::new(Finish(AtomicUsize::new(0)));
+    let (stop_b, stopped_b) = watch::channel(false);
+    let worker_b = {
+        let (q, b) = (q.clone(), b.clone());
+        tokio::spawn(async move { work(&q, b, &options("b", None), stopped_b).await })
+    };
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(b.0.load(Ordering::SeqCst), 0, "the task was handed to B while A worked on it");
+    assert_eq!(q.tasks(&job).await.unwrap()[0].attempts, 1);
+    // A vanishes (no ack, no progress): after the ack wait B gets the task and finishes it.
+    a.abort();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !q.job(&job.id).await.unwrap().status.is_final() {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop_b.send(true);
+    worker_b.await.unwrap().unwrap();
+    let t = &q.tasks(&q.job(&job.id).await.unwrap()).await.unwrap()[0];
+    assert_eq!((t.status, t.attempts, t.worker.as_deref()), (Status::Succeeded, 2, Some("b")), "{t:?}");
+    drop_queue(&q).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_keeps_failing_is_given_up_with_its_error_and_others_go_on() {
+    let Some(q) = queue("poison", |_| {}).await else { return };
+    let bad = q.submit(submission("echo", vec![json!({"fail": "cannot read s3://x/a.jpg"})])).await.unwrap();
+    let good = q.submit(submission("echo", vec![json!({"n": 1})])).await.unwrap();
+    let handler = Arc::new(Echo::default());
+    let done = run_until(&q, handler.clone(), &bad.id, |j| j.status.is_final()).await;
+    assert_eq!(done.status, Status::Failed);
+    assert_eq!(done.error.as_deref(), Some("cannot read s3://x/a.jpg"));
+    let t = &q.tasks(&done).await.unwrap()[0];
+    assert_eq!((t.status, t.attempts), (Status::Failed, 2), "max_deliver 2: {t:?}");
+    let good = run_until(&q, handler, &good.id, |j| j.status.is_final()).await;
+    assert_eq!(good.status, Status::Succeeded);
+    drop_queue(&q).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_that_are_not_tasks_are_refused_and_the_worker_goes_on() {
+    let Some(q) = queue("malformed", |s| s.max_message_bytes = 4096).await else { return };
+    let subject = format!("{}.echo", q.settings().subject);
+    for payload in [b"not json".to_vec(), br#"{"job":"jzz-000000","index":0,"kind":"echo","spec":1}"#.to_vec()] {
+        q.js.publish(subject.clone(), payload.into()).await.unwrap().await.unwrap();
+    }
+    // Bigger than the stream takes: refused at the door with a clear error.
+    let huge = vec![b'x'; 8192];
+    let refused =
+        async { q.js.publish(subject.clone(), huge.into()).await?.await.map(|_| ()).map_err(Into::into) }.await;
+    let refused: Result<(), Box<dyn std::error::Error + Send + Sync>> = refused;
+    assert!(refused.is_err(), "an oversized message was taken");
+    let unknown = q.submit(submission("paint", vec![json!({})])).await.unwrap();
+    let good = q.submit(submission("echo", vec![json!({"n": 7})])).await.unwrap();
+    let handler = Arc::new(Echo::default());
+    let done = run_until(&q, handler, &good.id, |j| j.status.is_final()).await;
+    assert_eq!(done.status, Status::Succeeded);
+    let unknown = q.job(&unknown.id).await.unwrap();
+    assert_eq!(unknown.status, Status::Failed, "{unknown:?}");
+    assert!(unknown.error.as_deref().unwrap_or_default().contains("\"paint\""), "{unknown:?}");
+    drop_queue(&q).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_job_starts_no_task_and_a_running_one_stops() {
+    let Some(q) = queue("cancel", |_| {}).await else { return };
+    let job =
+        q.submit(submission("echo", vec![json!({"hold": true}), json!({"n": 1}), json!({"n": 2})])).await.unwrap();
+    let handler = Arc::new(Echo::default());
+    let (stop, stopped) = watch::channel(false);
+    let worker = {
+        let (q, h) = (q.clone(), handler.clone());
+        tokio::spawn(async move { work(&q, h, &options("w", None), stopped).await })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while q.tasks(&job).await.unwrap()[0].status != Status::Running {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cancelled = q.cancel(&job.id).await.unwrap();
+    assert!(cancelled.cancel_requested);
+    let done = loop {
+        let j = q.job(&job.id).await.unwrap();
+        if j.status.is_final() {
+            break j;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{j:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let _ = stop.send(true);
+    worker.await.unwrap().unwrap();
+    assert_eq!((done.status, done.cancelled, done.succeeded), (Status::Cancelled, 3, 0), "{done:?}");
+    assert_eq!(handler.runs.load(Ordering::SeqCst), 1, "a task started after the cancel");
+    drop_queue(&q).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_worker_hands_its_task_back_at_once() {
+    let Some(q) = queue("handback", |s| s.ack_wait_ms = 60_000).await else { return };
+    let job = q.submit(submission("echo", vec![json!({"hold": true})])).await.unwrap();
+    let handler = Arc::new(Echo::default());
+    let (stop, stopped) = watch::channel(false);
+    let worker = {
+        let (q, h) = (q.clone(), handler.clone());
+        tokio::spawn(async move { work(&q, h, &options("w", None), stopped).await })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while q.tasks(&job).await.unwrap()[0].status != Status::Running {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop.send(true);
+    let stats = worker.await.unwrap().unwrap();
+    assert_eq!(stats.handed_back, 1, "{stats:?}");
+    assert_eq!(q.tasks(&job).await.unwrap()[0].status, Status::Queued);
+    // Handed back, not left to the ack wait (a minute here): another worker gets it now.
+    let mut batch = q.consumer.fetch().max_messages(1).expires(Duration::from_secs(5)).messages().await.unwrap();
+    use futures_util::StreamExt;
+    let again = batch.next().await.expect("the task again").unwrap();
+    assert_eq!(again.info().unwrap().delivered, 2);
+    drop_queue(&q).await;
+}
