@@ -10,8 +10,12 @@
 //! - a worker told to stop hands its task back at once (a nak) for another to take.
 //!
 //! What each job and task is doing lives in a JetStream key-value bucket (status, attempts,
-//! worker, progress, result, error, times), updated by compare-and-set so two workers never
-//! lose each other's counts. Log lines go to a second stream, one subject per job.
+//! worker, progress, result, error, times). Every record there has one writer (the submitter,
+//! or the worker holding a task's message), and a job's counts come from per-task done
+//! markers counted by subject, never from a shared counter: a clustered JetStream can accept
+//! two compare-and-set writes made against the same revision (nats-server issue 4320), and
+//! the three-server test lost counts that way. Log lines go to a second stream, one subject per
+//! job.
 //!
 //! The queue is NATS's: clustering, replication and redelivery are the server's (RAFT-replicated
 //! streams with `replicas = 3`), not Strix's.

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::state::now;
+use crate::state::{Counts, JobEnd, JobRecord, now};
 use crate::task::{job_key, task_key};
 use crate::{JobError, JobId, JobState, QueueSettings, Status, Task, TaskState};
 
@@ -20,6 +20,8 @@ pub struct Queue {
     pub(crate) js: jetstream::Context,
     pub(crate) consumer: consumer::PullConsumer,
     pub(crate) kv: kv::Store,
+    /// The bucket's stream, for counting done markers by subject.
+    bucket_stream: stream::Stream,
     pub(crate) settings: QueueSettings,
 }
 
@@ -75,19 +77,20 @@ impl Queue {
         .map_err(|e| JobError::js(format!("cannot open the log stream {}", settings.log_stream), e))?;
         // The bucket's stream made as ADR-8 defines a KV bucket: async-nats's create_key_value
         // first reads account info in a shape nats-server 2.9 (Debian's) does not send.
-        js.get_or_create_stream(stream::Config {
-            name: format!("KV_{}", settings.state_bucket),
-            subjects: vec![format!("$KV.{}.>", settings.state_bucket)],
-            max_messages_per_subject: 1,
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            discard: stream::DiscardPolicy::New,
-            num_replicas: settings.replicas,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| JobError::js(format!("cannot open the state bucket {}", settings.state_bucket), e))?;
+        let bucket_stream = js
+            .get_or_create_stream(stream::Config {
+                name: format!("KV_{}", settings.state_bucket),
+                subjects: vec![format!("$KV.{}.>", settings.state_bucket)],
+                max_messages_per_subject: 1,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                discard: stream::DiscardPolicy::New,
+                num_replicas: settings.replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| JobError::js(format!("cannot open the state bucket {}", settings.state_bucket), e))?;
         let kv = js
             .get_key_value(&settings.state_bucket)
             .await
@@ -106,34 +109,26 @@ impl Queue {
             )
             .await
             .map_err(|e| JobError::js(format!("cannot open the consumer {}", settings.consumer), e))?;
-        Ok(Queue { js, consumer, kv, settings: settings.clone() })
+        Ok(Queue { js, consumer, kv, bucket_stream, settings: settings.clone() })
     }
 
     pub fn settings(&self) -> &QueueSettings {
         &self.settings
     }
 
-    /// Queue a job: its state first (so a worker never meets a task of an unknown job), then
-    /// each task's, then the messages.
+    /// Queue a job: its record first (so a worker never meets a task of an unknown job), then
+    /// each task's state, then the messages.
     pub async fn submit(&self, job: Submission) -> Result<JobState, JobError> {
         let id = JobId::new();
-        let state = JobState {
+        let tasks = u32::try_from(job.tasks.len())
+            .map_err(|_| JobError::Refused { id: id.to_string(), reason: "too many tasks".into() })?;
+        let record = JobRecord {
             id: id.clone(),
             kind: job.kind.clone(),
-            status: if job.tasks.is_empty() { Status::Succeeded } else { Status::Queued },
             spec: job.spec,
-            tasks: u32::try_from(job.tasks.len())
-                .map_err(|_| JobError::Refused { id: id.to_string(), reason: "too many tasks".into() })?,
-            succeeded: 0,
-            failed: 0,
-            cancelled: 0,
-            cancel_requested: false,
+            tasks,
             submitted_by: job.submitted_by,
             submitted_at: now(),
-            started_at: None,
-            finished_at: job.tasks.is_empty().then(now),
-            result: None,
-            error: None,
         };
         let messages: Vec<(u32, Vec<u8>)> = job
             .tasks
@@ -155,7 +150,7 @@ impl Queue {
                 ),
             });
         }
-        self.put(&job_key(&id), &state).await?;
+        self.put(&job_key(&id), &record).await?;
         for (i, _) in &messages {
             self.put(&task_key(&id, *i), &TaskState::queued(&id, *i)).await?;
         }
@@ -170,12 +165,47 @@ impl Queue {
                 .map_err(|e| JobError::js(format!("cannot queue task {i} of {id}"), e))?;
             ack.await.map_err(|e| JobError::js(format!("the queue did not take task {i} of {id}"), e))?;
         }
-        Ok(state)
+        self.job(&id).await
     }
 
-    /// A job's state.
+    /// A job as it stands: its record, its tasks' done markers (one stream-info request), its
+    /// cancel and end records.
     pub async fn job(&self, id: &JobId) -> Result<JobState, JobError> {
-        self.get(&job_key(id)).await?.ok_or_else(|| JobError::NoJob(id.to_string()))
+        let record: JobRecord = self.get(&job_key(id)).await?.ok_or_else(|| JobError::NoJob(id.to_string()))?;
+        let counts = self.counts(id).await?;
+        let cancel = self.get::<f64>(&format!("cancel.{id}")).await?.is_some();
+        let started = self.get::<f64>(&format!("started.{id}")).await?;
+        let end: Option<JobEnd> = self.get(&format!("end.{id}")).await?;
+        // The first failed task's error, read only when there is one.
+        let first_failed = counts.0.iter().find(|(_, s)| **s == Status::Failed).map(|(i, _)| *i);
+        let first_error = match first_failed {
+            Some(i) => self.get::<TaskState>(&task_key(id, i)).await?.and_then(|t| t.error),
+            None => None,
+        };
+        Ok(JobState::assemble(record, &counts, cancel, started, end, first_error))
+    }
+
+    /// Final tasks of job `id`, from the subjects of their done markers.
+    async fn counts(&self, id: &JobId) -> Result<Counts, JobError> {
+        let prefix = format!("$KV.{}.done.{id}.", self.settings.state_bucket);
+        let mut subjects = self
+            .bucket_stream
+            .info_with_subjects(format!("{prefix}>"))
+            .await
+            .map_err(|e| JobError::js(format!("cannot count the tasks of {id}"), e))?;
+        let mut counts = Counts::default();
+        while let Some(entry) = subjects.next().await {
+            let (subject, _) = entry.map_err(|e| JobError::js(format!("cannot count the tasks of {id}"), e))?;
+            let rest = subject.strip_prefix(&prefix).unwrap_or_default();
+            let mut parts = rest.splitn(2, '.');
+            let (Some(index), Some(status)) = (parts.next().and_then(|i| i.parse().ok()), parts.next()) else {
+                continue;
+            };
+            if let Ok(status) = serde_json::from_value::<Status>(Value::String(status.to_string())) {
+                counts.mark(index, status);
+            }
+        }
+        Ok(counts)
     }
 
     /// Every task's state, in order.
@@ -201,9 +231,7 @@ impl Queue {
         ids.sort();
         let mut jobs = Vec::with_capacity(ids.len());
         for id in ids {
-            if let Some(job) = self.get(&job_key(&id)).await? {
-                jobs.push(job);
-            }
+            jobs.push(self.job(&id).await?);
         }
         Ok(jobs)
     }
@@ -211,18 +239,40 @@ impl Queue {
     /// Ask a job to stop: no task starts after this. Tasks still queued are cancelled now;
     /// running ones are told at their next progress tick.
     pub async fn cancel(&self, id: &JobId) -> Result<JobState, JobError> {
-        let job = self
-            .update(&job_key(id), |j: &mut JobState| {
-                !j.status.is_final() && !std::mem::replace(&mut j.cancel_requested, true)
-            })
-            .await?;
+        let job = self.job(id).await?;
+        if job.status.is_final() {
+            return Ok(job);
+        }
+        self.put(&format!("cancel.{id}"), &now()).await?;
         for i in 0..job.tasks {
-            self.finish_task(id, i, Status::Cancelled, None, None, |t| t.status == Status::Queued).await?;
+            let queued = self.get::<TaskState>(&task_key(id, i)).await?.is_some_and(|t| t.status == Status::Queued);
+            if queued {
+                self.finish_task(id, i, Status::Cancelled, None, None).await?;
+            }
         }
         self.job(id).await
     }
 
-    /// Poll a job until it is finished, calling `seen` on each change.
+    /// Whether the job was asked to stop.
+    pub(crate) async fn cancel_requested(&self, id: &JobId) -> Result<bool, JobError> {
+        Ok(self.get::<f64>(&format!("cancel.{id}")).await?.is_some())
+    }
+
+    /// Note that a task of job `id` started (the first note stands).
+    pub(crate) async fn started(&self, id: &JobId) -> Result<(), JobError> {
+        let key = format!("started.{id}");
+        if self.get::<f64>(&key).await?.is_none() {
+            self.put(&key, &now()).await?;
+        }
+        Ok(())
+    }
+
+    /// Record the end of a job whose tasks are all final (what `job_finished` made).
+    pub(crate) async fn end(&self, id: &JobId, result: Option<Value>, error: Option<String>) -> Result<(), JobError> {
+        self.put(&format!("end.{id}"), &JobEnd { finished_at: now(), result, error }).await
+    }
+
+    /// Poll a job until it is finished and wrapped up, calling `seen` on each change.
     pub async fn wait(&self, id: &JobId, mut seen: impl FnMut(&JobState)) -> Result<JobState, JobError> {
         let mut last = None;
         loop {
@@ -230,7 +280,7 @@ impl Queue {
             if last.as_ref() != Some(&job) {
                 seen(&job);
             }
-            if job.status.is_final() {
+            if job.status.is_final() && job.wrapped_up {
                 return Ok(job);
             }
             last = Some(job);
@@ -280,9 +330,9 @@ impl Queue {
         }
     }
 
-    /// Move task `index` of `job` to a final `status` if `when` holds for it, and count it in
-    /// the job once (a task redelivered after it finished is not counted again). Returns the
-    /// job when this call moved the task.
+    /// Task `index` of `job` reached a final `status` (unless its record already is final):
+    /// its record, then its done marker; both writes are idempotent, so a task delivered again
+    /// after a lost write is recorded then. The job as it is after.
     pub(crate) async fn finish_task(
         &self,
         job: &JobId,
@@ -290,58 +340,34 @@ impl Queue {
         status: Status,
         result: Option<Value>,
         error: Option<String>,
-        when: impl Fn(&TaskState) -> bool,
-    ) -> Result<Option<JobState>, JobError> {
-        let mut moved = false;
-        self.update(&task_key(job, index), |t: &mut TaskState| {
-            moved = !t.status.is_final() && when(t);
-            if moved {
-                t.status = status;
-                t.finished_at = Some(now());
-                t.result = result.clone();
-                if error.is_some() {
-                    t.error = error.clone();
-                }
+    ) -> Result<JobState, JobError> {
+        let key = task_key(job, index);
+        let mut task: TaskState = self.get(&key).await?.unwrap_or_else(|| TaskState::queued(job, index));
+        if !task.status.is_final() {
+            task.status = status;
+            task.finished_at = Some(now());
+            task.result = result;
+            if error.is_some() {
+                task.error = error;
             }
-            moved
-        })
-        .await?;
-        if !moved {
-            return Ok(None);
+            self.put(&key, &task).await?;
         }
-        let job = self
-            .update(&job_key(job), |j: &mut JobState| {
-                j.count(status, error.as_deref());
-                true
-            })
-            .await?;
-        Ok(Some(job))
+        self.put(&format!("done.{job}.{index}.{}", task.status), &()).await?;
+        self.job(job).await
     }
 
-    /// Change the value at `key` with `change` (which says whether it changed anything),
-    /// retrying when another writer got there first.
-    pub(crate) async fn update<T: Serialize + DeserializeOwned>(
+    /// Change task `index`'s record (only the worker holding its message writes it).
+    pub(crate) async fn change_task(
         &self,
-        key: &str,
-        mut change: impl FnMut(&mut T) -> bool,
-    ) -> Result<T, JobError> {
-        loop {
-            let entry = self.kv.entry(key).await.map_err(|e| JobError::js(format!("cannot read {key}"), e))?;
-            let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
-                return Err(JobError::NoJob(key.to_string()));
-            };
-            let mut value: T =
-                serde_json::from_slice(&entry.value).map_err(|source| JobError::State { key: key.into(), source })?;
-            if !change(&mut value) {
-                return Ok(value);
-            }
-            let bytes = serde_json::to_vec(&value).map_err(|source| JobError::State { key: key.into(), source })?;
-            match self.kv.update(key, bytes.into(), entry.revision).await {
-                Ok(_) => return Ok(value),
-                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
-                Err(e) => return Err(JobError::js(format!("cannot write {key}"), e)),
-            }
-        }
+        job: &JobId,
+        index: u32,
+        change: impl FnOnce(&mut TaskState),
+    ) -> Result<TaskState, JobError> {
+        let key = task_key(job, index);
+        let mut task: TaskState = self.get(&key).await?.unwrap_or_else(|| TaskState::queued(job, index));
+        change(&mut task);
+        self.put(&key, &task).await?;
+        Ok(task)
     }
 
     pub(crate) async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, JobError> {
@@ -351,7 +377,7 @@ impl Queue {
         serde_json::from_slice(&bytes).map(Some).map_err(|source| JobError::State { key: key.into(), source })
     }
 
-    async fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<(), JobError> {
+    pub(crate) async fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<(), JobError> {
         let bytes = serde_json::to_vec(value).map_err(|source| JobError::State { key: key.into(), source })?;
         self.kv.put(key, bytes.into()).await.map_err(|e| JobError::js(format!("cannot write {key}"), e))?;
         Ok(())

@@ -1,5 +1,5 @@
-//! What jobs and tasks are doing, as stored in the state bucket. The transitions are plain
-//! functions on these values; the queue applies them by compare-and-set.
+//! What jobs and tasks are doing, as stored in the state bucket, and a job put together
+//! from its records.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -36,7 +36,10 @@ impl std::fmt::Display for Status {
     }
 }
 
-/// A job: its tasks counted by outcome.
+/// A job as clients see it, put together from records that each have one writer (see
+/// [`crate::Queue::job`]): nothing in the bucket is read, changed and written back by two
+/// workers, because a clustered JetStream (2.9, nats-server issue 4320) can accept two
+/// compare-and-set writes made against the same revision.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobState {
@@ -59,6 +62,109 @@ pub struct JobState {
     pub result: Option<Value>,
     /// The first task error, for a failed job.
     pub error: Option<String>,
+    /// The handler's end-of-job step ran (once every task is final).
+    pub wrapped_up: bool,
+}
+
+/// What the submitter writes once: `job.{id}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct JobRecord {
+    pub id: JobId,
+    pub kind: String,
+    pub spec: Value,
+    pub tasks: u32,
+    pub submitted_by: String,
+    pub submitted_at: f64,
+}
+
+/// What the worker that ends a job writes: `end.{id}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct JobEnd {
+    pub finished_at: f64,
+    pub result: Option<Value>,
+    pub error: Option<String>,
+}
+
+/// Final tasks by index, from their `done.{id}.{index}.{status}` markers. A task marked twice
+/// (run again after a lost ack) counts once: succeeded over failed over cancelled.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Counts(pub std::collections::BTreeMap<u32, Status>);
+
+impl Counts {
+    pub fn mark(&mut self, index: u32, status: Status) {
+        let rank = |s: Status| match s {
+            Status::Succeeded => 3,
+            Status::Failed => 2,
+            _ => 1,
+        };
+        let slot = self.0.entry(index).or_insert(status);
+        if rank(status) > rank(*slot) {
+            *slot = status;
+        }
+    }
+
+    fn of(&self, status: Status) -> u32 {
+        self.0.values().filter(|s| **s == status).count() as u32
+    }
+}
+
+impl JobState {
+    /// The job from its records: finished when every task is final (failed if any failed,
+    /// else cancelled if any was, else succeeded).
+    pub(crate) fn assemble(
+        record: JobRecord,
+        counts: &Counts,
+        cancel_requested: bool,
+        started_at: Option<f64>,
+        end: Option<JobEnd>,
+        first_error: Option<String>,
+    ) -> JobState {
+        let (succeeded, failed, cancelled) =
+            (counts.of(Status::Succeeded), counts.of(Status::Failed), counts.of(Status::Cancelled));
+        let status = if succeeded + failed + cancelled >= record.tasks {
+            if failed > 0 {
+                Status::Failed
+            } else if cancelled > 0 {
+                Status::Cancelled
+            } else {
+                Status::Succeeded
+            }
+        } else if started_at.is_some() || succeeded + failed + cancelled > 0 {
+            Status::Running
+        } else {
+            Status::Queued
+        };
+        let wrapped_up = end.is_some();
+        let (finished_at, result, end_error) = match end {
+            Some(e) => (Some(e.finished_at), e.result, e.error),
+            None => (None, None, None),
+        };
+        JobState {
+            id: record.id,
+            kind: record.kind,
+            status,
+            spec: record.spec,
+            tasks: record.tasks,
+            succeeded,
+            failed,
+            cancelled,
+            cancel_requested,
+            submitted_by: record.submitted_by,
+            submitted_at: record.submitted_at,
+            started_at,
+            finished_at,
+            result,
+            error: first_error.or(end_error),
+            wrapped_up,
+        }
+    }
+
+    /// Tasks finished, of all.
+    pub fn finished_tasks(&self) -> u32 {
+        self.succeeded + self.failed + self.cancelled
+    }
 }
 
 /// How far a running task is.
@@ -107,98 +213,43 @@ impl TaskState {
     }
 }
 
-impl JobState {
-    /// Count a task that reached `status` (final). The job is finished when every task is:
-    /// failed if any failed, else cancelled if any was, else succeeded.
-    pub(crate) fn count(&mut self, status: Status, error: Option<&str>) {
-        match status {
-            Status::Succeeded => self.succeeded += 1,
-            Status::Failed => {
-                self.failed += 1;
-                if self.error.is_none() {
-                    self.error = error.map(str::to_string);
-                }
-            }
-            Status::Cancelled => self.cancelled += 1,
-            Status::Queued | Status::Running => return,
-        }
-        self.settle();
-    }
-
-    /// A task started: the job runs (unless already finished).
-    pub(crate) fn start(&mut self) {
-        if self.status == Status::Queued {
-            self.status = Status::Running;
-            self.started_at = Some(now());
-        }
-    }
-
-    fn settle(&mut self) {
-        if self.succeeded + self.failed + self.cancelled < self.tasks {
-            return;
-        }
-        self.status = if self.failed > 0 {
-            Status::Failed
-        } else if self.cancelled > 0 {
-            Status::Cancelled
-        } else {
-            Status::Succeeded
-        };
-        self.finished_at.get_or_insert_with(now);
-    }
-
-    /// Tasks finished, of all.
-    pub fn finished_tasks(&self) -> u32 {
-        self.succeeded + self.failed + self.cancelled
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn job(tasks: u32) -> JobState {
-        JobState {
+    fn record(tasks: u32) -> JobRecord {
+        JobRecord {
             id: JobId::new(),
             kind: "batch".into(),
-            status: Status::Queued,
             spec: Value::Null,
             tasks,
-            succeeded: 0,
-            failed: 0,
-            cancelled: 0,
-            cancel_requested: false,
             submitted_by: "me".into(),
             submitted_at: 0.0,
-            started_at: None,
-            finished_at: None,
-            result: None,
-            error: None,
         }
     }
 
     #[test]
     fn a_job_finishes_when_every_task_has_and_a_failure_wins() {
-        let mut j = job(3);
-        j.start();
-        assert_eq!(j.status, Status::Running);
-        j.count(Status::Succeeded, None);
-        j.count(Status::Cancelled, None);
-        assert_eq!((j.status, j.finished_at), (Status::Running, None));
-        j.count(Status::Failed, Some("cannot decode a.jpg"));
-        assert_eq!(j.status, Status::Failed);
-        assert_eq!(j.error.as_deref(), Some("cannot decode a.jpg"));
-        assert!(j.finished_at.is_some());
-
-        let mut j = job(2);
-        j.count(Status::Succeeded, None);
-        j.count(Status::Cancelled, None);
-        assert_eq!(j.status, Status::Cancelled);
-        let mut j = job(1);
-        j.count(Status::Running, None);
-        assert_eq!(j.status, Status::Queued);
-        j.count(Status::Succeeded, None);
-        assert_eq!(j.status, Status::Succeeded);
+        let mut c = Counts::default();
+        let job =
+            |c: &Counts, started: bool| JobState::assemble(record(3), c, false, started.then_some(1.0), None, None);
+        assert_eq!(job(&c, false).status, Status::Queued);
+        assert_eq!(job(&c, true).status, Status::Running);
+        c.mark(0, Status::Succeeded);
+        c.mark(0, Status::Succeeded);
+        c.mark(1, Status::Cancelled);
+        assert_eq!((job(&c, true).status, job(&c, true).succeeded), (Status::Running, 1), "counted twice");
+        c.mark(2, Status::Failed);
+        let j = job(&c, true);
+        assert_eq!((j.status, j.finished_tasks(), j.wrapped_up), (Status::Failed, 3, false));
+        // Run again after a lost ack, and succeeded: the success stands.
+        c.mark(2, Status::Succeeded);
+        c.mark(2, Status::Failed);
+        assert_eq!(job(&c, true).status, Status::Cancelled);
+        c.mark(1, Status::Succeeded);
+        let end = JobEnd { finished_at: 2.0, result: Some(Value::Bool(true)), error: None };
+        let j = JobState::assemble(record(3), &c, false, Some(1.0), Some(end), None);
+        assert_eq!((j.status, j.wrapped_up, j.finished_at), (Status::Succeeded, true, Some(2.0)));
         let text = serde_json::to_string(&j).unwrap();
         assert_eq!(serde_json::from_str::<JobState>(&text).unwrap(), j);
     }

@@ -129,7 +129,7 @@ async fn each_task_runs_once_and_the_last_one_finishes_the_job() {
     let job = q.submit(submission("echo", vec![json!({"n": 0}), json!({"n": 1}), json!({"n": 2})])).await.unwrap();
     assert_eq!((job.status, job.tasks), (Status::Queued, 3));
     let handler = Arc::new(Echo::default());
-    let done = run_until(&q, handler.clone(), &job.id, |j| j.status.is_final() && j.result.is_some()).await;
+    let done = run_until(&q, handler.clone(), &job.id, |j| j.wrapped_up).await;
     assert_eq!((done.status, done.succeeded, done.failed), (Status::Succeeded, 3, 0), "{done:?}");
     assert_eq!(done.result, Some(json!({"tasks": 3, "status": "succeeded"})));
     assert_eq!((handler.runs.load(Ordering::SeqCst), handler.finished.load(Ordering::SeqCst)), (3, 1));
@@ -296,5 +296,177 @@ async fn a_stopping_worker_hands_its_task_back_at_once() {
     use futures_util::StreamExt;
     let again = batch.next().await.expect("the task again").unwrap();
     assert_eq!(again.info().unwrap().delivered, 2);
+    drop_queue(&q).await;
+}
+
+/// Three nats-servers with JetStream clustered on loopback ports (Debian's binary), stopped
+/// when dropped.
+struct Cluster {
+    servers: Vec<Option<std::process::Child>>,
+    ports: Vec<u16>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start() -> Option<Cluster> {
+        let binary =
+            ["/usr/sbin/nats-server", "/usr/bin/nats-server"].into_iter().find(|p| std::path::Path::new(p).exists());
+        let Some(binary) = binary else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true and no nats-server binary to start a cluster"
+            );
+            eprintln!("skipped: no nats-server binary");
+            return None;
+        };
+        let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (ports, routes): (Vec<u16>, Vec<u16>) = (0..3).map(|_| (free(), free())).unzip();
+        let dir = tempfile::tempdir().unwrap();
+        let all_routes = routes.iter().map(|r| format!("nats://127.0.0.1:{r}")).collect::<Vec<_>>().join(",");
+        let servers = (0..3)
+            .map(|i| {
+                let child = std::process::Command::new(binary)
+                    .args(["-a", "127.0.0.1", "-p", &ports[i].to_string(), "-js", "--server_name", &format!("s{i}")])
+                    .arg("-sd")
+                    .arg(dir.path().join(format!("s{i}")))
+                    .args(["--cluster_name", "strix-test", "--cluster", &format!("nats://127.0.0.1:{}", routes[i])])
+                    .args(["--routes", &all_routes])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap();
+                Some(child)
+            })
+            .collect();
+        Some(Cluster { servers, ports, _dir: dir })
+    }
+
+    fn url(&self) -> String {
+        self.ports.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect::<Vec<_>>().join(",")
+    }
+
+    fn stop(&mut self, i: usize) {
+        if let Some(mut child) = self.servers[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        (0..self.servers.len()).for_each(|i| self.stop(i));
+    }
+}
+
+/// Counts every task it runs, by index, and takes a moment over each.
+#[derive(Default)]
+struct Tally(std::sync::Mutex<Vec<u32>>);
+
+impl Handler for Tally {
+    fn kinds(&self) -> Vec<String> {
+        vec!["echo".into()]
+    }
+
+    fn run(&self, task: &Task, _ctx: &TaskContext) -> Result<Value, TaskFailure> {
+        std::thread::sleep(Duration::from_millis(100));
+        self.0.lock().unwrap().push(task.index);
+        Ok(json!(task.index))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicated_queue_loses_nothing_when_a_server_stops_mid_job() {
+    let _ = tracing_subscriber::fmt().with_env_filter("strix_jobs=debug,async_nats=warn").with_test_writer().try_init();
+    let Some(mut cluster) = Cluster::start() else { return };
+    let mut s = settings("cluster");
+    s.url = cluster.url();
+    s.replicas = 3;
+    s.ack_wait_ms = 2000;
+    s.max_deliver = 5;
+    s.connect_timeout_ms = 5000;
+    // The cluster elects its JetStream leader a few seconds after start.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let q = loop {
+        match Queue::connect(&s).await {
+            Ok(q) => break q,
+            Err(e) => {
+                assert!(tokio::time::Instant::now() < deadline, "the cluster never took the queue: {e:?}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    let n = 40u32;
+    let job = q.submit(submission("echo", (0..n).map(|i| json!({"n": i})).collect())).await.unwrap();
+    let tally = Arc::new(Tally::default());
+    let (stop, stopped) = watch::channel(false);
+    let workers: Vec<_> = (0..2)
+        .map(|w| {
+            let (q, t, stopped) = (q.clone(), tally.clone(), stopped.clone());
+            tokio::spawn(async move { work(&q, t, &options(&format!("w{w}"), None), stopped).await })
+        })
+        .collect();
+    while tally.0.lock().unwrap().len() < (n / 4) as usize {
+        assert!(tokio::time::Instant::now() < deadline, "no progress before the stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // One of three servers goes: the streams keep a quorum, clients move to another server.
+    cluster.stop(0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    let done = loop {
+        match q.job(&job.id).await {
+            Ok(j) if j.status.is_final() => break j,
+            // A request that met the stopped server; the client reconnects.
+            _ => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let job = q.job(&job.id).await;
+            let ran = tally.0.lock().unwrap().len();
+            let mut consumer = q.consumer.clone();
+            let info = consumer.info().await.map(|i| format!("{i:?}"));
+            panic!("the job did not finish after a server stopped: {ran} tasks ran; {job:?}; consumer {info:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = stop.send(true);
+    for w in workers {
+        let _ = w.await;
+    }
+    assert_eq!((done.status, done.succeeded, done.failed), (Status::Succeeded, n, 0), "{done:?}");
+    let tasks = q.tasks(&done).await.unwrap();
+    let mut results: Vec<u32> =
+        tasks.iter().map(|t| t.result.as_ref().and_then(Value::as_u64).unwrap() as u32).collect();
+    results.sort();
+    assert_eq!(results, (0..n).collect::<Vec<_>>(), "every task's result once");
+    // Every task ran; one whose ack was lost with the server may have run twice, never counted twice.
+    let mut ran = tally.0.lock().unwrap().clone();
+    ran.sort();
+    ran.dedup();
+    assert_eq!(ran.len(), n as usize);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_count_every_task_once() {
+    let Some(q) = queue("two", |_| {}).await else { return };
+    let n = 40u32;
+    let job = q.submit(submission("echo", (0..n).map(|i| json!({"n": i})).collect())).await.unwrap();
+    let tally = Arc::new(Tally::default());
+    let (stop, stopped) = watch::channel(false);
+    let workers: Vec<_> = (0..2)
+        .map(|w| {
+            let (q, t, stopped) = (q.clone(), tally.clone(), stopped.clone());
+            tokio::spawn(async move { work(&q, t, &options(&format!("w{w}"), None), stopped).await })
+        })
+        .collect();
+    while tally.0.lock().unwrap().len() < n as usize {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = stop.send(true);
+    for w in workers {
+        let _ = w.await;
+    }
+    let done = q.job(&job.id).await.unwrap();
+    assert_eq!((done.status, done.succeeded), (Status::Succeeded, n), "{done:?}");
     drop_queue(&q).await;
 }

@@ -89,6 +89,8 @@ pub struct WorkerStats {
     pub cancelled: u64,
     /// Messages that were not tasks (malformed, oversized, unknown kind or job).
     pub refused: u64,
+    /// Tasks delivered again after they were done (an ack lost), acked without running.
+    pub again: u64,
 }
 
 /// Run `handler` on the queue's tasks until `shutdown` turns true (or `max_tasks`); a task
@@ -131,35 +133,62 @@ async fn run_slot(
 ) -> Result<(), JobError> {
     let mut taken = 0u64;
     while !*shutdown.borrow() && max_tasks.is_none_or(|m| taken < m) {
-        let mut batch = queue
-            .consumer
-            .fetch()
-            .max_messages(1)
-            .expires(Duration::from_secs(1))
-            .messages()
-            .await
-            .map_err(|e| JobError::js("cannot ask the queue for a task", e))?;
+        // Trouble reaching the queue (a server restarting, a leader election) passes: the
+        // client reconnects, and a task not acked is delivered again.
+        let fetched = queue.consumer.fetch().max_messages(1).expires(Duration::from_secs(1)).messages().await;
+        let mut batch = match fetched {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!("asking the queue for a task: {}", chain(&e));
+                pause(&mut shutdown).await;
+                continue;
+            }
+        };
         let message = tokio::select! {
             m = batch.next() => m,
             _ = shutdown.changed() => break,
         };
-        let Some(message) = message else {
-            // Expired without a task.
-            continue;
-        };
         let message = match message {
-            Ok(m) => m,
-            Err(e) => {
+            // Expired without a task.
+            None => continue,
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
                 tracing::warn!("fetching a task: {e}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                pause(&mut shutdown).await;
                 continue;
             }
         };
         taken += 1;
-        let outcome = take(queue, &handler, name, message, shutdown.clone()).await?;
-        count(stats, outcome);
+        match take(queue, &handler, name, message, shutdown.clone()).await {
+            Ok(outcome) => count(stats, outcome),
+            Err(e) => {
+                // Not acked: the queue delivers it again once it can be recorded.
+                tracing::warn!("a task could not be recorded: {}", chain(&e));
+                pause(&mut shutdown).await;
+            }
+        }
     }
     Ok(())
+}
+
+/// An error and its causes on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Half a second, or until shutdown.
+async fn pause(shutdown: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        _ = shutdown.changed() => {}
+    }
 }
 
 /// What became of one message.
@@ -171,6 +200,8 @@ enum Outcome {
     HandedBack,
     Cancelled,
     Refused,
+    /// Delivered again after it was done (its ack was lost).
+    Again,
 }
 
 fn count(stats: &Mutex<WorkerStats>, outcome: Outcome) {
@@ -182,6 +213,7 @@ fn count(stats: &Mutex<WorkerStats>, outcome: Outcome) {
         Outcome::HandedBack => &mut s.handed_back,
         Outcome::Cancelled => &mut s.cancelled,
         Outcome::Refused => &mut s.refused,
+        Outcome::Again => &mut s.again,
     };
     *n += 1;
 }
@@ -202,106 +234,122 @@ async fn take(
     shutdown: watch::Receiver<bool>,
 ) -> Result<Outcome, JobError> {
     let attempt = message.info().map(|i| i.delivered).unwrap_or(1).max(1);
-    let task = match Task::parse(&message.payload, queue.settings.max_message_bytes) {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::error!("refused a message on {}: {e}", message.subject);
-            ack(&message, AckKind::Term).await;
-            return Ok(Outcome::Refused);
+    let task = match admit(queue, handler, &message).await? {
+        Admitted::Run(task) => task,
+        Admitted::Done(outcome, kind) => {
+            ack(&message, kind).await;
+            return Ok(outcome);
         }
     };
-    let job = match queue.job(&task.job).await {
-        Ok(job) => job,
-        Err(JobError::NoJob(_)) => {
-            tracing::error!("refused task {} of {}: no such job", task.index, task.job);
-            ack(&message, AckKind::Term).await;
-            return Ok(Outcome::Refused);
-        }
-        Err(e) => return Err(e),
-    };
-    if !handler.kinds().contains(&task.kind) {
-        let error = format!("this worker runs {:?}, not {:?}", handler.kinds(), task.kind);
-        settle(queue, handler, &task, Status::Failed, None, Some(error)).await?;
-        ack(&message, AckKind::Term).await;
-        return Ok(Outcome::Refused);
-    }
-    if job.cancel_requested {
-        settle(queue, handler, &task, Status::Cancelled, None, None).await?;
-        ack(&message, AckKind::Ack).await;
-        return Ok(Outcome::Cancelled);
-    }
-    let state: TaskState = queue
-        .update(&task.key(), |t: &mut TaskState| {
-            if t.status.is_final() {
-                return false;
-            }
+    queue
+        .change_task(&task.job, task.index, |t| {
             t.status = Status::Running;
             t.attempts = u32::try_from(attempt).unwrap_or(u32::MAX);
             t.worker = Some(worker.to_string());
             t.started_at = Some(now());
-            true
         })
         .await?;
-    if state.status.is_final() {
-        // Done before (a redelivery after a lost ack): nothing to run again.
-        ack(&message, AckKind::Ack).await;
-        return Ok(Outcome::Succeeded);
-    }
-    queue
-        .update(&crate::task::job_key(&task.job), |j: &mut JobState| {
-            let before = j.status;
-            j.start();
-            before != j.status
-        })
-        .await?;
+    queue.started(&task.job).await?;
     let _ = queue.log(&task.job, &format!("{worker}: task {} started (attempt {attempt})", task.index)).await;
     let ctx = TaskContext::default();
     let result = run_alive(queue, handler, &task, &message, &ctx, shutdown).await;
     flush_log(queue, &task, &ctx).await;
+    conclude(queue, handler, worker, &task, &message, attempt, result).await
+}
+
+/// What to do with a message before running anything.
+enum Admitted {
+    Run(Task),
+    /// Settled without running: ack it so.
+    Done(Outcome, AckKind),
+}
+
+/// Refuse what is not a task of a known job and kind; settle what was cancelled or is done
+/// already (delivered again after a lost ack: its record or marker may have been lost too).
+async fn admit(queue: &Queue, handler: &Arc<dyn Handler>, message: &Message) -> Result<Admitted, JobError> {
+    let task = match Task::parse(&message.payload, queue.settings.max_message_bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!("refused a message on {}: {e}", message.subject);
+            return Ok(Admitted::Done(Outcome::Refused, AckKind::Term));
+        }
+    };
+    match queue.job(&task.job).await {
+        Ok(_) => {}
+        Err(JobError::NoJob(_)) => {
+            tracing::error!("refused task {} of {}: no such job", task.index, task.job);
+            return Ok(Admitted::Done(Outcome::Refused, AckKind::Term));
+        }
+        Err(e) => return Err(e),
+    }
+    if !handler.kinds().contains(&task.kind) {
+        let error = format!("this worker runs {:?}, not {:?}", handler.kinds(), task.kind);
+        settle(queue, handler, &task, Status::Failed, None, Some(error)).await?;
+        return Ok(Admitted::Done(Outcome::Refused, AckKind::Term));
+    }
+    if queue.cancel_requested(&task.job).await? {
+        settle(queue, handler, &task, Status::Cancelled, None, None).await?;
+        return Ok(Admitted::Done(Outcome::Cancelled, AckKind::Ack));
+    }
+    let state: Option<TaskState> = queue.get(&task.key()).await?;
+    if let Some(state) = state.filter(|t| t.status.is_final()) {
+        settle(queue, handler, &task, state.status, None, None).await?;
+        return Ok(Admitted::Done(Outcome::Again, AckKind::Ack));
+    }
+    Ok(Admitted::Run(task))
+}
+
+/// Record how a run ended and ack, retry, hand back or give up the message.
+async fn conclude(
+    queue: &Queue,
+    handler: &Arc<dyn Handler>,
+    worker: &str,
+    task: &Task,
+    message: &Message,
+    attempt: i64,
+    result: Result<Value, TaskFailure>,
+) -> Result<Outcome, JobError> {
     match result {
         Ok(value) => {
-            settle(queue, handler, &task, Status::Succeeded, Some(value), None).await?;
+            settle(queue, handler, task, Status::Succeeded, Some(value), None).await?;
             // Acked only once recorded: a worker killed before this re-runs the task elsewhere.
             if let Err(e) = message.double_ack().await {
                 tracing::warn!("acknowledging task {} of {}: {e}", task.index, task.job);
             }
             Ok(Outcome::Succeeded)
         }
-        Err(TaskFailure::Interrupted) if queue.job(&task.job).await?.cancel_requested => {
-            settle(queue, handler, &task, Status::Cancelled, None, None).await?;
-            ack(&message, AckKind::Ack).await;
+        Err(TaskFailure::Interrupted) if queue.cancel_requested(&task.job).await? => {
+            settle(queue, handler, task, Status::Cancelled, None, None).await?;
+            ack(message, AckKind::Ack).await;
             Ok(Outcome::Cancelled)
         }
         Err(TaskFailure::Interrupted) => {
             queue
-                .update(&task.key(), |t: &mut TaskState| {
+                .change_task(&task.job, task.index, |t| {
                     t.status = Status::Queued;
                     t.worker = None;
-                    true
                 })
                 .await?;
             let _ = queue.log(&task.job, &format!("{worker}: task {} handed back (stopping)", task.index)).await;
-            ack(&message, AckKind::Nak(None)).await;
+            ack(message, AckKind::Nak(None)).await;
             Ok(Outcome::HandedBack)
         }
         Err(TaskFailure::Failed(error)) => {
-            let _ = queue
-                .log(&task.job, &format!("{worker}: task {} failed (attempt {attempt}): {error}", task.index))
-                .await;
+            let line = format!("{worker}: task {} failed (attempt {attempt}): {error}", task.index);
+            let _ = queue.log(&task.job, &line).await;
             if attempt >= queue.settings.max_deliver {
-                settle(queue, handler, &task, Status::Failed, None, Some(error)).await?;
-                ack(&message, AckKind::Term).await;
+                settle(queue, handler, task, Status::Failed, None, Some(error)).await?;
+                ack(message, AckKind::Term).await;
                 return Ok(Outcome::Failed);
             }
             queue
-                .update(&task.key(), |t: &mut TaskState| {
+                .change_task(&task.job, task.index, |t| {
                     t.status = Status::Queued;
-                    t.error = Some(error.clone());
-                    true
+                    t.error = Some(error);
                 })
                 .await?;
             // Back off a little, longer each time, so a flaky store has a moment.
-            ack(&message, AckKind::Nak(Some(Duration::from_millis(500 * attempt as u64)))).await;
+            ack(message, AckKind::Nak(Some(Duration::from_millis(500 * attempt as u64)))).await;
             Ok(Outcome::Retried)
         }
     }
@@ -337,13 +385,9 @@ async fn run_alive(
             _ = tick.tick() => {
                 ack(message, AckKind::Progress).await;
                 let progress = ctx.current();
-                let _ = queue.update(&task.key(), |t: &mut TaskState| {
-                    let changed = t.progress != progress;
-                    t.progress = progress;
-                    changed
-                }).await;
+                let _ = queue.change_task(&task.job, task.index, |t| t.progress = progress).await;
                 flush_log(queue, task, ctx).await;
-                if queue.job(&task.job).await.map(|j| j.cancel_requested).unwrap_or(false) {
+                if queue.cancel_requested(&task.job).await.unwrap_or(false) {
                     ctx.stop.store(true, Ordering::SeqCst);
                 }
             }
@@ -366,8 +410,10 @@ async fn flush_log(queue: &Queue, task: &Task, ctx: &TaskContext) {
     }
 }
 
-/// Record a task's end; the worker that ends a job's last task runs the handler's
-/// `job_finished` and stores its result with the job.
+/// Record a task's end (idempotent); when every task of the job is final and the job is not
+/// yet wrapped up, run the handler's `job_finished` and record the job's end. Two workers
+/// ending the last two tasks at once may both do this: `job_finished` must be idempotent
+/// (a manifest written twice is the same file).
 async fn settle(
     queue: &Queue,
     handler: &Arc<dyn Handler>,
@@ -376,10 +422,8 @@ async fn settle(
     result: Option<Value>,
     error: Option<String>,
 ) -> Result<(), JobError> {
-    let Some(job) = queue.finish_task(&task.job, task.index, status, result, error, |_| true).await? else {
-        return Ok(());
-    };
-    if !job.status.is_final() {
+    let job = queue.finish_task(&task.job, task.index, status, result, error).await?;
+    if !job.status.is_final() || job.wrapped_up {
         return Ok(());
     }
     let tasks = queue.tasks(&job).await?;
@@ -392,15 +436,7 @@ async fn settle(
         Ok(Err(e)) => (None, Some(e)),
         Err(e) => (None, Some(format!("finishing the job panicked: {e}"))),
     };
+    queue.end(&job.id, result, error).await?;
     let _ = queue.log(&job.id, &format!("job {}: {}", job.id, job.status)).await;
-    queue
-        .update(&crate::task::job_key(&job.id), |j: &mut JobState| {
-            j.result = result.clone();
-            if let Some(e) = &error {
-                j.error.get_or_insert_with(|| e.clone());
-            }
-            true
-        })
-        .await?;
     Ok(())
 }
