@@ -50,6 +50,15 @@ async fn queue(tag: &str, change: impl FnOnce(&mut QueueSettings)) -> Option<Que
     }
 }
 
+/// Until the job's first task runs (20 s at most).
+async fn first_task_running(q: &Queue, job: &JobState) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while q.tasks(job).await.unwrap()[0].status != Status::Running {
+        assert!(tokio::time::Instant::now() < deadline, "the task never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Remove what a test made.
 async fn drop_queue(q: &Queue) {
     let s = q.settings();
@@ -169,11 +178,7 @@ async fn a_long_task_is_kept_alive_and_a_vanished_workers_task_goes_to_another()
         let q = q.clone();
         tokio::spawn(async move { work(&q, Arc::new(Echo::default()), &options("a", None), stopped_a).await })
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while q.tasks(&job).await.unwrap()[0].status != Status::Running {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    first_task_running(&q, &job).await;
     // Worker B waits for work beside it. For three ack waits the progress acks keep the task
     // A's: B gets nothing.
     let b = Arc::new(Finish(AtomicUsize::new(0)));
@@ -250,12 +255,9 @@ async fn a_cancelled_job_starts_no_task_and_a_running_one_stops() {
         let (q, h) = (q.clone(), handler.clone());
         tokio::spawn(async move { work(&q, h, &options("w", None), stopped).await })
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while q.tasks(&job).await.unwrap()[0].status != Status::Running {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    first_task_running(&q, &job).await;
     let cancelled = q.cancel(&job.id).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     assert!(cancelled.cancel_requested);
     let done = loop {
         let j = q.job(&job.id).await.unwrap();
@@ -282,11 +284,7 @@ async fn a_stopping_worker_hands_its_task_back_at_once() {
         let (q, h) = (q.clone(), handler.clone());
         tokio::spawn(async move { work(&q, h, &options("w", None), stopped).await })
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while q.tasks(&job).await.unwrap()[0].status != Status::Running {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    first_task_running(&q, &job).await;
     let _ = stop.send(true);
     let stats = worker.await.unwrap().unwrap();
     assert_eq!(stats.handed_back, 1, "{stats:?}");
