@@ -48,6 +48,10 @@ fn only_the_settings_module_reads_the_environment_and_the_registry_needs_no_zoo(
             continue;
         }
         let text = std::fs::read_to_string(&entry).unwrap();
+        // A test module of its own (`#![cfg(test)]`) may read the environment.
+        if text.lines().any(|l| l.trim() == "#![cfg(test)]") {
+            continue;
+        }
         // Unit tests sit at the end of a file, after `#[cfg(test)]`.
         let code = text.split("#[cfg(test)]").next().unwrap();
         for needle in ["env::var", "env::vars", "env::var_os", "from_env()"] {

@@ -1,6 +1,7 @@
 //! The queue against the machine's NATS server (127.0.0.1:4222, or STRIX_TEST_NATS): every test
 //! on streams and a bucket of its own, removed after. Without a server they skip, except under
-//! CI=true, where they fail.
+//! CI=true, where they fail. Test code throughout, so it may read the environment.
+#![cfg(test)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
