@@ -139,7 +139,7 @@ async fn run_slot(
         let mut batch = match fetched {
             Ok(b) => b,
             Err(e) => {
-                tracing::warn!("asking the queue for a task: {}", chain(&e));
+                tracing::warn!("asking the queue for a task: {}", strix_core::error_chain(&e));
                 pause(&mut shutdown).await;
                 continue;
             }
@@ -163,24 +163,12 @@ async fn run_slot(
             Ok(outcome) => count(stats, outcome),
             Err(e) => {
                 // Not acked: the queue delivers it again once it can be recorded.
-                tracing::warn!("a task could not be recorded: {}", chain(&e));
+                tracing::warn!("a task could not be recorded: {}", strix_core::error_chain(&e));
                 pause(&mut shutdown).await;
             }
         }
     }
     Ok(())
-}
-
-/// An error and its causes on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// Half a second, or until shutdown.

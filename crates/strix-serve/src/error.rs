@@ -65,22 +65,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// An error and its causes in one line (`outer: inner: ...`): what a client or the log needs,
-/// now that errors keep their causes as `source()` instead of in their message.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        let cause_text = cause.to_string();
-        // A wrapper that repeats its cause in its message adds nothing.
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        next = cause.source();
-    }
-    text
-}
+/// One line of an error and its causes (the one rule, in strix-core).
+pub(crate) use strix_core::error_chain as chain;
 
 #[cfg(test)]
 mod tests {
