@@ -374,6 +374,34 @@ impl Handler for Tally {
     }
 }
 
+/// Workers running until told to stop.
+struct Workers {
+    stop: watch::Sender<bool>,
+    running: Vec<tokio::task::JoinHandle<Result<crate::WorkerStats, crate::JobError>>>,
+}
+
+impl Workers {
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        for w in self.running {
+            let _ = w.await;
+        }
+    }
+}
+
+/// `n` workers `w0`, `w1`, ... sharing one [`Tally`].
+fn tally_workers(q: &Queue, n: usize) -> (Arc<Tally>, Workers) {
+    let tally = Arc::new(Tally::default());
+    let (stop, stopped) = watch::channel(false);
+    let running = (0..n)
+        .map(|w| {
+            let (q, t, stopped) = (q.clone(), tally.clone(), stopped.clone());
+            tokio::spawn(async move { work(&q, t, &options(&format!("w{w}"), None), stopped).await })
+        })
+        .collect();
+    (tally, Workers { stop, running })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replicated_queue_loses_nothing_when_a_server_stops_mid_job() {
     let _ = tracing_subscriber::fmt().with_env_filter("strix_jobs=debug,async_nats=warn").with_test_writer().try_init();
@@ -397,14 +425,7 @@ async fn a_replicated_queue_loses_nothing_when_a_server_stops_mid_job() {
     };
     let n = 40u32;
     let job = q.submit(submission("echo", (0..n).map(|i| json!({"n": i})).collect())).await.unwrap();
-    let tally = Arc::new(Tally::default());
-    let (stop, stopped) = watch::channel(false);
-    let workers: Vec<_> = (0..2)
-        .map(|w| {
-            let (q, t, stopped) = (q.clone(), tally.clone(), stopped.clone());
-            tokio::spawn(async move { work(&q, t, &options(&format!("w{w}"), None), stopped).await })
-        })
-        .collect();
+    let (tally, workers) = tally_workers(&q, 2);
     while tally.0.lock().unwrap().len() < (n / 4) as usize {
         assert!(tokio::time::Instant::now() < deadline, "no progress before the stop");
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -427,10 +448,7 @@ async fn a_replicated_queue_loses_nothing_when_a_server_stops_mid_job() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let _ = stop.send(true);
-    for w in workers {
-        let _ = w.await;
-    }
+    workers.stop().await;
     assert_eq!((done.status, done.succeeded, done.failed), (Status::Succeeded, n, 0), "{done:?}");
     let tasks = q.tasks(&done).await.unwrap();
     let mut results: Vec<u32> =
@@ -449,23 +467,21 @@ async fn two_workers_count_every_task_once() {
     let Some(q) = queue("two", |_| {}).await else { return };
     let n = 40u32;
     let job = q.submit(submission("echo", (0..n).map(|i| json!({"n": i})).collect())).await.unwrap();
-    let tally = Arc::new(Tally::default());
-    let (stop, stopped) = watch::channel(false);
-    let workers: Vec<_> = (0..2)
-        .map(|w| {
-            let (q, t, stopped) = (q.clone(), tally.clone(), stopped.clone());
-            tokio::spawn(async move { work(&q, t, &options(&format!("w{w}"), None), stopped).await })
-        })
-        .collect();
-    while tally.0.lock().unwrap().len() < n as usize {
+    let (tally, workers) = tally_workers(&q, 2);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let j = q.job(&job.id).await.unwrap();
+        if j.status.is_final() {
+            break j;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{j:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let _ = stop.send(true);
-    for w in workers {
-        let _ = w.await;
-    }
-    let done = q.job(&job.id).await.unwrap();
+    };
+    workers.stop().await;
     assert_eq!((done.status, done.succeeded), (Status::Succeeded, n), "{done:?}");
+    let mut ran = tally.0.lock().unwrap().clone();
+    ran.sort();
+    ran.dedup();
+    assert_eq!(ran.len(), n as usize, "every task ran");
     drop_queue(&q).await;
 }
