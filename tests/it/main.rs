@@ -8,9 +8,11 @@
 // Test helpers panic on purpose: a failed set-up step is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod batch;
 mod byo;
 mod classify;
 mod cli;
+mod deploy;
 mod detect_data;
 mod detect_train;
 mod docs;

@@ -29,6 +29,8 @@ pub struct Layer {
     pub registry_db: Option<String>,
     /// libonnxruntime for `--backend ort`.
     pub ort_library: Option<PathBuf>,
+    /// The job queue: `nats://HOST:4222` (several, comma-separated, for a cluster).
+    pub queue: Option<String>,
 }
 
 impl Layer {
@@ -54,6 +56,7 @@ impl Layer {
             registry_store: pick(self.registry_store, lower.registry_store, text),
             registry_db: pick(self.registry_db, lower.registry_db, text),
             ort_library: pick(self.ort_library, lower.ort_library, path),
+            queue: pick(self.queue, lower.queue, text),
         }
     }
 }
@@ -80,6 +83,8 @@ pub struct Settings {
     /// `home`): plain names may be looked up in it even before its database file exists.
     pub registry_named: bool,
     pub ort_library: Option<PathBuf>,
+    /// The job queue's URL, when one is set.
+    pub queue: Option<String>,
 }
 
 impl Settings {
@@ -106,6 +111,7 @@ impl Settings {
             registry_named: merged.registry_db.is_some() || merged.registry_store.is_some(),
             registry: RegistryConfig { store, db, s3 },
             ort_library: merged.ort_library,
+            queue: merged.queue,
             home,
         }
     }

@@ -25,6 +25,8 @@ mod id;
 mod queue;
 mod state;
 mod task;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 #[cfg(test)]
 mod tests;
 mod worker;

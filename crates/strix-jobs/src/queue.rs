@@ -33,6 +33,77 @@ pub struct Submission {
     pub submitted_by: String,
 }
 
+/// How long a client waits for a cluster that is electing its leaders.
+fn settle_time(settings: &QueueSettings) -> Duration {
+    Duration::from_millis(settings.connect_timeout_ms.max(1000) * 6)
+}
+
+/// Make (or find) the task stream, the log stream, the state bucket and the workers' consumer.
+async fn open(
+    js: &jetstream::Context,
+    settings: &QueueSettings,
+) -> Result<(consumer::PullConsumer, kv::Store, stream::Stream), JobError> {
+    let tasks = js
+        .get_or_create_stream(stream::Config {
+            name: settings.stream.clone(),
+            subjects: vec![format!("{}.>", settings.subject)],
+            retention: stream::RetentionPolicy::WorkQueue,
+            num_replicas: settings.replicas,
+            max_message_size: i32::try_from(settings.max_message_bytes).unwrap_or(i32::MAX),
+            // A resubmitted task (same message id) within this window is not queued twice.
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| JobError::js(format!("cannot open the task stream {}", settings.stream), e))?;
+    js.get_or_create_stream(stream::Config {
+        name: settings.log_stream.clone(),
+        subjects: vec![format!("{}-log.>", settings.subject)],
+        num_replicas: settings.replicas,
+        max_age: Duration::from_secs(14 * 24 * 3600),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| JobError::js(format!("cannot open the log stream {}", settings.log_stream), e))?;
+    // The bucket's stream made as ADR-8 defines a KV bucket: async-nats's create_key_value
+    // first reads account info in a shape nats-server 2.9 (Debian's) does not send.
+    let bucket_stream = js
+        .get_or_create_stream(stream::Config {
+            name: format!("KV_{}", settings.state_bucket),
+            subjects: vec![format!("$KV.{}.>", settings.state_bucket)],
+            max_messages_per_subject: 1,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            num_replicas: settings.replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| JobError::js(format!("cannot open the state bucket {}", settings.state_bucket), e))?;
+    let kv = js
+        .get_key_value(&settings.state_bucket)
+        .await
+        .map_err(|e| JobError::js(format!("cannot open the state bucket {}", settings.state_bucket), e))?;
+    let consumer = tasks
+        .get_or_create_consumer(
+            &settings.consumer,
+            consumer::pull::Config {
+                durable_name: Some(settings.consumer.clone()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_millis(settings.ack_wait_ms),
+                // One spare delivery: the worker that gets it records the give-up (see
+                // `worker::admit`); JetStream itself would only drop the message.
+                max_deliver: settings.max_deliver + 1,
+                filter_subject: format!("{}.>", settings.subject),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| JobError::js(format!("cannot open the consumer {}", settings.consumer), e))?;
+    Ok((consumer, kv, bucket_stream))
+}
+
 impl Queue {
     /// Connect, and make the streams, bucket and consumer if they are not there.
     pub async fn connect(settings: &QueueSettings) -> Result<Queue, JobError> {
@@ -53,63 +124,21 @@ impl Queue {
             })?
             .map_err(|source| JobError::Connect { url: settings.url.clone(), source })?;
         let js = jetstream::new(client);
-        let tasks = js
-            .get_or_create_stream(stream::Config {
-                name: settings.stream.clone(),
-                subjects: vec![format!("{}.>", settings.subject)],
-                retention: stream::RetentionPolicy::WorkQueue,
-                num_replicas: settings.replicas,
-                max_message_size: i32::try_from(settings.max_message_bytes).unwrap_or(i32::MAX),
-                // A resubmitted task (same message id) within this window is not queued twice.
-                duplicate_window: Duration::from_secs(120),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| JobError::js(format!("cannot open the task stream {}", settings.stream), e))?;
-        js.get_or_create_stream(stream::Config {
-            name: settings.log_stream.clone(),
-            subjects: vec![format!("{}-log.>", settings.subject)],
-            num_replicas: settings.replicas,
-            max_age: Duration::from_secs(14 * 24 * 3600),
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| JobError::js(format!("cannot open the log stream {}", settings.log_stream), e))?;
-        // The bucket's stream made as ADR-8 defines a KV bucket: async-nats's create_key_value
-        // first reads account info in a shape nats-server 2.9 (Debian's) does not send.
-        let bucket_stream = js
-            .get_or_create_stream(stream::Config {
-                name: format!("KV_{}", settings.state_bucket),
-                subjects: vec![format!("$KV.{}.>", settings.state_bucket)],
-                max_messages_per_subject: 1,
-                allow_rollup: true,
-                deny_delete: true,
-                allow_direct: true,
-                discard: stream::DiscardPolicy::New,
-                num_replicas: settings.replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| JobError::js(format!("cannot open the state bucket {}", settings.state_bucket), e))?;
-        let kv = js
-            .get_key_value(&settings.state_bucket)
-            .await
-            .map_err(|e| JobError::js(format!("cannot open the state bucket {}", settings.state_bucket), e))?;
-        let consumer = tasks
-            .get_or_create_consumer(
-                &settings.consumer,
-                consumer::pull::Config {
-                    durable_name: Some(settings.consumer.clone()),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait: Duration::from_millis(settings.ack_wait_ms),
-                    max_deliver: settings.max_deliver,
-                    filter_subject: format!("{}.>", settings.subject),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| JobError::js(format!("cannot open the consumer {}", settings.consumer), e))?;
-        Ok(Queue { js, consumer, kv, bucket_stream, settings: settings.clone() })
+        // A cluster electing a stream leader (just started, or a server just went) answers
+        // JetStream requests with timeouts for a few seconds: wait that out.
+        let deadline = tokio::time::Instant::now() + settle_time(settings);
+        loop {
+            match open(&js, settings).await {
+                Ok((consumer, kv, bucket_stream)) => {
+                    return Ok(Queue { js, consumer, kv, bucket_stream, settings: settings.clone() });
+                }
+                Err(e) if e.is_transient() && tokio::time::Instant::now() < deadline => {
+                    tracing::info!("the queue is not ready yet: {}", strix_core::error_chain(&e));
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     pub fn settings(&self) -> &QueueSettings {
@@ -122,6 +151,10 @@ impl Queue {
         let id = JobId::new();
         let tasks = u32::try_from(job.tasks.len())
             .map_err(|_| JobError::Refused { id: id.to_string(), reason: "too many tasks".into() })?;
+        // No worker would ever finish (and wrap up) a job without tasks.
+        if tasks == 0 {
+            return Err(JobError::Refused { id: id.to_string(), reason: "a job needs at least one task".into() });
+        }
         let record = JobRecord {
             id: id.clone(),
             kind: job.kind.clone(),
@@ -273,10 +306,24 @@ impl Queue {
     }
 
     /// Poll a job until it is finished and wrapped up, calling `seen` on each change.
+    /// A cluster electing a leader is waited out (as [`Queue::connect`] does).
     pub async fn wait(&self, id: &JobId, mut seen: impl FnMut(&JobState)) -> Result<JobState, JobError> {
         let mut last = None;
+        let mut failing_since: Option<tokio::time::Instant> = None;
         loop {
-            let job = self.job(id).await?;
+            let job = match self.job(id).await {
+                Ok(job) => job,
+                Err(e) if e.is_transient() => {
+                    let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
+                    if since.elapsed() >= settle_time(&self.settings) {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            failing_since = None;
             if last.as_ref() != Some(&job) {
                 seen(&job);
             }

@@ -206,8 +206,41 @@ async fn a_long_task_is_kept_alive_and_a_vanished_workers_task_goes_to_another()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_workers_keep_vanishing_is_given_up_and_its_job_ends() {
+    let Some(q) = queue("vanishing", |_| {}).await else { return };
+    let job = q.submit(submission("echo", vec![json!({"hold": true})])).await.unwrap();
+    // Twice (max_deliver) a worker takes the task and vanishes without a word.
+    for attempt in 1..=2 {
+        let (_stop, stopped) = watch::channel(false);
+        let w = {
+            let q = q.clone();
+            tokio::spawn(async move { work(&q, Arc::new(Echo::default()), &options("v", None), stopped).await })
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let t = q.tasks(&job).await.unwrap().remove(0);
+            if t.status == Status::Running && t.attempts == attempt {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "attempt {attempt} never ran: {t:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        w.abort();
+    }
+    // The next worker gets the spare delivery and records the give-up: the job ends.
+    let handler = Arc::new(Echo::default());
+    let done = run_until(&q, handler.clone(), &job.id, |j| j.status.is_final() && j.wrapped_up).await;
+    assert_eq!(done.status, Status::Failed);
+    assert!(done.error.as_deref().unwrap_or_default().contains("given up after 2 attempts"), "{done:?}");
+    assert_eq!(handler.runs.load(Ordering::SeqCst), 0, "a third attempt ran");
+    drop_queue(&q).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_that_keeps_failing_is_given_up_with_its_error_and_others_go_on() {
     let Some(q) = queue("poison", |_| {}).await else { return };
+    let err = q.submit(submission("echo", vec![])).await.unwrap_err().to_string();
+    assert!(err.contains("at least one task"), "a job no worker would ever end: {err}");
     let bad = q.submit(submission("echo", vec![json!({"fail": "cannot read s3://x/a.jpg"})])).await.unwrap();
     let good = q.submit(submission("echo", vec![json!({"n": 1})])).await.unwrap();
     let handler = Arc::new(Echo::default());
@@ -298,66 +331,6 @@ async fn a_stopping_worker_hands_its_task_back_at_once() {
     drop_queue(&q).await;
 }
 
-/// Three nats-servers with JetStream clustered on loopback ports (Debian's binary), stopped
-/// when dropped.
-struct Cluster {
-    servers: Vec<Option<std::process::Child>>,
-    ports: Vec<u16>,
-    _dir: tempfile::TempDir,
-}
-
-impl Cluster {
-    fn start() -> Option<Cluster> {
-        let binary =
-            ["/usr/sbin/nats-server", "/usr/bin/nats-server"].into_iter().find(|p| std::path::Path::new(p).exists());
-        let Some(binary) = binary else {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI=true and no nats-server binary to start a cluster"
-            );
-            eprintln!("skipped: no nats-server binary");
-            return None;
-        };
-        let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let (ports, routes): (Vec<u16>, Vec<u16>) = (0..3).map(|_| (free(), free())).unzip();
-        let dir = tempfile::tempdir().unwrap();
-        let all_routes = routes.iter().map(|r| format!("nats://127.0.0.1:{r}")).collect::<Vec<_>>().join(",");
-        let servers = (0..3)
-            .map(|i| {
-                let child = std::process::Command::new(binary)
-                    .args(["-a", "127.0.0.1", "-p", &ports[i].to_string(), "-js", "--server_name", &format!("s{i}")])
-                    .arg("-sd")
-                    .arg(dir.path().join(format!("s{i}")))
-                    .args(["--cluster_name", "strix-test", "--cluster", &format!("nats://127.0.0.1:{}", routes[i])])
-                    .args(["--routes", &all_routes])
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .spawn()
-                    .unwrap();
-                Some(child)
-            })
-            .collect();
-        Some(Cluster { servers, ports, _dir: dir })
-    }
-
-    fn url(&self) -> String {
-        self.ports.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect::<Vec<_>>().join(",")
-    }
-
-    fn stop(&mut self, i: usize) {
-        if let Some(mut child) = self.servers[i].take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        (0..self.servers.len()).for_each(|i| self.stop(i));
-    }
-}
-
 /// Counts every task it runs, by index, and takes a moment over each.
 #[derive(Default)]
 struct Tally(std::sync::Mutex<Vec<u32>>);
@@ -405,24 +378,18 @@ fn tally_workers(q: &Queue, n: usize) -> (Arc<Tally>, Workers) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replicated_queue_loses_nothing_when_a_server_stops_mid_job() {
     let _ = tracing_subscriber::fmt().with_env_filter("strix_jobs=debug,async_nats=warn").with_test_writer().try_init();
-    let Some(mut cluster) = Cluster::start() else { return };
+    let mut cluster = match crate::testing::NatsCluster::start() {
+        Ok(c) => c,
+        Err(e) if std::env::var("CI").as_deref() != Ok("true") => return eprintln!("skipped: {e}"),
+        Err(e) => panic!("CI=true and {e}"),
+    };
     let mut s = settings("cluster");
-    s.url = cluster.url();
     s.replicas = 3;
     s.ack_wait_ms = 2000;
     s.max_deliver = 5;
     s.connect_timeout_ms = 5000;
-    // The cluster elects its JetStream leader a few seconds after start.
+    let q = cluster.queue(&s, Duration::from_secs(60)).await.expect("the cluster never took the queue");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let q = loop {
-        match Queue::connect(&s).await {
-            Ok(q) => break q,
-            Err(e) => {
-                assert!(tokio::time::Instant::now() < deadline, "the cluster never took the queue: {e:?}");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    };
     let n = 40u32;
     let job = q.submit(submission("echo", (0..n).map(|i| json!({"n": i})).collect())).await.unwrap();
     let (tally, workers) = tally_workers(&q, 2);

@@ -222,7 +222,7 @@ async fn take(
     shutdown: watch::Receiver<bool>,
 ) -> Result<Outcome, JobError> {
     let attempt = message.info().map(|i| i.delivered).unwrap_or(1).max(1);
-    let task = match admit(queue, handler, &message).await? {
+    let task = match admit(queue, handler, &message, attempt).await? {
         Admitted::Run(task) => task,
         Admitted::Done(outcome, kind) => {
             ack(&message, kind).await;
@@ -253,8 +253,16 @@ enum Admitted {
 }
 
 /// Refuse what is not a task of a known job and kind; settle what was cancelled or is done
-/// already (delivered again after a lost ack: its record or marker may have been lost too).
-async fn admit(queue: &Queue, handler: &Arc<dyn Handler>, message: &Message) -> Result<Admitted, JobError> {
+/// already (delivered again after a lost ack: its record or marker may have been lost too), and
+/// give up a task delivered once more than `max_deliver`: the consumer allows that one spare
+/// delivery so that a task whose workers all vanished (killed mid-task, never saying it
+/// failed) is still recorded as failed, and its job can end.
+async fn admit(
+    queue: &Queue,
+    handler: &Arc<dyn Handler>,
+    message: &Message,
+    attempt: i64,
+) -> Result<Admitted, JobError> {
     let task = match Task::parse(&message.payload, queue.settings.max_message_bytes) {
         Ok(t) => t,
         Err(e) => {
@@ -280,9 +288,18 @@ async fn admit(queue: &Queue, handler: &Arc<dyn Handler>, message: &Message) -> 
         return Ok(Admitted::Done(Outcome::Cancelled, AckKind::Ack));
     }
     let state: Option<TaskState> = queue.get(&task.key()).await?;
-    if let Some(state) = state.filter(|t| t.status.is_final()) {
+    if let Some(state) = state.as_ref().filter(|t| t.status.is_final()) {
         settle(queue, handler, &task, state.status, None, None).await?;
         return Ok(Admitted::Done(Outcome::Again, AckKind::Ack));
+    }
+    if attempt > queue.settings.max_deliver {
+        let last = state.and_then(|t| t.error).map(|e| format!("; the last error: {e}")).unwrap_or_default();
+        let error = format!(
+            "given up after {} attempts: the workers running it stopped without finishing it (killed, or lost the queue){last}",
+            queue.settings.max_deliver
+        );
+        settle(queue, handler, &task, Status::Failed, None, Some(error)).await?;
+        return Ok(Admitted::Done(Outcome::Failed, AckKind::Term));
     }
     Ok(Admitted::Run(task))
 }

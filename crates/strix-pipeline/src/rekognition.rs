@@ -258,6 +258,36 @@ impl Response {
     }
 }
 
+/// One line of `strix predict --json` and of a batch transform's output: the image's name
+/// with its answer, or with the error that stopped it.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct JsonLine {
+    pub image: String,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub response: Option<Response>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+impl JsonLine {
+    /// `image`'s answer, or its error, from `model`.
+    pub fn new(image: &str, result: Result<&Prediction, &PipelineError>, model: &str) -> JsonLine {
+        let (response, error) = match result {
+            Ok(p) => (Some(Response::from_prediction(p, model)), None),
+            Err(e) => (None, Some(ErrorBody::from_error(e))),
+        };
+        JsonLine { image: image.to_string(), response, error }
+    }
+
+    /// The line, newline included.
+    pub fn to_line(&self) -> String {
+        let mut s = serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"Error\":\"{e}\"}}"));
+        s.push('\n');
+        s
+    }
+}
+
 /// A Rekognition-style error: `{"Code": ..., "Message": ...}`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "PascalCase")]

@@ -303,6 +303,13 @@ async fn new_partial(dest: &Path) -> Result<(PathBuf, tokio::fs::File), Registry
     Err(RegistryError::io(dir)(e))
 }
 
+/// The store `url` names (a folder path, `file://`, `s3://`, `gs://` or `az://`) with Strix's
+/// client and retry settings and the cloud `options` (`aws_endpoint`, ...): what the registry
+/// keeps its files in, and what batch transform reads and writes. A folder is created if missing.
+pub fn open_store(url: &str, options: &[(String, String)]) -> Result<Arc<dyn ObjectStore>, Cause> {
+    store_for(url, options).map(|(store, _)| store)
+}
+
 /// The store `url` names, and its folder when it is a local one.
 fn store_for(url: &str, options: &[(String, String)]) -> Result<(Arc<dyn ObjectStore>, Option<PathBuf>), Cause> {
     if !url.contains("://") {

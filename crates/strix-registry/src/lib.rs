@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime};
 
 use strix_core::Progress;
 
-pub use blobs::hash_file;
+pub use blobs::{hash_file, open_store};
 pub use error::{Cause, RegistryError};
 pub use meta::redact;
 pub use record::{ArtifactRecord, Lineage, ModelSummary, VersionRecord};

@@ -30,6 +30,11 @@ Examples:
   strix train --data photos/ --epochs 5         train a classifier (see strix train --help)
   strix eval runs/small-cnn-1763700000 --data test/
                                                 a trained run on held-out images
+  strix batch photos/ --model trash@production --out answers/
+                                                every image of a folder or s3:// prefix into
+                                                JSON Lines shards and a manifest
+  strix worker --queue nats://127.0.0.1:4222    run batch shards from a NATS JetStream queue
+                                                (strix batch ... --queue URL --wait submits them)
 
 Where model files come from, in order: the spec's own folder, the cache (STRIX_CACHE_DIR),
 the model search path (STRIX_MODEL_PATH), then a download from the hub (STRIX_HUB_URL),
@@ -96,7 +101,7 @@ pub struct Global {
     #[arg(long, global = true, env = "STRIX_HOME", value_name = "DIR")]
     pub home: Option<PathBuf>,
     /// Settings file (TOML: home, cache_dir, model_path, hub, offline, registry_store,
-    /// registry_db, ort_library); flags and STRIX_* variables override it
+    /// registry_db, ort_library, queue); flags and STRIX_* variables override it
     /// [default: HOME/settings.toml when it exists]
     #[arg(long, global = true, env = "STRIX_SETTINGS", value_name = "FILE")]
     pub settings: Option<PathBuf>,
@@ -127,6 +132,14 @@ pub enum Command {
     /// Label images in the browser (model-assisted), export and import labels
     #[command(subcommand)]
     Label(LabelCommand),
+    /// Batch transform: every image under a folder or bucket prefix through a model, into
+    /// JSON Lines shards and a manifest; here, or spread over workers with --queue
+    Batch(Box<BatchArgs>),
+    /// Take tasks from the job queue (NATS JetStream) and run them (batch transform shards)
+    Worker(Box<WorkerArgs>),
+    /// Jobs on the queue: list, show, logs, wait, cancel
+    #[command(subcommand)]
+    Jobs(JobsCommand),
 }
 
 #[derive(Debug, Args)]
@@ -1173,6 +1186,141 @@ pub enum ShowFormat {
     Toml,
     Json,
 }
+
+/// Where the job queue is.
+#[derive(Debug, Args, Clone)]
+pub struct QueueArgs {
+    /// The queue: nats://HOST:4222 (several, comma-separated, for a cluster); also
+    /// STRIX_QUEUE or `queue` in the settings file
+    #[arg(long, env = "STRIX_QUEUE", value_name = "URL")]
+    pub queue: Option<String>,
+    /// The queue's other settings (TOML: stream, subject, state_bucket, log_stream, consumer,
+    /// replicas, ack_wait_ms, max_deliver, max_message_bytes, connect_timeout_ms)
+    #[arg(long, value_name = "FILE")]
+    pub queue_config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = WORKER_HELP)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub queue: QueueArgs,
+    /// This worker's name in job states and logs [default: user@host]
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Tasks run at once, each on its share of --threads
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub jobs: u64,
+    /// Stop after this many tasks (a one-shot worker)
+    #[arg(long, value_name = "N")]
+    pub max_tasks: Option<u64>,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+const WORKER_HELP: &str = "\
+A worker takes one task at a time per --jobs slot from the queue's durable consumer, keeps it
+alive with progress acks while it runs, and acks it only once its output is written and
+recorded. A worker killed mid-task never acks: the queue hands the task to another worker after
+the ack wait (ack_wait_ms, 30 s by default). Ctrl-C / SIGTERM hands running tasks back at once
+(a nak), so another worker takes them without waiting. A task that fails max_deliver times (3)
+is given up, its error kept in `strix jobs show`.
+
+Workers on any number of machines share one queue; each must reach the batch's input and
+output (a shared folder or a bucket) and resolve its model (the zoo, or a shared registry).
+
+Examples:
+  nats-server -js &                              NATS with JetStream on 127.0.0.1:4222
+  strix worker --queue nats://127.0.0.1:4222     one worker (Ctrl-C stops it)
+  strix worker --jobs 2 --threads 2              two tasks at once, one thread each (STRIX_QUEUE)
+  strix batch photos/ --model efficientnet_lite0 --out answers/ --queue nats://127.0.0.1:4222 --wait";
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Every job the queue knows, oldest first
+    List {
+        #[command(flatten)]
+        queue: QueueArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A job and each of its tasks: status, attempts, worker, progress, errors
+    Show {
+        id: String,
+        #[command(flatten)]
+        queue: QueueArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A job's log lines; --follow until it ends
+    Logs {
+        id: String,
+        #[command(flatten)]
+        queue: QueueArgs,
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Wait for a job to end, with a progress bar; exits non-zero unless it succeeded
+    Wait {
+        id: String,
+        #[command(flatten)]
+        queue: QueueArgs,
+    },
+    /// Stop a job: no task starts after this; running ones stop at their next check
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        queue: QueueArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = BATCH_HELP)]
+pub struct BatchArgs {
+    /// A folder, or s3:// gs:// az:// file:// prefix, of images
+    pub input: String,
+    /// The model: a zoo name, NAME:VERSION / NAME@ALIAS, or a spec file; pinned to the version
+    /// and SHA-256 it resolves to now
+    #[arg(long)]
+    pub model: String,
+    /// Where the shards (part-00000.jsonl, ...) and _manifest.json go
+    #[arg(long, value_name = "FOLDER|URL")]
+    pub out: String,
+    /// Images per shard (one task on the queue, one output file)
+    #[arg(long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub shard_size: u64,
+    /// Classes kept per image (classifiers)
+    #[arg(short = 'k', long, default_value_t = 5, value_name = "K")]
+    pub top_k: usize,
+    /// Refuse images with more pixels than this (checked from the header, before decoding)
+    #[arg(long, default_value_t = strix_vision::DecodeLimits::DEFAULT_MAX_PIXELS, value_name = "PIXELS")]
+    pub max_pixels: u64,
+    #[command(flatten)]
+    pub queue: QueueArgs,
+    /// With --queue: wait for the job with a progress bar; exit non-zero if it failed
+    #[arg(long)]
+    pub wait: bool,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+const BATCH_HELP: &str = "\
+The images under INPUT (by extension, as `strix predict` picks them) are listed once, sorted,
+and cut into shards of --shard-size. Shard N writes OUTPUT/part-0000N.jsonl: one line per image,
+exactly what `strix predict --json` prints for it (its answer, or an Error naming the problem).
+A shard file is written whole or not at all, so a shard run twice (a worker died) replaces its
+own output: every image appears exactly once. Running the same command again skips the shards
+already complete. OUTPUT/_manifest.json lists inputs, outputs, failures with their reasons, the
+model (pinned at submission: NAME:VERSION and SHA-256) and timings.
+
+Without --queue the shards run here. With it they become one job of tasks for `strix worker`s;
+the job id is printed on stdout. Exit status: 0 when every image was answered, 1 otherwise.
+
+Examples:
+  strix batch photos/ --model efficientnet_lite0 --out answers/
+  strix batch photos/ --model trash@production --out answers/ --queue nats://127.0.0.1:4222 --wait
+  strix batch s3://bucket/photos --model trash:3 --out s3://bucket/answers --queue nats://10.0.0.5:4222
+  strix jobs wait JOB_ID                         follow a queued batch to its end";
 
 #[cfg(test)]
 mod tests {

@@ -1,11 +1,13 @@
 //! The `strix` binary: parses flags, sets up logging, dispatches to the library crates.
 
+mod batch;
 mod cli;
 mod context;
 mod data;
 mod eval;
 mod export;
 mod inputs;
+mod jobs;
 mod label;
 mod layered;
 mod models;
@@ -58,6 +60,9 @@ fn dispatch(ctx: &AppContext, command: &Command) -> Result<ExitCode> {
         Command::Serve(args) => serve::run(ctx, args),
         Command::Stream(args) => stream::run(ctx, args),
         Command::Label(cmd) => label::run(ctx, cmd),
+        Command::Batch(args) => batch::run(ctx, args),
+        Command::Worker(args) => jobs::worker(ctx, args),
+        Command::Jobs(cmd) => jobs::jobs(ctx, cmd),
     }
 }
 

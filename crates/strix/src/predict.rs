@@ -8,25 +8,13 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use serde::Serialize;
-use strix_pipeline::rekognition::{ErrorBody, Response};
+use strix_pipeline::rekognition::{JsonLine, Response};
 use strix_pipeline::{Answer, BatchOptions, ImageOutcome, Prediction, annotate};
 use strix_vision::{DecodeLimits, decode_file, segment};
 
 use crate::cli::PredictArgs;
 use crate::context::AppContext;
 use crate::inputs;
-
-/// One JSON line of `--json` output.
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct JsonLine {
-    image: String,
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    response: Option<Response>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<ErrorBody>,
-}
 
 pub fn run(ctx: &AppContext, args: &PredictArgs) -> Result<ExitCode> {
     let bars = ctx.bars();
@@ -79,13 +67,7 @@ pub fn run(ctx: &AppContext, args: &PredictArgs) -> Result<ExitCode> {
             Err(e) => {
                 failed += 1;
                 bars.suspend(|| eprintln!("error: {}: {e}", outcome.path.display()));
-                args.json.then(|| {
-                    json_line(&JsonLine {
-                        image: outcome.path.display().to_string(),
-                        response: None,
-                        error: Some(ErrorBody::from_error(e)),
-                    })
-                })
+                args.json.then(|| JsonLine::new(&outcome.path.display().to_string(), Err(e), &name).to_line())
             }
         };
         if let Some(line) = line
@@ -177,11 +159,11 @@ fn save_outputs(
 fn render(path: &Path, p: &Prediction, model: &str, json: bool, mask_file: Option<&str>) -> String {
     let image = path.display().to_string();
     if json {
-        let mut response = Response::from_prediction(p, model);
-        if let Response::Segmentation { segmentation, .. } = &mut response {
+        let mut line = JsonLine::new(&image, Ok(p), model);
+        if let Some(Response::Segmentation { segmentation, .. }) = &mut line.response {
             segmentation.mask_file = mask_file.map(str::to_string);
         }
-        return json_line(&JsonLine { image, response: Some(response), error: None });
+        return line.to_line();
     }
     let mut text = format!("{image}\n");
     let b = |b: &strix_core::BBox| format!("[{:.1}, {:.1}, {:.1}, {:.1}]", b.x1, b.y1, b.x2, b.y2);
@@ -237,10 +219,4 @@ fn render(path: &Path, p: &Prediction, model: &str, json: bool, mask_file: Optio
         }
     }
     text
-}
-
-fn json_line(line: &JsonLine) -> String {
-    let mut s = serde_json::to_string(line).unwrap_or_else(|e| format!("{{\"Error\":\"{e}\"}}"));
-    s.push('\n');
-    s
 }

@@ -24,6 +24,8 @@ pub fn build(global: &Global) -> Result<Settings> {
         registry_db: global.registry_db.clone(),
         // Commands with engine flags also take --ort-lib; the variable serves the rest (export).
         ort_library: std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from),
+        // Commands that use the queue take --queue / STRIX_QUEUE themselves.
+        queue: None,
     };
     let defaults = Defaults {
         home: dirs::data_dir().map(|d| d.join("strix")).unwrap_or_else(|| PathBuf::from(".strix")),

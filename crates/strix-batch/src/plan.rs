@@ -1,0 +1,156 @@
+//! Listing the images, cutting them into shards, and finding the shards already done.
+
+use crate::{BatchError, BatchSpec, Failure, Place, ShardOutcome, ShardSpec, shard_file};
+
+/// A shard file is read back to see whether it is complete; none is ever this large.
+const MAX_SHARD_FILE: u64 = 1 << 30;
+
+/// A batch's shards: all of them, and which still need running.
+#[derive(Debug)]
+pub struct Plan {
+    pub images: usize,
+    pub shards: Vec<ShardSpec>,
+    /// Shards whose output is already complete (skipped), as read back from their files.
+    pub done: Vec<ShardOutcome>,
+}
+
+impl Plan {
+    /// Shards still to run.
+    pub fn to_run(&self) -> Vec<ShardSpec> {
+        self.shards.iter().filter(|s| !self.done.iter().any(|d| d.index == s.index)).cloned().collect()
+    }
+}
+
+/// List `spec.input`'s images (by extension, as `strix predict` picks them from a folder),
+/// sorted, in shards of `spec.shard_size`; a shard whose output file holds exactly its images'
+/// lines is done.
+pub async fn plan(spec: &BatchSpec, input: &Place, output: &Place) -> Result<Plan, BatchError> {
+    if spec.shard_size == 0 {
+        return Err(BatchError::Invalid("the shard size must be at least 1".into()));
+    }
+    let keys: Vec<String> =
+        input.list().await?.into_iter().filter(|k| strix_vision::is_image_path(std::path::Path::new(k))).collect();
+    if keys.is_empty() {
+        return Err(BatchError::Place {
+            place: input.url().into(),
+            what: "no images there (.jpg .jpeg .png .webp .gif .bmp .tif .tiff)".into(),
+            source: None,
+        });
+    }
+    let shards: Vec<ShardSpec> = keys
+        .chunks(spec.shard_size)
+        .enumerate()
+        .map(|(i, chunk)| ShardSpec { batch: spec.clone(), index: i as u32, images: chunk.to_vec() })
+        .collect();
+    let mut done = Vec::new();
+    for shard in &shards {
+        if let Some(bytes) = output.get_if_there(&shard_file(shard.index), MAX_SHARD_FILE).await?
+            && let Some(outcome) = complete(&bytes, shard, input)
+        {
+            done.push(outcome);
+        }
+    }
+    Ok(Plan { images: keys.len(), shards, done })
+}
+
+/// A shard file is complete when its lines name exactly the shard's images, in order; its
+/// outcome then, with the error lines as failures. Anything else (another batch's file, a
+/// different listing) is run again and replaced.
+fn complete(bytes: &[u8], shard: &ShardSpec, input: &Place) -> Option<ShardOutcome> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let lines: Vec<serde_json::Value> = text.lines().map(serde_json::from_str).collect::<Result<_, _>>().ok()?;
+    if lines.len() != shard.images.len() {
+        return None;
+    }
+    let mut failures = Vec::new();
+    for (line, key) in lines.iter().zip(&shard.images) {
+        let name = input.name(key);
+        if line["Image"].as_str() != Some(name.as_str()) {
+            return None;
+        }
+        if let Some(message) = line["Error"]["Message"].as_str() {
+            failures.push(Failure { image: name, error: message.to_string() });
+        }
+    }
+    Some(ShardOutcome { index: shard.index, file: shard.file(), images: lines.len(), failures, seconds: 0.0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::PinnedModel;
+
+    fn spec(input: &std::path::Path, output: &std::path::Path, shard_size: usize) -> BatchSpec {
+        BatchSpec {
+            input: input.display().to_string(),
+            output: output.display().to_string(),
+            model: PinnedModel { reference: "m".into(), sha256: "0".repeat(64) },
+            shard_size,
+            top_k: 5,
+            max_pixels: 1 << 20,
+        }
+    }
+
+    #[tokio::test]
+    async fn images_are_listed_sorted_in_shards_and_only_whole_shard_files_count_as_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+        std::fs::create_dir_all(input.join("sub")).unwrap();
+        for name in ["b.PNG", "a.jpg", "notes.txt", "sub/d.jpeg"] {
+            std::fs::write(input.join(name), b"x").unwrap();
+        }
+        let s = spec(&input, &output, 2);
+        let (i, o) = (Place::open(&s.input, &[], false).unwrap(), Place::open(&s.output, &[], true).unwrap());
+        let p = plan(&s, &i, &o).await.unwrap();
+        let images: Vec<Vec<String>> = p.shards.iter().map(|s| s.images.clone()).collect();
+        assert_eq!(images, vec![vec!["a.jpg".to_string(), "b.PNG".into()], vec!["sub/d.jpeg".into()]]);
+        assert_eq!((p.images, p.done.len(), p.to_run().len()), (3, 0, 2));
+
+        // Shard 0 whole (one answer, one error line): done, its error a failure. Shard 1 holds
+        // another image's line: run again.
+        let line = |key: &str, error: bool| {
+            let name = i.name(key);
+            if error {
+                format!("{{\"Image\":{name:?},\"Error\":{{\"Code\":\"X\",\"Message\":\"corrupt\"}}}}\n")
+            } else {
+                format!("{{\"Image\":{name:?},\"Labels\":[]}}\n")
+            }
+        };
+        o.put(&shard_file(0), (line("a.jpg", false) + &line("b.PNG", true)).into_bytes()).await.unwrap();
+        o.put(&shard_file(1), line("a.jpg", false).into_bytes()).await.unwrap();
+        let p = plan(&s, &i, &o).await.unwrap();
+        assert_eq!(p.done.len(), 1);
+        assert_eq!(p.done[0].failures, vec![Failure { image: i.name("b.PNG"), error: "corrupt".into() }]);
+        assert_eq!(p.to_run().iter().map(|s| s.index).collect::<Vec<_>>(), vec![1]);
+        // Cut short: not done.
+        o.put(&shard_file(0), line("a.jpg", false).into_bytes()).await.unwrap();
+        assert_eq!(plan(&s, &i, &o).await.unwrap().done.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn nothing_to_do_is_said_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("readme.txt"), b"x").unwrap();
+        let s = spec(dir.path(), &dir.path().join("out"), 4);
+        let (i, o) = (Place::open(&s.input, &[], false).unwrap(), Place::open(&s.output, &[], true).unwrap());
+        let err = plan(&s, &i, &o).await.unwrap_err().to_string();
+        assert!(err.contains("no images there"), "{err}");
+        let err = plan(&BatchSpec { shard_size: 0, ..s }, &i, &o).await.unwrap_err().to_string();
+        assert!(err.contains("at least 1"), "{err}");
+        let missing = dir.path().join("nowhere");
+        let err = Place::open(&missing.display().to_string(), &[], false).unwrap_err().to_string();
+        assert!(err.contains("no such folder"), "{err}");
+        assert!(!missing.exists(), "an input folder was created");
+    }
+
+    #[tokio::test]
+    async fn an_object_over_the_size_limit_is_refused_before_it_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("big.jpg"), vec![0u8; 4096]).unwrap();
+        let place = Place::open(&dir.path().display().to_string(), &[], false).unwrap();
+        let err = place.get("big.jpg", 1000).await.unwrap_err().to_string();
+        assert!(err.contains("4096 bytes, more than the 1000 allowed"), "{err}");
+        assert_eq!(place.get("big.jpg", 4096).await.unwrap().len(), 4096);
+        assert!(place.get_if_there("absent.jpg", 10).await.unwrap().is_none());
+    }
+}

@@ -1,0 +1,118 @@
+//! `strix batch INPUT --model M --out OUTPUT`: plan and pin here, then run the shards here or
+//! queue them for `strix worker`s.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use strix_batch::{BatchSpec, Manifest, PinnedModel, Place};
+use strix_zoo::ResolvedModel;
+
+use crate::cli::BatchArgs;
+use crate::context::AppContext;
+use crate::jobs;
+
+/// What workers resolve to find the same model: a registered version by `NAME:VERSION`, a spec
+/// file by its absolute path, a zoo name as given.
+fn pin(given: &str, model: &ResolvedModel) -> Result<PinnedModel> {
+    let reference = match &model.version {
+        Some(version) => version.to_string(),
+        None => match std::fs::canonicalize(given) {
+            Ok(path) if std::path::Path::new(given).exists() => path.display().to_string(),
+            _ => given.to_string(),
+        },
+    };
+    let (sha256, _) = strix_core::digest::sha256_file(&model.weights)
+        .with_context(|| format!("cannot read {}", model.weights.display()))?;
+    Ok(PinnedModel { reference, sha256 })
+}
+
+pub fn run(ctx: &AppContext, args: &BatchArgs) -> Result<ExitCode> {
+    let bars = ctx.bars();
+    let model = ctx.catalog().resolve(&args.model, &bars)?;
+    let spec = BatchSpec {
+        input: args.input.clone(),
+        output: args.out.clone(),
+        model: pin(&args.model, &model)?,
+        shard_size: args.shard_size as usize,
+        top_k: args.top_k.max(1),
+        max_pixels: args.max_pixels,
+    };
+    let store_options = ctx.catalog().settings().registry.s3.clone();
+    let queue = jobs::queue_settings(ctx, &args.queue)?;
+    jobs::runtime()?.block_on(async {
+        let input = Place::open(&spec.input, &store_options, false)?;
+        let output = Place::open(&spec.output, &store_options, true)?;
+        let plan = strix_batch::plan(&spec, &input, &output).await?;
+        if !ctx.quiet {
+            eprintln!(
+                "batch: {} images in {} shard(s) of up to {}, {} already complete; model {} (sha256 {})",
+                plan.images,
+                plan.shards.len(),
+                spec.shard_size,
+                plan.done.len(),
+                spec.model.reference,
+                &spec.model.sha256[..12.min(spec.model.sha256.len())]
+            );
+        }
+        // Here without a queue, and here too when every shard is complete (nothing to queue).
+        let queue = queue.filter(|_| !plan.to_run().is_empty());
+        let Some(settings) = queue else {
+            let pipeline = if plan.to_run().is_empty() { None } else { Some(ctx.load_pipeline(model, &args.runtime)?) };
+            let manifest = strix_batch::run_here(&spec, &plan, pipeline.as_ref(), &input, &output, &bars).await?;
+            return Ok(summary(ctx, &manifest, output.url()));
+        };
+        let queue = jobs::connect(&settings).await?;
+        let job = strix_batch::submit(&queue, &spec, &plan, &crate::settings::who()).await?;
+        println!("{}", job.id);
+        if !args.wait {
+            if !ctx.quiet {
+                eprintln!(
+                    "batch: queued as job {} ({} task(s)); follow it with `strix jobs wait {}`",
+                    job.id, job.tasks, job.id
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        let job = jobs::wait(&queue, &job.id, &bars).await?;
+        let code = jobs::outcome(ctx, &job);
+        if job.status != strix_jobs::Status::Succeeded {
+            return Ok(code);
+        }
+        // The manifest the last worker wrote says what became of every image.
+        match read_manifest(&output).await {
+            Some(manifest) => Ok(summary(ctx, &manifest, output.url())),
+            None => {
+                eprintln!("error: {}/{} cannot be read", output.url(), strix_batch::MANIFEST_FILE);
+                Ok(ExitCode::FAILURE)
+            }
+        }
+    })
+}
+
+async fn read_manifest(output: &Place) -> Option<Manifest> {
+    let bytes = output.get_if_there(strix_batch::MANIFEST_FILE, 1 << 30).await.ok()??;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The batch's figures on stderr; success only when every image was answered.
+fn summary(ctx: &AppContext, manifest: &Manifest, output: &str) -> ExitCode {
+    if !ctx.quiet {
+        for f in manifest.failures.iter().take(10) {
+            eprintln!("error: {}: {}", f.image, f.error);
+        }
+        for s in &manifest.shards_not_done {
+            eprintln!("error: shard {} ({}) not done: {}", s.index, s.file, s.error);
+        }
+        eprintln!(
+            "batch {}: {} of {} images answered in {:.1} s; {} shard(s) not done; manifest {output}/{}",
+            manifest.status,
+            manifest.answered,
+            manifest.images,
+            manifest.seconds,
+            manifest.shards_not_done.len(),
+            strix_batch::MANIFEST_FILE
+        );
+    }
+    let complete = manifest.shards_not_done.is_empty() && manifest.answered == manifest.images;
+    if complete { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}

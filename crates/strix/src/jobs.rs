@@ -1,0 +1,234 @@
+//! `strix worker` and `strix jobs ...`: the NATS JetStream job queue from the command line.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use strix_batch::BatchHandler;
+use strix_core::Progress as _;
+use strix_jobs::{JobId, JobState, Queue, QueueSettings, Status, TaskState, WorkerOptions};
+
+use crate::cli::{JobsCommand, QueueArgs, WorkerArgs};
+use crate::context::AppContext;
+use crate::progress::Bars;
+
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+/// The queue `--queue`, `STRIX_QUEUE` or the settings file's `queue` names, with the rest of
+/// its settings from `--queue-config`; `None` when nothing names one.
+pub fn queue_settings(ctx: &AppContext, args: &QueueArgs) -> Result<Option<QueueSettings>> {
+    let mut settings = match &args.queue_config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("queue settings {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("queue settings {}", path.display()))?
+        }
+        None => QueueSettings::default(),
+    };
+    match args.queue.clone().filter(|q| !q.is_empty()).or_else(|| ctx.catalog().settings().queue.clone()) {
+        Some(url) => settings.url = url,
+        None if args.queue_config.is_some() => {}
+        None => return Ok(None),
+    }
+    settings.validate()?;
+    Ok(Some(settings))
+}
+
+pub async fn connect(settings: &QueueSettings) -> Result<Queue> {
+    Queue::connect(settings).await.with_context(|| format!("job queue {}", settings.url))
+}
+
+fn required(ctx: &AppContext, args: &QueueArgs) -> Result<QueueSettings> {
+    queue_settings(ctx, args)?
+        .context("no job queue: give --queue nats://HOST:4222, set STRIX_QUEUE, or `queue` in the settings file")
+}
+
+/// `strix worker`: run tasks until SIGTERM / Ctrl-C (or `--max-tasks`).
+pub fn worker(ctx: &AppContext, args: &WorkerArgs) -> Result<ExitCode> {
+    let settings = required(ctx, &args.queue)?;
+    let rt = runtime()?;
+    let name = args.name.clone().unwrap_or_else(crate::settings::who);
+    let slots = args.jobs as usize;
+    let mut engine = ctx.engine(&args.runtime);
+    // Each slot runs on its share of the threads, as --workers shares them in predict.
+    let threads = engine.options.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    engine.options.threads = Some((threads / slots).max(1));
+    let store_options = ctx.catalog().settings().registry.s3.clone();
+    let handler = Arc::new(BatchHandler::new(ctx.catalog().clone(), engine, store_options, rt.handle().clone()));
+    let options = WorkerOptions { name: name.clone(), slots, max_tasks: args.max_tasks };
+    let stats = rt.block_on(async {
+        let queue = connect(&settings).await?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            crate::signals::shutdown().await;
+            let _ = stop_tx.send(true);
+        });
+        if !ctx.quiet {
+            eprintln!(
+                "worker {name}: taking tasks from {} ({slots} at a time, {} thread(s) each); Ctrl-C hands running ones back",
+                strix_core::redact(&settings.url),
+                (threads / slots).max(1)
+            );
+        }
+        strix_jobs::work(&queue, handler, &options, stop_rx).await.context("worker")
+    })?;
+    if !ctx.quiet {
+        eprintln!(
+            "worker {name}: {} succeeded, {} failed, {} retried, {} handed back, {} cancelled, {} refused",
+            stats.succeeded, stats.failed, stats.retried, stats.handed_back, stats.cancelled, stats.refused
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `strix jobs list|show|logs|wait|cancel`.
+pub fn jobs(ctx: &AppContext, cmd: &JobsCommand) -> Result<ExitCode> {
+    let (queue_args, id) = match cmd {
+        JobsCommand::List { queue, .. } => (queue, None),
+        JobsCommand::Show { queue, id, .. }
+        | JobsCommand::Logs { queue, id, .. }
+        | JobsCommand::Wait { queue, id }
+        | JobsCommand::Cancel { queue, id } => (queue, Some(id)),
+    };
+    let settings = required(ctx, queue_args)?;
+    let id = id.map(|text| text.parse::<JobId>().map_err(|e| anyhow::anyhow!("job id {text:?}: {e}"))).transpose()?;
+    let id = || id.clone().context("no job id");
+    runtime()?.block_on(async {
+        let queue = connect(&settings).await?;
+        match cmd {
+            JobsCommand::List { json, .. } => {
+                let jobs = queue.jobs().await?;
+                if *json {
+                    println!("{}", serde_json::to_string(&jobs)?);
+                } else if jobs.is_empty() {
+                    println!("no jobs");
+                }
+                for j in jobs.iter().filter(|_| !*json) {
+                    println!("{}", line(j));
+                }
+            }
+            JobsCommand::Show { json, .. } => {
+                let job = queue.job(&id()?).await?;
+                let tasks = queue.tasks(&job).await?;
+                if *json {
+                    println!("{}", serde_json::json!({"job": job, "tasks": tasks}));
+                } else {
+                    print!("{}", describe(&job, &tasks));
+                }
+            }
+            JobsCommand::Logs { follow, .. } => {
+                let stdout = std::io::stdout();
+                queue
+                    .logs(&id()?, *follow, |l| {
+                        let _ = writeln!(stdout.lock(), "{l}");
+                    })
+                    .await?;
+            }
+            JobsCommand::Wait { .. } => {
+                let job = wait(&queue, &id()?, &ctx.bars()).await?;
+                return Ok(outcome(ctx, &job));
+            }
+            JobsCommand::Cancel { .. } => {
+                let job = queue.cancel(&id()?).await?;
+                println!("{}", line(&job));
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// One line per job: id, kind, status, tasks, submitter.
+fn line(j: &JobState) -> String {
+    let cancelling = if j.cancel_requested && !j.status.is_final() { " (cancelling)" } else { "" };
+    format!(
+        "{}  {:<6} {:<9}{cancelling}  {}/{} tasks done ({} failed, {} cancelled)  by {}",
+        j.id,
+        j.kind,
+        j.status.to_string(),
+        j.finished_tasks(),
+        j.tasks,
+        j.failed,
+        j.cancelled,
+        j.submitted_by
+    )
+}
+
+/// A job and its tasks, for `strix jobs show`.
+fn describe(job: &JobState, tasks: &[TaskState]) -> String {
+    let mut text = format!("{}\n", line(job));
+    if let Some(e) = &job.error {
+        text += &format!("  error: {e}\n");
+    }
+    if let Some(r) = &job.result {
+        text += &format!("  result: {r}\n");
+    }
+    for t in tasks {
+        let progress = t.progress.map(|p| format!(" {}/{}", p.done, p.total)).unwrap_or_default();
+        let worker = t.worker.as_deref().map(|w| format!(" on {w}")).unwrap_or_default();
+        let error = t.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
+        text += &format!(
+            "  task {:>4}  {:<9}{progress}{worker}, {} attempt(s){error}\n",
+            t.index,
+            t.status.to_string(),
+            t.attempts
+        );
+    }
+    text
+}
+
+/// Follow a job to its end with a bar of finished tasks, fed by the job's state.
+pub async fn wait(queue: &Queue, id: &JobId, bars: &Bars) -> Result<JobState> {
+    let mut shown: Option<u64> = None;
+    let job = queue
+        .wait(id, |j| {
+            let now = u64::from(j.finished_tasks());
+            match shown {
+                None => {
+                    bars.start(&format!("job {id}"), Some(u64::from(j.tasks)), strix_core::ProgressUnit::Items);
+                    bars.advance(now);
+                }
+                Some(before) => bars.advance(now.saturating_sub(before)),
+            }
+            shown = Some(now);
+        })
+        .await?;
+    bars.finish();
+    Ok(job)
+}
+
+/// The job's line and error on stderr; success only for a succeeded job.
+pub fn outcome(ctx: &AppContext, job: &JobState) -> ExitCode {
+    if !ctx.quiet {
+        eprintln!("{}", line(job));
+        if let Some(e) = &job.error {
+            eprintln!("error: {e}");
+        }
+    }
+    if job.status == Status::Succeeded { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_line_says_what_a_script_and_a_person_need() {
+        let job: JobState = serde_json::from_value(serde_json::json!({
+            "id": "jabc-000001", "kind": "batch", "status": "running", "spec": null, "tasks": 8,
+            "succeeded": 5, "failed": 1, "cancelled": 0, "cancel_requested": true,
+            "submitted_by": "me@host", "submitted_at": 1.0, "started_at": 2.0, "finished_at": null,
+            "result": null, "error": "shard 3: model gone", "wrapped_up": false
+        }))
+        .unwrap();
+        let text = describe(&job, &[]);
+        assert!(
+            text.starts_with(
+                "jabc-000001  batch  running   (cancelling)  6/8 tasks done (1 failed, 0 cancelled)  by me@host\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("  error: shard 3: model gone\n"), "{text}");
+    }
+}
