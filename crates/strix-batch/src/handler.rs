@@ -9,17 +9,20 @@ use strix_catalog::{Catalog, Engine};
 use strix_jobs::{Handler, JobState, Status, Task, TaskContext, TaskFailure, TaskState};
 use strix_pipeline::Pipeline;
 
-use crate::{BatchError, BatchSpec, Manifest, PinnedModel, Place, ShardNotDone, ShardOutcome, ShardSpec, run_shard};
+use crate::{BatchError, BatchSpec, Manifest, PinnedModel, Place, ShardNotDone, ShardSpec, run_shard};
 
 /// The task kind of a batch shard.
 pub const KIND: &str = "batch";
 
-/// What a batch job stores as its spec: the batch, and the shards a previous run completed.
+/// What a batch job stores as its spec: the batch, the shard each task runs (task `i` runs
+/// shard `shards[i]`), and the shards a previous run completed (their files are read back for
+/// the manifest, so the job record stays small however many there are).
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchJob {
     pub batch: BatchSpec,
-    pub skipped: Vec<ShardOutcome>,
+    pub shards: Vec<u32>,
+    pub skipped: Vec<u32>,
 }
 
 /// Runs batch shards in a worker: each pinned model loaded once, stores opened per shard.
@@ -76,47 +79,48 @@ impl BatchHandler {
         ))
     }
 
-    /// Write the manifest of a finished batch job from its tasks' outcomes. Written whole, and
-    /// the same file when two workers finishing the last two shards both write it.
+    /// Write the manifest of a finished batch job from its tasks' outcomes and the skipped
+    /// shards' files. Two workers finishing the last two shards may both write it: the same
+    /// file, since its times come from the tasks.
     pub fn write_manifest(&self, job: &JobState, tasks: &[TaskState]) -> Result<Manifest, BatchError> {
         let spec: BatchJob = serde_json::from_value(job.spec.clone())
-            .map_err(|e| BatchError::Invalid(format!("job {} is not a batch: {e}", job.id)))?;
-        let mut outcomes = spec.skipped.clone();
+            .map_err(BatchError::json(format!("job {} is not a batch", job.id)))?;
+        let output = Place::open(&spec.batch.output, &self.store_options, true)?;
+        let mut outcomes = Vec::new();
+        for &index in &spec.skipped {
+            let bytes = self.runtime.block_on(output.get(&crate::shard_file(index), crate::MAX_OWN_FILE))?;
+            let (outcome, _) = crate::read_outcome(&bytes, index).ok_or_else(|| {
+                BatchError::Invalid(format!("{} changed while the batch ran", crate::shard_file(index)))
+            })?;
+            outcomes.push(outcome);
+        }
         let mut not_done = Vec::new();
         for t in tasks {
+            let index = spec.shards.get(t.index as usize).copied().unwrap_or(t.index);
             match (&t.status, &t.result) {
                 (Status::Succeeded, Some(result)) => outcomes.push(
                     serde_json::from_value(result.clone())
-                        .map_err(|e| BatchError::Invalid(format!("task {} of job {}: {e}", t.index, job.id)))?,
+                        .map_err(BatchError::json(format!("task {} of job {}", t.index, job.id)))?,
                 ),
                 (status, _) => {
-                    let index = shard_index(&spec, t.index);
                     let error = t.error.clone().unwrap_or_else(|| status.to_string());
                     not_done.push(ShardNotDone { index, file: crate::shard_file(index), error });
                 }
             }
         }
-        let finished = job.finished_at.unwrap_or_else(crate::here::now);
+        let finished = tasks.iter().filter_map(|t| t.finished_at).fold(job.submitted_at, f64::max);
         let manifest = Manifest::gather(
             &spec.batch,
             Some(job.id.to_string()),
-            &job.status.to_string(),
+            job.status,
             &outcomes,
             not_done,
             job.submitted_at,
             finished,
         );
-        let (_, output) = self.places(&spec.batch)?;
-        let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| BatchError::Invalid(e.to_string()))?;
-        self.runtime.block_on(output.put(crate::MANIFEST_FILE, bytes))?;
+        self.runtime.block_on(manifest.write(&output))?;
         Ok(manifest)
     }
-}
-
-/// Task `task` of a job runs the `task`-th shard not skipped.
-fn shard_index(job: &BatchJob, task: u32) -> u32 {
-    let skipped: Vec<u32> = job.skipped.iter().map(|s| s.index).collect();
-    (0u32..).filter(|i| !skipped.contains(i)).nth(task as usize).unwrap_or(task)
 }
 
 impl Handler for BatchHandler {
@@ -153,27 +157,5 @@ impl Handler for BatchHandler {
             "images": manifest.images,
             "answered": manifest.answered,
         })))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_task_runs_the_shards_a_previous_run_left() {
-        let outcome =
-            |index| ShardOutcome { index, file: crate::shard_file(index), images: 1, failures: vec![], seconds: 0.0 };
-        let batch = BatchSpec {
-            input: "in".into(),
-            output: "out".into(),
-            model: PinnedModel { reference: "m".into(), sha256: String::new() },
-            shard_size: 1,
-            top_k: 1,
-            max_pixels: 1,
-        };
-        let job = BatchJob { batch, skipped: vec![outcome(0), outcome(2)] };
-        let shards: Vec<u32> = (0..3).map(|t| shard_index(&job, t)).collect();
-        assert_eq!(shards, vec![1, 3, 4]);
     }
 }

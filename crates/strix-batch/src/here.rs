@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use strix_core::{Progress, ProgressUnit};
-use strix_jobs::{JobState, Queue, Submission};
+use strix_jobs::{JobState, Queue, Status, Submission};
 use strix_pipeline::Pipeline;
 
 use crate::handler::BatchJob;
@@ -27,6 +27,7 @@ pub async fn run_here(
     progress: &dyn Progress,
 ) -> Result<Manifest, BatchError> {
     let started = now();
+    plan.prepare(spec, output).await?;
     let shards = plan.to_run();
     let pipeline = match (pipeline, shards.is_empty()) {
         (Some(p), _) => Some(p),
@@ -55,25 +56,32 @@ pub async fn run_here(
         }
     }
     progress.finish();
-    let status = if not_done.is_empty() { "succeeded" } else { "failed" };
+    let status = if not_done.is_empty() { Status::Succeeded } else { Status::Failed };
     let manifest = Manifest::gather(spec, None, status, &outcomes, not_done, started, now());
-    let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| BatchError::Invalid(e.to_string()))?;
-    output.put(crate::MANIFEST_FILE, bytes).await?;
+    manifest.write(output).await?;
     Ok(manifest)
 }
 
 /// Queue the shards `plan` still needs as one job; workers run them.
-pub async fn submit(queue: &Queue, spec: &BatchSpec, plan: &Plan, submitted_by: &str) -> Result<JobState, BatchError> {
-    let tasks = plan
-        .to_run()
-        .iter()
-        .map(serde_json::to_value)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| BatchError::Invalid(e.to_string()))?;
-    let job = BatchJob { batch: spec.clone(), skipped: plan.done.clone() };
+pub async fn submit(
+    queue: &Queue,
+    spec: &BatchSpec,
+    plan: &Plan,
+    output: &Place,
+    submitted_by: &str,
+) -> Result<JobState, BatchError> {
+    plan.prepare(spec, output).await?;
+    let shards = plan.to_run();
+    let tasks =
+        shards.iter().map(serde_json::to_value).collect::<Result<Vec<_>, _>>().map_err(BatchError::json("a shard"))?;
+    let job = BatchJob {
+        batch: spec.clone(),
+        shards: shards.iter().map(|s| s.index).collect(),
+        skipped: plan.done.iter().map(|d| d.index).collect(),
+    };
     let submission = Submission {
         kind: crate::KIND.to_string(),
-        spec: serde_json::to_value(&job).map_err(|e| BatchError::Invalid(e.to_string()))?,
+        spec: serde_json::to_value(&job).map_err(BatchError::json("the batch job"))?,
         tasks,
         submitted_by: submitted_by.to_string(),
     };

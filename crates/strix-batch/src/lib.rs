@@ -27,7 +27,7 @@ pub use handler::{BatchHandler, BatchJob, KIND};
 pub use here::{run_here, submit};
 pub use manifest::{Failure, Manifest, ShardNotDone, ShardRecord};
 pub use place::Place;
-pub use plan::{Plan, plan};
+pub use plan::{Plan, plan, read_outcome};
 pub use shard::{ShardOutcome, run_shard};
 
 use serde::{Deserialize, Serialize};
@@ -84,6 +84,25 @@ pub fn shard_file(index: u32) -> String {
 /// The manifest's name under the output.
 pub const MANIFEST_FILE: &str = "_manifest.json";
 
+/// The batch's spec, written under the output before any shard: a rerun with another model or
+/// other options runs every shard again instead of keeping answers it would not give.
+pub const SPEC_FILE: &str = "_batch.json";
+
+/// Shard and manifest files are read back whole; none is ever this large.
+const MAX_OWN_FILE: u64 = 1 << 30;
+
+/// The index of a shard file's name (`part-00012.jsonl`), if it is one.
+fn shard_of_file(key: &str) -> Option<u32> {
+    key.strip_prefix("part-")?.strip_suffix(".jsonl").filter(|n| n.len() >= 5)?.parse().ok()
+}
+
+impl BatchError {
+    fn json(what: impl Into<String>) -> impl FnOnce(serde_json::Error) -> BatchError {
+        let what = what.into();
+        move |source| BatchError::Json { what, source }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
     #[error("{place}: {what}")]
@@ -103,6 +122,12 @@ pub enum BatchError {
     ModelChanged { reference: String, found: String, planned: String },
     #[error("{0}")]
     Invalid(String),
+    #[error("{what}")]
+    Json {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("the job queue")]
     Jobs(#[from] strix_jobs::JobError),
 }

@@ -2,7 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{BatchSpec, ShardOutcome};
+use strix_jobs::Status;
+
+use crate::{BatchError, BatchSpec, Place, ShardOutcome};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,7 +36,7 @@ pub struct ShardRecord {
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     /// `succeeded`, `failed` (a shard could not be run) or `cancelled`.
-    pub status: String,
+    pub status: Status,
     pub job: Option<String>,
     pub input: String,
     pub output: String,
@@ -57,7 +59,7 @@ impl Manifest {
     pub fn gather(
         spec: &BatchSpec,
         job: Option<String>,
-        status: &str,
+        status: Status,
         outcomes: &[ShardOutcome],
         not_done: Vec<ShardNotDone>,
         started_at: f64,
@@ -68,7 +70,7 @@ impl Manifest {
         let images = outcomes.iter().map(|o| o.images).sum::<usize>();
         let failures: Vec<Failure> = outcomes.iter().flat_map(|o| o.failures.iter().cloned()).collect();
         Manifest {
-            status: status.to_string(),
+            status,
             job,
             input: spec.input.clone(),
             output: spec.output.clone(),
@@ -91,6 +93,12 @@ impl Manifest {
             finished_at,
             seconds: (finished_at - started_at).max(0.0),
         }
+    }
+
+    /// Write it under `output` as `_manifest.json`, whole.
+    pub async fn write(&self, output: &Place) -> Result<(), BatchError> {
+        let bytes = serde_json::to_vec_pretty(self).map_err(BatchError::json("the manifest"))?;
+        output.put(crate::MANIFEST_FILE, bytes).await
     }
 }
 
@@ -121,11 +129,11 @@ mod tests {
             ShardOutcome { index: 0, file: "part-00000.jsonl".into(), images: 2, failures: vec![], seconds: 1.0 },
         ];
         let not_done = vec![ShardNotDone { index: 2, file: "part-00002.jsonl".into(), error: "cancelled".into() }];
-        let m = Manifest::gather(&spec, Some("j1".into()), "cancelled", &outcomes, not_done, 10.0, 14.5);
+        let m = Manifest::gather(&spec, Some("j1".into()), Status::Cancelled, &outcomes, not_done, 10.0, 14.5);
         assert_eq!((m.images, m.answered, m.seconds), (3, 2, 4.5));
         assert_eq!(m.shards.iter().map(|s| s.index).collect::<Vec<_>>(), vec![0, 1]);
         let text = serde_json::to_string(&m).unwrap();
-        assert_eq!((m.failures, m.shards_not_done.len(), m.status.as_str()), (vec![failure], 1, "cancelled"));
+        assert_eq!((m.failures, m.shards_not_done.len(), m.status), (vec![failure], 1, Status::Cancelled));
         assert_eq!(serde_json::from_str::<Manifest>(&text).unwrap().model.reference, "trash:3");
     }
 }

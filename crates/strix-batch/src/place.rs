@@ -89,6 +89,14 @@ impl Place {
         }
     }
 
+    /// Remove `key` (nothing when it is not there).
+    pub async fn delete(&self, key: &str) -> Result<(), BatchError> {
+        match self.store.delete(&Self::key(key)?).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.err(format!("cannot remove {key}"), e)),
+        }
+    }
+
     /// Write `key` whole: object_store's local store writes a temporary file and renames it,
     /// and a cloud PUT replaces the object at once; a reader never sees half a file.
     pub async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), BatchError> {

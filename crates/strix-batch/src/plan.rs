@@ -1,9 +1,6 @@
 //! Listing the images, cutting them into shards, and finding the shards already done.
 
-use crate::{BatchError, BatchSpec, Failure, Place, ShardOutcome, ShardSpec, shard_file};
-
-/// A shard file is read back to see whether it is complete; none is ever this large.
-const MAX_SHARD_FILE: u64 = 1 << 30;
+use crate::{BatchError, BatchSpec, Failure, MAX_OWN_FILE, Place, SPEC_FILE, ShardOutcome, ShardSpec, shard_file};
 
 /// A batch's shards: all of them, and which still need running.
 #[derive(Debug)]
@@ -12,6 +9,11 @@ pub struct Plan {
     pub shards: Vec<ShardSpec>,
     /// Shards whose output is already complete (skipped), as read back from their files.
     pub done: Vec<ShardOutcome>,
+    /// Shard files under the output that this batch will not write (an earlier batch with
+    /// more shards): removed before any shard runs, so no image is answered twice.
+    pub stale: Vec<String>,
+    /// The output holds another batch's answers (another model or options): none is kept.
+    pub spec_changed: bool,
 }
 
 impl Plan {
@@ -19,11 +21,22 @@ impl Plan {
     pub fn to_run(&self) -> Vec<ShardSpec> {
         self.shards.iter().filter(|s| !self.done.iter().any(|d| d.index == s.index)).cloned().collect()
     }
+
+    /// Before any shard runs: record the batch's spec under the output and remove the stale
+    /// shard files.
+    pub async fn prepare(&self, spec: &BatchSpec, output: &Place) -> Result<(), BatchError> {
+        let bytes = serde_json::to_vec_pretty(spec).map_err(BatchError::json("the batch spec"))?;
+        output.put(SPEC_FILE, bytes).await?;
+        for key in &self.stale {
+            output.delete(key).await?;
+        }
+        Ok(())
+    }
 }
 
 /// List `spec.input`'s images (by extension, as `strix predict` picks them from a folder),
-/// sorted, in shards of `spec.shard_size`; a shard whose output file holds exactly its images'
-/// lines is done.
+/// sorted, in shards of `spec.shard_size`. When the output holds this same batch's spec, a
+/// shard whose file holds exactly its images' lines is done.
 pub async fn plan(spec: &BatchSpec, input: &Place, output: &Place) -> Result<Plan, BatchError> {
     if spec.shard_size == 0 {
         return Err(BatchError::Invalid("the shard size must be at least 1".into()));
@@ -42,37 +55,46 @@ pub async fn plan(spec: &BatchSpec, input: &Place, output: &Place) -> Result<Pla
         .enumerate()
         .map(|(i, chunk)| ShardSpec { batch: spec.clone(), index: i as u32, images: chunk.to_vec() })
         .collect();
+    let previous = output.get_if_there(SPEC_FILE, MAX_OWN_FILE).await?;
+    let same =
+        previous.as_deref().and_then(|b| serde_json::from_slice::<BatchSpec>(b).ok()).is_some_and(|p| &p == spec);
+    let parts: Vec<u32> = output.list().await?.iter().filter_map(|k| crate::shard_of_file(k)).collect();
     let mut done = Vec::new();
-    for shard in &shards {
-        if let Some(bytes) = output.get_if_there(&shard_file(shard.index), MAX_SHARD_FILE).await?
+    for shard in shards.iter().filter(|s| same && parts.contains(&s.index)) {
+        if let Some(bytes) = output.get_if_there(&shard_file(shard.index), MAX_OWN_FILE).await?
             && let Some(outcome) = complete(&bytes, shard, input)
         {
             done.push(outcome);
         }
     }
-    Ok(Plan { images: keys.len(), shards, done })
+    let stale = parts.iter().filter(|&&i| i as usize >= shards.len()).map(|&i| shard_file(i)).collect();
+    Ok(Plan { images: keys.len(), shards, done, stale, spec_changed: previous.is_some() && !same })
 }
 
-/// A shard file is complete when its lines name exactly the shard's images, in order; its
-/// outcome then, with the error lines as failures. Anything else (another batch's file, a
-/// different listing) is run again and replaced.
-fn complete(bytes: &[u8], shard: &ShardSpec, input: &Place) -> Option<ShardOutcome> {
+/// A shard file's outcome (its error lines as failures) and the images it names, in order;
+/// `None` when it is not whole JSON Lines of answers.
+pub fn read_outcome(bytes: &[u8], index: u32) -> Option<(ShardOutcome, Vec<String>)> {
     let text = std::str::from_utf8(bytes).ok()?;
-    let lines: Vec<serde_json::Value> = text.lines().map(serde_json::from_str).collect::<Result<_, _>>().ok()?;
-    if lines.len() != shard.images.len() {
-        return None;
-    }
     let mut failures = Vec::new();
-    for (line, key) in lines.iter().zip(&shard.images) {
-        let name = input.name(key);
-        if line["Image"].as_str() != Some(name.as_str()) {
-            return None;
-        }
+    let mut names = Vec::new();
+    for line in text.lines() {
+        let line: serde_json::Value = serde_json::from_str(line).ok()?;
+        let name = line["Image"].as_str()?.to_string();
         if let Some(message) = line["Error"]["Message"].as_str() {
-            failures.push(Failure { image: name, error: message.to_string() });
+            failures.push(Failure { image: name.clone(), error: message.to_string() });
         }
+        names.push(name);
     }
-    Some(ShardOutcome { index: shard.index, file: shard.file(), images: lines.len(), failures, seconds: 0.0 })
+    let outcome = ShardOutcome { index, file: shard_file(index), images: names.len(), failures, seconds: 0.0 };
+    Some((outcome, names))
+}
+
+/// A shard file is complete when its lines name exactly the shard's images, in order.
+/// Anything else (cut short, a different listing) is run again and replaced.
+fn complete(bytes: &[u8], shard: &ShardSpec, input: &Place) -> Option<ShardOutcome> {
+    let (outcome, names) = read_outcome(bytes, shard.index)?;
+    let expected: Vec<String> = shard.images.iter().map(|k| input.name(k)).collect();
+    (names == expected).then_some(outcome)
 }
 
 #[cfg(test)]
@@ -104,7 +126,8 @@ mod tests {
         let p = plan(&s, &i, &o).await.unwrap();
         let images: Vec<Vec<String>> = p.shards.iter().map(|s| s.images.clone()).collect();
         assert_eq!(images, vec![vec!["a.jpg".to_string(), "b.PNG".into()], vec!["sub/d.jpeg".into()]]);
-        assert_eq!((p.images, p.done.len(), p.to_run().len()), (3, 0, 2));
+        assert_eq!((p.images, p.done.len(), p.to_run().len(), p.spec_changed), (3, 0, 2, false));
+        p.prepare(&s, &o).await.unwrap();
 
         // Shard 0 whole (one answer, one error line): done, its error a failure. Shard 1 holds
         // another image's line: run again.
@@ -122,9 +145,18 @@ mod tests {
         assert_eq!(p.done.len(), 1);
         assert_eq!(p.done[0].failures, vec![Failure { image: i.name("b.PNG"), error: "corrupt".into() }]);
         assert_eq!(p.to_run().iter().map(|s| s.index).collect::<Vec<_>>(), vec![1]);
+        // Another batch's answers (another top-k): none kept. A shard file beyond this
+        // batch's shards is stale, and removed before running.
+        o.put(&shard_file(7), line("a.jpg", false).into_bytes()).await.unwrap();
+        let other = BatchSpec { top_k: 3, ..s.clone() };
+        let p = plan(&other, &i, &o).await.unwrap();
+        assert_eq!((p.done.len(), p.spec_changed, p.stale.clone()), (0, true, vec![shard_file(7)]));
+        p.prepare(&other, &o).await.unwrap();
+        assert!(o.get_if_there(&shard_file(7), 1 << 20).await.unwrap().is_none());
+        assert_eq!(plan(&other, &i, &o).await.unwrap().done.len(), 1, "the same batch again keeps shard 0");
         // Cut short: not done.
         o.put(&shard_file(0), line("a.jpg", false).into_bytes()).await.unwrap();
-        assert_eq!(plan(&s, &i, &o).await.unwrap().done.len(), 0);
+        assert_eq!(plan(&other, &i, &o).await.unwrap().done.len(), 0);
     }
 
     #[tokio::test]

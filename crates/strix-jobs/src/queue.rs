@@ -23,6 +23,9 @@ pub struct Queue {
     /// The bucket's stream, for counting done markers by subject.
     bucket_stream: stream::Stream,
     pub(crate) settings: QueueSettings,
+    /// Attempts before a task is given up: the consumer's own `max_deliver` less its spare
+    /// delivery. Whoever made the consumer first set it, and it holds over these settings.
+    pub(crate) attempts: i64,
 }
 
 /// A job to submit: its kind, what it is (shown by `jobs show`) and one spec per task.
@@ -130,7 +133,16 @@ impl Queue {
         loop {
             match open(&js, settings).await {
                 Ok((consumer, kv, bucket_stream)) => {
-                    return Ok(Queue { js, consumer, kv, bucket_stream, settings: settings.clone() });
+                    let made = consumer.cached_info().config.max_deliver;
+                    let attempts = if made > 1 { made - 1 } else { settings.max_deliver };
+                    if attempts != settings.max_deliver {
+                        tracing::warn!(
+                            "consumer {} gives up after {attempts} attempts, as it was made; these settings say {}",
+                            settings.consumer,
+                            settings.max_deliver
+                        );
+                    }
+                    return Ok(Queue { js, consumer, kv, bucket_stream, settings: settings.clone(), attempts });
                 }
                 Err(e) if e.is_transient() && tokio::time::Instant::now() < deadline => {
                     tracing::info!("the queue is not ready yet: {}", strix_core::error_chain(&e));

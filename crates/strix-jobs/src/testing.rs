@@ -78,6 +78,16 @@ impl NatsCluster {
     }
 }
 
+impl NatsCluster {
+    /// Which of the three servers leads the queue's task stream now (`s0`..`s2`): the one to
+    /// stop, so that a test loses the leader and not just a follower.
+    pub async fn task_stream_leader(&self, queue: &Queue) -> Option<usize> {
+        let mut stream = queue.js.get_stream(&queue.settings.stream).await.ok()?;
+        let info = stream.info().await.ok()?;
+        info.cluster.as_ref()?.leader.as_ref()?.strip_prefix('s')?.parse().ok()
+    }
+}
+
 impl Drop for NatsCluster {
     fn drop(&mut self) {
         (0..self.servers.len()).for_each(|i| self.stop(i));

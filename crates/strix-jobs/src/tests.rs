@@ -397,8 +397,10 @@ async fn a_replicated_queue_loses_nothing_when_a_server_stops_mid_job() {
         assert!(tokio::time::Instant::now() < deadline, "no progress before the stop");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // One of three servers goes: the streams keep a quorum, clients move to another server.
-    cluster.stop(0);
+    // The task stream's leader goes: the streams keep a quorum and elect another, clients move
+    // to another server.
+    let leader = cluster.task_stream_leader(&q).await.expect("the task stream's leader");
+    cluster.stop(leader);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
     let done = loop {
         match q.job(&job.id).await {

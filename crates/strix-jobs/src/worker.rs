@@ -237,6 +237,13 @@ async fn take(
             t.started_at = Some(now());
         })
         .await?;
+    // A cancel that came between the check in `admit` and the record above: the task must
+    // not start after it.
+    if queue.cancel_requested(&task.job).await? {
+        settle(queue, handler, &task, Status::Cancelled, None, None).await?;
+        ack(&message, AckKind::Ack).await;
+        return Ok(Outcome::Cancelled);
+    }
     queue.started(&task.job).await?;
     let _ = queue.log(&task.job, &format!("{worker}: task {} started (attempt {attempt})", task.index)).await;
     let ctx = TaskContext::default();
@@ -292,11 +299,11 @@ async fn admit(
         settle(queue, handler, &task, state.status, None, None).await?;
         return Ok(Admitted::Done(Outcome::Again, AckKind::Ack));
     }
-    if attempt > queue.settings.max_deliver {
+    if attempt > queue.attempts {
         let last = state.and_then(|t| t.error).map(|e| format!("; the last error: {e}")).unwrap_or_default();
         let error = format!(
             "given up after {} attempts: the workers running it stopped without finishing it (killed, or lost the queue){last}",
-            queue.settings.max_deliver
+            queue.attempts
         );
         settle(queue, handler, &task, Status::Failed, None, Some(error)).await?;
         return Ok(Admitted::Done(Outcome::Failed, AckKind::Term));
@@ -342,7 +349,7 @@ async fn conclude(
         Err(TaskFailure::Failed(error)) => {
             let line = format!("{worker}: task {} failed (attempt {attempt}): {error}", task.index);
             let _ = queue.log(&task.job, &line).await;
-            if attempt >= queue.settings.max_deliver {
+            if attempt >= queue.attempts {
                 settle(queue, handler, task, Status::Failed, None, Some(error)).await?;
                 ack(message, AckKind::Term).await;
                 return Ok(Outcome::Failed);

@@ -26,19 +26,39 @@ fn pin(given: &str, model: &ResolvedModel) -> Result<PinnedModel> {
     Ok(PinnedModel { reference, sha256 })
 }
 
+/// A folder as every worker must name it: absolute (each worker has its own working folder).
+/// URLs stay as they are.
+fn absolute(place: &str) -> Result<String> {
+    if place.contains("://") {
+        return Ok(place.to_string());
+    }
+    let path = std::path::absolute(place).with_context(|| format!("{place}: cannot make it absolute"))?;
+    Ok(path.display().to_string())
+}
+
 pub fn run(ctx: &AppContext, args: &BatchArgs) -> Result<ExitCode> {
     let bars = ctx.bars();
     let model = ctx.catalog().resolve(&args.model, &bars)?;
+    let queue = if args.here { None } else { jobs::queue_settings(ctx, &args.queue)? };
+    let (input, output) = match queue {
+        Some(_) => (absolute(&args.input)?, absolute(&args.out)?),
+        None => (args.input.clone(), args.out.clone()),
+    };
     let spec = BatchSpec {
-        input: args.input.clone(),
-        output: args.out.clone(),
+        input,
+        output,
         model: pin(&args.model, &model)?,
         shard_size: args.shard_size as usize,
         top_k: args.top_k.max(1),
         max_pixels: args.max_pixels,
     };
+    if queue.is_some() && model.version.is_none() && std::path::Path::new(&args.model).exists() && !ctx.quiet {
+        eprintln!(
+            "note: the model is the file {}: every worker must see it at that path (a registered model or a zoo name needs nothing shared)",
+            spec.model.reference
+        );
+    }
     let store_options = ctx.catalog().settings().registry.s3.clone();
-    let queue = jobs::queue_settings(ctx, &args.queue)?;
     jobs::runtime()?.block_on(async {
         let input = Place::open(&spec.input, &store_options, false)?;
         let output = Place::open(&spec.output, &store_options, true)?;
@@ -54,6 +74,12 @@ pub fn run(ctx: &AppContext, args: &BatchArgs) -> Result<ExitCode> {
                 &spec.model.sha256[..12.min(spec.model.sha256.len())]
             );
         }
+        if plan.spec_changed && !ctx.quiet {
+            eprintln!(
+                "batch: {} holds another batch's answers (another model or options): every shard runs again",
+                spec.output
+            );
+        }
         // Here without a queue, and here too when every shard is complete (nothing to queue).
         let queue = queue.filter(|_| !plan.to_run().is_empty());
         let Some(settings) = queue else {
@@ -62,7 +88,7 @@ pub fn run(ctx: &AppContext, args: &BatchArgs) -> Result<ExitCode> {
             return Ok(summary(ctx, &manifest, output.url()));
         };
         let queue = jobs::connect(&settings).await?;
-        let job = strix_batch::submit(&queue, &spec, &plan, &crate::settings::who()).await?;
+        let job = strix_batch::submit(&queue, &spec, &plan, &output, &crate::settings::who()).await?;
         println!("{}", job.id);
         if !args.wait {
             if !ctx.quiet {
@@ -79,19 +105,15 @@ pub fn run(ctx: &AppContext, args: &BatchArgs) -> Result<ExitCode> {
             return Ok(code);
         }
         // The manifest the last worker wrote says what became of every image.
-        match read_manifest(&output).await {
-            Some(manifest) => Ok(summary(ctx, &manifest, output.url())),
-            None => {
-                eprintln!("error: {}/{} cannot be read", output.url(), strix_batch::MANIFEST_FILE);
-                Ok(ExitCode::FAILURE)
-            }
-        }
+        let manifest = read_manifest(&output).await?;
+        Ok(summary(ctx, &manifest, output.url()))
     })
 }
 
-async fn read_manifest(output: &Place) -> Option<Manifest> {
-    let bytes = output.get_if_there(strix_batch::MANIFEST_FILE, 1 << 30).await.ok()??;
-    serde_json::from_slice(&bytes).ok()
+async fn read_manifest(output: &Place) -> Result<Manifest> {
+    let file = format!("{}/{}", output.url(), strix_batch::MANIFEST_FILE);
+    let bytes = output.get(strix_batch::MANIFEST_FILE, 1 << 30).await.with_context(|| format!("cannot read {file}"))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("{file} is not a batch manifest"))
 }
 
 /// The batch's figures on stderr; success only when every image was answered.

@@ -1297,7 +1297,10 @@ pub struct BatchArgs {
     pub max_pixels: u64,
     #[command(flatten)]
     pub queue: QueueArgs,
-    /// With --queue: wait for the job with a progress bar; exit non-zero if it failed
+    /// Run here even when STRIX_QUEUE or the settings file names a queue
+    #[arg(long, conflicts_with_all = ["queue", "wait"])]
+    pub here: bool,
+    /// With a queue: wait for the job with a progress bar; exit non-zero if it failed
     #[arg(long)]
     pub wait: bool,
     #[command(flatten)]
@@ -1313,8 +1316,11 @@ own output: every image appears exactly once. Running the same command again ski
 already complete. OUTPUT/_manifest.json lists inputs, outputs, failures with their reasons, the
 model (pinned at submission: NAME:VERSION and SHA-256) and timings.
 
-Without --queue the shards run here. With it they become one job of tasks for `strix worker`s;
-the job id is printed on stdout. Exit status: 0 when every image was answered, 1 otherwise.
+Without a queue (--queue, STRIX_QUEUE or `queue` in the settings file; --here overrides them)
+the shards run here. With one they become one job of tasks for `strix worker`s, the job id
+printed on stdout; folders are made absolute, since every worker must reach them by the same
+path. A rerun with another model or other options runs every shard again.
+Exit status: 0 when every image was answered, 1 otherwise.
 
 Examples:
   strix batch photos/ --model efficientnet_lite0 --out answers/
