@@ -20,8 +20,16 @@ fn the_manifests_are_valid_and_every_strix_command_in_them_is_accepted() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    let commands: Vec<Vec<String>> =
+    let lines: Vec<serde_json::Value> =
         String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let commands: Vec<Vec<String>> =
+        lines.iter().filter(|l| l.is_array()).map(|l| serde_json::from_value(l.clone()).unwrap()).collect();
+    // The workers' queue settings are Strix's, on all three NATS servers.
+    let configs: Vec<&str> = lines.iter().filter_map(|l| l["queue.toml"].as_str()).collect();
+    assert_eq!(configs.len(), 1, "{lines:?}");
+    let settings: strix_jobs::QueueSettings = toml::from_str(configs[0]).unwrap();
+    settings.validate().unwrap();
+    assert_eq!(settings.replicas, 3);
     let subcommands: Vec<&str> = commands.iter().map(|c| c[0].as_str()).collect();
     assert_eq!(subcommands, ["serve", "worker"], "{commands:?}");
     for args in &commands {

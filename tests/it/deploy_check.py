@@ -2,7 +2,8 @@
 schemas (kubernetes-validate, strict: unknown fields are errors), KEDA's ScaledObject (a CRD
 those schemas do not hold) field by field against the worker Deployment and the queue's default
 names, and the Helm values' JetStream settings. Prints each container's command line as one
-JSON array per line, for the test to run through the strix binary. Exits 1 naming the problem."""
+JSON array per line, for the test to run through the strix binary, and each queue settings
+file a ConfigMap holds as {"queue.toml": TEXT}. Exits 1 naming the problem."""
 import glob
 import json
 import os
@@ -42,6 +43,9 @@ def main(deploy_dir, stream, consumer):
             fail(f"{path}: {kind} {doc.get('metadata', {}).get('name')}: {e.message} at {list(e.path)}")
         if kind == "Deployment":
             deployments[doc["metadata"]["name"]] = doc
+        if kind == "ConfigMap" and "queue.toml" in doc.get("data", {}):
+            # For the test to parse as Strix's queue settings.
+            print(json.dumps({"queue.toml": doc["data"]["queue.toml"]}))
     for name, d in deployments.items():
         labels = d["spec"]["template"]["metadata"]["labels"]
         if any(labels.get(k) != v for k, v in d["spec"]["selector"]["matchLabels"].items()):
