@@ -23,8 +23,7 @@ pub struct Queue {
     /// The bucket's stream, for counting done markers by subject.
     bucket_stream: stream::Stream,
     pub(crate) settings: QueueSettings,
-    /// Attempts before a task is given up: the consumer's own `max_deliver` less its spare
-    /// delivery. Whoever made the consumer first set it, and it holds over these settings.
+    /// Attempts before a task is given up (`max_deliver`).
     pub(crate) attempts: i64,
 }
 
@@ -95,9 +94,10 @@ async fn open(
                 durable_name: Some(settings.consumer.clone()),
                 ack_policy: consumer::AckPolicy::Explicit,
                 ack_wait: Duration::from_millis(settings.ack_wait_ms),
-                // One spare delivery: the worker that gets it records the give-up (see
-                // `worker::admit`); JetStream itself would only drop the message.
-                max_deliver: settings.max_deliver + 1,
+                // Unlimited: workers count attempts themselves (deliveries less hand-backs,
+                // see `worker::admit`) and record the give-up; JetStream would only drop the
+                // message, and would count a hand-back at shutdown as a failure.
+                max_deliver: -1,
                 filter_subject: format!("{}.>", settings.subject),
                 ..Default::default()
             },
@@ -133,15 +133,10 @@ impl Queue {
         loop {
             match open(&js, settings).await {
                 Ok((consumer, kv, bucket_stream)) => {
+                    // A consumer made by an earlier Strix holds a limit of its own (one spare
+                    // delivery past max_deliver): keep under it.
                     let made = consumer.cached_info().config.max_deliver;
-                    let attempts = if made > 1 { made - 1 } else { settings.max_deliver };
-                    if attempts != settings.max_deliver {
-                        tracing::warn!(
-                            "consumer {} gives up after {attempts} attempts, as it was made; these settings say {}",
-                            settings.consumer,
-                            settings.max_deliver
-                        );
-                    }
+                    let attempts = if made > 1 { (made - 1).min(settings.max_deliver) } else { settings.max_deliver };
                     return Ok(Queue { js, consumer, kv, bucket_stream, settings: settings.clone(), attempts });
                 }
                 Err(e) if e.is_transient() && tokio::time::Instant::now() < deadline => {

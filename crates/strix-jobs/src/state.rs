@@ -181,8 +181,11 @@ pub struct TaskState {
     pub job: JobId,
     pub index: u32,
     pub status: Status,
-    /// Deliveries so far (1 on the first).
+    /// Attempts so far (1 on the first): deliveries less hand-backs.
     pub attempts: u32,
+    /// Times a stopping worker handed it back (not counted as attempts).
+    #[serde(default)]
+    pub handed_back: u32,
     pub worker: Option<String>,
     pub progress: Option<TaskProgress>,
     pub started_at: Option<f64>,
@@ -203,6 +206,7 @@ impl TaskState {
             index,
             status: Status::Queued,
             attempts: 0,
+            handed_back: 0,
             worker: None,
             progress: None,
             started_at: None,

@@ -328,6 +328,46 @@ async fn a_stopping_worker_hands_its_task_back_at_once() {
     use futures_util::StreamExt;
     let again = batch.next().await.expect("the task again").unwrap();
     assert_eq!(again.info().unwrap().delivered, 2);
+    drop(again);
+    drop_queue(&q).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_backs_do_not_use_up_a_tasks_attempts() {
+    // max_deliver is 2: three hand-backs in a row (a rolling update) must not fail the task.
+    let Some(q) = queue("handbacks", |s| s.ack_wait_ms = 60_000).await else { return };
+    let job = q.submit(submission("echo", vec![json!({"hold": true})])).await.unwrap();
+    for round in 1..=3u32 {
+        let (stop, stopped) = watch::channel(false);
+        let worker = {
+            let q = q.clone();
+            tokio::spawn(async move { work(&q, Arc::new(Echo::default()), &options("w", None), stopped).await })
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while q.tasks(&job).await.unwrap()[0].status != Status::Running {
+            assert!(tokio::time::Instant::now() < deadline, "round {round}: the task never started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = stop.send(true);
+        assert_eq!(worker.await.unwrap().unwrap().handed_back, 1);
+        let t = q.tasks(&job).await.unwrap().remove(0);
+        assert_eq!((t.status, t.attempts, t.handed_back), (Status::Queued, 1, round), "{t:?}");
+    }
+    let b = Arc::new(Finish(AtomicUsize::new(0)));
+    let (stop, stopped) = watch::channel(false);
+    let worker = {
+        let (q, b) = (q.clone(), b.clone());
+        tokio::spawn(async move { work(&q, b, &options("b", None), stopped).await })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !q.job(&job.id).await.unwrap().status.is_final() {
+        assert!(tokio::time::Instant::now() < deadline, "the task never finished");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop.send(true);
+    worker.await.unwrap().unwrap();
+    let t = q.tasks(&q.job(&job.id).await.unwrap()).await.unwrap().remove(0);
+    assert_eq!((t.status, t.attempts, t.handed_back), (Status::Succeeded, 1, 3), "{t:?}");
     drop_queue(&q).await;
 }
 

@@ -221,9 +221,9 @@ async fn take(
     message: Message,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Outcome, JobError> {
-    let attempt = message.info().map(|i| i.delivered).unwrap_or(1).max(1);
-    let task = match admit(queue, handler, &message, attempt).await? {
-        Admitted::Run(task) => task,
+    let delivered = message.info().map(|i| i.delivered).unwrap_or(1).max(1);
+    let (task, attempt) = match admit(queue, handler, &message, delivered).await? {
+        Admitted::Run(task, attempt) => (task, attempt),
         Admitted::Done(outcome, kind) => {
             ack(&message, kind).await;
             return Ok(outcome);
@@ -254,21 +254,21 @@ async fn take(
 
 /// What to do with a message before running anything.
 enum Admitted {
-    Run(Task),
+    /// Run it: this is its `attempt`-th (deliveries less hand-backs).
+    Run(Task, i64),
     /// Settled without running: ack it so.
     Done(Outcome, AckKind),
 }
 
 /// Refuse what is not a task of a known job and kind; settle what was cancelled or is done
 /// already (delivered again after a lost ack: its record or marker may have been lost too), and
-/// give up a task delivered once more than `max_deliver`: the consumer allows that one spare
-/// delivery so that a task whose workers all vanished (killed mid-task, never saying it
-/// failed) is still recorded as failed, and its job can end.
+/// give up a task on its attempt past `max_deliver`: a task whose workers all vanished
+/// (killed mid-task, never saying it failed) is still recorded as failed, and its job can end.
 async fn admit(
     queue: &Queue,
     handler: &Arc<dyn Handler>,
     message: &Message,
-    attempt: i64,
+    delivered: i64,
 ) -> Result<Admitted, JobError> {
     let task = match Task::parse(&message.payload, queue.settings.max_message_bytes) {
         Ok(t) => t,
@@ -299,6 +299,9 @@ async fn admit(
         settle(queue, handler, &task, state.status, None, None).await?;
         return Ok(Admitted::Done(Outcome::Again, AckKind::Ack));
     }
+    // A hand-back (a worker told to stop) is not an attempt: a rolling update or a scale-down
+    // must not use up a healthy task's tries.
+    let attempt = delivered - state.as_ref().map_or(0, |t| i64::from(t.handed_back));
     if attempt > queue.attempts {
         let last = state.and_then(|t| t.error).map(|e| format!("; the last error: {e}")).unwrap_or_default();
         let error = format!(
@@ -308,7 +311,7 @@ async fn admit(
         settle(queue, handler, &task, Status::Failed, None, Some(error)).await?;
         return Ok(Admitted::Done(Outcome::Failed, AckKind::Term));
     }
-    Ok(Admitted::Run(task))
+    Ok(Admitted::Run(task, attempt))
 }
 
 /// Record how a run ended and ack, retry, hand back or give up the message.
@@ -340,6 +343,7 @@ async fn conclude(
                 .change_task(&task.job, task.index, |t| {
                     t.status = Status::Queued;
                     t.worker = None;
+                    t.handed_back += 1;
                 })
                 .await?;
             let _ = queue.log(&task.job, &format!("{worker}: task {} handed back (stopping)", task.index)).await;

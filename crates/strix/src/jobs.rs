@@ -168,8 +168,9 @@ fn describe(job: &JobState, tasks: &[TaskState]) -> String {
         let progress = t.progress.map(|p| format!(" {}/{}", p.done, p.total)).unwrap_or_default();
         let worker = t.worker.as_deref().map(|w| format!(" on {w}")).unwrap_or_default();
         let error = t.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
+        let back = if t.handed_back > 0 { format!(", handed back {}x", t.handed_back) } else { String::new() };
         text += &format!(
-            "  task {:>4}  {:<9}{progress}{worker}, {} attempt(s){error}\n",
+            "  task {:>4}  {:<9}{progress}{worker}, {} attempt(s){back}{error}\n",
             t.index,
             t.status.to_string(),
             t.attempts
