@@ -23,6 +23,7 @@ const CRATES: &[&str] = &[
     "strix-serve",
     "strix-stream",
     "strix-train",
+    "strix-tune",
     "strix-vision",
     "strix-zoo",
 ];
