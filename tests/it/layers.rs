@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-
 /// The modules each top-level module of `src` names through `crate::`.
 fn imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
     let modules: BTreeSet<String> = std::fs::read_dir(src)

@@ -38,6 +38,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(test)]
+mod optuna_tests;
 mod parzen;
 pub mod pruner;
 mod rng;
