@@ -186,7 +186,10 @@ fn batch_here_answers_as_predict_does_and_a_rerun_redoes_only_broken_shards() {
         cmd.env_remove("STRIX_QUEUE").arg("batch").arg(&input).arg("--out").arg(&out);
         run(cmd.args(["--model", MODEL, "--shard-size", "5"]))
     };
-    let (o, _, stderr) = batch();
+    // --here: a queue named in the environment (nothing listens there) is not used.
+    let mut cmd = strix(&fx, &cache);
+    cmd.env("STRIX_QUEUE", "nats://127.0.0.1:1").arg("batch").arg(&input).arg("--out").arg(&out);
+    let (o, _, stderr) = run(cmd.args(["--model", MODEL, "--shard-size", "5", "--here"]));
     // One image does not decode: it gets its error line, the rest their answers, exit 1.
     assert_eq!(o.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("22 of 23 images answered"), "{stderr}");

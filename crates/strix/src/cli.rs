@@ -1297,8 +1297,8 @@ pub struct BatchArgs {
     pub max_pixels: u64,
     #[command(flatten)]
     pub queue: QueueArgs,
-    /// Run here even when STRIX_QUEUE or the settings file names a queue
-    #[arg(long, conflicts_with_all = ["queue", "wait"])]
+    /// Run here, whatever queue --queue, STRIX_QUEUE or the settings file names
+    #[arg(long, conflicts_with = "wait")]
     pub here: bool,
     /// With a queue: wait for the job with a progress bar; exit non-zero if it failed
     #[arg(long)]
