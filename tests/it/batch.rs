@@ -391,3 +391,23 @@ fn a_cancelled_batch_starts_no_new_shard_and_its_manifest_says_so() {
     assert_eq!(m["answered"].as_u64(), Some(written as u64), "{m}");
     assert!(written < 160 && m["shards_not_done"].as_array().unwrap().len() >= 40, "{m}");
 }
+
+#[test]
+fn a_batch_cancelled_before_any_worker_took_it_ends_with_its_manifest() {
+    let fx = crate::fixtures_or_skip!();
+    let Some(url) = machine_nats() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let input = photos(&fx, &dir.path().join("in"), 4);
+    let out = dir.path().join("out");
+    let config = queue_config(dir.path(), &url, "early", 1);
+    let id = submit(&fx, &cache, &config, &input, &out, 2);
+    let (o, stdout, stderr) = run(&mut with_queue(&fx, &cache, &config, &["jobs", "cancel", &id]));
+    assert!(o.status.success() && stdout.contains("cancelled"), "{stdout}{stderr}");
+    // No worker ever ran: the cancel itself ended the job, so waiting ends at once.
+    let (ok, stderr) = wait(&fx, &cache, &config, &id);
+    assert!(!ok, "{stderr}");
+    let m = manifest(&out);
+    assert_eq!((m["status"].as_str(), m["answered"].as_u64()), (Some("cancelled"), Some(0)), "{m}");
+    assert_eq!(m["shards_not_done"].as_array().map(Vec::len), Some(2), "{m}");
+}

@@ -36,7 +36,7 @@ pub use id::JobId;
 pub use queue::{Queue, Submission};
 pub use state::{JobState, Status, TaskProgress, TaskState};
 pub use task::{BadTask, Task};
-pub use worker::{Handler, TaskContext, TaskFailure, WorkerOptions, WorkerStats, work};
+pub use worker::{Handler, TaskContext, TaskFailure, WorkerOptions, WorkerStats, work, wrap_up};
 
 use serde::{Deserialize, Serialize};
 

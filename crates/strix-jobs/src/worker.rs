@@ -439,10 +439,18 @@ async fn settle(
     error: Option<String>,
 ) -> Result<(), JobError> {
     let job = queue.finish_task(&task.job, task.index, status, result, error).await?;
+    wrap_up(queue, handler, &job).await
+}
+
+/// End a job whose tasks are all final and that nobody has ended yet: run the handler's
+/// `job_finished` and record the job's end. A worker does this after a job's last task; `strix
+/// jobs cancel` does it when a cancel ends a job no worker is running. Two callers at once
+/// both run `job_finished`, which must be idempotent.
+pub async fn wrap_up(queue: &Queue, handler: &Arc<dyn Handler>, job: &JobState) -> Result<(), JobError> {
     if !job.status.is_final() || job.wrapped_up {
         return Ok(());
     }
-    let tasks = queue.tasks(&job).await?;
+    let tasks = queue.tasks(job).await?;
     let finished = {
         let (handler, job) = (handler.clone(), job.clone());
         tokio::task::spawn_blocking(move || handler.job_finished(&job, &tasks)).await

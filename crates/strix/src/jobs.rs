@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use strix_batch::BatchHandler;
+use strix_catalog::Engine;
 use strix_core::Progress as _;
-use strix_jobs::{JobId, JobState, Queue, QueueSettings, Status, TaskState, WorkerOptions};
+use strix_jobs::{Handler, JobId, JobState, Queue, QueueSettings, Status, TaskState, WorkerOptions};
 
 use crate::cli::{JobsCommand, QueueArgs, WorkerArgs};
 use crate::context::AppContext;
@@ -45,6 +46,12 @@ fn required(ctx: &AppContext, args: &QueueArgs) -> Result<QueueSettings> {
         .context("no job queue: give --queue nats://HOST:4222, set STRIX_QUEUE, or `queue` in the settings file")
 }
 
+/// What runs the job kinds this binary knows (batch shards), and ends their jobs.
+fn handler(ctx: &AppContext, engine: Engine, runtime: tokio::runtime::Handle) -> Arc<dyn Handler> {
+    let store_options = ctx.catalog().settings().registry.s3.clone();
+    Arc::new(BatchHandler::new(ctx.catalog().clone(), engine, store_options, runtime))
+}
+
 /// `strix worker`: run tasks until SIGTERM / Ctrl-C (or `--max-tasks`).
 pub fn worker(ctx: &AppContext, args: &WorkerArgs) -> Result<ExitCode> {
     let settings = required(ctx, &args.queue)?;
@@ -55,8 +62,7 @@ pub fn worker(ctx: &AppContext, args: &WorkerArgs) -> Result<ExitCode> {
     // Each slot runs on its share of the threads, as --workers shares them in predict.
     let threads = engine.options.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     engine.options.threads = Some((threads / slots).max(1));
-    let store_options = ctx.catalog().settings().registry.s3.clone();
-    let handler = Arc::new(BatchHandler::new(ctx.catalog().clone(), engine, store_options, rt.handle().clone()));
+    let handler = handler(ctx, engine, rt.handle().clone());
     let options = WorkerOptions { name: name.clone(), slots, max_tasks: args.max_tasks };
     let stats = rt.block_on(async {
         let queue = connect(&settings).await?;
@@ -131,7 +137,15 @@ pub fn jobs(ctx: &AppContext, cmd: &JobsCommand) -> Result<ExitCode> {
                 return Ok(outcome(ctx, &job));
             }
             JobsCommand::Cancel { .. } => {
-                let job = queue.cancel(&id()?).await?;
+                let mut job = queue.cancel(&id()?).await?;
+                // Nothing was running: no worker will end the job (write a batch's manifest),
+                // so it ends here. Ending needs no model: any engine does.
+                if job.status.is_final() && !job.wrapped_up {
+                    let engine = Engine::new(strix_runtime::Backend::Tract, Default::default());
+                    let handler = handler(ctx, engine, tokio::runtime::Handle::current());
+                    strix_jobs::wrap_up(&queue, &handler, &job).await?;
+                    job = queue.job(&job.id).await?;
+                }
                 println!("{}", line(&job));
             }
         }
