@@ -9,6 +9,14 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::BatchError;
 
+/// What [`Place::fetch`] found.
+#[derive(Debug)]
+pub enum Fetched {
+    Bytes(Bytes),
+    /// The object's size, over the limit.
+    TooLarge(u64),
+}
+
 /// A folder or bucket prefix. Keys are relative to it, `/`-separated.
 #[derive(Clone)]
 pub struct Place {
@@ -69,15 +77,23 @@ impl Place {
 
     /// `key`'s bytes; one larger than `max_bytes` is refused before it is read.
     pub async fn get(&self, key: &str, max_bytes: u64) -> Result<Bytes, BatchError> {
+        match self.fetch(key, max_bytes).await? {
+            Fetched::Bytes(bytes) => Ok(bytes),
+            Fetched::TooLarge(size) => Err(BatchError::Place {
+                place: self.url.clone(),
+                what: format!("{key} has {size} bytes, more than the {max_bytes} allowed"),
+                source: None,
+            }),
+        }
+    }
+
+    /// `key`'s bytes, or its size when that is over `max_bytes` (nothing more is read).
+    pub async fn fetch(&self, key: &str, max_bytes: u64) -> Result<Fetched, BatchError> {
         let got = self.store.get(&Self::key(key)?).await.map_err(|e| self.err(format!("cannot read {key}"), e))?;
         if got.meta.size > max_bytes {
-            return Err(BatchError::Place {
-                place: self.url.clone(),
-                what: format!("{key} has {} bytes, more than the {max_bytes} allowed", got.meta.size),
-                source: None,
-            });
+            return Ok(Fetched::TooLarge(got.meta.size));
         }
-        got.bytes().await.map_err(|e| self.err(format!("cannot read {key}"), e))
+        Ok(Fetched::Bytes(got.bytes().await.map_err(|e| self.err(format!("cannot read {key}"), e))?))
     }
 
     /// `key`'s bytes, or `None` when there is no such object.

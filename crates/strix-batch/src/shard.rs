@@ -6,6 +6,7 @@ use strix_pipeline::rekognition::JsonLine;
 use strix_pipeline::{BatchOptions, Pipeline, PipelineError, Prediction};
 use strix_vision::{DecodeLimits, RgbImage, VisionError};
 
+use crate::place::Fetched;
 use crate::{BatchError, Failure, Place, ShardSpec};
 
 /// Images per inference, as `strix predict` batches them by default; also how many are held
@@ -52,7 +53,7 @@ pub async fn run_shard(
         }
         let mut decoded = Vec::with_capacity(keys.len());
         for key in keys {
-            decoded.push(read(input, key, &options.limits).await);
+            decoded.push(read(input, key, &options.limits).await?);
         }
         for (key, answer) in keys.iter().zip(answer_all(pipeline, decoded, &options)) {
             let name = input.name(key);
@@ -75,14 +76,14 @@ pub async fn run_shard(
 }
 
 /// One image decoded from the store as `strix predict` decodes a file: the same size limit
-/// before reading, the same decoder after.
-async fn read(input: &Place, key: &str, limits: &DecodeLimits) -> Result<RgbImage, PipelineError> {
-    let bytes = match input.get(key, limits.max_bytes).await {
-        Ok(b) => b,
-        // An object that cannot be read is its line's error, like a file `predict` cannot open.
-        Err(e) => return Err(VisionError::Io(std::io::Error::other(strix_core::error_chain(&e))).into()),
-    };
-    Ok(strix_vision::decode_bytes(&bytes, limits)?)
+/// before reading, the same decoder after; either refusal is the image's answer. An object the
+/// store cannot give (gone since the listing, the store failing) fails the shard instead: it is
+/// tried again, and named in the manifest if it never succeeds, rather than kept as an answer.
+async fn read(input: &Place, key: &str, limits: &DecodeLimits) -> Result<Result<RgbImage, PipelineError>, BatchError> {
+    Ok(match input.fetch(key, limits.max_bytes).await? {
+        Fetched::Bytes(bytes) => strix_vision::decode_bytes(&bytes, limits).map_err(PipelineError::from),
+        Fetched::TooLarge(bytes) => Err(VisionError::FileTooLarge { bytes, limit: limits.max_bytes }.into()),
+    })
 }
 
 /// Answers for a group of decoded images in order; those that did not decode keep their error.
