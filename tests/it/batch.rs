@@ -411,3 +411,30 @@ fn a_batch_cancelled_before_any_worker_took_it_ends_with_its_manifest() {
     assert_eq!((m["status"].as_str(), m["answered"].as_u64()), (Some("cancelled"), Some(0)), "{m}");
     assert_eq!(m["shards_not_done"].as_array().map(Vec::len), Some(2), "{m}");
 }
+
+#[test]
+fn a_batch_reads_and_writes_s3_as_it_does_folders() {
+    let fx = crate::fixtures_or_skip!();
+    let dir = tempfile::tempdir().unwrap();
+    let Some(s3) = crate::registry::S3Server::start(&dir.path().join("s3")) else { return };
+    let cache = dir.path().join("cache");
+    // The bucket's objects are the server's files: photos/ in, answers/ out.
+    let bucket = s3.root.join(crate::registry::S3Server::BUCKET);
+    let input = photos(&fx, &bucket.join("photos"), 7);
+    std::fs::rename(input.join("img-0003.jpg"), input.join("img 0003 copy.jpg")).unwrap();
+    let mut cmd = strix(&fx, &cache);
+    for k in ["AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT", "AWS_ALLOW_HTTP", "STRIX_QUEUE"] {
+        cmd.env_remove(k);
+    }
+    cmd.envs(s3.client_env()).arg("batch");
+    let bucket_url = format!("s3://{}", crate::registry::S3Server::BUCKET);
+    let (o, _, stderr) = run(cmd
+        .args([&format!("{bucket_url}/photos"), "--out", &format!("{bucket_url}/answers")])
+        .args(["--model", MODEL, "--shard-size", "3"]));
+    assert!(o.status.success(), "{stderr}");
+    let batch = answers(&bucket.join("answers"));
+    assert!(batch.values().all(|v| v["Image"].as_str().unwrap().starts_with(&format!("{bucket_url}/photos/"))));
+    assert_same_as_predict(&batch, &predicted(&fx, &cache, &input));
+    let m = manifest(&bucket.join("answers"));
+    assert_eq!((m["answered"].as_u64(), m["shards"].as_array().map(Vec::len)), (Some(7), Some(3)), "{m}");
+}

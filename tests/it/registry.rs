@@ -47,15 +47,12 @@ impl Registry {
     fn remote(dir: &Path, tag: &str) -> Option<Registry> {
         let s3 = S3Server::start(&dir.join("s3"))?;
         let schema = PgSchema::create(tag)?;
-        let env = vec![
+        let mut env = vec![
             ("STRIX_HOME".into(), dir.join("home").display().to_string()),
             ("STRIX_REGISTRY_STORE".into(), format!("s3://{}/team/models", S3Server::BUCKET)),
             ("STRIX_REGISTRY_DB".into(), schema.url.clone()),
-            ("AWS_ACCESS_KEY_ID".into(), S3Server::KEY.into()),
-            ("AWS_SECRET_ACCESS_KEY".into(), S3Server::SECRET.into()),
-            ("AWS_REGION".into(), "us-east-1".into()),
-            ("AWS_ENDPOINT_URL".into(), format!("http://127.0.0.1:{}", s3.port)),
         ];
+        env.extend(s3.client_env());
         Some(Registry {
             what: "S3 (s3s-fs) + PostgreSQL",
             env,
@@ -75,17 +72,17 @@ impl Registry {
     }
 }
 
-/// A real S3 protocol server on a folder.
-struct S3Server {
+/// A real S3 protocol server on a folder: bucket `BUCKET` is `root/BUCKET`.
+pub(crate) struct S3Server {
     child: Child,
-    port: u16,
-    root: PathBuf,
+    pub(crate) port: u16,
+    pub(crate) root: PathBuf,
 }
 
 impl S3Server {
-    const BUCKET: &str = "strix-test";
-    const KEY: &str = "strixtestkey";
-    const SECRET: &str = "strixtestsecret";
+    pub(crate) const BUCKET: &str = "strix-test";
+    pub(crate) const KEY: &str = "strixtestkey";
+    pub(crate) const SECRET: &str = "strixtestsecret";
 
     fn binary() -> Option<PathBuf> {
         let candidates = [
@@ -101,7 +98,8 @@ impl S3Server {
         found
     }
 
-    fn start(root: &Path) -> Option<S3Server> {
+    /// Started on a free port, or `None` (skipped) outside CI when s3s-fs is not installed.
+    pub(crate) fn start(root: &Path) -> Option<S3Server> {
         let bin = Self::binary()?;
         std::fs::create_dir_all(root.join(Self::BUCKET)).unwrap();
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -120,6 +118,18 @@ impl S3Server {
             std::thread::sleep(Duration::from_millis(50));
         }
         Some(server)
+    }
+}
+
+impl S3Server {
+    /// What a client needs to reach it: the `AWS_*` variables.
+    pub(crate) fn client_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID".into(), Self::KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), Self::SECRET.into()),
+            ("AWS_REGION".into(), "us-east-1".into()),
+            ("AWS_ENDPOINT_URL".into(), format!("http://127.0.0.1:{}", self.port)),
+        ]
     }
 }
 
