@@ -196,16 +196,29 @@ impl Queue {
         }
         let subject = format!("{}.{}", self.settings.subject, job.kind);
         for (i, bytes) in messages {
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert(async_nats::header::NATS_MESSAGE_ID, task_key(&id, i).as_str());
-            let ack = self
-                .js
-                .publish_with_headers(subject.clone(), headers, Bytes::from(bytes))
-                .await
-                .map_err(|e| JobError::js(format!("cannot queue task {i} of {id}"), e))?;
-            ack.await.map_err(|e| JobError::js(format!("the queue did not take task {i} of {id}"), e))?;
+            if let Err(e) = self.publish_task(&subject, &id, i, bytes).await {
+                // The tasks not queued would never run and the job would never end: they fail
+                // now, with why (as far as the queue still takes writes).
+                let why = format!("not queued: {}", strix_core::error_chain(&e));
+                for j in i..tasks {
+                    let _ = self.finish_task(&id, j, Status::Failed, None, Some(why.clone())).await;
+                }
+                return Err(e);
+            }
         }
         self.job(&id).await
+    }
+
+    async fn publish_task(&self, subject: &str, id: &JobId, i: u32, bytes: Vec<u8>) -> Result<(), JobError> {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, task_key(id, i).as_str());
+        let ack = self
+            .js
+            .publish_with_headers(subject.to_string(), headers, Bytes::from(bytes))
+            .await
+            .map_err(|e| JobError::js(format!("cannot queue task {i} of {id}"), e))?;
+        ack.await.map_err(|e| JobError::js(format!("the queue did not take task {i} of {id}"), e))?;
+        Ok(())
     }
 
     /// A job as it stands: its record, its tasks' done markers (one stream-info request), its

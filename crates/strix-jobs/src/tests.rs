@@ -494,3 +494,17 @@ async fn two_workers_count_every_task_once() {
     assert_eq!(ran.len(), n as usize, "every task ran");
     drop_queue(&q).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_tasks_could_not_be_queued_ends_failed_saying_why() {
+    let Some(q) = queue("unqueued", |_| {}).await else { return };
+    // The task stream is gone (the state bucket stays): publishing finds nobody to take it.
+    q.js.delete_stream(&q.settings().stream).await.unwrap();
+    let err = q.submit(submission("echo", vec![json!({"n": 1}), json!({"n": 2})])).await.unwrap_err();
+    let jobs = q.jobs().await.unwrap();
+    assert_eq!(jobs.len(), 1, "{err}");
+    let job = &jobs[0];
+    assert_eq!((job.status, job.failed), (Status::Failed, 2), "{job:?}");
+    assert!(job.error.as_deref().unwrap_or_default().starts_with("not queued: "), "{job:?}");
+    drop_queue(&q).await;
+}
