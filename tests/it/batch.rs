@@ -60,6 +60,28 @@ fn queue_config(dir: &Path, url: &str, tag: &str, replicas: usize) -> PathBuf {
     path
 }
 
+/// What every queue test starts from: `images` photos in `in/`, an `out/` to come, a cache and
+/// a queue settings file of its own on the machine's NATS.
+struct Setup {
+    fx: PathBuf,
+    dir: tempfile::TempDir,
+    cache: PathBuf,
+    input: PathBuf,
+    out: PathBuf,
+    config: PathBuf,
+}
+
+/// `None` (skip) without fixtures or NATS outside CI.
+fn setup(tag: &str, images: usize) -> Option<Setup> {
+    let fx = support::fixtures()?;
+    let url = machine_nats()?;
+    let dir = tempfile::tempdir().unwrap();
+    let input = photos(&fx, &dir.path().join("in"), images);
+    let config = queue_config(dir.path(), &url, tag, 1);
+    let (cache, out) = (dir.path().join("cache"), dir.path().join("out"));
+    Some(Setup { fx, dir, cache, input, out, config })
+}
+
 /// `strix WORDS... --queue-config CONFIG` with the test's cache and fixtures.
 fn with_queue(fx: &Path, cache: &Path, config: &Path, words: &[&str]) -> Command {
     let mut cmd = strix(fx, cache);
@@ -71,9 +93,7 @@ fn with_queue(fx: &Path, cache: &Path, config: &Path, words: &[&str]) -> Command
 /// A worker, its log in `dir/worker-NAME.log`.
 fn worker(fx: &Path, cache: &Path, config: &Path, dir: &Path, name: &str) -> KillOnDrop {
     let log = std::fs::File::create(dir.join(format!("worker-{name}.log"))).unwrap();
-    let mut cmd = strix(fx, cache);
-    cmd.env_remove("STRIX_QUEUE").env("STRIX_HOME", cache.join("home"));
-    cmd.args(["worker", "--name", name, "--threads", "1", "--queue-config"]).arg(config);
+    let mut cmd = with_queue(fx, cache, config, &["worker", "--name", name, "--threads", "1"]);
     KillOnDrop(cmd.stdout(Stdio::null()).stderr(log).spawn().unwrap())
 }
 
@@ -231,13 +251,7 @@ fn batch_here_answers_as_predict_does_and_a_rerun_redoes_only_broken_shards() {
 
 #[test]
 fn two_workers_one_killed_mid_shard_answer_every_image_exactly_once() {
-    let fx = crate::fixtures_or_skip!();
-    let Some(url) = machine_nats() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache");
-    let input = photos(&fx, &dir.path().join("in"), 512);
-    let out = dir.path().join("out");
-    let config = queue_config(dir.path(), &url, "kill", 1);
+    let Some(Setup { fx, dir, cache, input, out, config }) = setup("kill", 512) else { return };
     let mut a = worker(&fx, &cache, &config, dir.path(), "a");
     let _b = worker(&fx, &cache, &config, dir.path(), "b");
     let id = submit(&fx, &cache, &config, &input, &out, 64);
@@ -314,12 +328,7 @@ fn a_batch_on_a_replicated_cluster_completes_when_a_server_stops() {
 
 #[test]
 fn a_poison_job_fails_with_its_error_and_the_next_job_completes() {
-    let fx = crate::fixtures_or_skip!();
-    let Some(url) = machine_nats() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache");
-    let input = photos(&fx, &dir.path().join("in"), 6);
-    let config = queue_config(dir.path(), &url, "poison", 1);
+    let Some(Setup { fx, dir, cache, input, config, .. }) = setup("poison", 6) else { return };
     // A model that resolves when the batch is submitted and is gone when a worker looks.
     let gone = dir.path().join("gone");
     std::fs::create_dir_all(&gone).unwrap();
@@ -355,13 +364,7 @@ fn a_poison_job_fails_with_its_error_and_the_next_job_completes() {
 
 #[test]
 fn a_cancelled_batch_starts_no_new_shard_and_its_manifest_says_so() {
-    let fx = crate::fixtures_or_skip!();
-    let Some(url) = machine_nats() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache");
-    photos(&fx, &dir.path().join("in"), 160);
-    let out = dir.path().join("out");
-    let config = queue_config(dir.path(), &url, "cancel", 1);
+    let Some(Setup { fx, dir, cache, out, config, .. }) = setup("cancel", 160) else { return };
     // Folders given relative to the submitter's folder: a worker elsewhere still finds them.
     let mut cmd = with_queue(&fx, &cache, &config, &["batch", "in", "--out", "out", "--shard-size", "2"]);
     let (o, stdout, stderr) = run(cmd.current_dir(dir.path()).args(["--model", MODEL]));
@@ -394,13 +397,7 @@ fn a_cancelled_batch_starts_no_new_shard_and_its_manifest_says_so() {
 
 #[test]
 fn a_batch_cancelled_before_any_worker_took_it_ends_with_its_manifest() {
-    let fx = crate::fixtures_or_skip!();
-    let Some(url) = machine_nats() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache");
-    let input = photos(&fx, &dir.path().join("in"), 4);
-    let out = dir.path().join("out");
-    let config = queue_config(dir.path(), &url, "early", 1);
+    let Some(Setup { fx, dir: _dir, cache, input, out, config }) = setup("early", 4) else { return };
     let id = submit(&fx, &cache, &config, &input, &out, 2);
     let (o, stdout, stderr) = run(&mut with_queue(&fx, &cache, &config, &["jobs", "cancel", &id]));
     assert!(o.status.success() && stdout.contains("cancelled"), "{stdout}{stderr}");
@@ -423,10 +420,8 @@ fn a_batch_reads_and_writes_s3_as_it_does_folders() {
     let input = photos(&fx, &bucket.join("photos"), 7);
     std::fs::rename(input.join("img-0003.jpg"), input.join("img 0003 copy.jpg")).unwrap();
     let mut cmd = strix(&fx, &cache);
-    for k in ["AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT", "AWS_ALLOW_HTTP", "STRIX_QUEUE"] {
-        cmd.env_remove(k);
-    }
-    cmd.envs(s3.client_env()).arg("batch");
+    crate::registry::clear_aws(&mut cmd);
+    cmd.env_remove("STRIX_QUEUE").envs(s3.client_env()).arg("batch");
     let bucket_url = format!("s3://{}", crate::registry::S3Server::BUCKET);
     let (o, _, stderr) = run(cmd
         .args([&format!("{bucket_url}/photos"), "--out", &format!("{bucket_url}/answers")])

@@ -64,11 +64,16 @@ impl Registry {
 
     pub(crate) fn cmd(&self, fx: &Path, cache: &Path) -> Command {
         let mut cmd = strix(fx, cache);
-        for k in ["AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT", "AWS_ALLOW_HTTP"] {
-            cmd.env_remove(k);
-        }
+        clear_aws(&mut cmd);
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
+    }
+}
+
+/// No S3 setting of the machine's own (a profile, another endpoint) reaches `cmd`.
+pub(crate) fn clear_aws(cmd: &mut Command) {
+    for k in ["AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT", "AWS_ALLOW_HTTP"] {
+        cmd.env_remove(k);
     }
 }
 

@@ -89,7 +89,7 @@ pub const MANIFEST_FILE: &str = "_manifest.json";
 pub const SPEC_FILE: &str = "_batch.json";
 
 /// Shard and manifest files are read back whole; none is ever this large.
-const MAX_OWN_FILE: u64 = 1 << 30;
+pub const MAX_OWN_FILE: u64 = 1 << 30;
 
 /// The index of a shard file's name (`part-00012.jsonl`), if it is one.
 fn shard_of_file(key: &str) -> Option<u32> {

@@ -59,6 +59,14 @@ impl Place {
         BatchError::Place { place: self.url.clone(), what, source: Some(Box::new(e)) }
     }
 
+    fn missing(&self, key: &str) -> BatchError {
+        BatchError::Place {
+            place: self.url.clone(),
+            what: format!("cannot read {key}: there is no such object"),
+            source: None,
+        }
+    }
+
     fn key(key: &str) -> Result<Key, BatchError> {
         Key::parse(key).map_err(|e| BatchError::Invalid(format!("{key:?} is not a store key: {e}")))
     }
@@ -77,9 +85,15 @@ impl Place {
 
     /// `key`'s bytes; one larger than `max_bytes` is refused before it is read.
     pub async fn get(&self, key: &str, max_bytes: u64) -> Result<Bytes, BatchError> {
-        match self.fetch(key, max_bytes).await? {
-            Fetched::Bytes(bytes) => Ok(bytes),
-            Fetched::TooLarge(size) => Err(BatchError::Place {
+        self.get_if_there(key, max_bytes).await?.ok_or_else(|| self.missing(key))
+    }
+
+    /// `key`'s bytes, or `None` when there is no such object (one request either way).
+    pub async fn get_if_there(&self, key: &str, max_bytes: u64) -> Result<Option<Bytes>, BatchError> {
+        match self.try_fetch(key, max_bytes).await? {
+            None => Ok(None),
+            Some(Fetched::Bytes(bytes)) => Ok(Some(bytes)),
+            Some(Fetched::TooLarge(size)) => Err(BatchError::Place {
                 place: self.url.clone(),
                 what: format!("{key} has {size} bytes, more than the {max_bytes} allowed"),
                 source: None,
@@ -89,20 +103,20 @@ impl Place {
 
     /// `key`'s bytes, or its size when that is over `max_bytes` (nothing more is read).
     pub async fn fetch(&self, key: &str, max_bytes: u64) -> Result<Fetched, BatchError> {
-        let got = self.store.get(&Self::key(key)?).await.map_err(|e| self.err(format!("cannot read {key}"), e))?;
-        if got.meta.size > max_bytes {
-            return Ok(Fetched::TooLarge(got.meta.size));
-        }
-        Ok(Fetched::Bytes(got.bytes().await.map_err(|e| self.err(format!("cannot read {key}"), e))?))
+        self.try_fetch(key, max_bytes).await?.ok_or_else(|| self.missing(key))
     }
 
-    /// `key`'s bytes, or `None` when there is no such object.
-    pub async fn get_if_there(&self, key: &str, max_bytes: u64) -> Result<Option<Bytes>, BatchError> {
-        match self.store.head(&Self::key(key)?).await {
-            Ok(_) => self.get(key, max_bytes).await.map(Some),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(self.err(format!("cannot read {key}"), e)),
+    /// What [`Place::fetch`] gives, or `None` when there is no such object.
+    async fn try_fetch(&self, key: &str, max_bytes: u64) -> Result<Option<Fetched>, BatchError> {
+        let got = match self.store.get(&Self::key(key)?).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.err(format!("cannot read {key}"), e)),
+        };
+        if got.meta.size > max_bytes {
+            return Ok(Some(Fetched::TooLarge(got.meta.size)));
         }
+        Ok(Some(Fetched::Bytes(got.bytes().await.map_err(|e| self.err(format!("cannot read {key}"), e))?)))
     }
 
     /// Remove `key` (nothing when it is not there).

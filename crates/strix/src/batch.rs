@@ -112,7 +112,10 @@ pub fn run(ctx: &AppContext, args: &BatchArgs) -> Result<ExitCode> {
 
 async fn read_manifest(output: &Place) -> Result<Manifest> {
     let file = format!("{}/{}", output.url(), strix_batch::MANIFEST_FILE);
-    let bytes = output.get(strix_batch::MANIFEST_FILE, 1 << 30).await.with_context(|| format!("cannot read {file}"))?;
+    let bytes = output
+        .get(strix_batch::MANIFEST_FILE, strix_batch::MAX_OWN_FILE)
+        .await
+        .with_context(|| format!("cannot read {file}"))?;
     serde_json::from_slice(&bytes).with_context(|| format!("{file} is not a batch manifest"))
 }
 
