@@ -159,6 +159,37 @@ mod tests {
         assert_eq!(plan(&other, &i, &o).await.unwrap().done.len(), 0);
     }
 
+    /// Hostile output folders: a shard file with an image twice, or naming a file outside the
+    /// input, and a `_batch.json` that is not JSON, are never taken as done work.
+    #[tokio::test]
+    async fn tampered_shard_and_spec_files_are_run_again_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+        std::fs::create_dir_all(&input).unwrap();
+        for name in ["a.jpg", "b.jpg"] {
+            std::fs::write(input.join(name), b"x").unwrap();
+        }
+        let s = spec(&input, &output, 2);
+        let (i, o) = (Place::open(&s.input, &[], false).unwrap(), Place::open(&s.output, &[], true).unwrap());
+        plan(&s, &i, &o).await.unwrap().prepare(&s, &o).await.unwrap();
+        let line = |name: String| format!("{{\"Image\":{name:?},\"Labels\":[]}}\n");
+        let whole = line(i.name("a.jpg")) + &line(i.name("b.jpg"));
+        o.put(&shard_file(0), whole.clone().into_bytes()).await.unwrap();
+        assert_eq!(plan(&s, &i, &o).await.unwrap().done.len(), 1, "the whole file is done");
+        for bad in [
+            line(i.name("a.jpg")) + &line(i.name("a.jpg")),
+            line(i.name("a.jpg")) + &line(i.name("../../etc/b.jpg")),
+            whole.clone() + &line(i.name("b.jpg")),
+        ] {
+            o.put(&shard_file(0), bad.clone().into_bytes()).await.unwrap();
+            assert_eq!(plan(&s, &i, &o).await.unwrap().done.len(), 0, "{bad}");
+        }
+        o.put(&shard_file(0), whole.into_bytes()).await.unwrap();
+        o.put(crate::SPEC_FILE, b"{not json".to_vec()).await.unwrap();
+        let p = plan(&s, &i, &o).await.unwrap();
+        assert_eq!((p.done.len(), p.spec_changed), (0, true));
+    }
+
     #[tokio::test]
     async fn nothing_to_do_is_said_by_name() {
         let dir = tempfile::tempdir().unwrap();
