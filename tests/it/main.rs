@@ -37,3 +37,4 @@ mod stream_follow;
 mod support;
 mod tasks;
 mod train;
+mod tune;

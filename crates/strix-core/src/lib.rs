@@ -13,6 +13,7 @@ mod answer;
 pub mod digest;
 mod error;
 pub mod fs;
+pub mod html;
 mod model;
 mod progress;
 mod redact;

@@ -58,6 +58,10 @@ pub struct Lineage {
     /// The export gate's report (each engine's max |logit difference| against burn).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<serde_json::Value>,
+    /// The tuning job whose best trial this run was: its id, the trial, its parameters and
+    /// objective, and the trials it was chosen from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tuning: Option<serde_json::Value>,
 }
 
 /// A registered version.

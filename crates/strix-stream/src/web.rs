@@ -201,20 +201,7 @@ async fn page(State(board): State<Arc<Board>>) -> Html<String> {
 }
 
 /// Source names are user input (file names, URLs): escaped before they go into the page.
-fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+use strix_core::html::escape as escape_html;
 
 async fn stats(State(board): State<Arc<Board>>) -> Response {
     ([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], board.stats_json())

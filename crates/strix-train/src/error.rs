@@ -15,6 +15,10 @@ pub enum TrainError {
     Checkpoint { path: PathBuf, reason: String },
     #[error("{0}")]
     Invalid(String),
+    /// The observer asked the run to stop without finishing; its checkpoint is saved, and
+    /// `resume` continues it.
+    #[error("interrupted at epoch {epoch}; {} holds its checkpoint", run_dir.display())]
+    Interrupted { epoch: usize, run_dir: PathBuf },
     #[error("cannot write {what}")]
     Serialize {
         what: &'static str,

@@ -397,10 +397,18 @@ fn run<T: TrainTask>(
                 observer.batch(batch.images, loss, accuracy);
             }
             state.batch_in_epoch += 1;
-            if cfg.checkpoint_minutes > 0.0 && last_save.elapsed().as_secs_f64() >= cfg.checkpoint_minutes * 60.0 {
+            let interrupted = observer.interrupted();
+            let due =
+                cfg.checkpoint_minutes > 0.0 && last_save.elapsed().as_secs_f64() >= cfg.checkpoint_minutes * 60.0;
+            if interrupted || due {
                 state.seconds_in_epoch = before + started.elapsed().as_secs_f64();
                 checkpoint::save_run(&job.dir, &state, &model, &optim)?;
+                observer.checkpoint_saved();
                 last_save = Instant::now();
+            }
+            if interrupted {
+                job.log(&format!("interrupted at epoch {} batch {}", epoch + 1, state.batch_in_epoch));
+                return Err(TrainError::Interrupted { epoch: epoch + 1, run_dir: job.dir.clone() });
             }
         }
         let seconds = before + started.elapsed().as_secs_f64();
@@ -409,6 +417,7 @@ fn run<T: TrainTask>(
         let record = job.task.end_epoch(&model, &Run { cfg: &cfg, device: &job.device, observer }, facts)?;
         end_epoch(&mut job, &mut state, record, &model, observer)?;
         checkpoint::save_run(&job.dir, &state, &model, &optim)?;
+        observer.checkpoint_saved();
         last_save = Instant::now();
     }
     finish(job, state, observer)

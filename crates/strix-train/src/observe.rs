@@ -65,6 +65,14 @@ pub trait Observer {
     fn epoch_end(&self, end: &EpochEnd<'_>) -> Control;
     /// A slower phase outside the epochs ("evaluating test images", ...).
     fn phase(&self, what: &str);
+    /// Whether the run should stop at once without finishing (a worker shutting down, a job
+    /// cancelled): asked after every batch; the run saves its checkpoint and ends with
+    /// [`crate::TrainError::Interrupted`].
+    fn interrupted(&self) -> bool {
+        false
+    }
+    /// The run folder's checkpoint was just written (a job copies the folder elsewhere).
+    fn checkpoint_saved(&self) {}
 }
 
 /// Observes nothing.

@@ -18,9 +18,7 @@ use crate::metrics::{EpochMetrics, Evaluation};
 use crate::plot::{self, BLUE, ORANGE};
 use crate::summary::RunSummary;
 
-pub(crate) fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
+pub(crate) use strix_core::html::escape as esc;
 
 pub(crate) fn save_png(img: &RgbImage, path: &Path) -> Result<(), TrainError> {
     let mut bytes = Vec::new();

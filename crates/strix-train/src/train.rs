@@ -99,6 +99,49 @@ mod tests {
         fn phase(&self, _: &str) {}
     }
 
+    /// Interrupts the run after `0` batches, counting the checkpoints it is told of.
+    struct InterruptAfter(usize, std::sync::atomic::AtomicUsize, std::sync::atomic::AtomicUsize);
+
+    impl Observer for InterruptAfter {
+        fn epoch_start(&self, _: usize, _: usize, _: usize, _: usize) {}
+        fn batch(&self, _: usize, _: f64, _: Option<f64>) {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        fn epoch_end(&self, _: &EpochEnd<'_>) -> Control {
+            Control::Continue
+        }
+        fn phase(&self, _: &str) {}
+        fn interrupted(&self) -> bool {
+            self.1.load(std::sync::atomic::Ordering::Relaxed) >= self.0
+        }
+        fn checkpoint_saved(&self) {
+            self.2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// An observer that says "interrupted" ends the run at once with its checkpoint saved (what
+    /// a worker handing its task back relies on); resuming finishes it.
+    #[test]
+    fn an_interrupted_run_keeps_its_checkpoint_and_resumes() {
+        let tmp = tempfile::tempdir().unwrap();
+        two_colours(&tmp.path().join("data"));
+        let run = tmp.path().join("run");
+        let text = format!(
+            "data = {:?}\nrun_dir = {run:?}\nmodel = \"small-cnn\"\nepochs = 2\nbatch_size = 4\nval_fraction = 0.25\ntest = false\n",
+            tmp.path().join("data"),
+        );
+        let cfg = TrainConfig::from_toml(&text, Path::new("t.toml")).unwrap();
+        // 12 training images in batches of 4: 3 per epoch; stop inside the second epoch.
+        let observer = InterruptAfter(4, Default::default(), Default::default());
+        let e = train(cfg, &observer).unwrap_err();
+        assert!(matches!(e, TrainError::Interrupted { epoch: 2, .. }), "{e}");
+        // Epoch 1's end and the interruption.
+        assert_eq!(observer.2.load(std::sync::atomic::Ordering::Relaxed), 2);
+        assert!(run.join(crate::files::CHECKPOINT_FILE).is_file() && !run.join(crate::files::SUMMARY_FILE).exists());
+        let summary = resume(&run, &crate::observe::Quiet).unwrap();
+        assert_eq!((summary.epochs_run, summary.stopped.clone()), (2, Stopped::Completed));
+    }
+
     /// The observer's answer ends a real run: the best model so far is evaluated, and the
     /// summary says who stopped it. What a tuner stopping a trial relies on.
     #[test]

@@ -1,7 +1,9 @@
 //! Hyperparameter search: a [`SearchSpace`] of named parameters, [samplers](sampler) that
 //! suggest the next trial (random, grid, and [TPE](tpe) following Optuna's `TPESampler` defaults),
 //! [pruners](pruner) that stop unpromising trials early (asynchronous successive halving,
-//! median), and a [`Study`] that records the trials and saves to JSON to resume.
+//! median), and a [`Study`] that records the trials and saves to JSON to resume. [`tuning`]
+//! runs a study whose trials are `strix train` runs, P at a time, stopped early from the
+//! per-epoch metrics of the one training loop, with a `report.html` of the search.
 //!
 //! Lower objective values are better throughout; to maximise, report the negative.
 //!
@@ -42,6 +44,7 @@
 mod optuna_tests;
 mod parzen;
 pub mod pruner;
+mod report;
 mod rng;
 pub mod sampler;
 pub mod space;
@@ -49,8 +52,10 @@ pub mod study;
 #[cfg(test)]
 mod testfns;
 pub mod tpe;
+pub mod training;
 pub mod trial;
 mod truncnorm;
+pub mod tuning;
 
 use thiserror::Error;
 
@@ -59,7 +64,9 @@ pub use sampler::{GridSampler, RandomSampler, Sampler};
 pub use space::{Param, ParamValue, Params, SearchSpace};
 pub use study::{Outcome, Study};
 pub use tpe::{TpeConfig, TpeSampler};
+pub use training::{EarlyStopping, Strategy, TuneSettings};
 pub use trial::{Trial, TrialState};
+pub use tuning::{TrialRun, Tuning, TuningObserver};
 
 #[derive(Debug, Error)]
 pub enum TuneError {
@@ -85,4 +92,26 @@ pub enum TuneError {
     InvalidStudy(String),
     #[error("study JSON")]
     Json(#[source] serde_json::Error),
+    #[error("{what}")]
+    Train {
+        what: String,
+        #[source]
+        source: Box<strix_train::TrainError>,
+    },
+    #[error("{}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not a tuning folder's state ({reason})")]
+    InvalidState { path: std::path::PathBuf, reason: String },
 }
+
+impl TuneError {
+    pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> TuneError + '_ {
+        move |source| TuneError::Io { path: path.to_path_buf(), source }
+    }
+}
+
+pub use strix_core::error_chain;

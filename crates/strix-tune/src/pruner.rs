@@ -9,7 +9,7 @@ use crate::TuneError;
 use crate::trial::{Trial, TrialState};
 
 /// Decides, after trial `trial` reported `value` at `step`, whether it should stop.
-pub trait Pruner: Send {
+pub trait Pruner: Send + Sync {
     /// `trials` holds every trial of the study, the current one included with this report
     /// already recorded.
     fn should_stop(&self, trial: u64, step: u64, value: f64, trials: &[Trial]) -> bool;

@@ -119,6 +119,9 @@ pub enum Command {
     Eval(EvalArgs),
     /// Train a classifier on your labelled images (transfer learning or from scratch)
     Train(Box<TrainArgs>),
+    /// Search training settings (learning rate, batch size, augmentation, ...) over many
+    /// trials: TPE, random or grid; unpromising trials stopped early; the best one exported
+    Tune(Box<TuneArgs>),
     /// Look at a dataset before training on it
     #[command(subcommand)]
     Data(DataCommand),
@@ -612,6 +615,10 @@ Examples:
   strix train --data photos/ --model efficientnet-lite0 --pretrained efficientnet_lite0.safetensors \\
               --mode linear-probe --epochs 5 --lr 0.01
   strix train --resume runs/small-cnn-1763700000   continue a stopped run where it left off
+  strix train --data photos/ --epochs 20 --register trash    train, export and register
+  strix train --data photos/ --queue nats://10.0.0.5:4222 --register trash --wait
+              on a worker (`strix worker`): the data goes to the registry's store, the run
+              folder comes back, the export is registered
   strix train --task detect --data datasets/trash-boxes
               a detector (NanoDet-Plus style, 320x320, mAP every epoch) on COCO or YOLO boxes,
               its backbone from the zoo's ImageNet efficientnet_lite0 (fetched like any model)
@@ -633,6 +640,36 @@ pub struct TrainArgs {
     #[serde(skip)]
     #[arg(long)]
     pub no_export: bool,
+    /// The run folder [default: runs/<model>-<unix time>]
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_dir: Option<PathBuf>,
+    /// Register the run's export as the next version of NAME in the model registry
+    #[serde(skip)]
+    #[arg(long, value_name = "NAME", conflicts_with = "no_export")]
+    pub register: Option<String>,
+    /// Train on a worker: queue the run as a job on this NATS JetStream queue (the data is
+    /// copied to the registry's store; `strix jobs logs ID --follow` shows its epochs)
+    #[serde(skip)]
+    #[arg(long, value_name = "URL", conflicts_with = "resume")]
+    pub queue: Option<String>,
+    /// The queue's other settings (TOML, as `strix worker --queue-config`); queues the run too
+    #[serde(skip)]
+    #[arg(long, value_name = "FILE", conflicts_with = "resume")]
+    pub queue_config: Option<PathBuf>,
+    /// With --queue: follow the job's log until it ends, then fetch the run folder here
+    #[serde(skip)]
+    #[arg(long)]
+    pub wait: bool,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub settings: TrainSettings,
+}
+
+/// The training settings `strix train` and `strix tune` share; each mirrors a field of the
+/// training config.
+#[derive(Debug, Args, serde::Serialize)]
+pub struct TrainSettings {
     /// What to train: classify (a label per image) or detect (boxes) [default: classify]
     #[arg(long, value_parser = PossibleValuesParser::new(TRAIN_TASKS))]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -795,10 +832,84 @@ pub struct TrainArgs {
     #[arg(long, value_parser = PossibleValuesParser::new(RESIZE_MODES))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resize: Option<String>,
-    /// The run folder [default: runs/<model>-<unix time>]
+}
+
+const TUNE_HELP: &str = "\
+Each trial is a `strix train` run with the settings given here (flags or CONFIG.toml, as for
+`strix train`) and the trial's parameters written over them. Trials run --parallel at a time in
+this process, the threads shared among them. After every epoch a trial reports its objective;
+--early-stopping asha (rungs at epochs 1, 3, 9, ...; the best third goes on) or median stops the
+unpromising ones, so give the trials enough --epochs for the good ones to finish.
+
+The space is a TOML table of training settings (the same names as `strix train`'s):
+  [lr]
+  type = \"float\"            # float | int | categorical
+  low = 1e-4
+  high = 1e-1
+  log = true                # sampled log-uniformly
+  [batch_size]
+  type = \"categorical\"
+  choices = [32, 64, 128]
+Default space: lr and weight_decay (log-uniform), batch_size, the augmentation switches
+(classify: hflip, color_jitter, crop_scale_min, label_smoothing; detect: hflip, translate).
+
+The tuning folder (--out, default runs/tune-<time>) receives tuning.json (settings, every trial,
+resumable: `strix tune --resume DIR`), report.html (objective per trial and best so far, each
+parameter against the objective, stopped trials marked) and one run folder per trial. The best
+trial's run is exported; --register NAME registers it with its parameters and the tuning job's
+id in its lineage.
+
+Examples:
+  strix tune --data digits/ --trials 12 --parallel 2 --epochs 6
+  strix tune --task detect --data boxes/ --trials 20 --objective map --space space.toml
+  strix tune --data photos/ --trials 30 --strategy random --early-stopping off --register trash
+  strix tune --resume runs/tune-1765000000      continue a stopped tuning job";
+
+/// `strix tune`: the training settings as for `strix train`, and how to search them.
+#[derive(Debug, Args)]
+#[command(after_help = TUNE_HELP)]
+pub struct TuneArgs {
+    /// A TOML file with the training settings every trial starts from (flags override it)
+    #[arg(value_name = "CONFIG.toml", conflicts_with = "resume")]
+    pub config: Option<PathBuf>,
+    /// Continue the tuning job in this folder (its settings come from its tuning.json)
     #[arg(long, value_name = "DIR")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub run_dir: Option<PathBuf>,
+    pub resume: Option<PathBuf>,
+    /// Trials in all (stopped and failed ones count)
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub trials: u64,
+    /// Trials trained at the same time (the threads are split among them)
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub parallel: u64,
+    /// The epoch metric to optimise: val_accuracy, val_loss, val_top5 (classify); map, map50
+    /// (detect) [default: val_accuracy, for detect map]
+    #[arg(long, value_name = "METRIC")]
+    pub objective: Option<String>,
+    /// Whether the objective is maximised or minimised [default: minimise losses, else maximise]
+    #[arg(long, value_parser = PossibleValuesParser::new(["maximize", "minimize"]))]
+    pub direction: Option<String>,
+    /// The search space (TOML) [default: per task, see below]
+    #[arg(long, value_name = "SPACE.toml")]
+    pub space: Option<PathBuf>,
+    /// How trials are chosen: tpe (Optuna's TPESampler defaults), random, or grid (3 values per
+    /// numeric parameter)
+    #[arg(long, default_value = "tpe", value_parser = PossibleValuesParser::new(["tpe", "random", "grid"]))]
+    pub strategy: String,
+    /// Stopping unpromising trials after an epoch: asha (asynchronous successive halving),
+    /// median, or off
+    #[arg(long, default_value = "asha", value_parser = PossibleValuesParser::new(["asha", "median", "off"]))]
+    pub early_stopping: String,
+    /// Seed of the sampler (the trials keep the training --seed)
+    #[arg(long, default_value_t = 0)]
+    pub study_seed: u64,
+    /// The tuning folder [default: runs/tune-<unix time>]
+    #[arg(long, value_name = "DIR", conflicts_with = "resume")]
+    pub out: Option<PathBuf>,
+    /// Register the best trial's run as the next version of NAME in the model registry
+    #[arg(long, value_name = "NAME")]
+    pub register: Option<String>,
+    #[command(flatten)]
+    pub settings: TrainSettings,
 }
 
 #[derive(Debug, Subcommand)]
@@ -899,6 +1010,19 @@ pub struct RuntimeArgs {
     /// onnxruntime-gpu; a CPU-only library is refused, never a silent CPU run)
     #[arg(long, env = "STRIX_DEVICE", default_value = "cpu", value_parser = parse_device)]
     pub device: strix_runtime::Device,
+}
+
+impl RuntimeArgs {
+    /// What a command without runtime flags checks a model with: the backend chosen as
+    /// `--backend auto` does, with the library `ORT_DYLIB_PATH` names.
+    pub fn for_checks() -> RuntimeArgs {
+        RuntimeArgs {
+            backend: BackendChoice::Auto,
+            threads: None,
+            ort_lib: std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from),
+            device: Default::default(),
+        }
+    }
 }
 
 /// A number of seconds, 0 or more (fractions allowed).

@@ -8,7 +8,9 @@ use anyhow::{Context, Result};
 use strix_batch::BatchHandler;
 use strix_catalog::Engine;
 use strix_core::Progress as _;
-use strix_jobs::{Handler, JobId, JobState, Queue, QueueSettings, Status, TaskState, WorkerOptions};
+use strix_jobs::{Handler, JobId, JobState, Queue, QueueSettings, Status, TaskFailure, TaskState, WorkerOptions};
+
+use crate::train_job::TrainHandler;
 
 use crate::cli::{JobsCommand, QueueArgs, WorkerArgs};
 use crate::context::AppContext;
@@ -46,10 +48,39 @@ fn required(ctx: &AppContext, args: &QueueArgs) -> Result<QueueSettings> {
         .context("no job queue: give --queue nats://HOST:4222, set STRIX_QUEUE, or `queue` in the settings file")
 }
 
-/// What runs the job kinds this binary knows (batch shards), and ends their jobs.
+/// What runs the job kinds this binary knows (batch shards, training runs), and ends their jobs.
 fn handler(ctx: &AppContext, engine: Engine, runtime: tokio::runtime::Handle) -> Arc<dyn Handler> {
-    let store_options = ctx.catalog().settings().registry.s3.clone();
-    Arc::new(BatchHandler::new(ctx.catalog().clone(), engine, store_options, runtime))
+    let settings = ctx.catalog().settings().clone();
+    let threads = engine.options.threads.unwrap_or(1);
+    let train = TrainHandler::new(settings.clone(), threads, runtime.clone());
+    let batch = BatchHandler::new(ctx.catalog().clone(), engine, settings.registry.s3.clone(), runtime);
+    Arc::new(Kinds(vec![Box::new(batch), Box::new(train)]))
+}
+
+/// Handlers by the kinds they run.
+struct Kinds(Vec<Box<dyn Handler>>);
+
+impl Kinds {
+    fn of(&self, kind: &str) -> Option<&dyn Handler> {
+        self.0.iter().find(|h| h.kinds().iter().any(|k| k == kind)).map(|h| h.as_ref())
+    }
+}
+
+impl Handler for Kinds {
+    fn kinds(&self) -> Vec<String> {
+        self.0.iter().flat_map(|h| h.kinds()).collect()
+    }
+
+    fn run(&self, task: &strix_jobs::Task, ctx: &strix_jobs::TaskContext) -> Result<serde_json::Value, TaskFailure> {
+        match self.of(&task.kind) {
+            Some(h) => h.run(task, ctx),
+            None => Err(TaskFailure::Failed(format!("no handler for task kind {:?}", task.kind))),
+        }
+    }
+
+    fn job_finished(&self, job: &JobState, tasks: &[TaskState]) -> Result<Option<serde_json::Value>, String> {
+        self.of(&job.kind).map_or(Ok(None), |h| h.job_finished(job, tasks))
+    }
 }
 
 /// `strix worker`: run tasks until SIGTERM / Ctrl-C (or `--max-tasks`).

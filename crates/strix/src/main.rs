@@ -21,6 +21,8 @@ mod show;
 mod signals;
 mod stream;
 mod train;
+mod train_job;
+mod tune;
 
 use std::process::ExitCode;
 
@@ -55,6 +57,7 @@ fn dispatch(ctx: &AppContext, command: &Command) -> Result<ExitCode> {
             None => train::eval_run(ctx, &args.run),
         },
         Command::Train(args) => train::run(ctx, args),
+        Command::Tune(args) => tune::run(ctx, args),
         Command::Data(cmd) => data::run(ctx, cmd),
         Command::Export(args) => export::run(ctx, args),
         Command::Serve(args) => serve::run(ctx, args),

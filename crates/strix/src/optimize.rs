@@ -194,6 +194,7 @@ fn lineage(
             "agreement": quantized.gate.agreement,
             "speedup": quantized.gate.speedup(),
         })),
+        tuning: None,
     })
 }
 

@@ -81,6 +81,23 @@ pub fn register(
     print_registered(ctx, &record, json)
 }
 
+/// Register a run folder's export as the next version of `name`; `source` names where the
+/// run lives when not here (a job's folder in the store), `tuning` the job that chose it.
+pub fn register_run(
+    ctx: &AppContext,
+    run: &Path,
+    name: &str,
+    source: Option<String>,
+    tuning: Option<Value>,
+) -> Result<VersionRecord> {
+    check_target(name, &[])?;
+    let (onnx, spec_path, mut lineage, extra) = run_source(run)?;
+    lineage.source = source.unwrap_or(lineage.source);
+    lineage.tuning = tuning;
+    let files = Registration { onnx: &onnx, spec: &spec_path, lineage, extra };
+    register_files(ctx, name, files, &[], &RuntimeArgs::for_checks())
+}
+
 /// Refuse a name or alias a new version cannot take, before any work is done for it.
 pub fn check_target(name: &str, aliases: &[String]) -> Result<()> {
     strix_registry::check_name(name)?;
@@ -197,6 +214,7 @@ fn run_source(run: &Path) -> Result<(PathBuf, PathBuf, Lineage, Vec<NewFile>)> {
         config: Some(serde_json::to_value(&config)?),
         parent,
         gate: read_json(&export.join(GATE_FILE))?,
+        tuning: None,
     };
     let mut extra: Vec<NewFile> = RUN_FILES
         .iter()
@@ -388,6 +406,21 @@ fn print_record(r: &VersionRecord) {
         let get = |k: &str| p.get(k).and_then(Value::as_str);
         let what = get("model").or(get("path")).unwrap_or("?");
         field("parent", &format!("{what} (sha256 {})", get("sha256").unwrap_or("?")));
+    }
+    if let Some(t) = &r.lineage.tuning {
+        let get = |k: &str| t.get(k).map(|v| v.to_string().trim_matches('"').to_string()).unwrap_or_default();
+        field(
+            "tuning",
+            &format!(
+                "job {}: trial {} of {}, {} {} ({})",
+                get("job"),
+                get("trial"),
+                get("trials"),
+                get("objective"),
+                get("value"),
+                get("params")
+            ),
+        );
     }
     if let Some(g) = &r.lineage.gate {
         if let Ok(report) = serde_json::from_value::<strix_export::gate::GateReport>(g.clone()) {

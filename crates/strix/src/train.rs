@@ -82,7 +82,7 @@ impl Observer for EpochBars {
 /// peak is reached in the first step anyway, so keeping it costs no more than that peak.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
-fn keep_freed_memory() {
+pub(crate) fn keep_freed_memory() {
     // SAFETY: mallopt only changes glibc's allocation thresholds; it is thread-safe and any value
     // is valid (it returns 0 for one it refuses, and the defaults then stay).
     unsafe {
@@ -92,7 +92,7 @@ fn keep_freed_memory() {
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn keep_freed_memory() {}
+pub(crate) fn keep_freed_memory() {}
 
 fn set_threads(threads: Option<usize>) {
     if let Some(n) = threads.filter(|&n| n > 0) {
@@ -101,10 +101,13 @@ fn set_threads(threads: Option<usize>) {
     }
 }
 
-/// The config file's table with every given flag written over it ([`crate::layered`]).
-fn merged_config(args: &TrainArgs) -> Result<TrainConfig> {
-    let flags = toml::Table::try_from(args).context("flags")?;
-    let (mut table, origin) = crate::layered::merged_table(args.config.as_deref(), flags)?;
+/// The config file's table with every given flag written over it ([`crate::layered`]), a
+/// labelling project as its snapshot, the task's defaults under both; and where it came from.
+pub(crate) fn merged_table(
+    config: Option<&std::path::Path>,
+    flags: toml::Table,
+) -> Result<(toml::Table, std::path::PathBuf)> {
+    let (mut table, origin) = crate::layered::merged_table(config, flags)?;
     project_data(&mut table)?;
     let task = match table.get("task").and_then(|v| v.as_str()) {
         Some(t) => t.parse::<strix_core::Task>().map_err(|e| anyhow::anyhow!("{}: task: {e}", origin.display()))?,
@@ -116,6 +119,13 @@ fn merged_config(args: &TrainArgs) -> Result<TrainConfig> {
     if !table.contains_key("data") {
         bail!("no training data: give --data PATH or `data = ...` in the config file");
     }
+    Ok((table, origin))
+}
+
+/// The training config of `strix train`'s flags over its config file.
+fn merged_config(args: &TrainArgs) -> Result<TrainConfig> {
+    let flags = toml::Table::try_from(args).context("flags")?;
+    let (table, origin) = merged_table(args.config.as_deref(), flags)?;
     let text = toml::to_string(&table).context("config")?;
     Ok(TrainConfig::from_toml(&text, &origin)?)
 }
@@ -139,7 +149,7 @@ fn project_data(table: &mut toml::Table) -> Result<()> {
 /// A run of a task with default weights (a detector's EfficientNet-Lite0 backbone), without
 /// `pretrained` and not asked to train from scratch, starts from them, found or fetched like
 /// any `--model`: `--task detect --data` alone is enough for a useful detector.
-fn with_default_pretrained(ctx: &AppContext, mut cfg: TrainConfig) -> Result<TrainConfig> {
+pub(crate) fn with_default_pretrained(ctx: &AppContext, mut cfg: TrainConfig) -> Result<TrainConfig> {
     let Some(name) = strix_train::train::default_pretrained(cfg.task) else { return Ok(cfg) };
     if cfg.pretrained.is_some() || cfg.mode == Some(Mode::Scratch) {
         return Ok(cfg);
@@ -167,6 +177,9 @@ pub fn run(ctx: &AppContext, args: &TrainArgs) -> Result<ExitCode> {
         started: Mutex::new(Instant::now()),
         images: AtomicU64::new(0),
     };
+    if args.queue.is_some() || args.queue_config.is_some() {
+        return queued(ctx, args);
+    }
     let (cfg, resume) = match &args.resume {
         Some(dir) => {
             let cfg = strix_train::files::saved_config(dir)
@@ -178,7 +191,7 @@ pub fn run(ctx: &AppContext, args: &TrainArgs) -> Result<ExitCode> {
         }
         None => (with_default_pretrained(ctx, merged_config(args)?)?, None),
     };
-    set_threads(if resume.is_some() { args.threads.or(cfg.threads) } else { cfg.threads });
+    set_threads(if resume.is_some() { args.settings.threads.or(cfg.threads) } else { cfg.threads });
     let summary = match resume {
         Some(dir) => strix_train::train::resume(dir, &observer)?,
         None => strix_train::train::train(cfg, &observer)?,
@@ -193,12 +206,30 @@ pub fn run(ctx: &AppContext, args: &TrainArgs) -> Result<ExitCode> {
         )
         .context("training finished, but its ONNX export did not (retry with `strix export RUN_DIR`)")?;
     }
+    if let Some(name) = &args.register {
+        let record = crate::registry::register_run(ctx, &run_dir, name, None, None)?;
+        crate::registry::print_registered(ctx, &record, false)?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `strix train ... --queue`: the run as a job for a worker.
+fn queued(ctx: &AppContext, args: &TrainArgs) -> Result<ExitCode> {
+    if args.no_export {
+        bail!("--no-export: a queued run is always exported (its worker registers and returns the export)");
+    }
+    let queue = crate::cli::QueueArgs { queue: args.queue.clone(), queue_config: args.queue_config.clone() };
+    let settings = crate::jobs::queue_settings(ctx, &queue)?.context("no job queue: give --queue nats://HOST:4222")?;
+    let mut cfg = with_default_pretrained(ctx, merged_config(args)?)?;
+    // The run folder is the worker's; this one is where --wait puts the copy.
+    cfg.run_dir = None;
+    let local = args.run_dir.clone();
+    crate::train_job::run(ctx, &settings, cfg, local, args.register.clone(), args.wait)
 }
 
 /// The run's summary: its headline, each class's figures, what to know about them, the
 /// dataset's problems and where the report is.
-fn print_summary(s: &RunSummary) {
+pub(crate) fn print_summary(s: &RunSummary) {
     println!("{}", s.headline());
     for c in &s.per_class {
         let figures: Vec<String> = c.figures.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
