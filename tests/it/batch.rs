@@ -35,7 +35,7 @@ fn photos(fx: &Path, dir: &Path, n: usize) -> PathBuf {
 }
 
 /// The machine's NATS URL, or `None` (skip) when nothing listens there outside CI.
-fn machine_nats() -> Option<String> {
+pub(crate) fn machine_nats() -> Option<String> {
     let url = std::env::var("STRIX_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
     let address = url.trim_start_matches("nats://").split(',').next().unwrap_or_default().to_string();
     if std::net::TcpStream::connect(&address).is_ok() {
@@ -47,7 +47,7 @@ fn machine_nats() -> Option<String> {
 }
 
 /// A queue settings file naming streams, bucket and consumer for this test alone.
-fn queue_config(dir: &Path, url: &str, tag: &str, replicas: usize) -> PathBuf {
+pub(crate) fn queue_config(dir: &Path, url: &str, tag: &str, replicas: usize) -> PathBuf {
     let micros = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros();
     let unique = format!("{}_{micros}_{tag}", std::process::id());
     let text = format!(
@@ -83,7 +83,7 @@ fn setup(tag: &str, images: usize) -> Option<Setup> {
 }
 
 /// `strix WORDS... --queue-config CONFIG` with the test's cache and fixtures.
-fn with_queue(fx: &Path, cache: &Path, config: &Path, words: &[&str]) -> Command {
+pub(crate) fn with_queue(fx: &Path, cache: &Path, config: &Path, words: &[&str]) -> Command {
     let mut cmd = strix(fx, cache);
     cmd.env_remove("STRIX_QUEUE").env("STRIX_HOME", cache.join("home"));
     cmd.args(words).arg("--queue-config").arg(config);
@@ -91,7 +91,7 @@ fn with_queue(fx: &Path, cache: &Path, config: &Path, words: &[&str]) -> Command
 }
 
 /// A worker, its log in `dir/worker-NAME.log`.
-fn worker(fx: &Path, cache: &Path, config: &Path, dir: &Path, name: &str) -> KillOnDrop {
+pub(crate) fn worker(fx: &Path, cache: &Path, config: &Path, dir: &Path, name: &str) -> KillOnDrop {
     let log = std::fs::File::create(dir.join(format!("worker-{name}.log"))).unwrap();
     let mut cmd = with_queue(fx, cache, config, &["worker", "--name", name, "--threads", "1"]);
     KillOnDrop(cmd.stdout(Stdio::null()).stderr(log).spawn().unwrap())
@@ -131,7 +131,7 @@ fn wait(fx: &Path, cache: &Path, config: &Path, id: &str) -> (bool, String) {
 }
 
 /// The worker logs under `dir`, for a failure message.
-fn logs(dir: &Path) -> String {
+pub(crate) fn logs(dir: &Path) -> String {
     support::files_under(dir)
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "log"))

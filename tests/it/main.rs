@@ -37,4 +37,5 @@ mod stream_follow;
 mod support;
 mod tasks;
 mod train;
+mod train_job;
 mod tune;

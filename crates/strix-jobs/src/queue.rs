@@ -155,7 +155,16 @@ impl Queue {
     /// Queue a job: its record first (so a worker never meets a task of an unknown job), then
     /// each task's state, then the messages.
     pub async fn submit(&self, job: Submission) -> Result<JobState, JobError> {
-        let id = JobId::new();
+        self.submit_as(JobId::new(), job).await
+    }
+
+    /// [`Queue::submit`] under an id taken beforehand (a job whose files are put in place
+    /// under its id before it is queued). A fresh [`JobId::new`] each time: an id already
+    /// used is refused.
+    pub async fn submit_as(&self, id: JobId, job: Submission) -> Result<JobState, JobError> {
+        if self.get::<JobRecord>(&job_key(&id)).await?.is_some() {
+            return Err(JobError::Refused { id: id.to_string(), reason: "a job with this id exists".into() });
+        }
         let tasks = u32::try_from(job.tasks.len())
             .map_err(|_| JobError::Refused { id: id.to_string(), reason: "too many tasks".into() })?;
         // No worker would ever finish (and wrap up) a job without tasks.

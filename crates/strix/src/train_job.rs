@@ -151,20 +151,23 @@ pub async fn submit(
     }
     let settings = ctx.catalog().settings();
     let store = settings.registry.store.clone();
-    // A folder of its own, named like a job id, made before the job so the snapshot is
-    // complete when a worker first sees the job.
-    let folder = format!("{JOBS}/{}", JobId::new());
+    // The job's folder is complete before a worker can see the job.
+    let id = JobId::new();
+    let folder = format!("{JOBS}/{id}");
     let place = job_place(&store, &settings.registry.s3, &folder)?;
     let (config, files, bytes) = upload_snapshot(&place, cfg, ctx).await?;
     let spec = TrainJob { config, store, folder, register, files, bytes };
     let spec = serde_json::to_value(&spec).context("the job's spec")?;
     let job = queue
-        .submit(Submission {
-            kind: KIND.into(),
-            spec: spec.clone(),
-            tasks: vec![spec],
-            submitted_by: crate::settings::who(),
-        })
+        .submit_as(
+            id,
+            Submission {
+                kind: KIND.into(),
+                spec: spec.clone(),
+                tasks: vec![spec],
+                submitted_by: crate::settings::who(),
+            },
+        )
         .await?;
     Ok((job.id, job.spec))
 }
@@ -288,7 +291,6 @@ impl TrainHandler {
     /// The job's run, from its snapshot, continued from a killed attempt's checkpoint when the
     /// store holds one; the run folder.
     fn train(&self, job: &TrainJob, id: &JobId, task: &TaskContext, place: &Place) -> Result<PathBuf, TaskFailure> {
-        // The job id, not the folder: a resubmission is a run of its own.
         let root = self.work.join(id.as_str());
         let run_dir = root.join(RUN);
         let fail = |e: anyhow::Error| TaskFailure::Failed(format!("{e:#}"));
@@ -297,8 +299,11 @@ impl TrainHandler {
         if !run_dir.join(CHECKPOINT_FILE).exists() {
             let n = self.runtime.block_on(download(place, &format!("{RUN}/"), &root)).map_err(fail)?;
             if n > 0 {
-                task.log(format!("continuing the run a previous attempt left ({n} files)"));
+                task.log(format!("fetched the run folder a previous attempt left in the store ({n} files)"));
             }
+        }
+        if run_dir.join(CHECKPOINT_FILE).exists() && !run_dir.join(SUMMARY_FILE).exists() {
+            task.log("continuing the run a previous attempt left, from its last checkpoint");
         }
         let mut cfg = job.config.clone();
         for (_, path) in snapshot_paths(&mut cfg) {
@@ -335,12 +340,13 @@ impl TrainHandler {
             }
             Err(e) => return Err(TaskFailure::Failed(strix_core::error_chain(&e))),
         }
-        crate::export::export(
+        let exported = crate::export::export(
             &self.ctx,
             &run_dir,
             &strix_export::ExportOptions { engines: crate::export::engines(&self.ctx), ..Default::default() },
         )
         .map_err(fail)?;
+        task.log(format!("exported to ONNX; gate passed: {}", exported.gate));
         self.runtime.block_on(copier.push()).map_err(fail)?;
         Ok(run_dir)
     }
