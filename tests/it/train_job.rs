@@ -85,3 +85,52 @@ fn a_queued_run_survives_its_worker_and_comes_back_registered() {
     let (o, log, _) = run(&mut with_queue(&fx, &cache, &config, &["jobs", "logs", &id]));
     assert!(o.status.success() && log.contains("registered queued-digits:1"), "{log}");
 }
+
+/// Acceptance: `strix tune --queue`: every trial a training job on the workers, from one copy of
+/// the data; the trials the pruner stops are cancelled jobs; each run folder comes back, the
+/// best one with its export.
+#[test]
+fn tuning_trials_run_as_jobs_and_the_stopped_ones_are_cancelled() {
+    let (Some(fx), Some(url)) = (support::fixtures(), machine_nats()) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = digits_folder(&fx, dir.path());
+    let config = queue_config(dir.path(), &url, "tune", 1);
+    let cache = dir.path().join("cache");
+    let _workers = [worker(&fx, &cache, &config, dir.path(), "w1"), worker(&fx, &cache, &config, dir.path(), "w2")];
+    let space = dir.path().join("space.toml");
+    std::fs::write(&space, "[lr]\ntype = \"float\"\nlow = 1e-7\nhigh = 3e-2\nlog = true\n").unwrap();
+    let folder = dir.path().join("tune");
+    let mut cmd = with_queue(&fx, &cache, &config, &["tune"]);
+    cmd.args([
+        "--trials",
+        "6",
+        "--parallel",
+        "2",
+        "--strategy",
+        "random",
+        "--model",
+        "small-cnn",
+        "--image-size",
+        "16",
+    ]);
+    cmd.args(["--epochs", "3", "--max-images", "400", "--test", "false", "--data"]).arg(&data);
+    cmd.arg("--space").arg(&space).arg("--out").arg(&folder);
+    let (o, out, err) = run(&mut cmd);
+    assert!(o.status.success(), "{out}\n{err}\n{}", logs(dir.path()));
+    let tuning: Value = serde_json::from_str(&std::fs::read_to_string(folder.join("tuning.json")).unwrap()).unwrap();
+    let states: Vec<&str> =
+        tuning["study"]["trials"].as_array().unwrap().iter().map(|t| t["state"].as_str().unwrap()).collect();
+    let pruned = states.iter().filter(|s| **s == "pruned").count();
+    assert!(pruned >= 1 && states.len() == 6 && !states.contains(&"failed"), "{states:?}\n{err}");
+
+    let (o, list, e) = run(&mut with_queue(&fx, &cache, &config, &["jobs", "list", "--json"]));
+    assert!(o.status.success(), "{e}");
+    let jobs: Vec<Value> = serde_json::from_str(&list).unwrap();
+    assert_eq!(jobs.iter().filter(|j| j["kind"] == "train").count(), 6);
+    assert_eq!(jobs.iter().filter(|j| j["status"] == "cancelled").count(), pruned, "{list}");
+    // One copy of the data for all six.
+    let snapshots = files_under(&cache.join("home/registry/jobs")).iter().filter(|p| p.ends_with("0000.png")).count();
+    assert_eq!(snapshots, 1);
+    let best = out.lines().find_map(|l| l.strip_prefix("run: ")).unwrap();
+    assert!(Path::new(best).join("export/model.onnx").is_file() && Path::new(best).join("summary.json").is_file());
+}

@@ -66,7 +66,7 @@ pub use study::{Outcome, Study};
 pub use tpe::{TpeConfig, TpeSampler};
 pub use training::{EarlyStopping, Strategy, TuneSettings};
 pub use trial::{Trial, TrialState};
-pub use tuning::{TrialRun, Tuning, TuningObserver};
+pub use tuning::{InProcess, Trainer, TrialRun, Tuning, TuningObserver};
 
 #[derive(Debug, Error)]
 pub enum TuneError {
@@ -104,6 +104,9 @@ pub enum TuneError {
         #[source]
         source: std::io::Error,
     },
+    /// A trial trained elsewhere (a job queue) failed there.
+    #[error("{0}")]
+    Elsewhere(String),
     #[error("{path}: not a tuning folder's state ({reason})")]
     InvalidState { path: std::path::PathBuf, reason: String },
 }

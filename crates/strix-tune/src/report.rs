@@ -193,13 +193,16 @@ fn value_text(v: &ParamValue) -> String {
     }
 }
 
+/// Where a parameter's value falls on its axis.
+type Position = Box<dyn Fn(&ParamValue) -> Option<f64>>;
+
 /// One chart per parameter: its value against the objective.
 fn param_charts(tuning: &Tuning, objective: &str, scored: &[(&Trial, f64)], best: Option<u64>) -> String {
     let y = Axis::numeric(objective, scored.iter().map(|(_, v)| *v), false);
     let mut out = String::new();
     for (name, param) in tuning.study.space().params() {
         let value = |t: &Trial| t.params.get(name).cloned();
-        let (axis, position): (Axis, Box<dyn Fn(&ParamValue) -> Option<f64>>) = match param {
+        let (axis, position): (Axis, Position) = match param {
             Param::Categorical { choices } => {
                 let names = choices.iter().map(|c| value_text(&ParamValue::Choice(c.clone()))).collect();
                 let choices = choices.clone();
@@ -328,7 +331,7 @@ pub fn write(folder: &Path, tuning: &Tuning) -> Result<(), TuneError> {
          {trial_charts}<h2>Parameters</h2>{param_charts}<h2>Trials</h2>{table}</body></html>\n",
         job = escape(&tuning.job_id),
         task = tuning.task.as_str(),
-        data = escape(&tuning.base.get("data").and_then(|d| d.as_str()).unwrap_or("?").to_string()),
+        data = escape(tuning.base.get("data").and_then(|d| d.as_str()).unwrap_or("?")),
         objective = escape(objective),
         direction = if settings.maximize { "higher" } else { "lower" },
         strategy = settings.strategy.name(),

@@ -210,7 +210,9 @@ pub fn check_space(base: &toml::Table, space: &SearchSpace) -> Result<(), TuneEr
             Param::Int { low, high, .. } => vec![ParamValue::Int(*low), ParamValue::Int(*high)],
             Param::Categorical { choices } => choices.iter().cloned().map(ParamValue::Choice).collect(),
         };
-        if ["data", "run_dir", "task", "threads", "device"].contains(&name.as_str()) {
+        if ["data", "val_data", "test_data", "pretrained", "run_dir", "task", "threads", "device"]
+            .contains(&name.as_str())
+        {
             return Err(TuneError::InvalidParam {
                 param: name.clone(),
                 reason: "is set by the tuning job itself, not searched".into(),

@@ -9,14 +9,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use strix_core::Task;
-use strix_train::RunSummary;
 use strix_train::files::{CHECKPOINT_FILE, METRICS_FILE};
 use strix_train::observe::{Control, EpochEnd, Metrics, Observer};
+use strix_train::{RunSummary, TrainConfig};
 
 use crate::pruner::Pruner;
 use crate::sampler::Sampler;
@@ -70,6 +69,35 @@ pub trait TuningObserver: Sync {
     fn trial_epoch(&self, id: u64, epoch: usize, epochs: usize, objective: f64);
     /// Trial `id` ended; `tuning` holds its outcome.
     fn trial_ended(&self, tuning: &Tuning, id: u64);
+}
+
+/// Where a trial's run is trained: in this process ([`InProcess`]) or elsewhere (a job queue).
+pub trait Trainer: Sync {
+    /// Train the run `cfg` describes (its `run_dir` set), or continue it from the checkpoint
+    /// its folder holds, telling `observer` of each epoch as the one training loop does. A run
+    /// the observer stopped may end in an error (a cancelled job): its trial counts as stopped.
+    fn train(&self, cfg: TrainConfig, observer: &(dyn Observer + Sync)) -> Result<RunSummary, TuneError>;
+}
+
+/// Trains trials here, each on a pool of `threads`.
+#[derive(Debug, Clone, Copy)]
+pub struct InProcess {
+    pub threads: usize,
+}
+
+impl Trainer for InProcess {
+    fn train(&self, cfg: TrainConfig, observer: &(dyn Observer + Sync)) -> Result<RunSummary, TuneError> {
+        let run_dir = cfg.run_dir.clone().unwrap_or_default();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(self.threads)
+            .build()
+            .map_err(|e| TuneError::InvalidSetting { what: "threads", reason: e.to_string() })?;
+        let trained = pool.install(|| match run_dir.join(CHECKPOINT_FILE).exists() {
+            true => strix_train::train::resume(&run_dir, observer),
+            false => strix_train::train::train(cfg, observer),
+        });
+        trained.map_err(|e| TuneError::Train { what: format!("training {}", run_dir.display()), source: Box::new(e) })
+    }
 }
 
 /// The run folder of trial `id`, inside the tuning folder.
@@ -176,9 +204,21 @@ impl Shared<'_> {
     }
 }
 
-/// Runs the job in `folder` until the study has all its trials; the job as it ended. Trials
-/// the state holds as running (a killed job's) are continued first.
+/// Runs the job in `folder` until the study has all its trials, each trained here on its
+/// share of the threads; the job as it ended. Trials the state holds as running (a killed
+/// job's) are continued first.
 pub fn run(folder: &Path, tuning: Tuning, observer: &dyn TuningObserver) -> Result<Tuning, TuneError> {
+    let threads = (tuning.settings.threads / tuning.settings.parallel).max(1);
+    run_with(folder, tuning, &InProcess { threads }, observer)
+}
+
+/// [`run`] with the trials trained by `trainer`.
+pub fn run_with(
+    folder: &Path,
+    tuning: Tuning,
+    trainer: &dyn Trainer,
+    observer: &dyn TuningObserver,
+) -> Result<Tuning, TuneError> {
     std::fs::create_dir_all(folder).map_err(TuneError::io(folder))?;
     let running: Vec<u64> =
         tuning.study.trials().iter().filter(|t| t.state == TrialState::Running).map(|t| t.id).rev().collect();
@@ -192,16 +232,13 @@ pub fn run(folder: &Path, tuning: Tuning, observer: &dyn TuningObserver) -> Resu
     };
     shared.save(&shared.lock());
     let resumed = Mutex::new(running);
-    let (parallel, threads) = {
-        let s = &shared.lock().settings;
-        (s.parallel, (s.threads / s.parallel).max(1))
-    };
+    let parallel = shared.lock().settings.parallel;
     std::thread::scope(|scope| {
         for _ in 0..parallel {
             scope.spawn(|| {
                 loop {
                     match shared.next(&resumed) {
-                        Ok(Some((id, params, resume))) => run_trial(&shared, id, &params, resume, threads),
+                        Ok(Some((id, params, resume))) => run_trial(&shared, id, &params, resume, trainer),
                         Ok(None) => break,
                         Err(e) => {
                             shared.fail(e);
@@ -218,29 +255,46 @@ pub fn run(folder: &Path, tuning: Tuning, observer: &dyn TuningObserver) -> Resu
     Ok(shared.state.into_inner().unwrap_or_else(|p| p.into_inner()))
 }
 
-/// Trains trial `id` on a pool of `threads` and tells the study how it ended.
-fn run_trial(shared: &Shared<'_>, id: u64, params: &Params, resume: bool, threads: usize) {
+/// Trains trial `id` with `trainer` and tells the study how it ended.
+fn run_trial(shared: &Shared<'_>, id: u64, params: &Params, resume: bool, trainer: &dyn Trainer) {
     shared.observer.trial_started(id, params);
     let dir_name = trial_dir_name(id);
     let run_dir = shared.folder.join(&dir_name);
     let started = Instant::now();
     let objective = shared.lock().settings.objective.clone();
-    let observer = TrialObserver { shared, id, objective, pruned: AtomicBool::new(false) };
-    let trained = train_trial(shared, &run_dir, params, resume, threads, &observer);
+    let observer = TrialObserver { shared, id, objective, stopped: Mutex::new(None) };
+    let trained = train_trial(shared, &run_dir, params, resume, trainer, &observer);
     let mut run = TrialRun { dir: dir_name, seconds: started.elapsed().as_secs_f64(), ..Default::default() };
     let mut tuning = shared.lock();
-    let outcome = match trained.and_then(|summary| {
-        run.epochs = summary.epochs_run;
-        run.stopped = match summary.stopped {
-            strix_train::summary::Stopped::Observer { reason } => Some(reason),
-            _ => summary.stopped_note(),
-        };
-        best_reading(&run_dir, &tuning.settings)
-    }) {
-        Ok(_) if observer.pruned.load(Ordering::Relaxed) => Outcome::Pruned,
-        Ok(Some(best)) => Outcome::Complete(tuning.settings.to_study(best)),
-        Ok(None) => Outcome::Failed,
-        Err(e) => {
+    let mut pruned = observer.stopped.lock().unwrap_or_else(|p| p.into_inner()).take();
+    // A run the pruner stopped before a kill, read back finished: only the tuner stops trials.
+    if let Ok(RunSummary { stopped: strix_train::summary::Stopped::Observer { reason }, .. }) = &trained {
+        pruned = pruned.or(Some(reason.clone()));
+    }
+    let outcome = match (pruned, trained) {
+        // Stopped by the pruner: how its run ended (a cancelled job) does not matter.
+        (Some(reason), trained) => {
+            run.epochs =
+                trained.map_or_else(|_| tuning.study.trial(id).map_or(0, |t| t.intermediate.len()), |s| s.epochs_run);
+            run.stopped = Some(reason);
+            Outcome::Pruned
+        }
+        (None, Ok(summary)) => {
+            run.epochs = summary.epochs_run;
+            run.stopped = summary.stopped_note();
+            match best_reading(&run_dir, &tuning.settings) {
+                Ok(Some(best)) => Outcome::Complete(tuning.settings.to_study(best)),
+                Ok(None) => {
+                    run.error = Some(format!("no epoch measured {}", tuning.settings.objective));
+                    Outcome::Failed
+                }
+                Err(e) => {
+                    run.error = Some(error_chain(&e));
+                    Outcome::Failed
+                }
+            }
+        }
+        (None, Err(e)) => {
             run.error = Some(error_chain(&e));
             Outcome::Failed
         }
@@ -260,12 +314,13 @@ fn train_trial(
     run_dir: &Path,
     params: &Params,
     resume: bool,
-    threads: usize,
+    trainer: &dyn Trainer,
     observer: &TrialObserver<'_>,
 ) -> Result<RunSummary, TuneError> {
-    let wrap = |what: String| move |e: strix_train::TrainError| TuneError::Train { what, source: Box::new(e) };
     if resume {
-        if let Some(summary) = RunSummary::read_if_finished(run_dir).map_err(wrap("the finished run".into()))? {
+        let finished = RunSummary::read_if_finished(run_dir)
+            .map_err(|e| TuneError::Train { what: "the finished run".into(), source: Box::new(e) })?;
+        if let Some(summary) = finished {
             return Ok(summary);
         }
         if !run_dir.join(CHECKPOINT_FILE).exists() && run_dir.exists() {
@@ -273,21 +328,8 @@ fn train_trial(
             std::fs::remove_dir_all(run_dir).map_err(TuneError::io(run_dir))?;
         }
     }
-    let cfg = if run_dir.join(CHECKPOINT_FILE).exists() {
-        None
-    } else {
-        Some(trial_config(&shared.lock().base, params, run_dir)?)
-    };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|e| TuneError::InvalidSetting { what: "threads", reason: e.to_string() })?;
-    let what = format!("training {}", run_dir.display());
-    pool.install(|| match cfg {
-        Some(cfg) => strix_train::train::train(cfg, observer),
-        None => strix_train::train::resume(run_dir, observer),
-    })
-    .map_err(wrap(what))
+    let cfg = trial_config(&shared.lock().base, params, run_dir)?;
+    trainer.train(cfg, observer)
 }
 
 /// The best objective reading over the epochs the run recorded (`metrics.jsonl`).
@@ -312,7 +354,8 @@ struct TrialObserver<'a> {
     shared: &'a Shared<'a>,
     id: u64,
     objective: String,
-    pruned: AtomicBool,
+    /// Why the pruner stopped the trial.
+    stopped: Mutex<Option<String>>,
 }
 
 impl Observer for TrialObserver<'_> {
@@ -359,13 +402,14 @@ impl Observer for TrialObserver<'_> {
         drop(tuning);
         self.shared.observer.trial_epoch(self.id, end.epoch, end.epochs, value);
         if stop && end.epoch < end.epochs {
-            self.pruned.store(true, Ordering::Relaxed);
-            return Control::Stop(format!(
+            let reason = format!(
                 "stopped early by {} at epoch {}: {} {value:.4}",
                 settings.early_stopping.name(),
                 end.epoch,
                 self.objective
-            ));
+            );
+            *self.stopped.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.clone());
+            return Control::Stop(reason);
         }
         Control::Continue
     }

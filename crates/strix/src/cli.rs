@@ -863,6 +863,9 @@ Examples:
   strix tune --data digits/ --trials 12 --parallel 2 --epochs 6
   strix tune --task detect --data boxes/ --trials 20 --objective map --space space.toml
   strix tune --data photos/ --trials 30 --strategy random --early-stopping off --register trash
+  strix tune --data photos/ --trials 40 --parallel 8 --queue nats://10.0.0.5:4222
+              each trial a training job for the workers (`strix worker`); stopped trials'
+              jobs are cancelled
   strix tune --resume runs/tune-1765000000      continue a stopped tuning job";
 
 /// `strix tune`: the training settings as for `strix train`, and how to search them.
@@ -908,6 +911,13 @@ pub struct TuneArgs {
     /// Register the best trial's run as the next version of NAME in the model registry
     #[arg(long, value_name = "NAME")]
     pub register: Option<String>,
+    /// Train the trials on workers: each a training job on this NATS JetStream queue (the data
+    /// is copied once to the registry's store), --parallel of them queued at a time
+    #[arg(long, value_name = "URL")]
+    pub queue: Option<String>,
+    /// The queue's other settings (TOML, as `strix worker --queue-config`); queues the trials too
+    #[arg(long, value_name = "FILE")]
+    pub queue_config: Option<PathBuf>,
     #[command(flatten)]
     pub settings: TrainSettings,
 }

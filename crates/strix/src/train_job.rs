@@ -28,6 +28,18 @@ pub const KIND: &str = "train";
 const JOBS: &str = "jobs";
 const SNAPSHOT: &str = "snapshot";
 const RUN: &str = "run";
+/// The log line a training job writes after each epoch for programs that follow it (a tuning
+/// job's pruner): this prefix, then [`EpochNumbers`] as JSON.
+const METRICS_LINE: &str = "epoch-metrics ";
+
+/// An epoch's numbers in the job's log.
+#[derive(Debug, Serialize, Deserialize)]
+struct EpochNumbers {
+    epoch: usize,
+    epochs: usize,
+    metrics: strix_train::observe::Metrics,
+}
+
 /// The largest file a job copies (a checkpoint of a big model, a video frame folder's file).
 const MAX_FILE: u64 = 8 << 30;
 
@@ -37,12 +49,15 @@ const MAX_FILE: u64 = 8 << 30;
 #[serde(deny_unknown_fields)]
 pub struct TrainJob {
     /// The resolved config; `data`, `val_data`, `test_data` and `pretrained` are paths
-    /// relative to the job's folder (`snapshot/data/...`), `run_dir` is unset.
+    /// relative to the snapshot (`data/...`), `run_dir` is unset.
     pub config: TrainConfig,
     /// The registry store the submitter used; a worker with another refuses the job.
     pub store: String,
-    /// The job's folder in the store (`jobs/<id>`): its snapshot, then its run.
+    /// The job's folder in the store (`jobs/<id>`), where its run goes.
     pub folder: String,
+    /// The folder whose `snapshot/` holds the data: the job's own, or a tuning job's that
+    /// its trials share.
+    pub snapshot: String,
     /// Register the export as the next version of this name.
     pub register: Option<String>,
     /// Files and bytes in the snapshot.
@@ -93,7 +108,7 @@ fn snapshot_paths(cfg: &mut TrainConfig) -> Vec<(&'static str, &mut PathBuf)> {
 /// Copy the config's data and weights into the job's snapshot; the config with its paths
 /// rewritten to the snapshot's, and the files and bytes copied. A folder is copied whole; a
 /// file (a CSV of paths) with the folder it is in, since its paths are relative to that.
-async fn upload_snapshot(place: &Place, mut cfg: TrainConfig, ctx: &AppContext) -> Result<(TrainConfig, u64, u64)> {
+pub async fn upload_snapshot(place: &Place, mut cfg: TrainConfig, ctx: &AppContext) -> Result<(TrainConfig, u64, u64)> {
     let (mut files, mut bytes) = (0u64, 0u64);
     let bars = ctx.bars();
     for (name, path) in snapshot_paths(&mut cfg) {
@@ -130,7 +145,7 @@ async fn upload_snapshot(place: &Place, mut cfg: TrainConfig, ctx: &AppContext) 
             bars.advance(1);
         }
         bars.finish();
-        let mut relative = PathBuf::from(SNAPSHOT).join(name);
+        let mut relative = PathBuf::from(name);
         if let Some(file) = inside {
             relative.push(file);
         }
@@ -156,7 +171,7 @@ pub async fn submit(
     let folder = format!("{JOBS}/{id}");
     let place = job_place(&store, &settings.registry.s3, &folder)?;
     let (config, files, bytes) = upload_snapshot(&place, cfg, ctx).await?;
-    let spec = TrainJob { config, store, folder, register, files, bytes };
+    let spec = TrainJob { config, store, snapshot: folder.clone(), folder, register, files, bytes };
     let spec = serde_json::to_value(&spec).context("the job's spec")?;
     let job = queue
         .submit_as(
@@ -172,12 +187,12 @@ pub async fn submit(
     Ok((job.id, job.spec))
 }
 
-/// Copy every file under `prefix` of the job's folder into `root` (same relative paths),
-/// skipping those already there with the same size.
-async fn download(place: &Place, prefix: &str, root: &Path) -> Result<usize> {
+/// Copy every file under `prefix` of the job's folder into `dest` (their paths under the
+/// prefix kept), skipping those already there with the same size; how many were copied.
+async fn download(place: &Place, prefix: &str, dest: &Path) -> Result<usize> {
     let mut copied = 0;
     for key in place.list().await?.into_iter().filter(|k| k.starts_with(prefix)) {
-        let local = safe_join(root, &key)?;
+        let local = safe_join(dest, &key[prefix.len()..])?;
         let bytes = place.get(&key, MAX_FILE).await?;
         if std::fs::metadata(&local).is_ok_and(|m| m.len() == bytes.len() as u64) {
             continue;
@@ -186,6 +201,16 @@ async fn download(place: &Place, prefix: &str, root: &Path) -> Result<usize> {
         copied += 1;
     }
     Ok(copied)
+}
+
+/// The job's run folder copied into `dir` whole: fetched beside it, then renamed.
+async fn fetch_run(place: &Place, dir: &Path) -> Result<()> {
+    let staging = dir.with_file_name(format!(".{}.fetching", dir.file_name().unwrap_or_default().to_string_lossy()));
+    download(place, &format!("{RUN}/"), &staging).await?;
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| dir.display().to_string())?;
+    }
+    std::fs::rename(&staging, dir).with_context(|| format!("the run folder {}", dir.display()))
 }
 
 /// `root/key`, refusing a key that would leave `root` (a store written by someone else).
@@ -255,6 +280,10 @@ impl Observer for JobObserver<'_> {
 
     fn epoch_end(&self, end: &EpochEnd<'_>) -> Control {
         self.task.log(end.line);
+        let numbers = EpochNumbers { epoch: end.epoch, epochs: end.epochs, metrics: end.metrics.clone() };
+        if let Ok(line) = serde_json::to_string(&numbers) {
+            self.task.log(format!("{METRICS_LINE}{line}"));
+        }
         Control::Continue
     }
 
@@ -291,13 +320,17 @@ impl TrainHandler {
     /// The job's run, from its snapshot, continued from a killed attempt's checkpoint when the
     /// store holds one; the run folder.
     fn train(&self, job: &TrainJob, id: &JobId, task: &TaskContext, place: &Place) -> Result<PathBuf, TaskFailure> {
-        let root = self.work.join(id.as_str());
-        let run_dir = root.join(RUN);
+        let run_dir = self.work.join(id.as_str()).join(RUN);
         let fail = |e: anyhow::Error| TaskFailure::Failed(format!("{e:#}"));
-        let fetched = self.runtime.block_on(download(place, &format!("{SNAPSHOT}/"), &root)).map_err(fail)?;
+        // One copy of a snapshot per worker, shared by the trials of a tuning job.
+        let snapshot = self.work.join("snapshots").join(job.snapshot.replace('/', "_"));
+        let snapshot_place =
+            job_place(&job.store, &self.ctx.catalog().settings().registry.s3, &job.snapshot).map_err(fail)?;
+        let fetched =
+            self.runtime.block_on(download(&snapshot_place, &format!("{SNAPSHOT}/"), &snapshot)).map_err(fail)?;
         task.log(format!("snapshot: {} files ({} bytes), {fetched} fetched", job.files, job.bytes));
         if !run_dir.join(CHECKPOINT_FILE).exists() {
-            let n = self.runtime.block_on(download(place, &format!("{RUN}/"), &root)).map_err(fail)?;
+            let n = self.runtime.block_on(download(place, &format!("{RUN}/"), &run_dir)).map_err(fail)?;
             if n > 0 {
                 task.log(format!("fetched the run folder a previous attempt left in the store ({n} files)"));
             }
@@ -307,7 +340,7 @@ impl TrainHandler {
         }
         let mut cfg = job.config.clone();
         for (_, path) in snapshot_paths(&mut cfg) {
-            *path = root.join(&*path);
+            *path = snapshot.join(&*path);
         }
         cfg.run_dir = Some(run_dir.clone());
         cfg.threads = Some(self.threads);
@@ -428,7 +461,7 @@ pub fn run(
         let quiet = ctx.quiet;
         queue
             .logs(&id, true, |line| {
-                if !quiet {
+                if !quiet && !line.starts_with(METRICS_LINE) {
                     eprintln!("{line}");
                 }
             })
@@ -440,11 +473,7 @@ pub fn run(
             let place = job_place(&s.registry.store, &s.registry.s3, folder)?;
             let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
             let dir = local_run.unwrap_or_else(|| PathBuf::from("runs").join(format!("{model}-{secs}")));
-            let staging =
-                dir.with_file_name(format!(".{}.fetching", dir.file_name().unwrap_or_default().to_string_lossy()));
-            download(&place, &format!("{RUN}/"), &staging).await?;
-            std::fs::rename(staging.join(RUN), &dir).with_context(|| format!("the run folder {}", dir.display()))?;
-            let _ = std::fs::remove_dir_all(&staging);
+            fetch_run(&place, &dir).await?;
             println!("run: {}", dir.display());
             if let Some(r) = job.result.as_ref().and_then(|r| r.get("registered")).and_then(Value::as_str) {
                 println!("registered {r}");
@@ -452,4 +481,108 @@ pub fn run(
         }
         Ok(crate::jobs::outcome(ctx, &job))
     })
+}
+
+/// Trains a tuning job's trials as training jobs on the queue, from one snapshot of the data
+/// they share; follows each job's epochs for the pruner, cancels the jobs it stops, and fetches
+/// each run folder into the trial's.
+pub struct QueueTrainer<'a> {
+    ctx: &'a AppContext,
+    queue: Queue,
+    runtime: &'a tokio::runtime::Runtime,
+    /// The snapshot's folder and the base config's paths inside it.
+    snapshot: String,
+    paths: TrainConfig,
+    files: u64,
+    bytes: u64,
+}
+
+impl<'a> QueueTrainer<'a> {
+    /// Copies `base`'s data to the store under `jobs/<tuning job id>/`.
+    pub fn new(
+        ctx: &'a AppContext,
+        runtime: &'a tokio::runtime::Runtime,
+        settings: &QueueSettings,
+        job_id: &str,
+        base: TrainConfig,
+    ) -> Result<Self> {
+        let queue = runtime.block_on(crate::jobs::connect(settings))?;
+        let s = ctx.catalog().settings();
+        let snapshot = format!("{JOBS}/{job_id}");
+        let place = job_place(&s.registry.store, &s.registry.s3, &snapshot)?;
+        let (paths, files, bytes) = runtime.block_on(upload_snapshot(&place, base, ctx))?;
+        Ok(QueueTrainer { ctx, queue, runtime, snapshot, paths, files, bytes })
+    }
+
+    async fn train_job(&self, mut cfg: TrainConfig, observer: &(dyn Observer + Sync)) -> Result<RunSummary> {
+        let run_dir = cfg.run_dir.take().context("a trial without a run folder")?;
+        cfg.threads = None;
+        let mut paths = self.paths.clone();
+        for ((_, to), (_, from)) in snapshot_paths(&mut cfg).into_iter().zip(snapshot_paths(&mut paths)) {
+            *to = from.clone();
+        }
+        let s = self.ctx.catalog().settings();
+        let id = JobId::new();
+        let folder = format!("{JOBS}/{id}");
+        let spec = TrainJob {
+            config: cfg,
+            store: s.registry.store.clone(),
+            folder: folder.clone(),
+            snapshot: self.snapshot.clone(),
+            register: None,
+            files: self.files,
+            bytes: self.bytes,
+        };
+        let spec = serde_json::to_value(&spec)?;
+        let submission = Submission {
+            kind: KIND.into(),
+            spec: spec.clone(),
+            tasks: vec![spec],
+            submitted_by: crate::settings::who(),
+        };
+        self.queue.submit_as(id.clone(), submission).await?;
+        let stopped = self.follow(&id, observer).await?;
+        let job = self.queue.wait(&id, |_| {}).await?;
+        fetch_run(&job_place(&s.registry.store, &s.registry.s3, &folder)?, &run_dir).await?;
+        match job.status {
+            Status::Succeeded => Ok(RunSummary::read(&run_dir)?),
+            _ if stopped => bail!("job {id} was cancelled: the pruner stopped its trial"),
+            status => bail!("job {id} {status}: {}", job.error.unwrap_or_default()),
+        }
+    }
+
+    /// Feeds the job's epochs to `observer` until the job ends; cancels the job when the
+    /// observer stops it. Whether it did.
+    async fn follow(&self, id: &JobId, observer: &(dyn Observer + Sync)) -> Result<bool> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let (queue, job) = (self.queue.clone(), id.clone());
+        let reader = tokio::spawn(async move {
+            queue
+                .logs(&job, true, |line| {
+                    if let Some(json) = line.strip_prefix(METRICS_LINE) {
+                        let _ = tx.send(json.to_string());
+                    }
+                })
+                .await
+        });
+        let mut stopped = false;
+        while let Some(json) = rx.recv().await {
+            let Ok(n) = serde_json::from_str::<EpochNumbers>(&json) else { continue };
+            let end = EpochEnd { epoch: n.epoch, epochs: n.epochs, metrics: &n.metrics, line: "" };
+            if !stopped && matches!(observer.epoch_end(&end), Control::Stop(_)) {
+                self.queue.cancel(id).await?;
+                stopped = true;
+            }
+        }
+        reader.await.context("the log reader")??;
+        Ok(stopped)
+    }
+}
+
+impl strix_tune::Trainer for QueueTrainer<'_> {
+    fn train(&self, cfg: TrainConfig, observer: &(dyn Observer + Sync)) -> Result<RunSummary, strix_tune::TuneError> {
+        self.runtime
+            .block_on(self.train_job(cfg, observer))
+            .map_err(|e| strix_tune::TuneError::Elsewhere(format!("{e:#}")))
+    }
 }

@@ -193,9 +193,27 @@ pub fn run(ctx: &AppContext, args: &TuneArgs) -> Result<ExitCode> {
     let tty = std::io::stderr().is_terminal();
     let observer =
         TrialBar { bar: trial_bar(ctx.quiet || !tty, job.settings.trials as u64, done), quiet: ctx.quiet, tty };
-    let job = tuning::run(&folder, job, &observer)?;
+    let job = match queue(ctx, args)? {
+        Some(settings) => {
+            let rt = crate::jobs::runtime()?;
+            let text = toml::to_string(&job.base).context("the base config")?;
+            let base = TrainConfig::from_toml(&text, Path::new("the tuning job's base config"))?;
+            let trainer = crate::train_job::QueueTrainer::new(ctx, &rt, &settings, &job.job_id, base)?;
+            tuning::run_with(&folder, job, &trainer, &observer)?
+        }
+        None => tuning::run(&folder, job, &observer)?,
+    };
     observer.bar.finish_and_clear();
     finish(ctx, args, &folder, &job)
+}
+
+/// The queue the trials go to, when `--queue` or `--queue-config` names one.
+fn queue(ctx: &AppContext, args: &TuneArgs) -> Result<Option<strix_jobs::QueueSettings>> {
+    if args.queue.is_none() && args.queue_config.is_none() {
+        return Ok(None);
+    }
+    let queue = crate::cli::QueueArgs { queue: args.queue.clone(), queue_config: args.queue_config.clone() };
+    crate::jobs::queue_settings(ctx, &queue)
 }
 
 fn trial_bar(hidden: bool, trials: u64, done: u64) -> ProgressBar {
