@@ -171,7 +171,10 @@ pub fn default_space(task: Task) -> Result<SearchSpace, TuneError> {
 
 /// A parameter's value as the training config's TOML has it.
 fn toml_value(name: &str, value: &ParamValue) -> Result<toml::Value, TuneError> {
-    let bad = || TuneError::InvalidParam { param: name.to_string(), reason: format!("{value:?} is not a TOML value") };
+    let bad = || TuneError::InvalidParam {
+        param: name.to_string(),
+        reason: format!("{value:?} is not a setting's value (a string, number or boolean)"),
+    };
     match value {
         ParamValue::Float(v) => Ok(toml::Value::Float(*v)),
         ParamValue::Int(v) => Ok(toml::Value::Integer(*v)),
@@ -220,9 +223,12 @@ pub fn check_space(base: &toml::Table, space: &SearchSpace) -> Result<(), TuneEr
         }
         for value in values {
             let params = Params::from([(name.clone(), value.clone())]);
-            trial_config(base, &params, tmp).map_err(|e| TuneError::InvalidParam {
-                param: name.clone(),
-                reason: format!("{value:?} is not a value `strix train` takes: {}", crate::error_chain(&e)),
+            trial_config(base, &params, tmp).map_err(|e| match e {
+                TuneError::InvalidParam { .. } => e,
+                e => TuneError::InvalidParam {
+                    param: name.clone(),
+                    reason: format!("{value:?} is not a value `strix train` takes: {}", crate::error_chain(&e)),
+                },
             })?;
         }
     }

@@ -138,7 +138,8 @@ pub enum Command {
     /// Batch transform: every image under a folder or bucket prefix through a model, into
     /// JSON Lines shards and a manifest; here, or spread over workers with --queue
     Batch(Box<BatchArgs>),
-    /// Take tasks from the job queue (NATS JetStream) and run them (batch transform shards)
+    /// Take tasks from the job queue (NATS JetStream) and run them (batch transform shards,
+    /// training runs and tuning trials)
     Worker(Box<WorkerArgs>),
     /// Jobs on the queue: list, show, logs, wait, cancel
     #[command(subcommand)]
@@ -1024,14 +1025,9 @@ pub struct RuntimeArgs {
 
 impl RuntimeArgs {
     /// What a command without runtime flags checks a model with: the backend chosen as
-    /// `--backend auto` does, with the library `ORT_DYLIB_PATH` names.
+    /// `--backend auto` does, with the ONNX Runtime library of the settings.
     pub fn for_checks() -> RuntimeArgs {
-        RuntimeArgs {
-            backend: BackendChoice::Auto,
-            threads: None,
-            ort_lib: std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from),
-            device: Default::default(),
-        }
+        RuntimeArgs { backend: BackendChoice::Auto, threads: None, ort_lib: None, device: Default::default() }
     }
 }
 
@@ -1362,6 +1358,9 @@ is given up, its error kept in `strix jobs show`.
 
 Workers on any number of machines share one queue; each must reach the batch's input and
 output (a shared folder or a bucket) and resolve its model (the zoo, or a shared registry).
+A training run (`strix train --queue`, `strix tune --queue`) needs the submitter's registry:
+its data and run folder go through the registry's store. A handed-back or killed run continues
+from its last checkpoint there, on whichever worker takes it next.
 
 Examples:
   nats-server -js &                              NATS with JetStream on 127.0.0.1:4222

@@ -10,11 +10,10 @@ use strix_catalog::Engine;
 use strix_core::Progress as _;
 use strix_jobs::{Handler, JobId, JobState, Queue, QueueSettings, Status, TaskFailure, TaskState, WorkerOptions};
 
-use crate::train_job::TrainHandler;
-
 use crate::cli::{JobsCommand, QueueArgs, WorkerArgs};
 use crate::context::AppContext;
 use crate::progress::Bars;
+use crate::train_job::TrainHandler;
 
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")

@@ -65,6 +65,26 @@ pub struct TrainJob {
     pub bytes: u64,
 }
 
+impl TrainJob {
+    /// Refuses a spec whose folders are not job folders or whose paths leave the snapshot:
+    /// whoever can queue a job must not make a worker read or write elsewhere.
+    fn check(&mut self) -> Result<(), String> {
+        for folder in [&self.folder, &self.snapshot] {
+            let id = folder.strip_prefix(&format!("{JOBS}/")).unwrap_or_default();
+            if id.parse::<JobId>().is_err() {
+                return Err(format!("{folder:?} is not a job folder (jobs/<job id>)"));
+            }
+        }
+        for (name, path) in snapshot_paths(&mut self.config) {
+            let inside = path.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+            if !inside || path.as_os_str().is_empty() {
+                return Err(format!("{name} {} is not a path inside the snapshot", path.display()));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The job's folder in the store.
 fn job_place(store: &str, options: &[(String, String)], folder: &str) -> Result<Place> {
     let url = format!("{}/{folder}", store.trim_end_matches('/'));
@@ -391,8 +411,9 @@ impl Handler for TrainHandler {
     }
 
     fn run(&self, task: &Task, ctx: &TaskContext) -> Result<Value, TaskFailure> {
-        let job: TrainJob = serde_json::from_value(task.spec.clone())
+        let mut job: TrainJob = serde_json::from_value(task.spec.clone())
             .map_err(|e| TaskFailure::Failed(format!("not a training job's spec: {e}")))?;
+        job.check().map_err(|e| TaskFailure::Failed(format!("not a training job's spec: {e}")))?;
         let settings = self.ctx.catalog().settings();
         if job.store != settings.registry.store {
             return Err(TaskFailure::Failed(format!(
@@ -584,5 +605,32 @@ impl strix_tune::Trainer for QueueTrainer<'_> {
         self.runtime
             .block_on(self.train_job(cfg, observer))
             .map_err(|e| strix_tune::TuneError::Elsewhere(format!("{e:#}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(folder: &str, data: &str) -> TrainJob {
+        let text = format!("data = {data:?}\npretrained = \"pretrained/w.onnx\"\n");
+        let config = TrainConfig::from_toml(&text, Path::new("t.toml")).unwrap();
+        let (store, register, files, bytes) = ("/s".to_string(), None, 1, 1);
+        TrainJob { config, store, folder: folder.into(), snapshot: folder.into(), register, files, bytes }
+    }
+
+    #[test]
+    fn a_spec_reaching_outside_its_folders_is_refused() {
+        assert!(job("jobs/jmxcjbtow-6b4d64", "data").check().is_ok());
+        for (folder, data) in [
+            ("jobs/../../etc", "data"),
+            ("elsewhere/jmxcjbtow-6b4d64", "data"),
+            ("jobs/jmxcjbtow-6b4d64", "/etc"),
+            ("jobs/jmxcjbtow-6b4d64", "data/../../secrets"),
+            ("jobs/jmxcjbtow-6b4d64", ""),
+        ] {
+            assert!(job(folder, data).check().is_err(), "{folder} {data}");
+        }
+        assert!(safe_join(Path::new("/w"), "a/../b").is_err() && safe_join(Path::new("/w"), "a/b").is_ok());
     }
 }

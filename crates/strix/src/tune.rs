@@ -70,7 +70,7 @@ impl TuningObserver for TrialBar {
             TrialState::Failed => format!("failed: {}", run.and_then(|r| r.error.clone()).unwrap_or_default()),
             TrialState::Running => "running".to_string(),
         };
-        let epochs = run.map(|r| format!(", {} epochs in {:.0} s", r.epochs, r.seconds)).unwrap_or_default();
+        let epochs = run.map(|r| format!(", {} epoch(s) in {:.0} s", r.epochs, r.seconds)).unwrap_or_default();
         self.say(format!("trial {id} {how}: {value}{epochs}"));
         if let Some((best, v)) = tuning.best() {
             self.bar.set_message(format!("best {} {v:.4} (trial {})", tuning.settings.objective, best.id));
