@@ -88,3 +88,58 @@ fn files_are_predicted_in_order_with_failures_in_place() {
     });
     assert_eq!(seen, vec![(0, Some(967)), (1, None), (2, Some(372)), (3, None), (4, Some(335))]);
 }
+
+/// The embedding model reads EfficientNet-Lite0's pooled features out of the same weights (an
+/// inner tensor made an output on load): the classifier's last layer applied to them gives the
+/// onnxruntime reference logits, on every backend. Through the zoo and the CLI the vector has
+/// unit length, and a tensor the graph does not make is refused by name.
+#[test]
+fn efficientnet_embedding_is_the_pooled_features_the_reference_logits_come_from() {
+    use prost::Message;
+    let fx = fixtures_or_skip!();
+    let (shape, input) = crate::support::read_npy(&fx.join("reference/efficientnet_lite0__chelsea__input.npy"));
+    let (_, logits) = crate::support::read_npy(&fx.join("reference/efficientnet_lite0__chelsea__logits.npy"));
+    let onnx = fx.join("models/classify/efficientnet_lite0.onnx");
+    let model = tract_onnx::pb::ModelProto::decode(std::fs::read(&onnx).unwrap().as_slice()).unwrap();
+    let graph = model.graph.unwrap();
+    let init = |name: &str| {
+        let t = graph.initializer.iter().find(|t| t.name == name).unwrap();
+        strix_runtime::initializer::float_tensor(t).unwrap().data
+    };
+    let (w, b) = (init("fc_w"), init("fc_b"));
+    for backend in backends() {
+        let runtime = open(backend, &crate::support::runtime_options()).unwrap();
+        let session = runtime.load_with_outputs(&onnx, &["flat".to_string()]).unwrap();
+        let names: Vec<&str> = session.outputs().iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(names, ["logits", "flat"], "{backend}");
+        let out = session.run(&[strix_core::Tensor::from_f32(shape.clone(), input.clone()).unwrap()]).unwrap();
+        let flat = out[1].to_f32_vec();
+        assert_eq!(flat.len(), 1280, "{backend}");
+        let ours: Vec<f32> = (0..1000)
+            .map(|j| b[j] + flat.iter().zip(&w[j * 1280..(j + 1) * 1280]).map(|(x, y)| x * y).sum::<f32>())
+            .collect();
+        let diff = crate::support::max_abs_diff(&ours, &logits);
+        assert!(diff < 1e-3, "{backend}: pooled features x fc give logits {diff} off the reference");
+        let e = runtime.load_with_outputs(&onnx, &["no_such_tensor".to_string()]).err().unwrap();
+        let text = format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default());
+        assert!(text.contains("no_such_tensor"), "{text}");
+    }
+
+    let cache = tempfile::tempdir().unwrap();
+    let photo = fx.join("images/baboon.jpg");
+    let mut cmd = crate::support::strix(&fx, cache.path());
+    let (o, out, err) = crate::support::run(cmd.args(["predict", "--task", "embed", "--json"]).arg(&photo));
+    assert!(o.status.success(), "{err}");
+    let line: Value = serde_json::from_str(out.trim()).unwrap();
+    let vector: Vec<f64> = line["Embedding"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!((vector.len(), line["Dimensions"].as_u64()), (1280, Some(1280)), "{out}");
+    let norm = vector.iter().map(|v| v * v).sum::<f64>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-4, "norm {norm}");
+    assert_eq!(line["EmbeddingModelVersion"], "efficientnet_lite0_embed");
+    let (o, text, err) =
+        crate::support::run(crate::support::strix(&fx, cache.path()).args(["predict", "--task", "embed"]).arg(&photo));
+    assert!(o.status.success() && text.contains("embedding of 1280 values, unit length"), "{text}{err}");
+    let mut cmd = crate::support::strix(&fx, cache.path());
+    let (o, _, err) = crate::support::run(cmd.args(["stream", "--task", "embed"]).arg(fx.join("images")));
+    assert!(!o.status.success() && err.contains("embedding"), "{err}");
+}

@@ -16,7 +16,7 @@ fn every_spec_example_in_the_docs_is_valid_and_every_decoder_has_one() {
         kinds.insert(table["kind"].as_str().unwrap().to_string());
     }
     let all: BTreeSet<String> =
-        ["classify", "nanodet", "yolo", "ssd", "centernet", "movenet", "mask", "blazeface", "mtcnn", "ppocr"]
+        ["classify", "embed", "nanodet", "yolo", "ssd", "centernet", "movenet", "mask", "blazeface", "mtcnn", "ppocr"]
             .map(String::from)
             .into();
     assert_eq!(kinds, all, "docs/model-spec.md needs one example per decoder");

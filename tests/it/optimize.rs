@@ -113,9 +113,10 @@ fn efficientnet_int8_passes_its_gate_registers_with_lineage_and_runs_on_every_en
         assert_eq!(answer["Labels"][0]["Name"], "espresso", "{backend}: {answer}");
     }
 
-    // The gate's agreement is what the two models answer on the held-out images, counted here.
+    // The gate's agreement is what the two models answer on the held-out images where the float
+    // model's top two are not a near tie, counted here.
     let backend = backends().last().unwrap().as_str();
-    let top1 = |model: &str| -> Vec<(String, String)> {
+    let top1 = |model: &str| -> Vec<(String, String, f64)> {
         let (o, stdout, err) = run(strix(&fx, tmp.path())
             .env("STRIX_HOME", &home)
             // One image at a time on every thread, as the gate runs them (batching and
@@ -123,20 +124,27 @@ fn efficientnet_int8_passes_its_gate_registers_with_lineage_and_runs_on_every_en
             .args(["predict", "--model", model, "--json", "--backend", backend, "--batch", "1", "--workers", "1"])
             .arg(&held));
         assert!(o.status.success(), "{err}");
-        let mut answers: Vec<(String, String)> = stdout
+        let mut answers: Vec<(String, String, f64)> = stdout
             .lines()
             .map(|l| serde_json::from_str::<Value>(l).unwrap())
-            .map(|a| (a["Image"].as_str().unwrap().to_string(), a["Labels"][0]["Name"].as_str().unwrap().to_string()))
+            .map(|a| {
+                let confidence = |i: usize| a["Labels"][i]["Confidence"].as_f64().unwrap() / 100.0;
+                let name = a["Labels"][0]["Name"].as_str().unwrap().to_string();
+                (a["Image"].as_str().unwrap().to_string(), name, confidence(0) - confidence(1))
+            })
             .collect();
-        answers.sort();
+        answers.sort_by(|a, b| a.0.cmp(&b.0));
         answers
     };
     let (float_top1, int8_top1) = (top1("efficientnet_lite0"), top1("trash-int8:1"));
     assert_eq!((float_top1.len() as u64, int8_top1.len() as u64), (count(&held), count(&held)));
-    let agreeing = float_top1.iter().zip(&int8_top1).filter(|(f, q)| f == q).count();
-    let counted = agreeing as f64 / float_top1.len() as f64;
+    let decisive: Vec<_> =
+        float_top1.iter().zip(&int8_top1).filter(|(f, _)| f.2 >= f64::from(strix_optimize::gate::NEAR_TIE)).collect();
+    let agreeing = decisive.iter().filter(|(f, q)| f.1 == q.1).count();
+    let counted = agreeing as f64 / decisive.len() as f64;
     let reported = gate["agreement"].as_f64().unwrap();
     assert!((counted - reported).abs() < 1e-9, "the gate says {reported}, predict agrees on {counted}: {gate}");
+    assert_eq!(gate["near_ties"].as_u64(), Some((float_top1.len() - decisive.len()) as u64), "{gate}");
 }
 
 #[test]

@@ -84,6 +84,16 @@ impl strix_runtime::Runtime for FaultyRuntime {
     fn load(&self, model: &Path) -> Result<Box<dyn strix_runtime::Session>, strix_runtime::RuntimeError> {
         Ok(Box::new(FaultySession { inner: self.inner.load(model)?, faults: self.faults.clone() }))
     }
+    fn load_with_outputs(
+        &self,
+        model: &Path,
+        tensors: &[String],
+    ) -> Result<Box<dyn strix_runtime::Session>, strix_runtime::RuntimeError> {
+        Ok(Box::new(FaultySession {
+            inner: self.inner.load_with_outputs(model, tensors)?,
+            faults: self.faults.clone(),
+        }))
+    }
 }
 
 impl strix_runtime::Session for FaultySession {

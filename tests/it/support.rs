@@ -182,6 +182,14 @@ impl strix_runtime::Runtime for CountingRuntime {
     fn load(&self, model: &Path) -> Result<Box<dyn strix_runtime::Session>, strix_runtime::RuntimeError> {
         Ok(Box::new(CountingSession { inner: self.inner.load(model)?, log: self.log.clone(), slow: self.slow }))
     }
+    fn load_with_outputs(
+        &self,
+        model: &Path,
+        tensors: &[String],
+    ) -> Result<Box<dyn strix_runtime::Session>, strix_runtime::RuntimeError> {
+        let inner = self.inner.load_with_outputs(model, tensors)?;
+        Ok(Box::new(CountingSession { inner, log: self.log.clone(), slow: self.slow }))
+    }
 }
 
 impl strix_runtime::Session for CountingSession {

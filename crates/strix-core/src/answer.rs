@@ -208,4 +208,8 @@ pub enum Answer {
     Text {
         lines: Vec<TextLine>,
     },
+    /// The image's embedding, L2-normalised (unit length; cosine similarity is a dot product).
+    Embedding {
+        vector: Vec<f32>,
+    },
 }

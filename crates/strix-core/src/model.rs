@@ -14,10 +14,13 @@ pub enum Task {
     Segment,
     Faces,
     Text,
+    /// An L2-normalised vector per image (or face): what similarity search and k-NN use.
+    Embed,
 }
 
 impl Task {
-    pub const ALL: [Task; 6] = [Task::Classify, Task::Detect, Task::Pose, Task::Segment, Task::Faces, Task::Text];
+    pub const ALL: [Task; 7] =
+        [Task::Classify, Task::Detect, Task::Pose, Task::Segment, Task::Faces, Task::Text, Task::Embed];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -27,6 +30,7 @@ impl Task {
             Task::Segment => "segment",
             Task::Faces => "faces",
             Task::Text => "text",
+            Task::Embed => "embed",
         }
     }
 }

@@ -93,6 +93,8 @@ pub fn annotate(img: &mut RgbImage, prediction: &Prediction) {
         Answer::Mask { mask } => draw::mask(img, mask),
         Answer::Faces { faces } => draw::faces(img, faces),
         Answer::Text { lines } => draw::text_lines(img, lines),
+        // A vector has nothing to draw on the image.
+        Answer::Embedding { .. } => {}
     }
 }
 
@@ -242,11 +244,24 @@ pub struct Pipeline {
     engine: Engine,
 }
 
+/// The main network, with the tensors inside it that its decoder reads (an embedding's pooled
+/// features) read out as outputs.
+fn load_main(model: &ResolvedModel, runtime: &dyn Runtime) -> Result<Box<dyn Session>, PipelineError> {
+    let session = runtime.load(&model.weights)?;
+    let strix_zoo::Head::Single(decoder) = model.spec.decoder.head() else { return Ok(session) };
+    let have: Vec<&str> = session.outputs().iter().map(|o| o.name.as_str()).collect();
+    let inner: Vec<String> = decoder.outputs().into_iter().filter(|n| !have.contains(n)).map(String::from).collect();
+    if inner.is_empty() {
+        return Ok(session);
+    }
+    Ok(runtime.load_with_outputs(&model.weights, &inner)?)
+}
+
 impl Pipeline {
     /// Load the model's networks in `runtime` and check the graphs against the spec.
     pub fn load(model: ResolvedModel, runtime: &dyn Runtime) -> Result<Self, PipelineError> {
         let mut sessions = BTreeMap::new();
-        sessions.insert(MAIN.to_string(), runtime.load(&model.weights)?);
+        sessions.insert(MAIN.to_string(), load_main(&model, runtime)?);
         for (name, path) in &model.networks {
             sessions.insert(name.clone(), runtime.load(path)?);
         }
@@ -683,6 +698,9 @@ mod tests {
         }
         fn version(&self) -> String {
             "test".into()
+        }
+        fn load_with_outputs(&self, model: &Path, _: &[String]) -> Result<Box<dyn Session>, RuntimeError> {
+            self.load(model)
         }
         fn load(&self, _: &Path) -> Result<Box<dyn Session>, RuntimeError> {
             let dim = |n| Dim::Fixed(n);

@@ -142,6 +142,10 @@ pub enum Response {
     Persons { persons: Vec<Person>, pose_model_version: String },
     #[serde(rename_all = "PascalCase")]
     Segmentation { segmentation: Segmentation, segmentation_model_version: String },
+    /// Not a Rekognition shape (its face vectors stay inside collections): the vector itself,
+    /// unit length, and its size.
+    #[serde(rename_all = "PascalCase")]
+    Embedding { embedding: Vec<f32>, dimensions: usize, embedding_model_version: String },
 }
 
 impl Response {
@@ -253,6 +257,11 @@ impl Response {
                     mask_file: None,
                 },
                 segmentation_model_version: model,
+            },
+            Answer::Embedding { vector } => Response::Embedding {
+                dimensions: vector.len(),
+                embedding: vector.clone(),
+                embedding_model_version: model,
             },
         }
     }

@@ -21,6 +21,7 @@ pub mod initializer;
 mod inspect;
 #[cfg(feature = "ort")]
 mod onnxruntime;
+pub mod outputs;
 mod tract;
 
 use std::fmt;
@@ -142,6 +143,9 @@ pub trait Runtime: Send + Sync {
     fn version(&self) -> String;
     /// Parse, check and optimise a model file, ready to run.
     fn load(&self, model: &Path) -> Result<Box<dyn Session>, RuntimeError>;
+    /// [`Runtime::load`] with tensors inside the graph (each some node's output) read out as
+    /// outputs after its own: a classifier's pooled features for an embedding.
+    fn load_with_outputs(&self, model: &Path, tensors: &[String]) -> Result<Box<dyn Session>, RuntimeError>;
 }
 
 /// A loaded model. Runs take `&self`: several threads may run one session at once (each run

@@ -1,7 +1,7 @@
 //! The ONNX Runtime backend (cargo feature `ort`): the fast path, loaded at run time.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use ort::environment::Environment;
 use ort::session::{Session as OrtSession, SessionInputValue, builder::GraphOptimizationLevel};
@@ -74,12 +74,31 @@ impl Runtime for OrtRuntime {
         if !model.is_file() {
             return Err(RuntimeError::ModelMissing { path: model.to_path_buf() });
         }
-        let session = build_session(&self.environment, model, self.threads, self.device)?;
+        self.session(Source { path: model.to_path_buf(), bytes: None })
+    }
+
+    fn load_with_outputs(&self, model: &Path, tensors: &[String]) -> Result<Box<dyn Session>, RuntimeError> {
+        let bytes = crate::outputs::file_with_outputs(model, tensors, Backend::Ort)?;
+        self.session(Source { path: model.to_path_buf(), bytes: Some(Arc::from(bytes)) })
+    }
+}
+
+/// Where a session's graph comes from: its file, or (a graph changed on load) bytes in memory,
+/// kept to build more sessions; the path names it in errors either way.
+#[derive(Clone)]
+struct Source {
+    path: PathBuf,
+    bytes: Option<Arc<[u8]>>,
+}
+
+impl OrtRuntime {
+    fn session(&self, model: Source) -> Result<Box<dyn Session>, RuntimeError> {
+        let session = build_session(&self.environment, &model, self.threads, self.device)?;
         let inputs = session.inputs().iter().map(|o| describe(o.name(), o.dtype())).collect();
         let outputs = session.outputs().iter().map(|o| describe(o.name(), o.dtype())).collect();
         Ok(Box::new(OrtModel {
             environment: self.environment.clone(),
-            path: model.to_path_buf(),
+            source: model,
             threads: self.threads,
             device: self.device,
             idle: Mutex::new(vec![(self.threads, session)]),
@@ -91,12 +110,12 @@ impl Runtime for OrtRuntime {
 
 fn build_session(
     environment: &Environment,
-    model: &Path,
+    model: &Source,
     threads: usize,
     device: Device,
 ) -> Result<OrtSession, RuntimeError> {
     let load_err =
-        |e: ort::Error| RuntimeError::Load { path: model.to_path_buf(), backend: Backend::Ort, source: e.into() };
+        |e: ort::Error| RuntimeError::Load { path: model.path.clone(), backend: Backend::Ort, source: e.into() };
     // The builder's errors carry the builder back; only the error is kept.
     let mut builder = OrtSession::builder(environment)
         .map_err(load_err)?
@@ -112,7 +131,10 @@ fn build_session(
             .with_execution_providers([cuda])
             .map_err(|e| RuntimeError::OrtDevice { device, source: ort::Error::<()>::from(e).into() })?;
     }
-    builder.commit_from_file(model).map_err(load_err)
+    match &model.bytes {
+        Some(bytes) => builder.commit_from_memory(bytes).map_err(load_err),
+        None => builder.commit_from_file(&model.path).map_err(load_err),
+    }
 }
 
 fn describe(name: &str, ty: &ValueType) -> TensorInfo {
@@ -155,7 +177,7 @@ fn dtype_of(t: TensorElementType) -> DType {
 
 struct OrtModel {
     environment: Environment,
-    path: PathBuf,
+    source: Source,
     threads: usize,
     device: Device,
     /// Sessions not running now, with their intra-op thread counts. `ort` runs take `&mut`
@@ -190,7 +212,7 @@ impl Session for OrtModel {
         let threads = threads.max(1);
         let have = self.idle.lock().unwrap_or_else(|p| p.into_inner()).iter().filter(|(n, _)| *n == threads).count();
         for _ in have..concurrency.min(IDLE_SESSIONS) {
-            let session = build_session(&self.environment, &self.path, threads, self.device)?;
+            let session = build_session(&self.environment, &self.source, threads, self.device)?;
             self.idle.lock().unwrap_or_else(|p| p.into_inner()).push((threads, session));
         }
         Ok(())
@@ -205,7 +227,7 @@ impl Session for OrtModel {
         };
         let mut session = match taken {
             Some(s) => s,
-            None => build_session(&self.environment, &self.path, threads, self.device)?,
+            None => build_session(&self.environment, &self.source, threads, self.device)?,
         };
         let result = self.run_on(&mut session, inputs);
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());

@@ -59,12 +59,25 @@ impl Runtime for TractRuntime {
         if !model.is_file() {
             return Err(RuntimeError::ModelMissing { path: model.to_path_buf() });
         }
-        let load_err = |e: tp::TractError| RuntimeError::Load {
-            path: model.to_path_buf(),
-            backend: Backend::Tract,
-            source: e.into(),
-        };
-        let mut inference = tract_onnx::onnx().model_for_path(model).map_err(load_err)?;
+        let inference = tract_onnx::onnx().model_for_path(model).map_err(load_error(model))?;
+        self.session(model, inference)
+    }
+
+    fn load_with_outputs(&self, model: &Path, tensors: &[String]) -> Result<Box<dyn Session>, RuntimeError> {
+        let bytes = crate::outputs::file_with_outputs(model, tensors, Backend::Tract)?;
+        let inference = tract_onnx::onnx().model_for_read(&mut bytes.as_slice()).map_err(load_error(model))?;
+        self.session(model, inference)
+    }
+}
+
+fn load_error(model: &Path) -> impl Fn(tp::TractError) -> RuntimeError + Copy + '_ {
+    move |e| RuntimeError::Load { path: model.to_path_buf(), backend: Backend::Tract, source: e.into() }
+}
+
+impl TractRuntime {
+    /// A session of a parsed graph (`model` names it in errors).
+    fn session(&self, model: &Path, mut inference: tp::InferenceModel) -> Result<Box<dyn Session>, RuntimeError> {
+        let load_err = load_error(model);
         name_unknown_input_dims(&mut inference).map_err(load_err)?;
         let symbolic = inference.clone().into_typed().and_then(|typed| {
             let inputs = describe(&typed, true, typed_fact)?;

@@ -48,6 +48,7 @@ mod report;
 mod rng;
 pub mod sampler;
 pub mod space;
+mod state;
 pub mod study;
 #[cfg(test)]
 mod testfns;

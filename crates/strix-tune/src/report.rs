@@ -9,8 +9,11 @@ use strix_core::html::escape;
 
 use crate::TuneError;
 use crate::space::{Param, ParamValue};
+use crate::state::Tuning;
 use crate::trial::{Trial, TrialState};
-use crate::tuning::{REPORT_FILE, Tuning};
+
+/// The job's HTML report inside its folder.
+pub const REPORT_FILE: &str = "report.html";
 
 const W: f64 = 560.0;
 const H: f64 = 300.0;

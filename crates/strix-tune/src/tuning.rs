@@ -6,61 +6,24 @@
 //! after every epoch and every trial, atomically: a killed job resumes with [`run`] on the
 //! saved state, its unfinished trials continued from their runs' checkpoints.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
-use strix_core::Task;
 use strix_train::files::{CHECKPOINT_FILE, METRICS_FILE};
 use strix_train::observe::{Control, EpochEnd, Metrics, Observer};
 use strix_train::{RunSummary, TrainConfig};
 
 use crate::pruner::Pruner;
 use crate::sampler::Sampler;
-use crate::space::{Params, SearchSpace};
-use crate::study::{Outcome, Study};
-use crate::training::{TuneSettings, check_space, trial_config};
-use crate::trial::{Trial, TrialState};
+use crate::space::Params;
+use crate::study::Outcome;
+use crate::training::{TuneSettings, trial_config};
+use crate::trial::TrialState;
 use crate::{TuneError, error_chain};
 
-/// The job's state inside its folder.
-pub const STATE_FILE: &str = "tuning.json";
-/// The job's HTML report inside its folder.
-pub const REPORT_FILE: &str = "report.html";
-
-/// A tuning job: what it searches, how, and how far it got.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Tuning {
-    /// The id that goes into the best model's lineage.
-    pub job_id: String,
-    pub task: Task,
-    pub settings: TuneSettings,
-    /// The training settings every trial starts from (its parameters are written over them).
-    pub base: toml::Table,
-    pub study: Study,
-    /// What each trial's run did, by trial id.
-    #[serde(default)]
-    pub runs: BTreeMap<u64, TrialRun>,
-}
-
-/// One trial's training run.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrialRun {
-    /// The run folder's name inside the tuning folder.
-    pub dir: String,
-    pub seconds: f64,
-    pub epochs: usize,
-    /// Why the trial failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// Why it stopped before its last epoch.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stopped: Option<String>,
-}
+pub use crate::report::REPORT_FILE;
+pub use crate::state::{STATE_FILE, TrialRun, Tuning, trial_dir_name};
 
 /// Hears how a tuning job goes; the CLI draws its bar from it. Called from the trials' threads.
 pub trait TuningObserver: Sync {
@@ -97,57 +60,6 @@ impl Trainer for InProcess {
             false => strix_train::train::train(cfg, observer),
         });
         trained.map_err(|e| TuneError::Train { what: format!("training {}", run_dir.display()), source: Box::new(e) })
-    }
-}
-
-/// The run folder of trial `id`, inside the tuning folder.
-pub fn trial_dir_name(id: u64) -> String {
-    format!("trial-{id:03}")
-}
-
-impl Tuning {
-    /// A new job; the settings and every parameter of `space` are checked first.
-    pub fn new(
-        job_id: String,
-        task: Task,
-        settings: TuneSettings,
-        base: toml::Table,
-        space: SearchSpace,
-    ) -> Result<Tuning, TuneError> {
-        settings.validate()?;
-        check_space(&base, &space)?;
-        // The sampler is built once here so that a grid too small for the trials is said now.
-        settings.sampler()?;
-        Ok(Tuning { job_id, task, settings, base, study: Study::new(space), runs: BTreeMap::new() })
-    }
-
-    pub fn load(folder: &Path) -> Result<Tuning, TuneError> {
-        let path = folder.join(STATE_FILE);
-        let text = std::fs::read_to_string(&path).map_err(TuneError::io(&path))?;
-        serde_json::from_str(&text).map_err(|e| TuneError::InvalidState { path, reason: e.to_string() })
-    }
-
-    pub fn save(&self, folder: &Path) -> Result<(), TuneError> {
-        let path = folder.join(STATE_FILE);
-        let text = serde_json::to_string_pretty(self).map_err(TuneError::Json)?;
-        strix_core::fs::write_atomic(&path, text.as_bytes()).map_err(TuneError::io(&path))
-    }
-
-    /// A study value as the objective reads (the study minimises).
-    pub fn objective(&self, trial: &Trial) -> Option<f64> {
-        trial.value.map(|v| self.settings.from_study(v))
-    }
-
-    /// The best complete trial and its objective.
-    pub fn best(&self) -> Option<(&Trial, f64)> {
-        let best = self.study.best_trial()?;
-        Some((best, self.objective(best)?))
-    }
-
-    /// How many trials ended in each state: complete, pruned, failed.
-    pub fn counts(&self) -> (usize, usize, usize) {
-        let n = |s: TrialState| self.study.trials().iter().filter(|t| t.state == s).count();
-        (n(TrialState::Complete), n(TrialState::Pruned), n(TrialState::Failed))
     }
 }
 
@@ -424,7 +336,9 @@ pub fn best_run_dir(folder: &Path, tuning: &Tuning) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::space::SearchSpace;
     use crate::training::{EarlyStopping, Strategy};
+    use strix_core::Task;
 
     /// Two colours of real PNG files, a class each.
     fn two_colours(dir: &Path) {

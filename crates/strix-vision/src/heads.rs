@@ -96,6 +96,52 @@ impl Decode for ClassifyHead {
     }
 }
 
+/// An embedding per image: a `[N, D]` output (or `[N, D, 1, 1]`), each row scaled to unit
+/// length.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedHead {
+    /// Output to read; the first when absent. It may name a tensor inside the graph (a
+    /// classifier's pooled features before its last layer): the runtime reads it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+}
+
+/// `v` scaled to unit length (an all-zero vector stays zero: similar to nothing).
+pub fn l2_normalised(v: &[f32]) -> Vec<f32> {
+    let norm = v.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt();
+    if norm > 0.0 && norm.is_finite() { v.iter().map(|x| (f64::from(*x) / norm) as f32).collect() } else { v.to_vec() }
+}
+
+impl Decode for EmbedHead {
+    fn task(&self) -> Task {
+        Task::Embed
+    }
+    fn outputs(&self) -> Vec<&str> {
+        self.output.iter().map(String::as_str).collect()
+    }
+    fn decode(
+        &self,
+        outputs: &Outputs,
+        _: &[Geometry],
+        _: (u32, u32),
+        _: &[String],
+        _: usize,
+    ) -> Result<Vec<Answer>, VisionError> {
+        let (name, t) = outputs.get(self.output.as_deref())?;
+        let shape = t.shape();
+        if shape.len() < 2 || shape[1] == 0 || shape[2..].iter().any(|&d| d != 1) {
+            return Err(VisionError::OutputShape {
+                name: name.to_string(),
+                shape: shape.to_vec(),
+                expected: "an embedding output must be [N, D] (or [N, D, 1, 1])".into(),
+            });
+        }
+        let values = t.to_f32_vec();
+        Ok(values.chunks_exact(shape[1]).map(|row| Answer::Embedding { vector: l2_normalised(row) }).collect())
+    }
+}
+
 /// A [`Decode`] whose answers are one `$variant { $field }` per image from the type's own
 /// `decode(outputs, geometries, input, labels)`.
 macro_rules! decoder {

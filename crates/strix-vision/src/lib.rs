@@ -41,7 +41,7 @@ pub use decode::{
 };
 pub use encode::encode_jpeg;
 pub use error::VisionError;
-pub use heads::{Cascade, ClassifyHead, Decode};
+pub use heads::{Cascade, ClassifyHead, Decode, EmbedHead, l2_normalised};
 pub use image::RgbImage;
 pub use networks::Networks;
 pub use outputs::Outputs;

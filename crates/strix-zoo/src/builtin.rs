@@ -6,6 +6,7 @@ use crate::spec::ModelSpec;
 /// (name, spec TOML). Each entry is parsed, resolved and run by the test suite.
 const ENTRIES: &[(&str, &str)] = &[
     ("efficientnet_lite0", include_str!("../zoo/efficientnet_lite0.toml")),
+    ("efficientnet_lite0_embed", include_str!("../zoo/efficientnet_lite0_embed.toml")),
     ("nanodet_m_416", include_str!("../zoo/nanodet_m_416.toml")),
     ("movenet_lightning_192", include_str!("../zoo/movenet_lightning_192.toml")),
     ("selfie_256", include_str!("../zoo/selfie_256.toml")),
@@ -25,6 +26,7 @@ pub fn default_for(task: crate::Task) -> &'static str {
         Task::Segment => "selfie_256",
         Task::Faces => "blazeface_back_256",
         Task::Text => "ppocrv4",
+        Task::Embed => "efficientnet_lite0_embed",
     }
 }
 
@@ -63,14 +65,7 @@ mod tests {
             }
         }
         assert!(get(DEFAULT_CLASSIFIER).unwrap().is_some());
-        for task in [
-            crate::Task::Classify,
-            crate::Task::Detect,
-            crate::Task::Pose,
-            crate::Task::Segment,
-            crate::Task::Faces,
-            crate::Task::Text,
-        ] {
+        for task in crate::Task::ALL {
             let spec = get(default_for(task)).unwrap().unwrap();
             assert_eq!(spec.task, task, "default model for {task}");
         }

@@ -10,7 +10,7 @@ use strix_vision::face::{BlazeFace, Mtcnn};
 use strix_vision::ocr::PpOcr;
 use strix_vision::pose::MoveNet;
 use strix_vision::segment::MaskDecoder;
-use strix_vision::{Cascade, ClassifyHead, Decode, InputSpec, Preprocess, Preprocessor};
+use strix_vision::{Cascade, ClassifyHead, Decode, EmbedHead, InputSpec, Preprocess, Preprocessor};
 
 use crate::ZooError;
 pub use strix_core::{Task, check_name, is_name_char};
@@ -68,6 +68,8 @@ impl LabelsSpec {
 pub enum DecoderSpec {
     /// Top-k classes from a `[N, classes]` output.
     Classify(ClassifyHead),
+    /// A unit-length vector per image from a `[N, D]` output, which may be inside the graph.
+    Embed(EmbedHead),
     /// NanoDet / GFL heads: per-stride class scores and distance distributions.
     Nanodet(detect::NanoDet),
     /// YOLO-family rows or columns: box, optional objectness, class scores.
@@ -115,6 +117,7 @@ impl DecoderSpec {
     pub fn head(&self) -> Head<'_> {
         match self {
             DecoderSpec::Classify(d) => Head::Single(d),
+            DecoderSpec::Embed(d) => Head::Single(d),
             DecoderSpec::Nanodet(d) => Head::Single(d),
             DecoderSpec::Yolo(d) => Head::Single(d),
             DecoderSpec::Ssd(d) => Head::Single(d),

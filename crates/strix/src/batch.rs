@@ -9,7 +9,6 @@ use strix_zoo::ResolvedModel;
 
 use crate::cli::BatchArgs;
 use crate::context::AppContext;
-use crate::jobs;
 
 /// What workers resolve to find the same model: a registered version by `NAME:VERSION`, a spec
 /// file by its absolute path, a zoo name as given.
@@ -39,7 +38,7 @@ fn absolute(place: &str) -> Result<String> {
 pub fn run(ctx: &AppContext, args: &BatchArgs) -> Result<ExitCode> {
     let bars = ctx.bars();
     let model = ctx.catalog().resolve(&args.model, &bars)?;
-    let queue = if args.here { None } else { jobs::queue_settings(ctx, &args.queue)? };
+    let queue = if args.here { None } else { crate::queue::queue_settings(ctx, &args.queue)? };
     let (input, output) = match queue {
         Some(_) => (absolute(&args.input)?, absolute(&args.out)?),
         None => (args.input.clone(), args.out.clone()),
@@ -59,7 +58,7 @@ pub fn run(ctx: &AppContext, args: &BatchArgs) -> Result<ExitCode> {
         );
     }
     let store_options = ctx.catalog().settings().registry.s3.clone();
-    jobs::runtime()?.block_on(async {
+    crate::queue::runtime()?.block_on(async {
         let input = Place::open(&spec.input, &store_options, false)?;
         let output = Place::open(&spec.output, &store_options, true)?;
         let plan = strix_batch::plan(&spec, &input, &output).await?;
@@ -87,7 +86,7 @@ pub fn run(ctx: &AppContext, args: &BatchArgs) -> Result<ExitCode> {
             let manifest = strix_batch::run_here(&spec, &plan, pipeline.as_ref(), &input, &output, &bars).await?;
             return Ok(summary(ctx, &manifest, output.url()));
         };
-        let queue = jobs::connect(&settings).await?;
+        let queue = crate::queue::connect(&settings).await?;
         let job = strix_batch::submit(&queue, &spec, &plan, &output, &crate::settings::who()).await?;
         println!("{}", job.id);
         if !args.wait {
@@ -99,8 +98,8 @@ pub fn run(ctx: &AppContext, args: &BatchArgs) -> Result<ExitCode> {
             }
             return Ok(ExitCode::SUCCESS);
         }
-        let job = jobs::wait(&queue, &job.id, &bars).await?;
-        let code = jobs::outcome(ctx, &job);
+        let job = crate::queue::wait(&queue, &job.id, &bars).await?;
+        let code = crate::queue::outcome(ctx, &job);
         if job.status != strix_jobs::Status::Succeeded {
             return Ok(code);
         }

@@ -1071,7 +1071,8 @@ pub struct PredictArgs {
     pub model: Option<String>,
     /// What to look for; picks the zoo's default model for it when --model is not given
     /// (detect: nanodet_m_416, pose: movenet_lightning_192, segment: selfie_256,
-    /// faces: blazeface_back_256, text: ppocrv4)
+    /// faces: blazeface_back_256, text: ppocrv4, embed: efficientnet_lite0_embed, a unit-length
+    /// vector per image)
     #[arg(short, long, value_parser = task_parser())]
     pub task: Option<strix_core::Task>,
     #[command(flatten)]

@@ -7,40 +7,12 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use strix_batch::BatchHandler;
 use strix_catalog::Engine;
-use strix_core::Progress as _;
-use strix_jobs::{Handler, JobId, JobState, Queue, QueueSettings, Status, TaskFailure, TaskState, WorkerOptions};
+use strix_jobs::{Handler, JobId, JobState, QueueSettings, TaskFailure, TaskState, WorkerOptions};
 
 use crate::cli::{JobsCommand, QueueArgs, WorkerArgs};
 use crate::context::AppContext;
-use crate::progress::Bars;
+use crate::queue::{connect, line, outcome, queue_settings, runtime, wait};
 use crate::train_job::TrainHandler;
-
-pub fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
-}
-
-/// The queue `--queue`, `STRIX_QUEUE` or the settings file's `queue` names, with the rest of
-/// its settings from `--queue-config`; `None` when nothing names one.
-pub fn queue_settings(ctx: &AppContext, args: &QueueArgs) -> Result<Option<QueueSettings>> {
-    let mut settings = match &args.queue_config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("queue settings {}", path.display()))?;
-            toml::from_str(&text).with_context(|| format!("queue settings {}", path.display()))?
-        }
-        None => QueueSettings::default(),
-    };
-    match args.queue.clone().filter(|q| !q.is_empty()).or_else(|| ctx.catalog().settings().queue.clone()) {
-        Some(url) => settings.url = url,
-        None if args.queue_config.is_some() => {}
-        None => return Ok(None),
-    }
-    settings.validate()?;
-    Ok(Some(settings))
-}
-
-pub async fn connect(settings: &QueueSettings) -> Result<Queue> {
-    Queue::connect(settings).await.with_context(|| format!("job queue {}", settings.url))
-}
 
 fn required(ctx: &AppContext, args: &QueueArgs) -> Result<QueueSettings> {
     queue_settings(ctx, args)?
@@ -183,22 +155,6 @@ pub fn jobs(ctx: &AppContext, cmd: &JobsCommand) -> Result<ExitCode> {
     })
 }
 
-/// One line per job: id, kind, status, tasks, submitter.
-fn line(j: &JobState) -> String {
-    let cancelling = if j.cancel_requested && !j.status.is_final() { " (cancelling)" } else { "" };
-    format!(
-        "{}  {:<6} {:<9}{cancelling}  {}/{} tasks done ({} failed, {} cancelled)  by {}",
-        j.id,
-        j.kind,
-        j.status.to_string(),
-        j.finished_tasks(),
-        j.tasks,
-        j.failed,
-        j.cancelled,
-        j.submitted_by
-    )
-}
-
 /// A job and its tasks, for `strix jobs show`.
 fn describe(job: &JobState, tasks: &[TaskState]) -> String {
     let mut text = format!("{}\n", line(job));
@@ -221,37 +177,6 @@ fn describe(job: &JobState, tasks: &[TaskState]) -> String {
         );
     }
     text
-}
-
-/// Follow a job to its end with a bar of finished tasks, fed by the job's state.
-pub async fn wait(queue: &Queue, id: &JobId, bars: &Bars) -> Result<JobState> {
-    let mut shown: Option<u64> = None;
-    let job = queue
-        .wait(id, |j| {
-            let now = u64::from(j.finished_tasks());
-            match shown {
-                None => {
-                    bars.start(&format!("job {id}"), Some(u64::from(j.tasks)), strix_core::ProgressUnit::Items);
-                    bars.advance(now);
-                }
-                Some(before) => bars.advance(now.saturating_sub(before)),
-            }
-            shown = Some(now);
-        })
-        .await?;
-    bars.finish();
-    Ok(job)
-}
-
-/// The job's line and error on stderr; success only for a succeeded job.
-pub fn outcome(ctx: &AppContext, job: &JobState) -> ExitCode {
-    if !ctx.quiet {
-        eprintln!("{}", line(job));
-        if let Some(e) = &job.error {
-            eprintln!("error: {e}");
-        }
-    }
-    if job.status == Status::Succeeded { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ mod models;
 mod optimize;
 mod predict;
 mod progress;
+mod queue;
 mod registry;
 mod serve;
 mod settings;

@@ -217,6 +217,15 @@ fn render(path: &Path, p: &Prediction, model: &str, json: bool, mask_file: Optio
                 let _ = writeln!(text, "  {:>6.2}%  {:?}  {}", l.score * 100.0, l.text, b(&l.bbox()));
             }
         }
+        Answer::Embedding { vector } => {
+            let head: Vec<String> = vector.iter().take(6).map(|v| format!("{v:.4}")).collect();
+            let _ = writeln!(
+                text,
+                "  embedding of {} values, unit length: [{}, ...] (--json for all)",
+                vector.len(),
+                head.join(", ")
+            );
+        }
     }
     text
 }

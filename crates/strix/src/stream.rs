@@ -82,6 +82,13 @@ pub fn run(ctx: &AppContext, args: &StreamArgs) -> Result<ExitCode> {
     let bars = Arc::new(ctx.bars());
     let model =
         crate::registry::resolve_for_task(ctx, args.model.as_deref(), args.task, strix_core::Task::Detect, &bars)?;
+    if model.spec.task == strix_core::Task::Embed {
+        bail!(
+            "{} answers with a vector per image (an embedding), which a stream has nothing to draw or track with; \
+             give a classify, detect, pose, faces, segment or text model",
+            model.spec.name
+        );
+    }
     let live = Arc::new(strix_stream::LiveModel::new(Arc::new(ctx.load_pipeline(model, &args.runtime)?)));
     // Kept until the run ends: dropping it stops the polling.
     let _follower = match (&args.model, args.follow_interval.is_zero()) {

@@ -219,7 +219,7 @@ fn queued(ctx: &AppContext, args: &TrainArgs) -> Result<ExitCode> {
         bail!("--no-export: a queued run is always exported (its worker registers and returns the export)");
     }
     let queue = crate::cli::QueueArgs { queue: args.queue.clone(), queue_config: args.queue_config.clone() };
-    let settings = crate::jobs::queue_settings(ctx, &queue)?.context("no job queue: give --queue nats://HOST:4222")?;
+    let settings = crate::queue::queue_settings(ctx, &queue)?.context("no job queue: give --queue nats://HOST:4222")?;
     let mut cfg = with_default_pretrained(ctx, merged_config(args)?)?;
     // The run folder is the worker's; this one is where --wait puts the copy.
     cfg.run_dir = None;

@@ -465,9 +465,9 @@ pub fn run(
     wait: bool,
 ) -> Result<std::process::ExitCode> {
     let model = format!("{:?}", cfg.model).to_lowercase();
-    let rt = crate::jobs::runtime()?;
+    let rt = crate::queue::runtime()?;
     rt.block_on(async {
-        let queue = crate::jobs::connect(settings).await?;
+        let queue = crate::queue::connect(settings).await?;
         let (id, spec) = submit(ctx, &queue, cfg, register).await?;
         if !wait {
             println!("{id}");
@@ -500,7 +500,7 @@ pub fn run(
                 println!("registered {r}");
             }
         }
-        Ok(crate::jobs::outcome(ctx, &job))
+        Ok(crate::queue::outcome(ctx, &job))
     })
 }
 
@@ -527,7 +527,7 @@ impl<'a> QueueTrainer<'a> {
         job_id: &str,
         base: TrainConfig,
     ) -> Result<Self> {
-        let queue = runtime.block_on(crate::jobs::connect(settings))?;
+        let queue = runtime.block_on(crate::queue::connect(settings))?;
         let s = ctx.catalog().settings();
         let snapshot = format!("{JOBS}/{job_id}");
         let place = job_place(&s.registry.store, &s.registry.s3, &snapshot)?;

@@ -195,7 +195,7 @@ pub fn run(ctx: &AppContext, args: &TuneArgs) -> Result<ExitCode> {
         TrialBar { bar: trial_bar(ctx.quiet || !tty, job.settings.trials as u64, done), quiet: ctx.quiet, tty };
     let job = match queue(ctx, args)? {
         Some(settings) => {
-            let rt = crate::jobs::runtime()?;
+            let rt = crate::queue::runtime()?;
             let text = toml::to_string(&job.base).context("the base config")?;
             let base = TrainConfig::from_toml(&text, Path::new("the tuning job's base config"))?;
             let trainer = crate::train_job::QueueTrainer::new(ctx, &rt, &settings, &job.job_id, base)?;
@@ -213,7 +213,7 @@ fn queue(ctx: &AppContext, args: &TuneArgs) -> Result<Option<strix_jobs::QueueSe
         return Ok(None);
     }
     let queue = crate::cli::QueueArgs { queue: args.queue.clone(), queue_config: args.queue_config.clone() };
-    crate::jobs::queue_settings(ctx, &queue)
+    crate::queue::queue_settings(ctx, &queue)
 }
 
 fn trial_bar(hidden: bool, trials: u64, done: u64) -> ProgressBar {
