@@ -330,7 +330,7 @@ impl Observer for TrialObserver<'_> {
 /// The folder's trial run of the best trial.
 pub fn best_run_dir(folder: &Path, tuning: &Tuning) -> Option<PathBuf> {
     let (best, _) = tuning.best()?;
-    Some(folder.join(tuning.runs.get(&best.id).map_or_else(|| trial_dir_name(best.id), |r| r.dir.clone())))
+    Some(folder.join(trial_dir_name(best.id)))
 }
 
 #[cfg(test)]
@@ -422,6 +422,15 @@ mod tests {
         assert_eq!(heard.iter().filter(|l| l.starts_with("start")).count(), 4, "{heard:?}");
         assert!(heard.iter().any(|l| l.starts_with("epoch 0 1")), "{heard:?}");
         assert_eq!(Tuning::load(&folder).unwrap(), done);
+        // The best run's folder comes from its trial's id, not from what the state file says:
+        // an edited tuning.json cannot point the export and registration elsewhere.
+        let mut tampered = done.clone();
+        for r in tampered.runs.values_mut() {
+            r.dir = "../../elsewhere".into();
+        }
+        let best = best_run_dir(&folder, &tampered).unwrap();
+        assert_eq!(Some(&best), best_run_dir(&folder, &done).as_ref());
+        assert_eq!(best.parent(), Some(folder.as_path()));
         let report = std::fs::read_to_string(folder.join(REPORT_FILE)).unwrap();
         assert!(report.contains("<svg") && report.contains("trial-003") && report.contains("lr against val_loss"));
 

@@ -6,6 +6,20 @@ use crate::VisionError;
 
 pub use strix_core::Class;
 
+/// A `[N, C]` output (trailing 1-sized dims allowed, as in `[N, C, 1, 1]`): its values, row
+/// after row, and `C`; any other shape is refused with `expected`.
+pub(crate) fn rows(output: &Tensor, name: &str, expected: &str) -> Result<(Vec<f32>, usize), VisionError> {
+    let shape = output.shape();
+    if shape.len() < 2 || shape[2..].iter().any(|&d| d != 1) {
+        return Err(VisionError::OutputShape {
+            name: name.to_string(),
+            shape: shape.to_vec(),
+            expected: expected.into(),
+        });
+    }
+    Ok((output.to_f32_vec(), shape[1]))
+}
+
 /// Turns a classifier's output into ranked classes.
 #[derive(Clone, Debug)]
 pub struct Classifier {
@@ -21,17 +35,14 @@ impl Classifier {
     /// # Shapes
     /// `output`: `[N, C, 1...]` with `C` equal to the number of labels when labels are known.
     pub fn decode(&self, output: &Tensor, name: &str, k: usize) -> Result<Vec<Vec<Class>>, VisionError> {
-        let shape = output.shape();
-        let bad =
-            |expected: String| VisionError::OutputShape { name: name.to_string(), shape: shape.to_vec(), expected };
-        if shape.len() < 2 || shape[2..].iter().any(|&d| d != 1) {
-            return Err(bad("a classifier output must be [N, classes]".into()));
-        }
-        let classes = shape[1];
+        let (values, classes) = rows(output, name, "a classifier output must be [N, classes]")?;
         if !self.labels.is_empty() && classes != self.labels.len() {
-            return Err(bad(format!("the spec lists {} labels", self.labels.len())));
+            return Err(VisionError::OutputShape {
+                name: name.to_string(),
+                shape: output.shape().to_vec(),
+                expected: format!("the spec lists {} labels", self.labels.len()),
+            });
         }
-        let values = output.to_f32_vec();
         Ok(values.chunks_exact(classes.max(1)).map(|row| self.top_k(row, k)).collect())
     }
 

@@ -129,16 +129,13 @@ impl Decode for EmbedHead {
         _: usize,
     ) -> Result<Vec<Answer>, VisionError> {
         let (name, t) = outputs.get(self.output.as_deref())?;
-        let shape = t.shape();
-        if shape.len() < 2 || shape[1] == 0 || shape[2..].iter().any(|&d| d != 1) {
-            return Err(VisionError::OutputShape {
-                name: name.to_string(),
-                shape: shape.to_vec(),
-                expected: "an embedding output must be [N, D] (or [N, D, 1, 1])".into(),
-            });
+        let expected = "an embedding output must be [N, D] (or [N, D, 1, 1])";
+        let (values, width) = crate::classify::rows(t, name, expected)?;
+        if width == 0 {
+            let shape = t.shape().to_vec();
+            return Err(VisionError::OutputShape { name: name.to_string(), shape, expected: expected.into() });
         }
-        let values = t.to_f32_vec();
-        Ok(values.chunks_exact(shape[1]).map(|row| Answer::Embedding { vector: l2_normalised(row) }).collect())
+        Ok(values.chunks_exact(width).map(|row| Answer::Embedding { vector: l2_normalised(row) }).collect())
     }
 }
 
