@@ -23,6 +23,7 @@ mod follow;
 mod gate;
 mod hostile;
 mod http;
+mod index;
 mod kserve;
 mod label;
 mod layers;

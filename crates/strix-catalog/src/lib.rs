@@ -217,6 +217,11 @@ impl RegistrySession {
     pub fn run<T>(&self, f: impl Future<Output = Result<T, RegistryError>>) -> Result<T, RegistryError> {
         self.rt.block_on(f)
     }
+
+    /// Run any future on the session's runtime (calls of crates built on the registry).
+    pub fn block_on<F: Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
 }
 
 impl Drop for RegistrySession {

@@ -96,6 +96,25 @@ pub struct Face {
     pub bbox: BBox,
     pub score: f32,
     pub landmarks: Vec<Keypoint>,
+    /// What a face description network said of it (faceres), for models that run one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<FaceDescription>,
+}
+
+/// A face's descriptor, to compare with other faces (cosine), and the age and gender read from it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FaceDescription {
+    /// Unit length.
+    pub embedding: Vec<f32>,
+    /// Estimated age in years.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub age: Option<f32>,
+    /// The ages the model finds likely: the middle half of its age distribution (its quartiles).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub age_range: Option<[u32; 2]>,
+    /// Probability that the face is a man's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub male: Option<f32>,
 }
 
 /// A line of text: its corners (clockwise from top-left, possibly rotated) and what it says.

@@ -19,7 +19,7 @@ mod progress;
 mod redact;
 mod tensor;
 
-pub use answer::{Answer, BBox, Class, Detection, Face, Keypoint, Pose, SegMask, TextLine};
+pub use answer::{Answer, BBox, Class, Detection, Face, FaceDescription, Keypoint, Pose, SegMask, TextLine};
 pub use error::{CoreError, error_chain};
 pub use model::{ModelVersion, Task, check_name, is_name_char};
 pub use progress::{NoProgress, Progress, ProgressUnit};

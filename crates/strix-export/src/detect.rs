@@ -144,6 +144,7 @@ fn detector_spec(name: &str, saved: &SavedDetector, onnx: &Path) -> Result<Model
         input: Some(saved.input_spec()),
         preprocess: Some(saved.preprocess.clone()),
         decoder: DecoderSpec::Nanodet(saved.decoder()),
+        describe: None,
     };
     ModelSpec::from_toml(&spec.to_toml(), name).map_err(|e| ExportError::Spec(e.to_string()))
 }

@@ -56,6 +56,7 @@ pub fn model_spec(name: &str, saved: &SavedModel, onnx: &Path) -> Result<ModelSp
             std: saved.normalize.std,
         }),
         decoder: DecoderSpec::Classify(strix_vision::ClassifyHead { softmax: true, output: Some(arch::OUTPUT.into()) }),
+        describe: None,
     };
     // The same checks a spec file gets when it is read back.
     ModelSpec::from_toml(&spec.to_toml(), name).map_err(|e| ExportError::Spec(e.to_string()))

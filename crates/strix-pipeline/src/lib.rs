@@ -98,6 +98,19 @@ pub fn annotate(img: &mut RgbImage, prediction: &Prediction) {
     }
 }
 
+/// The vectors an answer holds, for an index: an image's embedding (no box), or each described
+/// face's descriptor with the face's box. Empty for other answers.
+pub fn vectors(answer: &Answer) -> Vec<(Option<strix_core::BBox>, &[f32])> {
+    match answer {
+        Answer::Embedding { vector } => vec![(None, vector.as_slice())],
+        Answer::Faces { faces } => faces
+            .iter()
+            .filter_map(|f| f.description.as_ref().map(|d| (Some(f.bbox), d.embedding.as_slice())))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// An image preprocessed for a single-network model ([`Pipeline::prepare`]).
 #[derive(Clone, Debug)]
 pub struct Prepared {
@@ -332,15 +345,19 @@ impl Pipeline {
         if self.is_cascade() { default } else { threads.unwrap_or(default).max(1) }
     }
 
-    /// Whether this is a cascade (several networks run per image), which works on whole images.
+    /// Whether this is a cascade (several networks run per image), which works on whole images:
+    /// a cascade decoder, or a model that describes what it finds in crops of the image.
     pub fn is_cascade(&self) -> bool {
-        matches!(self.engine, Engine::Cascade(_))
+        matches!(self.engine, Engine::Cascade(_)) || self.model.spec.describe.is_some()
     }
 
     /// Preprocess one image for [`Self::predict_prepared`], so a server can do this work per
     /// request, in parallel, outside the model's batch. `None` for cascades (they work on
     /// whole images: use [`Self::predict_images`]).
     pub fn prepare(&self, img: &RgbImage) -> Option<Prepared> {
+        if self.model.spec.describe.is_some() {
+            return None;
+        }
         let Engine::Single { preprocessor, .. } = &self.engine else { return None };
         let mut sample = vec![0f32; preprocessor.sample_len()];
         let geometry = preprocessor.run(img, &mut sample);
@@ -362,8 +379,8 @@ impl Pipeline {
     /// image regions at their own scales.
     pub fn min_source_scale(&self, width: u32, height: u32) -> f64 {
         match &self.engine {
-            Engine::Single { preprocessor, .. } => preprocessor.min_source_scale(width, height),
-            Engine::Cascade(_) => 1.0,
+            Engine::Single { preprocessor, .. } if !self.is_cascade() => preprocessor.min_source_scale(width, height),
+            _ => 1.0,
         }
     }
 
@@ -465,7 +482,8 @@ impl Pipeline {
                 .iter()
                 .map(|img| {
                     let nets = SessionNets { sessions: &self.sessions, threads };
-                    let answer = Engine::cascade(spec)?.run(img, &nets, &self.model.labels)?;
+                    let mut answer = Engine::cascade(spec)?.run(img, &nets, &self.model.labels)?;
+                    self.describe(img, &mut answer, threads)?;
                     Ok(Prediction { width: img.width(), height: img.height(), answer })
                 })
                 .collect(),
@@ -477,9 +495,20 @@ impl Pipeline {
                     .zip(images.par_iter())
                     .map(|(slot, img)| preprocessor.run(img, slot))
                     .collect();
-                self.infer(preprocessor.into_tensor(data, images.len()), &geometries, top_k, threads)
+                let mut out = self.infer(preprocessor.into_tensor(data, images.len()), &geometries, top_k, threads)?;
+                for (prediction, img) in out.iter_mut().zip(images) {
+                    self.describe(img, &mut prediction.answer, threads)?;
+                }
+                Ok(out)
             }
         }
+    }
+
+    /// Run the spec's face description network on the faces of `answer`, if it has one.
+    fn describe(&self, img: &RgbImage, answer: &mut Answer, threads: usize) -> Result<(), PipelineError> {
+        let (Some(describer), Answer::Faces { faces }) = (&self.model.spec.describe, answer) else { return Ok(()) };
+        let nets = SessionNets { sessions: &self.sessions, threads };
+        Ok(describer.describe(img, faces, &nets)?)
     }
 
     /// Run the main network on a prepared batch and decode one prediction per image.
@@ -584,8 +613,9 @@ impl Pipeline {
         threads: usize,
     ) -> Vec<Result<Prediction, PipelineError>> {
         let preprocessor = match &self.engine {
-            Engine::Single { preprocessor, .. } => preprocessor,
-            Engine::Cascade(_) => {
+            Engine::Single { preprocessor, .. } if !self.is_cascade() => preprocessor,
+            _ => {
+                // Whole images: a cascade, or a model that describes crops of what it finds.
                 return chunk
                     .iter()
                     .map(|path| {

@@ -20,7 +20,8 @@ pub struct BoundingBox {
 }
 
 impl BoundingBox {
-    fn of(b: &BBox, w: u32, h: u32) -> Self {
+    /// `b` (pixels) as fractions of a `w` x `h` image.
+    pub fn of(b: &BBox, w: u32, h: u32) -> Self {
         let (w, h) = (w.max(1) as f32, h.max(1) as f32);
         BoundingBox { width: b.width() / w, height: b.height() / h, left: b.x1 / w, top: b.y1 / h }
     }
@@ -70,6 +71,34 @@ pub struct FaceDetail {
     pub bounding_box: BoundingBox,
     pub confidence: f32,
     pub landmarks: Vec<Landmark>,
+    /// From a face description model (faceres); absent for detectors alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub age_range: Option<AgeRange>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gender: Option<Gender>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AgeRange {
+    pub low: u32,
+    pub high: u32,
+}
+
+/// `Male` or `Female` with a confidence of 50-100, as Rekognition gives it.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Gender {
+    pub value: &'static str,
+    pub confidence: f32,
+}
+
+impl Gender {
+    /// From P(male).
+    pub fn of(male: f32) -> Gender {
+        let value = if male >= 0.5 { "Male" } else { "Female" };
+        Gender { value, confidence: 100.0 * male.max(1.0 - male) }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -203,6 +232,12 @@ impl Response {
                             .iter()
                             .map(|k| Landmark { kind: k.name.clone(), x: k.x / fw, y: k.y / fh })
                             .collect(),
+                        age_range: f
+                            .description
+                            .as_ref()
+                            .and_then(|d| d.age_range)
+                            .map(|[low, high]| AgeRange { low, high }),
+                        gender: f.description.as_ref().and_then(|d| d.male).map(Gender::of),
                     })
                     .collect(),
                 face_model_version: model,
@@ -370,6 +405,7 @@ mod tests {
             bbox: BBox::new(20.0, 10.0, 60.0, 50.0),
             score: 1.0,
             landmarks: vec![Keypoint { name: "nose".into(), x: 40.0, y: 30.0, score: 1.0 }],
+            description: None,
         };
         let j: serde_json::Value = serde_json::from_str(&json(Answer::Faces { faces: vec![f] })).unwrap();
         assert_eq!(j["FaceDetails"][0]["Landmarks"][0]["Type"], "nose");

@@ -225,6 +225,24 @@ impl Blobs {
         result
     }
 
+    /// A blob's bytes, checked against its digest and recorded size.
+    pub async fn get_bytes(&self, sha256: &str, size: u64, label: &str) -> Result<Vec<u8>, RegistryError> {
+        let got = self.store.get(&key(sha256)).await.map_err(|e| match e {
+            object_store::Error::NotFound { .. } => RegistryError::Corrupt {
+                what: label.to_string(),
+                expected: sha256.to_string(),
+                actual: "nothing (the blob is missing)".into(),
+            },
+            e => self.err(e),
+        })?;
+        let bytes = got.bytes().await.map_err(|e| self.err(e))?;
+        let actual = strix_core::digest::sha256_hex(&bytes);
+        if actual != sha256 || bytes.len() as u64 != size {
+            return Err(RegistryError::Corrupt { what: label.to_string(), expected: sha256.to_string(), actual });
+        }
+        Ok(bytes.to_vec())
+    }
+
     /// Every blob in the store.
     pub async fn list(&self) -> Result<Vec<BlobInfo>, RegistryError> {
         let prefix = Key::from("blobs/sha256");

@@ -47,6 +47,11 @@ pub enum RegistryError {
         #[source]
         source: serde_json::Error,
     },
+    /// A conditional registration found another version registered since it read the latest.
+    #[error(
+        "{name} changed while this was being written: version {found} is the latest now, not {expected}; read it again and retry"
+    )]
+    Conflict { name: String, expected: u64, found: u64 },
     #[error("{0}")]
     Invalid(String),
 }

@@ -131,8 +131,46 @@ impl Registry {
     /// Upload the files (each under its digest; ones a version already holds are not sent
     /// again), then record the version in one transaction. Returns the new version.
     pub async fn register(&self, new: NewVersion, progress: &dyn Progress) -> Result<VersionRecord, RegistryError> {
+        self.register_with(new, Vec::new(), None, progress).await
+    }
+
+    /// [`Self::register`] for a version that also holds blobs already in the store (`kept`,
+    /// artifacts of an earlier version, not sent again), registered only if `after` is still
+    /// the name's latest version (0: it has none); otherwise [`RegistryError::Conflict`] and
+    /// nothing is registered. A writer that reads the latest, changes it and registers it this
+    /// way never loses another's update (an index's vectors).
+    pub async fn register_next(
+        &self,
+        new: NewVersion,
+        kept: Vec<ArtifactRecord>,
+        after: u64,
+        progress: &dyn Progress,
+    ) -> Result<VersionRecord, RegistryError> {
+        self.register_with(new, kept, Some(after), progress).await
+    }
+
+    async fn register_with(
+        &self,
+        new: NewVersion,
+        kept: Vec<ArtifactRecord>,
+        after: Option<u64>,
+        progress: &dyn Progress,
+    ) -> Result<VersionRecord, RegistryError> {
         check_name(&new.name)?;
-        let mut seen = std::collections::HashSet::new();
+        for a in &kept {
+            a.check().map_err(|e| RegistryError::Invalid(format!("{}: {e}", new.name)))?;
+            if self.blobs.head(&a.sha256).await?.is_none_or(|b| b.size != a.size) {
+                return Err(RegistryError::Corrupt {
+                    what: format!("{} {}", new.name, a.file),
+                    expected: a.sha256.clone(),
+                    actual: "nothing (the blob is missing)".into(),
+                });
+            }
+        }
+        let mut seen: std::collections::HashSet<&str> = kept.iter().map(|a| a.file.as_str()).collect();
+        if seen.len() != kept.len() {
+            return Err(RegistryError::Invalid(format!("{}: kept artifacts with the same name", new.name)));
+        }
         for f in &new.files {
             if !record::is_plain_file_name(&f.file) || !seen.insert(f.file.as_str()) {
                 return Err(RegistryError::Invalid(format!(
@@ -145,7 +183,7 @@ impl Registry {
                 return Err(RegistryError::Io { path: f.path.clone(), source });
             }
         }
-        let mut artifacts = Vec::new();
+        let mut artifacts = kept;
         let mut reused = Vec::new();
         for f in &new.files {
             let (sha256, size) = hash_file(&f.path).await?;
@@ -163,6 +201,7 @@ impl Registry {
         let version = self
             .meta
             .insert(NewRow {
+                after,
                 name: &new.name,
                 task: &new.task,
                 created_at: unix_now(),
@@ -243,6 +282,13 @@ impl Registry {
         };
         self.meta.delete(&reference.name, &versions).await?;
         Ok(versions)
+    }
+
+    /// One artifact's bytes, checked against its digest.
+    pub async fn read(&self, record: &VersionRecord, artifact: &ArtifactRecord) -> Result<Vec<u8>, RegistryError> {
+        artifact.check().map_err(|e| RegistryError::Invalid(format!("{}:{}: {e}", record.name, record.version)))?;
+        let label = format!("{}:{} {}", record.name, record.version, artifact.file);
+        self.blobs.get_bytes(&artifact.sha256, artifact.size, &label).await
     }
 
     /// Download a version's files into `dir` (each checked against its digest; files already
@@ -405,6 +451,31 @@ mod tests {
         let problems = reg.check().await.unwrap();
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].contains("trash:3 model.onnx") && problems[0].contains("missing"), "{problems:?}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn conditional_registration_keeps_blobs_and_refuses_a_stale_writer() {
+        let tmp = tempfile::tempdir().unwrap();
+        let reg = Registry::open(&RegistryConfig::local(tmp.path())).await.unwrap();
+        let none = &strix_core::NoProgress;
+        let seg = write(&tmp.path().join("a"), "seg-1.bin", b"vectors one");
+        let v1 = reg.register_next(new_version("faces", vec![seg]), Vec::new(), 0, none).await.unwrap();
+        // Two writers both read version 1; the second to register is refused.
+        let seg2 = write(&tmp.path().join("b"), "seg-2.bin", b"vectors two");
+        let v2 =
+            reg.register_next(new_version("faces", vec![seg2.clone()]), v1.artifacts.clone(), 1, none).await.unwrap();
+        assert_eq!(v2.version, 2);
+        assert_eq!(v2.artifacts.iter().map(|a| a.file.as_str()).collect::<Vec<_>>(), ["seg-1.bin", "seg-2.bin"]);
+        let err = reg.register_next(new_version("faces", vec![seg2]), v1.artifacts.clone(), 1, none).await.unwrap_err();
+        assert!(matches!(err, RegistryError::Conflict { expected: 1, found: 2, .. }), "{err}");
+        assert_eq!(reg.versions("faces").await.unwrap().len(), 2);
+        assert_eq!(reg.read(&v2, &v2.artifacts[0]).await.unwrap(), b"vectors one");
+        // A kept blob that is not in the store is refused before anything is written.
+        let mut ghost = v1.artifacts[0].clone();
+        ghost.sha256 = "0".repeat(64);
+        let err = reg.register_next(new_version("faces", Vec::new()), vec![ghost], 2, none).await.unwrap_err();
+        assert!(matches!(err, RegistryError::Corrupt { .. }), "{err}");
+        assert_eq!(reg.get(&ModelRef::parse("faces").unwrap()).await.unwrap().version, 2);
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub struct Meta {
 
 /// A version about to be recorded.
 pub struct NewRow<'a> {
+    /// Register only if the name's latest version is this one (0: the name has none).
+    pub after: Option<u64>,
     pub name: &'a str,
     pub task: &'a str,
     pub created_at: i64,
@@ -101,6 +103,21 @@ impl Meta {
         .await
         .and_then(|r| r.try_get(0))
         .map_err(|e| self.err(e))?;
+        if let Some(expected) = row.after {
+            // The upsert above holds the name's lock, so nothing registers between this read
+            // and the commit.
+            let found: Option<i64> = sqlx::query("SELECT MAX(version) FROM versions WHERE name = $1")
+                .bind(row.name.to_string())
+                .fetch_one(&mut *tx)
+                .await
+                .and_then(|r| r.try_get(0))
+                .map_err(|e| self.err(e))?;
+            let found = found.unwrap_or(0) as u64;
+            if found != expected {
+                tx.rollback().await.map_err(|e| self.err(e))?;
+                return Err(RegistryError::Conflict { name: row.name.to_string(), expected, found });
+            }
+        }
         sqlx::query(
             "INSERT INTO versions (name, version, task, created_at, created_by, strix_version, lineage) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",

@@ -9,6 +9,9 @@
 //!   `Retry-After` at once; a request not answered in time gets 504.
 //! - `POST /` with `X-Amz-Target: RekognitionService.DetectLabels | DetectText | DetectFaces`
 //!   takes Rekognition's request and answers in its shape.
+//! - Vector indexes (`strix index`) named at start are searched at
+//!   `POST /v1/indexes/{name}/search`; Rekognition's face collection actions (CreateCollection,
+//!   IndexFaces, SearchFacesByImage, ...) keep faces in registry indexes, shared by replicas.
 //! - `GET /metrics`: Prometheus text (requests by model and status, latency and batch-size
 //!   histograms, queue depth). Optional API keys guard everything but `/ping` and `/health`.
 //! - Models named by registry alias (`trash@production`) follow it ([`ServeState::follow`]):
@@ -32,6 +35,7 @@
 // follow, auth) -> inference -> state.
 mod auth;
 mod batcher;
+mod collections;
 mod config;
 mod error;
 mod follow;
@@ -48,7 +52,7 @@ use std::sync::Arc;
 pub use config::{Batching, Limits, ModelConfig, ServeConfig};
 pub use error::{ApiError, ServeError};
 pub use routes::app;
-pub use state::{ServeState, ServedModel};
+pub use state::{Indexes, ServeState, ServedModel};
 
 /// Serve `state` on `listener` until `shutdown` resolves; requests in flight finish first,
 /// within the drain deadline of `connections`.

@@ -7,7 +7,7 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Extension, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use strix_pipeline::rekognition::Response as Answer;
@@ -48,6 +48,13 @@ pub async fn answer(
 ) -> Response {
     let started = Instant::now();
     let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if crate::collections::ACTIONS.contains(&target) {
+        let (result, served) = match crate::collections::handle(&state, target, body, slot).await {
+            Ok((answer, served)) => (amz_json(answer.to_string(), None), served),
+            Err(e) => (aws_failure(e), None),
+        };
+        return state.finish(&served.unwrap_or_default(), started, Ok(result));
+    }
     let mut served = None;
     let result = async {
         let Some((_, tasks)) = ACTIONS.iter().find(|(a, _)| *a == target) else {
@@ -78,11 +85,28 @@ pub async fn answer(
             labels.retain(|l| l["Confidence"].as_f64().is_some_and(|c| c >= min));
             labels.truncate(request.max_labels.unwrap_or(usize::MAX));
         }
-        let headers =
-            [(header::CONTENT_TYPE.as_str(), "application/x-amz-json-1.1".to_string()), (MODEL_VERSION, version)];
-        Ok((headers, answer.to_string()).into_response())
+        Ok(amz_json(answer.to_string(), Some(version)))
     }
     .await;
     let name = served.unwrap_or_default();
-    state.finish(&name, started, result)
+    state.finish(&name, started, Ok(result.unwrap_or_else(aws_failure)))
+}
+
+fn amz_json(body: String, version: Option<String>) -> Response {
+    let mut response = ([(header::CONTENT_TYPE, "application/x-amz-json-1.1")], body).into_response();
+    if let Some(v) = version.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        response.headers_mut().insert(MODEL_VERSION, v);
+    }
+    response
+}
+
+/// Rekognition clients (botocore) read an error's name from `__type` and its text from
+/// `message`: both go beside Strix's own `error` object.
+fn aws_failure(e: ApiError) -> Response {
+    let (status, code, message) = (e.status, e.code, e.message.clone());
+    let mut response = e.into_response();
+    let body = serde_json::json!({"__type": code, "message": message, "error": {"code": code, "message": message}});
+    *response.body_mut() = axum::body::Body::from(body.to_string());
+    debug_assert_eq!(response.status(), status);
+    response
 }

@@ -32,6 +32,7 @@ pub fn app(state: Arc<ServeState>) -> Router {
         .route("/", post(crate::rekognition::answer))
         .route("/v1/models/{name}/predict", post(predict))
         .route("/invocations", post(invocations))
+        .route("/v1/indexes/{name}/search", post(crate::collections::search_route))
         .merge(crate::kserve::infer_routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), take_decode_slot));
     let guarded = Router::new()

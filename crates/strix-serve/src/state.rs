@@ -128,6 +128,98 @@ pub struct ServeState {
     pub(crate) fast_decode: bool,
     /// The host names answered (DNS rebinding) and the headers every answer carries.
     pub(crate) gate: strix_http::Gate,
+    /// Vector indexes and face collections (`--index`, Rekognition's collection actions).
+    pub(crate) indexes: Option<Indexes>,
+}
+
+/// Indexes the server searches and Rekognition's face collections: they live in the registry,
+/// so every replica sees every change; each is reloaded when its latest version moves.
+pub struct Indexes {
+    config: strix_registry::RegistryConfig,
+    registry: tokio::sync::OnceCell<strix_registry::Registry>,
+    /// Names answered at `/v1/indexes/{name}/search`.
+    pub(crate) served: Vec<String>,
+    /// The vectors each served model gives, by route name: what an index must hold to be
+    /// searched with that model's answers.
+    pub(crate) models: Vec<(String, strix_index::EmbeddingModel)>,
+    loaded: tokio::sync::Mutex<std::collections::HashMap<String, Arc<strix_index::Index>>>,
+}
+
+impl std::fmt::Debug for Indexes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Indexes").field("served", &self.served).finish()
+    }
+}
+
+impl Indexes {
+    /// `served` index names and the vectors of each served model (`(route, identity)`).
+    pub fn new(
+        config: strix_registry::RegistryConfig,
+        served: Vec<String>,
+        models: Vec<(String, strix_index::EmbeddingModel)>,
+    ) -> Indexes {
+        Indexes { config, registry: tokio::sync::OnceCell::new(), served, models, loaded: Default::default() }
+    }
+
+    pub(crate) async fn registry(&self) -> Result<&strix_registry::Registry, ApiError> {
+        self.registry
+            .get_or_try_init(|| strix_registry::Registry::open(&self.config))
+            .await
+            .map_err(|e| unavailable(&strix_core::error_chain(&e)))
+    }
+
+    /// The latest version of index `name`, loaded once per version.
+    pub(crate) async fn latest(&self, name: &str) -> Result<Arc<strix_index::Index>, ApiError> {
+        let registry = self.registry().await?;
+        let reference = strix_registry::ModelRef::parse(name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let record = registry.get(&reference).await.map_err(|e| match e {
+            strix_registry::RegistryError::UnknownModel { .. } => not_found(name),
+            e => unavailable(&strix_core::error_chain(&e)),
+        })?;
+        if record.task != strix_index::TASK {
+            return Err(not_found(name));
+        }
+        let mut loaded = self.loaded.lock().await;
+        if let Some(index) = loaded.get(name).filter(|i| i.version == record.version) {
+            return Ok(index.clone());
+        }
+        let index = strix_index::open(registry, &reference).await.map_err(index_error)?;
+        let index = Arc::new(index);
+        loaded.insert(name.to_string(), index.clone());
+        Ok(index)
+    }
+}
+
+fn not_found(name: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "ResourceNotFoundException", format!("no index or collection called {name:?}"))
+}
+
+fn unavailable(detail: &str) -> ApiError {
+    tracing::error!("registry: {detail}");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ServiceUnavailable",
+        "the registry cannot be reached; retry shortly",
+    )
+}
+
+/// An index library error as an answer: what the client sent wrong is a 4xx.
+pub(crate) fn index_error(e: strix_index::IndexError) -> ApiError {
+    use strix_index::IndexError as E;
+    let message = strix_core::error_chain(&e);
+    match e {
+        E::Exists { .. } => ApiError::new(StatusCode::BAD_REQUEST, "ResourceAlreadyExistsException", message),
+        E::NotAnIndex { .. } => ApiError::new(StatusCode::NOT_FOUND, "ResourceNotFoundException", message),
+        E::Registry { source: strix_registry::RegistryError::UnknownModel { .. }, .. } => {
+            ApiError::new(StatusCode::NOT_FOUND, "ResourceNotFoundException", message)
+        }
+        E::OtherModel { .. } | E::Dimensions { .. } | E::BadVector { .. } | E::UnknownEntry { .. } => {
+            ApiError::bad_request(message)
+        }
+        E::Registry { .. } | E::Io { .. } | E::Graph { .. } | E::Damaged { .. } | E::Invalid { .. } => {
+            unavailable(&message)
+        }
+    }
 }
 
 impl ServeState {
@@ -149,7 +241,20 @@ impl ServeState {
             tap: None,
             fast_decode: false,
             gate: strix_http::Gate::default(),
+            indexes: None,
         }
+    }
+
+    /// Search these indexes and keep face collections in the registry they name.
+    pub fn with_indexes(mut self, indexes: Indexes) -> ServeState {
+        self.indexes = Some(indexes);
+        self
+    }
+
+    pub(crate) fn indexes(&self) -> Result<&Indexes, ApiError> {
+        self.indexes.as_ref().ok_or_else(|| {
+            ApiError::bad_request("this server keeps no indexes or collections: start it with a registry (--index NAME, or a faces model that describes faces)")
+        })
     }
 
     /// Answer only these host names (besides loopback names and IP literals).

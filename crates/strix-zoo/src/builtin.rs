@@ -13,6 +13,7 @@ const ENTRIES: &[(&str, &str)] = &[
     ("blazeface_front_128", include_str!("../zoo/blazeface_front_128.toml")),
     ("blazeface_back_256", include_str!("../zoo/blazeface_back_256.toml")),
     ("mtcnn", include_str!("../zoo/mtcnn.toml")),
+    ("faceres", include_str!("../zoo/faceres.toml")),
     ("ppocrv4", include_str!("../zoo/ppocrv4.toml")),
 ];
 

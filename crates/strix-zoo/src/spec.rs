@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use strix_vision::detect;
-use strix_vision::face::{BlazeFace, Mtcnn};
+use strix_vision::face::{BlazeFace, FaceDescriber, Mtcnn};
 use strix_vision::ocr::PpOcr;
 use strix_vision::pose::MoveNet;
 use strix_vision::segment::MaskDecoder;
@@ -190,6 +190,9 @@ pub struct ModelSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preprocess: Option<Preprocess>,
     pub decoder: DecoderSpec,
+    /// A face description network run on every face the decoder finds (faces models only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub describe: Option<FaceDescriber>,
 }
 
 impl ModelSpec {
@@ -227,6 +230,16 @@ impl ModelSpec {
             }
         }
         self.decoder.check()?;
+        if let Some(describe) = &self.describe {
+            if self.task != Task::Faces {
+                return Err(format!("[describe] describes faces, but this is a {} model", self.task));
+            }
+            if !self.networks.contains_key(&describe.network) {
+                let net = &describe.network;
+                return Err(format!("[describe] runs network `{net}`: add [networks.{net}]"));
+            }
+            describe.check()?;
+        }
         if let Some(labels) = &self.labels {
             match (labels.artifact(), labels.names.is_empty()) {
                 (Some(file), true) => check_artifact("labels", &file)?,

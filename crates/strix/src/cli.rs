@@ -144,7 +144,169 @@ pub enum Command {
     /// Jobs on the queue: list, show, logs, wait, cancel
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Vector indexes: embeddings of images (or of the faces in them), versioned in the
+    /// registry, searched by similarity
+    #[command(subcommand)]
+    Index(IndexCommand),
+    /// Group unlabelled images by what they look like (embeddings, k-means): clusters and a
+    /// contact sheet of each, to label a cluster at a time
+    Cluster(Box<ClusterArgs>),
 }
+
+#[derive(Debug, Args)]
+#[command(after_help = CLUSTER_HELP)]
+pub struct ClusterArgs {
+    /// Image files and folders (searched recursively)
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// How many clusters; without it, each k from 2 to --max-k is tried and the one with the
+    /// best silhouette kept
+    #[arg(long)]
+    pub k: Option<usize>,
+    #[arg(long, default_value_t = 10)]
+    pub max_k: usize,
+    /// The embedding model (an embed model, or faceres to cluster faces)
+    #[arg(long, default_value = "efficientnet_lite0_embed")]
+    pub model: String,
+    /// Where clusters.json, clusters.csv and the contact sheets go
+    #[arg(long, default_value = "clusters")]
+    pub out: PathBuf,
+    /// Thumbnails per cluster on the overview sheet
+    #[arg(long, default_value_t = 12)]
+    pub per_cluster: usize,
+    /// Seed of k-means++ (the same seed, the same clusters)
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+const CLUSTER_HELP: &str = "\
+Writes into --out: clusters.json (k, how it was chosen, each k's silhouette, every cluster's
+members), clusters.csv (image,cluster), overview.png (a row of samples per cluster) and
+cluster-NN.png (every member of cluster NN). k-means++ seeding, then Lloyd's iterations, on
+unit embeddings (clusters by cosine similarity).
+
+Examples:
+  strix cluster unlabelled/ --out clusters
+  strix cluster unlabelled/ --k 3 --json
+  strix cluster visitors/ --model faceres --out people";
+
+#[derive(Debug, Subcommand)]
+#[command(after_help = INDEX_HELP)]
+pub enum IndexCommand {
+    /// Make an empty index for one model's vectors (an embed model, or a faces model that
+    /// describes faces: faceres)
+    Create {
+        name: String,
+        /// The embedding model: a zoo name, NAME:VERSION from the registry, a spec file
+        #[arg(long, default_value = "efficientnet_lite0_embed")]
+        model: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Embed images (files and folders) with the index's model and add them
+    Add(Box<IndexAddArgs>),
+    /// The indexed images (or faces) most like a query image
+    Search(Box<IndexSearchArgs>),
+    /// Every index: name, versions, latest
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// An index's model, size and versions; --entries lists what it holds
+    Show {
+        /// NAME, NAME:VERSION or NAME@ALIAS
+        name: String,
+        #[arg(long)]
+        entries: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove entries (--id, --image) as a new version, or the whole index (--all)
+    Remove {
+        name: String,
+        /// An entry id (repeatable)
+        #[arg(long = "id", value_name = "ID")]
+        ids: Vec<u64>,
+        /// Every entry of this image, as `show --entries` prints it (repeatable)
+        #[arg(long = "image", value_name = "IMAGE")]
+        images: Vec<String>,
+        /// Remove the index itself, every version (the files go at the next `models gc`)
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct IndexAddArgs {
+    pub name: String,
+    /// Image files and folders (searched recursively)
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// What each entry's external id is: none, the file's stem, or its folder's name (a class
+    /// folder: what `strix train --model knn` reads)
+    #[arg(long, value_enum, default_value_t = ExternalIdFrom::None)]
+    pub external_id: ExternalIdFrom,
+    /// Metadata stored with every entry added now (repeatable)
+    #[arg(long = "meta", value_name = "KEY=VALUE")]
+    pub meta: Vec<String>,
+    /// Images per inference
+    #[arg(long, default_value_t = 8)]
+    pub batch: u32,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExternalIdFrom {
+    None,
+    Stem,
+    Folder,
+}
+
+#[derive(Debug, Args)]
+pub struct IndexSearchArgs {
+    /// NAME, NAME:VERSION or NAME@ALIAS
+    pub name: String,
+    /// A query image, or a folder of them (repeatable); for a faces index, each image's
+    /// largest face. Several queries print one line (or JSON line) each
+    #[arg(long = "image", value_name = "IMAGE", required = true)]
+    pub images: Vec<PathBuf>,
+    /// How many matches
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// Least cosine similarity of a match, -1 to 1
+    #[arg(long)]
+    pub threshold: Option<f32>,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+const INDEX_HELP: &str = "\
+An index holds vectors of one model, each with the image it came from (and for faces, the
+face's box), an optional external id and metadata. Every change is a new version in the
+registry (`strix models list` shows them, task `index`); concurrent writers never lose an
+update. Up to 20000 vectors a search compares every one (exact); beyond, an HNSW graph.
+
+Examples:
+  strix index create pantry --model efficientnet_lite0_embed
+  strix index add pantry photos/ --external-id folder
+  strix index search pantry --image query.jpg --k 5
+  strix index create staff --model faceres
+  strix index add staff badges/ --external-id stem
+  strix index search staff --image door.jpg --threshold 0.75 --json
+  strix index remove pantry --image /data/photos/old.jpg";
 
 #[derive(Debug, Args)]
 #[command(after_help = SERVE_HELP)]
@@ -206,6 +368,10 @@ pub struct ServeArgs {
     /// whether it moved, in seconds; a new version is loaded, tested and swapped in. 0: never
     #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
     pub follow_interval: std::time::Duration,
+    /// Search this index of the registry at POST /v1/indexes/NAME/search (repeatable); its
+    /// model is served too when no --model gives the same vectors
+    #[arg(long = "index", value_name = "NAME")]
+    pub indexes: Vec<String>,
     /// Add a sample of the requests and the model's answers to this labelling project
     /// (`strix label serve` shows them with the answers as suggestions)
     #[arg(long, value_name = "PROJECT")]

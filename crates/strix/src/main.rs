@@ -2,10 +2,12 @@
 
 mod batch;
 mod cli;
+mod cluster;
 mod context;
 mod data;
 mod eval;
 mod export;
+mod index;
 mod inputs;
 mod jobs;
 mod label;
@@ -67,6 +69,8 @@ fn dispatch(ctx: &AppContext, command: &Command) -> Result<ExitCode> {
         Command::Batch(args) => batch::run(ctx, args),
         Command::Worker(args) => jobs::worker(ctx, args),
         Command::Jobs(cmd) => jobs::jobs(ctx, cmd),
+        Command::Index(cmd) => index::run(ctx, cmd),
+        Command::Cluster(args) => cluster::run(ctx, args),
     }
 }
 

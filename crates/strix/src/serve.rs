@@ -42,10 +42,62 @@ fn config(args: &ServeArgs) -> Result<ServeConfig> {
         set(&mut flags, "models", Some(models))?;
     }
     let cfg = crate::layered::merged(args.config.as_deref(), flags, ServeConfig::from_toml)?;
-    if cfg.models.is_empty() {
-        bail!("no models to serve: give --model NAME (repeatable) or [[models]] in --config");
+    if cfg.models.is_empty() && args.indexes.is_empty() {
+        bail!("no models to serve: give --model NAME (repeatable), [[models]] in --config, or --index NAME");
     }
     Ok(cfg)
+}
+
+/// The vectors each served model gives, and the `--index` names: an index whose model no
+/// `--model` gives the same vectors as brings its own model along.
+fn index_models(
+    ctx: &AppContext,
+    args: &ServeArgs,
+    models: &mut Vec<ServedModel>,
+    cfg: &ServeConfig,
+) -> Result<strix_serve::Indexes> {
+    let identity = |m: &ServedModel| -> Result<Option<(String, strix_index::EmbeddingModel)>> {
+        let pipeline = m.pipeline();
+        let gives = pipeline.task() == strix_core::Task::Embed || pipeline.model().spec.describe.is_some();
+        Ok(if gives { Some((m.name.clone(), strix_index::embedding_model(&pipeline, &m.reference)?)) } else { None })
+    };
+    let mut identities = Vec::new();
+    for m in models.iter() {
+        identities.extend(identity(m)?);
+    }
+    if !args.indexes.is_empty() {
+        let session = crate::registry::session(ctx)?;
+        for name in &args.indexes {
+            let reference = strix_registry::ModelRef::parse(name)?;
+            if reference.selector != strix_registry::Selector::Latest {
+                bail!("--index {name}: serve an index by its name; searches always use its latest version");
+            }
+            let index = session.block_on(strix_index::open(&session.registry, &reference))?;
+            let own = &index.manifest.model;
+            if identities.iter().any(|(_, m): &(String, strix_index::EmbeddingModel)| m.sha256 == own.sha256) {
+                continue;
+            }
+            let model = ctx.catalog().resolve(&own.reference, &ctx.bars())?;
+            let pipeline = ctx.load_pipeline(model, &args.runtime)?;
+            let route = pipeline.model().spec.name.clone();
+            if models.iter().any(|m| m.name == route) {
+                bail!("--index {name}: its model {} is not the served {route}", own.describe());
+            }
+            let served = ServedModel::new(&route, &own.reference, pipeline, cfg.batching, args.top_k);
+            let found = identity(&served)?.context("an index's model gives vectors")?;
+            if found.1.sha256 != own.sha256 {
+                bail!(
+                    "--index {name}: its model was {}, but {} is now {}",
+                    own.describe(),
+                    own.reference,
+                    found.1.describe()
+                );
+            }
+            identities.push(found);
+            models.push(served);
+        }
+    }
+    Ok(strix_serve::Indexes::new(ctx.catalog().settings().registry.clone(), args.indexes.clone(), identities))
 }
 
 pub fn run(ctx: &AppContext, args: &ServeArgs) -> Result<ExitCode> {
@@ -65,13 +117,15 @@ pub fn run(ctx: &AppContext, args: &ServeArgs) -> Result<ExitCode> {
         let batching = m.batching.unwrap_or(cfg.batching);
         models.push(ServedModel::new(&name, &m.model, pipeline, batching, args.top_k));
     }
+    let indexes = index_models(ctx, args, &mut models, &cfg)?;
     let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
     let served: Vec<(strix_core::Task, String)> =
         models.iter().map(|m| (m.pipeline().task(), m.name.clone())).collect();
     let mut state = ServeState::new(models, cfg.limits)
         .with_api_keys(&keys)
         .with_fast_decode(cfg.fast_decode)
-        .with_gate(strix_http::Gate::new(&cfg.allowed_hosts).map_err(anyhow::Error::msg)?);
+        .with_gate(strix_http::Gate::new(&cfg.allowed_hosts).map_err(anyhow::Error::msg)?)
+        .with_indexes(indexes);
     let mut capture = None;
     if let Some(project) = &args.capture {
         let (task, name) = served.first().cloned().context("no models")?;

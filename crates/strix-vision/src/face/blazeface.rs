@@ -137,6 +137,7 @@ impl BlazeFace {
                                 Keypoint { name: name.clone(), x, y, score: 1.0 }
                             })
                             .collect(),
+                        description: None,
                     })
                     .collect()
             })

@@ -212,6 +212,7 @@ impl Mtcnn {
                         .zip(LANDMARKS)
                         .map(|(&(x, y), name)| Keypoint { name: name.to_string(), x, y, score: 1.0 })
                         .collect(),
+                    description: None,
                 }
             })
             .collect())

@@ -1,0 +1,411 @@
+//! Vector indexes and face descriptions: faceres against its onnxruntime reference, every
+//! fixture photo found again from its augmentations among the photos and video frames, faces
+//! matched across augmentation and told apart across people, and bad input refused.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use image::{DynamicImage, RgbImage, imageops};
+use serde_json::Value;
+use strix_core::Answer;
+
+use crate::fixtures_or_skip;
+use crate::support::{backends, max_abs_diff, read_npy, run, strix};
+use crate::tasks::{pipeline, predict};
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+/// FaceRes on the reference crop gives the reference tensors on every engine; on the whole
+/// photo (BlazeFace's box, Human's crop) it gives the reference descriptor, and the age range
+/// and gender the fixtures' notes give (astronaut: 0.33 male, argmax age 29).
+#[test]
+fn faceres_matches_its_reference_and_describes_the_astronaut() {
+    let fx = fixtures_or_skip!();
+    let reference = |name: &str| read_npy(&fx.join(format!("reference/faceres__astronaut__{name}.npy")));
+    let (shape, input) = reference("input");
+    for backend in backends() {
+        let runtime = strix_runtime::open(backend, &crate::support::runtime_options()).unwrap();
+        let session = runtime.load(&fx.join("models/face/faceres.onnx")).unwrap();
+        let tensor = strix_core::Tensor::from_f32(shape.clone(), input.clone()).unwrap();
+        let outs = session.run(&[tensor]).unwrap();
+        for (name, out) in session.outputs().iter().zip(&outs) {
+            let file = name.name.replace('/', "_").replace(":0", "");
+            let (_, want) = reference(&file);
+            let diff = max_abs_diff(&out.to_f32_vec(), &want);
+            assert!(diff < 1e-4, "{backend} {}: max diff {diff}", name.name);
+        }
+
+        let p = pipeline(&fx, "faceres", backend);
+        let answer = predict(&p, &fx, "images/astronaut.png");
+        let Answer::Faces { faces } = &answer.answer else { panic!("{answer:?}") };
+        assert_eq!(faces.len(), 1, "{faces:?}");
+        let d = faces[0].description.as_ref().expect("described");
+        let (_, descriptor) = reference("global_pooling_Mean");
+        let similarity = cosine(&d.embedding, &descriptor);
+        assert!(similarity > 0.98, "{backend}: cosine to the reference descriptor {similarity}");
+        assert!((d.male.unwrap() - 0.33).abs() < 0.05, "{d:?}");
+        let [low, high] = d.age_range.unwrap();
+        assert!(low <= 29 && 29 <= high && high - low <= 30, "{low}..{high}");
+        // Rekognition's DetectFaces shape carries them.
+        let line = strix_pipeline::rekognition::Response::from_prediction(&answer, "faceres");
+        let j = serde_json::to_value(&line).unwrap();
+        assert_eq!(j["FaceDetails"][0]["Gender"]["Value"], "Female", "{j}");
+        assert!(j["FaceDetails"][0]["AgeRange"]["Low"].as_u64().unwrap() <= 29, "{j}");
+    }
+}
+
+fn save(img: &RgbImage, path: &Path) {
+    img.save(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
+fn brightness(img: &RgbImage, factor: f32) -> RgbImage {
+    let mut out = img.clone();
+    for p in out.pixels_mut() {
+        for c in p.0.iter_mut() {
+            *c = (f32::from(*c) * factor).round().clamp(0.0, 255.0) as u8;
+        }
+    }
+    out
+}
+
+/// The augmentations of the acceptance: crop to 80%, brightness +-20%, mirrored, JPEG quality 50.
+fn augment(src: &Path, out: &Path) -> Vec<PathBuf> {
+    let img = image::open(src).unwrap().to_rgb8();
+    let stem = src.file_stem().unwrap().to_string_lossy().into_owned();
+    let (w, h) = img.dimensions();
+    let (cw, ch) = (w * 4 / 5, h * 4 / 5);
+    let crop = imageops::crop_imm(&img, (w - cw) / 2, (h - ch) / 2, cw, ch).to_image();
+    let mut made = Vec::new();
+    for (tag, aug) in [
+        ("crop80", crop),
+        ("bright120", brightness(&img, 1.2)),
+        ("bright80", brightness(&img, 0.8)),
+        ("mirror", imageops::flip_horizontal(&img)),
+    ] {
+        let path = out.join(format!("{stem}__{tag}.png"));
+        save(&aug, &path);
+        made.push(path);
+    }
+    let path = out.join(format!("{stem}__jpeg50.jpg"));
+    let mut bytes = Vec::new();
+    let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 50);
+    DynamicImage::ImageRgb8(img).write_with_encoder(encoder).unwrap();
+    std::fs::write(&path, bytes).unwrap();
+    made.push(path);
+    made
+}
+
+fn cli(fx: &Path, dir: &Path) -> Command {
+    let mut cmd = strix(fx, &dir.join("cache"));
+    cmd.env("STRIX_HOME", dir.join("home")).arg("--quiet");
+    cmd
+}
+
+fn ok(cmd: &mut Command) -> String {
+    let (o, out, err) = run(cmd);
+    assert!(o.status.success(), "{cmd:?}\n{out}\n{err}");
+    out
+}
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+}
+
+/// Every fixture photo, augmented five ways, finds its original at rank 1 among all the photos
+/// and frames of the fixture video; removing and re-adding an image works through the CLI.
+#[test]
+fn augmented_photos_find_their_originals_among_photos_and_video_frames() {
+    let fx = fixtures_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let gallery = tmp.path().join("gallery");
+    let queries = tmp.path().join("queries");
+    std::fs::create_dir_all(&gallery).unwrap();
+    std::fs::create_dir_all(&queries).unwrap();
+    let mut photos = Vec::new();
+    for e in std::fs::read_dir(fx.join("images")).unwrap() {
+        let src = e.unwrap().path();
+        let to = gallery.join(src.file_name().unwrap());
+        std::fs::copy(&src, &to).unwrap();
+        augment(&src, &queries);
+        photos.push(to);
+    }
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(fx.join("video/vtest_10s_h264.mp4"))
+        .args(["-vf", "fps=1"])
+        .arg(gallery.join("frame%02d.png"))
+        .status()
+        .expect("ffmpeg");
+    assert!(status.success());
+    let frames = std::fs::read_dir(&gallery).unwrap().count() - photos.len();
+    assert!(frames >= 9, "{frames} frames");
+
+    ok(cli(&fx, tmp.path()).args(["index", "create", "gallery", "--model", "efficientnet_lite0_embed"]));
+    let added = json_lines(&ok(cli(&fx, tmp.path())
+        .args(["index", "add", "gallery", "--json", "--external-id", "stem"])
+        .arg(&gallery)));
+    assert_eq!(added[0]["added"].as_array().unwrap().len(), photos.len() + frames, "{added:?}");
+
+    let out =
+        ok(cli(&fx, tmp.path()).args(["index", "search", "gallery", "--k", "3", "--json", "--image"]).arg(&queries));
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), photos.len() * 5);
+    let mut margins = Vec::new();
+    for line in &lines {
+        let query = line["query"].as_str().unwrap();
+        let stem = Path::new(query).file_stem().unwrap().to_string_lossy();
+        let original = stem.split("__").next().unwrap();
+        let top = &line["matches"][0];
+        assert_eq!(top["external_id"], original, "{query}: {line}");
+        margins.push(top["similarity"].as_f64().unwrap() - line["matches"][1]["similarity"].as_f64().unwrap());
+        assert_eq!(line["exact"], true);
+    }
+    margins.sort_by(f64::total_cmp);
+    eprintln!("rank-1 margin over the runner-up: min {:.3}, median {:.3}", margins[0], margins[margins.len() / 2]);
+
+    // Remove one photo, search finds something else; add it again and it is back (new id).
+    let coffee = gallery.join("coffee.png");
+    ok(cli(&fx, tmp.path()).args(["index", "remove", "gallery", "--image"]).arg(&coffee));
+    let q = queries.join("coffee__mirror.png");
+    let line =
+        &json_lines(&ok(cli(&fx, tmp.path()).args(["index", "search", "gallery", "--json", "--image"]).arg(&q)))[0];
+    assert_ne!(line["matches"][0]["external_id"], "coffee", "{line}");
+    ok(cli(&fx, tmp.path()).args(["index", "add", "gallery", "--external-id", "stem"]).arg(&coffee));
+    let line =
+        &json_lines(&ok(cli(&fx, tmp.path()).args(["index", "search", "gallery", "--json", "--image"]).arg(&q)))[0];
+    assert_eq!(line["matches"][0]["external_id"], "coffee", "{line}");
+    assert_eq!(line["version"], 4, "create, add, remove, add: {line}");
+    let show = &json_lines(&ok(cli(&fx, tmp.path()).args(["index", "show", "gallery", "--json"])))[0];
+    assert_eq!(show["entries"], photos.len() + frames);
+    assert!(ok(cli(&fx, tmp.path()).args(["index", "list"])).contains("gallery"));
+}
+
+/// Faces: one person's face augmented is matched at Similarity >= 80 (cosine >= the model's
+/// calibration point), another person's is not; an image without a face, a non-embedding
+/// model and unknown indexes are refused with the reason.
+#[test]
+fn faces_match_across_augmentation_and_not_across_people() {
+    let fx = fixtures_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let people = tmp.path().join("people");
+    let queries = tmp.path().join("queries");
+    std::fs::create_dir_all(&people).unwrap();
+    std::fs::create_dir_all(&queries).unwrap();
+    for name in ["astronaut.png", "messi5.jpg"] {
+        std::fs::copy(fx.join("images").join(name), people.join(name)).unwrap();
+        let made = augment(&fx.join("images").join(name), &queries);
+        // The 80% crop may cut a face near the edge; the other four keep it whole.
+        std::fs::remove_file(&made[0]).unwrap();
+    }
+    ok(cli(&fx, tmp.path()).args(["index", "create", "staff", "--model", "faceres"]));
+    ok(cli(&fx, tmp.path()).args(["index", "add", "staff", "--external-id", "stem"]).arg(&people));
+    let lines =
+        json_lines(&ok(cli(&fx, tmp.path()).args(["index", "search", "staff", "--json", "--image"]).arg(&queries)));
+    assert_eq!(lines.len(), 8);
+    let at_80 = 0.75; // faceres.toml: similarity = [0.40, 0.75]
+    for line in &lines {
+        let query = line["query"].as_str().unwrap();
+        let person = Path::new(query).file_stem().unwrap().to_string_lossy().split("__").next().unwrap().to_string();
+        let (top, other) = (&line["matches"][0], &line["matches"][1]);
+        assert_eq!(top["external_id"], person.as_str(), "{line}");
+        assert!(top["similarity"].as_f64().unwrap() >= at_80, "{line}");
+        assert!(other["similarity"].as_f64().unwrap() < at_80, "{line}");
+        assert!(top["bbox"].as_array().is_some_and(|b| b.len() == 4), "{line}");
+    }
+
+    let (o, _, err) =
+        run(cli(&fx, tmp.path()).args(["index", "search", "staff", "--image"]).arg(fx.join("images/coffee.png")));
+    assert!(!o.status.success() && err.contains("no face found"), "{err}");
+    let (o, _, err) = run(cli(&fx, tmp.path()).args(["index", "create", "labels", "--model", "efficientnet_lite0"]));
+    assert!(!o.status.success() && err.contains("gives no vectors"), "{err}");
+    let (o, _, err) = run(cli(&fx, tmp.path()).args(["index", "search", "nobody", "--image"]).arg(&people));
+    assert!(!o.status.success() && err.contains("nobody"), "{err}");
+    let (o, _, err) = run(cli(&fx, tmp.path()).args(["index", "create", "staff", "--model", "faceres"]));
+    assert!(!o.status.success() && err.contains("already exists"), "{err}");
+    let (o, _, err) =
+        run(cli(&fx, tmp.path()).args(["index", "search", "staff", "--threshold", "80", "--image"]).arg(&people));
+    assert!(!o.status.success() && err.contains("-1 to 1"), "{err}");
+    let (o, _, err) = run(cli(&fx, tmp.path()).args(["index", "remove", "staff"]));
+    assert!(!o.status.success() && err.contains("--all"), "{err}");
+    ok(cli(&fx, tmp.path()).args(["index", "remove", "staff", "--all"]));
+    assert!(!ok(cli(&fx, tmp.path()).args(["index", "list"])).contains("staff"));
+}
+
+/// Rekognition's face collections through boto3, unchanged: CreateCollection, IndexFaces,
+/// SearchFacesByImage (Similarity >= 80 for the same face mirrored, the other person below),
+/// SearchFaces, CompareFaces, ListFaces, DeleteFaces, DeleteCollection, and the errors boto3
+/// raises by name. Two replicas on one registry see each other's collections.
+#[test]
+fn boto3_keeps_face_collections_in_the_registry() {
+    let fx = fixtures_or_skip!();
+    let Some(python) = crate::support::python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let mirrored = tmp.path().join("astronaut_mirrored.png");
+    save(&imageops::flip_horizontal(&image::open(fx.join("images/astronaut.png")).unwrap().to_rgb8()), &mirrored);
+    let serve = || {
+        let mut cmd = cli(&fx, tmp.path());
+        cmd.args(["serve", "--model", "faceres"]);
+        crate::support::spawn_serve(&mut cmd)
+    };
+    let (first, port) = serve();
+    let _first = crate::support::KillOnDrop(first);
+    let (second, other_port) = serve();
+    let _second = crate::support::KillOnDrop(second);
+    let (o, stdout, stderr) = run(Command::new(&python)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/it/rekognition_client.py"))
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(fx.join("images/astronaut.png"))
+        .arg(fx.join("images/messi5.jpg"))
+        .arg(&mirrored)
+        .arg(fx.join("images/coffee.png")));
+    assert!(o.status.success(), "{stderr}");
+    let r: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(r["create"]["StatusCode"], 200, "{}", r["create"]);
+    assert_eq!(r["create_again"]["code"], "ResourceAlreadyExistsException", "{}", r["create_again"]);
+    let record = &r["index_astronaut"]["FaceRecords"][0]["Face"];
+    assert_eq!(record["ExternalImageId"], "eileen", "{}", r["index_astronaut"]);
+    assert_eq!(r["index_coffee"]["FaceRecords"].as_array().unwrap().len(), 0, "{}", r["index_coffee"]);
+    assert_eq!(r["list_collections"]["CollectionIds"], serde_json::json!(["staff"]));
+    assert_eq!(r["list_faces"]["Faces"].as_array().unwrap().len(), 2, "{}", r["list_faces"]);
+
+    let matches = r["search_mirrored"]["FaceMatches"].as_array().unwrap();
+    assert_eq!(matches.len(), 1, "threshold 80 keeps only the same face: {}", r["search_mirrored"]);
+    assert_eq!(matches[0]["Face"]["ExternalImageId"], "eileen");
+    assert!(matches[0]["Similarity"].as_f64().unwrap() >= 80.0, "{}", matches[0]);
+    let all = r["search_mirrored_all"]["FaceMatches"].as_array().unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1]["Face"]["ExternalImageId"], "lionel");
+    assert!(all[1]["Similarity"].as_f64().unwrap() < 80.0, "{}", all[1]);
+    eprintln!("Similarity: same face mirrored {}, other person {}", all[0]["Similarity"], all[1]["Similarity"]);
+    let by_id = r["search_faces"]["FaceMatches"].as_array().unwrap();
+    assert_eq!(
+        (by_id.len(), &by_id[0]["Face"]["ExternalImageId"]),
+        (1, &Value::from("lionel")),
+        "{}",
+        r["search_faces"]
+    );
+    assert_eq!(r["compare_same"]["FaceMatches"].as_array().unwrap().len(), 1, "{}", r["compare_same"]);
+    assert_eq!(r["compare_other"]["FaceMatches"].as_array().unwrap().len(), 0, "{}", r["compare_other"]);
+    assert_eq!(r["compare_other"]["UnmatchedFaces"].as_array().unwrap().len(), 1, "{}", r["compare_other"]);
+
+    assert_eq!(r["no_face"]["code"], "InvalidParameterException", "{}", r["no_face"]);
+    assert_eq!(r["unknown_collection"]["code"], "ResourceNotFoundException", "{}", r["unknown_collection"]);
+    assert_eq!(r["bad_threshold"]["status"], 400, "{}", r["bad_threshold"]);
+    assert_eq!(r["too_many"]["status"], 400, "{}", r["too_many"]);
+    assert_eq!(r["delete_faces"]["DeletedFaces"].as_array().unwrap().len(), 1, "{}", r["delete_faces"]);
+    assert_eq!(r["delete_faces"]["UnsuccessfulFaceDeletions"][0]["Reasons"][0], "FACE_NOT_FOUND");
+    let left = r["after_delete"]["FaceMatches"].as_array().unwrap();
+    assert_eq!((left.len(), &left[0]["Face"]["ExternalImageId"]), (1, &Value::from("lionel")), "{}", r["after_delete"]);
+    assert_eq!(r["delete_collection"]["StatusCode"], 200);
+    assert_eq!(r["deleted_list"]["CollectionIds"], serde_json::json!([]));
+
+    // The second replica sees what the first wrote: one registry.
+    let body = serde_json::json!({"CollectionId": "shared"}).to_string();
+    let headers =
+        [("Content-Type", "application/x-amz-json-1.1"), ("X-Amz-Target", "RekognitionService.CreateCollection")];
+    let reply = crate::serve::request(port, "POST", "/", &headers, body.as_bytes());
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let headers =
+        [("Content-Type", "application/x-amz-json-1.1"), ("X-Amz-Target", "RekognitionService.ListCollections")];
+    let reply = crate::serve::request(other_port, "POST", "/", &headers, b"{}");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(reply.body.contains("shared"), "{}", reply.body);
+}
+
+/// `strix serve --index NAME` answers `POST /v1/indexes/NAME/search` and brings the index's
+/// model along; other names are 404, bad parameters 400.
+#[test]
+fn serve_searches_an_index() {
+    let fx = fixtures_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let photos =
+        crate::support::photo_folder(&fx, &tmp.path().join("photos"), &["coffee.png", "baboon.jpg", "orange.jpg"]);
+    ok(cli(&fx, tmp.path()).args(["index", "create", "pantry"]));
+    ok(cli(&fx, tmp.path()).args(["index", "add", "pantry", "--external-id", "stem"]).arg(&photos));
+    let mut cmd = cli(&fx, tmp.path());
+    cmd.args(["serve", "--index", "pantry"]);
+    let (child, port) = crate::support::spawn_serve(&mut cmd);
+    let _child = crate::support::KillOnDrop(child);
+    let mirrored = tmp.path().join("q.png");
+    save(&imageops::flip_horizontal(&image::open(fx.join("images/baboon.jpg")).unwrap().to_rgb8()), &mirrored);
+    let bytes = std::fs::read(&mirrored).unwrap();
+    let png = [("Content-Type", "image/png")];
+    let reply = crate::serve::request(port, "POST", "/v1/indexes/pantry/search?k=2", &png, &bytes);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let answer: Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(answer["matches"][0]["external_id"], "baboon", "{answer}");
+    assert_eq!(answer["matches"].as_array().unwrap().len(), 2);
+    let reply = crate::serve::request(port, "POST", "/v1/indexes/other/search", &png, &bytes);
+    assert_eq!(reply.status, 404, "{}", reply.body);
+    let reply = crate::serve::request(port, "POST", "/v1/indexes/pantry/search?threshold=7", &png, &bytes);
+    assert_eq!(reply.status, 400, "{}", reply.body);
+}
+
+/// `count` Fashion-MNIST test images of each of `classes` as `CLASS_N.png` in one flat folder
+/// (no class folders: clustering must not see the labels).
+fn fashion_mix(fx: &Path, dir: &Path, classes: &[u8], count: usize) -> PathBuf {
+    use std::io::Read;
+    let read = |name: &str| {
+        let mut bytes = Vec::new();
+        let file = std::fs::File::open(fx.join("datasets/fashion-mnist").join(name)).unwrap();
+        flate2::read::GzDecoder::new(file).read_to_end(&mut bytes).unwrap();
+        bytes
+    };
+    let (images, labels) = (read("t10k-images-idx3-ubyte.gz"), read("t10k-labels-idx1-ubyte.gz"));
+    std::fs::create_dir_all(dir).unwrap();
+    let mut taken = [0usize; 10];
+    for (i, &label) in labels[8..].iter().enumerate() {
+        if classes.contains(&label) && taken[label as usize] < count {
+            taken[label as usize] += 1;
+            let pixels = images[16 + i * 784..16 + (i + 1) * 784].to_vec();
+            let img = image::GrayImage::from_raw(28, 28, pixels).unwrap();
+            img.save(dir.join(format!("{label}_{i}.png"))).unwrap();
+        }
+    }
+    dir.to_path_buf()
+}
+
+/// k-means on embeddings of three Fashion-MNIST classes (trouser, sneaker, bag), unlabelled:
+/// the clusters are at least 90% pure; without --k the silhouette picks k; the contact sheets
+/// are written.
+#[test]
+fn clusters_of_three_classes_are_pure() {
+    let fx = fixtures_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let mix = fashion_mix(&fx, &tmp.path().join("mix"), &[1, 7, 8], 30);
+    let out = tmp.path().join("clusters");
+    let text = ok(cli(&fx, tmp.path()).args(["cluster", "--k", "3", "--json", "--out"]).arg(&out).arg(&mix));
+    let summary: Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(summary["k"], 3, "{summary}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(out.join("clusters.json")).unwrap()).unwrap();
+    let mut majority = 0;
+    for cluster in report["clusters"].as_array().unwrap() {
+        let mut counts = std::collections::BTreeMap::new();
+        for m in cluster["members"].as_array().unwrap() {
+            let name = Path::new(m["image"].as_str().unwrap()).file_name().unwrap().to_string_lossy().into_owned();
+            *counts.entry(name.split('_').next().unwrap().to_string()).or_insert(0) += 1;
+        }
+        eprintln!("cluster {}: {counts:?}", cluster["cluster"]);
+        majority += counts.values().max().copied().unwrap_or(0);
+    }
+    let purity = f64::from(majority) / 90.0;
+    assert!(purity >= 0.9, "purity {purity}");
+    for file in ["overview.png", "cluster-01.png", "cluster-03.png", "clusters.csv"] {
+        assert!(out.join(file).is_file(), "{file}");
+    }
+    assert_eq!(std::fs::read_to_string(out.join("clusters.csv")).unwrap().lines().count(), 91);
+
+    let text = ok(cli(&fx, tmp.path())
+        .args(["cluster", "--max-k", "6", "--json", "--out"])
+        .arg(tmp.path().join("auto"))
+        .arg(&mix));
+    let auto: Value = serde_json::from_str(text.trim()).unwrap();
+    eprintln!("silhouette chose k = {} ({})", auto["k"], auto["silhouette"]);
+    assert!(auto["silhouette"].as_f64().unwrap() > 0.0, "{auto}");
+    let (o, _, err) = run(cli(&fx, tmp.path()).args(["cluster", "--model", "efficientnet_lite0"]).arg(&mix));
+    assert!(!o.status.success() && err.contains("gives no vectors"), "{err}");
+}
