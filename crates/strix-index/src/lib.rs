@@ -7,8 +7,8 @@
 //!   latest, so concurrent writers never lose an update (they re-read and retry).
 //! - A version is `index.json` (the embedding model, the segment list, removed ids), segment
 //!   files (entries and vectors, immutable: a later version keeps them without writing them
-//!   again) and, from [`EXACT_BELOW`] vectors on, an HNSW graph file.
-//! - Search scans every vector below [`EXACT_BELOW`] (as fast, and exact), else walks the graph.
+//!   again) and, once a scan would cost more than a graph search ([`scans`]), an HNSW graph file.
+//! - Search scans every vector while that is as fast (and exact), else walks the graph.
 //!
 //! ```no_run
 //! # async fn demo(registry: &strix_registry::Registry, query: &[f32]) -> Result<(), strix_index::IndexError> {
@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 pub use embed::{embedding_model, query_vector, vectors_of};
 pub use error::IndexError;
-pub use index::{EXACT_BELOW, EmbeddingModel, FORMAT, GraphFile, Index, Manifest, Match};
+pub use index::{EXACT_WORK, EmbeddingModel, FORMAT, GraphFile, Index, Manifest, Match, scans};
 pub use store::{Change, TASK, add, create, list, open, remove};
 pub use vectors::unit;
 

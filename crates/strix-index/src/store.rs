@@ -9,7 +9,7 @@ use strix_registry::{
 };
 
 use crate::graph::Graph;
-use crate::index::{EXACT_BELOW, FORMAT, GraphFile, Manifest};
+use crate::index::{FORMAT, GraphFile, Manifest, scans};
 use crate::segment::Segment;
 use crate::vectors::unit;
 use crate::{EmbeddingModel, Entry, Index, IndexError};
@@ -174,7 +174,7 @@ async fn write_next(
     let in_graph = manifest.graph.as_ref().map_or(0, |g| index.covered(g.segments));
     let live = index.len() + segment.entries.len();
     let outside = live.saturating_sub(in_graph) + manifest.removed.len();
-    let compact = live >= EXACT_BELOW && outside * 4 > in_graph.max(1);
+    let compact = !scans(live, manifest.model.dimensions) && outside * 4 > in_graph.max(1);
     let tag = manifest.next_id;
     let mut files = Vec::new();
     let mut kept: Vec<ArtifactRecord> = Vec::new();

@@ -2,7 +2,7 @@
 
 use strix_registry::{ModelRef, Registry, RegistryConfig};
 
-use crate::{EXACT_BELOW, EmbeddingModel, Entry, IndexError, add, create, list, open, remove};
+use crate::{EXACT_WORK, EmbeddingModel, Entry, IndexError, add, create, list, open, remove};
 
 fn model(dimensions: usize) -> EmbeddingModel {
     EmbeddingModel { reference: "test_embed".into(), sha256: "ab".repeat(32), dimensions, task: "embed".into() }
@@ -23,6 +23,18 @@ fn vectors(n: usize, d: usize, seed: u64) -> Vec<Vec<f32>> {
         ((z ^ (z >> 31)) >> 11) as f32 / (1u64 << 53) as f32 - 0.5
     };
     (0..n).map(|_| (0..d).map(|_| next()).collect()).collect()
+}
+
+/// `n` vectors around 100 random centres (uniform random vectors in many dimensions are all
+/// about equally far apart, which no graph can search well; real embeddings cluster).
+fn clustered(n: usize, d: usize, seed: u64) -> Vec<Vec<f32>> {
+    let centres = vectors(100, d, 1);
+    let noise = vectors(n, d, seed);
+    noise
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| v.iter().zip(&centres[i % 100]).map(|(e, c)| c + 0.3 * e).collect())
+        .collect()
 }
 
 async fn registry(dir: &std::path::Path) -> Registry {
@@ -112,16 +124,16 @@ async fn concurrent_writers_lose_nothing() {
 async fn a_big_index_searches_its_graph_and_reloads_to_the_same_answers() {
     let tmp = tempfile::tempdir().unwrap();
     let reg = registry(tmp.path()).await;
-    let d = 16;
+    let d = 256;
     create(&reg, "pantry", model(d), "", "test").await.unwrap();
-    let data = vectors(EXACT_BELOW + 500, d, 7);
+    let data = clustered(EXACT_WORK / d + 500, d, 7);
     let items = data.iter().enumerate().map(|(i, v)| (entry(&format!("{i}.jpg")), v.clone())).collect();
     add(&reg, "pantry", &model(d), items, "test").await.unwrap();
     let record = reg.get(&latest()).await.unwrap();
     assert!(record.artifacts.iter().any(|a| a.file.starts_with("graph-")), "{:?}", record.artifacts);
     let index = open(&reg, &latest()).await.unwrap();
     assert!(index.uses_graph());
-    let queries = vectors(50, d, 99);
+    let queries = clustered(50, d, 99);
     let mut found = 0;
     for q in &queries {
         let q = crate::unit(q).unwrap();
