@@ -314,6 +314,15 @@ fn boto3_keeps_face_collections_in_the_registry() {
     let reply = crate::serve::request(other_port, "POST", "/", &headers, b"{}");
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert!(reply.body.contains("shared"), "{}", reply.body);
+
+    // Collection actions touch face collections only: an image index is not theirs to delete.
+    ok(cli(&fx, tmp.path()).args(["index", "create", "pantry"]));
+    let body = serde_json::json!({"CollectionId": "pantry"}).to_string();
+    let headers = [("Content-Type", "application/x-amz-json-1.1"), ("X-Amz-Target", "RekognitionService.DeleteCollection")];
+    let reply = crate::serve::request(port, "POST", "/", &headers, body.as_bytes());
+    assert_eq!(reply.status, 404, "{}", reply.body);
+    assert_eq!(reply.json()["__type"], "ResourceNotFoundException", "{}", reply.body);
+    assert!(ok(cli(&fx, tmp.path()).args(["index", "list"])).contains("pantry"));
 }
 
 /// `strix serve --index NAME` answers `POST /v1/indexes/NAME/search` and brings the index's

@@ -42,7 +42,10 @@ fn distance2(a: &[f32], b: &[f32]) -> f64 {
 /// k-means with k-means++ seeding, at most `max_iterations` Lloyd steps.
 pub fn kmeans(vectors: &[f32], d: usize, k: usize, seed: u64, max_iterations: usize) -> Clustering {
     let n = vectors.len() / d.max(1);
-    let k = k.clamp(1, n.max(1));
+    if n == 0 {
+        return Clustering { k: 0, assignments: Vec::new(), centres: Vec::new(), inertia: 0.0, iterations: 0 };
+    }
+    let k = k.clamp(1, n);
     let row = |i: usize| &vectors[i * d..(i + 1) * d];
     let mut rng = Rng(seed);
     let mut centres: Vec<f32> = Vec::with_capacity(k * d);
@@ -194,7 +197,8 @@ mod tests {
         }
         assert!(scores.iter().find(|s| s.0 == 3).unwrap().1 > 0.8, "{scores:?}");
         assert_eq!(kmeans(&v, 4, 3, 1, 100), kmeans(&v, 4, 3, 1, 100), "repeatable");
-        // More clusters than points: one per point.
+        // More clusters than points: one per point; nothing to cluster: no clusters.
         assert_eq!(kmeans(&v[..8], 4, 5, 1, 100).k, 2);
+        assert_eq!(kmeans(&[], 4, 3, 1, 100).k, 0);
     }
 }

@@ -27,6 +27,8 @@ pub enum IndexError {
     Damaged { name: String, what: String, reason: String },
     #[error("index {name}: {reason}")]
     Invalid { name: String, reason: String },
+    #[error("index {name}: other writers changed it before each of {tries} tries; retry later")]
+    Busy { name: String, tries: usize },
     #[error("index {name}: the graph")]
     Graph {
         name: String,

@@ -73,6 +73,17 @@ pub struct Match {
     pub entry: Entry,
 }
 
+impl Match {
+    /// As `strix index search --json` and the server's search route give it.
+    pub fn to_json(&self) -> serde_json::Value {
+        let e = &self.entry;
+        serde_json::json!({
+            "similarity": self.similarity, "id": e.id, "image": e.image,
+            "external_id": e.external_id, "bbox": e.bbox, "metadata": e.metadata,
+        })
+    }
+}
+
 /// A loaded version of an index.
 #[derive(Debug)]
 pub struct Index {

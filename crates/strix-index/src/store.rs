@@ -19,6 +19,8 @@ pub const TASK: &str = "index";
 const MANIFEST: &str = "index.json";
 /// Writers that keep losing the race give up after this many tries.
 const RETRIES: usize = 20;
+/// More segments than this are merged into one (each load reads every segment).
+const MAX_SEGMENTS: usize = 32;
 
 /// A version a write made, and the ids it gave or removed.
 #[derive(Clone, Debug)]
@@ -91,9 +93,8 @@ pub async fn add(
         let vector = unit(&vector).map_err(|reason| IndexError::BadVector { at, reason })?;
         checked.push((entry, vector));
     }
-    for _ in 0..RETRIES {
-        let index = latest_index(registry, name).await?;
-        check_model(&index, model)?;
+    let change = write_retrying(registry, name, created_by, |index| {
+        check_model(index, model)?;
         let mut manifest = index.manifest.clone();
         let first = manifest.next_id;
         let mut segment = Segment { dimensions: model.dimensions, entries: Vec::new(), vectors: Vec::new() };
@@ -103,20 +104,15 @@ pub async fn add(
         }
         manifest.next_id = first + checked.len() as u64;
         let ids: Vec<u64> = (first..manifest.next_id).collect();
-        let note = format!("added {} entries", ids.len());
-        match write_next(registry, &index, manifest, segment, created_by, &note).await {
-            Err(e) if is_conflict(&e) => continue,
-            Err(e) => return Err(e),
-            Ok(record) => return Ok(Change { record, ids }),
-        }
-    }
-    Err(busy(name))
+        Ok((manifest, segment, ids))
+    })
+    .await?;
+    Ok(change)
 }
 
 /// Remove entries by id.
 pub async fn remove(registry: &Registry, name: &str, ids: &[u64], created_by: &str) -> Result<Change, IndexError> {
-    for _ in 0..RETRIES {
-        let index = latest_index(registry, name).await?;
+    write_retrying(registry, name, created_by, |index| {
         if let Some(&id) = ids.iter().find(|id| index.entry(**id).is_none()) {
             return Err(IndexError::UnknownEntry { name: name.to_string(), id });
         }
@@ -125,21 +121,42 @@ pub async fn remove(registry: &Registry, name: &str, ids: &[u64], created_by: &s
         manifest.removed.sort_unstable();
         manifest.removed.dedup();
         let segment = Segment { dimensions: manifest.model.dimensions, ..Default::default() };
-        let note = format!("removed {} entries", ids.len());
-        match write_next(registry, &index, manifest, segment, created_by, &note).await {
-            Err(e) if is_conflict(&e) => continue,
-            Err(e) => return Err(e),
-            Ok(record) => return Ok(Change { record, ids: ids.to_vec() }),
-        }
-    }
-    Err(busy(name))
+        Ok((manifest, segment, ids.to_vec()))
+    })
+    .await
 }
 
-fn busy(name: &str) -> IndexError {
-    IndexError::Invalid {
-        name: name.to_string(),
-        reason: format!("other writers kept changing it; gave up after {RETRIES} tries"),
+/// Read the latest version, make the next from it with `change` (its manifest, a segment to
+/// append, the ids it touched) and register it over that version; when another writer got
+/// there first, read again and redo the change, after a short random pause.
+async fn write_retrying(
+    registry: &Registry,
+    name: &str,
+    created_by: &str,
+    change: impl Fn(&Index) -> Result<(Manifest, Segment, Vec<u64>), IndexError>,
+) -> Result<Change, IndexError> {
+    for attempt in 0..RETRIES {
+        let index = latest_index(registry, name).await?;
+        let (manifest, segment, ids) = change(&index)?;
+        let note = if segment.entries.is_empty() {
+            format!("removed {} entries", ids.len())
+        } else {
+            format!("added {} entries", ids.len())
+        };
+        match write_next(registry, &index, manifest, segment, created_by, &note).await {
+            Err(e) if is_conflict(&e) => tokio::time::sleep(backoff(attempt)).await,
+            Err(e) => return Err(e),
+            Ok(record) => return Ok(Change { record, ids }),
+        }
     }
+    Err(IndexError::Busy { name: name.to_string(), tries: RETRIES })
+}
+
+/// A pause that grows with the attempt and is spread at random, so racing writers part.
+fn backoff(attempt: usize) -> std::time::Duration {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let base = 10u64 << attempt.min(5);
+    std::time::Duration::from_millis(base + u64::from(nanos) % base)
 }
 
 fn is_conflict(e: &IndexError) -> bool {
@@ -171,25 +188,42 @@ async fn write_next(
 ) -> Result<VersionRecord, IndexError> {
     let name = index.name.as_str();
     let dir = scratch(name)?;
+    let dims = manifest.model.dimensions;
     let in_graph = manifest.graph.as_ref().map_or(0, |g| index.covered(g.segments));
-    let live = index.len() + segment.entries.len();
+    let removed_now = manifest.removed.iter().filter(|id| index.entry(**id).is_some()).count();
+    let live = index.len() + segment.entries.len() - removed_now;
     let outside = live.saturating_sub(in_graph) + manifest.removed.len();
-    let compact = !scans(live, manifest.model.dimensions) && outside * 4 > in_graph.max(1);
+    let graphed = !scans(live, dims);
+    // Compacted: when a graph is due or stale, and (graph or not) when segments or removed ids
+    // pile up, since every load reads each segment.
+    let compact = (graphed && outside * 4 > in_graph.max(1))
+        || manifest.segments.len() + 1 > MAX_SEGMENTS
+        || manifest.removed.len() > live / 4 + 16;
     let tag = manifest.next_id;
     let mut files = Vec::new();
     let mut kept: Vec<ArtifactRecord> = Vec::new();
     if compact {
-        let mut all = index.to_segment();
+        let removed: std::collections::HashSet<u64> = manifest.removed.iter().copied().collect();
+        let mut all = Segment { dimensions: dims, entries: Vec::new(), vectors: Vec::new() };
+        let old = index.to_segment();
+        for (i, entry) in old.entries.iter().enumerate().filter(|(_, e)| !removed.contains(&e.id)) {
+            all.entries.push(entry.clone());
+            all.vectors.extend_from_slice(old.vector(i));
+        }
         all.entries.extend(segment.entries);
         all.vectors.extend(segment.vectors);
-        let graph = Graph::build(&all).map_err(|source| IndexError::Graph { name: name.to_string(), source })?;
-        let (seg_file, graph_file) = (format!("seg-{tag}.bin"), format!("graph-{tag}.hnsw"));
+        let seg_file = format!("seg-{tag}.bin");
         files.push(write_file(dir.path(), &seg_file, &all.encode())?);
-        let bytes = graph.to_bytes().map_err(|source| IndexError::Graph { name: name.to_string(), source })?;
-        files.push(write_file(dir.path(), &graph_file, &bytes)?);
         manifest.segments = vec![seg_file];
         manifest.removed.clear();
-        manifest.graph = Some(GraphFile { file: graph_file, segments: 1 });
+        manifest.graph = None;
+        if graphed {
+            let graph_err = |source| IndexError::Graph { name: name.to_string(), source };
+            let graph = Graph::build(&all).map_err(graph_err)?;
+            let graph_file = format!("graph-{tag}.hnsw");
+            files.push(write_file(dir.path(), &graph_file, &graph.to_bytes().map_err(graph_err)?)?);
+            manifest.graph = Some(GraphFile { file: graph_file, segments: 1 });
+        }
     } else {
         kept = index.artifacts.iter().filter(|a| a.file != MANIFEST).cloned().collect();
         if !segment.entries.is_empty() {
@@ -238,38 +272,51 @@ async fn latest_index(registry: &Registry, name: &str) -> Result<Index, IndexErr
     open(registry, &reference).await
 }
 
-async fn load(registry: &Registry, record: VersionRecord) -> Result<Index, IndexError> {
-    let name = record.name.clone();
-    if record.task != TASK {
-        return Err(IndexError::NotAnIndex { name, task: record.task });
-    }
-    let damaged =
-        |what: &str, reason: String| IndexError::Damaged { name: name.clone(), what: what.to_string(), reason };
-    let read = |file: String| {
-        let record = &record;
-        async move {
-            let artifact =
-                record.artifact(&file).ok_or_else(|| damaged(&file, "the version has no such file".into()))?;
-            registry.read(record, artifact).await.map_err(IndexError::registry(&record.name))
-        }
+/// The manifest of the version `reference` names, without its vectors.
+pub async fn manifest(registry: &Registry, reference: &ModelRef) -> Result<(VersionRecord, Manifest), IndexError> {
+    let name = reference.name.as_str();
+    let record = registry.get(reference).await.map_err(IndexError::registry(name))?;
+    let manifest = read_manifest(registry, &record).await?;
+    Ok((record, manifest))
+}
+
+async fn read_artifact(registry: &Registry, record: &VersionRecord, file: &str) -> Result<Vec<u8>, IndexError> {
+    let damaged = || IndexError::Damaged {
+        name: record.name.clone(),
+        what: file.to_string(),
+        reason: "the version has no such file".into(),
     };
-    let manifest: Manifest =
-        serde_json::from_slice(&read(MANIFEST.to_string()).await?).map_err(|e| damaged(MANIFEST, e.to_string()))?;
-    if manifest.format != FORMAT {
-        return Err(damaged(
-            MANIFEST,
-            format!("format {} (this strix reads {FORMAT}); upgrade strix", manifest.format),
-        ));
+    let artifact = record.artifact(file).ok_or_else(damaged)?;
+    registry.read(record, artifact).await.map_err(IndexError::registry(&record.name))
+}
+
+async fn read_manifest(registry: &Registry, record: &VersionRecord) -> Result<Manifest, IndexError> {
+    let damaged = |reason: String| IndexError::Damaged { name: record.name.clone(), what: MANIFEST.into(), reason };
+    if record.task != TASK {
+        return Err(IndexError::NotAnIndex { name: record.name.clone(), task: record.task.clone() });
     }
+    let manifest: Manifest = serde_json::from_slice(&read_artifact(registry, record, MANIFEST).await?)
+        .map_err(|e| damaged(e.to_string()))?;
+    if manifest.format != FORMAT {
+        return Err(damaged(format!("format {} (this strix reads {FORMAT}); upgrade strix", manifest.format)));
+    }
+    Ok(manifest)
+}
+
+async fn load(registry: &Registry, record: VersionRecord) -> Result<Index, IndexError> {
+    let manifest = read_manifest(registry, &record).await?;
+    let damaged =
+        |what: &str, reason: String| IndexError::Damaged { name: record.name.clone(), what: what.to_string(), reason };
     let mut segments = Vec::with_capacity(manifest.segments.len());
     for file in &manifest.segments {
-        segments.push(Segment::decode(&read(file.clone()).await?).map_err(|reason| damaged(file, reason))?);
+        let bytes = read_artifact(registry, &record, file).await?;
+        segments.push(Segment::decode(&bytes).map_err(|reason| damaged(file, reason))?);
     }
     let graph = match &manifest.graph {
-        Some(g) => Some(
-            Graph::from_bytes(manifest.model.dimensions, &read(g.file.clone()).await?)
-                .map_err(|e| damaged(&g.file, e.to_string()))?,
-        ),
+        Some(g) => {
+            let bytes = read_artifact(registry, &record, &g.file).await?;
+            Some(Graph::from_bytes(manifest.model.dimensions, &bytes).map_err(|e| damaged(&g.file, e.to_string()))?)
+        }
         None => None,
     };
     Index::assemble(&record, manifest, segments, graph)

@@ -156,3 +156,30 @@ async fn a_big_index_searches_its_graph_and_reloads_to_the_same_answers() {
     assert_eq!(grown.search(&q, 1, 0.0).unwrap()[0].entry.image, "new.jpg");
     assert_eq!(reg.get(&latest()).await.unwrap().artifacts.iter().filter(|a| a.file.starts_with("graph-")).count(), 1);
 }
+
+/// A removal that triggers a compaction (removed ids past a quarter of the index) keeps the
+/// removal: the compacted segment leaves those entries out.
+#[tokio::test(flavor = "current_thread")]
+async fn a_removal_that_compacts_stays_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = registry(tmp.path()).await;
+    create(&reg, "pantry", model(8), "", "test").await.unwrap();
+    let items = clustered(200, 8, 3).into_iter().enumerate().map(|(i, v)| (entry(&format!("{i}.jpg")), v)).collect();
+    add(&reg, "pantry", &model(8), items, "test").await.unwrap();
+    let gone: Vec<u64> = (1..=100).collect();
+    remove(&reg, "pantry", &gone, "test").await.unwrap();
+    let record = reg.get(&latest()).await.unwrap();
+    let segments = record.artifacts.iter().filter(|a| a.file.starts_with("seg-")).count();
+    let index = open(&reg, &latest()).await.unwrap();
+    assert_eq!((index.len(), segments, index.manifest.removed.len()), (100, 1, 0), "compacted");
+    assert!(gone.iter().all(|id| index.entry(*id).is_none()));
+    // Many small additions are merged before the segments pile up.
+    for i in 0..40 {
+        add(&reg, "pantry", &model(8), vec![(entry(&format!("more{i}.jpg")), clustered(1, 8, i)[0].clone())], "t")
+            .await
+            .unwrap();
+    }
+    let index = open(&reg, &latest()).await.unwrap();
+    assert!(index.manifest.segments.len() <= 32, "{}", index.manifest.segments.len());
+    assert_eq!(index.len(), 140);
+}

@@ -314,6 +314,13 @@ impl Meta {
     /// Delete versions (and aliases pointing at them) in one transaction. Blobs stay for `gc`.
     pub async fn delete(&self, name: &str, versions: &[u64]) -> Result<(), RegistryError> {
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        // The name's row lock, as a registration takes it: a conditional registration's check
+        // of the latest version and its commit cannot straddle a delete.
+        sqlx::query("UPDATE models SET last_version = last_version WHERE name = $1")
+            .bind(name.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
         for &v in versions {
             for sql in [
                 "DELETE FROM aliases WHERE name = $1 AND version = $2",

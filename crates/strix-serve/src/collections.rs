@@ -90,6 +90,35 @@ fn collection_id(request: &Request) -> Result<String, ApiError> {
     Ok(id)
 }
 
+/// The request's collection, latest version: an index of the served face model's descriptors
+/// (the collection actions touch nothing else in the registry, not `--index` image indexes).
+async fn collection(
+    state: &ServeState,
+    model: &FaceModel<'_>,
+    request: &Request,
+) -> Result<(String, Arc<Index>), ApiError> {
+    let id = collection_id(request)?;
+    let index = state.indexes()?.latest(&id).await?;
+    if index.manifest.model.task != strix_core::Task::Faces.to_string() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFoundException",
+            format!("{id} is an index of {}, not a face collection", index.manifest.model.describe()),
+        ));
+    }
+    check_model(&index, model)?;
+    Ok((id, index))
+}
+
+/// The largest described face of an answer, and its descriptor.
+fn largest_face(prediction: &Prediction) -> Option<(&Face, &[f32])> {
+    faces(prediction).into_iter().max_by(|a, b| area(a).total_cmp(&area(b))).map(|f| (f, descriptor(f)))
+}
+
+fn descriptor(f: &Face) -> &[f32] {
+    f.description.as_ref().map_or(&[], |d| d.embedding.as_slice())
+}
+
 /// FaceIds are UUID-shaped; the last group is the index entry id.
 fn face_id(id: u64) -> String {
     format!("00000000-0000-4000-8000-{id:012x}")
@@ -97,7 +126,8 @@ fn face_id(id: u64) -> String {
 
 fn parse_face_id(text: &str) -> Option<u64> {
     let last = text.strip_prefix("00000000-0000-4000-8000-")?;
-    (last.len() == 12).then(|| u64::from_str_radix(last, 16).ok()).flatten()
+    let plain = last.len() == 12 && last.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    plain.then(|| u64::from_str_radix(last, 16).ok()).flatten()
 }
 
 /// A collection action's answer (JSON) and the model that answered, if one did.
@@ -116,11 +146,11 @@ pub(crate) async fn handle(
     let out = match action {
         "CreateCollection" => create(state, &model, &request).await?,
         "ListCollections" => list(state, &request).await?,
-        "DeleteCollection" => delete(state, &request).await?,
-        "DescribeCollection" => describe(state, &request).await?,
+        "DeleteCollection" => delete(state, &model, &request).await?,
+        "DescribeCollection" => describe(state, &model, &request).await?,
         "IndexFaces" => index_faces(state, &model, &request, slot).await?,
-        "ListFaces" => list_faces(state, &request).await?,
-        "DeleteFaces" => delete_faces(state, &request).await?,
+        "ListFaces" => list_faces(state, &model, &request).await?,
+        "DeleteFaces" => delete_faces(state, &model, &request).await?,
         "SearchFacesByImage" => search_by_image(state, &model, &request, slot).await?,
         "SearchFaces" => search_faces(state, &model, &request).await?,
         "CompareFaces" => compare(state, &model, &request, slot).await?,
@@ -138,7 +168,14 @@ async fn create(state: &ServeState, model: &FaceModel<'_>, request: &Request) ->
     let registry = state.indexes()?.registry().await?;
     strix_index::create(registry, &id, model.identity.clone(), "a Rekognition face collection", "strix serve")
         .await
-        .map_err(index_error)?;
+        .map_err(|e| match e {
+            strix_index::IndexError::NotAnIndex { .. } => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "ResourceAlreadyExistsException",
+                format!("{id} is taken by a model in the registry"),
+            ),
+            e => index_error(e),
+        })?;
     Ok(
         json!({"StatusCode": 200, "CollectionArn": format!("aws:rekognition:strix:collection/{id}"), "FaceModelVersion": version(model)}),
     )
@@ -148,17 +185,17 @@ async fn create(state: &ServeState, model: &FaceModel<'_>, request: &Request) ->
 async fn list(state: &ServeState, request: &Request) -> Result<Value, ApiError> {
     let indexes = state.indexes()?;
     let registry = indexes.registry().await?;
-    let mut ids = Vec::new();
-    let mut versions = Vec::new();
+    let mut collections = Vec::new();
     for summary in strix_index::list(registry).await.map_err(index_error)? {
-        let index = indexes.latest(&summary.name).await?;
-        if index.manifest.model.task == strix_core::Task::Faces.to_string() {
-            ids.push(summary.name);
-            versions.push(index.manifest.model.reference.clone());
+        let reference =
+            strix_registry::ModelRef::parse(&summary.name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let (_, manifest) = strix_index::manifest(registry, &reference).await.map_err(index_error)?;
+        if manifest.model.task == strix_core::Task::Faces.to_string() {
+            collections.push((summary.name, manifest.model.reference));
         }
     }
-    let (ids, next) = page(ids, request)?;
-    versions.truncate(ids.len());
+    let (page, next) = page(collections, request)?;
+    let (ids, versions): (Vec<String>, Vec<String>) = page.into_iter().unzip();
     Ok(json!({"CollectionIds": ids, "FaceModelVersions": versions, "NextToken": next}))
 }
 
@@ -175,22 +212,19 @@ fn page<T>(items: Vec<T>, request: &Request) -> Result<(Vec<T>, Option<String>),
     Ok((page, next))
 }
 
-async fn delete(state: &ServeState, request: &Request) -> Result<Value, ApiError> {
-    let id = collection_id(request)?;
+async fn delete(state: &ServeState, model: &FaceModel<'_>, request: &Request) -> Result<Value, ApiError> {
+    let (id, _) = collection(state, model, request).await?;
     let indexes = state.indexes()?;
-    indexes.latest(&id).await?;
     let reference = strix_registry::ModelRef::parse(&id).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let registry = indexes.registry().await?;
-    registry
-        .delete(&reference, true)
-        .await
-        .map_err(|e| index_error(strix_index::IndexError::Registry { name: id, source: e }))?;
+    let deleted = registry.delete(&reference, true).await;
+    indexes.forget(&id).await;
+    deleted.map_err(|e| index_error(strix_index::IndexError::Registry { name: id, source: e }))?;
     Ok(json!({"StatusCode": 200}))
 }
 
-async fn describe(state: &ServeState, request: &Request) -> Result<Value, ApiError> {
-    let id = collection_id(request)?;
-    let index = state.indexes()?.latest(&id).await?;
+async fn describe(state: &ServeState, model: &FaceModel<'_>, request: &Request) -> Result<Value, ApiError> {
+    let (id, index) = collection(state, model, request).await?;
     Ok(json!({
         "FaceCount": index.len(),
         "FaceModelVersion": index.manifest.model.reference,
@@ -227,24 +261,43 @@ fn face_json(prediction: &Prediction, f: &Face) -> Value {
     json!({"BoundingBox": BoundingBox::of(&f.bbox, prediction.width, prediction.height), "Confidence": f.score * 100.0})
 }
 
+/// The least face side (pixels) and detector score each QualityFilter keeps.
+fn quality(filter: &str) -> Option<(f32, f32)> {
+    match filter {
+        "NONE" => Some((0.0, 0.0)),
+        "LOW" => Some((16.0, 0.5)),
+        "AUTO" | "MEDIUM" => Some((24.0, 0.6)),
+        "HIGH" => Some((40.0, 0.75)),
+        _ => None,
+    }
+}
+
+fn check_filter(filter: &str) -> Result<(), ApiError> {
+    match quality(filter) {
+        Some(_) => Ok(()),
+        None => Err(ApiError::bad_request(format!("QualityFilter {filter:?}: NONE, AUTO, LOW, MEDIUM or HIGH"))),
+    }
+}
+
 /// Why a face is not good enough to index under `filter` (Rekognition's reasons), if it is not.
-fn quality_reason(f: &Face, filter: &str) -> Result<Option<&'static str>, ApiError> {
-    let (min_side, min_score) = match filter {
-        "NONE" => return Ok(None),
-        "LOW" => (16.0, 0.5),
-        "AUTO" | "MEDIUM" => (24.0, 0.6),
-        "HIGH" => (40.0, 0.75),
-        other => {
-            return Err(ApiError::bad_request(format!("QualityFilter {other:?}: NONE, AUTO, LOW, MEDIUM or HIGH")));
-        }
-    };
-    Ok(if f.bbox.width().min(f.bbox.height()) < min_side {
+fn quality_reason(f: &Face, filter: &str) -> Option<&'static str> {
+    let (min_side, min_score) = quality(filter)?;
+    if f.bbox.width().min(f.bbox.height()) < min_side {
         Some("SMALL_BOUNDING_BOX")
     } else if f.score < min_score {
         Some("LOW_CONFIDENCE")
     } else {
         None
-    })
+    }
+}
+
+/// A fresh UUID-shaped ImageId from the time in nanoseconds and a process-wide counter.
+fn image_id() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let t = format!("{t:032x}");
+    format!("{}-{}-4{}-8{:03x}-{}", &t[8..16], &t[16..20], &t[21..24], n % 4096, &t[20..32])
 }
 
 async fn index_faces(
@@ -253,27 +306,26 @@ async fn index_faces(
     request: &Request,
     slot: DecodeSlot,
 ) -> Result<Value, ApiError> {
-    let id = collection_id(request)?;
     let max = request.max_faces.unwrap_or(MAX_INDEXED);
     if !(1..=MAX_INDEXED).contains(&max) {
         return Err(ApiError::bad_request(format!("MaxFaces must be 1 to {MAX_INDEXED}, got {max}")));
     }
     let filter = request.quality_filter.as_deref().unwrap_or("AUTO");
+    check_filter(filter)?;
+    let (id, _) = collection(state, model, request).await?;
     let indexes = state.indexes()?;
-    let index = indexes.latest(&id).await?;
-    check_model(&index, model)?;
     let prediction = faces_of(state, model, request.image.as_ref(), "Image", slot).await?;
     let mut found = faces(&prediction);
     found.sort_by(|a, b| area(b).total_cmp(&area(a)));
     let (mut kept, mut unindexed) = (Vec::new(), Vec::new());
     for f in found {
-        let reason = if kept.len() >= max { Some("EXCEEDS_MAX_FACES") } else { quality_reason(f, filter)? };
+        let reason = if kept.len() >= max { Some("EXCEEDS_MAX_FACES") } else { quality_reason(f, filter) };
         match reason {
             Some(r) => unindexed.push(json!({"Reasons": [r], "FaceDetail": face_json(&prediction, f)})),
             None => kept.push(f),
         }
     }
-    let image_id = format!("{:08x}-0000-4000-8000-{:012x}", index.version, index.manifest.next_id);
+    let image_id = image_id();
     let items: Vec<(Entry, Vec<f32>)> = kept
         .iter()
         .map(|f| {
@@ -287,7 +339,7 @@ async fn index_faces(
                 bbox: Some([f.bbox.x1, f.bbox.y1, f.bbox.x2, f.bbox.y2]),
                 metadata,
             };
-            (entry, f.description.as_ref().map(|d| d.embedding.clone()).unwrap_or_default())
+            (entry, descriptor(f).to_vec())
         })
         .collect();
     let mut records = Vec::new();
@@ -339,42 +391,56 @@ fn stored_face(e: &Entry) -> Value {
     face
 }
 
-async fn list_faces(state: &ServeState, request: &Request) -> Result<Value, ApiError> {
-    let id = collection_id(request)?;
-    let index = state.indexes()?.latest(&id).await?;
-    let (entries, next) = page(index.entries().to_vec(), request)?;
-    Ok(
-        json!({"Faces": entries.iter().map(stored_face).collect::<Vec<_>>(), "NextToken": next, "FaceModelVersion": index.manifest.model.reference}),
-    )
+/// Faces in id order; `NextToken` is the last id given, so faces added or deleted between
+/// pages neither repeat nor get skipped.
+async fn list_faces(state: &ServeState, model: &FaceModel<'_>, request: &Request) -> Result<Value, ApiError> {
+    let (_, index) = collection(state, model, request).await?;
+    let after: u64 = match &request.next_token {
+        Some(t) => t.parse().map_err(|_| ApiError::bad_request("NextToken is not one this server gave"))?,
+        None => 0,
+    };
+    let max = request.max_results.unwrap_or(1000).clamp(1, 4096);
+    let rest: Vec<&Entry> = index.entries().iter().filter(|e| e.id > after).collect();
+    let page: Vec<Value> = rest.iter().take(max).map(|e| stored_face(e)).collect();
+    let next = (rest.len() > max).then(|| rest[max - 1].id.to_string());
+    Ok(json!({"Faces": page, "NextToken": next, "FaceModelVersion": index.manifest.model.reference}))
 }
 
-async fn delete_faces(state: &ServeState, request: &Request) -> Result<Value, ApiError> {
-    let id = collection_id(request)?;
+async fn delete_faces(state: &ServeState, model: &FaceModel<'_>, request: &Request) -> Result<Value, ApiError> {
     let wanted = field(request.face_ids.clone(), "FaceIds")?;
     if wanted.is_empty() || wanted.len() > 4096 {
         return Err(ApiError::bad_request("FaceIds must hold 1 to 4096 ids"));
     }
     let indexes = state.indexes()?;
-    let index = indexes.latest(&id).await?;
-    let (mut gone, mut ids, mut failed) = (Vec::new(), Vec::new(), Vec::new());
-    for text in &wanted {
-        match parse_face_id(text).filter(|i| index.entry(*i).is_some()) {
-            Some(i) => {
-                ids.push(i);
-                gone.push(text.clone());
+    // A face another request deletes meanwhile is reported as not found, not as an error.
+    for _ in 0..3 {
+        let (id, index) = collection(state, model, request).await?;
+        let (mut gone, mut ids, mut failed) = (Vec::new(), Vec::new(), Vec::new());
+        for text in &wanted {
+            match parse_face_id(text).filter(|i| index.entry(*i).is_some()) {
+                Some(i) if !ids.contains(&i) => {
+                    ids.push(i);
+                    gone.push(text.clone());
+                }
+                _ => failed.push(json!({"FaceId": text, "Reasons": ["FACE_NOT_FOUND"]})),
             }
-            None => failed.push(json!({"FaceId": text, "Reasons": ["FACE_NOT_FOUND"]})),
         }
+        if !ids.is_empty() {
+            let registry = indexes.registry().await?;
+            match strix_index::remove(registry, &id, &ids, "strix serve").await {
+                Err(strix_index::IndexError::UnknownEntry { .. }) => continue,
+                other => {
+                    other.map_err(index_error)?;
+                }
+            }
+        }
+        return Ok(json!({"DeletedFaces": gone, "UnsuccessfulFaceDeletions": failed}));
     }
-    if !ids.is_empty() {
-        let registry = indexes.registry().await?;
-        strix_index::remove(registry, &id, &ids, "strix serve").await.map_err(index_error)?;
-    }
-    Ok(json!({"DeletedFaces": gone, "UnsuccessfulFaceDeletions": failed}))
+    Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ThrottlingException", "faces kept changing; retry"))
 }
 
-/// `FaceMatchThreshold` (0-100, default 80) as the least cosine, and `MaxFaces`.
-fn match_settings(model: &FaceModel<'_>, request: &Request) -> Result<(f32, usize), ApiError> {
+/// `FaceMatchThreshold` (0-100, default 80) and `MaxFaces`.
+fn match_settings(request: &Request) -> Result<(f32, usize), ApiError> {
     let threshold = request.face_match_threshold.unwrap_or(80.0);
     if !(0.0..=100.0).contains(&threshold) {
         return Err(ApiError::bad_request(format!("FaceMatchThreshold must be 0 to 100, got {threshold}")));
@@ -383,23 +449,28 @@ fn match_settings(model: &FaceModel<'_>, request: &Request) -> Result<(f32, usiz
     if !(1..=MAX_MATCHES).contains(&max) {
         return Err(ApiError::bad_request(format!("MaxFaces must be 1 to {MAX_MATCHES}, got {max}")));
     }
-    Ok((model.describer.cosine_of_similarity(threshold), max))
+    Ok((threshold, max))
 }
 
+/// Faces like `query` with Similarity at least `threshold` (0-100), best first, `skip` left out.
 fn matches_json(
     model: &FaceModel<'_>,
     index: &Index,
     query: &[f32],
-    min: f32,
+    threshold: f32,
     max: usize,
     skip: Option<u64>,
 ) -> Result<Vec<Value>, ApiError> {
+    // Similarity 0 covers every cosine at or below the calibration's zero: no cut then.
+    let min = if threshold <= 0.0 { -1.0 } else { model.describer.cosine_of_similarity(threshold) - 1e-4 };
     let hits = index.search(query, max + usize::from(skip.is_some()), min).map_err(index_error)?;
     Ok(hits
         .iter()
         .filter(|m| Some(m.entry.id) != skip)
+        .map(|m| (model.describer.similarity_of_cosine(m.similarity), m))
+        .filter(|(similarity, _)| *similarity >= threshold)
         .take(max)
-        .map(|m| json!({"Similarity": model.describer.similarity_of_cosine(m.similarity), "Face": stored_face(&m.entry)}))
+        .map(|(similarity, m)| json!({"Similarity": similarity, "Face": stored_face(&m.entry)}))
         .collect())
 }
 
@@ -409,41 +480,30 @@ async fn search_by_image(
     request: &Request,
     slot: DecodeSlot,
 ) -> Result<Value, ApiError> {
-    let id = collection_id(request)?;
-    let (min, max) = match_settings(model, request)?;
-    let index = state.indexes()?.latest(&id).await?;
-    check_model(&index, model)?;
+    let (threshold, max) = match_settings(request)?;
+    let (_, index) = collection(state, model, request).await?;
     let prediction = faces_of(state, model, request.image.as_ref(), "Image", slot).await?;
-    let largest = faces(&prediction).into_iter().max_by(|a, b| area(a).total_cmp(&area(b)));
-    let Some(face) = largest else {
+    let Some((face, query)) = largest_face(&prediction) else {
         return Err(ApiError::bad_request("There are no faces in the image. Should be at least 1."));
     };
-    let query = &face.description.as_ref().map(|d| d.embedding.clone()).unwrap_or_default();
     Ok(json!({
         "SearchedFaceBoundingBox": BoundingBox::of(&face.bbox, prediction.width, prediction.height),
         "SearchedFaceConfidence": face.score * 100.0,
-        "FaceMatches": matches_json(model, &index, query, min, max, None)?,
+        "FaceMatches": matches_json(model, &index, query, threshold, max, None)?,
         "FaceModelVersion": version(model),
     }))
 }
 
 async fn search_faces(state: &ServeState, model: &FaceModel<'_>, request: &Request) -> Result<Value, ApiError> {
-    let id = collection_id(request)?;
-    let (min, max) = match_settings(model, request)?;
+    let (threshold, max) = match_settings(request)?;
     let text = field(request.face_id.clone(), "FaceId")?;
-    let index = state.indexes()?.latest(&id).await?;
-    check_model(&index, model)?;
-    let entry = parse_face_id(&text).filter(|i| index.entry(*i).is_some()).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "InvalidParameterException",
-            format!("collection {id} has no face {text}"),
-        )
-    })?;
+    let (id, index) = collection(state, model, request).await?;
+    let entry = parse_face_id(&text)
+        .filter(|i| index.entry(*i).is_some())
+        .ok_or_else(|| ApiError::bad_request(format!("collection {id} has no face {text}")))?;
     let query = index.vector(entry).map(<[f32]>::to_vec).unwrap_or_default();
-    Ok(
-        json!({"SearchedFaceId": text, "FaceMatches": matches_json(model, &index, &query, min, max, Some(entry))?, "FaceModelVersion": version(model)}),
-    )
+    let matches = matches_json(model, &index, &query, threshold, max, Some(entry))?;
+    Ok(json!({"SearchedFaceId": text, "FaceMatches": matches, "FaceModelVersion": version(model)}))
 }
 
 async fn compare(
@@ -458,14 +518,12 @@ async fn compare(
     }
     let source = faces_of(state, model, request.source_image.as_ref(), "SourceImage", slot.clone()).await?;
     let target = faces_of(state, model, request.target_image.as_ref(), "TargetImage", slot).await?;
-    let Some(face) = faces(&source).into_iter().max_by(|a, b| area(a).total_cmp(&area(b))) else {
+    let Some((face, query)) = largest_face(&source) else {
         return Err(ApiError::bad_request("There are no faces in the source image. Should be at least 1."));
     };
-    let vector = |f: &Face| f.description.as_ref().map(|d| d.embedding.clone()).unwrap_or_default();
-    let query = vector(face);
     let (mut matched, mut unmatched) = (Vec::new(), Vec::new());
     for f in faces(&target) {
-        let similarity = model.describer.similarity(&query, &vector(f));
+        let similarity = model.describer.similarity(query, descriptor(f));
         if similarity >= threshold {
             matched.push(json!({"Similarity": similarity, "Face": face_json(&target, f)}));
         } else {
@@ -525,13 +583,7 @@ pub(crate) async fn search_route(
             return Err(ApiError::bad_request("There are no faces in the image. Should be at least 1."));
         };
         let matches = index.search(&vector, k, threshold).map_err(index_error)?;
-        let matches: Vec<Value> = matches
-            .iter()
-            .map(|m| {
-                json!({"similarity": m.similarity, "id": m.entry.id, "image": m.entry.image,
-                       "external_id": m.entry.external_id, "bbox": m.entry.bbox, "metadata": m.entry.metadata})
-            })
-            .collect();
+        let matches: Vec<Value> = matches.iter().map(strix_index::Match::to_json).collect();
         let body = json!({"index": name, "version": index.version, "model": version,
                           "query_bbox": bbox.map(|b| [b.x1, b.y1, b.x2, b.y2]), "matches": matches});
         Ok(axum::Json(body).into_response())

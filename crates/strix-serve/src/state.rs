@@ -179,14 +179,26 @@ impl Indexes {
         if record.task != strix_index::TASK {
             return Err(not_found(name));
         }
-        let mut loaded = self.loaded.lock().await;
-        if let Some(index) = loaded.get(name).filter(|i| i.version == record.version) {
+        if let Some(index) = self.loaded.lock().await.get(name).filter(|i| i.version == record.version) {
             return Ok(index.clone());
         }
-        let index = strix_index::open(registry, &reference).await.map_err(index_error)?;
-        let index = Arc::new(index);
-        loaded.insert(name.to_string(), index.clone());
+        // Loaded without the lock held, so one big index loading stalls no other; two requests
+        // may load the same version at once, and the later simply replaces the earlier.
+        let pinned = strix_registry::ModelRef {
+            name: name.to_string(),
+            selector: strix_registry::Selector::Version(record.version),
+        };
+        let index = Arc::new(strix_index::open(registry, &pinned).await.map_err(index_error)?);
+        let mut loaded = self.loaded.lock().await;
+        if loaded.get(name).is_none_or(|i| i.version < index.version) {
+            loaded.insert(name.to_string(), index.clone());
+        }
         Ok(index)
+    }
+
+    /// Drop a deleted index from memory.
+    pub(crate) async fn forget(&self, name: &str) {
+        self.loaded.lock().await.remove(name);
     }
 }
 
@@ -216,8 +228,11 @@ pub(crate) fn index_error(e: strix_index::IndexError) -> ApiError {
         E::OtherModel { .. } | E::Dimensions { .. } | E::BadVector { .. } | E::UnknownEntry { .. } => {
             ApiError::bad_request(message)
         }
-        E::Registry { .. } | E::Io { .. } | E::Graph { .. } | E::Damaged { .. } | E::Invalid { .. } => {
-            unavailable(&message)
+        E::Busy { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ThrottlingException", message),
+        E::Registry { .. } => unavailable(&message),
+        E::Io { .. } | E::Graph { .. } | E::Damaged { .. } | E::Invalid { .. } => {
+            tracing::error!("{message}");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", message)
         }
     }
 }

@@ -220,7 +220,8 @@ pub enum IndexCommand {
         #[arg(long)]
         json: bool,
     },
-    /// An index's model, size and versions; --entries lists what it holds
+    /// An index's model, size and files; --entries lists what it holds (its versions are in
+    /// `strix models show NAME`)
     Show {
         /// NAME, NAME:VERSION or NAME@ALIAS
         name: String,

@@ -51,9 +51,10 @@ pub fn run(ctx: &AppContext, args: &ClusterArgs) -> Result<ExitCode> {
     if items.len() < 2 {
         bail!("{} vectors: clustering needs at least 2", items.len());
     }
+    let max_k = args.max_k.min(items.len() - 1).max(2);
     let (clustering, scores) = match args.k {
         Some(k) => (kmeans(&vectors, d, k, args.seed, 100), Vec::new()),
-        None => best_k(&vectors, d, 2..=args.max_k.min(items.len() - 1).max(2), args.seed),
+        None => best_k(&vectors, d, 2..=max_k, args.seed),
     };
     let mut members: Vec<Vec<usize>> = vec![Vec::new(); clustering.k];
     for (i, &c) in clustering.assignments.iter().enumerate() {
@@ -77,7 +78,7 @@ pub fn run(ctx: &AppContext, args: &ClusterArgs) -> Result<ExitCode> {
     } else if !ctx.quiet {
         let how = match args.k {
             Some(_) => "as asked".to_string(),
-            None => format!("best silhouette of k = 2..{}: {:.3}", args.max_k, silhouette.unwrap_or(0.0)),
+            None => format!("best silhouette of k = 2..{max_k}: {:.3}", silhouette.unwrap_or(0.0)),
         };
         eprintln!("{} vectors in {} clusters ({how}); written to {}", items.len(), members.len(), args.out.display());
         for (c, m) in members.iter().enumerate() {

@@ -155,7 +155,7 @@ fn add(ctx: &AppContext, args: &IndexAddArgs) -> Result<ExitCode> {
     } else if !ctx.quiet {
         eprintln!(
             "added {count} vectors from {} images to {} (version {}){}",
-            files.len() - failed.min(files.len()),
+            files.len() - (failed - problems.len()),
             index.name,
             change.record.version,
             if failed > 0 { format!(", {failed} images failed") } else { String::new() }
@@ -192,7 +192,7 @@ fn search(ctx: &AppContext, args: &IndexSearchArgs) -> Result<ExitCode> {
                 "query": path.display().to_string(),
                 "query_bbox": bbox.map(|b| [b.x1, b.y1, b.x2, b.y2]),
                 "exact": !index.uses_graph(),
-                "matches": matches.iter().map(match_json).collect::<Vec<_>>(),
+                "matches": matches.iter().map(Match::to_json).collect::<Vec<_>>(),
             });
             bars.suspend(|| println!("{out}"));
             return Ok(());
@@ -225,17 +225,6 @@ fn search(ctx: &AppContext, args: &IndexSearchArgs) -> Result<ExitCode> {
         }
     });
     Ok(if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
-}
-
-pub fn match_json(m: &Match) -> Value {
-    json!({
-        "similarity": m.similarity,
-        "id": m.entry.id,
-        "image": m.entry.image,
-        "external_id": m.entry.external_id,
-        "bbox": m.entry.bbox,
-        "metadata": m.entry.metadata,
-    })
 }
 
 fn list(ctx: &AppContext, json: bool) -> Result<ExitCode> {
