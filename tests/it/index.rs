@@ -304,25 +304,41 @@ fn boto3_keeps_face_collections_in_the_registry() {
     assert_eq!(r["deleted_list"]["CollectionIds"], serde_json::json!([]));
 
     // The second replica sees what the first wrote: one registry.
-    let body = serde_json::json!({"CollectionId": "shared"}).to_string();
-    let headers =
-        [("Content-Type", "application/x-amz-json-1.1"), ("X-Amz-Target", "RekognitionService.CreateCollection")];
-    let reply = crate::serve::request(port, "POST", "/", &headers, body.as_bytes());
+    let reply = rekognition(port, "CreateCollection", &serde_json::json!({"CollectionId": "shared"}));
     assert_eq!(reply.status, 200, "{}", reply.body);
-    let headers =
-        [("Content-Type", "application/x-amz-json-1.1"), ("X-Amz-Target", "RekognitionService.ListCollections")];
-    let reply = crate::serve::request(other_port, "POST", "/", &headers, b"{}");
+    let reply = rekognition(other_port, "ListCollections", &serde_json::json!({}));
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert!(reply.body.contains("shared"), "{}", reply.body);
 
     // Collection actions touch face collections only: an image index is not theirs to delete.
     ok(cli(&fx, tmp.path()).args(["index", "create", "pantry"]));
-    let body = serde_json::json!({"CollectionId": "pantry"}).to_string();
-    let headers = [("Content-Type", "application/x-amz-json-1.1"), ("X-Amz-Target", "RekognitionService.DeleteCollection")];
-    let reply = crate::serve::request(port, "POST", "/", &headers, body.as_bytes());
+    let reply = rekognition(port, "DeleteCollection", &serde_json::json!({"CollectionId": "pantry"}));
     assert_eq!(reply.status, 404, "{}", reply.body);
     assert_eq!(reply.json()["__type"], "ResourceNotFoundException", "{}", reply.body);
+
+    // Hostile requests: a path in CollectionId, a body that is not JSON, no FaceIds, a NextToken
+    // this server never gave, a wrong type: each a 400, and the server keeps serving.
+    for (action, body) in [
+        ("CreateCollection", serde_json::json!({"CollectionId": "../../etc"})),
+        ("DeleteFaces", serde_json::json!({"CollectionId": "shared", "FaceIds": []})),
+        ("ListFaces", serde_json::json!({"CollectionId": "shared", "NextToken": "-1"})),
+        ("ListCollections", serde_json::json!({"MaxResults": "many"})),
+    ] {
+        let reply = rekognition(port, action, &body);
+        assert_eq!(reply.status, 400, "{action} {body}: {}", reply.body);
+    }
+    let headers = [("Content-Type", "application/x-amz-json-1.1"), ("X-Amz-Target", "RekognitionService.ListFaces")];
+    let reply = crate::serve::request(port, "POST", "/", &headers, b"{not json");
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert_eq!(rekognition(port, "ListCollections", &serde_json::json!({})).status, 200);
     assert!(ok(cli(&fx, tmp.path()).args(["index", "list"])).contains("pantry"));
+}
+
+/// One Rekognition action on `POST /`, as the JSON 1.1 protocol sends it.
+fn rekognition(port: u16, action: &str, body: &Value) -> crate::serve::Reply {
+    let target = format!("RekognitionService.{action}");
+    let headers = [("Content-Type", "application/x-amz-json-1.1"), ("X-Amz-Target", target.as_str())];
+    crate::serve::request(port, "POST", "/", &headers, body.to_string().as_bytes())
 }
 
 /// `strix serve --index NAME` answers `POST /v1/indexes/NAME/search` and brings the index's

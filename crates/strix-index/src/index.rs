@@ -260,7 +260,7 @@ impl Index {
         self.segment_sizes.iter().take(segments).sum()
     }
 
-    /// The live entries and vectors as one segment (what a compaction writes).
+    /// The live entries and vectors as one segment (what a graph is built over).
     pub(crate) fn to_segment(&self) -> Segment {
         Segment {
             dimensions: self.manifest.model.dimensions,

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 pub use embed::{embedding_model, query_vector, vectors_of};
 pub use error::IndexError;
 pub use index::{EXACT_WORK, EmbeddingModel, FORMAT, GraphFile, Index, Manifest, Match, scans};
-pub use store::{Change, TASK, add, create, list, manifest, open, remove};
+pub use store::{Change, TASK, add, create, list, manifest, open, open_version, remove};
 pub use vectors::unit;
 
 /// What an index knows of a vector besides the vector.

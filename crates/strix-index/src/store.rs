@@ -63,7 +63,7 @@ pub async fn create(
 pub async fn open(registry: &Registry, reference: &ModelRef) -> Result<Index, IndexError> {
     let name = reference.name.as_str();
     let record = registry.get(reference).await.map_err(IndexError::registry(name))?;
-    load(registry, record).await
+    open_version(registry, record).await
 }
 
 /// Every index in the registry.
@@ -205,10 +205,9 @@ async fn write_next(
     if compact {
         let removed: std::collections::HashSet<u64> = manifest.removed.iter().copied().collect();
         let mut all = Segment { dimensions: dims, entries: Vec::new(), vectors: Vec::new() };
-        let old = index.to_segment();
-        for (i, entry) in old.entries.iter().enumerate().filter(|(_, e)| !removed.contains(&e.id)) {
+        for entry in index.entries().iter().filter(|e| !removed.contains(&e.id)) {
             all.entries.push(entry.clone());
-            all.vectors.extend_from_slice(old.vector(i));
+            all.vectors.extend_from_slice(index.vector(entry.id).unwrap_or_default());
         }
         all.entries.extend(segment.entries);
         all.vectors.extend(segment.vectors);
@@ -303,7 +302,8 @@ async fn read_manifest(registry: &Registry, record: &VersionRecord) -> Result<Ma
     Ok(manifest)
 }
 
-async fn load(registry: &Registry, record: VersionRecord) -> Result<Index, IndexError> {
+/// Load the version `record` describes (a caller that already looked it up).
+pub async fn open_version(registry: &Registry, record: VersionRecord) -> Result<Index, IndexError> {
     let manifest = read_manifest(registry, &record).await?;
     let damaged =
         |what: &str, reason: String| IndexError::Damaged { name: record.name.clone(), what: what.to_string(), reason };

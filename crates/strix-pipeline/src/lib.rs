@@ -355,7 +355,7 @@ impl Pipeline {
     /// request, in parallel, outside the model's batch. `None` for cascades (they work on
     /// whole images: use [`Self::predict_images`]).
     pub fn prepare(&self, img: &RgbImage) -> Option<Prepared> {
-        if self.model.spec.describe.is_some() {
+        if self.is_cascade() {
             return None;
         }
         let Engine::Single { preprocessor, .. } = &self.engine else { return None };

@@ -193,14 +193,7 @@ impl Blobs {
         let (partial, mut out) = new_partial(dest).await?;
         progress.start(&format!("downloading {label}"), Some(size), ProgressUnit::Bytes);
         let result = async {
-            let got = self.store.get(&key(sha256)).await.map_err(|e| match e {
-                object_store::Error::NotFound { .. } => RegistryError::Corrupt {
-                    what: label.to_string(),
-                    expected: sha256.to_string(),
-                    actual: "nothing (the blob is missing)".into(),
-                },
-                e => self.err(e),
-            })?;
+            let got = self.fetch(sha256, label).await?;
             let mut stream = got.into_stream();
             let mut hasher = Sha256::new();
             while let Some(chunk) = stream.next().await {
@@ -225,16 +218,21 @@ impl Blobs {
         result
     }
 
-    /// A blob's bytes, checked against its digest and recorded size.
-    pub async fn get_bytes(&self, sha256: &str, size: u64, label: &str) -> Result<Vec<u8>, RegistryError> {
-        let got = self.store.get(&key(sha256)).await.map_err(|e| match e {
+    /// A blob on its way down; a missing one is a damaged registry, named by `label`.
+    async fn fetch(&self, sha256: &str, label: &str) -> Result<object_store::GetResult, RegistryError> {
+        self.store.get(&key(sha256)).await.map_err(|e| match e {
             object_store::Error::NotFound { .. } => RegistryError::Corrupt {
                 what: label.to_string(),
                 expected: sha256.to_string(),
                 actual: "nothing (the blob is missing)".into(),
             },
             e => self.err(e),
-        })?;
+        })
+    }
+
+    /// A blob's bytes, checked against its digest and recorded size.
+    pub async fn get_bytes(&self, sha256: &str, size: u64, label: &str) -> Result<Vec<u8>, RegistryError> {
+        let got = self.fetch(sha256, label).await?;
         let bytes = got.bytes().await.map_err(|e| self.err(e))?;
         let actual = strix_core::digest::sha256_hex(&bytes);
         if actual != sha256 || bytes.len() as u64 != size {

@@ -184,11 +184,7 @@ impl Indexes {
         }
         // Loaded without the lock held, so one big index loading stalls no other; two requests
         // may load the same version at once, and the later simply replaces the earlier.
-        let pinned = strix_registry::ModelRef {
-            name: name.to_string(),
-            selector: strix_registry::Selector::Version(record.version),
-        };
-        let index = Arc::new(strix_index::open(registry, &pinned).await.map_err(index_error)?);
+        let index = Arc::new(strix_index::open_version(registry, record).await.map_err(index_error)?);
         let mut loaded = self.loaded.lock().await;
         if loaded.get(name).is_none_or(|i| i.version < index.version) {
             loaded.insert(name.to_string(), index.clone());
