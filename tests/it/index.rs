@@ -434,3 +434,121 @@ fn clusters_of_three_classes_are_pure() {
     let (o, _, err) = run(cli(&fx, tmp.path()).args(["cluster", "--model", "efficientnet_lite0"]).arg(&mix));
     assert!(!o.status.success() && err.contains("gives no vectors"), "{err}");
 }
+
+/// `strix data inspect --near-duplicates`: a photo recompressed (JPEG q50) under another
+/// label is a near-duplicate pair (its labels named as different), a photo darkened into the
+/// validation images is a leak, distinct photos (apple and orange: 0.65) are neither; the
+/// pairs are drawn.
+#[test]
+fn data_inspect_finds_near_duplicates_and_leaks() {
+    let fx = fixtures_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let val = tmp.path().join("val");
+    crate::support::photo_folder(&fx, &data.join("compost"), &["orange.jpg", "apple.jpg"]);
+    crate::support::photo_folder(&fx, &data.join("landfill"), &["coffee.png", "baboon.jpg"]);
+    crate::support::photo_folder(&fx, &val.join("landfill"), &["chelsea.png"]);
+    let augmented = tmp.path().join("augmented");
+    std::fs::create_dir_all(&augmented).unwrap();
+    let made = augment(&fx.join("images/orange.jpg"), &augmented);
+    let jpeg = made.iter().find(|p| p.to_string_lossy().contains("jpeg50")).unwrap();
+    std::fs::copy(jpeg, data.join("landfill/orange_copy.jpg")).unwrap();
+    let made = augment(&fx.join("images/baboon.jpg"), &augmented);
+    let darker = made.iter().find(|p| p.to_string_lossy().contains("bright80")).unwrap();
+    std::fs::copy(darker, val.join("landfill/baboon_darker.png")).unwrap();
+
+    let sheet = tmp.path().join("sheet.png");
+    let out = ok(cli(&fx, tmp.path())
+        .args(["data", "inspect", "--near-duplicates", "--json", "--sheet"])
+        .arg(&sheet)
+        .arg("--val-data")
+        .arg(&val)
+        .arg(&data));
+    let found: Value = serde_json::from_str(out.trim()).unwrap();
+    let pairs = |key: &str| -> Vec<(String, String, f64)> {
+        let name = |v: &Value| Path::new(v.as_str().unwrap()).file_name().unwrap().to_string_lossy().into_owned();
+        found[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (name(&p["a"]), name(&p["b"]), p["similarity"].as_f64().unwrap()))
+            .collect()
+    };
+    let (within, leaks) = (pairs("near_duplicates"), pairs("leaks"));
+    eprintln!("near-duplicates {within:?}, leaks {leaks:?}");
+    assert_eq!(within.len(), 1, "{found}");
+    assert_eq!((within[0].0.as_str(), within[0].1.as_str()), ("orange.jpg", "orange_copy.jpg"), "{found}");
+    assert_eq!(found["near_duplicates"][0]["b_label"], "landfill");
+    assert_eq!(leaks.len(), 1, "{found}");
+    assert_eq!((leaks[0].0.as_str(), leaks[0].1.as_str()), ("baboon.jpg", "baboon_darker.png"), "{found}");
+    let drawn = image::open(tmp.path().join("sheet_near_duplicates.png")).unwrap();
+    assert!(drawn.height() >= 2 * 96, "{}x{}", drawn.width(), drawn.height());
+}
+
+/// `strix index add NAME PROJECT`: a labelling project's images go in with their class labels
+/// as external ids and their project image ids in the metadata.
+#[test]
+fn an_index_takes_a_labelling_projects_images_and_labels() {
+    let fx = fixtures_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let folders = tmp.path().join("folders");
+    crate::support::photo_folder(&fx, &folders.join("compost"), &["orange.jpg", "apple.jpg"]);
+    crate::support::photo_folder(&fx, &folders.join("landfill"), &["coffee.png"]);
+    let project = tmp.path().join("project");
+    ok(cli(&fx, tmp.path())
+        .args(["label", "import"])
+        .arg(&project)
+        .args(["--format", "folder", "--images"])
+        .arg(&folders));
+    ok(cli(&fx, tmp.path()).args(["index", "create", "bins"]));
+    ok(cli(&fx, tmp.path()).args(["index", "add", "bins"]).arg(&project));
+    let shown: Value =
+        serde_json::from_str(&ok(cli(&fx, tmp.path()).args(["index", "show", "bins", "--entries", "--json"]))).unwrap();
+    let entries = shown["items"].as_array().unwrap_or_else(|| panic!("{shown}"));
+    assert_eq!(entries.len(), 3, "{shown}");
+    for e in entries {
+        let file = Path::new(e["image"].as_str().unwrap()).file_name().unwrap().to_string_lossy().into_owned();
+        let want = if file == "coffee.png" { "landfill" } else { "compost" };
+        assert_eq!(e["external_id"], want, "{e}");
+        assert!(e["metadata"]["project_image"].is_i64(), "{e}");
+    }
+    let query = tmp.path().join("q.png");
+    save(&imageops::flip_horizontal(&image::open(fx.join("images/coffee.png")).unwrap().to_rgb8()), &query);
+    let hits = json_lines(&ok(cli(&fx, tmp.path())
+        .args(["index", "search", "bins", "--k", "1", "--json", "--image"])
+        .arg(&query)));
+    assert_eq!(hits[0]["matches"][0]["external_id"], "landfill", "{:?}", hits);
+}
+
+/// `strix index add NAME s3://BUCKET/PREFIX`: every image under the prefix, named by its URL,
+/// its folder as the external id when asked.
+#[test]
+fn an_index_takes_images_from_a_bucket_prefix() {
+    let fx = fixtures_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(s3) = crate::registry::S3Server::start(&tmp.path().join("s3")) else { return };
+    let bucket = s3.root.join(crate::registry::S3Server::BUCKET);
+    crate::support::photo_folder(&fx, &bucket.join("pantry/fruit"), &["orange.jpg", "apple.jpg"]);
+    crate::support::photo_folder(&fx, &bucket.join("pantry/drinks"), &["coffee.png"]);
+    let url = format!("s3://{}/pantry", crate::registry::S3Server::BUCKET);
+    ok(cli(&fx, tmp.path()).args(["index", "create", "pantry"]));
+    let mut add = cli(&fx, tmp.path());
+    crate::registry::clear_aws(&mut add);
+    ok(add.envs(s3.client_env()).args(["index", "add", "pantry", &url, "--external-id", "folder"]));
+    let shown: Value =
+        serde_json::from_str(&ok(cli(&fx, tmp.path()).args(["index", "show", "pantry", "--entries", "--json"])))
+            .unwrap();
+    let mut seen: Vec<(String, String)> = shown["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{shown}"))
+        .iter()
+        .map(|e| (e["image"].as_str().unwrap().to_string(), e["external_id"].as_str().unwrap().to_string()))
+        .collect();
+    seen.sort();
+    let want: Vec<(String, String)> =
+        [("drinks/coffee.png", "drinks"), ("fruit/apple.jpg", "fruit"), ("fruit/orange.jpg", "fruit")]
+            .iter()
+            .map(|(k, id)| (format!("{url}/{k}"), id.to_string()))
+            .collect();
+    assert_eq!(seen, want);
+}

@@ -24,6 +24,7 @@ mod gate;
 mod hostile;
 mod http;
 mod index;
+mod knn;
 mod kserve;
 mod label;
 mod layers;

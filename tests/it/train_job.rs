@@ -113,7 +113,9 @@ fn tuning_trials_run_as_jobs_and_the_stopped_ones_are_cancelled() {
         "--image-size",
         "16",
     ]);
-    cmd.args(["--epochs", "3", "--max-images", "400", "--test", "false", "--data"]).arg(&data);
+    // Epochs long enough (about a second each here) that a stopped trial's job is still
+    // running when its cancel arrives, however fast training gets.
+    cmd.args(["--epochs", "6", "--max-images", "1000", "--test", "false", "--data"]).arg(&data);
     cmd.arg("--space").arg(&space).arg("--out").arg(&folder);
     let (o, out, err) = run(&mut cmd);
     assert!(o.status.success(), "{out}\n{err}\n{}", logs(dir.path()));

@@ -280,6 +280,9 @@ pub fn detector(model: &Detector, shape: &DetectorShape, metadata: &[(String, St
 /// Input and output names of every exported classifier.
 pub const INPUT: &str = "input";
 pub const OUTPUT: &str = "logits";
+/// The second output: the pooled features the head reads, `[N, features]`, what an embed spec
+/// of the export (`embed.toml`) reads.
+pub const EMBEDDING: &str = "embedding";
 
 /// The classifier as an ONNX model taking `[N, channels, size, size]` preprocessed images and
 /// giving `[N, classes]` logits. Dropout is the identity at inference and is left out.
@@ -293,14 +296,11 @@ pub fn classifier(model: &Classifier, shape: &ModelShape, metadata: &[(String, S
     };
     let head = shape.arch.head_name();
     let logits = w.linear(&features, &model.head, head);
-    w.g.into_model(
-        INPUT,
-        &[shape.channels, shape.image_size, shape.image_size],
-        &logits,
-        OUTPUT,
-        &[shape.classes],
-        metadata,
-    )
+    let outputs = [
+        (logits, OUTPUT.to_string(), vec![shape.classes]),
+        (features, EMBEDDING.to_string(), vec![Classifier::features_of(shape.arch)]),
+    ];
+    w.g.into_model_outputs(INPUT, &[shape.channels, shape.image_size, shape.image_size], &outputs, metadata)
 }
 
 #[cfg(test)]
@@ -333,14 +333,21 @@ mod tests {
             let n = 2;
             let images: Vec<f32> =
                 (0..n * channels * size * size).map(|i| ((i * 7919) % 255) as f32 / 64.0 - 2.0).collect();
-            let reference = model.logits(images.clone(), n, channels, size, &device);
-            let report = gate::check(
+            // The logits, then the embedding the head reads.
+            let (logits, features) = model.logits_and_features(images.clone(), n, channels, size, &device);
+            assert_eq!(features.len(), n * Classifier::features_of(arch), "{arch}");
+            let report = gate::check_outputs(
                 &path,
                 &images,
                 [n, channels, size, size],
-                &reference,
+                &logits,
+                Some(5),
                 &gate::Engines { backends: vec![Backend::Tract], ..Default::default() },
                 Default::default(),
+                &mut |backend, outputs| {
+                    assert_eq!(outputs.len(), 2);
+                    gate::same_direction(backend, outputs.get(1), &features, n)
+                },
             )
             .unwrap();
             assert!(report.passed(), "{arch}: {report}");

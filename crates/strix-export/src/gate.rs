@@ -156,6 +156,40 @@ fn compare(values: &[f32], reference: &[f32], classes: usize, tol: Tolerance) ->
     (max_abs, max_ratio, at, agree, flips)
 }
 
+/// Run every image: as one batch, or one at a time (concatenated) when the graph's batch
+/// size is fixed at 1 (a zoo model's graph under a k-NN vote).
+fn run_batch(
+    session: &dyn strix_runtime::Session,
+    images: &[f32],
+    shape: [usize; 4],
+) -> Result<Vec<Tensor>, ExportError> {
+    let fixed_one =
+        matches!(session.inputs().first().and_then(|i| i.shape.first()), Some(strix_runtime::Dim::Fixed(1)));
+    if !fixed_one || shape[0] <= 1 {
+        return Ok(session.run(&[Tensor::from_f32(shape.to_vec(), images.to_vec())?])?);
+    }
+    let per_image = images.len() / shape[0];
+    let mut joined: Vec<(Vec<usize>, Vec<f32>)> = Vec::new();
+    for image in images.chunks_exact(per_image) {
+        let one = Tensor::from_f32(vec![1, shape[1], shape[2], shape[3]], image.to_vec())?;
+        for (k, out) in session.run(&[one])?.into_iter().enumerate() {
+            if joined.len() <= k {
+                joined.push((out.shape().to_vec(), Vec::new()));
+            }
+            joined[k].1.extend(out.to_f32_vec());
+        }
+    }
+    joined
+        .into_iter()
+        .map(|(mut dims, values)| {
+            if let Some(d) = dims.first_mut() {
+                *d = shape[0];
+            }
+            Ok(Tensor::from_f32(dims, values)?)
+        })
+        .collect()
+}
+
 /// Position `at` of the concatenated outputs as (image, index within that image's part of its
 /// output); every output is `[n, ...]`.
 fn locate(outputs: &[Tensor], mut at: usize, n: usize) -> (usize, usize) {
@@ -204,12 +238,49 @@ pub fn check(
     check_outputs(onnx, images, input_shape, reference, Some(classes), engines, tolerance, &mut |_, _| Ok(()))
 }
 
+/// Least cosine similarity between an engine's embedding of an image and burn's.
+pub const EMBEDDING_COSINE: f32 = 0.99999;
+
+/// Check an engine's embedding output (`[n, d]`) points where burn's `reference` does, image by
+/// image (cosine at least [`EMBEDDING_COSINE`]).
+pub fn same_direction(
+    backend: Backend,
+    output: Option<&Tensor>,
+    reference: &[f32],
+    n: usize,
+) -> Result<(), ExportError> {
+    let got = output.map(Tensor::to_f32_vec).unwrap_or_default();
+    if got.len() != reference.len() || n == 0 {
+        return Err(ExportError::Gate(format!(
+            "{backend} gave {} embedding values, burn {} for {n} images",
+            got.len(),
+            reference.len()
+        )));
+    }
+    let d = reference.len() / n;
+    for (i, (a, b)) in got.chunks(d).zip(reference.chunks(d)).enumerate() {
+        let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+        let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+        let cosine = dot / (norm(a) * norm(b)).max(f64::MIN_POSITIVE);
+        // Two zero vectors agree.
+        let both_zero = norm(a) == 0.0 && norm(b) == 0.0;
+        // NaN agrees with nothing.
+        let agrees = cosine >= f64::from(EMBEDDING_COSINE);
+        if !both_zero && !agrees {
+            return Err(ExportError::Gate(format!(
+                "{backend}'s embedding of image {i} is not burn's: cosine {cosine:.6}, below {EMBEDDING_COSINE}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Looks at one engine's outputs; an error fails the gate.
 pub type Inspect<'a> = dyn FnMut(Backend, &[Tensor]) -> Result<(), ExportError> + 'a;
 
-/// The general gate: `reference` is every output of burn's model, concatenated in the ONNX
-/// outputs' order; each engine's outputs, concatenated the same way, must match it value for
-/// value. With `top1: Some(classes)` (one `[n, classes]` output) the top-1 class of each image
+/// The general gate: `reference` is burn's outputs, concatenated in the ONNX outputs' order
+/// (every output, or the leading ones: a classifier's logits before its embedding); each
+/// engine's outputs, concatenated the same way, must match it value for value. With `top1: Some(classes)` (one `[n, classes]` output) the top-1 class of each image
 /// is compared too. `inspect` sees each engine's outputs (a detector's gate decodes them).
 #[allow(clippy::too_many_arguments)]
 pub fn check_outputs(
@@ -235,12 +306,18 @@ pub fn check_outputs(
             Err(e) => return Err(e.into()),
         };
         let session = runtime.load(onnx)?;
-        let x = Tensor::from_f32(input_shape.to_vec(), images.to_vec())?;
-        let outputs = session.run(&[x])?;
+        let outputs = run_batch(session.as_ref(), images, input_shape)?;
         if outputs.is_empty() {
             return Err(ExportError::Gate(format!("{backend} gave no output")));
         }
-        let values: Vec<f32> = outputs.iter().flat_map(Tensor::to_f32_vec).collect();
+        // The leading outputs `reference` covers; later ones are `inspect`'s to check.
+        let mut values: Vec<f32> = Vec::with_capacity(reference.len());
+        for output in &outputs {
+            if values.len() >= reference.len() {
+                break;
+            }
+            values.extend(output.to_f32_vec());
+        }
         if values.len() != reference.len() {
             let shapes: Vec<&[usize]> = outputs.iter().map(|o| o.shape()).collect();
             return Err(ExportError::Gate(format!(
@@ -249,11 +326,10 @@ pub fn check_outputs(
                 reference.len()
             )));
         }
-        inspect(backend, &outputs)?;
         let (max_abs_diff, max_ratio, at, agree, flips) = compare(&values, reference, row, tolerance);
         let (top1_agree, top1_flips) = if top1.is_some() { (agree, flips) } else { (n, 0) };
         let (worst_image, worst_class) = locate(&outputs, at, n);
-        checks.push(GateCheck {
+        let check = GateCheck {
             backend,
             engine: runtime.version(),
             max_abs_diff,
@@ -262,7 +338,12 @@ pub fn check_outputs(
             worst_class,
             top1_agree,
             top1_flips,
-        });
+        };
+        // Values that differ are the failure to report; the rest is looked at only after.
+        if check.passed() {
+            inspect(backend, &outputs)?;
+        }
+        checks.push(check);
     }
     let logit_scale = reference.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     if checks.is_empty() {
@@ -298,6 +379,17 @@ mod tests {
         // NaN is the worst difference.
         let (abs, ratio, ..) = compare(&[f32::NAN], &[1.0], 1, tol);
         assert!(abs.is_infinite() && ratio.is_infinite());
+    }
+
+    #[test]
+    fn an_embedding_is_checked_by_direction() {
+        let reference = [3.0, 4.0, 0.0, 1.0];
+        let scaled = Tensor::from_f32(vec![2, 2], vec![6.0, 8.0, 0.0, 2.0]).unwrap();
+        assert!(same_direction(Backend::Tract, Some(&scaled), &reference, 2).is_ok());
+        let turned = Tensor::from_f32(vec![2, 2], vec![4.0, 3.0, 0.0, 1.0]).unwrap();
+        let err = same_direction(Backend::Tract, Some(&turned), &reference, 2).unwrap_err().to_string();
+        assert!(err.contains("image 0") && err.contains("cosine 0.96"), "{err}");
+        assert!(same_direction(Backend::Tract, None, &reference, 2).is_err());
     }
 
     #[test]

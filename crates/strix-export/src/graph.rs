@@ -133,7 +133,7 @@ impl Graph {
 }
 
 /// A float tensor `[N, dims...]`.
-fn value_info(name: &str, dims: &[usize]) -> ValueInfoProto {
+pub(crate) fn value_info(name: &str, dims: &[usize]) -> ValueInfoProto {
     let batch = Dimension { value: Some(dimension::Value::DimParam(BATCH.into())), ..Default::default() };
     let fixed =
         dims.iter().map(|&d| Dimension { value: Some(dimension::Value::DimValue(d as i64)), ..Default::default() });

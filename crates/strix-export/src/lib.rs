@@ -18,6 +18,7 @@ pub mod arch;
 mod detect;
 pub mod gate;
 pub mod graph;
+pub mod knn;
 mod spec;
 
 use std::path::{Path, PathBuf};
@@ -28,7 +29,7 @@ use strix_train::Device;
 use thiserror::Error;
 
 pub use gate::{GateCheck, GateReport};
-pub use spec::model_spec;
+pub use spec::{embed_spec, model_spec, name_from_dir};
 
 #[derive(Debug, Error)]
 pub enum ExportError {
@@ -73,6 +74,8 @@ impl ExportError {
 pub const ONNX_FILE: &str = "model.onnx";
 pub use strix_zoo::SPEC_FILE;
 pub const GATE_FILE: &str = "gate.json";
+/// The embed spec beside a classifier's export: its second output as an embedding.
+pub const EMBED_SPEC_FILE: &str = "embed.toml";
 /// Where `strix export RUN_DIR` writes by default: `RUN_DIR/export`.
 pub const EXPORT_DIR: &str = "export";
 
@@ -141,7 +144,11 @@ pub fn export_run(run_dir: &Path, options: &ExportOptions) -> Result<Exported, E
     let (onnx, report) =
         write_gated(&dir, &bytes, |staging| gate_file(staging, run_dir, &model, &saved.shape, &device, options))?;
     let spec = model_spec(&name, &saved, &onnx)?;
-    write_files(run_dir, dir, onnx, spec, report)
+    let embed = embed_spec(&spec)?;
+    let exported = write_files(run_dir, dir, onnx, spec, report)?;
+    let text = format!("# The embedding of {}'s export\n{}", run_dir.display(), embed.to_toml());
+    write_atomic(&exported.dir.join(EMBED_SPEC_FILE), text.as_bytes())?;
+    Ok(exported)
 }
 
 /// A finished run's figures as ONNX metadata (`strix.val`, `strix.test`).
@@ -205,8 +212,19 @@ pub fn gate_file(
 ) -> Result<GateReport, ExportError> {
     let (images, n) = strix_train::classify::validation_images(run_dir, options.gate_images)?;
     let (c, s) = (shape.channels, shape.image_size);
-    let reference = model.logits(images.clone(), n, c, s, device);
-    let report = gate::check(onnx, &images, [n, c, s, s], &reference, &options.engines, options.tolerance)?;
+    let (logits, features) = model.logits_and_features(images.clone(), n, c, s, device);
+    // The logits value for value; the embedding by direction, which is all a similarity reads
+    // (its features reach 6 and more, where rounding alone passes the logits' tolerance).
+    let report = gate::check_outputs(
+        onnx,
+        &images,
+        [n, c, s, s],
+        &logits,
+        Some(shape.classes),
+        &options.engines,
+        options.tolerance,
+        &mut |backend, outputs| gate::same_direction(backend, outputs.get(1), &features, n),
+    )?;
     passed(report)
 }
 

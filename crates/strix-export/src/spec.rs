@@ -61,3 +61,16 @@ pub fn model_spec(name: &str, saved: &SavedModel, onnx: &Path) -> Result<ModelSp
     // The same checks a spec file gets when it is read back.
     ModelSpec::from_toml(&spec.to_toml(), name).map_err(|e| ExportError::Spec(e.to_string()))
 }
+
+/// The embed spec of an exported classifier: the same file and preprocessing, its second output
+/// (the pooled features) read as a unit vector. `strix index create --model` and
+/// `strix train --model knn --embedding` take it.
+pub fn embed_spec(classifier: &ModelSpec) -> Result<ModelSpec, ExportError> {
+    let mut spec = classifier.clone();
+    spec.name = format!("{}_embed", classifier.name);
+    spec.task = Task::Embed;
+    spec.summary = format!("the pooled features of {}", classifier.summary);
+    spec.labels = None;
+    spec.decoder = DecoderSpec::Embed(strix_vision::EmbedHead { output: Some(arch::EMBEDDING.into()) });
+    ModelSpec::from_toml(&spec.to_toml(), &spec.name).map_err(|e| ExportError::Spec(e.to_string()))
+}

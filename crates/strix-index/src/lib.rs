@@ -24,6 +24,8 @@ mod embed;
 mod error;
 mod graph;
 mod index;
+pub mod knn;
+pub mod near;
 mod segment;
 mod store;
 mod vectors;

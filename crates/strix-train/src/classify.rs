@@ -17,7 +17,7 @@ use crate::lifecycle::{
     Batch, Batches, CALIBRATION_IMAGES, EpochFacts, Evaluated, Outcome, Run, Step, Sums, TrainTask,
 };
 use crate::metrics::{EpochMetrics, Evaluation, Tally};
-use crate::summary::{ClassLine, Objective, RunSummary, Scores};
+use crate::summary::{Objective, RunSummary};
 use crate::{Arch, Classifier, ModelShape, TrainError, Weights, checkpoint, report};
 
 /// `model.json` beside `best.bpk`: how to rebuild and feed the trained model.
@@ -45,23 +45,44 @@ pub struct Classify {
     loss: CrossEntropyLoss,
 }
 
-impl Classify {
-    fn from_config(cfg: &TrainConfig) -> Result<Classify, TrainError> {
-        cfg.validate()?;
-        let full = ImageSet::open(&cfg.data, Part::Train, cfg.classes.as_deref())?;
-        let full = match cfg.max_images {
-            Some(n) => full.sample(n, cfg.seed),
+/// Where a classification run's images come from.
+#[derive(Clone, Copy, Debug)]
+pub struct PartsSpec<'a> {
+    pub data: &'a Path,
+    pub val_data: Option<&'a Path>,
+    pub test_data: Option<&'a Path>,
+    pub classes: Option<&'a [String]>,
+    pub val_fraction: f64,
+    pub max_images: Option<usize>,
+    pub seed: u64,
+    /// Open a test part (the given one, else the data's own).
+    pub test: bool,
+}
+
+/// A classification run's training, validation and test images.
+pub struct DataParts {
+    pub train: ImageSet,
+    pub val: ImageSet,
+    pub test: Option<ImageSet>,
+}
+
+impl DataParts {
+    /// The data (sampled down to `max_images`), split stratified into training and validation
+    /// unless validation images are given; the test part when asked for and there is one.
+    pub fn open(spec: &PartsSpec<'_>) -> Result<DataParts, TrainError> {
+        let full = ImageSet::open(spec.data, Part::Train, spec.classes)?;
+        let full = match spec.max_images {
+            Some(n) => full.sample(n, spec.seed),
             None => full,
         };
         let classes = full.classes.clone();
-        let greyscale = full.is_greyscale();
-        let (train, val) = match &cfg.val_data {
+        let (train, val) = match spec.val_data {
             Some(v) => {
                 let val = ImageSet::open(v, Part::Train, Some(&classes))?;
                 (full, val)
             }
             None => {
-                let parts = strix_data::split::stratified(&full.labels(), &[cfg.val_fraction], cfg.seed);
+                let parts = strix_data::split::stratified(&full.labels(), &[spec.val_fraction], spec.seed);
                 (full.subset(&parts[1]), full.subset(&parts[0]))
             }
         };
@@ -72,14 +93,33 @@ impl Classify {
                 val.len()
             )));
         }
-        let test = match (&cfg.test_data, cfg.test) {
+        let test = match (spec.test_data, spec.test) {
             (_, false) => None,
-            (Some(t), true) => Some(Arc::new(ImageSet::open(t, Part::Test, Some(&classes))?)),
-            (None, true) if ImageSet::has_test_part(&cfg.data) => {
-                Some(Arc::new(ImageSet::open(&cfg.data, Part::Test, Some(&classes))?))
+            (Some(t), true) => Some(ImageSet::open(t, Part::Test, Some(&classes))?),
+            (None, true) if ImageSet::has_test_part(spec.data) => {
+                Some(ImageSet::open(spec.data, Part::Test, Some(&classes))?)
             }
             (None, true) => None,
         };
+        Ok(DataParts { train, val, test })
+    }
+}
+
+impl Classify {
+    fn from_config(cfg: &TrainConfig) -> Result<Classify, TrainError> {
+        cfg.validate()?;
+        let DataParts { train, val, test } = DataParts::open(&PartsSpec {
+            data: &cfg.data,
+            val_data: cfg.val_data.as_deref(),
+            test_data: cfg.test_data.as_deref(),
+            classes: cfg.classes.as_deref(),
+            val_fraction: cfg.val_fraction,
+            max_images: cfg.max_images,
+            seed: cfg.seed,
+            test: cfg.test,
+        })?;
+        let (classes, greyscale) = (train.classes.clone(), train.is_greyscale());
+        let test = test.map(Arc::new);
         let channels = cfg.channels.unwrap_or(if cfg.model == Arch::SmallCnn && greyscale { 1 } else { 3 });
         let size = cfg.image_size.unwrap_or(cfg.model.default_size());
         let shape = ModelShape { arch: cfg.model, classes: classes.len(), channels, image_size: size };
@@ -285,23 +325,9 @@ impl TrainTask for Classify {
             }
             None => None,
         };
-        let scores =
-            |e: &Evaluation| Scores::Classify { images: e.images, accuracy: e.accuracy, top5: e.top5, loss: e.loss };
-        let per_class = val
-            .per_class
-            .iter()
-            .map(|c| ClassLine {
-                name: c.name.clone(),
-                figures: vec![
-                    ("precision".into(), c.precision),
-                    ("recall".into(), c.recall),
-                    ("f1".into(), c.f1),
-                    ("support".into(), c.support as f64),
-                ],
-            })
-            .collect();
+        let per_class = val.class_lines();
         Ok(Evaluated {
-            scores: (scores(&val), test.as_ref().map(scores)),
+            scores: (val.scores(), test.as_ref().map(Evaluation::scores)),
             unreadable: val.unreadable.len() + test.as_ref().map_or(0, |t| t.unreadable.len()),
             per_class,
             notes: Vec::new(),

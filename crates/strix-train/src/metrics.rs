@@ -53,6 +53,34 @@ pub struct Evaluation {
     pub unreadable: Vec<(String, String)>,
 }
 
+impl Evaluation {
+    /// The headline figures a run summary keeps.
+    pub fn scores(&self) -> crate::summary::Scores {
+        crate::summary::Scores::Classify {
+            images: self.images,
+            accuracy: self.accuracy,
+            top5: self.top5,
+            loss: self.loss,
+        }
+    }
+
+    /// Each class's precision, recall, F1 and support, as a run summary lists them.
+    pub fn class_lines(&self) -> Vec<crate::summary::ClassLine> {
+        self.per_class
+            .iter()
+            .map(|c| crate::summary::ClassLine {
+                name: c.name.clone(),
+                figures: vec![
+                    ("precision".into(), c.precision),
+                    ("recall".into(), c.recall),
+                    ("f1".into(), c.f1),
+                    ("support".into(), c.support as f64),
+                ],
+            })
+            .collect()
+    }
+}
+
 /// Accumulates logits into an [`Evaluation`].
 pub struct Tally {
     counts: Classification,

@@ -137,7 +137,8 @@ impl RunSummary {
         }
     }
 
-    pub(crate) fn write(&self) -> Result<(), TrainError> {
+    /// `run_dir/summary.json`, written atomically.
+    pub fn write(&self) -> Result<(), TrainError> {
         let text = crate::error::json(self, "the run's summary")?;
         write_atomic(&self.run_dir.join(SUMMARY_FILE), text.as_bytes())
     }

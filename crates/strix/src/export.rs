@@ -13,7 +13,7 @@ pub fn run(ctx: &AppContext, args: &ExportArgs) -> Result<ExitCode> {
     let mut options = ExportOptions { out_dir: args.out.clone(), name: args.name.clone(), ..Default::default() };
     options.gate_images = args.gate_images.max(1);
     options.tolerance = strix_export::gate::Tolerance { atol: args.tolerance, rtol: args.rtol };
-    options.engines = engines(ctx);
+    options.engines = ctx.export_engines();
     if let Some(b) = &args.backends {
         // Engines the user named must run.
         options.engines.backends = b.clone();
@@ -23,16 +23,11 @@ pub fn run(ctx: &AppContext, args: &ExportArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Every engine of this build, opened with the settings' libonnxruntime; the ones that cannot
-/// open here are skipped and named.
-pub fn engines(ctx: &AppContext) -> strix_export::gate::Engines {
-    let mut engines = strix_export::gate::Engines::default();
-    engines.options.ort_library = ctx.ort_library(None);
-    engines
-}
-
 /// Export and gate `run_dir`, telling the user what was checked.
 pub fn export(ctx: &AppContext, run_dir: &Path, options: &ExportOptions) -> Result<Exported> {
+    if strix_index::knn::KnnRun::read_if_present(run_dir)?.is_some() {
+        return crate::knn::export(ctx, run_dir, options);
+    }
     if !ctx.quiet {
         let engines: Vec<String> = options.engines.backends.iter().map(|b| b.to_string()).collect();
         eprintln!(

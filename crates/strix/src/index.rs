@@ -1,6 +1,7 @@
 //! `strix index create | add | search | list | show | remove`: vector indexes of images and
 //! faces, kept in the registry.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -100,6 +101,104 @@ fn external_id(path: &Path, from: ExternalIdFrom) -> Option<String> {
     name.map(|n| n.to_string_lossy().into_owned())
 }
 
+/// What `index add` embeds: files, and for some of them a labelling project's class and
+/// metadata or the URL they were fetched from.
+struct Sources {
+    files: Vec<PathBuf>,
+    problems: Vec<(PathBuf, String)>,
+    labelled: HashMap<PathBuf, (Option<String>, serde_json::Map<String, Value>)>,
+    fetched: HashMap<PathBuf, String>,
+    /// Holds the fetched objects until they are embedded.
+    staging: tempfile::TempDir,
+}
+
+/// Files and folders as given, labelling projects' images, bucket prefixes' objects (fetched).
+fn sources(ctx: &AppContext, session: &RegistrySession, given: &[PathBuf]) -> Result<Sources> {
+    let (stores, paths): (Vec<PathBuf>, Vec<PathBuf>) =
+        given.iter().cloned().partition(|p| p.to_str().is_some_and(|s| s.contains("://")));
+    let (projects, paths): (Vec<PathBuf>, Vec<PathBuf>) =
+        paths.into_iter().partition(|p| strix_label::Project::is_project(p));
+    let (mut files, problems) = inputs::expand(&paths);
+    let mut labelled = HashMap::new();
+    for dir in &projects {
+        for (path, class, extra) in session.block_on(project_images(dir))? {
+            files.push(path.clone());
+            labelled.insert(path, (class, extra));
+        }
+    }
+    let staging = tempfile::tempdir().context("a staging folder")?;
+    let mut fetched = HashMap::new();
+    let store_options = ctx.catalog().settings().registry.s3.clone();
+    for (i, url) in stores.iter().enumerate() {
+        let url = url.to_string_lossy();
+        let dir = staging.path().join(i.to_string());
+        for (local, name) in session.block_on(store_images(&url, &store_options, &dir, &ctx.bars()))? {
+            files.push(local.clone());
+            fetched.insert(local, name);
+        }
+    }
+    Ok(Sources { files, problems, labelled, fetched, staging })
+}
+
+/// Most bytes of one object fetched from a store.
+const MAX_OBJECT_BYTES: u64 = 256 << 20;
+
+/// Every image under a folder or bucket prefix `url`, fetched into `dir`: each local file and
+/// the URL it came from.
+async fn store_images(
+    url: &str,
+    options: &[(String, String)],
+    dir: &Path,
+    bars: &dyn strix_core::Progress,
+) -> Result<Vec<(PathBuf, String)>> {
+    let place = strix_batch::Place::open(url, options, false)?;
+    let keys: Vec<String> =
+        place.list().await?.into_iter().filter(|k| strix_vision::is_image_path(Path::new(k))).collect();
+    if keys.is_empty() {
+        bail!("{url}: no images there (.jpg .jpeg .png .webp .gif .bmp .tif .tiff)");
+    }
+    std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
+    bars.start(&format!("fetching {url}"), Some(keys.len() as u64), strix_core::ProgressUnit::Items);
+    let mut out = Vec::with_capacity(keys.len());
+    for (i, key) in keys.iter().enumerate() {
+        let bytes = place.get(key, MAX_OBJECT_BYTES).await?;
+        // The key's extension tells the decoder what it holds; the name is ours.
+        let ext = Path::new(key).extension().map_or(String::new(), |e| format!(".{}", e.to_string_lossy()));
+        let local = dir.join(format!("{i:08}{ext}"));
+        std::fs::write(&local, &bytes).with_context(|| local.display().to_string())?;
+        out.push((local, place.name(key)));
+        bars.advance(1);
+    }
+    bars.finish();
+    Ok(out)
+}
+
+/// A labelling project's images: each file, its class label when it has one (the entry's
+/// external id unless --external-id says otherwise), and where in the project it is.
+async fn project_images(dir: &Path) -> Result<Vec<(PathBuf, Option<String>, serde_json::Map<String, Value>)>> {
+    const PAGE: i64 = 500;
+    let project = strix_label::Project::open(dir).await?;
+    let mut out = Vec::new();
+    for offset in (0..).step_by(PAGE as usize) {
+        let page = project.store.images(offset, PAGE).await?;
+        for (row, annotation) in &page {
+            let mut extra = serde_json::Map::new();
+            extra.insert("project".into(), absolute(dir).display().to_string().into());
+            extra.insert("project_image".into(), row.id.into());
+            if let Some(a) = annotation {
+                extra.insert("reviewed".into(), a.reviewed.into());
+            }
+            let class = annotation.as_ref().and_then(|a| a.labels.class.clone());
+            out.push((project.image_path(row), class, extra));
+        }
+        if (page.len() as i64) < PAGE {
+            break;
+        }
+    }
+    project.store.close().await;
+    Ok(out)
+}
+
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
@@ -108,7 +207,7 @@ fn add(ctx: &AppContext, args: &IndexAddArgs) -> Result<ExitCode> {
     let meta = metadata(&args.meta)?;
     let session = crate::registry::session(ctx)?;
     let index = open(&session, &args.name)?;
-    let (files, problems) = inputs::expand(&args.images);
+    let Sources { files, problems, labelled, fetched, staging: _staging } = sources(ctx, &session, &args.images)?;
     for (path, problem) in &problems {
         eprintln!("error: {}: {problem}", path.display());
     }
@@ -126,13 +225,22 @@ fn add(ctx: &AppContext, args: &IndexAddArgs) -> Result<ExitCode> {
                 empty += 1;
                 bars.suspend(|| eprintln!("note: {}: no face found, nothing added", outcome.path.display()));
             }
+            let from_project = labelled.get(&outcome.path);
+            let image =
+                fetched.get(&outcome.path).cloned().unwrap_or_else(|| absolute(&outcome.path).display().to_string());
             for (bbox, vector) in vectors {
+                let mut metadata = meta.clone();
+                let mut external = external_id(Path::new(&image), args.external_id);
+                if let Some((class, extra)) = from_project {
+                    metadata.extend(extra.clone());
+                    external = external.or_else(|| class.clone());
+                }
                 let entry = Entry {
                     id: 0,
-                    image: absolute(&outcome.path).display().to_string(),
-                    external_id: external_id(&outcome.path, args.external_id),
+                    image: image.clone(),
+                    external_id: external,
                     bbox: bbox.map(|b| [b.x1, b.y1, b.x2, b.y2]),
-                    metadata: meta.clone(),
+                    metadata,
                 };
                 items.push((entry, vector));
             }

@@ -10,6 +10,7 @@ mod export;
 mod index;
 mod inputs;
 mod jobs;
+mod knn;
 mod label;
 mod layered;
 mod models;

@@ -197,21 +197,34 @@ fn run_source(run: &Path) -> Result<(PathBuf, PathBuf, Lineage, Vec<NewFile>)> {
             Err(e) => Err(e).with_context(|| path.display().to_string()),
         }
     };
-    let config = strix_train::files::saved_config(run)?;
     // A run that has not finished has no figures to record.
     let metrics = strix_train::RunSummary::read_if_finished(run)?.map(serde_json::to_value).transpose()?;
-    let parent = match &config.pretrained {
-        Some(p) if config.mode() != strix_train::config::Mode::Scratch => {
-            let sha = strix_zoo::sha256_file(p).ok();
-            Some(json!({"path": absolute(p).display().to_string(), "sha256": sha}))
+    let mut extra_files = Vec::new();
+    let (config, parent) = match strix_index::knn::KnnRun::read_if_present(run)? {
+        // A k-NN run stands on its embedding model, and its labelled vectors go with it.
+        Some(knn) => {
+            let neighbours = export.join(strix_index::knn::NEIGHBOURS_FILE);
+            extra_files.push(NewFile { file: strix_index::knn::NEIGHBOURS_FILE.into(), path: neighbours });
+            let parent = json!({"model": knn.embedding.reference, "sha256": knn.embedding.sha256});
+            (serde_json::to_value(&knn)?, Some(parent))
         }
-        _ => None,
+        None => {
+            let config = strix_train::files::saved_config(run)?;
+            let parent = match &config.pretrained {
+                Some(p) if config.mode() != strix_train::config::Mode::Scratch => {
+                    let sha = strix_zoo::sha256_file(p).ok();
+                    Some(json!({"path": absolute(p).display().to_string(), "sha256": sha}))
+                }
+                _ => None,
+            };
+            (serde_json::to_value(&config)?, parent)
+        }
     };
     let lineage = Lineage {
         source: absolute(run).display().to_string(),
         metrics,
         dataset: read_json(&run.join(strix_train::files::DATASET_FILE))?,
-        config: Some(serde_json::to_value(&config)?),
+        config: Some(config),
         parent,
         gate: read_json(&export.join(GATE_FILE))?,
         tuning: None,
@@ -222,6 +235,7 @@ fn run_source(run: &Path) -> Result<(PathBuf, PathBuf, Lineage, Vec<NewFile>)> {
         .filter(|f| f.path.is_file())
         .collect();
     extra.push(NewFile { file: GATE_FILE.into(), path: export.join(GATE_FILE) });
+    extra.extend(extra_files);
     extra.retain(|f| f.path.is_file());
     Ok((onnx, export.join(SPEC_FILE), lineage, extra))
 }

@@ -177,6 +177,17 @@ pub fn run(ctx: &AppContext, args: &TrainArgs) -> Result<ExitCode> {
         started: Mutex::new(Instant::now()),
         images: AtomicU64::new(0),
     };
+    if args.resume.is_none() {
+        let flags = toml::Table::try_from(args).context("flags")?;
+        let (mut table, origin) = crate::layered::merged_table(args.config.as_deref(), flags)?;
+        if crate::knn::asked(&table) {
+            project_data(&mut table)?;
+            return crate::knn::train(ctx, args, table, &origin);
+        }
+        if args.k.is_some() || args.embedding.is_some() {
+            bail!("--k and --embedding are settings of --model knn");
+        }
+    }
     if args.queue.is_some() || args.queue_config.is_some() {
         return queued(ctx, args);
     }
@@ -202,7 +213,7 @@ pub fn run(ctx: &AppContext, args: &TrainArgs) -> Result<ExitCode> {
         crate::export::export(
             ctx,
             &run_dir,
-            &strix_export::ExportOptions { engines: crate::export::engines(ctx), ..Default::default() },
+            &strix_export::ExportOptions { engines: ctx.export_engines(), ..Default::default() },
         )
         .context("training finished, but its ONNX export did not (retry with `strix export RUN_DIR`)")?;
     }
@@ -269,12 +280,19 @@ pub fn eval_run(ctx: &AppContext, args: &RunEvalArgs) -> Result<ExitCode> {
     let (Some(dir), Some(data)) = (&args.run_dir, &args.data) else {
         bail!("give a run folder and --data (or a subcommand: detect, pose, classify, segment)");
     };
-    let device = Device::flex();
-    let (model, saved) = classify::load_trained(dir, &device)?;
     let part = match args.part {
         DataPart::Train => Part::Train,
         DataPart::Test => Part::Test,
     };
+    if let Some(run) = strix_index::knn::KnnRun::read_if_present(dir)? {
+        let set = ImageSet::open(data, part, Some(&run.classes))?;
+        if !ctx.quiet {
+            eprintln!("evaluating the k-NN run {} on {} images of {}", dir.display(), set.len(), data.display());
+        }
+        return print_eval(&crate::knn::eval(ctx, dir, &set)?, args.json);
+    }
+    let device = Device::flex();
+    let (model, saved) = classify::load_trained(dir, &device)?;
     let set = Arc::new(ImageSet::open(data, part, Some(&saved.classes))?);
     let transform = Arc::new(Transform {
         size: saved.shape.image_size,
@@ -286,10 +304,14 @@ pub fn eval_run(ctx: &AppContext, args: &RunEvalArgs) -> Result<ExitCode> {
         eprintln!("evaluating {} on {} images of {}", dir.display(), set.len(), data.display());
     }
     let e = classify::evaluate(&model, &set, &transform, args.batch_size.max(1), &device, 0);
-    if args.json {
-        println!("{}", serde_json::to_string(&e)?);
+    print_eval(&e, args.json)
+}
+
+fn print_eval(e: &Evaluation, json: bool) -> Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string(e)?);
     } else {
-        print_evaluation(&e);
+        print_evaluation(e);
     }
     Ok(ExitCode::SUCCESS)
 }

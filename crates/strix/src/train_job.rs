@@ -396,7 +396,7 @@ impl TrainHandler {
         let exported = crate::export::export(
             &self.ctx,
             &run_dir,
-            &strix_export::ExportOptions { engines: crate::export::engines(&self.ctx), ..Default::default() },
+            &strix_export::ExportOptions { engines: self.ctx.export_engines(), ..Default::default() },
         )
         .map_err(fail)?;
         task.log(format!("exported to ONNX; gate passed: {}", exported.gate));

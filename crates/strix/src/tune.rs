@@ -245,7 +245,7 @@ fn finish(ctx: &AppContext, args: &TuneArgs, folder: &Path, job: &Tuning) -> Res
         crate::train::print_summary(&summary);
     }
     if !run.join(strix_export::EXPORT_DIR).join(strix_export::ONNX_FILE).is_file() {
-        let options = strix_export::ExportOptions { engines: crate::export::engines(ctx), ..Default::default() };
+        let options = strix_export::ExportOptions { engines: ctx.export_engines(), ..Default::default() };
         crate::export::export(ctx, &run, &options)
             .context("tuning finished, but the best run's ONNX export did not (retry with `strix export RUN_DIR`)")?;
     }

@@ -211,4 +211,25 @@ impl Classifier {
         let out = self.valid().forward(x);
         out.into_data().try_to_vec::<f32>().unwrap_or_default()
     }
+
+    /// Logits and the pooled features the head reads (the embedding an export's second output
+    /// gives), for a batch of preprocessed images.
+    ///
+    /// # Shapes
+    /// `images`: `n * channels * size * size` floats -> (`n * classes`, `n * features`) floats
+    pub fn logits_and_features(
+        &self,
+        images: Vec<f32>,
+        n: usize,
+        channels: usize,
+        size: usize,
+        device: &Device,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let x = Tensor::<4>::from_data(TensorData::new(images, [n, channels, size, size]), &device.clone().inner());
+        let model = self.valid();
+        let features = model.backbone.forward(x);
+        let logits = model.head.forward(features.clone());
+        let host = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap_or_default();
+        (host(logits), host(features))
+    }
 }
