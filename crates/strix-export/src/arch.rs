@@ -336,7 +336,7 @@ mod tests {
             // The logits, then the embedding the head reads.
             let (logits, features) = model.logits_and_features(images.clone(), n, channels, size, &device);
             assert_eq!(features.len(), n * Classifier::features_of(arch), "{arch}");
-            let report = gate::check_outputs(
+            let report = gate::check_leading_outputs(
                 &path,
                 &images,
                 [n, channels, size, size],

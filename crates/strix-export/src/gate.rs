@@ -278,9 +278,9 @@ pub fn same_direction(
 /// Looks at one engine's outputs; an error fails the gate.
 pub type Inspect<'a> = dyn FnMut(Backend, &[Tensor]) -> Result<(), ExportError> + 'a;
 
-/// The general gate: `reference` is burn's outputs, concatenated in the ONNX outputs' order
-/// (every output, or the leading ones: a classifier's logits before its embedding); each
-/// engine's outputs, concatenated the same way, must match it value for value. With `top1: Some(classes)` (one `[n, classes]` output) the top-1 class of each image
+/// The general gate: `reference` is every output of burn's model, concatenated in the ONNX
+/// outputs' order; each engine's outputs, concatenated the same way, must match it value for
+/// value. With `top1: Some(classes)` (one `[n, classes]` output) the top-1 class of each image
 /// is compared too. `inspect` sees each engine's outputs (a detector's gate decodes them).
 #[allow(clippy::too_many_arguments)]
 pub fn check_outputs(
@@ -293,6 +293,45 @@ pub fn check_outputs(
     tolerance: Tolerance,
     inspect: &mut Inspect<'_>,
 ) -> Result<GateReport, ExportError> {
+    let expected = Expected { reference, top1, every_output: true };
+    gate_outputs(onnx, images, input_shape, expected, engines, tolerance, inspect)
+}
+
+/// As [`check_outputs`] where `reference` covers the leading outputs only (a classifier's
+/// logits); the rest are `inspect`'s to check (its embedding).
+#[allow(clippy::too_many_arguments)]
+pub fn check_leading_outputs(
+    onnx: &Path,
+    images: &[f32],
+    input_shape: [usize; 4],
+    reference: &[f32],
+    top1: Option<usize>,
+    engines: &Engines,
+    tolerance: Tolerance,
+    inspect: &mut Inspect<'_>,
+) -> Result<GateReport, ExportError> {
+    let expected = Expected { reference, top1, every_output: false };
+    gate_outputs(onnx, images, input_shape, expected, engines, tolerance, inspect)
+}
+
+/// What the engines' outputs must be.
+struct Expected<'a> {
+    reference: &'a [f32],
+    top1: Option<usize>,
+    /// Whether `reference` covers every output (else the leading ones).
+    every_output: bool,
+}
+
+fn gate_outputs(
+    onnx: &Path,
+    images: &[f32],
+    input_shape: [usize; 4],
+    expected: Expected<'_>,
+    engines: &Engines,
+    tolerance: Tolerance,
+    inspect: &mut Inspect<'_>,
+) -> Result<GateReport, ExportError> {
+    let Expected { reference, top1, every_output } = expected;
     let n = input_shape[0];
     let row = top1.unwrap_or(1).max(1);
     let (mut checks, mut skipped) = (Vec::new(), Vec::new());
@@ -310,10 +349,10 @@ pub fn check_outputs(
         if outputs.is_empty() {
             return Err(ExportError::Gate(format!("{backend} gave no output")));
         }
-        // The leading outputs `reference` covers; later ones are `inspect`'s to check.
+        // Every output, or the leading ones `reference` covers (later ones are `inspect`'s).
         let mut values: Vec<f32> = Vec::with_capacity(reference.len());
         for output in &outputs {
-            if values.len() >= reference.len() {
+            if !every_output && values.len() >= reference.len() {
                 break;
             }
             values.extend(output.to_f32_vec());

@@ -102,8 +102,15 @@ pub fn knn_model(
 ) -> Result<ModelProto, ExportError> {
     let spec_err = |m: String| ExportError::Spec(format!("k-NN over the embedding model: {m}"));
     let rows = n.labels.len();
-    if rows == 0 || n.vectors.len() != rows * n.dimensions || n.labels.iter().any(|&l| l >= n.classes.len()) {
-        return Err(spec_err(format!("{rows} labelled vectors do not fit {} floats", n.vectors.len())));
+    if rows == 0 || n.vectors.len() != rows * n.dimensions {
+        return Err(spec_err(format!(
+            "{rows} labelled {}-d vectors do not fit {} floats",
+            n.dimensions,
+            n.vectors.len()
+        )));
+    }
+    if let Some(l) = n.labels.iter().find(|&&l| l >= n.classes.len()) {
+        return Err(spec_err(format!("label {l} of {} classes", n.classes.len())));
     }
     let mut model = ModelProto::decode(embed_onnx).map_err(|e| spec_err(format!("not an ONNX model: {e}")))?;
     let opset = model.opset_import.iter().find(|o| o.domain.is_empty()).map_or(1, |o| o.version);

@@ -3,7 +3,7 @@
 //!
 //! The vote: each of the `k` nearest neighbours (cosine similarity) gives its class
 //! `max(similarity, 0) + 1e-6`; a class's score is its share of the total. The exported ONNX
-//! graph (strix-export's `knn`) computes the same with MatMul, TopK, Gather and ReduceSum, so
+//! graph (strix-export's `knn`) computes the same with MatMul, TopK and Gather, so
 //! [`Knn::scores`] is the reference its gate compares against.
 
 use std::path::{Path, PathBuf};

@@ -72,7 +72,6 @@ impl AppContext {
         Bars::new(self.quiet)
     }
 
-    /// libonnxruntime for `--backend ort`: `--ort-lib` / `ORT_DYLIB_PATH`, else the settings file.
     /// Every engine of this build for an export gate, opened with the settings'
     /// libonnxruntime; the ones that cannot open here are skipped and named.
     pub fn export_engines(&self) -> strix_export::gate::Engines {
@@ -81,6 +80,7 @@ impl AppContext {
         engines
     }
 
+    /// libonnxruntime for `--backend ort`: `--ort-lib` / `ORT_DYLIB_PATH`, else the settings file.
     pub fn ort_library(&self, flag: Option<&PathBuf>) -> Option<PathBuf> {
         flag.filter(|p| !p.as_os_str().is_empty()).cloned().or_else(|| self.catalog.settings().ort_library.clone())
     }

@@ -183,7 +183,7 @@ async fn project_images(dir: &Path) -> Result<Vec<(PathBuf, Option<String>, serd
         let page = project.store.images(offset, PAGE).await?;
         for (row, annotation) in &page {
             let mut extra = serde_json::Map::new();
-            extra.insert("project".into(), absolute(dir).display().to_string().into());
+            extra.insert("project".into(), crate::inputs::absolute(dir).display().to_string().into());
             extra.insert("project_image".into(), row.id.into());
             if let Some(a) = annotation {
                 extra.insert("reviewed".into(), a.reviewed.into());
@@ -197,10 +197,6 @@ async fn project_images(dir: &Path) -> Result<Vec<(PathBuf, Option<String>, serd
     }
     project.store.close().await;
     Ok(out)
-}
-
-fn absolute(path: &Path) -> PathBuf {
-    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 fn add(ctx: &AppContext, args: &IndexAddArgs) -> Result<ExitCode> {
@@ -218,36 +214,43 @@ fn add(ctx: &AppContext, args: &IndexAddArgs) -> Result<ExitCode> {
     let bars = ctx.bars();
     let options = BatchOptions { batch: args.batch as usize, ..Default::default() };
     let (mut items, mut failed, mut empty) = (Vec::new(), problems.len(), 0usize);
-    pipeline.predict_files(&files, &options, &bars, |outcome| match &outcome.result {
-        Ok(prediction) => {
-            let vectors = strix_index::vectors_of(prediction);
-            if vectors.is_empty() {
-                empty += 1;
-                bars.suspend(|| eprintln!("note: {}: no face found, nothing added", outcome.path.display()));
-            }
-            let from_project = labelled.get(&outcome.path);
-            let image =
-                fetched.get(&outcome.path).cloned().unwrap_or_else(|| absolute(&outcome.path).display().to_string());
-            for (bbox, vector) in vectors {
-                let mut metadata = meta.clone();
-                let mut external = external_id(Path::new(&image), args.external_id);
-                if let Some((class, extra)) = from_project {
-                    metadata.extend(extra.clone());
-                    external = external.or_else(|| class.clone());
+    pipeline.predict_files(&files, &options, &bars, |outcome| {
+        // A fetched object goes by its URL, in messages and in the index.
+        let url = fetched.get(&outcome.path);
+        let shown = url.cloned().unwrap_or_else(|| outcome.path.display().to_string());
+        match &outcome.result {
+            Ok(prediction) => {
+                let vectors = strix_index::vectors_of(prediction);
+                if vectors.is_empty() {
+                    empty += 1;
+                    bars.suspend(|| eprintln!("note: {shown}: no face found, nothing added"));
                 }
-                let entry = Entry {
-                    id: 0,
-                    image: image.clone(),
-                    external_id: external,
-                    bbox: bbox.map(|b| [b.x1, b.y1, b.x2, b.y2]),
-                    metadata,
-                };
-                items.push((entry, vector));
+                let image =
+                    url.cloned().unwrap_or_else(|| crate::inputs::absolute(&outcome.path).display().to_string());
+                let id_from = url.map_or_else(|| outcome.path.clone(), PathBuf::from);
+                for (bbox, vector) in vectors {
+                    let mut external = external_id(&id_from, args.external_id);
+                    // The project's facts first, so that --meta wins over them.
+                    let mut metadata = serde_json::Map::new();
+                    if let Some((class, extra)) = labelled.get(&outcome.path) {
+                        metadata.extend(extra.clone());
+                        external = external.or_else(|| class.clone());
+                    }
+                    metadata.extend(meta.clone());
+                    let entry = Entry {
+                        id: 0,
+                        image: image.clone(),
+                        external_id: external,
+                        bbox: bbox.map(|b| [b.x1, b.y1, b.x2, b.y2]),
+                        metadata,
+                    };
+                    items.push((entry, vector));
+                }
             }
-        }
-        Err(e) => {
-            failed += 1;
-            bars.suspend(|| eprintln!("error: {}: {e}", outcome.path.display()));
+            Err(e) => {
+                failed += 1;
+                bars.suspend(|| eprintln!("error: {shown}: {e}"));
+            }
         }
     });
     if items.is_empty() {
@@ -409,7 +412,7 @@ fn remove(ctx: &AppContext, name: &str, ids: &[u64], images: &[String], all: boo
     let index = open(&session, name)?;
     let mut chosen: Vec<u64> = ids.to_vec();
     for image in images {
-        let wanted = [image.clone(), absolute(Path::new(image)).display().to_string()];
+        let wanted = [image.clone(), crate::inputs::absolute(Path::new(image)).display().to_string()];
         let found: Vec<u64> = index.entries().iter().filter(|e| wanted.contains(&e.image)).map(|e| e.id).collect();
         if found.is_empty() {
             bail!("index {} has no entry of image {image}", index.name);

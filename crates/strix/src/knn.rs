@@ -211,16 +211,24 @@ fn build(ctx: &AppContext, settings: KnnSettings) -> Result<Built> {
     let started = std::time::Instant::now();
     let labelled = embed(&pipeline, &parts.train, "embedding the labelled images", &bars)?;
     let mut knn = Knn::new(settings.k, classes.clone(), identity.dimensions);
+    let mut problems: Vec<String> = labelled.unreadable.iter().map(|(n, r)| format!("{n}: {r} (left out)")).collect();
     for (i, vector) in labelled.vectors.iter().enumerate() {
-        if let Some(v) = vector {
-            knn.push(parts.train.items[i].label, absolute(&parts.train.name(i)), v)?;
+        let Some(v) = vector else { continue };
+        let name = parts.train.name(i);
+        match knn.push(parts.train.items[i].label, absolute_name(&name), v) {
+            Ok(()) => {}
+            // A vector with no direction (a blank image through a ReLU embedding) votes for
+            // nothing: left out and named.
+            Err(strix_index::IndexError::BadVector { reason, .. }) => {
+                problems.push(format!("{name}: its vector {reason} (left out)"));
+            }
+            Err(e) => return Err(e.into()),
         }
     }
     if knn.is_empty() {
-        bail!("no labelled image gave a vector");
+        bail!("no labelled image gave a usable vector");
     }
     let seconds = started.elapsed().as_secs_f64();
-    let problems: Vec<String> = labelled.unreadable.iter().map(|(n, r)| format!("{n}: {r} (left out)")).collect();
     let val = evaluate(&knn, &parts.val, embed(&pipeline, &parts.val, "embedding the validation images", &bars)?, 16);
     let test = match &parts.test {
         Some(t) => Some(evaluate(&knn, t, embed(&pipeline, t, "embedding the test images", &bars)?, 0)),
@@ -245,8 +253,16 @@ fn parts_spec(s: &KnnSettings) -> PartsSpec<'_> {
     }
 }
 
-fn absolute(name: &str) -> String {
-    std::path::absolute(name).map_or_else(|_| name.to_string(), |p| p.display().to_string())
+/// An image's name with its path made absolute (an IDX image's `FILE#N` too).
+fn absolute_name(name: &str) -> String {
+    crate::inputs::absolute(Path::new(name)).display().to_string()
+}
+
+/// A k-NN run folder's settings and labelled vectors.
+fn open_run(run_dir: &Path) -> Result<(KnnRun, Knn)> {
+    let run = KnnRun::read_if_present(run_dir)?.with_context(|| format!("{}: no {KNN_FILE}", run_dir.display()))?;
+    let knn = Knn::read(run_dir, run.settings.k, run.classes.clone())?;
+    Ok((run, knn))
 }
 
 fn summary(
@@ -287,8 +303,7 @@ pub fn export(
     run_dir: &Path,
     options: &strix_export::ExportOptions,
 ) -> Result<strix_export::Exported> {
-    let run = KnnRun::read_if_present(run_dir)?.with_context(|| format!("{}: no {KNN_FILE}", run_dir.display()))?;
-    let knn = Knn::read(run_dir, run.settings.k, run.classes.clone())?;
+    let (run, knn) = open_run(run_dir)?;
     let (model, pipeline, _) =
         embedding_pipeline(ctx, &run.settings.embedding, Some(&run.embedding.sha256), run.settings.threads)?;
     let output = match &model.spec.decoder {
@@ -332,8 +347,12 @@ pub fn export(
     let exported = strix_export::knn::write_knn(run_dir, &dir, &proto, gate, options, |onnx| {
         strix_export::knn::knn_spec(&name, &model.spec, &knn.classes, onnx, summary)
     })?;
-    std::fs::copy(run_dir.join(NEIGHBOURS_FILE), dir.join(NEIGHBOURS_FILE))
-        .with_context(|| dir.join(NEIGHBOURS_FILE).display().to_string())?;
+    let (from, to) = (run_dir.join(NEIGHBOURS_FILE), dir.join(NEIGHBOURS_FILE));
+    // `--out RUN_DIR` puts the export beside the run's own copy: nothing to copy then.
+    if from.canonicalize().ok() != to.canonicalize().ok() {
+        let bytes = std::fs::read(&from).with_context(|| from.display().to_string())?;
+        strix_core::fs::write_atomic(&to, &bytes).with_context(|| to.display().to_string())?;
+    }
     println!("export: {} (spec {})", exported.onnx.display(), exported.spec.display());
     println!("gate passed: {}", exported.gate);
     Ok(exported)
@@ -382,8 +401,7 @@ fn gate_inputs(
 
 /// `strix eval RUN_DIR --data D` of a k-NN run.
 pub fn eval(ctx: &AppContext, run_dir: &Path, set: &ImageSet) -> Result<Evaluation> {
-    let run = KnnRun::read_if_present(run_dir)?.with_context(|| format!("{}: no {KNN_FILE}", run_dir.display()))?;
-    let knn = Knn::read(run_dir, run.settings.k, run.classes.clone())?;
+    let (run, knn) = open_run(run_dir)?;
     let (_, pipeline, _) =
         embedding_pipeline(ctx, &run.settings.embedding, Some(&run.embedding.sha256), run.settings.threads)?;
     let embedded = embed(&pipeline, set, "embedding", &ctx.bars())?;

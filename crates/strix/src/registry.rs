@@ -71,7 +71,7 @@ pub fn register(
                 spec_path.display()
             );
         }
-        let lineage = Lineage { source: absolute(source).display().to_string(), ..Default::default() };
+        let lineage = Lineage { source: crate::inputs::absolute(source).display().to_string(), ..Default::default() };
         (source.to_path_buf(), spec_path, lineage, Vec::new())
     } else {
         bail!("{}: no such run folder or ONNX file", source.display());
@@ -213,7 +213,7 @@ fn run_source(run: &Path) -> Result<(PathBuf, PathBuf, Lineage, Vec<NewFile>)> {
             let parent = match &config.pretrained {
                 Some(p) if config.mode() != strix_train::config::Mode::Scratch => {
                     let sha = strix_zoo::sha256_file(p).ok();
-                    Some(json!({"path": absolute(p).display().to_string(), "sha256": sha}))
+                    Some(json!({"path": crate::inputs::absolute(p).display().to_string(), "sha256": sha}))
                 }
                 _ => None,
             };
@@ -221,7 +221,7 @@ fn run_source(run: &Path) -> Result<(PathBuf, PathBuf, Lineage, Vec<NewFile>)> {
         }
     };
     let lineage = Lineage {
-        source: absolute(run).display().to_string(),
+        source: crate::inputs::absolute(run).display().to_string(),
         metrics,
         dataset: read_json(&run.join(strix_train::files::DATASET_FILE))?,
         config: Some(config),
@@ -238,10 +238,6 @@ fn run_source(run: &Path) -> Result<(PathBuf, PathBuf, Lineage, Vec<NewFile>)> {
     extra.extend(extra_files);
     extra.retain(|f| f.path.is_file());
     Ok((onnx, export.join(SPEC_FILE), lineage, extra))
-}
-
-fn absolute(p: &Path) -> PathBuf {
-    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
 pub fn alias(ctx: &AppContext, name: &str, version: u64, alias: &str) -> Result<ExitCode> {

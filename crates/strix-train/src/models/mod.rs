@@ -207,9 +207,7 @@ impl Classifier {
     /// # Shapes
     /// `images`: `n * channels * size * size` floats (NCHW) -> `n * classes` floats
     pub fn logits(&self, images: Vec<f32>, n: usize, channels: usize, size: usize, device: &Device) -> Vec<f32> {
-        let x = Tensor::<4>::from_data(TensorData::new(images, [n, channels, size, size]), &device.clone().inner());
-        let out = self.valid().forward(x);
-        out.into_data().try_to_vec::<f32>().unwrap_or_default()
+        self.logits_and_features(images, n, channels, size, device).0
     }
 
     /// Logits and the pooled features the head reads (the embedding an export's second output
