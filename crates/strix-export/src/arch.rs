@@ -336,12 +336,11 @@ mod tests {
             // The logits, then the embedding the head reads.
             let (logits, features) = model.logits_and_features(images.clone(), n, channels, size, &device);
             assert_eq!(features.len(), n * Classifier::features_of(arch), "{arch}");
-            let report = gate::check_leading_outputs(
+            let report = gate::gate_outputs(
                 &path,
                 &images,
                 [n, channels, size, size],
-                &logits,
-                Some(5),
+                gate::Expected { reference: &logits, top1: Some(5), every_output: false },
                 &gate::Engines { backends: vec![Backend::Tract], ..Default::default() },
                 Default::default(),
                 &mut |backend, outputs| {

@@ -297,32 +297,19 @@ pub fn check_outputs(
     gate_outputs(onnx, images, input_shape, expected, engines, tolerance, inspect)
 }
 
-/// As [`check_outputs`] where `reference` covers the leading outputs only (a classifier's
-/// logits); the rest are `inspect`'s to check (its embedding).
-#[allow(clippy::too_many_arguments)]
-pub fn check_leading_outputs(
-    onnx: &Path,
-    images: &[f32],
-    input_shape: [usize; 4],
-    reference: &[f32],
-    top1: Option<usize>,
-    engines: &Engines,
-    tolerance: Tolerance,
-    inspect: &mut Inspect<'_>,
-) -> Result<GateReport, ExportError> {
-    let expected = Expected { reference, top1, every_output: false };
-    gate_outputs(onnx, images, input_shape, expected, engines, tolerance, inspect)
+/// What the engines' outputs must be: `reference` (burn's, concatenated in the outputs'
+/// order), with each image's top-1 of `top1` classes when given.
+#[derive(Clone, Copy, Debug)]
+pub struct Expected<'a> {
+    pub reference: &'a [f32],
+    pub top1: Option<usize>,
+    /// Whether `reference` covers every output, else the leading ones (a classifier's logits
+    /// before its embedding, which `inspect` checks).
+    pub every_output: bool,
 }
 
-/// What the engines' outputs must be.
-struct Expected<'a> {
-    reference: &'a [f32],
-    top1: Option<usize>,
-    /// Whether `reference` covers every output (else the leading ones).
-    every_output: bool,
-}
-
-fn gate_outputs(
+/// [`check_outputs`] with what is expected spelled out.
+pub fn gate_outputs(
     onnx: &Path,
     images: &[f32],
     input_shape: [usize; 4],

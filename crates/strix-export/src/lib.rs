@@ -215,12 +215,11 @@ pub fn gate_file(
     let (logits, features) = model.logits_and_features(images.clone(), n, c, s, device);
     // The logits value for value; the embedding by direction, which is all a similarity reads
     // (its features reach 6 and more, where rounding alone passes the logits' tolerance).
-    let report = gate::check_leading_outputs(
+    let report = gate::gate_outputs(
         onnx,
         &images,
         [n, c, s, s],
-        &logits,
-        Some(shape.classes),
+        gate::Expected { reference: &logits, top1: Some(shape.classes), every_output: false },
         &options.engines,
         options.tolerance,
         &mut |backend, outputs| gate::same_direction(backend, outputs.get(1), &features, n),
