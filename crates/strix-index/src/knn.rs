@@ -119,12 +119,33 @@ impl KnnRun {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(IndexError::Io { path, source }),
         };
-        let run: KnnRun = toml::from_str(&text).map_err(|e| IndexError::Damaged {
-            name: run_dir.display().to_string(),
-            what: KNN_FILE.into(),
-            reason: e.to_string().trim().replace('\n', " "),
-        })?;
+        let damaged =
+            |reason: String| IndexError::Damaged { name: run_dir.display().to_string(), what: KNN_FILE.into(), reason };
+        let run: KnnRun = toml::from_str(&text).map_err(|e| damaged(e.to_string().trim().replace('\n', " ")))?;
+        // An edited file is held to what a build would have accepted.
+        run.settings.check().map_err(damaged)?;
+        if run.classes.is_empty() || run.embedding.dimensions == 0 {
+            return Err(damaged("no classes, or 0-d vectors".into()));
+        }
         Ok(Some(run))
+    }
+
+    /// The run's labelled vectors (`run_dir/neighbours.seg`), checked against its settings.
+    pub fn neighbours(&self, run_dir: &Path) -> Result<Knn, IndexError> {
+        let knn = Knn::read(run_dir, self.settings.k, self.classes.clone())?;
+        if knn.dimensions != self.embedding.dimensions || knn.is_empty() {
+            return Err(IndexError::Damaged {
+                name: run_dir.display().to_string(),
+                what: NEIGHBOURS_FILE.into(),
+                reason: format!(
+                    "{} vectors of {} dimensions; the run's embedding gives {}",
+                    knn.len(),
+                    knn.dimensions,
+                    self.embedding.dimensions
+                ),
+            });
+        }
+        Ok(knn)
     }
 
     pub fn to_toml(&self) -> String {
@@ -269,6 +290,58 @@ mod tests {
         let mut all = knn.clone();
         all.k = 50;
         assert_eq!(all.neighbours(&[1.0, 0.0]).len(), 5);
+    }
+
+    /// Hostile run folders: edited or damaged files are named, never half-read.
+    #[test]
+    fn a_damaged_run_folder_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = KnnSettings {
+            task: d_task(),
+            model: "knn".into(),
+            data: "d".into(),
+            val_data: None,
+            test_data: None,
+            classes: None,
+            val_fraction: d_val(),
+            max_images: None,
+            k: 3,
+            embedding: d_embedding(),
+            seed: d_seed(),
+            test: true,
+            threads: None,
+            run_dir: None,
+        };
+        let embedding =
+            EmbeddingModel { reference: "e".into(), sha256: "0".repeat(64), dimensions: 2, task: "embed".into() };
+        let run = KnnRun { settings, embedding, classes: vec!["a".into(), "b".into()] };
+        let write = |text: &str| std::fs::write(dir.path().join(KNN_FILE), text).unwrap();
+        assert!(KnnRun::read_if_present(dir.path()).unwrap().is_none());
+        write(&run.to_toml());
+        assert_eq!(KnnRun::read_if_present(dir.path()).unwrap().unwrap(), run);
+        for (edit, needle) in [
+            (run.to_toml().replace("k = 3", "k = 0"), "k must be at least 1"),
+            (run.to_toml().replace("k = 3", "k = 3\nepochs = 4"), "unknown field"),
+            (run.to_toml().replace("dimensions = 2", "dimensions = 0"), "0-d vectors"),
+            ("not toml [".to_string(), KNN_FILE),
+        ] {
+            write(&edit);
+            let err = KnnRun::read_if_present(dir.path()).unwrap_err().to_string();
+            assert!(err.contains(needle) && err.contains(KNN_FILE), "{edit}: {err}");
+        }
+        write(&run.to_toml());
+        let segment = dir.path().join(NEIGHBOURS_FILE);
+        let bytes = knn().encode();
+        std::fs::write(&segment, &bytes[..bytes.len() - 3]).unwrap();
+        let err = run.neighbours(dir.path()).unwrap_err().to_string();
+        assert!(err.contains(NEIGHBOURS_FILE), "{err}");
+        let mut wide = Knn::new(3, run.classes.clone(), 3);
+        wide.push(0, "x".into(), &[1.0, 0.0, 0.0]).unwrap();
+        std::fs::write(&segment, wide.encode()).unwrap();
+        let err = run.neighbours(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("3 dimensions") && err.contains("gives 2"), "{err}");
+        std::fs::write(&segment, knn().encode()).unwrap();
+        assert_eq!(run.neighbours(dir.path()).unwrap().len(), 5);
     }
 
     #[test]

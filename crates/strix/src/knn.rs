@@ -261,7 +261,7 @@ fn absolute_name(name: &str) -> String {
 /// A k-NN run folder's settings and labelled vectors.
 fn open_run(run_dir: &Path) -> Result<(KnnRun, Knn)> {
     let run = KnnRun::read_if_present(run_dir)?.with_context(|| format!("{}: no {KNN_FILE}", run_dir.display()))?;
-    let knn = Knn::read(run_dir, run.settings.k, run.classes.clone())?;
+    let knn = run.neighbours(run_dir)?;
     Ok((run, knn))
 }
 
