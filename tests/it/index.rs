@@ -372,7 +372,7 @@ fn serve_searches_an_index() {
 
 /// `count` Fashion-MNIST test images of each of `classes` as `CLASS_N.png` in one flat folder
 /// (no class folders: clustering must not see the labels).
-fn fashion_mix(fx: &Path, dir: &Path, classes: &[u8], count: usize) -> PathBuf {
+pub(crate) fn fashion_mix(fx: &Path, dir: &Path, classes: &[u8], count: usize) -> PathBuf {
     use std::io::Read;
     let read = |name: &str| {
         let mut bytes = Vec::new();
@@ -551,4 +551,93 @@ fn an_index_takes_images_from_a_bucket_prefix() {
             .map(|(k, id)| (format!("{url}/{k}"), id.to_string()))
             .collect();
     assert_eq!(seen, want);
+}
+
+fn iou(a: &Value, b: &Value) -> f64 {
+    let f = |v: &Value, i: usize| v[i].as_f64().unwrap();
+    let w = (f(a, 2).min(f(b, 2)) - f(a, 0).max(f(b, 0))).max(0.0);
+    let h = (f(a, 3).min(f(b, 3)) - f(a, 1).max(f(b, 1))).max(0.0);
+    let area = |v: &Value| (f(v, 2) - f(v, 0)) * (f(v, 3) - f(v, 1));
+    w * h / (area(a) + area(b) - w * h)
+}
+
+/// `strix stream --index NAME`: the people of the video's first frame, cropped and indexed by
+/// name, are named on their tracks (at 0.7: a 30 x 76 pixel walker two frames on is 0.74-0.83
+/// alike to its own crop, 0.54-0.72 to the others', and the best match is the right one) (an `identified` event naming the person whose box the track
+/// holds, the name in the frame events and on the track); an index of other things names no
+/// one; a model without boxes is refused.
+#[test]
+fn stream_names_tracks_from_an_index() {
+    let fx = fixtures_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let frame = image::open(fx.join("video/vtest_frame000.png")).unwrap().to_rgb8();
+    let crops = tmp.path().join("walkers");
+    std::fs::create_dir_all(&crops).unwrap();
+    let people = crate::stream::frame0_people(&fx);
+    for (i, p) in people.iter().enumerate() {
+        let b: Vec<u32> = (0..4).map(|k| p["box_xyxy_image"][k].as_f64().unwrap().max(0.0) as u32).collect();
+        let crop = imageops::crop_imm(&frame, b[0], b[1], b[2] - b[0], b[3] - b[1]).to_image();
+        save(&crop, &crops.join(format!("walker{i}.png")));
+    }
+    ok(cli(&fx, tmp.path()).args(["index", "create", "walkers"]));
+    ok(cli(&fx, tmp.path()).args(["index", "add", "walkers", "--external-id", "stem"]).arg(&crops));
+    let fruit = crate::support::photo_folder(&fx, &tmp.path().join("fruit"), &["apple.jpg", "orange.jpg"]);
+    ok(cli(&fx, tmp.path()).args(["index", "create", "fruit"]));
+    ok(cli(&fx, tmp.path()).args(["index", "add", "fruit"]).arg(&fruit));
+
+    let stream = |index: &str, events: &Path| {
+        ok(cli(&fx, tmp.path())
+            .arg("stream")
+            .arg(fx.join("video/vtest_10s_h264.mp4"))
+            .args(["--model", "nanodet_m_416", "--classes", "person", "--max-frames", "12", "--frame-events"])
+            .args(["--policy", "all", "--index", index, "--index-threshold", "0.7", "--events"])
+            .arg(events));
+        std::fs::read_to_string(events)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect::<Vec<Value>>()
+    };
+    let events = stream("walkers", &tmp.path().join("walkers.jsonl"));
+    let named: Vec<&Value> = events.iter().filter(|e| e["type"] == "identified").collect();
+    eprintln!("{} of {} walkers named", named.len(), people.len());
+    assert_eq!(named.len(), people.len(), "{named:?}");
+    for e in &named {
+        assert_eq!((e["index"].as_str(), e["class"].as_str()), (Some("walkers"), Some("person")), "{e}");
+        assert!(e["similarity"].as_f64().unwrap() >= 0.7, "{e}");
+        // The track's box in that frame overlaps the named walker's box in frame 0 most.
+        let frame = events.iter().find(|f| f["type"] == "frame" && f["frame"] == e["frame"]).unwrap();
+        let track = frame["tracks"].as_array().unwrap().iter().find(|t| t["track_id"] == e["track_id"]).unwrap();
+        assert_eq!(track["identity"], e["name"], "{frame}");
+        let best = (0..people.len())
+            .max_by(|&a, &b| {
+                let box_of = |i: usize| &people[i]["box_xyxy_image"];
+                iou(&track["bbox"], box_of(a)).total_cmp(&iou(&track["bbox"], box_of(b)))
+            })
+            .unwrap();
+        assert_eq!(e["name"].as_str(), Some(format!("walker{best}").as_str()), "{e} {track}");
+    }
+    let ids: std::collections::HashSet<&Value> = named.iter().map(|e| &e["track_id"]).collect();
+    assert_eq!(ids.len(), named.len(), "a track was named twice: {named:?}");
+
+    let events = stream("fruit", &tmp.path().join("fruit.jsonl"));
+    assert!(events.iter().all(|e| e["type"] != "identified"), "a walker was taken for fruit");
+    let (o, _, err) = run(cli(&fx, tmp.path()).arg("stream").arg(fx.join("video/vtest_10s_h264.mp4")).args([
+        "--task",
+        "classify",
+        "--max-frames",
+        "1",
+        "--index",
+        "walkers",
+    ]));
+    assert!(!o.status.success() && err.contains("model with boxes"), "{err}");
+    let (o, _, err) = run(cli(&fx, tmp.path()).arg("stream").arg(fx.join("video/vtest_10s_h264.mp4")).args([
+        "--max-frames",
+        "1",
+        "--index",
+        "walkers",
+        "--index-threshold",
+        "80",
+    ]));
+    assert!(!o.status.success() && err.contains("-1 to 1"), "{err}");
 }

@@ -28,6 +28,7 @@ mod knn;
 mod kserve;
 mod label;
 mod layers;
+mod monitor;
 mod optimize;
 mod registry;
 mod runner;

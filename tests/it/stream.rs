@@ -44,7 +44,7 @@ fn bbox(v: &Value) -> BBox {
 }
 
 /// The people (score >= 0.5) onnxruntime finds in the video's first frame.
-fn frame0_people(fx: &Path) -> Vec<Value> {
+pub(crate) fn frame0_people(fx: &Path) -> Vec<Value> {
     let exp = expected(fx);
     let all = &exp["models"]["models/detect/nanodet_m_416.onnx"]["results"]["video/vtest_frame000.png"]["detections"];
     let people: Vec<Value> = all
@@ -749,6 +749,7 @@ fn sources_sharing_a_model_are_batched_together() {
         top_k: 1,
         workers: Some(1),
         tap: None,
+        identify: None,
     };
     struct Quiet;
     impl strix_stream::RunHooks for Quiet {}

@@ -145,17 +145,28 @@ pub fn silhouette(vectors: &[f32], d: usize, assignments: &[usize], k: usize, sa
     total / chosen.len() as f64
 }
 
-/// The clustering with the best silhouette for k in `ks`, with every k's score.
+/// [`kmeans`] from `restarts` seeds (`seed`, `seed + 1`, ...), the lowest inertia kept
+/// (scikit-learn's `n_init`): one unlucky seeding can merge two groups and split a third.
+pub fn kmeans_restarts(vectors: &[f32], d: usize, k: usize, seed: u64, restarts: usize) -> Clustering {
+    (0..restarts.max(1) as u64)
+        .map(|r| kmeans(vectors, d, k, seed.wrapping_add(r), 100))
+        .min_by(|a, b| a.inertia.total_cmp(&b.inertia))
+        .unwrap_or_else(|| kmeans(vectors, d, k, seed, 100))
+}
+
+/// The clustering with the best silhouette for k in `ks` (each from `restarts` seedings), with
+/// every k's score.
 pub fn best_k(
     vectors: &[f32],
     d: usize,
     ks: std::ops::RangeInclusive<usize>,
     seed: u64,
+    restarts: usize,
 ) -> (Clustering, Vec<(usize, f64)>) {
     let mut scores = Vec::new();
     let mut best: Option<(f64, Clustering)> = None;
     for k in ks {
-        let c = kmeans(vectors, d, k, seed, 100);
+        let c = kmeans_restarts(vectors, d, k, seed, restarts);
         let s = silhouette(vectors, d, &c.assignments, c.k, 2000);
         scores.push((c.k, s));
         if best.as_ref().is_none_or(|(b, _)| s > *b) {
@@ -187,7 +198,7 @@ mod tests {
     #[test]
     fn three_blobs_are_found_and_k_is_chosen_by_silhouette() {
         let (v, truth) = blobs();
-        let (c, scores) = best_k(&v, 4, 2..=6, 1);
+        let (c, scores) = best_k(&v, 4, 2..=6, 1, 3);
         assert_eq!(c.k, 3, "{scores:?}");
         // Same partition as the truth, whatever the cluster numbers.
         for i in 0..60 {
@@ -197,6 +208,8 @@ mod tests {
         }
         assert!(scores.iter().find(|s| s.0 == 3).unwrap().1 > 0.8, "{scores:?}");
         assert_eq!(kmeans(&v, 4, 3, 1, 100), kmeans(&v, 4, 3, 1, 100), "repeatable");
+        let restarted = kmeans_restarts(&v, 4, 3, 1, 4);
+        assert!((1..5).all(|s| restarted.inertia <= kmeans(&v, 4, 3, s, 100).inertia));
         // More clusters than points: one per point; nothing to cluster: no clusters.
         assert_eq!(kmeans(&v[..8], 4, 5, 1, 100).k, 2);
         assert_eq!(kmeans(&[], 4, 3, 1, 100).k, 0);

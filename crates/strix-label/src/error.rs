@@ -23,6 +23,8 @@ pub enum LabelError {
     Invalid(String),
     #[error("no image {0} in this project")]
     NoImage(i64),
+    #[error("no cluster {0} in this project (run `strix cluster PROJECT` to make clusters)")]
+    NoCluster(u32),
     #[error(
         "image {image} was saved by someone else meanwhile (now version {current}, this save was made on version {expected}); reload it"
     )]

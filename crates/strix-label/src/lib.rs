@@ -6,6 +6,8 @@
 //! - [`web::router`]: the browser labelling app and the JSON API it uses (`/api/...`).
 //! - [`Suggester`]: a model's answers shown as suggestions, and the uncertainty that orders
 //!   "next image" for active learning.
+//! - Clusters (`strix cluster PROJECT` writes them, [`Store::put_clusters`]): "next by
+//!   cluster", and a whole cluster labelled at once as unverified labels to review.
 //! - [`export`]: COCO, YOLO, class folders and CSV out; COCO, YOLO and class folders in.
 //! - [`training_snapshot`]: the labels as of now, exported where training reads them, one
 //!   folder per state of the labels.
@@ -23,6 +25,7 @@
 //! ```
 
 mod capture;
+mod clusters;
 mod error;
 pub mod export;
 mod labels;
@@ -35,6 +38,7 @@ pub mod web;
 use std::path::Path;
 
 pub use capture::{Capture, CapturePolicy, CaptureSettings, CaptureStats};
+pub use clusters::{ClusterLabelled, ClusterMember, ClusterSummary, Clustering, Placement};
 pub use error::LabelError;
 pub use labels::{DETECT_THRESHOLD, LabelBox, LabelTask, Labels, Scored, ScoredBox, Suggestion};
 pub use project::{Project, ProjectConfig, ScanReport};

@@ -9,7 +9,7 @@ use strix_vision::DecodeLimits;
 
 use crate::LabelError;
 use crate::labels::LabelTask;
-use crate::store::{ImageRow, Root, Store};
+use crate::store::{Annotation, ImageRow, Root, Store};
 
 /// `project.toml`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -134,6 +134,24 @@ impl Project {
     /// checked to stay inside its root when it was added.
     pub fn image_path(&self, image: &ImageRow) -> PathBuf {
         self.root_dir(image.root).join(&image.file)
+    }
+
+    /// Every image with its current labels and its file, by id.
+    pub async fn files(&self) -> Result<Vec<(ImageRow, Option<Annotation>, PathBuf)>, LabelError> {
+        const PAGE: i64 = 500;
+        let mut out = Vec::new();
+        for offset in (0..).step_by(PAGE as usize) {
+            let page = self.store.images(offset, PAGE).await?;
+            let full = page.len() as i64 == PAGE;
+            out.extend(page.into_iter().map(|(row, a)| {
+                let path = self.image_path(&row);
+                (row, a, path)
+            }));
+            if !full {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// The bytes of `image`'s file, checked again as the scan checked it (see [`read_served`]).

@@ -55,6 +55,17 @@ CREATE TABLE IF NOT EXISTS suggestions (
   made_at INTEGER NOT NULL,
   PRIMARY KEY (image_id, model)
 );
+CREATE TABLE IF NOT EXISTS clusters (
+  image_id INTEGER PRIMARY KEY REFERENCES images(id),
+  cluster INTEGER NOT NULL,
+  distance REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS clustering (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  model TEXT NOT NULL,
+  k INTEGER NOT NULL,
+  made_at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS problems (
   root TEXT NOT NULL,
   rel TEXT NOT NULL,
@@ -110,6 +121,8 @@ pub struct ImageRow {
     pub height: u32,
     pub bytes: u64,
     pub source: String,
+    /// Unix milliseconds.
+    pub added_at: i64,
 }
 
 /// An image's current labels.
@@ -133,6 +146,16 @@ pub struct Saved {
     pub origin: String,
     /// Who saved it: the user the server's token names (`--http-token alice=TOKEN`).
     pub user: Option<String>,
+}
+
+/// One saved version as the history table holds it: the labels as their stored text.
+pub(crate) struct HistoryRow<'a> {
+    pub id: i64,
+    pub version: i64,
+    pub reviewed: bool,
+    /// Unix milliseconds.
+    pub at: i64,
+    pub text: &'a str,
 }
 
 /// What makes a save, and who.
@@ -168,6 +191,9 @@ pub enum Order {
     Uncertain,
     /// Highest entropy of the model's classes (classification).
     Entropy,
+    /// Cluster by cluster (`strix cluster PROJECT`), biggest first, each from the image nearest
+    /// its centre out; images added since come last.
+    Cluster,
     Random,
 }
 
@@ -186,7 +212,7 @@ pub struct Stats {
 /// The database of one project.
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
     path: PathBuf,
 }
 
@@ -235,7 +261,7 @@ impl Store {
         Ok(Store { pool, path: path.to_path_buf() })
     }
 
-    fn err(&self) -> impl FnOnce(sqlx::Error) -> LabelError + '_ {
+    pub(crate) fn err(&self) -> impl FnOnce(sqlx::Error) -> LabelError + '_ {
         LabelError::db(&self.path)
     }
 
@@ -322,6 +348,7 @@ impl Store {
             height: r.try_get::<i64, _>("height")? as u32,
             bytes: r.try_get::<i64, _>("bytes")? as u64,
             source: r.try_get("source")?,
+            added_at: r.try_get("added_at")?,
         })
     }
 
@@ -361,7 +388,7 @@ impl Store {
         }))
     }
 
-    fn parse_labels(&self, text: &str) -> Result<Labels, LabelError> {
+    pub(crate) fn parse_labels(&self, text: &str) -> Result<Labels, LabelError> {
         serde_json::from_str(text)
             .map_err(|e| LabelError::Format { path: self.path.clone(), reason: format!("stored labels: {e}") })
     }
@@ -459,22 +486,33 @@ impl Store {
             return Err(LabelError::Stale { image: id, expected, current });
         }
         let version = expected + 1;
+        self.add_history(&mut tx, HistoryRow { id, version, reviewed, at, text: &text }, by).await?;
+        tx.commit().await.map_err(self.err())?;
+        Ok(version)
+    }
+
+    /// `row` in the history inside transaction `tx`, `by` as its author.
+    pub(crate) async fn add_history(
+        &self,
+        tx: &mut sqlx::SqliteConnection,
+        row: HistoryRow<'_>,
+        by: Author<'_>,
+    ) -> Result<(), LabelError> {
         sqlx::query(
             "INSERT INTO history (image_id, version, labels, reviewed, saved_at, origin, user) \
              VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
-        .bind(id)
-        .bind(version)
-        .bind(&text)
-        .bind(i64::from(reviewed))
-        .bind(at)
+        .bind(row.id)
+        .bind(row.version)
+        .bind(row.text)
+        .bind(i64::from(row.reviewed))
+        .bind(row.at)
         .bind(by.origin)
         .bind(by.user)
-        .execute(&mut *tx)
+        .execute(tx)
         .await
         .map_err(self.err())?;
-        tx.commit().await.map_err(self.err())?;
-        Ok(version)
+        Ok(())
     }
 
     /// Image `id`'s current version inside transaction `tx`, if it was ever saved.
@@ -588,6 +626,11 @@ impl Store {
             (Order::Entropy, _) => format!(
                 "{base} ORDER BY (SELECT MAX(entropy) FROM suggestions s WHERE s.image_id = i.id) IS NULL, \
                  (SELECT MAX(entropy) FROM suggestions s WHERE s.image_id = i.id) DESC, i.id LIMIT 1"
+            ),
+            (Order::Cluster, _) => format!(
+                "{base} ORDER BY (SELECT cluster FROM clusters c WHERE c.image_id = i.id) IS NULL, \
+                 (SELECT cluster FROM clusters c WHERE c.image_id = i.id), \
+                 (SELECT distance FROM clusters c WHERE c.image_id = i.id), i.id LIMIT 1"
             ),
             (Order::Random, _) => format!("{base} ORDER BY random() LIMIT 1"),
         };

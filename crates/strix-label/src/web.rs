@@ -12,6 +12,9 @@
 //! | `GET /api/images/{id}/history` | every saved version, with `origin` and `user` (a named token) |
 //! | `POST /api/images/{id}/suggest` | the model's suggestion, made again |
 //! | `GET /api/next?after=&order=&filter=&exclude=&backwards=` | the next image to show |
+//! | `GET /api/clusters` | the clusters `strix cluster PROJECT` made, with their counts |
+//! | `GET /api/clusters/{c}` | cluster `c`'s images, the most typical first |
+//! | `POST /api/clusters/{c}/label` | `{"class": C}`: its unlabelled images labelled C, unverified |
 //!
 //! Errors are JSON, `{"error": {"code": ..., "message": ...}}`, with a 4xx status for what the
 //! client got wrong; nothing is written by a refused request.
@@ -63,6 +66,9 @@ pub fn router(app: Arc<LabelApp>) -> Router {
         .route("/api/images/{id}/history", get(history))
         .route("/api/images/{id}/suggest", post(suggest))
         .route("/api/next", get(next))
+        .route("/api/clusters", get(clusters))
+        .route("/api/clusters/{c}", get(cluster))
+        .route("/api/clusters/{c}/label", post(label_cluster))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(refuse_large))
@@ -106,6 +112,7 @@ impl From<LabelError> for ApiError {
     fn from(e: LabelError) -> ApiError {
         match &e {
             LabelError::NoImage(_) => ApiError::new(StatusCode::NOT_FOUND, "no_image", e.to_string()),
+            LabelError::NoCluster(_) => ApiError::new(StatusCode::NOT_FOUND, "no_cluster", e.to_string()),
             LabelError::Invalid(_) => ApiError::bad(e.to_string()),
             LabelError::Stale { current, .. } => ApiError {
                 status: StatusCode::CONFLICT,
@@ -181,7 +188,8 @@ async fn project(State(app): State<Arc<LabelApp>>) -> ApiResult {
         "model": app.suggester.as_ref().map(|s| s.name().to_string()),
         "stats": stats,
         "problems": problems,
-        "orders": ["sequential", "uncertain", "entropy", "random"],
+        "clustering": p.store.clustering().await?,
+        "orders": ["sequential", "uncertain", "entropy", "cluster", "random"],
         "filters": ["unlabelled", "labelled", "unreviewed", "all"],
     }))
     .into_response())
@@ -237,6 +245,7 @@ async fn image(State(app): State<Arc<LabelApp>>, id: Result<Path<i64>, PathRejec
         "saved_at": annotation.as_ref().map(|a| a.saved_at),
         "suggestion": suggestion,
         "suggestion_error": suggestion_error,
+        "cluster": p.store.cluster_of(id).await?,
     }))
     .into_response())
 }
@@ -380,6 +389,58 @@ async fn next(State(app): State<Arc<LabelApp>>, q: Result<Query<NextParams>, Que
     let query = NextQuery { after: q.after, order: q.order, filter: q.filter, exclude, backwards: q.backwards };
     let id = app.project.store.next(&query).await?;
     Ok(Json(json!({ "id": id })).into_response())
+}
+
+async fn clusters(State(app): State<Arc<LabelApp>>) -> ApiResult {
+    let store = &app.project.store;
+    Ok(Json(json!({ "clustering": store.clustering().await?, "clusters": store.clusters().await? })).into_response())
+}
+
+fn cluster_number(c: Result<Path<u32>, PathRejection>) -> Result<u32, ApiError> {
+    c.map(|Path(c)| c).map_err(|r| ApiError::bad(format!("cluster: {}", r.body_text())))
+}
+
+async fn cluster(State(app): State<Arc<LabelApp>>, c: Result<Path<u32>, PathRejection>) -> ApiResult {
+    let c = cluster_number(c)?;
+    let members = app.project.store.cluster_members(c).await?;
+    if members.is_empty() {
+        return Err(LabelError::NoCluster(c).into());
+    }
+    Ok(Json(json!({ "cluster": c, "members": members })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterLabelBody {
+    class: String,
+}
+
+/// A whole cluster's unlabelled images get one class, unverified: the "review" mode walks them
+/// for a person to confirm or correct.
+async fn label_cluster(
+    State(app): State<Arc<LabelApp>>,
+    caller: Option<axum::Extension<strix_http::Caller>>,
+    c: Result<Path<u32>, PathRejection>,
+    body: Result<Json<ClusterLabelBody>, JsonRejection>,
+) -> ApiResult {
+    let c = cluster_number(c)?;
+    let Json(body) = body?;
+    let p = app.project.clone();
+    if p.config.task != crate::LabelTask::Classify {
+        return Err(ApiError::bad(
+            "a whole cluster takes one class in a classification project; boxes differ from image to image",
+        ));
+    }
+    let labels =
+        Labels { class: Some(body.class), boxes: Vec::new() }.checked(p.config.task, &p.config.classes, 0, 0)?;
+    let user = caller.and_then(|axum::Extension(c)| c.user);
+    // On its own task, like a save: a client that hangs up must not cut it short.
+    let done = tokio::spawn(async move {
+        p.store.label_cluster(c, &labels, Author { origin: "cluster", user: user.as_deref() }).await
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+    Ok(Json(done).into_response())
 }
 
 #[cfg(test)]

@@ -95,6 +95,9 @@ pub struct TrackBrief {
     pub class: String,
     pub bbox: [f32; 4],
     pub state: Activity,
+    /// Its name in the index (`--index`), once it matched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
 }
 
 /// A class and its score in a `frame` event of a classifier.
@@ -141,6 +144,17 @@ pub enum Happening {
         track_id: u64,
         class: String,
         state: Activity,
+    },
+    /// A track matched a known identity in an index (`--index`).
+    Identified {
+        track_id: u64,
+        class: String,
+        /// The entry's external id, else its image.
+        name: String,
+        /// Cosine similarity, -1 to 1.
+        similarity: f32,
+        index: String,
+        entry: u64,
     },
     /// A classifier's top label changed (and held for a few frames).
     Label {

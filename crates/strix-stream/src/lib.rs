@@ -10,6 +10,7 @@
 mod analytics;
 mod config;
 mod error;
+mod identify;
 mod live;
 mod output;
 mod queue;
@@ -24,6 +25,7 @@ mod web;
 pub use analytics::{Analytics, Counts, Detected, Happening, LineConfig, Scored, TrackBrief, ZoneConfig};
 pub use config::StreamConfig;
 pub use error::StreamError;
+pub use identify::{Identifier, IdentifySettings, Identity};
 pub use live::{LiveModel, follow};
 pub use queue::{FramePolicy, Queues};
 pub use record::check_recordings;

@@ -14,6 +14,7 @@ use strix_vision::{draw, encode_jpeg};
 
 use crate::analytics::{Analytics, Detected, Happening, Scored, TrackBrief, bbox_array};
 use crate::error::StreamError;
+use crate::identify::Identifying;
 use crate::record::Recorder;
 use crate::sinks::Event;
 use crate::source::SourceStopper;
@@ -51,6 +52,8 @@ pub(crate) struct SourceOutput {
     pub processed: u64,
     /// Sees each answered frame, with the model's name for answers no version label names.
     pub tap: Option<(Arc<dyn strix_pipeline::Tap>, String)>,
+    /// Names tracks from an index (`--index`).
+    pub identifying: Option<Identifying>,
 }
 
 impl SourceOutput {
@@ -74,6 +77,9 @@ impl SourceOutput {
                 let update = tracker.update(a.time_s, obs);
                 let tracks = tracker.tracks();
                 happened.extend(self.analytics.on_tracks(&update, &tracks));
+                if let Some(ids) = &mut self.identifying {
+                    happened.extend(ids.on_frame(a.index, &a.image, &tracks, &update));
+                }
                 tracks
             }
             _ => Vec::new(),
@@ -82,7 +88,8 @@ impl SourceOutput {
             happened.extend(self.analytics.on_label(classes.first().map(|c| (c.label.as_str(), c.score))));
         }
         if self.frame_events {
-            happened.insert(0, frame_happening(&a.prediction, observations.as_deref(), &tracks));
+            let named = |id: u64| self.identifying.as_ref().and_then(|i| i.name_of(id)).map(|i| i.name.clone());
+            happened.insert(0, frame_happening(&a.prediction, observations.as_deref(), &tracks, named));
         }
         let now = Instant::now();
         {
@@ -113,7 +120,7 @@ impl SourceOutput {
         }
         let mut img = (*a.image).clone();
         if self.tracker.is_some() {
-            draw_tracks(&mut img, tracks);
+            draw_tracks(&mut img, tracks, self.identifying.as_ref());
         } else {
             annotate(&mut img, &a.prediction);
         }
@@ -222,7 +229,12 @@ pub(crate) fn emit(
     let _ = events.send(batch);
 }
 
-fn frame_happening(p: &Prediction, observations: Option<&[Observation]>, tracks: &[Track]) -> Happening {
+fn frame_happening(
+    p: &Prediction,
+    observations: Option<&[Observation]>,
+    tracks: &[Track],
+    named: impl Fn(u64) -> Option<String>,
+) -> Happening {
     let detections = observations
         .unwrap_or_default()
         .iter()
@@ -231,7 +243,13 @@ fn frame_happening(p: &Prediction, observations: Option<&[Observation]>, tracks:
     let tracks = tracks
         .iter()
         .filter(|t| t.seen)
-        .map(|t| TrackBrief { track_id: t.id, class: t.label.clone(), bbox: bbox_array(&t.bbox), state: t.activity })
+        .map(|t| TrackBrief {
+            track_id: t.id,
+            class: t.label.clone(),
+            bbox: bbox_array(&t.bbox),
+            state: t.activity,
+            identity: named(t.id),
+        })
         .collect();
     let labels = match &p.answer {
         Answer::Labels { classes } => {
@@ -243,7 +261,7 @@ fn frame_happening(p: &Prediction, observations: Option<&[Observation]>, tracks:
 }
 
 /// Tracks as boxes labelled `#id class`, coloured by id so each keeps its colour.
-fn draw_tracks(img: &mut RgbImage, tracks: &[Track]) {
+fn draw_tracks(img: &mut RgbImage, tracks: &[Track], identifying: Option<&Identifying>) {
     let boxes: Vec<Detection> = tracks
         .iter()
         .filter(|t| t.seen)
@@ -251,7 +269,15 @@ fn draw_tracks(img: &mut RgbImage, tracks: &[Track]) {
             bbox: t.bbox,
             score: t.score,
             class_id: t.id as usize,
-            label: format!("#{} {}{}", t.id, t.label, if t.activity == Activity::Still { " (still)" } else { "" }),
+            label: format!(
+                "#{} {}{}{}",
+                t.id,
+                t.label,
+                identifying
+                    .and_then(|i| i.name_of(t.id))
+                    .map_or(String::new(), |n| format!(" {} {:.2}", n.name, n.similarity)),
+                if t.activity == Activity::Still { " (still)" } else { "" }
+            ),
         })
         .collect();
     draw::detections(img, &boxes);

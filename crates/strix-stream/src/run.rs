@@ -18,6 +18,7 @@ use strix_zoo::Task;
 use crate::analytics::{Analytics, Happening};
 use crate::config::StreamConfig;
 use crate::error::StreamError;
+use crate::identify::{IdentifySettings, Identifying};
 use crate::live::LiveModel;
 use crate::output::{Answered, SourceOutput, emit};
 use crate::queue::{FramePolicy, Queues};
@@ -53,6 +54,8 @@ pub struct StreamJob {
     pub workers: Option<usize>,
     /// Sees every answered frame (capture for labelling).
     pub tap: Option<Arc<dyn strix_pipeline::Tap>>,
+    /// Names tracks from an index of known faces or objects.
+    pub identify: Option<IdentifySettings>,
 }
 
 /// How a run went.
@@ -250,6 +253,7 @@ pub fn run_live(
                 progress: progress.clone(),
                 processed: 0,
                 tap: job.tap.clone().map(|t| (t, pipeline.model().spec.name.clone())),
+                identifying: job.identify.clone().map(Identifying::new),
             };
             let record = job.record.as_ref().map(|p| RecordTo {
                 path: recording_path(p, lane, names.len()),

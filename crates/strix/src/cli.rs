@@ -152,12 +152,95 @@ pub enum Command {
     /// Group unlabelled images by what they look like (embeddings, k-means): clusters and a
     /// contact sheet of each, to label a cluster at a time
     Cluster(Box<ClusterArgs>),
+    /// Watch a model: a baseline of what it saw and said, and drift of new images and answers
+    /// from it (KS, chi-squared, Wasserstein, Jensen-Shannon, MMD on embeddings)
+    #[command(subcommand)]
+    Monitor(MonitorCommand),
 }
+
+#[derive(Debug, Subcommand)]
+#[command(after_help = MONITOR_HELP)]
+pub enum MonitorCommand {
+    /// Record what a model sees and says on data it is known to do well on: statistics.json,
+    /// constraints.json (editable thresholds) and embeddings.f32
+    Baseline(Box<MonitorBaselineArgs>),
+    /// Test images against a baseline: violations.json and report.html; exit 3 on violations
+    Run(Box<MonitorRunArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct MonitorBaselineArgs {
+    /// The model watched (a zoo name, NAME:VERSION, NAME@ALIAS, a spec or ONNX file)
+    #[arg(long)]
+    pub model: String,
+    /// Images: a folder (searched recursively), files, or a labelling project
+    #[arg(long, required = true, num_args = 1..)]
+    pub data: Vec<PathBuf>,
+    /// The baseline's folder
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The model whose embeddings are compared (MMD); `none` to leave embeddings out
+    #[arg(long, default_value = "efficientnet_lite0_embed")]
+    pub embedding: String,
+    /// Values (and vectors) kept per feature, drawn uniformly
+    #[arg(long, default_value_t = 2000)]
+    pub sample: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MonitorRunArgs {
+    /// A folder `strix monitor baseline` wrote
+    #[arg(long)]
+    pub baseline: PathBuf,
+    /// Images: a folder (searched recursively), files, or a labelling project
+    #[arg(long, required = true, num_args = 1..)]
+    pub data: Vec<PathBuf>,
+    /// Only images added (a project) or modified (files) since: a time (2026-12-01T00:00:00Z)
+    /// or an age (24h)
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Where violations.json and report.html go
+    #[arg(long, default_value = "monitor")]
+    pub out: PathBuf,
+    /// The model to run [default: the one the baseline was made with]
+    #[arg(long)]
+    pub model: Option<String>,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+const MONITOR_HELP: &str = "\
+A baseline holds, for each feature, a summary and a uniform sample: image properties
+(brightness, contrast, sharpness as the variance of the Laplacian, colourfulness, width,
+height, aspect ratio, files that do not decode), answers (a classifier's top class and
+confidence; a detector's boxes per image and box areas) and a reservoir of embeddings.
+
+A run tests the images against it, feature by feature: Kolmogorov-Smirnov for numbers and
+chi-squared for the class mix while there are at most `large_sample` (1000) values, normalised
+Wasserstein (> 0.1) and Jensen-Shannon (> 0.1) beyond, as Evidently does; MMD with a
+permutation test on embeddings, as alibi-detect does. P-values share alpha (0.05) by
+Bonferroni. Thresholds are in constraints.json; `skip` leaves features out.
+
+Exit status: 0 no violation, 3 violations, 1 an error.
+
+Examples:
+  strix monitor baseline --model trash:3 --data val/ --out baseline/
+  strix monitor run --baseline baseline/ --data trash-project/ --since 24h --json";
 
 #[derive(Debug, Args)]
 #[command(after_help = CLUSTER_HELP)]
 pub struct ClusterArgs {
-    /// Image files and folders (searched recursively)
+    /// Image files and folders (searched recursively), or one labelling project
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
     /// How many clusters; without it, each k from 2 to --max-k is tried and the one with the
@@ -169,15 +252,19 @@ pub struct ClusterArgs {
     /// The embedding model (an embed model, or faceres to cluster faces)
     #[arg(long, default_value = "efficientnet_lite0_embed")]
     pub model: String,
-    /// Where clusters.json, clusters.csv and the contact sheets go
-    #[arg(long, default_value = "clusters")]
-    pub out: PathBuf,
+    /// Where clusters.json, clusters.csv and the contact sheets go [default: clusters, or
+    /// PROJECT/clusters for a labelling project]
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     /// Thumbnails per cluster on the overview sheet
     #[arg(long, default_value_t = 12)]
     pub per_cluster: usize,
     /// Seed of k-means++ (the same seed, the same clusters)
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// k-means runs from as many seedings; the one with the lowest inertia is kept
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub restarts: u64,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     #[arg(long)]
@@ -190,8 +277,16 @@ members), clusters.csv (image,cluster), overview.png (a row of samples per clust
 cluster-NN.png (every member of cluster NN). k-means++ seeding, then Lloyd's iterations, on
 unit embeddings (clusters by cosine similarity).
 
+A labelling project's images are clustered into the project too (replacing earlier clusters):
+`strix label serve PROJECT` then walks them cluster by cluster (next by: cluster), shows the
+cluster's images beside the one being labelled, and in a classification project labels the
+rest of a cluster like the image in view with one key (c). Those labels are unverified: the
+review mode walks them for a person to confirm. Images added later join no cluster until the
+next run.
+
 Examples:
   strix cluster unlabelled/ --out clusters
+  strix cluster trash-project/ --k 8
   strix cluster unlabelled/ --k 3 --json
   strix cluster visitors/ --model faceres --out people";
 
@@ -495,6 +590,21 @@ pub struct StreamArgs {
     /// Print the final summary as JSON on stdout
     #[arg(long)]
     pub json: bool,
+    /// Name tracks from this index of known faces or objects (`strix index`): each new
+    /// track's box is embedded by the index's model and looked up; a match is an `identified`
+    /// event and the name is drawn on the track
+    #[arg(long, value_name = "NAME")]
+    pub index: Option<String>,
+    /// Cosine similarity a match needs [default: Similarity 80 of the face model for a face
+    /// index, 0.8 for objects]
+    #[arg(long, value_name = "COSINE", requires = "index")]
+    pub index_threshold: Option<f32>,
+    /// Frames between two looks at a track still unnamed
+    #[arg(long, value_name = "N", default_value_t = 5, requires = "index")]
+    pub index_every: u64,
+    /// Looks at a track before it is left unnamed
+    #[arg(long, value_name = "N", default_value_t = 5, requires = "index")]
+    pub index_tries: u32,
     /// Add a sample of the frames and the model's answers to this labelling project
     #[arg(long, value_name = "PROJECT")]
     pub capture: Option<PathBuf>,
@@ -634,8 +744,9 @@ Lag (arrival from the decoder to the answer) and dropped frames are counted and 
 
 Events (one JSON object each; `source`, `frame`, `time_s` and `type`):
   appeared, left (with dwell_s), crossed (line, direction), entered / exited (zone),
-  activity (moving / still), label (a classifier's top label changed), source_lost /
-  source_reconnected, frame (with --frame-events: detections and tracks)
+  activity (moving / still), label (a classifier's top label changed), identified (with
+  --index: a track's name in the index and its similarity), source_lost / source_reconnected,
+  frame (with --frame-events: detections and tracks)
 
 Live views with --http ADDR:
   /                  a page with every source's project stream, numbers and recent events
@@ -647,7 +758,8 @@ Examples:
   strix stream street.mp4 --model nanodet_m_416 --classes person --events events.jsonl
   strix stream rtsp://cam.local/live --http 0.0.0.0:8090 --http-token $TOKEN --line door=0,400,1280,400
   strix stream /dev/video0 --task classify --model trash@production --mqtt mqtt://broker/bins
-  strix stream walk.mp4 --record annotated.mp4 --backend ort --json";
+  strix stream walk.mp4 --record annotated.mp4 --backend ort --json
+  strix stream rtsp://door.local/live --task faces --index staff --events door.jsonl";
 
 const SERVE_HELP: &str = "\
 Routes:

@@ -35,7 +35,11 @@ fn who() -> String {
 
 /// The model an index's vectors are of, loaded, and checked to still be that model (a name
 /// without a version may have moved on in the registry).
-fn index_model(ctx: &AppContext, index: &Index, runtime: &RuntimeArgs) -> Result<(Pipeline, EmbeddingModel)> {
+pub(crate) fn index_model(
+    ctx: &AppContext,
+    index: &Index,
+    runtime: &RuntimeArgs,
+) -> Result<(Pipeline, EmbeddingModel)> {
     let reference = index.manifest.model.reference.clone();
     let bars = ctx.bars();
     let model = ctx.catalog().resolve(&reference, &bars).with_context(|| format!("index {}'s model", index.name))?;
@@ -52,7 +56,7 @@ fn index_model(ctx: &AppContext, index: &Index, runtime: &RuntimeArgs) -> Result
     Ok((pipeline, identity))
 }
 
-fn open(session: &RegistrySession, name: &str) -> Result<Index> {
+pub(crate) fn open(session: &RegistrySession, name: &str) -> Result<Index> {
     let reference = ModelRef::parse(name)?;
     Ok(session.block_on(strix_index::open(&session.registry, &reference))?)
 }
@@ -176,26 +180,21 @@ async fn store_images(
 /// A labelling project's images: each file, its class label when it has one (the entry's
 /// external id unless --external-id says otherwise), and where in the project it is.
 async fn project_images(dir: &Path) -> Result<Vec<(PathBuf, Option<String>, serde_json::Map<String, Value>)>> {
-    const PAGE: i64 = 500;
     let project = strix_label::Project::open(dir).await?;
-    let mut out = Vec::new();
-    for offset in (0..).step_by(PAGE as usize) {
-        let page = project.store.images(offset, PAGE).await?;
-        for (row, annotation) in &page {
+    let files = project.files().await;
+    project.store.close().await;
+    let out = files?
+        .into_iter()
+        .map(|(row, annotation, path)| {
             let mut extra = serde_json::Map::new();
             extra.insert("project".into(), crate::inputs::absolute(dir).display().to_string().into());
             extra.insert("project_image".into(), row.id.into());
-            if let Some(a) = annotation {
+            if let Some(a) = &annotation {
                 extra.insert("reviewed".into(), a.reviewed.into());
             }
-            let class = annotation.as_ref().and_then(|a| a.labels.class.clone());
-            out.push((project.image_path(row), class, extra));
-        }
-        if (page.len() as i64) < PAGE {
-            break;
-        }
-    }
-    project.store.close().await;
+            (path, annotation.and_then(|a| a.labels.class), extra)
+        })
+        .collect();
     Ok(out)
 }
 

@@ -4,6 +4,20 @@ use std::path::{Path, PathBuf};
 
 use strix_vision::is_image_path;
 
+/// A labelling project's images (opened and closed here, outside any async runtime): each
+/// row, its current labels and its file.
+pub type ProjectFiles = Vec<(strix_label::ImageRow, Option<strix_label::Annotation>, PathBuf)>;
+
+pub fn project_files(dir: &Path) -> anyhow::Result<ProjectFiles> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    Ok(rt.block_on(async {
+        let project = strix_label::Project::open(dir).await?;
+        let rows = project.files().await;
+        project.store.close().await;
+        rows
+    })?)
+}
+
 /// Files named on the command line are taken as they are (a wrong one gets its own error
 /// later); folders are searched recursively, in name order, for image extensions. Problems
 /// reading a folder are returned beside the files.

@@ -7,6 +7,7 @@ mod context;
 mod data;
 mod eval;
 mod export;
+mod identify;
 mod index;
 mod inputs;
 mod jobs;
@@ -14,6 +15,8 @@ mod knn;
 mod label;
 mod layered;
 mod models;
+mod monitor;
+mod monitor_report;
 mod optimize;
 mod predict;
 mod progress;
@@ -72,6 +75,7 @@ fn dispatch(ctx: &AppContext, command: &Command) -> Result<ExitCode> {
         Command::Jobs(cmd) => jobs::jobs(ctx, cmd),
         Command::Index(cmd) => index::run(ctx, cmd),
         Command::Cluster(args) => cluster::run(ctx, args),
+        Command::Monitor(cmd) => monitor::run(ctx, cmd),
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use strix_core::Progress;
+use strix_core::{Progress, Task};
 use strix_stream::{
     EventSink, JsonLines, LineConfig, Mqtt, RunHooks, SourceKind, SourceOptions, StreamConfig, StreamJob, Summary,
     WebOptions, Webhook, ZoneConfig,
@@ -115,6 +115,10 @@ pub fn run(ctx: &AppContext, args: &StreamArgs) -> Result<ExitCode> {
         }
         None => None,
     };
+    let identify = crate::identify::settings(ctx, args)?;
+    if identify.is_some() && !matches!(live.current().task(), Task::Detect | Task::Faces | Task::Pose) {
+        bail!("--index names tracks: give a model with boxes (detect, faces or pose)");
+    }
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(stop.clone());
     let job = StreamJob {
@@ -142,6 +146,7 @@ pub fn run(ctx: &AppContext, args: &StreamArgs) -> Result<ExitCode> {
         top_k: args.top_k.max(1),
         workers: args.workers,
         tap: capture.clone().map(|c| c as Arc<dyn strix_pipeline::Tap>),
+        identify,
     };
     let hooks = Hooks { bars: bars.clone(), quiet: ctx.quiet };
     let summary = strix_stream::run_live(live, job, stop, &hooks)?;

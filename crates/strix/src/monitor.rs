@@ -1,0 +1,216 @@
+//! `strix monitor baseline | run`: what a model saw and said, kept as a baseline, and new
+//! images tested against it.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+use strix_core::Progress as _;
+use strix_monitor::{Baseline, BaselineBuilder, Check, Constraints, ImageProperties, Observation};
+use strix_pipeline::{BatchOptions, Pipeline};
+use strix_vision::DecodeLimits;
+
+use crate::cli::{MonitorBaselineArgs, MonitorCommand, MonitorRunArgs, RuntimeArgs};
+use crate::context::AppContext;
+use crate::inputs;
+use crate::monitor_report::number;
+
+/// Exit status of a run that found violations (0: none, 1: an error).
+const VIOLATIONS: u8 = 3;
+
+pub fn run(ctx: &AppContext, cmd: &MonitorCommand) -> Result<ExitCode> {
+    match cmd {
+        MonitorCommand::Baseline(args) => baseline(ctx, args),
+        MonitorCommand::Run(args) => run_checks(ctx, args),
+    }
+}
+
+/// The images of `data` (files, folders or one labelling project), those added or modified
+/// since `since` when given, and the paths that could not be read.
+/// Image files, and the paths given that could not be read with why.
+type Found = (Vec<PathBuf>, Vec<(PathBuf, String)>);
+
+fn images(data: &[PathBuf], since: Option<SystemTime>) -> Result<Found> {
+    let after = |t: SystemTime| since.is_none_or(|s| t >= s);
+    if let [dir] = data
+        && strix_label::Project::is_project(dir)
+    {
+        let rows = inputs::project_files(dir)?;
+        let at = |ms: i64| SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+        return Ok((
+            rows.into_iter().filter(|(row, _, _)| after(at(row.added_at))).map(|(_, _, p)| p).collect(),
+            Vec::new(),
+        ));
+    }
+    let (files, problems) = inputs::expand(data);
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).map_or(true, after);
+    Ok((files.into_iter().filter(|p| modified(p)).collect(), problems))
+}
+
+/// `--since`: a time (RFC 3339) or an age (`24h`: that long ago).
+fn since(text: &str) -> Result<SystemTime> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(text) {
+        return Ok(t);
+    }
+    let age = humantime::parse_duration(text)
+        .with_context(|| format!("--since {text:?}: give a time (2026-12-01T00:00:00Z) or an age (24h)"))?;
+    SystemTime::now().checked_sub(age).context("--since reaches before 1970")
+}
+
+/// The models a baseline or a run needs: the one watched, and the embedding model.
+struct Models {
+    watched: Pipeline,
+    embed: Option<Pipeline>,
+}
+
+fn models(ctx: &AppContext, model: &str, embedding: Option<&str>, runtime: &RuntimeArgs) -> Result<Models> {
+    let bars = ctx.bars();
+    let watched = ctx.load_pipeline(ctx.catalog().resolve(model, &bars)?, runtime)?;
+    let embed = match embedding {
+        Some(name) => {
+            let p = ctx.load_pipeline(ctx.catalog().resolve(name, &bars)?, runtime)?;
+            if p.task() != strix_core::Task::Embed {
+                bail!("--embedding {name}: a {} model; give an embed model (efficientnet_lite0_embed)", p.task());
+            }
+            Some(p)
+        }
+        None => None,
+    };
+    Ok(Models { watched, embed })
+}
+
+/// Each image's observation, in order: its properties (none when it does not decode), the
+/// watched model's answer, its embedding.
+fn observe(ctx: &AppContext, models: &Models, files: &[PathBuf]) -> Result<Vec<Observation>> {
+    let bars = ctx.bars();
+    bars.start("observing", Some(files.len() as u64), strix_core::ProgressUnit::Items);
+    let limits = DecodeLimits::default();
+    let mut out = Vec::with_capacity(files.len());
+    for path in files {
+        let img = match strix_vision::decode_file(path, &limits) {
+            Ok(img) => img,
+            Err(e) => {
+                bars.suspend(|| eprintln!("note: {}: {e} (counted as a file that does not decode)", path.display()));
+                out.push(Observation::default());
+                bars.advance(1);
+                continue;
+            }
+        };
+        let options = BatchOptions::default();
+        let answer = models.watched.predict_images(std::slice::from_ref(&img), &options)?;
+        let mut o = Observation { properties: Some(ImageProperties::of(&img)), ..Observation::default() };
+        if let Some(p) = answer.first() {
+            o = o.with_answer(&p.answer, p.width, p.height);
+        }
+        if let Some(embed) = &models.embed {
+            let v = embed.predict_images(std::slice::from_ref(&img), &options)?;
+            o.embedding = v.first().and_then(|p| strix_pipeline::vectors(&p.answer).first().map(|(_, v)| v.to_vec()));
+        }
+        out.push(o);
+        bars.advance(1);
+    }
+    bars.finish();
+    Ok(out)
+}
+
+fn baseline(ctx: &AppContext, args: &MonitorBaselineArgs) -> Result<ExitCode> {
+    let (files, problems) = images(&args.data, None)?;
+    for (path, problem) in &problems {
+        eprintln!("error: {}: {problem}", path.display());
+    }
+    if files.is_empty() {
+        bail!("no images in {}", args.data.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+    }
+    let embedding = (args.embedding != "none").then_some(args.embedding.as_str());
+    let models = models(ctx, &args.model, embedding, &args.runtime)?;
+    let mut builder = BaselineBuilder::new(args.sample, args.seed);
+    for o in observe(ctx, &models, &files)? {
+        builder.add(&o)?;
+    }
+    let task = models.watched.task().to_string();
+    let (statistics, embeddings) = builder.finish(&args.model, &task, embedding);
+    // Constraints kept from an earlier baseline in the folder: someone may have edited them.
+    let constraints = match Baseline::read(&args.out) {
+        Ok(old) => old.constraints,
+        Err(_) => Constraints::default(),
+    };
+    let baseline = Baseline { statistics, constraints, embeddings };
+    baseline.write(&args.out)?;
+    let s = &baseline.statistics;
+    if args.json {
+        println!(
+            "{}",
+            json!({"out": args.out.display().to_string(), "items": s.items, "decode_failures": s.decode_failures, "features": s.numeric.keys().chain(s.categorical.keys()).collect::<Vec<_>>()})
+        );
+    } else if !ctx.quiet {
+        eprintln!(
+            "baseline of {} on {} images ({} did not decode): {} features{}; written to {}",
+            args.model,
+            s.items,
+            s.decode_failures,
+            s.numeric.len() + s.categorical.len(),
+            s.embeddings.as_ref().map_or(String::new(), |e| format!(", {} embeddings of {}", e.count, e.model)),
+            args.out.display()
+        );
+    }
+    Ok(if problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn run_checks(ctx: &AppContext, args: &MonitorRunArgs) -> Result<ExitCode> {
+    let baseline = Baseline::read(&args.baseline).with_context(|| format!("baseline {}", args.baseline.display()))?;
+    let since = args.since.as_deref().map(since).transpose()?;
+    let (files, problems) = images(&args.data, since)?;
+    for (path, problem) in &problems {
+        eprintln!("error: {}: {problem}", path.display());
+    }
+    if files.is_empty() {
+        bail!("no images to check{}", args.since.as_ref().map(|s| format!(" since {s}")).unwrap_or_default());
+    }
+    let model = args.model.as_deref().unwrap_or(&baseline.statistics.model);
+    let embedding = baseline.statistics.embeddings.as_ref().map(|e| e.model.as_str()).filter(|m| !m.is_empty());
+    let models = models(ctx, model, embedding, &args.runtime)?;
+    let window = observe(ctx, &models, &files)?;
+    let checks = strix_monitor::check_window(&baseline, &window, args.seed);
+    let violations: Vec<&Check> = checks.iter().filter(|c| c.drift).collect();
+    std::fs::create_dir_all(&args.out).with_context(|| args.out.display().to_string())?;
+    let report = json!({
+        "baseline": args.baseline.display().to_string(),
+        "model": model,
+        "images": files.len(),
+        "since": args.since,
+        "violations": violations,
+        "checks": checks,
+    });
+    strix_core::fs::write_atomic(&args.out.join("violations.json"), serde_json::to_string_pretty(&report)?.as_bytes())
+        .with_context(|| args.out.join("violations.json").display().to_string())?;
+    let html = crate::monitor_report::html(&baseline, &window, &checks, model);
+    strix_core::fs::write_atomic(&args.out.join("report.html"), html.as_bytes())
+        .with_context(|| args.out.join("report.html").display().to_string())?;
+    if args.json {
+        println!("{}", json!({"images": files.len(), "violations": violations, "out": args.out.display().to_string()}));
+    } else if !ctx.quiet {
+        eprintln!(
+            "{} images against {}: {} checks, {} violations",
+            files.len(),
+            args.baseline.display(),
+            checks.len(),
+            violations.len()
+        );
+        for c in &checks {
+            let p = c.p_value.map_or(String::new(), |p| format!("  p {}", number(p)));
+            let verdict = if c.drift { "VIOLATION" } else { "ok" };
+            let (stat, limit) = (number(c.statistic), number(c.threshold));
+            eprintln!("  {:<16} {:<15} {stat:>9}{p:<13} (threshold {limit})  {verdict}", c.feature, c.test);
+        }
+        eprintln!("report: {}", args.out.join("report.html").display());
+    }
+    Ok(if !violations.is_empty() {
+        ExitCode::from(VIOLATIONS)
+    } else if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
