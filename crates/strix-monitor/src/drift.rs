@@ -211,6 +211,7 @@ mod tests {
             caught += usize::from(d.iter().any(|f| f == "brightness"));
             others += usize::from(d.iter().any(|f| f != "brightness"));
         }
+        eprintln!("false alarms {false_alarms} of 30; shift caught {caught} of 30, other features {others}");
         assert!(caught >= 29, "a 0.3 sd shift caught in {caught} of 30 windows");
         assert!(others <= 2, "other features flagged in {others} of 30 windows");
     }
