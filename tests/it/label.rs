@@ -1167,6 +1167,9 @@ fn clusters_label_a_project_a_cluster_at_a_time_in_chromium() {
         request(server.port, "POST", path, &[("Content-Type", "application/json")], body.to_string().as_bytes())
     };
     assert_eq!(post(&server, "/api/clusters/9/label", json!({"class": "bag"})).status, 404);
+    // Clusters made again since the client looked: its cluster numbers mean other images.
+    let stale = post(&server, "/api/clusters/1/label", json!({"class": "bag", "clustering": 1}));
+    assert!(stale.status == 409 && stale.body.contains("clusters_changed"), "{}", stale.body);
     assert_eq!(post(&server, "/api/clusters/1/label", json!({"class": "hat"})).status, 400);
     assert_eq!(post(&server, "/api/clusters/1/label", json!({"class": "bag", "x": 1})).status, 400);
     assert_eq!(server.get("/api/clusters/x").status, 400);

@@ -40,6 +40,18 @@ fn frames(fx: &Path, dir: &Path) -> (PathBuf, PathBuf) {
     (even, odd)
 }
 
+/// `from`'s frames at 80% brightness, as PNG (no second JPEG rounding) in `to`.
+fn darkened(from: &Path, to: &Path) -> PathBuf {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let mut img = image::open(&path).unwrap().to_rgb8();
+        img.pixels_mut().for_each(|p| p.0 = p.0.map(|v| (f32::from(v) * 0.8).round() as u8));
+        img.save(to.join(path.file_name().unwrap()).with_extension("png")).unwrap();
+    }
+    to.to_path_buf()
+}
+
 fn checked(out: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(out.join("violations.json")).unwrap()).unwrap()
 }
@@ -83,14 +95,7 @@ fn darkened_frames_are_flagged_on_brightness_not_on_the_class_mix() {
     assert_eq!(report["checks"].as_array().unwrap().len(), 11, "{report}");
 
     // The same frames at 80% brightness: brightness and contrast drift, the classes do not.
-    let dark = tmp.path().join("dark");
-    std::fs::create_dir_all(&dark).unwrap();
-    for entry in std::fs::read_dir(&odd).unwrap() {
-        let path = entry.unwrap().path();
-        let mut img = image::open(&path).unwrap().to_rgb8();
-        img.pixels_mut().for_each(|p| p.0 = p.0.map(|v| (f32::from(v) * 0.8).round() as u8));
-        img.save(dark.join(path.file_name().unwrap()).with_extension("png")).unwrap();
-    }
+    let dark = darkened(&odd, &tmp.path().join("dark"));
     let out = tmp.path().join("out");
     let (o, _, err) = run(cli(&fx, tmp.path())
         .args(["monitor", "run", "--baseline"])
@@ -133,4 +138,86 @@ fn darkened_frames_are_flagged_on_brightness_not_on_the_class_mix() {
     assert!(o.status.code() == Some(1) && err.contains("--since"), "{err}");
     let (o, _, err) = run_on(&base, &["--since", "2999-01-01T00:00:00Z"]);
     assert!(o.status.code() == Some(1) && err.contains("no images to check since"), "{err}");
+}
+
+/// `strix serve --monitor`: frames of the baseline's video raise nothing; once the traffic
+/// switches to darkened frames, the next test flags brightness, seen in the monitor route,
+/// `/metrics`, the JSON lines and an MQTT message on the machine's broker.
+#[test]
+fn serve_monitor_flags_a_switch_to_darkened_frames() {
+    use crate::serve::request;
+    use crate::support::{KillOnDrop, free_port, wait_for_port};
+    let fx = fixtures_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let (even, odd) = frames(&fx, tmp.path());
+    let base = tmp.path().join("baseline");
+    let (o, _, err) = run(cli(&fx, tmp.path())
+        .args(["monitor", "baseline", "--model", "efficientnet_lite0", "--data"])
+        .arg(&even)
+        .arg("--out")
+        .arg(&base));
+    assert!(o.status.success(), "{err}");
+    let topic = format!("strix/test/monitor/{}", std::process::id());
+    let sub = crate::stream::Subscriber::start(&topic);
+    let events = tmp.path().join("drift.jsonl");
+    let port = free_port();
+    let _serve = KillOnDrop(
+        cli(&fx, tmp.path())
+            .args(["serve", "--model", "efficientnet_lite0", "--port", &port.to_string(), "--monitor", "--baseline"])
+            .arg(&base)
+            .args(["--monitor-window", "50", "--monitor-every", "50", "--monitor-events"])
+            .arg(&events)
+            .args(["--monitor-mqtt", &format!("mqtt://127.0.0.1:1883/{topic}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(port);
+    let status = || request(port, "GET", "/v1/models/efficientnet_lite0/monitor", &[], b"").json();
+    let send_and_wait = |dir: &Path, tests: u64| {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        for f in files {
+            let r = request(
+                port,
+                "POST",
+                "/v1/models/efficientnet_lite0/predict",
+                &[("Content-Type", "image/png")],
+                &std::fs::read(f).unwrap(),
+            );
+            assert_eq!(r.status, 200, "{}", r.body);
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let s = status();
+            if s["tests"].as_u64() == Some(tests) {
+                return s;
+            }
+            assert!(std::time::Instant::now() < deadline, "the monitor never ran test {tests}: {s}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    let s = send_and_wait(&odd, 1);
+    assert_eq!(
+        (s["answers"].as_u64(), s["violations_total"].as_u64(), s["dropped"].as_u64()),
+        (Some(50), Some(0), Some(0)),
+        "{s}"
+    );
+
+    let dark = darkened(&odd, &tmp.path().join("dark"));
+    let s = send_and_wait(&dark, 2);
+    assert!(s["violations_by_feature"]["brightness"].as_u64() == Some(1), "{s}");
+    let metrics = request(port, "GET", "/metrics", &[], b"").body;
+    assert!(
+        metrics.contains("strix_monitor_drift{model=\"efficientnet_lite0\",feature=\"brightness\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("strix_monitor_tests{model=\"efficientnet_lite0\"} 2"), "{metrics}");
+    let published = sub.wait_for(1);
+    assert!(published.iter().any(|e| e["type"] == "drift" && e["feature"] == "brightness"), "{published:?}");
+    let lines = std::fs::read_to_string(&events).unwrap();
+    assert!(lines.lines().any(|l| l.contains("\"feature\":\"brightness\"")), "{lines}");
+    let r = request(port, "GET", "/v1/models/nothing/monitor", &[], b"");
+    assert_eq!(r.status, 404, "{}", r.body);
 }

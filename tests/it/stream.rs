@@ -74,14 +74,14 @@ fn people_in(frame: &Value) -> Vec<Detection> {
 }
 
 /// Collects what an MQTT topic receives, subscribed with QoS 1 before anything is published.
-struct Subscriber {
+pub(crate) struct Subscriber {
     got: Arc<Mutex<Vec<Vec<u8>>>>,
     client: rumqttc::Client,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Subscriber {
-    fn start(topic: &str) -> Subscriber {
+    pub(crate) fn start(topic: &str) -> Subscriber {
         let options = rumqttc::MqttOptions::new(format!("strix-test-sub-{}", std::process::id()), "127.0.0.1", 1883);
         let (client, mut connection) = rumqttc::Client::new(options, 64);
         client.subscribe(topic, rumqttc::QoS::AtLeastOnce).unwrap();
@@ -111,7 +111,7 @@ impl Subscriber {
     }
 
     /// Messages received once `n` have arrived (or 10 s passed).
-    fn wait_for(mut self, n: usize) -> Vec<Value> {
+    pub(crate) fn wait_for(mut self, n: usize) -> Vec<Value> {
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.got.lock().unwrap().len() < n && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));

@@ -60,6 +60,7 @@ CREATE TABLE IF NOT EXISTS clusters (
   cluster INTEGER NOT NULL,
   distance REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS clusters_by_cluster ON clusters (cluster, distance);
 CREATE TABLE IF NOT EXISTS clustering (
   id INTEGER PRIMARY KEY CHECK (id = 1),
   model TEXT NOT NULL,

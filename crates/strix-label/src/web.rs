@@ -413,6 +413,10 @@ async fn cluster(State(app): State<Arc<LabelApp>>, c: Result<Path<u32>, PathReje
 #[serde(deny_unknown_fields)]
 struct ClusterLabelBody {
     class: String,
+    /// The `made_at` of the clustering the client saw: refused (409) once `strix cluster` has
+    /// made new clusters, whose numbers mean other images.
+    #[serde(default)]
+    clustering: Option<i64>,
 }
 
 /// A whole cluster's unlabelled images get one class, unverified: the "review" mode walks them
@@ -433,6 +437,17 @@ async fn label_cluster(
     }
     let labels =
         Labels { class: Some(body.class), boxes: Vec::new() }.checked(p.config.task, &p.config.classes, 0, 0)?;
+    let made = p.store.clustering().await?.map(|c| c.made_at);
+    if let Some(seen) = body.clustering
+        && made != Some(seen)
+    {
+        return Err(ApiError {
+            status: StatusCode::CONFLICT,
+            code: "clusters_changed",
+            message: "the clusters were made again since this page loaded them; reload".into(),
+            extra: Some(json!({ "clustering": made })),
+        });
+    }
     let user = caller.and_then(|axum::Extension(c)| c.user);
     // On its own task, like a save: a client that hangs up must not cut it short.
     let done = tokio::spawn(async move {

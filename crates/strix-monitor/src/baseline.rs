@@ -115,7 +115,7 @@ pub struct Constraints {
     /// Divide alpha by the number of p-value tests in a check.
     pub bonferroni: bool,
     /// Up to this many values in the window, KS and chi-squared (p-values); beyond, normalised
-    /// Wasserstein and Jensen-Shannon (distances), as Evidently does.
+    /// Wasserstein and Jensen-Shannon (distances), Evidently's tests (Evidently switches on the reference's size).
     pub large_sample: usize,
     pub wasserstein_threshold: f64,
     pub jensen_shannon_threshold: f64,
@@ -151,11 +151,13 @@ impl Constraints {
             && self.wasserstein_threshold > 0.0
             && self.jensen_shannon_threshold > 0.0
             && (0.0..=1.0).contains(&self.max_decode_failure_rate)
-            && self.large_sample > 0;
+            && self.large_sample > 0
+            && self.mmd_permutations > 0;
         if ok {
             Ok(())
         } else {
-            Err("alpha in (0, 1), thresholds above 0, a rate in 0..=1, large_sample above 0".into())
+            Err("alpha in (0, 1), thresholds above 0, a rate in 0..=1, large_sample and mmd_permutations above 0"
+                .into())
         }
     }
 }
@@ -312,11 +314,24 @@ impl Baseline {
         Ok(())
     }
 
+    /// `dir`'s constraints.json, checked; `None` when there is none.
+    pub fn read_constraints(dir: &Path) -> Result<Option<Constraints>, MonitorError> {
+        let path = dir.join(CONSTRAINTS);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let constraints: Constraints = crate::read_json(&path)?;
+        constraints.check().map_err(|reason| MonitorError::Format { path, reason })?;
+        Ok(Some(constraints))
+    }
+
     /// Read a baseline folder, checking that its parts agree.
     pub fn read(dir: &Path) -> Result<Baseline, MonitorError> {
         let statistics: Statistics = crate::read_json(&dir.join(STATISTICS))?;
-        let constraints: Constraints = crate::read_json(&dir.join(CONSTRAINTS))?;
-        constraints.check().map_err(|reason| MonitorError::Format { path: dir.join(CONSTRAINTS), reason })?;
+        let constraints = Self::read_constraints(dir)?.ok_or_else(|| MonitorError::Io {
+            path: dir.join(CONSTRAINTS),
+            source: std::io::ErrorKind::NotFound.into(),
+        })?;
         let mut embeddings = Vec::new();
         if let Some(e) = &statistics.embeddings {
             let path = dir.join(&e.file);
@@ -327,7 +342,8 @@ impl Baseline {
                 });
             }
             let bytes = std::fs::read(&path).map_err(MonitorError::io(&path))?;
-            if bytes.len() != e.count * e.dimensions * 4 {
+            let want = e.count.checked_mul(e.dimensions).and_then(|n| n.checked_mul(4));
+            if e.dimensions == 0 || want != Some(bytes.len()) {
                 return Err(MonitorError::Format {
                     path,
                     reason: format!("{} bytes, not {} vectors of {} values", bytes.len(), e.count, e.dimensions),

@@ -5,6 +5,7 @@
 
 pub mod baseline;
 pub mod drift;
+pub mod live;
 pub mod mmd;
 pub mod properties;
 pub mod stats;
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 pub use baseline::{Baseline, BaselineBuilder, Constraints, Observation, Statistics};
 pub use drift::{Check, check_window};
+pub use live::{Embedder, LiveMonitor, LiveSettings, MonitorStatus, OnCheck};
 pub use properties::ImageProperties;
 
 #[derive(Debug, thiserror::Error)]

@@ -1,15 +1,28 @@
 //! Maximum mean discrepancy between two sets of vectors, with a permutation test: alibi-detect's
-//! `MMDDrift` (Gaussian RBF kernel, bandwidth by the median heuristic, unbiased MMD², p-value
-//! from permutations of the pooled vectors).
+//! `MMDDrift` (Gaussian RBF kernel, its bandwidth from the reference's pairwise distances by the
+//! median heuristic, unbiased MMD², p-value from permutations of the pooled vectors).
+
+/// Most vectors of a window the test takes (evenly spaced): the kernel matrix grows with the
+/// square of the vectors.
+pub const MAX_CURRENT: usize = 2000;
 
 /// `(mmd², p-value)` of `current` against `reference` (each `n x d`, row-major), with
-/// `permutations` shuffles drawn from `seed`.
+/// `permutations` shuffles drawn from `seed`. Vectors with a value that is not finite are left
+/// out; a window beyond [`MAX_CURRENT`] vectors is thinned to it.
 pub fn mmd_test(reference: &[f32], current: &[f32], d: usize, permutations: usize, seed: u64) -> (f64, f64) {
-    let (n, m) = (reference.len() / d.max(1), current.len() / d.max(1));
-    if n < 2 || m < 2 || d == 0 {
+    if d == 0 {
         return (0.0, 1.0);
     }
-    let pooled: Vec<&[f32]> = reference.chunks_exact(d).chain(current.chunks_exact(d)).collect();
+    let finite = |v: &&[f32]| v.iter().all(|x| x.is_finite());
+    let reference: Vec<&[f32]> = reference.chunks_exact(d).filter(finite).collect();
+    let current: Vec<&[f32]> = current.chunks_exact(d).filter(finite).collect();
+    let step = current.len().div_ceil(MAX_CURRENT).max(1);
+    let current: Vec<&[f32]> = current.into_iter().step_by(step).collect();
+    let (n, m) = (reference.len(), current.len());
+    if n < 2 || m < 2 {
+        return (0.0, 1.0);
+    }
+    let pooled: Vec<&[f32]> = reference.into_iter().chain(current).collect();
     let total = pooled.len();
     let mut dist = vec![0.0f64; total * total];
     for i in 0..total {
@@ -19,11 +32,12 @@ pub fn mmd_test(reference: &[f32], current: &[f32], d: usize, permutations: usiz
             dist[j * total + i] = s;
         }
     }
-    // alibi-detect's sigma_median: half the median of the reference-to-current squared distances.
-    let mut across: Vec<f64> =
-        (0..n).flat_map(|i| (n..total).map(move |j| (i, j))).map(|(i, j)| dist[i * total + j]).collect();
-    across.sort_by(f64::total_cmp);
-    let median = across[(across.len() / 2).saturating_sub(1)];
+    // alibi-detect's sigma_median on the reference against itself (the bandwidth is fixed by
+    // the baseline, not by the window): half the median of its pairwise squared distances.
+    let mut within: Vec<f64> =
+        (0..n).flat_map(|i| (i + 1..n).map(move |j| (i, j))).map(|(i, j)| dist[i * total + j]).collect();
+    within.sort_by(f64::total_cmp);
+    let median = within[(within.len() / 2).saturating_sub(1)];
     let sigma2 = (0.5 * median).max(f64::MIN_POSITIVE);
     let kernel: Vec<f64> = dist.iter().map(|d2| (-d2 / (2.0 * sigma2)).exp()).collect();
     let observed = mmd2(&kernel, total, &(0..total).collect::<Vec<_>>(), n);

@@ -4,9 +4,10 @@
 
 use std::collections::BTreeMap;
 
-/// Two-sided two-sample Kolmogorov-Smirnov: the statistic and its p-value, as
-/// `scipy.stats.ks_2samp` gives them (method `auto`: exact while both samples have at most
-/// 10,000 values, else Kolmogorov's limit). NaN values must be left out by the caller.
+/// Two-sided two-sample Kolmogorov-Smirnov: the statistic and its p-value. While both samples
+/// have at most 10,000 values the p-value is exact, as `scipy.stats.ks_2samp` gives it; beyond,
+/// it is Kolmogorov's limit, where scipy takes `kstwo` at round(mn / (m + n)) (within 1% at
+/// 20,000 against 15,000). NaN values must be left out by the caller.
 pub fn ks_2samp(a: &[f64], b: &[f64]) -> (f64, f64) {
     let (m, n) = (a.len(), b.len());
     if m == 0 || n == 0 {

@@ -118,7 +118,8 @@ pub(crate) async fn infer(
     let loaded = model.current();
     model.preparing.fetch_add(1, Ordering::SeqCst);
     // A second handle on the same buffer (no copy), for the tap once the answer is in.
-    let tapped = state.tap.as_ref().map(|_| bytes.clone());
+    let monitor = state.monitor_of(&model.name);
+    let tapped = (state.tap.is_some() || monitor.is_some()).then(|| bytes.clone());
     let prepared = prepare(state, &model.name, &loaded, bytes).await;
     model.preparing.fetch_sub(1, Ordering::SeqCst);
     let input = prepared?;
@@ -131,8 +132,13 @@ pub(crate) async fn infer(
     drop(slot);
     let answer = answer?;
     let version = loaded.version_label(&model.name);
-    if let (Some(tap), Some(bytes)) = (&state.tap, tapped) {
-        tap.encoded(&bytes, &version, &answer);
+    if let Some(bytes) = tapped {
+        if let Some(tap) = &state.tap {
+            tap.encoded(&bytes, &version, &answer);
+        }
+        if let Some(m) = monitor {
+            m.encoded(&bytes, &answer.answer, answer.width, answer.height);
+        }
     }
     Ok((answer, version))
 }

@@ -53,6 +53,26 @@ struct TapLabels {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FeatureLabels {
+    model: String,
+    feature: String,
+}
+
+/// A gauge of floats (drift statistics, p-values).
+type Float = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+/// The drift monitors' numbers, per model and feature (`--monitor`).
+#[derive(Debug, Default)]
+struct MonitorFamilies {
+    statistic: Family<FeatureLabels, Float>,
+    p_value: Family<FeatureLabels, Float>,
+    drift: Family<FeatureLabels, Gauge>,
+    violations: Family<FeatureLabels, Gauge>,
+    answers: Family<ModelLabels, Gauge>,
+    tests: Family<ModelLabels, Gauge>,
+}
+
 fn latency_histogram() -> Histogram {
     // 1 ms to ~33 s.
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
@@ -72,6 +92,7 @@ pub struct Metrics {
     reloads: Family<ReloadLabels, Counter>,
     decodes: Family<DecodeLabels, Counter>,
     tap_dropped: Family<TapLabels, Gauge>,
+    monitors: MonitorFamilies,
 }
 
 impl Metrics {
@@ -103,12 +124,35 @@ impl Metrics {
             "Samples the capture picked but did not keep (writer behind, project full, write failed)",
             tap_dropped.clone(),
         );
+        let monitors = MonitorFamilies::default();
+        registry.register(
+            "monitor_statistic",
+            "The latest drift test's statistic (KS D, chi-squared, distance, MMD squared), by model and feature",
+            monitors.statistic.clone(),
+        );
+        registry.register(
+            "monitor_p_value",
+            "The latest drift test's p-value, by model and feature",
+            monitors.p_value.clone(),
+        );
+        registry.register(
+            "monitor_drift",
+            "1 if the latest test found drift, by model and feature",
+            monitors.drift.clone(),
+        );
+        registry.register(
+            "monitor_violations",
+            "Drift tests that found drift so far, by model and feature",
+            monitors.violations.clone(),
+        );
+        registry.register("monitor_answers", "Answers the monitor has taken, by model", monitors.answers.clone());
+        registry.register("monitor_tests", "Drift tests run, by model", monitors.tests.clone());
         for (model, histogram, workers) in models {
             let per_model = registry.sub_registry_with_label((Cow::Borrowed("model"), Cow::Owned(model.clone())));
             per_model.register("batch_size", "Images per inference", histogram.clone());
             per_model.register("worker_images", "Images each batch worker ran, by worker", workers.clone());
         }
-        Metrics { registry, requests, latency, queue, reloads, decodes, tap_dropped }
+        Metrics { registry, requests, latency, queue, reloads, decodes, tap_dropped, monitors }
     }
 
     /// Count an answer. `model` is `None` for requests that named no served model (so
@@ -135,6 +179,24 @@ impl Metrics {
             _ => "1/8",
         };
         self.decodes.get_or_create(&DecodeLabels { model: model.to_string(), scale }).inc();
+    }
+
+    /// Set the monitor gauges from a monitor's status.
+    pub fn monitor(&self, status: &strix_monitor::MonitorStatus) {
+        let m = &self.monitors;
+        let model = ModelLabels { model: status.model.clone() };
+        m.answers.get_or_create(&model).set(i64::try_from(status.answers).unwrap_or(i64::MAX));
+        m.tests.get_or_create(&model).set(i64::try_from(status.tests).unwrap_or(i64::MAX));
+        for c in &status.last {
+            let labels = FeatureLabels { model: status.model.clone(), feature: c.feature.clone() };
+            m.statistic.get_or_create(&labels).set(if c.statistic.is_finite() { c.statistic } else { f64::MAX });
+            if let Some(p) = c.p_value {
+                m.p_value.get_or_create(&labels).set(p);
+            }
+            m.drift.get_or_create(&labels).set(i64::from(c.drift));
+            let count = status.violations_by_feature.get(&c.feature).copied().unwrap_or(0);
+            m.violations.get_or_create(&labels).set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
     }
 
     /// The text exposition, with queue depths and the tap's drops as they are now.

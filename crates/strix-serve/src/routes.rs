@@ -39,6 +39,7 @@ pub fn app(state: Arc<ServeState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{name}/reload", post(crate::follow::reload))
+        .route("/v1/models/{name}/monitor", get(monitor))
         .merge(crate::kserve::routes())
         .merge(images)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NotFound", "no such route") })
@@ -110,8 +111,25 @@ async fn take_decode_slot(
 async fn metrics(State(state): State<Arc<ServeState>>) -> Response {
     let depths = state.models.iter().map(|m| (m.name.clone(), m.depth()));
     let dropped = state.tap.as_ref().map(|t| t.dropped()).unwrap_or_default();
+    for m in &state.monitors {
+        state.metrics.monitor(&m.status());
+    }
     let text = state.metrics.render(depths, &dropped);
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
+}
+
+/// A monitored model's drift: its window, its latest test of every feature, violations so far.
+async fn monitor(State(state): State<Arc<ServeState>>, Path(name): Path<String>) -> Response {
+    match state.monitor_of(&name) {
+        Some(m) => axum::Json(m.status()).into_response(),
+        None if state.models.iter().any(|m| m.name == name) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NotMonitored",
+            format!("model {name} is not monitored: start serve with --monitor"),
+        )
+        .into_response(),
+        None => ApiError::new(StatusCode::NOT_FOUND, "ModelNotFound", format!("no model {name}")).into_response(),
+    }
 }
 
 async fn ping(State(state): State<Arc<ServeState>>) -> StatusCode {

@@ -130,6 +130,8 @@ pub struct ServeState {
     pub(crate) gate: strix_http::Gate,
     /// Vector indexes and face collections (`--index`, Rekognition's collection actions).
     pub(crate) indexes: Option<Indexes>,
+    /// Drift monitors, each of one served model's answers (`--monitor`).
+    pub(crate) monitors: Vec<Arc<strix_monitor::LiveMonitor>>,
 }
 
 /// Indexes the server searches and Rekognition's face collections: they live in the registry,
@@ -253,7 +255,18 @@ impl ServeState {
             fast_decode: false,
             gate: strix_http::Gate::default(),
             indexes: None,
+            monitors: Vec::new(),
         }
+    }
+
+    /// Show the answers of the served model `monitor.model()` names to `monitor`.
+    pub fn with_monitor(mut self, monitor: Arc<strix_monitor::LiveMonitor>) -> ServeState {
+        self.monitors.push(monitor);
+        self
+    }
+
+    pub(crate) fn monitor_of(&self, model: &str) -> Option<&Arc<strix_monitor::LiveMonitor>> {
+        self.monitors.iter().find(|m| m.model() == model)
     }
 
     /// Search these indexes and keep face collections in the registry they name.

@@ -80,7 +80,7 @@ impl Identifying {
         let mut happened = Vec::new();
         for t in tracks.iter().filter(|t| t.seen) {
             let state = self.tracks.entry(t.id).or_default();
-            let due = state.tries == 0 || index >= state.last_frame + s.every_frames.max(1);
+            let due = state.tries == 0 || index >= state.last_frame.saturating_add(s.every_frames.max(1));
             if state.identity.is_some() || state.tries >= s.max_tries || !due {
                 continue;
             }

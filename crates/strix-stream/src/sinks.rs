@@ -44,6 +44,26 @@ pub trait EventSink: Send {
     fn close(self: Box<Self>) -> SinkReport;
 }
 
+/// The sinks a command line names: JSON lines to a file (`-`: stdout), a webhook, an MQTT
+/// topic; each checked as it opens.
+pub fn open_sinks(
+    events: Option<&str>,
+    webhook: Option<&str>,
+    mqtt: Option<&str>,
+) -> Result<Vec<Box<dyn EventSink>>, StreamError> {
+    let mut sinks: Vec<Box<dyn EventSink>> = Vec::new();
+    if let Some(path) = events {
+        sinks.push(Box::new(JsonLines::open(path)?));
+    }
+    if let Some(url) = webhook {
+        sinks.push(Box::new(Webhook::open(url)?));
+    }
+    if let Some(url) = mqtt {
+        sinks.push(Box::new(Mqtt::open(url, Duration::from_secs(5))?));
+    }
+    Ok(sinks)
+}
+
 /// JSON lines to a file or stdout.
 pub struct JsonLines {
     name: String,

@@ -226,9 +226,9 @@ height, aspect ratio, files that do not decode), answers (a classifier's top cla
 confidence; a detector's boxes per image and box areas) and a reservoir of embeddings.
 
 A run tests the images against it, feature by feature: Kolmogorov-Smirnov for numbers and
-chi-squared for the class mix while there are at most `large_sample` (1000) values, normalised
-Wasserstein (> 0.1) and Jensen-Shannon (> 0.1) beyond, as Evidently does; MMD with a
-permutation test on embeddings, as alibi-detect does. P-values share alpha (0.05) by
+chi-squared (homogeneity) for the class mix while the window has at most `large_sample` (1000)
+values; normalised Wasserstein (> 0.1) and Jensen-Shannon (> 0.1) beyond, Evidently's tests; MMD
+with a permutation test on embeddings, as alibi-detect does. P-values share alpha (0.05) by
 Bonferroni. Thresholds are in constraints.json; `skip` leaves features out.
 
 Exit status: 0 no violation, 3 violations, 1 an error.
@@ -482,6 +482,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub capture_limits: CaptureArgs,
     #[command(flatten)]
+    pub monitor: MonitorLiveArgs,
+    #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
 
@@ -615,6 +617,34 @@ pub struct StreamArgs {
     pub capture_limits: CaptureArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+}
+
+/// Drift monitoring while serving (and streaming).
+#[derive(Debug, Args)]
+pub struct MonitorLiveArgs {
+    /// Test the (first) model's answers for drift against --baseline: a rolling window of
+    /// answers, tested every --monitor-every answers; GET /v1/models/NAME/monitor, gauges in
+    /// /metrics, violations as events
+    #[arg(long)]
+    pub monitor: bool,
+    /// A folder `strix monitor baseline` wrote for this model
+    #[arg(long, value_name = "DIR", requires = "monitor")]
+    pub baseline: Option<PathBuf>,
+    /// Answers in the rolling window
+    #[arg(long, value_name = "N", default_value_t = 500, requires = "monitor")]
+    pub monitor_window: usize,
+    /// Answers between two tests
+    #[arg(long, value_name = "N", default_value_t = 100, requires = "monitor")]
+    pub monitor_every: usize,
+    /// Violations as JSON lines to this file (`-`: stdout)
+    #[arg(long, value_name = "FILE", requires = "monitor")]
+    pub monitor_events: Option<String>,
+    /// Violations POSTed to this URL
+    #[arg(long, value_name = "URL", requires = "monitor")]
+    pub monitor_webhook: Option<String>,
+    /// Violations published to mqtt://HOST[:PORT]/TOPIC (QoS 1)
+    #[arg(long, value_name = "URL", requires = "monitor")]
+    pub monitor_mqtt: Option<String>,
 }
 
 /// How a capture picks and how much it keeps (serve and stream).
@@ -771,6 +801,8 @@ Routes:
   POST /  (X-Amz-Target: RekognitionService.DetectLabels | DetectText | DetectFaces)
                                                 Rekognition's request and answer shapes
   POST /v1/models/NAME/reload                   check NAME's registry alias now; swap in a new version
+  GET  /v1/models/NAME/monitor                  with --monitor: the drift window, the latest test of
+                                                every feature, violations so far
   GET  /metrics                                 Prometheus: requests, latency, batch sizes, queue depth,
                                                 reloads (swapped / refused / failed)
 Open Inference Protocol (KServe v2; NVIDIA's tritonclient works unchanged):

@@ -16,6 +16,7 @@ mod label;
 mod layered;
 mod models;
 mod monitor;
+mod monitor_live;
 mod monitor_report;
 mod optimize;
 mod predict;

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 use strix_core::Progress as _;
-use strix_monitor::{Baseline, BaselineBuilder, Check, Constraints, ImageProperties, Observation};
+use strix_monitor::{Baseline, BaselineBuilder, Check, ImageProperties, Observation};
 use strix_pipeline::{BatchOptions, Pipeline};
 use strix_vision::DecodeLimits;
 
@@ -131,11 +131,11 @@ fn baseline(ctx: &AppContext, args: &MonitorBaselineArgs) -> Result<ExitCode> {
     }
     let task = models.watched.task().to_string();
     let (statistics, embeddings) = builder.finish(&args.model, &task, embedding);
-    // Constraints kept from an earlier baseline in the folder: someone may have edited them.
-    let constraints = match Baseline::read(&args.out) {
-        Ok(old) => old.constraints,
-        Err(_) => Constraints::default(),
-    };
+    // Constraints kept from an earlier baseline in the folder: someone may have edited them,
+    // so one that does not read stops the run rather than being replaced.
+    let constraints = Baseline::read_constraints(&args.out)
+        .with_context(|| format!("the constraints already in {}", args.out.display()))?
+        .unwrap_or_default();
     let baseline = Baseline { statistics, constraints, embeddings };
     baseline.write(&args.out)?;
     let s = &baseline.statistics;

@@ -140,6 +140,13 @@ pub fn run(ctx: &AppContext, args: &ServeArgs) -> Result<ExitCode> {
         state = state.with_tap(c.clone());
         capture = Some(c);
     }
+    let live = match served.first() {
+        Some((_, name)) => crate::monitor_live::start(ctx, &args.monitor, name, &args.runtime)?,
+        None => None,
+    };
+    if let Some(l) = &live {
+        state = state.with_monitor(l.monitor.clone());
+    }
     let state = Arc::new(state);
     if !args.follow_interval.is_zero() {
         let interval = args.follow_interval;
@@ -171,6 +178,9 @@ pub fn run(ctx: &AppContext, args: &ServeArgs) -> Result<ExitCode> {
     })?;
     if let Some(c) = capture {
         eprintln!("capture: {}", c.close().summary("requests"));
+    }
+    if let Some(l) = live {
+        eprintln!("{}", l.close());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -5,13 +5,11 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use strix_core::{Progress, Task};
 use strix_stream::{
-    EventSink, JsonLines, LineConfig, Mqtt, RunHooks, SourceKind, SourceOptions, StreamConfig, StreamJob, Summary,
-    WebOptions, Webhook, ZoneConfig,
+    LineConfig, RunHooks, SourceKind, SourceOptions, StreamConfig, StreamJob, Summary, WebOptions, ZoneConfig,
 };
 
 use crate::cli::StreamArgs;
@@ -68,16 +66,7 @@ pub fn run(ctx: &AppContext, args: &StreamArgs) -> Result<ExitCode> {
         strix_stream::check_recordings(&paths, &sources, args.force)?;
     }
     // Outputs are checked before the model loads: a typo in a URL should not cost a load.
-    let mut sinks: Vec<Box<dyn EventSink>> = Vec::new();
-    if let Some(path) = &args.events {
-        sinks.push(Box::new(JsonLines::open(path)?));
-    }
-    if let Some(url) = &args.webhook {
-        sinks.push(Box::new(Webhook::open(url)?));
-    }
-    if let Some(url) = &args.mqtt {
-        sinks.push(Box::new(Mqtt::open(url, Duration::from_secs(5))?));
-    }
+    let sinks = strix_stream::open_sinks(args.events.as_deref(), args.webhook.as_deref(), args.mqtt.as_deref())?;
 
     let bars = Arc::new(ctx.bars());
     let model =
