@@ -636,6 +636,44 @@ fn keys_label_a_classification_project_that_trains_serves_and_captures() {
         let file = server.get(&format!("/api/images/{id}/file"));
         assert_eq!(file.status, 200);
     }
+
+    // Quality: the captured images labelled against the model's own answers score 0; labelled
+    // as it answered, 1. Either is compared with the version's validation accuracy.
+    let val: Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap()).unwrap();
+    let val_accuracy = val["val"]["accuracy"].as_f64().unwrap();
+    let captured: Vec<(i64, String)> = server.get("/api/images").json()["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["image"]["root"] == "captured")
+        .map(|i| {
+            let id = i["image"]["id"].as_i64().unwrap();
+            let answer = server.get(&format!("/api/images/{id}")).json()["suggestion"]["classes"][0]["class"].clone();
+            (id, answer.as_str().unwrap().to_string())
+        })
+        .collect();
+    let quality = |version: i64, opposite: bool| {
+        for (id, answer) in &captured {
+            let class = if (answer == "fruit") == opposite { "animal" } else { "fruit" };
+            assert_eq!(server.save(*id, version, json!({ "class": class })).status, 200);
+        }
+        let out = tmp.path().join(format!("quality{version}"));
+        let (o, stdout, err) = run(strix(&fx, tmp.path())
+            .env("STRIX_HOME", &home)
+            .args(["monitor", "quality", "--model", "trash:1", "--json", "--project"])
+            .arg(&project)
+            .arg("--out")
+            .arg(&out));
+        let report: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout} {err}"));
+        assert_eq!(report["images"], 2, "{report}");
+        assert_eq!(report["figures"][0]["validation"].as_f64(), Some(val_accuracy), "{report}");
+        (o.status.code(), report["figures"][0]["current"].as_f64().unwrap())
+    };
+    let (code, accuracy) = quality(0, true);
+    eprintln!("validation accuracy {val_accuracy}: quality exits {code:?} at accuracy {accuracy}");
+    assert_eq!(accuracy, 0.0);
+    assert_eq!(code, Some(if val_accuracy > 0.05 { 3 } else { 0 }), "validation accuracy {val_accuracy}");
+    assert_eq!(quality(1, false), (Some(0), 1.0));
 }
 
 /// Two clients save one image on the same version: one wins, the other gets 409 and the

@@ -52,6 +52,17 @@ fn darkened(from: &Path, to: &Path) -> PathBuf {
     to.to_path_buf()
 }
 
+/// `strix monitor baseline` of efficientnet_lite0 on `data` into `out`, with `extra` flags.
+fn make_baseline(fx: &Path, tmp: &Path, data: &Path, out: &Path, extra: &[&str]) {
+    let (o, _, err) = run(cli(fx, tmp)
+        .args(["monitor", "baseline", "--model", "efficientnet_lite0", "--data"])
+        .arg(data)
+        .arg("--out")
+        .arg(out)
+        .args(extra));
+    assert!(o.status.success(), "{err}");
+}
+
 fn checked(out: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(out.join("violations.json")).unwrap()).unwrap()
 }
@@ -128,12 +139,7 @@ fn darkened_frames_are_flagged_on_brightness_not_on_the_class_mix() {
     let (o, _, err) = run_on(&base, &[]);
     assert!(o.status.code() == Some(1) && err.contains("constraints.json") && err.contains("typo"), "{err}");
     std::fs::remove_file(base.join("constraints.json")).unwrap();
-    let (o, _, err) = run(cli(&fx, tmp.path())
-        .args(["monitor", "baseline", "--model", "efficientnet_lite0", "--embedding", "none", "--data"])
-        .arg(&even)
-        .arg("--out")
-        .arg(&base));
-    assert!(o.status.success(), "{err}");
+    make_baseline(&fx, tmp.path(), &even, &base, &["--embedding", "none"]);
     let (o, _, err) = run_on(&base, &["--since", "yesterday-ish"]);
     assert!(o.status.code() == Some(1) && err.contains("--since"), "{err}");
     let (o, _, err) = run_on(&base, &["--since", "2999-01-01T00:00:00Z"]);
@@ -151,12 +157,7 @@ fn serve_monitor_flags_a_switch_to_darkened_frames() {
     let tmp = tempfile::tempdir().unwrap();
     let (even, odd) = frames(&fx, tmp.path());
     let base = tmp.path().join("baseline");
-    let (o, _, err) = run(cli(&fx, tmp.path())
-        .args(["monitor", "baseline", "--model", "efficientnet_lite0", "--data"])
-        .arg(&even)
-        .arg("--out")
-        .arg(&base));
-    assert!(o.status.success(), "{err}");
+    make_baseline(&fx, tmp.path(), &even, &base, &[]);
     let topic = format!("strix/test/monitor/{}", std::process::id());
     let sub = crate::stream::Subscriber::start(&topic);
     let events = tmp.path().join("drift.jsonl");
@@ -220,4 +221,40 @@ fn serve_monitor_flags_a_switch_to_darkened_frames() {
     assert!(lines.lines().any(|l| l.contains("\"feature\":\"brightness\"")), "{lines}");
     let r = request(port, "GET", "/v1/models/nothing/monitor", &[], b"");
     assert_eq!(r.status, 404, "{}", r.body);
+}
+
+/// `strix stream --monitor`: a folder whose first 50 frames are the video's and next 50 the
+/// same darkened: the first test (50 answers) raises nothing, the second flags brightness.
+#[test]
+fn stream_monitor_flags_the_darkened_half_of_a_run() {
+    let fx = fixtures_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let (even, odd) = frames(&fx, tmp.path());
+    let dark = darkened(&odd, &tmp.path().join("dark"));
+    let base = tmp.path().join("baseline");
+    make_baseline(&fx, tmp.path(), &even, &base, &["--embedding", "none"]);
+    let mixed = tmp.path().join("mixed");
+    std::fs::create_dir_all(&mixed).unwrap();
+    for (prefix, dir) in [("a", &odd), ("b", &dark)] {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = format!("{prefix}_{}", path.file_name().unwrap().to_string_lossy());
+            std::fs::copy(&path, mixed.join(name)).unwrap();
+        }
+    }
+    let events = tmp.path().join("drift.jsonl");
+    let (o, _, err) = run(strix(&fx, &tmp.path().join("cache"))
+        .env("STRIX_HOME", tmp.path().join("home"))
+        .arg("stream")
+        .arg(&mixed)
+        .args(["--task", "classify", "--model", "efficientnet_lite0", "--policy", "all", "--monitor", "--baseline"])
+        .arg(&base)
+        .args(["--monitor-window", "50", "--monitor-every", "50", "--monitor-events"])
+        .arg(&events));
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("monitor: 100 answers, 2 tests"), "{err}");
+    let drift: Vec<Value> =
+        std::fs::read_to_string(&events).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(drift.iter().any(|e| e["feature"] == "brightness"), "{drift:?}");
+    assert!(drift.iter().all(|e| e["answers"] == 100), "a violation before the switch: {drift:?}");
 }

@@ -8,6 +8,7 @@ pub mod drift;
 pub mod live;
 pub mod mmd;
 pub mod properties;
+pub mod quality;
 pub mod stats;
 
 use std::path::{Path, PathBuf};

@@ -76,6 +76,24 @@ pub trait Tap: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// Several taps seeing the same answers (capture and a drift monitor).
+#[derive(Debug)]
+pub struct Taps(pub Vec<std::sync::Arc<dyn Tap>>);
+
+impl Tap for Taps {
+    fn encoded(&self, bytes: &[u8], model: &str, prediction: &Prediction) {
+        self.0.iter().for_each(|t| t.encoded(bytes, model, prediction));
+    }
+
+    fn frame(&self, image: &RgbImage, model: &str, prediction: &Prediction) {
+        self.0.iter().for_each(|t| t.frame(image, model, prediction));
+    }
+
+    fn dropped(&self) -> Vec<(&'static str, u64)> {
+        self.0.iter().flat_map(|t| t.dropped()).collect()
+    }
+}
+
 /// Draw an answer onto the image it is about.
 pub fn annotate(img: &mut RgbImage, prediction: &Prediction) {
     use strix_vision::{draw, pose};

@@ -166,6 +166,32 @@ pub enum MonitorCommand {
     Baseline(Box<MonitorBaselineArgs>),
     /// Test images against a baseline: violations.json and report.html; exit 3 on violations
     Run(Box<MonitorRunArgs>),
+    /// Score a registered classifier on the captured images people have labelled since, against
+    /// its validation figures: quality.json; exit 3 when a figure dropped too far
+    Quality(Box<MonitorQualityArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct MonitorQualityArgs {
+    /// A registered version (NAME:VERSION or NAME@ALIAS): its validation figures are the yardstick
+    #[arg(long)]
+    pub model: String,
+    /// The labelling project its captured images went to (`--capture`)
+    #[arg(long)]
+    pub project: PathBuf,
+    /// Only labels saved since: a time (2026-12-01T00:00:00Z) or an age (7d)
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Largest drop of accuracy or macro-F1 below the validation figure that is not a violation
+    #[arg(long, default_value_t = 0.05)]
+    pub max_drop: f64,
+    /// Where quality.json goes
+    #[arg(long, default_value = "monitor")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -615,6 +641,8 @@ pub struct StreamArgs {
     pub capture_every: u64,
     #[command(flatten)]
     pub capture_limits: CaptureArgs,
+    #[command(flatten)]
+    pub monitor: MonitorLiveArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }

@@ -17,6 +17,7 @@ mod layered;
 mod models;
 mod monitor;
 mod monitor_live;
+mod monitor_quality;
 mod monitor_report;
 mod optimize;
 mod predict;

@@ -24,6 +24,7 @@ pub fn run(ctx: &AppContext, cmd: &MonitorCommand) -> Result<ExitCode> {
     match cmd {
         MonitorCommand::Baseline(args) => baseline(ctx, args),
         MonitorCommand::Run(args) => run_checks(ctx, args),
+        MonitorCommand::Quality(args) => crate::monitor_quality::run(ctx, args),
     }
 }
 
@@ -50,7 +51,7 @@ fn images(data: &[PathBuf], since: Option<SystemTime>) -> Result<Found> {
 }
 
 /// `--since`: a time (RFC 3339) or an age (`24h`: that long ago).
-fn since(text: &str) -> Result<SystemTime> {
+pub(crate) fn since(text: &str) -> Result<SystemTime> {
     if let Ok(t) = humantime::parse_rfc3339_weak(text) {
         return Ok(t);
     }

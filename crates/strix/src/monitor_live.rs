@@ -1,4 +1,4 @@
-//! `--monitor` for `strix serve`: a baseline loaded, the embedding model it names, and the
+//! `--monitor` for `strix serve` and `strix stream`: a baseline loaded, the embedding model it names, and the
 //! violations sent where `--monitor-events`, `--monitor-webhook` and `--monitor-mqtt` say.
 
 use std::sync::{Arc, Mutex};
@@ -94,7 +94,7 @@ pub fn start(ctx: &AppContext, args: &MonitorLiveArgs, model: &str, runtime: &Ru
     let settings = LiveSettings { window: args.monitor_window, every: args.monitor_every, seed: 1 };
     let monitor = Arc::new(LiveMonitor::start(model, baseline, &name, settings, embedder, on_check));
     eprintln!(
-        "strix serve: monitoring {model} against {name} (window {}, tested every {} answers)",
+        "monitoring {model} against {name} (window {}, tested every {} answers)",
         args.monitor_window, args.monitor_every
     );
     Ok(Some(Live { monitor, sinks }))

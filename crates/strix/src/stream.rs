@@ -105,6 +105,9 @@ pub fn run(ctx: &AppContext, args: &StreamArgs) -> Result<ExitCode> {
         None => None,
     };
     let identify = crate::identify::settings(ctx, args)?;
+    let watched = live.current().model().spec.name.clone();
+    let monitor = crate::monitor_live::start(ctx, &args.monitor, &watched, &args.runtime)?;
+    let monitor_tap = monitor.as_ref().map(|l| l.monitor.clone() as Arc<dyn strix_pipeline::Tap>);
     if identify.is_some() && !matches!(live.current().task(), Task::Detect | Task::Faces | Task::Pose) {
         bail!("--index names tracks: give a model with boxes (detect, faces or pose)");
     }
@@ -134,7 +137,7 @@ pub fn run(ctx: &AppContext, args: &StreamArgs) -> Result<ExitCode> {
         frame_events: args.frame_events,
         top_k: args.top_k.max(1),
         workers: args.workers,
-        tap: capture.clone().map(|c| c as Arc<dyn strix_pipeline::Tap>),
+        tap: taps(capture.clone().map(|c| c as Arc<dyn strix_pipeline::Tap>), monitor_tap),
         identify,
     };
     let hooks = Hooks { bars: bars.clone(), quiet: ctx.quiet };
@@ -144,6 +147,9 @@ pub fn run(ctx: &AppContext, args: &StreamArgs) -> Result<ExitCode> {
         if !ctx.quiet {
             eprintln!("capture: {}", stats.summary("frames"));
         }
+    }
+    if let Some(m) = monitor {
+        eprintln!("{}", m.close());
     }
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
@@ -155,6 +161,17 @@ pub fn run(ctx: &AppContext, args: &StreamArgs) -> Result<ExitCode> {
 }
 
 /// The summary for people.
+/// The taps a run feeds: capture, a drift monitor, both, or none.
+fn taps(
+    capture: Option<Arc<dyn strix_pipeline::Tap>>,
+    monitor: Option<Arc<dyn strix_pipeline::Tap>>,
+) -> Option<Arc<dyn strix_pipeline::Tap>> {
+    match (capture, monitor) {
+        (Some(a), Some(b)) => Some(Arc::new(strix_pipeline::Taps(vec![a, b]))),
+        (a, b) => a.or(b),
+    }
+}
+
 fn render(s: &Summary) -> String {
     let mut out = String::new();
     let p = &s.parallelism;
