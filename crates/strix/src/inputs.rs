@@ -67,6 +67,17 @@ pub fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
+/// `--since`: a time (RFC 3339) or an age (`24h`: that long ago).
+pub fn since(text: &str) -> anyhow::Result<std::time::SystemTime> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(text) {
+        return Ok(t);
+    }
+    use anyhow::Context as _;
+    let age = humantime::parse_duration(text)
+        .with_context(|| format!("--since {text:?}: give a time (2026-12-01T00:00:00Z) or an age (24h)"))?;
+    std::time::SystemTime::now().checked_sub(age).context("--since reaches before 1970")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -50,16 +50,6 @@ fn images(data: &[PathBuf], since: Option<SystemTime>) -> Result<Found> {
     Ok((files.into_iter().filter(|p| modified(p)).collect(), problems))
 }
 
-/// `--since`: a time (RFC 3339) or an age (`24h`: that long ago).
-pub(crate) fn since(text: &str) -> Result<SystemTime> {
-    if let Ok(t) = humantime::parse_rfc3339_weak(text) {
-        return Ok(t);
-    }
-    let age = humantime::parse_duration(text)
-        .with_context(|| format!("--since {text:?}: give a time (2026-12-01T00:00:00Z) or an age (24h)"))?;
-    SystemTime::now().checked_sub(age).context("--since reaches before 1970")
-}
-
 /// The models a baseline or a run needs: the one watched, and the embedding model.
 struct Models {
     watched: Pipeline,
@@ -161,7 +151,7 @@ fn baseline(ctx: &AppContext, args: &MonitorBaselineArgs) -> Result<ExitCode> {
 
 fn run_checks(ctx: &AppContext, args: &MonitorRunArgs) -> Result<ExitCode> {
     let baseline = Baseline::read(&args.baseline).with_context(|| format!("baseline {}", args.baseline.display()))?;
-    let since = args.since.as_deref().map(since).transpose()?;
+    let since = args.since.as_deref().map(inputs::since).transpose()?;
     let (files, problems) = images(&args.data, since)?;
     for (path, problem) in &problems {
         eprintln!("error: {}: {problem}", path.display());

@@ -45,7 +45,7 @@ pub fn run(ctx: &AppContext, args: &MonitorQualityArgs) -> Result<ExitCode> {
         bail!("--max-drop {}: a share, 0 to 1", args.max_drop);
     }
     let (label, val_accuracy, val_f1) = validation_figures(ctx, &args.model)?;
-    let since_ms = match args.since.as_deref().map(crate::monitor::since).transpose()? {
+    let since_ms = match args.since.as_deref().map(crate::inputs::since).transpose()? {
         Some(t) => t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64),
         None => 0,
     };
