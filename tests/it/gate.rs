@@ -35,7 +35,7 @@ fn label_serve(fx: &Path, tmp: &Path, extra: &[&str]) -> (KillOnDrop, u16) {
 }
 
 /// One request with the `Host` and extra header lines given.
-fn call(port: u16, method: &str, path: &str, host: &str, extra: &str, body: &str) -> Reply {
+pub(crate) fn call(port: u16, method: &str, path: &str, host: &str, extra: &str, body: &str) -> Reply {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let head = format!(

@@ -1136,6 +1136,40 @@ fn clusters_label_a_project_a_cluster_at_a_time_in_chromium() {
     let sizes: Vec<u64> = made["clusters"].as_array().unwrap().iter().map(|c| c["size"].as_u64().unwrap()).collect();
     assert_eq!((sizes.len(), sizes.iter().sum::<u64>()), (3, 60), "{made}");
 
+    // Hostile clients, refused before anything is written: a page on another host name (DNS
+    // rebinding), a repeated field, a cluster number past u32, a body announced at 1 GiB.
+    let json_type = "Content-Type: application/json\r\n";
+    let rebound = crate::gate::call(
+        server.port,
+        "POST",
+        "/api/clusters/1/label",
+        "rebind.attacker.example",
+        json_type,
+        r#"{"class": "bag"}"#,
+    );
+    assert_eq!(rebound.status, 421, "{}", rebound.body);
+    let repeated = crate::gate::call(
+        server.port,
+        "POST",
+        "/api/clusters/1/label",
+        "127.0.0.1",
+        json_type,
+        r#"{"class": "bag", "class": "bag"}"#,
+    );
+    assert!(repeated.status == 400 && repeated.body.contains("duplicate"), "{}", repeated.body);
+    let past = crate::gate::call(
+        server.port,
+        "POST",
+        "/api/clusters/99999999999/label",
+        "127.0.0.1",
+        json_type,
+        r#"{"class": "bag"}"#,
+    );
+    assert_eq!(past.status, 400, "{}", past.body);
+    assert_eq!(head_only(server.port, "/api/clusters/1/label", 1 << 30).status, 413);
+    let untouched = server.get("/api/project").json()["stats"].clone();
+    assert_eq!(untouched["labelled"], 0, "{untouched}");
+
     let mut b = Browser::launch(&chromium);
     b.open(&format!("http://127.0.0.1:{}/", server.port));
     b.eval("document.getElementById('order').value = 'cluster'; document.getElementById('order').onchange(); true");

@@ -221,6 +221,8 @@ fn serve_monitor_flags_a_switch_to_darkened_frames() {
     assert!(lines.lines().any(|l| l.contains("\"feature\":\"brightness\"")), "{lines}");
     let r = request(port, "GET", "/v1/models/nothing/monitor", &[], b"");
     assert_eq!(r.status, 404, "{}", r.body);
+    let rebound = crate::gate::call(port, "GET", "/v1/models/efficientnet_lite0/monitor", "evil.example", "", "");
+    assert_eq!(rebound.status, 421, "{}", rebound.body);
 }
 
 /// `strix stream --monitor`: a folder whose first 50 frames are the video's and next 50 the

@@ -26,6 +26,11 @@ pub struct Observation {
 }
 
 impl Observation {
+    /// An image's properties, with nothing of an answer yet.
+    pub fn of_image(img: &image::RgbImage) -> Observation {
+        Observation { properties: Some(ImageProperties::of(img)), ..Observation::default() }
+    }
+
     /// Add what `answer` (to a `width` x `height` image) says: a classifier's top class and
     /// score, a detector's boxes and their areas as shares of the image.
     pub fn with_answer(mut self, answer: &Answer, width: u32, height: u32) -> Observation {

@@ -15,7 +15,6 @@ use strix_core::Answer;
 
 use crate::baseline::{Baseline, Observation};
 use crate::drift::{Check, check_window};
-use crate::properties::ImageProperties;
 
 /// How the window is kept and tested.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -170,8 +169,7 @@ impl Worker {
                 },
                 Item::Frame(img, answer, w, h) => (img, answer, w, h),
             };
-            let mut o = Observation { properties: Some(ImageProperties::of(&img)), ..Observation::default() }
-                .with_answer(&answer, w, h);
+            let mut o = Observation::of_image(&img).with_answer(&answer, w, h);
             if self.baseline.statistics.embeddings.is_some() {
                 o.embedding = self.embedder.as_ref().and_then(|e| e(&img));
             }
@@ -243,11 +241,7 @@ mod tests {
         let mut b = BaselineBuilder::new(500, 1);
         for i in 0..200u32 {
             let img = grey(100 + (i % 20) as u8);
-            let o = Observation { properties: Some(ImageProperties::of(&img)), ..Observation::default() }.with_answer(
-                &labels(["a", "b"][i as usize % 2]),
-                32,
-                24,
-            );
+            let o = Observation::of_image(&img).with_answer(&labels(["a", "b"][i as usize % 2]), 32, 24);
             b.add(&o).unwrap();
         }
         let (statistics, embeddings) = b.finish("m", "classify", None);

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 use strix_core::Progress as _;
-use strix_monitor::{Baseline, BaselineBuilder, Check, ImageProperties, Observation};
+use strix_monitor::{Baseline, BaselineBuilder, Check, Observation};
 use strix_pipeline::{BatchOptions, Pipeline};
 use strix_vision::DecodeLimits;
 
@@ -91,13 +91,13 @@ fn observe(ctx: &AppContext, models: &Models, files: &[PathBuf]) -> Result<Vec<O
         };
         let options = BatchOptions::default();
         let answer = models.watched.predict_images(std::slice::from_ref(&img), &options)?;
-        let mut o = Observation { properties: Some(ImageProperties::of(&img)), ..Observation::default() };
+        let mut o = Observation::of_image(&img);
         if let Some(p) = answer.first() {
             o = o.with_answer(&p.answer, p.width, p.height);
         }
         if let Some(embed) = &models.embed {
             let v = embed.predict_images(std::slice::from_ref(&img), &options)?;
-            o.embedding = v.first().and_then(|p| strix_pipeline::vectors(&p.answer).first().map(|(_, v)| v.to_vec()));
+            o.embedding = v.first().and_then(strix_index::query_vector).map(|(_, v)| v);
         }
         out.push(o);
         bars.advance(1);

@@ -61,7 +61,7 @@ pub fn start(ctx: &AppContext, args: &MonitorLiveArgs, model: &str, runtime: &Ru
             let pipeline = ctx.load_pipeline(ctx.catalog().resolve(&e.model, &bars)?, runtime)?;
             Some(Box::new(move |img: &strix_vision::RgbImage| {
                 let answers = pipeline.predict_images(std::slice::from_ref(img), &BatchOptions::default()).ok()?;
-                answers.first().and_then(|p| strix_pipeline::vectors(&p.answer).first().map(|(_, v)| v.to_vec()))
+                answers.first().and_then(strix_index::query_vector).map(|(_, v)| v)
             }))
         }
         None => None,

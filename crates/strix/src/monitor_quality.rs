@@ -67,10 +67,12 @@ pub fn run(ctx: &AppContext, args: &MonitorQualityArgs) -> Result<ExitCode> {
     let bars = ctx.bars();
     let pipeline = ctx.load_pipeline(ctx.catalog().resolve(&args.model, &bars)?, &args.runtime)?;
     let files: Vec<std::path::PathBuf> = labelled.iter().map(|(p, _)| p.clone()).collect();
+    let truths: std::collections::HashMap<&std::path::Path, &String> =
+        labelled.iter().map(|(p, c)| (p.as_path(), c)).collect();
     let mut pairs = Vec::new();
     let mut failed = 0usize;
     pipeline.predict_files(&files, &BatchOptions::default(), &bars, |outcome| {
-        let truth = labelled.iter().find(|(p, _)| *p == outcome.path).map(|(_, c)| c.clone());
+        let truth = truths.get(outcome.path.as_path()).map(|c| (*c).clone());
         match (&outcome.result, truth) {
             (Ok(p), Some(truth)) => {
                 let top = match &p.answer {
