@@ -68,6 +68,7 @@ fn a_small_detector_learns_exports_and_evaluates_as_trained() {
     }
     assert!(report.contains(&format!("mAP@[.5:.95] {map:.4}, mAP@.5 {map50:.4}")), "the report reads the summary");
     registered_detector_shows_its_map(&fx, tmp.path(), &run_dir, (map, map50));
+    quality_of_captured_detections(&fx, tmp.path(), &scenes.coco, map);
 }
 
 /// `models register RUN` then `models show NAME:1` (and `--json`): the lineage carries the
@@ -98,6 +99,113 @@ fn registered_detector_shows_its_map(fx: &Path, tmp: &Path, run_dir: &Path, (map
     assert!(out.status.success(), "{stderr}");
     let line = shown.lines().find(|l| l.trim_start().starts_with("metrics")).unwrap_or_default();
     assert!(line.contains(&format!("val mAP@[.5:.95] {map:.4}, mAP@.5 {map50:.4}")), "{shown}");
+}
+
+/// `strix monitor quality` on a detector: the validation scenes streamed through det:1 and
+/// captured, then labelled with their truth, score the mAP it was registered with (exit 0);
+/// labelled with every class swapped for the next, they make it drop (exit 3).
+fn quality_of_captured_detections(fx: &Path, tmp: &Path, coco: &Path, map: f64) {
+    let store = tmp.join("registry");
+    let cli = || {
+        let mut cmd = strix(fx, &tmp.join("cache"));
+        cmd.env("STRIX_HOME", tmp.join("home"))
+            .env("STRIX_REGISTRY_STORE", &store)
+            .env("STRIX_REGISTRY_DB", format!("sqlite://{}?mode=rwc", store.join("registry.db").display()));
+        cmd
+    };
+    let stub = tmp.join("stub");
+    std::fs::create_dir_all(stub.join("labels")).unwrap();
+    std::fs::create_dir_all(stub.join("images")).unwrap();
+    std::fs::write(stub.join("labels/classes.txt"), CLASSES.join("\n")).unwrap();
+    let project = tmp.join("captured");
+    let (out, _, stderr) = run(cli()
+        .args(["label", "import", "--format", "yolo", "--annotations"])
+        .arg(stub.join("labels"))
+        .arg("--images")
+        .arg(stub.join("images"))
+        .arg(&project));
+    assert!(out.status.success(), "{stderr}");
+    let val = coco.join("images/val");
+    let (out, _, stderr) = run(cli()
+        .arg("stream")
+        .arg(&val)
+        .args(["--model", "det:1", "--policy", "all", "--capture-every", "1", "--capture"])
+        .arg(&project));
+    assert!(out.status.success(), "{stderr}");
+    // The truth of each validation scene, by its pixels.
+    let gt: Value =
+        serde_json::from_slice(&std::fs::read(coco.join("annotations/instances_val.json")).unwrap()).unwrap();
+    let name_of =
+        |id: &Value| gt["categories"].as_array().unwrap().iter().find(|c| c["id"] == *id).unwrap()["name"].clone();
+    type Boxes = Vec<(String, [f32; 4])>;
+    let scenes: Vec<(image::RgbImage, Boxes)> = gt["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|im| {
+            let boxes = gt["annotations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|a| a["image_id"] == im["id"])
+                .map(|a| {
+                    let b: Vec<f32> =
+                        a["bbox"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+                    (name_of(&a["category_id"]).as_str().unwrap().to_string(), [b[0], b[1], b[2], b[3]])
+                })
+                .collect();
+            (image::open(val.join(im["file_name"].as_str().unwrap())).unwrap().to_rgb8(), boxes)
+        })
+        .collect();
+    let label_all = |swap: bool| {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let p = strix_label::Project::open(&project).await.unwrap();
+            let rows = p.store.images(0, 100).await.unwrap();
+            assert_eq!(rows.len(), scenes.len());
+            for (row, a) in rows {
+                let img = image::open(p.image_path(&row)).unwrap().to_rgb8();
+                let distance = |s: &image::RgbImage| -> u64 {
+                    s.as_raw().iter().zip(img.as_raw()).map(|(a, b)| u64::from(a.abs_diff(*b))).sum()
+                };
+                let (_, boxes) = scenes.iter().min_by_key(|(s, _)| distance(s)).unwrap();
+                let boxes = boxes
+                    .iter()
+                    .map(|(class, [x, y, w, h])| {
+                        let i = CLASSES.iter().position(|c| c == class).unwrap();
+                        let class = if swap { CLASSES[(i + 1) % CLASSES.len()] } else { CLASSES[i] };
+                        strix_label::LabelBox { class: class.to_string(), x: *x, y: *y, w: *w, h: *h }
+                    })
+                    .collect();
+                let labels = strix_label::Labels { class: None, boxes };
+                p.store.save(row.id, a.map_or(0, |a| a.version), &labels, true, "test").await.unwrap();
+            }
+            p.store.close().await;
+        });
+    };
+    let quality = || {
+        let (out, stdout, stderr) = run(cli()
+            .args(["monitor", "quality", "--model", "det:1", "--json", "--project"])
+            .arg(&project)
+            .arg("--out")
+            .arg(tmp.join("quality")));
+        let report: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("{stdout}\n{stderr}"));
+        (out.status.code(), report)
+    };
+    label_all(false);
+    let (code, report) = quality();
+    let now = report["figures"][0]["current"].as_f64().unwrap();
+    assert_eq!(report["figures"][0]["metric"], "map", "{report}");
+    assert_eq!(code, Some(0), "{report}");
+    assert!((now - map).abs() < 0.05, "captured mAP {now} against validation {map}: {report}");
+    label_all(true);
+    let (code, report) = quality();
+    assert_eq!(code, Some(3), "{report}");
+    let swapped = report["figures"][0]["current"].as_f64().unwrap();
+    assert!(swapped < map - 0.05, "{report}");
+    eprintln!(
+        "monitor quality on det:1: captured scenes mAP {now:.4} (validation {map:.4}), classes swapped {swapped:.4}"
+    );
 }
 
 /// kill -9 inside epoch 2, `--resume`: the run ends with the weights of an uninterrupted one.

@@ -30,6 +30,7 @@ mod label;
 mod layers;
 mod monitor;
 mod optimize;
+mod pipeline;
 mod registry;
 mod runner;
 mod runtime;

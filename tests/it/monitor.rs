@@ -260,3 +260,165 @@ fn stream_monitor_flags_the_darkened_half_of_a_run() {
     assert!(drift.iter().any(|e| e["feature"] == "brightness"), "{drift:?}");
     assert!(drift.iter().all(|e| e["answers"] == 100), "a violation before the switch: {drift:?}");
 }
+
+/// The stream page's drift section: a baseline of darkened half-size frames, then the video
+/// itself live; once the monitor has tested a window, the page (rendered by headless Chromium)
+/// lists brightness as drift, with the window and the baseline above it.
+#[test]
+fn the_stream_page_shows_the_monitors_verdicts() {
+    use crate::stream::{chromium, http_get, start_live};
+    let fx = fixtures_or_skip!();
+    let Some(chromium) = chromium() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (even, _) = frames(&fx, tmp.path());
+    let dark = darkened(&even, &tmp.path().join("dark"));
+    let base = tmp.path().join("baseline");
+    make_baseline(&fx, tmp.path(), &dark, &base, &["--embedding", "none"]);
+    let base_arg = base.display().to_string();
+    let extra = ["--loop", "--realtime", "--duration", "90s", "--task", "classify", "--model", "efficientnet_lite0"];
+    let monitor = ["--monitor", "--baseline", &base_arg, "--monitor-window", "30", "--monitor-every", "30"];
+    let (mut child, addr, stderr) = start_live(&fx, &tmp.path().join("cache"), &[&extra[..], &monitor[..]].concat());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (_, body) = http_get(&addr, "/stats");
+        let stats: Value = serde_json::from_slice(&body).unwrap();
+        if stats["monitor"]["tests"].as_u64().unwrap_or(0) >= 1 {
+            assert!(stats["monitor"]["violations_by_feature"]["brightness"].as_u64() >= Some(1), "{stats}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no test in a minute: {stats}\n{}", stderr.lock().unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let profile = tmp.path().join("chromium-profile");
+    let out = Command::new(chromium)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
+        .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(["--virtual-time-budget=3000", "--timeout=8000", "--dump-dom"])
+        .arg(format!("http://{addr}/"))
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let drift = &dom[dom.find("id=\"drift\"").unwrap_or_else(|| panic!("no drift section: {dom}"))..];
+    let drift = &drift[..drift.find("</section>").unwrap()];
+    assert!(!drift.starts_with("id=\"drift\" hidden"), "the drift section is hidden: {drift}");
+    assert!(drift.contains("answers watched") && drift.contains(&base_arg), "{drift}");
+    let row = drift.split("<tr>").find(|r| r.contains("<td>brightness</td>")).unwrap_or_else(|| panic!("{drift}"));
+    assert!(row.contains("DRIFT"), "{row}");
+    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    assert!(child.wait().unwrap().success(), "{}", stderr.lock().unwrap());
+}
+
+/// efficientnet_lite0 on tract, in this process.
+fn efficientnet(fx: &Path, tmp: &Path) -> strix_pipeline::Pipeline {
+    let resolver = strix_zoo::Resolver {
+        cache_dir: tmp.join("cache"),
+        search_path: vec![fx.join("models")],
+        hub: None,
+        offline: true,
+    };
+    let located = strix_zoo::locate("efficientnet_lite0", &crate::support::empty_home()).unwrap();
+    let model = resolver.resolve(&located, &strix_core::NoProgress).unwrap();
+    let runtime = strix_runtime::open(strix_runtime::Backend::Tract, &Default::default()).unwrap();
+    strix_pipeline::Pipeline::load(model, runtime.as_ref()).unwrap()
+}
+
+/// Every image's observation: its properties and the model's answer.
+fn observations(pipeline: &strix_pipeline::Pipeline, images: &[image::RgbImage]) -> Vec<strix_monitor::Observation> {
+    images
+        .iter()
+        .map(|img| {
+            let p = pipeline.predict_images(std::slice::from_ref(img), &Default::default()).unwrap().remove(0);
+            strix_monitor::Observation::of_image(img).with_answer(&p.answer, p.width, p.height)
+        })
+        .collect()
+}
+
+/// `n` crops of the fixture photos, each a random photo, side and place (seeded).
+fn photo_crops(fx: &Path, names: &[&str], n: usize, seed: u64) -> Vec<image::RgbImage> {
+    let photos: Vec<image::RgbImage> =
+        names.iter().map(|p| image::open(fx.join("images").join(p)).unwrap().to_rgb8()).collect();
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut next = move |below: u32| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % u64::from(below.max(1))) as u32
+    };
+    (0..n)
+        .map(|_| {
+            let photo = &photos[next(photos.len() as u32) as usize];
+            let (w, h) = photo.dimensions();
+            let side = w.min(h) / 2 + next(w.min(h) / 2);
+            image::imageops::crop_imm(photo, next(w - side + 1), next(h - side + 1), side, side).to_image()
+        })
+        .collect()
+}
+
+/// How many of `windows` raise a violation against `baseline`, with the features that did.
+fn raised(baseline: &strix_monitor::Baseline, windows: &[Vec<strix_monitor::Observation>]) -> (usize, Vec<String>) {
+    let mut features = Vec::new();
+    let mut count = 0;
+    for (i, w) in windows.iter().enumerate() {
+        let drifted: Vec<String> = strix_monitor::check_window(baseline, w, i as u64)
+            .into_iter()
+            .filter(|c| c.drift)
+            .map(|c| c.feature)
+            .collect();
+        count += usize::from(!drifted.is_empty());
+        features.extend(drifted);
+    }
+    (count, features)
+}
+
+fn baseline_of(observations: &[strix_monitor::Observation]) -> strix_monitor::Baseline {
+    let mut builder = strix_monitor::BaselineBuilder::new(2000, 1);
+    for o in observations {
+        builder.add(o).unwrap();
+    }
+    let (statistics, embeddings) = builder.finish("efficientnet_lite0", "classify", None);
+    strix_monitor::Baseline { statistics, constraints: Default::default(), embeddings }
+}
+
+/// Acceptance, on real images: 20 windows drawn from the same distribution as the baseline
+/// raise a violation at most once (7%), for crops of the fixture photos (independent windows)
+/// and for the video's frames (windows of the odd frames against the even ones); a window
+/// whose answers are all one class flags the class mix.
+#[test]
+fn same_distribution_windows_rarely_raise_and_a_one_class_window_does() {
+    let fx = fixtures_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    // Photo crops: a baseline of 100, then 20 windows of 20 fresh crops each (windows drawn
+    // from one shared pool would share its luck, and raise together).
+    let model = efficientnet(&fx, tmp.path());
+    let names =
+        ["apple.jpg", "baboon.jpg", "butterfly.jpg", "chelsea.png", "coffee.png", "orange.jpg", "squirrel_cls.jpg"];
+    let baseline = baseline_of(&observations(&model, &photo_crops(&fx, &names, 100, 7)));
+    let windows: Vec<Vec<_>> = (0..20).map(|w| observations(&model, &photo_crops(&fx, &names, 20, 100 + w))).collect();
+    let (photo_alarms, photo_features) = raised(&baseline, &windows);
+    // A window of crops of the orange alone: the class mix moves.
+    let oranges = observations(&model, &photo_crops(&fx, &["orange.jpg"], 30, 9));
+    let checks = strix_monitor::check_window(&baseline, &oranges, 1);
+    let class = checks.iter().find(|c| c.feature == "predicted_class").unwrap();
+    assert!(class.drift, "a window of one class passed the class test: {class:?}");
+
+    // The video's frames: a baseline of the even ones, 20 windows of 25 of the odd ones.
+    let (even, odd) = frames(&fx, tmp.path());
+    let load = |dir: &Path| -> Vec<image::RgbImage> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        files.iter().map(|f| image::open(f).unwrap().to_rgb8()).collect()
+    };
+    let baseline = baseline_of(&observations(&model, &load(&even)));
+    let odd = observations(&model, &load(&odd));
+    let windows: Vec<Vec<_>> =
+        (0..20).map(|w| (0..25).map(|i| odd[(w * 13 + i * 7) % odd.len()].clone()).collect()).collect();
+    let (frame_alarms, frame_features) = raised(&baseline, &windows);
+    eprintln!(
+        "same-distribution windows raising a violation: photo crops {photo_alarms} of 20 {photo_features:?}, \
+         video frames {frame_alarms} of 20 {frame_features:?}; a one-class window: class mix p {:?}",
+        class.p_value
+    );
+    assert!(photo_alarms <= 1, "{photo_alarms} of 20 photo windows raised: {photo_features:?}");
+    assert!(frame_alarms <= 1, "{frame_alarms} of 20 frame windows raised: {frame_features:?}");
+}

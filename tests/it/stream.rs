@@ -346,7 +346,7 @@ fn next_part(r: &mut BufReader<TcpStream>) -> Vec<u8> {
     jpeg
 }
 
-fn http_get(addr: &str, path: &str) -> (String, Vec<u8>) {
+pub(crate) fn http_get(addr: &str, path: &str) -> (String, Vec<u8>) {
     let mut s = TcpStream::connect(addr).unwrap();
     write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
     let mut all = Vec::new();
@@ -356,7 +356,7 @@ fn http_get(addr: &str, path: &str) -> (String, Vec<u8>) {
 }
 
 /// A running `strix stream --http 127.0.0.1:0` and the address it printed.
-fn start_live(fx: &Path, cache: &Path, extra: &[&str]) -> (Child, String, Arc<Mutex<String>>) {
+pub(crate) fn start_live(fx: &Path, cache: &Path, extra: &[&str]) -> (Child, String, Arc<Mutex<String>>) {
     let mut child = stream_cmd(fx, cache)
         .arg(fx.join(VIDEO))
         .args(["--http", "127.0.0.1:0"])
@@ -750,6 +750,7 @@ fn sources_sharing_a_model_are_batched_together() {
         workers: Some(1),
         tap: None,
         identify: None,
+        monitor_status: None,
     };
     struct Quiet;
     impl strix_stream::RunHooks for Quiet {}

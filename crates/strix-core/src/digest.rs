@@ -28,6 +28,38 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// Lower-case hex SHA-256 of a file, or of a folder's files: `<sha256>  <relative path>` lines
+/// (`sha256sum`'s form, `/` between names), sorted by path. Names and contents both count, so a
+/// renamed, added, removed or edited file changes it; where the folder lives does not. Links
+/// are followed; hidden files and folders (`.name`) are left out.
+pub fn sha256_tree(path: &Path) -> std::io::Result<String> {
+    if !path.is_dir() {
+        return Ok(sha256_file(path)?.0);
+    }
+    let mut files = Vec::new();
+    let mut pending = vec![path.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let p = entry.path();
+            if p.is_dir() { pending.push(p) } else { files.push(p) }
+        }
+    }
+    let mut lines: Vec<String> = files
+        .iter()
+        .map(|f| {
+            let rel = f.strip_prefix(path).unwrap_or(f);
+            let rel: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+            Ok(format!("{}  {}\n", sha256_file(f)?.0, rel.join("/")))
+        })
+        .collect::<std::io::Result<_>>()?;
+    lines.sort_by(|a, b| a[66..].cmp(&b[66..]));
+    Ok(sha256_hex(lines.concat().as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,5 +73,28 @@ mod tests {
         std::fs::write(&dir, b"abc").unwrap();
         assert_eq!(sha256_file(&dir).unwrap(), (abc.to_string(), 3));
         std::fs::remove_file(&dir).unwrap();
+    }
+
+    #[test]
+    fn tree_digests_follow_names_and_contents_not_the_folders_place() {
+        let tmp = tempfile::tempdir().unwrap();
+        let make = |root: &Path| {
+            std::fs::create_dir_all(root.join("a")).unwrap();
+            std::fs::write(root.join("a/x.txt"), b"x").unwrap();
+            std::fs::write(root.join("y.txt"), b"y").unwrap();
+            std::fs::write(root.join(".hidden"), b"h").unwrap();
+        };
+        let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+        make(&one);
+        make(&two);
+        let d = sha256_tree(&one).unwrap();
+        assert_eq!(d, sha256_tree(&two).unwrap());
+        std::fs::write(two.join(".hidden"), b"changed").unwrap();
+        assert_eq!(d, sha256_tree(&two).unwrap());
+        std::fs::write(two.join("a/x.txt"), b"X").unwrap();
+        assert_ne!(d, sha256_tree(&two).unwrap());
+        std::fs::rename(one.join("y.txt"), one.join("z.txt")).unwrap();
+        assert_ne!(d, sha256_tree(&one).unwrap());
+        assert_eq!(sha256_tree(&one.join("z.txt")).unwrap(), sha256_hex(b"y"));
     }
 }

@@ -66,15 +66,19 @@ fn pairs(a: &[f32], b: Option<&[f32]>, d: usize, threshold: f32, exact_work: usi
         };
         let graph = Graph::build(&segment).map_err(graph_err)?;
         let queries = b.unwrap_or(a);
+        // Within one set a pair may be found from either end; the graph is approximate (and
+        // built on several threads), so both ends are asked and the pair kept once.
+        let mut seen = std::collections::HashSet::new();
         for j in 0..nb {
             for (i, similarity) in graph.search(row(queries, d, j), NEIGHBOURS + 1).map_err(graph_err)? {
                 let i = i as usize;
-                let keep = match b {
-                    Some(_) => true,
-                    None => i < j,
+                let (first, second) = match b {
+                    Some(_) => (i, j),
+                    None if i == j => continue,
+                    None => (i.min(j), i.max(j)),
                 };
-                if keep && similarity >= threshold {
-                    out.push(Pair { a: i, b: j, similarity });
+                if similarity >= threshold && seen.insert((first, second)) {
+                    out.push(Pair { a: first, b: second, similarity });
                 }
             }
         }

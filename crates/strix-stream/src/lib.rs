@@ -34,4 +34,4 @@ pub use sinks::{Event, EventSink, JsonLines, Mqtt, SinkReport, Webhook, open_sin
 pub use source::{RawFrame, Source, SourceInfo, SourceKind, SourceNotice, SourceOptions, SourceStopper};
 pub use stats::{LagSummary, SourceStats};
 pub use track::{Activity, Observation, Track, TrackUpdate, Tracker, TrackerConfig};
-pub use web::WebOptions;
+pub use web::{StatusFn, WebOptions};

@@ -56,6 +56,8 @@ pub struct StreamJob {
     pub tap: Option<Arc<dyn strix_pipeline::Tap>>,
     /// Names tracks from an index of known faces or objects.
     pub identify: Option<IdentifySettings>,
+    /// The drift monitor's status, for the page's drift section.
+    pub monitor_status: Option<crate::web::StatusFn>,
 }
 
 /// How a run went.
@@ -160,7 +162,7 @@ pub fn run_live(
         .map(|((s, n), p)| Meter::new(n.clone(), s.kind().is_live(), *p))
         .collect();
     let model_name = pipeline.model().spec.name.clone();
-    let board = Arc::new(Board::new(model_name.clone(), meters));
+    let board = Arc::new(Board::new(model_name.clone(), meters).with_monitor(job.monitor_status.clone()));
     board.set_version(crate::live::version_of(&pipeline));
     // A latest-policy queue holds one frame: anything older is stale by definition.
     let queues: Arc<Queues<Item>> = Arc::new(Queues::new(

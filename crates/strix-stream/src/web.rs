@@ -44,6 +44,9 @@ impl Views {
     }
 }
 
+/// Extra numbers for the page, read at each refresh (the drift monitor's status).
+pub type StatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
 /// What the run shares with the page: frames, numbers, recent events.
 pub struct Board {
     pub model: String,
@@ -53,6 +56,7 @@ pub struct Board {
     closing: watch::Sender<bool>,
     /// The registry version answering now (`NAME:VERSION`), when there is one.
     version: Mutex<Option<String>>,
+    monitor: Option<StatusFn>,
 }
 
 #[derive(Serialize)]
@@ -61,6 +65,9 @@ struct StatsBody<'a> {
     model_version: Option<String>,
     sources: Vec<SourceStats>,
     recent_events: Vec<Event>,
+    /// The drift monitor's status, when one watches the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    monitor: Option<serde_json::Value>,
 }
 
 impl Board {
@@ -72,7 +79,14 @@ impl Board {
             recent: Mutex::new(VecDeque::new()),
             closing: watch::Sender::new(false),
             version: Mutex::new(None),
+            monitor: None,
         }
+    }
+
+    /// The page shows what `status` gives in its drift section.
+    pub fn with_monitor(mut self, status: Option<StatusFn>) -> Self {
+        self.monitor = status;
+        self
     }
 
     pub fn version(&self) -> Option<String> {
@@ -103,6 +117,7 @@ impl Board {
             model_version: self.version(),
             sources: (0..self.meters.len()).map(|i| self.meter(i).snapshot()).collect(),
             recent_events: self.recent.lock().unwrap_or_else(|e| e.into_inner()).iter().rev().cloned().collect(),
+            monitor: self.monitor.as_ref().map(|f| f()),
         };
         serde_json::to_string(&body).unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string())
     }

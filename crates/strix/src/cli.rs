@@ -156,7 +156,70 @@ pub enum Command {
     /// from it (KS, chi-squared, Wasserstein, Jensen-Shannon, MMD on embeddings)
     #[command(subcommand)]
     Monitor(MonitorCommand),
+    /// From labels to a deployed version in one command: snapshot, train or tune, evaluate,
+    /// a condition, register, move an alias; each step cached by the digest of its inputs
+    #[command(subcommand)]
+    Pipeline(PipelineCommand),
 }
+
+#[derive(Debug, Subcommand)]
+#[command(after_help = PIPELINE_HELP)]
+pub enum PipelineCommand {
+    /// Run a PIPELINE.toml's steps; those whose inputs and settings are unchanged are not run
+    /// again, and an interrupted training run resumes from its checkpoint
+    Run(Box<PipelineRunArgs>),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = PIPELINE_HELP)]
+pub struct PipelineRunArgs {
+    /// The pipeline file (below: what it holds)
+    #[arg(value_name = "PIPELINE.toml")]
+    pub file: PathBuf,
+    /// Train (or tune) on workers: the training step becomes a job on this NATS JetStream queue
+    #[arg(long, value_name = "URL")]
+    pub queue: Option<String>,
+    /// The queue's other settings (TOML, as `strix worker --queue-config`)
+    #[arg(long, value_name = "FILE")]
+    pub queue_config: Option<PathBuf>,
+    /// Print the outcome as one JSON object (each step: status, seconds, output)
+    #[arg(long)]
+    pub json: bool,
+}
+
+const PIPELINE_HELP: &str = "\
+PIPELINE.toml holds one table per step; they run in this order, and an absent table is a step
+left out. Relative paths are the file's folder's.
+
+  state = \"trash.pipeline\"        # records and runs [default: <file name>.pipeline beside it]
+  [snapshot]
+  project = \"labels/trash\"        # a labelling project: its labels as of now train the model
+  [train]                          # strix train's config keys (or [tune] with strix tune's flags)
+  model = \"small-cnn\"
+  epochs = 10
+  [evaluate]
+  data = \"data/test\"              # a fixed test set: the new model and the alias's version
+  [condition]
+  when = \"test.accuracy >= 0.8 and >= production\"
+  [register]
+  model = \"trash\"
+  alias = \"production\"            # moved to the new version
+
+Figures: val.{accuracy,top5,loss,map,map50} from the run; test.{accuracy,macro_f1,map,map50}
+from [evaluate]. A comparison with an alias reads the same figure of the version it points to
+(on the same test set for test.*); an alias nobody holds yet is nothing to beat. A comparison
+without a figure reuses the previous one.
+
+Each step is recorded in STATE/steps/ under the sha256 of its inputs and settings (the labels,
+the data's files, the weights, the settings, the model it scores): an unchanged rerun runs no
+step, and a run killed while training resumes from the last checkpoint. A condition not met
+registers nothing.
+
+Exit status: 0 done, 4 the condition was not met, 1 an error.
+
+Examples:
+  strix pipeline run retrain.toml
+  strix monitor run --baseline base/ --data trash-project/ --since 24h --on-violation retrain.toml";
 
 #[derive(Debug, Subcommand)]
 #[command(after_help = MONITOR_HELP)]
@@ -166,8 +229,9 @@ pub enum MonitorCommand {
     Baseline(Box<MonitorBaselineArgs>),
     /// Test images against a baseline: violations.json and report.html; exit 3 on violations
     Run(Box<MonitorRunArgs>),
-    /// Score a registered classifier on the captured images people have labelled since, against
-    /// its validation figures: quality.json; exit 3 when a figure dropped too far
+    /// Score a registered classifier (accuracy, macro-F1) or detector (mAP) on the captured
+    /// images people have labelled since, against its validation figures: quality.json; exit 3
+    /// when a figure dropped too far
     Quality(Box<MonitorQualityArgs>),
 }
 
@@ -239,6 +303,9 @@ pub struct MonitorRunArgs {
     pub model: Option<String>,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// On violations, run this pipeline (`strix pipeline run`): retrain on what was labelled
+    #[arg(long, value_name = "PIPELINE.toml")]
+    pub on_violation: Option<PathBuf>,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     #[arg(long)]
@@ -257,7 +324,9 @@ values; normalised Wasserstein (> 0.1) and Jensen-Shannon (> 0.1) beyond, Eviden
 with a permutation test on embeddings, as alibi-detect does. P-values share alpha (0.05) by
 Bonferroni. Thresholds are in constraints.json; `skip` leaves features out.
 
-Exit status: 0 no violation, 3 violations, 1 an error.
+Exit status: 0 no violation, 3 violations, 1 an error. With --on-violation PIPELINE.toml, a
+run with violations runs the pipeline (`strix pipeline run`) and still exits 3, or 1 when the
+pipeline fails; with --json its outcome follows on a line of its own.
 
 Examples:
   strix monitor baseline --model trash:3 --data val/ --out baseline/
@@ -650,12 +719,13 @@ pub struct StreamArgs {
 /// Drift monitoring while serving (and streaming).
 #[derive(Debug, Args)]
 pub struct MonitorLiveArgs {
-    /// Test the (first) model's answers for drift against --baseline: a rolling window of
+    /// Test the (first) model's answers for drift against its baseline: a rolling window of
     /// answers, tested every --monitor-every answers; GET /v1/models/NAME/monitor, gauges in
-    /// /metrics, violations as events
+    /// /metrics, a section on the stream page, violations as events
     #[arg(long)]
     pub monitor: bool,
-    /// A folder `strix monitor baseline` wrote for this model
+    /// A folder `strix monitor baseline` wrote for this model [default: the baseline of its
+    /// validation images a registered version keeps]
     #[arg(long, value_name = "DIR", requires = "monitor")]
     pub baseline: Option<PathBuf>,
     /// Answers in the rolling window

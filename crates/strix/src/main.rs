@@ -17,13 +17,17 @@ mod layered;
 mod models;
 mod monitor;
 mod monitor_live;
+mod monitor_observe;
 mod monitor_quality;
 mod monitor_report;
 mod optimize;
+mod pipeline;
+mod pipeline_train;
 mod predict;
 mod progress;
 mod queue;
 mod registry;
+mod scoring;
 mod serve;
 mod settings;
 mod show;
@@ -78,6 +82,7 @@ fn dispatch(ctx: &AppContext, command: &Command) -> Result<ExitCode> {
         Command::Index(cmd) => index::run(ctx, cmd),
         Command::Cluster(args) => cluster::run(ctx, args),
         Command::Monitor(cmd) => monitor::run(ctx, cmd),
+        Command::Pipeline(cmd) => pipeline::run(ctx, cmd),
     }
 }
 

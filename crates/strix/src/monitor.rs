@@ -1,20 +1,16 @@
 //! `strix monitor baseline | run`: what a model saw and said, kept as a baseline, and new
 //! images tested against it.
 
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
 use serde_json::json;
-use strix_core::Progress as _;
-use strix_monitor::{Baseline, BaselineBuilder, Check, Observation};
-use strix_pipeline::{BatchOptions, Pipeline};
-use strix_vision::DecodeLimits;
+use strix_monitor::{Baseline, BaselineBuilder, Check};
 
-use crate::cli::{MonitorBaselineArgs, MonitorCommand, MonitorRunArgs, RuntimeArgs};
+use crate::cli::{MonitorBaselineArgs, MonitorCommand, MonitorRunArgs};
 use crate::context::AppContext;
 use crate::inputs;
+use crate::monitor_observe::{images, models, observe};
 use crate::monitor_report::number;
 
 /// Exit status of a run that found violations (0: none, 1: an error).
@@ -26,84 +22,6 @@ pub fn run(ctx: &AppContext, cmd: &MonitorCommand) -> Result<ExitCode> {
         MonitorCommand::Run(args) => run_checks(ctx, args),
         MonitorCommand::Quality(args) => crate::monitor_quality::run(ctx, args),
     }
-}
-
-/// The images of `data` (files, folders or one labelling project), those added or modified
-/// since `since` when given, and the paths that could not be read.
-/// Image files, and the paths given that could not be read with why.
-type Found = (Vec<PathBuf>, Vec<(PathBuf, String)>);
-
-fn images(data: &[PathBuf], since: Option<SystemTime>) -> Result<Found> {
-    let after = |t: SystemTime| since.is_none_or(|s| t >= s);
-    if let [dir] = data
-        && strix_label::Project::is_project(dir)
-    {
-        let rows = inputs::project_files(dir)?;
-        let at = |ms: i64| SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
-        return Ok((
-            rows.into_iter().filter(|(row, _, _)| after(at(row.added_at))).map(|(_, _, p)| p).collect(),
-            Vec::new(),
-        ));
-    }
-    let (files, problems) = inputs::expand(data);
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).map_or(true, after);
-    Ok((files.into_iter().filter(|p| modified(p)).collect(), problems))
-}
-
-/// The models a baseline or a run needs: the one watched, and the embedding model.
-struct Models {
-    watched: Pipeline,
-    embed: Option<Pipeline>,
-}
-
-fn models(ctx: &AppContext, model: &str, embedding: Option<&str>, runtime: &RuntimeArgs) -> Result<Models> {
-    let bars = ctx.bars();
-    let watched = ctx.load_pipeline(ctx.catalog().resolve(model, &bars)?, runtime)?;
-    let embed = match embedding {
-        Some(name) => {
-            let p = ctx.load_pipeline(ctx.catalog().resolve(name, &bars)?, runtime)?;
-            if p.task() != strix_core::Task::Embed {
-                bail!("--embedding {name}: a {} model; give an embed model (efficientnet_lite0_embed)", p.task());
-            }
-            Some(p)
-        }
-        None => None,
-    };
-    Ok(Models { watched, embed })
-}
-
-/// Each image's observation, in order: its properties (none when it does not decode), the
-/// watched model's answer, its embedding.
-fn observe(ctx: &AppContext, models: &Models, files: &[PathBuf]) -> Result<Vec<Observation>> {
-    let bars = ctx.bars();
-    bars.start("observing", Some(files.len() as u64), strix_core::ProgressUnit::Items);
-    let limits = DecodeLimits::default();
-    let mut out = Vec::with_capacity(files.len());
-    for path in files {
-        let img = match strix_vision::decode_file(path, &limits) {
-            Ok(img) => img,
-            Err(e) => {
-                bars.suspend(|| eprintln!("note: {}: {e} (counted as a file that does not decode)", path.display()));
-                out.push(Observation::default());
-                bars.advance(1);
-                continue;
-            }
-        };
-        let options = BatchOptions::default();
-        let answer = models.watched.predict_images(std::slice::from_ref(&img), &options)?;
-        let mut o = Observation::of_image(&img);
-        if let Some(p) = answer.first() {
-            o = o.with_answer(&p.answer, p.width, p.height);
-        }
-        if let Some(embed) = &models.embed {
-            let v = embed.predict_images(std::slice::from_ref(&img), &options)?;
-            o.embedding = v.first().and_then(strix_index::query_vector).map(|(_, v)| v);
-        }
-        out.push(o);
-        bars.advance(1);
-    }
-    bars.finish();
-    Ok(out)
 }
 
 fn baseline(ctx: &AppContext, args: &MonitorBaselineArgs) -> Result<ExitCode> {
@@ -196,6 +114,16 @@ fn run_checks(ctx: &AppContext, args: &MonitorRunArgs) -> Result<ExitCode> {
             eprintln!("  {:<16} {:<15} {stat:>9}{p:<13} (threshold {limit})  {verdict}", c.feature, c.test);
         }
         eprintln!("report: {}", args.out.join("report.html").display());
+    }
+    if let Some(pipeline) = args.on_violation.as_ref().filter(|_| !violations.is_empty()) {
+        if !ctx.quiet {
+            eprintln!("violations: running the pipeline {}", pipeline.display());
+        }
+        let queue = crate::cli::QueueArgs { queue: None, queue_config: None };
+        // Its own outcome (done, or a condition not met) is printed; the exit status stays the
+        // monitor's.
+        crate::pipeline::run_file(ctx, pipeline, &queue, args.json)
+            .with_context(|| format!("--on-violation {}", pipeline.display()))?;
     }
     Ok(if !violations.is_empty() {
         ExitCode::from(VIOLATIONS)

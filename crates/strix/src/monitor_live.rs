@@ -36,15 +36,30 @@ impl Live {
 }
 
 /// Start monitoring `model` (its route name) when `--monitor` asks.
-pub fn start(ctx: &AppContext, args: &MonitorLiveArgs, model: &str, runtime: &RuntimeArgs) -> Result<Option<Live>> {
+/// The baseline is `--baseline`, else the one the registered `version` keeps.
+pub fn start(
+    ctx: &AppContext,
+    args: &MonitorLiveArgs,
+    model: &str,
+    version: Option<&strix_core::ModelVersion>,
+    runtime: &RuntimeArgs,
+) -> Result<Option<Live>> {
     if !args.monitor {
         return Ok(None);
     }
-    let Some(dir) = &args.baseline else {
+    let registered = match (&args.baseline, version) {
+        (None, Some(v)) => crate::monitor_observe::registered_baseline(ctx, v)?,
+        _ => None,
+    };
+    let Some(dir) = args.baseline.as_ref().or(registered.as_ref()) else {
         bail!(
-            "--monitor needs --baseline DIR (`strix monitor baseline --model M --data VALIDATION --out DIR` writes one)"
+            "--monitor needs --baseline DIR for {model}: it is not a registered version that keeps one (versions \
+             registered from a training run do; `strix monitor baseline --model M --data VALIDATION --out DIR` writes one)"
         );
     };
+    if registered.is_some() && !ctx.quiet {
+        eprintln!("monitor: {model} against the baseline registered with it ({})", dir.display());
+    }
     if args.monitor_window < 2 || args.monitor_every == 0 {
         bail!("--monitor-window must be at least 2 and --monitor-every at least 1");
     }

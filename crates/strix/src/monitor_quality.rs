@@ -1,6 +1,8 @@
-//! `strix monitor quality`: a registered classifier scored on the captured images people have
-//! labelled since, against the validation figures it was registered with.
+//! `strix monitor quality`: a registered classifier or detector scored on the captured images
+//! people have labelled since, against the validation figures it was registered with.
 
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
@@ -15,8 +17,9 @@ use crate::context::AppContext;
 /// Exit status when a figure dropped too far (as `monitor run` on violations).
 const VIOLATIONS: u8 = 3;
 
-/// Accuracy and macro-F1 on the validation images, from the version's lineage.
-fn validation_figures(ctx: &AppContext, model: &str) -> Result<(String, f64, f64)> {
+/// The version's validation figures from its lineage (accuracy and macro-F1 for a classifier,
+/// mAP and mAP@.5 for a detector), and its `NAME:V`.
+fn validation_figures(ctx: &AppContext, model: &str) -> Result<(String, Vec<(&'static str, f64)>)> {
     let session = crate::registry::session(ctx)?;
     let record = session.run(session.registry.get(&ModelRef::parse(model)?))?;
     let label = format!("{}:{}", record.name, record.version);
@@ -28,50 +31,46 @@ fn validation_figures(ctx: &AppContext, model: &str) -> Result<(String, f64, f64
         .transpose()
         .with_context(|| format!("{label}'s recorded metrics"))?
         .with_context(|| format!("{label} was registered without a run's figures: nothing to compare with"))?;
-    let strix_train::Scores::Classify { accuracy, .. } = summary.val else {
-        bail!("{label} is not a classifier: monitor quality scores classifiers (accuracy, macro-F1)");
+    let figures = match summary.val {
+        strix_train::Scores::Classify { accuracy, .. } => {
+            let f1s: Vec<f64> = summary
+                .per_class
+                .iter()
+                .filter_map(|c| c.figures.iter().find(|(name, _)| name == "f1").map(|(_, v)| *v))
+                .collect();
+            let macro_f1 = if f1s.is_empty() { accuracy } else { f1s.iter().sum::<f64>() / f1s.len() as f64 };
+            vec![("accuracy", accuracy), ("macro_f1", macro_f1)]
+        }
+        strix_train::Scores::Detect { map, map50, .. } => vec![("map", map), ("map50", map50)],
     };
-    let f1s: Vec<f64> = summary
-        .per_class
-        .iter()
-        .filter_map(|c| c.figures.iter().find(|(name, _)| name == "f1").map(|(_, v)| *v))
-        .collect();
-    let macro_f1 = if f1s.is_empty() { accuracy } else { f1s.iter().sum::<f64>() / f1s.len() as f64 };
-    Ok((label, accuracy, macro_f1))
+    Ok((label, figures))
 }
 
-pub fn run(ctx: &AppContext, args: &MonitorQualityArgs) -> Result<ExitCode> {
-    if !(0.0..=1.0).contains(&args.max_drop) {
-        bail!("--max-drop {}: a share, 0 to 1", args.max_drop);
-    }
-    let (label, val_accuracy, val_f1) = validation_figures(ctx, &args.model)?;
-    let since_ms = match args.since.as_deref().map(crate::inputs::since).transpose()? {
-        Some(t) => t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64),
-        None => 0,
-    };
-    let rows = crate::inputs::project_files(&args.project)?;
-    let labelled: Vec<(std::path::PathBuf, String)> = rows
+/// The captured images of `project` labelled since `since_ms`, with their labels.
+fn labelled_captures(project: &Path, since_ms: i64) -> Result<Vec<(PathBuf, strix_label::Labels)>> {
+    let rows = crate::inputs::project_files(project)?;
+    Ok(rows
         .into_iter()
         .filter(|(row, a, _)| {
             row.root == strix_label::Root::Captured && a.as_ref().is_some_and(|a| a.saved_at >= since_ms)
         })
-        .filter_map(|(_, a, path)| a.and_then(|a| a.labels.class).map(|c| (path, c)))
-        .collect();
-    if labelled.is_empty() {
-        bail!(
-            "no captured images of {} labelled{}: label some (strix label serve) first",
-            args.project.display(),
-            args.since.as_ref().map(|s| format!(" since {s}")).unwrap_or_default()
-        );
-    }
-    let bars = ctx.bars();
-    let pipeline = ctx.load_pipeline(ctx.catalog().resolve(&args.model, &bars)?, &args.runtime)?;
-    let files: Vec<std::path::PathBuf> = labelled.iter().map(|(p, _)| p.clone()).collect();
-    let truths: std::collections::HashMap<&std::path::Path, &String> =
-        labelled.iter().map(|(p, c)| (p.as_path(), c)).collect();
+        .filter_map(|(_, a, path)| a.map(|a| (path, a.labels)))
+        .collect())
+}
+
+/// A classifier's figures on the labelled images; the images that failed are counted.
+fn classifier_figures(
+    pipeline: &strix_pipeline::Pipeline,
+    labelled: &[(PathBuf, strix_label::Labels)],
+    bars: &crate::progress::Bars,
+) -> (usize, BTreeMap<String, f64>, usize) {
+    let labelled: Vec<(&PathBuf, &String)> =
+        labelled.iter().filter_map(|(p, l)| Some((p, l.class.as_ref()?))).collect();
+    let files: Vec<PathBuf> = labelled.iter().map(|(p, _)| (*p).clone()).collect();
+    let truths: HashMap<&Path, &String> = labelled.iter().map(|(p, c)| (p.as_path(), *c)).collect();
     let mut pairs = Vec::new();
     let mut failed = 0usize;
-    pipeline.predict_files(&files, &BatchOptions::default(), &bars, |outcome| {
+    pipeline.predict_files(&files, &BatchOptions::default(), bars, |outcome| {
         let truth = truths.get(outcome.path.as_path()).map(|c| (*c).clone());
         match (&outcome.result, truth) {
             (Ok(p), Some(truth)) => {
@@ -89,12 +88,79 @@ pub fn run(ctx: &AppContext, args: &MonitorQualityArgs) -> Result<ExitCode> {
         }
     });
     let (accuracy, macro_f1) = classification(&pairs);
-    let figures = [
-        Figure::new("accuracy", val_accuracy, accuracy, args.max_drop),
-        Figure::new("macro_f1", val_f1, macro_f1, args.max_drop),
-    ];
+    (pairs.len(), [("accuracy".to_string(), accuracy), ("macro_f1".to_string(), macro_f1)].into(), failed)
+}
+
+/// A detector's COCO figures on the labelled images (a saved image without boxes is a
+/// negative); images that cannot be read are counted and left out.
+fn detector_figures(
+    pipeline: &strix_pipeline::Pipeline,
+    labelled: &[(PathBuf, strix_label::Labels)],
+    classes: &[String],
+) -> Result<(usize, BTreeMap<String, f64>, usize)> {
+    // Every box's class is in `classes` (the caller adds the ones the model lacks).
+    use strix_data::detection::{DetBox, DetImage, DetectionSet};
+    let mut set = DetectionSet { classes: classes.to_vec(), ..Default::default() };
+    let mut failed = 0usize;
+    for (path, labels) in labelled {
+        let Ok((width, height)) = image::image_dimensions(path) else {
+            eprintln!("error: {}: cannot read its size", path.display());
+            failed += 1;
+            continue;
+        };
+        let boxes = labels
+            .boxes
+            .iter()
+            .filter_map(|b| {
+                let class = classes.iter().position(|c| *c == b.class)?;
+                Some(DetBox { class, bbox: [b.x, b.y, b.w, b.h], iscrowd: false })
+            })
+            .collect();
+        set.images.push(DetImage { path: path.clone(), width, height, boxes });
+    }
+    let scored = crate::scoring::detection(pipeline, &set)?;
+    Ok((scored.images, scored.figures, failed))
+}
+
+pub fn run(ctx: &AppContext, args: &MonitorQualityArgs) -> Result<ExitCode> {
+    if !(0.0..=1.0).contains(&args.max_drop) {
+        bail!("--max-drop {}: a share, 0 to 1", args.max_drop);
+    }
+    let (label, validation) = validation_figures(ctx, &args.model)?;
+    let since_ms = match args.since.as_deref().map(crate::inputs::since).transpose()? {
+        Some(t) => t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64),
+        None => 0,
+    };
+    let labelled = labelled_captures(&args.project, since_ms)?;
+    if labelled.is_empty() {
+        bail!(
+            "no captured images of {} labelled{}: label some (strix label serve) first",
+            args.project.display(),
+            args.since.as_ref().map(|s| format!(" since {s}")).unwrap_or_default()
+        );
+    }
+    let bars = ctx.bars();
+    let pipeline = crate::scoring::load(ctx, &args.model, &args.runtime)?;
+    let (images, current, failed) = match pipeline.task() {
+        strix_core::Task::Classify => classifier_figures(&pipeline, &labelled, &bars),
+        strix_core::Task::Detect => {
+            // A labelled class the model does not know stays in the truth: boxes it cannot find.
+            let mut classes = pipeline.model().labels.clone();
+            for b in labelled.iter().flat_map(|(_, l)| &l.boxes) {
+                if !classes.contains(&b.class) {
+                    classes.push(b.class.clone());
+                }
+            }
+            detector_figures(&pipeline, &labelled, &classes)?
+        }
+        other => bail!("{label} is a {other} model: monitor quality scores classifiers and detectors"),
+    };
+    let figures: Vec<Figure> = validation
+        .iter()
+        .map(|(metric, v)| Figure::new(metric, *v, current.get(*metric).copied().unwrap_or(0.0), args.max_drop))
+        .collect();
     let violations: Vec<&Figure> = figures.iter().filter(|f| f.violation).collect();
-    let report = json!({"model": label, "project": args.project.display().to_string(), "images": pairs.len(),
+    let report = json!({"model": label, "project": args.project.display().to_string(), "images": images,
         "since": args.since, "figures": figures, "violations": violations});
     std::fs::create_dir_all(&args.out).with_context(|| args.out.display().to_string())?;
     let path = args.out.join("quality.json");
@@ -103,7 +169,7 @@ pub fn run(ctx: &AppContext, args: &MonitorQualityArgs) -> Result<ExitCode> {
     if args.json {
         println!("{report}");
     } else if !ctx.quiet {
-        eprintln!("{label} on {} labelled captured images of {}:", pairs.len(), args.project.display());
+        eprintln!("{label} on {images} labelled captured images of {}:", args.project.display());
         for f in &figures {
             eprintln!(
                 "  {:<9} {:.4} (validation {:.4}, drop {:+.4}, at most {:.4})  {}",

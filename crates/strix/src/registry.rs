@@ -91,9 +91,24 @@ pub fn register_run(
     tuning: Option<Value>,
 ) -> Result<VersionRecord> {
     check_target(name, &[])?;
-    let (onnx, spec_path, mut lineage, extra) = run_source(run)?;
+    let (onnx, spec_path, mut lineage, mut extra) = run_source(run)?;
     lineage.source = source.unwrap_or(lineage.source);
     lineage.tuning = tuning;
+    // The version keeps the baseline of its validation images: `--monitor` needs no other.
+    // Its images may be gone (a run fetched from a worker names the worker's paths): then the
+    // version goes without.
+    if strix_index::knn::KnnRun::read_if_present(run)?.is_none() {
+        match crate::monitor_observe::run_baseline(ctx, run, &spec_path) {
+            Ok(Some(dir)) => {
+                use crate::monitor_observe::REGISTERED_PREFIX;
+                for file in [strix_monitor::baseline::STATISTICS, strix_monitor::baseline::CONSTRAINTS] {
+                    extra.push(NewFile { file: format!("{REGISTERED_PREFIX}{file}"), path: dir.join(file) });
+                }
+            }
+            Ok(None) => {}
+            Err(e) => eprintln!("note: registered without a baseline of the validation images: {e:#}"),
+        }
+    }
     let files = Registration { onnx: &onnx, spec: &spec_path, lineage, extra };
     register_files(ctx, name, files, &[], &RuntimeArgs::for_checks())
 }

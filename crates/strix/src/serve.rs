@@ -121,6 +121,7 @@ pub fn run(ctx: &AppContext, args: &ServeArgs) -> Result<ExitCode> {
     let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
     let served: Vec<(strix_core::Task, String)> =
         models.iter().map(|m| (m.pipeline().task(), m.name.clone())).collect();
+    let first_version = models.first().and_then(|m| m.pipeline().model().version.clone());
     let mut state = ServeState::new(models, cfg.limits)
         .with_api_keys(&keys)
         .with_fast_decode(cfg.fast_decode)
@@ -141,7 +142,7 @@ pub fn run(ctx: &AppContext, args: &ServeArgs) -> Result<ExitCode> {
         capture = Some(c);
     }
     let live = match served.first() {
-        Some((_, name)) => crate::monitor_live::start(ctx, &args.monitor, name, &args.runtime)?,
+        Some((_, name)) => crate::monitor_live::start(ctx, &args.monitor, name, first_version.as_ref(), &args.runtime)?,
         None => None,
     };
     if let Some(l) = &live {

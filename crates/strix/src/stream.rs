@@ -106,7 +106,8 @@ pub fn run(ctx: &AppContext, args: &StreamArgs) -> Result<ExitCode> {
     };
     let identify = crate::identify::settings(ctx, args)?;
     let watched = live.current().model().spec.name.clone();
-    let monitor = crate::monitor_live::start(ctx, &args.monitor, &watched, &args.runtime)?;
+    let version = live.current().model().version.clone();
+    let monitor = crate::monitor_live::start(ctx, &args.monitor, &watched, version.as_ref(), &args.runtime)?;
     let monitor_tap = monitor.as_ref().map(|l| l.monitor.clone() as Arc<dyn strix_pipeline::Tap>);
     if identify.is_some() && !matches!(live.current().task(), Task::Detect | Task::Faces | Task::Pose) {
         bail!("--index names tracks: give a model with boxes (detect, faces or pose)");
@@ -139,6 +140,10 @@ pub fn run(ctx: &AppContext, args: &StreamArgs) -> Result<ExitCode> {
         workers: args.workers,
         tap: taps(capture.clone().map(|c| c as Arc<dyn strix_pipeline::Tap>), monitor_tap),
         identify,
+        monitor_status: monitor.as_ref().map(|l| {
+            let m = l.monitor.clone();
+            Arc::new(move || serde_json::to_value(m.status()).unwrap_or_default()) as strix_stream::StatusFn
+        }),
     };
     let hooks = Hooks { bars: bars.clone(), quiet: ctx.quiet };
     let summary = strix_stream::run_live(live, job, stop, &hooks)?;

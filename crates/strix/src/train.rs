@@ -20,7 +20,7 @@ use crate::cli::{DataPart, RunEvalArgs, TrainArgs};
 use crate::context::AppContext;
 
 /// Per-epoch bar with loss, accuracy, throughput and ETA; plain lines when not on a terminal.
-struct EpochBars {
+pub(crate) struct EpochBars {
     quiet: bool,
     tty: bool,
     bar: Mutex<Option<ProgressBar>>,
@@ -94,7 +94,19 @@ pub(crate) fn keep_freed_memory() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub(crate) fn keep_freed_memory() {}
 
-fn set_threads(threads: Option<usize>) {
+impl EpochBars {
+    pub(crate) fn new(quiet: bool) -> EpochBars {
+        EpochBars {
+            quiet,
+            tty: std::io::stderr().is_terminal(),
+            bar: Mutex::new(None),
+            started: Mutex::new(Instant::now()),
+            images: AtomicU64::new(0),
+        }
+    }
+}
+
+pub(crate) fn set_threads(threads: Option<usize>) {
     if let Some(n) = threads.filter(|&n| n > 0) {
         // Only fails when the pool already exists; then it keeps its size.
         let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
@@ -170,13 +182,7 @@ pub(crate) fn with_default_pretrained(ctx: &AppContext, mut cfg: TrainConfig) ->
 
 pub fn run(ctx: &AppContext, args: &TrainArgs) -> Result<ExitCode> {
     keep_freed_memory();
-    let observer = EpochBars {
-        quiet: ctx.quiet,
-        tty: std::io::stderr().is_terminal(),
-        bar: Mutex::new(None),
-        started: Mutex::new(Instant::now()),
-        images: AtomicU64::new(0),
-    };
+    let observer = EpochBars::new(ctx.quiet);
     if args.resume.is_none() {
         let flags = toml::Table::try_from(args).context("flags")?;
         let (mut table, origin) = crate::layered::merged_table(args.config.as_deref(), flags)?;

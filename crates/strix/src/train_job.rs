@@ -479,29 +479,46 @@ pub fn run(
         if !ctx.quiet {
             eprintln!("train: queued as job {id}; its log follows");
         }
-        let quiet = ctx.quiet;
-        queue
-            .logs(&id, true, |line| {
-                if !quiet && !line.starts_with(METRICS_LINE) {
-                    eprintln!("{line}");
-                }
-            })
-            .await?;
-        let job = queue.wait(&id, |_| {}).await?;
-        if job.status == Status::Succeeded {
-            let s = ctx.catalog().settings();
-            let folder = spec.get("folder").and_then(Value::as_str).unwrap_or_default();
-            let place = job_place(&s.registry.store, &s.registry.s3, folder)?;
+        let local = local_run.unwrap_or_else(|| {
             let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-            let dir = local_run.unwrap_or_else(|| PathBuf::from("runs").join(format!("{model}-{secs}")));
-            fetch_run(&place, &dir).await?;
-            println!("run: {}", dir.display());
+            PathBuf::from("runs").join(format!("{model}-{secs}"))
+        });
+        let job = follow(ctx, &queue, &id, &spec, &local).await?;
+        if job.status == Status::Succeeded {
+            println!("run: {}", local.display());
             if let Some(r) = job.result.as_ref().and_then(|r| r.get("registered")).and_then(Value::as_str) {
                 println!("registered {r}");
             }
         }
         Ok(crate::queue::outcome(ctx, &job))
     })
+}
+
+/// Follow a queued run's log until it ends; when it succeeded, fetch its folder into `local`.
+/// `spec` is what [`submit`] returned with the job's id.
+pub async fn follow(
+    ctx: &AppContext,
+    queue: &Queue,
+    id: &JobId,
+    spec: &Value,
+    local: &Path,
+) -> Result<strix_jobs::JobState> {
+    let quiet = ctx.quiet;
+    queue
+        .logs(id, true, |line| {
+            if !quiet && !line.starts_with(METRICS_LINE) {
+                eprintln!("{line}");
+            }
+        })
+        .await?;
+    let job = queue.wait(id, |_| {}).await?;
+    if job.status == Status::Succeeded {
+        let s = ctx.catalog().settings();
+        let folder = spec.get("folder").and_then(Value::as_str).unwrap_or_default();
+        let place = job_place(&s.registry.store, &s.registry.s3, folder)?;
+        fetch_run(&place, local).await?;
+    }
+    Ok(job)
 }
 
 /// Trains a tuning job's trials as training jobs on the queue, from one snapshot of the data

@@ -1,0 +1,375 @@
+//! `strix pipeline run PIPELINE.toml`: snapshot, train or tune, evaluate, condition, register,
+//! alias, in that order. Each step is recorded in the state folder under the digest of what it
+//! read ([`strix_workflow`]); the training step is [`crate::pipeline_train`]'s, the scoring
+//! [`crate::scoring`]'s.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use serde_json::{Value, json};
+use strix_export::{EXPORT_DIR, ONNX_FILE, SPEC_FILE};
+use strix_registry::{ModelRef, RegistryError, VersionRecord};
+use strix_workflow::condition::Reference;
+use strix_workflow::spec::Trainer;
+use strix_workflow::{PipelineSpec, SnapshotStep, State, StepRecord, StepStatus, key};
+
+use crate::cli::{PipelineCommand, QueueArgs};
+use crate::context::AppContext;
+use crate::pipeline_train::{Made, data_digest};
+
+/// Exit status when the condition was not met (nothing registered).
+const CONDITION_NOT_MET: u8 = 4;
+
+#[derive(Serialize)]
+struct StepReport {
+    step: String,
+    /// `ran`, `resumed` or `cached`.
+    status: &'static str,
+    seconds: f64,
+    summary: String,
+    output: Value,
+}
+
+struct Runner<'a> {
+    ctx: &'a AppContext,
+    state: State,
+    steps: Vec<StepReport>,
+}
+
+type Figures = BTreeMap<String, f64>;
+
+/// The candidate's and the aliases' figures on the test set.
+#[derive(Default)]
+struct Evaluated {
+    candidate: Figures,
+    /// Per alias: the version it points to and its figures, or `None` when no version has it.
+    aliases: BTreeMap<String, Option<(VersionRecord, Figures)>>,
+}
+
+pub fn run(ctx: &AppContext, cmd: &PipelineCommand) -> Result<ExitCode> {
+    match cmd {
+        PipelineCommand::Run(args) => {
+            let queue = QueueArgs { queue: args.queue.clone(), queue_config: args.queue_config.clone() };
+            run_file(ctx, &args.file, &queue, args.json)
+        }
+    }
+}
+
+/// Run the pipeline in `file`; its outcome printed (JSON with `json`).
+pub fn run_file(ctx: &AppContext, file: &Path, queue: &QueueArgs, json: bool) -> Result<ExitCode> {
+    let spec = PipelineSpec::read(file)?;
+    let state = State::open(&spec.state)?;
+    if !ctx.quiet {
+        eprintln!("pipeline {} (state {})", spec.file.display(), spec.state.display());
+    }
+    let mut runner = Runner { ctx, state, steps: Vec::new() };
+    let met = runner.all(&spec, queue)?;
+    let ran = runner.steps.iter().filter(|s| s.status != "cached").count();
+    let cached = runner.steps.len() - ran;
+    if json {
+        let report = json!({"file": spec.file.display().to_string(), "state": spec.state.display().to_string(),
+            "steps": runner.steps, "ran": ran, "cached": cached, "condition_met": met});
+        println!("{report}");
+    } else {
+        println!(
+            "{ran} steps ran, {cached} unchanged{}",
+            if met { "" } else { "; the condition was not met: nothing registered" }
+        );
+    }
+    Ok(if met { ExitCode::SUCCESS } else { ExitCode::from(CONDITION_NOT_MET) })
+}
+
+/// `<figure> <value>` pairs of a figures object, for one-line summaries.
+fn figures_text(figures: &Value) -> String {
+    figures
+        .as_object()
+        .map(|m| m.iter().filter_map(|(k, v)| Some(format!("{k} {:.4}", v.as_f64()?))).collect::<Vec<_>>().join(", "))
+        .unwrap_or_default()
+}
+
+fn as_figures(v: &Value) -> Figures {
+    v.as_object().map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_f64()?))).collect()).unwrap_or_default()
+}
+
+impl Runner<'_> {
+    fn report(&mut self, step: &str, status: &'static str, started: Instant, summary: String, output: Value) {
+        let seconds = started.elapsed().as_secs_f64();
+        if !self.ctx.quiet {
+            eprintln!("  {step:<10} {status:<8} {seconds:>7.1}s  {summary}");
+        }
+        self.steps.push(StepReport { step: step.to_string(), status, seconds, summary, output });
+    }
+
+    /// Every step in order; whether the condition (if any) was met.
+    fn all(&mut self, spec: &PipelineSpec, queue: &QueueArgs) -> Result<bool> {
+        let mut trainer = spec.trainer.clone();
+        if let Some(snapshot) = &spec.snapshot {
+            let (Trainer::Train(table) | Trainer::Tune(table)) = &mut trainer;
+            self.snapshot(snapshot, table)?;
+        }
+        let started = Instant::now();
+        let (step, made) = match trainer {
+            Trainer::Train(table) => ("train", crate::pipeline_train::train(self.ctx, &self.state, table, queue)?),
+            Trainer::Tune(table) => ("tune", crate::pipeline_train::tune(self.ctx, &self.state, table, queue)?),
+        };
+        let summary = made.output["headline"].as_str().unwrap_or_default().to_string();
+        self.report(step, made.status, started, summary, made.output.clone());
+        let onnx = made.run.join(EXPORT_DIR).join(ONNX_FILE);
+        let onnx_sha = strix_zoo::sha256_file(&onnx).with_context(|| onnx.display().to_string())?;
+        if self.deployed(spec, &onnx_sha)? {
+            return Ok(true);
+        }
+        let evaluated = match &spec.evaluate {
+            Some(e) => self.evaluate(spec, &made, &onnx_sha, &e.data)?,
+            None => Evaluated::default(),
+        };
+        if let Some(condition) = &spec.condition
+            && !self.condition(spec, condition, &made, &evaluated)?
+        {
+            return Ok(false);
+        }
+        if let Some(register) = &spec.register {
+            let version = self.register(spec, &register.model, &made, &onnx_sha)?;
+            if let Some(alias) = &register.alias {
+                self.alias(&register.model, version, alias)?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Whether this pipeline already judged, registered and aliased this very model (the
+    /// records of those steps under its digest, the version still there): then the rest is
+    /// unchanged, reported from the records. Judging it again would compare it with itself.
+    fn deployed(&mut self, spec: &PipelineSpec, onnx_sha: &str) -> Result<bool> {
+        let Some(register) = &spec.register else { return Ok(false) };
+        let started = Instant::now();
+        let done = |step: &str, key: &str| -> Result<Option<StepRecord>> {
+            Ok(self.state.same(step, key)?.filter(|r| r.status == StepStatus::Done))
+        };
+        let model = register.model.as_str();
+        let Some(registered) = done("register", &key(&[("model", model), ("onnx", onnx_sha)]))? else {
+            return Ok(false);
+        };
+        let Some(version) = registered.output["version"].as_u64() else { return Ok(false) };
+        if !self.still_registered(model, version, onnx_sha)? {
+            return Ok(false);
+        }
+        let aliased = match &register.alias {
+            Some(alias) => {
+                let k = key(&[("model", model), ("version", &version.to_string()), ("alias", alias)]);
+                match done("alias", &k)? {
+                    Some(r) => Some(r),
+                    None => return Ok(false),
+                }
+            }
+            None => None,
+        };
+        let mut steps = Vec::new();
+        if let Some(e) = &spec.evaluate {
+            let k = key(&[("onnx", onnx_sha), ("data", &data_digest(&e.data)?)]);
+            let Some(r) = done("evaluate", &k)? else { return Ok(false) };
+            let summary = format!("{} test images: {}", r.output["images"], figures_text(&r.output["figures"]));
+            steps.push(("evaluate", summary, r.output));
+        }
+        if spec.condition.is_some() {
+            let Some(r) = self.state.record("condition")?.filter(|r| r.status == StepStatus::Done) else {
+                return Ok(false);
+            };
+            steps.push(("condition", format!("met when {model}:{version} was registered"), r.output));
+        }
+        steps.push(("register", format!("{model}:{version}"), registered.output));
+        if let (Some(r), Some(alias)) = (aliased, &register.alias) {
+            steps.push(("alias", format!("{alias} -> {model}:{version}"), r.output));
+        }
+        for (step, summary, output) in steps {
+            self.report(step, "cached", started, summary, output);
+        }
+        Ok(true)
+    }
+
+    /// The project's labels as of now (a snapshot named by their digest) as the training data.
+    fn snapshot(&mut self, step: &SnapshotStep, table: &mut toml::Table) -> Result<()> {
+        let started = Instant::now();
+        let given = table.get("task").and_then(|v| v.as_str());
+        let (dir, task) = crate::label::training_snapshot(&step.project, given)?;
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let key = key(&[("project", &step.project.display().to_string()), ("snapshot", &name)]);
+        let cached = self.state.same("snapshot", &key)?.is_some_and(|r| r.status == StepStatus::Done);
+        let output = json!({"project": step.project.display().to_string(), "dir": dir.display().to_string(),
+            "task": task.to_string()});
+        if !cached {
+            self.state.write("snapshot", &StepRecord::new(&key, StepStatus::Done, output.clone()))?;
+        }
+        table.insert("data".into(), dir.display().to_string().into());
+        table.entry("task").or_insert_with(|| task.to_string().into());
+        let summary = format!("labels of {} as of now: snapshot {name}", step.project.display());
+        self.report("snapshot", if cached { "cached" } else { "ran" }, started, summary, output);
+        Ok(())
+    }
+
+    /// `model` scored on `data` under the record `step`, unless the same model (by its ONNX
+    /// digest) was scored on the same data before; the output and whether it ran.
+    fn scored(&self, step: &str, model: &str, onnx_sha: &str, data: &Path, data_sha: &str) -> Result<(Value, bool)> {
+        let key = key(&[("onnx", onnx_sha), ("data", data_sha)]);
+        if let Some(r) = self.state.same(step, &key)?.filter(|r| r.status == StepStatus::Done) {
+            return Ok((r.output, false));
+        }
+        let scored = crate::scoring::score(self.ctx, model, data).with_context(|| format!("scoring {model}"))?;
+        let output = json!({"model": model, "images": scored.images, "figures": scored.figures});
+        self.state.write(step, &StepRecord::new(&key, StepStatus::Done, output.clone()))?;
+        Ok((output, true))
+    }
+
+    /// The candidate, and each version an alias of the condition points to, on the test set.
+    fn evaluate(&mut self, spec: &PipelineSpec, made: &Made, onnx_sha: &str, data: &Path) -> Result<Evaluated> {
+        let started = Instant::now();
+        let data_sha = data_digest(data)?;
+        let model = made.run.join(EXPORT_DIR).join(SPEC_FILE).display().to_string();
+        let (candidate, mut ran) = self.scored("evaluate", &model, onnx_sha, data, &data_sha)?;
+        let mut summary = vec![format!("{} test images: {}", candidate["images"], figures_text(&candidate["figures"]))];
+        let mut output = json!({"candidate": candidate, "aliases": {}});
+        let mut evaluated = Evaluated { candidate: as_figures(&candidate["figures"]), ..Default::default() };
+        let aliases = spec.condition.as_ref().map(|c| c.aliases()).unwrap_or_default();
+        for alias in aliases {
+            let model_name = spec.register.as_ref().map(|r| r.model.as_str()).unwrap_or_default();
+            let Some(record) = self.alias_version(model_name, &alias)? else {
+                summary.push(format!("{alias}: no version yet"));
+                output["aliases"][&alias] = Value::Null;
+                evaluated.aliases.insert(alias, None);
+                continue;
+            };
+            let label = format!("{}:{}", record.name, record.version);
+            let sha = record.artifact(ONNX_FILE).map(|a| a.sha256.clone()).unwrap_or_default();
+            // The same weights score the same: the candidate's figures stand for them.
+            let scored = if sha == onnx_sha {
+                json!({"model": label, "images": candidate["images"], "figures": candidate["figures"]})
+            } else {
+                let (scored, this_ran) = self.scored(&format!("evaluate-{alias}"), &label, &sha, data, &data_sha)?;
+                ran |= this_ran;
+                scored
+            };
+            summary.push(format!("{alias} ({label}): {}", figures_text(&scored["figures"])));
+            output["aliases"][&alias] = scored.clone();
+            evaluated.aliases.insert(alias, Some((record, as_figures(&scored["figures"]))));
+        }
+        self.report("evaluate", if ran { "ran" } else { "cached" }, started, summary.join("; "), output);
+        Ok(evaluated)
+    }
+
+    /// The version `alias` of `model` points to; `None` when the model or the alias does not
+    /// exist yet.
+    fn alias_version(&self, model: &str, alias: &str) -> Result<Option<VersionRecord>> {
+        let session = crate::registry::session(self.ctx)?;
+        match session.run(session.registry.get(&ModelRef::parse(&format!("{model}@{alias}"))?)) {
+            Ok(r) => Ok(Some(r)),
+            Err(RegistryError::UnknownModel { .. } | RegistryError::UnknownAlias { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn condition(
+        &mut self,
+        spec: &PipelineSpec,
+        condition: &strix_workflow::Condition,
+        made: &Made,
+        evaluated: &Evaluated,
+    ) -> Result<bool> {
+        let started = Instant::now();
+        let val = as_figures(&made.output["val"]);
+        let figure = |name: &str| -> Option<f64> {
+            match name.split_once('.') {
+                Some(("val", f)) => val.get(f).copied(),
+                Some(("test", f)) => evaluated.candidate.get(f).copied(),
+                _ => None,
+            }
+        };
+        let model = spec.register.as_ref().map(|r| r.model.as_str()).unwrap_or_default();
+        let reference = |alias: &str, name: &str| -> Result<Reference, String> {
+            let (kind, f) = name.split_once('.').unwrap_or(("", name));
+            if kind == "test" {
+                return match evaluated.aliases.get(alias) {
+                    Some(Some((record, figures))) => figures
+                        .get(f)
+                        .map(|v| Reference::Figure(*v))
+                        .ok_or_else(|| format!("{}:{} has no figure `{name}`", record.name, record.version)),
+                    _ => Ok(Reference::NoVersion),
+                };
+            }
+            let record = self.alias_version(model, alias).map_err(|e| format!("{e:#}"))?;
+            let Some(record) = record else { return Ok(Reference::NoVersion) };
+            let summary: Option<strix_train::RunSummary> =
+                record.lineage.metrics.clone().and_then(|m| serde_json::from_value(m).ok());
+            let figures = summary.map(|s| as_figures(&crate::pipeline_train::val_figures(&s))).unwrap_or_default();
+            figures.get(f).map(|v| Reference::Figure(*v)).ok_or_else(|| {
+                format!("{}:{} was registered without a run's `{name}` to compare with", record.name, record.version)
+            })
+        };
+        let verdict = condition.check(figure, reference)?;
+        let inputs = json!({"val": val, "test": evaluated.candidate,
+            "aliases": evaluated.aliases.iter().map(|(a, v)| (a.clone(), v.as_ref().map(|(r, f)| json!({"version": r.version, "figures": f})))).collect::<BTreeMap<_, _>>()});
+        let key = key(&[("when", &condition.text), ("figures", &inputs.to_string())]);
+        let cached = self.state.same("condition", &key)?.is_some();
+        let output = json!({"when": condition.text, "met": verdict.passed, "clauses": verdict.clauses});
+        let status = if verdict.passed { StepStatus::Done } else { StepStatus::Failed };
+        if !cached {
+            self.state.write("condition", &StepRecord::new(&key, status, output.clone()))?;
+        }
+        let clauses: Vec<String> =
+            verdict.clauses.iter().map(|c| format!("{}{}", c.text, if c.passed { "" } else { " (NO)" })).collect();
+        let summary = format!("{}: {}", if verdict.passed { "met" } else { "NOT met" }, clauses.join("; "));
+        self.report("condition", if cached { "cached" } else { "ran" }, started, summary, output);
+        Ok(verdict.passed)
+    }
+
+    /// The candidate as the next version of `model`, unless this pipeline registered the same
+    /// ONNX file there before (and that version still exists).
+    fn register(&mut self, spec: &PipelineSpec, model: &str, made: &Made, onnx_sha: &str) -> Result<u64> {
+        let started = Instant::now();
+        let key = key(&[("model", model), ("onnx", onnx_sha)]);
+        if let Some(r) = self.state.same("register", &key)?.filter(|r| r.status == StepStatus::Done)
+            && let Some(version) = r.output["version"].as_u64()
+            && self.still_registered(model, version, onnx_sha)?
+        {
+            self.report("register", "cached", started, format!("{model}:{version}"), r.output);
+            return Ok(version);
+        }
+        let source = format!("pipeline {} (run {})", spec.file.display(), made.run.display());
+        let record = crate::registry::register_run(self.ctx, &made.run, model, Some(source), None)?;
+        let output = json!({"model": model, "version": record.version});
+        self.state.write("register", &StepRecord::new(&key, StepStatus::Done, output.clone()))?;
+        self.report("register", "ran", started, format!("{model}:{}", record.version), output);
+        Ok(record.version)
+    }
+
+    fn still_registered(&self, model: &str, version: u64, onnx_sha: &str) -> Result<bool> {
+        let session = crate::registry::session(self.ctx)?;
+        match session.run(session.registry.get(&ModelRef::parse(&format!("{model}:{version}"))?)) {
+            Ok(r) => Ok(r.artifact(ONNX_FILE).is_some_and(|a| a.sha256 == onnx_sha)),
+            Err(RegistryError::UnknownModel { .. } | RegistryError::UnknownVersion { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `alias` moved to `version`, once: a rerun does not move back an alias someone has moved
+    /// since (a rollback stays).
+    fn alias(&mut self, model: &str, version: u64, alias: &str) -> Result<()> {
+        let started = Instant::now();
+        let key = key(&[("model", model), ("version", &version.to_string()), ("alias", alias)]);
+        if let Some(r) = self.state.same("alias", &key)?.filter(|r| r.status == StepStatus::Done) {
+            self.report("alias", "cached", started, format!("{alias} -> {model}:{version}"), r.output);
+            return Ok(());
+        }
+        let previous = self.alias_version(model, alias)?.map(|r| r.version);
+        let session = crate::registry::session(self.ctx)?;
+        session.run(session.registry.set_alias(model, version, alias))?;
+        let output = json!({"model": model, "alias": alias, "version": version, "previous": previous});
+        self.state.write("alias", &StepRecord::new(&key, StepStatus::Done, output.clone()))?;
+        let was = previous.map(|p| format!(" (was {model}:{p})")).unwrap_or_default();
+        self.report("alias", "ran", started, format!("{alias} -> {model}:{version}{was}"), output);
+        Ok(())
+    }
+}
