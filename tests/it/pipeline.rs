@@ -46,8 +46,8 @@ fn pipeline(dir: &Path, name: &str, project: &Path, test: &Path, train: &str, wh
 /// `strix pipeline run FILE --json`: the exit code and its report.
 fn pipeline_run(fx: &Path, tmp: &Path, file: &Path) -> (Option<i32>, Value, String) {
     let (out, stdout, stderr) = run(strix_in(fx, tmp).args(["pipeline", "run", "--json"]).arg(file));
-    let last = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or("null");
-    let report = serde_json::from_str(last).unwrap_or(Value::Null);
+    // Only the report on stdout: training's and tuning's words go to stderr.
+    let report = serde_json::from_str(&stdout).unwrap_or(Value::Null);
     (out.status.code(), report, format!("{stdout}\n{stderr}"))
 }
 
@@ -104,6 +104,26 @@ fn a_pipeline_registers_then_caches_then_refuses_then_resumes() {
     assert_eq!(report["ran"], 0, "{report}");
     assert!(statuses(&report).iter().all(|(_, s)| s == "cached"), "{report}");
     on_violation_runs_the_pipeline(&fx, tmp.path(), &test, &file);
+
+    // An edited condition is checked again, though the model is registered: not met, exit 4;
+    // written back, the candidate is production itself, which it need not beat.
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace(when, "test.accuracy >= 0.99 and >= production")).unwrap();
+    let (code, report, stderr) = pipeline_run(&fx, tmp.path(), &file);
+    assert_eq!(code, Some(4), "{stderr}");
+    assert_eq!(report["ran"], 1, "{report}");
+    std::fs::write(&file, &text).unwrap();
+    let (code, report, stderr) = pipeline_run(&fx, tmp.path(), &file);
+    assert_eq!(code, Some(0), "{stderr}");
+    let clause = report["steps"][3]["output"]["clauses"][1]["text"].as_str().unwrap();
+    assert!(clause.ends_with("production (digits:1, this very model)"), "{report}");
+    assert_eq!(versions(&fx, tmp.path()), (1, 1));
+    // A mistyped alias, while the model has versions, is an error, not a pass.
+    std::fs::write(&file, text.replace(when, "test.accuracy >= 0.5 and >= productoin")).unwrap();
+    let (code, _, stderr) = pipeline_run(&fx, tmp.path(), &file);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("has no alias \"productoin\""), "{stderr}");
+    std::fs::write(&file, &text).unwrap();
 
     // One short epoch at a learning rate too small to learn: worse on the test set than
     // production, so nothing is registered.
@@ -253,6 +273,10 @@ fn bad_pipeline_files_are_refused_before_any_step() {
         ("[train]\ndata = \"d\"\nrun_dir = \"x\"\n", "the pipeline sets this itself"),
         ("[train]\ndata = \"d\"\n[condition]\nwhen = \"test.acc >= 1\"\n", "is not a figure"),
         ("[train\n", "TOML parse error"),
+        ("[train]\ndata = \"d\"\n[register]\nmodel = \"m\"\nalias = \"a/b\"\n", "[register]"),
+        ("[train]\ndata = \"d\"\n[register]\nmodel = \"efficientnet_lite0\"\n", "a zoo model's name"),
+        ("[train]\ndata = \"d\"\n[evaluate]\ndata = \"nowhere\"\n", "no such file or folder"),
+        ("[train]\ndata = \"d\"\n[condition]\nwhen = \"val.map >= 0.5\"\n", "a classify model has no `val.map`"),
     ] {
         let file = tmp.path().join("bad.toml");
         std::fs::write(&file, text).unwrap();

@@ -162,15 +162,20 @@ impl Catalog {
         }
     }
 
-    /// Download a version into the cache (`CACHE/registry/NAME/VERSION`, checked by digest)
-    /// and locate its spec there.
+    /// Where a registry version's files are cached: `CACHE/registry/NAME/VERSION`.
+    pub fn version_dir(&self, name: &str, version: u64) -> std::path::PathBuf {
+        self.settings.cache_dir.join("registry").join(name).join(version.to_string())
+    }
+
+    /// Download a version into the cache ([`Catalog::version_dir`], checked by digest) and
+    /// locate its spec there.
     fn fetch(
         &self,
         session: &RegistrySession,
         record: &VersionRecord,
         progress: &dyn Progress,
     ) -> Result<Located, CatalogError> {
-        let dir = self.settings.cache_dir.join("registry").join(&record.name).join(record.version.to_string());
+        let dir = self.version_dir(&record.name, record.version);
         session.run(session.registry.download(record, &dir, progress))?;
         let spec = dir.join(SPEC_FILE);
         if !spec.is_file() {

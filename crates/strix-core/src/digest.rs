@@ -30,8 +30,9 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Lower-case hex SHA-256 of a file, or of a folder's files: `<sha256>  <relative path>` lines
 /// (`sha256sum`'s form, `/` between names), sorted by path. Names and contents both count, so a
-/// renamed, added, removed or edited file changes it; where the folder lives does not. Links
-/// are followed; hidden files and folders (`.name`) are left out.
+/// renamed, added, removed or edited file changes it; where the folder lives does not. Linked
+/// files are read; linked folders are not entered (a link to a parent would never end); hidden
+/// files and folders (`.name`) are left out.
 pub fn sha256_tree(path: &Path) -> std::io::Result<String> {
     if !path.is_dir() {
         return Ok(sha256_file(path)?.0);
@@ -45,7 +46,12 @@ pub fn sha256_tree(path: &Path) -> std::io::Result<String> {
                 continue;
             }
             let p = entry.path();
-            if p.is_dir() { pending.push(p) } else { files.push(p) }
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                pending.push(p);
+            } else if !(kind.is_symlink() && p.is_dir()) {
+                files.push(p);
+            }
         }
     }
     let mut lines: Vec<String> = files
@@ -96,5 +102,12 @@ mod tests {
         std::fs::rename(one.join("y.txt"), one.join("z.txt")).unwrap();
         assert_ne!(d, sha256_tree(&one).unwrap());
         assert_eq!(sha256_tree(&one.join("z.txt")).unwrap(), sha256_hex(b"y"));
+        // A link to a parent folder is not walked into (it would never end).
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(&one, one.join("a/loop")).unwrap();
+            let before = sha256_tree(&one).unwrap();
+            assert_eq!(before, sha256_tree(&one).unwrap());
+        }
     }
 }

@@ -99,6 +99,8 @@ pub struct Verdict {
 pub enum Reference {
     /// No version carries the alias yet: nothing to beat.
     NoVersion,
+    /// The alias points to this very model already (the same weights): nothing to compare.
+    Same(String),
     Figure(f64),
 }
 
@@ -143,8 +145,10 @@ fn check_figure(name: &str) -> Result<(), String> {
     ))
 }
 
+/// An alias here starts with a letter: `1_0` or `0x10` are numbers mistyped, not aliases.
 fn is_alias(word: &str) -> bool {
-    !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    word.starts_with(|c: char| c.is_ascii_alphabetic())
+        && word.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 impl Condition {
@@ -208,6 +212,22 @@ impl Condition {
             .collect()
     }
 
+    /// Refuse figures a model of `task` (`classify`, `detect`) does not have, before any work.
+    pub fn check_task(&self, task: &str) -> Result<(), WorkflowError> {
+        let has: &[&str] = match task {
+            "classify" => &["val.accuracy", "val.top5", "val.loss", "test.accuracy", "test.macro_f1"],
+            "detect" => &["val.map", "val.map50", "test.map", "test.map50"],
+            _ => return Ok(()),
+        };
+        match self.clauses.iter().find(|c| !has.contains(&c.figure.as_str())) {
+            Some(c) => Err(WorkflowError::Condition {
+                text: self.text.clone(),
+                reason: format!("a {task} model has no `{}`; it has {}", c.figure, has.join(", ")),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Whether a figure of the test set is read (so the pipeline must evaluate).
     pub fn uses_test(&self) -> bool {
         self.clauses.iter().any(|c| c.figure.starts_with("test."))
@@ -230,6 +250,7 @@ impl Condition {
                 Against::Alias(alias) => match reference(alias, &c.figure).map_err(&fail)? {
                     Reference::Figure(v) => (Some(v), format!("{alias} {v:.4}")),
                     Reference::NoVersion => (None, format!("{alias} (no version yet)")),
+                    Reference::Same(version) => (None, format!("{alias} ({version}, this very model)")),
                 },
             };
             let passed = against.is_none_or(|b| c.op.holds(value, b));
@@ -269,6 +290,8 @@ mod tests {
             ("val.accuracy >= 0.8 or >= production", "only `and`"),
             ("val.accuracy >= pro/duction", "neither a number nor an alias"),
             ("val.accuracy >= NaN", "not a finite number"),
+            ("val.accuracy >= 1_0", "neither a number nor an alias"),
+            ("val.accuracy >= 0x10", "neither a number nor an alias"),
         ] {
             let e = Condition::parse(text).unwrap_err().to_string();
             assert!(e.contains(needle), "{text:?}: {e}");
@@ -293,6 +316,17 @@ mod tests {
         assert!(e.unwrap_err().to_string().contains("no figure `test.map50`"));
         let e = c.check(figure, |_, _| Err("production: trash:2 is a detector".into()));
         assert!(e.unwrap_err().to_string().contains("trash:2 is a detector"));
+        let v = c.check(figure, |_, _| Ok(Reference::Same("trash:4".into()))).unwrap();
+        assert!(v.passed && v.clauses[1].text.ends_with("production (trash:4, this very model)"), "{v:?}");
+        assert!(
+            Condition::parse("val.map >= 0.5")
+                .unwrap()
+                .check_task("classify")
+                .unwrap_err()
+                .to_string()
+                .contains("no `val.map`")
+        );
+        assert!(Condition::parse("test.map50 >= 0.5").unwrap().check_task("detect").is_ok());
         let lower = Condition::parse("val.loss < 0.5").unwrap();
         assert!(lower.check(|_| Some(0.4), |_, _| Ok(Reference::NoVersion)).unwrap().passed);
     }

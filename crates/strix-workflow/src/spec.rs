@@ -28,7 +28,7 @@ pub struct SnapshotStep {
 #[serde(deny_unknown_fields)]
 pub struct EvaluateStep {
     /// Labelled images never trained on: class folders, a CSV, IDX files (classifiers); a COCO
-    /// or YOLO folder (detectors).
+    /// or YOLO folder (detectors; its validation part when it has one).
     pub data: PathBuf,
 }
 

@@ -23,11 +23,20 @@ pub fn run(ctx: &AppContext, args: &ExportArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Export and gate `run_dir`, telling the user what was checked.
+/// Export and gate `run_dir`, telling the user what was checked; the outcome on stdout.
 pub fn export(ctx: &AppContext, run_dir: &Path, options: &ExportOptions) -> Result<Exported> {
     if strix_index::knn::KnnRun::read_if_present(run_dir)?.is_some() {
         return crate::knn::export(ctx, run_dir, options);
     }
+    let exported = export_quietly(ctx, run_dir, options)?;
+    println!("export: {} (spec {})", exported.onnx.display(), exported.spec.display());
+    println!("gate passed: {}", exported.gate);
+    Ok(exported)
+}
+
+/// [`export`] of a trained run whose caller reports the outcome (a pipeline keeps stdout for
+/// its own).
+pub fn export_quietly(ctx: &AppContext, run_dir: &Path, options: &ExportOptions) -> Result<Exported> {
     if !ctx.quiet {
         let engines: Vec<String> = options.engines.backends.iter().map(|b| b.to_string()).collect();
         eprintln!(
@@ -37,8 +46,5 @@ pub fn export(ctx: &AppContext, run_dir: &Path, options: &ExportOptions) -> Resu
             engines.join(", ")
         );
     }
-    let exported = strix_export::export_run(run_dir, options)?;
-    println!("export: {} (spec {})", exported.onnx.display(), exported.spec.display());
-    println!("gate passed: {}", exported.gate);
-    Ok(exported)
+    Ok(strix_export::export_run(run_dir, options)?)
 }

@@ -68,6 +68,10 @@ fn baseline(ctx: &AppContext, args: &MonitorBaselineArgs) -> Result<ExitCode> {
 }
 
 fn run_checks(ctx: &AppContext, args: &MonitorRunArgs) -> Result<ExitCode> {
+    // A pipeline that cannot run is said now, not after the images are checked.
+    if let Some(p) = &args.on_violation {
+        strix_workflow::PipelineSpec::read(p).with_context(|| format!("--on-violation {}", p.display()))?;
+    }
     let baseline = Baseline::read(&args.baseline).with_context(|| format!("baseline {}", args.baseline.display()))?;
     let since = args.since.as_deref().map(inputs::since).transpose()?;
     let (files, problems) = images(&args.data, since)?;

@@ -176,8 +176,7 @@ fn spread(n: usize) -> Vec<usize> {
 /// beside its cached files; `None` when it carries none.
 pub fn registered_baseline(ctx: &AppContext, version: &strix_core::ModelVersion) -> Result<Option<PathBuf>> {
     use strix_monitor::baseline::{CONSTRAINTS, STATISTICS};
-    let cached =
-        ctx.catalog().settings().cache_dir.join("registry").join(&version.name).join(version.version.to_string());
+    let cached = ctx.catalog().version_dir(&version.name, version.version);
     if !cached.join(format!("{REGISTERED_PREFIX}{STATISTICS}")).is_file() {
         return Ok(None);
     }

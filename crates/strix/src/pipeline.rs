@@ -42,12 +42,57 @@ struct Runner<'a> {
 
 type Figures = BTreeMap<String, f64>;
 
+/// The version an alias pointed to when the candidate was compared with it.
+struct Compared {
+    record: VersionRecord,
+    figures: Figures,
+    /// It holds the candidate's very weights.
+    same: bool,
+}
+
 /// The candidate's and the aliases' figures on the test set.
 #[derive(Default)]
 struct Evaluated {
     candidate: Figures,
-    /// Per alias: the version it points to and its figures, or `None` when no version has it.
-    aliases: BTreeMap<String, Option<(VersionRecord, Figures)>>,
+    /// Per alias: the version it pointed to, or `None` when no version had it.
+    aliases: BTreeMap<String, Option<Compared>>,
+}
+
+/// The keys the register, alias and evaluation steps are recorded under.
+fn register_key(model: &str, onnx_sha: &str) -> String {
+    key(&[("model", model), ("onnx", onnx_sha)])
+}
+
+fn alias_key(model: &str, version: u64, alias: &str) -> String {
+    key(&[("model", model), ("version", &version.to_string()), ("alias", alias)])
+}
+
+fn evaluate_key(onnx_sha: &str, data_sha: &str) -> String {
+    key(&[("onnx", onnx_sha), ("data", data_sha)])
+}
+
+/// What can be checked before any step runs: names the registry would refuse, a test set that
+/// is not there.
+fn check_before(spec: &PipelineSpec) -> Result<()> {
+    if let Some(r) = &spec.register {
+        crate::registry::check_target(&r.model, r.alias.as_slice()).context("[register]")?;
+    }
+    if let Some(e) = &spec.evaluate
+        && !e.data.exists()
+    {
+        anyhow::bail!("[evaluate] data {}: no such file or folder", e.data.display());
+    }
+    // With a snapshot the project says the task, once it is opened.
+    if let (Some(c), None) = (&spec.condition, &spec.snapshot) {
+        c.check_task(task_of(&spec.trainer))?;
+    }
+    Ok(())
+}
+
+/// The task a `[train]` / `[tune]` table sets [default: classify].
+fn task_of(trainer: &Trainer) -> &str {
+    let (Trainer::Train(table) | Trainer::Tune(table)) = trainer;
+    table.get("task").and_then(|v| v.as_str()).unwrap_or("classify")
 }
 
 pub fn run(ctx: &AppContext, cmd: &PipelineCommand) -> Result<ExitCode> {
@@ -62,6 +107,7 @@ pub fn run(ctx: &AppContext, cmd: &PipelineCommand) -> Result<ExitCode> {
 /// Run the pipeline in `file`; its outcome printed (JSON with `json`).
 pub fn run_file(ctx: &AppContext, file: &Path, queue: &QueueArgs, json: bool) -> Result<ExitCode> {
     let spec = PipelineSpec::read(file)?;
+    check_before(&spec)?;
     let state = State::open(&spec.state)?;
     if !ctx.quiet {
         eprintln!("pipeline {} (state {})", spec.file.display(), spec.state.display());
@@ -111,6 +157,9 @@ impl Runner<'_> {
             let (Trainer::Train(table) | Trainer::Tune(table)) = &mut trainer;
             self.snapshot(snapshot, table)?;
         }
+        if let Some(c) = &spec.condition {
+            c.check_task(task_of(&trainer))?;
+        }
         let started = Instant::now();
         let (step, made) = match trainer {
             Trainer::Train(table) => ("train", crate::pipeline_train::train(self.ctx, &self.state, table, queue)?),
@@ -120,11 +169,15 @@ impl Runner<'_> {
         self.report(step, made.status, started, summary, made.output.clone());
         let onnx = made.run.join(EXPORT_DIR).join(ONNX_FILE);
         let onnx_sha = strix_zoo::sha256_file(&onnx).with_context(|| onnx.display().to_string())?;
-        if self.deployed(spec, &onnx_sha)? {
+        let test = match &spec.evaluate {
+            Some(e) => Some((e.data.clone(), data_digest(&e.data)?)),
+            None => None,
+        };
+        if self.deployed(spec, &made, &onnx_sha, test.as_ref().map(|(_, sha)| sha.as_str()))? {
             return Ok(true);
         }
-        let evaluated = match &spec.evaluate {
-            Some(e) => self.evaluate(spec, &made, &onnx_sha, &e.data)?,
+        let evaluated = match &test {
+            Some((data, data_sha)) => self.evaluate(spec, &made, &onnx_sha, data, data_sha)?,
             None => Evaluated::default(),
         };
         if let Some(condition) = &spec.condition
@@ -135,7 +188,8 @@ impl Runner<'_> {
         if let Some(register) = &spec.register {
             let version = self.register(spec, &register.model, &made, &onnx_sha)?;
             if let Some(alias) = &register.alias {
-                self.alias(&register.model, version, alias)?;
+                let compared = evaluated.aliases.get(alias).map(|c| c.as_ref().map(|c| c.record.version));
+                self.alias(&register.model, version, alias, compared)?;
             }
         }
         Ok(true)
@@ -144,49 +198,46 @@ impl Runner<'_> {
     /// Whether this pipeline already judged, registered and aliased this very model (the
     /// records of those steps under its digest, the version still there): then the rest is
     /// unchanged, reported from the records. Judging it again would compare it with itself.
-    fn deployed(&mut self, spec: &PipelineSpec, onnx_sha: &str) -> Result<bool> {
+    fn deployed(&mut self, spec: &PipelineSpec, made: &Made, onnx_sha: &str, data_sha: Option<&str>) -> Result<bool> {
         let Some(register) = &spec.register else { return Ok(false) };
         let started = Instant::now();
         let done = |step: &str, key: &str| -> Result<Option<StepRecord>> {
             Ok(self.state.same(step, key)?.filter(|r| r.status == StepStatus::Done))
         };
         let model = register.model.as_str();
-        let Some(registered) = done("register", &key(&[("model", model), ("onnx", onnx_sha)]))? else {
-            return Ok(false);
-        };
+        let Some(registered) = done("register", &register_key(model, onnx_sha))? else { return Ok(false) };
         let Some(version) = registered.output["version"].as_u64() else { return Ok(false) };
         if !self.still_registered(model, version, onnx_sha)? {
             return Ok(false);
         }
-        let aliased = match &register.alias {
-            Some(alias) => {
-                let k = key(&[("model", model), ("version", &version.to_string()), ("alias", alias)]);
-                match done("alias", &k)? {
-                    Some(r) => Some(r),
-                    None => return Ok(false),
-                }
-            }
-            None => None,
-        };
+        if let Some(alias) = &register.alias
+            && done("alias", &alias_key(model, version, alias))?.is_none()
+        {
+            return Ok(false);
+        }
         let mut steps = Vec::new();
-        if let Some(e) = &spec.evaluate {
-            let k = key(&[("onnx", onnx_sha), ("data", &data_digest(&e.data)?)]);
-            let Some(r) = done("evaluate", &k)? else { return Ok(false) };
+        if let Some(data_sha) = data_sha {
+            let Some(r) = done("evaluate", &evaluate_key(onnx_sha, data_sha))? else { return Ok(false) };
             let summary = format!("{} test images: {}", r.output["images"], figures_text(&r.output["figures"]));
             steps.push(("evaluate", summary, r.output));
         }
-        if spec.condition.is_some() {
-            let Some(r) = self.state.record("condition")?.filter(|r| r.status == StepStatus::Done) else {
+        if let Some(condition) = &spec.condition {
+            // The condition as written then: an edited one is checked again.
+            let Some(r) = self
+                .state
+                .record("condition")?
+                .filter(|r| r.status == StepStatus::Done && r.output["when"] == condition.text.as_str())
+            else {
                 return Ok(false);
             };
             steps.push(("condition", format!("met when {model}:{version} was registered"), r.output));
         }
-        steps.push(("register", format!("{model}:{version}"), registered.output));
-        if let (Some(r), Some(alias)) = (aliased, &register.alias) {
-            steps.push(("alias", format!("{alias} -> {model}:{version}"), r.output));
-        }
         for (step, summary, output) in steps {
             self.report(step, "cached", started, summary, output);
+        }
+        self.register(spec, model, made, onnx_sha)?;
+        if let Some(alias) = &register.alias {
+            self.alias(model, version, alias, None)?;
         }
         Ok(true)
     }
@@ -214,7 +265,7 @@ impl Runner<'_> {
     /// `model` scored on `data` under the record `step`, unless the same model (by its ONNX
     /// digest) was scored on the same data before; the output and whether it ran.
     fn scored(&self, step: &str, model: &str, onnx_sha: &str, data: &Path, data_sha: &str) -> Result<(Value, bool)> {
-        let key = key(&[("onnx", onnx_sha), ("data", data_sha)]);
+        let key = evaluate_key(onnx_sha, data_sha);
         if let Some(r) = self.state.same(step, &key)?.filter(|r| r.status == StepStatus::Done) {
             return Ok((r.output, false));
         }
@@ -225,36 +276,45 @@ impl Runner<'_> {
     }
 
     /// The candidate, and each version an alias of the condition points to, on the test set.
-    fn evaluate(&mut self, spec: &PipelineSpec, made: &Made, onnx_sha: &str, data: &Path) -> Result<Evaluated> {
+    fn evaluate(
+        &mut self,
+        spec: &PipelineSpec,
+        made: &Made,
+        onnx_sha: &str,
+        data: &Path,
+        data_sha: &str,
+    ) -> Result<Evaluated> {
         let started = Instant::now();
-        let data_sha = data_digest(data)?;
         let model = made.run.join(EXPORT_DIR).join(SPEC_FILE).display().to_string();
-        let (candidate, mut ran) = self.scored("evaluate", &model, onnx_sha, data, &data_sha)?;
+        let (candidate, mut ran) = self.scored("evaluate", &model, onnx_sha, data, data_sha)?;
         let mut summary = vec![format!("{} test images: {}", candidate["images"], figures_text(&candidate["figures"]))];
         let mut output = json!({"candidate": candidate, "aliases": {}});
         let mut evaluated = Evaluated { candidate: as_figures(&candidate["figures"]), ..Default::default() };
         let aliases = spec.condition.as_ref().map(|c| c.aliases()).unwrap_or_default();
         for alias in aliases {
             let model_name = spec.register.as_ref().map(|r| r.model.as_str()).unwrap_or_default();
-            let Some(record) = self.alias_version(model_name, &alias)? else {
+            let Some(record) = self.compared_version(model_name, &alias)? else {
                 summary.push(format!("{alias}: no version yet"));
                 output["aliases"][&alias] = Value::Null;
                 evaluated.aliases.insert(alias, None);
                 continue;
             };
             let label = format!("{}:{}", record.name, record.version);
-            let sha = record.artifact(ONNX_FILE).map(|a| a.sha256.clone()).unwrap_or_default();
+            // A version without an ONNX file is known by its name and number.
+            let sha = record.artifact(ONNX_FILE).map_or_else(|| label.clone(), |a| a.sha256.clone());
+            let same = sha == onnx_sha;
             // The same weights score the same: the candidate's figures stand for them.
-            let scored = if sha == onnx_sha {
+            let scored = if same {
                 json!({"model": label, "images": candidate["images"], "figures": candidate["figures"]})
             } else {
-                let (scored, this_ran) = self.scored(&format!("evaluate-{alias}"), &label, &sha, data, &data_sha)?;
+                let (scored, this_ran) = self.scored(&format!("evaluate-{alias}"), &label, &sha, data, data_sha)?;
                 ran |= this_ran;
                 scored
             };
             summary.push(format!("{alias} ({label}): {}", figures_text(&scored["figures"])));
             output["aliases"][&alias] = scored.clone();
-            evaluated.aliases.insert(alias, Some((record, as_figures(&scored["figures"]))));
+            let figures = as_figures(&scored["figures"]);
+            evaluated.aliases.insert(alias, Some(Compared { record, figures, same }));
         }
         self.report("evaluate", if ran { "ran" } else { "cached" }, started, summary.join("; "), output);
         Ok(evaluated)
@@ -267,6 +327,21 @@ impl Runner<'_> {
         match session.run(session.registry.get(&ModelRef::parse(&format!("{model}@{alias}"))?)) {
             Ok(r) => Ok(Some(r)),
             Err(RegistryError::UnknownModel { .. } | RegistryError::UnknownAlias { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The version a condition's `alias` points to; `None` while the model has no version at
+    /// all (a first run: nothing to beat). A model that has versions but not this alias is a
+    /// mistyped condition, not a pass.
+    fn compared_version(&self, model: &str, alias: &str) -> Result<Option<VersionRecord>> {
+        let session = crate::registry::session(self.ctx)?;
+        match session.run(session.registry.get(&ModelRef::parse(&format!("{model}@{alias}"))?)) {
+            Ok(r) => Ok(Some(r)),
+            Err(RegistryError::UnknownModel { .. }) => Ok(None),
+            Err(e @ RegistryError::UnknownAlias { .. }) => {
+                Err(anyhow::Error::new(e).context(format!("the condition compares with {model}@{alias}")))
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -290,16 +365,22 @@ impl Runner<'_> {
         let model = spec.register.as_ref().map(|r| r.model.as_str()).unwrap_or_default();
         let reference = |alias: &str, name: &str| -> Result<Reference, String> {
             let (kind, f) = name.split_once('.').unwrap_or(("", name));
+            if let Some(Some(c)) = evaluated.aliases.get(alias)
+                && c.same
+            {
+                return Ok(Reference::Same(format!("{}:{}", c.record.name, c.record.version)));
+            }
             if kind == "test" {
                 return match evaluated.aliases.get(alias) {
-                    Some(Some((record, figures))) => figures
+                    Some(Some(c)) => c
+                        .figures
                         .get(f)
                         .map(|v| Reference::Figure(*v))
-                        .ok_or_else(|| format!("{}:{} has no figure `{name}`", record.name, record.version)),
+                        .ok_or_else(|| format!("{}:{} has no figure `{name}`", c.record.name, c.record.version)),
                     _ => Ok(Reference::NoVersion),
                 };
             }
-            let record = self.alias_version(model, alias).map_err(|e| format!("{e:#}"))?;
+            let record = self.compared_version(model, alias).map_err(|e| format!("{e:#}"))?;
             let Some(record) = record else { return Ok(Reference::NoVersion) };
             let summary: Option<strix_train::RunSummary> =
                 record.lineage.metrics.clone().and_then(|m| serde_json::from_value(m).ok());
@@ -310,7 +391,7 @@ impl Runner<'_> {
         };
         let verdict = condition.check(figure, reference)?;
         let inputs = json!({"val": val, "test": evaluated.candidate,
-            "aliases": evaluated.aliases.iter().map(|(a, v)| (a.clone(), v.as_ref().map(|(r, f)| json!({"version": r.version, "figures": f})))).collect::<BTreeMap<_, _>>()});
+            "aliases": evaluated.aliases.iter().map(|(a, v)| (a.clone(), v.as_ref().map(|c| json!({"version": c.record.version, "figures": c.figures})))).collect::<BTreeMap<_, _>>()});
         let key = key(&[("when", &condition.text), ("figures", &inputs.to_string())]);
         let cached = self.state.same("condition", &key)?.is_some();
         let output = json!({"when": condition.text, "met": verdict.passed, "clauses": verdict.clauses});
@@ -329,20 +410,39 @@ impl Runner<'_> {
     /// ONNX file there before (and that version still exists).
     fn register(&mut self, spec: &PipelineSpec, model: &str, made: &Made, onnx_sha: &str) -> Result<u64> {
         let started = Instant::now();
-        let key = key(&[("model", model), ("onnx", onnx_sha)]);
-        if let Some(r) = self.state.same("register", &key)?.filter(|r| r.status == StepStatus::Done)
-            && let Some(version) = r.output["version"].as_u64()
-            && self.still_registered(model, version, onnx_sha)?
-        {
-            self.report("register", "cached", started, format!("{model}:{version}"), r.output);
+        let key = register_key(model, onnx_sha);
+        // Registered already, by this run (a kill after registering, before its record) or an
+        // earlier one (settings changed and changed back): that version, not a copy of it.
+        if let Some(version) = self.registered_as(model, onnx_sha)? {
+            let output = json!({"model": model, "version": version});
+            let cached = self.state.same("register", &key)?.is_some_and(|r| r.output["version"] == version);
+            self.state.write("register", &StepRecord::new(&key, StepStatus::Done, output.clone()))?;
+            let summary =
+                format!("{model}:{version}{}", if cached { "" } else { " (this model was registered already)" });
+            self.report("register", "cached", started, summary, output);
             return Ok(version);
         }
         let source = format!("pipeline {} (run {})", spec.file.display(), made.run.display());
-        let record = crate::registry::register_run(self.ctx, &made.run, model, Some(source), None)?;
+        let tuning = made.output.get("tuning").filter(|t| !t.is_null()).cloned();
+        let record = crate::registry::register_run(self.ctx, &made.run, model, Some(source), tuning)?;
         let output = json!({"model": model, "version": record.version});
         self.state.write("register", &StepRecord::new(&key, StepStatus::Done, output.clone()))?;
         self.report("register", "ran", started, format!("{model}:{}", record.version), output);
         Ok(record.version)
+    }
+
+    /// The newest version of `model` whose ONNX file is this one.
+    fn registered_as(&self, model: &str, onnx_sha: &str) -> Result<Option<u64>> {
+        let session = crate::registry::session(self.ctx)?;
+        match session.run(session.registry.versions(model)) {
+            Ok(all) => Ok(all
+                .iter()
+                .filter(|r| r.artifact(ONNX_FILE).is_some_and(|a| a.sha256 == onnx_sha))
+                .map(|r| r.version)
+                .max()),
+            Err(RegistryError::UnknownModel { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn still_registered(&self, model: &str, version: u64, onnx_sha: &str) -> Result<bool> {
@@ -356,14 +456,37 @@ impl Runner<'_> {
 
     /// `alias` moved to `version`, once: a rerun does not move back an alias someone has moved
     /// since (a rollback stays).
-    fn alias(&mut self, model: &str, version: u64, alias: &str) -> Result<()> {
+    ///
+    /// `compared`: the version the condition compared the candidate with through this alias
+    /// (`Some(None)`: none had it then). If the alias has moved since, another run moved it:
+    /// the comparison no longer holds, and the alias is left alone.
+    fn alias(&mut self, model: &str, version: u64, alias: &str, compared: Option<Option<u64>>) -> Result<()> {
         let started = Instant::now();
-        let key = key(&[("model", model), ("version", &version.to_string()), ("alias", alias)]);
+        let key = alias_key(model, version, alias);
+        let now = self.alias_version(model, alias)?.map(|r| r.version);
         if let Some(r) = self.state.same("alias", &key)?.filter(|r| r.status == StepStatus::Done) {
-            self.report("alias", "cached", started, format!("{alias} -> {model}:{version}"), r.output);
+            let moved = match now {
+                Some(v) if v != version => format!(" (it points to {model}:{v} now: moved since, left there)"),
+                None => " (the alias is gone now: removed since, left so)".to_string(),
+                _ => String::new(),
+            };
+            self.report("alias", "cached", started, format!("{alias} -> {model}:{version}{moved}"), r.output);
             return Ok(());
         }
-        let previous = self.alias_version(model, alias)?.map(|r| r.version);
+        if let Some(then) = compared
+            && now != then
+            && now != Some(version)
+        {
+            let was = |v: Option<u64>| v.map_or("no version".to_string(), |v| format!("{model}:{v}"));
+            anyhow::bail!(
+                "{alias} moved from {} to {} while this pipeline ran; {model}:{version} is registered but {alias} \
+                 was left alone: run the pipeline again to compare with {}",
+                was(then),
+                was(now),
+                was(now)
+            );
+        }
+        let previous = now;
         let session = crate::registry::session(self.ctx)?;
         session.run(session.registry.set_alias(model, version, alias))?;
         let output = json!({"model": model, "alias": alias, "version": version, "previous": previous});

@@ -48,7 +48,10 @@ pub fn val_figures(summary: &RunSummary) -> Value {
 fn finished(ctx: &AppContext, run: &Path, status: &'static str) -> Result<Made> {
     if !exported(run) {
         let options = strix_export::ExportOptions { engines: ctx.export_engines(), ..Default::default() };
-        crate::export::export(ctx, run, &options).context("the run's ONNX export")?;
+        let done = crate::export::export_quietly(ctx, run, &options).context("the run's ONNX export")?;
+        if !ctx.quiet {
+            eprintln!("export: {}; gate passed: {}", done.onnx.display(), done.gate);
+        }
     }
     let summary = RunSummary::read(run).with_context(|| format!("{}: the run's summary", run.display()))?;
     let output =
@@ -67,32 +70,40 @@ pub fn train(ctx: &AppContext, state: &State, mut table: toml::Table, queue: &Qu
         bail!("[train] model = \"knn\": a k-NN classifier is built with `strix train --model knn`, not in a pipeline");
     }
     let text = toml::to_string(&merged).context("the training settings")?;
-    let cfg = crate::train::with_default_pretrained(ctx, TrainConfig::from_toml(&text, &origin)?)?;
-    let mut parts = vec![("settings".to_string(), toml::to_string(&cfg).context("the training settings")?)];
-    let files = [("data", Some(&cfg.data)), ("val_data", cfg.val_data.as_ref()), ("test_data", cfg.test_data.as_ref())];
-    for (name, path) in files.into_iter().chain([("pretrained", cfg.pretrained.as_ref())]) {
-        if let Some(p) = path {
-            parts.push((name.to_string(), data_digest(p)?));
-        }
-    }
-    let parts: Vec<(&str, &str)> = parts.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-    let key = key(&parts);
+    // Its lines are the merged settings', not the pipeline file's: the key names the setting.
+    let cfg = TrainConfig::from_toml(&text, &origin).context("[train] (merged with its `config`)")?;
+    let cfg = crate::train::with_default_pretrained(ctx, cfg)?;
+    let settings = toml::to_string(&cfg).context("the training settings")?;
+    let files = [
+        ("data", Some(cfg.data.as_path())),
+        ("val_data", cfg.val_data.as_deref()),
+        ("test_data", cfg.test_data.as_deref()),
+        ("pretrained", cfg.pretrained.as_deref()),
+    ];
+    let key = step_key(&settings, &files)?;
     let run = state.dir().join("runs").join(format!("train-{}", &key[..12]));
     // Only when asked: a queue named in the settings file does not move a pipeline's training.
     let queue = match queue.queue.is_some() || queue.queue_config.is_some() {
         true => crate::queue::queue_settings(ctx, queue)?,
         false => None,
     };
-    if let Some(record) = state.same(TRAIN, &key)? {
-        match record.status {
-            StepStatus::Done if exported(&run) => return Ok(Made { run, status: "cached", output: record.output }),
-            StepStatus::Running => {
-                if let Some(made) = resume(ctx, state, &key, &record, &run, queue.as_ref())? {
-                    return Ok(made);
-                }
-            }
-            _ => {}
+    let record = state.same(TRAIN, &key)?;
+    match &record {
+        Some(r) if r.status == StepStatus::Done && exported(&run) => {
+            return Ok(Made { run, status: "cached", output: r.output.clone() });
         }
+        Some(r) if r.status == StepStatus::Running && r.output.get("job").is_some() => {
+            let made = wait_again(ctx, state, &key, r, &run, queue.as_ref())?;
+            state.write(TRAIN, &StepRecord::new(&key, StepStatus::Done, made.output.clone()))?;
+            return Ok(made);
+        }
+        _ => {}
+    }
+    // The folder is named by the key: whatever is in it was trained with these very settings
+    // (an interrupted run, or one whose record another setting's run replaced since).
+    if let Some(made) = resume_local(ctx, &run)? {
+        state.write(TRAIN, &StepRecord::new(&key, StepStatus::Done, made.output.clone()))?;
+        return Ok(made);
     }
     if run.exists() {
         std::fs::remove_dir_all(&run).with_context(|| format!("{}: an unfinished run's folder", run.display()))?;
@@ -113,40 +124,42 @@ pub fn train(ctx: &AppContext, state: &State, mut table: toml::Table, queue: &Qu
     Ok(made)
 }
 
-/// An interrupted run under the same key, taken up again: a queued job waited on, a local run
-/// from its checkpoint (or just exported, when it had finished). `None` when nothing of it is
-/// left to resume from.
-fn resume(
+/// The run in `run` (named by its key) taken up again: exported when it had finished, resumed
+/// from its checkpoint when it had not; `None` when nothing of it is there.
+fn resume_local(ctx: &AppContext, run: &Path) -> Result<Option<Made>> {
+    if RunSummary::read_if_finished(run)?.is_some() {
+        let status = if exported(run) { "cached" } else { "resumed" };
+        return Ok(Some(finished(ctx, run, status)?));
+    }
+    if !run.join(CHECKPOINT_FILE).is_file() {
+        return Ok(None);
+    }
+    if !ctx.quiet {
+        eprintln!("train: resuming {} from its checkpoint", run.display());
+    }
+    let cfg = strix_train::files::saved_config(run)?;
+    crate::train::set_threads(cfg.threads);
+    strix_train::train::resume(run, &crate::train::EpochBars::new(ctx.quiet))?;
+    Ok(Some(finished(ctx, run, "resumed")?))
+}
+
+/// A job an earlier run of the pipeline queued, waited for again (not queued twice).
+fn wait_again(
     ctx: &AppContext,
     state: &State,
     key: &str,
     record: &StepRecord,
     run: &Path,
     queue: Option<&strix_jobs::QueueSettings>,
-) -> Result<Option<Made>> {
-    let made = if let Some(job) = record.output.get("job").and_then(Value::as_str) {
-        let settings =
-            queue.with_context(|| format!("the training step was queued as job {job}: give --queue to wait for it"))?;
-        if !ctx.quiet {
-            eprintln!("train: waiting again for job {job}, queued by an earlier run of this pipeline");
-        }
-        let spec = record.output.get("spec").cloned().unwrap_or(Value::Null);
-        queued(ctx, state, key, None, run, settings, Some((job, spec)))?
-    } else if RunSummary::read_if_finished(run)?.is_some() {
-        finished(ctx, run, "resumed")?
-    } else if run.join(CHECKPOINT_FILE).is_file() {
-        if !ctx.quiet {
-            eprintln!("train: resuming {} from its checkpoint", run.display());
-        }
-        let cfg = strix_train::files::saved_config(run)?;
-        crate::train::set_threads(cfg.threads);
-        strix_train::train::resume(run, &crate::train::EpochBars::new(ctx.quiet))?;
-        finished(ctx, run, "resumed")?
-    } else {
-        return Ok(None);
-    };
-    state.write(TRAIN, &StepRecord::new(key, StepStatus::Done, made.output.clone()))?;
-    Ok(Some(made))
+) -> Result<Made> {
+    let job = record.output["job"].as_str().unwrap_or_default();
+    let settings =
+        queue.with_context(|| format!("the training step was queued as job {job}: give --queue to wait for it"))?;
+    if !ctx.quiet {
+        eprintln!("train: waiting again for job {job}, queued by an earlier run of this pipeline");
+    }
+    let spec = record.output.get("spec").cloned().unwrap_or(Value::Null);
+    queued(ctx, state, key, None, run, settings, Some((job, spec)))
 }
 
 /// The run as a job on the queue (or the job `earlier` already queued), its id recorded before
@@ -181,22 +194,36 @@ fn queued(
         crate::train_job::follow(ctx, &queue, &id, &spec, run).await
     })?;
     if job.status != strix_jobs::Status::Succeeded {
+        // Ended for good: the next run queues a new job rather than wait on this one again.
+        let output = json!({"job": job.id.as_str(), "status": format!("{:?}", job.status), "error": job.error});
+        state.write(TRAIN, &StepRecord::new(key, StepStatus::Failed, output))?;
         bail!("training job {} ended {:?}: {}", job.id, job.status, job.error.as_deref().unwrap_or("no error given"));
     }
     finished(ctx, run, status)
 }
 
-/// `[tune]`: its table as `strix tune`'s flags (`config` its positional base config), the
-/// tuning folder in the state folder, the best trial's run the model.
-pub fn tune(ctx: &AppContext, state: &State, table: toml::Table, queue: &QueueArgs) -> Result<Made> {
-    let mut parts = vec![("settings".to_string(), toml::to_string(&table).context("the tuning settings")?)];
-    for name in ["config", "space", "data", "val_data", "test_data", "pretrained"] {
-        if let Some(p) = table.get(name).and_then(|v| v.as_str()) {
-            parts.push((name.to_string(), data_digest(Path::new(p))?));
+/// The key of a model-making step: its resolved settings and the digest of every file named.
+fn step_key(settings: &str, files: &[(&str, Option<&Path>)]) -> Result<String> {
+    let mut parts = vec![("settings".to_string(), settings.to_string())];
+    for (name, path) in files {
+        if let Some(p) = path {
+            parts.push((name.to_string(), data_digest(p)?));
         }
     }
     let parts: Vec<(&str, &str)> = parts.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-    let key = key(&parts);
+    Ok(key(&parts))
+}
+
+/// `[tune]`: its table as `strix tune`'s flags (`config` its positional base config), the
+/// tuning folder in the state folder, the best trial's run the model.
+pub fn tune(ctx: &AppContext, state: &State, table: toml::Table, queue: &QueueArgs) -> Result<Made> {
+    // The files the trials read, wherever they are named: the table or its base config.
+    let config = table.get("config").and_then(|v| v.as_str()).map(PathBuf::from);
+    let (merged, _) = crate::layered::merged_table(config.as_deref(), table.clone())?;
+    let settings = toml::to_string(&merged).context("the tuning settings")?;
+    let path = |name: &str| merged.get(name).and_then(|v| v.as_str()).map(Path::new);
+    let files = ["space", "data", "val_data", "test_data", "pretrained"].map(|name| (name, path(name)));
+    let key = step_key(&settings, &files)?;
     let folder = state.dir().join("runs").join(format!("tune-{}", &key[..12]));
     let best = |folder: &Path| -> Option<PathBuf> {
         let job = strix_tune::tuning::Tuning::load(folder).ok()?;
@@ -229,15 +256,17 @@ pub fn tune(ctx: &AppContext, state: &State, table: toml::Table, queue: &QueueAr
         .map_err(|e| anyhow::anyhow!("[tune]: {}", e.render()))?;
     let crate::cli::Command::Tune(args) = cli.command else { bail!("[tune]: not a tuning command") };
     state.write(TUNE, &StepRecord::new(&key, StepStatus::Running, json!({"folder": folder.display().to_string()})))?;
-    crate::tune::run(ctx, &args)?;
-    let run = best(&folder).with_context(|| format!("{}: no trial of the tuning job finished", folder.display()))?;
+    let (folder, job) = crate::tune::search(ctx, &args)?;
+    let run = strix_tune::tuning::best_run_dir(&folder, &job)
+        .with_context(|| format!("{}: no trial of the tuning job finished", folder.display()))?;
     let mut made = finished(ctx, &run, if resuming { "resumed" } else { "ran" })?;
     made.output["folder"] = json!(folder.display().to_string());
+    made.output["tuning"] = crate::tune::lineage(&folder, &job).unwrap_or(Value::Null);
     state.write(TUNE, &StepRecord::new(&key, StepStatus::Done, made.output.clone()))?;
     Ok(made)
 }
 
-/// A `[tune]` table as flags: `key = value` as `--key value` (`_` as `-`), lists comma-joined,
+/// A `[tune]` table as flags: `key = value` as `--key=value` (`_` as `-`), lists comma-joined,
 /// `config` as the positional base config; a switch (`--no-export`) is given for `true` and
 /// left out for `false`, a flag that takes a value gets `true` / `false`.
 fn tune_flags(table: &toml::Table) -> Result<Vec<String>> {
@@ -251,6 +280,9 @@ fn tune_flags(table: &toml::Table) -> Result<Vec<String>> {
         if k == "config" {
             out.push(v.as_str().with_context(|| "[tune] config: a path")?.to_string());
             continue;
+        }
+        if !k.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+            bail!("[tune] {k:?}: not a setting name (strix tune's flags, written with `_`)");
         }
         let long = k.replace('_', "-");
         let flag = format!("--{long}");
@@ -277,7 +309,8 @@ fn tune_flags(table: &toml::Table) -> Result<Vec<String>> {
                 .join(","),
             other => bail!("[tune] {k}: a {} is not a flag value", other.type_str()),
         };
-        out.extend([flag, value]);
+        // One word: a value that starts with `-` stays a value.
+        out.push(format!("{flag}={value}"));
     }
     Ok(out)
 }
@@ -294,10 +327,12 @@ mod tests {
         .unwrap();
         let flags = tune_flags(&table).unwrap();
         let text = flags.join(" ");
-        for want in ["/p/base.toml", "--trials 4", "--strategy random", "--lr 0.01", "--classes a,b", "--test false"] {
+        for want in ["/p/base.toml", "--trials=4", "--strategy=random", "--lr=0.01", "--classes=a,b", "--test=false"] {
             assert!(text.contains(want), "{text}");
         }
         let bad: toml::Table = toml::from_str("space = { a = 1 }\n").unwrap();
         assert!(tune_flags(&bad).unwrap_err().to_string().contains("not a flag value"));
+        let bad: toml::Table = toml::from_str("\"out=/x --trials\" = 1\n").unwrap();
+        assert!(tune_flags(&bad).unwrap_err().to_string().contains("not a setting name"));
     }
 }

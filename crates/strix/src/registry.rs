@@ -106,7 +106,8 @@ pub fn register_run(
                 }
             }
             Ok(None) => {}
-            Err(e) => eprintln!("note: registered without a baseline of the validation images: {e:#}"),
+            Err(e) if !ctx.quiet => eprintln!("note: registered without a baseline of the validation images: {e:#}"),
+            Err(_) => {}
         }
     }
     let files = Registration { onnx: &onnx, spec: &spec_path, lineage, extra };

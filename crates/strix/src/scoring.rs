@@ -1,6 +1,7 @@
 //! A model's figures on labelled images, through the same runtime path that serves it:
 //! accuracy and macro-F1 for classifiers (scikit-learn's), COCO mAP for detectors
-//! (pycocotools'). The pipeline's evaluation step and `monitor quality` both score here.
+//! (pycocotools'). The pipeline's evaluation step scores here; `monitor quality` loads its model
+//! here and scores detectors here (its classifier pairs come from captured files by path).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;

@@ -166,6 +166,13 @@ fn new_job(ctx: &AppContext, args: &TuneArgs) -> Result<(PathBuf, Tuning)> {
 }
 
 pub fn run(ctx: &AppContext, args: &TuneArgs) -> Result<ExitCode> {
+    let (folder, job) = search(ctx, args)?;
+    finish(ctx, args, &folder, &job)
+}
+
+/// The tuning job's trials, run (or resumed) to the end: its folder and state. The bar and the
+/// trials' lines go to stderr; nothing to stdout.
+pub fn search(ctx: &AppContext, args: &TuneArgs) -> Result<(PathBuf, Tuning)> {
     crate::train::keep_freed_memory();
     let (folder, job) = match &args.resume {
         Some(dir) => {
@@ -204,7 +211,24 @@ pub fn run(ctx: &AppContext, args: &TuneArgs) -> Result<ExitCode> {
         None => tuning::run(&folder, job, &observer)?,
     };
     observer.bar.finish_and_clear();
-    finish(ctx, args, &folder, &job)
+    Ok((folder, job))
+}
+
+/// What a registered best trial records of its tuning job: the job, the trial, its objective
+/// value and parameters, the folder.
+pub fn lineage(folder: &Path, job: &Tuning) -> Option<serde_json::Value> {
+    let (best, value) = job.best()?;
+    let params: serde_json::Map<String, serde_json::Value> =
+        best.params.iter().map(|(k, v)| (k.clone(), param_json(v))).collect();
+    Some(json!({
+        "job": job.job_id,
+        "trial": best.id,
+        "trials": job.study.trials().len(),
+        "objective": job.settings.objective,
+        "value": value,
+        "params": params,
+        "folder": std::path::absolute(folder).unwrap_or_else(|_| folder.to_path_buf()).display().to_string(),
+    }))
 }
 
 /// The queue the trials go to, when `--queue` or `--queue-config` names one.
@@ -250,18 +274,7 @@ fn finish(ctx: &AppContext, args: &TuneArgs, folder: &Path, job: &Tuning) -> Res
             .context("tuning finished, but the best run's ONNX export did not (retry with `strix export RUN_DIR`)")?;
     }
     if let Some(name) = &args.register {
-        let params: serde_json::Map<String, serde_json::Value> =
-            best.params.iter().map(|(k, v)| (k.clone(), param_json(v))).collect();
-        let lineage = json!({
-            "job": job.job_id,
-            "trial": best.id,
-            "trials": job.study.trials().len(),
-            "objective": job.settings.objective,
-            "value": value,
-            "params": params,
-            "folder": std::path::absolute(folder).unwrap_or_else(|_| folder.to_path_buf()).display().to_string(),
-        });
-        let record = crate::registry::register_run(ctx, &run, name, None, Some(lineage))?;
+        let record = crate::registry::register_run(ctx, &run, name, None, lineage(folder, job))?;
         crate::registry::print_registered(ctx, &record, false)?;
     }
     Ok(ExitCode::SUCCESS)
