@@ -129,7 +129,13 @@ fn tuning_trials_run_as_jobs_and_the_stopped_ones_are_cancelled() {
     assert!(o.status.success(), "{e}");
     let jobs: Vec<Value> = serde_json::from_str(&list).unwrap();
     assert_eq!(jobs.iter().filter(|j| j["kind"] == "train").count(), 6);
-    assert_eq!(jobs.iter().filter(|j| j["status"] == "cancelled").count(), pruned, "{list}");
+    // Every stopped trial's job is asked to cancel, and none other; a job that ends before the
+    // request reaches it (the tuner reads epochs from the job's log) finishes instead, so at
+    // least one, not all, must have been stopped mid-run.
+    let asked = jobs.iter().filter(|j| j["cancel_requested"] == true).count();
+    let cancelled = jobs.iter().filter(|j| j["status"] == "cancelled").count();
+    assert_eq!(asked, pruned, "{list}");
+    assert!((1..=pruned).contains(&cancelled), "{cancelled} of {pruned} stopped trials' jobs cancelled: {list}");
     // One copy of the data for all six.
     let snapshots = files_under(&cache.join("home/registry/jobs")).iter().filter(|p| p.ends_with("0000.png")).count();
     assert_eq!(snapshots, 1);

@@ -185,6 +185,9 @@ pub struct PipelineRunArgs {
     /// Print the outcome as one JSON object (each step: status, seconds, output)
     #[arg(long)]
     pub json: bool,
+    /// The engine the evaluation scores with (the one that will serve the model)
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 const PIPELINE_HELP: &str = "\

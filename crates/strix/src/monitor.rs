@@ -126,7 +126,7 @@ fn run_checks(ctx: &AppContext, args: &MonitorRunArgs) -> Result<ExitCode> {
         let queue = crate::cli::QueueArgs { queue: None, queue_config: None };
         // Its own outcome (done, or a condition not met) is printed; the exit status stays the
         // monitor's.
-        crate::pipeline::run_file(ctx, pipeline, &queue, args.json)
+        crate::pipeline::run_file(ctx, pipeline, &queue, &args.runtime, args.json)
             .with_context(|| format!("--on-violation {}", pipeline.display()))?;
     }
     Ok(if !violations.is_empty() {

@@ -17,7 +17,7 @@ use strix_workflow::condition::Reference;
 use strix_workflow::spec::Trainer;
 use strix_workflow::{PipelineSpec, SnapshotStep, State, StepRecord, StepStatus, key};
 
-use crate::cli::{PipelineCommand, QueueArgs};
+use crate::cli::{PipelineCommand, QueueArgs, RuntimeArgs};
 use crate::context::AppContext;
 use crate::pipeline_train::{Made, data_digest};
 
@@ -36,6 +36,7 @@ struct StepReport {
 
 struct Runner<'a> {
     ctx: &'a AppContext,
+    runtime: &'a RuntimeArgs,
     state: State,
     steps: Vec<StepReport>,
 }
@@ -99,20 +100,26 @@ pub fn run(ctx: &AppContext, cmd: &PipelineCommand) -> Result<ExitCode> {
     match cmd {
         PipelineCommand::Run(args) => {
             let queue = QueueArgs { queue: args.queue.clone(), queue_config: args.queue_config.clone() };
-            run_file(ctx, &args.file, &queue, args.json)
+            run_file(ctx, &args.file, &queue, &args.runtime, args.json)
         }
     }
 }
 
 /// Run the pipeline in `file`; its outcome printed (JSON with `json`).
-pub fn run_file(ctx: &AppContext, file: &Path, queue: &QueueArgs, json: bool) -> Result<ExitCode> {
+pub fn run_file(
+    ctx: &AppContext,
+    file: &Path,
+    queue: &QueueArgs,
+    runtime: &RuntimeArgs,
+    json: bool,
+) -> Result<ExitCode> {
     let spec = PipelineSpec::read(file)?;
     check_before(&spec)?;
     let state = State::open(&spec.state)?;
     if !ctx.quiet {
         eprintln!("pipeline {} (state {})", spec.file.display(), spec.state.display());
     }
-    let mut runner = Runner { ctx, state, steps: Vec::new() };
+    let mut runner = Runner { ctx, runtime, state, steps: Vec::new() };
     let met = runner.all(&spec, queue)?;
     let ran = runner.steps.iter().filter(|s| s.status != "cached").count();
     let cached = runner.steps.len() - ran;
@@ -121,8 +128,11 @@ pub fn run_file(ctx: &AppContext, file: &Path, queue: &QueueArgs, json: bool) ->
             "steps": runner.steps, "ran": ran, "cached": cached, "condition_met": met});
         println!("{report}");
     } else {
+        let steps = |n: usize| if n == 1 { "1 step".to_string() } else { format!("{n} steps") };
         println!(
-            "{ran} steps ran, {cached} unchanged{}",
+            "{} ran, {} unchanged{}",
+            steps(ran),
+            steps(cached),
             if met { "" } else { "; the condition was not met: nothing registered" }
         );
     }
@@ -269,7 +279,8 @@ impl Runner<'_> {
         if let Some(r) = self.state.same(step, &key)?.filter(|r| r.status == StepStatus::Done) {
             return Ok((r.output, false));
         }
-        let scored = crate::scoring::score(self.ctx, model, data).with_context(|| format!("scoring {model}"))?;
+        let scored =
+            crate::scoring::score(self.ctx, model, data, self.runtime).with_context(|| format!("scoring {model}"))?;
         let output = json!({"model": model, "images": scored.images, "figures": scored.figures});
         self.state.write(step, &StepRecord::new(&key, StepStatus::Done, output.clone()))?;
         Ok((output, true))

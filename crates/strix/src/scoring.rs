@@ -38,8 +38,8 @@ pub fn load(ctx: &AppContext, model: &str, runtime: &crate::cli::RuntimeArgs) ->
 }
 
 /// `model` (any reference `strix predict` takes) on the labelled `data`.
-pub fn score(ctx: &AppContext, model: &str, data: &Path) -> Result<Scored> {
-    let pipeline = load(ctx, model, &crate::cli::RuntimeArgs::for_checks())?;
+pub fn score(ctx: &AppContext, model: &str, data: &Path, runtime: &crate::cli::RuntimeArgs) -> Result<Scored> {
+    let pipeline = load(ctx, model, runtime)?;
     match pipeline.task() {
         Task::Classify => {
             let set =
