@@ -15,10 +15,22 @@ fn every_spec_example_in_the_docs_is_valid_and_every_decoder_has_one() {
         let table: toml::Value = toml::Value::try_from(&spec.decoder).unwrap();
         kinds.insert(table["kind"].as_str().unwrap().to_string());
     }
-    let all: BTreeSet<String> =
-        ["classify", "embed", "nanodet", "yolo", "ssd", "centernet", "movenet", "mask", "blazeface", "mtcnn", "ppocr"]
-            .map(String::from)
-            .into();
+    let all: BTreeSet<String> = [
+        "classify",
+        "embed",
+        "nanodet",
+        "yolo",
+        "ssd",
+        "centernet",
+        "movenet",
+        "movenet-multipose",
+        "mask",
+        "blazeface",
+    ]
+    .into_iter()
+    .chain(["mtcnn", "ppocr"])
+    .map(String::from)
+    .collect();
     assert_eq!(kinds, all, "docs/model-spec.md needs one example per decoder");
 }
 

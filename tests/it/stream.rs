@@ -843,3 +843,43 @@ fn webhook_receives_the_same_events_as_the_jsonl_file() {
     assert_eq!(s["sources"][0]["frames_processed"], 25);
     assert!(s["sinks"][0]["failed"].as_u64().unwrap() > 0, "{s}");
 }
+
+/// `--task pose` is MoveNet MultiPose now: on the street video several people are tracked at
+/// once, and each track in the frame events carries its skeleton (17 named keypoints on the
+/// person's box). Its pedestrians score about 0.2, so the tracker starts tracks from 0.15.
+#[test]
+fn multipose_tracks_keep_their_skeletons() {
+    let fx = fixtures_or_skip!();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("stream.toml");
+    std::fs::write(&config, "[tracker]\nhigh_score = 0.15\nlow_score = 0.05\n").unwrap();
+    let events = tmp.path().join("events.jsonl");
+    let (out, stdout, stderr) = run(stream_cmd(&fx, tmp.path())
+        .arg(fx.join(VIDEO))
+        .args(["--task", "pose", "--policy", "all", "--max-frames", "12", "--frame-events", "--json", "--config"])
+        .arg(&config)
+        .arg("--events")
+        .arg(&events));
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(summary(&stdout)["model"], "movenet_multipose", "{stdout}");
+    let lines = read_jsonl(&events);
+    let frames: Vec<&Value> = lines.iter().filter(|e| e["type"] == "frame").collect();
+    assert_eq!(frames.len(), 12);
+    let last = frames.last().unwrap();
+    let tracks = last["tracks"].as_array().cloned().unwrap_or_default();
+    assert!(tracks.len() >= 2, "{last}");
+    for t in &tracks {
+        let kps = t["keypoints"].as_array().unwrap_or_else(|| panic!("a track without a skeleton: {t}"));
+        assert_eq!(kps.len(), 17, "{t}");
+        assert_eq!(kps[0]["name"], "nose");
+        let b: Vec<f64> = t["bbox"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let inside = kps
+            .iter()
+            .filter(|k| {
+                let (x, y) = (k["x"].as_f64().unwrap(), k["y"].as_f64().unwrap());
+                x >= b[0] - 10.0 && x <= b[2] + 10.0 && y >= b[1] - 10.0 && y <= b[3] + 10.0
+            })
+            .count();
+        assert!(inside >= 12, "{inside} of 17 keypoints on the track's box: {t}");
+    }
+}

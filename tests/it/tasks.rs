@@ -106,6 +106,44 @@ fn movenet_keypoints_within_3_px() {
     }
 }
 
+/// MoveNet MultiPose against onnxruntime's reference (expected.json, people scoring above
+/// 0.15): the same people in the same order, each score within 0.02, box corners within 4 px and
+/// every keypoint within 3 px, on two photos and a frame of the street video.
+#[test]
+fn movenet_multipose_finds_the_reference_people_and_keypoints() {
+    let fx = fixtures_or_skip!();
+    let exp = expected(&fx);
+    let results = exp["models"]["models/pose/movenet_multipose.onnx"]["results"].as_object().unwrap();
+    assert!(results.len() >= 3);
+    for backend in backends() {
+        let p = pipeline(&fx, "movenet_multipose", backend);
+        for (image, r) in results {
+            let ours = predict(&p, &fx, image);
+            let Answer::People { people } = &ours.answer else { panic!("not a pose answer") };
+            let reference = r["people_score_gt_0.15"].as_array().unwrap();
+            let what = format!("{backend} {image}");
+            assert_eq!(people.len(), reference.len(), "{what}: {people:?}");
+            for (person, rp) in people.iter().zip(reference) {
+                assert!(
+                    (person.score - rp["score"].as_f64().unwrap() as f32).abs() <= 0.02,
+                    "{what}: {}",
+                    person.score
+                );
+                let b = bbox(&rp["box_xyxy_px"]);
+                let corners =
+                    [(person.bbox.x1, b.x1), (person.bbox.y1, b.y1), (person.bbox.x2, b.x2), (person.bbox.y2, b.y2)];
+                assert!(corners.iter().all(|(a, b)| (a - b).abs() <= 4.0), "{what}: {:?} vs {b:?}", person.bbox);
+                for (k, rk) in person.keypoints.iter().zip(rp["keypoints"].as_array().unwrap()) {
+                    assert_eq!(k.name, rk["name"].as_str().unwrap());
+                    let (x, y) = (rk["x_px"].as_f64().unwrap() as f32, rk["y_px"].as_f64().unwrap() as f32);
+                    let d = ((k.x - x).powi(2) + (k.y - y).powi(2)).sqrt();
+                    assert!(d <= 3.0, "{what} {}: ({}, {}) vs ({x}, {y})", k.name, k.x, k.y);
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn selfie_mask_matches_the_reference_mask() {
     let fx = fixtures_or_skip!();

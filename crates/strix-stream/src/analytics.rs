@@ -98,6 +98,9 @@ pub struct TrackBrief {
     /// Its name in the index (`--index`), once it matched.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
+    /// A pose model's person: the skeleton of this frame's detection, keypoint by keypoint.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub keypoints: Vec<strix_core::Keypoint>,
 }
 
 /// A class and its score in a `frame` event of a classifier.

@@ -240,6 +240,17 @@ fn frame_happening(
         .iter()
         .map(|o| Detected { class: o.label.clone(), score: round4(o.score), bbox: bbox_array(&o.bbox) })
         .collect();
+    // A seen track holds its matched detection's box: the person with that box is its skeleton.
+    let skeleton = |t: &Track| match &p.answer {
+        Answer::People { people } => people
+            .iter()
+            .map(|q| (q.bbox.iou(&t.bbox), q))
+            .filter(|(iou, _)| *iou > 0.9)
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, q)| q.keypoints.clone())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
     let tracks = tracks
         .iter()
         .filter(|t| t.seen)
@@ -249,6 +260,7 @@ fn frame_happening(
             bbox: bbox_array(&t.bbox),
             state: t.activity,
             identity: named(t.id),
+            keypoints: skeleton(t),
         })
         .collect();
     let labels = match &p.answer {

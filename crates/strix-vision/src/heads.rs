@@ -11,7 +11,7 @@ use crate::classify::Classifier;
 use crate::detect::{CenterNet, NanoDet, Ssd, Yolo};
 use crate::face::{BlazeFace, Mtcnn};
 use crate::ocr::PpOcr;
-use crate::pose::MoveNet;
+use crate::pose::{MoveNet, MoveNetMulti};
 use crate::segment::MaskDecoder;
 use crate::{Geometry, Networks, Outputs, RgbImage, VisionError};
 
@@ -173,6 +173,7 @@ decoder!(CenterNet, Detect, Objects { objects }, |d| [
 .flatten()
 .collect());
 decoder!(MoveNet, Pose, People { people }, |d| d.output.iter().map(String::as_str).collect());
+decoder!(MoveNetMulti, Pose, People { people }, |d| d.output.iter().map(String::as_str).collect());
 decoder!(MaskDecoder, Segment, Mask { mask }, |d| d.output.iter().map(String::as_str).collect());
 
 impl Decode for BlazeFace {

@@ -1,5 +1,6 @@
-//! Single-person pose: MoveNet-style `[N, 1, K, 3]` outputs of (y, x, score) per keypoint,
-//! as fractions of the model input.
+//! Pose: MoveNet-style `[N, 1, K, 3]` outputs of (y, x, score) per keypoint for one person
+//! ([`MoveNet`]), and MoveNet MultiPose's `[N, P, 3K + 5]` person slots, each K keypoints then
+//! its box ([`MoveNetMulti`]); all as fractions of the model input.
 
 use serde::{Deserialize, Serialize};
 use strix_core::{BBox, Keypoint, Pose};
@@ -125,6 +126,85 @@ impl MoveNet {
     }
 }
 
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoveNetMulti {
+    #[serde(default)]
+    pub output: Option<String>,
+    /// Person slots whose box scores below this are left out. MoveNet MultiPose scores a
+    /// pedestrian 25-40 pixels tall at its 256-pixel input about 0.2-0.27; an empty slot near 0.
+    #[serde(default = "default_person_threshold")]
+    pub person_threshold: f32,
+    /// Keypoints scoring below this are left out of drawings.
+    #[serde(default = "default_threshold")]
+    pub keypoint_threshold: f32,
+}
+
+fn default_person_threshold() -> f32 {
+    0.15
+}
+
+impl MoveNetMulti {
+    /// People by score, highest first; each its keypoints (named by the spec's labels, else
+    /// COCO's 17) and the model's own box of the person.
+    ///
+    /// # Shapes
+    /// `[N, P, 3K + 5]`: per slot K (y, x, score), then (ymin, xmin, ymax, xmax, score), all
+    /// y and x in 0..1 of the model input.
+    pub fn decode(
+        &self,
+        outputs: &Outputs,
+        geometries: &[Geometry],
+        input: (u32, u32),
+        labels: &[String],
+    ) -> Result<Vec<Vec<Pose>>, VisionError> {
+        let (name, t) = outputs.get(self.output.as_deref())?;
+        let s = t.shape();
+        let k = if labels.is_empty() { COCO_KEYPOINTS.len() } else { labels.len() };
+        if s.len() != 3 || s[0] != geometries.len() || s[2] != 3 * k + 5 {
+            return Err(VisionError::OutputShape {
+                name: name.to_string(),
+                shape: s.to_vec(),
+                expected: format!("expected [{}, people, {}] ({k} keypoints, then a box)", geometries.len(), 3 * k + 5),
+            });
+        }
+        let (slots, width) = (s[1], s[2]);
+        let data = floats(t, name)?;
+        let (iw, ih) = (input.0 as f32, input.1 as f32);
+        Ok(geometries
+            .iter()
+            .enumerate()
+            .map(|(b, g)| {
+                let (w, h) = (g.source_width as f32, g.source_height as f32);
+                // A point in the letterbox padding is kept on the picture's edge.
+                let at = |y: f32, x: f32| {
+                    let (x, y) = g.to_source(x * iw, y * ih);
+                    (x.clamp(0.0, w), y.clamp(0.0, h))
+                };
+                let mut people: Vec<Pose> = (0..slots)
+                    .map(|p| &data[(b * slots + p) * width..(b * slots + p + 1) * width])
+                    .filter(|v| v[3 * k + 4] >= self.person_threshold)
+                    .map(|v| {
+                        let keypoints = (0..k)
+                            .map(|i| {
+                                let (x, y) = at(v[3 * i], v[3 * i + 1]);
+                                let name = labels.get(i).cloned().unwrap_or_else(|| COCO_KEYPOINTS[i].to_string());
+                                Keypoint { name, x, y, score: v[3 * i + 2] }
+                            })
+                            .collect();
+                        let b = &v[3 * k..];
+                        let (x1, y1) = at(b[0], b[1]);
+                        let (x2, y2) = at(b[2], b[3]);
+                        Pose { score: b[4], bbox: BBox::new(x1, y1, x2, y2), keypoints }
+                    })
+                    .collect();
+                people.sort_by(|a, b| b.score.total_cmp(&a.score));
+                people
+            })
+            .collect())
+    }
+}
+
 fn person(keypoints: Vec<Keypoint>, threshold: f32) -> Pose {
     let score = keypoints.iter().map(|k| k.score).sum::<f32>() / keypoints.len().max(1) as f32;
     let confident: Vec<&Keypoint> = keypoints.iter().filter(|k| k.score >= threshold).collect();
@@ -142,6 +222,32 @@ fn person(keypoints: Vec<Keypoint>, threshold: f32) -> Pose {
 mod tests {
     use super::*;
     use strix_core::Tensor;
+
+    #[test]
+    fn multipose_keeps_slots_above_the_threshold_by_score_with_their_boxes() {
+        // A 200x100 picture letterboxed into 4x4: scale 50, 25 input pixels of padding on top.
+        let g = Geometry { source_width: 200, source_height: 100, scale: [50.0, 50.0], offset: [0.0, -50.0] };
+        let slot = |score: f32, y: f32, x: f32| {
+            let mut v: Vec<f32> = (0..17).flat_map(|_| [y, x, 0.7]).collect();
+            v.extend([y - 0.1, x - 0.1, y + 0.1, x + 0.1, score]);
+            v
+        };
+        let data: Vec<f32> = [slot(0.2, 0.5, 0.25), slot(0.01, 0.5, 0.5), slot(0.6, 0.5, 0.75)].concat();
+        let t = Tensor::from_f32(vec![1, 3, 56], data).unwrap();
+        let names = vec!["out".to_string()];
+        let m = MoveNetMulti { output: None, person_threshold: 0.15, keypoint_threshold: 0.2 };
+        let people = m.decode(&Outputs::new(&names, std::slice::from_ref(&t)), &[g], (4, 4), &[]).unwrap().remove(0);
+        assert_eq!(people.len(), 2);
+        assert_eq!((people[0].score, people[1].score), (0.6, 0.2));
+        // x 0.75 of the 4-pixel input is 3 input pixels: 150 picture pixels; y 0.5 is the centre.
+        assert_eq!((people[0].keypoints[0].x, people[0].keypoints[0].y), (150.0, 50.0));
+        assert_eq!(people[0].keypoints[16].name, "right_ankle");
+        let b = &people[0].bbox;
+        assert!((b.x1 - 130.0).abs() < 1e-3 && (b.x2 - 170.0).abs() < 1e-3, "{b:?}");
+        assert!((b.y1 - 30.0).abs() < 1e-3 && (b.y2 - 70.0).abs() < 1e-3, "{b:?}");
+        let wrong = Tensor::from_f32(vec![1, 1, 51], vec![0.0; 51]).unwrap();
+        assert!(m.decode(&Outputs::new(&names, std::slice::from_ref(&wrong)), &[g], (4, 4), &[]).is_err());
+    }
 
     #[test]
     fn keypoints_in_the_letterbox_padding_stay_on_the_picture() {

@@ -9,6 +9,7 @@ const ENTRIES: &[(&str, &str)] = &[
     ("efficientnet_lite0_embed", include_str!("../zoo/efficientnet_lite0_embed.toml")),
     ("nanodet_m_416", include_str!("../zoo/nanodet_m_416.toml")),
     ("movenet_lightning_192", include_str!("../zoo/movenet_lightning_192.toml")),
+    ("movenet_multipose", include_str!("../zoo/movenet_multipose.toml")),
     ("selfie_256", include_str!("../zoo/selfie_256.toml")),
     ("blazeface_front_128", include_str!("../zoo/blazeface_front_128.toml")),
     ("blazeface_back_256", include_str!("../zoo/blazeface_back_256.toml")),
@@ -23,7 +24,7 @@ pub fn default_for(task: crate::Task) -> &'static str {
     match task {
         Task::Classify => DEFAULT_CLASSIFIER,
         Task::Detect => "nanodet_m_416",
-        Task::Pose => "movenet_lightning_192",
+        Task::Pose => "movenet_multipose",
         Task::Segment => "selfie_256",
         Task::Faces => "blazeface_back_256",
         Task::Text => "ppocrv4",

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use strix_vision::detect;
 use strix_vision::face::{BlazeFace, FaceDescriber, Mtcnn};
 use strix_vision::ocr::PpOcr;
-use strix_vision::pose::MoveNet;
+use strix_vision::pose::{MoveNet, MoveNetMulti};
 use strix_vision::segment::MaskDecoder;
 use strix_vision::{Cascade, ClassifyHead, Decode, EmbedHead, InputSpec, Preprocess, Preprocessor};
 
@@ -80,6 +80,8 @@ pub enum DecoderSpec {
     Centernet(detect::CenterNet),
     /// MoveNet single-person keypoints.
     Movenet(MoveNet),
+    /// MoveNet MultiPose: up to six people, each keypoints and a box.
+    MovenetMultipose(MoveNetMulti),
     /// Semantic segmentation: foreground probability or class scores per pixel.
     Mask(MaskDecoder),
     /// BlazeFace anchors, landmarks, weighted NMS.
@@ -123,6 +125,7 @@ impl DecoderSpec {
             DecoderSpec::Ssd(d) => Head::Single(d),
             DecoderSpec::Centernet(d) => Head::Single(d),
             DecoderSpec::Movenet(d) => Head::Single(d),
+            DecoderSpec::MovenetMultipose(d) => Head::Single(d),
             DecoderSpec::Mask(d) => Head::Single(d),
             DecoderSpec::Blazeface(d) => Head::Single(d),
             DecoderSpec::Mtcnn(d) => Head::Cascade(d),
