@@ -390,6 +390,7 @@ mod tests {
             first_seen_s: 0.0,
             last_seen_s: 1.0,
             seen: true,
+            source: None,
             activity: Activity::Moving,
         }
     }

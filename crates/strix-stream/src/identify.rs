@@ -159,6 +159,7 @@ mod tests {
             first_seen_s: 0.0,
             last_seen_s: 0.0,
             seen,
+            source: None,
             activity: Activity::Moving,
         }
     }

@@ -166,16 +166,23 @@ impl SourceOutput {
     /// Detections offered to the tracker, for tasks with boxes; `None` for the others.
     fn observations(&self, p: &Prediction) -> Option<Vec<Observation>> {
         let keep = |label: &str| self.classes.is_empty() || self.classes.iter().any(|c| c == label);
-        let obs = |bbox: BBox, score: f32, class_id: usize, label: &str| Observation {
+        let obs = |(source, (bbox, score, class_id, label)): (usize, (BBox, f32, usize, &str))| Observation {
             bbox,
             score,
             class_id,
             label: label.to_string(),
+            source,
         };
         let all: Vec<Observation> = match &p.answer {
-            Answer::Objects { objects } => objects.iter().map(|d| obs(d.bbox, d.score, d.class_id, &d.label)).collect(),
-            Answer::Faces { faces } => faces.iter().map(|f| obs(f.bbox, f.score, 0, "face")).collect(),
-            Answer::People { people } => people.iter().map(|q| obs(q.bbox, q.score, 0, "person")).collect(),
+            Answer::Objects { objects } => {
+                objects.iter().map(|d| (d.bbox, d.score, d.class_id, d.label.as_str())).enumerate().map(obs).collect()
+            }
+            Answer::Faces { faces } => {
+                faces.iter().map(|f| (f.bbox, f.score, 0, "face")).enumerate().map(obs).collect()
+            }
+            Answer::People { people } => {
+                people.iter().map(|q| (q.bbox, q.score, 0, "person")).enumerate().map(obs).collect()
+            }
             _ => return None,
         };
         Some(all.into_iter().filter(|o| keep(&o.label)).collect())
@@ -240,15 +247,9 @@ fn frame_happening(
         .iter()
         .map(|o| Detected { class: o.label.clone(), score: round4(o.score), bbox: bbox_array(&o.bbox) })
         .collect();
-    // A seen track holds its matched detection's box: the person with that box is its skeleton.
-    let skeleton = |t: &Track| match &p.answer {
-        Answer::People { people } => people
-            .iter()
-            .map(|q| (q.bbox.iou(&t.bbox), q))
-            .filter(|(iou, _)| *iou > 0.9)
-            .max_by(|a, b| a.0.total_cmp(&b.0))
-            .map(|(_, q)| q.keypoints.clone())
-            .unwrap_or_default(),
+    // The person this frame's detection of the track came from.
+    let skeleton = |t: &Track| match (&p.answer, t.source) {
+        (Answer::People { people }, Some(i)) => people.get(i).map(|q| q.keypoints.clone()).unwrap_or_default(),
         _ => Vec::new(),
     };
     let tracks = tracks

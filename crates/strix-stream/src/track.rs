@@ -75,6 +75,8 @@ pub struct Observation {
     pub score: f32,
     pub class_id: usize,
     pub label: String,
+    /// Where it came from among the frame's answers (a person's skeleton, a face's landmarks).
+    pub source: usize,
 }
 
 /// Whether a track moves.
@@ -100,6 +102,8 @@ pub struct Track {
     pub last_seen_s: f64,
     /// Whether this frame had a detection for it.
     pub seen: bool,
+    /// The [`Observation::source`] of this frame's detection, when it had one.
+    pub source: Option<usize>,
     pub activity: Activity,
 }
 
@@ -218,6 +222,7 @@ struct Tracked {
     first_seen_s: f64,
     last_seen_s: f64,
     seen: bool,
+    source: Option<usize>,
     activity: Activity,
     /// A different activity and since when it holds.
     pending: Option<(Activity, f64)>,
@@ -246,6 +251,7 @@ impl Tracked {
             first_seen_s: self.first_seen_s,
             last_seen_s: self.last_seen_s,
             seen: self.seen,
+            source: self.source,
             activity: self.activity,
         }
     }
@@ -278,6 +284,7 @@ impl Tracker {
             t.filter.predict(dt);
             t.bbox = t.filter.bbox();
             t.seen = false;
+            t.source = None;
         }
         let cfg = &self.config;
         let (high, low): (Vec<usize>, Vec<usize>) = (0..observations.len())
@@ -299,6 +306,7 @@ impl Tracker {
             t.hits += 1;
             t.last_seen_s = time_s;
             t.seen = true;
+            t.source = Some(o.source);
             if !t.confirmed() && t.hits >= cfg.confirm_hits {
                 t.id = self.next_id;
                 self.next_id += 1;
@@ -320,6 +328,7 @@ impl Tracker {
                 first_seen_s: time_s,
                 last_seen_s: time_s,
                 seen: true,
+                source: Some(o.source),
                 activity: Activity::Still,
                 pending: None,
             };
@@ -412,7 +421,20 @@ mod tests {
     use super::*;
 
     fn person(x: f32, y: f32, score: f32) -> Observation {
-        Observation { bbox: BBox::new(x, y, x + 20.0, y + 60.0), score, class_id: 0, label: "person".into() }
+        Observation { bbox: BBox::new(x, y, x + 20.0, y + 60.0), score, class_id: 0, label: "person".into(), source: 0 }
+    }
+
+    #[test]
+    fn a_track_knows_which_answer_it_matched_this_frame() {
+        let mut t = Tracker::new(TrackerConfig { confirm_hits: 1, ..TrackerConfig::default() });
+        let at = |x: f32, source: usize| Observation { source, ..person(x, 50.0, 0.8) };
+        t.update(0.0, &[at(10.0, 4), at(300.0, 7)]);
+        t.update(0.1, &[at(302.0, 0), at(12.0, 1)]);
+        let sources: Vec<(f32, Option<usize>)> = t.tracks().iter().map(|k| (k.bbox.x1, k.source)).collect();
+        assert_eq!(sources, vec![(12.0, Some(1)), (302.0, Some(0))]);
+        t.update(0.2, &[at(14.0, 0)]);
+        let unseen = t.tracks().into_iter().find(|k| !k.seen).unwrap();
+        assert_eq!(unseen.source, None);
     }
 
     #[test]
