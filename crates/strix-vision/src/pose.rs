@@ -107,23 +107,31 @@ impl MoveNet {
             .iter()
             .enumerate()
             .map(|(b, g)| {
-                let (w, h) = (g.source_width as f32, g.source_height as f32);
-                let keypoints: Vec<Keypoint> = (0..k)
-                    .map(|i| {
-                        let v = &data[(b * k + i) * 3..(b * k + i + 1) * 3];
-                        let (x, y) = g.to_source(v[1] * input.0 as f32, v[0] * input.1 as f32);
-                        // A point in the letterbox padding is outside the picture: kept on its
-                        // edge, as detectors clip boxes (a 20000x1 image once put a knee 9000
-                        // widths to the left).
-                        let (x, y) = (x.clamp(0.0, w), y.clamp(0.0, h));
-                        let name = labels.get(i).cloned().unwrap_or_else(|| COCO_KEYPOINTS[i].to_string());
-                        Keypoint { name, x, y, score: v[2] }
-                    })
-                    .collect();
+                let keypoints = keypoints(&data[b * k * 3..(b + 1) * k * 3], g, input, labels);
                 vec![person(keypoints, self.keypoint_threshold)]
             })
             .collect())
     }
+}
+
+/// `(y, x)` in 0..1 of the model input as a point of the picture. A point in the letterbox
+/// padding is outside the picture: kept on its edge, as detectors clip boxes (a 20000x1 image
+/// once put a knee 9000 widths to the left).
+fn on_picture(g: &Geometry, input: (u32, u32), y: f32, x: f32) -> (f32, f32) {
+    let (x, y) = g.to_source(x * input.0 as f32, y * input.1 as f32);
+    (x.clamp(0.0, g.source_width as f32), y.clamp(0.0, g.source_height as f32))
+}
+
+/// Rows of `(y, x, score)` as keypoints of the picture, named by `labels`, else COCO's 17.
+fn keypoints(rows: &[f32], g: &Geometry, input: (u32, u32), labels: &[String]) -> Vec<Keypoint> {
+    rows.chunks_exact(3)
+        .enumerate()
+        .map(|(i, v)| {
+            let (x, y) = on_picture(g, input, v[0], v[1]);
+            let name = labels.get(i).cloned().unwrap_or_else(|| COCO_KEYPOINTS[i].to_string());
+            Keypoint { name, x, y, score: v[2] }
+        })
+        .collect()
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -170,32 +178,22 @@ impl MoveNetMulti {
         }
         let (slots, width) = (s[1], s[2]);
         let data = floats(t, name)?;
-        let (iw, ih) = (input.0 as f32, input.1 as f32);
         Ok(geometries
             .iter()
             .enumerate()
             .map(|(b, g)| {
-                let (w, h) = (g.source_width as f32, g.source_height as f32);
-                // A point in the letterbox padding is kept on the picture's edge.
-                let at = |y: f32, x: f32| {
-                    let (x, y) = g.to_source(x * iw, y * ih);
-                    (x.clamp(0.0, w), y.clamp(0.0, h))
-                };
                 let mut people: Vec<Pose> = (0..slots)
                     .map(|p| &data[(b * slots + p) * width..(b * slots + p + 1) * width])
                     .filter(|v| v[3 * k + 4] >= self.person_threshold)
                     .map(|v| {
-                        let keypoints = (0..k)
-                            .map(|i| {
-                                let (x, y) = at(v[3 * i], v[3 * i + 1]);
-                                let name = labels.get(i).cloned().unwrap_or_else(|| COCO_KEYPOINTS[i].to_string());
-                                Keypoint { name, x, y, score: v[3 * i + 2] }
-                            })
-                            .collect();
-                        let b = &v[3 * k..];
-                        let (x1, y1) = at(b[0], b[1]);
-                        let (x2, y2) = at(b[2], b[3]);
-                        Pose { score: b[4], bbox: BBox::new(x1, y1, x2, y2), keypoints }
+                        let (rows, b) = v.split_at(3 * k);
+                        let (x1, y1) = on_picture(g, input, b[0], b[1]);
+                        let (x2, y2) = on_picture(g, input, b[2], b[3]);
+                        Pose {
+                            score: b[4],
+                            bbox: BBox::new(x1, y1, x2, y2),
+                            keypoints: keypoints(rows, g, input, labels),
+                        }
                     })
                     .collect();
                 people.sort_by(|a, b| b.score.total_cmp(&a.score));
