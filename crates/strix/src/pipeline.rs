@@ -37,6 +37,8 @@ struct StepReport {
 struct Runner<'a> {
     ctx: &'a AppContext,
     runtime: &'a RuntimeArgs,
+    /// One connection to the registry for the run's look-ups, opened at the first.
+    session: std::cell::OnceCell<strix_catalog::RegistrySession>,
     state: State,
     steps: Vec<StepReport>,
 }
@@ -119,7 +121,7 @@ pub fn run_file(
     if !ctx.quiet {
         eprintln!("pipeline {} (state {})", spec.file.display(), spec.state.display());
     }
-    let mut runner = Runner { ctx, runtime, state, steps: Vec::new() };
+    let mut runner = Runner { ctx, runtime, session: Default::default(), state, steps: Vec::new() };
     let met = runner.all(&spec, queue)?;
     let ran = runner.steps.iter().filter(|s| s.status != "cached").count();
     let cached = runner.steps.len() - ran;
@@ -152,6 +154,13 @@ fn as_figures(v: &Value) -> Figures {
 }
 
 impl Runner<'_> {
+    fn registry(&self) -> Result<&strix_catalog::RegistrySession> {
+        if self.session.get().is_none() {
+            let _ = self.session.set(crate::registry::session(self.ctx)?);
+        }
+        self.session.get().context("the registry session")
+    }
+
     fn report(&mut self, step: &str, status: &'static str, started: Instant, summary: String, output: Value) {
         let seconds = started.elapsed().as_secs_f64();
         if !self.ctx.quiet {
@@ -167,7 +176,8 @@ impl Runner<'_> {
             let (Trainer::Train(table) | Trainer::Tune(table)) = &mut trainer;
             self.snapshot(snapshot, table)?;
         }
-        if let Some(c) = &spec.condition {
+        // Without a snapshot, check_before has checked this already.
+        if let (Some(c), Some(_)) = (&spec.condition, &spec.snapshot) {
             c.check_task(task_of(&trainer))?;
         }
         let started = Instant::now();
@@ -334,7 +344,7 @@ impl Runner<'_> {
     /// The version `alias` of `model` points to; `None` when the model or the alias does not
     /// exist yet.
     fn alias_version(&self, model: &str, alias: &str) -> Result<Option<VersionRecord>> {
-        let session = crate::registry::session(self.ctx)?;
+        let session = self.registry()?;
         match session.run(session.registry.get(&ModelRef::parse(&format!("{model}@{alias}"))?)) {
             Ok(r) => Ok(Some(r)),
             Err(RegistryError::UnknownModel { .. } | RegistryError::UnknownAlias { .. }) => Ok(None),
@@ -346,7 +356,7 @@ impl Runner<'_> {
     /// all (a first run: nothing to beat). A model that has versions but not this alias is a
     /// mistyped condition, not a pass.
     fn compared_version(&self, model: &str, alias: &str) -> Result<Option<VersionRecord>> {
-        let session = crate::registry::session(self.ctx)?;
+        let session = self.registry()?;
         match session.run(session.registry.get(&ModelRef::parse(&format!("{model}@{alias}"))?)) {
             Ok(r) => Ok(Some(r)),
             Err(RegistryError::UnknownModel { .. }) => Ok(None),
@@ -444,7 +454,7 @@ impl Runner<'_> {
 
     /// The newest version of `model` whose ONNX file is this one.
     fn registered_as(&self, model: &str, onnx_sha: &str) -> Result<Option<u64>> {
-        let session = crate::registry::session(self.ctx)?;
+        let session = self.registry()?;
         match session.run(session.registry.versions(model)) {
             Ok(all) => Ok(all
                 .iter()
@@ -457,7 +467,7 @@ impl Runner<'_> {
     }
 
     fn still_registered(&self, model: &str, version: u64, onnx_sha: &str) -> Result<bool> {
-        let session = crate::registry::session(self.ctx)?;
+        let session = self.registry()?;
         match session.run(session.registry.get(&ModelRef::parse(&format!("{model}:{version}"))?)) {
             Ok(r) => Ok(r.artifact(ONNX_FILE).is_some_and(|a| a.sha256 == onnx_sha)),
             Err(RegistryError::UnknownModel { .. } | RegistryError::UnknownVersion { .. }) => Ok(false),
@@ -498,7 +508,7 @@ impl Runner<'_> {
             );
         }
         let previous = now;
-        let session = crate::registry::session(self.ctx)?;
+        let session = self.registry()?;
         session.run(session.registry.set_alias(model, version, alias))?;
         let output = json!({"model": model, "alias": alias, "version": version, "previous": previous});
         self.state.write("alias", &StepRecord::new(&key, StepStatus::Done, output.clone()))?;
