@@ -74,7 +74,12 @@ struct CocoCat {
 /// `val2017/x.jpg` are fine).
 pub fn read_coco(json: &Path, image_dir: &Path) -> Result<DetectionSet, DataError> {
     let text = std::fs::read_to_string(json).map_err(DataError::io(json))?;
-    let mut coco: Coco = serde_json::from_str(&text).map_err(|e| DataError::Line {
+    parse_coco(&text, json, image_dir)
+}
+
+/// [`read_coco`] on the file's text; `json` names it in errors.
+pub fn parse_coco(text: &str, json: &Path, image_dir: &Path) -> Result<DetectionSet, DataError> {
+    let mut coco: Coco = serde_json::from_str(text).map_err(|e| DataError::Line {
         path: json.into(),
         line: e.line(),
         reason: e.to_string(),
@@ -223,6 +228,18 @@ pub fn yolo_image_files(img_dir: &Path) -> Result<Vec<PathBuf>, DataError> {
 /// One YOLO label file's rows as boxes in pixels.
 fn read_yolo_label(label: &Path, width: u32, height: u32, classes: usize) -> Result<Vec<DetBox>, DataError> {
     let text = std::fs::read_to_string(label).map_err(DataError::io(label))?;
+    parse_yolo_label(&text, label, width, height, classes)
+}
+
+/// The rows of a YOLO label file (`text`, named `label` in errors) of a `width x height` image
+/// as boxes in pixels.
+pub fn parse_yolo_label(
+    text: &str,
+    label: &Path,
+    width: u32,
+    height: u32,
+    classes: usize,
+) -> Result<Vec<DetBox>, DataError> {
     let mut boxes = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let bad = |reason: String| DataError::Line { path: label.into(), line: n + 1, reason };
@@ -276,7 +293,26 @@ enum Names {
 /// `.../labels/<x>/a.txt`.
 pub fn read_data_yaml(yaml: &Path) -> Result<(DetectionSet, Option<DetectionSet>), DataError> {
     let text = std::fs::read_to_string(yaml).map_err(DataError::io(yaml))?;
-    let doc: DataYaml = serde_yaml_ng::from_str(&text).map_err(|e| DataError::Line {
+    let layout = parse_data_yaml(&text, yaml)?;
+    let part = |img_dir: &Path| read_yolo_images(img_dir, &labels_for(img_dir), layout.classes.clone());
+    let mut train = part(&layout.train)?;
+    train.sources.push(yaml.to_path_buf());
+    let val = layout.val.as_deref().map(part).transpose()?;
+    Ok((train, val))
+}
+
+/// What a `data.yaml` says: the class names and the image folders of its parts.
+#[derive(Debug)]
+pub struct YoloLayout {
+    pub classes: Vec<String>,
+    pub train: PathBuf,
+    pub val: Option<PathBuf>,
+}
+
+/// A `data.yaml`'s text (`yaml` names the file in errors and anchors its relative folders),
+/// checked: classes numbered without gaps, `nc` agreeing with `names`.
+pub fn parse_data_yaml(text: &str, yaml: &Path) -> Result<YoloLayout, DataError> {
+    let doc: DataYaml = serde_yaml_ng::from_str(text).map_err(|e| DataError::Line {
         path: yaml.into(),
         line: e.location().map_or(0, |l| l.line()),
         reason: e.to_string(),
@@ -297,14 +333,7 @@ pub fn read_data_yaml(yaml: &Path) -> Result<(DetectionSet, Option<DetectionSet>
     }
     let base = yaml.parent().unwrap_or(Path::new("."));
     let root = doc.path.map_or_else(|| base.to_path_buf(), |p| base.join(p));
-    let part = |images: &Path| -> Result<DetectionSet, DataError> {
-        let img_dir = root.join(images);
-        read_yolo_images(&img_dir, &labels_for(&img_dir), classes.clone())
-    };
-    let mut train = part(&doc.train)?;
-    train.sources.push(yaml.to_path_buf());
-    let val = doc.val.as_deref().map(part).transpose()?;
-    Ok((train, val))
+    Ok(YoloLayout { classes, train: root.join(&doc.train), val: doc.val.map(|v| root.join(v)) })
 }
 
 /// Ultralytics' rule: the last `images` component of the path becomes `labels`.

@@ -29,12 +29,9 @@ pub const FASHION_MNIST: [&str; 10] =
 /// small gzip bomb must not fill the memory.
 pub const MAX_IDX_BYTES: u64 = 1 << 30;
 
-fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
-    read_bounded(path, MAX_IDX_BYTES)
-}
-
-fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, DataError> {
-    let raw = std::fs::read(path).map_err(DataError::io(path))?;
+/// `raw` itself, or unzipped when it is gzip, refused past `limit` bytes (`path` names it in
+/// errors).
+fn unzip_bounded(raw: Vec<u8>, path: &Path, limit: u64) -> Result<Vec<u8>, DataError> {
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&raw[..])
@@ -77,14 +74,26 @@ fn parse(path: &Path, bytes: &[u8], ndim: u8) -> Result<(Vec<usize>, usize), Dat
 }
 
 pub fn read_images(path: &Path) -> Result<IdxImages, DataError> {
-    let mut bytes = read_maybe_gz(path)?;
+    parse_images(std::fs::read(path).map_err(DataError::io(path))?, path, MAX_IDX_BYTES)
+}
+
+/// [`read_images`] on a file's bytes, gzipped or not, refused past `limit` bytes unzipped
+/// (`path` names it in errors).
+pub fn parse_images(bytes: Vec<u8>, path: &Path, limit: u64) -> Result<IdxImages, DataError> {
+    let mut bytes = unzip_bounded(bytes, path, limit)?;
     let (dims, head) = parse(path, &bytes, 3)?;
     bytes.drain(..head);
     Ok(IdxImages { pixels: bytes, count: dims[0], rows: dims[1], cols: dims[2] })
 }
 
 pub fn read_labels(path: &Path) -> Result<Vec<u8>, DataError> {
-    let mut bytes = read_maybe_gz(path)?;
+    parse_labels(std::fs::read(path).map_err(DataError::io(path))?, path, MAX_IDX_BYTES)
+}
+
+/// [`read_labels`] on a file's bytes, gzipped or not, refused past `limit` bytes unzipped
+/// (`path` names it in errors).
+pub fn parse_labels(bytes: Vec<u8>, path: &Path, limit: u64) -> Result<Vec<u8>, DataError> {
+    let mut bytes = unzip_bounded(bytes, path, limit)?;
     let (_, head) = parse(path, &bytes, 1)?;
     bytes.drain(..head);
     Ok(bytes)
@@ -146,7 +155,7 @@ mod tests {
             std::io::Write::write_all(&mut gz, &zeros).unwrap();
         }
         std::fs::write(&p, gz.finish().unwrap()).unwrap();
-        let e = read_bounded(&p, 1 << 20).unwrap_err().to_string();
+        let e = unzip_bounded(std::fs::read(&p).unwrap(), &p, 1 << 20).unwrap_err().to_string();
         assert!(e.contains("unzips to more than 1048576 bytes"), "{e}");
     }
 

@@ -31,7 +31,7 @@ pub use queue::{FramePolicy, Queues};
 pub use record::check_recordings;
 pub use run::{Recording, RunHooks, StreamJob, Summary, recording_paths, run, run_live};
 pub use sinks::{Event, EventSink, JsonLines, Mqtt, SinkReport, Webhook, open_sinks};
-pub use source::{RawFrame, Source, SourceInfo, SourceKind, SourceNotice, SourceOptions, SourceStopper};
+pub use source::{RawFrame, Source, SourceInfo, SourceKind, SourceNotice, SourceOptions, SourceStopper, read_ppm};
 pub use stats::{LagSummary, SourceStats};
 pub use track::{Activity, Observation, Track, TrackUpdate, Tracker, TrackerConfig};
 pub use web::{StatusFn, WebOptions};

@@ -479,8 +479,8 @@ fn probe(path: &Path, options: &SourceOptions) -> Result<SourceInfo, StreamError
     Ok(SourceInfo { fps, frames })
 }
 
-/// One binary PPM (P6, maxval 255) from the pipe; `Ok(None)` at end of stream.
-fn read_ppm(r: &mut impl BufRead) -> Result<Option<RgbImage>, String> {
+/// One binary PPM (P6, maxval 255) from FFmpeg's pipe; `Ok(None)` at end of stream.
+pub fn read_ppm(r: &mut impl BufRead) -> Result<Option<RgbImage>, String> {
     if r.fill_buf().map_err(|e| e.to_string())?.is_empty() {
         return Ok(None);
     }
@@ -497,7 +497,8 @@ fn read_ppm(r: &mut impl BufRead) -> Result<Option<RgbImage>, String> {
     if maxval != 255 {
         return Err(format!("unexpected PPM depth {maxval}"));
     }
-    if w == 0 || h == 0 || w * h > MAX_FRAME_PIXELS {
+    // Checked: two header numbers of 11 digits each overflow a u64 product.
+    if w == 0 || h == 0 || w.checked_mul(h).is_none_or(|n| n > MAX_FRAME_PIXELS) {
         return Err(format!("frame of {w}x{h} pixels is out of range"));
     }
     let mut data = vec![0u8; (w * h * 3) as usize];
@@ -533,6 +534,17 @@ mod tests {
         let mut v = format!("P6\n{w} {h}\n255\n").into_bytes();
         v.extend(std::iter::repeat_n(fill, (w * h * 3) as usize));
         v
+    }
+
+    /// Issue 36 (the PPM fuzz target): sizes whose product overflows were a panic (an
+    /// overflow in debug builds, a wrapped product passing the check in release).
+    #[test]
+    fn a_frame_header_whose_size_overflows_is_refused() {
+        for header in ["P6\n99999999999 99999999999\n255\n", "P6 4294967296 4294967297 255 "] {
+            let mut r = std::io::BufReader::new(header.as_bytes());
+            let e = read_ppm(&mut r).unwrap_err();
+            assert!(e.contains("out of range"), "{header:?}: {e}");
+        }
     }
 
     #[test]
