@@ -17,7 +17,7 @@ use strix_pipeline::Prediction;
 use strix_vision::RgbImage;
 
 use crate::labels::Suggestion;
-use crate::store::Root;
+use crate::store::{NewImage, Root};
 use crate::{LabelError, Project};
 
 /// Which answers a capture prefers.
@@ -328,6 +328,9 @@ fn writer(
     full: &AtomicBool,
     ready: std::sync::mpsc::Sender<Result<crate::LabelTask, LabelError>>,
 ) {
+    if let Err(e) = lower_priority() {
+        tracing::warn!(error = %e, "capture: the writer runs at inference's priority");
+    }
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -387,6 +390,22 @@ fn writer(
     rt.block_on(project.store.close());
 }
 
+/// How much nicer than inference the writer runs: when both want the cores, encoding and
+/// writing samples waits, answers do not.
+const WRITER_NICE: i32 = 10;
+
+/// Lowers the calling thread to [`WRITER_NICE`] (Linux keeps a nice value per thread).
+#[allow(unsafe_code)]
+fn lower_priority() -> std::io::Result<()> {
+    // SAFETY: gettid and setpriority take plain integers and touch no memory of ours.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+    let current = unsafe { libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t) };
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, current.max(WRITER_NICE)) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn encode_jpeg(frame: &RgbImage) -> Result<Vec<u8>, image::ImageError> {
     let mut out = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90).encode_image(frame)?;
@@ -413,17 +432,35 @@ async fn keep(
     let ms = crate::store::now_ms();
     let file = format!("{ms}-{}-{seq:06}.{ext}", std::process::id());
     crate::write_whole(&project.root_dir(Root::Captured).join(&file), bytes)?;
-    let id = project
-        .store
-        .add_image(Root::Captured, &file, size, bytes.len() as u64, &format!("capture:{}", suggestion.model))
-        .await?;
-    project.store.put_suggestion(id, suggestion).await
+    let source = format!("capture:{}", suggestion.model);
+    let image = NewImage { root: Root::Captured, file: &file, size, bytes: bytes.len() as u64, source: &source };
+    project.store.add_captured(image, suggestion).await.map(drop)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use strix_core::{Answer, Class};
+
+    /// The nice value of the calling thread, from /proc (field 19 of its stat line).
+    fn nice() -> i64 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        after_name.split(' ').nth(16).unwrap().parse().unwrap()
+    }
+
+    /// Issue 36 item 6: the writer yields the cores to inference; the threads that infer keep
+    /// their priority.
+    #[test]
+    fn the_writer_thread_runs_below_the_callers_priority() {
+        let before = nice();
+        let writer = std::thread::spawn(|| {
+            lower_priority().unwrap();
+            nice()
+        });
+        assert_eq!(writer.join().unwrap(), before.max(i64::from(WRITER_NICE)));
+        assert_eq!(nice(), before, "only the writer's thread is lowered");
+    }
 
     fn answer(score: f32) -> Prediction {
         let classes = vec![

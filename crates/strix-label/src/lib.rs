@@ -43,7 +43,7 @@ pub use error::LabelError;
 pub use labels::{DETECT_THRESHOLD, LabelBox, LabelTask, Labels, Scored, ScoredBox, Suggestion};
 pub use project::{Project, ProjectConfig, ScanReport};
 pub use snapshot::{Snapshot, SnapshotError, training_snapshot};
-pub use store::{Annotation, Author, Filter, ImageRow, NextQuery, Order, Root, Saved, Stats, Store};
+pub use store::{Annotation, Author, Filter, ImageRow, NewImage, NextQuery, Order, Root, Saved, Stats, Store};
 pub use suggest::{PipelineSuggester, Suggester, suggest_all};
 
 /// Write a file whole or not at all (written aside, synced, then renamed over).

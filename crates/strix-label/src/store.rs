@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 use crate::LabelError;
 use crate::labels::{Labels, Suggestion};
@@ -241,6 +243,17 @@ async fn history_has_user(pool: &SqlitePool) -> Result<bool, sqlx::Error> {
     Ok(n > 0)
 }
 
+/// An image file for the store: its folder and path in it, its size in pixels and bytes, and
+/// where it came from.
+#[derive(Clone, Copy, Debug)]
+pub struct NewImage<'a> {
+    pub root: Root,
+    pub file: &'a str,
+    pub size: (u32, u32),
+    pub bytes: u64,
+    pub source: &'a str,
+}
+
 impl Store {
     /// Open (creating) the database at `path` and its tables.
     pub async fn open(path: &Path) -> Result<Store, LabelError> {
@@ -279,6 +292,22 @@ impl Store {
         bytes: u64,
         source: &str,
     ) -> Result<i64, LabelError> {
+        let mut conn = self.pool.acquire().await.map_err(self.err())?;
+        self.insert_image(&mut conn, NewImage { root, file, size, bytes, source }).await
+    }
+
+    /// A captured image with the served model's answer as its suggestion, in one transaction
+    /// (one fsync, and never an image without its suggestion); its id.
+    pub async fn add_captured(&self, image: NewImage<'_>, suggestion: &Suggestion) -> Result<i64, LabelError> {
+        let mut tx = self.pool.begin().await.map_err(self.err())?;
+        let id = self.insert_image(&mut tx, image).await?;
+        self.insert_suggestion(&mut tx, id, suggestion).await?;
+        tx.commit().await.map_err(self.err())?;
+        Ok(id)
+    }
+
+    async fn insert_image(&self, conn: &mut SqliteConnection, image: NewImage<'_>) -> Result<i64, LabelError> {
+        let NewImage { root, file, size, bytes, source } = image;
         // Joined onto the root to serve the file: only plain relative paths get in.
         if !is_safe_relative(file) {
             return Err(LabelError::invalid(format!("{file:?} is not a plain path inside its folder")));
@@ -294,13 +323,13 @@ impl Store {
         .bind(bytes as i64)
         .bind(source)
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await
         .map_err(self.err())?;
         let row = sqlx::query("SELECT id FROM images WHERE root = ? AND rel = ?")
             .bind(root.as_str())
             .bind(file)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *conn)
             .await
             .map_err(self.err())?;
         row.try_get(0).map_err(self.err())
@@ -551,6 +580,11 @@ impl Store {
 
     /// Keep `suggestion` for image `id` (replacing the same model's earlier one).
     pub async fn put_suggestion(&self, id: i64, s: &Suggestion) -> Result<(), LabelError> {
+        let mut conn = self.pool.acquire().await.map_err(self.err())?;
+        self.insert_suggestion(&mut conn, id, s).await
+    }
+
+    async fn insert_suggestion(&self, conn: &mut SqliteConnection, id: i64, s: &Suggestion) -> Result<(), LabelError> {
         let body = serde_json::to_string(s).map_err(|e| LabelError::invalid(e.to_string()))?;
         sqlx::query(
             "INSERT OR REPLACE INTO suggestions (image_id, model, body, uncertainty, entropy, made_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -561,7 +595,7 @@ impl Store {
         .bind(f64::from(s.uncertainty))
         .bind(s.entropy.map(f64::from))
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(conn)
         .await
         .map_err(self.err())?;
         Ok(())
@@ -739,6 +773,21 @@ mod tests {
     fn suggestion(model: &str, uncertainty: f32, entropy: f32) -> Suggestion {
         let classes = vec![Scored { class: "a".into(), score: 0.5 }];
         Suggestion { model: model.into(), classes, boxes: vec![], uncertainty, entropy: Some(entropy) }
+    }
+
+    /// Issue 36 item 6: a captured image and its suggestion are one transaction, so a
+    /// suggestion the database refuses leaves no image behind without one.
+    #[tokio::test]
+    async fn a_captured_image_and_its_suggestion_are_kept_together_or_not_at_all() {
+        let (_d, store, _) = store_with(0).await;
+        let image = |file| NewImage { root: Root::Captured, file, size: (8, 6), bytes: 10, source: "capture:m" };
+        let id = store.add_captured(image("a.jpg"), &suggestion("m", 0.4, 0.7)).await.unwrap();
+        assert_eq!(store.suggestion(id, Some("m")).await.unwrap().map(|s| s.uncertainty), Some(0.4));
+        // SQLite stores NaN as NULL, which the NOT NULL column refuses after the image row went in.
+        let refused = store.add_captured(image("b.jpg"), &suggestion("m", f32::NAN, 0.7)).await;
+        assert!(refused.is_err());
+        let files: Vec<String> = store.images(0, 10).await.unwrap().into_iter().map(|(row, _)| row.file).collect();
+        assert_eq!(files, ["a.jpg"]);
     }
 
     #[tokio::test]
