@@ -12,9 +12,10 @@ centre-cropped to 224, normalised, classified; the top 5 come back as JSON.
   infer, top-5, every core), timed from outside.
 - Strix: `strix serve --backend ort` (release build), dynamic batching (max batch 8, 2 ms),
   and the same with `--fast-decode`.
-- Python: FastAPI + uvicorn (one worker), Pillow + numpy + onnxruntime (default threads), the
-  work in FastAPI's thread pool (what a plain `def` handler gets), as such services are usually
-  written.
+- Python: FastAPI + uvicorn (one worker), Pillow + numpy + onnxruntime, the work in FastAPI's
+  thread pool (what a plain `def` handler gets), as such services are usually written: once
+  with onnxruntime's default threads (every core for each request), once with one onnxruntime
+  thread per request (requests side by side in the pool: the better-configured peer).
 
 Load: `wrk` (C, Debian's package; it leaves the cores to the servers far more than a Python
 client would) with `--concurrency` keep-alive connections for `--seconds`, POSTing the fixture
@@ -50,7 +51,13 @@ import uvicorn
 sys.path.insert(0, sys.argv[4])
 from strix_run import efficientnet_input, softmax
 
-session = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+options = ort.SessionOptions()
+if sys.argv[5] == "one-thread":
+    # One ONNX Runtime thread per request: the thread pool runs requests side by side, as
+    # many as there are cores, instead of one request at a time on every core.
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+session = ort.InferenceSession(sys.argv[1], options, providers=["CPUExecutionProvider"])
 labels = open(sys.argv[2]).read().splitlines()
 app = FastAPI()
 
@@ -283,26 +290,35 @@ def main():
         ours = strix_run()
         fast = strix_run("--fast-decode")
 
-        port = free_port()
         script = os.path.join(tmp, "pyserver.py")
         open(script, "w").write(PY_SERVER)
-        pyserver = subprocess.Popen([py, script, onnx_path, labels, str(port), os.path.dirname(os.path.abspath(__file__))])
-        wait_ready(port, "/predict", bodies[0], pyserver)
-        wrk(port, "/predict", files, 2, args.concurrency, tmp)
-        theirs = wrk(port, "/predict", files, args.seconds, args.concurrency, tmp)
-        pyserver.terminate()
-        pyserver.wait()
+
+        def python_run(threads):
+            port = free_port()
+            here = os.path.dirname(os.path.abspath(__file__))
+            pyserver = subprocess.Popen([py, script, onnx_path, labels, str(port), here, threads])
+            wait_ready(port, "/predict", bodies[0], pyserver)
+            wrk(port, "/predict", files, 2, args.concurrency, tmp)
+            result = wrk(port, "/predict", files, args.seconds, args.concurrency, tmp)
+            pyserver.terminate()
+            pyserver.wait()
+            return result
+
+        theirs = python_run("default")
+        one_thread = python_run("one-thread")
 
         print(f"EfficientNet-Lite0 over HTTP, wrk {args.concurrency} connections x {args.seconds:.0f} s, loopback, "
               f"{os.cpu_count()} cores, {len(files)} photos in turn (x{args.photo_scale} size)")
         print(f"  limit: onnxruntime alone ({workers} workers x 1 thread, preprocessed, batch 1): {limit:.1f} inferences/s")
         print(f"  end-to-end limit: strix predict --backend ort (decode + preprocess + infer): {e2e:.1f} images/s")
         report("python (FastAPI+uvicorn+onnxruntime)", theirs)
+        report("python, 1 onnxruntime thread/request", one_thread)
         report("strix serve --backend ort", ours)
         report("strix serve --fast-decode", fast)
         for name, r in [("strix serve", ours), ("strix serve --fast-decode", fast)]:
             print(f"  {name}: {100 * r['rps'] / e2e:.0f}% of the end-to-end limit, {100 * r['rps'] / limit:.0f}% of "
-                  f"onnxruntime alone, {r['rps'] / theirs['rps']:.2f}x python; p99 {r['p99']:.1f} vs {theirs['p99']:.1f} ms")
+                  f"onnxruntime alone, {r['rps'] / theirs['rps']:.2f}x python, {r['rps'] / one_thread['rps']:.2f}x python "
+                  f"with one thread per request; p99 {r['p99']:.1f} vs {theirs['p99']:.1f} / {one_thread['p99']:.1f} ms")
         sizes = ", ".join("%d: %d" % (b["size"], b["count"]) for b in ours["batches"])
         print(f"  strix batch sizes (size: batches): {sizes}")
         print(f"  strix cold start (process start to first answer): {ours['cold']:.2f} s")

@@ -145,6 +145,11 @@ fn efficientnet_int8_passes_its_gate_registers_with_lineage_and_runs_on_every_en
     let reported = gate["agreement"].as_f64().unwrap();
     assert!((counted - reported).abs() < 1e-9, "the gate says {reported}, predict agrees on {counted}: {gate}");
     assert_eq!(gate["near_ties"].as_u64(), Some((float_top1.len() - decisive.len()) as u64), "{gate}");
+    // The whole distribution moved a little: not at all would mean the float model was compared
+    // with itself, much would show in the agreement.
+    let kl = gate["mean_kl"].as_f64().unwrap_or(-1.0);
+    assert!(kl > 1e-6 && kl < 0.1, "mean KL divergence {kl}: {gate}");
+    assert_eq!(lineage["metrics"]["mean_kl"].as_f64(), Some(kl), "{lineage}");
 }
 
 #[test]

@@ -35,6 +35,11 @@ pub struct GateReport {
     /// Classifiers: held-out images where the float model's top two were a near tie, left out
     /// of the agreement.
     pub near_ties: usize,
+    /// Classifiers: the mean over held-out images (near ties included) of the KL divergence
+    /// of the int8 model's class probabilities from the float model's, in nats: how far the
+    /// whole distribution moved, where agreement sees only the top class.
+    #[serde(default)]
+    pub mean_kl: Option<f64>,
     /// The float and int8 networks' images per second on the held-out inputs, this engine.
     pub float_images_per_s: f64,
     pub int8_images_per_s: f64,
@@ -66,7 +71,7 @@ impl GateReport {
                 format!(", {} near ties of the float model (top two within {NEAR_TIE}) left out", self.near_ties)
             } else {
                 String::new()
-            },
+            } + &self.mean_kl.map(|kl| format!(", mean KL divergence {kl:.4} nats")).unwrap_or_default(),
             self.int8_images_per_s,
             self.float_images_per_s,
             self.speedup()
@@ -118,13 +123,16 @@ pub fn compare(
         passed: measured && agreement >= min_agreement,
         disagreements: tally.disagreements,
         near_ties: tally.near_ties,
+        mean_kl: (tally.kl_images > 0).then(|| tally.kl_sum / tally.kl_images as f64),
         float_images_per_s: 0.0,
         int8_images_per_s: 0.0,
     })
 }
 
+/// The pipeline's answer on one image: every class of a classifier (the KL divergence needs
+/// the whole distribution), every box of a detector.
 fn one(pipeline: &Pipeline, p: &Prepared) -> Result<Prediction, OptimizeError> {
-    let mut answers = pipeline.predict_prepared(vec![p.clone()], 2, None)?;
+    let mut answers = pipeline.predict_prepared(vec![p.clone()], usize::MAX, None)?;
     answers.pop().ok_or_else(|| OptimizeError::Calibration("the model gave no answer".into()))
 }
 
@@ -151,6 +159,8 @@ struct Tally {
     agreed: usize,
     total: usize,
     near_ties: usize,
+    kl_sum: f64,
+    kl_images: usize,
     disagreements: Vec<Disagreement>,
 }
 
@@ -158,6 +168,8 @@ impl Tally {
     fn add(&mut self, image: &str, float: &Answer, int8: &Answer) {
         let (agreed, total, differ) = match (float, int8) {
             (Answer::Labels { classes: a }, Answer::Labels { classes: b }) => {
+                self.kl_sum += kl_divergence(a, b);
+                self.kl_images += 1;
                 if a.len() >= 2 && a[0].score - a[1].score < NEAR_TIE {
                     self.near_ties += 1;
                     return;
@@ -186,6 +198,20 @@ impl Tally {
     fn agreement(&self) -> f64 {
         if self.total == 0 { 1.0 } else { self.agreed as f64 / self.total as f64 }
     }
+}
+
+/// KL(p || q) in nats of two answers over the same classes (`p` the float model's), each
+/// class matched by id; a class `q` leaves out, or gives 0, counts at 1e-12 so one confident
+/// mistake costs much but not infinitely.
+fn kl_divergence(p: &[strix_core::Class], q: &[strix_core::Class]) -> f64 {
+    let q: std::collections::HashMap<usize, f32> = q.iter().map(|c| (c.class_id, c.score)).collect();
+    p.iter()
+        .filter(|c| c.score > 0.0)
+        .map(|c| {
+            let (pi, qi) = (f64::from(c.score), f64::from(q.get(&c.class_id).copied().unwrap_or(0.0)).max(1e-12));
+            pi * (pi / qi).ln()
+        })
+        .sum()
 }
 
 fn top(classes: &[strix_core::Class]) -> String {
@@ -227,6 +253,22 @@ mod tests {
 
     fn det(id: usize, x: f32, score: f32) -> Detection {
         Detection { bbox: BBox::new(x, 0.0, x + 10.0, 10.0), score, class_id: id, label: format!("c{id}") }
+    }
+
+    /// Issue 36 item 3: the KL divergence of the int8 distribution from the float one, matched
+    /// by class id whatever the order; scipy.stats.entropy([.7,.2,.1], [.5,.3,.2]) = 0.0851.
+    #[test]
+    fn mean_kl_divergence_compares_whole_distributions_by_class() {
+        let mut t = Tally::default();
+        let labels = |v| Answer::Labels { classes: v };
+        let float = labels(vec![class(0, 0.7), class(1, 0.2), class(2, 0.1)]);
+        t.add("a", &float, &labels(vec![class(0, 0.5), class(1, 0.3), class(2, 0.2)]));
+        assert!((t.kl_sum - 0.085_122_8).abs() < 1e-5, "{}", t.kl_sum);
+        // The same distribution listed in another order diverges by nothing; near ties count.
+        t.add("b", &float, &labels(vec![class(2, 0.1), class(0, 0.7), class(1, 0.2)]));
+        t.add("tie", &labels(vec![class(0, 0.5), class(1, 0.5)]), &labels(vec![class(0, 0.5), class(1, 0.5)]));
+        assert_eq!((t.kl_images, t.near_ties), (3, 1));
+        assert!((t.kl_sum / 3.0 - 0.085_122_8 / 3.0).abs() < 1e-5);
     }
 
     #[test]

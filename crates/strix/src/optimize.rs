@@ -192,6 +192,7 @@ fn lineage(
         gate: Some(serde_json::to_value(&quantized.gate)?),
         metrics: Some(json!({
             "agreement": quantized.gate.agreement,
+            "mean_kl": quantized.gate.mean_kl,
             "speedup": quantized.gate.speedup(),
         })),
         tuning: None,
