@@ -130,7 +130,6 @@ def fidelity(float_outputs, int8_outputs):
 
 
 def measure(key, sets, work, env, args):
-    import numpy as np
     import onnxruntime as ort
 
     zoo, rel, prep = MODELS[key]

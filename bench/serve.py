@@ -15,7 +15,8 @@ centre-cropped to 224, normalised, classified; the top 5 come back as JSON.
 - Python: FastAPI + uvicorn (one worker), Pillow + numpy + onnxruntime, the work in FastAPI's
   thread pool (what a plain `def` handler gets), as such services are usually written: once
   with onnxruntime's default threads (every core for each request), once with one onnxruntime
-  thread per request (requests side by side in the pool: the better-configured peer).
+  thread per request (the connections' requests side by side in the pool: the
+  better-configured peer).
 
 Load: `wrk` (C, Debian's package; it leaves the cores to the servers far more than a Python
 client would) with `--concurrency` keep-alive connections for `--seconds`, POSTing the fixture
@@ -53,8 +54,8 @@ from strix_run import efficientnet_input, softmax
 
 options = ort.SessionOptions()
 if sys.argv[5] == "one-thread":
-    # One ONNX Runtime thread per request: the thread pool runs requests side by side, as
-    # many as there are cores, instead of one request at a time on every core.
+    # One ONNX Runtime thread per request: the thread pool runs the connections' requests side
+    # by side instead of one request at a time on every core.
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
 session = ort.InferenceSession(sys.argv[1], options, providers=["CPUExecutionProvider"])

@@ -109,12 +109,11 @@ def serve_seeds():
                                    "parameters": {"binary_data_size": 12}}]}).encode()
     head += b" " * (-len(head) % 4)
     put("serve_bodies", "kserve-binary", b"\x01" + bytes([len(head) // 4]) + head + bytes(12))
-    put("serve_bodies", "kserve-multipart", b"\x02--strix\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nx\r\n--strix--\r\n")
     rek = {"Image": {"Bytes": base64.b64encode(jpeg).decode()}, "MaxLabels": 3, "MinConfidence": 10}
-    put("serve_bodies", "rekognition", b"\x03" + json.dumps(rek).encode())
-    put("serve_bodies", "sagemaker-json", b"\x04\x02" + json.dumps({"Image": {"Bytes": base64.b64encode(jpeg).decode()}}).encode())
-    put("serve_bodies", "sagemaker-jpeg", b"\x05\x00" + jpeg)
-    put("serve_bodies", "sagemaker-multipart", b"\x04\x03--strix\r\nContent-Type: image/jpeg\r\n\r\n" + jpeg + b"\r\n--strix--\r\n")
+    put("serve_bodies", "rekognition", b"\x02" + json.dumps(rek).encode())
+    put("serve_bodies", "sagemaker-json", b"\x03\x02" + json.dumps({"Image": {"Bytes": base64.b64encode(jpeg).decode()}}).encode())
+    put("serve_bodies", "sagemaker-jpeg", b"\x03\x00" + jpeg)
+    put("serve_bodies", "sagemaker-multipart", b"\x03\x03--x\r\nContent-Type: image/jpeg\r\n\r\n" + jpeg + b"\r\n--x--\r\n")
 
 
 def label_seeds():

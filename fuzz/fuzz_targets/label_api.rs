@@ -1,6 +1,7 @@
 //! The labelling API's bodies and queries, through `strix label`'s real router on real
 //! projects (one classification, one detection, each on a fixture photo): saves, cluster
-//! labels, listings and the next-image query. Any 500 is a bug.
+//! labels, listings and the next-image query. Any 500 is a bug. Saves change the projects for
+//! the inputs after them, so a crash may need the inputs before it to happen again.
 #![no_main]
 use std::sync::{Arc, LazyLock};
 

@@ -30,13 +30,15 @@ fuzz_target!(|data: &[u8]| {
     let field = |i: usize| fields.get(i).cloned().unwrap_or_default();
     let number = |i: usize| field(i).trim().parse::<i64>().unwrap_or(1);
     f.rt.block_on(async {
+        // One transaction for the rows, so each input costs one commit.
+        let mut tx = f.raw.begin().await.unwrap();
         for clear in ["DELETE FROM models", "DELETE FROM versions", "DELETE FROM artifacts", "DELETE FROM aliases"] {
-            sqlx::query(clear).execute(&f.raw).await.unwrap();
+            sqlx::query(clear).execute(&mut *tx).await.unwrap();
         }
         let version = number(0);
         sqlx::query("INSERT INTO models (name, last_version, created_at) VALUES ('m', $1, 0)")
             .bind(number(9))
-            .execute(&f.raw)
+            .execute(&mut *tx)
             .await
             .unwrap();
         sqlx::query(
@@ -49,7 +51,7 @@ fuzz_target!(|data: &[u8]| {
         .bind(field(3))
         .bind(field(4))
         .bind(field(5))
-        .execute(&f.raw)
+        .execute(&mut *tx)
         .await
         .unwrap();
         sqlx::query("INSERT INTO artifacts (name, version, file, sha256, size) VALUES ('m', $1, $2, $3, $4)")
@@ -57,14 +59,15 @@ fuzz_target!(|data: &[u8]| {
             .bind(field(6))
             .bind(field(7))
             .bind(number(8))
-            .execute(&f.raw)
+            .execute(&mut *tx)
             .await
             .unwrap();
         let _ = sqlx::query("INSERT INTO aliases (name, alias, version, updated_at) VALUES ('m', $1, $2, 0)")
             .bind(field(10))
             .bind(version)
-            .execute(&f.raw)
+            .execute(&mut *tx)
             .await;
+        tx.commit().await.unwrap();
         let _ = f.registry.list().await;
         let _ = f.registry.versions("m").await;
         if let Ok(reference) = ModelRef::parse(&format!("m:{version}")) {

@@ -1,6 +1,7 @@
 //! Request bodies `strix serve` reads, through its real router and a real model
 //! (EfficientNet-Lite0 on tract): KServe v2 JSON and binary tensors, Rekognition's and
-//! SageMaker's JSON, raw and multipart image bodies. Any 500 is a bug.
+//! SageMaker's JSON, raw image bodies. No route parses multipart: SageMaker's is refused at its
+//! content type (one variant keeps that refusal covered). Any 500 is a bug.
 #![no_main]
 use std::sync::{Arc, LazyLock};
 
@@ -32,23 +33,17 @@ static SERVER: LazyLock<(tokio::runtime::Runtime, axum::Router)> = LazyLock::new
     (rt, app)
 });
 
-/// Content types a client may send an image route.
-const TYPES: &[&str] = &[
-    "image/jpeg",
-    "application/octet-stream",
-    "application/json",
-    "multipart/form-data; boundary=strix",
-    "text/plain",
-    "",
-];
+/// Content types a client may send SageMaker's route; multipart is refused unread.
+const TYPES: &[&str] =
+    &["image/jpeg", "application/octet-stream", "application/json", "multipart/form-data; boundary=x"];
 
 fuzz_target!(|data: &[u8]| {
     let (rt, app) = &*SERVER;
-    let Some((route, rest)) = strix_fuzz::pick(data, 6) else { return };
+    let Some((route, rest)) = strix_fuzz::pick(data, 4) else { return };
     let infer = format!("/v2/models/{MODEL}/infer");
     let request = Request::post(match route {
-        0 | 1 | 2 => infer.as_str(),
-        3 => "/",
+        0 | 1 => infer.as_str(),
+        2 => "/",
         _ => "/invocations",
     })
     .header("host", "127.0.0.1");
@@ -59,9 +54,8 @@ fuzz_target!(|data: &[u8]| {
             let Some((&n, rest)) = rest.split_first() else { return };
             (request.header("inference-header-content-length", (n as usize * 4).to_string()), rest)
         }
-        2 => (request.header("content-type", "multipart/form-data; boundary=strix"), rest),
         // Rekognition DetectLabels.
-        3 => (
+        2 => (
             request
                 .header("x-amz-target", "RekognitionService.DetectLabels")
                 .header("content-type", "application/x-amz-json-1.1"),
@@ -70,9 +64,7 @@ fuzz_target!(|data: &[u8]| {
         // SageMaker: the body as each content type.
         _ => {
             let Some((&t, rest)) = rest.split_first() else { return };
-            let kind = TYPES[t as usize % TYPES.len()];
-            let request = if kind.is_empty() { request } else { request.header("content-type", kind) };
-            (request, rest)
+            (request.header("content-type", TYPES[t as usize % TYPES.len()]), rest)
         }
     };
     let request = request.body(Body::from(body.to_vec())).expect("a request");

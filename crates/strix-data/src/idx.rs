@@ -29,8 +29,8 @@ pub const FASHION_MNIST: [&str; 10] =
 /// small gzip bomb must not fill the memory.
 pub const MAX_IDX_BYTES: u64 = 1 << 30;
 
-/// `raw` itself, or unzipped when it is gzip, refused past `limit` bytes (`path` names it in
-/// errors).
+/// `raw` itself, or unzipped when it is gzip, refused when it unzips past `limit` bytes (`path`
+/// names it in errors; bytes already in memory are not limited again).
 fn unzip_bounded(raw: Vec<u8>, path: &Path, limit: u64) -> Result<Vec<u8>, DataError> {
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
@@ -77,8 +77,8 @@ pub fn read_images(path: &Path) -> Result<IdxImages, DataError> {
     parse_images(std::fs::read(path).map_err(DataError::io(path))?, path, MAX_IDX_BYTES)
 }
 
-/// [`read_images`] on a file's bytes, gzipped or not, refused past `limit` bytes unzipped
-/// (`path` names it in errors).
+/// [`read_images`] on a file's bytes, gzipped or not; gzip that unzips past `limit` bytes is
+/// refused (`path` names it in errors).
 pub fn parse_images(bytes: Vec<u8>, path: &Path, limit: u64) -> Result<IdxImages, DataError> {
     let mut bytes = unzip_bounded(bytes, path, limit)?;
     let (dims, head) = parse(path, &bytes, 3)?;
@@ -90,8 +90,8 @@ pub fn read_labels(path: &Path) -> Result<Vec<u8>, DataError> {
     parse_labels(std::fs::read(path).map_err(DataError::io(path))?, path, MAX_IDX_BYTES)
 }
 
-/// [`read_labels`] on a file's bytes, gzipped or not, refused past `limit` bytes unzipped
-/// (`path` names it in errors).
+/// [`read_labels`] on a file's bytes, gzipped or not; gzip that unzips past `limit` bytes is
+/// refused (`path` names it in errors).
 pub fn parse_labels(bytes: Vec<u8>, path: &Path, limit: u64) -> Result<Vec<u8>, DataError> {
     let mut bytes = unzip_bounded(bytes, path, limit)?;
     let (_, head) = parse(path, &bytes, 1)?;

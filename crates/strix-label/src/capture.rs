@@ -395,6 +395,7 @@ fn writer(
 const WRITER_NICE: i32 = 10;
 
 /// Lowers the calling thread to [`WRITER_NICE`] (Linux keeps a nice value per thread).
+#[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 fn lower_priority() -> std::io::Result<()> {
     // SAFETY: gettid and setpriority take plain integers and touch no memory of ours.
@@ -403,6 +404,12 @@ fn lower_priority() -> std::io::Result<()> {
     if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, current.max(WRITER_NICE)) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
+    Ok(())
+}
+
+/// Elsewhere a nice value belongs to the whole process, which must keep inference's priority.
+#[cfg(not(target_os = "linux"))]
+fn lower_priority() -> std::io::Result<()> {
     Ok(())
 }
 
@@ -443,6 +450,7 @@ mod tests {
     use strix_core::{Answer, Class};
 
     /// The nice value of the calling thread, from /proc (field 19 of its stat line).
+    #[cfg(target_os = "linux")]
     fn nice() -> i64 {
         let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
         let after_name = &stat[stat.rfind(')').unwrap() + 2..];
@@ -452,6 +460,7 @@ mod tests {
     /// Issue 36 item 6: the writer yields the cores to inference; the threads that infer keep
     /// their priority.
     #[test]
+    #[cfg(target_os = "linux")]
     fn the_writer_thread_runs_below_the_callers_priority() {
         let before = nice();
         let writer = std::thread::spawn(|| {

@@ -61,17 +61,20 @@ impl GateReport {
 
     /// One line: agreement, threshold, speed.
     pub fn summary(&self) -> String {
+        let mut notes = String::new();
+        if self.near_ties > 0 {
+            notes += &format!(", {} near ties of the float model (top two within {NEAR_TIE}) left out", self.near_ties);
+        }
+        if let Some(kl) = self.mean_kl {
+            notes += &format!(", mean KL divergence {kl:.4} nats");
+        }
         format!(
             "{}: {:.1}% on {} held-out images (at least {:.1}% needed){}; {:.1} images/s int8 vs {:.1} float ({:.2}x)",
             self.measure,
             self.agreement * 100.0,
             self.held_out,
             self.min_agreement * 100.0,
-            if self.near_ties > 0 {
-                format!(", {} near ties of the float model (top two within {NEAR_TIE}) left out", self.near_ties)
-            } else {
-                String::new()
-            } + &self.mean_kl.map(|kl| format!(", mean KL divergence {kl:.4} nats")).unwrap_or_default(),
+            notes,
             self.int8_images_per_s,
             self.float_images_per_s,
             self.speedup()

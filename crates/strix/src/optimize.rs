@@ -190,11 +190,13 @@ fn lineage(
         })),
         config: Some(json!({ "quantization": settings, "rewrite": quantized.rewrite })),
         gate: Some(serde_json::to_value(&quantized.gate)?),
-        metrics: Some(json!({
-            "agreement": quantized.gate.agreement,
-            "mean_kl": quantized.gate.mean_kl,
-            "speedup": quantized.gate.speedup(),
-        })),
+        metrics: Some({
+            let mut metrics = json!({ "agreement": quantized.gate.agreement, "speedup": quantized.gate.speedup() });
+            if let Some(kl) = quantized.gate.mean_kl {
+                metrics["mean_kl"] = json!(kl);
+            }
+            metrics
+        }),
         tuning: None,
     })
 }

@@ -389,7 +389,9 @@ fn metrics_line(m: &Value) -> String {
         return s.headline();
     }
     if let (Some(a), Some(x)) = (m.get("agreement").and_then(Value::as_f64), m.get("speedup").and_then(Value::as_f64)) {
-        return format!("agrees with its float parent on {:.1}% of held-out images, {x:.2}x its speed", a * 100.0);
+        let kl =
+            m.get("mean_kl").and_then(Value::as_f64).map(|kl| format!(" (mean KL {kl:.4} nats)")).unwrap_or_default();
+        return format!("agrees with its float parent on {:.1}% of held-out images{kl}, {x:.2}x its speed", a * 100.0);
     }
     // Recorded by an older Strix, in a shape this one does not type.
     m.to_string()
