@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 
-from serve import dynamic_batch_model, free_port, wait_ready, wrk
+from serve import dynamic_batch_model, free_port, measured
 from strix_run import FIXTURES, efficientnet_input, environment, onnxruntime_alone, strix_binary
 
 SETUPS = [
@@ -55,9 +55,7 @@ def one(strix, spec, files, bodies, extra, args, env, tmp):
         cmd += ["--capture-max-files", "100000000", "--capture-max-bytes", str(1 << 40)]
     log = os.path.join(tmp, f"serve-{port}.log")
     server = subprocess.Popen(cmd, env=env, stderr=open(log, "w"))
-    wait_ready(port, "/v1/models/effnet/predict", bodies[0], server)
-    wrk(port, "/v1/models/effnet/predict", files, 2, args.concurrency, tmp)
-    result = wrk(port, "/v1/models/effnet/predict", files, args.seconds, args.concurrency, tmp)
+    result = measured(port, "/v1/models/effnet/predict", server, files, bodies, args.seconds, args.concurrency, tmp)
     server.terminate()
     try:
         server.wait(timeout=60)

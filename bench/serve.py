@@ -192,6 +192,16 @@ def wrk(port, path, files, seconds, connections, tmp):
             "statuses": {"failed": int(failed) + int(non2xx)}, "rss": 0.0}
 
 
+def measured(port, path, server, files, bodies, seconds, connections, tmp):
+    """`server`'s wrk figures on `path` once it answers and after 2 s of warm-up, with its cold
+    start (seconds from launch to its first answer) as "cold"."""
+    cold = wait_ready(port, path, bodies[0], server)
+    wrk(port, path, files, 2, connections, tmp)
+    result = wrk(port, path, files, seconds, connections, tmp)
+    result["cold"] = cold
+    return result
+
+
 def predict_limit(spec_path, files, env, repeat=40):
     """Images/s of `strix predict --backend ort` over the photos `repeat` times (every core),
     timed from outside, model load included."""
@@ -275,13 +285,11 @@ def main():
         def strix_run(*extra):
             port = free_port()
             server = strix_server(port, *extra)
-            cold = wait_ready(port, "/v1/models/effnet/predict", bodies[0], server)
-            wrk(port, "/v1/models/effnet/predict", files, 2, args.concurrency, tmp)
-            result = wrk(port, "/v1/models/effnet/predict", files, args.seconds, args.concurrency, tmp)
+            result = measured(port, "/v1/models/effnet/predict", server, files, bodies, args.seconds,
+                              args.concurrency, tmp)
             conn = http.client.HTTPConnection("127.0.0.1", port)
             conn.request("GET", "/v1/models")
             result["batches"] = json.loads(conn.getresponse().read())["models"][0]["batches"]
-            result["cold"] = cold
             server.terminate()
             server.wait()
             return result
@@ -298,9 +306,7 @@ def main():
             port = free_port()
             here = os.path.dirname(os.path.abspath(__file__))
             pyserver = subprocess.Popen([py, script, onnx_path, labels, str(port), here, threads])
-            wait_ready(port, "/predict", bodies[0], pyserver)
-            wrk(port, "/predict", files, 2, args.concurrency, tmp)
-            result = wrk(port, "/predict", files, args.seconds, args.concurrency, tmp)
+            result = measured(port, "/predict", pyserver, files, bodies, args.seconds, args.concurrency, tmp)
             pyserver.terminate()
             pyserver.wait()
             return result
