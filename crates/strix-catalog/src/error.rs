@@ -6,8 +6,16 @@ pub enum CatalogError {
     #[error(transparent)]
     Zoo(#[from] strix_zoo::ZooError),
 
+    #[cfg(feature = "registry")]
     #[error(transparent)]
     Registry(#[from] strix_registry::RegistryError),
+
+    #[cfg(not(feature = "registry"))]
+    #[error(
+        "{text} names a registry version, and this strix was built without the model registry \
+         (./scripts/demo builds predict alone); build everything with `cargo build --release -p strix`"
+    )]
+    NoRegistry { text: String },
 
     #[error("{name} is a {actual} model, not {wanted}")]
     WrongTask { name: String, actual: Task, wanted: Task },
@@ -15,6 +23,7 @@ pub enum CatalogError {
     #[error("{version} has no {file}; it cannot be run by name")]
     NoSpec { version: String, file: &'static str },
 
+    #[cfg(feature = "registry")]
     #[error("cannot start the registry's runtime")]
     Runtime(#[source] std::io::Error),
 

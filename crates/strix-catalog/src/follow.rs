@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use strix_core::{ModelVersion, NoProgress};
+use strix_core::{ModelVersion, NoProgress, error_chain};
 use strix_zoo::ResolvedModel;
 
 use crate::Catalog;
@@ -143,5 +143,3 @@ impl State {
         }
     }
 }
-
-pub use strix_core::error_chain;

@@ -19,22 +19,25 @@
 
 mod engine;
 mod error;
+#[cfg(feature = "registry")]
 mod follow;
+#[cfg(feature = "registry")]
+mod registry;
 mod settings;
 
-use std::future::Future;
 use std::path::Path;
 
 use strix_core::{ModelVersion, Progress, Task};
-use strix_registry::{ModelRef, Registry, RegistryError, VersionRecord};
 use strix_zoo::{LocatedSpec, ResolvedModel, Resolver, ZooError};
 
 pub use engine::Engine;
 pub use error::CatalogError;
-pub use follow::{FollowEvent, Follower, Install, error_chain};
+#[cfg(feature = "registry")]
+pub use follow::{FollowEvent, Follower, Install};
+#[cfg(feature = "registry")]
+pub use registry::{RegistrySession, follows_registry};
 pub use settings::{Defaults, Layer, Settings};
-
-use strix_zoo::SPEC_FILE;
+pub use strix_core::error_chain;
 
 /// Models by name, from the zoo, files, the import store and the registry.
 #[derive(Clone, Debug)]
@@ -69,18 +72,6 @@ impl Catalog {
         &self.settings.home
     }
 
-    /// Whether a registry has been set up (so plain names may be looked up in it): one is
-    /// named in the settings, or the default SQLite file exists. Keeps `predict` from creating
-    /// an empty registry as a side effect.
-    pub fn registry_exists(&self) -> bool {
-        self.settings.registry_named || self.settings.registry.sqlite_path().is_some_and(|p| p.is_file())
-    }
-
-    /// The registry, opened now.
-    pub fn registry(&self) -> Result<RegistrySession, CatalogError> {
-        RegistrySession::open(&self.settings.registry)
-    }
-
     /// A zoo name, an imported name, or a spec file: no registry involved.
     pub fn locate_local(&self, text: &str) -> Result<LocatedSpec, ZooError> {
         strix_zoo::locate(text, &self.settings.home)
@@ -91,20 +82,13 @@ impl Catalog {
     /// zoo; a bare name the zoo does not know is the registry's newest version of that name.
     pub fn locate(&self, text: &str, progress: &dyn Progress) -> Result<Located, CatalogError> {
         let is_path = text.ends_with(".toml") || text.ends_with(".onnx") || Path::new(text).is_file();
-        if !is_path && ModelRef::is_explicit(text) {
-            let session = self.registry()?;
-            let record = session.run(session.registry.get(&ModelRef::parse(text)?))?;
-            return self.fetch(&session, &record, progress);
+        // `NAME:V` or `NAME@ALIAS`: a version only the registry can answer.
+        if !is_path && text.contains(['@', ':']) {
+            return self.locate_version(text, progress);
         }
         match self.locate_local(text) {
             Err(ZooError::UnknownModel { .. }) if !is_path && self.registry_exists() => {
-                let reference = ModelRef::parse(text)?;
-                let session = self.registry()?;
-                match session.run(session.registry.get(&reference)) {
-                    Ok(record) => self.fetch(&session, &record, progress),
-                    // Neither knows it: the zoo's message lists what there is.
-                    Err(_) => Ok(Located { spec: self.locate_local(text)?, version: None }),
-                }
+                self.locate_newest(text, progress)
             }
             other => Ok(Located { spec: other?, version: None }),
         }
@@ -143,95 +127,21 @@ impl Catalog {
         }
         self.files(located, progress)
     }
-
-    /// The registry version `text` names right now, without downloading anything: `None` for
-    /// models outside the registry. What a [`Follower`] polls.
-    pub fn pointer(&self, text: &str) -> Result<Option<(String, u64)>, CatalogError> {
-        if !follows_registry(text) {
-            return Ok(None);
-        }
-        // A bare name is the zoo's or the import store's before it is the registry's.
-        if !ModelRef::is_explicit(text) && (!self.registry_exists() || self.locate_local(text).is_ok()) {
-            return Ok(None);
-        }
-        let session = self.registry()?;
-        match session.run(session.registry.get(&ModelRef::parse(text)?)) {
-            Ok(record) => Ok(Some((record.name, record.version))),
-            Err(RegistryError::UnknownModel { .. }) if !ModelRef::is_explicit(text) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Where a registry version's files are cached: `CACHE/registry/NAME/VERSION`.
-    pub fn version_dir(&self, name: &str, version: u64) -> std::path::PathBuf {
-        self.settings.cache_dir.join("registry").join(name).join(version.to_string())
-    }
-
-    /// Download a version into the cache ([`Catalog::version_dir`], checked by digest) and
-    /// locate its spec there.
-    fn fetch(
-        &self,
-        session: &RegistrySession,
-        record: &VersionRecord,
-        progress: &dyn Progress,
-    ) -> Result<Located, CatalogError> {
-        let dir = self.version_dir(&record.name, record.version);
-        session.run(session.registry.download(record, &dir, progress))?;
-        let spec = dir.join(SPEC_FILE);
-        if !spec.is_file() {
-            return Err(CatalogError::NoSpec {
-                version: format!("{}:{}", record.name, record.version),
-                file: SPEC_FILE,
-            });
-        }
-        let mut located = self.locate_local(&spec.display().to_string())?;
-        located.origin = format!("registry:{}:{}", record.name, record.version);
-        let sha256 = located.spec.weights.sha256.clone().unwrap_or_default();
-        let version = ModelVersion { name: record.name.clone(), version: record.version, sha256 };
-        Ok(Located { spec: located, version: Some(version) })
-    }
 }
 
-/// Whether `text` may name a registry model whose version can change under it: an alias, or a
-/// bare name (the newest version). `NAME:3`, files and zoo names never move.
-pub fn follows_registry(text: &str) -> bool {
-    let is_path = text.ends_with(".toml") || text.ends_with(".onnx") || text.contains('/');
-    !is_path && ModelRef::parse(text).is_ok_and(|r| !matches!(r.selector, strix_registry::Selector::Version(_)))
-}
-
-/// A registry and the runtime its async API runs on, for callers that are not async.
-pub struct RegistrySession {
-    rt: tokio::runtime::Runtime,
-    pub registry: Registry,
-}
-
-impl std::fmt::Debug for RegistrySession {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RegistrySession").field("store", &self.registry.describe().0).finish()
-    }
-}
-
-impl RegistrySession {
-    pub fn open(config: &strix_registry::RegistryConfig) -> Result<RegistrySession, CatalogError> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(CatalogError::Runtime)?;
-        let registry = rt.block_on(Registry::open(config))?;
-        Ok(RegistrySession { rt, registry })
+/// Without the registry (the demo build): registry references are refused by name.
+#[cfg(not(feature = "registry"))]
+impl Catalog {
+    fn registry_exists(&self) -> bool {
+        false
     }
 
-    /// Run one of the registry's calls to completion.
-    pub fn run<T>(&self, f: impl Future<Output = Result<T, RegistryError>>) -> Result<T, RegistryError> {
-        self.rt.block_on(f)
+    fn locate_version(&self, text: &str, _progress: &dyn Progress) -> Result<Located, CatalogError> {
+        Err(CatalogError::NoRegistry { text: text.to_string() })
     }
 
-    /// Run any future on the session's runtime (calls of crates built on the registry).
-    pub fn block_on<F: Future>(&self, f: F) -> F::Output {
-        self.rt.block_on(f)
-    }
-}
-
-impl Drop for RegistrySession {
-    fn drop(&mut self) {
-        self.rt.block_on(self.registry.close());
+    fn locate_newest(&self, text: &str, _progress: &dyn Progress) -> Result<Located, CatalogError> {
+        Ok(Located { spec: self.locate_local(text)?, version: None })
     }
 }
 
@@ -240,25 +150,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_aliases_and_bare_names_can_move() {
-        for moving in ["trash@production", "trash"] {
-            assert!(follows_registry(moving), "{moving}");
-        }
-        for fixed in ["trash:3", "mine.onnx", "mine.toml", "models/trash", "bad name", "x@"] {
-            assert!(!follows_registry(fixed), "{fixed}");
-        }
-    }
-
-    #[test]
-    fn a_missing_registry_is_not_created_by_a_lookup() {
+    fn a_zoo_name_resolves_and_a_wrong_task_is_refused_before_any_download() {
         let dir = tempfile::tempdir().unwrap();
         let catalog = Catalog::open(Settings::isolated(dir.path()));
-        assert!(!catalog.registry_exists());
-        // A zoo name resolves without a registry; an unknown bare name names what there is.
-        assert_eq!(catalog.pointer("efficientnet_lite0").unwrap(), None);
         let e = catalog.locate("no_such_model", &strix_core::NoProgress).unwrap_err().to_string();
         assert!(e.contains("efficientnet_lite0"), "{e}");
-        assert!(!dir.path().join("home/registry").exists());
         let e = catalog.resolve_for_task(
             Some("efficientnet_lite0"),
             Some(Task::Detect),
@@ -266,5 +162,16 @@ mod tests {
             &strix_core::NoProgress,
         );
         assert!(e.unwrap_err().to_string().contains("is a classify model, not detect"));
+    }
+
+    #[cfg(not(feature = "registry"))]
+    #[test]
+    fn without_the_registry_a_version_reference_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(Settings::isolated(dir.path()));
+        for text in ["trash@production", "trash:3"] {
+            let e = catalog.locate(text, &strix_core::NoProgress).unwrap_err().to_string();
+            assert!(e.contains(text) && e.contains("without the model registry"), "{e}");
+        }
     }
 }

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+#[cfg(feature = "registry")]
 use strix_registry::RegistryConfig;
 
 use crate::CatalogError;
@@ -78,6 +79,7 @@ pub struct Settings {
     pub model_path: Vec<PathBuf>,
     pub hub: Option<String>,
     pub offline: bool,
+    #[cfg(feature = "registry")]
     pub registry: RegistryConfig,
     /// The registry's store or database was named by a layer (not just the default under
     /// `home`): plain names may be looked up in it even before its database file exists.
@@ -93,23 +95,18 @@ impl Settings {
     pub fn from_layers(layers: Vec<Layer>, defaults: Defaults, s3: Vec<(String, String)>) -> Settings {
         let merged = layers.into_iter().fold(Layer::default(), |high, low| high.over(low));
         let home = merged.home.unwrap_or(defaults.home);
-        let local = RegistryConfig::local(&home);
-        let store = merged.registry_store.clone().unwrap_or(local.store);
-        let db = match merged.registry_db.clone() {
-            Some(db) => db,
-            // A local store keeps its SQLite file inside it.
-            None if !store.contains("://") || store.starts_with("file://") => strix_registry::sqlite_url(
-                &Path::new(store.strip_prefix("file://").unwrap_or(&store)).join("registry.db"),
-            ),
-            None => local.db,
-        };
+        #[cfg(not(feature = "registry"))]
+        let _ = s3;
+        #[cfg(feature = "registry")]
+        let registry = registry_config(&merged, &home, s3);
         Settings {
             cache_dir: merged.cache_dir.unwrap_or(defaults.cache_dir),
             model_path: merged.model_path.unwrap_or_default(),
             hub: merged.hub,
             offline: merged.offline.unwrap_or(false),
             registry_named: merged.registry_db.is_some() || merged.registry_store.is_some(),
-            registry: RegistryConfig { store, db, s3 },
+            #[cfg(feature = "registry")]
+            registry,
             ort_library: merged.ort_library,
             queue: merged.queue,
             home,
@@ -131,6 +128,22 @@ impl Settings {
             offline: self.offline,
         }
     }
+}
+
+/// The registry's store and database: the layers' (a local store keeps its SQLite file inside
+/// it), else a SQLite registry under `home`.
+#[cfg(feature = "registry")]
+fn registry_config(merged: &Layer, home: &Path, s3: Vec<(String, String)>) -> RegistryConfig {
+    let local = RegistryConfig::local(home);
+    let store = merged.registry_store.clone().unwrap_or(local.store);
+    let db = match merged.registry_db.clone() {
+        Some(db) => db,
+        None if !store.contains("://") || store.starts_with("file://") => {
+            strix_registry::sqlite_url(&Path::new(store.strip_prefix("file://").unwrap_or(&store)).join("registry.db"))
+        }
+        None => local.db,
+    };
+    RegistryConfig { store, db, s3 }
 }
 
 #[cfg(test)]
@@ -155,13 +168,17 @@ mod tests {
         assert_eq!(s.cache_dir, PathBuf::from("/env/cache"));
         assert_eq!(s.home, PathBuf::from("/file/home"));
         assert!(s.offline);
-        assert_eq!(s.registry.store, "/file/home/registry");
-        assert!(s.registry.db.starts_with("sqlite:///file/home/registry/registry.db"), "{}", s.registry.db);
+        #[cfg(feature = "registry")]
+        {
+            assert_eq!(s.registry.store, "/file/home/registry");
+            assert!(s.registry.db.starts_with("sqlite:///file/home/registry/registry.db"), "{}", s.registry.db);
+        }
         assert!(!s.registry_named);
         let bare = Settings::from_layers(Vec::new(), defaults(), Vec::new());
         assert_eq!((bare.home, bare.cache_dir, bare.offline), ("/d/home".into(), "/d/cache".into(), false));
     }
 
+    #[cfg(feature = "registry")]
     #[test]
     fn empty_values_do_not_hide_lower_layers_and_stores_keep_their_database() {
         let env = Layer { hub: Some(String::new()), registry_store: Some("/srv/reg".into()), ..Default::default() };

@@ -4,11 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use strix_catalog::{Catalog, Engine};
 use strix_pipeline::Pipeline;
-use strix_runtime::{Backend, Runtime, RuntimeOptions};
-use strix_zoo::{Artifact, ResolvedModel};
+use strix_runtime::{Backend, RuntimeOptions};
+use strix_zoo::ResolvedModel;
 
 use crate::cli::{BackendChoice, Global, RuntimeArgs};
 use crate::progress::Bars;
@@ -20,6 +20,7 @@ pub struct AppContext {
 }
 
 impl AppContext {
+    #[cfg(feature = "full")]
     /// An ONNX file with its spec (renamed to `name` if given), resolved and proven to fit: it
     /// loads, and one inference on a plain picture decodes (the decoder checks every output's
     /// shape). `models import` and `models register` take nothing less.
@@ -31,11 +32,12 @@ impl AppContext {
         runtime_args: &RuntimeArgs,
         bars: &Bars,
     ) -> Result<ResolvedModel> {
+        use anyhow::Context as _;
         if !onnx.is_file() {
-            bail!("{}: model file not found", onnx.display());
+            anyhow::bail!("{}: model file not found", onnx.display());
         }
         if spec_path.extension().and_then(|e| e.to_str()) != Some("toml") {
-            bail!("{}: the spec must be a .toml file", spec_path.display());
+            anyhow::bail!("{}: the spec must be a .toml file", spec_path.display());
         }
         let mut located = self.catalog().locate_local(&spec_path.display().to_string())?;
         if let Some(name) = name {
@@ -45,7 +47,7 @@ impl AppContext {
         // The file given on the command line is the weights, whatever the spec's `file` says;
         // other networks and a labels file are found beside the spec.
         let file_name = onnx.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        located.spec.weights = Artifact { file: file_name, sha256: None, url: None, size: None };
+        located.spec.weights = strix_zoo::Artifact { file: file_name, sha256: None, url: None, size: None };
         let model = self.catalog().resolver().resolve_with_weights(&located, onnx.to_path_buf(), bars)?;
         self.engine(runtime_args)
             .load_checked(model.clone())
@@ -72,6 +74,7 @@ impl AppContext {
         Bars::new(self.quiet)
     }
 
+    #[cfg(feature = "full")]
     /// Every engine of this build for an export gate, opened with the settings'
     /// libonnxruntime; the ones that cannot open here are skipped and named.
     pub fn export_engines(&self) -> strix_export::gate::Engines {
@@ -122,8 +125,9 @@ impl AppContext {
         Ok(self.engine(args).load(model)?)
     }
 
+    #[cfg(feature = "full")]
     /// A bare runtime on the backend the flags name (for reading a model's inputs and outputs).
-    pub fn open_runtime(&self, args: &RuntimeArgs) -> Result<Box<dyn Runtime>> {
+    pub fn open_runtime(&self, args: &RuntimeArgs) -> Result<Box<dyn strix_runtime::Runtime>> {
         Ok(self.engine(args).runtime()?)
     }
 }

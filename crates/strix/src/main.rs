@@ -1,41 +1,49 @@
 //! The `strix` binary: parses flags, sets up logging, dispatches to the library crates.
 
-mod batch;
 mod cli;
-mod cluster;
 mod context;
-mod data;
-mod eval;
-mod export;
-mod identify;
-mod index;
 mod inputs;
-mod jobs;
-mod knn;
-mod label;
-mod layered;
-mod models;
-mod monitor;
-mod monitor_live;
-mod monitor_observe;
-mod monitor_quality;
-mod monitor_report;
-mod optimize;
-mod pipeline;
-mod pipeline_train;
 mod predict;
 mod progress;
-mod queue;
-mod registry;
-mod scoring;
-mod serve;
 mod settings;
-mod show;
-mod signals;
-mod stream;
-mod train;
-mod train_job;
-mod tune;
+
+// Every command but predict: left out of the demo build (`./scripts/demo`), which then builds
+// without burn, sqlx, object_store, axum and NATS.
+macro_rules! full {
+    ($($item:item)*) => { $(#[cfg(feature = "full")] $item)* };
+}
+full! {
+    mod batch;
+    mod cluster;
+    mod data;
+    mod eval;
+    mod export;
+    mod identify;
+    mod index;
+    mod jobs;
+    mod knn;
+    mod label;
+    mod layered;
+    mod models;
+    mod monitor;
+    mod monitor_live;
+    mod monitor_observe;
+    mod monitor_quality;
+    mod monitor_report;
+    mod optimize;
+    mod pipeline;
+    mod pipeline_train;
+    mod queue;
+    mod registry;
+    mod scoring;
+    mod serve;
+    mod show;
+    mod signals;
+    mod stream;
+    mod train;
+    mod train_job;
+    mod tune;
+}
 
 use std::process::ExitCode;
 
@@ -61,6 +69,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// The demo build's one command.
+#[cfg(not(feature = "full"))]
+fn dispatch(ctx: &AppContext, command: &Command) -> Result<ExitCode> {
+    match command {
+        Command::Predict(args) => predict::run(ctx, args),
+    }
+}
+
+#[cfg(feature = "full")]
 fn dispatch(ctx: &AppContext, command: &Command) -> Result<ExitCode> {
     match command {
         Command::Predict(args) => predict::run(ctx, args),

@@ -31,8 +31,7 @@ pub fn run(ctx: &AppContext, args: &PredictArgs) -> Result<ExitCode> {
 
     let started = Instant::now();
     // Classification unless told otherwise (builtin::DEFAULT_CLASSIFIER).
-    let model =
-        crate::registry::resolve_for_task(ctx, args.model.as_deref(), args.task, strix_core::Task::Classify, &bars)?;
+    let model = ctx.catalog().resolve_for_task(args.model.as_deref(), args.task, strix_core::Task::Classify, &bars)?;
     let pipeline = ctx.load_pipeline(model, &args.runtime)?;
     let name = pipeline.model().spec.name.clone();
     let ready = Instant::now();

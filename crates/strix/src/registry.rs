@@ -26,18 +26,6 @@ pub fn exists(ctx: &AppContext) -> bool {
     ctx.catalog().registry_exists()
 }
 
-/// The model of `--model` / `--task`: the named model (which must do the task, when both are
-/// given), else the task's default model, else `fallback`'s; its files on disk and checked.
-pub fn resolve_for_task(
-    ctx: &AppContext,
-    model: Option<&str>,
-    task: Option<strix_core::Task>,
-    fallback: strix_core::Task,
-    bars: &Bars,
-) -> Result<ResolvedModel> {
-    Ok(ctx.catalog().resolve_for_task(model, task, fallback, bars)?)
-}
-
 /// Files of a run folder that travel with its versions (when present).
 const RUN_FILES: &[&str] = &[
     strix_train::files::CONFIG_FILE,

@@ -53,6 +53,7 @@ pub fn build(global: &Global) -> Result<Settings> {
 }
 
 /// `user@host`: the login name from the environment, else the passwd entry of our uid.
+#[cfg(feature = "full")]
 pub fn who() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
@@ -64,6 +65,7 @@ pub fn who() -> String {
     if host.is_empty() { user } else { format!("{user}@{host}") }
 }
 
+#[cfg(feature = "full")]
 fn passwd_name() -> Option<String> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let uid = status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.to_string();
