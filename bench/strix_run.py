@@ -150,12 +150,7 @@ def strix_binary():
     if os.environ.get("STRIX_BIN"):
         return os.environ["STRIX_BIN"]
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-    binary = os.path.join(target, "release", "strix")
-    # ./scripts/demo leaves the predict-only build at the same path.
-    version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout if os.path.exists(binary) else ""
-    if "demo build" in version:
-        sys.exit(f"{binary} is the demo build (predict only): cargo build --release -p strix builds every command")
-    return binary
+    return os.path.join(target, "release", "strix")
 
 
 def timed(cmd, env=None):
