@@ -2,7 +2,6 @@
 //! a bare registry name, downloaded into the cache; what a [`crate::Follower`] polls.
 
 use std::future::Future;
-use std::path::Path;
 
 use strix_core::{ModelVersion, Progress};
 use strix_registry::{ModelRef, Registry, RegistryError, VersionRecord};

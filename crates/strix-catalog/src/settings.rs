@@ -98,7 +98,7 @@ impl Settings {
         #[cfg(not(feature = "registry"))]
         let _ = s3;
         #[cfg(feature = "registry")]
-        let registry = registry_config(&merged, &home, s3);
+        let registry = registry_config(merged.registry_store.clone(), merged.registry_db.clone(), &home, s3);
         Settings {
             cache_dir: merged.cache_dir.unwrap_or(defaults.cache_dir),
             model_path: merged.model_path.unwrap_or_default(),
@@ -133,10 +133,15 @@ impl Settings {
 /// The registry's store and database: the layers' (a local store keeps its SQLite file inside
 /// it), else a SQLite registry under `home`.
 #[cfg(feature = "registry")]
-fn registry_config(merged: &Layer, home: &Path, s3: Vec<(String, String)>) -> RegistryConfig {
+fn registry_config(
+    store: Option<String>,
+    db: Option<String>,
+    home: &Path,
+    s3: Vec<(String, String)>,
+) -> RegistryConfig {
     let local = RegistryConfig::local(home);
-    let store = merged.registry_store.clone().unwrap_or(local.store);
-    let db = match merged.registry_db.clone() {
+    let store = store.unwrap_or(local.store);
+    let db = match db {
         Some(db) => db,
         None if !store.contains("://") || store.starts_with("file://") => {
             strix_registry::sqlite_url(&Path::new(store.strip_prefix("file://").unwrap_or(&store)).join("registry.db"))

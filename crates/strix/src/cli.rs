@@ -14,8 +14,18 @@ pub use commands::*;
 const ABOUT: &str = "Computer vision in one binary: pretrained models by name, your own ONNX models, \
                      predictions on images from the command line.";
 
+/// The last paragraph of both builds' `--help`.
+macro_rules! model_files_help {
+    () => {
+        "Where model files come from, in order: the spec's own folder, the cache (STRIX_CACHE_DIR),
+the model search path (STRIX_MODEL_PATH), then a download from the hub (STRIX_HUB_URL),
+checked against the spec's sha256. --offline never downloads."
+    };
+}
+
 #[cfg(feature = "full")]
-const AFTER_HELP: &str = "\
+const AFTER_HELP: &str = concat!(
+    "\
 Examples:
   strix predict photo.jpg                       classify with the default model (efficientnet_lite0)
   strix predict photos/ --json > labels.jsonl   every image under a folder, one JSON line each
@@ -42,13 +52,14 @@ Examples:
   strix worker --queue nats://127.0.0.1:4222    run batch shards from a NATS JetStream queue
                                                 (strix batch ... --queue URL --wait submits them)
 
-Where model files come from, in order: the spec's own folder, the cache (STRIX_CACHE_DIR),
-the model search path (STRIX_MODEL_PATH), then a download from the hub (STRIX_HUB_URL),
-checked against the spec's sha256. --offline never downloads.";
+",
+    model_files_help!()
+);
 
 /// The demo build (`./scripts/demo`: no cargo feature `full`) has `predict` alone.
 #[cfg(not(feature = "full"))]
-const AFTER_HELP: &str = "\
+const AFTER_HELP: &str = concat!(
+    "\
 Examples:
   strix predict photo.jpg                       classify with the default model (efficientnet_lite0)
   strix predict photos/ --json > labels.jsonl   every image under a folder, one JSON line each
@@ -61,9 +72,9 @@ This is the demo build: `strix predict` alone, built quickly by ./scripts/demo. 
 labelling, the registry, serve, stream, batch and the rest come with the whole build:
   cargo build --release -p strix     (or: cargo install --path crates/strix)
 
-Where model files come from, in order: the spec's own folder, the cache (STRIX_CACHE_DIR),
-the model search path (STRIX_MODEL_PATH), then a download from the hub (STRIX_HUB_URL),
-checked against the spec's sha256. --offline never downloads.";
+",
+    model_files_help!()
+);
 
 #[derive(Debug, Parser)]
 #[command(name = "strix", version = version(), about = ABOUT, after_help = AFTER_HELP)]
@@ -127,68 +138,72 @@ pub struct Global {
 pub enum Command {
     /// Run a model on images and print what it sees
     Predict(PredictArgs),
-    #[cfg(feature = "full")]
+    /// Any other command, which the demo build does not have: refused with what to build.
+    #[cfg(not(feature = "full"))]
+    #[command(external_subcommand)]
+    NotInDemo(Vec<String>),
     /// The model zoo, your imported models and the model registry (versions, aliases, lineage)
+    #[cfg(feature = "full")]
     #[command(subcommand)]
     Models(ModelsCommand),
-    #[cfg(feature = "full")]
     /// Measure a model against ground truth: COCO AP/AR (as pycocotools), accuracy, IoU;
     /// or a trained run on a test set (`strix eval RUN_DIR --data DIR`)
+    #[cfg(feature = "full")]
     Eval(EvalArgs),
-    #[cfg(feature = "full")]
     /// Train a classifier on your labelled images (transfer learning or from scratch)
-    Train(Box<TrainArgs>),
     #[cfg(feature = "full")]
+    Train(Box<TrainArgs>),
     /// Search training settings (learning rate, batch size, augmentation, ...) over many
     /// trials: TPE, random or grid; unpromising trials stopped early; the best one exported
-    Tune(Box<TuneArgs>),
     #[cfg(feature = "full")]
+    Tune(Box<TuneArgs>),
     /// Look at a dataset before training on it
+    #[cfg(feature = "full")]
     #[command(subcommand)]
     Data(DataCommand),
-    #[cfg(feature = "full")]
     /// Export a trained run's best model to ONNX, checked against burn by every ONNX engine
+    #[cfg(feature = "full")]
     Export(ExportArgs),
-    #[cfg(feature = "full")]
     /// Serve models over HTTP: SageMaker / Rekognition-style routes, dynamic batching
-    Serve(Box<ServeArgs>),
     #[cfg(feature = "full")]
+    Serve(Box<ServeArgs>),
     /// Run a video file, RTSP/HTTP stream, camera or image folder through a model: tracking,
     /// events (JSON lines, webhook, MQTT), live MJPEG views in the browser, recording
-    Stream(Box<StreamArgs>),
     #[cfg(feature = "full")]
+    Stream(Box<StreamArgs>),
     /// Label images in the browser (model-assisted), export and import labels
+    #[cfg(feature = "full")]
     #[command(subcommand)]
     Label(LabelCommand),
-    #[cfg(feature = "full")]
     /// Batch transform: every image under a folder or bucket prefix through a model, into
     /// JSON Lines shards and a manifest; here, or spread over workers with --queue
-    Batch(Box<BatchArgs>),
     #[cfg(feature = "full")]
+    Batch(Box<BatchArgs>),
     /// Take tasks from the job queue (NATS JetStream) and run them (batch transform shards,
     /// training runs and tuning trials)
-    Worker(Box<WorkerArgs>),
     #[cfg(feature = "full")]
+    Worker(Box<WorkerArgs>),
     /// Jobs on the queue: list, show, logs, wait, cancel
+    #[cfg(feature = "full")]
     #[command(subcommand)]
     Jobs(JobsCommand),
-    #[cfg(feature = "full")]
     /// Vector indexes: embeddings of images (or of the faces in them), versioned in the
     /// registry, searched by similarity
+    #[cfg(feature = "full")]
     #[command(subcommand)]
     Index(IndexCommand),
-    #[cfg(feature = "full")]
     /// Group unlabelled images by what they look like (embeddings, k-means): clusters and a
     /// contact sheet of each, to label a cluster at a time
-    Cluster(Box<ClusterArgs>),
     #[cfg(feature = "full")]
+    Cluster(Box<ClusterArgs>),
     /// Watch a model: a baseline of what it saw and said, and drift of new images and answers
     /// from it (KS, chi-squared, Wasserstein, Jensen-Shannon, MMD on embeddings)
+    #[cfg(feature = "full")]
     #[command(subcommand)]
     Monitor(MonitorCommand),
-    #[cfg(feature = "full")]
     /// From labels to a deployed version in one command: snapshot, train or tune, evaluate,
     /// a condition, register, move an alias; each step cached by the digest of its inputs
+    #[cfg(feature = "full")]
     #[command(subcommand)]
     Pipeline(PipelineCommand),
 }
@@ -222,7 +237,7 @@ impl RuntimeArgs {
     }
 }
 
-fn parse_backend(s: &str) -> Result<Backend, String> {
+pub(crate) fn parse_backend(s: &str) -> Result<Backend, String> {
     s.parse::<Backend>().map_err(|e| e.to_string())
 }
 

@@ -20,10 +20,10 @@ pub struct AppContext {
 }
 
 impl AppContext {
-    #[cfg(feature = "full")]
     /// An ONNX file with its spec (renamed to `name` if given), resolved and proven to fit: it
     /// loads, and one inference on a plain picture decodes (the decoder checks every output's
     /// shape). `models import` and `models register` take nothing less.
+    #[cfg(feature = "full")]
     pub fn checked_model(
         &self,
         onnx: &Path,
@@ -74,9 +74,9 @@ impl AppContext {
         Bars::new(self.quiet)
     }
 
-    #[cfg(feature = "full")]
     /// Every engine of this build for an export gate, opened with the settings'
     /// libonnxruntime; the ones that cannot open here are skipped and named.
+    #[cfg(feature = "full")]
     pub fn export_engines(&self) -> strix_export::gate::Engines {
         let mut engines = strix_export::gate::Engines::default();
         engines.options.ort_library = self.ort_library(None);
@@ -125,8 +125,8 @@ impl AppContext {
         Ok(self.engine(args).load(model)?)
     }
 
-    #[cfg(feature = "full")]
     /// A bare runtime on the backend the flags name (for reading a model's inputs and outputs).
+    #[cfg(feature = "full")]
     pub fn open_runtime(&self, args: &RuntimeArgs) -> Result<Box<dyn strix_runtime::Runtime>> {
         Ok(self.engine(args).runtime()?)
     }

@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 
 use strix_vision::is_image_path;
 
-#[cfg(feature = "full")]
 /// A labelling project's images (opened and closed here, outside any async runtime): each
 /// row, its current labels and its file.
+#[cfg(feature = "full")]
 pub type ProjectFiles = Vec<(strix_label::ImageRow, Option<strix_label::Annotation>, PathBuf)>;
 
 #[cfg(feature = "full")]
@@ -64,14 +64,14 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>, problems: &mut Vec<(PathBuf, Strin
     }
 }
 
-#[cfg(feature = "full")]
 /// `path` made absolute (against the current folder), as written where it cannot be.
+#[cfg(feature = "full")]
 pub fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-#[cfg(feature = "full")]
 /// `--since`: a time (RFC 3339) or an age (`24h`: that long ago).
+#[cfg(feature = "full")]
 pub fn since(text: &str) -> anyhow::Result<std::time::SystemTime> {
     if let Ok(t) = humantime::parse_rfc3339_weak(text) {
         return Ok(t);

@@ -74,6 +74,11 @@ fn main() -> ExitCode {
 fn dispatch(ctx: &AppContext, command: &Command) -> Result<ExitCode> {
     match command {
         Command::Predict(args) => predict::run(ctx, args),
+        Command::NotInDemo(words) => anyhow::bail!(
+            "`strix {}` is not in the demo build (./scripts/demo builds predict alone); build every \
+             command with `cargo build --release -p strix`",
+            words.first().map_or("", String::as_str)
+        ),
     }
 }
 
@@ -142,5 +147,21 @@ impl Drop for RedactedLine {
     fn drop(&mut self) {
         let text = strix_core::redact(&String::from_utf8_lossy(&self.0));
         let _ = std::io::Write::write_all(&mut std::io::stderr(), text.as_bytes());
+    }
+}
+
+#[cfg(all(test, not(feature = "full")))]
+mod demo_tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_build_names_a_command_it_lacks_and_says_what_to_build() {
+        let cli = Cli::try_parse_from(["strix", "serve", "--port", "8080"]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = AppContext::new(strix_catalog::Settings::isolated(dir.path()), true);
+        let e = dispatch(&ctx, &cli.command).unwrap_err().to_string();
+        assert!(e.contains("`strix serve` is not in the demo build") && e.contains("cargo build --release"), "{e}");
+        // Predict's own flags still parse as predict's.
+        assert!(matches!(Cli::try_parse_from(["strix", "predict", "a.jpg"]).unwrap().command, Command::Predict(_)));
     }
 }

@@ -10,11 +10,9 @@ use serde_json::{Value, json};
 use strix_catalog::RegistrySession;
 use strix_export::SPEC_FILE;
 use strix_registry::{Lineage, ModelRef, NewFile, NewVersion, VersionRecord};
-use strix_zoo::ResolvedModel;
 
 use crate::cli::RuntimeArgs;
 use crate::context::AppContext;
-use crate::progress::Bars;
 
 /// The registry, opened now.
 pub fn session(ctx: &AppContext) -> Result<RegistrySession> {

@@ -70,7 +70,7 @@ pub fn run(ctx: &AppContext, args: &StreamArgs) -> Result<ExitCode> {
 
     let bars = Arc::new(ctx.bars());
     let model =
-        ctx.catalog().resolve_for_task(args.model.as_deref(), args.task, strix_core::Task::Detect, &bars)?;
+        ctx.catalog().resolve_for_task(args.model.as_deref(), args.task, strix_core::Task::Detect, bars.as_ref())?;
     if model.spec.task == strix_core::Task::Embed {
         bail!(
             "{} answers with a vector per image (an embedding), which a stream has nothing to draw or track with; \

@@ -3,9 +3,10 @@
 
 use std::path::PathBuf;
 
+use clap::builder::PossibleValuesParser;
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::{RuntimeArgs, task_parser};
+use super::{RuntimeArgs, parse_backend, task_parser};
 
 // The fixed sets of `strix train`'s choices, by the names its config file uses (a unit test
 // checks each against strix-train's own types).
