@@ -6,7 +6,7 @@
 //! - [`Settings`]: where things are, merged once by the binary from its layers.
 //! - [`Engine`]: loads a resolved model on a backend and makes one test inference, so a model
 //!   that loads but cannot answer is refused before it serves.
-//! - [`Follower`]: a thread that notices when a registry alias moves and hands the new version
+//! - `Follower` (feature `registry`): a thread that notices when a registry alias moves and hands the new version
 //!   to whoever serves it (serve and stream swap it in).
 //!
 //! ```no_run

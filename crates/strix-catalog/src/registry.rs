@@ -41,7 +41,7 @@ impl Catalog {
     }
 
     /// The registry version `text` names right now, without downloading anything: `None` for
-    /// models outside the registry. What a [`Follower`] polls.
+    /// models outside the registry. What a [`crate::Follower`] polls.
     pub fn pointer(&self, text: &str) -> Result<Option<(String, u64)>, CatalogError> {
         if !follows_registry(text) {
             return Ok(None);

@@ -66,6 +66,7 @@ Examples:
   strix predict --task detect street.jpg --save-annotated out/
                                                 objects with boxes, drawn into out/street.jpg
   strix predict --task text scan.png            read the text lines of a page
+  strix predict a.jpg --backend ort --top-k 3   ONNX Runtime backend (needs ORT_DYLIB_PATH)
   strix predict a.jpg --model my_model.toml     your own ONNX model, described by a spec file
 
 This is the demo build: `strix predict` alone, built quickly by ./scripts/demo. Training,
@@ -75,6 +76,14 @@ labelling, the registry, serve, stream, batch and the rest come with the whole b
 ",
     model_files_help!()
 );
+
+/// The whole build's commands besides predict, by name: the demo build says which of them it
+/// lacks, rather than calling them unknown (a test of the whole build checks the list).
+#[cfg(any(test, not(feature = "full")))]
+pub const FULL_COMMANDS: [&str; 16] = [
+    "models", "eval", "train", "tune", "data", "export", "serve", "stream", "label", "batch", "worker", "jobs",
+    "index", "cluster", "monitor", "pipeline",
+];
 
 #[derive(Debug, Parser)]
 #[command(name = "strix", version = version(), about = ABOUT, after_help = AFTER_HELP)]
@@ -86,7 +95,7 @@ pub struct Cli {
 }
 
 fn version() -> &'static str {
-    // The demo build says so, so nobody takes it for the whole binary (bench/ checks this).
+    // The demo build says so, so nobody takes it for the whole binary.
     match (cfg!(feature = "ort"), cfg!(feature = "full")) {
         (true, true) => concat!(env!("CARGO_PKG_VERSION"), " (backends: tract, ort)"),
         (false, true) => concat!(env!("CARGO_PKG_VERSION"), " (backends: tract)"),
@@ -117,11 +126,11 @@ pub struct Global {
     pub model_path: Option<String>,
     /// Where the model registry keeps files: a folder, file:///PATH or s3://BUCKET/PREFIX (S3
     /// credentials, region and endpoint from AWS_*) [default: STRIX_HOME/registry]
-    #[arg(long, global = true, env = "STRIX_REGISTRY_STORE", value_name = "URL")]
+    #[arg(long, global = true, env = "STRIX_REGISTRY_STORE", value_name = "URL", hide = cfg!(not(feature = "full")))]
     pub registry_store: Option<String>,
     /// The registry's metadata database: sqlite://PATH or postgres://USER@HOST/DB
     /// [default: registry.db in a local store folder, else STRIX_HOME/registry/registry.db]
-    #[arg(long, global = true, env = "STRIX_REGISTRY_DB", value_name = "URL")]
+    #[arg(long, global = true, env = "STRIX_REGISTRY_DB", value_name = "URL", hide = cfg!(not(feature = "full")))]
     pub registry_db: Option<String>,
     /// Strix's data folder: imported models, the default registry, settings.toml
     /// [default: the user data folder + /strix]
@@ -266,6 +275,11 @@ pub struct PredictArgs {
     /// .toml, or an .onnx with its spec .toml beside it
     /// [default: the --task's default model, else efficientnet_lite0]
     #[arg(short, long, value_name = "MODEL")]
+    #[cfg_attr(
+        not(feature = "full"),
+        arg(help = "A zoo or imported name, a spec .toml, or an .onnx with its spec .toml beside it \
+                    [default: the --task's default model, else efficientnet_lite0]")
+    )]
     pub model: Option<String>,
     /// What to look for; picks the zoo's default model for it when --model is not given
     /// (detect: nanodet_m_416, pose: movenet_lightning_192, segment: selfie_256,
@@ -306,4 +320,19 @@ pub struct PredictArgs {
 pub(crate) fn task_parser() -> impl TypedValueParser<Value = strix_core::Task> {
     let names: Vec<&'static str> = strix_core::Task::ALL.iter().map(|t| t.as_str()).collect();
     PossibleValuesParser::new(names).try_map(|name| name.parse::<strix_core::Task>())
+}
+
+#[cfg(all(test, feature = "full"))]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_demo_builds_list_of_other_commands_is_the_whole_builds() {
+        let names: Vec<String> = super::Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .filter(|n| n != "predict" && n != "help")
+            .collect();
+        assert_eq!(names, super::FULL_COMMANDS);
+    }
 }

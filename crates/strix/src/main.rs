@@ -74,11 +74,16 @@ fn main() -> ExitCode {
 fn dispatch(ctx: &AppContext, command: &Command) -> Result<ExitCode> {
     match command {
         Command::Predict(args) => predict::run(ctx, args),
-        Command::NotInDemo(words) => anyhow::bail!(
-            "`strix {}` is not in the demo build (./scripts/demo builds predict alone); build every \
-             command with `cargo build --release -p strix`",
-            words.first().map_or("", String::as_str)
-        ),
+        Command::NotInDemo(words) => {
+            let word = words.first().map_or("", String::as_str);
+            if cli::FULL_COMMANDS.contains(&word) {
+                anyhow::bail!(
+                    "`strix {word}` is not in the demo build (./scripts/demo builds predict alone); build \
+                     every command with `cargo build --release -p strix`"
+                );
+            }
+            anyhow::bail!("unknown command `{word}`: this demo build has `strix predict` alone (see strix --help)")
+        }
     }
 }
 
@@ -153,6 +158,7 @@ impl Drop for RedactedLine {
 #[cfg(all(test, not(feature = "full")))]
 mod demo_tests {
     use super::*;
+    use clap::CommandFactory;
 
     #[test]
     fn the_demo_build_names_a_command_it_lacks_and_says_what_to_build() {
@@ -161,7 +167,12 @@ mod demo_tests {
         let ctx = AppContext::new(strix_catalog::Settings::isolated(dir.path()), true);
         let e = dispatch(&ctx, &cli.command).unwrap_err().to_string();
         assert!(e.contains("`strix serve` is not in the demo build") && e.contains("cargo build --release"), "{e}");
-        // Predict's own flags still parse as predict's.
+        let cli = Cli::try_parse_from(["strix", "predcit", "a.jpg"]).unwrap();
+        let e = dispatch(&ctx, &cli.command).unwrap_err().to_string();
+        assert!(e.contains("unknown command `predcit`"), "{e}");
+        // Predict's own flags still parse as predict's, and its help names no registry.
+        let help = Cli::command().find_subcommand_mut("predict").unwrap().render_help().to_string();
+        assert!(help.contains("--model") && !help.contains("NAME@ALIAS"), "{help}");
         assert!(matches!(Cli::try_parse_from(["strix", "predict", "a.jpg"]).unwrap().command, Command::Predict(_)));
     }
 }
