@@ -14,6 +14,22 @@ pub use commands::*;
 const ABOUT: &str = "Computer vision in one binary: pretrained models by name, your own ONNX models, \
                      predictions on images from the command line.";
 
+/// The first lines of both builds' `--help`: predict's examples.
+macro_rules! predict_examples {
+    () => {
+        "\
+Examples:
+  strix predict photo.jpg                       classify with the default model (efficientnet_lite0)
+  strix predict photos/ --json > labels.jsonl   every image under a folder, one JSON line each
+  strix predict --task detect street.jpg --save-annotated out/
+                                                objects with boxes, drawn into out/street.jpg
+  strix predict --task text scan.png            read the text lines of a page
+  strix predict a.jpg --backend ort --top-k 3   ONNX Runtime backend (needs ORT_DYLIB_PATH)
+  strix predict a.jpg --model my_model.toml     your own ONNX model, described by a spec file
+"
+    };
+}
+
 /// The last paragraph of both builds' `--help`.
 macro_rules! model_files_help {
     () => {
@@ -25,16 +41,8 @@ checked against the spec's sha256. --offline never downloads."
 
 #[cfg(feature = "full")]
 const AFTER_HELP: &str = concat!(
-    "\
-Examples:
-  strix predict photo.jpg                       classify with the default model (efficientnet_lite0)
-  strix predict photos/ --json > labels.jsonl   every image under a folder, one JSON line each
-  strix predict --task detect street.jpg --save-annotated out/
-                                                objects with boxes, drawn into out/street.jpg
-  strix predict --task text scan.png            read the text lines of a page
-  strix predict a.jpg --backend ort --top-k 3   ONNX Runtime backend (needs ORT_DYLIB_PATH)
-  strix predict a.jpg --model my_model.toml     your own ONNX model, described by a spec file
-  strix models list                             what the zoo and the registry have
+    predict_examples!(),
+    "  strix models list                             what the zoo and the registry have
   strix models register runs/trash --name trash a trained run as version 1, 2, ... of `trash`
   strix predict --model trash@production a.jpg  a registered version, by alias or as trash:3
   strix models show efficientnet_lite0 --toml   a full spec, to start your own from
@@ -59,16 +67,8 @@ Examples:
 /// The demo build (`./scripts/demo`: no cargo feature `full`) has `predict` alone.
 #[cfg(not(feature = "full"))]
 const AFTER_HELP: &str = concat!(
-    "\
-Examples:
-  strix predict photo.jpg                       classify with the default model (efficientnet_lite0)
-  strix predict photos/ --json > labels.jsonl   every image under a folder, one JSON line each
-  strix predict --task detect street.jpg --save-annotated out/
-                                                objects with boxes, drawn into out/street.jpg
-  strix predict --task text scan.png            read the text lines of a page
-  strix predict a.jpg --backend ort --top-k 3   ONNX Runtime backend (needs ORT_DYLIB_PATH)
-  strix predict a.jpg --model my_model.toml     your own ONNX model, described by a spec file
-
+    predict_examples!(),
+    "
 This is the demo build: `strix predict` alone, built quickly by ./scripts/demo. Training,
 labelling, the registry, serve, stream, batch and the rest come with the whole build:
   cargo build --release -p strix     (or: cargo install --path crates/strix)
