@@ -36,9 +36,23 @@ fn symbolic_dims_are_described_and_run_with_any_size() {
         let session = runtime.load(&fx.join("models/face/mtcnn_pnet.onnx")).unwrap();
         let dims = &session.inputs()[0].shape;
         assert!(matches!(dims[0], Dim::Symbolic(_)) && dims[3] == Dim::Fixed(3), "{backend}: {dims:?}");
-        let out = session.run(&[Tensor::from_f32(shape.clone(), input.clone()).unwrap()]).unwrap();
+        let input = [Tensor::from_f32(shape.clone(), input.clone()).unwrap()];
+        let out = session.run(&input).unwrap();
         let diff = max_abs_diff(out[0].as_f32().unwrap(), &boxes);
         assert!(diff < 1e-4, "{backend}: {diff}");
+        // Lent in place: both outputs, in the declared order, with the same values.
+        assert_eq!(out.len(), 2);
+        let mut lent = Vec::new();
+        session
+            .run_borrowed(&input, session.default_threads(), &mut |views| {
+                lent = views.iter().map(|v| v.to_tensor()).collect();
+            })
+            .unwrap();
+        assert_eq!(lent.len(), out.len(), "{backend}");
+        for (a, b) in lent.iter().zip(&out) {
+            assert_eq!(a.shape(), b.shape(), "{backend}");
+            assert!(max_abs_diff(a.as_f32().unwrap(), b.as_f32().unwrap()) < 1e-6, "{backend}");
+        }
     }
 }
 

@@ -17,6 +17,13 @@ pub enum CatalogError {
     )]
     NoRegistry { text: String },
 
+    #[cfg(not(feature = "registry"))]
+    #[error(
+        "`{name}` is not a zoo or imported model, and this strix was built without the model registry \
+         it may be in (./scripts/demo builds predict alone); build everything with `cargo build --release -p strix`"
+    )]
+    MaybeInRegistry { name: String },
+
     #[error("{name} is a {actual} model, not {wanted}")]
     WrongTask { name: String, actual: Task, wanted: Task },
 

@@ -132,16 +132,19 @@ impl Catalog {
 /// Without the registry (the demo build): registry references are refused by name.
 #[cfg(not(feature = "registry"))]
 impl Catalog {
+    /// A registry this build cannot read: one the settings name, or the default one under
+    /// home (`strix_registry::RegistryConfig::local`'s file, named here without that crate).
     fn registry_exists(&self) -> bool {
-        false
+        self.settings.registry_named || self.settings.home.join("registry").join("registry.db").is_file()
     }
 
     fn locate_version(&self, text: &str, _progress: &dyn Progress) -> Result<Located, CatalogError> {
         Err(CatalogError::NoRegistry { text: text.to_string() })
     }
 
+    /// A name neither the zoo nor the imports know, with a registry beside: it may be there.
     fn locate_newest(&self, text: &str, _progress: &dyn Progress) -> Result<Located, CatalogError> {
-        Ok(Located { spec: self.locate_local(text)?, version: None })
+        Err(CatalogError::MaybeInRegistry { name: text.to_string() })
     }
 }
 
@@ -173,5 +176,16 @@ mod tests {
             let e = catalog.locate(text, &strix_core::NoProgress).unwrap_err().to_string();
             assert!(e.contains(text) && e.contains("without the model registry"), "{e}");
         }
+        // A bare name the zoo lacks: the zoo's answer, until there is a registry it may be in.
+        let e = catalog.locate("trash", &strix_core::NoProgress).unwrap_err().to_string();
+        assert!(e.contains("trash") && !e.contains("registry"), "{e}");
+        std::fs::create_dir_all(dir.path().join("home/registry")).unwrap();
+        std::fs::write(dir.path().join("home/registry/registry.db"), b"").unwrap();
+        let e = catalog.locate("trash", &strix_core::NoProgress).unwrap_err().to_string();
+        assert!(
+            e.contains("`trash` is not a zoo or imported model") && e.contains("without the model registry"),
+            "{e}"
+        );
+        assert!(catalog.locate("efficientnet_lite0", &strix_core::NoProgress).is_ok());
     }
 }

@@ -24,4 +24,4 @@ pub use error::{CoreError, error_chain};
 pub use model::{ModelVersion, Task, check_name, is_name_char};
 pub use progress::{NoProgress, Progress, ProgressUnit};
 pub use redact::{MASK, redact};
-pub use tensor::{DType, Dim, Tensor, TensorData, TensorInfo};
+pub use tensor::{DType, Dim, Tensor, TensorData, TensorDataRef, TensorInfo, TensorView};

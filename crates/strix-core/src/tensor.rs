@@ -254,6 +254,105 @@ impl Tensor {
     }
 }
 
+/// Values borrowed from wherever a tensor lives: a [`Tensor`], or an engine's own output
+/// buffer read in place.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum TensorDataRef<'a> {
+    F32(&'a [f32]),
+    I32(&'a [i32]),
+    I64(&'a [i64]),
+    U8(&'a [u8]),
+}
+
+/// A borrowed dense, row-major tensor: what decoders read, so an engine's outputs need not be
+/// copied out first.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TensorView<'a> {
+    shape: &'a [usize],
+    data: TensorDataRef<'a>,
+}
+
+impl<'a> TensorView<'a> {
+    pub fn new(shape: &'a [usize], data: TensorDataRef<'a>) -> Result<Self, CoreError> {
+        let expected: usize = shape.iter().product();
+        let actual = match data {
+            TensorDataRef::F32(v) => v.len(),
+            TensorDataRef::I32(v) => v.len(),
+            TensorDataRef::I64(v) => v.len(),
+            TensorDataRef::U8(v) => v.len(),
+        };
+        if expected != actual {
+            return Err(CoreError::ShapeMismatch { shape: shape.to_vec(), expected, actual });
+        }
+        Ok(TensorView { shape, data })
+    }
+
+    pub fn shape(&self) -> &'a [usize] {
+        self.shape
+    }
+
+    pub fn dtype(&self) -> DType {
+        match self.data {
+            TensorDataRef::F32(_) => DType::F32,
+            TensorDataRef::I32(_) => DType::I32,
+            TensorDataRef::I64(_) => DType::I64,
+            TensorDataRef::U8(_) => DType::U8,
+        }
+    }
+
+    pub fn data(&self) -> TensorDataRef<'a> {
+        self.data
+    }
+
+    /// The values, if this is an f32 tensor.
+    pub fn as_f32(&self) -> Result<&'a [f32], CoreError> {
+        match self.data {
+            TensorDataRef::F32(v) => Ok(v),
+            _ => Err(CoreError::DTypeMismatch { expected: DType::F32, actual: self.dtype() }),
+        }
+    }
+
+    /// The values converted to f32 (a copy; exact for u8/i32 below 2^24).
+    pub fn to_f32_vec(&self) -> Vec<f32> {
+        match self.data {
+            TensorDataRef::F32(v) => v.to_vec(),
+            TensorDataRef::I32(v) => v.iter().map(|&x| x as f32).collect(),
+            TensorDataRef::I64(v) => v.iter().map(|&x| x as f32).collect(),
+            TensorDataRef::U8(v) => v.iter().map(|&x| f32::from(x)).collect(),
+        }
+    }
+
+    /// An owned copy.
+    pub fn to_tensor(&self) -> Tensor {
+        let data = match self.data {
+            TensorDataRef::F32(v) => TensorData::F32(v.to_vec()),
+            TensorDataRef::I32(v) => TensorData::I32(v.to_vec()),
+            TensorDataRef::I64(v) => TensorData::I64(v.to_vec()),
+            TensorDataRef::U8(v) => TensorData::U8(v.to_vec()),
+        };
+        Tensor { shape: self.shape.to_vec(), data }
+    }
+}
+
+impl<'a> From<&'a Tensor> for TensorView<'a> {
+    fn from(t: &'a Tensor) -> Self {
+        t.view()
+    }
+}
+
+impl Tensor {
+    /// This tensor, borrowed.
+    pub fn view(&self) -> TensorView<'_> {
+        let data = match &self.data {
+            TensorData::F32(v) => TensorDataRef::F32(v),
+            TensorData::I32(v) => TensorDataRef::I32(v),
+            TensorData::I64(v) => TensorDataRef::I64(v),
+            TensorData::U8(v) => TensorDataRef::U8(v),
+        };
+        TensorView { shape: &self.shape, data }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,6 +375,20 @@ mod tests {
     fn shape_must_match_data() {
         let err = Tensor::from_f32(vec![2, 3], vec![0.0; 5]).unwrap_err();
         assert_eq!(err, CoreError::ShapeMismatch { shape: vec![2, 3], expected: 6, actual: 5 });
+    }
+
+    #[test]
+    fn views_read_like_the_tensor_and_check_their_shape() {
+        let t = Tensor::new(vec![2, 2], TensorData::I32(vec![1, 2, 3, 4])).unwrap();
+        let v = t.view();
+        assert_eq!((v.shape(), v.dtype()), (&[2usize, 2][..], DType::I32));
+        assert_eq!(v.to_f32_vec(), t.to_f32_vec());
+        assert_eq!(v.to_tensor(), t);
+        assert!(v.as_f32().is_err());
+        let values = [1.0f32; 5];
+        let err = TensorView::new(&[2, 3], TensorDataRef::F32(&values)).unwrap_err();
+        assert_eq!(err, CoreError::ShapeMismatch { shape: vec![2, 3], expected: 6, actual: 5 });
+        assert_eq!(TensorView::new(&[5], TensorDataRef::F32(&values)).unwrap().as_f32().unwrap(), &values);
     }
 
     #[test]

@@ -540,10 +540,15 @@ impl Pipeline {
         let Engine::Single { preprocessor, decoder, .. } = &self.engine else {
             return Err(PipelineError::Internal("a cascade has no single inference".into()));
         };
-        let tensors = self.session().run_with_threads(std::slice::from_ref(&input), threads)?;
-        let outputs = Outputs::new(&self.output_names, &tensors);
+        let decoder = Engine::decoder(decoder)?;
         let size = (preprocessor.input().width, preprocessor.input().height);
-        let answers = Engine::decoder(decoder)?.decode(&outputs, geometries, size, &self.model.labels, top_k)?;
+        // Decoded where the engine holds the outputs: a detector's are megabytes a frame.
+        let mut decoded = None;
+        self.session().run_borrowed(std::slice::from_ref(&input), threads, &mut |views| {
+            let outputs = Outputs::borrowed(&self.output_names, views);
+            decoded = Some(decoder.decode(&outputs, geometries, size, &self.model.labels, top_k));
+        })?;
+        let answers = decoded.ok_or_else(|| PipelineError::Internal("the engine lent no outputs".into()))??;
         if answers.len() != geometries.len() {
             return Err(PipelineError::Internal(format!("{} answers for {} images", answers.len(), geometries.len())));
         }

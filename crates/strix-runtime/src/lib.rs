@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-pub use strix_core::{DType, Dim, Tensor, TensorInfo};
+pub use strix_core::{DType, Dim, Tensor, TensorInfo, TensorView};
 
 pub use error::RuntimeError;
 pub use inspect::{OnnxInfo, inspect};
@@ -163,6 +163,19 @@ pub trait Session: Send + Sync {
     /// Each input must have the declared rank and equal every fixed dimension; symbolic
     /// dimensions (a batch `N`, an image size) take any value the model accepts.
     fn run_with_threads(&self, inputs: &[Tensor], threads: usize) -> Result<Vec<Tensor>, RuntimeError>;
+    /// [`Session::run_with_threads`], lending the outputs to `visit` where the engine holds
+    /// them rather than copying them out (ONNX Runtime's buffers): for a caller that reads
+    /// what it needs of a large output (a detector's anchors, every frame) and keeps none of it.
+    fn run_borrowed(
+        &self,
+        inputs: &[Tensor],
+        threads: usize,
+        visit: &mut dyn FnMut(&[TensorView<'_>]),
+    ) -> Result<(), RuntimeError> {
+        let outputs = self.run_with_threads(inputs, threads)?;
+        visit(&outputs.iter().map(Tensor::view).collect::<Vec<_>>());
+        Ok(())
+    }
     /// Get ready for `concurrency` runs at once on `threads` threads each, so the first
     /// runs do not pay for it (ONNX Runtime builds a session per concurrent run).
     fn warm_up(&self, threads: usize, concurrency: usize) -> Result<(), RuntimeError> {

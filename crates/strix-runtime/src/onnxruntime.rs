@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use ort::environment::Environment;
 use ort::session::{Session as OrtSession, SessionInputValue, builder::GraphOptimizationLevel};
 use ort::value::{DynValue, TensorElementType, TensorRef, ValueType};
-use strix_core::{DType, Dim, Tensor, TensorData, TensorInfo};
+use strix_core::{DType, Dim, Tensor, TensorData, TensorDataRef, TensorInfo, TensorView};
 
 use crate::{Backend, Device, Runtime, RuntimeError, RuntimeOptions, Session, check_inputs};
 
@@ -211,14 +211,54 @@ impl Session for OrtModel {
     fn warm_up(&self, threads: usize, concurrency: usize) -> Result<(), RuntimeError> {
         let threads = threads.max(1);
         let have = self.idle.lock().unwrap_or_else(|p| p.into_inner()).iter().filter(|(n, _)| *n == threads).count();
-        for _ in have..concurrency.min(IDLE_SESSIONS) {
-            let session = build_session(&self.environment, &self.source, threads, self.device)?;
-            self.idle.lock().unwrap_or_else(|p| p.into_inner()).push((threads, session));
+        let missing = concurrency.min(IDLE_SESSIONS).saturating_sub(have);
+        // Built side by side: a build is mostly graph optimisation on one core, and it is what
+        // a stream's first frame and a server's first request wait for.
+        let built: Vec<Result<OrtSession, RuntimeError>> = std::thread::scope(|scope| {
+            let builds: Vec<_> = (0..missing)
+                .map(|_| scope.spawn(|| build_session(&self.environment, &self.source, threads, self.device)))
+                .collect();
+            builds
+                .into_iter()
+                .map(|b| b.join().unwrap_or_else(|_| Err(run_err("building a session panicked"))))
+                .collect()
+        });
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        for session in built {
+            idle.push((threads, session?));
         }
         Ok(())
     }
 
     fn run_with_threads(&self, inputs: &[Tensor], threads: usize) -> Result<Vec<Tensor>, RuntimeError> {
+        self.with_outputs(inputs, threads, |lent| {
+            Ok(lent.iter().map(|l| l.view().map(|v| v.to_tensor())).collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn run_borrowed(
+        &self,
+        inputs: &[Tensor],
+        threads: usize,
+        visit: &mut dyn FnMut(&[TensorView<'_>]),
+    ) -> Result<(), RuntimeError> {
+        self.with_outputs(inputs, threads, |lent| {
+            let views = lent.iter().map(Lent::view).collect::<Result<Vec<_>, _>>()?;
+            visit(&views);
+            Ok(())
+        })
+    }
+}
+
+impl OrtModel {
+    /// Run on an idle session (or a new one) and hand `read` the outputs, in the order of
+    /// [`Session::outputs`], while ONNX Runtime still holds them.
+    fn with_outputs<R>(
+        &self,
+        inputs: &[Tensor],
+        threads: usize,
+        read: impl FnOnce(&[Lent<'_>]) -> Result<R, RuntimeError>,
+    ) -> Result<R, RuntimeError> {
         check_inputs(&self.inputs, inputs)?;
         let threads = threads.max(1);
         let taken = {
@@ -229,17 +269,20 @@ impl Session for OrtModel {
             Some(s) => s,
             None => build_session(&self.environment, &self.source, threads, self.device)?,
         };
-        let result = self.run_on(&mut session, inputs);
+        let result = self.run_on(&mut session, inputs, read);
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < IDLE_SESSIONS {
             idle.push((threads, session));
         }
         result
     }
-}
 
-impl OrtModel {
-    fn run_on(&self, session: &mut OrtSession, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
+    fn run_on<R>(
+        &self,
+        session: &mut OrtSession,
+        inputs: &[Tensor],
+        read: impl FnOnce(&[Lent<'_>]) -> Result<R, RuntimeError>,
+    ) -> Result<R, RuntimeError> {
         // Borrow the caller's buffers: no copy on the way in.
         let values: Vec<SessionInputValue<'_>> = inputs
             .iter()
@@ -255,52 +298,55 @@ impl OrtModel {
             .collect::<Result<_, ort::Error>>()
             .map_err(run_err)?;
         let outputs = session.run(values.as_slice()).map_err(run_err)?;
-        self.outputs
+        let lent = self
+            .outputs
             .iter()
             .map(|info| {
                 let value = outputs
                     .get(&info.name)
                     .ok_or_else(|| run_err(format!("output `{}` missing from the result", info.name)))?;
-                from_ort(value, &info.name)
+                lend(value, &info.name)
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        read(&lent)
     }
 }
 
-fn from_ort(value: &DynValue, name: &str) -> Result<Tensor, RuntimeError> {
+/// An output as ONNX Runtime holds it: its values in place, or converted (float64 to f32).
+enum Lent<'o> {
+    InPlace(Vec<usize>, TensorDataRef<'o>),
+    Converted(Tensor),
+}
+
+impl Lent<'_> {
+    fn view(&self) -> Result<TensorView<'_>, RuntimeError> {
+        match self {
+            Lent::InPlace(shape, data) => TensorView::new(shape, *data).map_err(run_err),
+            Lent::Converted(t) => Ok(t.view()),
+        }
+    }
+}
+
+fn lend<'o>(value: &'o DynValue, name: &str) -> Result<Lent<'o>, RuntimeError> {
     let ValueType::Tensor { ty, .. } = value.dtype() else {
         return Err(RuntimeError::OutputDType { name: name.to_string(), dtype: "non-tensor".into() });
     };
-    fn take<T: ort::value::PrimitiveTensorElementType + Copy + std::fmt::Debug>(
-        value: &DynValue,
-    ) -> Result<(Vec<usize>, Vec<T>), RuntimeError> {
+    fn values<'o, T: ort::value::PrimitiveTensorElementType + std::fmt::Debug>(
+        value: &'o DynValue,
+    ) -> Result<(Vec<usize>, &'o [T]), RuntimeError> {
         let (shape, data) = value.try_extract_tensor::<T>().map_err(run_err)?;
-        Ok((shape.iter().map(|&d| d.max(0) as usize).collect(), data.to_vec()))
+        Ok((shape.iter().map(|&d| d.max(0) as usize).collect(), data))
     }
-    let (shape, data) = match ty {
-        TensorElementType::Float32 => {
-            let (s, d) = take::<f32>(value)?;
-            (s, TensorData::F32(d))
-        }
-        TensorElementType::Int32 => {
-            let (s, d) = take::<i32>(value)?;
-            (s, TensorData::I32(d))
-        }
-        TensorElementType::Int64 => {
-            let (s, d) = take::<i64>(value)?;
-            (s, TensorData::I64(d))
-        }
-        TensorElementType::Uint8 => {
-            let (s, d) = take::<u8>(value)?;
-            (s, TensorData::U8(d))
-        }
+    let in_place = |(shape, data): (Vec<usize>, TensorDataRef<'o>)| Lent::InPlace(shape, data);
+    Ok(match ty {
+        TensorElementType::Float32 => values::<f32>(value).map(|(s, d)| in_place((s, TensorDataRef::F32(d))))?,
+        TensorElementType::Int32 => values::<i32>(value).map(|(s, d)| in_place((s, TensorDataRef::I32(d))))?,
+        TensorElementType::Int64 => values::<i64>(value).map(|(s, d)| in_place((s, TensorDataRef::I64(d))))?,
+        TensorElementType::Uint8 => values::<u8>(value).map(|(s, d)| in_place((s, TensorDataRef::U8(d))))?,
         TensorElementType::Float64 => {
-            let (s, d) = take::<f64>(value)?;
-            (s, TensorData::F32(d.into_iter().map(|x| x as f32).collect()))
+            let (s, d) = values::<f64>(value)?;
+            Lent::Converted(Tensor::new(s, TensorData::F32(d.iter().map(|&x| x as f32).collect())).map_err(run_err)?)
         }
-        other => {
-            return Err(RuntimeError::OutputDType { name: name.to_string(), dtype: format!("{other:?}") });
-        }
-    };
-    Tensor::new(shape, data).map_err(run_err)
+        other => return Err(RuntimeError::OutputDType { name: name.to_string(), dtype: format!("{other:?}") }),
+    })
 }

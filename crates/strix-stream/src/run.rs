@@ -137,10 +137,12 @@ pub fn run_live(
     // frame at a time (what won on 2 cores); outputs put answers back in frame order.
     let parallelism = pipeline.parallelism(job.workers);
     let (workers, threads) = (parallelism.workers, parallelism.threads);
-    // Sessions for the workers are part of loading the model, not of the first frames.
-    if let Err(e) = pipeline.session().warm_up(threads, workers) {
-        tracing::warn!("cannot prepare {workers} sessions: {e}");
-    }
+    // The workers' sessions are built while the sources are probed, FFmpeg starts and the
+    // first frames are decoded and prepared: startup is a short run's idle core otherwise.
+    let warming = {
+        let pipeline = pipeline.clone();
+        std::thread::spawn(move || pipeline.session().warm_up(threads, workers))
+    };
     let started = Instant::now();
     let mut sources = Vec::new();
     for kind in &job.sources {
@@ -268,6 +270,12 @@ pub fn run_live(
         }
         drop(events_tx);
 
+        match warming.join() {
+            Ok(Ok(())) => {}
+            // Not fatal: the runs build what they need, and report their own errors.
+            Ok(Err(e)) => tracing::warn!("cannot prepare {workers} sessions: {e}"),
+            Err(_) => tracing::warn!("preparing {workers} sessions panicked"),
+        }
         let failed = AtomicBool::new(false);
         let batch_sizes = Mutex::new(BTreeMap::new());
         let inferred: Vec<Result<WorkerCount, StreamError>> = std::thread::scope(|inner| {

@@ -1,6 +1,6 @@
 //! Image classification: scores per class to the top-k labels.
 
-use strix_core::Tensor;
+use strix_core::TensorView;
 
 use crate::VisionError;
 
@@ -8,7 +8,7 @@ pub use strix_core::Class;
 
 /// A `[N, C]` output (trailing 1-sized dims allowed, as in `[N, C, 1, 1]`): its values, row
 /// after row, and `C`; any other shape is refused with `expected`.
-pub(crate) fn rows(output: &Tensor, name: &str, expected: &str) -> Result<(Vec<f32>, usize), VisionError> {
+pub(crate) fn rows(output: TensorView<'_>, name: &str, expected: &str) -> Result<(Vec<f32>, usize), VisionError> {
     let shape = output.shape();
     if shape.len() < 2 || shape[2..].iter().any(|&d| d != 1) {
         return Err(VisionError::OutputShape {
@@ -34,7 +34,13 @@ impl Classifier {
     ///
     /// # Shapes
     /// `output`: `[N, C, 1...]` with `C` equal to the number of labels when labels are known.
-    pub fn decode(&self, output: &Tensor, name: &str, k: usize) -> Result<Vec<Vec<Class>>, VisionError> {
+    pub fn decode<'a>(
+        &self,
+        output: impl Into<TensorView<'a>>,
+        name: &str,
+        k: usize,
+    ) -> Result<Vec<Vec<Class>>, VisionError> {
+        let output = output.into();
         let (values, classes) = rows(output, name, "a classifier output must be [N, classes]")?;
         if !self.labels.is_empty() && classes != self.labels.len() {
             return Err(VisionError::OutputShape {
@@ -83,6 +89,7 @@ pub fn softmax(logits: &[f32]) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use strix_core::Tensor;
 
     #[test]
     fn softmax_is_stable_and_sums_to_one() {

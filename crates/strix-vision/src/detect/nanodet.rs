@@ -69,7 +69,7 @@ impl NanoDet {
             let cells = nw * nh;
             let scores_t = outputs.named(score_name)?;
             let boxes_t = outputs.named(box_name)?;
-            let bad = |name: &str, t: &strix_core::Tensor, expected: String| VisionError::OutputShape {
+            let bad = |name: &str, t: strix_core::TensorView<'_>, expected: String| VisionError::OutputShape {
                 name: name.to_string(),
                 shape: t.shape().to_vec(),
                 expected,
