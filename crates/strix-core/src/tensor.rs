@@ -167,20 +167,12 @@ impl Tensor {
 
     /// The values, if this is an f32 tensor.
     pub fn as_f32(&self) -> Result<&[f32], CoreError> {
-        match &self.data {
-            TensorData::F32(v) => Ok(v),
-            other => Err(CoreError::DTypeMismatch { expected: DType::F32, actual: other.dtype() }),
-        }
+        self.view().as_f32()
     }
 
     /// The values converted to f32 (a copy; exact for u8/i32 below 2^24).
     pub fn to_f32_vec(&self) -> Vec<f32> {
-        match &self.data {
-            TensorData::F32(v) => v.clone(),
-            TensorData::I32(v) => v.iter().map(|&x| x as f32).collect(),
-            TensorData::I64(v) => v.iter().map(|&x| x as f32).collect(),
-            TensorData::U8(v) => v.iter().map(|&x| f32::from(x)).collect(),
-        }
+        self.view().to_f32_vec()
     }
 
     /// Stack tensors along their first (batch) dimension. `None` when they differ in type or in
@@ -264,6 +256,21 @@ pub enum TensorDataRef<'a> {
     U8(&'a [u8]),
 }
 
+impl TensorDataRef<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            TensorDataRef::F32(v) => v.len(),
+            TensorDataRef::I32(v) => v.len(),
+            TensorDataRef::I64(v) => v.len(),
+            TensorDataRef::U8(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// A borrowed dense, row-major tensor: what decoders read, so an engine's outputs need not be
 /// copied out first.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -275,12 +282,7 @@ pub struct TensorView<'a> {
 impl<'a> TensorView<'a> {
     pub fn new(shape: &'a [usize], data: TensorDataRef<'a>) -> Result<Self, CoreError> {
         let expected: usize = shape.iter().product();
-        let actual = match data {
-            TensorDataRef::F32(v) => v.len(),
-            TensorDataRef::I32(v) => v.len(),
-            TensorDataRef::I64(v) => v.len(),
-            TensorDataRef::U8(v) => v.len(),
-        };
+        let actual = data.len();
         if expected != actual {
             return Err(CoreError::ShapeMismatch { shape: shape.to_vec(), expected, actual });
         }

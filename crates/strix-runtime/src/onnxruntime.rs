@@ -231,9 +231,7 @@ impl Session for OrtModel {
     }
 
     fn run_with_threads(&self, inputs: &[Tensor], threads: usize) -> Result<Vec<Tensor>, RuntimeError> {
-        self.with_outputs(inputs, threads, |lent| {
-            Ok(lent.iter().map(|l| l.view().map(|v| v.to_tensor())).collect::<Result<_, _>>()?)
-        })
+        self.with_outputs(inputs, threads, |lent| lent.iter().map(|l| l.view().map(|v| v.to_tensor())).collect())
     }
 
     fn run_borrowed(
@@ -331,9 +329,9 @@ fn lend<'o>(value: &'o DynValue, name: &str) -> Result<Lent<'o>, RuntimeError> {
     let ValueType::Tensor { ty, .. } = value.dtype() else {
         return Err(RuntimeError::OutputDType { name: name.to_string(), dtype: "non-tensor".into() });
     };
-    fn values<'o, T: ort::value::PrimitiveTensorElementType + std::fmt::Debug>(
-        value: &'o DynValue,
-    ) -> Result<(Vec<usize>, &'o [T]), RuntimeError> {
+    fn values<T: ort::value::PrimitiveTensorElementType + std::fmt::Debug>(
+        value: &DynValue,
+    ) -> Result<(Vec<usize>, &[T]), RuntimeError> {
         let (shape, data) = value.try_extract_tensor::<T>().map_err(run_err)?;
         Ok((shape.iter().map(|&d| d.max(0) as usize).collect(), data))
     }
