@@ -93,3 +93,40 @@ fn an_import_loop_is_found() {
     assert_eq!(cycle(&graph(&[("a", "b"), ("b", "c"), ("a", "c")])), None);
     assert_eq!(cycle(&graph(&[("a", "b"), ("b", "c"), ("c", "b")])), Some("b -> c -> b".into()));
 }
+
+/// `./scripts/test` compiles the pure-Rust build (no ONNX Runtime) only as the demo build's
+/// tests, tract only: enough while strix-runtime is the one crate whose code the cargo feature
+/// `ort` switches (a `cfg!` expression compiles either way).
+#[test]
+fn only_strix_runtime_compiles_differently_without_onnx_runtime() {
+    fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                rust_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut switched = Vec::new();
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let dir = entry.unwrap().path();
+        if !dir.join("src").is_dir() || dir.ends_with("strix-runtime") {
+            continue;
+        }
+        let mut files = Vec::new();
+        rust_files(&dir.join("src"), &mut files);
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            if text.lines().any(|l| l.contains("feature = \"ort\"") && !l.contains("cfg!(")) {
+                switched.push(file.display().to_string());
+            }
+        }
+    }
+    assert!(
+        switched.is_empty(),
+        "compiled differently without `ort`; add a tract-only build of them to scripts/test: {switched:?}"
+    );
+}

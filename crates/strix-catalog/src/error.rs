@@ -17,12 +17,13 @@ pub enum CatalogError {
     )]
     NoRegistry { text: String },
 
+    /// The zoo's answer (its known models) and where else the name may be.
     #[cfg(not(feature = "registry"))]
     #[error(
-        "`{name}` is not a zoo or imported model, and this strix was built without the model registry \
-         it may be in (./scripts/demo builds predict alone); build everything with `cargo build --release -p strix`"
+        "{zoo}; it may be in the model registry, and this strix was built without it (./scripts/demo \
+         builds predict alone); build everything with `cargo build --release -p strix`"
     )]
-    MaybeInRegistry { name: String },
+    MaybeInRegistry { zoo: strix_zoo::ZooError },
 
     #[error("{name} is a {actual} model, not {wanted}")]
     WrongTask { name: String, actual: Task, wanted: Task },

@@ -129,13 +129,20 @@ impl Catalog {
     }
 }
 
-/// Without the registry (the demo build): registry references are refused by name.
+/// The default registry's database under `home`: `strix_registry::RegistryConfig::local`'s
+/// file, named here for the build without that crate (a test of the whole build compares them).
+#[cfg(any(test, not(feature = "registry")))]
+fn default_registry_db(home: &Path) -> std::path::PathBuf {
+    home.join("registry").join("registry.db")
+}
+
+/// Without the registry (the demo build): registry references are refused by name, and so is
+/// a bare name the zoo lacks when a registry it may be in exists.
 #[cfg(not(feature = "registry"))]
 impl Catalog {
-    /// A registry this build cannot read: one the settings name, or the default one under
-    /// home (`strix_registry::RegistryConfig::local`'s file, named here without that crate).
+    /// A registry this build cannot read: one the settings name, or the default one.
     fn registry_exists(&self) -> bool {
-        self.settings.registry_named || self.settings.home.join("registry").join("registry.db").is_file()
+        self.settings.registry_named || default_registry_db(&self.settings.home).is_file()
     }
 
     fn locate_version(&self, text: &str, _progress: &dyn Progress) -> Result<Located, CatalogError> {
@@ -144,7 +151,10 @@ impl Catalog {
 
     /// A name neither the zoo nor the imports know, with a registry beside: it may be there.
     fn locate_newest(&self, text: &str, _progress: &dyn Progress) -> Result<Located, CatalogError> {
-        Err(CatalogError::MaybeInRegistry { name: text.to_string() })
+        match self.locate_local(text) {
+            Ok(spec) => Ok(Located { spec, version: None }),
+            Err(zoo) => Err(CatalogError::MaybeInRegistry { zoo }),
+        }
     }
 }
 
@@ -167,6 +177,14 @@ mod tests {
         assert!(e.unwrap_err().to_string().contains("is a classify model, not detect"));
     }
 
+    #[cfg(feature = "registry")]
+    #[test]
+    fn the_demo_build_looks_for_the_default_registry_where_it_is() {
+        let home = Path::new("/srv/strix");
+        let local = strix_registry::RegistryConfig::local(home);
+        assert_eq!(local.sqlite_path(), Some(default_registry_db(home)));
+    }
+
     #[cfg(not(feature = "registry"))]
     #[test]
     fn without_the_registry_a_version_reference_says_so() {
@@ -183,7 +201,7 @@ mod tests {
         std::fs::write(dir.path().join("home/registry/registry.db"), b"").unwrap();
         let e = catalog.locate("trash", &strix_core::NoProgress).unwrap_err().to_string();
         assert!(
-            e.contains("`trash` is not a zoo or imported model") && e.contains("without the model registry"),
+            e.contains("unknown model `trash`; known models: ") && e.contains("may be in the model registry"),
             "{e}"
         );
         assert!(catalog.locate("efficientnet_lite0", &strix_core::NoProgress).is_ok());

@@ -95,13 +95,18 @@ pub enum TensorData {
 }
 
 impl TensorData {
-    pub fn len(&self) -> usize {
+    /// The values, borrowed.
+    pub fn view(&self) -> TensorDataRef<'_> {
         match self {
-            TensorData::F32(v) => v.len(),
-            TensorData::I32(v) => v.len(),
-            TensorData::I64(v) => v.len(),
-            TensorData::U8(v) => v.len(),
+            TensorData::F32(v) => TensorDataRef::F32(v),
+            TensorData::I32(v) => TensorDataRef::I32(v),
+            TensorData::I64(v) => TensorDataRef::I64(v),
+            TensorData::U8(v) => TensorDataRef::U8(v),
         }
+    }
+
+    pub fn len(&self) -> usize {
+        self.view().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -109,12 +114,7 @@ impl TensorData {
     }
 
     pub fn dtype(&self) -> DType {
-        match self {
-            TensorData::F32(_) => DType::F32,
-            TensorData::I32(_) => DType::I32,
-            TensorData::I64(_) => DType::I64,
-            TensorData::U8(_) => DType::U8,
-        }
+        self.view().dtype()
     }
 }
 
@@ -151,6 +151,11 @@ impl Tensor {
 
     pub fn data(&self) -> &TensorData {
         &self.data
+    }
+
+    /// This tensor, borrowed.
+    pub fn view(&self) -> TensorView<'_> {
+        TensorView { shape: &self.shape, data: self.data.view() }
     }
 
     pub fn into_data(self) -> TensorData {
@@ -269,6 +274,15 @@ impl TensorDataRef<'_> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    pub fn dtype(&self) -> DType {
+        match self {
+            TensorDataRef::F32(_) => DType::F32,
+            TensorDataRef::I32(_) => DType::I32,
+            TensorDataRef::I64(_) => DType::I64,
+            TensorDataRef::U8(_) => DType::U8,
+        }
+    }
 }
 
 /// A borrowed dense, row-major tensor: what decoders read, so an engine's outputs need not be
@@ -280,6 +294,7 @@ pub struct TensorView<'a> {
 }
 
 impl<'a> TensorView<'a> {
+    /// A view of `data` as `shape`; an error unless the shape's product is the number of values.
     pub fn new(shape: &'a [usize], data: TensorDataRef<'a>) -> Result<Self, CoreError> {
         let expected: usize = shape.iter().product();
         let actual = data.len();
@@ -294,14 +309,19 @@ impl<'a> TensorView<'a> {
     }
 
     pub fn dtype(&self) -> DType {
-        match self.data {
-            TensorDataRef::F32(_) => DType::F32,
-            TensorDataRef::I32(_) => DType::I32,
-            TensorDataRef::I64(_) => DType::I64,
-            TensorDataRef::U8(_) => DType::U8,
-        }
+        self.data.dtype()
     }
 
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// The values, still borrowed.
     pub fn data(&self) -> TensorDataRef<'a> {
         self.data
     }
@@ -339,19 +359,6 @@ impl<'a> TensorView<'a> {
 impl<'a> From<&'a Tensor> for TensorView<'a> {
     fn from(t: &'a Tensor) -> Self {
         t.view()
-    }
-}
-
-impl Tensor {
-    /// This tensor, borrowed.
-    pub fn view(&self) -> TensorView<'_> {
-        let data = match &self.data {
-            TensorData::F32(v) => TensorDataRef::F32(v),
-            TensorData::I32(v) => TensorDataRef::I32(v),
-            TensorData::I64(v) => TensorDataRef::I64(v),
-            TensorData::U8(v) => TensorDataRef::U8(v),
-        };
-        TensorView { shape: &self.shape, data }
     }
 }
 

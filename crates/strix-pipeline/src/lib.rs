@@ -548,7 +548,8 @@ impl Pipeline {
             let outputs = Outputs::borrowed(&self.output_names, views);
             decoded = Some(decoder.decode(&outputs, geometries, size, &self.model.labels, top_k));
         })?;
-        let answers = decoded.ok_or_else(|| PipelineError::Internal("the engine lent no outputs".into()))??;
+        let answers = decoded
+            .ok_or_else(|| PipelineError::Internal("the runtime returned without handing over its outputs".into()))??;
         if answers.len() != geometries.len() {
             return Err(PipelineError::Internal(format!("{} answers for {} images", answers.len(), geometries.len())));
         }

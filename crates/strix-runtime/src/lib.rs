@@ -166,6 +166,8 @@ pub trait Session: Send + Sync {
     /// [`Session::run_with_threads`], lending the outputs to `visit` where the engine holds
     /// them rather than copying them out (ONNX Runtime's buffers): for a caller that reads
     /// what it needs of a large output (a detector's anchors, every frame) and keeps none of it.
+    /// `visit` is called once when the run succeeds and never when it fails; the run's session
+    /// stays taken while it runs.
     fn run_borrowed(
         &self,
         inputs: &[Tensor],

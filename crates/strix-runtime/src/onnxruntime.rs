@@ -211,23 +211,32 @@ impl Session for OrtModel {
     fn warm_up(&self, threads: usize, concurrency: usize) -> Result<(), RuntimeError> {
         let threads = threads.max(1);
         let have = self.idle.lock().unwrap_or_else(|p| p.into_inner()).iter().filter(|(n, _)| *n == threads).count();
-        let missing = concurrency.min(IDLE_SESSIONS).saturating_sub(have);
-        // Built side by side: a build is mostly graph optimisation on one core, and it is what
-        // a stream's first frame and a server's first request wait for.
-        let built: Vec<Result<OrtSession, RuntimeError>> = std::thread::scope(|scope| {
-            let builds: Vec<_> = (0..missing)
-                .map(|_| scope.spawn(|| build_session(&self.environment, &self.source, threads, self.device)))
-                .collect();
-            builds
-                .into_iter()
-                .map(|b| b.join().unwrap_or_else(|_| Err(run_err("building a session panicked"))))
-                .collect()
-        });
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        for session in built {
-            idle.push((threads, session?));
+        let mut missing = concurrency.min(IDLE_SESSIONS).saturating_sub(have);
+        // Built side by side, a core each: a build is mostly graph optimisation on one core,
+        // and it is what a stream's first frame and a server's first request wait for.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut first_error = None;
+        while missing > 0 {
+            let round = missing.min(cores);
+            let built: Vec<Result<OrtSession, RuntimeError>> = std::thread::scope(|scope| {
+                let builds: Vec<_> = (0..round)
+                    .map(|_| scope.spawn(|| build_session(&self.environment, &self.source, threads, self.device)))
+                    .collect();
+                builds
+                    .into_iter()
+                    .map(|b| b.join().unwrap_or_else(|_| Err(run_err("building a session panicked"))))
+                    .collect()
+            });
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            for session in built {
+                match session {
+                    Ok(session) => idle.push((threads, session)),
+                    Err(e) => first_error = first_error.or(Some(e)),
+                }
+            }
+            missing -= round;
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     fn run_with_threads(&self, inputs: &[Tensor], threads: usize) -> Result<Vec<Tensor>, RuntimeError> {
@@ -263,16 +272,13 @@ impl OrtModel {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             idle.iter().position(|(n, _)| *n == threads).map(|i| idle.swap_remove(i).1)
         };
-        let mut session = match taken {
+        let session = match taken {
             Some(s) => s,
             None => build_session(&self.environment, &self.source, threads, self.device)?,
         };
-        let result = self.run_on(&mut session, inputs, read);
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < IDLE_SESSIONS {
-            idle.push((threads, session));
-        }
-        result
+        let mut out = CheckedOut { model: self, threads, session: Some(session) };
+        let session = out.session.as_mut().expect("checked out above");
+        self.run_on(session, inputs, read)
     }
 
     fn run_on<R>(
@@ -310,6 +316,25 @@ impl OrtModel {
     }
 }
 
+/// A session taken from the idle ones, put back when dropped: also when `read` panics (a
+/// decoder bug, which serve catches and answers), so that costs no rebuild.
+struct CheckedOut<'m> {
+    model: &'m OrtModel,
+    threads: usize,
+    session: Option<OrtSession>,
+}
+
+impl Drop for CheckedOut<'_> {
+    fn drop(&mut self) {
+        let mut idle = self.model.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(session) = self.session.take()
+            && idle.len() < IDLE_SESSIONS
+        {
+            idle.push((self.threads, session));
+        }
+    }
+}
+
 /// An output as ONNX Runtime holds it: its values in place, or converted (float64 to f32).
 enum Lent<'o> {
     InPlace(Vec<usize>, TensorDataRef<'o>),
@@ -335,12 +360,11 @@ fn lend<'o>(value: &'o DynValue, name: &str) -> Result<Lent<'o>, RuntimeError> {
         let (shape, data) = value.try_extract_tensor::<T>().map_err(run_err)?;
         Ok((shape.iter().map(|&d| d.max(0) as usize).collect(), data))
     }
-    let in_place = |(shape, data): (Vec<usize>, TensorDataRef<'o>)| Lent::InPlace(shape, data);
     Ok(match ty {
-        TensorElementType::Float32 => values::<f32>(value).map(|(s, d)| in_place((s, TensorDataRef::F32(d))))?,
-        TensorElementType::Int32 => values::<i32>(value).map(|(s, d)| in_place((s, TensorDataRef::I32(d))))?,
-        TensorElementType::Int64 => values::<i64>(value).map(|(s, d)| in_place((s, TensorDataRef::I64(d))))?,
-        TensorElementType::Uint8 => values::<u8>(value).map(|(s, d)| in_place((s, TensorDataRef::U8(d))))?,
+        TensorElementType::Float32 => values::<f32>(value).map(|(s, d)| Lent::InPlace(s, TensorDataRef::F32(d)))?,
+        TensorElementType::Int32 => values::<i32>(value).map(|(s, d)| Lent::InPlace(s, TensorDataRef::I32(d)))?,
+        TensorElementType::Int64 => values::<i64>(value).map(|(s, d)| Lent::InPlace(s, TensorDataRef::I64(d)))?,
+        TensorElementType::Uint8 => values::<u8>(value).map(|(s, d)| Lent::InPlace(s, TensorDataRef::U8(d)))?,
         TensorElementType::Float64 => {
             let (s, d) = values::<f64>(value)?;
             Lent::Converted(Tensor::new(s, TensorData::F32(d.iter().map(|&x| x as f32).collect())).map_err(run_err)?)

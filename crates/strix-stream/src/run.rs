@@ -107,6 +107,37 @@ struct Item {
     prepared: Option<(Prepared, Arc<Pipeline>)>,
 }
 
+/// The inference workers' sessions, built on their own thread. Dropping it waits for the
+/// build, so a run that fails to start leaves no thread behind.
+struct Warming {
+    build: Option<std::thread::JoinHandle<Result<(), String>>>,
+    workers: usize,
+}
+
+impl Warming {
+    fn start(pipeline: Arc<Pipeline>, threads: usize, workers: usize) -> Warming {
+        let build = std::thread::spawn(move || pipeline.session().warm_up(threads, workers).map_err(|e| e.to_string()));
+        Warming { build: Some(build), workers }
+    }
+
+    /// Wait for the sessions. A failure is not fatal: runs build what they need and report
+    /// their own errors.
+    fn finish(&mut self) {
+        let workers = self.workers;
+        match self.build.take().map(std::thread::JoinHandle::join) {
+            None | Some(Ok(Ok(()))) => {}
+            Some(Ok(Err(e))) => tracing::warn!("cannot prepare {workers} sessions: {e}"),
+            Some(Err(_)) => tracing::warn!("preparing {workers} sessions panicked"),
+        }
+    }
+}
+
+impl Drop for Warming {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
 /// Run sources through the model until they end, `stop` is set, or the limits are reached.
 pub fn run(
     pipeline: Arc<Pipeline>,
@@ -139,10 +170,8 @@ pub fn run_live(
     let (workers, threads) = (parallelism.workers, parallelism.threads);
     // The workers' sessions are built while the sources are probed, FFmpeg starts and the
     // first frames are decoded and prepared: startup is a short run's idle core otherwise.
-    let warming = {
-        let pipeline = pipeline.clone();
-        std::thread::spawn(move || pipeline.session().warm_up(threads, workers))
-    };
+    let mut warming = Warming::start(pipeline.clone(), threads, workers);
+    // The clock (`--duration`, frame lag) counts from here, the overlapped build included.
     let started = Instant::now();
     let mut sources = Vec::new();
     for kind in &job.sources {
@@ -270,12 +299,7 @@ pub fn run_live(
         }
         drop(events_tx);
 
-        match warming.join() {
-            Ok(Ok(())) => {}
-            // Not fatal: the runs build what they need, and report their own errors.
-            Ok(Err(e)) => tracing::warn!("cannot prepare {workers} sessions: {e}"),
-            Err(_) => tracing::warn!("preparing {workers} sessions panicked"),
-        }
+        warming.finish();
         let failed = AtomicBool::new(false);
         let batch_sizes = Mutex::new(BTreeMap::new());
         let inferred: Vec<Result<WorkerCount, StreamError>> = std::thread::scope(|inner| {

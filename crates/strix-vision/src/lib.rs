@@ -1,6 +1,7 @@
 //! Pixels in, answers out: image decoding with limits, preprocessing exactly as a model spec
 //! says, and the task decoders that turn raw model outputs into labels. Independent of the
-//! runtime: everything here works on [`strix_core::Tensor`]s.
+//! runtime: inputs are made as [`strix_core::Tensor`]s, and decoders read outputs as
+//! [`strix_core::TensorView`]s (an engine's buffers in place, or a tensor's).
 //!
 //! ```
 //! use strix_vision::{InputSpec, Layout, InputType, Preprocess, Preprocessor, Resize, ChannelOrder};
