@@ -87,8 +87,8 @@ impl Catalog {
             return self.locate_version(text, progress);
         }
         match self.locate_local(text) {
-            Err(ZooError::UnknownModel { .. }) if !is_path && self.registry_exists() => {
-                self.locate_newest(text, progress)
+            Err(zoo @ ZooError::UnknownModel { .. }) if !is_path && self.registry_exists() => {
+                self.locate_newest(text, zoo, progress)
             }
             other => Ok(Located { spec: other?, version: None }),
         }
@@ -149,12 +149,10 @@ impl Catalog {
         Err(CatalogError::NoRegistry { text: text.to_string() })
     }
 
-    /// A name neither the zoo nor the imports know, with a registry beside: it may be there.
-    fn locate_newest(&self, text: &str, _progress: &dyn Progress) -> Result<Located, CatalogError> {
-        match self.locate_local(text) {
-            Ok(spec) => Ok(Located { spec, version: None }),
-            Err(zoo) => Err(CatalogError::MaybeInRegistry { zoo }),
-        }
+    /// A name neither the zoo nor the imports know (`zoo`, their answer), with a registry
+    /// beside: it may be there.
+    fn locate_newest(&self, _text: &str, zoo: ZooError, _progress: &dyn Progress) -> Result<Located, CatalogError> {
+        Err(CatalogError::MaybeInRegistry { zoo })
     }
 }
 

@@ -5,7 +5,7 @@ use std::future::Future;
 
 use strix_core::{ModelVersion, Progress};
 use strix_registry::{ModelRef, Registry, RegistryError, VersionRecord};
-use strix_zoo::SPEC_FILE;
+use strix_zoo::{SPEC_FILE, ZooError};
 
 use crate::{Catalog, CatalogError, Located};
 
@@ -29,14 +29,19 @@ impl Catalog {
         self.fetch(&session, &record, progress)
     }
 
-    /// A bare name the zoo does not know: the registry's newest version of it, else the zoo's
-    /// message (which lists what there is).
-    pub(crate) fn locate_newest(&self, text: &str, progress: &dyn Progress) -> Result<Located, CatalogError> {
+    /// A bare name the zoo does not know (`zoo`, its answer): the registry's newest version of
+    /// it, else the zoo's message (which lists what there is).
+    pub(crate) fn locate_newest(
+        &self,
+        text: &str,
+        zoo: ZooError,
+        progress: &dyn Progress,
+    ) -> Result<Located, CatalogError> {
         let reference = ModelRef::parse(text)?;
         let session = self.registry()?;
         match session.run(session.registry.get(&reference)) {
             Ok(record) => self.fetch(&session, &record, progress),
-            Err(_) => Ok(Located { spec: self.locate_local(text)?, version: None }),
+            Err(_) => Err(zoo.into()),
         }
     }
 

@@ -130,10 +130,7 @@ pub struct Tensor {
 
 impl Tensor {
     pub fn new(shape: Vec<usize>, data: TensorData) -> Result<Self, CoreError> {
-        let expected: usize = shape.iter().product();
-        if expected != data.len() {
-            return Err(CoreError::ShapeMismatch { shape, expected, actual: data.len() });
-        }
+        TensorView::new(&shape, data.view())?;
         Ok(Tensor { shape, data })
     }
 

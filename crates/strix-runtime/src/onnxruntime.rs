@@ -240,7 +240,7 @@ impl Session for OrtModel {
     }
 
     fn run_with_threads(&self, inputs: &[Tensor], threads: usize) -> Result<Vec<Tensor>, RuntimeError> {
-        self.with_outputs(inputs, threads, |lent| lent.iter().map(|l| l.view().map(|v| v.to_tensor())).collect())
+        self.with_outputs(inputs, threads, |lent| lent.into_iter().map(Lent::into_tensor).collect())
     }
 
     fn run_borrowed(
@@ -264,7 +264,7 @@ impl OrtModel {
         &self,
         inputs: &[Tensor],
         threads: usize,
-        read: impl FnOnce(&[Lent<'_>]) -> Result<R, RuntimeError>,
+        read: impl FnOnce(Vec<Lent<'_>>) -> Result<R, RuntimeError>,
     ) -> Result<R, RuntimeError> {
         check_inputs(&self.inputs, inputs)?;
         let threads = threads.max(1);
@@ -285,7 +285,7 @@ impl OrtModel {
         &self,
         session: &mut OrtSession,
         inputs: &[Tensor],
-        read: impl FnOnce(&[Lent<'_>]) -> Result<R, RuntimeError>,
+        read: impl FnOnce(Vec<Lent<'_>>) -> Result<R, RuntimeError>,
     ) -> Result<R, RuntimeError> {
         // Borrow the caller's buffers: no copy on the way in.
         let values: Vec<SessionInputValue<'_>> = inputs
@@ -312,7 +312,7 @@ impl OrtModel {
                 lend(value, &info.name)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        read(&lent)
+        read(lent)
     }
 }
 
@@ -346,6 +346,14 @@ impl Lent<'_> {
         match self {
             Lent::InPlace(shape, data) => TensorView::new(shape, *data).map_err(run_err),
             Lent::Converted(t) => Ok(t.view()),
+        }
+    }
+
+    /// An owned copy (a converted output is already one).
+    fn into_tensor(self) -> Result<Tensor, RuntimeError> {
+        match self {
+            Lent::InPlace(..) => self.view().map(|v| v.to_tensor()),
+            Lent::Converted(t) => Ok(t),
         }
     }
 }
